@@ -1,0 +1,41 @@
+# Two jobs for a fresh machine; each sets up .venv itself.
+#   make demo   convert the bundled model and show what changed
+#   make test   run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup bench clean
+
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard custom_ops/*.txt custom_ops/*/*.h custom_ops/*/*.cc custom_ops/*/*.cu custom_ops/*.cc custom_ops/cmake/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch pinned: any other request pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sit-onnx neuron sweep
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/kernels.py
+	$(PY) bench/rewrite.py
+
+clean:
+	rm -rf $(VENV) build
+
+# Regenerate the shipped SI-exp parameter sets (about 2 minutes per set on one core).
+PARAM_DIR := sit_onnx/neurons/data
+STEPS := 4 6 8 10 12 14 16
+params: $(STAMP)
+	for k in $(STEPS); do \
+	  $(VENV)/bin/sit-onnx neuron fit -k $$k --range -1 1 -o $(PARAM_DIR)/si_exp_k$${k}_-1_1.json --force; \
+	  $(VENV)/bin/sit-onnx neuron fit -k $$k --range -12 0 -o $(PARAM_DIR)/si_exp_k$${k}_-12_0.json --force; \
+	done

@@ -1,0 +1,3 @@
+from sit_onnx.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""The `sit-onnx` command: a click group, one thin module per subcommand."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from sit_onnx import __version__
+from sit_onnx.errors import SitOnnxError
+
+
+class SitGroup(click.Group):
+    """Turns user mistakes into one line and exit 1; never a traceback unless SIT_ONNX_DEBUG is set."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SitOnnxError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except MemoryError:
+            raise click.ClickException("out of memory") from None
+        except Exception as exc:  # a bug: still one line, with how to see more
+            if os.environ.get("SIT_ONNX_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {first} (set SIT_ONNX_DEBUG=1 for a traceback)"
+            ) from None
+
+
+@click.group(cls=SitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sit-onnx")
+def main():
+    """Convert Transformers in ONNX to spiking networks (SIT-conversion) and run them."""
+
+
+def _register():
+    from sit_onnx.cli import neuron, rewrite
+
+    main.add_command(neuron.neuron)
+    main.add_command(rewrite.rewrite)
+
+
+_register()
+
+if __name__ == "__main__":
+    sys.exit(main())

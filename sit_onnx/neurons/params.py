@@ -1,0 +1,133 @@
+"""Fitted SI-exp parameter sets: a typed record, JSON on disk, validated on load.
+
+A set holds the per-step thresholds T(t), resets h(t) and output weights d(t) of
+one SI-exp neuron, the input range it was fitted on, and how well it fits there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from sit_onnx.atomic import write_text_atomic
+from sit_onnx.domain import MAX_STEPS
+from sit_onnx.errors import SitOnnxError
+
+FORMAT = "sit-onnx/si-exp-params"
+FORMAT_VERSION = 1
+PAPER_RANGE = (-1.0, 1.0)
+SHIFT_RANGE = (-12.0, 0.0)
+SHIPPED_STEPS = (4, 6, 8, 10, 12, 14, 16)
+
+
+@dataclass(frozen=True)
+class NeuronParams:
+    """One SI-exp neuron: `v=x; z=H(v-T(t)); v-=h(t)z; out+=d(t)z` for t=1..K."""
+
+    thresholds: tuple[float, ...]
+    resets: tuple[float, ...]
+    weights: tuple[float, ...]
+    input_range: tuple[float, float]
+    rmse: float = float("nan")
+    max_error: float = float("nan")
+    method: str = "unknown"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("thresholds", "resets", "weights"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        object.__setattr__(self, "input_range", tuple(float(v) for v in self.input_range))
+        _check(self)
+
+    @property
+    def steps(self) -> int:
+        return len(self.thresholds)
+
+    def to_json(self) -> str:
+        record = {"format": FORMAT, "version": FORMAT_VERSION, "steps": self.steps, **asdict(self)}
+        record["input_range"] = list(self.input_range)
+        return json.dumps(record, indent=2, allow_nan=True) + "\n"
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_text_atomic(Path(path), self.to_json())
+
+
+def _check(p: NeuronParams) -> None:
+    k = len(p.thresholds)
+    if not 1 <= k <= MAX_STEPS:
+        raise SitOnnxError(f"parameter set has {k} steps; SpikingExp supports 1 to {MAX_STEPS}")
+    if len(p.resets) != k or len(p.weights) != k:
+        raise SitOnnxError(
+            f"parameter set lengths differ: thresholds {k}, resets {len(p.resets)}, weights {len(p.weights)}"
+        )
+    values = p.thresholds + p.resets + p.weights
+    if not all(math.isfinite(v) for v in values):
+        raise SitOnnxError("parameter set holds a NaN or infinite threshold, reset or weight")
+    lo, hi = p.input_range if len(p.input_range) == 2 else (math.nan, math.nan)
+    if len(p.input_range) != 2 or not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise SitOnnxError(f"parameter set input_range must be two finite numbers LO < HI, got {list(p.input_range)}")
+
+
+def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
+    """Parse and validate a parameter file's text; every problem is one SitOnnxError line."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SitOnnxError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise SitOnnxError(f"{source}: not a sit-onnx parameter file (expected \"format\": \"{FORMAT}\")")
+    if record.get("version") != FORMAT_VERSION:
+        raise SitOnnxError(f"{source}: parameter file version {record.get('version')!r}, this sit-onnx reads {FORMAT_VERSION}")
+    missing = [k for k in ("thresholds", "resets", "weights", "input_range") if k not in record]
+    if missing:
+        raise SitOnnxError(f"{source}: parameter file lacks {', '.join(missing)}")
+    for key in ("thresholds", "resets", "weights", "input_range"):
+        value = record[key]
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise SitOnnxError(f"{source}: {key} must be a list of numbers")
+    try:
+        params = NeuronParams(
+            thresholds=record["thresholds"],
+            resets=record["resets"],
+            weights=record["weights"],
+            input_range=record["input_range"],
+            rmse=float(record.get("rmse", math.nan)),
+            max_error=float(record.get("max_error", math.nan)),
+            method=str(record.get("method", "unknown")),
+            meta=dict(record.get("meta") or {}),
+        )
+    except SitOnnxError as exc:
+        raise SitOnnxError(f"{source}: {exc}") from None
+    if "steps" in record and record["steps"] != params.steps:
+        raise SitOnnxError(f"{source}: says steps={record['steps']} but holds {params.steps} thresholds")
+    return params
+
+
+def load_params(path: str | os.PathLike) -> NeuronParams:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SitOnnxError(f"{path}: parameter file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise SitOnnxError(f"{path}: cannot read parameter file ({type(exc).__name__})") from None
+    return params_from_json(text, str(path))
+
+
+def shipped_name(steps: int, input_range: tuple[float, float]) -> str:
+    lo, hi = input_range
+    return f"si_exp_k{steps}_{lo:g}_{hi:g}.json"
+
+
+def shipped_params(steps: int = 12, input_range: tuple[float, float] = PAPER_RANGE) -> NeuronParams:
+    """The parameter set fitted and shipped with sit-onnx for K=`steps` on `input_range`."""
+    name = shipped_name(steps, tuple(input_range))
+    resource = resources.files("sit_onnx.neurons") / "data" / name
+    if not resource.is_file():
+        have = ", ".join(sorted(p.name for p in (resources.files("sit_onnx.neurons") / "data").iterdir() if p.name.endswith(".json")))
+        raise SitOnnxError(f"no shipped parameter set for K={steps} on {list(input_range)}; shipped: {have or 'none'}")
+    return params_from_json(resource.read_text(encoding="utf-8"), name)

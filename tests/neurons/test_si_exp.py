@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from sit_onnx.neurons import shipped_params, si_exp
+from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS
+
+
+@pytest.mark.parametrize(
+    "x, spikes, out",
+    [
+        # v=0.9 fires at t1 (>=0.5) -> v=-0.1; t2 (>=0)? no; t3 (>=-0.5) fires -> 2 + 0.5
+        (0.9, [1, 0, 1], 2.5),
+        # exactly on a threshold fires: H(0) = 1; v=0.5 -> -0.5; t2 no; t3 -0.5>=-0.5 fires
+        (0.5, [1, 0, 1], 2.5),
+        # v=0.2: t1 no; t2 fires -> -0.3; t3 fires -> 1 + 0.5
+        (0.2, [0, 1, 1], 1.5),
+        (-0.6, [0, 0, 0], 0.0),
+    ],
+)
+def test_hand_worked_cases(tiny_params, x, spikes, out):
+    got, trains = si_exp(np.array([x]), tiny_params, return_spikes=True)
+    assert trains[0].astype(int).tolist() == spikes
+    assert got[0] == pytest.approx(out)
+
+
+def test_output_is_weighted_spike_sum(tiny_params, rng):
+    x = rng.uniform(-2, 2, (5, 7))
+    out, trains = si_exp(x, tiny_params, return_spikes=True)
+    assert trains.shape == (5, 7, 3)
+    np.testing.assert_allclose(out, trains @ np.array(tiny_params.weights), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (3, 4, 5)])
+def test_shape_and_dtype_preserved(tiny_params, rng, dtype, shape):
+    x = rng.uniform(-1, 1, shape).astype(dtype)
+    out = si_exp(x, tiny_params)
+    assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_edge_values(tiny_params):
+    x = np.array([np.nan, np.inf, -np.inf, -3.4e38, 3.4e38], dtype=np.float32)
+    out = si_exp(x, tiny_params)
+    assert np.isnan(out[0])
+    saturation = sum(tiny_params.weights)
+    assert out[1] == saturation and out[4] == saturation
+    assert out[2] == 0 and out[3] == 0
+
+
+def test_rejects_integer_input(tiny_params):
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        si_exp(np.arange(3), tiny_params)
+
+
+@pytest.mark.parametrize("steps", SHIPPED_STEPS)
+def test_shipped_paper_sets_approximate_exp(steps):
+    params = shipped_params(steps, PAPER_RANGE)
+    x = np.linspace(-1, 1, 2001)
+    rmse = np.sqrt(np.mean((si_exp(x, params) - np.exp(x)) ** 2))
+    # a good fit (see shared/neuron-fit-reference.md) falls roughly as 0.77*K^-1.6
+    assert rmse < 1.5 * 0.77 * steps ** -1.6 + 0.005
+    assert params.rmse == pytest.approx(rmse, rel=0.2)
+
+
+def test_shipped_sets_improve_with_steps():
+    errors = [shipped_params(k, PAPER_RANGE).rmse for k in SHIPPED_STEPS]
+    assert errors == sorted(errors, reverse=True)
+
+
+@pytest.mark.parametrize("steps", SHIPPED_STEPS)
+def test_shipped_shift_sets_cover_negative_range(steps):
+    params = shipped_params(steps, SHIFT_RANGE)
+    x = np.linspace(*SHIFT_RANGE, 4001)
+    assert np.max(np.abs(si_exp(x, params) - np.exp(x))) < 0.15
+    assert si_exp(np.array([0.0]), params)[0] == pytest.approx(1.0, abs=0.05)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from sit_onnx.neurons import si_norm, simulate_si_norm
+
+
+def test_amplified_form_is_normalisation():
+    w = np.array([[1.0, 3.0], [2.0, 2.0]])
+    np.testing.assert_allclose(si_norm(w, axis=-1), [[0.25, 0.75], [0.5, 0.5]])
+    np.testing.assert_allclose(si_norm(w, axis=0), [[1 / 3, 0.6], [2 / 3, 0.4]])
+
+
+def test_rate_coded_hand_case():
+    # w/V_th = 0.3, 0.7 with N=4: floor(1.2)=1, floor(2.8)=2
+    np.testing.assert_allclose(si_norm(np.array([0.3, 0.7]), time_steps=4), [0.25, 0.5])
+
+
+@pytest.mark.parametrize("n_steps", [1, 3, 8, 16, 100])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_simulated_membrane_equals_floor_identity(rng, n_steps, axis):
+    w = rng.uniform(0, 3, (6, 9, 4))
+    rate, count = simulate_si_norm(w, axis=axis, time_steps=n_steps)
+    v_th = w.sum(axis=axis, keepdims=True)
+    np.testing.assert_array_equal(count, np.floor(n_steps * w / v_th))
+    np.testing.assert_allclose(rate, si_norm(w, axis=axis, time_steps=n_steps), atol=1e-12)
+
+
+def test_single_element_fires_every_step():
+    rate, count = simulate_si_norm(np.array([[0.7]]), time_steps=5)
+    assert count[0, 0] == 5 and rate[0, 0] == 1.0
+
+
+def test_rate_converges_to_amplified(rng):
+    w = rng.uniform(0, 1, (50, 10))
+    exact = si_norm(w)
+    for n_steps in (10, 100, 1000):
+        assert np.max(np.abs(si_norm(w, time_steps=n_steps) - exact)) <= 1 / n_steps
+
+
+def test_non_positive_threshold_gives_zero():
+    w = np.array([[0.0, 0.0], [1.0, -1.0], [-1.0, -2.0]])
+    for mode in (0, 8):
+        np.testing.assert_array_equal(si_norm(w, time_steps=mode), np.zeros_like(w))
+        assert np.all(simulate_si_norm(w, time_steps=8)[1] == 0)
+
+
+def test_negative_weight_never_fires():
+    w = np.array([-0.5, 1.0, 1.5])
+    out = si_norm(w, time_steps=10)
+    assert out[0] == 0
+    assert simulate_si_norm(w, time_steps=10)[1][0] == 0
+
+
+def test_nan_propagates_along_its_row():
+    out = si_norm(np.array([[np.nan, 1.0], [1.0, 1.0]], dtype=np.float32))
+    assert np.all(np.isnan(out[0])) and np.all(out[1] == 0.5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_dtype_and_shape_preserved(rng, dtype):
+    w = rng.uniform(0, 1, (2, 3, 0, 4)).astype(dtype)
+    assert si_norm(w, axis=1).shape == w.shape and si_norm(w).dtype == dtype
+
+
+def test_negative_time_steps_rejected():
+    with pytest.raises(ValueError, match="time_steps"):
+        si_norm(np.ones(3), time_steps=-1)
