@@ -1,0 +1,195 @@
+"""SIT-conversion of a whole model: load → analyse → rewrite → validate → save.
+
+`rewrite_model` works on a ModelProto and returns the new model and a report;
+`rewrite_file` adds file handling (atomic output, external data). The input is
+never modified.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import version_converter
+
+from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.functions import spiking_functions
+from sit_onnx.graph.load import PROTOBUF_LIMIT, default_opset, load_model
+from sit_onnx.graph.report import RewriteReport, SiteReport, count_ops
+from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
+from sit_onnx.graph.save import save_model
+from sit_onnx.graph.sites import SOFTMAX, find_sites
+from sit_onnx.graph.validate import infer_shapes, validate_model
+from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
+
+MIN_OPSET = 13  # function bodies need ReduceSum's axes input; older models are converted up first
+
+
+@dataclass(frozen=True)
+class RewriteOptions:
+    """How to convert (mirrors `sit-onnx rewrite`'s flags)."""
+
+    steps: int = 12
+    params_file: str | None = None
+    sigmoid: bool = False
+    shift: bool = True
+    time_steps: int = 0
+    first: int | None = None
+    nodes: tuple[str, ...] = ()
+    inline: bool = False
+
+    def neuron_params(self) -> NeuronParams:
+        """The explicit file, else the shipped set for K on the range the mode feeds SI-exp."""
+        if self.params_file:
+            return load_params(self.params_file)
+        return shipped_params(self.steps, SHIFT_RANGE if self.shift else PAPER_RANGE)
+
+
+def _semantics(opset: int, site_pattern: str, axis) -> str:
+    if site_pattern != SOFTMAX:
+        return f"hand-written softmax over axis {axis}"
+    if opset < 13:
+        return f"opset {opset}: input coerced to 2-D at axis {axis}, normalised over all trailing dims"
+    return f"softmax over axis {axis}"
+
+
+def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeError/ValueError with long texts
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SitOnnxError(f"unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET} ({first})") from None
+
+
+def _legacy_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """Softmax axes as written before an opset upgrade, by node name, for the report."""
+    axes = {}
+    for node in model.graph.node:
+        if node.op_type == "Softmax":
+            attr = [a.i for a in node.attribute if a.name == "axis"]
+            axes[node.name] = attr[0] if attr else 1
+    return axes
+
+
+def _existing_steps(model: onnx.ModelProto) -> int | None:
+    for function in model.functions:
+        if function.domain == DOMAIN and function.name == SPIKING_EXP:
+            return sum(1 for n in function.node if n.op_type == "GreaterOrEqual")
+    return None
+
+
+def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptions(),
+                  source: str | None = None) -> tuple[onnx.ModelProto, RewriteReport]:
+    params = options.neuron_params()
+    if options.time_steps < 0:
+        raise SitOnnxError(f"--time-steps must be >= 0, got {options.time_steps}")
+    source_opset = default_opset(model)
+    already = _existing_steps(model)
+    if already is not None and already != params.steps:
+        raise SitOnnxError(f"model already holds SpikingExp with K={already}; convert the rest with --steps {already}")
+    legacy_axes = _legacy_axes(model) if source_opset < 13 else {}
+    if source_opset < MIN_OPSET:
+        model = _upgrade_opset(model, source_opset)
+    opset = default_opset(model)
+    ops_before = count_ops(model.graph)
+    model = infer_shapes(model)
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    sites = find_sites(graph)
+    if not sites:
+        raise SitOnnxError(f"{source or 'model'}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert")
+    unknown = sorted(set(options.nodes) - {s.name for s in sites})
+    if unknown:
+        raise SitOnnxError(f"--nodes: no softmax site named {', '.join(unknown)}; sites are: "
+                           + ", ".join(s.name for s in sites))
+    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps)
+    names = NamePool(graph)
+    reports = []
+    for index, site in enumerate(sites):
+        axis = legacy_axes.get(site.name, site.axis) if site.pattern == SOFTMAX else site.axis
+        graph_name = "main" if site.graph is graph else site.graph.name
+        entry = SiteReport(site.name, graph_name, site.pattern, site.axis, _semantics(source_opset, site.pattern, axis),
+                           converted=False)
+        if options.first is not None and index >= options.first:
+            entry.reason = f"not among the first {options.first} sites (--first)"
+        elif options.nodes and site.name not in options.nodes:
+            entry.reason = "not named in --nodes"
+        else:
+            entry.replaced_with = replace_site(site, params, chain, opset, names)
+            entry.converted = True
+        reports.append(entry)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    new = gs.export_onnx(graph, do_type_check=False)
+    new.ir_version = max(model.ir_version, new.ir_version)
+    _attach_functions(new, params.steps, opset)
+    new.producer_name, new.producer_version = model.producer_name, model.producer_version
+    del new.metadata_props[:]
+    new.metadata_props.extend(model.metadata_props)
+    onnx.helper.set_model_props(new, {**{p.key: p.value for p in new.metadata_props},
+                                      "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
+    if options.inline:
+        new = inline_spiking_functions(new)
+    report = RewriteReport(
+        input=source, output=None, source_opset=source_opset, opset=opset, steps=params.steps,
+        params=options.params_file or f"shipped K={params.steps} on {list(params.input_range)}",
+        options={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
+        sites=reports, ops_before=dict(ops_before), ops_after=dict(count_ops(new.graph)), inlined=options.inline,
+    )
+    if source_opset < MIN_OPSET:
+        report.notes.append(f"model converted from opset {source_opset} to {opset} by onnx.version_converter "
+                            "(legacy Softmax semantics kept with Flatten/Reshape)")
+    if params.input_range[0] < 0 <= params.input_range[1] and options.shift and params.input_range[1] > 0.5:
+        report.notes.append("max-shift feeds SI-exp values <= 0 but the parameter set is fitted on "
+                            f"{list(params.input_range)}; a set fitted on [-R, 0] fits better")
+    return new, report
+
+
+def _attach_functions(model: onnx.ModelProto, steps: int, opset: int) -> None:
+    kept = [f for f in model.functions if f.domain != DOMAIN]
+    del model.functions[:]
+    model.functions.extend(kept + spiking_functions(steps, opset))
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+
+
+def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Expand SpikingExp/SpikingNorm into standard ops for runtimes without function support."""
+    from onnx import inliner
+
+    inlined = inliner.inline_selected_functions(
+        model, [(f.domain, f.name) for f in model.functions if f.domain == DOMAIN], exclude=False)
+    del inlined.functions[:]
+    inlined.functions.extend(f for f in model.functions if f.domain != DOMAIN)
+    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(kept)
+    return inlined
+
+
+def default_output(path: Path) -> Path:
+    name = path.name[:-5] if path.name.endswith(".onnx") else path.name
+    return path.with_name(f"{name}.sit.onnx")
+
+
+def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike | None = None,
+                 options: RewriteOptions = RewriteOptions(), force: bool = False) -> RewriteReport:
+    """Convert a file; the output is written atomically and the input left untouched."""
+    input_path = Path(input_path)
+    output_path = Path(output_path) if output_path else default_output(input_path)
+    if output_path.exists() and not force:
+        raise SitOnnxError(f"{output_path} exists (use --force to overwrite)")
+    if output_path.exists() and output_path.resolve() == input_path.resolve():
+        raise SitOnnxError(f"{output_path}: refusing to overwrite the input model")
+    if not output_path.parent.is_dir():
+        raise SitOnnxError(f"{output_path.parent}: output folder does not exist")
+    if not os.access(output_path.parent, os.W_OK):
+        raise SitOnnxError(f"{output_path.parent}: output folder is not writable")
+    model = load_model(input_path)
+    new, report = rewrite_model(model, options, source=str(input_path))
+    save_model(new, output_path, validate=validate_model)
+    report.output = str(output_path)
+    return report

@@ -1,0 +1,116 @@
+"""SpikingExp and SpikingNorm as ONNX model-local functions built from standard ops.
+
+Every rewritten model carries these, so plain onnxruntime (or any runtime that
+inlines functions) runs it with no extra library; the custom-op kernels take
+precedence where the library is registered. The bodies read the neuron's numbers
+through attribute references; SpikingExp's body is unrolled for the model's K.
+
+Both bodies compute in float32 and cast back to the input's type (CastLike,
+opset 15+). Below opset 15 the body has no casts and the rewrite feeds float32.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM
+
+CASTLIKE_OPSET = 15
+
+
+def _attr_ref(name: str, ref: str, kind: int) -> onnx.AttributeProto:
+    attr = onnx.AttributeProto()
+    attr.name, attr.ref_attr_name, attr.type = name, ref, kind
+    return attr
+
+
+def _ref_constant(output: str, ref: str, kind: int) -> onnx.NodeProto:
+    """`output = Constant(<value_* = @ref>)`: a tensor made from the calling node's attribute."""
+    attr_name = {onnx.AttributeProto.FLOATS: "value_floats", onnx.AttributeProto.INT: "value_int"}[kind]
+    node = helper.make_node("Constant", [], [output])
+    node.attribute.append(_attr_ref(attr_name, ref, kind))
+    return node
+
+
+def _scalar(output: str, value, dtype=TensorProto.INT64) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [output], value=helper.make_tensor(output, dtype, [], [value]))
+
+
+def _cast_in(nodes: list, name: str, opset: int) -> str:
+    if opset < CASTLIKE_OPSET:
+        return name
+    nodes.append(helper.make_node("Cast", [name], [f"{name}_f32"], to=TensorProto.FLOAT))
+    return f"{name}_f32"
+
+
+def _cast_out(nodes: list, value: str, like: str, output: str, opset: int) -> None:
+    if opset < CASTLIKE_OPSET:
+        nodes.append(helper.make_node("Identity", [value], [output]))
+    else:
+        nodes.append(helper.make_node("CastLike", [value, like], [output]))
+
+
+def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
+    """SI-exp unrolled over `steps`: `z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z`; NaN in, NaN out."""
+    floats = onnx.AttributeProto.FLOATS
+    nodes = [_ref_constant("T", "thresholds", floats), _ref_constant("H", "resets", floats),
+             _ref_constant("D", "weights", floats)]
+    v = _cast_in(nodes, "X", opset)
+    x = v
+    out = None
+    for t in range(steps):
+        nodes += [_scalar(f"i{t}", t),
+                  helper.make_node("Gather", ["T", f"i{t}"], [f"T{t}"]),
+                  helper.make_node("Gather", ["D", f"i{t}"], [f"D{t}"]),
+                  helper.make_node("GreaterOrEqual", [v, f"T{t}"], [f"fire{t}"]),
+                  helper.make_node("Cast", [f"fire{t}"], [f"z{t}"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [f"D{t}", f"z{t}"], [f"dz{t}"])]
+        if out is None:
+            out = f"dz{t}"
+        else:
+            nodes.append(helper.make_node("Add", [out, f"dz{t}"], [f"out{t}"]))
+            out = f"out{t}"
+        if t < steps - 1:  # the last reset is never read
+            nodes += [helper.make_node("Gather", ["H", f"i{t}"], [f"H{t}"]),
+                      helper.make_node("Mul", [f"H{t}", f"z{t}"], [f"hz{t}"]),
+                      helper.make_node("Sub", [v, f"hz{t}"], [f"v{t + 1}"])]
+            v = f"v{t + 1}"
+    nodes += [helper.make_node("IsNaN", [x], ["x_nan"]),
+              helper.make_node("Where", ["x_nan", x, out], ["y_f32"])]
+    _cast_out(nodes, "y_f32", "X", "Y", opset)
+    return helper.make_function(DOMAIN, SPIKING_EXP, ["X"], ["Y"], nodes, [helper.make_opsetid("", opset)],
+                                attributes=["thresholds", "resets", "weights"])
+
+
+def spiking_norm_function(opset: int) -> onnx.FunctionProto:
+    """SI-norm: `V_th = sum(W, axis)`; `w/V_th`, or `max(floor(N*w/V_th), 0)/N` when time_steps N > 0."""
+    ints = onnx.AttributeProto.INT
+    nodes = [_ref_constant("axis_scalar", "axis", ints), _ref_constant("n_int", "time_steps", ints)]
+    w = _cast_in(nodes, "W", opset)
+    nodes += [
+        _scalar("zero_axis", 0),
+        helper.make_node("Unsqueeze", ["axis_scalar", "zero_axis"], ["axes"]),
+        helper.make_node("ReduceSum", [w, "axes"], ["v_th"], keepdims=1),
+        helper.make_node("Div", [w, "v_th"], ["ratio"]),
+        helper.make_node("Cast", ["n_int"], ["n"], to=TensorProto.FLOAT),
+        _scalar("zero", 0.0, TensorProto.FLOAT),
+        helper.make_node("Mul", ["ratio", "n"], ["scaled"]),
+        helper.make_node("Floor", ["scaled"], ["count"]),
+        helper.make_node("Max", ["count", "zero"], ["count_pos"]),
+        helper.make_node("Div", ["count_pos", "n"], ["rate"]),
+        helper.make_node("Greater", ["n", "zero"], ["rate_coded"]),
+        helper.make_node("Where", ["rate_coded", "rate", "ratio"], ["normed"]),
+        helper.make_node("Greater", ["v_th", "zero"], ["fires"]),
+        helper.make_node("IsNaN", ["v_th"], ["th_nan"]),
+        helper.make_node("Where", ["th_nan", "v_th", "zero"], ["silent"]),
+        helper.make_node("Where", ["fires", "normed", "silent"], ["y_f32"]),
+    ]
+    _cast_out(nodes, "y_f32", "W", "Y", opset)
+    function = helper.make_function(DOMAIN, SPIKING_NORM, ["W"], ["Y"], nodes, [helper.make_opsetid("", opset)])
+    function.attribute_proto.extend([helper.make_attribute("axis", -1), helper.make_attribute("time_steps", 0)])
+    return function
+
+
+def spiking_functions(steps: int, opset: int) -> list[onnx.FunctionProto]:
+    return [spiking_exp_function(steps, opset), spiking_norm_function(opset)]

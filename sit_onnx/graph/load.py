@@ -1,0 +1,71 @@
+"""Load an ONNX file with one-line errors for everything a user can get wrong."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from sit_onnx.errors import SitOnnxError
+
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1  # ONNX: a model importing no default domain is read as opset 1
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_initializers(model.graph))
+
+
+def _all_initializers(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_initializers(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _all_initializers(sub)
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read a model and its external data; refuse files that are not usable ONNX."""
+    path = Path(path)
+    if not path.exists():
+        raise SitOnnxError(f"{path}: no such file")
+    if not path.is_file():
+        raise SitOnnxError(f"{path}: not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise SitOnnxError(f"{path}: not an ONNX model (the protobuf does not parse: {_first_line(exc)})") from None
+    except OSError as exc:
+        raise SitOnnxError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not model.graph.node and not model.graph.output:
+        raise SitOnnxError(f"{path}: not an ONNX model (no graph; is the file truncated or of another format?)")
+    if uses_external_data(model):
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise SitOnnxError(f"{path}: its external data cannot be read ({_first_line(exc)})") from None
+    opset = default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise SitOnnxError(f"{path}: uses opset {opset}, newer than this onnx ({onnx.__version__}) knows (up to {newest})")
+    try:
+        onnx.checker.check_model(model) if model.ByteSize() < PROTOBUF_LIMIT else None
+    except onnx.checker.ValidationError as exc:
+        raise SitOnnxError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

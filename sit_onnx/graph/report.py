@@ -1,0 +1,61 @@
+"""What a rewrite did, site by site: the library returns it, the CLI prints it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import onnx
+
+
+@dataclass
+class SiteReport:
+    name: str
+    graph: str
+    pattern: str
+    axis: int | None
+    semantics: str
+    converted: bool
+    replaced_with: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+
+@dataclass
+class RewriteReport:
+    input: str | None
+    output: str | None
+    source_opset: int
+    opset: int
+    steps: int
+    params: str
+    options: dict
+    sites: list[SiteReport] = field(default_factory=list)
+    ops_before: dict = field(default_factory=dict)
+    ops_after: dict = field(default_factory=dict)
+    inlined: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def converted(self) -> list[SiteReport]:
+        return [s for s in self.sites if s.converted]
+
+    @property
+    def skipped(self) -> list[SiteReport]:
+        return [s for s in self.sites if not s.converted]
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["converted_count"] = len(self.converted)
+        record["skipped_count"] = len(self.skipped)
+        return record
+
+
+def count_ops(graph: onnx.GraphProto, counts: Counter | None = None) -> Counter:
+    """Op types in a graph and all its subgraphs, keyed 'domain::Op' outside the default domain."""
+    counts = Counter() if counts is None else counts
+    for node in graph.node:
+        counts[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                count_ops(sub, counts)
+    return counts

@@ -1,0 +1,90 @@
+"""The SIT-conversion pass: each softmax site becomes [Sigmoid] → [max-shift] → SpikingExp → SpikingNorm.
+
+Built the onnx-graphsurgeon way: detach the site's nodes, insert the new chain
+between the site's logits and its output tensor, and leave the dead nodes for the
+one `cleanup().toposort()` the caller runs per pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM
+from sit_onnx.graph.functions import CASTLIKE_OPSET
+from sit_onnx.graph.sites import SoftmaxSite
+from sit_onnx.neurons.params import NeuronParams
+
+AXES_INPUT_OPSET_REDUCE_MAX = 18
+KERNEL_DTYPES = (np.float32, np.float16)
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    sigmoid: bool
+    shift: bool
+    time_steps: int
+
+
+class NamePool:
+    """Unique tensor and node names for what the pass inserts."""
+
+    def __init__(self, graph: gs.Graph):
+        self.taken = set()
+        from sit_onnx.graph.sites import walk_graphs
+
+        for sub in walk_graphs(graph):
+            self.taken.update(sub.tensors().keys())
+            self.taken.update(n.name for n in sub.nodes)
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        return name
+
+
+def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions, opset: int,
+                 names: NamePool) -> list[str]:
+    """Swap one site for the spiking chain; return the op types inserted, in order."""
+    graph, logits, output = site.graph, site.logits, site.output
+    for node in site.nodes:
+        node.inputs.clear()
+        node.outputs.clear()
+    base = site.name or "softmax"
+    dtype = np.dtype(logits.dtype) if logits.dtype is not None else np.dtype(np.float32)
+    cast = dtype not in KERNEL_DTYPES or (dtype == np.float16 and opset < CASTLIKE_OPSET)
+    inserted: list[str] = []
+
+    def add(op, inputs, attrs=None, domain=None, out=None, out_dtype=np.float32):
+        result = out or gs.Variable(names.fresh(f"{base}/{op}_out"), dtype=out_dtype)
+        graph.nodes.append(gs.Node(op, names.fresh(f"{base}/sit_{op}"), attrs=attrs or {}, inputs=inputs,
+                                   outputs=[result], domain=domain))
+        inserted.append(op)
+        return result
+
+    work = np.dtype(np.float32) if cast else dtype
+    x = add("Cast", [logits], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}) if cast else logits
+    if options.sigmoid:
+        x = add("Sigmoid", [x], out_dtype=work)
+    if options.shift:
+        if opset >= AXES_INPUT_OPSET_REDUCE_MAX:
+            axes = gs.Constant(names.fresh(f"{base}/shift_axes"), np.array([site.axis], dtype=np.int64))
+            peak = add("ReduceMax", [x, axes], {"keepdims": 1}, out_dtype=work)
+        else:
+            peak = add("ReduceMax", [x], {"axes": [site.axis], "keepdims": 1}, out_dtype=work)
+        x = add("Sub", [x, peak], out_dtype=work)
+    spikes = add(SPIKING_EXP, [x], {"thresholds": [float(v) for v in params.thresholds],
+                                    "resets": [float(v) for v in params.resets],
+                                    "weights": [float(v) for v in params.weights]}, DOMAIN, out_dtype=work)
+    norm_attrs = {"axis": int(site.axis), "time_steps": int(options.time_steps)}
+    if cast:
+        normed = add(SPIKING_NORM, [spikes], norm_attrs, DOMAIN)
+        add("Cast", [normed], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=output)
+    else:
+        add(SPIKING_NORM, [spikes], norm_attrs, DOMAIN, out=output)
+    return inserted

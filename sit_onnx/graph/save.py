@@ -1,0 +1,43 @@
+"""Save a model atomically; models over 2 GB keep their weights in an external data file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.load import PROTOBUF_LIMIT, uses_external_data
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike,
+               validate: Callable[[onnx.ModelProto | str], None] | None = None) -> None:
+    """Write into a temporary folder beside `path`, validate, then rename into place."""
+    path = Path(path)
+    external = uses_external_data(model) or model.ByteSize() > PROTOBUF_LIMIT
+    if validate is not None and not external:
+        validate(model)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise SitOnnxError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+    try:
+        staged = staging / path.name
+        data_name = f"{path.name}.data"
+        if external:
+            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            if validate is not None:
+                validate(str(staged))
+            os.replace(staging / data_name, path.parent / data_name)
+        else:
+            onnx.save_model(model, str(staged))
+        os.replace(staged, path)
+    except OSError as exc:
+        raise SitOnnxError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
