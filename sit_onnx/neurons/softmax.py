@@ -32,7 +32,7 @@ def prepare_input(x: np.ndarray, axis: int, options: SoftmaxOptions) -> np.ndarr
         if options.sigmoid:
             v = (1 / (1 + np.exp(-v))).astype(work)
         if options.shift:
-            v = v - np.max(v, axis=axis, keepdims=True)
+            v = v - np.max(v, axis=axis, keepdims=True, initial=-np.inf)
     return v
 
 

@@ -1,0 +1,136 @@
+"""`sit-onnx rewrite` on good and bad input: one-line errors, exit codes, no partial files."""
+
+import hashlib
+import json
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from sit_onnx.cli import main
+from tests.helpers import softmax_model
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(softmax_model([2, 5], -1), str(path))
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, text, code=1):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert text in lines[-1], result.output
+    if code == 1:
+        assert len(lines) == 1, result.output
+
+
+def test_default_output_beside_input(model_path, params_file):
+    result = invoke("rewrite", model_path, "--params", params_file)
+    assert result.exit_code == 0, result.output
+    out = model_path.with_name("m.sit.onnx")
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    assert "1 of 1 softmax sites converted" in result.output
+
+
+def test_json_report(model_path, params_file, tmp_path):
+    result = invoke("rewrite", model_path, "--params", params_file, "-o", tmp_path / "o.onnx", "--json")
+    record = json.loads(result.output)
+    assert record["converted_count"] == 1 and record["ops_after"]["ai.sit::SpikingNorm"] == 1
+    assert record["sites"][0]["replaced_with"] == ["ReduceMax", "Sub", "SpikingExp", "SpikingNorm"]
+
+
+def test_input_never_modified(model_path, params_file):
+    before = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    invoke("rewrite", model_path, "--params", params_file)
+    assert hashlib.sha256(model_path.read_bytes()).hexdigest() == before
+
+
+def test_existing_output_needs_force(model_path, params_file):
+    out = model_path.with_name("m.sit.onnx")
+    out.write_text("keep me")
+    assert_one_line_error(invoke("rewrite", model_path, "--params", params_file), "exists (use --force")
+    assert out.read_text() == "keep me"
+    assert invoke("rewrite", model_path, "--params", params_file, "--force").exit_code == 0
+
+
+def _leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "make, text",
+    [
+        (lambda p: p.with_name("missing.onnx"), "no such file"),
+        (lambda p: p.parent, "not a file"),
+        (lambda p: (p.with_name("t.onnx").write_text("hello, not protobuf"), p.with_name("t.onnx"))[1], "not an ONNX model"),
+        (lambda p: (p.with_name("cut.onnx").write_bytes(p.read_bytes()[:40]), p.with_name("cut.onnx"))[1], "not an ONNX model"),
+    ],
+)
+def test_bad_input_files(model_path, params_file, make, text):
+    result = invoke("rewrite", make(model_path), "--params", params_file)
+    assert_one_line_error(result, text)
+    assert not _leftovers(model_path.parent)
+
+
+def test_model_without_softmax(tmp_path, params_file):
+    model = softmax_model([2, 3], -1)
+    model.graph.node[0].op_type = "Relu"
+    del model.graph.node[0].attribute[:]
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, str(path))
+    assert_one_line_error(invoke("rewrite", path, "--params", params_file), "no Softmax")
+    assert not path.with_name("relu.sit.onnx").exists()
+
+
+def test_opset_newer_than_onnx(tmp_path, params_file):
+    model = softmax_model([2, 3], -1)
+    model.opset_import[0].version = 999
+    path = tmp_path / "future.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert_one_line_error(invoke("rewrite", path, "--params", params_file), "opset 999")
+
+
+def test_unwritable_output(model_path, params_file):
+    assert_one_line_error(invoke("rewrite", model_path, "--params", params_file, "-o", "/proc/out.onnx"),
+                          "cannot write")
+    assert_one_line_error(invoke("rewrite", model_path, "--params", params_file, "-o", model_path.parent / "no" / "o.onnx"),
+                          "does not exist")
+
+
+def test_malformed_params_file(model_path, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "sit-onnx/si-exp-params", "version": 1, "thresholds": [1], "resets": [], '
+                   '"weights": [1], "input_range": [-1, 1]}')
+    assert_one_line_error(invoke("rewrite", model_path, "--params", bad), "lengths differ")
+    assert not model_path.with_name("m.sit.onnx").exists()
+
+
+def test_bad_option_is_usage_error(model_path):
+    result = invoke("rewrite", model_path, "--time-steps", "-3")
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--time-steps" in result.output
+
+
+def test_external_data_model(tmp_path, params_file, rng):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]),
+                               helper.make_node("Softmax", ["h"], ["y"], axis=-1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src = tmp_path / "ext" / "m.onnx"
+    src.parent.mkdir()
+    onnx.save(model, str(src), save_as_external_data=True, location="m.weights", size_threshold=0)
+    result = invoke("rewrite", src, "--params", params_file, "-o", tmp_path / "o.onnx")
+    assert result.exit_code == 0, result.output
+    out = onnx.load(str(tmp_path / "o.onnx"))
+    assert numpy_helper.to_array(out.graph.initializer[0]).shape == (64, 64)

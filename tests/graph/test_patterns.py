@@ -1,0 +1,113 @@
+"""Softmax written out by hand, and softmax inside subgraphs."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.sites import DECOMPOSED, DECOMPOSED_SHIFTED
+from sit_onnx.neurons import SoftmaxOptions, load_params, spiking_softmax
+from tests.helpers import run, spiking_ops
+
+
+def _decomposed_model(axis, with_max, opset=18):
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [axis])
+    nodes = []
+    logits = "x"
+    if with_max:
+        nodes += [helper.make_node("ReduceMax", ["x", "axes"], ["m"], keepdims=1),
+                  helper.make_node("Sub", ["x", "m"], ["shifted"])]
+        logits = "shifted"
+    nodes += [helper.make_node("Exp", [logits], ["e"], name="exp"),
+              helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+              helper.make_node("Div", ["e", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4, 5])], [axes])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("with_max, pattern", [(False, DECOMPOSED), (True, DECOMPOSED_SHIFTED)])
+@pytest.mark.parametrize("shift", [True, False])
+def test_hand_written_softmax_replaced(params_file, rng, axis, with_max, pattern, shift):
+    new, report = rewrite_model(_decomposed_model(axis, with_max), RewriteOptions(params_file=params_file, shift=shift))
+    onnx.checker.check_model(new, full_check=True)
+    assert [s.pattern for s in report.sites] == [pattern]
+    assert not {"Exp", "ReduceSum", "Div"} & set(report.ops_after)
+    assert report.ops_after.get("ReduceMax", 0) == (1 if shift else 0)
+    x = rng.normal(0, 3, (3, 4, 5)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), axis=axis, options=SoftmaxOptions(shift=shift))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+def test_exp_with_other_consumers_is_left_alone(params_file):
+    model = _decomposed_model(-1, False)
+    model.graph.node.append(helper.make_node("Identity", ["e"], ["e_out"]))
+    model.graph.output.append(helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [3, 4, 5]))
+    with pytest.raises(Exception, match="no Softmax"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
+def _if_model(opset=17):
+    def branch(name, op):
+        node = helper.make_node(op, ["x"], [f"{name}_y"], name=f"{name}_softmax", **({"axis": -1} if op == "Softmax" else {}))
+        return helper.make_graph([node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [2, 6])])
+
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", "Softmax"), else_branch=branch("else", "Relu"))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                                            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_softmax_inside_if_branch(params_file, rng):
+    new, report = rewrite_model(_if_model(), RewriteOptions(params_file=params_file))
+    onnx.checker.check_model(new, full_check=True)
+    assert [(s.name, s.graph, s.converted) for s in report.sites] == [("then_softmax", "then", True)]
+    assert report.ops_after["ai.sit::SpikingExp"] == 1 and "Softmax" not in report.ops_after
+    x = rng.normal(0, 3, (2, 6)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"cond": np.array(True), "x": x})[0], expected, atol=1e-6)
+    np.testing.assert_allclose(run(new, {"cond": np.array(False), "x": x})[0], np.maximum(x, 0))
+
+
+def _two_softmax_model():
+    nodes = [helper.make_node("Softmax", ["x"], ["a"], name="first", axis=-1),
+             helper.make_node("Softmax", ["a"], ["y"], name="second", axis=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("options, converted", [({"first": 1}, ["first"]), ({"first": 0}, []),
+                                                ({"nodes": ("second",)}, ["second"]), ({}, ["first", "second"])])
+def test_site_selection(params_file, options, converted):
+    new, report = rewrite_model(_two_softmax_model(), RewriteOptions(params_file=params_file, **options))
+    assert [s.name for s in report.converted] == converted
+    assert report.ops_after.get("Softmax", 0) == 2 - len(converted)
+    assert all(s.reason for s in report.skipped)
+    assert spiking_ops(new).count("SpikingExp") == len(converted)
+
+
+def test_unknown_node_name_lists_sites(params_file):
+    with pytest.raises(Exception, match="no softmax site named nope; sites are: first, second"):
+        rewrite_model(_two_softmax_model(), RewriteOptions(params_file=params_file, nodes=("nope",)))
+
+
+def test_rewrite_twice_converts_the_rest(params_file):
+    once, _ = rewrite_model(_two_softmax_model(), RewriteOptions(params_file=params_file, first=1))
+    twice, report = rewrite_model(once, RewriteOptions(params_file=params_file))
+    assert [s.name for s in report.sites] == ["second"] and spiking_ops(twice).count("SpikingExp") == 2
+    assert sum(f.domain == "ai.sit" for f in twice.functions) == 2
+    onnx.checker.check_model(twice, full_check=True)
+
+
+def test_inline_leaves_only_standard_ops(params_file, rng):
+    functions, _ = rewrite_model(_two_softmax_model(), RewriteOptions(params_file=params_file))
+    inlined, report = rewrite_model(_two_softmax_model(), RewriteOptions(params_file=params_file, inline=True))
+    onnx.checker.check_model(inlined, full_check=True)
+    assert report.inlined and not inlined.functions and not spiking_ops(inlined)
+    assert all(o.domain != "ai.sit" for o in inlined.opset_import)
+    x = rng.normal(0, 3, (3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(inlined, {"x": x})[0], run(functions, {"x": x})[0])
