@@ -39,10 +39,11 @@ def main():
 
 
 def _register():
-    from sit_onnx.cli import neuron, rewrite
+    from sit_onnx.cli import neuron, rewrite, run
 
     main.add_command(neuron.neuron)
     main.add_command(rewrite.rewrite)
+    main.add_command(run.run)
 
 
 _register()

@@ -1,0 +1,216 @@
+#include "spiking_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SIT_NO_TARGET_CLONES)
+#define SIT_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SIT_MULTIVERSION
+#endif
+
+namespace sit {
+namespace {
+
+constexpr int64_t kExpBlock = 16384;  // elements per parallel task
+constexpr int kLanes = 64;            // elements stepped together through the K time steps
+
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(Ort::Float16_t v) { return v.ToFloat(); }
+template <typename T>
+inline T FromFloat(float v);
+template <>
+inline float FromFloat<float>(float v) { return v; }
+template <>
+inline Ort::Float16_t FromFloat<Ort::Float16_t>(float v) { return Ort::Float16_t(v); }
+
+// SI-exp over n floats: v=x; z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z. NaN in gives NaN out.
+// The same float operations in the same order as the numpy reference.
+SIT_MULTIVERSION void SiExpFloats(const float* x, float* y, int64_t n, const ExpParams& p) {
+  for (int64_t start = 0; start < n; start += kLanes) {
+    const int m = static_cast<int>(std::min<int64_t>(kLanes, n - start));
+    float v[kLanes], acc[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+      v[j] = j < m ? x[start + j] : 0.f;
+      acc[j] = 0.f;
+    }
+    for (int t = 0; t < p.steps; ++t) {
+      const float th = p.thresholds[t], h = p.resets[t], d = p.weights[t];
+      for (int j = 0; j < kLanes; ++j) {
+        const bool fire = v[j] >= th;
+        v[j] = v[j] - (fire ? h : 0.f);
+        acc[j] = acc[j] + (fire ? d : 0.f);
+      }
+    }
+    for (int j = 0; j < m; ++j) {
+      const float in = x[start + j];
+      y[start + j] = in != in ? in : acc[j];
+    }
+  }
+}
+
+// SI-norm's output for one element given its row's threshold V_th.
+inline float NormValue(float w, float v_th, float steps) {
+  if (v_th > 0.f) {
+    float ratio = w / v_th;
+    if (steps > 0.f) {
+      ratio = std::floor(ratio * steps);
+      ratio = (ratio < 0.f ? 0.f : ratio) / steps;
+    }
+    return ratio;
+  }
+  return v_th != v_th ? v_th : 0.f;
+}
+
+// Sum of a contiguous row with 16 independent partial sums (vectorisable without fast-math).
+SIT_MULTIVERSION float RowSum(const float* w, int64_t n) {
+  float partial[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) partial[j] += w[i + j];
+  float total = 0.f;
+  for (; i < n; ++i) total += w[i];
+  for (int j = 0; j < 16; ++j) total += partial[j];
+  return total;
+}
+
+SIT_MULTIVERSION void ScaleRow(const float* w, float* y, int64_t n, float v_th, float steps) {
+  if (v_th > 0.f && steps == 0.f) {
+    for (int64_t i = 0; i < n; ++i) y[i] = w[i] / v_th;
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) y[i] = NormValue(w[i], v_th, steps);
+}
+
+template <typename T>
+struct ExpJob {
+  const T* x;
+  T* y;
+  int64_t n;
+  const ExpParams* params;
+};
+
+template <typename T>
+void ExpTask(void* data, size_t task) {
+  auto& job = *static_cast<ExpJob<T>*>(data);
+  const int64_t begin = static_cast<int64_t>(task) * kExpBlock;
+  const int64_t count = std::min(kExpBlock, job.n - begin);
+  if constexpr (std::is_same_v<T, float>) {
+    SiExpFloats(job.x + begin, job.y + begin, count, *job.params);
+  } else {
+    std::vector<float> buffer(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) buffer[i] = ToFloat(job.x[begin + i]);
+    SiExpFloats(buffer.data(), buffer.data(), count, *job.params);
+    for (int64_t i = 0; i < count; ++i) job.y[begin + i] = FromFloat<T>(buffer[i]);
+  }
+}
+
+template <typename T>
+struct NormJob {
+  const T* w;
+  T* y;
+  AxisSplit split;
+  float steps;
+  int64_t inner_block;  // inner columns per task when the axis is not the last
+};
+
+// Axis is the last dimension: one task per group of rows.
+template <typename T>
+void NormRowsTask(void* data, size_t task) {
+  auto& job = *static_cast<NormJob<T>*>(data);
+  const int64_t n = job.split.n;
+  const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  const int64_t first = static_cast<int64_t>(task) * rows_per_task;
+  const int64_t last = std::min(job.split.outer, first + rows_per_task);
+  std::vector<float> buffer;
+  for (int64_t r = first; r < last; ++r) {
+    const T* w = job.w + r * n;
+    T* y = job.y + r * n;
+    if constexpr (std::is_same_v<T, float>) {
+      ScaleRow(w, y, n, RowSum(w, n), job.steps);
+    } else {
+      buffer.resize(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(w[i]);
+      const float v_th = RowSum(buffer.data(), n);
+      ScaleRow(buffer.data(), buffer.data(), n, v_th, job.steps);
+      for (int64_t i = 0; i < n; ++i) y[i] = FromFloat<T>(buffer[i]);
+    }
+  }
+}
+
+// Axis in the middle: sums run down the axis for a block of contiguous inner columns.
+template <typename T>
+void NormColumnsTask(void* data, size_t task) {
+  auto& job = *static_cast<NormJob<T>*>(data);
+  const auto& s = job.split;
+  const int64_t blocks_per_outer = (s.inner + job.inner_block - 1) / job.inner_block;
+  const int64_t o = static_cast<int64_t>(task) / blocks_per_outer;
+  const int64_t c0 = (static_cast<int64_t>(task) % blocks_per_outer) * job.inner_block;
+  const int64_t width = std::min(job.inner_block, s.inner - c0);
+  std::vector<float> sums(static_cast<size_t>(width), 0.f);
+  const T* w = job.w + o * s.n * s.inner + c0;
+  T* y = job.y + o * s.n * s.inner + c0;
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t c = 0; c < width; ++c) sums[c] += ToFloat(w[i * s.inner + c]);
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t c = 0; c < width; ++c)
+      y[i * s.inner + c] = FromFloat<T>(NormValue(ToFloat(w[i * s.inner + c]), sums[c], job.steps));
+}
+
+}  // namespace
+
+template <typename T>
+OrtStatusPtr SpikingExpCpu<T>::ComputeV2(OrtKernelContext* context) {
+  return Guarded(kName, [&]() -> OrtStatusPtr {
+    Ort::KernelContext ctx(context);
+    auto input = ctx.GetInput(0);
+    auto info = input.GetTensorTypeAndShapeInfo();
+    auto output = ctx.GetOutput(0, info.GetShape());
+    const int64_t n = static_cast<int64_t>(info.GetElementCount());
+    if (n == 0) return nullptr;
+    ExpJob<T> job{input.GetTensorData<T>(), output.GetTensorMutableData<T>(), n, &params};
+    const size_t tasks = static_cast<size_t>((n + kExpBlock - 1) / kExpBlock);
+    if (tasks == 1) ExpTask<T>(&job, 0);
+    else ctx.ParallelFor(&ExpTask<T>, tasks, 0, &job);
+    return nullptr;
+  });
+}
+
+template <typename T>
+OrtStatusPtr SpikingNormCpu<T>::ComputeV2(OrtKernelContext* context) {
+  return Guarded(kName, [&]() -> OrtStatusPtr {
+    Ort::KernelContext ctx(context);
+    auto input = ctx.GetInput(0);
+    auto info = input.GetTensorTypeAndShapeInfo();
+    auto shape = info.GetShape();
+    AxisSplit split;
+    std::string error = SplitAtAxis(shape, attrs.axis, &split);
+    if (!error.empty()) return MakeError(std::string(kName) + ": " + error);
+    auto output = ctx.GetOutput(0, shape);
+    if (info.GetElementCount() == 0) return nullptr;
+    NormJob<T> job{input.GetTensorData<T>(), output.GetTensorMutableData<T>(), split,
+                   static_cast<float>(attrs.time_steps), 256};
+    size_t tasks;
+    void (*task_fn)(void*, size_t);
+    if (split.inner == 1) {
+      const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(split.n, 1));
+      tasks = static_cast<size_t>((split.outer + rows_per_task - 1) / rows_per_task);
+      task_fn = &NormRowsTask<T>;
+    } else {
+      tasks = static_cast<size_t>(split.outer * ((split.inner + job.inner_block - 1) / job.inner_block));
+      task_fn = &NormColumnsTask<T>;
+    }
+    if (tasks == 1) task_fn(&job, 0);
+    else ctx.ParallelFor(task_fn, tasks, 0, &job);
+    return nullptr;
+  });
+}
+
+template struct SpikingExpCpu<float>;
+template struct SpikingExpCpu<Ort::Float16_t>;
+template struct SpikingNormCpu<float>;
+template struct SpikingNormCpu<Ort::Float16_t>;
+
+}  // namespace sit

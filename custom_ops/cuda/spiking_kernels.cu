@@ -1,0 +1,131 @@
+// SI-exp elementwise and SI-norm with one block per softmax row (warp + block reduction).
+#include <cuda_fp16.h>
+
+#include "spiking_launch.h"
+
+namespace sit {
+namespace {
+
+template <typename T>
+__device__ __forceinline__ float Load(const T* p, int64_t i);
+template <>
+__device__ __forceinline__ float Load<float>(const float* p, int64_t i) { return p[i]; }
+template <>
+__device__ __forceinline__ float Load<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+
+template <typename T>
+__device__ __forceinline__ void Store(T* p, int64_t i, float v);
+template <>
+__device__ __forceinline__ void Store<float>(float* p, int64_t i, float v) { p[i] = v; }
+template <>
+__device__ __forceinline__ void Store<__half>(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+
+template <typename T>
+__global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const float in = Load(x, i);
+    float v = in, acc = 0.f;
+#pragma unroll 4
+    for (int t = 0; t < p.steps; ++t) {
+      const bool fire = v >= p.thresholds[t];
+      v = __fsub_rn(v, fire ? p.resets[t] : 0.f);
+      acc = __fadd_rn(acc, fire ? p.weights[t] : 0.f);
+    }
+    Store(y, i, in != in ? in : acc);
+  }
+}
+
+__device__ __forceinline__ float NormValue(float w, float v_th, float steps) {
+  if (v_th > 0.f) {
+    float ratio = __fdiv_rn(w, v_th);
+    if (steps > 0.f) {
+      ratio = floorf(__fmul_rn(ratio, steps));
+      ratio = __fdiv_rn(ratio < 0.f ? 0.f : ratio, steps);
+    }
+    return ratio;
+  }
+  return v_th != v_th ? v_th : 0.f;
+}
+
+constexpr int kRowThreads = 256;
+
+// Axis is the last dimension: one block per row; sum with warp shuffles, then scale.
+template <typename T>
+__global__ void SpikingNormRowsKernel(const T* w, T* y, int64_t rows, int64_t n, float steps) {
+  __shared__ float warp_sums[kRowThreads / 32];
+  __shared__ float row_sum;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* in = w + row * n;
+    T* out = y + row * n;
+    float sum = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += Load(in, i);
+    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = sum;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      float s = threadIdx.x < (blockDim.x >> 5) ? warp_sums[threadIdx.x] : 0.f;
+      for (int offset = 16; offset > 0; offset >>= 1) s += __shfl_down_sync(0xffffffffu, s, offset);
+      if (threadIdx.x == 0) row_sum = s;
+    }
+    __syncthreads();
+    const float v_th = row_sum;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) Store(out, i, NormValue(Load(in, i), v_th, steps));
+    __syncthreads();
+  }
+}
+
+// Axis in the middle: one thread per (outer, inner) column, reads coalesced across inner.
+template <typename T>
+__global__ void SpikingNormColumnsKernel(const T* w, T* y, int64_t outer, int64_t n, int64_t inner, float steps) {
+  const int64_t columns = outer * inner;
+  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < columns;
+       c += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int64_t base = (c / inner) * n * inner + (c % inner);
+    float sum = 0.f;
+    for (int64_t i = 0; i < n; ++i) sum += Load(w, base + i * inner);
+    for (int64_t i = 0; i < n; ++i) Store(y, base + i * inner, NormValue(Load(w, base + i * inner), sum, steps));
+  }
+}
+
+unsigned int GridFor(int64_t work, int threads) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  return static_cast<unsigned int>(blocks < 65535 * 32 ? (blocks > 0 ? blocks : 1) : 65535 * 32);
+}
+
+template <typename T>
+cudaError_t LaunchNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& s, float steps) {
+  if (s.inner == 1) {
+    const unsigned int grid = static_cast<unsigned int>(s.outer < 65535 * 32 ? s.outer : 65535 * 32);
+    SpikingNormRowsKernel<T><<<grid, kRowThreads, 0, stream>>>(static_cast<const T*>(w), static_cast<T*>(y), s.outer,
+                                                               s.n, steps);
+  } else {
+    SpikingNormColumnsKernel<T><<<GridFor(s.outer * s.inner, 256), 256, 0, stream>>>(
+        static_cast<const T*>(w), static_cast<T*>(y), s.outer, s.n, s.inner, steps);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t LaunchSpikingExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
+                             bool half) {
+  const int threads = 256;
+  const unsigned int grid = GridFor(n, threads);
+  if (half) {
+    SpikingExpKernel<__half><<<grid, threads, 0, stream>>>(static_cast<const __half*>(x), static_cast<__half*>(y), n,
+                                                           params);
+  } else {
+    SpikingExpKernel<float><<<grid, threads, 0, stream>>>(static_cast<const float*>(x), static_cast<float*>(y), n,
+                                                          params);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSpikingNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& split, int64_t time_steps,
+                              bool half) {
+  const float steps = static_cast<float>(time_steps);
+  return half ? LaunchNorm<__half>(stream, w, y, split, steps) : LaunchNorm<float>(stream, w, y, split, steps);
+}
+
+}  // namespace sit

@@ -1,0 +1,18 @@
+// Launchers for the CUDA kernels; each returns the launch's cudaError_t.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "../include/spiking_attrs.h"
+
+namespace sit {
+
+// half = true: x and y hold IEEE float16 bits, computed in float32.
+cudaError_t LaunchSpikingExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
+                             bool half);
+cudaError_t LaunchSpikingNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& split, int64_t time_steps,
+                              bool half);
+
+}  // namespace sit

@@ -1,0 +1,36 @@
+// Attributes of the two ops, read and checked once when a session creates the kernel.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sit_domain.h"
+
+namespace sit {
+
+// One SI-exp neuron: per step t, threshold T, reset h and output weight d.
+struct ExpParams {
+  int32_t steps = 0;
+  float thresholds[kMaxSteps];
+  float resets[kMaxSteps];
+  float weights[kMaxSteps];
+};
+
+struct NormAttrs {
+  int64_t axis = -1;
+  int64_t time_steps = 0;  // 0: amplified closed form w/V_th; N > 0: floor(N*w/V_th)/N
+};
+
+// Returns "" when the attributes are usable, else why not.
+std::string CheckExpParams(const std::vector<float>& thresholds, const std::vector<float>& resets,
+                           const std::vector<float>& weights, ExpParams* out);
+std::string CheckNormAttrs(int64_t axis, int64_t time_steps, int64_t rank, NormAttrs* out);
+
+// The softmax axis split of a shape: outer x n x inner, with n the axis length.
+struct AxisSplit {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+std::string SplitAtAxis(const std::vector<int64_t>& shape, int64_t axis, AxisSplit* out);
+
+}  // namespace sit

@@ -1,0 +1,101 @@
+// The ORT custom-op shell shared by every kernel: names, types, provider, and kernel
+// creation that turns bad attributes into an error status naming the node, so a
+// session refuses them when it is created instead of failing at run time.
+#pragma once
+
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <string>
+
+#include "spiking_attrs.h"
+
+namespace sit {
+
+inline OrtStatusPtr MakeError(const std::string& message) {
+  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, message.c_str());
+}
+
+inline std::string NodeLabel(const char* op, const Ort::ConstKernelInfo& info) {
+  std::string name;
+  try {
+    name = info.GetNodeName();
+  } catch (const Ort::Exception&) {
+  }
+  return std::string(op) + " node '" + name + "'";
+}
+
+// Reads the SI-exp attributes (thresholds, resets, weights).
+struct ExpKernelBase {
+  static constexpr const char* kName = kSpikingExp;
+  ExpParams params;
+  std::string Init(const Ort::ConstKernelInfo& info) {
+    return CheckExpParams(info.GetAttributes<float>("thresholds"), info.GetAttributes<float>("resets"),
+                          info.GetAttributes<float>("weights"), &params);
+  }
+};
+
+// Reads the SI-norm attributes (axis, time_steps); checks the axis against the rank when known.
+struct NormKernelBase {
+  static constexpr const char* kName = kSpikingNorm;
+  NormAttrs attrs;
+  std::string Init(const Ort::ConstKernelInfo& info) {
+    int64_t axis = -1, time_steps = 0, rank = -1;
+    try {
+      axis = info.GetAttribute<int64_t>("axis");
+    } catch (const Ort::Exception&) {
+    }
+    try {
+      time_steps = info.GetAttribute<int64_t>("time_steps");
+    } catch (const Ort::Exception&) {
+    }
+    try {
+      auto type = info.GetInputTypeInfo(0);
+      rank = static_cast<int64_t>(type.GetTensorTypeAndShapeInfo().GetDimensionsCount());
+      if (rank == 0) rank = -1;  // an unknown rank reads as 0; scalars fail at run time
+    } catch (const Ort::Exception&) {
+    }
+    return CheckNormAttrs(axis, time_steps, rank, &attrs);
+  }
+};
+
+template <typename Kernel, ONNXTensorElementDataType Type, bool Cuda>
+struct SpikingOp : Ort::CustomOpBase<SpikingOp<Kernel, Type, Cuda>, Kernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** op_kernel) const {
+    Ort::ConstKernelInfo kernel_info(info);
+    auto kernel = new Kernel();
+    std::string error;
+    try {
+      error = kernel->Init(kernel_info);
+    } catch (const Ort::Exception& exc) {
+      error = exc.what();
+    }
+    if (!error.empty()) {
+      delete kernel;
+      return MakeError(NodeLabel(Kernel::kName, kernel_info) + ": " + error);
+    }
+    *op_kernel = kernel;
+    return nullptr;
+  }
+  const char* GetName() const { return Kernel::kName; }
+  const char* GetExecutionProviderType() const { return Cuda ? "CUDAExecutionProvider" : "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return Type; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return Type; }
+};
+
+// Runs a kernel body, turning C++ exceptions into an error status at the C boundary.
+template <typename Body>
+OrtStatusPtr Guarded(const char* op, Body&& body) {
+  try {
+    return body();
+  } catch (const Ort::Exception& exc) {
+    return MakeError(std::string(op) + ": " + exc.what());
+  } catch (const std::exception& exc) {
+    return MakeError(std::string(op) + ": " + exc.what());
+  }
+}
+
+}  // namespace sit

@@ -1,0 +1,1 @@
+"""Evaluating converted models: inputs, comparisons, accuracy, calibration, energy."""

@@ -1,0 +1,52 @@
+"""Where the custom-op library is: pass the path to `SessionOptions.register_custom_ops_library`."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from sit_onnx.errors import SitOnnxError
+
+LIBRARY_NAME = "libsit_onnx_ops.so"
+ENV_OVERRIDE = "SIT_ONNX_OPS_LIBRARY"
+
+
+@lru_cache(maxsize=1)
+def _installed_library() -> Path | None:
+    here = Path(__file__).resolve().parent.parent / LIBRARY_NAME
+    if here.is_file():
+        return here
+    try:  # editable installs keep the built library in site-packages, not beside the sources
+        from importlib.metadata import PackageNotFoundError, files
+
+        for entry in files("sit-onnx") or []:
+            if entry.name == LIBRARY_NAME:
+                path = Path(entry.locate()).resolve()
+                if path.is_file():
+                    return path
+    except PackageNotFoundError:
+        pass
+    return None
+
+
+def get_library_path() -> str:
+    """The built `libsit_onnx_ops.so`; `SIT_ONNX_OPS_LIBRARY` overrides where it is looked for."""
+    override = os.environ.get(ENV_OVERRIDE)
+    if override:
+        if not Path(override).is_file():
+            raise SitOnnxError(f"{ENV_OVERRIDE}={override}: no such file")
+        return override
+    found = _installed_library()
+    if found is None:
+        raise SitOnnxError("the sit-onnx custom-op library is not built: install the package with "
+                           "`pip install .` (needs a C++17 compiler and CMake), or set " + ENV_OVERRIDE)
+    return str(found)
+
+
+def library_available() -> bool:
+    try:
+        get_library_path()
+    except SitOnnxError:
+        return False
+    return True
