@@ -1,0 +1,146 @@
+"""The custom-op kernels against the numpy reference, on CPU and (where present) CUDA."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from sit_onnx import domain
+from sit_onnx.neurons import NeuronParams, si_exp, si_norm
+from sit_onnx.runtime.library import get_library_path, library_available
+
+pytestmark = pytest.mark.skipif(not library_available(), reason="custom-op library not built (pip install .)")
+
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+PROVIDERS = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not HAS_CUDA, reason="no CUDA GPU / onnxruntime-gpu here: the CUDA kernels are compiled, not run")])]
+TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
+
+
+def _session(node, dtype, shape_rank, provider="cpu"):
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TYPES[dtype], [None] * shape_rank)],
+                              [helper.make_tensor_value_info("y", TYPES[dtype], None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain.DOMAIN, 1)])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.register_custom_ops_library(get_library_path())
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+
+
+def _exp_node(params, name="exp"):
+    return helper.make_node(domain.SPIKING_EXP, ["x"], ["y"], name=name, domain=domain.DOMAIN,
+                            thresholds=list(params.thresholds), resets=list(params.resets), weights=list(params.weights))
+
+
+def _norm_node(axis, time_steps, name="norm"):
+    return helper.make_node(domain.SPIKING_NORM, ["x"], ["y"], name=name, domain=domain.DOMAIN, axis=axis,
+                            time_steps=time_steps)
+
+
+def _random_params(rng, steps):
+    return NeuronParams(np.sort(rng.uniform(-8, 1, steps))[::-1], rng.uniform(0.1, 3, steps), rng.uniform(0, 1, steps),
+                        (-8, 1))
+
+
+def test_domain_constants_match_cpp_header():
+    header = (Path(__file__).parents[2] / "custom_ops" / "include" / "sit_domain.h").read_text()
+    values = dict(re.findall(r'(k\w+) = "?([\w.]+)"?;', header))
+    assert values == {"kDomain": domain.DOMAIN, "kDomainVersion": str(domain.DOMAIN_VERSION),
+                      "kSpikingExp": domain.SPIKING_EXP, "kSpikingNorm": domain.SPIKING_NORM,
+                      "kMaxSteps": str(domain.MAX_STEPS)}
+
+
+def test_library_loads_in_cpu_onnxruntime():
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(get_library_path())  # raises if it cannot load (e.g. a shared cudart)
+
+
+SHAPES = [(0,), (1,), (7,), (3, 5, 11), (2, 1, 40000)]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("steps", [1, 4, 12, 64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_spiking_exp_matches_reference(rng, provider, dtype, steps, shape):
+    params = _random_params(rng, steps)
+    x = rng.uniform(-10, 3, shape).astype(dtype)
+    got = _session(_exp_node(params), dtype, len(shape), provider).run(None, {"x": x})[0]
+    assert got.dtype == dtype and got.shape == x.shape
+    expected = si_exp(x, params)
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=1e-6 if dtype == np.float32 else 1e-3)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_spiking_exp_edge_values(rng, provider):
+    params = _random_params(rng, 12)
+    x = np.array([np.nan, np.inf, -np.inf, -3.4e38, 3.4e38, 0.0], dtype=np.float32)
+    got = _session(_exp_node(params), np.float32, 1, provider).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, si_exp(x, params))
+
+
+NORM_CASES = [((5,), 0), ((1,), -1), ((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), 1), ((2, 3, 4, 5), -2),
+              ((2, 3, 197), -1), ((3, 0, 4), 1), ((3, 0, 4), 2), ((64, 3000), -1)]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("time_steps", [0, 1, 16])
+@pytest.mark.parametrize("shape, axis", NORM_CASES, ids=str)
+def test_spiking_norm_matches_reference(rng, provider, dtype, time_steps, shape, axis):
+    w = rng.uniform(0, 3, shape).astype(dtype)
+    got = _session(_norm_node(axis, time_steps), dtype, len(shape), provider).run(None, {"x": w})[0]
+    assert got.dtype == dtype and got.shape == w.shape
+    expected = si_norm(w, axis=axis, time_steps=time_steps).astype(np.float32)
+    got = got.astype(np.float32)
+    if time_steps:  # floor() may differ by one spike where N*w/V_th is an integer within rounding
+        assert np.count_nonzero(np.abs(got - expected) > 1e-3) <= 0.01 * got.size
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == np.float32 else 2e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_spiking_norm_edge_rows(provider):
+    w = np.array([[0, 0, 0], [1, -1, 0], [np.nan, 1, 1], [1, 2, 1]], dtype=np.float32)
+    got = _session(_norm_node(-1, 0), np.float32, 2, provider).run(None, {"x": w})[0]
+    np.testing.assert_array_equal(got[:2], 0)
+    assert np.all(np.isnan(got[2]))
+    np.testing.assert_allclose(got[3], [0.25, 0.5, 0.25])
+
+
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        (helper.make_node("SpikingExp", ["x"], ["y"], name="bad_len", domain="ai.sit", thresholds=[0.0, 1.0],
+                          resets=[1.0], weights=[1.0, 1.0]), "SpikingExp node 'bad_len'.*equal lengths"),
+        (helper.make_node("SpikingExp", ["x"], ["y"], name="too_long", domain="ai.sit", thresholds=[0.0] * 65,
+                          resets=[0.0] * 65, weights=[0.0] * 65), "too_long.*1 to 64"),
+        (helper.make_node("SpikingExp", ["x"], ["y"], name="nan_step", domain="ai.sit", thresholds=[float("nan")],
+                          resets=[1.0], weights=[1.0]), "nan_step.*NaN"),
+        (helper.make_node("SpikingExp", ["x"], ["y"], name="missing", domain="ai.sit", thresholds=[0.0],
+                          resets=[1.0]), "missing"),
+        (helper.make_node("SpikingNorm", ["x"], ["y"], name="neg_n", domain="ai.sit", axis=-1, time_steps=-2),
+         "SpikingNorm node 'neg_n'.*time_steps must be >= 0"),
+        (helper.make_node("SpikingNorm", ["x"], ["y"], name="far_axis", domain="ai.sit", axis=3, time_steps=0),
+         "far_axis.*axis 3 is out of range for a rank-2"),
+    ],
+    ids=lambda v: v.name if hasattr(v, "name") else "",
+)
+def test_bad_attributes_refused_at_session_creation(node, message):
+    with pytest.raises(Exception, match=message):
+        _session(node, np.float32, 2)
+
+
+def test_axis_out_of_range_for_dynamic_rank_fails_cleanly_at_run_time():
+    graph = helper.make_graph([_norm_node(5, 0)], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)])
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(get_library_path())
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="axis 5 is out of range"):
+        session.run(None, {"x": np.ones((2, 3), np.float32)})
