@@ -18,7 +18,8 @@ from onnx import version_converter
 from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.functions import spiking_functions
-from sit_onnx.graph.load import PROTOBUF_LIMIT, default_opset, load_model
+from sit_onnx.graph.light import light_copy, write_back
+from sit_onnx.graph.load import default_opset, load_model
 from sit_onnx.graph.report import RewriteReport, SiteReport, count_ops
 from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
 from sit_onnx.graph.save import save_model
@@ -82,26 +83,34 @@ def _existing_steps(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptions(),
-                  source: str | None = None) -> tuple[onnx.ModelProto, RewriteReport]:
+def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptions(), source: str | None = None,
+                  in_place: bool = False) -> tuple[onnx.ModelProto, RewriteReport]:
+    """Convert the softmax sites of `model`; a copy unless `in_place` (then `model` itself becomes the result)."""
     params = options.neuron_params()
     if options.time_steps < 0:
         raise SitOnnxError(f"--time-steps must be >= 0, got {options.time_steps}")
+    label = source or "model"
     source_opset = default_opset(model)
     already = _existing_steps(model)
     if already is not None and already != params.steps:
         raise SitOnnxError(f"model already holds SpikingExp with K={already}; convert the rest with --steps {already}")
-    legacy_axes = _legacy_axes(model) if source_opset < 13 else {}
+    if not in_place:
+        model = _copy(model)
+    legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
     if source_opset < MIN_OPSET:
         model = _upgrade_opset(model, source_opset)
     opset = default_opset(model)
-    ops_before = count_ops(model.graph)
-    model = infer_shapes(model)
-    graph = gs.import_onnx(model)
+    light, aside = light_copy(model)
+    try:
+        onnx.checker.check_model(light)
+    except onnx.checker.ValidationError as exc:
+        raise SitOnnxError(f"{label}: not a valid ONNX model ({str(exc).strip().splitlines()[0]})") from None
+    ops_before = count_ops(light.graph)
+    graph = gs.import_onnx(infer_shapes(light))
     graph.toposort()
     sites = find_sites(graph)
     if not sites:
-        raise SitOnnxError(f"{source or 'model'}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert")
+        raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert")
     unknown = sorted(set(options.nodes) - {s.name for s in sites})
     if unknown:
         raise SitOnnxError(f"--nodes: no softmax site named {', '.join(unknown)}; sites are: "
@@ -124,15 +133,16 @@ def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptio
         reports.append(entry)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     new = gs.export_onnx(graph, do_type_check=False)
-    new.ir_version = max(model.ir_version, new.ir_version)
+    new.ir_version = max(light.ir_version, new.ir_version)
+    del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
+    new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
     _attach_functions(new, params.steps, opset)
-    new.producer_name, new.producer_version = model.producer_name, model.producer_version
-    del new.metadata_props[:]
-    new.metadata_props.extend(model.metadata_props)
+    new.metadata_props.extend(light.metadata_props)
     onnx.helper.set_model_props(new, {**{p.key: p.value for p in new.metadata_props},
                                       "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
     if options.inline:
         new = inline_spiking_functions(new)
+    validate_model(new)
     report = RewriteReport(
         input=source, output=None, source_opset=source_opset, opset=opset, steps=params.steps,
         params=options.params_file or f"shipped K={params.steps} on {list(params.input_range)}",
@@ -142,16 +152,20 @@ def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptio
     if source_opset < MIN_OPSET:
         report.notes.append(f"model converted from opset {source_opset} to {opset} by onnx.version_converter "
                             "(legacy Softmax semantics kept with Flatten/Reshape)")
-    if params.input_range[0] < 0 <= params.input_range[1] and options.shift and params.input_range[1] > 0.5:
-        report.notes.append("max-shift feeds SI-exp values <= 0 but the parameter set is fitted on "
+    if options.shift and params.input_range[1] > 0.5:
+        report.notes.append("max-shift feeds SI-exp values <= 0, but this parameter set is fitted on "
                             f"{list(params.input_range)}; a set fitted on [-R, 0] fits better")
-    return new, report
+    return write_back(model, new, aside), report
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def _attach_functions(model: onnx.ModelProto, steps: int, opset: int) -> None:
-    kept = [f for f in model.functions if f.domain != DOMAIN]
-    del model.functions[:]
-    model.functions.extend(kept + spiking_functions(steps, opset))
+    model.functions.extend(spiking_functions(steps, opset))
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
 
@@ -189,7 +203,7 @@ def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike |
     if not os.access(output_path.parent, os.W_OK):
         raise SitOnnxError(f"{output_path.parent}: output folder is not writable")
     model = load_model(input_path)
-    new, report = rewrite_model(model, options, source=str(input_path))
-    save_model(new, output_path, validate=validate_model)
+    new, report = rewrite_model(model, options, source=str(input_path), in_place=True)
+    save_model(new, output_path)
     report.output = str(output_path)
     return report

@@ -11,14 +11,14 @@ from typing import Callable
 import onnx
 
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.graph.load import PROTOBUF_LIMIT, uses_external_data
+from sit_onnx.graph.load import PROTOBUF_LIMIT, uses_external_data, weights_bytes
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike,
                validate: Callable[[onnx.ModelProto | str], None] | None = None) -> None:
     """Write into a temporary folder beside `path`, validate, then rename into place."""
     path = Path(path)
-    external = uses_external_data(model) or model.ByteSize() > PROTOBUF_LIMIT
+    external = uses_external_data(model) or weights_bytes(model) > PROTOBUF_LIMIT - 2**26
     if validate is not None and not external:
         validate(model)
     try:

@@ -1,0 +1,146 @@
+"""Spiking chain vs onnxruntime's native Softmax, measured in the same run.
+
+Prints, per tensor and provider, milliseconds and the ratio spiking/native
+(goal on CPU: <= 1.5 at K=12), and on CUDA the chain's effective bandwidth as a
+share of a plain device copy measured here (goal: >= 70%). Then a whole
+converted Transformer: latency converted/original with the kernels (goal <= 1.10
+on CPU) and with the function fallback.
+
+    python bench/kernels.py [--steps 12] [--repeat 20] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
+from sit_onnx.runtime.library import get_library_path  # noqa: E402
+
+TENSORS = {"bert-base attention 8x12x128x128": (8, 12, 128, 128), "vit-base attention 8x12x197x197": (8, 12, 197, 197)}
+
+
+def softmax_graph(shape, opset=17):
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1, name="softmax")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def copy_graph(shape):
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "zero"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [zero])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def session(model, provider, library=True):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if library:
+        options.register_custom_ops_library(get_library_path())
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+
+
+def time_session(sess, x, provider, repeat):
+    """Median milliseconds per run; on CUDA inputs and outputs stay on the device (IOBinding)."""
+    if provider == "cuda":
+        binding = sess.io_binding()
+        x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        binding.bind_ortvalue_input(sess.get_inputs()[0].name, x_dev)
+        binding.bind_output(sess.get_outputs()[0].name, "cuda", 0)
+        call = lambda: sess.run_with_iobinding(binding)  # noqa: E731
+    else:
+        feeds = {sess.get_inputs()[0].name: x}
+        call = lambda: sess.run(None, feeds)  # noqa: E731
+    for _ in range(3):
+        call()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return 1000 * float(np.median(samples))
+
+
+def bench_tensors(args, provider):
+    rows = []
+    for label, shape in TENSORS.items():
+        x = np.random.default_rng(0).normal(0, 3, shape).astype(np.float32)
+        native = time_session(session(softmax_graph(shape), provider, False), x, provider, args.repeat)
+        row = {"tensor": label, "provider": provider, "native_ms": native}
+        for mode, shift in (("shift", True), ("no-shift", False)):
+            converted, _ = rewrite_model(softmax_graph(shape), RewriteOptions(steps=args.steps, shift=shift))
+            row[f"{mode}_ms"] = time_session(session(converted, provider), x, provider, args.repeat)
+            row[f"{mode}_ratio"] = row[f"{mode}_ms"] / native
+        if provider == "cuda":
+            copy_ms = time_session(session(copy_graph(shape), provider, False), x, provider, args.repeat)
+            nbytes = x.nbytes
+            copy_bw = 2 * nbytes / copy_ms  # bytes per ms: one read, one write
+            # no-shift chain: SpikingExp reads+writes, SpikingNorm reads twice and writes
+            chain_bw = 5 * nbytes / row["no-shift_ms"]
+            row["copy_ms"], row["bandwidth_share"] = copy_ms, chain_bw / copy_bw
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(row):
+    text = (f"{row['provider']:4} {row['tensor']:34} native {row['native_ms']:8.3f} ms | spiking+shift "
+            f"{row['shift_ms']:8.3f} ms ({row['shift_ratio']:.2f}x) | spiking no-shift {row['no-shift_ms']:8.3f} ms "
+            f"({row['no-shift_ratio']:.2f}x)")
+    if "bandwidth_share" in row:
+        text += f" | {100 * row['bandwidth_share']:.0f}% of device-copy bandwidth"
+    return text
+
+
+def bench_transformer(args):
+    import torch
+
+    from sit_onnx.export import export_module
+
+    torch.manual_seed(0)
+    encoder = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(256, 8, 1024, dropout=0.0, batch_first=True), 4, enable_nested_tensor=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        original = export_module(encoder, torch.randn(8, 128, 256), Path(scratch) / "enc.onnx", opset=17)
+    converted, _ = rewrite_model(original, RewriteOptions(steps=args.steps))
+    x = np.random.default_rng(0).normal(size=(8, 128, 256)).astype(np.float32)
+    base = time_session(session(original, "cpu", False), x, "cpu", args.repeat)
+    with_lib = time_session(session(converted, "cpu", True), x, "cpu", args.repeat)
+    fallback = time_session(session(converted, "cpu", False), x, "cpu", max(3, args.repeat // 4))
+    print(f"cpu  4-layer encoder (d=256, 8 heads, 8x128 tokens): original {base:.2f} ms | converted with kernels "
+          f"{with_lib:.2f} ms ({with_lib / base:.2f}x) | converted, function fallback {fallback:.2f} ms "
+          f"({fallback / base:.2f}x)", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="skip the whole-model benchmark")
+    args = parser.parse_args()
+    print(f"onnxruntime {ort.__version__}, K={args.steps}, median of {args.repeat} runs")
+    bench_tensors(args, "cpu")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        bench_tensors(args, "cuda")
+    else:
+        print("cuda: skipped (no CUDAExecutionProvider in this onnxruntime)")
+    if not args.quick:
+        bench_transformer(args)
+
+
+if __name__ == "__main__":
+    main()
