@@ -39,11 +39,11 @@ def main():
 
 
 def _register():
-    from sit_onnx.cli import neuron, rewrite, run
+    from sit_onnx.cli import calibrate, compare, demo, energy, eval_command, layers, neuron, rewrite, run
 
-    main.add_command(neuron.neuron)
-    main.add_command(rewrite.rewrite)
-    main.add_command(run.run)
+    for command in (neuron.neuron, rewrite.rewrite, run.run, compare.compare, eval_command.eval_command,
+                    layers.layers, calibrate.calibrate, energy.energy, demo.demo):
+        main.add_command(command)
 
 
 _register()

@@ -43,3 +43,46 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if value == value else "nan"
     return str(value)
+
+
+def rewrite_options(func):
+    """The conversion flags, shared by `rewrite` and every command that converts on the fly."""
+    decorators = [
+        click.option("--steps", "-k", type=int, default=12, show_default=True, help="K of the shipped SI-exp set."),
+        click.option("--params", "params_file", type=click.Path(), default=None,
+                     help="A fitted parameter set (from `sit-onnx neuron fit`) instead of a shipped one."),
+        click.option("--sigmoid", is_flag=True,
+                     help="Insert a Sigmoid before SpikingExp (the paper's Next-ViT/UniFormer path; changes the "
+                          "model, fine-tune after)."),
+        click.option("--shift/--no-shift", default=True, show_default=True,
+                     help="Subtract the max along the axis first, so logits of any range land in the fitted range "
+                          "(--no-shift is the paper's mode, fitted on [-1, 1])."),
+        click.option("--time-steps", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="SpikingNorm input spikes N; 0 = the paper's amplified closed form w/V_th."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def rewrite_options_from(kwargs: dict, **extra):
+    """Pop the shared conversion flags out of a command's kwargs into RewriteOptions."""
+    from sit_onnx.graph.convert import RewriteOptions
+
+    params_file = kwargs.pop("params_file")
+    return RewriteOptions(steps=kwargs.pop("steps"), params_file=str(params_file) if params_file else None,
+                          sigmoid=kwargs.pop("sigmoid"), shift=kwargs.pop("shift"),
+                          time_steps=kwargs.pop("time_steps"), **extra)
+
+
+data_options_list = [
+    click.option("--data", type=click.Path(), default=None, help="An .npz with the model inputs and 'labels'."),
+    click.option("--dataset", type=click.Choice(["digits"]), default=None,
+                 help="A bundled data set: digits (scikit-learn's 8x8 digits, fixed test split)."),
+]
+
+
+def data_options(func):
+    for decorator in reversed(data_options_list):
+        func = decorator(func)
+    return func

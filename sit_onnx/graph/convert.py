@@ -122,7 +122,7 @@ def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptio
         axis = legacy_axes.get(site.name, site.axis) if site.pattern == SOFTMAX else site.axis
         graph_name = "main" if site.graph is graph else site.graph.name
         entry = SiteReport(site.name, graph_name, site.pattern, site.axis, _semantics(source_opset, site.pattern, axis),
-                           converted=False)
+                           converted=False, logits=site.logits.name, output=site.output.name)
         if options.first is not None and index >= options.first:
             entry.reason = f"not among the first {options.first} sites (--first)"
         elif options.nodes and site.name not in options.nodes:

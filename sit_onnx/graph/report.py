@@ -18,6 +18,8 @@ class SiteReport:
     converted: bool
     replaced_with: list[str] = field(default_factory=list)
     reason: str | None = None
+    logits: str | None = None  # tensor names around the site, to inspect it in the converted graph
+    output: str | None = None
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Reference Transformers for the digits experiments (PyTorch; see models/train.py)."""

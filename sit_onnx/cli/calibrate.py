@@ -1,0 +1,38 @@
+"""`sit-onnx calibrate`: per softmax site, what it is fed and how to convert it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from sit_onnx.cli.options import data_options, emit_json, json_option, table
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@data_options
+@click.option("--samples", type=click.IntRange(1), default=256, show_default=True, help="Rows of the data to use.")
+@json_option
+def calibrate(model, data, dataset, samples, as_json):
+    """Softmax input statistics on data, with and without max-shift, and a recommendation."""
+    from sit_onnx.evaluate.calibrate import calibrate as calibrate_sites
+    from sit_onnx.evaluate.experiment import labelled_data, sample_feeds
+    from sit_onnx.graph.load import load_model
+
+    original = load_model(model)
+    feeds = sample_feeds(original, labelled_data(original, data, dataset), samples)
+    sites = calibrate_sites(original, feeds)
+    if not sites:
+        from sit_onnx.errors import SitOnnxError
+
+        raise SitOnnxError(f"{model}: no Softmax node to calibrate")
+    if as_json:
+        emit_json({"model": str(model), "samples": len(next(iter(feeds.values()))), "sites": [asdict(s) for s in sites]})
+        return
+    click.echo(table([[s.name, s.min, s.p01, s.p50, s.p99, s.max, f"{100 * s.inside_paper_range:.1f}%",
+                       f"{100 * s.inside_shift_range:.1f}%"] for s in sites],
+                     ["site", "min", "p1", "median", "p99", "max", "in [-1,1]", "shifted in [-12,0]"]))
+    for s in sites:
+        click.echo(f"{s.name}: {s.recommendation}")

@@ -1,0 +1,58 @@
+"""`sit-onnx compare A B`: per output, error statistics and PASSED/FAILED, as Polygraphy reports them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from sit_onnx.cli.options import emit_json, json_option
+from sit_onnx.cli.run import library_option, provider_option
+
+
+@click.command()
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), default=None,
+              help="An .npz with one array per input (default: random inputs, batch 4).")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-2, show_default=True)
+@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@provider_option
+@library_option
+@json_option
+def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library, as_json):
+    """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.evaluate.compare import compare_arrays
+    from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays
+    from sit_onnx.runtime import SessionSpec, make_session
+
+    for path in (reference, candidate):
+        if not path.is_file():
+            raise SitOnnxError(f"{path}: no such file")
+    spec = SessionSpec(provider=provider, use_library=use_library)
+    ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
+    feeds = (check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file)) if inputs_file
+             else generate_feeds(ref_session, batch=4))
+    ref_out = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feeds)))
+    cand_out = dict(zip([o.name for o in cand_session.get_outputs()], cand_session.run(None, feeds)))
+    missing = sorted(set(ref_out) - set(cand_out))
+    if missing:
+        raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
+    results = [compare_arrays(name, ref_out[name], cand_out[name], atol, rtol) for name in ref_out]
+    passed = all(r.passed for r in results)
+    if as_json:
+        emit_json({"reference": str(reference), "candidate": str(candidate), "passed": passed,
+                   "outputs": [asdict(r) for r in results]})
+    else:
+        for r in results:
+            click.echo(f"[{r.name}] shape {r.shape}, tolerance atol={r.atol:g} rtol={r.rtol:g}")
+            click.echo(f"    abs error: max {r.max_abs:.4g}, mean {r.mean_abs:.4g}, median {r.median_abs:.4g}")
+            click.echo(f"    rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}")
+            click.echo(f"    cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}")
+            click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
+        verdict = "PASSED" if passed else "FAILED"
+        click.echo(f"{verdict} | {cand_session.get_providers()[0]} | sit-onnx compare {reference} {candidate}")
+    if not passed:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,48 @@
+"""Top-1 accuracy of an original and a converted model on the same labelled data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.inputs import check_feeds
+
+
+@dataclass
+class AccuracyReport:
+    samples: int
+    ann_accuracy: float
+    converted_accuracy: float | None = None
+    agreement: float | None = None
+
+    @property
+    def loss_points(self) -> float | None:
+        """Conversion loss in percentage points (positive = the converted model is worse)."""
+        if self.converted_accuracy is None:
+            return None
+        return 100 * (self.ann_accuracy - self.converted_accuracy)
+
+
+def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str, batch: int = 256) -> np.ndarray:
+    """Class predictions (argmax of the first output), run in batches."""
+    feeds = check_feeds(session, arrays, source)
+    rows = next(iter(feeds.values())).shape[0]
+    predictions = []
+    for start in range(0, rows, batch):
+        logits = session.run(None, {k: v[start:start + batch] for k, v in feeds.items()})[0]
+        if logits.ndim != 2:
+            raise SitOnnxError(f"the model's first output has shape {list(logits.shape)}; accuracy needs "
+                               "(batch, classes) logits")
+        predictions.append(np.argmax(logits, axis=1))
+    return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+
+
+def accuracy_report(labels: np.ndarray, ann: np.ndarray, converted: np.ndarray | None) -> AccuracyReport:
+    report = AccuracyReport(len(labels), float(np.mean(ann == labels)) if len(labels) else 0.0)
+    if converted is not None:
+        report.converted_accuracy = float(np.mean(converted == labels)) if len(labels) else 0.0
+        report.agreement = float(np.mean(converted == ann)) if len(labels) else 0.0
+    return report

@@ -1,0 +1,69 @@
+"""What each softmax site is fed on real data, and how to convert it.
+
+For every Softmax node: the distribution of its logits, the share inside the
+paper's fitted range [-1, 1] as they are, and the share inside the max-shift
+range [-R, 0] after subtracting the row maximum; then a recommendation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from sit_onnx.evaluate.capture import capture
+from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE
+
+NEGLIGIBLE = np.exp(SHIFT_RANGE[0])  # below -R after the shift, exp is under 6e-6: clamping there is harmless
+
+
+@dataclass
+class SiteCalibration:
+    name: str
+    axis: int
+    count: int
+    min: float
+    max: float
+    p01: float
+    p50: float
+    p99: float
+    inside_paper_range: float  # share of logits in [-1, 1], unshifted
+    inside_shift_range: float  # share of shifted logits in [-R, 0] or negligible (exp < e^-R)
+    recommendation: str
+
+
+def _softmax_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == "Softmax" and n.domain in ("", "ai.onnx")]
+
+
+def calibrate(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[SiteCalibration]:
+    nodes = _softmax_nodes(model)
+    values = capture(model, [n.input[0] for n in nodes], feeds)
+    sites = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    for node in nodes:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+        logits = values[node.input[0]].astype(np.float64)
+        if opset < 13:  # legacy semantics: normalised over all trailing dims
+            logits = logits.reshape(int(np.prod(logits.shape[: axis % logits.ndim])), -1)
+            axis = 1
+        finite = logits[np.isfinite(logits)]
+        shifted = logits - np.max(logits, axis=axis, keepdims=True)
+        in_paper = float(np.mean((finite >= PAPER_RANGE[0]) & (finite <= PAPER_RANGE[1]))) if finite.size else 0.0
+        in_shift = float(np.mean((shifted >= SHIFT_RANGE[0]) | ~np.isfinite(shifted))) if shifted.size else 0.0
+        q = np.percentile(finite, [1, 50, 99]) if finite.size else [np.nan] * 3
+        sites.append(SiteCalibration(node.name, int(axis), int(logits.size), float(finite.min(initial=np.inf)),
+                                     float(finite.max(initial=-np.inf)), float(q[0]), float(q[1]), float(q[2]),
+                                     in_paper, in_shift, _recommend(in_paper, in_shift)))
+    return sites
+
+
+def _recommend(in_paper: float, in_shift: float) -> str:
+    if in_paper >= 0.99:
+        return "paper mode works as is (--no-shift): logits already lie in [-1, 1]"
+    if in_shift >= 0.99:
+        return ("--shift (default), K=12; or, to stay in the paper's mode, --sigmoid with fine-tuning "
+                f"({100 * in_paper:.0f}% of logits in [-1, 1])")
+    return ("--shift with K=16: many shifted logits fall below "
+            f"{SHIFT_RANGE[0]:g}; expect small, far-from-max attention weights to become 0")

@@ -1,0 +1,61 @@
+"""Labelled data for evaluation: an .npz of model inputs plus `labels`, or a bundled data set."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.inputs import load_arrays
+
+DATASETS = ("digits",)
+DIGITS_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass
+class LabelledData:
+    arrays: dict[str, np.ndarray]  # model inputs by name
+    labels: np.ndarray
+    source: str
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (no download), the fixed 80/20 split every experiment uses.
+
+    Images are (N, 1, 8, 8) float32 scaled to [-0.5, 0.5]."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise SitOnnxError("the digits data set needs scikit-learn: pip install 'sit-onnx[models]'") from None
+    digits = load_digits()
+    images = (digits.images.astype(np.float32) / 16.0 - 0.5)[:, None]
+    x_train, x_test, y_train, y_test = train_test_split(images, digits.target.astype(np.int64),
+                                                        test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SEED,
+                                                        stratify=digits.target)
+    return x_train, x_test, y_train, y_test
+
+
+def load_labelled(data: str | os.PathLike | None, dataset: str | None, input_name: str) -> LabelledData:
+    """Either `--data file.npz` (input arrays + `labels`) or `--dataset digits` (its test split)."""
+    if (data is None) == (dataset is None):
+        raise SitOnnxError("give exactly one of --data FILE.npz or --dataset digits")
+    if dataset is not None:
+        if dataset not in DATASETS:
+            raise SitOnnxError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
+        _, x_test, _, y_test = digits_split()
+        return LabelledData({input_name: x_test}, y_test, "digits test split (360 images)")
+    arrays = load_arrays(data)
+    if "labels" not in arrays:
+        raise SitOnnxError(f"{data}: has no 'labels' array (has {', '.join(sorted(arrays))})")
+    labels = arrays.pop("labels")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    for name, value in arrays.items():
+        if value.ndim == 0 or value.shape[0] != labels.shape[0]:
+            raise SitOnnxError(f"{data}: {name!r} has {value.shape[0] if value.ndim else 0} rows but 'labels' has "
+                               f"{labels.shape[0]}")
+    return LabelledData(arrays, labels, str(data))

@@ -1,0 +1,114 @@
+"""The paper's energy estimate (section 4.1.2): operations per Conv/MatMul/Gemm layer times
+45 nm energies, E_MAC = 4.6 pJ for the ANN and E_AC = 0.9 pJ for spike-driven accumulates.
+
+Convention used here, per sample:
+- ANN: every Conv/MatMul/Gemm costs its MACs x E_MAC.
+- Converted: a layer fed by a SpikingNorm output is event-driven: MACs x (spikes per
+  neuron) x E_AC, where a neuron's spikes are its rate-coded count, or, in the
+  amplified mode, 1 if it emits at all. Other layers stay as in the ANN. The spiking
+  neurons' own work is added: SI-exp 2 accumulates per spike (membrane and output),
+  SI-norm one accumulate per input spike (N, or 1 when amplified).
+This convention ignores memory traffic, which dominates the energy of real hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM
+from sit_onnx.evaluate.capture import capture
+from sit_onnx.neurons import NeuronParams, si_exp
+
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+CAVEAT = "estimate by the paper's convention (45 nm, E_MAC 4.6 pJ, E_AC 0.9 pJ): arithmetic only, memory traffic ignored"
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+
+
+@dataclass
+class LayerEnergy:
+    name: str
+    op: str
+    macs: float
+    ann_pj: float
+    converted_pj: float
+    spike_rate: float | None = None  # spikes per input neuron when event-driven
+
+
+@dataclass
+class EnergyReport:
+    samples: int
+    layers: list[LayerEnergy] = field(default_factory=list)
+    neuron_ops: float = 0.0  # accumulates inside the spiking neurons, per sample
+    ann_pj: float = 0.0
+    converted_pj: float = 0.0
+    caveat: str = CAVEAT
+
+    @property
+    def reduction(self) -> float:
+        return 1 - self.converted_pj / self.ann_pj if self.ann_pj else 0.0
+
+
+def _attr(node, name, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _macs(node: onnx.NodeProto, values: dict[str, np.ndarray], batch: int) -> float:
+    out = values[node.output[0]]
+    if node.op_type == "MatMul":
+        return out.size * values[node.input[0]].shape[-1] / batch
+    if node.op_type == "Gemm":
+        a = values[node.input[0]]
+        inner = a.shape[0] if _attr(node, "transA", 0) else a.shape[1]
+        return out.size * inner / batch
+    weight = values[node.input[1]]  # Conv: out elements x (C_in/group) x kernel area
+    return out.size * int(np.prod(weight.shape[1:])) / batch
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name}
+
+
+def estimate_energy(original: onnx.ModelProto, converted: onnx.ModelProto | None,
+                    feeds: dict[str, np.ndarray]) -> EnergyReport:
+    """Energy per sample of the ANN and, when given, of the converted model, measured on `feeds`."""
+    batch = next(iter(feeds.values())).shape[0]
+    model = converted if converted is not None else original
+    nodes = [n for n in model.graph.node if n.op_type in COMPUTE_OPS or n.domain == DOMAIN]
+    wanted = sorted({name for n in nodes for name in list(n.input) + list(n.output) if name})
+    values = {**_initializers(model), **capture(model, [w for w in wanted if w not in _initializers(model)], feeds)}
+    rates: dict[str, float] = {}
+    report = EnergyReport(samples=batch)
+    for node in nodes:
+        if node.domain == DOMAIN and node.op_type == SPIKING_EXP:
+            params = NeuronParams(_attr(node, "thresholds"), _attr(node, "resets"), _attr(node, "weights"), (-1, 1))
+            _, spikes = si_exp(values[node.input[0]].astype(np.float32), params, return_spikes=True)
+            report.neuron_ops += 2 * spikes.sum() / batch
+        elif node.domain == DOMAIN and node.op_type == SPIKING_NORM:
+            w, out = values[node.input[0]].astype(np.float64), values[node.output[0]]
+            steps = _attr(node, "time_steps", 0)
+            if steps:
+                counts = np.rint(out.astype(np.float64) * steps)
+                rates[node.output[0]] = float(counts.mean()) if counts.size else 0.0
+                report.neuron_ops += (steps * w.size + counts.sum()) / batch
+            else:
+                rates[node.output[0]] = float(np.mean(out != 0)) if out.size else 0.0
+                report.neuron_ops += w.size / batch
+    for node in nodes:
+        if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        macs = _macs(node, values, batch)
+        rate = next((rates[i] for i in node.input if i in rates), None)
+        converted_pj = macs * E_MAC_PJ if rate is None else macs * rate * E_AC_PJ
+        report.layers.append(LayerEnergy(node.name or node.output[0], node.op_type, macs, macs * E_MAC_PJ,
+                                         converted_pj, rate))
+    report.ann_pj = sum(layer.ann_pj for layer in report.layers)
+    report.converted_pj = sum(layer.converted_pj for layer in report.layers) + report.neuron_ops * E_AC_PJ
+    return report

@@ -1,0 +1,63 @@
+"""The steps every evaluation command shares: load a model, convert it (or load a converted
+file), run both on labelled data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.accuracy import AccuracyReport, accuracy_report, predict
+from sit_onnx.evaluate.datasets import LabelledData, load_labelled
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.load import load_model
+from sit_onnx.graph.report import RewriteReport
+from sit_onnx.runtime import SessionSpec, make_session
+
+
+@dataclass
+class ModelPair:
+    original: onnx.ModelProto
+    converted: onnx.ModelProto | None
+    report: RewriteReport | None  # None when the converted model came from a file
+
+
+def load_pair(model_path: str | os.PathLike, converted_path: str | os.PathLike | None,
+              options: RewriteOptions | None) -> ModelPair:
+    """The original model and its conversion: from `converted_path`, else converted in memory with `options`."""
+    original = load_model(model_path)
+    if converted_path is not None:
+        return ModelPair(original, load_model(converted_path), None)
+    if options is None:
+        return ModelPair(original, None, None)
+    converted, report = rewrite_model(original, options, source=str(model_path))
+    return ModelPair(original, converted, report)
+
+
+def first_input_name(model: onnx.ModelProto) -> str:
+    initializers = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    if not names:
+        raise SitOnnxError("the model has no inputs to feed")
+    return names[0]
+
+
+def labelled_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
+    return load_labelled(data, dataset, first_input_name(model))
+
+
+def evaluate_accuracy(pair: ModelPair, data: LabelledData, spec: SessionSpec = SessionSpec()) -> AccuracyReport:
+    ann = predict(make_session(pair.original, spec), data.arrays, data.source)
+    converted = predict(make_session(pair.converted, spec), data.arrays, data.source) if pair.converted else None
+    return accuracy_report(data.labels, ann, converted)
+
+
+def sample_feeds(model: onnx.ModelProto, data: LabelledData, count: int = 64) -> dict[str, np.ndarray]:
+    """The first `count` rows of the data, checked against the model's inputs."""
+    from sit_onnx.evaluate.inputs import check_feeds
+
+    session = make_session(model, SessionSpec(use_library=False, verify_kernels=False))
+    return check_feeds(session, {k: v[:count] for k, v in data.arrays.items()}, data.source)
