@@ -1,0 +1,159 @@
+"""The evaluation commands on the bundled model and on tiny inline graphs, good and bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.cli import main
+
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
+pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ok_json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def one_line_error(result, text):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and text in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A tiny 'attention classifier': logits = softmax(x @ w) @ v, with data and labels it gets right."""
+    rng = np.random.default_rng(0)
+    w, v = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1, name="att"),
+         helper.make_node("MatMul", ["p", "v"], ["logits"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(v, "v")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder = tmp_path_factory.mktemp("tiny")
+    onnx.save(model, str(folder / "tiny.onnx"))
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    s = x @ w
+    p = np.exp(s - s.max(1, keepdims=True))
+    labels = np.argmax((p / p.sum(1, keepdims=True)) @ v, axis=1).astype(np.int64)
+    np.savez(folder / "data.npz", x=x, labels=labels)
+    return folder
+
+
+def test_eval_on_tiny_graph(classifier):
+    record = ok_json(invoke("eval", classifier / "tiny.onnx", "--data", classifier / "data.npz", "--json"))
+    assert record["ann_accuracy"] == 1.0 and record["samples"] == 200
+    assert record["converted_accuracy"] > 0.95 and record["loss_points"] == pytest.approx(
+        100 * (record["ann_accuracy"] - record["converted_accuracy"]))
+
+
+def test_eval_bundled_model_on_digits():
+    record = ok_json(invoke("eval", BUNDLED, "--dataset", "digits", "--json"))
+    assert record["samples"] == 360 and record["ann_accuracy"] > 0.9
+    assert abs(record["loss_points"]) <= 0.6 and record["agreement"] > 0.99
+
+
+def test_eval_with_converted_file(classifier, tmp_path):
+    converted = tmp_path / "c.onnx"
+    assert invoke("rewrite", classifier / "tiny.onnx", "-o", converted).exit_code == 0
+    record = ok_json(invoke("eval", classifier / "tiny.onnx", "--converted", converted, "--data",
+                            classifier / "data.npz", "--json"))
+    assert record["converted"] == str(converted) and record["converted_accuracy"] > 0.95
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((4, 6), np.float32)}, "has no 'labels'"),
+    ({"y": np.zeros((4, 6), np.float32), "labels": np.zeros(4, np.int64)}, "lacks the model input 'x'"),
+    ({"x": np.zeros((4, 7), np.float32), "labels": np.zeros(4, np.int64)}, "wants ['n', 6]"),
+    ({"x": np.zeros((4, 6), np.int32), "labels": np.zeros(4, np.int64)}, "is int32"),
+    ({"x": np.zeros((4, 6), np.float32), "labels": np.zeros(4, np.float32)}, "1-D integer array"),
+    ({"x": np.zeros((4, 6), np.float32), "labels": np.zeros(5, np.int64)}, "has 4 rows but 'labels' has 5"),
+])
+def test_eval_bad_data(classifier, tmp_path, arrays, message):
+    data = tmp_path / "bad.npz"
+    np.savez(data, **arrays)
+    one_line_error(invoke("eval", classifier / "tiny.onnx", "--data", data), message)
+
+
+def test_eval_needs_exactly_one_data_source(classifier):
+    one_line_error(invoke("eval", classifier / "tiny.onnx"), "exactly one of --data")
+
+
+def test_model_without_softmax_refused(tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((2, 3), np.float32), labels=np.zeros(2, np.int64))
+    one_line_error(invoke("eval", path, "--data", data), "no Softmax")
+    one_line_error(invoke("calibrate", path, "--data", data), "no Softmax")
+
+
+def test_layers_table(classifier):
+    record = ok_json(invoke("layers", classifier / "tiny.onnx", "--data", classifier / "data.npz", "--json"))
+    assert [r["converted_sites"] for r in record["rows"]] == [0, 1]
+    assert record["rows"][0]["loss_points"] == 0 and record["rows"][1]["last_site"] == "att"
+
+
+def test_layers_on_bundled_vit():
+    record = ok_json(invoke("layers", BUNDLED, "--dataset", "digits", "--json"))
+    assert len(record["rows"]) == 3 and record["rows"][0]["agreement"] == 1.0
+
+
+def test_calibrate_reports_ranges(classifier):
+    record = ok_json(invoke("calibrate", classifier / "tiny.onnx", "--data", classifier / "data.npz", "--json"))
+    (site,) = record["sites"]
+    assert site["name"] == "att" and site["min"] <= site["p50"] <= site["max"]
+    data = np.load(classifier / "data.npz")
+    w = numpy_helper.to_array(onnx.load(str(classifier / "tiny.onnx")).graph.initializer[0])
+    logits = data["x"] @ w
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    assert site["inside_shift_range"] == pytest.approx(np.mean(shifted >= -12))
+    assert site["inside_paper_range"] == pytest.approx(np.mean(np.abs(logits) <= 1))
+    assert "--shift" in site["recommendation"] or "paper mode" in site["recommendation"]
+
+
+def test_energy_counts_macs(classifier):
+    record = ok_json(invoke("energy", classifier / "tiny.onnx", "--data", classifier / "data.npz", "--json"))
+    macs = {layer["name"] or layer["op"]: layer["macs"] for layer in record["layers"]}
+    assert sorted(macs.values()) == [15, 30]  # 6x5 and 5x3 per sample
+    event_driven = [layer for layer in record["layers"] if layer["spike_rate"] is not None]
+    assert len(event_driven) == 1 and event_driven[0]["converted_pj"] < event_driven[0]["ann_pj"]
+    assert record["ann_pj"] == pytest.approx(45 * 4.6)
+    assert "memory traffic" in record["caveat"]
+
+
+def test_compare_passes_and_fails(classifier, tmp_path):
+    converted = tmp_path / "c.onnx"
+    invoke("rewrite", classifier / "tiny.onnx", "-o", converted)
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.random.default_rng(1).normal(size=(8, 6)).astype(np.float32))
+    record = ok_json(invoke("compare", classifier / "tiny.onnx", converted, "--inputs", inputs, "--atol", "0.1",
+                            "--json"))
+    (out,) = record["outputs"]
+    assert record["passed"] and 0 < out["max_abs"] < 0.1 and out["min_atol_to_pass"] == pytest.approx(out["max_abs"])
+    assert out["cosine"] > 0.99
+    strict = invoke("compare", classifier / "tiny.onnx", converted, "--inputs", inputs, "--atol", "1e-9")
+    assert strict.exit_code == 1 and strict.output.strip().splitlines()[-1].startswith("FAILED")
+    assert "minimum atol that would pass" in strict.output
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = invoke("demo", "--output-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "ANN" in result.output and "converted model:" in result.output
+    onnx.checker.check_model(str(tmp_path / "vit_digits.sit.onnx"), full_check=True)
