@@ -1,5 +1,5 @@
 // The library's only exported symbol: RegisterCustomOps adds the ai.sit domain with the
-// CPU kernels, and the CUDA kernels when built with CUDA.
+// CPU kernels, and the CUDA kernels when built with CUDA. One table; CUDA entries compile out.
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,17 +17,21 @@ struct Registry {
   sit::SpikingExpCpuF16 exp_cpu_f16;
   sit::SpikingNormCpuF32 norm_cpu_f32;
   sit::SpikingNormCpuF16 norm_cpu_f16;
+  sit::SpikingSoftmaxCpuF32 softmax_cpu_f32;
+  sit::SpikingSoftmaxCpuF16 softmax_cpu_f16;
 #ifdef SIT_USE_CUDA
   sit::SpikingExpCudaF32 exp_cuda_f32;
   sit::SpikingExpCudaF16 exp_cuda_f16;
   sit::SpikingNormCudaF32 norm_cuda_f32;
   sit::SpikingNormCudaF16 norm_cuda_f16;
+  sit::SpikingSoftmaxCudaF32 softmax_cuda_f32;
+  sit::SpikingSoftmaxCudaF16 softmax_cuda_f16;
 #endif
 
   std::vector<OrtCustomOp*> ops() {
-    return {&exp_cpu_f32, &exp_cpu_f16, &norm_cpu_f32, &norm_cpu_f16,
+    return {&exp_cpu_f32, &exp_cpu_f16, &norm_cpu_f32, &norm_cpu_f16, &softmax_cpu_f32, &softmax_cpu_f16,
 #ifdef SIT_USE_CUDA
-            &exp_cuda_f32, &exp_cuda_f16, &norm_cuda_f32, &norm_cuda_f16,
+            &exp_cuda_f32, &exp_cuda_f16, &norm_cuda_f32, &norm_cuda_f16, &softmax_cuda_f32, &softmax_cuda_f16,
 #endif
     };
   }

@@ -7,4 +7,5 @@ DOMAIN = "ai.sit"
 DOMAIN_VERSION = 1
 SPIKING_EXP = "SpikingExp"
 SPIKING_NORM = "SpikingNorm"
+SPIKING_SOFTMAX = "SpikingSoftmax"  # the fused form: [Sigmoid] -> [max-shift] -> SpikingExp -> SpikingNorm
 MAX_STEPS = 64

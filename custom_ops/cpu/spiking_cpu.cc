@@ -76,6 +76,27 @@ SIT_MULTIVERSION float RowSum(const float* w, int64_t n) {
   return total;
 }
 
+// Max of a contiguous row; NaN if the row holds one (as numpy's max).
+SIT_MULTIVERSION float RowMax(const float* x, int64_t n) {
+  float partial[16];
+  bool nan = false;
+  for (int j = 0; j < 16; ++j) partial[j] = -INFINITY;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) {
+      const float v = x[i + j];
+      nan |= v != v;
+      partial[j] = partial[j] < v ? v : partial[j];
+    }
+  float best = -INFINITY;
+  for (; i < n; ++i) {
+    nan |= x[i] != x[i];
+    best = best < x[i] ? x[i] : best;
+  }
+  for (int j = 0; j < 16; ++j) best = best < partial[j] ? partial[j] : best;
+  return nan ? NAN : best;
+}
+
 SIT_MULTIVERSION void ScaleRow(const float* w, float* y, int64_t n, float v_th, float steps) {
   if (v_th > 0.f && steps == 0.f) {
     for (int64_t i = 0; i < n; ++i) y[i] = w[i] / v_th;
@@ -159,6 +180,72 @@ void NormColumnsTask(void* data, size_t task) {
       y[i * s.inner + c] = FromFloat<T>(NormValue(ToFloat(w[i * s.inner + c]), sums[c], job.steps));
 }
 
+struct SoftmaxSettings {
+  const ExpParams* params;
+  float steps;
+  bool shift, sigmoid;
+};
+
+// Spiking-Softmax of one contiguous row, in place: the reference's order of operations.
+void SoftmaxRow(float* row, int64_t n, const SoftmaxSettings& s) {
+  if (s.sigmoid)
+    for (int64_t i = 0; i < n; ++i) row[i] = 1.f / (1.f + std::exp(-row[i]));
+  if (s.shift) {
+    const float peak = RowMax(row, n);
+    for (int64_t i = 0; i < n; ++i) row[i] = row[i] - peak;
+  }
+  SiExpFloats(row, row, n, *s.params);
+  ScaleRow(row, row, n, RowSum(row, n), s.steps);
+}
+
+template <typename T>
+struct SoftmaxJob {
+  const T* x;
+  T* y;
+  AxisSplit split;
+  SoftmaxSettings settings;
+  int64_t inner_block;
+};
+
+template <typename T>
+void SoftmaxRowsTask(void* data, size_t task) {
+  auto& job = *static_cast<SoftmaxJob<T>*>(data);
+  const int64_t n = job.split.n;
+  const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  const int64_t first = static_cast<int64_t>(task) * rows_per_task;
+  const int64_t last = std::min(job.split.outer, first + rows_per_task);
+  std::vector<float> buffer(static_cast<size_t>(n));
+  for (int64_t r = first; r < last; ++r) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(job.y + r * n, job.x + r * n, static_cast<size_t>(n) * sizeof(float));
+      SoftmaxRow(job.y + r * n, n, job.settings);
+    } else {
+      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(job.x[r * n + i]);
+      SoftmaxRow(buffer.data(), n, job.settings);
+      for (int64_t i = 0; i < n; ++i) job.y[r * n + i] = FromFloat<T>(buffer[i]);
+    }
+  }
+}
+
+// Axis in the middle: gather an (n x width) block of columns, run every column, scatter back.
+template <typename T>
+void SoftmaxColumnsTask(void* data, size_t task) {
+  auto& job = *static_cast<SoftmaxJob<T>*>(data);
+  const auto& s = job.split;
+  const int64_t blocks_per_outer = (s.inner + job.inner_block - 1) / job.inner_block;
+  const int64_t o = static_cast<int64_t>(task) / blocks_per_outer;
+  const int64_t c0 = (static_cast<int64_t>(task) % blocks_per_outer) * job.inner_block;
+  const int64_t width = std::min(job.inner_block, s.inner - c0);
+  const T* x = job.x + o * s.n * s.inner + c0;
+  T* y = job.y + o * s.n * s.inner + c0;
+  std::vector<float> column(static_cast<size_t>(s.n));
+  for (int64_t c = 0; c < width; ++c) {
+    for (int64_t i = 0; i < s.n; ++i) column[i] = ToFloat(x[i * s.inner + c]);
+    SoftmaxRow(column.data(), s.n, job.settings);
+    for (int64_t i = 0; i < s.n; ++i) y[i * s.inner + c] = FromFloat<T>(column[i]);
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -208,9 +295,41 @@ OrtStatusPtr SpikingNormCpu<T>::ComputeV2(OrtKernelContext* context) {
   });
 }
 
+template <typename T>
+OrtStatusPtr SpikingSoftmaxCpu<T>::ComputeV2(OrtKernelContext* context) {
+  return Guarded(kName, [&]() -> OrtStatusPtr {
+    Ort::KernelContext ctx(context);
+    auto input = ctx.GetInput(0);
+    auto info = input.GetTensorTypeAndShapeInfo();
+    auto shape = info.GetShape();
+    AxisSplit split;
+    std::string error = SplitAtAxis(shape, norm.attrs.axis, &split);
+    if (!error.empty()) return MakeError(std::string(kName) + ": " + error);
+    auto output = ctx.GetOutput(0, shape);
+    if (info.GetElementCount() == 0) return nullptr;
+    SoftmaxJob<T> job{input.GetTensorData<T>(), output.GetTensorMutableData<T>(), split,
+                      {&exp.params, static_cast<float>(norm.attrs.time_steps), shift, sigmoid}, 64};
+    size_t tasks;
+    void (*task_fn)(void*, size_t);
+    if (split.inner == 1) {
+      const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(split.n, 1));
+      tasks = static_cast<size_t>((split.outer + rows_per_task - 1) / rows_per_task);
+      task_fn = &SoftmaxRowsTask<T>;
+    } else {
+      tasks = static_cast<size_t>(split.outer * ((split.inner + job.inner_block - 1) / job.inner_block));
+      task_fn = &SoftmaxColumnsTask<T>;
+    }
+    if (tasks == 1) task_fn(&job, 0);
+    else ctx.ParallelFor(task_fn, tasks, 0, &job);
+    return nullptr;
+  });
+}
+
 template struct SpikingExpCpu<float>;
 template struct SpikingExpCpu<Ort::Float16_t>;
 template struct SpikingNormCpu<float>;
 template struct SpikingNormCpu<Ort::Float16_t>;
+template struct SpikingSoftmaxCpu<float>;
+template struct SpikingSoftmaxCpu<Ort::Float16_t>;
 
 }  // namespace sit

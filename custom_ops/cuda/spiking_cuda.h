@@ -15,9 +15,17 @@ struct SpikingNormCuda : NormKernelBase {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
+template <typename T>
+struct SpikingSoftmaxCuda : SoftmaxKernelBase {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+};
+
 using SpikingExpCudaF32 = SpikingOp<SpikingExpCuda<float>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, true>;
 using SpikingExpCudaF16 = SpikingOp<SpikingExpCuda<Ort::Float16_t>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, true>;
 using SpikingNormCudaF32 = SpikingOp<SpikingNormCuda<float>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, true>;
 using SpikingNormCudaF16 = SpikingOp<SpikingNormCuda<Ort::Float16_t>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, true>;
+using SpikingSoftmaxCudaF32 = SpikingOp<SpikingSoftmaxCuda<float>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, true>;
+using SpikingSoftmaxCudaF16 =
+    SpikingOp<SpikingSoftmaxCuda<Ort::Float16_t>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, true>;
 
 }  // namespace sit

@@ -20,19 +20,23 @@ __device__ __forceinline__ void Store<float>(float* p, int64_t i, float v) { p[i
 template <>
 __device__ __forceinline__ void Store<__half>(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
 
+// SI-exp of one value: v=x; z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z; NaN in, NaN out.
+__device__ __forceinline__ float SiExp(float in, const ExpParams& p) {
+  float v = in, acc = 0.f;
+#pragma unroll 4
+  for (int t = 0; t < p.steps; ++t) {
+    const bool fire = v >= p.thresholds[t];
+    v = __fsub_rn(v, fire ? p.resets[t] : 0.f);
+    acc = __fadd_rn(acc, fire ? p.weights[t] : 0.f);
+  }
+  return in != in ? in : acc;
+}
+
 template <typename T>
 __global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const float in = Load(x, i);
-    float v = in, acc = 0.f;
-#pragma unroll 4
-    for (int t = 0; t < p.steps; ++t) {
-      const bool fire = v >= p.thresholds[t];
-      v = __fsub_rn(v, fire ? p.resets[t] : 0.f);
-      acc = __fadd_rn(acc, fire ? p.weights[t] : 0.f);
-    }
-    Store(y, i, in != in ? in : acc);
+    Store(y, i, SiExp(Load(x, i), p));
   }
 }
 
@@ -88,6 +92,88 @@ __global__ void SpikingNormColumnsKernel(const T* w, T* y, int64_t outer, int64_
   }
 }
 
+// NaN-sticky max, as numpy's: once a NaN is seen it stays.
+__device__ __forceinline__ float StickyMax(float a, float b) { return (a != a || b > a || b != b) ? b : a; }
+
+__device__ __forceinline__ float Prepare(float x, bool sigmoid) {
+  return sigmoid ? __fdiv_rn(1.f, __fadd_rn(1.f, expf(-x))) : x;
+}
+
+// Block-wide reduction of one float per thread (sum or sticky max); every thread gets the result.
+template <bool IsMax>
+__device__ float BlockReduce(float value, float* scratch) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float other = __shfl_down_sync(0xffffffffu, value, offset);
+    value = IsMax ? StickyMax(value, other) : value + other;
+  }
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = value;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < (blockDim.x >> 5) ? scratch[threadIdx.x] : (IsMax ? -INFINITY : 0.f);
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      const float other = __shfl_down_sync(0xffffffffu, v, offset);
+      v = IsMax ? StickyMax(v, other) : v + other;
+    }
+    if (threadIdx.x == 0) scratch[32] = v;
+  }
+  __syncthreads();
+  const float result = scratch[32];
+  __syncthreads();
+  return result;
+}
+
+// Fused Spiking-Softmax, axis last: one block per row; SI-exp is recomputed in the last pass
+// instead of storing it (memory, not arithmetic, bounds this kernel).
+template <typename T>
+__global__ void SpikingSoftmaxRowsKernel(const T* x, T* y, int64_t rows, int64_t n, ExpParams p, float steps,
+                                         bool shift, bool sigmoid) {
+  __shared__ float scratch[33];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* in = x + row * n;
+    T* out = y + row * n;
+    float peak = 0.f;
+    if (shift) {
+      float m = -INFINITY;
+      for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = StickyMax(m, Prepare(Load(in, i), sigmoid));
+      peak = BlockReduce<true>(m, scratch);
+    }
+    float sum = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      const float v = Prepare(Load(in, i), sigmoid);
+      sum += SiExp(shift ? __fsub_rn(v, peak) : v, p);
+    }
+    const float v_th = BlockReduce<false>(sum, scratch);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+      const float v = Prepare(Load(in, i), sigmoid);
+      Store(out, i, NormValue(SiExp(shift ? __fsub_rn(v, peak) : v, p), v_th, steps));
+    }
+  }
+}
+
+template <typename T>
+__global__ void SpikingSoftmaxColumnsKernel(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, ExpParams p,
+                                            float steps, bool shift, bool sigmoid) {
+  const int64_t columns = outer * inner;
+  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < columns;
+       c += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int64_t base = (c / inner) * n * inner + (c % inner);
+    float peak = 0.f;
+    if (shift) {
+      peak = -INFINITY;
+      for (int64_t i = 0; i < n; ++i) peak = StickyMax(peak, Prepare(Load(x, base + i * inner), sigmoid));
+    }
+    float sum = 0.f;
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = Prepare(Load(x, base + i * inner), sigmoid);
+      sum += SiExp(shift ? __fsub_rn(v, peak) : v, p);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = Prepare(Load(x, base + i * inner), sigmoid);
+      Store(y, base + i * inner, NormValue(SiExp(shift ? __fsub_rn(v, peak) : v, p), sum, steps));
+    }
+  }
+}
+
 unsigned int GridFor(int64_t work, int threads) {
   const int64_t blocks = (work + threads - 1) / threads;
   return static_cast<unsigned int>(blocks < 65535 * 32 ? (blocks > 0 ? blocks : 1) : 65535 * 32);
@@ -106,7 +192,28 @@ cudaError_t LaunchNorm(cudaStream_t stream, const void* w, void* y, const AxisSp
   return cudaGetLastError();
 }
 
+template <typename T>
+cudaError_t LaunchSoftmax(cudaStream_t stream, const void* x, void* y, const AxisSplit& s, const ExpParams& p,
+                          float steps, bool shift, bool sigmoid) {
+  if (s.inner == 1) {
+    const unsigned int grid = static_cast<unsigned int>(s.outer < 65535 * 32 ? s.outer : 65535 * 32);
+    SpikingSoftmaxRowsKernel<T><<<grid, kRowThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                                  s.outer, s.n, p, steps, shift, sigmoid);
+  } else {
+    SpikingSoftmaxColumnsKernel<T><<<GridFor(s.outer * s.inner, 256), 256, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<T*>(y), s.outer, s.n, s.inner, p, steps, shift, sigmoid);
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t LaunchSpikingSoftmax(cudaStream_t stream, const void* x, void* y, const AxisSplit& split,
+                                 const ExpParams& params, int64_t time_steps, bool shift, bool sigmoid, bool half) {
+  const float steps = static_cast<float>(time_steps);
+  return half ? LaunchSoftmax<__half>(stream, x, y, split, params, steps, shift, sigmoid)
+              : LaunchSoftmax<float>(stream, x, y, split, params, steps, shift, sigmoid);
+}
 
 cudaError_t LaunchSpikingExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
                              bool half) {

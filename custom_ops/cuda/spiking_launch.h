@@ -15,4 +15,7 @@ cudaError_t LaunchSpikingExp(cudaStream_t stream, const void* x, void* y, int64_
 cudaError_t LaunchSpikingNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& split, int64_t time_steps,
                               bool half);
 
+cudaError_t LaunchSpikingSoftmax(cudaStream_t stream, const void* x, void* y, const AxisSplit& split,
+                                 const ExpParams& params, int64_t time_steps, bool shift, bool sigmoid, bool half);
+
 }  // namespace sit

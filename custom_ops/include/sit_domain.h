@@ -6,5 +6,6 @@ constexpr const char* kDomain = "ai.sit";
 constexpr int kDomainVersion = 1;
 constexpr const char* kSpikingExp = "SpikingExp";
 constexpr const char* kSpikingNorm = "SpikingNorm";
+constexpr const char* kSpikingSoftmax = "SpikingSoftmax";
 constexpr int kMaxSteps = 64;
 }  // namespace sit

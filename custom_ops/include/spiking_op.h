@@ -60,6 +60,34 @@ struct NormKernelBase {
   }
 };
 
+// SpikingSoftmax: [Sigmoid] -> [max-shift] -> SI-exp -> SI-norm in one kernel (one op, fewer memory passes).
+struct SoftmaxKernelBase {
+  static constexpr const char* kName = kSpikingSoftmax;
+  ExpKernelBase exp;
+  NormKernelBase norm;
+  bool shift = true;
+  bool sigmoid = false;
+  std::string Init(const Ort::ConstKernelInfo& info) {
+    std::string error = exp.Init(info);
+    if (error.empty()) error = norm.Init(info);
+    int64_t shift_attr = 1, sigmoid_attr = 0;
+    try {
+      shift_attr = info.GetAttribute<int64_t>("shift");
+    } catch (const Ort::Exception&) {
+    }
+    try {
+      sigmoid_attr = info.GetAttribute<int64_t>("sigmoid");
+    } catch (const Ort::Exception&) {
+    }
+    if (error.empty() && (shift_attr < 0 || shift_attr > 1 || sigmoid_attr < 0 || sigmoid_attr > 1)) {
+      error = "shift and sigmoid must be 0 or 1";
+    }
+    shift = shift_attr == 1;
+    sigmoid = sigmoid_attr == 1;
+    return error;
+  }
+};
+
 template <typename Kernel, ONNXTensorElementDataType Type, bool Cuda>
 struct SpikingOp : Ort::CustomOpBase<SpikingOp<Kernel, Type, Cuda>, Kernel, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** op_kernel) const {

@@ -59,6 +59,8 @@ def rewrite_options(func):
                           "(--no-shift is the paper's mode, fitted on [-1, 1])."),
         click.option("--time-steps", type=click.IntRange(min=0), default=0, show_default=True,
                      help="SpikingNorm input spikes N; 0 = the paper's amplified closed form w/V_th."),
+        click.option("--fuse", is_flag=True,
+                     help="Emit one SpikingSoftmax node per site (same numbers; fewer memory passes, for deployment)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -72,7 +74,7 @@ def rewrite_options_from(kwargs: dict, **extra):
     params_file = kwargs.pop("params_file")
     return RewriteOptions(steps=kwargs.pop("steps"), params_file=str(params_file) if params_file else None,
                           sigmoid=kwargs.pop("sigmoid"), shift=kwargs.pop("shift"),
-                          time_steps=kwargs.pop("time_steps"), **extra)
+                          time_steps=kwargs.pop("time_steps"), fuse=kwargs.pop("fuse"), **extra)
 
 
 data_options_list = [

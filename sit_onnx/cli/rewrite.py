@@ -25,7 +25,6 @@ def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
     from sit_onnx.graph.convert import rewrite_file
 
     options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline)
-    shift, sigmoid = options.shift, options.sigmoid
     report = rewrite_file(model, output, options, force=force)
     if as_json:
         emit_json(report.to_dict())
@@ -39,5 +38,6 @@ def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(f"{len(report.converted)} of {len(report.sites)} softmax sites converted "
-               f"(K={report.steps}, {'shift' if shift else 'no shift'}{', sigmoid' if sigmoid else ''}) -> {report.output}")
+               f"(K={report.steps}, {'shift' if options.shift else 'no shift'}{', sigmoid' if options.sigmoid else ''}"
+               f"{', fused' if options.fuse else ''}) -> {report.output}")
 

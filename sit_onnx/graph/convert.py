@@ -42,6 +42,7 @@ class RewriteOptions:
     first: int | None = None
     nodes: tuple[str, ...] = ()
     inline: bool = False
+    fuse: bool = False
 
     def neuron_params(self) -> NeuronParams:
         """The explicit file, else the shipped set for K on the range the mode feeds SI-exp."""
@@ -115,7 +116,7 @@ def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptio
     if unknown:
         raise SitOnnxError(f"--nodes: no softmax site named {', '.join(unknown)}; sites are: "
                            + ", ".join(s.name for s in sites))
-    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps)
+    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, options.fuse)
     names = NamePool(graph)
     reports = []
     for index, site in enumerate(sites):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM
+from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 
 CASTLIKE_OPSET = 15
 
@@ -112,5 +112,40 @@ def spiking_norm_function(opset: int) -> onnx.FunctionProto:
     return function
 
 
+def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
+    """The fused op: its body calls SpikingExp and SpikingNorm, so the two neurons stay visible.
+
+    The max along a dynamic axis is taken as GatherElements(ArgMax) because ReduceMax
+    takes its axes as a list, which an int attribute cannot be referenced as."""
+    ints, floats = onnx.AttributeProto.INT, onnx.AttributeProto.FLOATS
+    nodes = [_ref_constant("sigmoid_int", "sigmoid", ints), _ref_constant("shift_int", "shift", ints)]
+    x = _cast_in(nodes, "X", opset)
+    argmax = helper.make_node("ArgMax", ["a"], ["peak_index"], keepdims=1)
+    argmax.attribute.append(_attr_ref("axis", "axis", ints))
+    gather = helper.make_node("GatherElements", ["a", "peak_index"], ["peak"])
+    gather.attribute.append(_attr_ref("axis", "axis", ints))
+    spiking_exp = helper.make_node(SPIKING_EXP, ["b"], ["e"], domain=DOMAIN)
+    spiking_exp.attribute.extend(_attr_ref(n, n, floats) for n in ("thresholds", "resets", "weights"))
+    spiking_norm = helper.make_node(SPIKING_NORM, ["e"], ["y_f32"], domain=DOMAIN)
+    spiking_norm.attribute.extend(_attr_ref(n, n, ints) for n in ("axis", "time_steps"))
+    nodes += [
+        helper.make_node("Cast", ["sigmoid_int"], ["use_sigmoid"], to=TensorProto.BOOL),
+        helper.make_node("Cast", ["shift_int"], ["use_shift"], to=TensorProto.BOOL),
+        helper.make_node("Sigmoid", [x], ["squashed"]),
+        helper.make_node("Where", ["use_sigmoid", "squashed", x], ["a"]),
+        argmax, gather,
+        helper.make_node("Sub", ["a", "peak"], ["shifted"]),
+        helper.make_node("Where", ["use_shift", "shifted", "a"], ["b"]),
+        spiking_exp, spiking_norm,
+    ]
+    _cast_out(nodes, "y_f32", "X", "Y", opset)
+    function = helper.make_function(DOMAIN, SPIKING_SOFTMAX, ["X"], ["Y"], nodes,
+                                    [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+                                    attributes=["thresholds", "resets", "weights"])
+    function.attribute_proto.extend([helper.make_attribute("axis", -1), helper.make_attribute("time_steps", 0),
+                                     helper.make_attribute("shift", 1), helper.make_attribute("sigmoid", 0)])
+    return function
+
+
 def spiking_functions(steps: int, opset: int) -> list[onnx.FunctionProto]:
-    return [spiking_exp_function(steps, opset), spiking_norm_function(opset)]
+    return [spiking_exp_function(steps, opset), spiking_norm_function(opset), spiking_softmax_function(opset)]

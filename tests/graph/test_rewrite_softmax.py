@@ -96,3 +96,21 @@ def test_edge_values_follow_reference(params_file):
     x = np.array([[0, 1, -3.4e38, -np.inf], [-3.4e38] * 4, [np.nan, 0, 1, 2]], dtype=np.float32)
     expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("shift, sigmoid, time_steps", [(True, False, 0), (False, False, 0), (True, True, 8)])
+def test_fused_form_matches_reference(params_file, rng, opset, axis, shift, sigmoid, time_steps):
+    options = RewriteOptions(params_file=params_file, shift=shift, sigmoid=sigmoid, time_steps=time_steps, fuse=True)
+    new, report = rewrite_model(softmax_model([2, 3, 4], axis, opset), options)
+    onnx.checker.check_model(new, full_check=True)
+    assert report.sites[0].replaced_with == ["SpikingSoftmax"] and spiking_ops(new) == ["SpikingSoftmax"]
+    x = rng.normal(0, 3, (2, 3, 4)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), axis=axis,
+                               options=SoftmaxOptions(sigmoid=sigmoid, shift=shift, time_steps=time_steps))
+    got = run(new, {"x": x})[0]
+    if time_steps:
+        assert np.count_nonzero(np.abs(got - expected) > 1e-6) <= 0.02 * got.size
+    else:
+        np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -51,6 +51,7 @@ def test_domain_constants_match_cpp_header():
     values = dict(re.findall(r'(k\w+) = "?([\w.]+)"?;', header))
     assert values == {"kDomain": domain.DOMAIN, "kDomainVersion": str(domain.DOMAIN_VERSION),
                       "kSpikingExp": domain.SPIKING_EXP, "kSpikingNorm": domain.SPIKING_NORM,
+                      "kSpikingSoftmax": domain.SPIKING_SOFTMAX,
                       "kMaxSteps": str(domain.MAX_STEPS)}
 
 
@@ -144,3 +145,49 @@ def test_axis_out_of_range_for_dynamic_rank_fails_cleanly_at_run_time():
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     with pytest.raises(Exception, match="axis 5 is out of range"):
         session.run(None, {"x": np.ones((2, 3), np.float32)})
+
+
+def _softmax_node(params, axis, time_steps, shift, sigmoid, name="fused"):
+    return helper.make_node(domain.SPIKING_SOFTMAX, ["x"], ["y"], name=name, domain=domain.DOMAIN,
+                            thresholds=list(params.thresholds), resets=list(params.resets),
+                            weights=list(params.weights), axis=axis, time_steps=time_steps, shift=int(shift),
+                            sigmoid=int(sigmoid))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("shift, sigmoid, time_steps", [(True, False, 0), (False, False, 0), (True, True, 0),
+                                                        (True, False, 16)])
+@pytest.mark.parametrize("shape, axis", [((5,), 0), ((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), -2),
+                                         ((2, 3, 197), -1), ((3, 0, 4), 1), ((8, 1000), -1)], ids=str)
+def test_spiking_softmax_matches_reference(rng, provider, dtype, shift, sigmoid, time_steps, shape, axis):
+    from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
+
+    params = _random_params(rng, 12)
+    x = rng.normal(0, 3, shape).astype(dtype)
+    node = _softmax_node(params, axis, time_steps, shift, sigmoid)
+    got = _session(node, dtype, len(shape), provider).run(None, {"x": x})[0]
+    assert got.dtype == dtype and got.shape == x.shape
+    expected = spiking_softmax(x, params, axis=axis, options=SoftmaxOptions(sigmoid, shift, time_steps))
+    got, expected = got.astype(np.float32), expected.astype(np.float32)
+    # a 1-ulp difference (row sum order, expf in the sigmoid) can move one threshold crossing or floor()
+    tolerance = 1e-5 if dtype == np.float32 else 2e-3
+    assert np.count_nonzero(np.abs(got - expected) > tolerance) <= max(1, 0.01 * got.size)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_spiking_softmax_mask_rows(rng, provider):
+    from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
+
+    params = _random_params(rng, 12)
+    x = np.array([[0, 1, -3.4e38, -np.inf], [-3.4e38] * 4, [np.nan, 0, 1, 2], [-np.inf] * 4], dtype=np.float32)
+    got = _session(_softmax_node(params, -1, 0, True, False), np.float32, 2, provider).run(None, {"x": x})[0]
+    expected = spiking_softmax(x, params, options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+
+
+def test_spiking_softmax_bad_flags_refused():
+    params = NeuronParams([0.0], [1.0], [1.0], (-1, 1))
+    with pytest.raises(Exception, match="SpikingSoftmax node 'fused'.*shift and sigmoid must be 0 or 1"):
+        _session(_softmax_node(params, -1, 0, 2, False), np.float32, 2)
