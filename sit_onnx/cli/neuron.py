@@ -30,13 +30,15 @@ def neuron():
               help="Adam iterations per restart.")
 @click.option("--polish-rounds", type=click.IntRange(0, 1000), default=40, show_default=True,
               help="Rounds of coordinate search on the true error.")
+@click.option("--neurons", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Sum this many offset copies of the neuron per input (an ensemble set; M x the work).")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
-def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, force, as_json):
+def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, neurons, force, as_json):
     """Fit T, h, d so that SI-exp approximates exp on the range; write them as JSON."""
     from tqdm import tqdm
 
-    from sit_onnx.neurons.fit import FitOptions, fit_si_exp, total_ticks
+    from sit_onnx.neurons.fit import FitOptions, fit_ensemble, fit_si_exp, total_ticks
 
     input_range = check_range(input_range)
     if output.exists() and not force:
@@ -45,12 +47,14 @@ def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, f
                       iterations=iterations, polish_rounds=polish_rounds)
     with tqdm(total=total_ticks(opts), desc=f"fit K={steps}", unit="it", disable=None, leave=False) as bar:
         params = fit_si_exp(opts, progress=bar.update)
+    params = fit_ensemble(params, neurons)
     params.save(output)
     if as_json:
-        emit_json({"output": str(output), "steps": steps, "range": list(input_range),
+        emit_json({"output": str(output), "steps": steps, "neurons": neurons, "range": list(input_range),
                    "rmse": params.rmse, "max_error": params.max_error})
     else:
-        click.echo(f"K={steps} on [{input_range[0]:g}, {input_range[1]:g}]: RMSE {params.rmse:.6g}, "
+        click.echo(f"K={steps}{f' x {neurons} neurons' if neurons > 1 else ''} on "
+                   f"[{input_range[0]:g}, {input_range[1]:g}]: RMSE {params.rmse:.6g}, "
                    f"max error {params.max_error:.6g} (100,000 random points) -> {output}")
 
 
@@ -67,15 +71,17 @@ def show(steps, input_range, params_file, as_json):
     params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range))
     quality = exp_quality(params)
     record = {**as_dict(quality), "thresholds": list(params.thresholds), "resets": list(params.resets),
-              "weights": list(params.weights), "method": params.method}
+              "weights": list(params.weights), "offsets": list(params.offsets), "neurons": params.neurons,
+              "method": params.method}
     if as_json:
         emit_json(record)
         return
     lo, hi = quality.range
-    click.echo(f"SI-exp K={quality.steps} fitted on [{lo:g}, {hi:g}] ({params.method})")
+    ensemble = f" x {params.neurons} offset neurons" if params.neurons > 1 else ""
+    click.echo(f"SI-exp K={quality.steps}{ensemble} fitted on [{lo:g}, {hi:g}] ({params.method})")
     click.echo(f"  RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} over {quality.points:,} uniform points")
     click.echo(f"  expected spikes per input: {quality.mean_spikes:.3f} of {quality.steps} steps")
-    rows = [[t + 1, params.thresholds[t], params.resets[t], params.weights[t]] for t in range(params.steps)]
+    rows = [[t + 1, params.thresholds[t], params.resets[t], params.neuron_weights(0)[t]] for t in range(params.steps)]
     click.echo(table(rows, ["t", "T(t)", "h(t)", "d(t)"]))
 
 

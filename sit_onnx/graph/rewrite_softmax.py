@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.sites import SoftmaxSite
 from sit_onnx.neurons.params import NeuronParams
@@ -70,10 +71,13 @@ def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions,
 
     work = np.dtype(np.float32) if cast else dtype
     x = add("Cast", [logits], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}) if cast else logits
-    neuron = {"thresholds": [float(v) for v in params.thresholds], "resets": [float(v) for v in params.resets],
-              "weights": [float(v) for v in params.weights]}
+    steps = {"thresholds": [float(v) for v in params.thresholds], "resets": [float(v) for v in params.resets]}
+    neuron = {**steps, "weights": [float(v) for v in params.neuron_weights(0)]}
     norm_attrs = {"axis": int(site.axis), "time_steps": int(options.time_steps)}
     if options.fuse:
+        if params.neurons > 1:
+            raise SitOnnxError("--fuse takes a single-neuron parameter set; this one is an ensemble of "
+                               f"{params.neurons} neurons")
         fused_attrs = {**neuron, **norm_attrs, "shift": int(options.shift), "sigmoid": int(options.sigmoid)}
         if cast:
             fused = add(SPIKING_SOFTMAX, [x], fused_attrs, DOMAIN)
@@ -90,7 +94,15 @@ def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions,
         else:
             peak = add("ReduceMax", [x], {"axes": [site.axis], "keepdims": 1}, out_dtype=work)
         x = add("Sub", [x, peak], out_dtype=work)
-    spikes = add(SPIKING_EXP, [x], neuron, DOMAIN, out_dtype=work)
+    if params.neurons == 1:
+        spikes = add(SPIKING_EXP, [x], neuron, DOMAIN, out_dtype=work)
+    else:  # an ensemble: M neurons on x + offset_j, summed in order (as the reference sums them)
+        spikes = None
+        for j, offset in enumerate(params.offsets):
+            shift_const = gs.Constant(names.fresh(f"{base}/offset{j}"), np.array(offset, dtype=work))
+            member = add(SPIKING_EXP, [add("Add", [x, shift_const], out_dtype=work)],
+                         {**steps, "weights": [float(v) for v in params.neuron_weights(j)]}, DOMAIN, out_dtype=work)
+            spikes = member if spikes is None else add("Add", [spikes, member], out_dtype=work)
     if cast:
         normed = add(SPIKING_NORM, [spikes], norm_attrs, DOMAIN)
         add("Cast", [normed], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=output)

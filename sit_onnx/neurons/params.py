@@ -2,6 +2,8 @@
 
 A set holds the per-step thresholds T(t), resets h(t) and output weights d(t) of
 one SI-exp neuron, the input range it was fitted on, and how well it fits there.
+An ensemble set (`offsets` of length M > 1) sums M neurons that share T and h, each
+fed `x + offset_j` and with its own K weights: `weights` then holds M*K values.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ class NeuronParams:
     max_error: float = float("nan")
     method: str = "unknown"
     meta: dict = field(default_factory=dict)
+    offsets: tuple[float, ...] = (0.0,)
 
     def __post_init__(self):
-        for name in ("thresholds", "resets", "weights"):
+        for name in ("thresholds", "resets", "weights", "offsets"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         object.__setattr__(self, "input_range", tuple(float(v) for v in self.input_range))
         _check(self)
@@ -46,6 +49,14 @@ class NeuronParams:
     @property
     def steps(self) -> int:
         return len(self.thresholds)
+
+    @property
+    def neurons(self) -> int:
+        return len(self.offsets)
+
+    def neuron_weights(self, j: int) -> tuple[float, ...]:
+        """The K output weights d(t) of ensemble member j."""
+        return self.weights[j * self.steps:(j + 1) * self.steps]
 
     def to_json(self) -> str:
         record = {"format": FORMAT, "version": FORMAT_VERSION, "steps": self.steps, **asdict(self)}
@@ -60,11 +71,15 @@ def _check(p: NeuronParams) -> None:
     k = len(p.thresholds)
     if not 1 <= k <= MAX_STEPS:
         raise SitOnnxError(f"parameter set has {k} steps; SpikingExp supports 1 to {MAX_STEPS}")
-    if len(p.resets) != k or len(p.weights) != k:
+    m = len(p.offsets)
+    if not 1 <= m <= MAX_STEPS:
+        raise SitOnnxError(f"parameter set has {m} offsets; an ensemble has 1 to {MAX_STEPS} neurons")
+    if len(p.resets) != k or len(p.weights) != k * m:
         raise SitOnnxError(
             f"parameter set lengths differ: thresholds {k}, resets {len(p.resets)}, weights {len(p.weights)}"
+            + (f" (expected {k * m} for {m} neurons)" if m > 1 else "")
         )
-    values = p.thresholds + p.resets + p.weights
+    values = p.thresholds + p.resets + p.weights + p.offsets
     if not all(math.isfinite(v) for v in values):
         raise SitOnnxError("parameter set holds a NaN or infinite threshold, reset or weight")
     lo, hi = p.input_range if len(p.input_range) == 2 else (math.nan, math.nan)
@@ -85,8 +100,8 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
     missing = [k for k in ("thresholds", "resets", "weights", "input_range") if k not in record]
     if missing:
         raise SitOnnxError(f"{source}: parameter file lacks {', '.join(missing)}")
-    for key in ("thresholds", "resets", "weights", "input_range"):
-        value = record[key]
+    for key in ("thresholds", "resets", "weights", "input_range", "offsets"):
+        value = record.get(key, [0.0])
         if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise SitOnnxError(f"{source}: {key} must be a list of numbers")
     try:
@@ -99,6 +114,7 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
             max_error=float(record.get("max_error", math.nan)),
             method=str(record.get("method", "unknown")),
             meta=dict(record.get("meta") or {}),
+            offsets=record.get("offsets", [0.0]),
         )
     except SitOnnxError as exc:
         raise SitOnnxError(f"{source}: {exc}") from None

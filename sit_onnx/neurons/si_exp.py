@@ -27,24 +27,29 @@ def si_exp(x: np.ndarray, params: NeuronParams, return_spikes: bool = False):
     """Run K steps: `v=x; z=H(v-T(t)) with H(0)=1; v-=h(t)z; out+=d(t)z`.
 
     Returns `out` in x's dtype, or `(out, spikes)` where `spikes` is a bool array of
-    shape x.shape + (K,), the spike train of every neuron.
+    shape x.shape + (M*K,), the spike train of every neuron (M=1 but for ensembles,
+    whose members see `x + offset_j` and are summed in order).
     """
     x = np.asarray(x)
     work = compute_dtype(x.dtype)
     thresholds = np.asarray(params.thresholds, dtype=work)
     resets = np.asarray(params.resets, dtype=work)
-    weights = np.asarray(params.weights, dtype=work)
     x_work = x.astype(work)
-    v = x_work.copy()
-    out = np.zeros_like(v)
-    spikes = np.zeros(x.shape + (params.steps,), dtype=bool) if return_spikes else None
-    with np.errstate(invalid="ignore"):
-        for t in range(params.steps):
-            fired = v >= thresholds[t]
-            z = fired.astype(work)
-            v = v - resets[t] * z
-            out = out + weights[t] * z
-            if spikes is not None:
-                spikes[..., t] = fired
-    out = np.where(np.isnan(x_work), x_work, out).astype(x.dtype, copy=False)
-    return (out, spikes) if return_spikes else out
+    k = params.steps
+    spikes = np.zeros(x.shape + (k * params.neurons,), dtype=bool) if return_spikes else None
+    total = None
+    with np.errstate(invalid="ignore", over="ignore"):
+        for j, offset in enumerate(params.offsets):
+            v = x_work + work.type(offset) if params.neurons > 1 else x_work.copy()
+            weights = np.asarray(params.neuron_weights(j), dtype=work)
+            out = np.zeros_like(v)
+            for t in range(k):
+                fired = v >= thresholds[t]
+                z = fired.astype(work)
+                v = v - resets[t] * z
+                out = out + weights[t] * z
+                if spikes is not None:
+                    spikes[..., j * k + t] = fired
+            total = out if total is None else total + out
+    total = np.where(np.isnan(x_work), x_work, total).astype(x.dtype, copy=False)
+    return (total, spikes) if return_spikes else total

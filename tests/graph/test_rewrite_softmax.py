@@ -114,3 +114,19 @@ def test_fused_form_matches_reference(params_file, rng, opset, axis, shift, sigm
         assert np.count_nonzero(np.abs(got - expected) > 1e-6) <= 0.02 * got.size
     else:
         np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_ensemble_set_emits_summed_members(tmp_path, rng):
+    from sit_onnx.neurons import NeuronParams
+
+    ensemble = NeuronParams([-1.0, -3.0, -6.0], [1.5, 2.0, 3.0], rng.uniform(0, 1, 9), (-12, 0), offsets=(-0.2, 0.0, 0.2))
+    path = tmp_path / "ensemble.json"
+    ensemble.save(path)
+    new, report = rewrite_model(softmax_model([4, 7], -1), RewriteOptions(params_file=str(path)))
+    onnx.checker.check_model(new, full_check=True)
+    assert report.sites[0].replaced_with.count("SpikingExp") == 3
+    x = rng.normal(0, 3, (4, 7)).astype(np.float32)
+    expected = spiking_softmax(x, ensemble, options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+    with pytest.raises(Exception, match="--fuse takes a single-neuron parameter set"):
+        rewrite_model(softmax_model([4, 7], -1), RewriteOptions(params_file=str(path), fuse=True))
