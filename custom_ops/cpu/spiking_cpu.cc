@@ -17,6 +17,9 @@ namespace {
 constexpr int64_t kExpBlock = 16384;  // elements per parallel task
 constexpr int kLanes = 64;            // elements stepped together through the K time steps
 
+// Rows of length n handed to one thread-pool task: about 16k elements each.
+inline int64_t RowsPerTask(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)); }
+
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(Ort::Float16_t v) { return v.ToFloat(); }
 template <typename T>
@@ -142,7 +145,7 @@ template <typename T>
 void NormRowsTask(void* data, size_t task) {
   auto& job = *static_cast<NormJob<T>*>(data);
   const int64_t n = job.split.n;
-  const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  const int64_t rows_per_task = RowsPerTask(n);
   const int64_t first = static_cast<int64_t>(task) * rows_per_task;
   const int64_t last = std::min(job.split.outer, first + rows_per_task);
   std::vector<float> buffer;
@@ -211,7 +214,7 @@ template <typename T>
 void SoftmaxRowsTask(void* data, size_t task) {
   auto& job = *static_cast<SoftmaxJob<T>*>(data);
   const int64_t n = job.split.n;
-  const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  const int64_t rows_per_task = RowsPerTask(n);
   const int64_t first = static_cast<int64_t>(task) * rows_per_task;
   const int64_t last = std::min(job.split.outer, first + rows_per_task);
   std::vector<float> buffer(static_cast<size_t>(n));
@@ -246,19 +249,29 @@ void SoftmaxColumnsTask(void* data, size_t task) {
   }
 }
 
+// One pool task per group of rows when the axis is last, else per block of inner columns.
+template <typename Job>
+void RunAlongAxis(Ort::KernelContext& ctx, Job& job, void (*rows)(void*, size_t), void (*columns)(void*, size_t)) {
+  const AxisSplit& s = job.split;
+  const bool last_axis = s.inner == 1;
+  const int64_t per_task = RowsPerTask(s.n);
+  const size_t tasks = last_axis ? static_cast<size_t>((s.outer + per_task - 1) / per_task)
+                                 : static_cast<size_t>(s.outer * ((s.inner + job.inner_block - 1) / job.inner_block));
+  auto* fn = last_axis ? rows : columns;
+  if (tasks == 1) fn(&job, 0);
+  else ctx.ParallelFor(fn, tasks, 0, &job);
+}
+
 }  // namespace
 
 template <typename T>
 OrtStatusPtr SpikingExpCpu<T>::ComputeV2(OrtKernelContext* context) {
   return Guarded(kName, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
-    auto input = ctx.GetInput(0);
-    auto info = input.GetTensorTypeAndShapeInfo();
-    auto output = ctx.GetOutput(0, info.GetShape());
-    const int64_t n = static_cast<int64_t>(info.GetElementCount());
-    if (n == 0) return nullptr;
-    ExpJob<T> job{input.GetTensorData<T>(), output.GetTensorMutableData<T>(), n, &params};
-    const size_t tasks = static_cast<size_t>((n + kExpBlock - 1) / kExpBlock);
+    auto io = OpenSameShape(ctx);
+    if (io.count == 0) return nullptr;
+    ExpJob<T> job{io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), io.count, &params};
+    const size_t tasks = static_cast<size_t>((io.count + kExpBlock - 1) / kExpBlock);
     if (tasks == 1) ExpTask<T>(&job, 0);
     else ctx.ParallelFor(&ExpTask<T>, tasks, 0, &job);
     return nullptr;
@@ -269,28 +282,13 @@ template <typename T>
 OrtStatusPtr SpikingNormCpu<T>::ComputeV2(OrtKernelContext* context) {
   return Guarded(kName, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
-    auto input = ctx.GetInput(0);
-    auto info = input.GetTensorTypeAndShapeInfo();
-    auto shape = info.GetShape();
+    auto io = OpenSameShape(ctx);
     AxisSplit split;
-    std::string error = SplitAtAxis(shape, attrs.axis, &split);
-    if (!error.empty()) return MakeError(std::string(kName) + ": " + error);
-    auto output = ctx.GetOutput(0, shape);
-    if (info.GetElementCount() == 0) return nullptr;
-    NormJob<T> job{input.GetTensorData<T>(), output.GetTensorMutableData<T>(), split,
+    if (OrtStatusPtr error = SplitOrError(kName, io.shape, attrs.axis, &split)) return error;
+    if (io.count == 0) return nullptr;
+    NormJob<T> job{io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
                    static_cast<float>(attrs.time_steps), 256};
-    size_t tasks;
-    void (*task_fn)(void*, size_t);
-    if (split.inner == 1) {
-      const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(split.n, 1));
-      tasks = static_cast<size_t>((split.outer + rows_per_task - 1) / rows_per_task);
-      task_fn = &NormRowsTask<T>;
-    } else {
-      tasks = static_cast<size_t>(split.outer * ((split.inner + job.inner_block - 1) / job.inner_block));
-      task_fn = &NormColumnsTask<T>;
-    }
-    if (tasks == 1) task_fn(&job, 0);
-    else ctx.ParallelFor(task_fn, tasks, 0, &job);
+    RunAlongAxis(ctx, job, &NormRowsTask<T>, &NormColumnsTask<T>);
     return nullptr;
   });
 }
@@ -299,28 +297,13 @@ template <typename T>
 OrtStatusPtr SpikingSoftmaxCpu<T>::ComputeV2(OrtKernelContext* context) {
   return Guarded(kName, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
-    auto input = ctx.GetInput(0);
-    auto info = input.GetTensorTypeAndShapeInfo();
-    auto shape = info.GetShape();
+    auto io = OpenSameShape(ctx);
     AxisSplit split;
-    std::string error = SplitAtAxis(shape, norm.attrs.axis, &split);
-    if (!error.empty()) return MakeError(std::string(kName) + ": " + error);
-    auto output = ctx.GetOutput(0, shape);
-    if (info.GetElementCount() == 0) return nullptr;
-    SoftmaxJob<T> job{input.GetTensorData<T>(), output.GetTensorMutableData<T>(), split,
+    if (OrtStatusPtr error = SplitOrError(kName, io.shape, norm.attrs.axis, &split)) return error;
+    if (io.count == 0) return nullptr;
+    SoftmaxJob<T> job{io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
                       {&exp.params, static_cast<float>(norm.attrs.time_steps), shift, sigmoid}, 64};
-    size_t tasks;
-    void (*task_fn)(void*, size_t);
-    if (split.inner == 1) {
-      const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(split.n, 1));
-      tasks = static_cast<size_t>((split.outer + rows_per_task - 1) / rows_per_task);
-      task_fn = &SoftmaxRowsTask<T>;
-    } else {
-      tasks = static_cast<size_t>(split.outer * ((split.inner + job.inner_block - 1) / job.inner_block));
-      task_fn = &SoftmaxColumnsTask<T>;
-    }
-    if (tasks == 1) task_fn(&job, 0);
-    else ctx.ParallelFor(task_fn, tasks, 0, &job);
+    RunAlongAxis(ctx, job, &SoftmaxRowsTask<T>, &SoftmaxColumnsTask<T>);
     return nullptr;
   });
 }

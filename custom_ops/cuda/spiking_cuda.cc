@@ -12,20 +12,21 @@ OrtStatusPtr CudaStatus(const char* op, cudaError_t error) {
   return Ort::GetApi().CreateStatus(ORT_EP_FAIL, (std::string(op) + ": CUDA error: " + cudaGetErrorString(error)).c_str());
 }
 
+cudaStream_t Stream(Ort::KernelContext& ctx) { return static_cast<cudaStream_t>(ctx.GetGPUComputeStream()); }
+
+template <typename T>
+constexpr bool kHalf = std::is_same_v<T, Ort::Float16_t>;
+
 }  // namespace
 
 template <typename T>
 OrtStatusPtr SpikingExpCuda<T>::ComputeV2(OrtKernelContext* context) {
   return Guarded(kName, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
-    auto input = ctx.GetInput(0);
-    auto info = input.GetTensorTypeAndShapeInfo();
-    auto output = ctx.GetOutput(0, info.GetShape());
-    const int64_t n = static_cast<int64_t>(info.GetElementCount());
-    if (n == 0) return nullptr;
-    auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
-    return CudaStatus(kName, LaunchSpikingExp(stream, input.GetTensorRawData(), output.GetTensorMutableRawData(), n,
-                                              params, std::is_same_v<T, Ort::Float16_t>));
+    auto io = OpenSameShape(ctx);
+    if (io.count == 0) return nullptr;
+    return CudaStatus(kName, LaunchSpikingExp(Stream(ctx), io.input.GetTensorRawData(),
+                                              io.output.GetTensorMutableRawData(), io.count, params, kHalf<T>));
   });
 }
 
@@ -33,17 +34,12 @@ template <typename T>
 OrtStatusPtr SpikingNormCuda<T>::ComputeV2(OrtKernelContext* context) {
   return Guarded(kName, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
-    auto input = ctx.GetInput(0);
-    auto info = input.GetTensorTypeAndShapeInfo();
-    auto shape = info.GetShape();
+    auto io = OpenSameShape(ctx);
     AxisSplit split;
-    std::string error = SplitAtAxis(shape, attrs.axis, &split);
-    if (!error.empty()) return MakeError(std::string(kName) + ": " + error);
-    auto output = ctx.GetOutput(0, shape);
-    if (info.GetElementCount() == 0) return nullptr;
-    auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
-    return CudaStatus(kName, LaunchSpikingNorm(stream, input.GetTensorRawData(), output.GetTensorMutableRawData(),
-                                               split, attrs.time_steps, std::is_same_v<T, Ort::Float16_t>));
+    if (OrtStatusPtr error = SplitOrError(kName, io.shape, attrs.axis, &split)) return error;
+    if (io.count == 0) return nullptr;
+    return CudaStatus(kName, LaunchSpikingNorm(Stream(ctx), io.input.GetTensorRawData(),
+                                               io.output.GetTensorMutableRawData(), split, attrs.time_steps, kHalf<T>));
   });
 }
 
@@ -51,18 +47,13 @@ template <typename T>
 OrtStatusPtr SpikingSoftmaxCuda<T>::ComputeV2(OrtKernelContext* context) {
   return Guarded(kName, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
-    auto input = ctx.GetInput(0);
-    auto info = input.GetTensorTypeAndShapeInfo();
-    auto shape = info.GetShape();
+    auto io = OpenSameShape(ctx);
     AxisSplit split;
-    std::string error = SplitAtAxis(shape, norm.attrs.axis, &split);
-    if (!error.empty()) return MakeError(std::string(kName) + ": " + error);
-    auto output = ctx.GetOutput(0, shape);
-    if (info.GetElementCount() == 0) return nullptr;
-    auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
-    return CudaStatus(kName, LaunchSpikingSoftmax(stream, input.GetTensorRawData(), output.GetTensorMutableRawData(),
-                                                  split, exp.params, norm.attrs.time_steps, shift, sigmoid,
-                                                  std::is_same_v<T, Ort::Float16_t>));
+    if (OrtStatusPtr error = SplitOrError(kName, io.shape, norm.attrs.axis, &split)) return error;
+    if (io.count == 0) return nullptr;
+    return CudaStatus(kName, LaunchSpikingSoftmax(Stream(ctx), io.input.GetTensorRawData(),
+                                                  io.output.GetTensorMutableRawData(), split, exp.params,
+                                                  norm.attrs.time_steps, shift, sigmoid, kHalf<T>));
   });
 }
 

@@ -114,6 +114,28 @@ struct SpikingOp : Ort::CustomOpBase<SpikingOp<Kernel, Type, Cuda>, Kernel, true
   ONNXTensorElementDataType GetOutputType(size_t) const { return Type; }
 };
 
+// Input 0 and an output 0 of the same shape: what every kernel here reads and writes.
+struct SameShapeIO {
+  Ort::ConstValue input;
+  Ort::UnownedValue output;
+  std::vector<int64_t> shape;
+  int64_t count;
+};
+
+inline SameShapeIO OpenSameShape(Ort::KernelContext& ctx) {
+  auto input = ctx.GetInput(0);
+  auto info = input.GetTensorTypeAndShapeInfo();
+  auto shape = info.GetShape();
+  auto output = ctx.GetOutput(0, shape);
+  return {input, output, shape, static_cast<int64_t>(info.GetElementCount())};
+}
+
+// The outer x n x inner split at `axis`, or an error status naming the op.
+inline OrtStatusPtr SplitOrError(const char* op, const std::vector<int64_t>& shape, int64_t axis, AxisSplit* split) {
+  const std::string error = SplitAtAxis(shape, axis, split);
+  return error.empty() ? nullptr : MakeError(std::string(op) + ": " + error);
+}
+
 // Runs a kernel body, turning C++ exceptions into an error status at the C boundary.
 template <typename Body>
 OrtStatusPtr Guarded(const char* op, Body&& body) {

@@ -90,6 +90,8 @@ def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptio
     params = options.neuron_params()
     if options.time_steps < 0:
         raise SitOnnxError(f"--time-steps must be >= 0, got {options.time_steps}")
+    if options.fuse and params.neurons > 1:
+        raise SitOnnxError(f"--fuse takes a single-neuron parameter set; this one is an ensemble of {params.neurons}")
     label = source or "model"
     source_opset = default_opset(model)
     already = _existing_steps(model)

@@ -14,7 +14,6 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
-from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.sites import SoftmaxSite
 from sit_onnx.neurons.params import NeuronParams
@@ -71,20 +70,19 @@ def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions,
 
     work = np.dtype(np.float32) if cast else dtype
     x = add("Cast", [logits], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}) if cast else logits
-    steps = {"thresholds": [float(v) for v in params.thresholds], "resets": [float(v) for v in params.resets]}
-    neuron = {**steps, "weights": [float(v) for v in params.neuron_weights(0)]}
+    neuron = {"thresholds": [float(v) for v in params.thresholds], "resets": [float(v) for v in params.resets],
+              "weights": [float(v) for v in params.neuron_weights(0)]}
     norm_attrs = {"axis": int(site.axis), "time_steps": int(options.time_steps)}
     if options.fuse:
-        if params.neurons > 1:
-            raise SitOnnxError("--fuse takes a single-neuron parameter set; this one is an ensemble of "
-                               f"{params.neurons} neurons")
-        fused_attrs = {**neuron, **norm_attrs, "shift": int(options.shift), "sigmoid": int(options.sigmoid)}
-        if cast:
-            fused = add(SPIKING_SOFTMAX, [x], fused_attrs, DOMAIN)
-            add("Cast", [fused], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=output)
-        else:
-            add(SPIKING_SOFTMAX, [x], fused_attrs, DOMAIN, out=output)
-        return inserted
+        op, inputs = SPIKING_SOFTMAX, [x]
+        attrs = {**neuron, **norm_attrs, "shift": int(options.shift), "sigmoid": int(options.sigmoid)}
+    else:
+        op, inputs, attrs = SPIKING_NORM, [_spiking_exp(x, site, params, options, opset, names, add, work)], norm_attrs
+    if cast:
+        add("Cast", [add(op, inputs, attrs, DOMAIN)], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=output)
+    else:
+        add(op, inputs, attrs, DOMAIN, out=output)
+    return inserted
     if options.sigmoid:
         x = add("Sigmoid", [x], out_dtype=work)
     if options.shift:
@@ -109,3 +107,27 @@ def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions,
     else:
         add(SPIKING_NORM, [spikes], norm_attrs, DOMAIN, out=output)
     return inserted
+
+
+def _spiking_exp(x, site, params, options, opset, names, add, work):
+    """[Sigmoid] -> [ReduceMax, Sub] -> SpikingExp (or an ensemble of them, summed in order)."""
+    base = site.name or "softmax"
+    if options.sigmoid:
+        x = add("Sigmoid", [x], out_dtype=work)
+    if options.shift:
+        if opset >= AXES_INPUT_OPSET_REDUCE_MAX:
+            axes = gs.Constant(names.fresh(f"{base}/shift_axes"), np.array([site.axis], dtype=np.int64))
+            peak = add("ReduceMax", [x, axes], {"keepdims": 1}, out_dtype=work)
+        else:
+            peak = add("ReduceMax", [x], {"axes": [site.axis], "keepdims": 1}, out_dtype=work)
+        x = add("Sub", [x, peak], out_dtype=work)
+    steps = {"thresholds": [float(v) for v in params.thresholds], "resets": [float(v) for v in params.resets]}
+    if params.neurons == 1:
+        return add(SPIKING_EXP, [x], {**steps, "weights": [float(v) for v in params.weights]}, DOMAIN, out_dtype=work)
+    total = None
+    for j, offset in enumerate(params.offsets):
+        offset_const = gs.Constant(names.fresh(f"{base}/offset{j}"), np.array(offset, dtype=work))
+        member = add(SPIKING_EXP, [add("Add", [x, offset_const], out_dtype=work)],
+                     {**steps, "weights": [float(v) for v in params.neuron_weights(j)]}, DOMAIN, out_dtype=work)
+        total = member if total is None else add("Add", [total, member], out_dtype=work)
+    return total

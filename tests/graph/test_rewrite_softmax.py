@@ -128,5 +128,5 @@ def test_ensemble_set_emits_summed_members(tmp_path, rng):
     x = rng.normal(0, 3, (4, 7)).astype(np.float32)
     expected = spiking_softmax(x, ensemble, options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
-    with pytest.raises(Exception, match="--fuse takes a single-neuron parameter set"):
+    with pytest.raises(Exception, match="--fuse takes a single-neuron parameter set; this one is an ensemble of 3"):
         rewrite_model(softmax_model([4, 7], -1), RewriteOptions(params_file=str(path), fuse=True))
