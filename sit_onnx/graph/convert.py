@@ -19,7 +19,7 @@ from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.light import light_copy, write_back
-from sit_onnx.graph.load import default_opset, load_model
+from sit_onnx.graph.load import default_opset, load_model_and_layout
 from sit_onnx.graph.report import RewriteReport, SiteReport, count_ops
 from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
 from sit_onnx.graph.save import save_model
@@ -205,8 +205,8 @@ def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike |
         raise SitOnnxError(f"{output_path.parent}: output folder does not exist")
     if not os.access(output_path.parent, os.W_OK):
         raise SitOnnxError(f"{output_path.parent}: output folder is not writable")
-    model = load_model(input_path)
+    model, external = load_model_and_layout(input_path)
     new, report = rewrite_model(model, options, source=str(input_path), in_place=True)
-    save_model(new, output_path)
+    save_model(new, output_path, external=external)
     report.output = str(output_path)
     return report

@@ -42,6 +42,11 @@ def _all_initializers(graph: onnx.GraphProto):
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read a model and its external data; refuse files that are not usable ONNX."""
+    return load_model_and_layout(path)[0]
+
+
+def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
+    """The model, and whether its weights were stored as external data (the output keeps that layout)."""
     path = Path(path)
     if not path.exists():
         raise SitOnnxError(f"{path}: no such file")
@@ -55,7 +60,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise SitOnnxError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not model.graph.node and not model.graph.output:
         raise SitOnnxError(f"{path}: not an ONNX model (no graph; is the file truncated or of another format?)")
-    if uses_external_data(model):
+    external = uses_external_data(model)
+    if external:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError) as exc:
@@ -64,7 +70,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
         raise SitOnnxError(f"{path}: uses opset {opset}, newer than this onnx ({onnx.__version__}) knows (up to {newest})")
-    return model
+    return model, external
 
 
 def _first_line(exc: BaseException) -> str:

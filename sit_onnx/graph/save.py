@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import onnx
 
@@ -14,13 +13,13 @@ from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.load import PROTOBUF_LIMIT, uses_external_data, weights_bytes
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike,
-               validate: Callable[[onnx.ModelProto | str], None] | None = None) -> None:
-    """Write into a temporary folder beside `path`, validate, then rename into place."""
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, external: bool = False) -> None:
+    """Write into a temporary folder beside `path`, then rename into place (validate before).
+
+    Weights go to `<name>.data` beside the model when asked, or when they would not
+    fit in one protobuf (2 GB)."""
     path = Path(path)
-    external = uses_external_data(model) or weights_bytes(model) > PROTOBUF_LIMIT - 2**26
-    if validate is not None and not external:
-        validate(model)
+    external = external or uses_external_data(model) or weights_bytes(model) > PROTOBUF_LIMIT - 2**26
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     except OSError as exc:
@@ -31,8 +30,6 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike,
         if external:
             onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            if validate is not None:
-                validate(str(staged))
             os.replace(staging / data_name, path.parent / data_name)
         else:
             onnx.save_model(model, str(staged))

@@ -132,5 +132,7 @@ def test_external_data_model(tmp_path, params_file, rng):
     onnx.save(model, str(src), save_as_external_data=True, location="m.weights", size_threshold=0)
     result = invoke("rewrite", src, "--params", params_file, "-o", tmp_path / "o.onnx")
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.onnx.data").is_file()  # external data in, external data out
     out = onnx.load(str(tmp_path / "o.onnx"))
     assert numpy_helper.to_array(out.graph.initializer[0]).shape == (64, 64)
+    onnx.checker.check_model(str(tmp_path / "o.onnx"), full_check=True)
