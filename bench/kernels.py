@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
@@ -31,17 +30,24 @@ TENSORS = {"bert-base attention 8x12x128x128": (8, 12, 128, 128), "vit-base atte
 
 
 def softmax_graph(shape, opset=17):
-    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1, name="softmax")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"], axis=-1, name="softmax")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def copy_graph(shape):
     zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
-    graph = helper.make_graph([helper.make_node("Add", ["x", "zero"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [zero])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "zero"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [zero],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -98,9 +104,11 @@ def bench_tensors(args, provider):
 
 
 def format_row(row):
-    text = (f"{row['provider']:4} {row['tensor']:34} native {row['native_ms']:7.3f} ms | chain+shift "
-            f"{row['shift_ms']:7.3f} ms ({row['shift_ratio']:.2f}x) | chain no-shift {row['no-shift_ms']:7.3f} ms "
-            f"({row['no-shift_ratio']:.2f}x) | fused (shift) {row['fused_ms']:7.3f} ms ({row['fused_ratio']:.2f}x)")
+    text = (
+        f"{row['provider']:4} {row['tensor']:34} native {row['native_ms']:7.3f} ms | chain+shift "
+        f"{row['shift_ms']:7.3f} ms ({row['shift_ratio']:.2f}x) | chain no-shift {row['no-shift_ms']:7.3f} ms "
+        f"({row['no-shift_ratio']:.2f}x) | fused (shift) {row['fused_ms']:7.3f} ms ({row['fused_ratio']:.2f}x)"
+    )
     if "bandwidth_share" in row:
         text += f" | {100 * row['bandwidth_share']:.0f}% of device-copy bandwidth"
     return text
@@ -113,18 +121,24 @@ def bench_transformer(args):
 
     torch.manual_seed(0)
     encoder = torch.nn.TransformerEncoder(
-        torch.nn.TransformerEncoderLayer(256, 8, 1024, dropout=0.0, batch_first=True), 4, enable_nested_tensor=False)
+        torch.nn.TransformerEncoderLayer(256, 8, 1024, dropout=0.0, batch_first=True), 4, enable_nested_tensor=False
+    )
     with tempfile.TemporaryDirectory() as scratch:
         original = export_module(encoder, torch.randn(8, 128, 256), Path(scratch) / "enc.onnx", opset=17)
     chain, _ = rewrite_model(original, RewriteOptions(steps=args.steps))
     fused, _ = rewrite_model(original, RewriteOptions(steps=args.steps, fuse=True))
     x = np.random.default_rng(0).normal(size=(8, 128, 256)).astype(np.float32)
     base = time_session(session(original, "cpu", False), x, "cpu", args.repeat)
-    results = {"chain, kernels": time_session(session(chain, "cpu", True), x, "cpu", args.repeat),
-               "fused, kernels": time_session(session(fused, "cpu", True), x, "cpu", args.repeat),
-               "chain, function fallback": time_session(session(chain, "cpu", False), x, "cpu", max(3, args.repeat // 4))}
-    print(f"cpu  4-layer encoder (d=256, 8 heads, 8x128 tokens): original {base:.2f} ms | "
-          + " | ".join(f"{k} {v:.2f} ms ({v / base:.2f}x)" for k, v in results.items()), flush=True)
+    results = {
+        "chain, kernels": time_session(session(chain, "cpu", True), x, "cpu", args.repeat),
+        "fused, kernels": time_session(session(fused, "cpu", True), x, "cpu", args.repeat),
+        "chain, function fallback": time_session(session(chain, "cpu", False), x, "cpu", max(3, args.repeat // 4)),
+    }
+    print(
+        f"cpu  4-layer encoder (d=256, 8 heads, 8x128 tokens): original {base:.2f} ms | "
+        + " | ".join(f"{k} {v:.2f} ms ({v / base:.2f}x)" for k, v in results.items()),
+        flush=True,
+    )
 
 
 def main():

@@ -23,8 +23,9 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bert_like(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072, vocab: int = 30522,
-              seq: int = 128) -> onnx.ModelProto:
+def bert_like(
+    layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072, vocab: int = 30522, seq: int = 128
+) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     inits, nodes = [], []
 
@@ -40,7 +41,7 @@ def bert_like(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3
     nodes.append(helper.make_node("Gather", [weight("embeddings", (vocab, hidden)), "input_ids"], ["h0"]))
     const("split_heads", [0, seq, heads, head_dim])
     const("merge_heads", [0, seq, hidden])
-    const("scale", np.float32(head_dim ** -0.5), np.float32)
+    const("scale", np.float32(head_dim**-0.5), np.float32)
     h = "h0"
     for i in range(layers):
         p = f"l{i}"
@@ -49,9 +50,12 @@ def bert_like(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3
             helper.make_node("Split", [f"{p}.qkv_out"], [f"{p}.q", f"{p}.k", f"{p}.v"], axis=-1, num_outputs=3),
         ]
         for t in ("q", "k", "v"):
-            nodes += [helper.make_node("Reshape", [f"{p}.{t}", "split_heads"], [f"{p}.{t}4"]),
-                      helper.make_node("Transpose", [f"{p}.{t}4"], [f"{p}.{t}h"],
-                                       perm=[0, 2, 3, 1] if t == "k" else [0, 2, 1, 3])]
+            nodes += [
+                helper.make_node("Reshape", [f"{p}.{t}", "split_heads"], [f"{p}.{t}4"]),
+                helper.make_node(
+                    "Transpose", [f"{p}.{t}4"], [f"{p}.{t}h"], perm=[0, 2, 3, 1] if t == "k" else [0, 2, 1, 3]
+                ),
+            ]
         nodes += [
             helper.make_node("MatMul", [f"{p}.qh", f"{p}.kh"], [f"{p}.scores"]),
             helper.make_node("Mul", [f"{p}.scores", "scale"], [f"{p}.scaled"]),
@@ -66,11 +70,18 @@ def bert_like(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3
             helper.make_node("Gelu", [f"{p}.f1"], [f"{p}.g"]),
             helper.make_node("MatMul", [f"{p}.g", weight(f"{p}.ff2", (ffn, hidden))], [f"{p}.f2"]),
             helper.make_node("Add", [f"{p}.n1", f"{p}.f2"], [f"{p}.res2"]),
-            helper.make_node("LayerNormalization", [f"{p}.res2", weight(f"{p}.ln2", (hidden,))], [f"{p}.out_h"], axis=-1),
+            helper.make_node(
+                "LayerNormalization", [f"{p}.res2", weight(f"{p}.ln2", (hidden,))], [f"{p}.out_h"], axis=-1
+            ),
         ]
         h = f"{p}.out_h"
-    graph = helper.make_graph(nodes, "bert_like", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", seq])],
-                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["b", seq, hidden])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "bert_like",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", seq])],
+        [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["b", seq, hidden])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
@@ -91,8 +102,12 @@ print(json.dumps({{"seconds": seconds, "peak_mb": resource.getrusage(resource.RU
 
 
 def measure(mode: str, src: Path, dst: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), mode, str(src), str(dst)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(root=str(ROOT)), mode, str(src), str(dst)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -112,8 +127,10 @@ def main():
     print(f"model: {args.layers} layers, hidden 768, {size_mb:.0f} MB")
     print(f"onnx load+save : {plain['seconds']:7.2f} s, peak {plain['peak_mb']:7.0f} MB")
     print(f"sit-onnx rewrite: {rewrite['seconds']:7.2f} s, peak {rewrite['peak_mb']:7.0f} MB")
-    print(f"ratio (goal < 1.5): time {rewrite['seconds'] / plain['seconds']:.2f}x, "
-          f"memory {rewrite['peak_mb'] / plain['peak_mb']:.2f}x")
+    print(
+        f"ratio (goal < 1.5): time {rewrite['seconds'] / plain['seconds']:.2f}x, "
+        f"memory {rewrite['peak_mb'] / plain['peak_mb']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

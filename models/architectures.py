@@ -90,9 +90,15 @@ class ConvStage(nn.Module):
     def __init__(self, dim: int, depth: int = 1, kernel: int = 3):
         super().__init__()
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim), nn.BatchNorm2d(dim),
-                          nn.Conv2d(dim, 2 * dim, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1))
-            for _ in range(depth))
+            nn.Sequential(
+                nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim),
+                nn.BatchNorm2d(dim),
+                nn.Conv2d(dim, 2 * dim, 1),
+                nn.GELU(),
+                nn.Conv2d(2 * dim, dim, 1),
+            )
+            for _ in range(depth)
+        )
 
     def forward(self, x):
         for block in self.blocks:

@@ -50,14 +50,20 @@ def main():
     parser.add_argument("--models", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
-    lines = ["# Results: the paper's experiments on the digits set", "",
-             "Regenerate with `python models/train.py && python models/results.py` (about 15 minutes on 2 cores).",
-             "Data: scikit-learn's 8x8 digits, fixed 80/20 split (360 test images). K = 12 throughout.",
-             "Modes: **paper** = no shift, SI-exp fitted on [-1, 1] (`--no-shift`); **Sigmoid + fine-tune** = the "
-             "ANN trained with a Sigmoid before every softmax, then converted in paper mode; **max-shift** = the "
-             "original ANN converted with `--shift` (default), no fine-tuning.", ""]
-    table = ["| model | sites | ANN | paper mode | loss | Sigmoid+FT ANN | Sigmoid+FT converted | loss | max-shift | loss |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Results: the paper's experiments on the digits set",
+        "",
+        "Regenerate with `python models/train.py && python models/results.py` (about 15 minutes on 2 cores).",
+        "Data: scikit-learn's 8x8 digits, fixed 80/20 split (360 test images). K = 12 throughout.",
+        "Modes: **paper** = no shift, SI-exp fitted on [-1, 1] (`--no-shift`); **Sigmoid + fine-tune** = the "
+        "ANN trained with a Sigmoid before every softmax, then converted in paper mode; **max-shift** = the "
+        "original ANN converted with `--shift` (default), no fine-tuning.",
+        "",
+    ]
+    table = [
+        "| model | sites | ANN | paper mode | loss | Sigmoid+FT ANN | Sigmoid+FT converted | loss | max-shift | loss |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     details = []
     for name, label in MODELS.items():
         path = args.models / f"{name}_digits.onnx"
@@ -69,13 +75,17 @@ def main():
         paper, report = evaluate(path, PAPER, data)
         tuned, _ = evaluate(sigmoid_path, PAPER, data)
         shifted, _ = evaluate(path, SHIFT, data)
-        table.append(f"| {label} | {len(report.sites)} | {pct(paper.ann_accuracy)} | {pct(paper.converted_accuracy)} | "
-                     f"{paper.loss_points:+.2f} | {pct(tuned.ann_accuracy)} | {pct(tuned.converted_accuracy)} | "
-                     f"{tuned.loss_points:+.2f} | {pct(shifted.converted_accuracy)} | {shifted.loss_points:+.2f} |")
+        table.append(
+            f"| {label} | {len(report.sites)} | {pct(paper.ann_accuracy)} | {pct(paper.converted_accuracy)} | "
+            f"{paper.loss_points:+.2f} | {pct(tuned.ann_accuracy)} | {pct(tuned.converted_accuracy)} | "
+            f"{tuned.loss_points:+.2f} | {pct(shifted.converted_accuracy)} | {shifted.loss_points:+.2f} |"
+        )
         original = load_model(path)
         ann = predict(make_session(original), data.arrays, data.source)
-        rows = ["| sites converted | last site | accuracy (max-shift) | loss | accuracy (paper mode) | loss |",
-                "|---|---|---|---|---|---|"]
+        rows = [
+            "| sites converted | last site | accuracy (max-shift) | loss | accuracy (paper mode) | loss |",
+            "|---|---|---|---|---|---|",
+        ]
         for n in range(len(report.sites) + 1):
             cells = []
             for options in (SHIFT, PAPER):
@@ -89,24 +99,41 @@ def main():
             rows.append(f"| {n} | `{site}` | {cells[0]} | {cells[1]} |")
         converted, _ = rewrite_model(original, SHIFT)
         energy = estimate_energy(original, converted, sample_feeds(original, data, 64))
-        details += [f"## {label}", "", f"`{path.name}`; layer by layer (the paper's Tables 2-4):", "",
-                    f"    sit-onnx layers {path} --dataset digits           # max-shift",
-                    f"    sit-onnx layers {path} --dataset digits --no-shift  # paper mode", "", *rows, "",
-                    f"Energy per image (`sit-onnx energy {path} --dataset digits`): ANN {energy.ann_pj / 1e3:.1f} nJ, "
-                    f"converted {energy.converted_pj / 1e3:.1f} nJ ({100 * energy.reduction:+.1f}%). Only the "
-                    "attention-times-V products consume spikes in this tool's graphs; the paper's 18-45% reductions "
-                    "assume every layer spike-driven. " + energy.caveat + ".", ""]
+        details += [
+            f"## {label}",
+            "",
+            f"`{path.name}`; layer by layer (the paper's Tables 2-4):",
+            "",
+            f"    sit-onnx layers {path} --dataset digits           # max-shift",
+            f"    sit-onnx layers {path} --dataset digits --no-shift  # paper mode",
+            "",
+            *rows,
+            "",
+            f"Energy per image (`sit-onnx energy {path} --dataset digits`): ANN {energy.ann_pj / 1e3:.1f} nJ, "
+            f"converted {energy.converted_pj / 1e3:.1f} nJ ({100 * energy.reduction:+.1f}%). Only the "
+            "attention-times-V products consume spikes in this tool's graphs; the paper's 18-45% reductions "
+            "assume every layer spike-driven. " + energy.caveat + ".",
+            "",
+        ]
         print(f"{label}: done", flush=True)
-    commands = ["Commands for the summary table, per model `M` in `~/.cache/sit-onnx/models`:", "",
-                "    sit-onnx eval M_digits.onnx --dataset digits --no-shift          # paper mode",
-                "    sit-onnx eval M_sigmoid_digits.onnx --dataset digits --no-shift  # Sigmoid + fine-tune",
-                "    sit-onnx eval M_digits.onnx --dataset digits                     # max-shift", ""]
+    commands = [
+        "Commands for the summary table, per model `M` in `~/.cache/sit-onnx/models`:",
+        "",
+        "    sit-onnx eval M_digits.onnx --dataset digits --no-shift          # paper mode",
+        "    sit-onnx eval M_sigmoid_digits.onnx --dataset digits --no-shift  # Sigmoid + fine-tune",
+        "    sit-onnx eval M_digits.onnx --dataset digits                     # max-shift",
+        "",
+    ]
     training = args.models / "training.json"
     notes = []
     if training.exists():
         record = json.loads(training.read_text())
-        notes = ["Sigmoid inserted without fine-tuning (ANN accuracy): " + ", ".join(
-            f"{MODELS[k]} {pct(v['sigmoid_inserted_accuracy'])}" for k, v in record.items() if k in MODELS) + ".", ""]
+        notes = [
+            "Sigmoid inserted without fine-tuning (ANN accuracy): "
+            + ", ".join(f"{MODELS[k]} {pct(v['sigmoid_inserted_accuracy'])}" for k, v in record.items() if k in MODELS)
+            + ".",
+            "",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines + table + [""] + commands + notes + details) + "\n")
     print(f"wrote {args.out}")

@@ -16,7 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,12 +79,19 @@ def main():
         tuned = train(tuned, x_train, y_train, args.finetune_epochs, 1e-3, seed=1)
         tuned_acc = accuracy(tuned, x_test, y_test)
         export_module(tuned, example, args.out / f"{name}_sigmoid_digits.onnx", opset=17)
-        records[name] = {"ann_accuracy": base_acc, "sigmoid_inserted_accuracy": before_finetune,
-                         "sigmoid_finetuned_accuracy": tuned_acc, "epochs": args.epochs,
-                         "finetune_epochs": args.finetune_epochs,
-                         "parameters": sum(p.numel() for p in base.parameters())}
-        print(f"{name}: ANN {100 * base_acc:.2f}% | Sigmoid inserted {100 * before_finetune:.2f}% -> fine-tuned "
-              f"{100 * tuned_acc:.2f}%", flush=True)
+        records[name] = {
+            "ann_accuracy": base_acc,
+            "sigmoid_inserted_accuracy": before_finetune,
+            "sigmoid_finetuned_accuracy": tuned_acc,
+            "epochs": args.epochs,
+            "finetune_epochs": args.finetune_epochs,
+            "parameters": sum(p.numel() for p in base.parameters()),
+        }
+        print(
+            f"{name}: ANN {100 * base_acc:.2f}% | Sigmoid inserted {100 * before_finetune:.2f}% -> fine-tuned "
+            f"{100 * tuned_acc:.2f}%",
+            flush=True,
+        )
         record_path.write_text(json.dumps(records, indent=2) + "\n")
 
 

@@ -12,16 +12,16 @@ def rng():
 @pytest.fixture
 def tiny_params():
     """A hand-made 3-step neuron, small enough to work out on paper."""
-    return NeuronParams(thresholds=[0.5, 0.0, -0.5], resets=[1.0, 0.5, 0.25], weights=[2.0, 1.0, 0.5],
-                        input_range=[-1, 1])
+    return NeuronParams(
+        thresholds=[0.5, 0.0, -0.5], resets=[1.0, 0.5, 0.25], weights=[2.0, 1.0, 0.5], input_range=[-1, 1]
+    )
 
 
 @pytest.fixture(scope="session")
 def params_file(tmp_path_factory):
     """A random 5-step set on [-12, 0]: any numbers do, the rewrite must reproduce the reference."""
     rng = np.random.default_rng(42)
-    params = NeuronParams(np.sort(rng.uniform(-12, 0, 5))[::-1], rng.uniform(0.5, 4, 5), rng.uniform(0, 1, 5),
-                          (-12, 0))
+    params = NeuronParams(np.sort(rng.uniform(-12, 0, 5))[::-1], rng.uniform(0.5, 4, 5), rng.uniform(0, 1, 5), (-12, 0))
     path = tmp_path_factory.mktemp("params") / "k5.json"
     params.save(path)
     return str(path)

@@ -15,9 +15,12 @@ def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
 
 def softmax_model(shape, axis=None, opset=17, dtype=TensorProto.FLOAT, name="sm"):
     attrs = {} if axis is None else {"axis": axis}
-    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], name=name, **attrs)], "g",
-                              [helper.make_tensor_value_info("x", dtype, shape)],
-                              [helper.make_tensor_value_info("y", dtype, shape)])
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"], name=name, **attrs)],
+        "g",
+        [helper.make_tensor_value_info("x", dtype, shape)],
+        [helper.make_tensor_value_info("y", dtype, shape)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model

@@ -41,8 +41,17 @@ def main():
 def _register():
     from sit_onnx.cli import calibrate, compare, demo, energy, eval_command, layers, neuron, rewrite, run
 
-    for command in (neuron.neuron, rewrite.rewrite, run.run, compare.compare, eval_command.eval_command,
-                    layers.layers, calibrate.calibrate, energy.energy, demo.demo):
+    for command in (
+        neuron.neuron,
+        rewrite.rewrite,
+        run.run,
+        compare.compare,
+        eval_command.eval_command,
+        layers.layers,
+        calibrate.calibrate,
+        energy.energy,
+        demo.demo,
+    ):
         main.add_command(command)
 
 

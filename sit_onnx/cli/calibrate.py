@@ -29,10 +29,27 @@ def calibrate(model, data, dataset, samples, as_json):
 
         raise SitOnnxError(f"{model}: no Softmax node to calibrate")
     if as_json:
-        emit_json({"model": str(model), "samples": len(next(iter(feeds.values()))), "sites": [asdict(s) for s in sites]})
+        emit_json(
+            {"model": str(model), "samples": len(next(iter(feeds.values()))), "sites": [asdict(s) for s in sites]}
+        )
         return
-    click.echo(table([[s.name, s.min, s.p01, s.p50, s.p99, s.max, f"{100 * s.inside_paper_range:.1f}%",
-                       f"{100 * s.inside_shift_range:.1f}%"] for s in sites],
-                     ["site", "min", "p1", "median", "p99", "max", "in [-1,1]", "shifted in [-12,0]"]))
+    click.echo(
+        table(
+            [
+                [
+                    s.name,
+                    s.min,
+                    s.p01,
+                    s.p50,
+                    s.p99,
+                    s.max,
+                    f"{100 * s.inside_paper_range:.1f}%",
+                    f"{100 * s.inside_shift_range:.1f}%",
+                ]
+                for s in sites
+            ],
+            ["site", "min", "p1", "median", "p99", "max", "in [-1,1]", "shifted in [-12,0]"],
+        )
+    )
     for s in sites:
         click.echo(f"{s.name}: {s.recommendation}")

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import emit_json, json_option
-from sit_onnx.cli.run import library_option, provider_option
+from sit_onnx.cli.options import emit_json, json_option, library_option, provider_option
 
 
 @click.command()
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
-@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), default=None,
-              help="An .npz with one array per input (default: random inputs, batch 4).")
+@click.option(
+    "--inputs",
+    "inputs_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An .npz with one array per input (default: random inputs, batch 4).",
+)
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-2, show_default=True)
 @click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @provider_option
@@ -33,8 +37,11 @@ def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library
             raise SitOnnxError(f"{path}: no such file")
     spec = SessionSpec(provider=provider, use_library=use_library)
     ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
-    feeds = (check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file)) if inputs_file
-             else generate_feeds(ref_session, batch=4))
+    feeds = (
+        check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
+        if inputs_file
+        else generate_feeds(ref_session, batch=4)
+    )
     ref_out = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feeds)))
     cand_out = dict(zip([o.name for o in cand_session.get_outputs()], cand_session.run(None, feeds)))
     missing = sorted(set(ref_out) - set(cand_out))
@@ -43,8 +50,14 @@ def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library
     results = [compare_arrays(name, ref_out[name], cand_out[name], atol, rtol) for name in ref_out]
     passed = all(r.passed for r in results)
     if as_json:
-        emit_json({"reference": str(reference), "candidate": str(candidate), "passed": passed,
-                   "outputs": [asdict(r) for r in results]})
+        emit_json(
+            {
+                "reference": str(reference),
+                "candidate": str(candidate),
+                "passed": passed,
+                "outputs": [asdict(r) for r in results],
+            }
+        )
     else:
         for r in results:
             click.echo(f"[{r.name}] shape {r.shape}, tolerance atol={r.atol:g} rtol={r.rtol:g}")

@@ -12,10 +12,19 @@ BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
 
 
 @click.command()
-@click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="Model to convert (default: the bundled ViT trained on digits).")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
-              show_default=True, help="Where the converted model is written.")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model to convert (default: the bundled ViT trained on digits).",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/demo"),
+    show_default=True,
+    help="Where the converted model is written.",
+)
 @click.option("--steps", "-k", type=int, default=12, show_default=True)
 def demo(model, output_dir, steps):
     """The main job end to end: SIT-conversion of a trained Transformer, and what it costs."""
@@ -30,26 +39,34 @@ def demo(model, output_dir, steps):
 
     model = model or BUNDLED
     if not model.is_file():
-        raise SitOnnxError(f"{model}: model not found (the bundled one is trained by `python models/train.py "
-                           "--arch vit --out models`)")
+        raise SitOnnxError(
+            f"{model}: model not found (the bundled one is trained by `python models/train.py --arch vit --out models`)"
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / (model.name[:-5] + ".sit.onnx" if model.name.endswith(".onnx") else model.name + ".sit.onnx")
     report = rewrite_file(model, target, RewriteOptions(steps=steps), force=True)
     click.echo(f"1. converted {model} -> {target}")
-    click.echo(f"   {len(report.converted)} softmax sites -> [ReduceMax, Sub] SpikingExp(K={steps}) SpikingNorm "
-               "(max-shift, amplified SI-norm)")
+    click.echo(
+        f"   {len(report.converted)} softmax sites -> [ReduceMax, Sub] SpikingExp(K={steps}) SpikingNorm "
+        "(max-shift, amplified SI-norm)"
+    )
     pair = ModelPair(load_model(model), load_model(target), report)
     labelled = labelled_data(pair.original, None, "digits")
     runtime = "custom-op kernels" if library_available() else "function fallback (library not built)"
     accuracy = evaluate_accuracy(pair, labelled)
     click.echo(f"2. accuracy on the {labelled.source}, onnxruntime CPU with {runtime}:")
-    click.echo(f"   ANN {100 * accuracy.ann_accuracy:.2f}% | converted {100 * accuracy.converted_accuracy:.2f}% | "
-               f"agreement {100 * accuracy.agreement:.2f}% | loss {accuracy.loss_points:+.2f} points")
+    click.echo(
+        f"   ANN {100 * accuracy.ann_accuracy:.2f}% | converted {100 * accuracy.converted_accuracy:.2f}% | "
+        f"agreement {100 * accuracy.agreement:.2f}% | loss {accuracy.loss_points:+.2f} points"
+    )
     feeds = sample_feeds(pair.original, labelled, 64)
     errors = site_errors(pair.converted, report, feeds)
     click.echo("3. per-site error of Spiking-Softmax against softmax of the same logits (64 test images):")
-    click.echo(table([[e.name, e.max_abs, e.mean_abs, e.kl] for e in errors],
-                     ["site", "max abs error", "mean abs error", "KL"]))
+    click.echo(
+        table(
+            [[e.name, e.max_abs, e.mean_abs, e.kl] for e in errors], ["site", "max abs error", "mean abs error", "KL"]
+        )
+    )
     click.echo("4. energy estimate per image (paper's section 4.1.2):")
     click.echo(energy_text(estimate_energy(pair.original, pair.converted, feeds)))
     click.echo(f"converted model: {target.resolve()}")

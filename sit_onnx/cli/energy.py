@@ -12,12 +12,21 @@ from sit_onnx.cli.options import data_options, emit_json, json_option, rewrite_o
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--converted", type=click.Path(path_type=Path), default=None,
-              help="An already converted model (default: convert MODEL in memory).")
+@click.option(
+    "--converted",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An already converted model (default: convert MODEL in memory).",
+)
 @data_options
 @rewrite_options
-@click.option("--samples", type=click.IntRange(1), default=64, show_default=True,
-              help="Rows of the data to measure spike counts on.")
+@click.option(
+    "--samples",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Rows of the data to measure spike counts on.",
+)
 @json_option
 def energy(model, converted, data, dataset, samples, as_json, **flags):
     """Energy per sample of MODEL as an ANN and as converted (E_MAC 4.6 pJ, E_AC 0.9 pJ)."""
@@ -34,11 +43,22 @@ def energy(model, converted, data, dataset, samples, as_json, **flags):
 
 
 def energy_text(report) -> str:
-    rows = [[layer.name, layer.op, layer.macs, layer.ann_pj / 1e3, layer.converted_pj / 1e3,
-             "-" if layer.spike_rate is None else f"{layer.spike_rate:.3f}"] for layer in report.layers]
+    rows = [
+        [
+            layer.name,
+            layer.op,
+            layer.macs,
+            layer.ann_pj / 1e3,
+            layer.converted_pj / 1e3,
+            "-" if layer.spike_rate is None else f"{layer.spike_rate:.3f}",
+        ]
+        for layer in report.layers
+    ]
     rows.append(["spiking neurons", "AC", report.neuron_ops, 0.0, report.neuron_ops * 0.9 / 1e3, "-"])
-    lines = [table(rows, ["layer", "op", "MACs/sample", "ANN nJ", "converted nJ", "spikes/neuron in"]),
-             f"total per sample: ANN {report.ann_pj / 1e3:.2f} nJ, converted {report.converted_pj / 1e3:.2f} nJ "
-             f"({100 * report.reduction:+.1f}% reduction)",
-             f"note: {report.caveat}"]
+    lines = [
+        table(rows, ["layer", "op", "MACs/sample", "ANN nJ", "converted nJ", "spikes/neuron in"]),
+        f"total per sample: ANN {report.ann_pj / 1e3:.2f} nJ, converted {report.converted_pj / 1e3:.2f} nJ "
+        f"({100 * report.reduction:+.1f}% reduction)",
+        f"note: {report.caveat}",
+    ]
     return "\n".join(lines)

@@ -6,14 +6,25 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import data_options, emit_json, json_option, rewrite_options, rewrite_options_from
-from sit_onnx.cli.run import library_option, provider_option
+from sit_onnx.cli.options import (
+    data_options,
+    emit_json,
+    json_option,
+    library_option,
+    provider_option,
+    rewrite_options,
+    rewrite_options_from,
+)
 
 
 @click.command("eval")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--converted", type=click.Path(path_type=Path), default=None,
-              help="An already converted model (default: convert MODEL in memory with the flags below).")
+@click.option(
+    "--converted",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An already converted model (default: convert MODEL in memory with the flags below).",
+)
 @data_options
 @rewrite_options
 @provider_option
@@ -27,10 +38,16 @@ def eval_command(model, converted, data, dataset, provider, use_library, as_json
     pair = load_pair(model, converted, rewrite_options_from(flags))
     labelled = labelled_data(pair.original, data, dataset)
     report = evaluate_accuracy(pair, labelled, SessionSpec(provider=provider, use_library=use_library))
-    record = {"model": str(model), "converted": str(converted) if converted else "converted in memory",
-              "data": labelled.source, "samples": report.samples, "ann_accuracy": report.ann_accuracy,
-              "converted_accuracy": report.converted_accuracy, "agreement": report.agreement,
-              "loss_points": report.loss_points}
+    record = {
+        "model": str(model),
+        "converted": str(converted) if converted else "converted in memory",
+        "data": labelled.source,
+        "samples": report.samples,
+        "ann_accuracy": report.ann_accuracy,
+        "converted_accuracy": report.converted_accuracy,
+        "agreement": report.agreement,
+        "loss_points": report.loss_points,
+    }
     if as_json:
         emit_json(record)
         return

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import data_options, emit_json, json_option, rewrite_options, rewrite_options_from, table
-from sit_onnx.cli.run import library_option, provider_option
+from sit_onnx.cli.options import (
+    data_options,
+    emit_json,
+    json_option,
+    library_option,
+    provider_option,
+    rewrite_options,
+    rewrite_options_from,
+    table,
+)
 
 
 @click.command()
@@ -40,14 +48,36 @@ def layers(model, data, dataset, provider, use_library, as_json, **flags):
             predictions, site = ann, "-"
         else:
             converted, _ = rewrite_model(original, replace(options, first=n), source=str(model))
-            predictions, site = predict(make_session(converted, spec), labelled.arrays, labelled.source), full.sites[n - 1].name
+            predictions, site = (
+                predict(make_session(converted, spec), labelled.arrays, labelled.source),
+                full.sites[n - 1].name,
+            )
         report = accuracy_report(labelled.labels, ann, predictions)
-        rows.append({"converted_sites": n, "last_site": site, "accuracy": report.converted_accuracy,
-                     "loss_points": report.loss_points, "agreement": report.agreement})
+        rows.append(
+            {
+                "converted_sites": n,
+                "last_site": site,
+                "accuracy": report.converted_accuracy,
+                "loss_points": report.loss_points,
+                "agreement": report.agreement,
+            }
+        )
     if as_json:
         emit_json({"model": str(model), "data": labelled.source, "ann_accuracy": rows[0]["accuracy"], "rows": rows})
         return
     click.echo(f"data: {labelled.source}")
-    click.echo(table([[r["converted_sites"], r["last_site"], f"{100 * r['accuracy']:.2f}%", f"{r['loss_points']:+.2f}",
-                       f"{100 * r['agreement']:.2f}%"] for r in rows],
-                     ["sites converted", "last site converted", "accuracy", "loss (points)", "agreement"]))
+    click.echo(
+        table(
+            [
+                [
+                    r["converted_sites"],
+                    r["last_site"],
+                    f"{100 * r['accuracy']:.2f}%",
+                    f"{r['loss_points']:+.2f}",
+                    f"{100 * r['agreement']:.2f}%",
+                ]
+                for r in rows
+            ],
+            ["sites converted", "last site converted", "accuracy", "loss (points)", "agreement"],
+        )
+    )

@@ -21,17 +21,42 @@ def neuron():
 @neuron.command()
 @click.option("--steps", "-k", type=click.IntRange(1, 64), default=12, show_default=True, help="Time steps K.")
 @range_option(default=PAPER_RANGE)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the parameter JSON.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the parameter JSON.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--restarts", type=click.IntRange(1, 100), default=8, show_default=True,
-              help="Random restarts of the surrogate-gradient phase.")
-@click.option("--iterations", type=click.IntRange(10, 100_000), default=1500, show_default=True,
-              help="Adam iterations per restart.")
-@click.option("--polish-rounds", type=click.IntRange(0, 1000), default=40, show_default=True,
-              help="Rounds of coordinate search on the true error.")
-@click.option("--neurons", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Sum this many offset copies of the neuron per input (an ensemble set; M x the work).")
+@click.option(
+    "--restarts",
+    type=click.IntRange(1, 100),
+    default=8,
+    show_default=True,
+    help="Random restarts of the surrogate-gradient phase.",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(10, 100_000),
+    default=1500,
+    show_default=True,
+    help="Adam iterations per restart.",
+)
+@click.option(
+    "--polish-rounds",
+    type=click.IntRange(0, 1000),
+    default=40,
+    show_default=True,
+    help="Rounds of coordinate search on the true error.",
+)
+@click.option(
+    "--neurons",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Sum this many offset copies of the neuron per input (an ensemble set; M x the work).",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
 def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, neurons, force, as_json):
@@ -43,26 +68,47 @@ def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, n
     input_range = check_range(input_range)
     if output.exists() and not force:
         raise click.ClickException(f"{output} exists (use --force to overwrite)")
-    opts = FitOptions(steps=steps, input_range=input_range, seed=seed, restarts=restarts,
-                      iterations=iterations, polish_rounds=polish_rounds)
+    opts = FitOptions(
+        steps=steps,
+        input_range=input_range,
+        seed=seed,
+        restarts=restarts,
+        iterations=iterations,
+        polish_rounds=polish_rounds,
+    )
     with tqdm(total=total_ticks(opts), desc=f"fit K={steps}", unit="it", disable=None, leave=False) as bar:
         params = fit_si_exp(opts, progress=bar.update)
     params = fit_ensemble(params, neurons)
     params.save(output)
     if as_json:
-        emit_json({"output": str(output), "steps": steps, "neurons": neurons, "range": list(input_range),
-                   "rmse": params.rmse, "max_error": params.max_error})
+        emit_json(
+            {
+                "output": str(output),
+                "steps": steps,
+                "neurons": neurons,
+                "range": list(input_range),
+                "rmse": params.rmse,
+                "max_error": params.max_error,
+            }
+        )
     else:
-        click.echo(f"K={steps}{f' x {neurons} neurons' if neurons > 1 else ''} on "
-                   f"[{input_range[0]:g}, {input_range[1]:g}]: RMSE {params.rmse:.6g}, "
-                   f"max error {params.max_error:.6g} (100,000 random points) -> {output}")
+        click.echo(
+            f"K={steps}{f' x {neurons} neurons' if neurons > 1 else ''} on "
+            f"[{input_range[0]:g}, {input_range[1]:g}]: RMSE {params.rmse:.6g}, "
+            f"max error {params.max_error:.6g} (100,000 random points) -> {output}"
+        )
 
 
 @neuron.command()
 @click.option("--steps", "-k", type=int, default=12, show_default=True, help="Time steps K of the shipped set.")
 @range_option(default=PAPER_RANGE, help_text="Range of the shipped set: -1 1 (paper) or -12 0 (max-shift).")
-@click.option("--params", "params_file", type=click.Path(path_type=Path), default=None,
-              help="Show this parameter file instead of a shipped set.")
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Show this parameter file instead of a shipped set.",
+)
 @json_option
 def show(steps, input_range, params_file, as_json):
     """Print a parameter set's fit error and expected spikes per input."""
@@ -70,9 +116,15 @@ def show(steps, input_range, params_file, as_json):
 
     params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range))
     quality = exp_quality(params)
-    record = {**as_dict(quality), "thresholds": list(params.thresholds), "resets": list(params.resets),
-              "weights": list(params.weights), "offsets": list(params.offsets), "neurons": params.neurons,
-              "method": params.method}
+    record = {
+        **as_dict(quality),
+        "thresholds": list(params.thresholds),
+        "resets": list(params.resets),
+        "weights": list(params.weights),
+        "offsets": list(params.offsets),
+        "neurons": params.neurons,
+        "method": params.method,
+    }
     if as_json:
         emit_json(record)
         return
@@ -86,12 +138,27 @@ def show(steps, input_range, params_file, as_json):
 
 
 @neuron.command()
-@click.option("--steps", "-k", "steps_list", type=int, multiple=True,
-              help="K values to sweep (repeatable); default: every shipped K.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the paper's Figure 7 as a PNG here.")
-@click.option("--vectors", type=click.IntRange(10, 100_000), default=2000, show_default=True,
-              help="Random vectors per softmax length.")
+@click.option(
+    "--steps",
+    "-k",
+    "steps_list",
+    type=int,
+    multiple=True,
+    help="K values to sweep (repeatable); default: every shipped K.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the paper's Figure 7 as a PNG here.",
+)
+@click.option(
+    "--vectors",
+    type=click.IntRange(10, 100_000),
+    default=2000,
+    show_default=True,
+    help="Random vectors per softmax length.",
+)
 @json_option
 def sweep(steps_list, plot, vectors, as_json):
     """K against SI-exp RMSE and Spiking-Softmax error (the paper's Figure 7)."""
@@ -101,20 +168,31 @@ def sweep(steps_list, plot, vectors, as_json):
     rows = []
     for k in tqdm(steps_list, desc="sweep", disable=None, leave=False):
         paper, shifted = shipped_params(k, PAPER_RANGE), shipped_params(k, SHIFT_RANGE)
-        row = {"steps": k, "si_exp": as_dict(exp_quality(paper)), "si_exp_shift": as_dict(exp_quality(shifted)),
-               "softmax": [as_dict(softmax_quality(paper, n, "paper", vectors)) for n in SWEEP_LENGTHS]
-               + [as_dict(softmax_quality(shifted, n, "max-shift", vectors)) for n in SWEEP_LENGTHS]}
+        row = {
+            "steps": k,
+            "si_exp": as_dict(exp_quality(paper)),
+            "si_exp_shift": as_dict(exp_quality(shifted)),
+            "softmax": [as_dict(softmax_quality(paper, n, "paper", vectors)) for n in SWEEP_LENGTHS]
+            + [as_dict(softmax_quality(shifted, n, "max-shift", vectors)) for n in SWEEP_LENGTHS],
+        }
         rows.append(row)
     if plot:
         _plot_sweep(rows, plot)
     if as_json:
-        emit_json({"sweep": rows, "lengths": list(SWEEP_LENGTHS), "vectors": vectors,
-                   "plot": str(plot) if plot else None})
+        emit_json(
+            {"sweep": rows, "lengths": list(SWEEP_LENGTHS), "vectors": vectors, "plot": str(plot) if plot else None}
+        )
         return
-    click.echo(table([[r["steps"], r["si_exp"]["rmse"], r["si_exp_shift"]["rmse"]]
-                      + [s["kl"] for s in r["softmax"]] for r in rows],
-                     ["K", "RMSE[-1,1]", f"RMSE[{SHIFT_RANGE[0]:g},0]"]
-                     + [f"KL {s['protocol'][:5]} n={s['length']}" for s in rows[0]["softmax"]]))
+    click.echo(
+        table(
+            [
+                [r["steps"], r["si_exp"]["rmse"], r["si_exp_shift"]["rmse"]] + [s["kl"] for s in r["softmax"]]
+                for r in rows
+            ],
+            ["K", "RMSE[-1,1]", f"RMSE[{SHIFT_RANGE[0]:g},0]"]
+            + [f"KL {s['protocol'][:5]} n={s['length']}" for s in rows[0]["softmax"]],
+        )
+    )
     if plot:
         click.echo(f"plot written to {plot}")
 
@@ -123,10 +201,11 @@ def _plot_sweep(rows, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import io
+
     import matplotlib.pyplot as plt
 
     from sit_onnx.atomic import write_bytes_atomic
-    import io
 
     ks = [r["steps"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -136,7 +215,9 @@ def _plot_sweep(rows, path: Path) -> None:
     left.legend()
     for i, n in enumerate(SWEEP_LENGTHS):
         right.semilogy(ks, [r["softmax"][i]["mse"] for r in rows], "o-", label=f"paper, n={n}")
-        right.semilogy(ks, [r["softmax"][i + len(SWEEP_LENGTHS)]["mse"] for r in rows], "s--", label=f"max-shift, n={n}")
+        right.semilogy(
+            ks, [r["softmax"][i + len(SWEEP_LENGTHS)]["mse"] for r in rows], "s--", label=f"max-shift, n={n}"
+        )
     right.set(xlabel="time steps K", ylabel="MSE vs softmax", title="Spiking-Softmax")
     right.legend(fontsize=7)
     fig.tight_layout()

@@ -7,12 +7,26 @@ import math
 
 import click
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table.")
+provider_option = click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Execution provider; a missing one is an error.",
+)
+library_option = click.option(
+    "--library/--no-library",
+    "use_library",
+    default=None,
+    help="Require the custom-op kernels, or run the function fallback only (default: the kernels when built).",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table."
+)
 
 
 def range_option(default=None, help_text="Input range LO HI the neuron is fitted on."):
-    return click.option("--range", "input_range", type=(float, float), default=default, metavar="LO HI",
-                        help=help_text)
+    return click.option("--range", "input_range", type=(float, float), default=default, metavar="LO HI", help=help_text)
 
 
 def check_range(input_range) -> tuple[float, float]:
@@ -49,18 +63,38 @@ def rewrite_options(func):
     """The conversion flags, shared by `rewrite` and every command that converts on the fly."""
     decorators = [
         click.option("--steps", "-k", type=int, default=12, show_default=True, help="K of the shipped SI-exp set."),
-        click.option("--params", "params_file", type=click.Path(), default=None,
-                     help="A fitted parameter set (from `sit-onnx neuron fit`) instead of a shipped one."),
-        click.option("--sigmoid", is_flag=True,
-                     help="Insert a Sigmoid before SpikingExp (the paper's Next-ViT/UniFormer path; changes the "
-                          "model, fine-tune after)."),
-        click.option("--shift/--no-shift", default=True, show_default=True,
-                     help="Subtract the max along the axis first, so logits of any range land in the fitted range "
-                          "(--no-shift is the paper's mode, fitted on [-1, 1])."),
-        click.option("--time-steps", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="SpikingNorm input spikes N; 0 = the paper's amplified closed form w/V_th."),
-        click.option("--fuse", is_flag=True,
-                     help="Emit one SpikingSoftmax node per site (same numbers; fewer memory passes, for deployment)."),
+        click.option(
+            "--params",
+            "params_file",
+            type=click.Path(),
+            default=None,
+            help="A fitted parameter set (from `sit-onnx neuron fit`) instead of a shipped one.",
+        ),
+        click.option(
+            "--sigmoid",
+            is_flag=True,
+            help="Insert a Sigmoid before SpikingExp (the paper's Next-ViT/UniFormer path; changes the "
+            "model, fine-tune after).",
+        ),
+        click.option(
+            "--shift/--no-shift",
+            default=True,
+            show_default=True,
+            help="Subtract the max along the axis first, so logits of any range land in the fitted range "
+            "(--no-shift is the paper's mode, fitted on [-1, 1]).",
+        ),
+        click.option(
+            "--time-steps",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="SpikingNorm input spikes N; 0 = the paper's amplified closed form w/V_th.",
+        ),
+        click.option(
+            "--fuse",
+            is_flag=True,
+            help="Emit one SpikingSoftmax node per site (same numbers; fewer memory passes, for deployment).",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -72,15 +106,25 @@ def rewrite_options_from(kwargs: dict, **extra):
     from sit_onnx.graph.convert import RewriteOptions
 
     params_file = kwargs.pop("params_file")
-    return RewriteOptions(steps=kwargs.pop("steps"), params_file=str(params_file) if params_file else None,
-                          sigmoid=kwargs.pop("sigmoid"), shift=kwargs.pop("shift"),
-                          time_steps=kwargs.pop("time_steps"), fuse=kwargs.pop("fuse"), **extra)
+    return RewriteOptions(
+        steps=kwargs.pop("steps"),
+        params_file=str(params_file) if params_file else None,
+        sigmoid=kwargs.pop("sigmoid"),
+        shift=kwargs.pop("shift"),
+        time_steps=kwargs.pop("time_steps"),
+        fuse=kwargs.pop("fuse"),
+        **extra,
+    )
 
 
 data_options_list = [
     click.option("--data", type=click.Path(), default=None, help="An .npz with the model inputs and 'labels'."),
-    click.option("--dataset", type=click.Choice(["digits"]), default=None,
-                 help="A bundled data set: digits (scikit-learn's 8x8 digits, fixed test split)."),
+    click.option(
+        "--dataset",
+        type=click.Choice(["digits"]),
+        default=None,
+        help="A bundled data set: digits (scikit-learn's 8x8 digits, fixed test split).",
+    ),
 ]
 
 

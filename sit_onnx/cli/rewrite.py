@@ -11,13 +11,21 @@ from sit_onnx.cli.options import emit_json, json_option, rewrite_options, rewrit
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Output file (default: MODEL.sit.onnx beside the input).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Output file (default: MODEL.sit.onnx beside the input).",
+)
 @rewrite_options
 @click.option("--first", type=click.IntRange(min=0), default=None, help="Convert only the first N softmax sites.")
 @click.option("--nodes", multiple=True, metavar="NAME", help="Convert only these sites (repeatable).")
-@click.option("--inline", is_flag=True, help="Expand the spiking ops into standard ONNX ops "
-                                              "(for TensorRT, OpenVINO, onnxruntime-web).")
+@click.option(
+    "--inline",
+    is_flag=True,
+    help="Expand the spiking ops into standard ONNX ops (for TensorRT, OpenVINO, onnxruntime-web).",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
 def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
@@ -30,14 +38,18 @@ def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
         emit_json(report.to_dict())
         return
     ops = sorted(set(report.ops_before) | set(report.ops_after))
-    changed = [[op, report.ops_before.get(op, 0), report.ops_after.get(op, 0)] for op in ops
-               if report.ops_before.get(op, 0) != report.ops_after.get(op, 0)]
+    changed = [
+        [op, report.ops_before.get(op, 0), report.ops_after.get(op, 0)]
+        for op in ops
+        if report.ops_before.get(op, 0) != report.ops_after.get(op, 0)
+    ]
     click.echo(table(changed, ["op", "before", "after"]))
     rows = [[s.name, s.graph, s.axis, "converted" if s.converted else f"skipped: {s.reason}"] for s in report.sites]
     click.echo(table(rows, ["site", "graph", "axis", "result"]))
     for note in report.notes:
         click.echo(f"note: {note}")
-    click.echo(f"{len(report.converted)} of {len(report.sites)} softmax sites converted "
-               f"(K={report.steps}, {'shift' if options.shift else 'no shift'}{', sigmoid' if options.sigmoid else ''}"
-               f"{', fused' if options.fuse else ''}) -> {report.output}")
-
+    click.echo(
+        f"{len(report.converted)} of {len(report.sites)} softmax sites converted "
+        f"(K={report.steps}, {'shift' if options.shift else 'no shift'}{', sigmoid' if options.sigmoid else ''}"
+        f"{', fused' if options.fuse else ''}) -> {report.output}"
+    )

@@ -8,21 +8,20 @@ from pathlib import Path
 import click
 import numpy as np
 
-from sit_onnx.cli.options import emit_json, json_option, table
-
-provider_option = click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-                               show_default=True, help="Execution provider; a missing one is an error.")
-library_option = click.option("--library/--no-library", "use_library", default=None,
-                              help="Require the custom-op kernels, or run the function fallback only "
-                                   "(default: the kernels when built).")
+from sit_onnx.cli.options import emit_json, json_option, library_option, provider_option, table
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @provider_option
 @library_option
-@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), default=None,
-              help="An .npz with one array per model input (default: random inputs).")
+@click.option(
+    "--inputs",
+    "inputs_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An .npz with one array per model input (default: random inputs).",
+)
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Batch size of generated inputs.")
 @click.option("--repeat", type=click.IntRange(1), default=1, show_default=True, help="Runs to time.")
 @json_option
@@ -35,8 +34,11 @@ def run(model, provider, use_library, inputs_file, batch, repeat, as_json):
     if not model.is_file():
         raise SitOnnxError(f"{model}: no such file")
     session = make_session(model, SessionSpec(provider=provider, use_library=use_library))
-    feeds = (check_feeds(session, load_arrays(inputs_file), str(inputs_file)) if inputs_file
-             else generate_feeds(session, batch))
+    feeds = (
+        check_feeds(session, load_arrays(inputs_file), str(inputs_file))
+        if inputs_file
+        else generate_feeds(session, batch)
+    )
     outputs = session.run(None, feeds)
     start = time.perf_counter()
     for _ in range(repeat - 1):
@@ -46,16 +48,28 @@ def run(model, provider, use_library, inputs_file, batch, repeat, as_json):
     for spec, value in zip(session.get_outputs(), outputs):
         value = np.asarray(value)
         numeric = value.astype(np.float64) if value.size and np.issubdtype(value.dtype, np.number) else None
-        summary.append({"name": spec.name, "shape": list(value.shape), "dtype": str(value.dtype),
-                        "min": float(np.nanmin(numeric)) if numeric is not None else None,
-                        "max": float(np.nanmax(numeric)) if numeric is not None else None,
-                        "mean": float(np.nanmean(numeric)) if numeric is not None else None,
-                        "nan": int(np.isnan(numeric).sum()) if numeric is not None else 0})
-    record = {"model": str(model), "providers": session.get_providers(), "outputs": summary,
-              "seconds_per_run": seconds}
+        summary.append(
+            {
+                "name": spec.name,
+                "shape": list(value.shape),
+                "dtype": str(value.dtype),
+                "min": float(np.nanmin(numeric)) if numeric is not None else None,
+                "max": float(np.nanmax(numeric)) if numeric is not None else None,
+                "mean": float(np.nanmean(numeric)) if numeric is not None else None,
+                "nan": int(np.isnan(numeric).sum()) if numeric is not None else 0,
+            }
+        )
+    record = {"model": str(model), "providers": session.get_providers(), "outputs": summary, "seconds_per_run": seconds}
     if as_json:
         emit_json(record)
         return
-    click.echo(table([[o["name"], "x".join(map(str, o["shape"])), o["dtype"], o["min"], o["max"], o["mean"], o["nan"]]
-                      for o in summary], ["output", "shape", "dtype", "min", "max", "mean", "NaNs"]))
+    click.echo(
+        table(
+            [
+                [o["name"], "x".join(map(str, o["shape"])), o["dtype"], o["min"], o["max"], o["mean"], o["nan"]]
+                for o in summary
+            ],
+            ["output", "shape", "dtype", "min", "max", "mean", "NaNs"],
+        )
+    )
     click.echo(f"ran on {session.get_providers()[0]}" + (f", {seconds * 1000:.3f} ms per run" if seconds else ""))

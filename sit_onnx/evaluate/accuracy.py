@@ -32,10 +32,11 @@ def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source
     rows = next(iter(feeds.values())).shape[0]
     predictions = []
     for start in range(0, rows, batch):
-        logits = session.run(None, {k: v[start:start + batch] for k, v in feeds.items()})[0]
+        logits = session.run(None, {k: v[start : start + batch] for k, v in feeds.items()})[0]
         if logits.ndim != 2:
-            raise SitOnnxError(f"the model's first output has shape {list(logits.shape)}; accuracy needs "
-                               "(batch, classes) logits")
+            raise SitOnnxError(
+                f"the model's first output has shape {list(logits.shape)}; accuracy needs (batch, classes) logits"
+            )
         predictions.append(np.argmax(logits, axis=1))
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
 

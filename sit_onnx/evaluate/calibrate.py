@@ -53,18 +53,34 @@ def calibrate(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Site
         in_paper = float(np.mean((finite >= PAPER_RANGE[0]) & (finite <= PAPER_RANGE[1]))) if finite.size else 0.0
         in_shift = float(np.mean((shifted >= SHIFT_RANGE[0]) | ~np.isfinite(shifted))) if shifted.size else 0.0
         q = np.percentile(finite, [1, 50, 99]) if finite.size else [np.nan] * 3
-        sites.append(SiteCalibration(node.name, int(axis), int(logits.size), float(finite.min(initial=np.inf)),
-                                     float(finite.max(initial=-np.inf)), float(q[0]), float(q[1]), float(q[2]),
-                                     in_paper, in_shift, _recommend(in_paper, in_shift)))
+        sites.append(
+            SiteCalibration(
+                node.name,
+                int(axis),
+                int(logits.size),
+                float(finite.min(initial=np.inf)),
+                float(finite.max(initial=-np.inf)),
+                float(q[0]),
+                float(q[1]),
+                float(q[2]),
+                in_paper,
+                in_shift,
+                _recommend(in_paper, in_shift),
+            )
+        )
     return sites
 
 
 def _recommend(in_paper: float, in_shift: float) -> str:
     if in_paper >= 0.99:
         return "paper mode works as is (--no-shift): logits already lie in [-1, 1]"
-    advice = (f"--shift (default), K=12; only {100 * in_paper:.0f}% of logits lie in [-1, 1], so the paper's "
-              "mode needs --sigmoid and fine-tuning")
+    advice = (
+        f"--shift (default), K=12; only {100 * in_paper:.0f}% of logits lie in [-1, 1], so the paper's "
+        "mode needs --sigmoid and fine-tuning"
+    )
     if in_shift < 0.99:
-        advice += (f"; {100 * (1 - in_shift):.1f}% of shifted logits fall below {SHIFT_RANGE[0]:g}, where exp "
-                   f"< {NEGLIGIBLE:.0e} and SI-exp gives 0: harmless unless rows are very long")
+        advice += (
+            f"; {100 * (1 - in_shift):.1f}% of shifted logits fall below {SHIFT_RANGE[0]:g}, where exp "
+            f"< {NEGLIGIBLE:.0e} and SI-exp gives 0: harmless unless rows are very long"
+        )
     return advice

@@ -18,8 +18,12 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return copy
 
 
-def capture(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray],
-            spec: SessionSpec = SessionSpec(verify_kernels=False)) -> dict[str, np.ndarray]:
+def capture(
+    model: onnx.ModelProto,
+    names: list[str],
+    feeds: dict[str, np.ndarray],
+    spec: SessionSpec = SessionSpec(verify_kernels=False),
+) -> dict[str, np.ndarray]:
     """Values of the named tensors on `feeds`, plus the model's own outputs."""
     session = make_session(with_outputs(model, names), spec)
     values = session.run(None, feeds)

@@ -33,9 +33,13 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         raise SitOnnxError("the digits data set needs scikit-learn: pip install 'sit-onnx[models]'") from None
     digits = load_digits()
     images = (digits.images.astype(np.float32) / 16.0 - 0.5)[:, None]
-    x_train, x_test, y_train, y_test = train_test_split(images, digits.target.astype(np.int64),
-                                                        test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SEED,
-                                                        stratify=digits.target)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        digits.target.astype(np.int64),
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SEED,
+        stratify=digits.target,
+    )
     return x_train, x_test, y_train, y_test
 
 
@@ -56,6 +60,7 @@ def load_labelled(data: str | os.PathLike | None, dataset: str | None, input_nam
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
     for name, value in arrays.items():
         if value.ndim == 0 or value.shape[0] != labels.shape[0]:
-            raise SitOnnxError(f"{data}: {name!r} has {value.shape[0] if value.ndim else 0} rows but 'labels' has "
-                               f"{labels.shape[0]}")
+            raise SitOnnxError(
+                f"{data}: {name!r} has {value.shape[0] if value.ndim else 0} rows but 'labels' has {labels.shape[0]}"
+            )
     return LabelledData(arrays, labels, str(data))

@@ -25,7 +25,9 @@ from sit_onnx.neurons import NeuronParams, si_exp
 
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
-CAVEAT = "estimate by the paper's convention (45 nm, E_MAC 4.6 pJ, E_AC 0.9 pJ): arithmetic only, memory traffic ignored"
+CAVEAT = (
+    "estimate by the paper's convention (45 nm, E_MAC 4.6 pJ, E_AC 0.9 pJ): arithmetic only, memory traffic ignored"
+)
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 
 
@@ -76,8 +78,9 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name}
 
 
-def estimate_energy(original: onnx.ModelProto, converted: onnx.ModelProto | None,
-                    feeds: dict[str, np.ndarray]) -> EnergyReport:
+def estimate_energy(
+    original: onnx.ModelProto, converted: onnx.ModelProto | None, feeds: dict[str, np.ndarray]
+) -> EnergyReport:
     """Energy per sample of the ANN and, when given, of the converted model, measured on `feeds`."""
     batch = next(iter(feeds.values())).shape[0]
     model = converted if converted is not None else original
@@ -107,8 +110,9 @@ def estimate_energy(original: onnx.ModelProto, converted: onnx.ModelProto | None
         macs = _macs(node, values, batch)
         rate = next((rates[i] for i in node.input if i in rates), None)
         converted_pj = macs * E_MAC_PJ if rate is None else macs * rate * E_AC_PJ
-        report.layers.append(LayerEnergy(node.name or node.output[0], node.op_type, macs, macs * E_MAC_PJ,
-                                         converted_pj, rate))
+        report.layers.append(
+            LayerEnergy(node.name or node.output[0], node.op_type, macs, macs * E_MAC_PJ, converted_pj, rate)
+        )
     report.ann_pj = sum(layer.ann_pj for layer in report.layers)
     report.converted_pj = sum(layer.converted_pj for layer in report.layers) + report.neuron_ops * E_AC_PJ
     return report

@@ -25,8 +25,9 @@ class ModelPair:
     report: RewriteReport | None  # None when the converted model came from a file
 
 
-def load_pair(model_path: str | os.PathLike, converted_path: str | os.PathLike | None,
-              options: RewriteOptions | None) -> ModelPair:
+def load_pair(
+    model_path: str | os.PathLike, converted_path: str | os.PathLike | None, options: RewriteOptions | None
+) -> ModelPair:
     """The original model and its conversion: from `converted_path`, else converted in memory with `options`."""
     original = load_model(model_path)
     if converted_path is not None:

@@ -12,8 +12,13 @@ import onnxruntime as ort
 from sit_onnx.errors import SitOnnxError
 
 ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
 
@@ -36,7 +41,9 @@ def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], so
     feeds = {}
     for spec in session.get_inputs():
         if spec.name not in arrays:
-            raise SitOnnxError(f"{source}: lacks the model input {spec.name!r} (has {', '.join(sorted(arrays)) or 'nothing'})")
+            raise SitOnnxError(
+                f"{source}: lacks the model input {spec.name!r} (has {', '.join(sorted(arrays)) or 'nothing'})"
+            )
         value = arrays[spec.name]
         want = ORT_TYPES.get(spec.type)
         if want is not None and value.dtype != want:
@@ -45,12 +52,15 @@ def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], so
             else:
                 raise SitOnnxError(f"{source}: {spec.name!r} is {value.dtype}, the model wants {np.dtype(want)}")
         if len(spec.shape) != value.ndim:
-            raise SitOnnxError(f"{source}: {spec.name!r} has shape {list(value.shape)}, the model wants rank "
-                               f"{len(spec.shape)} ({spec.shape})")
+            raise SitOnnxError(
+                f"{source}: {spec.name!r} has shape {list(value.shape)}, the model wants rank "
+                f"{len(spec.shape)} ({spec.shape})"
+            )
         for axis, (dim, got) in enumerate(zip(spec.shape, value.shape)):
             if isinstance(dim, int) and dim != got:
-                raise SitOnnxError(f"{source}: {spec.name!r} has shape {list(value.shape)}, the model wants "
-                                   f"{spec.shape} (axis {axis})")
+                raise SitOnnxError(
+                    f"{source}: {spec.name!r} has shape {list(value.shape)}, the model wants {spec.shape} (axis {axis})"
+                )
         feeds[spec.name] = value
     return feeds
 

@@ -31,6 +31,7 @@ def site_errors(converted: onnx.ModelProto, report: RewriteReport, feeds: dict[s
         diff = np.abs(exact - got)
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = np.where(exact > 0, exact * (np.log(exact) - np.log(np.maximum(got, 1e-12))), 0.0)
-        errors.append(SiteError(site.name, float(diff.max()), float(diff.mean()),
-                                float(terms.sum(axis=site.axis).mean())))
+        errors.append(
+            SiteError(site.name, float(diff.max()), float(diff.mean()), float(terms.sum(axis=site.axis).mean()))
+        )
     return errors

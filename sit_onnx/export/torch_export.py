@@ -13,9 +13,15 @@ from sit_onnx.atomic import write_bytes_atomic
 from sit_onnx.errors import SitOnnxError
 
 
-def export_module(module, example_inputs, path: str | os.PathLike, opset: int = 17,
-                  input_names: list[str] | None = None, output_names: list[str] | None = None,
-                  dynamic_batch: bool = True) -> onnx.ModelProto:
+def export_module(
+    module,
+    example_inputs,
+    path: str | os.PathLike,
+    opset: int = 17,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    dynamic_batch: bool = True,
+) -> onnx.ModelProto:
     """Trace `module` on `example_inputs` (a tensor or tuple) and save a checked ONNX model.
 
     Uses the TorchScript exporter, which keeps `torch.softmax` as one Softmax node at
@@ -25,7 +31,9 @@ def export_module(module, example_inputs, path: str | os.PathLike, opset: int = 
 
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    input_names = input_names or [f"input{i}" if len(example_inputs) > 1 else "input" for i in range(len(example_inputs))]
+    input_names = input_names or [
+        f"input{i}" if len(example_inputs) > 1 else "input" for i in range(len(example_inputs))
+    ]
     module = module.eval()
     with torch.no_grad():
         outputs = module(*example_inputs)
@@ -36,9 +44,17 @@ def export_module(module, example_inputs, path: str | os.PathLike, opset: int = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, example_inputs, buffer, opset_version=opset, input_names=input_names,
-                              output_names=output_names, dynamic_axes=dynamic_axes, dynamo=False,
-                              do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                example_inputs,
+                buffer,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                dynamo=False,
+                do_constant_folding=True,
+            )
         except Exception as exc:
             raise SitOnnxError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from None
     model = onnx.load_from_string(buffer.getvalue())

@@ -64,7 +64,9 @@ def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         return version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeError/ValueError with long texts
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SitOnnxError(f"unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET} ({first})") from None
+        raise SitOnnxError(
+            f"unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET} ({first})"
+        ) from None
 
 
 def _legacy_axes(model: onnx.ModelProto) -> dict[str, int]:
@@ -84,8 +86,12 @@ def _existing_steps(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptions(), source: str | None = None,
-                  in_place: bool = False) -> tuple[onnx.ModelProto, RewriteReport]:
+def rewrite_model(
+    model: onnx.ModelProto,
+    options: RewriteOptions = RewriteOptions(),
+    source: str | None = None,
+    in_place: bool = False,
+) -> tuple[onnx.ModelProto, RewriteReport]:
     """Convert the softmax sites of `model`; a copy unless `in_place` (then `model` itself becomes the result)."""
     params = options.neuron_params()
     if options.time_steps < 0:
@@ -116,16 +122,25 @@ def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptio
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert")
     unknown = sorted(set(options.nodes) - {s.name for s in sites})
     if unknown:
-        raise SitOnnxError(f"--nodes: no softmax site named {', '.join(unknown)}; sites are: "
-                           + ", ".join(s.name for s in sites))
+        raise SitOnnxError(
+            f"--nodes: no softmax site named {', '.join(unknown)}; sites are: " + ", ".join(s.name for s in sites)
+        )
     chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, options.fuse)
     names = NamePool(graph)
     reports = []
     for index, site in enumerate(sites):
         axis = legacy_axes.get(site.name, site.axis) if site.pattern == SOFTMAX else site.axis
         graph_name = "main" if site.graph is graph else site.graph.name
-        entry = SiteReport(site.name, graph_name, site.pattern, site.axis, _semantics(source_opset, site.pattern, axis),
-                           converted=False, logits=site.logits.name, output=site.output.name)
+        entry = SiteReport(
+            site.name,
+            graph_name,
+            site.pattern,
+            site.axis,
+            _semantics(source_opset, site.pattern, axis),
+            converted=False,
+            logits=site.logits.name,
+            output=site.output.name,
+        )
         if options.first is not None and index >= options.first:
             entry.reason = f"not among the first {options.first} sites (--first)"
         elif options.nodes and site.name not in options.nodes:
@@ -141,23 +156,40 @@ def rewrite_model(model: onnx.ModelProto, options: RewriteOptions = RewriteOptio
     new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
     _attach_functions(new, params.steps, opset)
     new.metadata_props.extend(light.metadata_props)
-    onnx.helper.set_model_props(new, {**{p.key: p.value for p in new.metadata_props},
-                                      "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
+    onnx.helper.set_model_props(
+        new,
+        {
+            **{p.key: p.value for p in new.metadata_props},
+            "sit_onnx.params": params.method,
+            "sit_onnx.steps": str(params.steps),
+        },
+    )
     if options.inline:
         new = inline_spiking_functions(new)
     validate_model(new)
     report = RewriteReport(
-        input=source, output=None, source_opset=source_opset, opset=opset, steps=params.steps,
+        input=source,
+        output=None,
+        source_opset=source_opset,
+        opset=opset,
+        steps=params.steps,
         params=options.params_file or f"shipped K={params.steps} on {list(params.input_range)}",
         options={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
-        sites=reports, ops_before=dict(ops_before), ops_after=dict(count_ops(new.graph)), inlined=options.inline,
+        sites=reports,
+        ops_before=dict(ops_before),
+        ops_after=dict(count_ops(new.graph)),
+        inlined=options.inline,
     )
     if source_opset < MIN_OPSET:
-        report.notes.append(f"model converted from opset {source_opset} to {opset} by onnx.version_converter "
-                            "(legacy Softmax semantics kept with Flatten/Reshape)")
+        report.notes.append(
+            f"model converted from opset {source_opset} to {opset} by onnx.version_converter "
+            "(legacy Softmax semantics kept with Flatten/Reshape)"
+        )
     if options.shift and params.input_range[1] > 0.5:
-        report.notes.append("max-shift feeds SI-exp values <= 0, but this parameter set is fitted on "
-                            f"{list(params.input_range)}; a set fitted on [-R, 0] fits better")
+        report.notes.append(
+            "max-shift feeds SI-exp values <= 0, but this parameter set is fitted on "
+            f"{list(params.input_range)}; a set fitted on [-R, 0] fits better"
+        )
     return write_back(model, new, aside), report
 
 
@@ -178,7 +210,8 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnx import inliner
 
     inlined = inliner.inline_selected_functions(
-        model, [(f.domain, f.name) for f in model.functions if f.domain == DOMAIN], exclude=False)
+        model, [(f.domain, f.name) for f in model.functions if f.domain == DOMAIN], exclude=False
+    )
     del inlined.functions[:]
     inlined.functions.extend(f for f in model.functions if f.domain != DOMAIN)
     kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
@@ -192,8 +225,12 @@ def default_output(path: Path) -> Path:
     return path.with_name(f"{name}.sit.onnx")
 
 
-def rewrite_file(input_path: str | os.PathLike, output_path: str | os.PathLike | None = None,
-                 options: RewriteOptions = RewriteOptions(), force: bool = False) -> RewriteReport:
+def rewrite_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    options: RewriteOptions = RewriteOptions(),
+    force: bool = False,
+) -> RewriteReport:
     """Convert a file; the output is written atomically and the input left untouched."""
     input_path = Path(input_path)
     output_path = Path(output_path) if output_path else default_output(input_path)

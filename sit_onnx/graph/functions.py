@@ -54,33 +54,46 @@ def _cast_out(nodes: list, value: str, like: str, output: str, opset: int) -> No
 def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
     """SI-exp unrolled over `steps`: `z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z`; NaN in, NaN out."""
     floats = onnx.AttributeProto.FLOATS
-    nodes = [_ref_constant("T", "thresholds", floats), _ref_constant("H", "resets", floats),
-             _ref_constant("D", "weights", floats)]
+    nodes = [
+        _ref_constant("T", "thresholds", floats),
+        _ref_constant("H", "resets", floats),
+        _ref_constant("D", "weights", floats),
+    ]
     v = _cast_in(nodes, "X", opset)
     x = v
     out = None
     for t in range(steps):
-        nodes += [_scalar(f"i{t}", t),
-                  helper.make_node("Gather", ["T", f"i{t}"], [f"T{t}"]),
-                  helper.make_node("Gather", ["D", f"i{t}"], [f"D{t}"]),
-                  helper.make_node("GreaterOrEqual", [v, f"T{t}"], [f"fire{t}"]),
-                  helper.make_node("Cast", [f"fire{t}"], [f"z{t}"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", [f"D{t}", f"z{t}"], [f"dz{t}"])]
+        nodes += [
+            _scalar(f"i{t}", t),
+            helper.make_node("Gather", ["T", f"i{t}"], [f"T{t}"]),
+            helper.make_node("Gather", ["D", f"i{t}"], [f"D{t}"]),
+            helper.make_node("GreaterOrEqual", [v, f"T{t}"], [f"fire{t}"]),
+            helper.make_node("Cast", [f"fire{t}"], [f"z{t}"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"D{t}", f"z{t}"], [f"dz{t}"]),
+        ]
         if out is None:
             out = f"dz{t}"
         else:
             nodes.append(helper.make_node("Add", [out, f"dz{t}"], [f"out{t}"]))
             out = f"out{t}"
         if t < steps - 1:  # the last reset is never read
-            nodes += [helper.make_node("Gather", ["H", f"i{t}"], [f"H{t}"]),
-                      helper.make_node("Mul", [f"H{t}", f"z{t}"], [f"hz{t}"]),
-                      helper.make_node("Sub", [v, f"hz{t}"], [f"v{t + 1}"])]
+            nodes += [
+                helper.make_node("Gather", ["H", f"i{t}"], [f"H{t}"]),
+                helper.make_node("Mul", [f"H{t}", f"z{t}"], [f"hz{t}"]),
+                helper.make_node("Sub", [v, f"hz{t}"], [f"v{t + 1}"]),
+            ]
             v = f"v{t + 1}"
-    nodes += [helper.make_node("IsNaN", [x], ["x_nan"]),
-              helper.make_node("Where", ["x_nan", x, out], ["y_f32"])]
+    nodes += [helper.make_node("IsNaN", [x], ["x_nan"]), helper.make_node("Where", ["x_nan", x, out], ["y_f32"])]
     _cast_out(nodes, "y_f32", "X", "Y", opset)
-    return helper.make_function(DOMAIN, SPIKING_EXP, ["X"], ["Y"], nodes, [helper.make_opsetid("", opset)],
-                                attributes=["thresholds", "resets", "weights"])
+    return helper.make_function(
+        DOMAIN,
+        SPIKING_EXP,
+        ["X"],
+        ["Y"],
+        nodes,
+        [helper.make_opsetid("", opset)],
+        attributes=["thresholds", "resets", "weights"],
+    )
 
 
 def spiking_norm_function(opset: int) -> onnx.FunctionProto:
@@ -133,17 +146,31 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Cast", ["shift_int"], ["use_shift"], to=TensorProto.BOOL),
         helper.make_node("Sigmoid", [x], ["squashed"]),
         helper.make_node("Where", ["use_sigmoid", "squashed", x], ["a"]),
-        argmax, gather,
+        argmax,
+        gather,
         helper.make_node("Sub", ["a", "peak"], ["shifted"]),
         helper.make_node("Where", ["use_shift", "shifted", "a"], ["b"]),
-        spiking_exp, spiking_norm,
+        spiking_exp,
+        spiking_norm,
     ]
     _cast_out(nodes, "y_f32", "X", "Y", opset)
-    function = helper.make_function(DOMAIN, SPIKING_SOFTMAX, ["X"], ["Y"], nodes,
-                                    [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
-                                    attributes=["thresholds", "resets", "weights"])
-    function.attribute_proto.extend([helper.make_attribute("axis", -1), helper.make_attribute("time_steps", 0),
-                                     helper.make_attribute("shift", 1), helper.make_attribute("sigmoid", 0)])
+    function = helper.make_function(
+        DOMAIN,
+        SPIKING_SOFTMAX,
+        ["X"],
+        ["Y"],
+        nodes,
+        [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+        attributes=["thresholds", "resets", "weights"],
+    )
+    function.attribute_proto.extend(
+        [
+            helper.make_attribute("axis", -1),
+            helper.make_attribute("time_steps", 0),
+            helper.make_attribute("shift", 1),
+            helper.make_attribute("sigmoid", 0),
+        ]
+    )
     return function
 
 

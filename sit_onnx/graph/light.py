@@ -75,7 +75,7 @@ def _used_names(graph: onnx.GraphProto, names: set[str] | None = None) -> set[st
     for node in graph.node:
         names.update(node.input)
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 _used_names(sub, names)
     names.update(o.name for o in graph.output)
     return names

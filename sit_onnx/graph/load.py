@@ -69,7 +69,9 @@ def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, boo
     opset = default_opset(model)
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
-        raise SitOnnxError(f"{path}: uses opset {opset}, newer than this onnx ({onnx.__version__}) knows (up to {newest})")
+        raise SitOnnxError(
+            f"{path}: uses opset {opset}, newer than this onnx ({onnx.__version__}) knows (up to {newest})"
+        )
     return model, external
 
 

@@ -58,6 +58,6 @@ def count_ops(graph: onnx.GraphProto, counts: Counter | None = None) -> Counter:
     for node in graph.node:
         counts[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 count_ops(sub, counts)
     return counts

@@ -49,8 +49,9 @@ class NamePool:
         return name
 
 
-def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions, opset: int,
-                 names: NamePool) -> list[str]:
+def replace_site(
+    site: SoftmaxSite, params: NeuronParams, options: ChainOptions, opset: int, names: NamePool
+) -> list[str]:
     """Swap one site for the spiking chain; return the op types inserted, in order."""
     graph, logits, output = site.graph, site.logits, site.output
     for node in site.nodes:
@@ -63,15 +64,21 @@ def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions,
 
     def add(op, inputs, attrs=None, domain=None, out=None, out_dtype=np.float32):
         result = out or gs.Variable(names.fresh(f"{base}/{op}_out"), dtype=out_dtype)
-        graph.nodes.append(gs.Node(op, names.fresh(f"{base}/sit_{op}"), attrs=attrs or {}, inputs=inputs,
-                                   outputs=[result], domain=domain))
+        graph.nodes.append(
+            gs.Node(
+                op, names.fresh(f"{base}/sit_{op}"), attrs=attrs or {}, inputs=inputs, outputs=[result], domain=domain
+            )
+        )
         inserted.append(op)
         return result
 
     work = np.dtype(np.float32) if cast else dtype
     x = add("Cast", [logits], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}) if cast else logits
-    neuron = {"thresholds": [float(v) for v in params.thresholds], "resets": [float(v) for v in params.resets],
-              "weights": [float(v) for v in params.neuron_weights(0)]}
+    neuron = {
+        "thresholds": [float(v) for v in params.thresholds],
+        "resets": [float(v) for v in params.resets],
+        "weights": [float(v) for v in params.neuron_weights(0)],
+    }
     norm_attrs = {"axis": int(site.axis), "time_steps": int(options.time_steps)}
     if options.fuse:
         op, inputs = SPIKING_SOFTMAX, [x]
@@ -82,30 +89,6 @@ def replace_site(site: SoftmaxSite, params: NeuronParams, options: ChainOptions,
         add("Cast", [add(op, inputs, attrs, DOMAIN)], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=output)
     else:
         add(op, inputs, attrs, DOMAIN, out=output)
-    return inserted
-    if options.sigmoid:
-        x = add("Sigmoid", [x], out_dtype=work)
-    if options.shift:
-        if opset >= AXES_INPUT_OPSET_REDUCE_MAX:
-            axes = gs.Constant(names.fresh(f"{base}/shift_axes"), np.array([site.axis], dtype=np.int64))
-            peak = add("ReduceMax", [x, axes], {"keepdims": 1}, out_dtype=work)
-        else:
-            peak = add("ReduceMax", [x], {"axes": [site.axis], "keepdims": 1}, out_dtype=work)
-        x = add("Sub", [x, peak], out_dtype=work)
-    if params.neurons == 1:
-        spikes = add(SPIKING_EXP, [x], neuron, DOMAIN, out_dtype=work)
-    else:  # an ensemble: M neurons on x + offset_j, summed in order (as the reference sums them)
-        spikes = None
-        for j, offset in enumerate(params.offsets):
-            shift_const = gs.Constant(names.fresh(f"{base}/offset{j}"), np.array(offset, dtype=work))
-            member = add(SPIKING_EXP, [add("Add", [x, shift_const], out_dtype=work)],
-                         {**steps, "weights": [float(v) for v in params.neuron_weights(j)]}, DOMAIN, out_dtype=work)
-            spikes = member if spikes is None else add("Add", [spikes, member], out_dtype=work)
-    if cast:
-        normed = add(SPIKING_NORM, [spikes], norm_attrs, DOMAIN)
-        add("Cast", [normed], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=output)
-    else:
-        add(SPIKING_NORM, [spikes], norm_attrs, DOMAIN, out=output)
     return inserted
 
 
@@ -127,7 +110,12 @@ def _spiking_exp(x, site, params, options, opset, names, add, work):
     total = None
     for j, offset in enumerate(params.offsets):
         offset_const = gs.Constant(names.fresh(f"{base}/offset{j}"), np.array(offset, dtype=work))
-        member = add(SPIKING_EXP, [add("Add", [x, offset_const], out_dtype=work)],
-                     {**steps, "weights": [float(v) for v in params.neuron_weights(j)]}, DOMAIN, out_dtype=work)
+        member = add(
+            SPIKING_EXP,
+            [add("Add", [x, offset_const], out_dtype=work)],
+            {**steps, "weights": [float(v) for v in params.neuron_weights(j)]},
+            DOMAIN,
+            out_dtype=work,
+        )
         total = member if total is None else add("Add", [total, member], out_dtype=work)
     return total

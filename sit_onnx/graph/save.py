@@ -28,8 +28,14 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external: bool =
         staged = staging / path.name
         data_name = f"{path.name}.data"
         if external:
-            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(
+                model,
+                str(staged),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
             os.replace(staging / data_name, path.parent / data_name)
         else:
             onnx.save_model(model, str(staged))

@@ -90,8 +90,12 @@ def _decomposed_site(graph: gs.Graph, exp: gs.Node) -> SoftmaxSite | None:
     sub = exp.inputs[0].inputs[0] if exp.inputs[0].inputs else None
     if sub is not None and sub.op == "Sub" and len(sub.outputs[0].outputs) == 1 and sub.inputs[1].inputs:
         reduce_max = sub.inputs[1].inputs[0]
-        if (reduce_max.op == "ReduceMax" and reduce_max.inputs[0] is sub.inputs[0]
-                and _single_axis(reduce_max) == axis and len(reduce_max.outputs[0].outputs) == 1):
+        if (
+            reduce_max.op == "ReduceMax"
+            and reduce_max.inputs[0] is sub.inputs[0]
+            and _single_axis(reduce_max) == axis
+            and len(reduce_max.outputs[0].outputs) == 1
+        ):
             nodes = [reduce_max, sub] + nodes
             logits, pattern = sub.inputs[0], DECOMPOSED_SHIFTED
     return SoftmaxSite(exp.name or div.name, graph, pattern, axis, logits, div.outputs[0], nodes)

@@ -166,11 +166,22 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
     draft = NeuronParams(thresholds, resets, weights, (lo, hi), method="draft")
     rmse, max_error = evaluate_fit(draft)
     return NeuronParams(
-        thresholds, resets, weights, (lo, hi), rmse=rmse, max_error=max_error,
+        thresholds,
+        resets,
+        weights,
+        (lo, hi),
+        rmse=rmse,
+        max_error=max_error,
         method="surrogate-gradient explore + least-squares d + coordinate polish",
-        meta={"seed": opts.seed, "restarts": opts.restarts, "iterations": opts.iterations,
-              "polish_rounds": opts.polish_rounds, "surrogate_width": opts.surrogate_width,
-              "grid_points": GRID_POINTS, "eval_points": EVAL_POINTS},
+        meta={
+            "seed": opts.seed,
+            "restarts": opts.restarts,
+            "iterations": opts.iterations,
+            "polish_rounds": opts.polish_rounds,
+            "surrogate_width": opts.surrogate_width,
+            "grid_points": GRID_POINTS,
+            "eval_points": EVAL_POINTS,
+        },
     )
 
 
@@ -200,11 +211,17 @@ def fit_ensemble(single: NeuronParams, neurons: int) -> NeuronParams:
         if best is None or rmse < best[0]:
             best = (rmse, max_error, offsets, weights, spread)
     rmse, max_error, offsets, weights, spread = best
-    return NeuronParams(thresholds, resets, weights, (lo, hi), rmse=rmse, max_error=max_error,
-                        method=f"ensemble of {neurons} offset neurons over: {single.method}",
-                        meta={**single.meta, "neurons": neurons, "offset_spread": spread,
-                              "single_neuron_rmse": single.rmse},
-                        offsets=offsets)
+    return NeuronParams(
+        thresholds,
+        resets,
+        weights,
+        (lo, hi),
+        rmse=rmse,
+        max_error=max_error,
+        method=f"ensemble of {neurons} offset neurons over: {single.method}",
+        meta={**single.meta, "neurons": neurons, "offset_spread": spread, "single_neuron_rmse": single.rmse},
+        offsets=offsets,
+    )
 
 
 def total_ticks(opts: FitOptions) -> int:

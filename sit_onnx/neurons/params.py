@@ -56,7 +56,7 @@ class NeuronParams:
 
     def neuron_weights(self, j: int) -> tuple[float, ...]:
         """The K output weights d(t) of ensemble member j."""
-        return self.weights[j * self.steps:(j + 1) * self.steps]
+        return self.weights[j * self.steps : (j + 1) * self.steps]
 
     def to_json(self) -> str:
         record = {"format": FORMAT, "version": FORMAT_VERSION, "steps": self.steps, **asdict(self)}
@@ -94,15 +94,19 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
     except json.JSONDecodeError as exc:
         raise SitOnnxError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise SitOnnxError(f"{source}: not a sit-onnx parameter file (expected \"format\": \"{FORMAT}\")")
+        raise SitOnnxError(f'{source}: not a sit-onnx parameter file (expected "format": "{FORMAT}")')
     if record.get("version") != FORMAT_VERSION:
-        raise SitOnnxError(f"{source}: parameter file version {record.get('version')!r}, this sit-onnx reads {FORMAT_VERSION}")
+        raise SitOnnxError(
+            f"{source}: parameter file version {record.get('version')!r}, this sit-onnx reads {FORMAT_VERSION}"
+        )
     missing = [k for k in ("thresholds", "resets", "weights", "input_range") if k not in record]
     if missing:
         raise SitOnnxError(f"{source}: parameter file lacks {', '.join(missing)}")
     for key in ("thresholds", "resets", "weights", "input_range", "offsets"):
         value = record.get(key, [0.0])
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
             raise SitOnnxError(f"{source}: {key} must be a list of numbers")
     try:
         params = NeuronParams(
@@ -144,6 +148,8 @@ def shipped_params(steps: int = 12, input_range: tuple[float, float] = PAPER_RAN
     name = shipped_name(steps, tuple(input_range))
     resource = resources.files("sit_onnx.neurons") / "data" / name
     if not resource.is_file():
-        have = ", ".join(sorted(p.name for p in (resources.files("sit_onnx.neurons") / "data").iterdir() if p.name.endswith(".json")))
+        have = ", ".join(
+            sorted(p.name for p in (resources.files("sit_onnx.neurons") / "data").iterdir() if p.name.endswith(".json"))
+        )
         raise SitOnnxError(f"no shipped parameter set for K={steps} on {list(input_range)}; shipped: {have or 'none'}")
     return params_from_json(resource.read_text(encoding="utf-8"), name)

@@ -42,8 +42,14 @@ def exp_quality(params: NeuronParams, points: int = EVAL_POINTS, seed: int = 123
     x = np.random.default_rng(seed).uniform(lo, hi, points)
     out, spikes = si_exp(x, params, return_spikes=True)
     err = out - np.exp(x)
-    return ExpQuality(params.steps, (lo, hi), float(np.sqrt(np.mean(err**2))), float(np.max(np.abs(err))),
-                      float(spikes.sum(axis=-1).mean()), points)
+    return ExpQuality(
+        params.steps,
+        (lo, hi),
+        float(np.sqrt(np.mean(err**2))),
+        float(np.max(np.abs(err))),
+        float(spikes.sum(axis=-1).mean()),
+        points,
+    )
 
 
 def softmax_error(p: np.ndarray, q: np.ndarray, length: int, protocol: str) -> SoftmaxQuality:
@@ -51,8 +57,14 @@ def softmax_error(p: np.ndarray, q: np.ndarray, length: int, protocol: str) -> S
     diff = np.abs(p - q)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * (np.log(p) - np.log(np.maximum(q, 1e-12))), 0.0)
-    return SoftmaxQuality(length, protocol, float(diff.mean()), float((diff**2).mean()), float(diff.max()),
-                          float(terms.sum(axis=-1).mean()))
+    return SoftmaxQuality(
+        length,
+        protocol,
+        float(diff.mean()),
+        float((diff**2).mean()),
+        float(diff.max()),
+        float(terms.sum(axis=-1).mean()),
+    )
 
 
 PROTOCOLS = {
@@ -61,8 +73,9 @@ PROTOCOLS = {
 }
 
 
-def softmax_quality(params: NeuronParams, length: int, protocol: str, vectors: int = 2000,
-                    seed: int = 7) -> SoftmaxQuality:
+def softmax_quality(
+    params: NeuronParams, length: int, protocol: str, vectors: int = 2000, seed: int = 7
+) -> SoftmaxQuality:
     rng = np.random.default_rng(seed)
     if protocol == "paper":
         x = rng.uniform(-1, 1, (vectors, length))

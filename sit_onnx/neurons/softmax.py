@@ -36,8 +36,9 @@ def prepare_input(x: np.ndarray, axis: int, options: SoftmaxOptions) -> np.ndarr
     return v
 
 
-def spiking_softmax(x: np.ndarray, params: NeuronParams, axis: int = -1,
-                    options: SoftmaxOptions = SoftmaxOptions()) -> np.ndarray:
+def spiking_softmax(
+    x: np.ndarray, params: NeuronParams, axis: int = -1, options: SoftmaxOptions = SoftmaxOptions()
+) -> np.ndarray:
     """Spiking-Softmax of x along axis; result in x's dtype."""
     x = np.asarray(x)
     exp_out = si_exp(prepare_input(x, axis, options), params)

@@ -39,8 +39,10 @@ def get_library_path() -> str:
         return override
     found = _installed_library()
     if found is None:
-        raise SitOnnxError("the sit-onnx custom-op library is not built: install the package with "
-                           "`pip install .` (needs a C++17 compiler and CMake), or set " + ENV_OVERRIDE)
+        raise SitOnnxError(
+            "the sit-onnx custom-op library is not built: install the package with "
+            "`pip install .` (needs a C++17 compiler and CMake), or set " + ENV_OVERRIDE
+        )
     return str(found)
 
 

@@ -36,8 +36,10 @@ def resolve_providers(provider: str) -> list[str]:
     if provider not in PROVIDERS:
         raise SitOnnxError(f"unknown provider {provider!r}; choose from auto, {', '.join(PROVIDERS)}")
     if PROVIDERS[provider] not in available:
-        raise SitOnnxError(f"provider {provider} is not available in this onnxruntime ({ort.__version__}, has "
-                           f"{', '.join(available)}); install onnxruntime-gpu for cuda")
+        raise SitOnnxError(
+            f"provider {provider} is not available in this onnxruntime ({ort.__version__}, has "
+            f"{', '.join(available)}); install onnxruntime-gpu for cuda"
+        )
     return [PROVIDERS[provider]] + ([PROVIDERS["cpu"]] if provider != "cpu" else [])
 
 
@@ -69,15 +71,21 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec =
             options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         try:
             session = ort.InferenceSession(source, options, providers=providers)
-        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-                ort.capi.onnxruntime_pybind11_state.InvalidGraph, ort.capi.onnxruntime_pybind11_state.NoSuchFile,
-                RuntimeError) as exc:
+        except (
+            ort.capi.onnxruntime_pybind11_state.Fail,
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+            ort.capi.onnxruntime_pybind11_state.NoSuchFile,
+            RuntimeError,
+        ) as exc:
             raise SitOnnxError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
         if expected:
             placed = spiking_node_count(onnx.load(str(optimized), load_external_data=False))
             if placed < expected:
-                raise SitOnnxError(f"only {placed} of {expected} spiking ops run on the sit-onnx kernels; the rest "
-                                   "fell back to their function bodies (is the library built for this onnxruntime?)")
+                raise SitOnnxError(
+                    f"only {placed} of {expected} spiking ops run on the sit-onnx kernels; the rest "
+                    "fell back to their function bodies (is the library built for this onnxruntime?)"
+                )
     return session
 
 

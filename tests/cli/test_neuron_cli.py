@@ -22,17 +22,22 @@ def test_show_json_fields():
 
 def test_show_table_for_shift_set():
     result = invoke("neuron", "show", "--steps", "12", "--range", "-12", "0")
-    assert result.exit_code == 0 and "fitted on [-12, 0]" in result.output and "expected spikes per input" in result.output
+    assert (
+        result.exit_code == 0 and "fitted on [-12, 0]" in result.output and "expected spikes per input" in result.output
+    )
 
 
-@pytest.mark.parametrize("args, code, text", [
-    (["neuron", "show", "--steps", "5"], 1, "no shipped parameter set for K=5"),
-    (["neuron", "show", "--range", "1", "-1"], 2, "need finite LO < HI"),
-    (["neuron", "show", "--steps", "x"], 2, "not a valid integer"),
-    (["neuron", "fit", "--steps", "0", "-o", "p.json"], 2, "0 is not in the range"),
-    (["neuron", "fit", "--range", "0", "nan", "-o", "p.json"], 2, "need finite LO < HI"),
-    (["neuron", "show", "--params", "missing.json"], 1, "parameter file not found"),
-])
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (["neuron", "show", "--steps", "5"], 1, "no shipped parameter set for K=5"),
+        (["neuron", "show", "--range", "1", "-1"], 2, "need finite LO < HI"),
+        (["neuron", "show", "--steps", "x"], 2, "not a valid integer"),
+        (["neuron", "fit", "--steps", "0", "-o", "p.json"], 2, "0 is not in the range"),
+        (["neuron", "fit", "--range", "0", "nan", "-o", "p.json"], 2, "need finite LO < HI"),
+        (["neuron", "show", "--params", "missing.json"], 1, "parameter file not found"),
+    ],
+)
 def test_bad_arguments(args, code, text):
     result = invoke(*args)
     assert result.exit_code == code, result.output
@@ -41,8 +46,24 @@ def test_bad_arguments(args, code, text):
 
 def test_fit_writes_a_loadable_set(tmp_path):
     out = tmp_path / "p.json"
-    args = ["neuron", "fit", "-k", "3", "--range", "-1", "1", "-o", out, "--restarts", "1", "--iterations", "30",
-            "--polish-rounds", "1", "--json"]
+    args = [
+        "neuron",
+        "fit",
+        "-k",
+        "3",
+        "--range",
+        "-1",
+        "1",
+        "-o",
+        out,
+        "--restarts",
+        "1",
+        "--iterations",
+        "30",
+        "--polish-rounds",
+        "1",
+        "--json",
+    ]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     record = json.loads(result.output.strip().splitlines()[-1])

@@ -69,8 +69,14 @@ def _leftovers(folder):
     [
         (lambda p: p.with_name("missing.onnx"), "no such file"),
         (lambda p: p.parent, "not a file"),
-        (lambda p: (p.with_name("t.onnx").write_text("hello, not protobuf"), p.with_name("t.onnx"))[1], "not an ONNX model"),
-        (lambda p: (p.with_name("cut.onnx").write_bytes(p.read_bytes()[:40]), p.with_name("cut.onnx"))[1], "not an ONNX model"),
+        (
+            lambda p: (p.with_name("t.onnx").write_text("hello, not protobuf"), p.with_name("t.onnx"))[1],
+            "not an ONNX model",
+        ),
+        (
+            lambda p: (p.with_name("cut.onnx").write_bytes(p.read_bytes()[:40]), p.with_name("cut.onnx"))[1],
+            "not an ONNX model",
+        ),
     ],
 )
 def test_bad_input_files(model_path, params_file, make, text):
@@ -98,16 +104,21 @@ def test_opset_newer_than_onnx(tmp_path, params_file):
 
 
 def test_unwritable_output(model_path, params_file):
-    assert_one_line_error(invoke("rewrite", model_path, "--params", params_file, "-o", "/proc/out.onnx"),
-                          "cannot write")
-    assert_one_line_error(invoke("rewrite", model_path, "--params", params_file, "-o", model_path.parent / "no" / "o.onnx"),
-                          "does not exist")
+    assert_one_line_error(
+        invoke("rewrite", model_path, "--params", params_file, "-o", "/proc/out.onnx"), "cannot write"
+    )
+    assert_one_line_error(
+        invoke("rewrite", model_path, "--params", params_file, "-o", model_path.parent / "no" / "o.onnx"),
+        "does not exist",
+    )
 
 
 def test_malformed_params_file(model_path, tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text('{"format": "sit-onnx/si-exp-params", "version": 1, "thresholds": [1], "resets": [], '
-                   '"weights": [1], "input_range": [-1, 1]}')
+    bad.write_text(
+        '{"format": "sit-onnx/si-exp-params", "version": 1, "thresholds": [1], "resets": [], '
+        '"weights": [1], "input_range": [-1, 1]}'
+    )
     assert_one_line_error(invoke("rewrite", model_path, "--params", bad), "lengths differ")
     assert not model_path.with_name("m.sit.onnx").exists()
 
@@ -122,10 +133,13 @@ def test_external_data_model(tmp_path, params_file, rng):
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]),
-                               helper.make_node("Softmax", ["h"], ["y"], axis=-1)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=-1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     src = tmp_path / "ext" / "m.onnx"
     src.parent.mkdir()

@@ -32,9 +32,11 @@ def test_run_given_inputs(tmp_path):
 def test_run_bad_inputs(tmp_path):
     model = _model(tmp_path)
     data = tmp_path / "in.npz"
-    for arrays, message in [({"z": np.zeros((2, 4), np.float32)}, "lacks the model input 'x'"),
-                            ({"x": np.zeros((2, 5), np.float32)}, "wants ['b', 4]"),
-                            ({"x": np.zeros((2, 4), np.int64)}, "is int64")]:
+    for arrays, message in [
+        ({"z": np.zeros((2, 4), np.float32)}, "lacks the model input 'x'"),
+        ({"x": np.zeros((2, 5), np.float32)}, "wants ['b', 4]"),
+        ({"x": np.zeros((2, 4), np.int64)}, "is int64"),
+    ]:
         np.savez(data, **arrays)
         result = CliRunner().invoke(main, ["run", str(model), "--inputs", str(data)])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output

@@ -36,11 +36,16 @@ def classifier(tmp_path_factory):
     rng = np.random.default_rng(0)
     w, v = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1, name="att"),
-         helper.make_node("MatMul", ["p", "v"], ["logits"])], "tiny",
+        [
+            helper.make_node("MatMul", ["x", "w"], ["s"]),
+            helper.make_node("Softmax", ["s"], ["p"], axis=-1, name="att"),
+            helper.make_node("MatMul", ["p", "v"], ["logits"]),
+        ],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(v, "v")])
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(v, "v")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     folder = tmp_path_factory.mktemp("tiny")
     onnx.save(model, str(folder / "tiny.onnx"))
@@ -56,7 +61,8 @@ def test_eval_on_tiny_graph(classifier):
     record = ok_json(invoke("eval", classifier / "tiny.onnx", "--data", classifier / "data.npz", "--json"))
     assert record["ann_accuracy"] == 1.0 and record["samples"] == 200
     assert record["converted_accuracy"] > 0.95 and record["loss_points"] == pytest.approx(
-        100 * (record["ann_accuracy"] - record["converted_accuracy"]))
+        100 * (record["ann_accuracy"] - record["converted_accuracy"])
+    )
 
 
 def test_eval_bundled_model_on_digits():
@@ -68,19 +74,23 @@ def test_eval_bundled_model_on_digits():
 def test_eval_with_converted_file(classifier, tmp_path):
     converted = tmp_path / "c.onnx"
     assert invoke("rewrite", classifier / "tiny.onnx", "-o", converted).exit_code == 0
-    record = ok_json(invoke("eval", classifier / "tiny.onnx", "--converted", converted, "--data",
-                            classifier / "data.npz", "--json"))
+    record = ok_json(
+        invoke("eval", classifier / "tiny.onnx", "--converted", converted, "--data", classifier / "data.npz", "--json")
+    )
     assert record["converted"] == str(converted) and record["converted_accuracy"] > 0.95
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"x": np.zeros((4, 6), np.float32)}, "has no 'labels'"),
-    ({"y": np.zeros((4, 6), np.float32), "labels": np.zeros(4, np.int64)}, "lacks the model input 'x'"),
-    ({"x": np.zeros((4, 7), np.float32), "labels": np.zeros(4, np.int64)}, "wants ['n', 6]"),
-    ({"x": np.zeros((4, 6), np.int32), "labels": np.zeros(4, np.int64)}, "is int32"),
-    ({"x": np.zeros((4, 6), np.float32), "labels": np.zeros(4, np.float32)}, "1-D integer array"),
-    ({"x": np.zeros((4, 6), np.float32), "labels": np.zeros(5, np.int64)}, "has 4 rows but 'labels' has 5"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((4, 6), np.float32)}, "has no 'labels'"),
+        ({"y": np.zeros((4, 6), np.float32), "labels": np.zeros(4, np.int64)}, "lacks the model input 'x'"),
+        ({"x": np.zeros((4, 7), np.float32), "labels": np.zeros(4, np.int64)}, "wants ['n', 6]"),
+        ({"x": np.zeros((4, 6), np.int32), "labels": np.zeros(4, np.int64)}, "is int32"),
+        ({"x": np.zeros((4, 6), np.float32), "labels": np.zeros(4, np.float32)}, "1-D integer array"),
+        ({"x": np.zeros((4, 6), np.float32), "labels": np.zeros(5, np.int64)}, "has 4 rows but 'labels' has 5"),
+    ],
+)
 def test_eval_bad_data(classifier, tmp_path, arrays, message):
     data = tmp_path / "bad.npz"
     np.savez(data, **arrays)
@@ -92,9 +102,12 @@ def test_eval_needs_exactly_one_data_source(classifier):
 
 
 def test_model_without_softmax_refused(tmp_path):
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+    )
     path = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     data = tmp_path / "d.npz"
@@ -142,8 +155,9 @@ def test_compare_passes_and_fails(classifier, tmp_path):
     invoke("rewrite", classifier / "tiny.onnx", "-o", converted)
     inputs = tmp_path / "in.npz"
     np.savez(inputs, x=np.random.default_rng(1).normal(size=(8, 6)).astype(np.float32))
-    record = ok_json(invoke("compare", classifier / "tiny.onnx", converted, "--inputs", inputs, "--atol", "0.1",
-                            "--json"))
+    record = ok_json(
+        invoke("compare", classifier / "tiny.onnx", converted, "--inputs", inputs, "--atol", "0.1", "--json")
+    )
     (out,) = record["outputs"]
     assert record["passed"] and 0 < out["max_abs"] < 0.1 and out["min_atol_to_pass"] == pytest.approx(out["max_abs"])
     assert out["cosine"] > 0.99

@@ -42,9 +42,13 @@ def _with_outputs(model, names):
 def _models():
     torch.manual_seed(0)
     encoder = torch.nn.TransformerEncoder(
-        torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), 2, enable_nested_tensor=False)
-    return [("encoder-opset17", encoder, 17), ("hand-attention-opset11", HandAttention(), 11),
-            ("hand-attention-opset13", HandAttention(), 13)]
+        torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), 2, enable_nested_tensor=False
+    )
+    return [
+        ("encoder-opset17", encoder, 17),
+        ("hand-attention-opset11", HandAttention(), 11),
+        ("hand-attention-opset13", HandAttention(), 13),
+    ]
 
 
 @pytest.mark.parametrize("label, module, opset", _models(), ids=lambda v: v if isinstance(v, str) else "")
@@ -61,10 +65,11 @@ def test_exported_transformer_sites_match_reference(tmp_path, params_file, label
     # each site against the reference on the logits the converted model itself produced there
     names = [n.input[0] for n in softmax_nodes] + [n.output[0] for n in softmax_nodes]
     values = run(_with_outputs(new, names), {"input": x})[1:]
-    logits, outputs = values[: len(softmax_nodes)], values[len(softmax_nodes):]
+    logits, outputs = values[: len(softmax_nodes)], values[len(softmax_nodes) :]
     params = load_params(params_file)
     for node, z, got in zip(softmax_nodes, logits, outputs):
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
         assert axis in (-1, z.ndim - 1)  # last axis: the legacy and new semantics coincide
-        np.testing.assert_allclose(got, spiking_softmax(z, params, axis=-1, options=SoftmaxOptions(shift=shift)),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            got, spiking_softmax(z, params, axis=-1, options=SoftmaxOptions(shift=shift)), atol=1e-6
+        )

@@ -16,14 +16,23 @@ def _decomposed_model(axis, with_max, opset=18):
     nodes = []
     logits = "x"
     if with_max:
-        nodes += [helper.make_node("ReduceMax", ["x", "axes"], ["m"], keepdims=1),
-                  helper.make_node("Sub", ["x", "m"], ["shifted"])]
+        nodes += [
+            helper.make_node("ReduceMax", ["x", "axes"], ["m"], keepdims=1),
+            helper.make_node("Sub", ["x", "m"], ["shifted"]),
+        ]
         logits = "shifted"
-    nodes += [helper.make_node("Exp", [logits], ["e"], name="exp"),
-              helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
-              helper.make_node("Div", ["e", "s"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4, 5])], [axes])
+    nodes += [
+        helper.make_node("Exp", [logits], ["e"], name="exp"),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+        helper.make_node("Div", ["e", "s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4, 5])],
+        [axes],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -51,13 +60,25 @@ def test_exp_with_other_consumers_is_left_alone(params_file):
 
 def _if_model(opset=17):
     def branch(name, op):
-        node = helper.make_node(op, ["x"], [f"{name}_y"], name=f"{name}_softmax", **({"axis": -1} if op == "Softmax" else {}))
-        return helper.make_graph([node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [2, 6])])
+        node = helper.make_node(
+            op, ["x"], [f"{name}_y"], name=f"{name}_softmax", **({"axis": -1} if op == "Softmax" else {})
+        )
+        return helper.make_graph(
+            [node], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [2, 6])]
+        )
 
-    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", "Softmax"), else_branch=branch("else", "Relu"))
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-                                            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])])
+    node = helper.make_node(
+        "If", ["cond"], ["y"], then_branch=branch("then", "Softmax"), else_branch=branch("else", "Relu")
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -73,15 +94,23 @@ def test_softmax_inside_if_branch(params_file, rng):
 
 
 def _two_softmax_model():
-    nodes = [helper.make_node("Softmax", ["x"], ["a"], name="first", axis=-1),
-             helper.make_node("Softmax", ["a"], ["y"], name="second", axis=0)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["a"], name="first", axis=-1),
+        helper.make_node("Softmax", ["a"], ["y"], name="second", axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("options, converted", [({"first": 1}, ["first"]), ({"first": 0}, []),
-                                                ({"nodes": ("second",)}, ["second"]), ({}, ["first", "second"])])
+@pytest.mark.parametrize(
+    "options, converted",
+    [({"first": 1}, ["first"]), ({"first": 0}, []), ({"nodes": ("second",)}, ["second"]), ({}, ["first", "second"])],
+)
 def test_site_selection(params_file, options, converted):
     new, report = rewrite_model(_two_softmax_model(), RewriteOptions(params_file=params_file, **options))
     assert [s.name for s in report.converted] == converted
@@ -117,16 +146,23 @@ def test_caller_model_unchanged_and_weights_kept(params_file, rng):
     from onnx import numpy_helper
 
     weight = numpy_helper.from_array(rng.normal(size=(32, 32)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]),
-                               helper.make_node("Softmax", ["h"], ["y"], axis=-1, name="sm")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 32])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=-1, name="sm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 32])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     before = model.SerializeToString()
     new, _ = rewrite_model(model, RewriteOptions(params_file=params_file))
     assert model.SerializeToString() == before
-    assert [i.name for i in new.graph.input] == ["x"]  # large weights set aside during the pass come back as initializers
+    assert [i.name for i in new.graph.input] == [
+        "x"
+    ]  # large weights set aside during the pass come back as initializers
     np.testing.assert_array_equal(numpy_helper.to_array(new.graph.initializer[0]), numpy_helper.to_array(weight))
     x = rng.normal(size=(2, 32)).astype(np.float32)
-    expected = spiking_softmax(x @ numpy_helper.to_array(weight), load_params(params_file), options=SoftmaxOptions(shift=True))
+    expected = spiking_softmax(
+        x @ numpy_helper.to_array(weight), load_params(params_file), options=SoftmaxOptions(shift=True)
+    )
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-5)

@@ -7,7 +7,6 @@ from onnx import TensorProto
 
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.neurons import SoftmaxOptions, load_params, spiking_softmax
-
 from tests.helpers import run, softmax_model, spiking_ops
 
 
@@ -27,13 +26,15 @@ def test_opset13_semantics_match_reference(params_file, rng, opset, axis, shift)
     onnx.checker.check_model(new, full_check=True)
     assert "Softmax" not in report.ops_after and spiking_ops(new) == ["SpikingExp", "SpikingNorm"]
     x = rng.normal(0, 3, (2, 3, 4)).astype(np.float32)
-    expected = spiking_softmax(x, load_params(params_file), axis=-1 if axis is None else axis,
-                               options=SoftmaxOptions(shift=shift))
+    expected = spiking_softmax(
+        x, load_params(params_file), axis=-1 if axis is None else axis, options=SoftmaxOptions(shift=shift)
+    )
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
 
 
-LEGACY_CASES = [(opset, axis) for opset in (7, 9, 11, 12) for axis in (0, 1, 2, -1, None)
-                if not (opset < 11 and axis == -1)]  # negative axes arrived with opset 11
+LEGACY_CASES = [
+    (opset, axis) for opset in (7, 9, 11, 12) for axis in (0, 1, 2, -1, None) if not (opset < 11 and axis == -1)
+]  # negative axes arrived with opset 11
 
 
 @pytest.mark.parametrize("opset, axis", LEGACY_CASES)
@@ -49,8 +50,9 @@ def test_legacy_semantics_flatten_trailing_dims(params_file, rng, opset, axis):
 
 
 @pytest.mark.parametrize("opset", [13, 17])
-@pytest.mark.parametrize("dtype, np_dtype, atol", [(TensorProto.FLOAT16, np.float16, 1e-3),
-                                                   (TensorProto.DOUBLE, np.float64, 1e-6)])
+@pytest.mark.parametrize(
+    "dtype, np_dtype, atol", [(TensorProto.FLOAT16, np.float16, 1e-3), (TensorProto.DOUBLE, np.float64, 1e-6)]
+)
 def test_other_dtypes_keep_their_type(params_file, rng, opset, dtype, np_dtype, atol):
     new, report = rewrite_model(softmax_model([3, 5], -1, opset, dtype), RewriteOptions(params_file=params_file))
     onnx.checker.check_model(new, full_check=True)
@@ -68,8 +70,9 @@ def test_dynamic_shapes(params_file, rng):
     params = load_params(params_file)
     for shape in [(1, 1, 1), (2, 3, 7), (4, 2, 0)]:
         x = rng.normal(0, 2, shape).astype(np.float32)
-        np.testing.assert_allclose(run(new, {"x": x})[0],
-                                   spiking_softmax(x, params, options=SoftmaxOptions(shift=True)), atol=1e-6)
+        np.testing.assert_allclose(
+            run(new, {"x": x})[0], spiking_softmax(x, params, options=SoftmaxOptions(shift=True)), atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("time_steps", [1, 4, 32])
@@ -107,8 +110,12 @@ def test_fused_form_matches_reference(params_file, rng, opset, axis, shift, sigm
     onnx.checker.check_model(new, full_check=True)
     assert report.sites[0].replaced_with == ["SpikingSoftmax"] and spiking_ops(new) == ["SpikingSoftmax"]
     x = rng.normal(0, 3, (2, 3, 4)).astype(np.float32)
-    expected = spiking_softmax(x, load_params(params_file), axis=axis,
-                               options=SoftmaxOptions(sigmoid=sigmoid, shift=shift, time_steps=time_steps))
+    expected = spiking_softmax(
+        x,
+        load_params(params_file),
+        axis=axis,
+        options=SoftmaxOptions(sigmoid=sigmoid, shift=shift, time_steps=time_steps),
+    )
     got = run(new, {"x": x})[0]
     if time_steps:
         assert np.count_nonzero(np.abs(got - expected) > 1e-6) <= 0.02 * got.size
@@ -119,7 +126,9 @@ def test_fused_form_matches_reference(params_file, rng, opset, axis, shift, sigm
 def test_ensemble_set_emits_summed_members(tmp_path, rng):
     from sit_onnx.neurons import NeuronParams
 
-    ensemble = NeuronParams([-1.0, -3.0, -6.0], [1.5, 2.0, 3.0], rng.uniform(0, 1, 9), (-12, 0), offsets=(-0.2, 0.0, 0.2))
+    ensemble = NeuronParams(
+        [-1.0, -3.0, -6.0], [1.5, 2.0, 3.0], rng.uniform(0, 1, 9), (-12, 0), offsets=(-0.2, 0.0, 0.2)
+    )
     path = tmp_path / "ensemble.json"
     ensemble.save(path)
     new, report = rewrite_model(softmax_model([4, 7], -1), RewriteOptions(params_file=str(path)))

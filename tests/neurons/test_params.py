@@ -77,8 +77,13 @@ def test_unknown_shipped_set_lists_what_exists():
 
 
 def test_ensemble_round_trip_and_length_check(tmp_path, tiny_params):
-    ensemble = NeuronParams(tiny_params.thresholds, tiny_params.resets, tiny_params.weights * 2,
-                            tiny_params.input_range, offsets=(-0.1, 0.1))
+    ensemble = NeuronParams(
+        tiny_params.thresholds,
+        tiny_params.resets,
+        tiny_params.weights * 2,
+        tiny_params.input_range,
+        offsets=(-0.1, 0.1),
+    )
     ensemble.save(tmp_path / "e.json")
     assert load_params(tmp_path / "e.json").offsets == (-0.1, 0.1)
     with pytest.raises(SitOnnxError, match=r"expected 6 for 2 neurons"):

@@ -58,7 +58,7 @@ def test_shipped_paper_sets_approximate_exp(steps):
     x = np.linspace(-1, 1, 2001)
     rmse = np.sqrt(np.mean((si_exp(x, params) - np.exp(x)) ** 2))
     # a good fit (see shared/neuron-fit-reference.md) falls roughly as 0.77*K^-1.6
-    assert rmse < 1.5 * 0.77 * steps ** -1.6 + 0.005
+    assert rmse < 1.5 * 0.77 * steps**-1.6 + 0.005
     assert params.rmse == pytest.approx(rmse, rel=0.2)
 
 
@@ -79,8 +79,13 @@ def test_shipped_shift_sets_cover_negative_range(steps):
 def test_ensemble_sums_offset_members(tiny_params, rng):
     from sit_onnx.neurons import NeuronParams
 
-    ensemble = NeuronParams(tiny_params.thresholds, tiny_params.resets, tiny_params.weights + (1.0, 1.0, 1.0),
-                            tiny_params.input_range, offsets=(0.0, 0.4))
+    ensemble = NeuronParams(
+        tiny_params.thresholds,
+        tiny_params.resets,
+        tiny_params.weights + (1.0, 1.0, 1.0),
+        tiny_params.input_range,
+        offsets=(0.0, 0.4),
+    )
     x = rng.uniform(-1, 1, 50)
     second = NeuronParams(tiny_params.thresholds, tiny_params.resets, (1.0, 1.0, 1.0), tiny_params.input_range)
     np.testing.assert_allclose(si_exp(x, ensemble), si_exp(x, tiny_params) + si_exp(x + 0.4, second))

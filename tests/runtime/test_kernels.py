@@ -15,14 +15,28 @@ from sit_onnx.runtime.library import get_library_path, library_available
 pytestmark = pytest.mark.skipif(not library_available(), reason="custom-op library not built (pip install .)")
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
-PROVIDERS = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not HAS_CUDA, reason="no CUDA GPU / onnxruntime-gpu here: the CUDA kernels are compiled, not run")])]
+PROVIDERS = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(
+                not HAS_CUDA, reason="no CUDA GPU / onnxruntime-gpu here: the CUDA kernels are compiled, not run"
+            ),
+        ],
+    ),
+]
 TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
 
 
 def _session(node, dtype, shape_rank, provider="cpu"):
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TYPES[dtype], [None] * shape_rank)],
-                              [helper.make_tensor_value_info("y", TYPES[dtype], None)])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TYPES[dtype], [None] * shape_rank)],
+        [helper.make_tensor_value_info("y", TYPES[dtype], None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain.DOMAIN, 1)])
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -32,27 +46,41 @@ def _session(node, dtype, shape_rank, provider="cpu"):
 
 
 def _exp_node(params, name="exp"):
-    return helper.make_node(domain.SPIKING_EXP, ["x"], ["y"], name=name, domain=domain.DOMAIN,
-                            thresholds=list(params.thresholds), resets=list(params.resets), weights=list(params.weights))
+    return helper.make_node(
+        domain.SPIKING_EXP,
+        ["x"],
+        ["y"],
+        name=name,
+        domain=domain.DOMAIN,
+        thresholds=list(params.thresholds),
+        resets=list(params.resets),
+        weights=list(params.weights),
+    )
 
 
 def _norm_node(axis, time_steps, name="norm"):
-    return helper.make_node(domain.SPIKING_NORM, ["x"], ["y"], name=name, domain=domain.DOMAIN, axis=axis,
-                            time_steps=time_steps)
+    return helper.make_node(
+        domain.SPIKING_NORM, ["x"], ["y"], name=name, domain=domain.DOMAIN, axis=axis, time_steps=time_steps
+    )
 
 
 def _random_params(rng, steps):
-    return NeuronParams(np.sort(rng.uniform(-8, 1, steps))[::-1], rng.uniform(0.1, 3, steps), rng.uniform(0, 1, steps),
-                        (-8, 1))
+    return NeuronParams(
+        np.sort(rng.uniform(-8, 1, steps))[::-1], rng.uniform(0.1, 3, steps), rng.uniform(0, 1, steps), (-8, 1)
+    )
 
 
 def test_domain_constants_match_cpp_header():
     header = (Path(__file__).parents[2] / "custom_ops" / "include" / "sit_domain.h").read_text()
     values = dict(re.findall(r'(k\w+) = "?([\w.]+)"?;', header))
-    assert values == {"kDomain": domain.DOMAIN, "kDomainVersion": str(domain.DOMAIN_VERSION),
-                      "kSpikingExp": domain.SPIKING_EXP, "kSpikingNorm": domain.SPIKING_NORM,
-                      "kSpikingSoftmax": domain.SPIKING_SOFTMAX,
-                      "kMaxSteps": str(domain.MAX_STEPS)}
+    assert values == {
+        "kDomain": domain.DOMAIN,
+        "kDomainVersion": str(domain.DOMAIN_VERSION),
+        "kSpikingExp": domain.SPIKING_EXP,
+        "kSpikingNorm": domain.SPIKING_NORM,
+        "kSpikingSoftmax": domain.SPIKING_SOFTMAX,
+        "kMaxSteps": str(domain.MAX_STEPS),
+    }
 
 
 def test_library_loads_in_cpu_onnxruntime():
@@ -73,7 +101,9 @@ def test_spiking_exp_matches_reference(rng, provider, dtype, steps, shape):
     got = _session(_exp_node(params), dtype, len(shape), provider).run(None, {"x": x})[0]
     assert got.dtype == dtype and got.shape == x.shape
     expected = si_exp(x, params)
-    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=1e-6 if dtype == np.float32 else 1e-3)
+    np.testing.assert_allclose(
+        got.astype(np.float32), expected.astype(np.float32), rtol=1e-6 if dtype == np.float32 else 1e-3
+    )
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -84,8 +114,18 @@ def test_spiking_exp_edge_values(rng, provider):
     np.testing.assert_array_equal(got, si_exp(x, params))
 
 
-NORM_CASES = [((5,), 0), ((1,), -1), ((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), 1), ((2, 3, 4, 5), -2),
-              ((2, 3, 197), -1), ((3, 0, 4), 1), ((3, 0, 4), 2), ((64, 3000), -1)]
+NORM_CASES = [
+    ((5,), 0),
+    ((1,), -1),
+    ((4, 9), 1),
+    ((4, 9), 0),
+    ((2, 3, 4, 5), 1),
+    ((2, 3, 4, 5), -2),
+    ((2, 3, 197), -1),
+    ((3, 0, 4), 1),
+    ((3, 0, 4), 2),
+    ((64, 3000), -1),
+]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -116,18 +156,59 @@ def test_spiking_norm_edge_rows(provider):
 @pytest.mark.parametrize(
     "node, message",
     [
-        (helper.make_node("SpikingExp", ["x"], ["y"], name="bad_len", domain="ai.sit", thresholds=[0.0, 1.0],
-                          resets=[1.0], weights=[1.0, 1.0]), "SpikingExp node 'bad_len'.*equal lengths"),
-        (helper.make_node("SpikingExp", ["x"], ["y"], name="too_long", domain="ai.sit", thresholds=[0.0] * 65,
-                          resets=[0.0] * 65, weights=[0.0] * 65), "too_long.*1 to 64"),
-        (helper.make_node("SpikingExp", ["x"], ["y"], name="nan_step", domain="ai.sit", thresholds=[float("nan")],
-                          resets=[1.0], weights=[1.0]), "nan_step.*NaN"),
-        (helper.make_node("SpikingExp", ["x"], ["y"], name="missing", domain="ai.sit", thresholds=[0.0],
-                          resets=[1.0]), "missing"),
-        (helper.make_node("SpikingNorm", ["x"], ["y"], name="neg_n", domain="ai.sit", axis=-1, time_steps=-2),
-         "SpikingNorm node 'neg_n'.*time_steps must be >= 0"),
-        (helper.make_node("SpikingNorm", ["x"], ["y"], name="far_axis", domain="ai.sit", axis=3, time_steps=0),
-         "far_axis.*axis 3 is out of range for a rank-2"),
+        (
+            helper.make_node(
+                "SpikingExp",
+                ["x"],
+                ["y"],
+                name="bad_len",
+                domain="ai.sit",
+                thresholds=[0.0, 1.0],
+                resets=[1.0],
+                weights=[1.0, 1.0],
+            ),
+            "SpikingExp node 'bad_len'.*equal lengths",
+        ),
+        (
+            helper.make_node(
+                "SpikingExp",
+                ["x"],
+                ["y"],
+                name="too_long",
+                domain="ai.sit",
+                thresholds=[0.0] * 65,
+                resets=[0.0] * 65,
+                weights=[0.0] * 65,
+            ),
+            "too_long.*1 to 64",
+        ),
+        (
+            helper.make_node(
+                "SpikingExp",
+                ["x"],
+                ["y"],
+                name="nan_step",
+                domain="ai.sit",
+                thresholds=[float("nan")],
+                resets=[1.0],
+                weights=[1.0],
+            ),
+            "nan_step.*NaN",
+        ),
+        (
+            helper.make_node(
+                "SpikingExp", ["x"], ["y"], name="missing", domain="ai.sit", thresholds=[0.0], resets=[1.0]
+            ),
+            "missing",
+        ),
+        (
+            helper.make_node("SpikingNorm", ["x"], ["y"], name="neg_n", domain="ai.sit", axis=-1, time_steps=-2),
+            "SpikingNorm node 'neg_n'.*time_steps must be >= 0",
+        ),
+        (
+            helper.make_node("SpikingNorm", ["x"], ["y"], name="far_axis", domain="ai.sit", axis=3, time_steps=0),
+            "far_axis.*axis 3 is out of range for a rank-2",
+        ),
     ],
     ids=lambda v: v.name if hasattr(v, "name") else "",
 )
@@ -137,8 +218,12 @@ def test_bad_attributes_refused_at_session_creation(node, message):
 
 
 def test_axis_out_of_range_for_dynamic_rank_fails_cleanly_at_run_time():
-    graph = helper.make_graph([_norm_node(5, 0)], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [_norm_node(5, 0)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)])
     options = ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
@@ -148,18 +233,32 @@ def test_axis_out_of_range_for_dynamic_rank_fails_cleanly_at_run_time():
 
 
 def _softmax_node(params, axis, time_steps, shift, sigmoid, name="fused"):
-    return helper.make_node(domain.SPIKING_SOFTMAX, ["x"], ["y"], name=name, domain=domain.DOMAIN,
-                            thresholds=list(params.thresholds), resets=list(params.resets),
-                            weights=list(params.weights), axis=axis, time_steps=time_steps, shift=int(shift),
-                            sigmoid=int(sigmoid))
+    return helper.make_node(
+        domain.SPIKING_SOFTMAX,
+        ["x"],
+        ["y"],
+        name=name,
+        domain=domain.DOMAIN,
+        thresholds=list(params.thresholds),
+        resets=list(params.resets),
+        weights=list(params.weights),
+        axis=axis,
+        time_steps=time_steps,
+        shift=int(shift),
+        sigmoid=int(sigmoid),
+    )
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("shift, sigmoid, time_steps", [(True, False, 0), (False, False, 0), (True, True, 0),
-                                                        (True, False, 16)])
-@pytest.mark.parametrize("shape, axis", [((5,), 0), ((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), -2),
-                                         ((2, 3, 197), -1), ((3, 0, 4), 1), ((8, 1000), -1)], ids=str)
+@pytest.mark.parametrize(
+    "shift, sigmoid, time_steps", [(True, False, 0), (False, False, 0), (True, True, 0), (True, False, 16)]
+)
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((5,), 0), ((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), -2), ((2, 3, 197), -1), ((3, 0, 4), 1), ((8, 1000), -1)],
+    ids=str,
+)
 def test_spiking_softmax_matches_reference(rng, provider, dtype, shift, sigmoid, time_steps, shape, axis):
     from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
 

@@ -15,10 +15,17 @@ needs_library = pytest.mark.skipif(not library_available(), reason="custom-op li
 
 def _spiking_model(elem_type):
     node = helper.make_node("SpikingExp", ["x"], ["y"], domain="ai.sit", thresholds=[0.0], resets=[1.0], weights=[2.0])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem_type, [3])],
-                              [helper.make_tensor_value_info("y", elem_type, [3])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)],
-                             functions=spiking_functions(1, 17))
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", elem_type, [3])],
+        [helper.make_tensor_value_info("y", elem_type, [3])],
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)],
+        functions=spiking_functions(1, 17),
+    )
 
 
 @needs_library
