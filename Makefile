@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/sit-onnx neuron sweep
 
 test: $(STAMP)
+	$(PY) -m ruff check sit_onnx tests models bench
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
