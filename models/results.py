@@ -27,6 +27,7 @@ from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
 from sit_onnx.graph.load import load_model  # noqa: E402
 from sit_onnx.runtime import make_session  # noqa: E402
 
+BUNDLED = ROOT / "models"  # the ViT is committed here; the others are built into the cache
 MODELS = {"vit": "ViT", "edgenext": "EdgeNeXt-style", "nextvit": "Next-ViT-style", "uniformer": "UniFormer-style"}
 PAPER = RewriteOptions(steps=12, shift=False)  # the paper's mode: set fitted on [-1, 1], no shift
 SHIFT = RewriteOptions(steps=12, shift=True)
@@ -39,6 +40,15 @@ def evaluate(path: Path, options: RewriteOptions | None, data):
         return accuracy_report(data.labels, ann, None), None
     converted, report = rewrite_model(original, options)
     return accuracy_report(data.labels, ann, predict(make_session(converted), data.arrays, data.source)), report
+
+
+def shown(path: Path) -> str:
+    """A path as a reader would type it: relative to the repo, or under ~."""
+    path = path.resolve()
+    if path.is_relative_to(ROOT):
+        return str(path.relative_to(ROOT))
+    home = Path.home().resolve()
+    return "~/" + str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
 
 
 def pct(x):
@@ -66,8 +76,9 @@ def main():
     ]
     details = []
     for name, label in MODELS.items():
-        path = args.models / f"{name}_digits.onnx"
-        sigmoid_path = args.models / f"{name}_sigmoid_digits.onnx"
+        folder = next((f for f in (args.models, BUNDLED) if (f / f"{name}_digits.onnx").exists()), args.models)
+        path = folder / f"{name}_digits.onnx"
+        sigmoid_path = folder / f"{name}_sigmoid_digits.onnx"
         if not path.exists():
             print(f"skipping {name}: {path} not found (run models/train.py)", file=sys.stderr)
             continue
