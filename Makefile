@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard custom_ops/*.txt custom_ops/*
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sit-onnx neuron sweep
+	$(VENV)/bin/sit-onnx demo
 
 test: $(STAMP)
 	$(PY) -m ruff check sit_onnx tests models bench

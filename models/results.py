@@ -115,12 +115,12 @@ def main():
             "",
             f"`{path.name}`; layer by layer (the paper's Tables 2-4):",
             "",
-            f"    sit-onnx layers {path} --dataset digits           # max-shift",
-            f"    sit-onnx layers {path} --dataset digits --no-shift  # paper mode",
+            f"    sit-onnx layers {shown(path)} --dataset digits           # max-shift",
+            f"    sit-onnx layers {shown(path)} --dataset digits --no-shift  # paper mode",
             "",
             *rows,
             "",
-            f"Energy per image (`sit-onnx energy {path} --dataset digits`): ANN {energy.ann_pj / 1e3:.1f} nJ, "
+            f"Energy per image (`sit-onnx energy {shown(path)} --dataset digits`): ANN {energy.ann_pj / 1e3:.1f} nJ, "
             f"converted {energy.converted_pj / 1e3:.1f} nJ ({100 * energy.reduction:+.1f}%). Only the "
             "attention-times-V products consume spikes in this tool's graphs; the paper's 18-45% reductions "
             "assume every layer spike-driven. " + energy.caveat + ".",
@@ -128,7 +128,8 @@ def main():
         ]
         print(f"{label}: done", flush=True)
     commands = [
-        "Commands for the summary table, per model `M` in `~/.cache/sit-onnx/models`:",
+        "Commands for the summary table, per model `M` (the ViT is committed in `models/`; the others are built by "
+        "`python models/train.py` into `~/.cache/sit-onnx/models`):",
         "",
         "    sit-onnx eval M_digits.onnx --dataset digits --no-shift          # paper mode",
         "    sit-onnx eval M_sigmoid_digits.onnx --dataset digits --no-shift  # Sigmoid + fine-tune",
