@@ -51,9 +51,10 @@ def copy_graph(shape):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def session(model, provider, library=True):
+def session(model, provider, library=True, threads=0):
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
     if library:
         options.register_custom_ops_library(get_library_path())
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
@@ -91,6 +92,14 @@ def bench_tensors(args, provider):
             converted, _ = rewrite_model(softmax_graph(shape), RewriteOptions(steps=args.steps, shift=shift, fuse=fuse))
             row[f"{mode}_ms"] = time_session(session(converted, provider), x, provider, args.repeat)
             row[f"{mode}_ratio"] = row[f"{mode}_ms"] / native
+        if provider == "cpu":  # the pool's worth: the fused kernel on one intra-op thread
+            fused, _ = rewrite_model(softmax_graph(shape), RewriteOptions(steps=args.steps, fuse=True))
+            one = time_session(session(fused, provider, threads=1), x, provider, args.repeat)
+            native_one = time_session(
+                session(softmax_graph(shape), provider, False, threads=1), x, provider, args.repeat
+            )
+            row["one_thread_ratio"] = one / native_one
+            row["pool_speedup"] = one / row["fused_ms"]
         if provider == "cuda":
             copy_ms = time_session(session(copy_graph(shape), provider, False), x, provider, args.repeat)
             nbytes = x.nbytes
@@ -109,6 +118,11 @@ def format_row(row):
         f"{row['shift_ms']:7.3f} ms ({row['shift_ratio']:.2f}x) | chain no-shift {row['no-shift_ms']:7.3f} ms "
         f"({row['no-shift_ratio']:.2f}x) | fused (shift) {row['fused_ms']:7.3f} ms ({row['fused_ratio']:.2f}x)"
     )
+    if "pool_speedup" in row:
+        text += (
+            f" | 1 thread: fused/native {row['one_thread_ratio']:.2f}x, "
+            f"intra-op pool speed-up {row['pool_speedup']:.2f}x"
+        )
     if "bandwidth_share" in row:
         text += f" | {100 * row['bandwidth_share']:.0f}% of device-copy bandwidth"
     return text
