@@ -158,9 +158,12 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
     tick = (lambda: progress(1)) if progress else (lambda: None)
     x = np.linspace(lo, hi, GRID_POINTS)
     target = np.exp(x)
-    with torch.random.fork_rng():
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 10,000 x K tensors: threads only add overhead (and oversubscribe parallel fits)
+    try:
         _, thresholds, resets = _explore(x, target, opts, rng, tick)
+    finally:
+        torch.set_num_threads(threads)
     thresholds, resets = _polish(x, target, thresholds, resets, opts, tick)
     _, weights = true_rmse(x, target, thresholds, resets, opts.ridge)
     draft = NeuronParams(thresholds, resets, weights, (lo, hi), method="draft")
