@@ -16,6 +16,7 @@ namespace {
 
 constexpr int64_t kExpBlock = 16384;  // elements per parallel task
 constexpr int kLanes = 128;           // elements stepped together through the K time steps (measured best)
+constexpr int kTailLanes = 32;        // the tail of a row (16 measured slower: spills)
 
 // Rows of length n handed to one thread-pool task: about 16k elements each.
 inline int64_t RowsPerTask(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)); }
@@ -29,33 +30,49 @@ inline float FromFloat<float>(float v) { return v; }
 template <>
 inline Ort::Float16_t FromFloat<Ort::Float16_t>(float v) { return Ort::Float16_t(v); }
 
-// SI-exp over n floats: v=x; z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z. NaN in gives NaN out.
-// The same float operations in the same order as the numpy reference.
-SIT_MULTIVERSION void SiExpFloats(const float* x, float* y, int64_t n, const ExpParams& p) {
-  for (int64_t start = 0; start < n; start += kLanes) {
-    const int m = static_cast<int>(std::min<int64_t>(kLanes, n - start));
-    float v[kLanes], acc[kLanes];
-    for (int j = 0; j < kLanes; ++j) {
-      v[j] = j < m ? x[start + j] : 0.f;
-      acc[j] = 0.f;
+// Helpers are inlined into the multiversioned entry points below, so each CPU clone
+// (AVX-512, AVX2, baseline) gets them compiled for its own instruction set.
+#define SIT_INLINE inline __attribute__((always_inline))
+
+// SI-exp of (x - offset) over Lanes floats: v=x-offset; z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z.
+// The numpy reference's float operations in its order; NaN in gives NaN out. In place is fine.
+template <int Lanes>
+SIT_INLINE void SiExpBlock(const float* x, float* y, const ExpParams& p, float offset) {
+  float v[Lanes], acc[Lanes];
+  for (int j = 0; j < Lanes; ++j) {
+    v[j] = x[j] - offset;
+    acc[j] = 0.f;
+  }
+  for (int t = 0; t < p.steps; ++t) {
+    const float th = p.thresholds[t], h = p.resets[t], d = p.weights[t];
+    for (int j = 0; j < Lanes; ++j) {  // z in {0, 1}: arithmetic, not a select, so it stays branch-free
+      const float z = static_cast<float>(v[j] >= th);
+      v[j] = v[j] - h * z;
+      acc[j] = acc[j] + d * z;
     }
-    for (int t = 0; t < p.steps; ++t) {
-      const float th = p.thresholds[t], h = p.resets[t], d = p.weights[t];
-      for (int j = 0; j < kLanes; ++j) {
-        const bool fire = v[j] >= th;
-        v[j] = v[j] - (fire ? h : 0.f);
-        acc[j] = acc[j] + (fire ? d : 0.f);
-      }
-    }
-    for (int j = 0; j < m; ++j) {
-      const float in = x[start + j];
-      y[start + j] = in != in ? in : acc[j];
-    }
+  }
+  for (int j = 0; j < Lanes; ++j) {
+    const float in = x[j] - offset;
+    y[j] = in != in ? in : acc[j];
+  }
+}
+
+// Wide blocks for throughput, then narrow ones so a row's tail (197 = 128 + 69) wastes little;
+// the last partial block runs on a zero-padded copy.
+SIT_INLINE void SiExpCore(const float* x, float* y, int64_t n, const ExpParams& p, float offset) {
+  int64_t start = 0;
+  for (; start + kLanes <= n; start += kLanes) SiExpBlock<kLanes>(x + start, y + start, p, offset);
+  for (; start + kTailLanes <= n; start += kTailLanes) SiExpBlock<kTailLanes>(x + start, y + start, p, offset);
+  if (start < n) {
+    float pad[kTailLanes] = {0};
+    std::memcpy(pad, x + start, static_cast<size_t>(n - start) * sizeof(float));
+    SiExpBlock<kTailLanes>(pad, pad, p, offset);
+    std::memcpy(y + start, pad, static_cast<size_t>(n - start) * sizeof(float));
   }
 }
 
 // SI-norm's output for one element given its row's threshold V_th.
-inline float NormValue(float w, float v_th, float steps) {
+SIT_INLINE float NormValue(float w, float v_th, float steps) {
   if (v_th > 0.f) {
     float ratio = w / v_th;
     if (steps > 0.f) {
@@ -68,7 +85,7 @@ inline float NormValue(float w, float v_th, float steps) {
 }
 
 // Sum of a contiguous row with 16 independent partial sums (vectorisable without fast-math).
-SIT_MULTIVERSION float RowSum(const float* w, int64_t n) {
+SIT_INLINE float RowSum(const float* w, int64_t n) {
   float partial[16] = {0};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
@@ -79,33 +96,54 @@ SIT_MULTIVERSION float RowSum(const float* w, int64_t n) {
   return total;
 }
 
-// Max of a contiguous row; NaN if the row holds one (as numpy's max).
-SIT_MULTIVERSION float RowMax(const float* x, int64_t n) {
+// Max of a contiguous row. A NaN may be skipped here: it still turns its SI-exp output, hence
+// V_th and the whole row, into NaN, exactly as numpy's NaN max does.
+SIT_INLINE float RowMax(const float* x, int64_t n) {
   float partial[16];
-  bool nan = false;
   for (int j = 0; j < 16; ++j) partial[j] = -INFINITY;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) {
-      const float v = x[i + j];
-      nan |= v != v;
-      partial[j] = partial[j] < v ? v : partial[j];
-    }
+    for (int j = 0; j < 16; ++j) partial[j] = std::max(partial[j], x[i + j]);
   float best = -INFINITY;
-  for (; i < n; ++i) {
-    nan |= x[i] != x[i];
-    best = best < x[i] ? x[i] : best;
-  }
-  for (int j = 0; j < 16; ++j) best = best < partial[j] ? partial[j] : best;
-  return nan ? NAN : best;
+  for (; i < n; ++i) best = std::max(best, x[i]);
+  for (int j = 0; j < 16; ++j) best = std::max(best, partial[j]);
+  return best;
 }
 
-SIT_MULTIVERSION void ScaleRow(const float* w, float* y, int64_t n, float v_th, float steps) {
+SIT_INLINE void ScaleRow(const float* w, float* y, int64_t n, float v_th, float steps) {
   if (v_th > 0.f && steps == 0.f) {
     for (int64_t i = 0; i < n; ++i) y[i] = w[i] / v_th;
     return;
   }
   for (int64_t i = 0; i < n; ++i) y[i] = NormValue(w[i], v_th, steps);
+}
+
+struct SoftmaxSettings {
+  const ExpParams* params;
+  float steps;
+  bool shift, sigmoid;
+};
+
+SIT_MULTIVERSION void SiExpFloats(const float* x, float* y, int64_t n, const ExpParams& p) {
+  SiExpCore(x, y, n, p, 0.f);
+}
+
+SIT_MULTIVERSION void NormRowsFloat(const float* w, float* y, int64_t rows, int64_t n, float steps) {
+  for (int64_t r = 0; r < rows; ++r) ScaleRow(w + r * n, y + r * n, n, RowSum(w + r * n, n), steps);
+}
+
+// Spiking-Softmax of contiguous rows: max, SI-exp of the shifted row, sum, scale.
+SIT_MULTIVERSION void SoftmaxRowsFloat(const float* x, float* y, int64_t rows, int64_t n, const SoftmaxSettings& s) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * n;
+    float* out = y + r * n;
+    if (s.sigmoid) {
+      for (int64_t i = 0; i < n; ++i) out[i] = 1.f / (1.f + std::exp(-in[i]));
+      in = out;
+    }
+    SiExpCore(in, out, n, *s.params, s.shift ? RowMax(in, n) : 0.f);
+    ScaleRow(out, out, n, RowSum(out, n), s.steps);
+  }
 }
 
 template <typename T>
@@ -145,21 +183,16 @@ template <typename T>
 void NormRowsTask(void* data, size_t task) {
   auto& job = *static_cast<NormJob<T>*>(data);
   const int64_t n = job.split.n;
-  const int64_t rows_per_task = RowsPerTask(n);
-  const int64_t first = static_cast<int64_t>(task) * rows_per_task;
-  const int64_t last = std::min(job.split.outer, first + rows_per_task);
-  std::vector<float> buffer;
-  for (int64_t r = first; r < last; ++r) {
-    const T* w = job.w + r * n;
-    T* y = job.y + r * n;
-    if constexpr (std::is_same_v<T, float>) {
-      ScaleRow(w, y, n, RowSum(w, n), job.steps);
-    } else {
-      buffer.resize(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(w[i]);
-      const float v_th = RowSum(buffer.data(), n);
-      ScaleRow(buffer.data(), buffer.data(), n, v_th, job.steps);
-      for (int64_t i = 0; i < n; ++i) y[i] = FromFloat<T>(buffer[i]);
+  const int64_t first = static_cast<int64_t>(task) * RowsPerTask(n);
+  const int64_t last = std::min(job.split.outer, first + RowsPerTask(n));
+  if constexpr (std::is_same_v<T, float>) {
+    NormRowsFloat(job.w + first * n, job.y + first * n, last - first, n, job.steps);
+  } else {
+    std::vector<float> buffer(static_cast<size_t>(n));
+    for (int64_t r = first; r < last; ++r) {
+      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(job.w[r * n + i]);
+      NormRowsFloat(buffer.data(), buffer.data(), 1, n, job.steps);
+      for (int64_t i = 0; i < n; ++i) job.y[r * n + i] = FromFloat<T>(buffer[i]);
     }
   }
 }
@@ -183,24 +216,6 @@ void NormColumnsTask(void* data, size_t task) {
       y[i * s.inner + c] = FromFloat<T>(NormValue(ToFloat(w[i * s.inner + c]), sums[c], job.steps));
 }
 
-struct SoftmaxSettings {
-  const ExpParams* params;
-  float steps;
-  bool shift, sigmoid;
-};
-
-// Spiking-Softmax of one contiguous row, in place: the reference's order of operations.
-void SoftmaxRow(float* row, int64_t n, const SoftmaxSettings& s) {
-  if (s.sigmoid)
-    for (int64_t i = 0; i < n; ++i) row[i] = 1.f / (1.f + std::exp(-row[i]));
-  if (s.shift) {
-    const float peak = RowMax(row, n);
-    for (int64_t i = 0; i < n; ++i) row[i] = row[i] - peak;
-  }
-  SiExpFloats(row, row, n, *s.params);
-  ScaleRow(row, row, n, RowSum(row, n), s.steps);
-}
-
 template <typename T>
 struct SoftmaxJob {
   const T* x;
@@ -214,17 +229,15 @@ template <typename T>
 void SoftmaxRowsTask(void* data, size_t task) {
   auto& job = *static_cast<SoftmaxJob<T>*>(data);
   const int64_t n = job.split.n;
-  const int64_t rows_per_task = RowsPerTask(n);
-  const int64_t first = static_cast<int64_t>(task) * rows_per_task;
-  const int64_t last = std::min(job.split.outer, first + rows_per_task);
-  std::vector<float> buffer(static_cast<size_t>(n));
-  for (int64_t r = first; r < last; ++r) {
-    if constexpr (std::is_same_v<T, float>) {
-      std::memcpy(job.y + r * n, job.x + r * n, static_cast<size_t>(n) * sizeof(float));
-      SoftmaxRow(job.y + r * n, n, job.settings);
-    } else {
+  const int64_t first = static_cast<int64_t>(task) * RowsPerTask(n);
+  const int64_t last = std::min(job.split.outer, first + RowsPerTask(n));
+  if constexpr (std::is_same_v<T, float>) {
+    SoftmaxRowsFloat(job.x + first * n, job.y + first * n, last - first, n, job.settings);
+  } else {
+    std::vector<float> buffer(static_cast<size_t>(n));
+    for (int64_t r = first; r < last; ++r) {
       for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(job.x[r * n + i]);
-      SoftmaxRow(buffer.data(), n, job.settings);
+      SoftmaxRowsFloat(buffer.data(), buffer.data(), 1, n, job.settings);
       for (int64_t i = 0; i < n; ++i) job.y[r * n + i] = FromFloat<T>(buffer[i]);
     }
   }
@@ -244,7 +257,7 @@ void SoftmaxColumnsTask(void* data, size_t task) {
   std::vector<float> column(static_cast<size_t>(s.n));
   for (int64_t c = 0; c < width; ++c) {
     for (int64_t i = 0; i < s.n; ++i) column[i] = ToFloat(x[i * s.inner + c]);
-    SoftmaxRow(column.data(), s.n, job.settings);
+    SoftmaxRowsFloat(column.data(), column.data(), 1, s.n, job.settings);
     for (int64_t i = 0; i < s.n; ++i) y[i * s.inner + c] = FromFloat<T>(column[i]);
   }
 }
