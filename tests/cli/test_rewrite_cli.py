@@ -150,3 +150,12 @@ def test_external_data_model(tmp_path, params_file, rng):
     out = onnx.load(str(tmp_path / "o.onnx"))
     assert numpy_helper.to_array(out.graph.initializer[0]).shape == (64, 64)
     onnx.checker.check_model(str(tmp_path / "o.onnx"), full_check=True)
+
+
+def test_invalid_graph_is_refused(tmp_path, params_file):
+    model = softmax_model([2, 5], -1)
+    model.graph.node[0].input[0] = "nowhere"  # consumes a tensor nothing produces
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert_one_line_error(invoke("rewrite", path, "--params", params_file), "not a valid ONNX model")
+    assert not path.with_name("broken.sit.onnx").exists()
