@@ -51,6 +51,13 @@ def neuron():
     help="Rounds of coordinate search on the true error.",
 )
 @click.option(
+    "--init",
+    type=click.Choice(["spread", "random"]),
+    default="spread",
+    show_default=True,
+    help="How restarts begin: thresholds spread evenly down the range, or random.",
+)
+@click.option(
     "--neurons",
     type=click.IntRange(1, 64),
     default=1,
@@ -59,7 +66,7 @@ def neuron():
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
-def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, neurons, force, as_json):
+def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, init, neurons, force, as_json):
     """Fit T, h, d so that SI-exp approximates exp on the range; write them as JSON."""
     from tqdm import tqdm
 
@@ -75,6 +82,7 @@ def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, n
         restarts=restarts,
         iterations=iterations,
         polish_rounds=polish_rounds,
+        init=init,
     )
     with tqdm(total=total_ticks(opts), desc=f"fit K={steps}", unit="it", disable=None, leave=False) as bar:
         params = fit_si_exp(opts, progress=bar.update)

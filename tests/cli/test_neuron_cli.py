@@ -36,6 +36,7 @@ def test_show_table_for_shift_set():
         (["neuron", "fit", "--steps", "0", "-o", "p.json"], 2, "0 is not in the range"),
         (["neuron", "fit", "--range", "0", "nan", "-o", "p.json"], 2, "need finite LO < HI"),
         (["neuron", "show", "--params", "missing.json"], 1, "parameter file not found"),
+        (["neuron", "fit", "--init", "zeros", "-o", "p.json"], 2, "'zeros' is not one of"),
     ],
 )
 def test_bad_arguments(args, code, text):
