@@ -178,23 +178,30 @@ struct NormJob {
   int64_t inner_block;  // inner columns per task when the axis is not the last
 };
 
+// The rows [first, last) of length n through `rows_fn(in, out, count)` on floats: float data directly,
+// other types one row at a time through a float buffer.
+template <typename T, typename RowsFn>
+void ForRows(const T* x, T* y, int64_t first, int64_t last, int64_t n, RowsFn&& rows_fn) {
+  if constexpr (std::is_same_v<T, float>) {
+    rows_fn(x + first * n, y + first * n, last - first);
+  } else {
+    std::vector<float> buffer(static_cast<size_t>(n));
+    for (int64_t r = first; r < last; ++r) {
+      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(x[r * n + i]);
+      rows_fn(buffer.data(), buffer.data(), 1);
+      for (int64_t i = 0; i < n; ++i) y[r * n + i] = FromFloat<T>(buffer[i]);
+    }
+  }
+}
+
 // Axis is the last dimension: one task per group of rows.
 template <typename T>
 void NormRowsTask(void* data, size_t task) {
   auto& job = *static_cast<NormJob<T>*>(data);
   const int64_t n = job.split.n;
   const int64_t first = static_cast<int64_t>(task) * RowsPerTask(n);
-  const int64_t last = std::min(job.split.outer, first + RowsPerTask(n));
-  if constexpr (std::is_same_v<T, float>) {
-    NormRowsFloat(job.w + first * n, job.y + first * n, last - first, n, job.steps);
-  } else {
-    std::vector<float> buffer(static_cast<size_t>(n));
-    for (int64_t r = first; r < last; ++r) {
-      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(job.w[r * n + i]);
-      NormRowsFloat(buffer.data(), buffer.data(), 1, n, job.steps);
-      for (int64_t i = 0; i < n; ++i) job.y[r * n + i] = FromFloat<T>(buffer[i]);
-    }
-  }
+  ForRows(job.w, job.y, first, std::min(job.split.outer, first + RowsPerTask(n)), n,
+          [&](const float* in, float* out, int64_t rows) { NormRowsFloat(in, out, rows, n, job.steps); });
 }
 
 // Axis in the middle: sums run down the axis for a block of contiguous inner columns.
@@ -230,17 +237,8 @@ void SoftmaxRowsTask(void* data, size_t task) {
   auto& job = *static_cast<SoftmaxJob<T>*>(data);
   const int64_t n = job.split.n;
   const int64_t first = static_cast<int64_t>(task) * RowsPerTask(n);
-  const int64_t last = std::min(job.split.outer, first + RowsPerTask(n));
-  if constexpr (std::is_same_v<T, float>) {
-    SoftmaxRowsFloat(job.x + first * n, job.y + first * n, last - first, n, job.settings);
-  } else {
-    std::vector<float> buffer(static_cast<size_t>(n));
-    for (int64_t r = first; r < last; ++r) {
-      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(job.x[r * n + i]);
-      SoftmaxRowsFloat(buffer.data(), buffer.data(), 1, n, job.settings);
-      for (int64_t i = 0; i < n; ++i) job.y[r * n + i] = FromFloat<T>(buffer[i]);
-    }
-  }
+  ForRows(job.x, job.y, first, std::min(job.split.outer, first + RowsPerTask(n)), n,
+          [&](const float* in, float* out, int64_t rows) { SoftmaxRowsFloat(in, out, rows, n, job.settings); });
 }
 
 // Axis in the middle: gather an (n x width) block of columns, run every column, scatter back.
