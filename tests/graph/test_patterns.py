@@ -166,3 +166,26 @@ def test_caller_model_unchanged_and_weights_kept(params_file, rng):
         x @ numpy_helper.to_array(weight), load_params(params_file), options=SoftmaxOptions(shift=True)
     )
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-5)
+
+
+def test_softmax_inside_scan_body(params_file, rng):
+    body = helper.make_graph(
+        [helper.make_node("Softmax", ["row"], ["row_out"], name="scan_softmax", axis=-1)],
+        "scan_body",
+        [helper.make_tensor_value_info("row", TensorProto.FLOAT, [5])],
+        [helper.make_tensor_value_info("row_out", TensorProto.FLOAT, [5])],
+    )
+    node = helper.make_node("Scan", ["x"], ["y"], num_scan_inputs=1, body=body)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    onnx.checker.check_model(new, full_check=True)
+    assert [(s.name, s.graph, s.converted) for s in report.sites] == [("scan_softmax", "scan_body", True)]
+    x = rng.normal(0, 3, (4, 5)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), axis=-1, options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
