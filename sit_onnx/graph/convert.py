@@ -79,6 +79,21 @@ def _legacy_axes(model: onnx.ModelProto) -> dict[str, int]:
     return axes
 
 
+def _functions_hiding_softmax(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """Model-local functions (not ours) holding a softmax: exporters such as torch's dynamo one
+    may wrap modules in functions, where the pass would not see their Softmax nodes."""
+    own = [f for f in model.functions if f.domain != DOMAIN]
+    if any(n.op_type in ("Softmax", "Exp") for f in own for n in f.node):
+        return [(f.domain, f.name) for f in own]
+    return []
+
+
+def _inline_functions(model: onnx.ModelProto, targets: list[tuple[str, str]]) -> onnx.ModelProto:
+    from onnx import inliner
+
+    return inliner.inline_selected_functions(model, targets, exclude=False)
+
+
 def _existing_steps(model: onnx.ModelProto) -> int | None:
     for function in model.functions:
         if function.domain == DOMAIN and function.name == SPIKING_EXP:
@@ -108,6 +123,9 @@ def rewrite_model(
     legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
     if source_opset < MIN_OPSET:
         model = _upgrade_opset(model, source_opset)
+    inlined_functions = _functions_hiding_softmax(model)
+    if inlined_functions:
+        model = _inline_functions(model, inlined_functions)
     opset = default_opset(model)
     light, aside = light_copy(model)
     try:
@@ -180,6 +198,9 @@ def rewrite_model(
         ops_after=dict(count_ops(new.graph)),
         inlined=options.inline,
     )
+    if inlined_functions:
+        report.notes.append(f"inlined {len(inlined_functions)} model-local function(s) to reach the softmax inside: "
+                            + ", ".join(name for _, name in inlined_functions))
     if source_opset < MIN_OPSET:
         report.notes.append(
             f"model converted from opset {source_opset} to {opset} by onnx.version_converter "

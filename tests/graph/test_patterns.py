@@ -189,3 +189,32 @@ def test_softmax_inside_scan_body(params_file, rng):
     x = rng.normal(0, 3, (4, 5)).astype(np.float32)
     expected = spiking_softmax(x, load_params(params_file), axis=-1, options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+def test_softmax_inside_a_model_local_function(params_file, rng):
+    attention = helper.make_function(
+        "custom.modules",
+        "Attention",
+        ["s"],
+        ["p"],
+        [helper.make_node("Softmax", ["s"], ["p"], axis=-1)],
+        [helper.make_opsetid("", 17)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Attention", ["x"], ["y"], domain="custom.modules", name="attn")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 6])],
+    )
+    model = helper.make_model(
+        graph,
+        functions=[attention],
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.modules", 1)],
+    )
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    onnx.checker.check_model(new, full_check=True)
+    assert len(report.converted) == 1 and any("inlined 1 model-local function" in n for n in report.notes)
+    assert all(f.domain == "ai.sit" for f in new.functions)
+    x = rng.normal(0, 3, (3, 6)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
