@@ -58,6 +58,13 @@ def neuron():
     help="How restarts begin: thresholds spread evenly down the range, or random.",
 )
 @click.option(
+    "--weighting",
+    type=click.Choice(["absolute", "relative"]),
+    default="absolute",
+    show_default=True,
+    help="Fit the absolute error, or the error relative to exp(x) (keeps small values: better softmax KL).",
+)
+@click.option(
     "--neurons",
     type=click.IntRange(1, 64),
     default=1,
@@ -66,7 +73,9 @@ def neuron():
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
-def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, init, neurons, force, as_json):
+def fit(
+    steps, input_range, output, seed, restarts, iterations, polish_rounds, init, weighting, neurons, force, as_json
+):
     """Fit T, h, d so that SI-exp approximates exp on the range; write them as JSON."""
     from tqdm import tqdm
 
@@ -83,6 +92,7 @@ def fit(steps, input_range, output, seed, restarts, iterations, polish_rounds, i
         iterations=iterations,
         polish_rounds=polish_rounds,
         init=init,
+        weighting=weighting,
     )
     with tqdm(total=total_ticks(opts), desc=f"fit K={steps}", unit="it", disable=None, leave=False) as bar:
         params = fit_si_exp(opts, progress=bar.update)

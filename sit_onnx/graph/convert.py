@@ -199,8 +199,10 @@ def rewrite_model(
         inlined=options.inline,
     )
     if inlined_functions:
-        report.notes.append(f"inlined {len(inlined_functions)} model-local function(s) to reach the softmax inside: "
-                            + ", ".join(name for _, name in inlined_functions))
+        report.notes.append(
+            f"inlined {len(inlined_functions)} model-local function(s) to reach the softmax inside: "
+            + ", ".join(name for _, name in inlined_functions)
+        )
     if source_opset < MIN_OPSET:
         report.notes.append(
             f"model converted from opset {source_opset} to {opset} by onnx.version_converter "

@@ -33,6 +33,7 @@ class FitOptions:
     surrogate_width: float = 0.2  # as a fraction of the input range
     ridge: float = 1e-9
     init: str = "spread"  # "spread": thresholds evenly down the range, small resets; "random"
+    weighting: str = "absolute"  # or "relative": error relative to exp(x)
 
 
 def spike_matrix(x: np.ndarray, thresholds: np.ndarray, resets: np.ndarray) -> np.ndarray:
@@ -52,10 +53,23 @@ def solve_weights(z: np.ndarray, target: np.ndarray, ridge: float = 1e-9) -> np.
     return np.linalg.solve(gram, z.T @ target)
 
 
-def true_rmse(x, target, thresholds, resets, ridge=1e-9) -> tuple[float, np.ndarray]:
+def true_rmse(x, target, thresholds, resets, ridge=1e-9, weight=None) -> tuple[float, np.ndarray]:
+    """The stepped neuron's (weighted) RMSE with d solved exactly, and that d."""
     z = spike_matrix(x, thresholds, resets)
-    d = solve_weights(z, target, ridge)
-    return float(np.sqrt(np.mean((z @ d - target) ** 2))), d
+    w = np.ones_like(x) if weight is None else weight
+    d = solve_weights(z * w[:, None], target * w, ridge)
+    return float(np.sqrt(np.mean((w * (z @ d - target)) ** 2))), d
+
+
+def point_weights(x: np.ndarray, weighting: str) -> np.ndarray:
+    """absolute: every point alike; relative: error measured relative to exp(x), which keeps the
+    small values that max-shift softmax sums over (normalised to mean 1)."""
+    if weighting == "absolute":
+        return np.ones_like(x)
+    if weighting == "relative":
+        w = np.exp(-x)
+        return w / w.mean()
+    raise ValueError(f"unknown weighting {weighting!r}; known: absolute, relative")
 
 
 def evaluate_fit(params: NeuronParams, points: int = EVAL_POINTS, seed: int = 12345) -> tuple[float, float]:
@@ -110,8 +124,10 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
             (s,) = ctx.saved_tensors
             return grad * torch.clamp(1 - s.abs() / width, min=0) / width
 
+    weight = point_weights(x, opts.weighting)
     xt = torch.as_tensor(x)
-    yt = torch.as_tensor(target)
+    yt = torch.as_tensor(target * weight)
+    wt = torch.as_tensor(weight)[:, None]
     eye = torch.eye(k, dtype=torch.float64) * opts.ridge
     best = (np.inf, None, None)
     for _ in range(opts.restarts):
@@ -127,7 +143,7 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
                 z = Spike.apply(v - thresholds[t])
                 cols.append(z)
                 v = v - resets[t] * z
-            zmat = torch.stack(cols, dim=1)
+            zmat = torch.stack(cols, dim=1) * wt
             with torch.no_grad():
                 d = torch.linalg.solve(zmat.T @ zmat + eye, zmat.T @ yt)
             loss = torch.mean((zmat @ d - yt) ** 2)
@@ -137,7 +153,7 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
             sched.step()
             if it % 100 == 99 or it == opts.iterations - 1:
                 th, rs = thresholds.detach().numpy().copy(), resets.detach().numpy().copy()
-                err, _ = true_rmse(x, target, th, rs, opts.ridge)
+                err, _ = true_rmse(x, target, th, rs, opts.ridge, weight)
                 if err < best[0]:
                     best = (err, th, rs)
             tick()
@@ -147,7 +163,8 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
 def _polish(x, target, thresholds, resets, opts: FitOptions, tick: Callable[[], None]):
     """Line search on one parameter at a time over a spread of offsets; shrink the spread when stuck."""
     span = opts.input_range[1] - opts.input_range[0]
-    best, _ = true_rmse(x, target, thresholds, resets, opts.ridge)
+    weight = point_weights(x, opts.weighting)
+    best, _ = true_rmse(x, target, thresholds, resets, opts.ridge, weight)
     spread = 0.25 * span
     offsets = np.concatenate([-np.geomspace(1, 1e-3, 12), np.geomspace(1e-3, 1, 12)])
     for _ in range(opts.polish_rounds):
@@ -158,7 +175,7 @@ def _polish(x, target, thresholds, resets, opts: FitOptions, tick: Callable[[], 
                 best_value = old
                 for offset in offsets * spread:
                     vec[i] = old + offset
-                    err, _ = true_rmse(x, target, thresholds, resets, opts.ridge)
+                    err, _ = true_rmse(x, target, thresholds, resets, opts.ridge, weight)
                     if err < best - 1e-12:
                         best, best_value, improved = err, vec[i], True
                 vec[i] = best_value
@@ -189,7 +206,7 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
     finally:
         torch.set_num_threads(threads)
     thresholds, resets = _polish(x, target, thresholds, resets, opts, tick)
-    _, weights = true_rmse(x, target, thresholds, resets, opts.ridge)
+    _, weights = true_rmse(x, target, thresholds, resets, opts.ridge, point_weights(x, opts.weighting))
     draft = NeuronParams(thresholds, resets, weights, (lo, hi), method="draft")
     rmse, max_error = evaluate_fit(draft)
     return NeuronParams(
@@ -202,6 +219,8 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
         method="surrogate-gradient explore + least-squares d + coordinate polish",
         meta={
             "seed": opts.seed,
+            "init": opts.init,
+            "weighting": opts.weighting,
             "restarts": opts.restarts,
             "iterations": opts.iterations,
             "polish_rounds": opts.polish_rounds,

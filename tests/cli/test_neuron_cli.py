@@ -86,3 +86,29 @@ def test_sweep_json_and_plot(tmp_path):
     assert record["sweep"][1]["si_exp"]["rmse"] < record["sweep"][0]["si_exp"]["rmse"]
     assert {s["protocol"] for s in record["sweep"][0]["softmax"]} == {"paper", "max-shift"}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_relative_weighting_recorded(tmp_path):
+    out = tmp_path / "rel.json"
+    result = invoke(
+        "neuron",
+        "fit",
+        "-k",
+        "3",
+        "--range",
+        "-12",
+        "0",
+        "-o",
+        out,
+        "--restarts",
+        "1",
+        "--iterations",
+        "30",
+        "--polish-rounds",
+        "1",
+        "--weighting",
+        "relative",
+    )
+    assert result.exit_code == 0, result.output
+    params = load_params(out)
+    assert params.meta["weighting"] == "relative" and params.meta["init"] == "spread"

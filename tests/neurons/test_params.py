@@ -88,3 +88,17 @@ def test_ensemble_round_trip_and_length_check(tmp_path, tiny_params):
     assert load_params(tmp_path / "e.json").offsets == (-0.1, 0.1)
     with pytest.raises(SitOnnxError, match=r"expected 6 for 2 neurons"):
         NeuronParams(tiny_params.thresholds, tiny_params.resets, tiny_params.weights, (-1, 1), offsets=(0.0, 1.0))
+
+
+def test_relative_weighting_favours_small_values():
+    import numpy as np
+
+    from sit_onnx.neurons.fit import point_weights, true_rmse
+
+    x = np.linspace(-12, 0, 2000)
+    thresholds, resets = np.array([-1.0, -4.0, -8.0]), np.array([1.0, 3.0, 4.0])
+    _, d_abs = true_rmse(x, np.exp(x), thresholds, resets)
+    _, d_rel = true_rmse(x, np.exp(x), thresholds, resets, weight=point_weights(x, "relative"))
+    # the relative fit spends its weights where exp is small: the last (lowest) step gets more weight
+    assert abs(d_rel[-1] - np.exp(-8)) < abs(d_abs[-1] - np.exp(-8))
+    assert point_weights(x, "relative").mean() == pytest.approx(1.0)
