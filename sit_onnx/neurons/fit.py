@@ -62,12 +62,13 @@ def true_rmse(x, target, thresholds, resets, ridge=1e-9, weight=None) -> tuple[f
 
 
 def point_weights(x: np.ndarray, weighting: str) -> np.ndarray:
-    """absolute: every point alike; relative: error measured relative to exp(x), which keeps the
-    small values that max-shift softmax sums over (normalised to mean 1)."""
+    """Residual weights. absolute: every point alike; relative: squared errors weighted by
+    exp(-x), between absolute and fully relative error, so the small values that max-shift
+    softmax sums over count more without giving up the large ones (normalised to mean 1)."""
     if weighting == "absolute":
         return np.ones_like(x)
     if weighting == "relative":
-        w = np.exp(-x)
+        w = np.exp(-x / 2)
         return w / w.mean()
     raise ValueError(f"unknown weighting {weighting!r}; known: absolute, relative")
 
