@@ -8,7 +8,15 @@ import click
 
 from sit_onnx.cli.options import table
 
-BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
+BUNDLED_NAME = "vit_digits.onnx"
+CHECKOUT_COPY = Path(__file__).resolve().parents[2] / "models" / BUNDLED_NAME
+
+
+def bundled_model() -> Path:
+    """The ViT trained on digits: installed with the package, or in a source checkout's models/."""
+    from sit_onnx.installed import find_installed
+
+    return find_installed(f"bundled/{BUNDLED_NAME}") or CHECKOUT_COPY
 
 
 @click.command()
@@ -37,7 +45,7 @@ def demo(model, output_dir, steps):
     from sit_onnx.graph.load import load_model
     from sit_onnx.runtime.library import library_available
 
-    model = model or BUNDLED
+    model = model or bundled_model()
     if not model.is_file():
         raise SitOnnxError(
             f"{model}: model not found (the bundled one is trained by `python models/train.py --arch vit --out models`)"

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.installed import find_installed
 
 LIBRARY_NAME = "libsit_onnx_ops.so"
 ENV_OVERRIDE = "SIT_ONNX_OPS_LIBRARY"
@@ -14,20 +15,7 @@ ENV_OVERRIDE = "SIT_ONNX_OPS_LIBRARY"
 
 @lru_cache(maxsize=1)
 def _installed_library() -> Path | None:
-    here = Path(__file__).resolve().parent.parent / LIBRARY_NAME
-    if here.is_file():
-        return here
-    try:  # editable installs keep the built library in site-packages, not beside the sources
-        from importlib.metadata import PackageNotFoundError, files
-
-        for entry in files("sit-onnx") or []:
-            if entry.name == LIBRARY_NAME:
-                path = Path(entry.locate()).resolve()
-                if path.is_file():
-                    return path
-    except PackageNotFoundError:
-        pass
-    return None
+    return find_installed(LIBRARY_NAME)
 
 
 def get_library_path() -> str:
