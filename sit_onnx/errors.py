@@ -3,3 +3,11 @@
 
 class SitOnnxError(Exception):
     """A problem with the user's input (file, model, option), not a bug in sit-onnx."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (library messages run to pages), or its type."""
+    text = str(exc).strip()
+    for prefix in ("[ONNXRuntimeError] : ",):
+        text = text.split(prefix)[-1]
+    return text.splitlines()[0] if text else type(exc).__name__

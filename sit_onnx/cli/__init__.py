@@ -8,7 +8,7 @@ import sys
 import click
 
 from sit_onnx import __version__
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 
 
 class SitGroup(click.Group):
@@ -26,9 +26,8 @@ class SitGroup(click.Group):
         except Exception as exc:  # a bug: still one line, with how to see more
             if os.environ.get("SIT_ONNX_DEBUG"):
                 raise
-            first = str(exc).splitlines()[0] if str(exc) else ""
             raise click.ClickException(
-                f"internal error: {type(exc).__name__}: {first} (set SIT_ONNX_DEBUG=1 for a traceback)"
+                f"internal error: {type(exc).__name__}: {first_line(exc)} (set SIT_ONNX_DEBUG=1 for a traceback)"
             ) from None
 
 

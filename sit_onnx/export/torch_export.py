@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from sit_onnx.atomic import write_bytes_atomic
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 
 
 def export_module(
@@ -56,7 +56,7 @@ def export_module(
                 do_constant_folding=True,
             )
         except Exception as exc:
-            raise SitOnnxError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from None
+            raise SitOnnxError(f"torch.onnx.export failed: {first_line(exc)}") from None
     model = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(model, full_check=True)
     write_bytes_atomic(Path(path), buffer.getvalue())

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from onnx import version_converter
 
 from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset, load_model_and_layout
@@ -63,9 +63,8 @@ def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     try:
         return version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeError/ValueError with long texts
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SitOnnxError(
-            f"unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET} ({first})"
+            f"unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET} ({first_line(exc)})"
         ) from None
 
 
@@ -131,7 +130,7 @@ def rewrite_model(
     try:
         onnx.checker.check_model(light)
     except onnx.checker.ValidationError as exc:
-        raise SitOnnxError(f"{label}: not a valid ONNX model ({str(exc).strip().splitlines()[0]})") from None
+        raise SitOnnxError(f"{label}: not a valid ONNX model ({first_line(exc)})") from None
     ops_before = count_ops(light.graph)
     graph = gs.import_onnx(infer_shapes(light))
     graph.toposort()

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 
 PROTOBUF_LIMIT = 2**31 - 1
 
@@ -55,7 +55,7 @@ def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, boo
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
-        raise SitOnnxError(f"{path}: not an ONNX model (the protobuf does not parse: {_first_line(exc)})") from None
+        raise SitOnnxError(f"{path}: not an ONNX model (the protobuf does not parse: {first_line(exc)})") from None
     except OSError as exc:
         raise SitOnnxError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not model.graph.node and not model.graph.output:
@@ -65,7 +65,7 @@ def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, boo
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError) as exc:
-            raise SitOnnxError(f"{path}: its external data cannot be read ({_first_line(exc)})") from None
+            raise SitOnnxError(f"{path}: its external data cannot be read ({first_line(exc)})") from None
     opset = default_opset(model)
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
@@ -73,8 +73,3 @@ def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, boo
             f"{path}: uses opset {opset}, newer than this onnx ({onnx.__version__}) knows (up to {newest})"
         )
     return model, external
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -20,5 +20,4 @@ def validate_model(model: onnx.ModelProto | str) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise SitOnnxError(f"the rewritten model fails onnx's checker: {first}") from None
+        raise SitOnnxError(f"the rewritten model fails onnx's checker: {first_line(exc)}") from None

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from sit_onnx.domain import DOMAIN
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.runtime.library import get_library_path, library_available
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -78,7 +78,7 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec =
             ort.capi.onnxruntime_pybind11_state.NoSuchFile,
             RuntimeError,
         ) as exc:
-            raise SitOnnxError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+            raise SitOnnxError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
         if expected:
             placed = spiking_node_count(onnx.load(str(optimized), load_external_data=False))
             if placed < expected:
@@ -87,10 +87,3 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec =
                     "fell back to their function bodies (is the library built for this onnxruntime?)"
                 )
     return session
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for prefix in ("[ONNXRuntimeError] : ",):
-        text = text.split(prefix)[-1]
-    return text.splitlines()[0] if text else type(exc).__name__
