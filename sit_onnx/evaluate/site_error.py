@@ -10,6 +10,7 @@ import onnx
 from sit_onnx.evaluate.capture import capture
 from sit_onnx.graph.report import RewriteReport
 from sit_onnx.neurons import softmax
+from sit_onnx.neurons.quality import mean_kl
 
 
 @dataclass
@@ -29,9 +30,5 @@ def site_errors(converted: onnx.ModelProto, report: RewriteReport, feeds: dict[s
         logits, got = values[site.logits].astype(np.float64), values[site.output].astype(np.float64)
         exact = softmax(logits, axis=site.axis)
         diff = np.abs(exact - got)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(exact > 0, exact * (np.log(exact) - np.log(np.maximum(got, 1e-12))), 0.0)
-        errors.append(
-            SiteError(site.name, float(diff.max()), float(diff.mean()), float(terms.sum(axis=site.axis).mean()))
-        )
+        errors.append(SiteError(site.name, float(diff.max()), float(diff.mean()), mean_kl(exact, got, site.axis)))
     return errors

@@ -11,15 +11,15 @@ The error reported is measured on 100,000 uniform random points, not the grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from sit_onnx.neurons.params import NeuronParams
+from sit_onnx.neurons.quality import exp_quality
 
 GRID_POINTS = 10_000  # the paper's training grid: 10,000 evenly spaced points
-EVAL_POINTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -73,14 +73,10 @@ def point_weights(x: np.ndarray, weighting: str) -> np.ndarray:
     raise ValueError(f"unknown weighting {weighting!r}; known: absolute, relative")
 
 
-def evaluate_fit(params: NeuronParams, points: int = EVAL_POINTS, seed: int = 12345) -> tuple[float, float]:
-    """RMSE and max abs error of SI-exp against exp on `points` uniform random inputs."""
-    from sit_onnx.neurons.si_exp import si_exp
-
-    lo, hi = params.input_range
-    x = np.random.default_rng(seed).uniform(lo, hi, points)
-    err = si_exp(x, params) - np.exp(x)
-    return float(np.sqrt(np.mean(err**2))), float(np.max(np.abs(err)))
+def scored(params: NeuronParams, method: str, meta: dict) -> NeuronParams:
+    """The set with its RMSE and max error on 100,000 random points (the figures `neuron show` prints)."""
+    quality = exp_quality(params)
+    return replace(params, rmse=quality.rmse, max_error=quality.max_error, method=method, meta=meta)
 
 
 INITS = ("spread", "random")
@@ -208,15 +204,8 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
         torch.set_num_threads(threads)
     thresholds, resets = _polish(x, target, thresholds, resets, opts, tick)
     _, weights = true_rmse(x, target, thresholds, resets, opts.ridge, point_weights(x, opts.weighting))
-    draft = NeuronParams(thresholds, resets, weights, (lo, hi), method="draft")
-    rmse, max_error = evaluate_fit(draft)
-    return NeuronParams(
-        thresholds,
-        resets,
-        weights,
-        (lo, hi),
-        rmse=rmse,
-        max_error=max_error,
+    return scored(
+        NeuronParams(thresholds, resets, weights, (lo, hi)),
         method="surrogate-gradient explore + least-squares d + coordinate polish",
         meta={
             "seed": opts.seed,
@@ -227,7 +216,6 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
             "polish_rounds": opts.polish_rounds,
             "surrogate_width": opts.surrogate_width,
             "grid_points": GRID_POINTS,
-            "eval_points": EVAL_POINTS,
         },
     )
 
@@ -248,27 +236,17 @@ def fit_ensemble(single: NeuronParams, neurons: int) -> NeuronParams:
     span = hi - lo
     x = np.linspace(lo, hi, GRID_POINTS)
     thresholds, resets = np.asarray(single.thresholds), np.asarray(single.resets)
+    method = f"ensemble of {neurons} offset neurons over: {single.method}"
     best = None
     for spread in ENSEMBLE_SPREADS:
         offsets = np.linspace(-1, 1, neurons) * spread * span / 2
         z = np.concatenate([spike_matrix(x + o, thresholds, resets) for o in offsets], axis=1)
         weights = solve_weights(z, np.exp(x))
-        candidate = NeuronParams(thresholds, resets, weights, (lo, hi), offsets=offsets, method="draft")
-        rmse, max_error = evaluate_fit(candidate)
-        if best is None or rmse < best[0]:
-            best = (rmse, max_error, offsets, weights, spread)
-    rmse, max_error, offsets, weights, spread = best
-    return NeuronParams(
-        thresholds,
-        resets,
-        weights,
-        (lo, hi),
-        rmse=rmse,
-        max_error=max_error,
-        method=f"ensemble of {neurons} offset neurons over: {single.method}",
-        meta={**single.meta, "neurons": neurons, "offset_spread": spread, "single_neuron_rmse": single.rmse},
-        offsets=offsets,
-    )
+        meta = {**single.meta, "neurons": neurons, "offset_spread": spread, "single_neuron_rmse": single.rmse}
+        candidate = scored(NeuronParams(thresholds, resets, weights, (lo, hi), offsets=offsets), method, meta)
+        if best is None or candidate.rmse < best.rmse:
+            best = candidate
+    return best
 
 
 def total_ticks(opts: FitOptions) -> int:

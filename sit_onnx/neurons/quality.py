@@ -52,18 +52,18 @@ def exp_quality(params: NeuronParams, points: int = EVAL_POINTS, seed: int = 123
     )
 
 
+def mean_kl(p: np.ndarray, q: np.ndarray, axis: int = -1) -> float:
+    """Mean over rows of KL(p || q), rows along `axis`; q is floored at 1e-12 (a spiking 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(p) - np.log(np.maximum(q, 1e-12))), 0.0)
+    return float(terms.sum(axis=axis).mean())
+
+
 def softmax_error(p: np.ndarray, q: np.ndarray, length: int, protocol: str) -> SoftmaxQuality:
     """Error of q against the exact softmax p, rows along the last axis."""
     diff = np.abs(p - q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * (np.log(p) - np.log(np.maximum(q, 1e-12))), 0.0)
     return SoftmaxQuality(
-        length,
-        protocol,
-        float(diff.mean()),
-        float((diff**2).mean()),
-        float(diff.max()),
-        float(terms.sum(axis=-1).mean()),
+        length, protocol, float(diff.mean()), float((diff**2).mean()), float(diff.max()), mean_kl(p, q)
     )
 
 
