@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from sit_onnx.evaluate.capture import capture
+from sit_onnx.graph.load import default_opset
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE
 
 NEGLIGIBLE = np.exp(SHIFT_RANGE[0])  # below -R after the shift, exp is under 6e-6: clamping there is harmless
@@ -41,7 +42,7 @@ def calibrate(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Site
     nodes = _softmax_nodes(model)
     values = capture(model, [n.input[0] for n in nodes], feeds)
     sites = []
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    opset = default_opset(model)
     for node in nodes:
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
         logits = values[node.input[0]].astype(np.float64)

@@ -86,7 +86,8 @@ def estimate_energy(
     model = converted if converted is not None else original
     nodes = [n for n in model.graph.node if n.op_type in COMPUTE_OPS or n.domain == DOMAIN]
     wanted = sorted({name for n in nodes for name in list(n.input) + list(n.output) if name})
-    values = {**_initializers(model), **capture(model, [w for w in wanted if w not in _initializers(model)], feeds)}
+    weights = _initializers(model)
+    values = {**weights, **capture(model, [w for w in wanted if w not in weights], feeds)}
     rates: dict[str, float] = {}
     report = EnergyReport(samples=batch)
     for node in nodes:

@@ -15,7 +15,7 @@ from onnx import helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.graph.functions import CASTLIKE_OPSET
-from sit_onnx.graph.sites import SoftmaxSite
+from sit_onnx.graph.sites import SoftmaxSite, walk_graphs
 from sit_onnx.neurons.params import NeuronParams
 
 AXES_INPUT_OPSET_REDUCE_MAX = 18
@@ -35,8 +35,6 @@ class NamePool:
 
     def __init__(self, graph: gs.Graph):
         self.taken = set()
-        from sit_onnx.graph.sites import walk_graphs
-
         for sub in walk_graphs(graph):
             self.taken.update(sub.tensors().keys())
             self.taken.update(n.name for n in sub.nodes)

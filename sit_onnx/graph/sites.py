@@ -28,7 +28,6 @@ class SoftmaxSite:
     logits: gs.Tensor = field(repr=False)
     output: gs.Tensor = field(repr=False)
     nodes: list = field(default_factory=list, repr=False)
-    skip_reason: str | None = None
 
 
 def walk_graphs(graph: gs.Graph):
