@@ -21,6 +21,21 @@ constexpr int kTailLanes = 32;        // the tail of a row (16 measured slower: 
 // Rows of length n handed to one thread-pool task: about 16k elements each.
 inline int64_t RowsPerTask(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)); }
 
+// When the axis is not the last: tasks take `block` contiguous inner columns of one outer index.
+inline int64_t ColumnBlocksPerOuter(const AxisSplit& s, int64_t block) { return (s.inner + block - 1) / block; }
+
+struct ColumnBlock {
+  int64_t offset;  // of the block's first element
+  int64_t width;   // columns in the block
+};
+
+inline ColumnBlock ColumnBlockOf(const AxisSplit& s, int64_t block, size_t task) {
+  const int64_t per_outer = ColumnBlocksPerOuter(s, block);
+  const int64_t outer = static_cast<int64_t>(task) / per_outer;
+  const int64_t first = (static_cast<int64_t>(task) % per_outer) * block;
+  return {outer * s.n * s.inner + first, std::min(block, s.inner - first)};
+}
+
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(Ort::Float16_t v) { return v.ToFloat(); }
 template <typename T>
@@ -209,13 +224,11 @@ template <typename T>
 void NormColumnsTask(void* data, size_t task) {
   auto& job = *static_cast<NormJob<T>*>(data);
   const auto& s = job.split;
-  const int64_t blocks_per_outer = (s.inner + job.inner_block - 1) / job.inner_block;
-  const int64_t o = static_cast<int64_t>(task) / blocks_per_outer;
-  const int64_t c0 = (static_cast<int64_t>(task) % blocks_per_outer) * job.inner_block;
-  const int64_t width = std::min(job.inner_block, s.inner - c0);
+  const ColumnBlock block = ColumnBlockOf(s, job.inner_block, task);
+  const int64_t width = block.width;
   std::vector<float> sums(static_cast<size_t>(width), 0.f);
-  const T* w = job.w + o * s.n * s.inner + c0;
-  T* y = job.y + o * s.n * s.inner + c0;
+  const T* w = job.w + block.offset;
+  T* y = job.y + block.offset;
   for (int64_t i = 0; i < s.n; ++i)
     for (int64_t c = 0; c < width; ++c) sums[c] += ToFloat(w[i * s.inner + c]);
   for (int64_t i = 0; i < s.n; ++i)
@@ -246,12 +259,10 @@ template <typename T>
 void SoftmaxColumnsTask(void* data, size_t task) {
   auto& job = *static_cast<SoftmaxJob<T>*>(data);
   const auto& s = job.split;
-  const int64_t blocks_per_outer = (s.inner + job.inner_block - 1) / job.inner_block;
-  const int64_t o = static_cast<int64_t>(task) / blocks_per_outer;
-  const int64_t c0 = (static_cast<int64_t>(task) % blocks_per_outer) * job.inner_block;
-  const int64_t width = std::min(job.inner_block, s.inner - c0);
-  const T* x = job.x + o * s.n * s.inner + c0;
-  T* y = job.y + o * s.n * s.inner + c0;
+  const ColumnBlock block = ColumnBlockOf(s, job.inner_block, task);
+  const int64_t width = block.width;
+  const T* x = job.x + block.offset;
+  T* y = job.y + block.offset;
   std::vector<float> column(static_cast<size_t>(s.n));
   for (int64_t c = 0; c < width; ++c) {
     for (int64_t i = 0; i < s.n; ++i) column[i] = ToFloat(x[i * s.inner + c]);
@@ -267,7 +278,7 @@ void RunAlongAxis(Ort::KernelContext& ctx, Job& job, void (*rows)(void*, size_t)
   const bool last_axis = s.inner == 1;
   const int64_t per_task = RowsPerTask(s.n);
   const size_t tasks = last_axis ? static_cast<size_t>((s.outer + per_task - 1) / per_task)
-                                 : static_cast<size_t>(s.outer * ((s.inner + job.inner_block - 1) / job.inner_block));
+                                 : static_cast<size_t>(s.outer * ColumnBlocksPerOuter(s, job.inner_block));
   auto* fn = last_axis ? rows : columns;
   if (tasks == 1) fn(&job, 0);
   else ctx.ParallelFor(fn, tasks, 0, &job);

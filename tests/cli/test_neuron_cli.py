@@ -11,6 +11,27 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def quick_fit(out, lo, hi):
+    """A K=3 fit small enough for a test: one short restart, one polish round."""
+    return [
+        "neuron",
+        "fit",
+        "-k",
+        "3",
+        "--range",
+        lo,
+        hi,
+        "-o",
+        out,
+        "--restarts",
+        "1",
+        "--iterations",
+        "30",
+        "--polish-rounds",
+        "1",
+    ]
+
+
 def test_show_json_fields():
     result = invoke("neuron", "show", "--steps", "12", "--json")
     assert result.exit_code == 0, result.output
@@ -47,24 +68,7 @@ def test_bad_arguments(args, code, text):
 
 def test_fit_writes_a_loadable_set(tmp_path):
     out = tmp_path / "p.json"
-    args = [
-        "neuron",
-        "fit",
-        "-k",
-        "3",
-        "--range",
-        "-1",
-        "1",
-        "-o",
-        out,
-        "--restarts",
-        "1",
-        "--iterations",
-        "30",
-        "--polish-rounds",
-        "1",
-        "--json",
-    ]
+    args = quick_fit(out, "-1", "1") + ["--json"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     record = json.loads(result.output.strip().splitlines()[-1])
@@ -90,25 +94,7 @@ def test_sweep_json_and_plot(tmp_path):
 
 def test_fit_relative_weighting_recorded(tmp_path):
     out = tmp_path / "rel.json"
-    result = invoke(
-        "neuron",
-        "fit",
-        "-k",
-        "3",
-        "--range",
-        "-12",
-        "0",
-        "-o",
-        out,
-        "--restarts",
-        "1",
-        "--iterations",
-        "30",
-        "--polish-rounds",
-        "1",
-        "--weighting",
-        "relative",
-    )
+    result = invoke(*quick_fit(out, "-12", "0"), "--weighting", "relative")
     assert result.exit_code == 0, result.output
     params = load_params(out)
     assert params.meta["weighting"] == "relative" and params.meta["init"] == "spread"
