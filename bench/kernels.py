@@ -61,52 +61,58 @@ def session(model, provider, library=True, threads=0):
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 
 
-def time_session(sess, x, provider, repeat):
-    """Median milliseconds per run; on CUDA inputs and outputs stay on the device (IOBinding)."""
+def caller(sess, x, provider):
+    """One run of `sess` on x; on CUDA inputs and outputs stay on the device (IOBinding)."""
     if provider == "cuda":
         binding = sess.io_binding()
         x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
         binding.bind_ortvalue_input(sess.get_inputs()[0].name, x_dev)
         binding.bind_output(sess.get_outputs()[0].name, "cuda", 0)
-        call = lambda: sess.run_with_iobinding(binding)  # noqa: E731
-    else:
-        feeds = {sess.get_inputs()[0].name: x}
-        call = lambda: sess.run(None, feeds)  # noqa: E731
-    for _ in range(3):
-        call()
-    samples = []
+        return lambda: sess.run_with_iobinding(binding)
+    feeds = {sess.get_inputs()[0].name: x}
+    return lambda: sess.run(None, feeds)
+
+
+def time_calls(calls, repeat):
+    """Median milliseconds per call, the calls taken in turn so a busy machine slows them alike."""
+    for call in calls.values():
+        for _ in range(3):
+            call()
+    samples = {name: [] for name in calls}
     for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return 1000 * float(np.median(samples))
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(values)) for name, values in samples.items()}
 
 
 def bench_tensors(args, provider):
     rows = []
     for label, shape in TENSORS.items():
         x = np.random.default_rng(0).normal(0, 3, shape).astype(np.float32)
-        native = time_session(session(softmax_graph(shape), provider, False), x, provider, args.repeat)
-        row = {"tensor": label, "provider": provider, "native_ms": native}
+        sessions = {"native": session(softmax_graph(shape), provider, False)}
         for mode, shift, fuse in (("shift", True, False), ("no-shift", False, False), ("fused", True, True)):
             converted, _ = rewrite_model(softmax_graph(shape), RewriteOptions(steps=args.steps, shift=shift, fuse=fuse))
-            row[f"{mode}_ms"] = time_session(session(converted, provider), x, provider, args.repeat)
-            row[f"{mode}_ratio"] = row[f"{mode}_ms"] / native
-        if provider == "cpu":  # the pool's worth: the fused kernel on one intra-op thread
-            fused, _ = rewrite_model(softmax_graph(shape), RewriteOptions(steps=args.steps, fuse=True))
-            one = time_session(session(fused, provider, threads=1), x, provider, args.repeat)
-            native_one = time_session(
-                session(softmax_graph(shape), provider, False, threads=1), x, provider, args.repeat
-            )
-            row["one_thread_ratio"] = one / native_one
-            row["pool_speedup"] = one / row["fused_ms"]
+            sessions[mode] = session(converted, provider)
+        if provider == "cpu":  # the pool's worth: native and fused on one intra-op thread
+            sessions["native 1 thread"] = session(softmax_graph(shape), provider, False, threads=1)
+            sessions["fused 1 thread"] = session(converted, provider, threads=1)
         if provider == "cuda":
-            copy_ms = time_session(session(copy_graph(shape), provider, False), x, provider, args.repeat)
-            nbytes = x.nbytes
-            copy_bw = 2 * nbytes / copy_ms  # bytes per ms: one read, one write
-            # fused kernel: reads the row three times (max, sum, scale) and writes it once
-            chain_bw = 4 * nbytes / row["fused_ms"]
-            row["copy_ms"], row["bandwidth_share"] = copy_ms, chain_bw / copy_bw
+            sessions["copy"] = session(copy_graph(shape), provider, False)
+        ms = time_calls({name: caller(sess, x, provider) for name, sess in sessions.items()}, args.repeat)
+        row = {"tensor": label, "provider": provider, "native_ms": ms["native"]}
+        for mode in ("shift", "no-shift", "fused"):
+            row[f"{mode}_ms"] = ms[mode]
+            row[f"{mode}_ratio"] = ms[mode] / ms["native"]
+        if provider == "cpu":
+            row["one_thread_ratio"] = ms["fused 1 thread"] / ms["native 1 thread"]
+            row["pool_speedup"] = ms["fused 1 thread"] / ms["fused"]
+        if provider == "cuda":
+            copy_bw = 2 * x.nbytes / ms["copy"]  # bytes per ms: one read, one write
+            # fused kernel: reads the row three times (max, SI-exp, scale) and writes it twice
+            chain_bw = 5 * x.nbytes / ms["fused"]
+            row["copy_ms"], row["bandwidth_share"] = ms["copy"], chain_bw / copy_bw
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -142,12 +148,11 @@ def bench_transformer(args):
     chain, _ = rewrite_model(original, RewriteOptions(steps=args.steps))
     fused, _ = rewrite_model(original, RewriteOptions(steps=args.steps, fuse=True))
     x = np.random.default_rng(0).normal(size=(8, 128, 256)).astype(np.float32)
-    base = time_session(session(original, "cpu", False), x, "cpu", args.repeat)
-    results = {
-        "chain, kernels": time_session(session(chain, "cpu", True), x, "cpu", args.repeat),
-        "fused, kernels": time_session(session(fused, "cpu", True), x, "cpu", args.repeat),
-        "chain, function fallback": time_session(session(chain, "cpu", False), x, "cpu", max(3, args.repeat // 4)),
-    }
+    models = {"original": (original, False), "chain, kernels": (chain, True), "fused, kernels": (fused, True)}
+    ms = time_calls({name: caller(session(m, "cpu", lib), x, "cpu") for name, (m, lib) in models.items()}, args.repeat)
+    base = ms.pop("original")
+    fallback = time_calls({"f": caller(session(chain, "cpu", False), x, "cpu")}, max(3, args.repeat // 4))["f"]
+    results = {**ms, "chain, function fallback": fallback}
     print(
         f"cpu  4-layer encoder (d=256, 8 heads, 8x128 tokens): original {base:.2f} ms | "
         + " | ".join(f"{k} {v:.2f} ms ({v / base:.2f}x)" for k, v in results.items()),

@@ -2,286 +2,130 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <type_traits>
 #include <vector>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SIT_NO_TARGET_CLONES)
-#define SIT_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SIT_MULTIVERSION
-#endif
 
 namespace sit {
 namespace {
 
-constexpr int64_t kExpBlock = 16384;  // elements per parallel task
-constexpr int kLanes = 128;           // elements stepped together through the K time steps (measured best)
-constexpr int kTailLanes = 32;        // the tail of a row (16 measured slower: spills)
-
-// Rows of length n handed to one thread-pool task: about 16k elements each.
-inline int64_t RowsPerTask(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)); }
-
-// When the axis is not the last: tasks take `block` contiguous inner columns of one outer index.
-inline int64_t ColumnBlocksPerOuter(const AxisSplit& s, int64_t block) { return (s.inner + block - 1) / block; }
-
-struct ColumnBlock {
-  int64_t offset;  // of the block's first element
-  int64_t width;   // columns in the block
-};
-
-inline ColumnBlock ColumnBlockOf(const AxisSplit& s, int64_t block, size_t task) {
-  const int64_t per_outer = ColumnBlocksPerOuter(s, block);
-  const int64_t outer = static_cast<int64_t>(task) / per_outer;
-  const int64_t first = (static_cast<int64_t>(task) % per_outer) * block;
-  return {outer * s.n * s.inner + first, std::min(block, s.inner - first)};
-}
+constexpr int64_t kTaskElements = 16384;  // per thread-pool task: fits in L2 with room to spare
 
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(Ort::Float16_t v) { return v.ToFloat(); }
 template <typename T>
-inline T FromFloat(float v);
-template <>
-inline float FromFloat<float>(float v) { return v; }
-template <>
-inline Ort::Float16_t FromFloat<Ort::Float16_t>(float v) { return Ort::Float16_t(v); }
+inline T FromFloat(float v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else return T(v);
+}
 
-// Helpers are inlined into the multiversioned entry points below, so each CPU clone
-// (AVX-512, AVX2, baseline) gets them compiled for its own instruction set.
-#define SIT_INLINE inline __attribute__((always_inline))
+// Contiguous float16 <-> float through the CPU's conversion instructions where the row ops have them.
+void ToFloats(const RowOps& ops, const Ort::Float16_t* in, float* out, int64_t n) {
+  static_assert(sizeof(Ort::Float16_t) == sizeof(uint16_t), "float16 is stored as its 16 bits");
+  if (ops.half_to_float) return ops.half_to_float(reinterpret_cast<const uint16_t*>(in), out, n);
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i].ToFloat();
+}
 
-// SI-exp of (x - offset) over Lanes floats: v=x-offset; z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z.
-// The numpy reference's float operations in its order; NaN in gives NaN out. In place is fine.
-template <int Lanes>
-SIT_INLINE void SiExpBlock(const float* x, float* y, const ExpParams& p, float offset) {
-  float v[Lanes], acc[Lanes];
-  for (int j = 0; j < Lanes; ++j) {
-    v[j] = x[j] - offset;
-    acc[j] = 0.f;
-  }
-  for (int t = 0; t < p.steps; ++t) {
-    const float th = p.thresholds[t], h = p.resets[t], d = p.weights[t];
-    for (int j = 0; j < Lanes; ++j) {  // z in {0, 1}: arithmetic, not a select, so it stays branch-free
-      const float z = static_cast<float>(v[j] >= th);
-      v[j] = v[j] - h * z;
-      acc[j] = acc[j] + d * z;
+void FromFloats(const RowOps& ops, const float* in, Ort::Float16_t* out, int64_t n) {
+  if (ops.float_to_half) return ops.float_to_half(in, reinterpret_cast<uint16_t*>(out), n);
+  for (int64_t i = 0; i < n; ++i) out[i] = Ort::Float16_t(in[i]);
+}
+
+// Runs `fn(task)` for tasks [0, count) on onnxruntime's intra-op pool (inline when there is one).
+template <typename Fn>
+void ForTasks(Ort::KernelContext& ctx, size_t count, Fn& fn) {
+  if (count == 1) return fn(0);
+  ctx.ParallelFor([](void* data, size_t task) { (*static_cast<Fn*>(data))(task); }, count, 0, &fn);
+}
+
+// Elementwise over the flat tensor: float data in place of its blocks, float16 through a float copy.
+template <typename T, typename FloatFn>
+void ForBlocks(Ort::KernelContext& ctx, const RowOps& ops, const T* x, T* y, int64_t count, FloatFn&& fn) {
+  auto task = [&](size_t index) {
+    const int64_t begin = static_cast<int64_t>(index) * kTaskElements;
+    const int64_t size = std::min(kTaskElements, count - begin);
+    if constexpr (std::is_same_v<T, float>) {
+      fn(x + begin, y + begin, size);
+    } else {
+      std::vector<float> buffer(static_cast<size_t>(size));
+      ToFloats(ops, x + begin, buffer.data(), size);
+      fn(buffer.data(), buffer.data(), size);
+      FromFloats(ops, buffer.data(), y + begin, size);
     }
-  }
-  for (int j = 0; j < Lanes; ++j) {
-    const float in = x[j] - offset;
-    y[j] = in != in ? in : acc[j];
-  }
+  };
+  ForTasks(ctx, static_cast<size_t>((count + kTaskElements - 1) / kTaskElements), task);
 }
 
-// Wide blocks for throughput, then narrow ones so a row's tail (197 = 128 + 69) wastes little;
-// the last partial block runs on a zero-padded copy.
-SIT_INLINE void SiExpCore(const float* x, float* y, int64_t n, const ExpParams& p, float offset) {
-  int64_t start = 0;
-  for (; start + kLanes <= n; start += kLanes) SiExpBlock<kLanes>(x + start, y + start, p, offset);
-  for (; start + kTailLanes <= n; start += kTailLanes) SiExpBlock<kTailLanes>(x + start, y + start, p, offset);
-  if (start < n) {
-    float pad[kTailLanes] = {0};
-    std::memcpy(pad, x + start, static_cast<size_t>(n - start) * sizeof(float));
-    SiExpBlock<kTailLanes>(pad, pad, p, offset);
-    std::memcpy(y + start, pad, static_cast<size_t>(n - start) * sizeof(float));
-  }
-}
-
-// SI-norm's output for one element given its row's threshold V_th.
-SIT_INLINE float NormValue(float w, float v_th, float steps) {
-  if (v_th > 0.f) {
-    float ratio = w / v_th;
-    if (steps > 0.f) {
-      ratio = std::floor(ratio * steps);
-      ratio = (ratio < 0.f ? 0.f : ratio) / steps;
+// Along an axis: `rows_fn(in, out, rows)` sees `rows` contiguous float rows of length n. With the
+// axis last, float tensors are passed as they lie, a task's rows at a time; otherwise a task
+// gathers a block of columns (or converts float16) into a float buffer and scatters the result.
+template <typename T, typename RowsFn>
+void ForRows(Ort::KernelContext& ctx, const RowOps& ops, const T* x, T* y, const AxisSplit& s, RowsFn&& rows_fn) {
+  const int64_t n = s.n;
+  const int64_t width = std::max<int64_t>(1, std::min(s.inner, kTaskElements / std::max<int64_t>(n, 1)));
+  const int64_t blocks_per_outer = (s.inner + width - 1) / width;
+  // Axis last: a task is a group of whole rows. Otherwise a task is `width` columns of one outer index.
+  const int64_t rows_per_task = std::max<int64_t>(1, kTaskElements / std::max<int64_t>(n, 1));
+  const int64_t tasks = s.inner == 1 ? (s.outer + rows_per_task - 1) / rows_per_task : s.outer * blocks_per_outer;
+  auto task = [&](size_t index) {
+    const int64_t t = static_cast<int64_t>(index);
+    if (s.inner == 1) {
+      const int64_t first = t * rows_per_task, rows = std::min(rows_per_task, s.outer - first);
+      if constexpr (std::is_same_v<T, float>) return rows_fn(x + first * n, y + first * n, rows);
+      else {
+        std::vector<float> buffer(static_cast<size_t>(rows * n));
+        ToFloats(ops, x + first * n, buffer.data(), rows * n);
+        rows_fn(buffer.data(), buffer.data(), rows);
+        return FromFloats(ops, buffer.data(), y + first * n, rows * n);
+      }
     }
-    return ratio;
-  }
-  return v_th != v_th ? v_th : 0.f;
+    const int64_t outer = t / blocks_per_outer, first = (t % blocks_per_outer) * width;
+    const int64_t columns = std::min(width, s.inner - first);
+    const int64_t offset = outer * n * s.inner + first;
+    std::vector<float> buffer(static_cast<size_t>(columns * n));  // column c at buffer[c*n ...]
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < columns; ++c) buffer[c * n + i] = ToFloat(x[offset + i * s.inner + c]);
+    rows_fn(buffer.data(), buffer.data(), columns);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < columns; ++c) y[offset + i * s.inner + c] = FromFloat<T>(buffer[c * n + i]);
+  };
+  ForTasks(ctx, static_cast<size_t>(tasks), task);
 }
 
-// Sum of a contiguous row with 16 independent partial sums (vectorisable without fast-math).
-SIT_INLINE float RowSum(const float* w, int64_t n) {
-  float partial[16] = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) partial[j] += w[i + j];
-  float total = 0.f;
-  for (; i < n; ++i) total += w[i];
-  for (int j = 0; j < 16; ++j) total += partial[j];
-  return total;
-}
-
-// Max of a contiguous row. A NaN may be skipped here: it still turns its SI-exp output, hence
-// V_th and the whole row, into NaN, exactly as numpy's NaN max does.
-SIT_INLINE float RowMax(const float* x, int64_t n) {
-  float partial[16];
-  for (int j = 0; j < 16; ++j) partial[j] = -INFINITY;
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) partial[j] = std::max(partial[j], x[i + j]);
-  float best = -INFINITY;
-  for (; i < n; ++i) best = std::max(best, x[i]);
-  for (int j = 0; j < 16; ++j) best = std::max(best, partial[j]);
-  return best;
-}
-
-SIT_INLINE void ScaleRow(const float* w, float* y, int64_t n, float v_th, float steps) {
-  if (v_th > 0.f && steps == 0.f) {
-    for (int64_t i = 0; i < n; ++i) y[i] = w[i] / v_th;
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) y[i] = NormValue(w[i], v_th, steps);
+// SI-norm of contiguous rows: each row's sum is its threshold.
+void NormRows(const RowOps& ops, const float* w, float* y, int64_t rows, int64_t n, int64_t steps) {
+  for (int64_t r = 0; r < rows; ++r) ops.scale(w + r * n, y + r * n, n, ops.sum(w + r * n, n), steps);
 }
 
 struct SoftmaxSettings {
+  const RowOps* ops;
   const ExpParams* params;
-  float steps;
+  int64_t steps;
   bool shift, sigmoid;
 };
 
-SIT_MULTIVERSION void SiExpFloats(const float* x, float* y, int64_t n, const ExpParams& p) {
-  SiExpCore(x, y, n, p, 0.f);
-}
-
-SIT_MULTIVERSION void NormRowsFloat(const float* w, float* y, int64_t rows, int64_t n, float steps) {
-  for (int64_t r = 0; r < rows; ++r) ScaleRow(w + r * n, y + r * n, n, RowSum(w + r * n, n), steps);
-}
-
-// Spiking-Softmax of contiguous rows: max, SI-exp of the shifted row, sum, scale.
-SIT_MULTIVERSION void SoftmaxRowsFloat(const float* x, float* y, int64_t rows, int64_t n, const SoftmaxSettings& s) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* in = x + r * n;
-    float* out = y + r * n;
-    if (s.sigmoid) {
-      for (int64_t i = 0; i < n; ++i) out[i] = 1.f / (1.f + std::exp(-in[i]));
-      in = out;
+// Spiking-Softmax of contiguous rows in the reference's order: [sigmoid], [minus the row max],
+// SI-exp, SI-norm. Long rows go one at a time (max, SI-exp summing as it stores, scale: three
+// passes); rows shorter than the lanes in flight go together, so SI-exp still fills the vector units.
+void SoftmaxRows(const SoftmaxSettings& s, const float* x, float* y, int64_t rows, int64_t n) {
+  const RowOps& ops = *s.ops;
+  const float* in = x;
+  if (s.sigmoid) {
+    for (int64_t i = 0; i < rows * n; ++i) y[i] = 1.f / (1.f + std::exp(-x[i]));
+    in = y;
+  }
+  if (2 * n >= ops.lanes_in_flight) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float offset = s.shift ? ops.max(in + r * n, n) : 0.f;
+      ops.scale(y + r * n, y + r * n, n, ops.si_exp(in + r * n, y + r * n, n, *s.params, offset), s.steps);
     }
-    SiExpCore(in, out, n, *s.params, s.shift ? RowMax(in, n) : 0.f);
-    ScaleRow(out, out, n, RowSum(out, n), s.steps);
+    return;
   }
-}
-
-template <typename T>
-struct ExpJob {
-  const T* x;
-  T* y;
-  int64_t n;
-  const ExpParams* params;
-};
-
-template <typename T>
-void ExpTask(void* data, size_t task) {
-  auto& job = *static_cast<ExpJob<T>*>(data);
-  const int64_t begin = static_cast<int64_t>(task) * kExpBlock;
-  const int64_t count = std::min(kExpBlock, job.n - begin);
-  if constexpr (std::is_same_v<T, float>) {
-    SiExpFloats(job.x + begin, job.y + begin, count, *job.params);
-  } else {
-    std::vector<float> buffer(static_cast<size_t>(count));
-    for (int64_t i = 0; i < count; ++i) buffer[i] = ToFloat(job.x[begin + i]);
-    SiExpFloats(buffer.data(), buffer.data(), count, *job.params);
-    for (int64_t i = 0; i < count; ++i) job.y[begin + i] = FromFloat<T>(buffer[i]);
+  if (s.shift) {
+    for (int64_t r = 0; r < rows; ++r) ops.shift(in + r * n, y + r * n, n, ops.max(in + r * n, n));
+    in = y;
   }
-}
-
-template <typename T>
-struct NormJob {
-  const T* w;
-  T* y;
-  AxisSplit split;
-  float steps;
-  int64_t inner_block;  // inner columns per task when the axis is not the last
-};
-
-// The rows [first, last) of length n through `rows_fn(in, out, count)` on floats: float data directly,
-// other types one row at a time through a float buffer.
-template <typename T, typename RowsFn>
-void ForRows(const T* x, T* y, int64_t first, int64_t last, int64_t n, RowsFn&& rows_fn) {
-  if constexpr (std::is_same_v<T, float>) {
-    rows_fn(x + first * n, y + first * n, last - first);
-  } else {
-    std::vector<float> buffer(static_cast<size_t>(n));
-    for (int64_t r = first; r < last; ++r) {
-      for (int64_t i = 0; i < n; ++i) buffer[i] = ToFloat(x[r * n + i]);
-      rows_fn(buffer.data(), buffer.data(), 1);
-      for (int64_t i = 0; i < n; ++i) y[r * n + i] = FromFloat<T>(buffer[i]);
-    }
-  }
-}
-
-// Axis is the last dimension: one task per group of rows.
-template <typename T>
-void NormRowsTask(void* data, size_t task) {
-  auto& job = *static_cast<NormJob<T>*>(data);
-  const int64_t n = job.split.n;
-  const int64_t first = static_cast<int64_t>(task) * RowsPerTask(n);
-  ForRows(job.w, job.y, first, std::min(job.split.outer, first + RowsPerTask(n)), n,
-          [&](const float* in, float* out, int64_t rows) { NormRowsFloat(in, out, rows, n, job.steps); });
-}
-
-// Axis in the middle: sums run down the axis for a block of contiguous inner columns.
-template <typename T>
-void NormColumnsTask(void* data, size_t task) {
-  auto& job = *static_cast<NormJob<T>*>(data);
-  const auto& s = job.split;
-  const ColumnBlock block = ColumnBlockOf(s, job.inner_block, task);
-  const int64_t width = block.width;
-  std::vector<float> sums(static_cast<size_t>(width), 0.f);
-  const T* w = job.w + block.offset;
-  T* y = job.y + block.offset;
-  for (int64_t i = 0; i < s.n; ++i)
-    for (int64_t c = 0; c < width; ++c) sums[c] += ToFloat(w[i * s.inner + c]);
-  for (int64_t i = 0; i < s.n; ++i)
-    for (int64_t c = 0; c < width; ++c)
-      y[i * s.inner + c] = FromFloat<T>(NormValue(ToFloat(w[i * s.inner + c]), sums[c], job.steps));
-}
-
-template <typename T>
-struct SoftmaxJob {
-  const T* x;
-  T* y;
-  AxisSplit split;
-  SoftmaxSettings settings;
-  int64_t inner_block;
-};
-
-template <typename T>
-void SoftmaxRowsTask(void* data, size_t task) {
-  auto& job = *static_cast<SoftmaxJob<T>*>(data);
-  const int64_t n = job.split.n;
-  const int64_t first = static_cast<int64_t>(task) * RowsPerTask(n);
-  ForRows(job.x, job.y, first, std::min(job.split.outer, first + RowsPerTask(n)), n,
-          [&](const float* in, float* out, int64_t rows) { SoftmaxRowsFloat(in, out, rows, n, job.settings); });
-}
-
-// Axis in the middle: gather an (n x width) block of columns, run every column, scatter back.
-template <typename T>
-void SoftmaxColumnsTask(void* data, size_t task) {
-  auto& job = *static_cast<SoftmaxJob<T>*>(data);
-  const auto& s = job.split;
-  const ColumnBlock block = ColumnBlockOf(s, job.inner_block, task);
-  const int64_t width = block.width;
-  const T* x = job.x + block.offset;
-  T* y = job.y + block.offset;
-  std::vector<float> column(static_cast<size_t>(s.n));
-  for (int64_t c = 0; c < width; ++c) {
-    for (int64_t i = 0; i < s.n; ++i) column[i] = ToFloat(x[i * s.inner + c]);
-    SoftmaxRowsFloat(column.data(), column.data(), 1, s.n, job.settings);
-    for (int64_t i = 0; i < s.n; ++i) y[i * s.inner + c] = FromFloat<T>(column[i]);
-  }
-}
-
-// One pool task per group of rows when the axis is last, else per block of inner columns.
-template <typename Job>
-void RunAlongAxis(Ort::KernelContext& ctx, Job& job, void (*rows)(void*, size_t), void (*columns)(void*, size_t)) {
-  const AxisSplit& s = job.split;
-  const bool last_axis = s.inner == 1;
-  const int64_t per_task = RowsPerTask(s.n);
-  const size_t tasks = last_axis ? static_cast<size_t>((s.outer + per_task - 1) / per_task)
-                                 : static_cast<size_t>(s.outer * ColumnBlocksPerOuter(s, job.inner_block));
-  auto* fn = last_axis ? rows : columns;
-  if (tasks == 1) fn(&job, 0);
-  else ctx.ParallelFor(fn, tasks, 0, &job);
+  ops.si_exp(in, y, rows * n, *s.params, 0.f);
+  NormRows(ops, y, y, rows, n, s.steps);
 }
 
 }  // namespace
@@ -292,10 +136,8 @@ OrtStatusPtr SpikingExpCpu<T>::ComputeV2(OrtKernelContext* context) {
     Ort::KernelContext ctx(context);
     auto io = OpenSameShape(ctx);
     if (io.count == 0) return nullptr;
-    ExpJob<T> job{io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), io.count, &params};
-    const size_t tasks = static_cast<size_t>((io.count + kExpBlock - 1) / kExpBlock);
-    if (tasks == 1) ExpTask<T>(&job, 0);
-    else ctx.ParallelFor(&ExpTask<T>, tasks, 0, &job);
+    ForBlocks(ctx, *ops, io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), io.count,
+              [&](const float* x, float* y, int64_t size) { ops->si_exp(x, y, size, params, 0.f); });
     return nullptr;
   });
 }
@@ -308,9 +150,8 @@ OrtStatusPtr SpikingNormCpu<T>::ComputeV2(OrtKernelContext* context) {
     AxisSplit split;
     if (OrtStatusPtr error = SplitOrError(kName, io.shape, attrs.axis, &split)) return error;
     if (io.count == 0) return nullptr;
-    NormJob<T> job{io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
-                   static_cast<float>(attrs.time_steps), 256};
-    RunAlongAxis(ctx, job, &NormRowsTask<T>, &NormColumnsTask<T>);
+    ForRows(ctx, *ops, io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
+            [&](const float* w, float* y, int64_t rows) { NormRows(*ops, w, y, rows, split.n, attrs.time_steps); });
     return nullptr;
   });
 }
@@ -323,9 +164,9 @@ OrtStatusPtr SpikingSoftmaxCpu<T>::ComputeV2(OrtKernelContext* context) {
     AxisSplit split;
     if (OrtStatusPtr error = SplitOrError(kName, io.shape, norm.attrs.axis, &split)) return error;
     if (io.count == 0) return nullptr;
-    SoftmaxJob<T> job{io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
-                      {&exp.params, static_cast<float>(norm.attrs.time_steps), shift, sigmoid}, 64};
-    RunAlongAxis(ctx, job, &SoftmaxRowsTask<T>, &SoftmaxColumnsTask<T>);
+    const SoftmaxSettings settings{ops, &exp.params, norm.attrs.time_steps, shift, sigmoid};
+    ForRows(ctx, *ops, io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
+            [&](const float* x, float* y, int64_t rows) { SoftmaxRows(settings, x, y, rows, split.n); });
     return nullptr;
   });
 }

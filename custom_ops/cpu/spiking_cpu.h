@@ -1,23 +1,35 @@
 // CPU kernels: SpikingExp in one pass over memory, SpikingNorm in two (sum, then scale),
-// both split into blocks over onnxruntime's intra-op thread pool.
+// SpikingSoftmax fused; split into blocks over onnxruntime's intra-op thread pool, the
+// inner loops from the row ops this CPU runs best (row_ops.h).
 #pragma once
 
 #include "../include/spiking_op.h"
+#include "row_ops.h"
 
 namespace sit {
 
+// A kernel base plus the row ops chosen when the session creates the kernel.
+template <class Base>
+struct CpuKernel : Base {
+  const RowOps* ops = nullptr;
+  std::string Init(const Ort::ConstKernelInfo& info) {
+    const std::string error = Base::Init(info);
+    return error.empty() ? SelectRowOps(&ops) : error;
+  }
+};
+
 template <typename T>
-struct SpikingExpCpu : ExpKernelBase {
+struct SpikingExpCpu : CpuKernel<ExpKernelBase> {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
 template <typename T>
-struct SpikingNormCpu : NormKernelBase {
+struct SpikingNormCpu : CpuKernel<NormKernelBase> {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
 template <typename T>
-struct SpikingSoftmaxCpu : SoftmaxKernelBase {
+struct SpikingSoftmaxCpu : CpuKernel<SoftmaxKernelBase> {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 

@@ -290,3 +290,58 @@ def test_spiking_softmax_bad_flags_refused():
     params = NeuronParams([0.0], [1.0], [1.0], (-1, 1))
     with pytest.raises(Exception, match="SpikingSoftmax node 'fused'.*shift and sigmoid must be 0 or 1"):
         _session(_softmax_node(params, -1, 0, 2, False), np.float32, 2)
+
+
+# The CPU inner loops exist once per instruction set (custom_ops/cpu/simd_*.cc); each is checked
+# here on row lengths around its vector widths (4, 8, 16 floats) and blocks (32, 48, 128 floats).
+KERNEL_SETS = ["avx512", "avx2", "portable"]
+ROW_LENGTHS = [1, 3, 4, 5, 8, 15, 16, 17, 31, 33, 47, 48, 49, 63, 64, 65, 127, 128, 129, 197, 257]
+
+
+def _use_kernel_set(monkeypatch, isa):
+    """Makes new sessions run `isa`; skips when this CPU cannot (the session says why)."""
+    monkeypatch.setenv("SIT_ONNX_CPU_ISA", isa)
+    try:
+        _session(_norm_node(-1, 0), np.float32, 1)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        if "lacks" in str(exc):
+            pytest.skip(f"this CPU does not run the {isa} kernels")
+        raise
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("n", ROW_LENGTHS)
+def test_cpu_kernel_sets_match_reference(rng, monkeypatch, isa, dtype, n):
+    from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
+
+    _use_kernel_set(monkeypatch, isa)
+    params = _random_params(rng, 12)
+    x = rng.normal(0, 3, (3, n)).astype(dtype)
+    x.flat[rng.integers(0, x.size)] = np.nan  # one NaN somewhere: its element (SI-exp) or its row (softmax)
+    tolerance = 1e-6 if dtype == np.float32 else 1e-3
+
+    # SI-exp is exact: the reference's float32 operations in its order, then the same rounding to float16
+    got = _session(_exp_node(params), dtype, 2).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, si_exp(x, params))
+
+    w = np.abs(x)
+    for axis, time_steps in ((-1, 0), (0, 0), (-1, 16)):
+        got = _session(_norm_node(axis, time_steps), dtype, 2).run(None, {"x": w})[0].astype(np.float32)
+        expected = si_norm(w, axis=axis, time_steps=time_steps).astype(np.float32)
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
+        assert np.count_nonzero(np.abs(got - expected) > 10 * tolerance) <= (got.size // 100 if time_steps else 0)
+
+    for shift, axis in ((True, -1), (False, -1), (True, 0)):
+        node = _softmax_node(params, axis, 0, shift, False)
+        got = _session(node, dtype, 2).run(None, {"x": x})[0].astype(np.float32)
+        options = SoftmaxOptions(shift=shift)
+        expected = spiking_softmax(x, params, axis=axis, options=options).astype(np.float32)
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
+        assert np.count_nonzero(np.abs(got - expected) > 10 * tolerance) <= max(1, got.size // 100)
+
+
+def test_unknown_kernel_set_refused_at_session_creation(monkeypatch):
+    monkeypatch.setenv("SIT_ONNX_CPU_ISA", "sse9")
+    with pytest.raises(Exception, match="SpikingNorm node 'norm'.*SIT_ONNX_CPU_ISA=sse9 is not a kernel set"):
+        _session(_norm_node(-1, 0), np.float32, 1)

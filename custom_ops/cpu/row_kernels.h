@@ -1,0 +1,137 @@
+// The row loops of row_ops.h written once over a SIMD traits type S, included by one
+// translation unit per instruction set (simd_avx512.cc, simd_avx2.cc, simd_portable.cc).
+//
+// S provides: V (vector), M (lane mask), kWidth (lanes), kVectors (vectors stepped together
+// to hide the compare -> subtract latency of one step), and
+//   Set(f), Load(p), LoadPart(p, count, fill), Store(p, v), StorePart(p, v, count),
+//   AtLeast(a, b) -> M, SubWhere(a, m, b), AddWhere(a, m, b), KeepNaN(out, in),
+//   Blend(a, b, count) (b in the first count lanes), Add, Sub, Mul, Div, Max, Floor, SumLanes, MaxLanes.
+// Everything here is static or in an anonymous namespace: each instruction set keeps its own
+// copy, so the linker never swaps an AVX-512 body into the portable path.
+#pragma once
+
+#include <cstdint>
+
+#include "row_ops.h"
+
+namespace sit {
+namespace {
+
+template <class S>
+struct RowKernels {
+  using V = typename S::V;
+  static constexpr int W = S::kWidth;
+
+  // R vectors through all K steps; `count` <= R*W valid floats, only the last vector partial.
+  template <int R>
+  static inline __attribute__((always_inline)) void ExpVectors(const float* x, float* y, int64_t count,
+                                                               const ExpParams& p, V offset, V& total) {
+    V v[R], acc[R];
+    for (int r = 0; r < R; ++r) {
+      const int64_t left = count - r * W;
+      v[r] = S::Sub(left >= W ? S::Load(x + r * W) : S::LoadPart(x + r * W, left, 0.f), offset);
+      acc[r] = S::Set(0.f);
+    }
+    for (int t = 0; t < p.steps; ++t) {
+      const V threshold = S::Set(p.thresholds[t]), reset = S::Set(p.resets[t]), weight = S::Set(p.weights[t]);
+      for (int r = 0; r < R; ++r) {
+        // The reference's v - h*z and out + d*z for z in {0, 1} and finite h, d, as masked
+        // operations: bit-identical, three instructions per vector and step.
+        const auto fire = S::AtLeast(v[r], threshold);
+        v[r] = S::SubWhere(v[r], fire, reset);
+        acc[r] = S::AddWhere(acc[r], fire, weight);
+      }
+    }
+    // A NaN never fires, so it is still in v at the end: the reference's NaN-in, NaN-out.
+    for (int r = 0; r < R; ++r) {
+      const int64_t left = count - r * W;
+      acc[r] = S::KeepNaN(acc[r], v[r]);
+      if (left >= W) {
+        S::Store(y + r * W, acc[r]);
+      } else {  // lanes past the end hold SI-exp(0 - offset): zero them before they reach the total
+        S::StorePart(y + r * W, acc[r], left);
+        acc[r] = S::Blend(S::Set(0.f), acc[r], left);
+      }
+      total = S::Add(total, acc[r]);
+    }
+  }
+
+  static float SiExp(const float* x, float* y, int64_t n, const ExpParams& p, float offset) {
+    constexpr int R = S::kVectors;
+    const V off = S::Set(offset);
+    V total = S::Set(0.f);
+    int64_t i = 0;
+    for (; i + R * W <= n; i += R * W) ExpVectors<R>(x + i, y + i, R * W, p, off, total);
+    const int64_t rest = n - i;
+    // The remainder in as few vectors as it needs, still stepped together.
+    switch ((rest + W - 1) / W) {
+      case 0: break;
+      case 1: ExpVectors<1>(x + i, y + i, rest, p, off, total); break;
+      case 2: ExpVectors<2>(x + i, y + i, rest, p, off, total); break;
+      case 3: ExpVectors<3>(x + i, y + i, rest, p, off, total); break;
+      case 4: ExpVectors<4>(x + i, y + i, rest, p, off, total); break;
+      case 5: ExpVectors<(R > 5 ? 5 : R)>(x + i, y + i, rest, p, off, total); break;
+      case 6: ExpVectors<(R > 6 ? 6 : R)>(x + i, y + i, rest, p, off, total); break;
+      case 7: ExpVectors<(R > 7 ? 7 : R)>(x + i, y + i, rest, p, off, total); break;
+      default: ExpVectors<R>(x + i, y + i, rest, p, off, total); break;
+    }
+    return S::SumLanes(total);
+  }
+
+  static float Max(const float* x, int64_t n) {
+    V best[4] = {S::Set(-__builtin_inff()), S::Set(-__builtin_inff()), S::Set(-__builtin_inff()),
+                 S::Set(-__builtin_inff())};
+    int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W)
+      for (int r = 0; r < 4; ++r) best[r] = S::Max(best[r], S::Load(x + i + r * W));
+    for (; i + W <= n; i += W) best[0] = S::Max(best[0], S::Load(x + i));
+    if (i < n) best[1] = S::Max(best[1], S::LoadPart(x + i, n - i, -__builtin_inff()));
+    return S::MaxLanes(S::Max(S::Max(best[0], best[1]), S::Max(best[2], best[3])));
+  }
+
+  static float Sum(const float* x, int64_t n) {
+    V total[4] = {S::Set(0.f), S::Set(0.f), S::Set(0.f), S::Set(0.f)};
+    int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W)
+      for (int r = 0; r < 4; ++r) total[r] = S::Add(total[r], S::Load(x + i + r * W));
+    for (; i + W <= n; i += W) total[0] = S::Add(total[0], S::Load(x + i));
+    if (i < n) total[1] = S::Add(total[1], S::LoadPart(x + i, n - i, 0.f));
+    return S::SumLanes(S::Add(S::Add(total[0], total[1]), S::Add(total[2], total[3])));
+  }
+
+  // y = op(w) over n floats, whole vectors then one partial one.
+  template <class Op>
+  static inline __attribute__((always_inline)) void Map(const float* w, float* y, int64_t n, Op op) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) S::Store(y + i, op(S::Load(w + i)));
+    if (i < n) S::StorePart(y + i, op(S::LoadPart(w + i, n - i, 0.f)), n - i);
+  }
+
+  static void Scale(const float* w, float* y, int64_t n, float v_th, int64_t steps) {
+    if (!(v_th > 0.f)) {  // an empty or all-zero row spikes nowhere; a NaN row stays NaN
+      const V fill = S::Set(v_th != v_th ? v_th : 0.f);
+      return Map(w, y, n, [&](V) { return fill; });
+    }
+    if (steps == 0) {  // times the reciprocal, as onnxruntime's Softmax scales: within 1 ulp of w/v_th
+      const V inverse = S::Set(1.f / v_th);
+      return Map(w, y, n, [&](V a) { return S::Mul(a, inverse); });
+    }
+    // Spike counts: floor(N*w/V_th) in the reference's order (divide, times N, floor, clip at 0, /N).
+    const V threshold = S::Set(v_th), count = S::Set(static_cast<float>(steps)), zero = S::Set(0.f);
+    Map(w, y, n, [&](V a) { return S::Div(S::Max(zero, S::Floor(S::Mul(S::Div(a, threshold), count))), count); });
+  }
+
+  static void Shift(const float* x, float* y, int64_t n, float offset) {
+    const V off = S::Set(offset);
+    Map(x, y, n, [&](V a) { return S::Sub(a, off); });
+  }
+
+  using HalfToFloat = void (*)(const uint16_t*, float*, int64_t);
+  using FloatToHalf = void (*)(const float*, uint16_t*, int64_t);
+  static constexpr RowOps Table(const char* isa, HalfToFloat to_float = nullptr, FloatToHalf to_half = nullptr) {
+    return {isa, S::kVectors * W, &SiExp, &Max, &Sum, &Scale, &Shift, to_float, to_half};
+  }
+};
+
+}  // namespace
+}  // namespace sit
