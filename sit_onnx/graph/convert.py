@@ -168,6 +168,7 @@ def rewrite_model(
         reports.append(entry)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     new = gs.export_onnx(graph, do_type_check=False)
+    _keep_annotations_of(light, new)
     new.ir_version = max(light.ir_version, new.ir_version)
     del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
     new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
@@ -213,6 +214,29 @@ def rewrite_model(
             f"{list(params.input_range)}; a set fitted on [-R, 0] fits better"
         )
     return write_back(model, new, aside), report
+
+
+def _graphs(graph: onnx.GraphProto):
+    """A graph and every subgraph under it (If, Loop and Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from _graphs(sub)
+
+
+def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
+    """Keep only the shape annotations (value_info) the source model had.
+
+    The shapes inferred to find the sites are not written out: onnxruntime fuses differently
+    when it knows more shapes (e.g. Add+LayerNormalization into a slower SkipLayerNormalization),
+    and a converted model should differ from its original at the softmax sites alone.
+    """
+    had = {info.name: info for g in _graphs(source.graph) for info in g.value_info}
+    for g in _graphs(new.graph):
+        kept = [had[info.name] for info in g.value_info if info.name in had]
+        del g.value_info[:]
+        g.value_info.extend(kept)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
