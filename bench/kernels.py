@@ -117,6 +117,47 @@ def bench_tensors(args, provider):
     return rows
 
 
+def bench_cuda_kernels(args):
+    """The CUDA kernels through the test harness (no onnxruntime-gpu needed), timed with CUDA events
+    against torch's softmax and a plain device copy of the same tensor."""
+    import torch
+
+    from sit_onnx.neurons import shipped_params
+    from tests.cuda_harness import Harness
+
+    harness, params = Harness(), shipped_params(args.steps, (-12, 0))
+    for label, shape in TENSORS.items():
+        x = torch.randn(shape, device="cuda") * 3
+        ms = {
+            "copy": harness.time_ms(harness.copy, x, repeats=args.repeat),
+            "fused": harness.time_ms(harness.softmax, x, params, repeats=args.repeat),
+            "exp": harness.time_ms(harness.exp, x, params, repeats=args.repeat),
+            "norm": harness.time_ms(harness.norm, x, repeats=args.repeat),
+        }
+        # torch's softmax in a CUDA graph, so host launch overhead does not count on either side
+        graph = torch.cuda.CUDAGraph()
+        torch.softmax(x, -1)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            for _ in range(args.repeat):
+                torch.softmax(x, -1)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        ms["torch"] = start.elapsed_time(end) / args.repeat
+        gbps = 2 * x.numel() * 4 / ms["copy"] / 1e6
+        print(
+            f"cuda {label:34} copy {ms['copy'] * 1000:.1f} us ({gbps:.0f} GB/s)"
+            f" | torch softmax {ms['torch'] * 1000:.1f} us"
+            f" | fused {ms['fused'] * 1000:.1f} us ({ms['fused'] / ms['torch']:.2f}x torch,"
+            f" {100 * ms['copy'] / ms['fused']:.0f}% of device-copy bandwidth)"
+            f" | chain: exp {ms['exp'] * 1000:.1f} us + norm {ms['norm'] * 1000:.1f} us",
+            flush=True,
+        )
+
+
 def format_row(row):
     text = (
         f"{row['provider']:4} {row['tensor']:34} native {row['native_ms']:7.3f} ms | chain+shift "
@@ -170,7 +211,14 @@ def main():
     if "CUDAExecutionProvider" in ort.get_available_providers():
         bench_tensors(args, "cuda")
     else:
-        print("cuda: skipped (no CUDAExecutionProvider in this onnxruntime)")
+        print("cuda through onnxruntime: skipped (no CUDAExecutionProvider in this onnxruntime)")
+    from tests.cuda_harness import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        bench_cuda_kernels(args)
+    else:
+        print(f"cuda kernels through the test harness: skipped ({reason})")
     if not args.quick:
         bench_transformer(args)
 

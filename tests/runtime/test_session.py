@@ -7,10 +7,7 @@ from onnx import TensorProto, helper
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.runtime import SessionSpec, make_session
-from sit_onnx.runtime.library import library_available
 from tests.helpers import softmax_model
-
-needs_library = pytest.mark.skipif(not library_available(), reason="custom-op library not built (pip install .)")
 
 
 def _spiking_model(elem_type):
@@ -28,20 +25,17 @@ def _spiking_model(elem_type):
     )
 
 
-@needs_library
 def test_kernels_used_when_library_registered():
     session = make_session(_spiking_model(TensorProto.FLOAT), SessionSpec(provider="cpu", use_library=True))
     np.testing.assert_array_equal(session.run(None, {"x": np.array([-1, 0, 1], np.float32)})[0], [0, 2, 2])
 
 
-@needs_library
 def test_kernel_types_are_enforced_with_library():
     # the kernels take float32/float16 (the rewrite casts other types); a double site is refused in one line
     with pytest.raises(SitOnnxError, match="cannot load the model.*tensor\\(double\\)"):
         make_session(_spiking_model(TensorProto.DOUBLE), SessionSpec(provider="cpu", use_library=True))
 
 
-@needs_library
 def test_fallback_check_compares_placed_nodes(monkeypatch):
     """The check reads the graph onnxruntime placed: inlined function bodies leave fewer ai.sit nodes."""
     from sit_onnx.runtime import session as session_module
