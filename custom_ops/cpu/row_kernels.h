@@ -5,7 +5,8 @@
 // to hide the compare -> subtract latency of one step), and
 //   Set(f), Load(p), LoadPart(p, count, fill), Store(p, v), StorePart(p, v, count),
 //   AtLeast(a, b) -> M, SubWhere(a, m, b), AddWhere(a, m, b), KeepNaN(out, in),
-//   Blend(a, b, count) (b in the first count lanes), Add, Sub, Mul, Div, Max, Floor, SumLanes, MaxLanes.
+//   Blend(a, b, count) (b in the first count lanes), Add, Sub, Mul, Div, Max, Min, Floor, Round (to
+//   nearest even), ScaleByPow2(a, k) (a * 2^k, k integral), SumLanes, MaxLanes.
 // Everything here is static or in an anonymous namespace: each instruction set keeps its own
 // copy, so the linker never swaps an AVX-512 body into the portable path.
 #pragma once
@@ -121,6 +122,27 @@ struct RowKernels {
     Map(w, y, n, [&](V a) { return S::Div(S::Max(zero, S::Floor(S::Mul(S::Div(a, threshold), count))), count); });
   }
 
+  // e^a to about 1 ulp (Cephes' expf): a = k*ln2 + r with |r| <= ln2/2, e^r by a degree-7
+  // polynomial, times 2^k. Overflows to inf above ~88.72 and goes to 0 through the subnormals;
+  // NaN stays NaN (the clamps keep it: Max and Min return their second operand for a NaN).
+  static inline __attribute__((always_inline)) V Exp(V a) {
+    a = S::Min(S::Set(88.8f), S::Max(S::Set(-88.f), a));
+    const V k = S::Round(S::Mul(a, S::Set(1.44269504088896341f)));
+    V r = S::Sub(a, S::Mul(k, S::Set(0.693359375f)));  // ln2 in two parts, the first exact in float
+    r = S::Sub(r, S::Mul(k, S::Set(-2.12194440e-4f)));
+    V poly = S::Set(1.9875691500e-4f);
+    for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+      poly = S::Add(S::Mul(poly, r), S::Set(c));
+    const V e = S::Add(S::Add(S::Mul(poly, S::Mul(r, r)), r), S::Set(1.f));
+    return S::ScaleByPow2(e, k);
+  }
+
+  // y = 1 / (1 + e^-x), the Sigmoid the paper puts before SI-exp.
+  static void Sigmoid(const float* x, float* y, int64_t n) {
+    const V one = S::Set(1.f);
+    Map(x, y, n, [&](V a) { return S::Div(one, S::Add(one, Exp(S::Sub(S::Set(0.f), a)))); });
+  }
+
   static void Shift(const float* x, float* y, int64_t n, float offset) {
     const V off = S::Set(offset);
     Map(x, y, n, [&](V a) { return S::Sub(a, off); });
@@ -129,7 +151,7 @@ struct RowKernels {
   using HalfToFloat = void (*)(const uint16_t*, float*, int64_t);
   using FloatToHalf = void (*)(const float*, uint16_t*, int64_t);
   static constexpr RowOps Table(const char* isa, HalfToFloat to_float = nullptr, FloatToHalf to_half = nullptr) {
-    return {isa, S::kVectors * W, &SiExp, &Max, &Sum, &Scale, &Shift, to_float, to_half};
+    return {isa, S::kVectors * W, &SiExp, &Max, &Sum, &Scale, &Shift, &Sigmoid, to_float, to_half};
   }
 };
 

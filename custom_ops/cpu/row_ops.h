@@ -22,6 +22,8 @@ struct RowOps {
   void (*scale)(const float* w, float* y, int64_t n, float v_th, int64_t steps);
   // y = x - offset.
   void (*shift)(const float* x, float* y, int64_t n, float offset);
+  // y = 1 / (1 + e^-x), within a few ulp of the float32 reference.
+  void (*sigmoid)(const float* x, float* y, int64_t n);
   // float16 bits <-> float, rounding to nearest even; null where the set has no instruction for it.
   void (*half_to_float)(const uint16_t* h, float* f, int64_t n);
   void (*float_to_half)(const float* f, uint16_t* h, int64_t n);

@@ -32,6 +32,9 @@ struct Avx512 {
   static V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V Div(V a, V b) { return _mm512_div_ps(a, b); }
   static V Max(V a, V b) { return _mm512_max_ps(a, b); }  // b where either is NaN
+  static V Min(V a, V b) { return _mm512_min_ps(a, b); }  // b where either is NaN
+  static V Round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V ScaleByPow2(V a, V k) { return _mm512_scalef_ps(a, k); }
   static V Floor(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
   static float SumLanes(V a) { return _mm512_reduce_add_ps(a); }
   static float MaxLanes(V a) { return _mm512_reduce_max_ps(a); }

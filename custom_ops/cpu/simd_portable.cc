@@ -47,6 +47,16 @@ struct Portable {
   static V Mul(V a, V b) { return a * b; }
   static V Div(V a, V b) { return a / b; }
   static V Max(V a, V b) { return Select(a > b, a, b); }  // b where either is NaN, as the SIMD sets
+  static V Min(V a, V b) { return Select(a < b, a, b); }  // b where either is NaN, as the SIMD sets
+  static V Round(V a) {
+    for (int i = 0; i < 4; ++i) a[i] = std::nearbyint(a[i]);
+    return a;
+  }
+  // a * 2^k for integral k in [-127, 128], as two factors so that neither leaves the normal range.
+  static V ScaleByPow2(V a, V k) {
+    const Ints4 whole = __builtin_convertvector(k, Ints4), half = whole >> 1;
+    return a * Bits((half + 127) << 23) * Bits((whole - half + 127) << 23);
+  }
   static V Floor(V a) {
     for (int i = 0; i < 4; ++i) a[i] = std::floor(a[i]);
     return a;

@@ -1,7 +1,6 @@
 #include "spiking_cpu.h"
 
 #include <algorithm>
-#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -110,7 +109,7 @@ void SoftmaxRows(const SoftmaxSettings& s, const float* x, float* y, int64_t row
   const RowOps& ops = *s.ops;
   const float* in = x;
   if (s.sigmoid) {
-    for (int64_t i = 0; i < rows * n; ++i) y[i] = 1.f / (1.f + std::exp(-x[i]));
+    ops.sigmoid(x, y, rows * n);
     in = y;
   }
   if (2 * n >= ops.lanes_in_flight) {

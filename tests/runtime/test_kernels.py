@@ -330,13 +330,48 @@ def test_cpu_kernel_sets_match_reference(rng, monkeypatch, isa, dtype, n):
         assert np.array_equal(np.isnan(got), np.isnan(expected))
         assert np.count_nonzero(np.abs(got - expected) > 10 * tolerance) <= (got.size // 100 if time_steps else 0)
 
-    for shift, axis in ((True, -1), (False, -1), (True, 0)):
-        node = _softmax_node(params, axis, 0, shift, False)
+    for shift, sigmoid, axis in ((True, False, -1), (False, False, -1), (True, False, 0), (False, True, -1)):
+        node = _softmax_node(params, axis, 0, shift, sigmoid)
         got = _session(node, dtype, 2).run(None, {"x": x})[0].astype(np.float32)
-        options = SoftmaxOptions(shift=shift)
+        options = SoftmaxOptions(sigmoid=sigmoid, shift=shift)
         expected = spiking_softmax(x, params, axis=axis, options=options).astype(np.float32)
         assert np.array_equal(np.isnan(got), np.isnan(expected))
         assert np.count_nonzero(np.abs(got - expected) > 10 * tolerance) <= max(1, got.size // 100)
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+@pytest.mark.parametrize("shift", [False, True])
+def test_cpu_kernel_sets_sigmoid_edges(rng, monkeypatch, isa, shift):
+    """The kernels' own vectorised Sigmoid at the ends of float32 and around exp's overflow."""
+    from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
+
+    _use_kernel_set(monkeypatch, isa)
+    params = _random_params(rng, 12)
+    edges = [-np.inf, -3.4e38, -100, -88.8, -88.7, -87, -20, -1, -1e-8, 0, 1e-8, 1, 20, 87, 88.8, 100, 3.4e38, np.inf]
+    x = np.array([edges, edges[::-1], rng.normal(0, 30, len(edges))], dtype=np.float32)
+    got = _session(_softmax_node(params, -1, 0, shift, True), np.float32, 2).run(None, {"x": x})[0]
+    expected = spiking_softmax(x, params, options=SoftmaxOptions(sigmoid=True, shift=shift))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    nan_row = np.array([[0, np.nan, 1]], dtype=np.float32)
+    assert np.isnan(
+        _session(_softmax_node(params, -1, 0, shift, True), np.float32, 2).run(None, {"x": nan_row})[0]
+    ).all()
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+def test_cpu_kernel_sets_sigmoid_on_many_values(monkeypatch, isa):
+    """Through a 24-step binary neuron (thresholds = resets = weights = 2^-t), which passes values in
+    [0, 1) on to 2^-24, so the output shows the Sigmoid's own error: within a few ulp of float32's."""
+    from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
+
+    _use_kernel_set(monkeypatch, isa)
+    bits = 2.0 ** -np.arange(1, 25)
+    params = NeuronParams(bits, bits, bits, (0, 1))
+    x = np.random.default_rng(1).normal(0, 4, (1000, 100)).astype(np.float32)
+    got = _session(_softmax_node(params, -1, 0, False, True), np.float32, 2).run(None, {"x": x})[0]
+    expected = spiking_softmax(x, params, options=SoftmaxOptions(sigmoid=True))
+    # measured 6-8e-9 here (outputs ~0.01); an exp polynomial coefficient off by 2e-4 gives 9e-8
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-8)
 
 
 def test_unknown_kernel_set_refused_at_session_creation(monkeypatch):
