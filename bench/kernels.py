@@ -92,8 +92,11 @@ def bench_tensors(args, provider):
     for label, shape in TENSORS.items():
         x = np.random.default_rng(0).normal(0, 3, shape).astype(np.float32)
         sessions = {"native": session(softmax_graph(shape), provider, False)}
-        for mode, shift, fuse in (("shift", True, False), ("no-shift", False, False), ("fused", True, True)):
-            converted, _ = rewrite_model(softmax_graph(shape), RewriteOptions(steps=args.steps, shift=shift, fuse=fuse))
+        modes = {"shift": (True, False, False), "no-shift": (False, False, False), "sigmoid": (False, True, True)}
+        modes["fused"] = (True, False, True)  # last: the one timed on one thread below
+        for mode, (shift, sigmoid, fuse) in modes.items():
+            options = RewriteOptions(steps=args.steps, shift=shift, sigmoid=sigmoid, fuse=fuse)
+            converted, _ = rewrite_model(softmax_graph(shape), options)
             sessions[mode] = session(converted, provider)
         if provider == "cpu":  # the pool's worth: native and fused on one intra-op thread
             sessions["native 1 thread"] = session(softmax_graph(shape), provider, False, threads=1)
@@ -102,7 +105,7 @@ def bench_tensors(args, provider):
             sessions["copy"] = session(copy_graph(shape), provider, False)
         ms = time_calls({name: caller(sess, x, provider) for name, sess in sessions.items()}, args.repeat)
         row = {"tensor": label, "provider": provider, "native_ms": ms["native"]}
-        for mode in ("shift", "no-shift", "fused"):
+        for mode in modes:
             row[f"{mode}_ms"] = ms[mode]
             row[f"{mode}_ratio"] = ms[mode] / ms["native"]
         if provider == "cpu":
@@ -163,6 +166,7 @@ def format_row(row):
         f"{row['provider']:4} {row['tensor']:34} native {row['native_ms']:7.3f} ms | chain+shift "
         f"{row['shift_ms']:7.3f} ms ({row['shift_ratio']:.2f}x) | chain no-shift {row['no-shift_ms']:7.3f} ms "
         f"({row['no-shift_ratio']:.2f}x) | fused (shift) {row['fused_ms']:7.3f} ms ({row['fused_ratio']:.2f}x)"
+        f" | fused sigmoid {row['sigmoid_ms']:7.3f} ms ({row['sigmoid_ratio']:.2f}x)"
     )
     if "pool_speedup" in row:
         text += (

@@ -48,9 +48,9 @@ struct Portable {
   static V Div(V a, V b) { return a / b; }
   static V Max(V a, V b) { return Select(a > b, a, b); }  // b where either is NaN, as the SIMD sets
   static V Min(V a, V b) { return Select(a < b, a, b); }  // b where either is NaN, as the SIMD sets
-  static V Round(V a) {
-    for (int i = 0; i < 4; ++i) a[i] = std::nearbyint(a[i]);
-    return a;
+  static V Round(V a) {  // to nearest even for |a| < 2^22 (the only use: Exp's k, |k| <= 128)
+    const V magic = Set(12582912.f);  // 1.5 * 2^23: adding it leaves no fraction bits
+    return (a + magic) - magic;
   }
   // a * 2^k for integral k in [-127, 128], as two factors so that neither leaves the normal range.
   static V ScaleByPow2(V a, V k) {
