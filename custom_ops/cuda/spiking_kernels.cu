@@ -92,8 +92,10 @@ __global__ void SpikingNormColumnsKernel(const T* w, T* y, int64_t outer, int64_
   }
 }
 
-// NaN-sticky max, as numpy's: once a NaN is seen it stays.
-__device__ __forceinline__ float StickyMax(float a, float b) { return (a != a || b > a || b != b) ? b : a; }
+
+// The max-shift's max. fmaxf passes over a NaN; the NaN still turns its own SI-exp, hence the
+// row's sum and the whole row, into NaN, as numpy's NaN max does.
+__device__ __forceinline__ float RowMax(float a, float b) { return fmaxf(a, b); }
 
 __device__ __forceinline__ float Prepare(float x, bool sigmoid) {
   return sigmoid ? __fdiv_rn(1.f, __fadd_rn(1.f, expf(-x))) : x;
@@ -104,7 +106,7 @@ template <bool IsMax>
 __device__ float BlockReduce(float value, float* scratch) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     const float other = __shfl_down_sync(0xffffffffu, value, offset);
-    value = IsMax ? StickyMax(value, other) : value + other;
+    value = IsMax ? RowMax(value, other) : value + other;
   }
   if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = value;
   __syncthreads();
@@ -112,7 +114,7 @@ __device__ float BlockReduce(float value, float* scratch) {
     float v = threadIdx.x < (blockDim.x >> 5) ? scratch[threadIdx.x] : (IsMax ? -INFINITY : 0.f);
     for (int offset = 16; offset > 0; offset >>= 1) {
       const float other = __shfl_down_sync(0xffffffffu, v, offset);
-      v = IsMax ? StickyMax(v, other) : v + other;
+      v = IsMax ? RowMax(v, other) : v + other;
     }
     if (threadIdx.x == 0) scratch[32] = v;
   }
@@ -134,7 +136,7 @@ __global__ void SpikingSoftmaxRowsKernel(const T* x, T* y, int64_t rows, int64_t
     float peak = 0.f;
     if (shift) {
       float m = -INFINITY;
-      for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = StickyMax(m, Prepare(Load(in, i), sigmoid));
+      for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = RowMax(m, Prepare(Load(in, i), sigmoid));
       peak = BlockReduce<true>(m, scratch);
     }
     float sum = 0.f;
@@ -150,6 +152,61 @@ __global__ void SpikingSoftmaxRowsKernel(const T* x, T* y, int64_t rows, int64_t
   }
 }
 
+// Fused Spiking-Softmax for rows up to 32*kPerLane long (attention rows: 1024 and under): one
+// warp per row, the row held in registers (kPerLane values per lane, lane-strided so loads and
+// stores coalesce), reductions by butterfly shuffles. One read and one write per element, SI-exp
+// computed once, no shared memory and no block barriers.
+template <typename T, int kPerLane>
+__global__ void SpikingSoftmaxWarpKernel(const T* x, T* y, int64_t rows, int n, ExpParams p, float steps, bool shift,
+                                         bool sigmoid) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows;
+       row += warps) {  // the same for every lane of a warp, so the full-mask shuffles below are safe
+    const T* in = x + row * n;
+    T* out = y + row * n;
+    float v[kPerLane];
+    float peak = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int i = lane + 32 * j;
+      v[j] = i < n ? Prepare(Load(in, i), sigmoid) : -INFINITY;
+      peak = RowMax(peak, v[j]);
+    }
+    if (shift) {
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) peak = RowMax(peak, __shfl_xor_sync(0xffffffffu, peak, offset));
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      if (lane + 32 * j < n) {
+        v[j] = SiExp(shift ? __fsub_rn(v[j], peak) : v[j], p);
+        sum += v[j];
+      }
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int i = lane + 32 * j;
+      if (i < n) Store(out, i, NormValue(v[j], sum, steps));
+    }
+  }
+}
+
+constexpr int kWarpRowThreads = 128;  // 4 rows per block
+
+template <typename T, int kPerLane>
+void LaunchSoftmaxWarps(cudaStream_t stream, const T* x, T* y, const AxisSplit& s, const ExpParams& p, float steps,
+                        bool shift, bool sigmoid) {
+  const int64_t rows_per_block = kWarpRowThreads / 32;
+  const int64_t blocks = (s.outer + rows_per_block - 1) / rows_per_block;
+  const unsigned int grid = static_cast<unsigned int>(blocks < 65535 * 32 ? blocks : 65535 * 32);
+  SpikingSoftmaxWarpKernel<T, kPerLane><<<grid, kWarpRowThreads, 0, stream>>>(x, y, s.outer, static_cast<int>(s.n), p,
+                                                                              steps, shift, sigmoid);
+}
+
 template <typename T>
 __global__ void SpikingSoftmaxColumnsKernel(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, ExpParams p,
                                             float steps, bool shift, bool sigmoid) {
@@ -160,7 +217,7 @@ __global__ void SpikingSoftmaxColumnsKernel(const T* x, T* y, int64_t outer, int
     float peak = 0.f;
     if (shift) {
       peak = -INFINITY;
-      for (int64_t i = 0; i < n; ++i) peak = StickyMax(peak, Prepare(Load(x, base + i * inner), sigmoid));
+      for (int64_t i = 0; i < n; ++i) peak = RowMax(peak, Prepare(Load(x, base + i * inner), sigmoid));
     }
     float sum = 0.f;
     for (int64_t i = 0; i < n; ++i) {
@@ -195,6 +252,17 @@ cudaError_t LaunchNorm(cudaStream_t stream, const void* w, void* y, const AxisSp
 template <typename T>
 cudaError_t LaunchSoftmax(cudaStream_t stream, const void* x, void* y, const AxisSplit& s, const ExpParams& p,
                           float steps, bool shift, bool sigmoid) {
+  const auto* in = static_cast<const T*>(x);
+  auto* out = static_cast<T*>(y);
+  if (s.inner == 1 && s.n <= 1024) {  // a row per warp, in registers
+    if (s.n <= 32) LaunchSoftmaxWarps<T, 1>(stream, in, out, s, p, steps, shift, sigmoid);
+    else if (s.n <= 64) LaunchSoftmaxWarps<T, 2>(stream, in, out, s, p, steps, shift, sigmoid);
+    else if (s.n <= 128) LaunchSoftmaxWarps<T, 4>(stream, in, out, s, p, steps, shift, sigmoid);
+    else if (s.n <= 256) LaunchSoftmaxWarps<T, 8>(stream, in, out, s, p, steps, shift, sigmoid);
+    else if (s.n <= 512) LaunchSoftmaxWarps<T, 16>(stream, in, out, s, p, steps, shift, sigmoid);
+    else LaunchSoftmaxWarps<T, 32>(stream, in, out, s, p, steps, shift, sigmoid);
+    return cudaGetLastError();
+  }
   if (s.inner == 1) {
     const unsigned int grid = static_cast<unsigned int>(s.outer < 65535 * 32 ? s.outer : 65535 * 32);
     SpikingSoftmaxRowsKernel<T><<<grid, kRowThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),

@@ -80,7 +80,9 @@ def test_si_norm_matches_reference(harness, rng, dtype, time_steps, shape, axis)
     "shift, sigmoid, time_steps", [(True, False, 0), (False, False, 0), (True, True, 0), (True, False, 16)]
 )
 @pytest.mark.parametrize(
-    "shape, axis", [((5,), 0), ((4, 9), 0), ((2, 3, 4, 5), -2), ((2, 3, 197), -1), ((8, 1000), -1)], ids=str
+    "shape, axis",
+    [((5,), 0), ((4, 9), 0), ((2, 3, 4, 5), -2), ((2, 3, 197), -1), ((8, 1000), -1), ((2, 3000), -1)],
+    ids=str,
 )
 def test_fused_softmax_matches_reference(harness, rng, dtype, shift, sigmoid, time_steps, shape, axis):
     params = _random_params(rng, 12)

@@ -254,7 +254,16 @@ def _softmax_node(params, axis, time_steps, shift, sigmoid, name="fused"):
 )
 @pytest.mark.parametrize(
     "shape, axis",
-    [((5,), 0), ((4, 9), 1), ((4, 9), 0), ((2, 3, 4, 5), -2), ((2, 3, 197), -1), ((3, 0, 4), 1), ((8, 1000), -1)],
+    [
+        ((5,), 0),
+        ((4, 9), 1),
+        ((4, 9), 0),
+        ((2, 3, 4, 5), -2),
+        ((2, 3, 197), -1),
+        ((3, 0, 4), 1),
+        ((8, 1000), -1),
+        ((2, 3000), -1),
+    ],
     ids=str,
 )
 def test_spiking_softmax_matches_reference(rng, provider, dtype, shift, sigmoid, time_steps, shape, axis):
