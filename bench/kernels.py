@@ -55,6 +55,8 @@ def session(model, provider, library=True, threads=0):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
+    # Sessions are timed in turn: a pool left spinning after its run would eat the next one's cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if library:
         options.register_custom_ops_library(get_library_path())
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
