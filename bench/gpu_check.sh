@@ -26,7 +26,7 @@ out=${OUT:-out/gpu}
 mkdir -p "$out"
 python3 -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1
-cmake -S . -B build/gpu -G Ninja -DSIT_ONNX_CUDA=ON -DORT_INCLUDE_DIR="$PWD/.ort-headers" >"$out/build.txt" 2>&1
+cmake -S . -B build/gpu -G Ninja -DSIT_ONNX_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DORT_INCLUDE_DIR="$PWD/.ort-headers" >"$out/build.txt" 2>&1
 cmake --build build/gpu -j "$(nproc)" >>"$out/build.txt" 2>&1 || { tail -30 "$out/build.txt"; exit 1; }
 export SIT_ONNX_OPS_LIBRARY="$PWD/build/gpu/custom_ops/libsit_onnx_ops.so"
 export SIT_CUDA_HARNESS="$PWD/build/gpu/custom_ops/libsit_cuda_harness.so"
