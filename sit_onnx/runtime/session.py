@@ -16,6 +16,12 @@ from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.runtime.library import get_library_path, library_available
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# What onnxruntime raises when it cannot build a session (a kernel refusing its attributes or
+# SIT_ONNX_CPU_ISA raises RuntimeException): a user's problem, reported in one line.
+_STATE = ort.capi.onnxruntime_pybind11_state
+SESSION_ERRORS = (RuntimeError,) + tuple(
+    error for error in vars(_STATE).values() if isinstance(error, type) and issubclass(error, Exception)
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec =
     """A session for an original or converted model; with the library, spiking ops must land on kernels."""
     providers = resolve_providers(spec.provider)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors come back as exceptions, reported once in our words
     if spec.threads:
         options.intra_op_num_threads = spec.threads
     use_library = library_available() if spec.use_library is None else spec.use_library
@@ -71,13 +77,7 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec =
             options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         try:
             session = ort.InferenceSession(source, options, providers=providers)
-        except (
-            ort.capi.onnxruntime_pybind11_state.Fail,
-            ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-            ort.capi.onnxruntime_pybind11_state.NoSuchFile,
-            RuntimeError,
-        ) as exc:
+        except SESSION_ERRORS as exc:
             raise SitOnnxError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
         if expected:
             placed = spiking_node_count(onnx.load(str(optimized), load_external_data=False))

@@ -43,3 +43,15 @@ def test_run_bad_inputs(tmp_path):
     data.write_text("not an npz")
     result = CliRunner().invoke(main, ["run", str(model), "--inputs", str(data)])
     assert result.exit_code == 1 and "not a readable .npz" in result.output
+
+
+def test_run_refused_kernel_set_is_one_line(tmp_path, monkeypatch):
+    from sit_onnx.graph.convert import RewriteOptions, rewrite_file
+
+    converted = tmp_path / "m.sit.onnx"
+    rewrite_file(str(_model(tmp_path)), str(converted), RewriteOptions())
+    monkeypatch.setenv("SIT_ONNX_CPU_ISA", "sse9")
+    result = CliRunner().invoke(main, ["run", str(converted)])
+    assert result.exit_code == 1
+    assert "onnxruntime cannot load the model" in result.output and "SIT_ONNX_CPU_ISA=sse9" in result.output
+    assert "internal error" not in result.output and len(result.output.strip().splitlines()) == 1
