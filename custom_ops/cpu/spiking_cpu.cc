@@ -1,6 +1,8 @@
 #include "spiking_cpu.h"
 
 #include <algorithm>
+#include <exception>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -30,10 +32,27 @@ void FromFloats(const RowOps& ops, const float* in, Ort::Float16_t* out, int64_t
 }
 
 // Runs `fn(task)` for tasks [0, count) on onnxruntime's intra-op pool (inline when there is one).
+// An exception must not leave a pool thread (that would end the process): the first one is kept
+// and thrown again here, where Guarded turns it into the kernel's error status.
 template <typename Fn>
 void ForTasks(Ort::KernelContext& ctx, size_t count, Fn& fn) {
   if (count == 1) return fn(0);
-  ctx.ParallelFor([](void* data, size_t task) { (*static_cast<Fn*>(data))(task); }, count, 0, &fn);
+  struct Run {
+    Fn& fn;
+    std::mutex mutex;
+    std::exception_ptr error;
+  } run{fn, {}, nullptr};
+  auto task = [](void* data, size_t index) {
+    auto& r = *static_cast<Run*>(data);
+    try {
+      r.fn(index);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(r.mutex);
+      if (!r.error) r.error = std::current_exception();
+    }
+  };
+  ctx.ParallelFor(task, count, 0, &run);
+  if (run.error) std::rethrow_exception(run.error);
 }
 
 // Elementwise over the flat tensor: float data in place of its blocks, float16 through a float copy.
