@@ -25,6 +25,7 @@ from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
 from sit_onnx.graph.save import save_model
 from sit_onnx.graph.sites import SOFTMAX, find_sites
 from sit_onnx.graph.validate import infer_shapes, validate_model
+from sit_onnx.graph.walk import graph_protos
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
 
 MIN_OPSET = 13  # function bodies need ReduceSum's axes input; older models are converted up first
@@ -216,15 +217,6 @@ def rewrite_model(
     return write_back(model, new, aside), report
 
 
-def _graphs(graph: onnx.GraphProto):
-    """A graph and every subgraph under it (If, Loop and Scan bodies)."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            for sub in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-                yield from _graphs(sub)
-
-
 def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
     """Keep only the shape annotations (value_info) the source model had.
 
@@ -232,8 +224,8 @@ def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
     when it knows more shapes (e.g. Add+LayerNormalization into a slower SkipLayerNormalization),
     and a converted model should differ from its original at the softmax sites alone.
     """
-    had = {info.name: info for g in _graphs(source.graph) for info in g.value_info}
-    for g in _graphs(new.graph):
+    had = {info.name: info for g in graph_protos(source.graph) for info in g.value_info}
+    for g in graph_protos(new.graph):
         kept = [had[info.name] for info in g.value_info if info.name in had]
         del g.value_info[:]
         g.value_info.extend(kept)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
+from sit_onnx.graph.walk import graph_protos
+
 ASIDE_BYTES = 1024  # initializers above this size stay out of the light copy
 
 
@@ -70,12 +72,10 @@ def write_back(model: onnx.ModelProto, light: onnx.ModelProto, aside: set[str]) 
     return model
 
 
-def _used_names(graph: onnx.GraphProto, names: set[str] | None = None) -> set[str]:
-    names = set() if names is None else names
-    for node in graph.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                _used_names(sub, names)
-    names.update(o.name for o in graph.output)
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    names = set()
+    for g in graph_protos(graph):
+        for node in g.node:
+            names.update(node.input)
+        names.update(o.name for o in g.output)
     return names

@@ -9,6 +9,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from sit_onnx.errors import SitOnnxError, first_line
+from sit_onnx.graph.walk import graph_protos
 
 PROTOBUF_LIMIT = 2**31 - 1
 
@@ -26,18 +27,7 @@ def weights_bytes(model: onnx.ModelProto) -> int:
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_initializers(model.graph))
-
-
-def _all_initializers(graph: onnx.GraphProto):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_initializers(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _all_initializers(sub)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for g in graph_protos(model.graph) for t in g.initializer)
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:

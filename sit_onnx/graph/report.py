@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import onnx
 
+from sit_onnx.graph.walk import graph_protos
+
 
 @dataclass
 class SiteReport:
@@ -52,12 +54,10 @@ class RewriteReport:
         return record
 
 
-def count_ops(graph: onnx.GraphProto, counts: Counter | None = None) -> Counter:
+def count_ops(graph: onnx.GraphProto) -> Counter:
     """Op types in a graph and all its subgraphs, keyed 'domain::Op' outside the default domain."""
-    counts = Counter() if counts is None else counts
-    for node in graph.node:
-        counts[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                count_ops(sub, counts)
+    counts = Counter()
+    for g in graph_protos(graph):
+        for node in g.node:
+            counts[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
     return counts

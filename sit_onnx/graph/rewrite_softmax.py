@@ -15,7 +15,8 @@ from onnx import helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.graph.functions import CASTLIKE_OPSET
-from sit_onnx.graph.sites import SoftmaxSite, walk_graphs
+from sit_onnx.graph.sites import SoftmaxSite
+from sit_onnx.graph.walk import walk_graphs
 from sit_onnx.neurons.params import NeuronParams
 
 AXES_INPUT_OPSET_REDUCE_MAX = 18

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from sit_onnx.graph.walk import walk_graphs
+
 SOFTMAX = "Softmax"
 DECOMPOSED = "Exp-ReduceSum-Div"
 DECOMPOSED_SHIFTED = "ReduceMax-Sub-Exp-ReduceSum-Div"
@@ -28,17 +30,6 @@ class SoftmaxSite:
     logits: gs.Tensor = field(repr=False)
     output: gs.Tensor = field(repr=False)
     nodes: list = field(default_factory=list, repr=False)
-
-
-def walk_graphs(graph: gs.Graph):
-    """The graph, then every subgraph below it, depth first."""
-    yield graph
-    for node in graph.nodes:
-        for value in node.attrs.values():
-            subgraphs = value if isinstance(value, list) else [value]
-            for sub in subgraphs:
-                if isinstance(sub, gs.Graph):
-                    yield from walk_graphs(sub)
 
 
 def find_sites(graph: gs.Graph) -> list[SoftmaxSite]:
