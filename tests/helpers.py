@@ -5,6 +5,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from sit_onnx.neurons.params import NeuronParams
+
 
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     options = ort.SessionOptions()
@@ -24,6 +26,13 @@ def softmax_model(shape, axis=None, opset=17, dtype=TensorProto.FLOAT, name="sm"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
+
+
+def random_params(rng: np.random.Generator, steps: int) -> NeuronParams:
+    """Any SI-exp neuron will do for the kernels: they must reproduce the reference's numbers."""
+    return NeuronParams(
+        np.sort(rng.uniform(-8, 1, steps))[::-1], rng.uniform(0.1, 3, steps), rng.uniform(0, 1, steps), (-8, 1)
+    )
 
 
 def spiking_ops(model: onnx.ModelProto) -> list[str]:

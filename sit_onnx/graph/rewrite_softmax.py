@@ -73,15 +73,11 @@ def replace_site(
 
     work = np.dtype(np.float32) if cast else dtype
     x = add("Cast", [logits], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}) if cast else logits
-    neuron = {
-        "thresholds": [float(v) for v in params.thresholds],
-        "resets": [float(v) for v in params.resets],
-        "weights": [float(v) for v in params.neuron_weights(0)],
-    }
     norm_attrs = {"axis": int(site.axis), "time_steps": int(options.time_steps)}
     if options.fuse:
         op, inputs = SPIKING_SOFTMAX, [x]
-        attrs = {**neuron, **norm_attrs, "shift": int(options.shift), "sigmoid": int(options.sigmoid)}
+        flags = {"shift": int(options.shift), "sigmoid": int(options.sigmoid)}
+        attrs = {**neuron_attributes(params), **norm_attrs, **flags}
     else:
         op, inputs, attrs = SPIKING_NORM, [_spiking_exp(x, site, params, options, opset, names, add, work)], norm_attrs
     if cast:
@@ -89,6 +85,15 @@ def replace_site(
     else:
         add(op, inputs, attrs, DOMAIN, out=output)
     return inserted
+
+
+def neuron_attributes(params: NeuronParams, member: int = 0) -> dict[str, list[float]]:
+    """SpikingExp's attributes (and SpikingSoftmax's neuron) for one member of a parameter set."""
+    return {
+        "thresholds": [float(v) for v in params.thresholds],
+        "resets": [float(v) for v in params.resets],
+        "weights": [float(v) for v in params.neuron_weights(member)],
+    }
 
 
 def _spiking_exp(x, site, params, options, opset, names, add, work):
@@ -103,16 +108,15 @@ def _spiking_exp(x, site, params, options, opset, names, add, work):
         else:
             peak = add("ReduceMax", [x], {"axes": [site.axis], "keepdims": 1}, out_dtype=work)
         x = add("Sub", [x, peak], out_dtype=work)
-    steps = {"thresholds": [float(v) for v in params.thresholds], "resets": [float(v) for v in params.resets]}
     if params.neurons == 1:
-        return add(SPIKING_EXP, [x], {**steps, "weights": [float(v) for v in params.weights]}, DOMAIN, out_dtype=work)
+        return add(SPIKING_EXP, [x], neuron_attributes(params), DOMAIN, out_dtype=work)
     total = None
     for j, offset in enumerate(params.offsets):
         offset_const = gs.Constant(names.fresh(f"{base}/offset{j}"), np.array(offset, dtype=work))
         member = add(
             SPIKING_EXP,
             [add("Add", [x, offset_const], out_dtype=work)],
-            {**steps, "weights": [float(v) for v in params.neuron_weights(j)]},
+            neuron_attributes(params, j),
             DOMAIN,
             out_dtype=work,
         )

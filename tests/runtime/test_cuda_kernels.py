@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp, si_norm, spiking_softmax
+from sit_onnx.neurons import SoftmaxOptions, si_exp, si_norm, spiking_softmax
 from tests.cuda_harness import Harness, unavailable_reason
+from tests.helpers import random_params
 
 REASON = unavailable_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -30,24 +31,18 @@ def _host(tensor):
     return tensor.cpu().numpy()
 
 
-def _random_params(rng, steps):
-    return NeuronParams(
-        np.sort(rng.uniform(-8, 1, steps))[::-1], rng.uniform(0.1, 3, steps), rng.uniform(0, 1, steps), (-8, 1)
-    )
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("steps", [1, 4, 12, 64])
 @pytest.mark.parametrize("shape", [(0,), (1,), (7,), (3, 5, 11), (2, 1, 40000), (8, 12, 197, 197)], ids=str)
 def test_si_exp_is_the_reference(harness, rng, dtype, steps, shape):
-    params = _random_params(rng, steps)
+    params = random_params(rng, steps)
     x = rng.uniform(-10, 3, shape).astype(dtype)
     got = _host(harness.exp(_cuda(x), params))
     np.testing.assert_array_equal(got, si_exp(x, params))  # exact: same float32 steps, same rounding
 
 
 def test_si_exp_edge_values(harness, rng):
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     x = np.array([np.nan, np.inf, -np.inf, -3.4e38, 3.4e38, 0.0], dtype=np.float32)
     np.testing.assert_array_equal(_host(harness.exp(_cuda(x), params)), si_exp(x, params))
 
@@ -85,7 +80,7 @@ def test_si_norm_matches_reference(harness, rng, dtype, time_steps, shape, axis)
     ids=str,
 )
 def test_fused_softmax_matches_reference(harness, rng, dtype, shift, sigmoid, time_steps, shape, axis):
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     x = rng.normal(0, 3, shape).astype(dtype)
     got = _host(harness.softmax(_cuda(x), params, axis, time_steps, shift, sigmoid)).astype(np.float32)
     options = SoftmaxOptions(sigmoid, shift, time_steps)
@@ -95,7 +90,7 @@ def test_fused_softmax_matches_reference(harness, rng, dtype, shift, sigmoid, ti
 
 
 def test_fused_softmax_mask_rows(harness, rng):
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     x = np.array([[0, 1, -3.4e38, -np.inf], [-3.4e38] * 4, [np.nan, 0, 1, 2], [-np.inf] * 4], dtype=np.float32)
     got = _host(harness.softmax(_cuda(x), params))
     expected = spiking_softmax(x, params, options=SoftmaxOptions(shift=True))

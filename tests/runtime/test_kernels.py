@@ -9,8 +9,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from sit_onnx import domain
+from sit_onnx.graph.rewrite_softmax import neuron_attributes
 from sit_onnx.neurons import NeuronParams, si_exp, si_norm
 from sit_onnx.runtime.library import get_library_path
+from tests.helpers import random_params
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 PROVIDERS = [
@@ -44,27 +46,13 @@ def _session(node, dtype, shape_rank, provider="cpu"):
 
 
 def _exp_node(params, name="exp"):
-    return helper.make_node(
-        domain.SPIKING_EXP,
-        ["x"],
-        ["y"],
-        name=name,
-        domain=domain.DOMAIN,
-        thresholds=list(params.thresholds),
-        resets=list(params.resets),
-        weights=list(params.weights),
-    )
+    attrs = neuron_attributes(params)
+    return helper.make_node(domain.SPIKING_EXP, ["x"], ["y"], name=name, domain=domain.DOMAIN, **attrs)
 
 
 def _norm_node(axis, time_steps, name="norm"):
     return helper.make_node(
         domain.SPIKING_NORM, ["x"], ["y"], name=name, domain=domain.DOMAIN, axis=axis, time_steps=time_steps
-    )
-
-
-def _random_params(rng, steps):
-    return NeuronParams(
-        np.sort(rng.uniform(-8, 1, steps))[::-1], rng.uniform(0.1, 3, steps), rng.uniform(0, 1, steps), (-8, 1)
     )
 
 
@@ -94,7 +82,7 @@ SHAPES = [(0,), (1,), (7,), (3, 5, 11), (2, 1, 40000)]
 @pytest.mark.parametrize("steps", [1, 4, 12, 64])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_spiking_exp_matches_reference(rng, provider, dtype, steps, shape):
-    params = _random_params(rng, steps)
+    params = random_params(rng, steps)
     x = rng.uniform(-10, 3, shape).astype(dtype)
     got = _session(_exp_node(params), dtype, len(shape), provider).run(None, {"x": x})[0]
     assert got.dtype == dtype and got.shape == x.shape
@@ -106,7 +94,7 @@ def test_spiking_exp_matches_reference(rng, provider, dtype, steps, shape):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_spiking_exp_edge_values(rng, provider):
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     x = np.array([np.nan, np.inf, -np.inf, -3.4e38, 3.4e38, 0.0], dtype=np.float32)
     got = _session(_exp_node(params), np.float32, 1, provider).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, si_exp(x, params))
@@ -231,19 +219,9 @@ def test_axis_out_of_range_for_dynamic_rank_fails_cleanly_at_run_time():
 
 
 def _softmax_node(params, axis, time_steps, shift, sigmoid, name="fused"):
+    flags = {"axis": axis, "time_steps": time_steps, "shift": int(shift), "sigmoid": int(sigmoid)}
     return helper.make_node(
-        domain.SPIKING_SOFTMAX,
-        ["x"],
-        ["y"],
-        name=name,
-        domain=domain.DOMAIN,
-        thresholds=list(params.thresholds),
-        resets=list(params.resets),
-        weights=list(params.weights),
-        axis=axis,
-        time_steps=time_steps,
-        shift=int(shift),
-        sigmoid=int(sigmoid),
+        domain.SPIKING_SOFTMAX, ["x"], ["y"], name=name, domain=domain.DOMAIN, **neuron_attributes(params), **flags
     )
 
 
@@ -269,7 +247,7 @@ def _softmax_node(params, axis, time_steps, shift, sigmoid, name="fused"):
 def test_spiking_softmax_matches_reference(rng, provider, dtype, shift, sigmoid, time_steps, shape, axis):
     from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
 
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     x = rng.normal(0, 3, shape).astype(dtype)
     node = _softmax_node(params, axis, time_steps, shift, sigmoid)
     got = _session(node, dtype, len(shape), provider).run(None, {"x": x})[0]
@@ -285,7 +263,7 @@ def test_spiking_softmax_matches_reference(rng, provider, dtype, shift, sigmoid,
 def test_spiking_softmax_mask_rows(rng, provider):
     from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
 
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     x = np.array([[0, 1, -3.4e38, -np.inf], [-3.4e38] * 4, [np.nan, 0, 1, 2], [-np.inf] * 4], dtype=np.float32)
     got = _session(_softmax_node(params, -1, 0, True, False), np.float32, 2, provider).run(None, {"x": x})[0]
     expected = spiking_softmax(x, params, options=SoftmaxOptions(shift=True))
@@ -310,7 +288,7 @@ def _use_kernel_set(monkeypatch, isa):
     monkeypatch.setenv("SIT_ONNX_CPU_ISA", isa)
     try:
         _session(_norm_node(-1, 0), np.float32, 1)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+    except Exception as exc:  # onnxruntime raises its own exception types
         if "lacks" in str(exc):
             pytest.skip(f"this CPU does not run the {isa} kernels")
         raise
@@ -323,7 +301,7 @@ def test_cpu_kernel_sets_match_reference(rng, monkeypatch, isa, dtype, n):
     from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
 
     _use_kernel_set(monkeypatch, isa)
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     x = rng.normal(0, 3, (3, n)).astype(dtype)
     x.flat[rng.integers(0, x.size)] = np.nan  # one NaN somewhere: its element (SI-exp) or its row (softmax)
     tolerance = 1e-6 if dtype == np.float32 else 1e-3
@@ -355,7 +333,7 @@ def test_cpu_kernel_sets_sigmoid_edges(rng, monkeypatch, isa, shift):
     from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
 
     _use_kernel_set(monkeypatch, isa)
-    params = _random_params(rng, 12)
+    params = random_params(rng, 12)
     edges = [-np.inf, -3.4e38, -100, -88.8, -88.7, -87, -20, -1, -1e-8, 0, 1e-8, 1, 20, 87, 88.8, 100, 3.4e38, np.inf]
     x = np.array([edges, edges[::-1], rng.normal(0, 30, len(edges))], dtype=np.float32)
     got = _session(_softmax_node(params, -1, 0, shift, True), np.float32, 2).run(None, {"x": x})[0]
