@@ -150,10 +150,7 @@ void SoftmaxRows(const SoftmaxSettings& s, const float* x, float* y, int64_t row
 
 template <typename T>
 OrtStatusPtr SpikingExpCpu<T>::ComputeV2(OrtKernelContext* context) {
-  return Guarded(kName, [&]() -> OrtStatusPtr {
-    Ort::KernelContext ctx(context);
-    auto io = OpenSameShape(ctx);
-    if (io.count == 0) return nullptr;
+  return ComputeSameShape(kName, context, [&](Ort::KernelContext& ctx, SameShapeIO& io) -> OrtStatusPtr {
     ForBlocks(ctx, *ops, io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), io.count,
               [&](const float* x, float* y, int64_t size) { ops->si_exp(x, y, size, params, 0.f); });
     return nullptr;
@@ -162,12 +159,8 @@ OrtStatusPtr SpikingExpCpu<T>::ComputeV2(OrtKernelContext* context) {
 
 template <typename T>
 OrtStatusPtr SpikingNormCpu<T>::ComputeV2(OrtKernelContext* context) {
-  return Guarded(kName, [&]() -> OrtStatusPtr {
-    Ort::KernelContext ctx(context);
-    auto io = OpenSameShape(ctx);
-    AxisSplit split;
-    if (OrtStatusPtr error = SplitOrError(kName, io.shape, attrs.axis, &split)) return error;
-    if (io.count == 0) return nullptr;
+  return ComputeAlongAxis(kName, context, attrs.axis, [&](Ort::KernelContext& ctx, SameShapeIO& io,
+                                                          const AxisSplit& split) -> OrtStatusPtr {
     ForRows(ctx, *ops, io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
             [&](const float* w, float* y, int64_t rows) { NormRows(*ops, w, y, rows, split.n, attrs.time_steps); });
     return nullptr;
@@ -176,12 +169,8 @@ OrtStatusPtr SpikingNormCpu<T>::ComputeV2(OrtKernelContext* context) {
 
 template <typename T>
 OrtStatusPtr SpikingSoftmaxCpu<T>::ComputeV2(OrtKernelContext* context) {
-  return Guarded(kName, [&]() -> OrtStatusPtr {
-    Ort::KernelContext ctx(context);
-    auto io = OpenSameShape(ctx);
-    AxisSplit split;
-    if (OrtStatusPtr error = SplitOrError(kName, io.shape, norm.attrs.axis, &split)) return error;
-    if (io.count == 0) return nullptr;
+  return ComputeAlongAxis(kName, context, norm.attrs.axis, [&](Ort::KernelContext& ctx, SameShapeIO& io,
+                                                               const AxisSplit& split) -> OrtStatusPtr {
     const SoftmaxSettings settings{ops, &exp.params, norm.attrs.time_steps, shift, sigmoid};
     ForRows(ctx, *ops, io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), split,
             [&](const float* x, float* y, int64_t rows) { SoftmaxRows(settings, x, y, rows, split.n); });

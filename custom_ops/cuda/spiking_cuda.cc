@@ -21,10 +21,7 @@ constexpr bool kHalf = std::is_same_v<T, Ort::Float16_t>;
 
 template <typename T>
 OrtStatusPtr SpikingExpCuda<T>::ComputeV2(OrtKernelContext* context) {
-  return Guarded(kName, [&]() -> OrtStatusPtr {
-    Ort::KernelContext ctx(context);
-    auto io = OpenSameShape(ctx);
-    if (io.count == 0) return nullptr;
+  return ComputeSameShape(kName, context, [&](Ort::KernelContext& ctx, SameShapeIO& io) {
     return CudaStatus(kName, LaunchSpikingExp(Stream(ctx), io.input.GetTensorRawData(),
                                               io.output.GetTensorMutableRawData(), io.count, params, kHalf<T>));
   });
@@ -32,12 +29,8 @@ OrtStatusPtr SpikingExpCuda<T>::ComputeV2(OrtKernelContext* context) {
 
 template <typename T>
 OrtStatusPtr SpikingNormCuda<T>::ComputeV2(OrtKernelContext* context) {
-  return Guarded(kName, [&]() -> OrtStatusPtr {
-    Ort::KernelContext ctx(context);
-    auto io = OpenSameShape(ctx);
-    AxisSplit split;
-    if (OrtStatusPtr error = SplitOrError(kName, io.shape, attrs.axis, &split)) return error;
-    if (io.count == 0) return nullptr;
+  return ComputeAlongAxis(kName, context, attrs.axis, [&](Ort::KernelContext& ctx, SameShapeIO& io,
+                                                          const AxisSplit& split) {
     return CudaStatus(kName, LaunchSpikingNorm(Stream(ctx), io.input.GetTensorRawData(),
                                                io.output.GetTensorMutableRawData(), split, attrs.time_steps, kHalf<T>));
   });
@@ -45,12 +38,8 @@ OrtStatusPtr SpikingNormCuda<T>::ComputeV2(OrtKernelContext* context) {
 
 template <typename T>
 OrtStatusPtr SpikingSoftmaxCuda<T>::ComputeV2(OrtKernelContext* context) {
-  return Guarded(kName, [&]() -> OrtStatusPtr {
-    Ort::KernelContext ctx(context);
-    auto io = OpenSameShape(ctx);
-    AxisSplit split;
-    if (OrtStatusPtr error = SplitOrError(kName, io.shape, norm.attrs.axis, &split)) return error;
-    if (io.count == 0) return nullptr;
+  return ComputeAlongAxis(kName, context, norm.attrs.axis, [&](Ort::KernelContext& ctx, SameShapeIO& io,
+                                                               const AxisSplit& split) {
     return CudaStatus(kName, LaunchSpikingSoftmax(Stream(ctx), io.input.GetTensorRawData(),
                                                   io.output.GetTensorMutableRawData(), split, exp.params,
                                                   norm.attrs.time_steps, shift, sigmoid, kHalf<T>));

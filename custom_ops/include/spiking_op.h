@@ -148,4 +148,28 @@ OrtStatusPtr Guarded(const char* op, Body&& body) {
   }
 }
 
+// The frame of every kernel's Compute: exceptions become an error status naming the op, the
+// output takes the input's shape, and an empty tensor needs no work. Body: (ctx, io) -> status.
+template <typename Body>
+OrtStatusPtr ComputeSameShape(const char* op, OrtKernelContext* context, Body&& body) {
+  return Guarded(op, [&]() -> OrtStatusPtr {
+    Ort::KernelContext ctx(context);
+    auto io = OpenSameShape(ctx);
+    return io.count == 0 ? nullptr : body(ctx, io);
+  });
+}
+
+// The same for ops along an axis: Body also gets the outer x n x inner split. An axis out of
+// range for this input's rank is an error even for an empty tensor.
+template <typename Body>
+OrtStatusPtr ComputeAlongAxis(const char* op, OrtKernelContext* context, int64_t axis, Body&& body) {
+  return Guarded(op, [&]() -> OrtStatusPtr {
+    Ort::KernelContext ctx(context);
+    auto io = OpenSameShape(ctx);
+    AxisSplit split;
+    if (OrtStatusPtr error = SplitOrError(op, io.shape, axis, &split)) return error;
+    return io.count == 0 ? nullptr : body(ctx, io, split);
+  });
+}
+
 }  // namespace sit
