@@ -7,17 +7,20 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import data_options, emit_json, json_option, rewrite_options, rewrite_options_from, table
+from sit_onnx.cli.options import (
+    converted_option,
+    data_options,
+    emit_json,
+    json_option,
+    rewrite_options,
+    rewrite_options_from,
+    table,
+)
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--converted",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="An already converted model (default: convert MODEL in memory).",
-)
+@converted_option
 @data_options
 @rewrite_options
 @click.option(

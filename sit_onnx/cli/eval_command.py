@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sit_onnx.cli.options import (
+    converted_option,
     data_options,
     emit_json,
     json_option,
@@ -19,12 +20,7 @@ from sit_onnx.cli.options import (
 
 @click.command("eval")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--converted",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="An already converted model (default: convert MODEL in memory with the flags below).",
-)
+@converted_option
 @data_options
 @rewrite_options
 @provider_option

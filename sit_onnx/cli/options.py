@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import click
 
@@ -19,6 +20,12 @@ library_option = click.option(
     "use_library",
     default=None,
     help="Require the custom-op kernels, or run the function fallback only (default: the kernels when built).",
+)
+converted_option = click.option(
+    "--converted",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An already converted model (default: convert MODEL in memory with the rewrite flags).",
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table."
