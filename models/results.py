@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.train import DEFAULT_OUT  # noqa: E402
+from sit_onnx.atomic import write_text_atomic  # noqa: E402
 from sit_onnx.evaluate.accuracy import accuracy_report, predict  # noqa: E402
 from sit_onnx.evaluate.datasets import load_labelled  # noqa: E402
 from sit_onnx.evaluate.energy import estimate_energy  # noqa: E402
@@ -151,7 +152,7 @@ def main():
             "",
         ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines + table + [""] + commands + notes + details) + "\n")
+    write_text_atomic(args.out, "\n".join(lines + table + [""] + commands + notes + details) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.architectures import ARCHITECTURES  # noqa: E402
+from sit_onnx.atomic import write_text_atomic  # noqa: E402
 from sit_onnx.evaluate.datasets import digits_split  # noqa: E402
 from sit_onnx.export import export_module  # noqa: E402
 
@@ -92,7 +93,7 @@ def main():
             f"{100 * tuned_acc:.2f}%",
             flush=True,
         )
-        record_path.write_text(json.dumps(records, indent=2) + "\n")
+        write_text_atomic(record_path, json.dumps(records, indent=2) + "\n")
 
 
 if __name__ == "__main__":
