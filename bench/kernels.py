@@ -94,15 +94,20 @@ def bench_tensors(args, provider):
     for label, shape in TENSORS.items():
         x = np.random.default_rng(0).normal(0, 3, shape).astype(np.float32)
         sessions = {"native": session(softmax_graph(shape), provider, False)}
-        modes = {"shift": (True, False, False), "no-shift": (False, False, False), "sigmoid": (False, True, True)}
-        modes["fused"] = (True, False, True)  # last: the one timed on one thread below
-        for mode, (shift, sigmoid, fuse) in modes.items():
-            options = RewriteOptions(steps=args.steps, shift=shift, sigmoid=sigmoid, fuse=fuse)
-            converted, _ = rewrite_model(softmax_graph(shape), options)
-            sessions[mode] = session(converted, provider)
+        modes = {  # shift, sigmoid, fuse
+            "shift": (True, False, False),
+            "no-shift": (False, False, False),
+            "fused": (True, False, True),
+            "sigmoid": (False, True, True),
+        }
+        converted = {
+            mode: rewrite_model(softmax_graph(shape), RewriteOptions(steps=args.steps, shift=s, sigmoid=g, fuse=f))[0]
+            for mode, (s, g, f) in modes.items()
+        }
+        sessions.update({mode: session(model, provider) for mode, model in converted.items()})
         if provider == "cpu":  # the pool's worth: native and fused on one intra-op thread
             sessions["native 1 thread"] = session(softmax_graph(shape), provider, False, threads=1)
-            sessions["fused 1 thread"] = session(converted, provider, threads=1)
+            sessions["fused 1 thread"] = session(converted["fused"], provider, threads=1)
         if provider == "cuda":
             sessions["copy"] = session(copy_graph(shape), provider, False)
         ms = time_calls({name: caller(sess, x, provider) for name, sess in sessions.items()}, args.repeat)
@@ -127,10 +132,10 @@ def bench_cuda_kernels(args):
     against torch's softmax and a plain device copy of the same tensor."""
     import torch
 
-    from sit_onnx.neurons import shipped_params
+    from sit_onnx.neurons.params import SHIFT_RANGE, shipped_params
     from tests.cuda_harness import Harness
 
-    harness, params = Harness(), shipped_params(args.steps, (-12, 0))
+    harness, params = Harness(), shipped_params(args.steps, SHIFT_RANGE)
     for label, shape in TENSORS.items():
         x = torch.randn(shape, device="cuda") * 3
         ms = {
