@@ -1,5 +1,12 @@
-// SI-exp elementwise and SI-norm with one block per softmax row (warp + block reduction).
+// SI-exp elementwise, SI-norm and the fused Spiking-Softmax. The hot kernels (SI-exp, and a warp per
+// row for rows up to 1024) know K at compile time: K is padded up to one of a few sizes with steps
+// whose reset and weight are 0 (they change nothing, exactly), so every step's T, h and d are
+// operands read straight from the kernel's parameter bank, and a step is one compare and two
+// predicated adds.
 #include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
 
 #include "spiking_launch.h"
 
@@ -32,17 +39,134 @@ __device__ __forceinline__ float SiExp(float in, const ExpParams& p) {
   return in != in ? in : acc;
 }
 
-template <typename T>
-__global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    Store(y, i, SiExp(Load(x, i), p));
+// The same with K fixed at compile time (K >= p.steps; the steps past p.steps have h = d = 0),
+// branch-free: z = (v >= T) as 1.0 or 0.0 (one FSET), then v - h*z and acc + d*z as FMAs. Each FMA
+// rounds once, so for z = 1 it is exactly v - h (acc + d) and for z = 0 it leaves v (acc) as it
+// was: the reference's numbers, three instructions a step.
+template <int K>
+__device__ __forceinline__ float SiExpK(float in, const ExpParams& p) {
+  float v = in, acc = 0.f;
+#pragma unroll
+  for (int t = 0; t < K; ++t) {
+    float z;
+    asm("set.ge.f32.f32 %0, %1, %2;" : "=f"(z) : "f"(v), "f"(p.thresholds[t]));
+    v = __fmaf_rn(-p.resets[t], z, v);
+    acc = __fmaf_rn(p.weights[t], z, acc);
   }
+  return in != in ? in : acc;
+}
+
+// Four consecutive elements, as one 16-byte (float) or 8-byte (half) access when aligned.
+struct Four {
+  float v[4];
+};
+
+template <typename T>
+__device__ __forceinline__ Four LoadFour(const T* p, int64_t i);
+template <>
+__device__ __forceinline__ Four LoadFour<float>(const float* p, int64_t i) {
+  const float4 q = *reinterpret_cast<const float4*>(p + i);
+  return {{q.x, q.y, q.z, q.w}};
+}
+template <>
+__device__ __forceinline__ Four LoadFour<__half>(const __half* p, int64_t i) {
+  const uint2 q = *reinterpret_cast<const uint2*>(p + i);
+  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&q.x));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&q.y));
+  return {{a.x, a.y, b.x, b.y}};
+}
+
+template <typename T>
+__device__ __forceinline__ void StoreFour(T* p, int64_t i, const Four& f);
+template <>
+__device__ __forceinline__ void StoreFour<float>(float* p, int64_t i, const Four& f) {
+  *reinterpret_cast<float4*>(p + i) = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
+}
+template <>
+__device__ __forceinline__ void StoreFour<__half>(__half* p, int64_t i, const Four& f) {
+  uint2 q;
+  *reinterpret_cast<__half2*>(&q.x) = __floats2half2_rn(f.v[0], f.v[1]);
+  *reinterpret_cast<__half2*>(&q.y) = __floats2half2_rn(f.v[2], f.v[3]);
+  *reinterpret_cast<uint2*>(p + i) = q;
+}
+
+// SI-exp, four elements per thread (independent chains for the scheduler to interleave); with
+// kVector the four are one aligned access, else four plain ones. The tail (< 4) goes element-wise.
+template <typename T, int K, bool kVector>
+__global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p) {
+  const int64_t groups = n / 4;
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups; g += stride) {
+    Four f;
+    if (kVector) {
+      f = LoadFour(x, 4 * g);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) f.v[j] = Load(x, 4 * g + j);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) f.v[j] = SiExpK<K>(f.v[j], p);
+    if (kVector) {
+      StoreFour(y, 4 * g, f);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) Store(y, 4 * g + j, f.v[j]);
+    }
+  }
+  if (blockIdx.x == 0 && threadIdx.x < n - 4 * groups) {
+    const int64_t i = 4 * groups + threadIdx.x;
+    Store(y, i, SiExpK<K>(Load(x, i), p));
+  }
+}
+
+// p with steps past p.steps made inert (h = d = 0, T = 0) up to `padded`.
+ExpParams Padded(const ExpParams& p, int padded) {
+  ExpParams q = p;
+  for (int t = p.steps; t < padded; ++t) {
+    q.thresholds[t] = 0.f;
+    q.resets[t] = 0.f;
+    q.weights[t] = 0.f;
+  }
+  q.steps = padded;
+  return q;
+}
+
+// Calls f(std::integral_constant<int, K>{}, padded params) for the padded K that holds p.steps.
+template <typename F>
+cudaError_t WithSteps(const ExpParams& p, F&& f) {
+#define SIT_STEPS_CASE(K) \
+  if (p.steps <= K) return f(std::integral_constant<int, K>{}, Padded(p, K));
+  SIT_STEPS_CASE(4)
+  SIT_STEPS_CASE(8)
+  SIT_STEPS_CASE(12)
+  SIT_STEPS_CASE(16)
+  SIT_STEPS_CASE(24)
+  SIT_STEPS_CASE(32)
+  SIT_STEPS_CASE(48)
+  SIT_STEPS_CASE(64)
+#undef SIT_STEPS_CASE
+  return cudaErrorInvalidValue;  // CheckExpParams keeps steps <= kMaxSteps = 64
 }
 
 __device__ __forceinline__ float NormValue(float w, float v_th, float steps) {
   if (v_th > 0.f) {
     float ratio = __fdiv_rn(w, v_th);
+    if (steps > 0.f) {
+      ratio = floorf(__fmul_rn(ratio, steps));
+      ratio = __fdiv_rn(ratio < 0.f ? 0.f : ratio, steps);
+    }
+    return ratio;
+  }
+  return v_th != v_th ? v_th : 0.f;
+}
+
+// NormValue with the row's reciprocal taken once: w * (1/V_th), then one Newton correction
+// (Markstein), which gives the correctly rounded w / V_th for quotients in normal range, at three
+// instructions where an IEEE division costs a subroutine per element.
+__device__ __forceinline__ float NormValueRecip(float w, float v_th, float inv, float steps) {
+  if (v_th > 0.f) {
+    const float q = __fmul_rn(w, inv);
+    float ratio = __fmaf_rn(__fmaf_rn(-q, v_th, w), inv, q);
     if (steps > 0.f) {
       ratio = floorf(__fmul_rn(ratio, steps));
       ratio = __fdiv_rn(ratio < 0.f ? 0.f : ratio, steps);
@@ -152,13 +276,14 @@ __global__ void SpikingSoftmaxRowsKernel(const T* x, T* y, int64_t rows, int64_t
   }
 }
 
-// Fused Spiking-Softmax for rows up to 32*kPerLane long (attention rows: 1024 and under): one
-// warp per row, the row held in registers (kPerLane values per lane, lane-strided so loads and
-// stores coalesce), reductions by butterfly shuffles. One read and one write per element, SI-exp
-// computed once, no shared memory and no block barriers.
-template <typename T, int kPerLane>
-__global__ void SpikingSoftmaxWarpKernel(const T* x, T* y, int64_t rows, int n, ExpParams p, float steps, bool shift,
-                                         bool sigmoid) {
+// Rows up to 32*kPerLane long (attention rows: 1024 and under), one warp per row, the row held in
+// registers (kPerLane values per lane, lane-strided so loads and stores coalesce), reductions by
+// butterfly shuffles: one read and one write per element, no shared memory, no block barriers.
+// K > 0: the fused Spiking-Softmax ([Sigmoid], [max-shift], SI-exp with K padded steps, SI-norm);
+// K = 0: SI-norm alone.
+template <typename T, int kPerLane, int K>
+__global__ void WarpRowsKernel(const T* x, T* y, int64_t rows, int n, ExpParams p, float steps, bool shift,
+                               bool sigmoid) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows;
@@ -170,10 +295,14 @@ __global__ void SpikingSoftmaxWarpKernel(const T* x, T* y, int64_t rows, int n, 
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
       const int i = lane + 32 * j;
-      v[j] = i < n ? Prepare(Load(in, i), sigmoid) : -INFINITY;
-      peak = RowMax(peak, v[j]);
+      if (K > 0) {
+        v[j] = i < n ? Prepare(Load(in, i), sigmoid) : -INFINITY;
+        peak = RowMax(peak, v[j]);
+      } else {
+        v[j] = i < n ? Load(in, i) : 0.f;
+      }
     }
-    if (shift) {
+    if (K > 0 && shift) {
 #pragma unroll
       for (int offset = 16; offset > 0; offset >>= 1) peak = RowMax(peak, __shfl_xor_sync(0xffffffffu, peak, offset));
     }
@@ -181,30 +310,43 @@ __global__ void SpikingSoftmaxWarpKernel(const T* x, T* y, int64_t rows, int n, 
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
       if (lane + 32 * j < n) {
-        v[j] = SiExp(shift ? __fsub_rn(v[j], peak) : v[j], p);
+        if (K > 0) v[j] = SiExpK<K>(shift ? __fsub_rn(v[j], peak) : v[j], p);
         sum += v[j];
       }
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    const float inv = __frcp_rn(sum);
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
       const int i = lane + 32 * j;
-      if (i < n) Store(out, i, NormValue(v[j], sum, steps));
+      if (i < n) Store(out, i, NormValueRecip(v[j], sum, inv, steps));
     }
   }
 }
 
 constexpr int kWarpRowThreads = 128;  // 4 rows per block
 
-template <typename T, int kPerLane>
-void LaunchSoftmaxWarps(cudaStream_t stream, const T* x, T* y, const AxisSplit& s, const ExpParams& p, float steps,
-                        bool shift, bool sigmoid) {
+template <typename T, int kPerLane, int K>
+void LaunchWarpRows(cudaStream_t stream, const T* x, T* y, const AxisSplit& s, const ExpParams& p, float steps,
+                    bool shift, bool sigmoid) {
   const int64_t rows_per_block = kWarpRowThreads / 32;
   const int64_t blocks = (s.outer + rows_per_block - 1) / rows_per_block;
   const unsigned int grid = static_cast<unsigned int>(blocks < 65535 * 32 ? blocks : 65535 * 32);
-  SpikingSoftmaxWarpKernel<T, kPerLane><<<grid, kWarpRowThreads, 0, stream>>>(x, y, s.outer, static_cast<int>(s.n), p,
-                                                                              steps, shift, sigmoid);
+  WarpRowsKernel<T, kPerLane, K>
+      <<<grid, kWarpRowThreads, 0, stream>>>(x, y, s.outer, static_cast<int>(s.n), p, steps, shift, sigmoid);
+}
+
+// A warp per row, with registers enough for the row's length (s.n <= 1024).
+template <typename T, int K>
+void LaunchWarpRowsFor(cudaStream_t stream, const T* x, T* y, const AxisSplit& s, const ExpParams& p, float steps,
+                       bool shift, bool sigmoid) {
+  if (s.n <= 32) LaunchWarpRows<T, 1, K>(stream, x, y, s, p, steps, shift, sigmoid);
+  else if (s.n <= 64) LaunchWarpRows<T, 2, K>(stream, x, y, s, p, steps, shift, sigmoid);
+  else if (s.n <= 128) LaunchWarpRows<T, 4, K>(stream, x, y, s, p, steps, shift, sigmoid);
+  else if (s.n <= 256) LaunchWarpRows<T, 8, K>(stream, x, y, s, p, steps, shift, sigmoid);
+  else if (s.n <= 512) LaunchWarpRows<T, 16, K>(stream, x, y, s, p, steps, shift, sigmoid);
+  else LaunchWarpRows<T, 32, K>(stream, x, y, s, p, steps, shift, sigmoid);
 }
 
 template <typename T>
@@ -238,7 +380,9 @@ unsigned int GridFor(int64_t work, int threads) {
 
 template <typename T>
 cudaError_t LaunchNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& s, float steps) {
-  if (s.inner == 1) {
+  if (s.inner == 1 && s.n <= 1024) {
+    LaunchWarpRowsFor<T, 0>(stream, static_cast<const T*>(w), static_cast<T*>(y), s, ExpParams{}, steps, false, false);
+  } else if (s.inner == 1) {
     const unsigned int grid = static_cast<unsigned int>(s.outer < 65535 * 32 ? s.outer : 65535 * 32);
     SpikingNormRowsKernel<T><<<grid, kRowThreads, 0, stream>>>(static_cast<const T*>(w), static_cast<T*>(y), s.outer,
                                                                s.n, steps);
@@ -250,18 +394,33 @@ cudaError_t LaunchNorm(cudaStream_t stream, const void* w, void* y, const AxisSp
 }
 
 template <typename T>
+cudaError_t LaunchExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& p) {
+  const auto* in = static_cast<const T*>(x);
+  auto* out = static_cast<T*>(y);
+  const int threads = 256;
+  const unsigned int grid = GridFor(n / 4 > 0 ? n / 4 : 1, threads);
+  const bool vector = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  return WithSteps(p, [&](auto k, const ExpParams& padded) {
+    constexpr int K = decltype(k)::value;
+    if (vector) {
+      SpikingExpKernel<T, K, true><<<grid, threads, 0, stream>>>(in, out, n, padded);
+    } else {
+      SpikingExpKernel<T, K, false><<<grid, threads, 0, stream>>>(in, out, n, padded);
+    }
+    return cudaGetLastError();
+  });
+}
+
+template <typename T>
 cudaError_t LaunchSoftmax(cudaStream_t stream, const void* x, void* y, const AxisSplit& s, const ExpParams& p,
                           float steps, bool shift, bool sigmoid) {
   const auto* in = static_cast<const T*>(x);
   auto* out = static_cast<T*>(y);
   if (s.inner == 1 && s.n <= 1024) {  // a row per warp, in registers
-    if (s.n <= 32) LaunchSoftmaxWarps<T, 1>(stream, in, out, s, p, steps, shift, sigmoid);
-    else if (s.n <= 64) LaunchSoftmaxWarps<T, 2>(stream, in, out, s, p, steps, shift, sigmoid);
-    else if (s.n <= 128) LaunchSoftmaxWarps<T, 4>(stream, in, out, s, p, steps, shift, sigmoid);
-    else if (s.n <= 256) LaunchSoftmaxWarps<T, 8>(stream, in, out, s, p, steps, shift, sigmoid);
-    else if (s.n <= 512) LaunchSoftmaxWarps<T, 16>(stream, in, out, s, p, steps, shift, sigmoid);
-    else LaunchSoftmaxWarps<T, 32>(stream, in, out, s, p, steps, shift, sigmoid);
-    return cudaGetLastError();
+    return WithSteps(p, [&](auto k, const ExpParams& padded) {
+      LaunchWarpRowsFor<T, decltype(k)::value>(stream, in, out, s, padded, steps, shift, sigmoid);
+      return cudaGetLastError();
+    });
   }
   if (s.inner == 1) {
     const unsigned int grid = static_cast<unsigned int>(s.outer < 65535 * 32 ? s.outer : 65535 * 32);
@@ -285,16 +444,7 @@ cudaError_t LaunchSpikingSoftmax(cudaStream_t stream, const void* x, void* y, co
 
 cudaError_t LaunchSpikingExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
                              bool half) {
-  const int threads = 256;
-  const unsigned int grid = GridFor(n, threads);
-  if (half) {
-    SpikingExpKernel<__half><<<grid, threads, 0, stream>>>(static_cast<const __half*>(x), static_cast<__half*>(y), n,
-                                                           params);
-  } else {
-    SpikingExpKernel<float><<<grid, threads, 0, stream>>>(static_cast<const float*>(x), static_cast<float*>(y), n,
-                                                          params);
-  }
-  return cudaGetLastError();
+  return half ? LaunchExp<__half>(stream, x, y, n, params) : LaunchExp<float>(stream, x, y, n, params);
 }
 
 cudaError_t LaunchSpikingNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& split, int64_t time_steps,
