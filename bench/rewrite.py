@@ -94,7 +94,7 @@ if mode == "plain":
     import onnx
     onnx.save(onnx.load(src), dst)
 else:
-    from sit_onnx.graph.convert import rewrite_file
+    from sit_onnx.graph.convert_file import rewrite_file
     rewrite_file(src, dst, force=True)
 seconds = time.perf_counter() - start
 print(json.dumps({{"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))

@@ -41,7 +41,8 @@ def demo(model, output_dir, steps):
     from sit_onnx.evaluate.energy import estimate_energy
     from sit_onnx.evaluate.experiment import ModelPair, evaluate_accuracy, labelled_data, sample_feeds
     from sit_onnx.evaluate.site_error import site_errors
-    from sit_onnx.graph.convert import RewriteOptions, rewrite_file
+    from sit_onnx.graph.convert import RewriteOptions
+    from sit_onnx.graph.convert_file import default_output, rewrite_file
     from sit_onnx.graph.load import load_model
     from sit_onnx.runtime.library import library_available
 
@@ -51,7 +52,7 @@ def demo(model, output_dir, steps):
             f"{model}: model not found (the bundled one is trained by `python models/train.py --arch vit --out models`)"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / (model.name[:-5] + ".sit.onnx" if model.name.endswith(".onnx") else model.name + ".sit.onnx")
+    target = output_dir / default_output(model).name
     report = rewrite_file(model, target, RewriteOptions(steps=steps), force=True)
     click.echo(f"1. converted {model} -> {target}")
     click.echo(

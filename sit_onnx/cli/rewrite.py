@@ -30,7 +30,7 @@ from sit_onnx.cli.options import emit_json, json_option, rewrite_options, rewrit
 @json_option
 def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
     """Convert every Softmax in MODEL to Spiking-Softmax (SIT-conversion)."""
-    from sit_onnx.graph.convert import rewrite_file
+    from sit_onnx.graph.convert_file import rewrite_file
 
     options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline)
     report = rewrite_file(model, output, options, force=force)

@@ -1,15 +1,13 @@
 """SIT-conversion of a whole model: load → analyse → rewrite → validate → save.
 
 `rewrite_model` works on a ModelProto and returns the new model and a report;
-`rewrite_file` adds file handling (atomic output, external data). The input is
-never modified.
+`sit_onnx.graph.convert_file.rewrite_file` adds file handling (atomic output,
+external data). The input is never modified.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -19,10 +17,9 @@ from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.light import light_copy, write_back
-from sit_onnx.graph.load import default_opset, load_model_and_layout
+from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.report import RewriteReport, SiteReport, count_ops
 from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
-from sit_onnx.graph.save import save_model
 from sit_onnx.graph.sites import SOFTMAX, find_sites
 from sit_onnx.graph.validate import infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_protos
@@ -256,32 +253,3 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     del inlined.opset_import[:]
     inlined.opset_import.extend(kept)
     return inlined
-
-
-def default_output(path: Path) -> Path:
-    name = path.name[:-5] if path.name.endswith(".onnx") else path.name
-    return path.with_name(f"{name}.sit.onnx")
-
-
-def rewrite_file(
-    input_path: str | os.PathLike,
-    output_path: str | os.PathLike | None = None,
-    options: RewriteOptions = RewriteOptions(),
-    force: bool = False,
-) -> RewriteReport:
-    """Convert a file; the output is written atomically and the input left untouched."""
-    input_path = Path(input_path)
-    output_path = Path(output_path) if output_path else default_output(input_path)
-    if output_path.exists() and not force:
-        raise SitOnnxError(f"{output_path} exists (use --force to overwrite)")
-    if output_path.exists() and output_path.resolve() == input_path.resolve():
-        raise SitOnnxError(f"{output_path}: refusing to overwrite the input model")
-    if not output_path.parent.is_dir():
-        raise SitOnnxError(f"{output_path.parent}: output folder does not exist")
-    if not os.access(output_path.parent, os.W_OK):
-        raise SitOnnxError(f"{output_path.parent}: output folder is not writable")
-    model, external = load_model_and_layout(input_path)
-    new, report = rewrite_model(model, options, source=str(input_path), in_place=True)
-    save_model(new, output_path, external=external)
-    report.output = str(output_path)
-    return report

@@ -32,11 +32,11 @@ def uses_external_data(model: onnx.ModelProto) -> bool:
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read a model and its external data; refuse files that are not usable ONNX."""
-    return load_model_and_layout(path)[0]
+    return load_model_and_files(path)[0]
 
 
-def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
-    """The model, and whether its weights were stored as external data (the output keeps that layout)."""
+def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """The model's protobuf without its external data, or one line saying why it is not ONNX."""
     path = Path(path)
     if not path.exists():
         raise SitOnnxError(f"{path}: no such file")
@@ -50,11 +50,30 @@ def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, boo
         raise SitOnnxError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not model.graph.node and not model.graph.output:
         raise SitOnnxError(f"{path}: not an ONNX model (no graph; is the file truncated or of another format?)")
-    external = uses_external_data(model)
-    if external:
+    return model
+
+
+def external_data_files(model: onnx.ModelProto, folder: Path) -> list[Path]:
+    """The files that hold the model's external data, resolved (before they are read)."""
+    files = set()
+    for graph in graph_protos(model.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+                files.add((folder / location).resolve())
+    return sorted(files)
+
+
+def load_model_and_files(path: str | os.PathLike) -> tuple[onnx.ModelProto, list[Path]]:
+    """The model with its weights, and every file it was read from (the model first, then its
+    external data files, resolved): a conversion must not write over any of them."""
+    path = Path(path)
+    model = read_model_proto(path)
+    data_files = external_data_files(model, path.parent)
+    if data_files:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # OSError, ValueError, onnx's ValidationError for '..', absolute or linked paths
             raise SitOnnxError(f"{path}: its external data cannot be read ({first_line(exc)})") from None
     opset = default_opset(model)
     newest = onnx.defs.onnx_opset_version()
@@ -62,4 +81,4 @@ def load_model_and_layout(path: str | os.PathLike) -> tuple[onnx.ModelProto, boo
         raise SitOnnxError(
             f"{path}: uses opset {opset}, newer than this onnx ({onnx.__version__}) knows (up to {newest})"
         )
-    return model, external
+    return model, [path.resolve(), *data_files]

@@ -46,7 +46,8 @@ def test_run_bad_inputs(tmp_path):
 
 
 def test_run_refused_kernel_set_is_one_line(tmp_path, monkeypatch):
-    from sit_onnx.graph.convert import RewriteOptions, rewrite_file
+    from sit_onnx.graph.convert import RewriteOptions
+    from sit_onnx.graph.convert_file import rewrite_file
 
     converted = tmp_path / "m.sit.onnx"
     rewrite_file(str(_model(tmp_path)), str(converted), RewriteOptions())
