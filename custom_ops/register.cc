@@ -1,6 +1,5 @@
 // The library's only exported symbol: RegisterCustomOps adds the ai.sit domain with the
 // CPU kernels, and the CUDA kernels when built with CUDA. One table; CUDA entries compile out.
-#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -38,10 +37,18 @@ struct Registry {
 };
 
 std::mutex registry_mutex;
-// Domains must outlive every session that uses them: they live until the process ends.
-std::vector<std::unique_ptr<Ort::CustomOpDomain>>& Domains() {
-  static auto* domains = new std::vector<std::unique_ptr<Ort::CustomOpDomain>>();
-  return *domains;
+
+// One domain with every op, made on the first registration and shared by every session after it
+// (sessions only keep a pointer to it): it lives until the process ends, and registering the
+// library again costs nothing more.
+Ort::CustomOpDomain& SharedDomain() {
+  static auto* registry = new Registry();
+  static auto* domain = [] {
+    auto* made = new Ort::CustomOpDomain(sit::kDomain);
+    for (OrtCustomOp* op : registry->ops()) made->Add(op);
+    return made;
+  }();
+  return *domain;
 }
 
 }  // namespace
@@ -59,11 +66,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api);
   try {
     std::lock_guard<std::mutex> lock(registry_mutex);
-    static auto* registry = new Registry();
-    auto domain = std::make_unique<Ort::CustomOpDomain>(sit::kDomain);
-    for (OrtCustomOp* op : registry->ops()) domain->Add(op);
-    Ort::UnownedSessionOptions(options).Add(*domain);
-    Domains().push_back(std::move(domain));
+    Ort::UnownedSessionOptions(options).Add(SharedDomain());
   } catch (const Ort::Exception& exc) {
     return api->CreateStatus(ORT_FAIL, exc.what());
   } catch (const std::exception& exc) {

@@ -26,6 +26,34 @@ inline std::string NodeLabel(const char* op, const Ort::ConstKernelInfo& info) {
   return std::string(op) + " node '" + name + "'";
 }
 
+// An optional int attribute: absent -> `fallback`; present with another type (a float, a string,
+// a list) -> an error, never silently the default (SpikingNorm with axis=0.0 must not normalise
+// along -1).
+inline std::string ReadIntAttribute(const Ort::ConstKernelInfo& info, const char* name, int64_t fallback,
+                                    int64_t* out) {
+  const OrtApi& api = Ort::GetApi();
+  const OrtKernelInfo* raw = info;
+  int64_t value = 0;
+  if (OrtStatus* status = api.KernelInfoGetAttribute_int64(raw, name, &value)) {
+    api.ReleaseStatus(status);
+    float f = 0.f;
+    size_t size = 0;
+    OrtStatus* as_float = api.KernelInfoGetAttribute_float(raw, name, &f);
+    OrtStatus* as_string = api.KernelInfoGetAttribute_string(raw, name, nullptr, &size);
+    OrtStatus* as_floats = api.KernelInfoGetAttributeArray_float(raw, name, nullptr, &size);
+    OrtStatus* as_ints = api.KernelInfoGetAttributeArray_int64(raw, name, nullptr, &size);
+    const bool other_type = !as_float || !as_string || !as_floats || !as_ints;
+    for (OrtStatus* s : {as_float, as_string, as_floats, as_ints}) {
+      if (s) api.ReleaseStatus(s);
+    }
+    if (other_type) return std::string(name) + " must be an int attribute";
+    *out = fallback;
+    return "";
+  }
+  *out = value;
+  return "";
+}
+
 // Reads the SI-exp attributes (thresholds, resets, weights).
 struct ExpKernelBase {
   static constexpr const char* kName = kSpikingExp;
@@ -42,14 +70,9 @@ struct NormKernelBase {
   NormAttrs attrs;
   std::string Init(const Ort::ConstKernelInfo& info) {
     int64_t axis = -1, time_steps = 0, rank = -1;
-    try {
-      axis = info.GetAttribute<int64_t>("axis");
-    } catch (const Ort::Exception&) {
-    }
-    try {
-      time_steps = info.GetAttribute<int64_t>("time_steps");
-    } catch (const Ort::Exception&) {
-    }
+    std::string error = ReadIntAttribute(info, "axis", -1, &axis);
+    if (error.empty()) error = ReadIntAttribute(info, "time_steps", 0, &time_steps);
+    if (!error.empty()) return error;
     try {
       auto type = info.GetInputTypeInfo(0);
       rank = static_cast<int64_t>(type.GetTensorTypeAndShapeInfo().GetDimensionsCount());
@@ -71,14 +94,8 @@ struct SoftmaxKernelBase {
     std::string error = exp.Init(info);
     if (error.empty()) error = norm.Init(info);
     int64_t shift_attr = 1, sigmoid_attr = 0;
-    try {
-      shift_attr = info.GetAttribute<int64_t>("shift");
-    } catch (const Ort::Exception&) {
-    }
-    try {
-      sigmoid_attr = info.GetAttribute<int64_t>("sigmoid");
-    } catch (const Ort::Exception&) {
-    }
+    if (error.empty()) error = ReadIntAttribute(info, "shift", 1, &shift_attr);
+    if (error.empty()) error = ReadIntAttribute(info, "sigmoid", 0, &sigmoid_attr);
     if (error.empty() && (shift_attr < 0 || shift_attr > 1 || sigmoid_attr < 0 || sigmoid_attr > 1)) {
       error = "shift and sigmoid must be 0 or 1";
     }

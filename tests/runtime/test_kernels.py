@@ -365,3 +365,82 @@ def test_unknown_kernel_set_refused_at_session_creation(monkeypatch):
     monkeypatch.setenv("SIT_ONNX_CPU_ISA", "sse9")
     with pytest.raises(Exception, match="SpikingNorm node 'norm'.*SIT_ONNX_CPU_ISA=sse9 is not a kernel set"):
         _session(_norm_node(-1, 0), np.float32, 1)
+
+
+def _typed_node(op, name, **attrs):
+    """A node whose attributes may carry the wrong type (make_node infers the type from the value)."""
+    base = {}
+    if op in ("SpikingExp", "SpikingSoftmax"):
+        base = {"thresholds": [0.0, -1.0], "resets": [1.0, 1.0], "weights": [1.0, 0.5]}
+    return helper.make_node(op, ["x"], ["y"], name=name, domain="ai.sit", **{**base, **attrs})
+
+
+@pytest.mark.parametrize(
+    "op, attr, value",
+    [
+        ("SpikingNorm", "axis", 0.0),
+        ("SpikingNorm", "axis", "0"),
+        ("SpikingNorm", "axis", [0]),
+        ("SpikingNorm", "time_steps", -5.0),
+        ("SpikingNorm", "time_steps", [4, 4]),
+        ("SpikingSoftmax", "axis", 0.0),
+        ("SpikingSoftmax", "time_steps", 4.0),
+        ("SpikingSoftmax", "shift", 1.0),
+        ("SpikingSoftmax", "sigmoid", "yes"),
+    ],
+)
+def test_wrongly_typed_int_attribute_is_refused_not_defaulted(op, attr, value):
+    with pytest.raises(Exception, match=f"{op} node 'typed': {attr} must be an int attribute"):
+        _session(_typed_node(op, "typed", **{attr: value}), np.float32, 2)
+
+
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        (_typed_node("SpikingExp", "short_d", weights=[1.0]), "short_d.*equal lengths"),
+        (_typed_node("SpikingExp", "ints", thresholds=[0, 1]), "ints"),
+        (_typed_node("SpikingNorm", "at_rank", axis=2), "at_rank.*axis 2 is out of range for a rank-2"),
+        (_typed_node("SpikingNorm", "below", axis=-3), "below.*axis -3 is out of range"),
+        (_typed_node("SpikingSoftmax", "sig2", sigmoid=2), "sig2.*shift and sigmoid must be 0 or 1"),
+        (_typed_node("SpikingSoftmax", "shift_neg", shift=-1), "shift_neg.*shift and sigmoid must be 0 or 1"),
+    ],
+    ids=lambda v: v.name if hasattr(v, "name") else "",
+)
+def test_contract_violations_refused_at_session_creation(node, message):
+    with pytest.raises(Exception, match=message):
+        _session(node, np.float32, 2)
+
+
+def test_absent_int_attributes_take_their_defaults(rng):
+    x = rng.uniform(0, 1, (3, 5)).astype(np.float32)
+    got = _session(_typed_node("SpikingNorm", "defaults"), np.float32, 2).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, si_norm(x, axis=-1, time_steps=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+def test_every_kernel_set_fires_at_exact_threshold(monkeypatch, isa):
+    """H(0) = 1: an input equal to a threshold fires, in every instruction set (>= not >)."""
+    _use_kernel_set(monkeypatch, isa)
+    params = NeuronParams([0.5, -0.25, -1.0], [0.75, 0.5, 0.25], [2.0, 1.0, 0.5], (-1, 1))
+    x = np.array([0.5, -0.25, -1.0, 0.25, -1.25] * 8, np.float32)  # 40: vector bodies and a tail
+    got = _session(_exp_node(params), np.float32, 1).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, si_exp(x, params))
+    assert got[0] == 2.0 + 1.0 + 0.5  # 0.5 fires, then -0.25 fires, then -1.0 fires
+
+
+def test_registering_the_library_again_and_again_does_not_grow_memory():
+    """Every registration shares one domain (it was a new ~3 kB domain per call). Measured on one
+    SessionOptions: onnxruntime's Python binding keeps ~2.5 kB of its own per new SessionOptions
+    that registers a library, which is not ours to free."""
+    import resource
+
+    def rss_kb():
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() // 1024
+
+    options = ort.SessionOptions()
+    for _ in range(200):  # warm up allocator pools
+        options.register_custom_ops_library(get_library_path())
+    before = rss_kb()
+    for _ in range(3000):
+        options.register_custom_ops_library(get_library_path())
+    assert rss_kb() - before < 1500
