@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import emit_json, json_option, library_option, provider_option
+from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan, provider_option
 
 
 @click.command()
@@ -20,8 +20,8 @@ from sit_onnx.cli.options import emit_json, json_option, library_option, provide
     default=None,
     help="An .npz with one array per input (default: random inputs, batch 4).",
 )
-@click.option("--atol", type=click.FloatRange(min=0), default=1e-2, show_default=True)
-@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-2, show_default=True, callback=not_nan)
+@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True, callback=not_nan)
 @provider_option
 @library_option
 @json_option
@@ -31,10 +31,8 @@ def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library
     from sit_onnx.evaluate.compare import compare_arrays
     from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays
     from sit_onnx.runtime import SessionSpec, make_session
+    from sit_onnx.runtime.session import run_session
 
-    for path in (reference, candidate):
-        if not path.is_file():
-            raise SitOnnxError(f"{path}: no such file")
     spec = SessionSpec(provider=provider, use_library=use_library)
     ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
     feeds = (
@@ -42,8 +40,8 @@ def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library
         if inputs_file
         else generate_feeds(ref_session, batch=4)
     )
-    ref_out = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feeds)))
-    cand_out = dict(zip([o.name for o in cand_session.get_outputs()], cand_session.run(None, feeds)))
+    ref_out = dict(zip([o.name for o in ref_session.get_outputs()], run_session(ref_session, feeds, str(reference))))
+    cand_out = dict(zip([o.name for o in cand_session.get_outputs()], run_session(cand_session, feeds, str(candidate))))
     missing = sorted(set(ref_out) - set(cand_out))
     if missing:
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
@@ -61,6 +59,9 @@ def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library
     else:
         for r in results:
             click.echo(f"[{r.name}] shape {r.shape}, tolerance atol={r.atol:g} rtol={r.rtol:g}")
+            if r.problem:
+                click.echo(f"    {r.problem}\n    FAILED")
+                continue
             click.echo(f"    abs error: max {r.max_abs:.4g}, mean {r.mean_abs:.4g}, median {r.median_abs:.4g}")
             click.echo(f"    rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}")
             click.echo(f"    cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}")

@@ -43,11 +43,31 @@ def check_range(input_range) -> tuple[float, float]:
     return (lo, hi)
 
 
+def not_nan(ctx, param, value):
+    """A click callback: FloatRange lets NaN through (every comparison with it is False)."""
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("must be a number, not NaN")
+    return value
+
+
 def emit_json(record) -> None:
-    click.echo(json.dumps(record, allow_nan=False, default=_nan_safe))
+    """One strict JSON object: NaN and ±inf (a converted model may legitimately output them) are
+    written as null, since JSON has no numbers for them."""
+    click.echo(json.dumps(finite_or_null(record), allow_nan=False, default=_not_serialisable))
 
 
-def _nan_safe(value):
+def finite_or_null(value):
+    """`value` with every non-finite float, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def _not_serialisable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

@@ -10,6 +10,24 @@ import numpy as np
 
 from sit_onnx.cli.options import emit_json, json_option, library_option, provider_option, table
 
+COLUMNS = ("dtype", "min", "max", "mean", "nan", "inf")
+
+
+def summarise_output(name: str, value) -> dict:
+    """Shape, dtype, and min/max/mean over the finite elements, with NaNs and infinities counted
+    apart (a converted model can legitimately output them; --json writes null where none are finite)."""
+    value = np.asarray(value)
+    record = {"name": name, "shape": list(value.shape), "dtype": str(value.dtype)}
+    record.update({"min": None, "max": None, "mean": None, "nan": 0, "inf": 0})
+    if not (value.size and np.issubdtype(value.dtype, np.number)):
+        return record
+    numeric = value.astype(np.float64)
+    finite = numeric[np.isfinite(numeric)]
+    record.update(nan=int(np.isnan(numeric).sum()), inf=int(np.isinf(numeric).sum()))
+    if finite.size:
+        record.update(min=float(finite.min()), max=float(finite.max()), mean=float(finite.mean()))
+    return record
+
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
@@ -24,52 +42,46 @@ from sit_onnx.cli.options import emit_json, json_option, library_option, provide
 )
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Batch size of generated inputs.")
 @click.option("--repeat", type=click.IntRange(1), default=1, show_default=True, help="Runs to time.")
+@click.option(
+    "--verify-kernels",
+    is_flag=True,
+    help="Check that every spiking op of MODEL landed on a kernel (saves the optimised model once).",
+)
 @json_option
-def run(model, provider, use_library, inputs_file, batch, repeat, as_json):
+def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
     """Run MODEL in onnxruntime and summarise its outputs."""
-    from sit_onnx.errors import SitOnnxError
     from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays
     from sit_onnx.runtime import SessionSpec, make_session
+    from sit_onnx.runtime.session import run_session, runtime_path
 
-    if not model.is_file():
-        raise SitOnnxError(f"{model}: no such file")
-    session = make_session(model, SessionSpec(provider=provider, use_library=use_library))
+    spec = SessionSpec(provider=provider, use_library=use_library, verify_placement=verify_kernels)
+    session = make_session(model, spec)
     feeds = (
         check_feeds(session, load_arrays(inputs_file), str(inputs_file))
         if inputs_file
         else generate_feeds(session, batch)
     )
-    outputs = session.run(None, feeds)
+    outputs = run_session(session, feeds, str(model))
     start = time.perf_counter()
     for _ in range(repeat - 1):
         session.run(None, feeds)
     seconds = (time.perf_counter() - start) / max(repeat - 1, 1) if repeat > 1 else None
-    summary = []
-    for spec, value in zip(session.get_outputs(), outputs):
-        value = np.asarray(value)
-        numeric = value.astype(np.float64) if value.size and np.issubdtype(value.dtype, np.number) else None
-        summary.append(
-            {
-                "name": spec.name,
-                "shape": list(value.shape),
-                "dtype": str(value.dtype),
-                "min": float(np.nanmin(numeric)) if numeric is not None else None,
-                "max": float(np.nanmax(numeric)) if numeric is not None else None,
-                "mean": float(np.nanmean(numeric)) if numeric is not None else None,
-                "nan": int(np.isnan(numeric).sum()) if numeric is not None else 0,
-            }
-        )
-    record = {"model": str(model), "providers": session.get_providers(), "outputs": summary, "seconds_per_run": seconds}
+    summary = [summarise_output(spec.name, value) for spec, value in zip(session.get_outputs(), outputs)]
+    record = {
+        "model": str(model),
+        "providers": session.get_providers(),
+        "spiking_ops": runtime_path(spec),
+        "outputs": summary,
+        "seconds_per_run": seconds,
+    }
     if as_json:
         emit_json(record)
         return
     click.echo(
         table(
-            [
-                [o["name"], "x".join(map(str, o["shape"])), o["dtype"], o["min"], o["max"], o["mean"], o["nan"]]
-                for o in summary
-            ],
-            ["output", "shape", "dtype", "min", "max", "mean", "NaNs"],
+            [[o["name"], "x".join(map(str, o["shape"]))] + [o[k] for k in COLUMNS] for o in summary],
+            ["output", "shape", "dtype", "min", "max", "mean", "NaNs", "infs"],
         )
     )
     click.echo(f"ran on {session.get_providers()[0]}" + (f", {seconds * 1000:.3f} ms per run" if seconds else ""))
+    click.echo(f"spiking ops ran on: {record['spiking_ops']}")

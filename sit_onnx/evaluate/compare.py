@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+INF = float("inf")
+
 
 @dataclass
 class OutputComparison:
@@ -22,33 +24,36 @@ class OutputComparison:
     cosine: float
     min_atol_to_pass: float  # with rtol as given
     passed: bool
+    problem: str | None = None  # why the outputs could not be compared element by element
 
 
 def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputComparison:
-    """`passed` when |a-b| <= atol + rtol*|a| everywhere (a is the reference)."""
+    """`passed` when |a-b| <= atol + rtol*|a| everywhere (a is the reference). A NaN matches a NaN
+    in the same place (a converted model keeps its original's NaN), nothing else."""
     if a.shape != b.shape:
-        return OutputComparison(
-            name, list(a.shape), atol, rtol, *([float("inf")] * 6), float("nan"), float("inf"), False
-        )
+        problem = f"shapes differ: {list(a.shape)} vs {list(b.shape)}"
+        return OutputComparison(name, list(a.shape), atol, rtol, *([INF] * 6), float("nan"), INF, False, problem)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    diff = np.abs(a64 - b64)
-    rel = diff / np.maximum(np.abs(a64), 1e-12)
-    norm = np.linalg.norm(a64) * np.linalg.norm(b64)
-    cosine = float(np.dot(a64.ravel(), b64.ravel()) / norm) if norm > 0 else float(np.array_equal(a64, b64))
+    both_nan = np.isnan(a64) & np.isnan(b64)
+    same_inf = np.isinf(a64) & (a64 == b64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(both_nan | same_inf, 0.0, np.abs(a64 - b64))
+        diff = np.where(np.isnan(diff), INF, diff)  # NaN on one side only: no tolerance covers it
+        rel = diff / np.maximum(np.abs(np.where(np.isfinite(a64), a64, 1.0)), 1e-12)
+    finite = np.isfinite(a64) & np.isfinite(b64)
+    af, bf = a64[finite], b64[finite]
+    norm = np.linalg.norm(af) * np.linalg.norm(bf)
+    cosine = float(np.dot(af, bf) / norm) if norm > 0 else float(np.array_equal(af, bf))
     stats = [float(f(x)) if x.size else 0.0 for x in (diff, rel) for f in (np.max, np.mean, np.median)]
-    needed = float(np.max(diff - rtol * np.abs(a64))) if diff.size else 0.0
+    allowance = rtol * np.where(np.isfinite(a64), np.abs(a64), 0.0)
+    needed = float(np.max(diff - allowance)) if diff.size else 0.0
     return OutputComparison(
         name,
         list(a.shape),
         atol,
         rtol,
-        stats[0],
-        stats[1],
-        stats[2],
-        stats[3],
-        stats[4],
-        stats[5],
+        *stats,
         cosine,
         max(needed, 0.0),
-        bool(np.all(diff <= atol + rtol * np.abs(a64))),
+        bool(np.all(diff <= atol + allowance)),
     )

@@ -28,11 +28,12 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise SitOnnxError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise SitOnnxError(f"{path}: expected an .npz archive of named arrays, got a single array")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise SitOnnxError(f"{path}: expected an .npz archive of named arrays, got a single array (.npy)")
+        with data:
             return {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise SitOnnxError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
 
 

@@ -11,11 +11,13 @@ The error reported is measured on 100,000 uniform random points, not the grid.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.neurons.params import NeuronParams
 from sit_onnx.neurons.quality import exp_quality
 
@@ -184,13 +186,27 @@ def _polish(x, target, thresholds, resets, opts: FitOptions, tick: Callable[[], 
     return thresholds, resets
 
 
+MAX_FIT_HIGH = 80.0  # exp(80) = 5.5e34: the weights d(t) stay well inside float32, as the ops store them
+MAX_FIT_WIDTH = 100.0  # K <= 64 steps cannot follow exp over more than this
+
+
+def check_fit_range(input_range) -> tuple[float, float]:
+    """The range a fit can serve: LO < HI, exp(HI) far inside float32, not wider than MAX_FIT_WIDTH."""
+    lo, hi = (float(v) for v in input_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise SitOnnxError(f"--range: need finite LO < HI, got {lo:g} {hi:g}")
+    if hi > MAX_FIT_HIGH:
+        raise SitOnnxError(f"--range: HI={hi:g} is too large: exp({hi:g}) overflows the float32 the ops compute in")
+    if hi - lo > MAX_FIT_WIDTH:
+        raise SitOnnxError(f"--range: {lo:g}..{hi:g} is wider than {MAX_FIT_WIDTH:g}; fit a narrower range")
+    return lo, hi
+
+
 def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) -> NeuronParams:
     """Fit one SI-exp neuron to exp on `opts.input_range`; seeded and reproducible."""
     import torch
 
-    lo, hi = opts.input_range
-    if not lo < hi:
-        raise ValueError(f"input range must have LO < HI, got {opts.input_range}")
+    lo, hi = check_fit_range(opts.input_range)
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     tick = (lambda: progress(1)) if progress else (lambda: None)

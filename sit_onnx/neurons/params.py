@@ -17,8 +17,9 @@ from pathlib import Path
 
 from sit_onnx.atomic import write_text_atomic
 from sit_onnx.domain import MAX_STEPS
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 
+FLOAT32_MAX = 3.4028234663852886e38  # the kernels and function bodies hold parameters as float32
 FORMAT = "sit-onnx/si-exp-params"
 FORMAT_VERSION = 1
 PAPER_RANGE = (-1.0, 1.0)
@@ -82,9 +83,24 @@ def _check(p: NeuronParams) -> None:
     values = p.thresholds + p.resets + p.weights + p.offsets
     if not all(math.isfinite(v) for v in values):
         raise SitOnnxError("parameter set holds a NaN or infinite threshold, reset or weight")
+    if any(abs(v) > FLOAT32_MAX for v in values):
+        raise SitOnnxError("parameter set holds a value beyond float32's range (|v| > 3.4e38), which the ops store")
     lo, hi = p.input_range if len(p.input_range) == 2 else (math.nan, math.nan)
     if len(p.input_range) != 2 or not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise SitOnnxError(f"parameter set input_range must be two finite numbers LO < HI, got {list(p.input_range)}")
+
+
+def _number(record: dict, key: str, source: str) -> float:
+    """An optional float field (rmse, max_error): a number or null; anything else is refused."""
+    value = record.get(key)
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SitOnnxError(f"{source}: {key} must be a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise SitOnnxError(f"{source}: {key} is too large for a float") from None
 
 
 def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
@@ -93,6 +109,10 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SitOnnxError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise SitOnnxError(f"{source}: not a sit-onnx parameter file (JSON nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer literal of more digits than Python converts
+        raise SitOnnxError(f"{source}: not a usable parameter file ({first_line(exc)})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise SitOnnxError(f'{source}: not a sit-onnx parameter file (expected "format": "{FORMAT}")')
     if record.get("version") != FORMAT_VERSION:
@@ -102,6 +122,9 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
     missing = [k for k in ("thresholds", "resets", "weights", "input_range") if k not in record]
     if missing:
         raise SitOnnxError(f"{source}: parameter file lacks {', '.join(missing)}")
+    meta = record.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise SitOnnxError(f"{source}: meta must be an object, got {type(meta).__name__}")
     for key in ("thresholds", "resets", "weights", "input_range", "offsets"):
         value = record.get(key, [0.0])
         if not isinstance(value, list) or not all(
@@ -114,14 +137,16 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
             resets=record["resets"],
             weights=record["weights"],
             input_range=record["input_range"],
-            rmse=float(record.get("rmse", math.nan)),
-            max_error=float(record.get("max_error", math.nan)),
+            rmse=_number(record, "rmse", source),
+            max_error=_number(record, "max_error", source),
             method=str(record.get("method", "unknown")),
-            meta=dict(record.get("meta") or {}),
+            meta=dict(meta or {}),
             offsets=record.get("offsets", [0.0]),
         )
     except SitOnnxError as exc:
         raise SitOnnxError(f"{source}: {exc}") from None
+    except OverflowError:  # an integer too large for a float
+        raise SitOnnxError(f"{source}: a threshold, reset or weight is too large for a float") from None
     if "steps" in record and record["steps"] != params.steps:
         raise SitOnnxError(f"{source}: says steps={record['steps']} but holds {params.steps} thresholds")
     return params

@@ -1,25 +1,34 @@
-"""One place that builds onnxruntime sessions: registers the library, picks providers,
-and checks that spiking ops run on the kernels, not on the slow function fallback."""
+"""One place that builds onnxruntime sessions: registers the library, picks providers, and checks
+that the spiking ops run on the kernels, not on their (much slower) function bodies.
+
+The check is a probe: a tiny model holding every spiking op in float32 and float16, built once
+per library and providers, whose placed graph must keep all of them. It costs milliseconds, not a
+second serialisation of the user's model; `SessionSpec(verify_placement=True)` (`run
+--verify-kernels`) also checks the user's model itself, node by node.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
-from sit_onnx.domain import DOMAIN
+from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.runtime.library import get_library_path, library_available
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+MIN_ORT = (1, 21)  # the kernels use C API 21
 # What onnxruntime raises when it cannot build a session (a kernel refusing its attributes or
 # SIT_ONNX_CPU_ISA raises RuntimeException): a user's problem, reported in one line.
 _STATE = ort.capi.onnxruntime_pybind11_state
-SESSION_ERRORS = (RuntimeError,) + tuple(
+SESSION_ERRORS = (RuntimeError, OSError, ValueError) + tuple(
     error for error in vars(_STATE).values() if isinstance(error, type) and issubclass(error, Exception)
 )
 
@@ -27,12 +36,19 @@ SESSION_ERRORS = (RuntimeError,) + tuple(
 @dataclass(frozen=True)
 class SessionSpec:
     """provider: 'auto' (cuda when available, else cpu), 'cpu' or 'cuda'.
-    use_library: True (required), False (function fallback only) or None (when built)."""
+    use_library: True (required), False (function fallback only) or None (when built).
+    verify_kernels: probe that the library's kernels take the spiking ops (cheap).
+    verify_placement: also check every spiking op of this model landed on a kernel (saves the
+    optimised model once: costs about a serialisation of it)."""
 
     provider: str = "auto"
     use_library: bool | None = None
     threads: int = 0
     verify_kernels: bool = True
+    verify_placement: bool = False
+
+    def library_used(self) -> bool:
+        return library_available() if self.use_library is None else self.use_library
 
 
 def resolve_providers(provider: str) -> list[str]:
@@ -53,37 +69,131 @@ def spiking_node_count(model: onnx.ModelProto) -> int:
     return sum(1 for n in model.graph.node if n.domain == DOMAIN)
 
 
-def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec = SessionSpec()) -> ort.InferenceSession:
-    """A session for an original or converted model; with the library, spiking ops must land on kernels."""
-    providers = resolve_providers(spec.provider)
+def runtime_path(spec: SessionSpec) -> str:
+    """Which code runs the spiking ops under `spec`, in words (what `run` prints)."""
+    if spec.library_used():
+        return f"sit-onnx kernels ({get_library_path()})"
+    return "function fallback (standard onnxruntime ops; the sit-onnx library is not used)"
+
+
+def _check_onnxruntime() -> None:
+    version = tuple(int(p) for p in ort.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_ORT:
+        raise SitOnnxError(
+            f"onnxruntime {ort.__version__} is too old for the sit-onnx kernels (needs >= 1.21); "
+            "upgrade it, or run with --no-library"
+        )
+
+
+def _options(spec: SessionSpec, library: bool) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors come back as exceptions, reported once in our words
     if spec.threads:
         options.intra_op_num_threads = spec.threads
-    use_library = library_available() if spec.use_library is None else spec.use_library
-    if use_library:
-        options.register_custom_ops_library(get_library_path())
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    proto = model if isinstance(model, onnx.ModelProto) else None
-    expected = 0
-    if use_library and spec.verify_kernels:
-        proto = proto or onnx.load(str(model), load_external_data=False)
-        expected = spiking_node_count(proto)
-    with tempfile.TemporaryDirectory() as scratch:
-        if expected:
-            optimized = Path(scratch) / "placed.onnx"
-            options.optimized_model_filepath = str(optimized)
-            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "placed.data")
-            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    if library:
+        _check_onnxruntime()
         try:
-            session = ort.InferenceSession(source, options, providers=providers)
+            options.register_custom_ops_library(get_library_path())
         except SESSION_ERRORS as exc:
-            raise SitOnnxError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
-        if expected:
-            placed = spiking_node_count(onnx.load(str(optimized), load_external_data=False))
-            if placed < expected:
-                raise SitOnnxError(
-                    f"only {placed} of {expected} spiking ops run on the sit-onnx kernels; the rest "
-                    "fell back to their function bodies (is the library built for this onnxruntime?)"
-                )
-    return session
+            raise SitOnnxError(f"{get_library_path()}: not a usable sit-onnx library ({first_line(exc)})") from None
+    return options
+
+
+def _create(source, options: ort.SessionOptions, providers: list[str], label: str) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
+    except SESSION_ERRORS as exc:
+        if isinstance(source, str):
+            _diagnose_file(source)  # says, in our words, what is wrong with the file, if anything
+        raise SitOnnxError(f"{label}: onnxruntime cannot load the model: {first_line(exc)}") from None
+
+
+def _diagnose_file(path: str) -> None:
+    """Raise the loader's one-line error for a file onnxruntime refused (not ONNX, truncated, bad
+    external data); return quietly when the file itself is sound."""
+    from sit_onnx.graph.load import load_model_and_files  # read only after a failure: no cost otherwise
+
+    load_model_and_files(path)
+
+
+def _placed_spiking_nodes(source, spec: SessionSpec, providers: list[str], label: str) -> tuple[int, int]:
+    """(spiking ops in the model, spiking ops left after onnxruntime placed it): fewer after means
+    some ran as their inlined function bodies."""
+    options = _options(spec, True)
+    with tempfile.TemporaryDirectory() as scratch:
+        optimized = Path(scratch) / "placed.onnx"
+        options.optimized_model_filepath = str(optimized)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "placed.data")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        _create(
+            source.SerializeToString() if isinstance(source, onnx.ModelProto) else source, options, providers, label
+        )
+        placed = spiking_node_count(onnx.load(str(optimized), load_external_data=False))
+    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source), load_external_data=False)
+    return spiking_node_count(model), placed
+
+
+def probe_model() -> onnx.ModelProto:
+    """Every spiking op in float32 and float16, on tiny inputs: what the kernel check places."""
+    steps = {"thresholds": [0.0], "resets": [1.0], "weights": [1.0]}
+    nodes, inputs, outputs = [], [], []
+    for elem, suffix in ((TensorProto.FLOAT, "f32"), (TensorProto.FLOAT16, "f16")):
+        inputs.append(helper.make_tensor_value_info(f"x_{suffix}", elem, [2, 3]))
+        for op, attrs in ((SPIKING_EXP, steps), (SPIKING_NORM, {"axis": -1}), (SPIKING_SOFTMAX, steps)):
+            out = f"{op}_{suffix}"
+            nodes.append(helper.make_node(op, [f"x_{suffix}"], [out], name=out, domain=DOMAIN, **attrs))
+            outputs.append(helper.make_tensor_value_info(out, elem, [2, 3]))
+    graph = helper.make_graph(nodes, "sit_onnx_probe", inputs, outputs)
+    from sit_onnx.graph.functions import spiking_functions  # the bodies, so a fallback is possible
+
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
+    return helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(1, 17))
+
+
+@lru_cache(maxsize=8)
+def _kernels_take_the_probe(library: str, providers: tuple[str, ...], threads: int) -> tuple[int, int]:
+    return _placed_spiking_nodes(probe_model(), SessionSpec(threads=threads), list(providers), "probe")
+
+
+def check_kernels(spec: SessionSpec, providers: list[str]) -> None:
+    """Refuse a library whose kernels do not take every spiking op (e.g. built for another domain
+    version): they would silently run as function bodies, 2-4x slower."""
+    expected, placed = _kernels_take_the_probe(get_library_path(), tuple(providers), spec.threads)
+    if placed < expected:
+        raise SitOnnxError(
+            f"only {placed} of {expected} spiking op kinds run on the sit-onnx kernels; the rest would "
+            "fall back to their function bodies (is the library built for this onnxruntime?)"
+        )
+
+
+def run_session(session: ort.InferenceSession, feeds: dict, label: str = "model") -> list:
+    """`session.run`, with onnxruntime's run-time refusals (a shape the graph cannot take, a kernel
+    that fails) as one line naming the model."""
+    try:
+        return session.run(None, feeds)
+    except SESSION_ERRORS as exc:
+        raise SitOnnxError(f"{label}: onnxruntime failed to run the model: {first_line(exc)}") from None
+
+
+def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec = SessionSpec()) -> ort.InferenceSession:
+    """A session for an original or converted model; with the library, spiking ops must land on kernels."""
+    providers = resolve_providers(spec.provider)
+    library = spec.library_used()
+    if isinstance(model, onnx.ModelProto):
+        source, label = model.SerializeToString(), "model"
+    else:
+        source, label = str(model), str(model)
+        if not Path(model).exists():
+            raise SitOnnxError(f"{model}: no such file")
+        if not Path(model).is_file():
+            raise SitOnnxError(f"{model}: not a file")
+    if library and spec.verify_kernels:
+        check_kernels(spec, providers)
+    if library and spec.verify_placement:
+        expected, placed = _placed_spiking_nodes(model, spec, providers, label)
+        if placed < expected:
+            raise SitOnnxError(
+                f"{label}: only {placed} of {expected} spiking ops run on the sit-onnx kernels; the rest "
+                "fell back to their function bodies (is the library built for this onnxruntime?)"
+            )
+    return _create(source, _options(spec, library), providers, label)

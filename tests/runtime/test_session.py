@@ -36,14 +36,61 @@ def test_kernel_types_are_enforced_with_library():
         make_session(_spiking_model(TensorProto.DOUBLE), SessionSpec(provider="cpu", use_library=True))
 
 
-def test_fallback_check_compares_placed_nodes(monkeypatch):
-    """The check reads the graph onnxruntime placed: inlined function bodies leave fewer ai.sit nodes."""
+def test_kernel_probe_refuses_a_library_that_leaves_ops_to_function_bodies(monkeypatch):
+    """The probe reads the graph onnxruntime placed: inlined function bodies leave fewer ai.sit nodes."""
     from sit_onnx.runtime import session as session_module
 
-    counts = iter([1, 0])  # the model has one spiking op; pretend the placed graph has none
+    real = session_module.spiking_node_count
+    calls = iter([-1, 0])  # the placed graph is counted first: one op short; then the probe itself
+    monkeypatch.setattr(session_module, "spiking_node_count", lambda model: real(model) + next(calls))
+    session_module._kernels_take_the_probe.cache_clear()
+    try:
+        with pytest.raises(SitOnnxError, match="only 5 of 6 spiking op kinds run on the sit-onnx kernels"):
+            make_session(_spiking_model(TensorProto.FLOAT), SessionSpec(provider="cpu", use_library=True))
+    finally:
+        session_module._kernels_take_the_probe.cache_clear()
+
+
+def test_probe_places_every_op_and_type_on_the_kernels():
+    from sit_onnx.runtime.session import _kernels_take_the_probe, get_library_path
+
+    expected, placed = _kernels_take_the_probe(get_library_path(), ("CPUExecutionProvider",), 0)
+    assert expected == placed == 6
+
+
+def test_placement_check_of_the_model_itself(monkeypatch):
+    from sit_onnx.runtime import session as session_module
+
+    spec = SessionSpec(provider="cpu", use_library=True, verify_placement=True)
+    make_session(_spiking_model(TensorProto.FLOAT), spec)  # placed: passes
+    counts = iter([0, 1])  # placed graph first, then the model: pretend the one op was inlined
     monkeypatch.setattr(session_module, "spiking_node_count", lambda model: next(counts))
-    with pytest.raises(SitOnnxError, match="only 0 of 1 spiking ops run on the sit-onnx kernels"):
-        make_session(_spiking_model(TensorProto.FLOAT), SessionSpec(provider="cpu", use_library=True))
+    monkeypatch.setattr(session_module, "check_kernels", lambda spec, providers: None)
+    with pytest.raises(SitOnnxError, match="model: only 0 of 1 spiking ops run on the sit-onnx kernels"):
+        make_session(_spiking_model(TensorProto.FLOAT), spec)
+
+
+def test_not_onnx_file_names_the_file(tmp_path):
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("hello")
+    with pytest.raises(SitOnnxError, match=f"{bad}: not an ONNX model"):
+        make_session(bad, SessionSpec(provider="cpu"))
+
+
+def test_foreign_library_is_one_line(tmp_path, monkeypatch):
+    fake = tmp_path / "libfake.so"
+    fake.write_bytes(b"\x7fELF not really")
+    monkeypatch.setenv("SIT_ONNX_OPS_LIBRARY", str(fake))
+    with pytest.raises(SitOnnxError, match="libfake.so: not a usable sit-onnx library"):
+        make_session(softmax_model([2, 3], -1), SessionSpec(provider="cpu", use_library=True))
+
+
+def test_old_onnxruntime_is_refused_in_words(monkeypatch):
+    from sit_onnx.runtime import session as session_module
+
+    monkeypatch.setattr(session_module.ort, "__version__", "1.20.1")
+    with pytest.raises(SitOnnxError, match="onnxruntime 1.20.1 is too old.*--no-library"):
+        make_session(softmax_model([2, 3], -1), SessionSpec(provider="cpu", use_library=True, verify_kernels=False))
 
 
 def test_function_fallback_runs_without_library():
