@@ -15,6 +15,7 @@ class SitGroup(click.Group):
     """Turns user mistakes into one line and exit 1; never a traceback unless SIT_ONNX_DEBUG is set."""
 
     def invoke(self, ctx):
+        _quiet_libraries()
         try:
             return super().invoke(ctx)
         except SitOnnxError as exc:
@@ -29,6 +30,20 @@ class SitGroup(click.Group):
             raise click.ClickException(
                 f"internal error: {type(exc).__name__}: {first_line(exc)} (set SIT_ONNX_DEBUG=1 for a traceback)"
             ) from None
+
+
+def _quiet_libraries() -> None:
+    """What other libraries print is not ours to show: onnx-graphsurgeon's [W] lines (a missing
+    'colored' module, types numpy lacks) and numpy's RuntimeWarnings on NaN/inf data. Our own
+    messages are the one line on stderr."""
+    import warnings
+
+    import numpy as np
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    G_LOGGER.severity = G_LOGGER.ERROR
+    np.seterr(all="ignore")
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
 
 
 @click.group(cls=SitGroup, context_settings={"help_option_names": ["-h", "--help"]})

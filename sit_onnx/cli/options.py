@@ -118,10 +118,11 @@ def rewrite_options(func):
             help="SpikingNorm input spikes N; 0 = the paper's amplified closed form w/V_th.",
         ),
         click.option(
-            "--fuse",
-            is_flag=True,
-            help="Emit one SpikingSoftmax node per site: same numbers, one kernel instead of the 3-4 op chain "
-            "(2-3x faster on CPU with max-shift); the form to deploy.",
+            "--fuse/--chain",
+            default=None,
+            help="One SpikingSoftmax node per site (the default; its function body is SpikingExp -> "
+            "SpikingNorm), or the explicit chain [Sigmoid] [ReduceMax, Sub] SpikingExp SpikingNorm: same "
+            "numbers, the chain 2-3x slower on CPU. Ensemble parameter sets always use the chain.",
         ),
     ]
     for decorator in reversed(decorators):

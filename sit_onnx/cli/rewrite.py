@@ -51,5 +51,5 @@ def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
     click.echo(
         f"{len(report.converted)} of {len(report.sites)} softmax sites converted "
         f"(K={report.steps}, {'shift' if options.shift else 'no shift'}{', sigmoid' if options.sigmoid else ''}"
-        f"{', fused' if options.fuse else ''}) -> {report.output}"
+        f"{', fused' if report.options['fuse'] else ', chain'}) -> {report.output}"
     )

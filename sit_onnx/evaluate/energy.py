@@ -19,9 +19,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM
+from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.evaluate.capture import capture
-from sit_onnx.neurons import NeuronParams, si_exp
+from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp
+from sit_onnx.neurons.softmax import prepare_input
 
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
@@ -78,6 +79,28 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name}
 
 
+def _si_exp_accumulates(node: onnx.NodeProto, x: np.ndarray) -> float:
+    """SI-exp's work: two accumulates (membrane and output) per spike. SpikingSoftmax's neuron sees
+    its input after the node's own [Sigmoid] and [max-shift]."""
+    params = NeuronParams(_attr(node, "thresholds"), _attr(node, "resets"), _attr(node, "weights"), (-1, 1))
+    x = x.astype(np.float32)
+    if node.op_type == SPIKING_SOFTMAX:
+        options = SoftmaxOptions(bool(_attr(node, "sigmoid", 0)), bool(_attr(node, "shift", 1)))
+        x = prepare_input(x, _attr(node, "axis", -1), options)
+    _, spikes = si_exp(x, params, return_spikes=True)
+    return 2.0 * spikes.sum()
+
+
+def _si_norm_activity(node: onnx.NodeProto, out: np.ndarray) -> tuple[float, float]:
+    """(spikes per output neuron, accumulates): rate-coded with N input spikes, one accumulate per
+    input spike and output spike; amplified (N = 0), one accumulate per neuron, rate = share firing."""
+    steps = _attr(node, "time_steps", 0)
+    if steps:
+        counts = np.rint(out.astype(np.float64) * steps)
+        return (float(counts.mean()) if counts.size else 0.0), float(steps * out.size + counts.sum())
+    return (float(np.mean(out != 0)) if out.size else 0.0), float(out.size)
+
+
 def estimate_energy(
     original: onnx.ModelProto, converted: onnx.ModelProto | None, feeds: dict[str, np.ndarray]
 ) -> EnergyReport:
@@ -91,20 +114,14 @@ def estimate_energy(
     rates: dict[str, float] = {}
     report = EnergyReport(samples=batch)
     for node in nodes:
-        if node.domain == DOMAIN and node.op_type == SPIKING_EXP:
-            params = NeuronParams(_attr(node, "thresholds"), _attr(node, "resets"), _attr(node, "weights"), (-1, 1))
-            _, spikes = si_exp(values[node.input[0]].astype(np.float32), params, return_spikes=True)
-            report.neuron_ops += 2 * spikes.sum() / batch
-        elif node.domain == DOMAIN and node.op_type == SPIKING_NORM:
-            w, out = values[node.input[0]].astype(np.float64), values[node.output[0]]
-            steps = _attr(node, "time_steps", 0)
-            if steps:
-                counts = np.rint(out.astype(np.float64) * steps)
-                rates[node.output[0]] = float(counts.mean()) if counts.size else 0.0
-                report.neuron_ops += (steps * w.size + counts.sum()) / batch
-            else:
-                rates[node.output[0]] = float(np.mean(out != 0)) if out.size else 0.0
-                report.neuron_ops += w.size / batch
+        if node.domain != DOMAIN:
+            continue
+        if node.op_type in (SPIKING_EXP, SPIKING_SOFTMAX):
+            report.neuron_ops += _si_exp_accumulates(node, values[node.input[0]]) / batch
+        if node.op_type in (SPIKING_NORM, SPIKING_SOFTMAX):
+            rate, accumulates = _si_norm_activity(node, values[node.output[0]])
+            rates[node.output[0]] = rate
+            report.neuron_ops += accumulates / batch
     for node in nodes:
         if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
             continue

@@ -40,7 +40,9 @@ class RewriteOptions:
     first: int | None = None
     nodes: tuple[str, ...] = ()
     inline: bool = False
-    fuse: bool = False
+    # One SpikingSoftmax node per site (its function body is SpikingExp -> SpikingNorm), or the
+    # explicit chain of standard ops and the two neurons. None: fused, except for an ensemble set.
+    fuse: bool | None = None
 
     def neuron_params(self) -> NeuronParams:
         """The explicit file, else the shipped set for K on the range the mode feeds SI-exp."""
@@ -110,6 +112,7 @@ def rewrite_model(
         raise SitOnnxError(f"--time-steps must be >= 0, got {options.time_steps}")
     if options.fuse and params.neurons > 1:
         raise SitOnnxError(f"--fuse takes a single-neuron parameter set; this one is an ensemble of {params.neurons}")
+    fuse = params.neurons == 1 if options.fuse is None else options.fuse
     label = source or "model"
     source_opset = default_opset(model)
     already = _existing_steps(model)
@@ -140,7 +143,7 @@ def rewrite_model(
         raise SitOnnxError(
             f"--nodes: no softmax site named {', '.join(unknown)}; sites are: " + ", ".join(s.name for s in sites)
         )
-    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, options.fuse)
+    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, fuse)
     names = NamePool(graph)
     reports = []
     for index, site in enumerate(sites):
@@ -190,7 +193,7 @@ def rewrite_model(
         opset=opset,
         steps=params.steps,
         params=options.params_file or f"shipped K={params.steps} on {list(params.input_range)}",
-        options={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
+        options={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}, "fuse": fuse},
         sites=reports,
         ops_before=dict(ops_before),
         ops_after=dict(count_ops(new.graph)),
@@ -206,6 +209,8 @@ def rewrite_model(
             f"model converted from opset {source_opset} to {opset} by onnx.version_converter "
             "(legacy Softmax semantics kept with Flatten/Reshape)"
         )
+    if options.fuse is None and not fuse:
+        report.notes.append(f"an ensemble of {params.neurons} neurons cannot fuse: written as the explicit chain")
     if options.shift and params.input_range[1] > 0.5:
         report.notes.append(
             "max-shift feeds SI-exp values <= 0, but this parameter set is fitted on "

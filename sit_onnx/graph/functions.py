@@ -37,6 +37,11 @@ def _scalar(output: str, value, dtype=TensorProto.INT64) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [output], value=helper.make_tensor(output, dtype, [], [value]))
 
 
+def _vector(output: str, values, dtype=TensorProto.INT64) -> onnx.NodeProto:
+    """A 1-D constant (Unsqueeze's axes and the like must be 1-D; some runtimes refuse a scalar)."""
+    return helper.make_node("Constant", [], [output], value=helper.make_tensor(output, dtype, [len(values)], values))
+
+
 def _cast_in(nodes: list, name: str, opset: int) -> str:
     if opset < CASTLIKE_OPSET:
         return name
@@ -51,13 +56,35 @@ def _cast_out(nodes: list, value: str, like: str, output: str, opset: int) -> No
         nodes.append(helper.make_node("CastLike", [value, like], [output]))
 
 
+def _checked_steps(steps: int) -> list[onnx.NodeProto]:
+    """T, H, D from the given attributes, refusing what the kernels refuse (ONNX has no assert):
+    the three are concatenated and reshaped to [3K + the number of NaN or infinite values], which
+    fails unless each holds exactly K finite numbers; T, H, D are then sliced from the result, so
+    the check cannot be optimised away."""
+    return [
+        helper.make_node("Concat", ["T_given", "H_given", "D_given"], ["steps_all"], axis=0),
+        helper.make_node("IsNaN", ["steps_all"], ["steps_nan"]),
+        helper.make_node("IsInf", ["steps_all"], ["steps_inf"]),
+        helper.make_node("Or", ["steps_nan", "steps_inf"], ["steps_bad"]),
+        helper.make_node("Cast", ["steps_bad"], ["steps_bad_int"], to=TensorProto.INT64),
+        _vector("steps_axes", [0]),
+        helper.make_node("ReduceSum", ["steps_bad_int", "steps_axes"], ["bad_count"], keepdims=1),
+        _vector("steps_size", [3 * steps]),
+        helper.make_node("Add", ["steps_size", "bad_count"], ["steps_shape"]),
+        helper.make_node("Reshape", ["steps_all", "steps_shape"], ["steps_checked"]),
+        _vector("steps_split", [steps, steps, steps]),
+        helper.make_node("Split", ["steps_checked", "steps_split"], ["T", "H", "D"], axis=0),
+    ]
+
+
 def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
     """SI-exp unrolled over `steps`: `z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z`; NaN in, NaN out."""
     floats = onnx.AttributeProto.FLOATS
     nodes = [
-        _ref_constant("T", "thresholds", floats),
-        _ref_constant("H", "resets", floats),
-        _ref_constant("D", "weights", floats),
+        _ref_constant("T_given", "thresholds", floats),
+        _ref_constant("H_given", "resets", floats),
+        _ref_constant("D_given", "weights", floats),
+        *_checked_steps(steps),
     ]
     v = _cast_in(nodes, "X", opset)
     x = v
@@ -102,7 +129,7 @@ def spiking_norm_function(opset: int) -> onnx.FunctionProto:
     nodes = [_ref_constant("axis_scalar", "axis", ints), _ref_constant("n_int", "time_steps", ints)]
     w = _cast_in(nodes, "W", opset)
     nodes += [
-        _scalar("zero_axis", 0),
+        _vector("zero_axis", [0]),
         helper.make_node("Unsqueeze", ["axis_scalar", "zero_axis"], ["axes"]),
         helper.make_node("ReduceSum", [w, "axes"], ["v_th"], keepdims=1),
         helper.make_node("Div", [w, "v_th"], ["ratio"]),
@@ -129,14 +156,18 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
     """The fused op: its body calls SpikingExp and SpikingNorm, so the two neurons stay visible.
 
     The max along a dynamic axis is taken as GatherElements(ArgMax) because ReduceMax
-    takes its axes as a list, which an int attribute cannot be referenced as."""
+    takes its axes as a list, which an int attribute cannot be referenced as (before opset 18).
+    The row is first extended by one -inf along the axis, so that an empty axis has a max
+    (-inf) too: ArgMax refuses an empty axis."""
     ints, floats = onnx.AttributeProto.INT, onnx.AttributeProto.FLOATS
     nodes = [_ref_constant("sigmoid_int", "sigmoid", ints), _ref_constant("shift_int", "shift", ints)]
     x = _cast_in(nodes, "X", opset)
-    argmax = helper.make_node("ArgMax", ["a"], ["peak_index"], keepdims=1)
+    argmax = helper.make_node("ArgMax", ["padded"], ["peak_index"], keepdims=1)
     argmax.attribute.append(_attr_ref("axis", "axis", ints))
-    gather = helper.make_node("GatherElements", ["a", "peak_index"], ["peak"])
+    gather = helper.make_node("GatherElements", ["padded", "peak_index"], ["peak"])
     gather.attribute.append(_attr_ref("axis", "axis", ints))
+    pad_axis = helper.make_node("Concat", ["a", "pad"], ["padded"])
+    pad_axis.attribute.append(_attr_ref("axis", "axis", ints))
     spiking_exp = helper.make_node(SPIKING_EXP, ["b"], ["e"], domain=DOMAIN)
     spiking_exp.attribute.extend(_attr_ref(n, n, floats) for n in ("thresholds", "resets", "weights"))
     spiking_norm = helper.make_node(SPIKING_NORM, ["e"], ["y_f32"], domain=DOMAIN)
@@ -146,6 +177,18 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Cast", ["shift_int"], ["use_shift"], to=TensorProto.BOOL),
         helper.make_node("Sigmoid", [x], ["squashed"]),
         helper.make_node("Where", ["use_sigmoid", "squashed", x], ["a"]),
+        _ref_constant("axis_value", "axis", ints),
+        _vector("zero_axis", [0]),
+        helper.make_node("Unsqueeze", ["axis_value", "zero_axis"], ["axis_index"]),
+        helper.make_node("Shape", ["a"], ["a_shape"]),
+        _vector("one", [1]),
+        helper.make_node("ScatterElements", ["a_shape", "axis_index", "one"], ["pad_shape"]),
+        _scalar("minus_inf", float("-inf"), TensorProto.FLOAT),
+        helper.make_node("Expand", ["minus_inf", "pad_shape"], ["pad_f32"]),
+        helper.make_node("CastLike", ["pad_f32", "a"], ["pad"])
+        if opset >= CASTLIKE_OPSET
+        else helper.make_node("Identity", ["pad_f32"], ["pad"]),
+        pad_axis,
         argmax,
         gather,
         helper.make_node("Sub", ["a", "peak"], ["shifted"]),

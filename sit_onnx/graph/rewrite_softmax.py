@@ -1,4 +1,5 @@
-"""The SIT-conversion pass: each softmax site becomes [Sigmoid] → [max-shift] → SpikingExp → SpikingNorm.
+"""The SIT-conversion pass: each softmax site becomes one SpikingSoftmax node (whose function body is
+SpikingExp → SpikingNorm), or the explicit chain [Sigmoid] → [max-shift] → SpikingExp → SpikingNorm.
 
 Built the onnx-graphsurgeon way: detach the site's nodes, insert the new chain
 between the site's logits and its output tensor, and leave the dead nodes for the
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx import helper
+from onnx import TensorProto, helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.graph.functions import CASTLIKE_OPSET
@@ -57,8 +58,12 @@ def replace_site(
         node.inputs.clear()
         node.outputs.clear()
     base = site.name or "softmax"
-    dtype = np.dtype(logits.dtype) if logits.dtype is not None else np.dtype(np.float32)
-    cast = dtype not in KERNEL_DTYPES or (dtype == np.float16 and opset < CASTLIKE_OPSET)
+    dtype, onnx_type = _logits_type(logits)
+    # float16 logits go through the chain's Sigmoid/max-shift in float32, as the fused kernel and
+    # its function body do: an float16 Sub rounds x - max before SI-exp sees it, and onnxruntime
+    # keeps or drops that rounding depending on which path (kernel or function body) runs.
+    chain_in_half = dtype == np.float16 and not options.fuse and (options.shift or options.sigmoid)
+    cast = dtype not in KERNEL_DTYPES or (dtype == np.float16 and opset < CASTLIKE_OPSET) or chain_in_half
     inserted: list[str] = []
 
     def add(op, inputs, attrs=None, domain=None, out=None, out_dtype=np.float32):
@@ -81,10 +86,21 @@ def replace_site(
     else:
         op, inputs, attrs = SPIKING_NORM, [_spiking_exp(x, site, params, options, opset, names, add, work)], norm_attrs
     if cast:
-        add("Cast", [add(op, inputs, attrs, DOMAIN)], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=output)
+        add("Cast", [add(op, inputs, attrs, DOMAIN)], {"to": onnx_type}, out=output)
     else:
         add(op, inputs, attrs, DOMAIN, out=output)
     return inserted
+
+
+def _logits_type(logits: gs.Tensor) -> tuple[np.dtype | None, int]:
+    """The logits' numpy dtype (None for types numpy lacks, such as bfloat16, which
+    onnx-graphsurgeon keeps as the ONNX enum) and their ONNX element type."""
+    if logits.dtype is None:
+        return np.dtype(np.float32), TensorProto.FLOAT
+    if isinstance(logits.dtype, int):
+        return None, logits.dtype
+    dtype = np.dtype(logits.dtype)
+    return dtype, helper.np_dtype_to_tensor_dtype(dtype)
 
 
 def neuron_attributes(params: NeuronParams, member: int = 0) -> dict[str, list[float]]:

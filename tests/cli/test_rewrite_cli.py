@@ -42,8 +42,12 @@ def test_default_output_beside_input(model_path, params_file):
 def test_json_report(model_path, params_file, tmp_path):
     result = invoke("rewrite", model_path, "--params", params_file, "-o", tmp_path / "o.onnx", "--json")
     record = json.loads(result.output)
-    assert record["converted_count"] == 1 and record["ops_after"]["ai.sit::SpikingNorm"] == 1
+    assert record["converted_count"] == 1 and record["ops_after"]["ai.sit::SpikingSoftmax"] == 1
+    assert record["sites"][0]["replaced_with"] == ["SpikingSoftmax"] and record["options"]["fuse"] is True
+    chain = invoke("rewrite", model_path, "--params", params_file, "-o", tmp_path / "c.onnx", "--chain", "--json")
+    record = json.loads(chain.output)
     assert record["sites"][0]["replaced_with"] == ["ReduceMax", "Sub", "SpikingExp", "SpikingNorm"]
+    assert record["options"]["fuse"] is False
 
 
 def test_input_never_modified(model_path, params_file):

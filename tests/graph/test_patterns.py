@@ -39,12 +39,14 @@ def _decomposed_model(axis, with_max, opset=18):
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("with_max, pattern", [(False, DECOMPOSED), (True, DECOMPOSED_SHIFTED)])
 @pytest.mark.parametrize("shift", [True, False])
-def test_hand_written_softmax_replaced(params_file, rng, axis, with_max, pattern, shift):
-    new, report = rewrite_model(_decomposed_model(axis, with_max), RewriteOptions(params_file=params_file, shift=shift))
+@pytest.mark.parametrize("fuse", [None, False])
+def test_hand_written_softmax_replaced(params_file, rng, axis, with_max, pattern, shift, fuse):
+    options = RewriteOptions(params_file=params_file, shift=shift, fuse=fuse)
+    new, report = rewrite_model(_decomposed_model(axis, with_max), options)
     onnx.checker.check_model(new, full_check=True)
     assert [s.pattern for s in report.sites] == [pattern]
     assert not {"Exp", "ReduceSum", "Div"} & set(report.ops_after)
-    assert report.ops_after.get("ReduceMax", 0) == (1 if shift else 0)
+    assert report.ops_after.get("ReduceMax", 0) == (1 if shift and fuse is False else 0)  # fused: inside the op
     x = rng.normal(0, 3, (3, 4, 5)).astype(np.float32)
     expected = spiking_softmax(x, load_params(params_file), axis=axis, options=SoftmaxOptions(shift=shift))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
@@ -86,7 +88,7 @@ def test_softmax_inside_if_branch(params_file, rng):
     new, report = rewrite_model(_if_model(), RewriteOptions(params_file=params_file))
     onnx.checker.check_model(new, full_check=True)
     assert [(s.name, s.graph, s.converted) for s in report.sites] == [("then_softmax", "then", True)]
-    assert report.ops_after["ai.sit::SpikingExp"] == 1 and "Softmax" not in report.ops_after
+    assert report.ops_after["ai.sit::SpikingSoftmax"] == 1 and "Softmax" not in report.ops_after
     x = rng.normal(0, 3, (2, 6)).astype(np.float32)
     expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"cond": np.array(True), "x": x})[0], expected, atol=1e-6)
@@ -116,7 +118,7 @@ def test_site_selection(params_file, options, converted):
     assert [s.name for s in report.converted] == converted
     assert report.ops_after.get("Softmax", 0) == 2 - len(converted)
     assert all(s.reason for s in report.skipped)
-    assert spiking_ops(new).count("SpikingExp") == len(converted)
+    assert spiking_ops(new).count("SpikingSoftmax") == len(converted)
 
 
 def test_unknown_node_name_lists_sites(params_file):
@@ -127,7 +129,7 @@ def test_unknown_node_name_lists_sites(params_file):
 def test_rewrite_twice_converts_the_rest(params_file):
     once, _ = rewrite_model(_two_softmax_model(), RewriteOptions(params_file=params_file, first=1))
     twice, report = rewrite_model(once, RewriteOptions(params_file=params_file))
-    assert [s.name for s in report.sites] == ["second"] and spiking_ops(twice).count("SpikingExp") == 2
+    assert [s.name for s in report.sites] == ["second"] and spiking_ops(twice).count("SpikingSoftmax") == 2
     assert sum(f.domain == "ai.sit" for f in twice.functions) == 3  # SpikingExp, SpikingNorm, SpikingSoftmax
     onnx.checker.check_model(twice, full_check=True)
 

@@ -20,11 +20,13 @@ def _legacy_reference(x, params, axis, options):
 @pytest.mark.parametrize("opset", [13, 15, 18, 21])
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -2, None])
 @pytest.mark.parametrize("shift", [True, False])
-def test_opset13_semantics_match_reference(params_file, rng, opset, axis, shift):
+@pytest.mark.parametrize("fuse", [None, False])
+def test_opset13_semantics_match_reference(params_file, rng, opset, axis, shift, fuse):
     model = softmax_model([2, 3, 4], axis, opset)
-    new, report = rewrite_model(model, RewriteOptions(params_file=params_file, shift=shift))
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file, shift=shift, fuse=fuse))
     onnx.checker.check_model(new, full_check=True)
-    assert "Softmax" not in report.ops_after and spiking_ops(new) == ["SpikingExp", "SpikingNorm"]
+    form = ["SpikingSoftmax"] if fuse is None else ["SpikingExp", "SpikingNorm"]  # fused by default
+    assert "Softmax" not in report.ops_after and spiking_ops(new) == form
     x = rng.normal(0, 3, (2, 3, 4)).astype(np.float32)
     expected = spiking_softmax(
         x, load_params(params_file), axis=-1 if axis is None else axis, options=SoftmaxOptions(shift=shift)
@@ -87,7 +89,8 @@ def test_rate_coded_norm(params_file, rng, time_steps):
 
 
 def test_sigmoid_inserted_before_exp(params_file, rng):
-    new, report = rewrite_model(softmax_model([2, 9], -1), RewriteOptions(params_file=params_file, sigmoid=True))
+    options = RewriteOptions(params_file=params_file, sigmoid=True, fuse=False)
+    new, report = rewrite_model(softmax_model([2, 9], -1), options)
     assert report.sites[0].replaced_with[:3] == ["Sigmoid", "ReduceMax", "Sub"]
     x = rng.normal(0, 3, (2, 9)).astype(np.float32)
     expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(sigmoid=True, shift=True))
@@ -137,5 +140,57 @@ def test_ensemble_set_emits_summed_members(tmp_path, rng):
     x = rng.normal(0, 3, (4, 7)).astype(np.float32)
     expected = spiking_softmax(x, ensemble, options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+    assert any("ensemble of 3 neurons cannot fuse" in note for note in report.notes)
     with pytest.raises(Exception, match="--fuse takes a single-neuron parameter set; this one is an ensemble of 3"):
         rewrite_model(softmax_model([4, 7], -1), RewriteOptions(params_file=str(path), fuse=True))
+
+
+def _bfloat16_model():
+    """float32 in and out, a bfloat16 softmax between (numpy cannot feed bfloat16 to onnxruntime)."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+        helper.make_node("Softmax", ["xb"], ["yb"], name="sm", axis=-1),
+        helper.make_node("Cast", ["yb"], ["y"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("fuse", [None, False])
+def test_bfloat16_softmax_is_cast_around_the_spiking_ops(params_file, rng, fuse):
+    new, report = rewrite_model(_bfloat16_model(), RewriteOptions(params_file=params_file, fuse=fuse))
+    onnx.checker.check_model(new, full_check=True)
+    assert report.sites[0].replaced_with[0] == "Cast" and report.sites[0].replaced_with[-1] == "Cast"
+    x = rng.normal(0, 3, (3, 5)).astype(np.float32)
+    import ml_dtypes
+
+    x_bf16 = x.astype(ml_dtypes.bfloat16).astype(np.float32)  # what the softmax sees
+    expected = spiking_softmax(x_bf16, load_params(params_file), options=SoftmaxOptions(shift=True))
+    expected = expected.astype(ml_dtypes.bfloat16).astype(np.float32)  # and what it gives back
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 4)])
+@pytest.mark.parametrize("inline", [False, True])
+def test_fused_form_on_an_empty_axis_runs_in_the_function_body(params_file, shape, inline):
+    options = RewriteOptions(params_file=params_file, inline=inline)
+    new, _ = rewrite_model(softmax_model(list(shape), -1), options)
+    assert run(new, {"x": np.zeros(shape, np.float32)})[0].shape == shape  # helpers.run: no library
+
+
+def test_float16_chain_computes_the_shift_in_float32(params_file, rng):
+    """The chain casts float16 logits up before the max-shift, like the fused op: a float16 Sub would
+    round x - max first, and onnxruntime keeps or drops that rounding depending on the path."""
+    options = RewriteOptions(params_file=params_file, fuse=False)
+    new, report = rewrite_model(softmax_model([4, 33], -1, 17, TensorProto.FLOAT16), options)
+    assert report.sites[0].replaced_with == ["Cast", "ReduceMax", "Sub", "SpikingExp", "SpikingNorm", "Cast"]
+    x = rng.normal(0, 3, (4, 33)).astype(np.float16)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_array_equal(run(new, {"x": x})[0], expected)

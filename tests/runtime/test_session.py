@@ -110,3 +110,55 @@ def test_missing_provider_is_one_line_error():
 def test_unknown_provider():
     with pytest.raises(SitOnnxError, match="unknown provider"):
         make_session(softmax_model([2, 3], -1), SessionSpec(provider="tpu"))
+
+
+def _norm_fallback(w, time_steps):
+    node = helper.make_node("SpikingNorm", ["x"], ["y"], domain="ai.sit", axis=-1, time_steps=time_steps)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(w.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(w.shape))],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(1, 17))
+    return make_session(model, SessionSpec(provider="cpu", use_library=False)).run(None, {"x": w})[0]
+
+
+@pytest.mark.parametrize("time_steps", [0, 8])
+def test_function_fallback_edge_rows(time_steps):
+    """V_th <= 0 spikes nowhere (0, not NaN or a negative rate); a NaN threshold gives a NaN row;
+    with N spikes a negative weight clips at 0 spikes."""
+    w = np.array([[0, 0, 0, 0], [1, -1, 0, 0], [-1, -2, 0, 0], [np.nan, 1, 1, 1], [3, -1, 1, 1]], np.float32)
+    got = _norm_fallback(w, time_steps)
+    np.testing.assert_array_equal(got[:3], 0)
+    assert np.all(np.isnan(got[3]))
+    if time_steps:
+        np.testing.assert_array_equal(got[4], [6 / 8, 0, 2 / 8, 2 / 8])  # floor(8*w/4)/8, -1 clipped to 0
+    else:
+        np.testing.assert_allclose(got[4], [0.75, -0.25, 0.25, 0.25])  # the closed form w/V_th
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"thresholds": [0.0, 1.0], "resets": [1.0], "weights": [1.0, 1.0]},  # lengths differ
+        {"thresholds": [float("nan"), 0.0], "resets": [1.0, 1.0], "weights": [1.0, 1.0]},
+        {"thresholds": [0.0, 0.0], "resets": [1.0, float("inf")], "weights": [1.0, 1.0]},
+        {"thresholds": [0.0] * 3, "resets": [1.0] * 3, "weights": [1.0] * 3},  # K=3, the body unrolls K=2
+    ],
+    ids=["lengths", "nan", "inf", "other_k"],
+)
+def test_function_fallback_refuses_what_the_kernels_refuse(attrs):
+    node = helper.make_node("SpikingExp", ["x"], ["y"], domain="ai.sit", **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(2, 17))
+    with pytest.raises(Exception, match="Reshape|Split"):  # at session creation (constant folded) or at run
+        session = make_session(model, SessionSpec(provider="cpu", use_library=False))
+        session.run(None, {"x": np.zeros(3, np.float32)})

@@ -1,0 +1,110 @@
+"""Seeded fuzzing: the kernels, the function fallback (plain onnxruntime running the ops' function
+bodies) and the numpy reference on random shapes, axes, dtypes, neurons and special values, for
+every op, SpikingSoftmax in both modes. SI-exp must agree bit for bit everywhere; SI-norm within
+the rounding of its row sum (the three sum in different orders), and with N spikes by at most one
+spike."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from sit_onnx.domain import DOMAIN
+from sit_onnx.graph.functions import spiking_functions
+from sit_onnx.graph.rewrite_softmax import neuron_attributes
+from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp, si_norm, spiking_softmax
+from sit_onnx.runtime.library import get_library_path
+
+CASES = 300
+TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
+SPECIALS = np.array([np.nan, np.inf, -np.inf, -3.4e38, 0.0, -0.0, 1e-30, 60000.0], np.float32)
+
+
+def _case(rng):
+    """One random op, input and neuron."""
+    dtype = [np.float32, np.float16][rng.integers(2)]
+    rank = int(rng.integers(1, 5))
+    shape = tuple(int(rng.choice([0, 1, 2, 3, 5, 8, 17, 33])) if rng.random() < 0.9 else 0 for _ in range(rank))
+    shape = tuple(max(d, 1) if rng.random() < 0.8 else d for d in shape)
+    axis = int(rng.integers(-rank, rank))
+    steps = int(rng.integers(1, 17))
+    params = NeuronParams(
+        np.sort(rng.uniform(-10, 2, steps))[::-1], rng.uniform(0.05, 4, steps), rng.uniform(0, 2, steps), (-10, 2)
+    )
+    x = rng.normal(0, 3, shape).astype(np.float32)
+    if x.size:
+        flat = x.reshape(-1)
+        picks = rng.random(flat.size) < 0.05
+        flat[picks] = rng.choice(np.concatenate([SPECIALS, params.thresholds]), int(picks.sum()))
+    op = ["SpikingExp", "SpikingNorm", "shift", "no-shift", "sigmoid"][rng.integers(5)]
+    time_steps = 0 if rng.random() < 0.5 else int(rng.integers(1, 257))
+    if op == "SpikingNorm":
+        x = np.abs(x)  # SI-norm's input is SI-exp's output: non-negative
+    return op, x.astype(dtype), axis, params, time_steps
+
+
+def _node(op, axis, params, time_steps):
+    if op == "SpikingExp":
+        return helper.make_node("SpikingExp", ["x"], ["y"], domain=DOMAIN, **neuron_attributes(params))
+    if op == "SpikingNorm":
+        return helper.make_node("SpikingNorm", ["x"], ["y"], domain=DOMAIN, axis=axis, time_steps=time_steps)
+    flags = {"shift": int(op != "no-shift"), "sigmoid": int(op == "sigmoid")}
+    attrs = {**neuron_attributes(params), "axis": axis, "time_steps": time_steps, **flags}
+    return helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
+
+
+def _run(node, x, steps, library):
+    elem = TYPES[x.dtype.type]
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", elem, None)], [helper.make_tensor_value_info("y", elem, None)]
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(steps, 17))
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    if library:
+        options.register_custom_ops_library(get_library_path())
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def _reference(op, x, axis, params, time_steps):
+    if op == "SpikingExp":
+        return si_exp(x, params)
+    if op == "SpikingNorm":
+        return si_norm(x, axis=axis, time_steps=time_steps)
+    options = SoftmaxOptions(sigmoid=op == "sigmoid", shift=op != "no-shift", time_steps=time_steps)
+    return spiking_softmax(x, params, axis=axis, options=options)
+
+
+def _assert_agree(got, expected, op, time_steps, label):
+    half = got.dtype == np.float16
+    got, expected = got.astype(np.float64), expected.astype(np.float64)
+    assert got.shape == expected.shape, label
+    assert np.array_equal(np.isnan(got), np.isnan(expected)), f"{label}: NaN in other places"
+    if op == "SpikingExp":
+        np.testing.assert_array_equal(got, expected, err_msg=label)
+        return
+    finite = ~np.isnan(expected)
+    error = np.abs(got - expected)[finite]
+    allowed = 2e-6 * np.abs(expected[finite]) + 1e-7 + (1.0 / time_steps if time_steps else 0.0)
+    if half:  # both round the float32 result to float16; a float32 difference may cross a rounding edge
+        allowed = allowed + 1e-3 * np.abs(expected[finite])
+    assert np.all(error <= allowed), f"{label}: max error {error.max() if error.size else 0:.3g}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3))
+def test_kernels_fallback_and_reference_agree(seed):
+    rng = np.random.default_rng(1000 + seed)
+    for case in range(CASES // 3):
+        op, x, axis, params, time_steps = _case(rng)
+        label = f"seed {seed} case {case}: {op} {x.dtype} {x.shape} axis {axis} K={params.steps} N={time_steps}"
+        node = _node(op, axis, params, time_steps)
+        expected = _reference(op, x, axis, params, time_steps)
+        kernels = _run(node, x, params.steps, library=True)
+        fallback = _run(node, x, params.steps, library=False)
+        _assert_agree(kernels, expected, op, time_steps, label + " [kernels]")
+        _assert_agree(fallback, expected, op, time_steps, label + " [fallback]")
+        if op == "SpikingExp":
+            np.testing.assert_array_equal(kernels, fallback, err_msg=label)
