@@ -148,30 +148,16 @@ cudaError_t WithSteps(const ExpParams& p, F&& f) {
   return cudaErrorInvalidValue;  // CheckExpParams keeps steps <= kMaxSteps = 64
 }
 
-__device__ __forceinline__ float NormValue(float w, float v_th, float steps) {
+// SI-norm of one weight given its row's threshold v_th and 1/v_th: w * (1/v_th) in the amplified
+// mode (as the CPU kernels, the function body and the reference compute it: the same bits), else
+// max(floor(N * (w / v_th)), 0) / N. V_th <= 0 spikes nowhere; a NaN threshold gives NaN.
+__device__ __forceinline__ float NormValue(float w, float v_th, float inv, float steps) {
   if (v_th > 0.f) {
-    float ratio = __fdiv_rn(w, v_th);
     if (steps > 0.f) {
-      ratio = floorf(__fmul_rn(ratio, steps));
-      ratio = __fdiv_rn(ratio < 0.f ? 0.f : ratio, steps);
+      const float count = floorf(__fmul_rn(__fdiv_rn(w, v_th), steps));
+      return __fdiv_rn(count < 0.f ? 0.f : count, steps);
     }
-    return ratio;
-  }
-  return v_th != v_th ? v_th : 0.f;
-}
-
-// NormValue with the row's reciprocal taken once: w * (1/V_th), then one Newton correction
-// (Markstein), which gives the correctly rounded w / V_th for quotients in normal range, at three
-// instructions where an IEEE division costs a subroutine per element.
-__device__ __forceinline__ float NormValueRecip(float w, float v_th, float inv, float steps) {
-  if (v_th > 0.f) {
-    const float q = __fmul_rn(w, inv);
-    float ratio = __fmaf_rn(__fmaf_rn(-q, v_th, w), inv, q);
-    if (steps > 0.f) {
-      ratio = floorf(__fmul_rn(ratio, steps));
-      ratio = __fdiv_rn(ratio < 0.f ? 0.f : ratio, steps);
-    }
-    return ratio;
+    return __fmul_rn(w, inv);
   }
   return v_th != v_th ? v_th : 0.f;
 }
@@ -197,8 +183,8 @@ __global__ void SpikingNormRowsKernel(const T* w, T* y, int64_t rows, int64_t n,
       if (threadIdx.x == 0) row_sum = s;
     }
     __syncthreads();
-    const float v_th = row_sum;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) Store(out, i, NormValue(Load(in, i), v_th, steps));
+    const float v_th = row_sum, inv = __frcp_rn(v_th);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) Store(out, i, NormValue(Load(in, i), v_th, inv, steps));
     __syncthreads();
   }
 }
@@ -212,7 +198,10 @@ __global__ void SpikingNormColumnsKernel(const T* w, T* y, int64_t outer, int64_
     const int64_t base = (c / inner) * n * inner + (c % inner);
     float sum = 0.f;
     for (int64_t i = 0; i < n; ++i) sum += Load(w, base + i * inner);
-    for (int64_t i = 0; i < n; ++i) Store(y, base + i * inner, NormValue(Load(w, base + i * inner), sum, steps));
+    const float inv = __frcp_rn(sum);
+    for (int64_t i = 0; i < n; ++i) {
+      Store(y, base + i * inner, NormValue(Load(w, base + i * inner), sum, inv, steps));
+    }
   }
 }
 
@@ -268,10 +257,10 @@ __global__ void SpikingSoftmaxRowsKernel(const T* x, T* y, int64_t rows, int64_t
       const float v = Prepare(Load(in, i), sigmoid);
       sum += SiExp(shift ? __fsub_rn(v, peak) : v, p);
     }
-    const float v_th = BlockReduce<false>(sum, scratch);
+    const float v_th = BlockReduce<false>(sum, scratch), inv = __frcp_rn(v_th);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
       const float v = Prepare(Load(in, i), sigmoid);
-      Store(out, i, NormValue(SiExp(shift ? __fsub_rn(v, peak) : v, p), v_th, steps));
+      Store(out, i, NormValue(SiExp(shift ? __fsub_rn(v, peak) : v, p), v_th, inv, steps));
     }
   }
 }
@@ -320,7 +309,7 @@ __global__ void WarpRowsKernel(const T* x, T* y, int64_t rows, int n, ExpParams 
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
       const int i = lane + 32 * j;
-      if (i < n) Store(out, i, NormValueRecip(v[j], sum, inv, steps));
+      if (i < n) Store(out, i, NormValue(v[j], sum, inv, steps));
     }
   }
 }
@@ -366,9 +355,10 @@ __global__ void SpikingSoftmaxColumnsKernel(const T* x, T* y, int64_t outer, int
       const float v = Prepare(Load(x, base + i * inner), sigmoid);
       sum += SiExp(shift ? __fsub_rn(v, peak) : v, p);
     }
+    const float inv = __frcp_rn(sum);
     for (int64_t i = 0; i < n; ++i) {
       const float v = Prepare(Load(x, base + i * inner), sigmoid);
-      Store(y, base + i * inner, NormValue(SiExp(shift ? __fsub_rn(v, peak) : v, p), sum, steps));
+      Store(y, base + i * inner, NormValue(SiExp(shift ? __fsub_rn(v, peak) : v, p), sum, inv, steps));
     }
   }
 }

@@ -124,7 +124,7 @@ def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
 
 
 def spiking_norm_function(opset: int) -> onnx.FunctionProto:
-    """SI-norm: `V_th = sum(W, axis)`; `w/V_th`, or `max(floor(N*w/V_th), 0)/N` when time_steps N > 0."""
+    """SI-norm: `V_th = sum(W, axis)`; `w * (1/V_th)`, or `max(floor(N*w/V_th), 0)/N` when time_steps N > 0."""
     ints = onnx.AttributeProto.INT
     nodes = [_ref_constant("axis_scalar", "axis", ints), _ref_constant("n_int", "time_steps", ints)]
     w = _cast_in(nodes, "W", opset)
@@ -133,6 +133,8 @@ def spiking_norm_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Unsqueeze", ["axis_scalar", "zero_axis"], ["axes"]),
         helper.make_node("ReduceSum", [w, "axes"], ["v_th"], keepdims=1),
         helper.make_node("Div", [w, "v_th"], ["ratio"]),
+        helper.make_node("Reciprocal", ["v_th"], ["inv_th"]),
+        helper.make_node("Mul", [w, "inv_th"], ["amplified"]),  # w * (1/V_th), as the kernels compute it
         helper.make_node("Cast", ["n_int"], ["n"], to=TensorProto.FLOAT),
         _scalar("zero", 0.0, TensorProto.FLOAT),
         helper.make_node("Mul", ["ratio", "n"], ["scaled"]),
@@ -140,7 +142,7 @@ def spiking_norm_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Max", ["count", "zero"], ["count_pos"]),
         helper.make_node("Div", ["count_pos", "n"], ["rate"]),
         helper.make_node("Greater", ["n", "zero"], ["rate_coded"]),
-        helper.make_node("Where", ["rate_coded", "rate", "ratio"], ["normed"]),
+        helper.make_node("Where", ["rate_coded", "rate", "amplified"], ["normed"]),
         helper.make_node("Greater", ["v_th", "zero"], ["fires"]),
         helper.make_node("IsNaN", ["v_th"], ["th_nan"]),
         helper.make_node("Where", ["th_nan", "v_th", "zero"], ["silent"]),

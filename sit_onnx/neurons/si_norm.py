@@ -3,7 +3,8 @@
 Along `axis` the threshold is `V_th = sum(w)`. Each neuron receives a regular
 train of N input spikes, charges `w` per spike and fires (subtracting `V_th`) when
 its membrane reaches `V_th`; its rate `count/N = floor(N*w/V_th)/N` approximates
-`w/V_th`. `time_steps=0` is the paper's amplified closed form `w/V_th`.
+`w/V_th`. `time_steps=0` is the paper's amplified closed form `w/V_th`, computed as `w * (1/V_th)` in
+every implementation (reference, kernels, function body), so that they agree bit for bit.
 Where `V_th <= 0` nothing fires and the output is 0; a NaN threshold gives NaN.
 """
 
@@ -22,10 +23,11 @@ def si_norm(w: np.ndarray, axis: int = -1, time_steps: int = 0) -> np.ndarray:
     work = compute_dtype(w.dtype)
     w_work = w.astype(work)
     v_th = np.sum(w_work, axis=axis, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = w_work / v_th
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if time_steps:
-            ratio = np.maximum(np.floor(ratio * work.type(time_steps)), 0) / work.type(time_steps)
+            ratio = np.maximum(np.floor((w_work / v_th) * work.type(time_steps)), 0) / work.type(time_steps)
+        else:  # w times 1/V_th, as the kernels (CPU and CUDA) and the function body compute it
+            ratio = w_work * (work.type(1) / v_th)
         out = np.where(v_th > 0, ratio, np.where(np.isnan(v_th), v_th, 0))
     return out.astype(w.dtype, copy=False)
 
