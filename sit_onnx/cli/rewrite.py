@@ -27,12 +27,18 @@ from sit_onnx.cli.options import emit_json, json_option, rewrite_options, rewrit
     help="Expand the spiking ops into standard ONNX ops (for TensorRT, OpenVINO, onnxruntime-web).",
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail when an attention op is left as it was (its softmax unconverted) instead of noting it.",
+)
 @json_option
-def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
+def rewrite(model, output, first, nodes, inline, force, strict, as_json, **flags):
     """Convert every Softmax in MODEL to Spiking-Softmax (SIT-conversion)."""
     from sit_onnx.graph.convert_file import rewrite_file
+    from sit_onnx.graph.report import attention_summary
 
-    options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline)
+    options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline, strict=strict)
     report = rewrite_file(model, output, options, force=force)
     if as_json:
         emit_json(report.to_dict())
@@ -48,8 +54,12 @@ def rewrite(model, output, first, nodes, inline, force, as_json, **flags):
     click.echo(table(rows, ["site", "graph", "axis", "result"]))
     for note in report.notes:
         click.echo(f"note: {note}")
+    for op in report.attention_left_alone:
+        click.echo(f"left alone: {op['op']} node '{op['name']}' in graph {op['graph']}: {op['reason']}")
+    left = report.attention_left_alone
     click.echo(
-        f"{len(report.converted)} of {len(report.sites)} softmax sites converted "
-        f"(K={report.steps}, {'shift' if options.shift else 'no shift'}{', sigmoid' if options.sigmoid else ''}"
+        f"{len(report.converted)} of {len(report.sites)} softmax sites converted"
+        + (f"; {attention_summary(left)}" if left else "")
+        + f" (K={report.steps}, {'shift' if options.shift else 'no shift'}{', sigmoid' if options.sigmoid else ''}"
         f"{', fused' if report.options['fuse'] else ', chain'}) -> {report.output}"
     )

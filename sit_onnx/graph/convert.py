@@ -7,7 +7,7 @@ external data). The input is never modified.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -15,13 +15,14 @@ from onnx import version_converter
 
 from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP
 from sit_onnx.errors import SitOnnxError, first_line
+from sit_onnx.graph.attention import AttentionOp, expand_attention
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
-from sit_onnx.graph.report import RewriteReport, SiteReport, count_ops
+from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
 from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
-from sit_onnx.graph.sites import SOFTMAX, find_sites
-from sit_onnx.graph.validate import infer_shapes, validate_model
+from sit_onnx.graph.sites import SOFTMAX, SoftmaxSite, find_sites
+from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_protos
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
 
@@ -40,6 +41,7 @@ class RewriteOptions:
     first: int | None = None
     nodes: tuple[str, ...] = ()
     inline: bool = False
+    strict: bool = False  # attention ops left alone are an error, not a note
     # One SpikingSoftmax node per site (its function body is SpikingExp -> SpikingNorm), or the
     # explicit chain of standard ops and the two neurons. None: fused, except for an ensemble set.
     fuse: bool | None = None
@@ -94,10 +96,128 @@ def _inline_functions(model: onnx.ModelProto, targets: list[tuple[str, str]]) ->
 
 
 def _existing_steps(model: onnx.ModelProto) -> int | None:
+    """K of a model converted before: its `sit_onnx.steps` metadata (older conversions: counted)."""
+    for prop in model.metadata_props:
+        if prop.key == "sit_onnx.steps" and prop.value.isdigit():
+            return int(prop.value)
     for function in model.functions:
         if function.domain == DOMAIN and function.name == SPIKING_EXP:
             return sum(1 for n in function.node if n.op_type == "GreaterOrEqual")
     return None
+
+
+@dataclass
+class Prepared:
+    """The model made ready for the site search: a weightless copy at opset >= 13 with local
+    functions and standard Attention ops expanded, and what the steps there did."""
+
+    model: onnx.ModelProto  # holds the weights; receives the rewritten structure at the end
+    light: onnx.ModelProto
+    aside: set[str]
+    source_opset: int
+    opset: int
+    legacy_axes: dict[str, int]
+    source_check: SourceCheck
+    attention: list[AttentionOp] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
+    source_opset = default_opset(model)
+    model = model if in_place else _copy(model)
+    notes = []
+    legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
+    if source_opset < MIN_OPSET:
+        model = _upgrade_opset(model, source_opset)
+        notes.append(
+            f"model converted from opset {source_opset} to {default_opset(model)} by onnx.version_converter "
+            "(legacy Softmax semantics kept with Flatten/Reshape)"
+        )
+    inlined = _functions_hiding_softmax(model)
+    if inlined:
+        model = _inline_functions(model, inlined)
+        notes.append(
+            f"inlined {len(inlined)} model-local function(s) to reach the softmax inside: "
+            + ", ".join(name for _, name in inlined)
+        )
+    opset = default_opset(model)
+    light, aside = light_copy(model)
+    source_check = check_source(light, label)
+    if source_check.note:
+        notes.append(source_check.note)
+    light, attention = expand_attention(light, opset)
+    expanded = [a for a in attention if a.expanded]
+    if expanded:
+        notes.append(f"expanded {len(expanded)} ONNX Attention op(s) into ONNX's own function body")
+    return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes)
+
+
+def select_sites(sites: list[SoftmaxSite], options: RewriteOptions) -> list[str | None]:
+    """Per site, None to convert it, or why not (--first, --nodes)."""
+    unknown = sorted(set(options.nodes) - {s.name for s in sites})
+    if unknown:
+        raise SitOnnxError(
+            f"--nodes: no softmax site named {', '.join(unknown)}; sites are: " + ", ".join(s.name for s in sites)
+        )
+    reasons = []
+    for index, site in enumerate(sites):
+        if options.first is not None and index >= options.first:
+            reasons.append(f"not among the first {options.first} sites (--first)")
+        elif options.nodes and site.name not in options.nodes:
+            reasons.append("not named in --nodes")
+        else:
+            reasons.append(None)
+    return reasons
+
+
+def apply(graph: gs.Graph, sites, reasons, prepared: Prepared, params: NeuronParams, chain: ChainOptions):
+    """Replace the selected sites; one SiteReport per site."""
+    names = NamePool(graph)
+    reports = []
+    for site, reason in zip(sites, reasons):
+        axis = prepared.legacy_axes.get(site.name, site.axis) if site.pattern == SOFTMAX else site.axis
+        entry = SiteReport(
+            site.name,
+            "main" if site.graph is graph else site.graph.name,
+            site.pattern,
+            site.axis,
+            _semantics(prepared.source_opset, site.pattern, axis),
+            converted=reason is None,
+            reason=reason,
+            logits=site.logits.name,
+            output=site.output.name,
+        )
+        if reason is None:
+            entry.replaced_with = replace_site(site, params, chain, prepared.opset, names)
+        reports.append(entry)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return reports
+
+
+def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bool) -> onnx.ModelProto:
+    """The rewritten light model: exported, annotated as the source was, with the spiking
+    functions and metadata, optionally inlined, and checked."""
+    light = prepared.light
+    new = gs.export_onnx(graph, do_type_check=False)
+    _keep_annotations_of(light, new)
+    new.ir_version = max(light.ir_version, new.ir_version)
+    del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
+    new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
+    _attach_functions(new, params.steps, prepared.opset)
+    new.metadata_props.extend(light.metadata_props)
+    props = {p.key: p.value for p in new.metadata_props}
+    onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
+    if inline:
+        new = inline_spiking_functions(new)
+    validate_model(new, prepared.source_check)
+    return new
+
+
+def _left_alone(prepared: Prepared, options: RewriteOptions, label: str) -> list[dict]:
+    left = [asdict(a) for a in prepared.attention if not a.expanded]
+    if left and options.strict:
+        raise SitOnnxError(f"{label}: {attention_summary(left)} (--strict)")
+    return left
 
 
 def rewrite_model(
@@ -106,117 +226,63 @@ def rewrite_model(
     source: str | None = None,
     in_place: bool = False,
 ) -> tuple[onnx.ModelProto, RewriteReport]:
-    """Convert the softmax sites of `model`; a copy unless `in_place` (then `model` itself becomes the result)."""
+    """Convert the softmax sites of `model`; a copy unless `in_place` (then `model` itself becomes
+    the result). prepare -> find -> select -> apply -> finish -> report."""
+    params, fuse = _checked_options(options)
+    label = source or "model"
+    already = _existing_steps(model)
+    if already is not None and already != params.steps:
+        raise SitOnnxError(f"model already holds SpikingExp with K={already}; convert the rest with --steps {already}")
+    prepared = prepare(model, label, in_place)
+    left_alone = _left_alone(prepared, options, label)
+    graph = gs.import_onnx(infer_shapes(prepared.light))
+    graph.toposort()
+    sites = find_sites(graph)
+    if not sites:
+        extra = f"; {attention_summary(left_alone)}" if left_alone else ""
+        raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert{extra}")
+    reasons = select_sites(sites, options)
+    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, fuse)
+    reports = apply(graph, sites, reasons, prepared, params, chain)
+    new = finish(graph, prepared, params, options.inline)
+    report = RewriteReport(
+        input=source,
+        output=None,
+        source_opset=prepared.source_opset,
+        opset=prepared.opset,
+        steps=params.steps,
+        params=options.params_file or f"shipped K={params.steps} on {list(params.input_range)}",
+        options={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}, "fuse": fuse},
+        sites=reports,
+        ops_before=dict(count_ops(model.graph)),
+        ops_after=dict(count_ops(new.graph)),
+        inlined=options.inline,
+        notes=prepared.notes + _option_notes(options, params, fuse),
+        attention=[asdict(a) for a in prepared.attention],
+    )
+    return write_back(prepared.model, new, prepared.aside), report
+
+
+def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:
+    """The parameter set, and whether to fuse; refuses options that cannot go together."""
     params = options.neuron_params()
     if options.time_steps < 0:
         raise SitOnnxError(f"--time-steps must be >= 0, got {options.time_steps}")
     if options.fuse and params.neurons > 1:
         raise SitOnnxError(f"--fuse takes a single-neuron parameter set; this one is an ensemble of {params.neurons}")
-    fuse = params.neurons == 1 if options.fuse is None else options.fuse
-    label = source or "model"
-    source_opset = default_opset(model)
-    already = _existing_steps(model)
-    if already is not None and already != params.steps:
-        raise SitOnnxError(f"model already holds SpikingExp with K={already}; convert the rest with --steps {already}")
-    if not in_place:
-        model = _copy(model)
-    legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
-    if source_opset < MIN_OPSET:
-        model = _upgrade_opset(model, source_opset)
-    inlined_functions = _functions_hiding_softmax(model)
-    if inlined_functions:
-        model = _inline_functions(model, inlined_functions)
-    opset = default_opset(model)
-    light, aside = light_copy(model)
-    try:
-        onnx.checker.check_model(light)
-    except onnx.checker.ValidationError as exc:
-        raise SitOnnxError(f"{label}: not a valid ONNX model ({first_line(exc)})") from None
-    ops_before = count_ops(light.graph)
-    graph = gs.import_onnx(infer_shapes(light))
-    graph.toposort()
-    sites = find_sites(graph)
-    if not sites:
-        raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert")
-    unknown = sorted(set(options.nodes) - {s.name for s in sites})
-    if unknown:
-        raise SitOnnxError(
-            f"--nodes: no softmax site named {', '.join(unknown)}; sites are: " + ", ".join(s.name for s in sites)
-        )
-    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, fuse)
-    names = NamePool(graph)
-    reports = []
-    for index, site in enumerate(sites):
-        axis = legacy_axes.get(site.name, site.axis) if site.pattern == SOFTMAX else site.axis
-        graph_name = "main" if site.graph is graph else site.graph.name
-        entry = SiteReport(
-            site.name,
-            graph_name,
-            site.pattern,
-            site.axis,
-            _semantics(source_opset, site.pattern, axis),
-            converted=False,
-            logits=site.logits.name,
-            output=site.output.name,
-        )
-        if options.first is not None and index >= options.first:
-            entry.reason = f"not among the first {options.first} sites (--first)"
-        elif options.nodes and site.name not in options.nodes:
-            entry.reason = "not named in --nodes"
-        else:
-            entry.replaced_with = replace_site(site, params, chain, opset, names)
-            entry.converted = True
-        reports.append(entry)
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    new = gs.export_onnx(graph, do_type_check=False)
-    _keep_annotations_of(light, new)
-    new.ir_version = max(light.ir_version, new.ir_version)
-    del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
-    new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
-    _attach_functions(new, params.steps, opset)
-    new.metadata_props.extend(light.metadata_props)
-    onnx.helper.set_model_props(
-        new,
-        {
-            **{p.key: p.value for p in new.metadata_props},
-            "sit_onnx.params": params.method,
-            "sit_onnx.steps": str(params.steps),
-        },
-    )
-    if options.inline:
-        new = inline_spiking_functions(new)
-    validate_model(new)
-    report = RewriteReport(
-        input=source,
-        output=None,
-        source_opset=source_opset,
-        opset=opset,
-        steps=params.steps,
-        params=options.params_file or f"shipped K={params.steps} on {list(params.input_range)}",
-        options={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}, "fuse": fuse},
-        sites=reports,
-        ops_before=dict(ops_before),
-        ops_after=dict(count_ops(new.graph)),
-        inlined=options.inline,
-    )
-    if inlined_functions:
-        report.notes.append(
-            f"inlined {len(inlined_functions)} model-local function(s) to reach the softmax inside: "
-            + ", ".join(name for _, name in inlined_functions)
-        )
-    if source_opset < MIN_OPSET:
-        report.notes.append(
-            f"model converted from opset {source_opset} to {opset} by onnx.version_converter "
-            "(legacy Softmax semantics kept with Flatten/Reshape)"
-        )
+    return params, params.neurons == 1 if options.fuse is None else options.fuse
+
+
+def _option_notes(options: RewriteOptions, params: NeuronParams, fuse: bool) -> list[str]:
+    notes = []
     if options.fuse is None and not fuse:
-        report.notes.append(f"an ensemble of {params.neurons} neurons cannot fuse: written as the explicit chain")
+        notes.append(f"an ensemble of {params.neurons} neurons cannot fuse: written as the explicit chain")
     if options.shift and params.input_range[1] > 0.5:
-        report.notes.append(
+        notes.append(
             "max-shift feeds SI-exp values <= 0, but this parameter set is fitted on "
             f"{list(params.input_range)}; a set fitted on [-R, 0] fits better"
         )
-    return write_back(model, new, aside), report
+    return notes
 
 
 def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:

@@ -38,6 +38,11 @@ class RewriteReport:
     ops_after: dict = field(default_factory=dict)
     inlined: bool = False
     notes: list[str] = field(default_factory=list)
+    attention: list[dict] = field(default_factory=list)  # attention ops met: expanded, or left alone and why
+
+    @property
+    def attention_left_alone(self) -> list[dict]:
+        return [a for a in self.attention if not a["expanded"]]
 
     @property
     def converted(self) -> list[SiteReport]:
@@ -52,6 +57,12 @@ class RewriteReport:
         record["converted_count"] = len(self.converted)
         record["skipped_count"] = len(self.skipped)
         return record
+
+
+def attention_summary(left: list[dict]) -> str:
+    """'K attention op(s) left as they were (why)', each distinct reason once."""
+    reasons = sorted({a["reason"] for a in left})
+    return f"{len(left)} attention op(s) left as they were ({'; '.join(reasons)})"
 
 
 def count_ops(graph: onnx.GraphProto) -> Counter:

@@ -1,10 +1,23 @@
-"""Shape inference and the full ONNX checker, run on every model before it is saved."""
+"""Shape inference and the full ONNX checker, run on every model before it is saved.
+
+A source model may already fail onnx's checker and still be a model onnxruntime runs: exporters
+and optimisers leave outputs without shapes (onnxconverter-common's float16 pass), and
+onnxruntime's optimiser puts its own ops (SimplifiedLayerNormalization, ...) in the default
+domain, which onnx does not know. Such a source is not refused: the rewritten model must not
+fail the checker in any way the source did not, and the source's complaint becomes a note.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import onnx
 
 from sit_onnx.errors import SitOnnxError, first_line
+
+# Complaints about a source that onnxruntime can still run: ops onnx does not know, and outputs or
+# annotations whose type has no shape field (onnxconverter-common's float16 pass writes them).
+TOLERATED_SOURCE_COMPLAINTS = ("No Op registered for", "Field 'shape' of 'type' is required but missing")
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -15,9 +28,43 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def validate_model(model: onnx.ModelProto | str) -> None:
-    """`check_model(full_check=True)`: types, shapes and functions; a path for models over 2 GB."""
+def checker_complaint(model: onnx.ModelProto | str, full: bool = True) -> str | None:
+    """onnx's checker's first complaint about `model`, or None."""
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(model, full_check=full)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise SitOnnxError(f"the rewritten model fails onnx's checker: {first_line(exc)}") from None
+        return first_line(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """What onnx's checker says of the source: its complaints with and without full_check."""
+
+    full: str | None
+    basic: str | None
+
+    @property
+    def note(self) -> str | None:
+        if self.full is None:
+            return None
+        return f"the source model already fails onnx's checker ({self.full}); the rewrite was checked against it"
+
+
+def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:
+    """Refuse a structurally broken source; tolerate what onnxruntime runs anyway."""
+    basic = checker_complaint(model, full=False)
+    if basic is not None and not any(known in basic for known in TOLERATED_SOURCE_COMPLAINTS):
+        raise SitOnnxError(f"{label}: not a valid ONNX model ({basic})")
+    return SourceCheck(checker_complaint(model, full=True) if basic is None else basic, basic)
+
+
+def validate_model(model: onnx.ModelProto | str, source: SourceCheck = SourceCheck(None, None)) -> None:
+    """`check_model(full_check=True)`: types, shapes and functions; a path for models over 2 GB.
+    Against a source that fails the checker itself, the rewritten model may fail it the same way."""
+    complaint = checker_complaint(model, full=True)
+    if complaint is None or complaint in (source.full, source.basic):
+        return
+    if source.full is not None and checker_complaint(model, full=False) in (None, source.basic):
+        return  # the full check trips over what the source already had; the structure is sound
+    raise SitOnnxError(f"the rewritten model fails onnx's checker: {complaint}")

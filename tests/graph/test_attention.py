@@ -1,0 +1,203 @@
+"""ONNX's standard Attention (opset 23, 24) expanded into its own function body: the expansion
+agrees with onnxruntime's kernel, and its softmax is converted like any other. Fused attention
+ops of onnxruntime are reported as left alone, never silently."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from sit_onnx.cli import main
+from sit_onnx.graph.attention import expand_attention
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons import SoftmaxOptions, shipped_params, spiking_softmax
+from sit_onnx.neurons.params import SHIFT_RANGE
+
+B, HQ, HKV, S, L, P, D = 2, 4, 2, 5, 7, 3, 8
+
+
+def _ort(model, feeds):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _attention_model(opset, three_d=False, mask=None, past=False, outputs=("Y",), **attrs):
+    """Q, K, V (and mask, past) as graph inputs; returns the model and random feeds."""
+    rng = np.random.default_rng(0)
+    hkv = attrs.get("kv_num_heads", HQ) if three_d or "kv_num_heads" in attrs else HQ
+    if three_d:
+        shapes = {"Q": [B, S, HQ * D], "K": [B, L, hkv * D], "V": [B, L, hkv * D]}
+        attrs.setdefault("q_num_heads", HQ)
+        attrs.setdefault("kv_num_heads", hkv)
+    else:
+        shapes = {"Q": [B, HQ, S, D], "K": [B, hkv, L, D], "V": [B, hkv, L, D]}
+        attrs.pop("q_num_heads", None), attrs.pop("kv_num_heads", None)
+    feeds = {n: rng.normal(0, 1, s).astype(np.float32) for n, s in shapes.items()}
+    names = ["Q", "K", "V"]
+    total = L + (P if past else 0)
+    if mask is not None:
+        names.append("attn_mask")
+        if mask == "bool":
+            feeds["attn_mask"] = rng.random((S, total)) > 0.3
+            feeds["attn_mask"][:, 0] = True
+            shapes["attn_mask"] = [S, total]
+        else:
+            feeds["attn_mask"] = np.where(rng.random((B, 1, S, total)) > 0.3, 0.0, -1e9).astype(np.float32)
+            shapes["attn_mask"] = [B, 1, S, total]
+    if past:
+        names += [""] * (4 - len(names)) if mask is None else []
+        names += ["past_key", "past_value"]
+        for n in ("past_key", "past_value"):
+            shapes[n] = [B, hkv, P, D]
+            feeds[n] = rng.normal(0, 1, shapes[n]).astype(np.float32)
+    types = {n: TensorProto.BOOL if n == "attn_mask" and mask == "bool" else TensorProto.FLOAT for n in shapes}
+    inputs = [helper.make_tensor_value_info(n, types[n], shapes[n]) for n in names if n]
+    node = helper.make_node("Attention", names, list(outputs), name="attention", **attrs)
+    graph_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs if o]
+    graph = helper.make_graph([node], "g", inputs, graph_outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return model, feeds
+
+
+CASES = {
+    "plain": {},
+    "3d": {"three_d": True},
+    "causal": {"is_causal": 1},
+    "scale": {"scale": 0.3},
+    "softcap": {"softcap": 2.5},
+    "bool mask": {"mask": "bool"},
+    "float mask": {"mask": "float"},
+    "gqa 3d": {"three_d": True, "kv_num_heads": HKV},
+    "past": {"past": True, "outputs": ("Y", "present_key", "present_value")},
+    "past + causal": {"past": True, "is_causal": 1, "outputs": ("Y", "present_key", "present_value")},
+    "qk output": {"qk_matmul_output_mode": 1, "outputs": ("Y", "", "", "qk_out")},
+}
+
+
+@pytest.mark.parametrize("opset", [23, 24])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_expansion_equals_onnxruntimes_attention(opset, case):
+    model, feeds = _attention_model(opset, **dict(CASES[case]))
+    expected = _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), opset)
+    assert [(a.op, a.expanded) for a in found] == [("Attention", True)]
+    assert not any(n.op_type == "Attention" for n in expanded.graph.node)
+    assert sum(n.op_type == "Softmax" for n in expanded.graph.node) == 1
+    for want, got in zip(expected, _ort(expanded, feeds)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _with_outputs(model, names):
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    return model
+
+
+@pytest.mark.parametrize("case", ["plain", "causal", "float mask", "gqa 3d", "softcap"])
+def test_converted_attention_follows_the_reference_on_its_own_logits(case):
+    model, feeds = _attention_model(23, **dict(CASES[case]))
+    new, report = rewrite_model(model, RewriteOptions())
+    onnx.checker.check_model(new, full_check=True)
+    assert len(report.converted) == 1 and report.attention[0]["expanded"]
+    assert any("expanded 1 ONNX Attention" in note for note in report.notes)
+    site = report.sites[0]
+    logits, got = _ort(_with_outputs(new, [site.logits, site.output]), feeds)[-2:]
+    expected = spiking_softmax(logits, shipped_params(12, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    original = _ort(model, feeds)[0]
+    converted = _ort(new, feeds)[0]
+    cosine = float((original * converted).sum() / np.linalg.norm(original) / np.linalg.norm(converted))
+    assert cosine > 0.999
+
+
+def test_fully_masked_rows_give_what_the_original_gives():
+    model, feeds = _attention_model(23, mask="bool")
+    feeds["attn_mask"][1] = False  # query row 1 sees nothing
+    original = _ort(model, feeds)[0]
+    new, _ = rewrite_model(model, RewriteOptions())
+    converted = _ort(new, feeds)[0]
+    assert not np.isnan(converted).any()
+    np.testing.assert_allclose(converted[:, :, 1], original[:, :, 1], atol=1e-6)
+
+
+def _fused_attention_model():
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["s"], name="plain_softmax", axis=-1),
+        helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], name="mha", domain="com.microsoft", num_heads=2),
+    ]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8]) for n in ("x", "q", "k", "v")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("s", "y")]
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def test_fused_attention_op_is_reported_as_left_alone(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_fused_attention_model(), str(path))
+    result = CliRunner().invoke(main, ["rewrite", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 softmax sites converted; 1 attention op(s) left as they were" in result.output
+    assert "com.microsoft::MultiHeadAttention node 'mha'" in result.output
+    record = json.loads(CliRunner().invoke(main, ["rewrite", str(path), "-o", tmp_path / "j.onnx", "--json"]).stdout)
+    assert record["attention"] == [
+        {
+            "name": "mha",
+            "op": "com.microsoft::MultiHeadAttention",
+            "graph": "g",
+            "expanded": False,
+            "reason": "onnxruntime's fused com.microsoft::MultiHeadAttention: not decomposed by sit-onnx yet",
+        }
+    ]
+    strict = CliRunner().invoke(main, ["rewrite", str(path), "-o", tmp_path / "s.onnx", "--strict"])
+    assert strict.exit_code == 1 and "(--strict)" in strict.stderr and not (tmp_path / "s.onnx").exists()
+
+
+def test_only_fused_attention_says_why_nothing_converted():
+    model = _fused_attention_model()
+    del model.graph.node[0]
+    del model.graph.input[0]
+    del model.graph.output[0]
+    with pytest.raises(Exception, match="no Softmax.*1 attention op\\(s\\) left as they were"):
+        rewrite_model(model, RewriteOptions())
+
+
+def test_onnxruntime_ops_in_the_default_domain_are_not_refused(tmp_path):
+    """onnxruntime's optimiser writes SimplifiedLayerNormalization into the default domain: onnx's
+    checker does not know it, onnxruntime runs it. Converted, with the checker's complaint as a note."""
+    scale = onnx.numpy_helper.from_array(np.ones(6, np.float32), "scale")
+    nodes = [
+        helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], name="rms", axis=-1, epsilon=1e-5),
+        helper.make_node("Softmax", ["n"], ["y"], name="sm", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 6])],
+        [scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    original = _ort(model, {"x": x})[0]
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 1
+    assert any(
+        "already fails onnx's checker (No Op registered for SimplifiedLayerNormalization" in n for n in report.notes
+    )
+    np.testing.assert_allclose(_ort(new, {"x": x})[0], original, atol=0.05)
+
+
+def test_outputs_without_shape_are_not_refused():
+    """onnxconverter-common's float16 pass leaves graph outputs typed but without a shape field."""
+    model, _ = _attention_model(23)
+    with pytest.raises(onnx.checker.ValidationError, match="Field 'shape'"):
+        onnx.checker.check_model(model)
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 1 and any("Field 'shape'" in n for n in report.notes)
