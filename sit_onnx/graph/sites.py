@@ -51,11 +51,27 @@ def _softmax_node_site(graph: gs.Graph, node: gs.Node) -> SoftmaxSite:
     return SoftmaxSite(node.name, graph, SOFTMAX, axis, node.inputs[0], node.outputs[0], [node])
 
 
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """A tensor's value when it is constant: an initializer, or the output of a Constant node
+    (as ONNX's own Softmax function body writes its axes). None otherwise."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is None or producer.op != "Constant" or (producer.domain or "") not in ("", "ai.onnx"):
+        return None
+    for key in ("value", "value_ints", "value_int", "value_floats", "value_float"):
+        if key in producer.attrs:
+            value = producer.attrs[key]
+            return np.asarray(value.values if isinstance(value, gs.Constant) else value)
+    return None
+
+
 def _single_axis(node: gs.Node) -> int | None:
     """The one reduction axis of a ReduceSum/ReduceMax (attribute or constant input), else None."""
     axes = node.attrs.get("axes")
-    if axes is None and len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant):
-        axes = np.asarray(node.inputs[1].values).reshape(-1).tolist()
+    if axes is None and len(node.inputs) > 1:
+        value = constant_value(node.inputs[1])
+        axes = None if value is None else value.reshape(-1).tolist()
     if axes is None or len(axes) != 1 or node.attrs.get("keepdims", 1) != 1:
         return None
     return int(axes[0])

@@ -1,0 +1,46 @@
+"""ONNX's own node tests for Softmax (onnx.backend.test: the plain cases, `_expanded` and
+`_expanded_ver18`, whose function bodies take their axes from Constant nodes): every case converts
+and matches the numpy Spiking-Softmax reference."""
+
+import numpy as np
+import onnx
+import pytest
+
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons import SoftmaxOptions, shipped_params, spiking_softmax
+from sit_onnx.neurons.params import SHIFT_RANGE
+from tests.helpers import run
+
+
+def _softmax_cases():
+    import warnings
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {c.name: c for c in collect_testcases(None) if c.name.startswith("test_softmax")}
+
+
+CASES = _softmax_cases()
+
+
+def _axis(case) -> int:
+    node = next(n for n in case.model.graph.node if n.op_type in ("Softmax", "ReduceSum"))
+    if node.op_type == "Softmax":
+        return next((a.i for a in node.attribute if a.name == "axis"), -1)
+    constant = next(n for n in case.model.graph.node if n.op_type == "Constant" and n.output[0] == node.input[1])
+    value = onnx.helper.get_attribute_value(constant.attribute[0])
+    return int(np.asarray(onnx.numpy_helper.to_array(value) if hasattr(value, "dims") else value).reshape(-1)[0])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_onnx_softmax_node_test_converts_and_matches_reference(name):
+    case = CASES[name]
+    new, report = rewrite_model(case.model, RewriteOptions())
+    assert len(report.converted) == 1 and "Softmax" not in report.ops_after and "Exp" not in report.ops_after
+    inputs, _ = case.data_sets[0]
+    x = inputs[0]
+    got = run(new, {case.model.graph.input[0].name: x})[0]
+    expected = spiking_softmax(x, shipped_params(12, SHIFT_RANGE), axis=_axis(case), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
