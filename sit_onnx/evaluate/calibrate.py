@@ -1,6 +1,7 @@
 """What each softmax site is fed on real data, and how to convert it.
 
-For every Softmax node: the distribution of its logits, the share inside the
+For every softmax site the rewrite would convert (the same site finder: Softmax nodes of any
+opset, hand-written softmax, those inside Attention ops and local functions): its logits, the share inside the
 paper's fitted range [-1, 1] as they are, and the share inside the max-shift
 range [-R, 0] after subtracting the row maximum; then a recommendation.
 """
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 
 from sit_onnx.evaluate.capture import capture
-from sit_onnx.graph.load import default_opset
+from sit_onnx.graph.convert import find_canonical_sites
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE
 
 NEGLIGIBLE = np.exp(SHIFT_RANGE[0])  # below -R after the shift, exp is under 6e-6: clamping there is harmless
@@ -34,42 +35,35 @@ class SiteCalibration:
     recommendation: str
 
 
-def _softmax_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.op_type == "Softmax" and n.domain in ("", "ai.onnx")]
-
-
 def calibrate(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[SiteCalibration]:
-    nodes = _softmax_nodes(model)
-    values = capture(model, [n.input[0] for n in nodes], feeds)
-    sites = []
-    opset = default_opset(model)
-    for node in nodes:
-        axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
-        logits = values[node.input[0]].astype(np.float64)
-        if opset < 13:  # legacy semantics: normalised over all trailing dims
-            logits = logits.reshape(int(np.prod(logits.shape[: axis % logits.ndim])), -1)
-            axis = 1
-        finite = logits[np.isfinite(logits)]
-        shifted = logits - np.max(logits, axis=axis, keepdims=True)
-        in_paper = float(np.mean((finite >= PAPER_RANGE[0]) & (finite <= PAPER_RANGE[1]))) if finite.size else 0.0
-        in_shift = float(np.mean((shifted >= SHIFT_RANGE[0]) | ~np.isfinite(shifted))) if shifted.size else 0.0
-        q = np.percentile(finite, [1, 50, 99]) if finite.size else [np.nan] * 3
-        sites.append(
-            SiteCalibration(
-                node.name,
-                int(axis),
-                int(logits.size),
-                float(finite.min(initial=np.inf)),
-                float(finite.max(initial=-np.inf)),
-                float(q[0]),
-                float(q[1]),
-                float(q[2]),
-                in_paper,
-                in_shift,
-                _recommend(in_paper, in_shift),
-            )
-        )
-    return sites
+    """One entry per main-graph site (subgraph values cannot be read out as graph outputs)."""
+    canonical, found = find_canonical_sites(model)
+    sites = [s for s in found if s.graph == "main"]
+    values = capture(canonical, [s.logits for s in sites], feeds)
+    return [_site_calibration(site, values[site.logits].astype(np.float64)) for site in sites]
+
+
+def _site_calibration(site, logits: np.ndarray) -> SiteCalibration:
+    axis = site.axis
+    finite = logits[np.isfinite(logits)]
+    with np.errstate(invalid="ignore"):
+        shifted = logits - np.max(logits, axis=axis, keepdims=True) if logits.size else logits
+    in_paper = float(np.mean((finite >= PAPER_RANGE[0]) & (finite <= PAPER_RANGE[1]))) if finite.size else 0.0
+    in_shift = float(np.mean((shifted >= SHIFT_RANGE[0]) | ~np.isfinite(shifted))) if shifted.size else 0.0
+    q = np.percentile(finite, [1, 50, 99]) if finite.size else [np.nan] * 3
+    return SiteCalibration(
+        site.name,
+        int(axis),
+        int(logits.size),
+        float(finite.min(initial=np.inf)),
+        float(finite.max(initial=-np.inf)),
+        float(q[0]),
+        float(q[1]),
+        float(q[2]),
+        in_paper,
+        in_shift,
+        _recommend(in_paper, in_shift),
+    )
 
 
 def _recommend(in_paper: float, in_shift: float) -> str:

@@ -152,6 +152,31 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes)
 
 
+@dataclass(frozen=True)
+class FoundSite:
+    """A softmax site as every command sees it: in the canonical model (opset >= 13, local
+    functions and Attention ops expanded), with the tensor holding its logits."""
+
+    name: str
+    graph: str
+    pattern: str
+    axis: int
+    logits: str
+
+
+def find_canonical_sites(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[FoundSite]]:
+    """The model as the rewrite sees it (weights and all, nothing converted) and its sites: the one
+    site finder behind calibrate, layers, energy and the per-site report."""
+    prepared = prepare(model, "model", in_place=False)
+    graph = gs.import_onnx(infer_shapes(prepared.light))
+    graph.toposort()
+    sites = [
+        FoundSite(s.name, "main" if s.graph is graph else s.graph.name, s.pattern, int(s.axis), s.logits.name)
+        for s in find_sites(graph)
+    ]
+    return write_back(prepared.model, prepared.light, prepared.aside), sites
+
+
 def select_sites(sites: list[SoftmaxSite], options: RewriteOptions) -> list[str | None]:
     """Per site, None to convert it, or why not (--first, --nodes)."""
     unknown = sorted(set(options.nodes) - {s.name for s in sites})

@@ -171,3 +171,30 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert "ANN" in result.output and "converted model:" in result.output
     onnx.checker.check_model(str(tmp_path / "vit_digits.sit.onnx"), full_check=True)
+
+
+def test_calibrate_sees_every_site_the_rewrite_sees(rng):
+    """The same site finder: a hand-written softmax and the softmax inside an ONNX Attention op."""
+    from onnx import TensorProto, helper
+
+    from sit_onnx.evaluate.calibrate import calibrate
+
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 2, 3, 4])
+    nodes = [
+        helper.make_node("Attention", ["q", "q", "q"], ["a"], name="att"),
+        helper.make_node("Exp", ["a"], ["e"], name="exp"),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+        helper.make_node("Div", ["e", "s"], ["y"]),
+    ]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [-1])
+    graph = helper.make_graph(
+        nodes, "g", [q], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 4])], [axes]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    x = rng.normal(0, 2, (1, 2, 3, 4)).astype(np.float32)
+    sites = calibrate(model, {"q": x})
+    assert len(sites) == 2 and sites[1].name == "exp"
+    assert sites[0].count == 1 * 2 * 3 * 3 and sites[1].count == x.size  # the attention scores, then a
+    scores = x @ np.swapaxes(x, -1, -2) / 2.0  # Attention's default scale 1/sqrt(head size 4)
+    assert sites[0].max == pytest.approx(float(scores.max()), rel=1e-5)
+    assert sites[0].min == pytest.approx(float(scores.min()), rel=1e-5)
