@@ -56,8 +56,8 @@ def demo(model, output_dir, steps):
     report = rewrite_file(model, target, RewriteOptions(steps=steps), force=True)
     click.echo(f"1. converted {model} -> {target}")
     click.echo(
-        f"   {len(report.converted)} softmax sites -> [ReduceMax, Sub] SpikingExp(K={steps}) SpikingNorm "
-        "(max-shift, amplified SI-norm)"
+        f"   {len(report.converted)} softmax sites -> SpikingSoftmax = [x - max] SpikingExp(K={steps}) SpikingNorm "
+        "(max-shift, amplified SI-norm, fused)"
     )
     pair = ModelPair(load_model(model), load_model(target), report)
     labelled = labelled_data(pair.original, None, "digits")
