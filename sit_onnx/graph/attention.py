@@ -1,16 +1,20 @@
 """Attention ops that hide a softmax: ONNX's own `Attention` (opset 23+) is expanded into its
-function body (ONNX defines one per attribute and input combination), whose Softmax is then an
-ordinary site; onnxruntime's fused attention ops (com.microsoft) are found and reported as left
-alone, with why, so a conversion never claims success over a softmax it did not see.
+function body (ONNX defines one per attribute and input combination), onnxruntime's
+`com.microsoft` `Attention` and `MultiHeadAttention` into standard ops (ort_attention.py); their
+Softmax is then an ordinary site. The other fused attention ops, and forms not decomposed, are
+reported as left alone with why, so a conversion never claims success over a softmax it did not see.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 
 import onnx
 from onnx import inliner
 
+from sit_onnx.graph.ort_attention import DECOMPOSERS
 from sit_onnx.graph.walk import graph_protos
 
 EXPAND_DOMAIN = "sit_onnx.expand"  # the temporary functions' domain; gone once inlined
@@ -42,14 +46,29 @@ def _is_standard_attention(node: onnx.NodeProto) -> bool:
     return node.op_type == "Attention" and node.domain in ("", "ai.onnx")
 
 
-def _known_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    """Every tensor's type that shape inference can tell (inputs, initializers, intermediates)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    graph = inferred.graph
+def _known_types(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
+    """Every tensor's type that shape inference can tell (inputs, initializers, intermediates).
+    onnx's inference stops at onnxruntime's own ops (EmbedLayerNormalization before a fused
+    Attention, say); onnxruntime's symbolic shape inference, which knows them, fills the gaps."""
+    types = _types_of(onnx.shape_inference.infer_shapes(model))
+    if wanted - set(types):
+        try:
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
+                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+            types = {**_types_of(inferred), **types} if inferred is not None else types
+        except Exception:  # best effort: an op it cannot infer leaves the attention op alone, with why
+            pass
+    return types
+
+
+def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    graph = model.graph
     types = {v.name: v.type for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
     for t in graph.initializer:
         types.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
-    return types
+    return {name: t for name, t in types.items() if t.HasField("tensor_type") and t.tensor_type.elem_type}
 
 
 def _body_for(node: onnx.NodeProto, opset: int, types: dict) -> onnx.FunctionProto:
@@ -58,36 +77,73 @@ def _body_for(node: onnx.NodeProto, opset: int, types: dict) -> onnx.FunctionPro
     return onnx.FunctionProto.FromString(schema.get_context_dependent_function(node.SerializeToString(), input_types))
 
 
+def _standard_body(node: onnx.NodeProto, opset: int, types: dict) -> tuple[onnx.FunctionProto | None, str]:
+    missing = [name for name in node.input if name and name not in types]
+    if missing:
+        return None, f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
+    return _body_for(node, opset, types), ""
+
+
+def _ort_body(node: onnx.NodeProto, opset: int, types: dict) -> tuple[onnx.FunctionProto | None, str]:
+    if opset < 13:
+        return None, "the model's opset is below 13"
+    missing = [name for name in node.input if name and name not in types]
+    if missing:
+        return None, f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
+    body, reason = DECOMPOSERS[node.op_type](node, types)
+    if body is None:
+        return None, reason
+    inputs = list(dict.fromkeys(name for name in node.input if name))
+    outputs = [name for name in node.output if name]
+    function = onnx.helper.make_function(
+        EXPAND_DOMAIN, "f", inputs, outputs, body.nodes, [onnx.helper.make_opsetid("", opset)]
+    )
+    return function, ""
+
+
+def _expandable(node: onnx.NodeProto):
+    if _is_standard_attention(node):
+        return _standard_body
+    if node.domain == "com.microsoft" and node.op_type in DECOMPOSERS:
+        return _ort_body
+    return None
+
+
 def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, list[AttentionOp]]:
-    """Expand the main graph's standard Attention nodes into ONNX's own function body, and list
-    every attention op met (expanded or not, with the reason)."""
+    """Expand the main graph's attention ops that have a decomposition (ONNX Attention, onnxruntime's
+    Attention and MultiHeadAttention), and list every attention op met, expanded or not and why."""
     found: list[AttentionOp] = []
     for graph in graph_protos(model.graph):
         for node in graph.node:
-            if (node.domain, node.op_type) in FUSED_ATTENTION:
-                reason = f"onnxruntime's fused {node.domain}::{node.op_type}: not decomposed by sit-onnx yet"
-                found.append(AttentionOp(node.name, f"{node.domain}::{node.op_type}", graph.name, False, reason))
-            elif _is_standard_attention(node) and graph is not model.graph:
-                reason = "Attention inside a subgraph: only the main graph's are expanded"
-                found.append(AttentionOp(node.name, "Attention", graph.name, False, reason))
-    standard = [n for n in model.graph.node if _is_standard_attention(n)]
-    if not standard:
+            label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+            if graph is not model.graph and (_expandable(node) or (node.domain, node.op_type) in FUSED_ATTENTION):
+                reason = "inside a subgraph: only the main graph's attention ops are expanded"
+                found.append(AttentionOp(node.name, label, graph.name, False, reason))
+            elif graph is model.graph and not _expandable(node) and (node.domain, node.op_type) in FUSED_ATTENTION:
+                reason = f"onnxruntime's fused {label}: not decomposed by sit-onnx yet"
+                found.append(AttentionOp(node.name, label, graph.name, False, reason))
+    candidates = [n for n in model.graph.node if _expandable(n)]
+    if not candidates:
         return model, found
-    types = _known_types(model)
+    types = _known_types(model, {name for n in candidates for name in n.input if name})
     targets = []
-    for index, node in enumerate(standard):
-        missing = [name for name in node.input if name and name not in types]
-        if missing:
-            reason = f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
-            found.append(AttentionOp(node.name, "Attention", model.graph.name, False, reason))
+    for index, node in enumerate(candidates):
+        label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        body, reason = _expandable(node)(node, opset, types)
+        if body is None:
+            found.append(AttentionOp(node.name, label, model.graph.name, False, reason))
             continue
-        body = _body_for(node, opset, types)
-        body.name, body.domain = f"Attention_{index}", EXPAND_DOMAIN
+        body.name, body.domain = f"{node.op_type}_{index}", EXPAND_DOMAIN
         model.functions.append(body)
         node.op_type, node.domain = body.name, EXPAND_DOMAIN
         del node.attribute[:]  # the body was made for these attribute values
+        if label != "Attention":  # a decomposition takes the non-empty inputs and outputs, in order
+            kept_in, kept_out = [n for n in node.input if n], [n for n in node.output if n]
+            del node.input[:], node.output[:]
+            node.input.extend(dict.fromkeys(kept_in))
+            node.output.extend(kept_out)
         targets.append((EXPAND_DOMAIN, body.name))
-        found.append(AttentionOp(node.name, "Attention", model.graph.name, True))
+        found.append(AttentionOp(node.name, label, model.graph.name, True))
     if targets:
         model.opset_import.append(onnx.helper.make_opsetid(EXPAND_DOMAIN, 1))
         model = inliner.inline_selected_functions(model, targets, exclude=False)

@@ -15,9 +15,11 @@ import onnx
 
 from sit_onnx.errors import SitOnnxError, first_line
 
-# Complaints about a source that onnxruntime can still run: ops onnx does not know, and outputs or
-# annotations whose type has no shape field (onnxconverter-common's float16 pass writes them).
+# Complaints about a source that onnxruntime can still run: ops onnx does not know, outputs or
+# annotations whose type has no shape field (float16 tools write them), nodes out of order
+# (onnxruntime sorts them itself; so does the rewrite).
 TOLERATED_SOURCE_COMPLAINTS = ("No Op registered for", "Field 'shape' of 'type' is required but missing")
+UNSORTED = "Nodes in a graph must be topologically sorted"
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -51,9 +53,33 @@ class SourceCheck:
         return f"the source model already fails onnx's checker ({self.full}); the rewrite was checked against it"
 
 
+def sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto] | None:
+    """The main graph's nodes in an order where every input is made before it is read, or None
+    when there is none (an input nothing produces, or a cycle)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ready |= {t.name for t in graph.sparse_initializer}
+    waiting, order = list(graph.node), []
+    while waiting:
+        placed = [n for n in waiting if all(name in ready for name in n.input)]
+        if not placed:
+            return None
+        for node in placed:
+            ready.update(node.output)
+        order.extend(placed)
+        waiting = [n for n in waiting if not any(n is p for p in placed)]
+    return order
+
+
 def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:
-    """Refuse a structurally broken source; tolerate what onnxruntime runs anyway."""
+    """Refuse a structurally broken source; tolerate what onnxruntime runs anyway. Nodes out of
+    order (a float16 tool's output, which onnxruntime sorts itself) are put in order here."""
     basic = checker_complaint(model, full=False)
+    if basic is not None and UNSORTED in basic:
+        order = sorted_nodes(model.graph)
+        if order is not None:
+            del model.graph.node[:]
+            model.graph.node.extend(order)
+            basic = checker_complaint(model, full=False)
     if basic is not None and not any(known in basic for known in TOLERATED_SOURCE_COMPLAINTS):
         raise SitOnnxError(f"{label}: not a valid ONNX model ({basic})")
     return SourceCheck(checker_complaint(model, full=True) if basic is None else basic, basic)

@@ -1,0 +1,222 @@
+"""onnxruntime's fused attention ops decomposed into standard ops, so that their softmax becomes an
+ordinary site: `com.microsoft` `Attention` (BERT-style, packed QKV weights) and
+`MultiHeadAttention` (separate Q, K, V), as `onnxruntime.transformers`' optimizer writes them.
+
+Each node becomes a model-local function built for its attribute values and inputs, then inlined.
+The body follows onnxruntime's CPU kernels: scores = Q·Kᵀ·scale + attention_bias + mask, where the
+mask is additive, `mask_filter_value` (-10000 by default) at every masked key, so a fully masked
+row gets uniform weights, as onnxruntime gives. A form this module does not decompose (rotary
+embeddings, shared past buffers, packed or 4-D key/value, other mask layouts) returns the reason,
+and the op is reported as left alone.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+DEFAULT_MASK_FILTER = -10000.0
+
+
+class Body:
+    """Nodes of a function body under construction, with fresh tensor names."""
+
+    def __init__(self, prefix: str, elem_type: int = TensorProto.FLOAT):
+        self.nodes: list[onnx.NodeProto] = []
+        self.prefix, self.count, self.elem_type = prefix, 0, elem_type
+
+    def op(self, op_type: str, inputs: list[str], outputs: int | list[str] = 1, **attrs) -> str | list[str]:
+        if isinstance(outputs, int):
+            names = [f"{self.prefix}_{op_type}_{self.count}_{i}" for i in range(outputs)]
+        else:
+            names = outputs
+        self.count += 1
+        self.nodes.append(helper.make_node(op_type, inputs, names, **attrs))
+        return names[0] if len(names) == 1 else names
+
+    def ints(self, values: list[int]) -> str:
+        return self.op("Constant", [], value=helper.make_tensor("v", TensorProto.INT64, [len(values)], values))
+
+    def scalar(self, value: float, like: str) -> str:
+        """A scalar of the body's float type (`like` documents which tensor it meets)."""
+        constant = self.op("Constant", [], value=helper.make_tensor("v", TensorProto.FLOAT, [], [value]))
+        return self.op("Cast", [constant], to=self.elem_type)
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _heads(b: Body, x: str, heads: int, size: int) -> str:
+    """[B, S, heads*size] -> [B, heads, S, size]."""
+    return b.op("Transpose", [b.op("Reshape", [x, b.ints([0, 0, heads, size])])], perm=[0, 2, 1, 3])
+
+
+def _merge_heads(b: Body, x: str, hidden: int, output: str) -> None:
+    b.op("Reshape", [b.op("Transpose", [x], perm=[0, 2, 1, 3]), b.ints([0, 0, hidden])], [output])
+
+
+def _key_positions(b: Body, scores: str) -> tuple[str, str, str]:
+    """Query index i [S, 1], key index j [1, T] (int64) and T, from the scores' shape [B, N, S, T]."""
+    shape = b.op("Shape", [scores])
+    s = b.op("Gather", [shape, b.ints([2])], axis=0)
+    t = b.op("Gather", [shape, b.ints([3])], axis=0)
+    zero, one = b.ints([0]), b.ints([1])
+    i = b.op("Unsqueeze", [b.op("Range", [b.op("Squeeze", [zero]), b.op("Squeeze", [s]), b.op("Squeeze", [one])]), one])
+    j = b.op(
+        "Unsqueeze", [b.op("Range", [b.op("Squeeze", [zero]), b.op("Squeeze", [t]), b.op("Squeeze", [one])]), zero]
+    )
+    return i, j, t
+
+
+def _additive(b: Body, masked: str, scores: str, filter_value: float) -> str:
+    """scores + filter_value where `masked` (bool, broadcastable) is true."""
+    zero = b.scalar(0.0, scores)
+    return b.op("Add", [scores, b.op("Where", [masked, b.scalar(filter_value, scores), zero])])
+
+
+def _apply_mask(b: Body, scores: str, mask: str, rank: int, filter_value: float) -> str:
+    """A key padding mask: [B] valid lengths, [2B] ends then starts, [B, T] or [B, S, T] 1/0."""
+    if rank == 1:  # [B] ends, or [2B] ends then starts: zeros appended make the starts of [B] all 0
+        _, j, _ = _key_positions(b, scores)
+        batch = b.op("Gather", [b.op("Shape", [scores]), b.ints([0])], axis=0)
+        zeros = b.op("ConstantOfShape", [batch], value=helper.make_tensor("v", TensorProto.INT64, [1], [0]))
+        padded = b.op("Concat", [b.op("Cast", [mask], to=TensorProto.INT64), zeros], axis=0)
+        ends = b.op("Reshape", [b.op("Slice", [padded, b.ints([0]), batch]), b.ints([-1, 1, 1, 1])])
+        twice = b.op("Mul", [batch, b.ints([2])])
+        starts = b.op("Reshape", [b.op("Slice", [padded, batch, twice]), b.ints([-1, 1, 1, 1])])
+        masked = b.op("Or", [b.op("GreaterOrEqual", [j, ends]), b.op("Less", [j, starts])])
+        return _additive(b, masked, scores, filter_value)
+    axes = [1, 2] if rank == 2 else [1]
+    raw = b.op("Unsqueeze", [mask, b.ints(axes)])
+    zero = b.op("Cast", [b.ints([0])], to=TensorProto.INT32)
+    return _additive(b, b.op("Equal", [b.op("Cast", [raw], to=TensorProto.INT32), zero]), scores, filter_value)
+
+
+def _causal(b: Body, scores: str, past: str | None, filter_value: float) -> str:
+    """Key j masked for query i when j > i + past length (T - S)."""
+    i, j, t = _key_positions(b, scores)
+    s = b.op("Gather", [b.op("Shape", [scores]), b.ints([2])], axis=0)
+    offset = b.op("Sub", [t, s])
+    return _additive(b, b.op("Greater", [j, b.op("Add", [i, offset])]), scores, filter_value)
+
+
+def _attend(b: Body, q: str, k: str, v: str, scale: float, extras: dict) -> str:
+    """softmax(Q·Kᵀ·scale + bias + masks)·V, in [B, N, S, size]."""
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    scores = b.op("Mul", [scores, b.scalar(scale, scores)])
+    if extras.get("attention_bias"):
+        scores = b.op("Add", [scores, extras["attention_bias"]])
+    if extras.get("mask"):
+        scores = _apply_mask(b, scores, extras["mask"], extras["mask_rank"], extras["filter"])
+    if extras.get("unidirectional"):
+        scores = _causal(b, scores, extras.get("past"), extras["filter"])
+    probs = b.op("Softmax", [scores], axis=-1)
+    return b.op("MatMul", [probs, v])
+
+
+def _shapes(types: dict[str, onnx.TypeProto]) -> tuple[dict[str, int], dict[str, list]]:
+    ranks, dims = {}, {}
+    for name, proto in types.items():
+        if proto.HasField("tensor_type") and proto.tensor_type.HasField("shape"):
+            shape = proto.tensor_type.shape.dim
+            ranks[name] = len(shape)
+            dims[name] = [d.dim_value if d.HasField("dim_value") else None for d in shape]
+    return ranks, dims
+
+
+def _input(node: onnx.NodeProto, index: int) -> str | None:
+    return node.input[index] if len(node.input) > index and node.input[index] else None
+
+
+def _output(node: onnx.NodeProto, index: int) -> str | None:
+    return node.output[index] if len(node.output) > index and node.output[index] else None
+
+
+def attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> tuple[Body | None, str]:
+    """com.microsoft Attention: (body, "") or (None, why it is not decomposed)."""
+    ranks, dims = _shapes(types)
+    unsupported = [a for a in ("do_rotary", "past_present_share_buffer") if _attr(node, a, 0)]
+    if unsupported or _input(node, 6):
+        return None, f"{', '.join(unsupported) or 'past_sequence_length'} is not decomposed yet"
+    heads = _attr(node, "num_heads")
+    weights = dims.get(node.input[1])
+    if not weights or not all(isinstance(d, int) for d in weights):
+        return None, "the packed QKV weights' shape is unknown"
+    sizes = list(_attr(node, "qkv_hidden_sizes", []) or [weights[1] // 3] * 3)
+    head, v_head = sizes[0] // heads, sizes[2] // heads
+    mask = _input(node, 3)
+    if mask and ranks.get(mask) not in (1, 2, 3):
+        return None, f"a {ranks.get(mask)}-D mask_index is not decomposed yet"
+    b = Body(node.name or "attention", types[node.input[0]].tensor_type.elem_type)
+    qkv = b.op("MatMul", [node.input[0], node.input[1]])
+    if _input(node, 2):
+        qkv = b.op("Add", [qkv, node.input[2]])
+    q, k, v = b.op("Split", [qkv, b.ints(sizes)], 3, axis=-1)
+    q, k, v = _heads(b, q, heads, head), _heads(b, k, heads, head), _heads(b, v, heads, v_head)
+    past = _input(node, 4)
+    if past:
+        k = b.op("Concat", [b.op("Squeeze", [b.op("Gather", [past, b.ints([0])], axis=0), b.ints([0])]), k], axis=2)
+        v = b.op("Concat", [b.op("Squeeze", [b.op("Gather", [past, b.ints([1])], axis=0), b.ints([0])]), v], axis=2)
+    if _output(node, 1):
+        zero = b.ints([0])
+        b.op("Concat", [b.op("Unsqueeze", [k, zero]), b.op("Unsqueeze", [v, zero])], [node.output[1]], axis=0)
+    extras = {
+        "attention_bias": _input(node, 5),
+        "mask": mask,
+        "mask_rank": ranks.get(mask),
+        "unidirectional": _attr(node, "unidirectional", 0),
+        "past": past,
+        "filter": _attr(node, "mask_filter_value", DEFAULT_MASK_FILTER),
+    }
+    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
+    _merge_heads(b, context, sizes[2], node.output[0])
+    return b, ""
+
+
+def multi_head_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]):
+    """com.microsoft MultiHeadAttention with 3-D query, key and value: (body, "") or (None, why)."""
+    ranks, dims = _shapes(types)
+    query, key, value = _input(node, 0), _input(node, 1), _input(node, 2)
+    if not (key and value) or ranks.get(query) != 3 or ranks.get(key) != 3 or ranks.get(value) != 3:
+        return None, "packed QKV/KV or 4-D key/value inputs are not decomposed yet"
+    if any(_input(node, i) for i in (8, 9)) or any(_output(node, i) for i in (3,)):
+        return None, "past_sequence_length, cache_indirection or the qk output are not decomposed yet"
+    hidden_q, hidden_v = (dims.get(query) or [None] * 3)[2], (dims.get(value) or [None] * 3)[2]
+    if not isinstance(hidden_q, int) or not isinstance(hidden_v, int):
+        return None, "the hidden size of query or value is unknown"
+    heads = _attr(node, "num_heads")
+    head, v_head = hidden_q // heads, hidden_v // heads
+    mask = _input(node, 4)
+    if mask and ranks.get(mask) not in (1, 2, 3):
+        return None, f"a {ranks.get(mask)}-D key_padding_mask is not decomposed yet"
+    b = Body(node.name or "mha", types[query].tensor_type.elem_type)
+    bias = _input(node, 3)
+    if bias:
+        bq, bk, bv = b.op("Split", [bias, b.ints([hidden_q, hidden_q, hidden_v])], 3, axis=0)
+        query, key, value = b.op("Add", [query, bq]), b.op("Add", [key, bk]), b.op("Add", [value, bv])
+    q, k, v = _heads(b, query, heads, head), _heads(b, key, heads, head), _heads(b, value, heads, v_head)
+    past_key, past_value = _input(node, 6), _input(node, 7)
+    if past_key and past_value:
+        k, v = b.op("Concat", [past_key, k], axis=2), b.op("Concat", [past_value, v], axis=2)
+    if _output(node, 1):
+        b.op("Identity", [k], [node.output[1]])
+    if _output(node, 2):
+        b.op("Identity", [v], [node.output[2]])
+    extras = {
+        "attention_bias": _input(node, 5),
+        "mask": mask,
+        "mask_rank": ranks.get(mask),
+        "unidirectional": _attr(node, "unidirectional", 0),
+        "past": past_key,
+        "filter": _attr(node, "mask_filter_value", DEFAULT_MASK_FILTER),
+    }
+    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
+    _merge_heads(b, context, hidden_v, node.output[0])
+    return b, ""
+
+
+DECOMPOSERS = {"Attention": attention_body, "MultiHeadAttention": multi_head_attention_body}
