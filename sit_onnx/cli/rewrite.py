@@ -28,12 +28,17 @@ from sit_onnx.cli.options import emit_json, json_option, rewrite_options, rewrit
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option(
+    "--explain",
+    is_flag=True,
+    help="Also list the softmax-like patterns that were not matched, and why (always in --json).",
+)
+@click.option(
     "--strict",
     is_flag=True,
     help="Fail when an attention op is left as it was (its softmax unconverted) instead of noting it.",
 )
 @json_option
-def rewrite(model, output, first, nodes, inline, force, strict, as_json, **flags):
+def rewrite(model, output, first, nodes, inline, force, explain, strict, as_json, **flags):
     """Convert every Softmax in MODEL to Spiking-Softmax (SIT-conversion)."""
     from sit_onnx.graph.convert_file import rewrite_file
     from sit_onnx.graph.report import attention_summary
@@ -54,6 +59,11 @@ def rewrite(model, output, first, nodes, inline, force, strict, as_json, **flags
     click.echo(table(rows, ["site", "graph", "axis", "result"]))
     for note in report.notes:
         click.echo(f"note: {note}")
+    if explain:
+        for miss in report.near_misses:
+            click.echo(f"not a site: Exp node '{miss['name']}' in graph {miss['graph']}: {miss['reason']}")
+        if not report.near_misses:
+            click.echo("not a site: no softmax-like pattern was left unmatched")
     for op in report.attention_left_alone:
         click.echo(f"left alone: {op['op']} node '{op['name']}' in graph {op['graph']}: {op['reason']}")
     left = report.attention_left_alone

@@ -21,7 +21,7 @@ from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
 from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
-from sit_onnx.graph.sites import SOFTMAX, SoftmaxSite, find_sites
+from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_protos
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
@@ -262,9 +262,11 @@ def rewrite_model(
     left_alone = _left_alone(prepared, options, label)
     graph = gs.import_onnx(infer_shapes(prepared.light))
     graph.toposort()
-    sites = find_sites(graph)
+    misses: list[NearMiss] = []
+    sites = find_sites(graph, misses)
     if not sites:
         extra = f"; {attention_summary(left_alone)}" if left_alone else ""
+        extra += "".join(f"; Exp {m.name!r} is no softmax: {m.reason}" for m in misses[:3])
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert{extra}")
     reasons = select_sites(sites, options)
     chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, fuse)
@@ -284,6 +286,7 @@ def rewrite_model(
         inlined=options.inline,
         notes=prepared.notes + _option_notes(options, params, fuse),
         attention=[asdict(a) for a in prepared.attention],
+        near_misses=[asdict(m) for m in misses],
     )
     return write_back(prepared.model, new, prepared.aside), report
 

@@ -39,6 +39,7 @@ class RewriteReport:
     inlined: bool = False
     notes: list[str] = field(default_factory=list)
     attention: list[dict] = field(default_factory=list)  # attention ops met: expanded, or left alone and why
+    near_misses: list[dict] = field(default_factory=list)  # Exp nodes that almost formed a softmax, and why not
 
     @property
     def attention_left_alone(self) -> list[dict]:

@@ -32,17 +32,30 @@ class SoftmaxSite:
     nodes: list = field(default_factory=list, repr=False)
 
 
-def find_sites(graph: gs.Graph) -> list[SoftmaxSite]:
-    """Every softmax site, in graph order (graphs already topologically sorted)."""
+@dataclass(frozen=True)
+class NearMiss:
+    """An Exp that starts a softmax-like pattern the matcher did not accept, and why (what
+    `rewrite --explain` prints), so users can see what was skipped."""
+
+    name: str
+    graph: str
+    reason: str
+
+
+def find_sites(graph: gs.Graph, misses: list[NearMiss] | None = None) -> list[SoftmaxSite]:
+    """Every softmax site, in graph order (graphs already topologically sorted). Exp nodes that
+    almost form a softmax are appended to `misses` with the reason."""
     sites = []
     for sub in walk_graphs(graph):
         for node in sub.nodes:
             if node.op == "Softmax" and (node.domain or "") in ("", "ai.onnx"):
                 sites.append(_softmax_node_site(sub, node))
             elif node.op == "Exp" and (node.domain or "") in ("", "ai.onnx"):
-                site = _decomposed_site(sub, node)
+                site, reason = _decomposed_site(sub, node)
                 if site is not None:
                     sites.append(site)
+                elif reason is not None and misses is not None:
+                    misses.append(NearMiss(node.name, "main" if sub is graph else sub.name, reason))
     return sites
 
 
@@ -66,32 +79,58 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
-def _single_axis(node: gs.Node) -> int | None:
-    """The one reduction axis of a ReduceSum/ReduceMax (attribute or constant input), else None."""
+def _single_axis(node: gs.Node) -> tuple[int | None, str | None]:
+    """The one reduction axis of a ReduceSum/ReduceMax (attribute or constant input), or why not."""
     axes = node.attrs.get("axes")
     if axes is None and len(node.inputs) > 1:
         value = constant_value(node.inputs[1])
-        axes = None if value is None else value.reshape(-1).tolist()
-    if axes is None or len(axes) != 1 or node.attrs.get("keepdims", 1) != 1:
-        return None
-    return int(axes[0])
+        if value is None:
+            return None, f"{node.op} {node.name!r} takes its axes from a tensor that is not constant"
+        axes = value.reshape(-1).tolist()
+    if axes is None:
+        return None, f"{node.op} {node.name!r} reduces over every axis"
+    if len(axes) != 1:
+        return None, f"{node.op} {node.name!r} reduces over {len(axes)} axes, a softmax over one"
+    if node.attrs.get("keepdims", 1) != 1:
+        return None, f"{node.op} {node.name!r} has keepdims=0 (shape plumbing between the steps is not matched)"
+    return int(axes[0]), None
 
 
-def _decomposed_site(graph: gs.Graph, exp: gs.Node) -> SoftmaxSite | None:
-    """Match `Div(e, ReduceSum(e, axis, keepdims=1))` with `e = Exp(x)` (x optionally `x - ReduceMax(x)`)."""
-    e = exp.outputs[0]
+def _sum_and_scale(e: gs.Tensor) -> tuple[gs.Node | None, gs.Node | None, str | None]:
+    """The ReduceSum of `e` and the node dividing `e` by it: Div(e, s), or Mul(e, Reciprocal(s))."""
     consumers = list(e.outputs)
     sums = [n for n in consumers if n.op == "ReduceSum"]
-    divs = [n for n in consumers if n.op == "Div" and n.inputs[0] is e]
-    if len(consumers) != 2 or len(sums) != 1 or len(divs) != 1:
-        return None
-    reduce_sum, div = sums[0], divs[0]
-    if div.inputs[1] is not reduce_sum.outputs[0] or len(reduce_sum.outputs[0].outputs) != 1:
-        return None
-    axis = _single_axis(reduce_sum)
+    if not sums:
+        return None, None, None  # an Exp that is no softmax at all: not worth a word
+    if len(consumers) != 2 or len(sums) != 1:
+        return None, None, f"its output has {len(consumers)} consumers; a softmax's Exp feeds a ReduceSum and a Div"
+    reduce_sum = sums[0]
+    total = reduce_sum.outputs[0]
+    if len(total.outputs) != 1:
+        return None, None, f"the sum {reduce_sum.name!r} has other consumers than the division"
+    scale = total.outputs[0]
+    other = next(n for n in consumers if n is not reduce_sum)
+    if scale.op == "Div" and scale is other and scale.inputs[0] is e and scale.inputs[1] is total:
+        return reduce_sum, scale, None
+    if scale.op == "Reciprocal" and len(scale.outputs[0].outputs) == 1:
+        mul = scale.outputs[0].outputs[0]
+        if mul is other and mul.op == "Mul" and {id(t) for t in mul.inputs} == {id(e), id(scale.outputs[0])}:
+            return reduce_sum, mul, None
+    return None, None, f"the sum {reduce_sum.name!r} does not divide the Exp's own output"
+
+
+def _decomposed_site(graph: gs.Graph, exp: gs.Node) -> tuple[SoftmaxSite | None, str | None]:
+    """Match `Div(e, ReduceSum(e, axis, keepdims=1))` or `Mul(e, Reciprocal(ReduceSum(...)))` with
+    `e = Exp(x)` (x optionally `x - ReduceMax(x)` over the same axis): the site, or why not."""
+    e = exp.outputs[0]
+    reduce_sum, scale, reason = _sum_and_scale(e)
+    if reduce_sum is None:
+        return None, reason
+    axis, reason = _single_axis(reduce_sum)
     if axis is None:
-        return None
-    nodes = [exp, reduce_sum, div]
+        return None, reason
+    reciprocal = reduce_sum.outputs[0].outputs[0]  # the Div itself, or the Reciprocal before the Mul
+    nodes = [exp, reduce_sum, scale] if reciprocal is scale else [exp, reduce_sum, reciprocal, scale]
     logits, pattern = exp.inputs[0], DECOMPOSED
     sub = exp.inputs[0].inputs[0] if exp.inputs[0].inputs else None
     if sub is not None and sub.op == "Sub" and len(sub.outputs[0].outputs) == 1 and sub.inputs[1].inputs:
@@ -99,9 +138,9 @@ def _decomposed_site(graph: gs.Graph, exp: gs.Node) -> SoftmaxSite | None:
         if (
             reduce_max.op == "ReduceMax"
             and reduce_max.inputs[0] is sub.inputs[0]
-            and _single_axis(reduce_max) == axis
+            and _single_axis(reduce_max)[0] == axis
             and len(reduce_max.outputs[0].outputs) == 1
         ):
             nodes = [reduce_max, sub] + nodes
             logits, pattern = sub.inputs[0], DECOMPOSED_SHIFTED
-    return SoftmaxSite(exp.name or div.name, graph, pattern, axis, logits, div.outputs[0], nodes)
+    return SoftmaxSite(exp.name or scale.name, graph, pattern, axis, logits, scale.outputs[0], nodes), None

@@ -241,3 +241,113 @@ def test_shape_annotations_stay_as_the_source_had_them(params_file):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     new, _ = rewrite_model(model, RewriteOptions(params_file=params_file))
     assert list(new.graph.value_info) == [noted]  # "a" and the new tensors get no inferred annotation
+
+
+def _edit(model, **changes):
+    """A copy of a decomposed model with node attributes or inputs changed by node output name."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for node in model.graph.node:
+        for attr_name, value in changes.get(node.output[0], {}).items():
+            if attr_name == "inputs":
+                del node.input[:]
+                node.input.extend(value)
+            else:
+                kept = [a for a in node.attribute if a.name != attr_name]
+                del node.attribute[:]
+                node.attribute.extend([*kept, helper.make_attribute(attr_name, value)])
+    return model
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        ({"s": {"keepdims": 0}}, "has keepdims=0"),
+        ({"s": {"inputs": ["e"]}}, "reduces over every axis"),
+        ({"s": {"inputs": ["e", "axes_in"]}}, "takes its axes from a tensor that is not constant"),
+        ({"y": {"inputs": ["e", "s2"]}}, "does not divide the Exp's own output"),
+    ],
+    ids=["keepdims0", "all-axes", "dynamic-axes", "other-divisor"],
+)
+def test_near_misses_are_refused_with_their_reason(params_file, edit, reason):
+    model = _edit(_decomposed_model(-1, False), **edit)
+    if "axes_in" in str(edit):
+        model.graph.input.append(helper.make_tensor_value_info("axes_in", TensorProto.INT64, [1]))
+    if "s2" in str(edit):  # the sum passes through an Identity before the division
+        model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Identity", ["s"], ["s2"]))
+    with pytest.raises(Exception, match=f"no Softmax.*Exp 'exp' is no softmax: .*{reason}"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
+def test_exp_with_a_third_consumer_is_a_near_miss_in_the_report(params_file):
+    model = _two_site_model_with_near_miss()
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert [s.name for s in report.converted] == ["sm"]
+    assert report.near_misses == [
+        {
+            "name": "exp",
+            "graph": "main",
+            "reason": "its output has 3 consumers; a softmax's Exp feeds a ReduceSum and a Div",
+        }
+    ]
+    assert "Exp" in report.ops_after and "Div" in report.ops_after  # left as it was
+
+
+def _two_site_model_with_near_miss():
+    model = _decomposed_model(-1, False)
+    model.graph.node.append(helper.make_node("Identity", ["e"], ["e_out"]))
+    model.graph.node.append(helper.make_node("Softmax", ["x"], ["z"], name="sm", axis=-1))
+    for name in ("e_out", "z"):
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [3, 4, 5]))
+    return model
+
+
+def test_reduce_max_over_another_axis_is_not_taken_as_the_shift(params_file, rng):
+    """Exp(x - ReduceMax(x, axis 0)) / ReduceSum(axis -1): the sum's site, without the foreign max."""
+    model = _decomposed_model(-1, True)
+    model.graph.initializer.append(helper.make_tensor("axes0", TensorProto.INT64, [1], [0]))
+    model.graph.node[0].input[1] = "axes0"
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert report.sites[0].pattern == DECOMPOSED  # the Sub stays; only Exp/ReduceSum/Div are replaced
+    assert report.ops_after.get("ReduceMax") == 1 and report.ops_after.get("Sub") == 1
+    x = rng.normal(0, 3, (3, 4, 5)).astype(np.float32)
+    shifted = x - x.max(axis=0, keepdims=True)
+    expected = spiking_softmax(shifted, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+def test_reduce_max_with_a_second_consumer_stays(params_file):
+    model = _decomposed_model(-1, True)
+    model.graph.node.append(helper.make_node("Identity", ["m"], ["m_out"]))
+    model.graph.output.append(helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [3, 4, 1]))
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert report.sites[0].pattern == DECOMPOSED and report.ops_after.get("ReduceMax") == 1
+
+
+@pytest.mark.parametrize("with_max", [False, True])
+def test_reciprocal_form_is_a_site(params_file, rng, with_max):
+    """Mul(e, Reciprocal(ReduceSum(e))), as some exporters write the division."""
+    model = _decomposed_model(-1, with_max)
+    div = model.graph.node[-1]
+    model.graph.node.remove(div)
+    model.graph.node.extend(
+        [helper.make_node("Reciprocal", ["s"], ["inv"]), helper.make_node("Mul", ["inv", "e"], ["y"])]
+    )
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert len(report.converted) == 1 and not {"Exp", "Reciprocal", "Mul", "ReduceSum"} & set(report.ops_after)
+    x = rng.normal(0, 3, (3, 4, 5)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+def test_explain_lists_the_near_misses(tmp_path, params_file):
+    from click.testing import CliRunner
+
+    from sit_onnx.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_two_site_model_with_near_miss(), str(path))
+    result = CliRunner().invoke(main, ["rewrite", str(path), "--params", params_file, "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "not a site: Exp node 'exp' in graph main: its output has 3 consumers" in result.output
+    quiet = CliRunner().invoke(main, ["rewrite", str(path), "--params", params_file, "-o", tmp_path / "q.onnx"])
+    assert "not a site" not in quiet.output
