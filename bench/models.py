@@ -89,6 +89,9 @@ def median_ms(session, feeds, repeat):
     return 1000 * float(np.median(times))
 
 
+PROVIDER = ["CPUExecutionProvider"]
+
+
 def plain_session(path, threads, library):
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -96,7 +99,7 @@ def plain_session(path, threads, library):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if library:
         options.register_custom_ops_library(get_library_path())
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=PROVIDER)
 
 
 def bench_whole_models(paths, args, folder):
@@ -105,7 +108,7 @@ def bench_whole_models(paths, args, folder):
         new, report = rewrite_model(onnx.load(str(path)), RewriteOptions(steps=args.steps))
         onnx.save(new, str(converted))
         feeds = {"input": np.random.default_rng(0).normal(size=shape).astype(np.float32)}
-        for threads in (0, 1):
+        for threads in (0, 1) if args.provider == "cpu" else (0,):
             original_ms = median_ms(plain_session(path, threads, False), feeds, args.repeat)
             converted_ms = median_ms(plain_session(converted, threads, True), feeds, args.repeat)
             print(
@@ -137,14 +140,20 @@ def main():
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--sessions", type=int, default=5)
+    parser.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
+    if args.provider == "cuda":
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        PROVIDER[:] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     print(f"onnxruntime {ort.__version__}, K={args.steps}, median of {args.repeat} runs")
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         paths = export_models(folder)
         bench_whole_models(paths, args, folder)
         converted = folder / "bert-base.sit.onnx"
-        bench_session_creation(converted, args)
+        if args.provider == "cpu":
+            bench_session_creation(converted, args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 import numpy as np
+import onnxruntime as ort
 import pytest
+
+if "CUDAExecutionProvider" in ort.get_available_providers() and hasattr(ort, "preload_dlls"):
+    ort.preload_dlls()  # onnxruntime-gpu: load CUDA and cuDNN from the nvidia-* wheels torch brought
 
 from sit_onnx.neurons.params import NeuronParams
 

@@ -41,8 +41,13 @@ def _session(node, dtype, shape_rank, provider="cpu"):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.register_custom_ops_library(get_library_path())
+    if provider == "cuda":  # the op must run on the CUDA kernel: no silent fall back to the CPU one
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    if provider == "cuda":
+        assert session.get_providers()[0] == "CUDAExecutionProvider"
+    return session
 
 
 def _exp_node(params, name="exp"):
