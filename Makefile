@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean params
+.PHONY: demo test setup bench clean params mutation
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard custom_ops/*.txt custom_ops/*/*.h custom_ops/*/*.cc custom_ops/*/*.cu custom_ops/*.cc custom_ops/cmake/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,17 @@ bench: $(STAMP)
 	$(PY) bench/kernels.py
 	$(PY) bench/rewrite.py
 
+# Mutation testing (slow, not part of CI): mutmut over sit_onnx/ (config in pyproject.toml), then
+# the scripted C++ kernel mutants. Prints the scores; `$(VENV)/bin/mutmut results` lists survivors.
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet "mutmut==3.8.1"
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2 >/dev/null 2>&1 || true
+	$(VENV)/bin/mutmut results --all true | awk '{print $$NF}' | sort | uniq -c
+	$(PY) tests/mutation/cpp_mutants.py
+
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) build mutants
 
 # Regenerate the shipped SI-exp parameter sets (about 2 minutes per set on one core). Random starts
 # won for K=4, 6 on [-1, 1] (RMSE) and for K<=12 on [-12, 0] (softmax KL: the spread start fits exp

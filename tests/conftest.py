@@ -1,11 +1,17 @@
-import numpy as np
-import onnxruntime as ort
-import pytest
+import os
+import sys
+
+if "MUTANT_UNDER_TEST" in os.environ:  # `make mutation`: import mutmut's mutated copy, not the editable install
+    sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("_editable_skbc_")]
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import pytest  # noqa: E402
 
 if "CUDAExecutionProvider" in ort.get_available_providers() and hasattr(ort, "preload_dlls"):
     ort.preload_dlls()  # onnxruntime-gpu: load CUDA and cuDNN from the nvidia-* wheels torch brought
 
-from sit_onnx.neurons.params import NeuronParams
+from sit_onnx.neurons.params import NeuronParams  # noqa: E402
 
 
 @pytest.fixture
