@@ -152,7 +152,7 @@ data_options_list = [
         "--dataset",
         type=click.Choice(["digits"]),
         default=None,
-        help="A bundled data set: digits (scikit-learn's 8x8 digits, fixed test split).",
+        help="A bundled data set: digits (scikit-learn's 8x8 digits, its fixed test split, shipped with sit-onnx).",
     ),
 ]
 

@@ -198,3 +198,19 @@ def test_calibrate_sees_every_site_the_rewrite_sees(rng):
     scores = x @ np.swapaxes(x, -1, -2) / 2.0  # Attention's default scale 1/sqrt(head size 4)
     assert sites[0].max == pytest.approx(float(scores.max()), rel=1e-5)
     assert sites[0].min == pytest.approx(float(scores.min()), rel=1e-5)
+
+
+def test_shipped_digits_test_split_is_scikit_learns(monkeypatch):
+    """The demo's data ships with the package (no scikit-learn needed) and is exactly the split
+    the models were trained and measured with."""
+    from sit_onnx.evaluate.datasets import digits_split, digits_test, load_labelled
+
+    images, labels = digits_test()
+    _, x_test, _, y_test = digits_split()
+    np.testing.assert_array_equal(images, x_test)
+    np.testing.assert_array_equal(labels, y_test)
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as after a plain `pip install sit-onnx`
+    data = load_labelled(None, "digits", "images")
+    assert data.arrays["images"].shape == (360, 1, 8, 8) and data.labels.dtype == np.int64
