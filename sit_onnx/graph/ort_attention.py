@@ -219,4 +219,63 @@ def multi_head_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypePr
     return b, ""
 
 
-DECOMPOSERS = {"Attention": attention_body, "MultiHeadAttention": multi_head_attention_body}
+def _repeat_heads(b: Body, x: str, group: int, heads: int, size: int) -> str:
+    """[B, kv_heads, T, size] -> [B, heads, T, size], kv head h serving query heads h*group ... (h+1)*group-1."""
+    if group == 1:
+        return x
+    shape = b.op("Shape", [x])
+    front, back = b.op("Slice", [shape, b.ints([0]), b.ints([2])]), b.op("Slice", [shape, b.ints([2]), b.ints([4])])
+    expanded = b.op(
+        "Expand", [b.op("Unsqueeze", [x, b.ints([2])]), b.op("Concat", [front, b.ints([group]), back], axis=0)]
+    )
+    return b.op("Reshape", [expanded, b.ints([0, heads, -1, size])])
+
+
+GQA_UNSUPPORTED = ("do_rotary", "local_window_size", "smooth_softmax", "qk_output")
+
+
+def group_query_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]):
+    """com.microsoft GroupQueryAttention as a prompt without a KV cache (no past, no rotary):
+    causal attention in which key j of batch b is masked beyond seqlens_k[b]; (body, "") or (None, why)."""
+    ranks, dims = _shapes(types)
+    query, key, value = _input(node, 0), _input(node, 1), _input(node, 2)
+    if not (key and value):
+        return None, "packed QKV is not decomposed yet"
+    if not _input(node, 5):
+        return None, "seqlens_k is missing"
+    if _input(node, 3) or _input(node, 4):
+        return None, "a KV cache (past_key/past_value) is not decomposed yet"
+    if any(_input(node, i) for i in range(7, 12)):
+        return None, "rotary caches, position_ids, attention_bias or head_sink are not decomposed yet"
+    set_attrs = [a for a in GQA_UNSUPPORTED if _attr(node, a, 0) not in (0, -1)]
+    if set_attrs or _attr(node, "softcap", 0.0):
+        return None, f"{', '.join(set_attrs) or 'softcap'} is not decomposed yet"
+    hidden_q, hidden_kv = (dims.get(query) or [None] * 3)[2], (dims.get(key) or [None] * 3)[2]
+    if not isinstance(hidden_q, int) or not isinstance(hidden_kv, int) or ranks.get(query) != 3:
+        return None, "the hidden sizes of query and key are unknown"
+    heads, kv_heads = _attr(node, "num_heads"), _attr(node, "kv_num_heads")
+    head = hidden_q // heads
+    b = Body(node.name or "gqa", types[query].tensor_type.elem_type)
+    q, k, v = _heads(b, query, heads, head), _heads(b, key, kv_heads, head), _heads(b, value, kv_heads, head)
+    if _output(node, 1):
+        b.op("Identity", [k], [node.output[1]])
+    if _output(node, 2):
+        b.op("Identity", [v], [node.output[2]])
+    group = heads // kv_heads
+    k, v = _repeat_heads(b, k, group, heads, head), _repeat_heads(b, v, group, heads, head)
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    scores = b.op("Mul", [scores, b.scalar(_attr(node, "scale", 0.0) or head**-0.5, scores)])
+    i, j, _ = _key_positions(b, scores)
+    lengths = b.op("Reshape", [b.op("Cast", [node.input[5]], to=TensorProto.INT64), b.ints([-1, 1, 1, 1])])
+    masked = b.op("Or", [b.op("Greater", [j, i]), b.op("Greater", [j, lengths])])
+    scores = b.op("Where", [masked, b.scalar(float("-inf"), scores), scores])
+    context = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    _merge_heads(b, context, hidden_q, node.output[0])
+    return b, ""
+
+
+DECOMPOSERS = {
+    "Attention": attention_body,
+    "MultiHeadAttention": multi_head_attention_body,
+    "GroupQueryAttention": group_query_attention_body,
+}

@@ -131,15 +131,7 @@ def test_fully_masked_rows_give_what_the_original_gives():
 def _fused_attention_model():
     nodes = [
         helper.make_node("Softmax", ["x"], ["s"], name="plain_softmax", axis=-1),
-        helper.make_node(
-            "GroupQueryAttention",
-            ["q", "k", "v"],
-            ["y"],
-            name="gqa",
-            domain="com.microsoft",
-            num_heads=2,
-            kv_num_heads=2,
-        ),
+        helper.make_node("PackedAttention", ["q", "k", "v"], ["y"], name="packed", domain="com.microsoft", num_heads=2),
     ]
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8]) for n in ("x", "q", "k", "v")]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("s", "y")]
@@ -154,15 +146,15 @@ def test_fused_attention_op_is_reported_as_left_alone(tmp_path):
     result = CliRunner().invoke(main, ["rewrite", str(path)])
     assert result.exit_code == 0, result.output
     assert "1 of 1 softmax sites converted; 1 attention op(s) left as they were" in result.output
-    assert "com.microsoft::GroupQueryAttention node 'gqa'" in result.output
+    assert "com.microsoft::PackedAttention node 'packed'" in result.output
     record = json.loads(CliRunner().invoke(main, ["rewrite", str(path), "-o", tmp_path / "j.onnx", "--json"]).stdout)
     assert record["attention"] == [
         {
-            "name": "gqa",
-            "op": "com.microsoft::GroupQueryAttention",
+            "name": "packed",
+            "op": "com.microsoft::PackedAttention",
             "graph": "g",
             "expanded": False,
-            "reason": "onnxruntime's fused com.microsoft::GroupQueryAttention: not decomposed by sit-onnx yet",
+            "reason": "onnxruntime's fused com.microsoft::PackedAttention: not decomposed by sit-onnx yet",
         }
     ]
     strict = CliRunner().invoke(main, ["rewrite", str(path), "-o", tmp_path / "s.onnx", "--strict"])
@@ -378,3 +370,57 @@ def test_nodes_out_of_order_are_sorted_but_dangling_inputs_refused(tmp_path):
     model.graph.node[0].input[0] = "nowhere"
     with pytest.raises(Exception, match="not a valid ONNX model"):
         rewrite_model(model, RewriteOptions())
+
+
+def _gqa_model(rng, heads=4, kv_heads=2, lengths=(5, 3), **attrs):
+    b, s, size = 2, 5, 8
+    f32, i32 = TensorProto.FLOAT, TensorProto.INT32
+    inputs = [
+        ("q", f32, [b, s, heads * size], rng.normal(0, 1, (b, s, heads * size)).astype(np.float32)),
+        ("k", f32, [b, s, kv_heads * size], rng.normal(0, 1, (b, s, kv_heads * size)).astype(np.float32)),
+        ("v", f32, [b, s, kv_heads * size], rng.normal(0, 1, (b, s, kv_heads * size)).astype(np.float32)),
+        ("", f32, None, None),
+        ("", f32, None, None),
+        ("seqlens_k", i32, [b], np.array(lengths, np.int32) - 1),
+        ("total_len", i32, [], np.array(s, np.int32)),
+    ]
+    names = [i[0] for i in inputs]
+    node = helper.make_node(
+        "GroupQueryAttention",
+        names,
+        ["y", "pk", "pv"],
+        name="gqa",
+        domain="com.microsoft",
+        num_heads=heads,
+        kv_num_heads=kv_heads,
+        **attrs,
+    )
+    graph_inputs = [helper.make_tensor_value_info(n, t, sh) for n, t, sh, _ in inputs if n]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "pk", "pv")]
+    graph = helper.make_graph([node], "g", graph_inputs, outputs)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets), {n: v for n, _, _, v in inputs if n}
+
+
+@pytest.mark.parametrize(
+    "heads, kv_heads, lengths, attrs",
+    [(4, 2, (5, 3), {}), (4, 4, (5, 5), {}), (4, 1, (2, 5), {"scale": 0.2})],
+    ids=["gqa", "mha", "mqa+scale"],
+)
+def test_group_query_attention_prompt_equals_onnxruntimes_kernel(heads, kv_heads, lengths, attrs):
+    model, feeds = _gqa_model(np.random.default_rng(5), heads, kv_heads, lengths, **attrs)
+    expected = _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::GroupQueryAttention", True)], found
+    for want, got in zip(expected, _ort(expanded, feeds)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    new, report = rewrite_model(model, RewriteOptions())
+    converted = _ort(new, feeds)[0]
+    cosine = float((expected[0] * converted).sum() / np.linalg.norm(expected[0]) / np.linalg.norm(converted))
+    assert len(report.converted) == 1 and cosine > 0.999
+
+
+def test_group_query_attention_with_rotary_is_left_alone_with_why():
+    model, _ = _gqa_model(np.random.default_rng(6), do_rotary=1)
+    _, found = expand_attention(model, 17)
+    assert [(a.expanded, a.reason) for a in found] == [(False, "do_rotary is not decomposed yet")]
