@@ -150,7 +150,7 @@ def build() -> bool:
 
 
 def tests_pass() -> bool:
-    env = {**os.environ, "SIT_ONNX_OPS_LIBRARY": str(BUILD / "custom_ops" / "libsit_onnx_ops.so")}
+    env = {**os.environ, "SIT_ONNX_OPS_LIBRARY": str(BUILD / "libsit_onnx_ops.so")}  # custom_ops/ is the root here
     command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not gpu", *TESTS]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True).returncode == 0
 
@@ -163,7 +163,7 @@ def main() -> int:
     subprocess.run([*configure, f"-DORT_INCLUDE_DIR={ort_headers()}"], check=True, capture_output=True)
     if not build() or not tests_pass():
         sys.exit("the unmutated library does not build or pass the tests: nothing to measure")
-    killed, survivors = 0, []
+    killed, survivors, invalid = 0, [], []
     chosen = [m for m in MUTANTS if args.only is None or args.only in m[0]]
     for name, relative, original, mutated in chosen:
         path = ROOT / "custom_ops" / relative
@@ -171,15 +171,21 @@ def main() -> int:
         assert source.count(original) == 1, f"{name}: the original text is not unique in {relative}"
         try:
             path.write_text(source.replace(original, mutated))
-            dead = not build() or not tests_pass()
+            builds = build()
+            dead = builds and not tests_pass()
         finally:
             path.write_text(source)
+        if not builds:  # a mutant the compiler refuses is a broken mutant, not a test's catch
+            invalid.append(name)
+            print(f"INVALID  {name} (does not build)", flush=True)
+            continue
         killed += dead
         if not dead:
             survivors.append(name)
         print(f"{'killed  ' if dead else 'SURVIVED'} {name}", flush=True)
     build()  # leave the mutation build unmutated
-    print(f"C++ mutants: {killed} of {len(chosen)} killed ({100 * killed / max(len(chosen), 1):.0f}%)")
+    valid = len(chosen) - len(invalid)
+    print(f"C++ mutants: {killed} of {valid} killed ({100 * killed / max(valid, 1):.0f}%), {len(invalid)} invalid")
     for name in survivors:
         print(f"  survivor: {name}")
     return 0
