@@ -163,3 +163,23 @@ def test_invalid_graph_is_refused(tmp_path, params_file):
     path.write_bytes(model.SerializeToString())
     assert_one_line_error(invoke("rewrite", path, "--params", params_file), "not a valid ONNX model")
     assert not path.with_name("broken.sit.onnx").exists()
+
+
+def test_file_report_names_input_and_output(tmp_path, params_file):
+    from sit_onnx.graph.convert import RewriteOptions
+    from sit_onnx.graph.convert_file import default_output, rewrite_file
+
+    source = tmp_path / "model"  # no .onnx suffix: the default output appends to the whole name
+    onnx.save(softmax_model([2, 5], -1), str(source))
+    assert default_output(source) == tmp_path / "model.sit.onnx"
+    assert default_output(tmp_path / "m.onnx") == tmp_path / "m.sit.onnx"
+    report = rewrite_file(source, None, RewriteOptions(params_file=params_file))
+    assert report.input == str(source) and report.output == str(tmp_path / "model.sit.onnx")
+    assert onnx.load(str(source)).graph.node[0].op_type == "Softmax"  # the input untouched
+
+
+def test_refusal_says_which_input_file(tmp_path, params_file):
+    path = tmp_path / "m.onnx"
+    onnx.save(softmax_model([2, 5], -1), str(path))
+    result = invoke("rewrite", path, "-o", path, "--force", "--params", params_file)
+    assert_one_line_error(result, "refusing to overwrite the input model")

@@ -351,3 +351,54 @@ def test_explain_lists_the_near_misses(tmp_path, params_file):
     assert "not a site: Exp node 'exp' in graph main: its output has 3 consumers" in result.output
     quiet = CliRunner().invoke(main, ["rewrite", str(path), "--params", params_file, "-o", tmp_path / "q.onnx"])
     assert "not a site" not in quiet.output
+
+
+@pytest.mark.parametrize("kind", ["value", "value_ints", "value_int"])
+def test_axes_from_every_kind_of_constant_node(params_file, rng, kind):
+    model = _decomposed_model(-1, False)
+    del model.graph.initializer[:]
+    value = {"value": helper.make_tensor("a", TensorProto.INT64, [1], [-1]), "value_ints": [-1], "value_int": -1}[kind]
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["axes"], **{kind: value}))
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert len(report.converted) == 1 and report.sites[0].axis == -1
+
+
+def test_axes_from_a_constant_node_of_another_domain_are_not_constant(params_file):
+    model = _decomposed_model(-1, False)
+    del model.graph.initializer[:]
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["axes"], domain="custom", value_ints=[-1]))
+    model.opset_import.append(helper.make_opsetid("custom", 1))
+    with pytest.raises(Exception, match="takes its axes from a tensor that is not constant"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
+def test_reduce_max_axes_as_an_attribute_before_opset_18(params_file, rng):
+    model = _decomposed_model(-1, True, opset=17)
+    reduce_max = model.graph.node[0]
+    del reduce_max.input[1:]
+    reduce_max.attribute.append(helper.make_attribute("axes", [-1]))
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert report.sites[0].pattern == DECOMPOSED_SHIFTED and "ReduceMax" not in report.ops_after
+
+
+@pytest.mark.parametrize(
+    "tail, reason",
+    [
+        (lambda: [helper.make_node("Div", ["s", "e"], ["y"])], "does not divide the Exp's own output"),
+        (
+            lambda: [helper.make_node("Reciprocal", ["s"], ["inv"]), helper.make_node("Mul", ["inv", "inv"], ["y"])],
+            "consumers",
+        ),
+        (
+            lambda: [helper.make_node("Reciprocal", ["s"], ["inv"]), helper.make_node("Add", ["inv", "e"], ["y"])],
+            "does not divide",
+        ),
+    ],
+    ids=["sum-over-exp", "reciprocal-squared", "reciprocal-added"],
+)
+def test_other_uses_of_the_sum_are_no_softmax(params_file, tail, reason):
+    model = _decomposed_model(-1, False)
+    model.graph.node.pop()  # the Div
+    model.graph.node.extend(tail())
+    with pytest.raises(Exception, match=f"no Softmax.*{reason}"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))

@@ -65,3 +65,18 @@ def test_dtype_and_shape_preserved(rng, dtype):
 def test_negative_time_steps_rejected():
     with pytest.raises(ValueError, match="time_steps"):
         si_norm(np.ones(3), time_steps=-1)
+
+
+@pytest.mark.parametrize("time_steps", [0, -1])
+def test_simulation_needs_at_least_one_input_spike(time_steps):
+    from sit_onnx.neurons.si_norm import simulate_si_norm
+
+    with pytest.raises(ValueError, match=f"simulation needs time_steps >= 1, got {time_steps}"):
+        simulate_si_norm(np.ones((2, 3)), time_steps=time_steps)
+
+
+def test_simulation_counts_are_integers_on_float32_input():
+    from sit_onnx.neurons.si_norm import simulate_si_norm
+
+    rates, counts = simulate_si_norm(np.array([[1, 2, 1]], np.float32), time_steps=8)
+    assert counts.dtype == np.int64 and counts.tolist() == [[2, 4, 2]] and rates.tolist() == [[0.25, 0.5, 0.25]]

@@ -52,3 +52,10 @@ def test_paper_protocol_error_matches_reference_figures():
     # shared/neuron-fit-reference.md: a good K=12 fit gives KL ~1e-4, MAE 6.4e-4 at n=16
     q = softmax_quality(shipped_params(12, PAPER_RANGE), 16, "paper", vectors=500)
     assert q.kl < 3e-4 and q.mae < 1.5e-3
+
+
+def test_plain_softmax_computes_in_float64():
+    """The baseline every error is measured against: float64 whatever the logits' type."""
+    got = softmax(np.array([[0, 1, 2]], np.float32))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, np.exp([[0, 1, 2]]) / np.exp([0, 1, 2]).sum())

@@ -1,0 +1,55 @@
+"""compare_arrays, figure by figure, on arrays small enough to work out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sit_onnx.evaluate.compare import compare_arrays
+
+
+def test_figures_of_a_small_comparison():
+    a = np.array([1.0, -2.0, 4.0, 0.5], np.float32)
+    b = np.array([1.5, -2.0, 3.0, 0.5], np.float32)
+    r = compare_arrays("y", a, b, atol=0.6, rtol=0.0)
+    assert (r.name, r.shape, r.atol, r.rtol, r.problem) == ("y", [4], 0.6, 0.0, None)
+    assert r.max_abs == 1.0 and r.mean_abs == pytest.approx(0.375) and r.median_abs == pytest.approx(0.25)
+    assert r.max_rel == pytest.approx(0.5) and r.mean_rel == pytest.approx((0.5 + 0 + 0.25 + 0) / 4)
+    assert r.median_rel == pytest.approx(0.125)
+    cosine = float(a.astype(float) @ b / np.linalg.norm(a.astype(float)) / np.linalg.norm(b.astype(float)))
+    assert r.cosine == pytest.approx(cosine) and r.min_atol_to_pass == 1.0 and not r.passed
+    with_rtol = compare_arrays("y", a, b, atol=0.5, rtol=0.125)  # |4 - 3| <= 0.5 + 0.125 * 4
+    assert with_rtol.passed and with_rtol.min_atol_to_pass == pytest.approx(0.5)
+
+
+def test_cosine_of_zero_and_opposite_outputs():
+    zero = np.zeros(3)
+    assert compare_arrays("y", zero, zero, 0, 0).cosine == 1.0  # both silent: the same output
+    assert compare_arrays("y", zero, np.ones(3), 1, 0).cosine == 0.0
+    assert compare_arrays("y", np.ones(3), -np.ones(3), 2, 0).cosine == pytest.approx(-1.0)
+
+
+def test_non_finite_values_are_left_out_of_the_cosine():
+    a, b = np.array([1.0, np.nan, 2.0]), np.array([1.0, np.nan, 2.0])
+    r = compare_arrays("y", a, b, 0, 0)
+    assert r.passed and r.cosine == pytest.approx(1.0) and r.max_abs == 0.0
+    c = np.array([1.0, 5.0, 2.0])  # NaN on one side only: left out of the cosine, fails the tolerance
+    one_sided = compare_arrays("y", a, c, 1e9, 0)
+    assert not one_sided.passed and one_sided.cosine == pytest.approx(1.0) and math.isinf(one_sided.max_abs)
+
+
+def test_empty_outputs_compare_equal():
+    r = compare_arrays("y", np.zeros((0, 3)), np.zeros((0, 3)), 0, 0)
+    assert r.passed and r.max_abs == 0.0 and r.mean_rel == 0.0 and r.min_atol_to_pass == 0.0
+
+
+def test_shapes_differ_record():
+    r = compare_arrays("out", np.zeros((2, 3)), np.zeros((3, 2)), 0.1, 0.2)
+    assert (r.name, r.shape, r.atol, r.rtol, r.passed) == ("out", [2, 3], 0.1, 0.2, False)
+    assert r.problem == "shapes differ: [2, 3] vs [3, 2]"
+    assert math.isinf(r.max_abs) and math.isinf(r.min_atol_to_pass) and math.isnan(r.cosine)
+
+
+def test_integer_outputs_are_compared_as_numbers():
+    r = compare_arrays("ids", np.array([3, 7], np.int64), np.array([3, 9], np.int64), 1.5, 0)
+    assert r.max_abs == 2.0 and not r.passed
