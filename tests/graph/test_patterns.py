@@ -402,3 +402,41 @@ def test_other_uses_of_the_sum_are_no_softmax(params_file, tail, reason):
     model.graph.node.extend(tail())
     with pytest.raises(Exception, match=f"no Softmax.*{reason}"):
         rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
+def _mixed_precision_model(cast_back=True):
+    """float16 logits; the row sum taken in float32 between Casts, as mixed-precision exports write it."""
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [-1])
+    nodes = [
+        helper.make_node("Exp", ["x"], ["e"], name="exp"),
+        helper.make_node("Cast", ["e"], ["e32"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["e32", "axes"], ["s32"], keepdims=1),
+    ]
+    if cast_back:
+        nodes += [
+            helper.make_node("Cast", ["s32"], ["s"], to=TensorProto.FLOAT16),
+            helper.make_node("Div", ["e", "s"], ["y"]),
+        ]
+    else:  # the sum goes on in float32: not the Exp's own division
+        nodes += [helper.make_node("Div", ["e32", "s32"], ["y32"]), helper.make_node("Cast", ["y32"], ["y"], to=10)]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [3, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3, 7])],
+        [axes],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_sum_between_casts_is_a_site(params_file, rng):
+    new, report = rewrite_model(_mixed_precision_model(), RewriteOptions(params_file=params_file))
+    assert len(report.converted) == 1 and not {"Exp", "ReduceSum", "Cast", "Div"} & set(report.ops_after)
+    x = rng.normal(0, 3, (3, 7)).astype(np.float16)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0].astype(np.float32), expected.astype(np.float32), atol=1e-3)
+
+
+def test_division_after_the_cast_is_no_site(params_file):
+    with pytest.raises(Exception, match="no Softmax.*its output is cast, then summed and divided"):
+        rewrite_model(_mixed_precision_model(cast_back=False), RewriteOptions(params_file=params_file))

@@ -1,0 +1,122 @@
+"""Matcher: softmax written out by hand, starting from its Exp:
+`Div(e, ReduceSum(e, axis, keepdims=1))` or `Mul(e, Reciprocal(ReduceSum(...)))`, `e = Exp(x)`,
+x optionally `x - ReduceMax(x)` over the same axis, the sum optionally between Casts (mixed
+precision: e cast up, summed, cast back). Each refusal says why."""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from sit_onnx.graph.matchers.base import (
+    DECOMPOSED,
+    DECOMPOSED_SHIFTED,
+    DEFAULT_DOMAINS,
+    Match,
+    SoftmaxSite,
+    constant_value,
+)
+
+
+def match(graph: gs.Graph, node: gs.Node) -> Match | None:
+    if node.op != "Exp" or (node.domain or "") not in DEFAULT_DOMAINS:
+        return None
+    site, reason = _decomposed_site(graph, node)
+    return Match(site, reason)
+
+
+def _single_axis(node: gs.Node) -> tuple[int | None, str | None]:
+    """The one reduction axis of a ReduceSum/ReduceMax (attribute or constant input), or why not."""
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1:
+        value = constant_value(node.inputs[1])
+        if value is None:
+            return None, f"{node.op} {node.name!r} takes its axes from a tensor that is not constant"
+        axes = value.reshape(-1).tolist()
+    if axes is None:
+        return None, f"{node.op} {node.name!r} reduces over every axis"
+    if len(axes) != 1:
+        return None, f"{node.op} {node.name!r} reduces over {len(axes)} axes, a softmax over one"
+    if node.attrs.get("keepdims", 1) != 1:
+        return None, f"{node.op} {node.name!r} has keepdims=0 (shape plumbing between the steps is not matched)"
+    return int(axes[0]), None
+
+
+def _through_casts(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
+    """Follow a chain of single-consumer Casts down from `tensor`: the tensor at its end and the Casts."""
+    casts = []
+    while len(tensor.outputs) == 1 and tensor.outputs[0].op == "Cast":
+        casts.append(tensor.outputs[0])
+        tensor = casts[-1].outputs[0]
+    return tensor, casts
+
+
+def _sum_via(node: gs.Node) -> tuple[list[gs.Node], gs.Node | None]:
+    """A consumer of e that is the ReduceSum, or Casts leading to it: (the Casts, the ReduceSum)."""
+    if node.op == "ReduceSum":
+        return [], node
+    if node.op != "Cast":
+        return [], None
+    end, casts = _through_casts(node.outputs[0])
+    summed = end.outputs[0] if len(end.outputs) == 1 and end.outputs[0].op == "ReduceSum" else None
+    return [node, *casts], summed
+
+
+def _sum_and_scale(e: gs.Tensor) -> tuple[list[gs.Node] | None, gs.Node | None, str | None]:
+    """The nodes from `e` to the sum's use (optional Casts, the ReduceSum, optional Casts, and a
+    Reciprocal for the Mul form) and the node dividing `e` by it: Div(e, s) or Mul(e, Reciprocal(s))."""
+    consumers = list(e.outputs)
+    sums = [(n, *_sum_via(n)) for n in consumers]
+    sums = [(n, casts, summed) for n, casts, summed in sums if summed is not None]
+    if not sums:
+        end, _ = _through_casts(e)
+        if end is not e and any(n.op == "ReduceSum" for n in end.outputs):
+            return (
+                None,
+                None,
+                "its output is cast, then summed and divided: the division must take the Exp's own output",
+            )
+        return None, None, None  # an Exp that is no softmax at all: not worth a word
+    if len(consumers) != 2 or len(sums) != 1:
+        return None, None, f"its output has {len(consumers)} consumers; a softmax's Exp feeds a ReduceSum and a Div"
+    first, casts_in, reduce_sum = sums[0]
+    total, casts_out = _through_casts(reduce_sum.outputs[0])
+    before = [*casts_in, reduce_sum, *casts_out]
+    if len(total.outputs) != 1:
+        return None, None, f"the sum {reduce_sum.name!r} has other consumers than the division"
+    scale = total.outputs[0]
+    other = next(n for n in consumers if n is not first)
+    if scale.op == "Div" and scale is other and scale.inputs[0] is e and scale.inputs[1] is total:
+        return before, scale, None
+    if scale.op == "Reciprocal" and len(scale.outputs[0].outputs) == 1:
+        mul = scale.outputs[0].outputs[0]
+        if mul is other and mul.op == "Mul" and {id(t) for t in mul.inputs} == {id(e), id(scale.outputs[0])}:
+            return [*before, scale], mul, None
+    return None, None, f"the sum {reduce_sum.name!r} does not divide the Exp's own output"
+
+
+def _decomposed_site(graph: gs.Graph, exp: gs.Node) -> tuple[SoftmaxSite | None, str | None]:
+    """Match `Div(e, ReduceSum(e, axis, keepdims=1))` or `Mul(e, Reciprocal(ReduceSum(...)))` with
+    `e = Exp(x)` (x optionally `x - ReduceMax(x)` over the same axis, the sum optionally between
+    Casts): the site, or why not."""
+    e = exp.outputs[0]
+    between, scale, reason = _sum_and_scale(e)
+    if between is None:
+        return None, reason
+    reduce_sum = next(n for n in between if n.op == "ReduceSum")
+    axis, reason = _single_axis(reduce_sum)
+    if axis is None:
+        return None, reason
+    nodes = [exp, *between, scale]
+    logits, pattern = exp.inputs[0], DECOMPOSED
+    sub = exp.inputs[0].inputs[0] if exp.inputs[0].inputs else None
+    if sub is not None and sub.op == "Sub" and len(sub.outputs[0].outputs) == 1 and sub.inputs[1].inputs:
+        reduce_max = sub.inputs[1].inputs[0]
+        if (
+            reduce_max.op == "ReduceMax"
+            and reduce_max.inputs[0] is sub.inputs[0]
+            and _single_axis(reduce_max)[0] == axis
+            and len(reduce_max.outputs[0].outputs) == 1
+        ):
+            nodes = [reduce_max, sub] + nodes
+            logits, pattern = sub.inputs[0], DECOMPOSED_SHIFTED
+    return SoftmaxSite(exp.name or scale.name, graph, pattern, axis, logits, scale.outputs[0], nodes), None
