@@ -13,7 +13,6 @@ import argparse
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +24,7 @@ from sit_onnx.evaluate.accuracy import accuracy_report, predict  # noqa: E402
 from sit_onnx.evaluate.datasets import load_labelled  # noqa: E402
 from sit_onnx.evaluate.energy import estimate_energy  # noqa: E402
 from sit_onnx.evaluate.experiment import first_input_name, sample_feeds  # noqa: E402
+from sit_onnx.evaluate.layers import layer_sweep  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
 from sit_onnx.graph.load import load_model  # noqa: E402
 from sit_onnx.runtime import make_session  # noqa: E402
@@ -97,22 +97,16 @@ def main():
             f"{tuned.loss_points:+.2f} | {pct(shifted.converted_accuracy)} | {shifted.loss_points:+.2f} |"
         )
         original = load_model(path)
-        ann = predict(make_session(original), data.arrays, data.source)
         rows = [
             "| sites converted | last site | accuracy (max-shift) | loss | accuracy (paper mode) | loss |",
             "|---|---|---|---|---|---|",
         ]
-        for n in range(len(report.sites) + 1):
-            cells = []
-            for options in (SHIFT, PAPER):
-                if n == 0:
-                    acc = accuracy_report(data.labels, ann, ann)
-                else:
-                    converted, _ = rewrite_model(original, replace(options, first=n))
-                    acc = accuracy_report(data.labels, ann, predict(make_session(converted), data.arrays, data.source))
-                cells.append(f"{pct(acc.converted_accuracy)} | {acc.loss_points:+.2f}")
-            site = report.sites[n - 1].name if n else "-"
-            rows.append(f"| {n} | `{site}` | {cells[0]} | {cells[1]} |")
+        sweeps = [layer_sweep(original, options, data) for options in (SHIFT, PAPER)]
+        for shift_row, paper_row in zip(*sweeps):
+            rows.append(
+                f"| {shift_row.converted_sites} | `{shift_row.last_site}` | {pct(shift_row.accuracy)} | "
+                f"{shift_row.loss_points:+.2f} | {pct(paper_row.accuracy)} | {paper_row.loss_points:+.2f} |"
+            )
         converted, _ = rewrite_model(original, SHIFT)
         energy = estimate_energy(original, converted, sample_feeds(original, data, 64))
         details += [

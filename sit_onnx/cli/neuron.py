@@ -8,9 +8,8 @@ import click
 
 from sit_onnx.cli.options import check_range, emit_json, json_option, range_option, table
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS, shipped_params
-from sit_onnx.neurons.quality import as_dict, exp_quality, softmax_quality
-
-SWEEP_LENGTHS = (16, 64, 197)
+from sit_onnx.neurons.quality import as_dict, exp_quality
+from sit_onnx.neurons.sweep import SWEEP_LENGTHS
 
 
 @click.group()
@@ -182,20 +181,14 @@ def sweep(steps_list, plot, vectors, as_json):
     """K against SI-exp RMSE and Spiking-Softmax error (the paper's Figure 7)."""
     from tqdm import tqdm
 
+    from sit_onnx.neurons.sweep import plot_figure7
+    from sit_onnx.neurons.sweep import sweep as figure7_sweep
+
     steps_list = steps_list or SHIPPED_STEPS
-    rows = []
-    for k in tqdm(steps_list, desc="sweep", disable=None, leave=False):
-        paper, shifted = shipped_params(k, PAPER_RANGE), shipped_params(k, SHIFT_RANGE)
-        row = {
-            "steps": k,
-            "si_exp": as_dict(exp_quality(paper)),
-            "si_exp_shift": as_dict(exp_quality(shifted)),
-            "softmax": [as_dict(softmax_quality(paper, n, "paper", vectors)) for n in SWEEP_LENGTHS]
-            + [as_dict(softmax_quality(shifted, n, "max-shift", vectors)) for n in SWEEP_LENGTHS],
-        }
-        rows.append(row)
+    with tqdm(total=len(steps_list), desc="sweep", disable=None, leave=False) as bar:
+        rows = figure7_sweep(steps_list, vectors, bar.update)
     if plot:
-        _plot_sweep(rows, plot)
+        plot_figure7(rows, plot)
     if as_json:
         emit_json(
             {"sweep": rows, "lengths": list(SWEEP_LENGTHS), "vectors": vectors, "plot": str(plot) if plot else None}
@@ -213,33 +206,3 @@ def sweep(steps_list, plot, vectors, as_json):
     )
     if plot:
         click.echo(f"plot written to {plot}")
-
-
-def _plot_sweep(rows, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from sit_onnx.atomic import write_bytes_atomic
-
-    ks = [r["steps"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.semilogy(ks, [r["si_exp"]["rmse"] for r in rows], "o-", label="SI-exp on [-1, 1]")
-    left.semilogy(ks, [r["si_exp_shift"]["rmse"] for r in rows], "s-", label=f"SI-exp on [{SHIFT_RANGE[0]:g}, 0]")
-    left.set(xlabel="time steps K", ylabel="RMSE vs exp", title="SI-exp")
-    left.legend()
-    for i, n in enumerate(SWEEP_LENGTHS):
-        right.semilogy(ks, [r["softmax"][i]["mse"] for r in rows], "o-", label=f"paper, n={n}")
-        right.semilogy(
-            ks, [r["softmax"][i + len(SWEEP_LENGTHS)]["mse"] for r in rows], "s--", label=f"max-shift, n={n}"
-        )
-    right.set(xlabel="time steps K", ylabel="MSE vs softmax", title="Spiking-Softmax")
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())

@@ -1,0 +1,64 @@
+"""The paper's Figure 7: the shipped SI-exp sets for each K, scored on exp (RMSE) and as
+Spiking-Softmax against softmax on random rows, for the paper's range and the max-shift range."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS, shipped_params
+from sit_onnx.neurons.quality import as_dict, exp_quality, softmax_quality
+
+SWEEP_LENGTHS = (16, 64, 197)
+
+
+def sweep(
+    steps: Iterable[int] = SHIPPED_STEPS, vectors: int = 2000, progress: Callable[[int], None] | None = None
+) -> list[dict]:
+    """One row per K: exp RMSE on both ranges, softmax figures per row length and protocol."""
+    rows = []
+    for k in steps:
+        paper, shifted = shipped_params(k, PAPER_RANGE), shipped_params(k, SHIFT_RANGE)
+        rows.append(
+            {
+                "steps": k,
+                "si_exp": as_dict(exp_quality(paper)),
+                "si_exp_shift": as_dict(exp_quality(shifted)),
+                "softmax": [as_dict(softmax_quality(paper, n, "paper", vectors)) for n in SWEEP_LENGTHS]
+                + [as_dict(softmax_quality(shifted, n, "max-shift", vectors)) for n in SWEEP_LENGTHS],
+            }
+        )
+        if progress:
+            progress(1)
+    return rows
+
+
+def plot_figure7(rows: list[dict], path: Path) -> None:
+    """The paper's Figure 7 from `sweep` rows, as a PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from sit_onnx.atomic import write_bytes_atomic
+
+    ks = [r["steps"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.semilogy(ks, [r["si_exp"]["rmse"] for r in rows], "o-", label="SI-exp on [-1, 1]")
+    left.semilogy(ks, [r["si_exp_shift"]["rmse"] for r in rows], "s-", label=f"SI-exp on [{SHIFT_RANGE[0]:g}, 0]")
+    left.set(xlabel="time steps K", ylabel="RMSE vs exp", title="SI-exp")
+    left.legend()
+    for i, n in enumerate(SWEEP_LENGTHS):
+        right.semilogy(ks, [r["softmax"][i]["mse"] for r in rows], "o-", label=f"paper, n={n}")
+        right.semilogy(
+            ks, [r["softmax"][i + len(SWEEP_LENGTHS)]["mse"] for r in rows], "s--", label=f"max-shift, n={n}"
+        )
+    right.set(xlabel="time steps K", ylabel="MSE vs softmax", title="Spiking-Softmax")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
