@@ -20,11 +20,12 @@ from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
-from sit_onnx.graph.rewrite_softmax import ChainOptions, NamePool, replace_site
+from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_protos
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
+from sit_onnx.neurons.softmax import SoftmaxOptions
 
 MIN_OPSET = 13  # function bodies need ReduceSum's axes input; older models are converted up first
 
@@ -45,6 +46,10 @@ class RewriteOptions:
     # One SpikingSoftmax node per site (its function body is SpikingExp -> SpikingNorm), or the
     # explicit chain of standard ops and the two neurons. None: fused, except for an ensemble set.
     fuse: bool | None = None
+
+    def softmax_options(self) -> SoftmaxOptions:
+        """How each site's neurons are fed: the reference's options (the same numbers, by construction)."""
+        return SoftmaxOptions(sigmoid=self.sigmoid, shift=self.shift, time_steps=self.time_steps)
 
     def neuron_params(self) -> NeuronParams:
         """The explicit file, else the shipped set for K on the range the mode feeds SI-exp."""
@@ -195,7 +200,9 @@ def select_sites(sites: list[SoftmaxSite], options: RewriteOptions) -> list[str 
     return reasons
 
 
-def apply(graph: gs.Graph, sites, reasons, prepared: Prepared, params: NeuronParams, chain: ChainOptions):
+def apply(
+    graph: gs.Graph, sites, reasons, prepared: Prepared, params: NeuronParams, options: SoftmaxOptions, fuse: bool
+):
     """Replace the selected sites; one SiteReport per site."""
     names = NamePool(graph)
     reports = []
@@ -213,7 +220,7 @@ def apply(graph: gs.Graph, sites, reasons, prepared: Prepared, params: NeuronPar
             output=site.output.name,
         )
         if reason is None:
-            entry.replaced_with = replace_site(site, params, chain, prepared.opset, names)
+            entry.replaced_with = replace_site(site, params, options, fuse, prepared.opset, names)
         reports.append(entry)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     return reports
@@ -269,8 +276,7 @@ def rewrite_model(
         extra += "".join(f"; Exp {m.name!r} is no softmax: {m.reason}" for m in misses[:3])
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert{extra}")
     reasons = select_sites(sites, options)
-    chain = ChainOptions(options.sigmoid, options.shift, options.time_steps, fuse)
-    reports = apply(graph, sites, reasons, prepared, params, chain)
+    reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse)
     new = finish(graph, prepared, params, options.inline)
     report = RewriteReport(
         input=source,

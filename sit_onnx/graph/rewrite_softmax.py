@@ -8,8 +8,6 @@ one `cleanup().toposort()` the caller runs per pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
@@ -19,17 +17,10 @@ from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.sites import SoftmaxSite
 from sit_onnx.graph.walk import walk_graphs
 from sit_onnx.neurons.params import NeuronParams
+from sit_onnx.neurons.softmax import SoftmaxOptions
 
 AXES_INPUT_OPSET_REDUCE_MAX = 18
 KERNEL_DTYPES = (np.float32, np.float16)
-
-
-@dataclass(frozen=True)
-class ChainOptions:
-    sigmoid: bool
-    shift: bool
-    time_steps: int
-    fuse: bool = False  # one SpikingSoftmax node instead of the chain (same numbers, fewer memory passes)
 
 
 class NamePool:
@@ -50,9 +41,10 @@ class NamePool:
 
 
 def replace_site(
-    site: SoftmaxSite, params: NeuronParams, options: ChainOptions, opset: int, names: NamePool
+    site: SoftmaxSite, params: NeuronParams, options: SoftmaxOptions, fuse: bool, opset: int, names: NamePool
 ) -> list[str]:
-    """Swap one site for the spiking chain; return the op types inserted, in order."""
+    """Swap one site for one SpikingSoftmax node (`fuse`) or the spiking chain, converting as the
+    neurons' own SoftmaxOptions say; return the op types inserted, in order."""
     graph, logits, output = site.graph, site.logits, site.output
     for node in site.nodes:
         node.inputs.clear()
@@ -62,7 +54,7 @@ def replace_site(
     # float16 logits go through the chain's Sigmoid/max-shift in float32, as the fused kernel and
     # its function body do: an float16 Sub rounds x - max before SI-exp sees it, and onnxruntime
     # keeps or drops that rounding depending on which path (kernel or function body) runs.
-    chain_in_half = dtype == np.float16 and not options.fuse and (options.shift or options.sigmoid)
+    chain_in_half = dtype == np.float16 and not fuse and (options.shift or options.sigmoid)
     cast = dtype not in KERNEL_DTYPES or (dtype == np.float16 and opset < CASTLIKE_OPSET) or chain_in_half
     inserted: list[str] = []
 
@@ -79,7 +71,7 @@ def replace_site(
     work = np.dtype(np.float32) if cast else dtype
     x = add("Cast", [logits], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}) if cast else logits
     norm_attrs = {"axis": int(site.axis), "time_steps": int(options.time_steps)}
-    if options.fuse:
+    if fuse:
         op, inputs = SPIKING_SOFTMAX, [x]
         flags = {"shift": int(options.shift), "sigmoid": int(options.sigmoid)}
         attrs = {**neuron_attributes(params), **norm_attrs, **flags}
