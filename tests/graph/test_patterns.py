@@ -440,3 +440,68 @@ def test_sum_between_casts_is_a_site(params_file, rng):
 def test_division_after_the_cast_is_no_site(params_file):
     with pytest.raises(Exception, match="no Softmax.*its output is cast, then summed and divided"):
         rewrite_model(_mixed_precision_model(cast_back=False), RewriteOptions(params_file=params_file))
+
+
+def _plumbed_model(restore_shape=(2, 3, 1), expand=True):
+    """A shipped model's form: Sub(x, Expand(Reshape(Max(ReduceMax(x), c)))) -> Exp ->
+    ReduceSum(keepdims=0) -> Reshape -> Expand -> Div."""
+    c = helper.make_tensor("c", TensorProto.FLOAT, [], [-30.0])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], list(restore_shape))
+    full = helper.make_tensor("full", TensorProto.INT64, [3], [2, 3, 5])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [-1])
+    nodes = [
+        helper.make_node("ReduceMax", ["x", "axes"], ["m0"], keepdims=0),
+        helper.make_node("Max", ["m0", "c"], ["m1"]),
+        helper.make_node("Reshape", ["m1", "shape"], ["m2"]),
+        helper.make_node("Expand", ["m2", "full"], ["m3"]),
+        helper.make_node("Sub", ["x", "m3"], ["z"]),
+        helper.make_node("Exp", ["z"], ["e"], name="exp"),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s0"], keepdims=0),
+        helper.make_node("Reshape", ["s0", "shape"], ["s1"]),
+    ]
+    divisor = "s1"
+    if expand:
+        nodes.append(helper.make_node("Expand", ["s1", "full"], ["s2"]))
+        divisor = "s2"
+    nodes.append(helper.make_node("Div", ["e", divisor], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5])],
+        [c, shape, full, axes],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("expand", [True, False])
+def test_shape_plumbing_that_restores_the_axis_is_a_site(params_file, rng, expand):
+    new, report = rewrite_model(_plumbed_model(expand=expand), RewriteOptions(params_file=params_file))
+    assert len(report.converted) == 1 and report.sites[0].axis == -1
+    assert not {"Exp", "ReduceSum", "Div"} & set(report.ops_after)
+    x = rng.normal(0, 3, (2, 3, 5)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+def test_shape_plumbing_to_another_axis_is_a_near_miss(params_file):
+    """Square rows: the sum over the last axis reshaped to [2, 1, 3] divides along the wrong axis
+    (valid shapes, no softmax)."""
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [-1])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [2, 1, 3])
+    nodes = [
+        helper.make_node("Exp", ["x"], ["e"], name="exp"),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s0"], keepdims=0),
+        helper.make_node("Reshape", ["s0", "shape"], ["s1"]),
+        helper.make_node("Div", ["e", "s1"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 3])],
+        [axes, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(Exception, match="keepdims=0 and the sum comes back with shape \\[2, 1, 3\\]"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))

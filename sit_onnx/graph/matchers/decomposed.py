@@ -24,8 +24,9 @@ def match(graph: gs.Graph, node: gs.Node) -> Match | None:
     return Match(site, reason)
 
 
-def _single_axis(node: gs.Node) -> tuple[int | None, str | None]:
-    """The one reduction axis of a ReduceSum/ReduceMax (attribute or constant input), or why not."""
+def _single_axis(node: gs.Node, dropped_ok: bool = False) -> tuple[int | None, str | None]:
+    """The one reduction axis of a ReduceSum/ReduceMax (attribute or constant input), or why not.
+    keepdims=0 only where the caller checks the shape plumbing that restores the axis."""
     axes = node.attrs.get("axes")
     if axes is None and len(node.inputs) > 1:
         value = constant_value(node.inputs[1])
@@ -36,9 +37,39 @@ def _single_axis(node: gs.Node) -> tuple[int | None, str | None]:
         return None, f"{node.op} {node.name!r} reduces over every axis"
     if len(axes) != 1:
         return None, f"{node.op} {node.name!r} reduces over {len(axes)} axes, a softmax over one"
-    if node.attrs.get("keepdims", 1) != 1:
+    if node.attrs.get("keepdims", 1) != 1 and not dropped_ok:
         return None, f"{node.op} {node.name!r} has keepdims=0 (shape plumbing between the steps is not matched)"
     return int(axes[0]), None
+
+
+PLUMBING = ("Cast", "Reshape", "Unsqueeze", "Expand")
+
+
+def _through_plumbing(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
+    """Follow single-consumer Cast/Reshape/Unsqueeze/Expand nodes down from `tensor` (each taking
+    it as its data input): a keepdims=0 sum on its way back to the division."""
+    nodes = []
+    while len(tensor.outputs) == 1 and tensor.outputs[0].op in PLUMBING and tensor.outputs[0].inputs[0] is tensor:
+        nodes.append(tensor.outputs[0])
+        tensor = nodes[-1].outputs[0]
+    return tensor, nodes
+
+
+def restores_axis(divisor: gs.Tensor, e: gs.Tensor, axis: int) -> str | None:
+    """None when `divisor` has e's shape with the reduced axis kept (as 1, or broadcast back to its
+    length), by the inferred shapes; else why that cannot be told."""
+    want, got = e.shape, divisor.shape
+    if want is None or got is None:
+        return "the shape plumbing after it cannot be checked (shapes unknown)"
+    if len(want) != len(got):
+        return f"the sum comes back with rank {len(got)}, the Exp's output has rank {len(want)}"
+    axis %= len(want)
+    for index, (w, g) in enumerate(zip(want, got)):
+        if index == axis and g not in (1, w):
+            return f"the sum comes back with dimension {g!r} where the axis had {w!r}"
+        if index != axis and g != w and not (isinstance(g, int) and isinstance(w, int) and g == w):
+            return f"the sum comes back with shape {list(got)}, the Exp's output has {list(want)}"
+    return None
 
 
 def _through_casts(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
@@ -79,7 +110,8 @@ def _sum_and_scale(e: gs.Tensor) -> tuple[list[gs.Node] | None, gs.Node | None, 
     if len(consumers) != 2 or len(sums) != 1:
         return None, None, f"its output has {len(consumers)} consumers; a softmax's Exp feeds a ReduceSum and a Div"
     first, casts_in, reduce_sum = sums[0]
-    total, casts_out = _through_casts(reduce_sum.outputs[0])
+    dropped = reduce_sum.attrs.get("keepdims", 1) == 0
+    total, casts_out = (_through_plumbing if dropped else _through_casts)(reduce_sum.outputs[0])
     before = [*casts_in, reduce_sum, *casts_out]
     if len(total.outputs) != 1:
         return None, None, f"the sum {reduce_sum.name!r} has other consumers than the division"
@@ -103,9 +135,14 @@ def _decomposed_site(graph: gs.Graph, exp: gs.Node) -> tuple[SoftmaxSite | None,
     if between is None:
         return None, reason
     reduce_sum = next(n for n in between if n.op == "ReduceSum")
-    axis, reason = _single_axis(reduce_sum)
+    axis, reason = _single_axis(reduce_sum, dropped_ok=True)
     if axis is None:
         return None, reason
+    if reduce_sum.attrs.get("keepdims", 1) == 0:
+        divisor = scale.inputs[1] if scale.op == "Div" else between[-1].inputs[0]
+        reason = restores_axis(divisor, e, axis)
+        if reason is not None:
+            return None, f"ReduceSum {reduce_sum.name!r} has keepdims=0 and {reason}"
     nodes = [exp, *between, scale]
     logits, pattern = exp.inputs[0], DECOMPOSED
     sub = exp.inputs[0].inputs[0] if exp.inputs[0].inputs else None
