@@ -231,32 +231,93 @@ def _repeat_heads(b: Body, x: str, group: int, heads: int, size: int) -> str:
     return b.op("Reshape", [expanded, b.ints([0, heads, -1, size])])
 
 
-GQA_UNSUPPORTED = ("do_rotary", "local_window_size", "smooth_softmax", "qk_output")
+GQA_UNSUPPORTED = ("local_window_size", "smooth_softmax", "qk_output")
+
+
+def _rotate(b: Body, x: str, cos: str, sin: str, rotary: int, head: int, interleaved: bool) -> str:
+    """Rotary embedding of x [B, N, S, head] over its first `rotary` dims, with cos/sin already
+    gathered for the positions and broadcastable to [B, N, S, rotary/2]; the rest passes."""
+    half = rotary // 2
+    part = b.op("Slice", [x, b.ints([0]), b.ints([rotary]), b.ints([-1])]) if rotary < head else x
+    if interleaved:  # pairs (x0, x1), (x2, x3), ...
+        pairs = b.op("Reshape", [part, b.ints([0, 0, 0, half, 2])])
+        x1 = b.op("Squeeze", [b.op("Slice", [pairs, b.ints([0]), b.ints([1]), b.ints([-1])]), b.ints([-1])])
+        x2 = b.op("Squeeze", [b.op("Slice", [pairs, b.ints([1]), b.ints([2]), b.ints([-1])]), b.ints([-1])])
+    else:  # halves (x[:half], x[half:])
+        x1 = b.op("Slice", [part, b.ints([0]), b.ints([half]), b.ints([-1])])
+        x2 = b.op("Slice", [part, b.ints([half]), b.ints([rotary]), b.ints([-1])])
+    first = b.op("Sub", [b.op("Mul", [x1, cos]), b.op("Mul", [x2, sin])])
+    second = b.op("Add", [b.op("Mul", [x2, cos]), b.op("Mul", [x1, sin])])
+    if interleaved:
+        stacked = b.op(
+            "Concat", [b.op("Unsqueeze", [first, b.ints([-1])]), b.op("Unsqueeze", [second, b.ints([-1])])], axis=-1
+        )
+        rotated = b.op("Reshape", [stacked, b.ints([0, 0, 0, rotary])])
+    else:
+        rotated = b.op("Concat", [first, second], axis=-1)
+    if rotary == head:
+        return rotated
+    return b.op("Concat", [rotated, b.op("Slice", [x, b.ints([rotary]), b.ints([head]), b.ints([-1])])], axis=-1)
+
+
+def _rotary_tables(b: Body, node: onnx.NodeProto, start: str, length: str) -> tuple[str, str]:
+    """cos and sin rows for the new tokens' positions (position_ids, else start .. start+length-1),
+    shaped to broadcast over [B, N, S, rotary/2]."""
+    position_ids = _input(node, 9)
+    if position_ids:
+        positions, axes = b.op("Cast", [position_ids], to=TensorProto.INT64), [1]  # [B, S] -> [B, 1, S, r]
+    else:
+        positions, axes = b.op("Range", [start, b.op("Add", [start, length]), b.op("Squeeze", [b.ints([1])])]), [0, 1]
+    tables = [b.op("Unsqueeze", [b.op("Gather", [node.input[i], positions], axis=0), b.ints(axes)]) for i in (7, 8)]
+    return tables[0], tables[1]
+
+
+def _gqa_checks(node: onnx.NodeProto, ranks: dict, dims: dict) -> str:
+    """Why this GroupQueryAttention cannot be decomposed ("" when it can)."""
+    query, key, value = _input(node, 0), _input(node, 1), _input(node, 2)
+    if not (key and value):
+        return "packed QKV is not decomposed yet"
+    if not _input(node, 5):
+        return "seqlens_k is missing"
+    if any(_input(node, i) for i in (10, 11)):
+        return "attention_bias or head_sink is not decomposed yet"
+    if _attr(node, "do_rotary", 0) and not (_input(node, 7) and _input(node, 8)):
+        return "do_rotary without cos_cache and sin_cache"
+    set_attrs = [a for a in GQA_UNSUPPORTED if _attr(node, a, 0) not in (0, -1)]
+    if set_attrs or _attr(node, "softcap", 0.0):
+        return f"{', '.join(set_attrs) or 'softcap'} is not decomposed yet"
+    if ranks.get(query) != 3 or not all(isinstance((dims.get(t) or [None] * 3)[2], int) for t in (query, key)):
+        return "the hidden sizes of query and key are unknown"
+    return ""
 
 
 def group_query_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]):
-    """com.microsoft GroupQueryAttention as a prompt without a KV cache (no past, no rotary):
-    causal attention in which key j of batch b is masked beyond seqlens_k[b]; (body, "") or (None, why)."""
+    """com.microsoft GroupQueryAttention: kv heads repeated for their query group, rotary embeddings
+    (halves or interleaved, full or partial), a KV cache appended to the past, causal from the past
+    length on, keys beyond seqlens_k masked. The past buffer is taken as full (seqlens_k = past +
+    new - 1, as onnxruntime requires of batches over one token); where a row breaks that, its output
+    is NaN rather than a quietly different number. (body, "") or (None, why)."""
     ranks, dims = _shapes(types)
-    query, key, value = _input(node, 0), _input(node, 1), _input(node, 2)
-    if not (key and value):
-        return None, "packed QKV is not decomposed yet"
-    if not _input(node, 5):
-        return None, "seqlens_k is missing"
-    if _input(node, 3) or _input(node, 4):
-        return None, "a KV cache (past_key/past_value) is not decomposed yet"
-    if any(_input(node, i) for i in range(7, 12)):
-        return None, "rotary caches, position_ids, attention_bias or head_sink are not decomposed yet"
-    set_attrs = [a for a in GQA_UNSUPPORTED if _attr(node, a, 0) not in (0, -1)]
-    if set_attrs or _attr(node, "softcap", 0.0):
-        return None, f"{', '.join(set_attrs) or 'softcap'} is not decomposed yet"
-    hidden_q, hidden_kv = (dims.get(query) or [None] * 3)[2], (dims.get(key) or [None] * 3)[2]
-    if not isinstance(hidden_q, int) or not isinstance(hidden_kv, int) or ranks.get(query) != 3:
-        return None, "the hidden sizes of query and key are unknown"
+    reason = _gqa_checks(node, ranks, dims)
+    if reason:
+        return None, reason
+    query, key, value = node.input[0], node.input[1], node.input[2]
     heads, kv_heads = _attr(node, "num_heads"), _attr(node, "kv_num_heads")
+    hidden_q = dims[query][2]
     head = hidden_q // heads
     b = Body(node.name or "gqa", types[query].tensor_type.elem_type)
     q, k, v = _heads(b, query, heads, head), _heads(b, key, kv_heads, head), _heads(b, value, kv_heads, head)
+    past_key, past_value = _input(node, 3), _input(node, 4)
+    past_length = b.op("Gather", [b.op("Shape", [past_key]), b.ints([2])], axis=0) if past_key else b.ints([0])
+    if _attr(node, "do_rotary", 0):
+        rotary = 2 * (dims.get(node.input[7]) or [None, head // 2])[1]
+        new_length = b.op("Gather", [b.op("Shape", [q]), b.ints([2])], axis=0)
+        start = b.op("Squeeze", [past_length])
+        cos, sin = _rotary_tables(b, node, start, b.op("Squeeze", [new_length]))
+        interleaved = bool(_attr(node, "rotary_interleaved", 0))
+        q, k = (_rotate(b, t, cos, sin, rotary, head, interleaved) for t in (q, k))
+    if past_key and past_value:
+        k, v = b.op("Concat", [past_key, k], axis=2), b.op("Concat", [past_value, v], axis=2)
     if _output(node, 1):
         b.op("Identity", [k], [node.output[1]])
     if _output(node, 2):
@@ -265,11 +326,16 @@ def group_query_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeP
     k, v = _repeat_heads(b, k, group, heads, head), _repeat_heads(b, v, group, heads, head)
     scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
     scores = b.op("Mul", [scores, b.scalar(_attr(node, "scale", 0.0) or head**-0.5, scores)])
-    i, j, _ = _key_positions(b, scores)
+    i, j, total = _key_positions(b, scores)
     lengths = b.op("Reshape", [b.op("Cast", [node.input[5]], to=TensorProto.INT64), b.ints([-1, 1, 1, 1])])
-    masked = b.op("Or", [b.op("Greater", [j, i]), b.op("Greater", [j, lengths])])
-    scores = b.op("Where", [masked, b.scalar(float("-inf"), scores), scores])
+    causal = b.op("Greater", [j, b.op("Add", [i, past_length])])
+    scores = b.op(
+        "Where", [b.op("Or", [causal, b.op("Greater", [j, lengths])]), b.scalar(float("-inf"), scores), scores]
+    )
     context = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    if past_key:  # a past buffer not full for some row: NaN there, not a quietly different number
+        full = b.op("Equal", [lengths, b.op("Sub", [total, b.ints([1])])])
+        context = b.op("Where", [full, context, b.scalar(float("nan"), context)])
     _merge_heads(b, context, hidden_q, node.output[0])
     return b, ""
 

@@ -420,7 +420,87 @@ def test_group_query_attention_prompt_equals_onnxruntimes_kernel(heads, kv_heads
     assert len(report.converted) == 1 and cosine > 0.999
 
 
-def test_group_query_attention_with_rotary_is_left_alone_with_why():
+def test_group_query_attention_without_what_it_needs_is_left_alone_with_why():
     model, _ = _gqa_model(np.random.default_rng(6), do_rotary=1)
     _, found = expand_attention(model, 17)
-    assert [(a.expanded, a.reason) for a in found] == [(False, "do_rotary is not decomposed yet")]
+    assert [(a.expanded, a.reason) for a in found] == [(False, "do_rotary without cos_cache and sin_cache")]
+    windowed, _ = _gqa_model(np.random.default_rng(6), local_window_size=2)
+    _, found = expand_attention(windowed, 17)
+    assert [(a.expanded, a.reason) for a in found] == [(False, "local_window_size is not decomposed yet")]
+
+
+def _gqa_cache_model(rng, batch, new, past, rotary=None, interleaved=0, position_ids=False, lengths=None, size=16):
+    """GroupQueryAttention with a KV cache (and rotary embeddings): heads 4, kv heads 2."""
+    heads, kv_heads, max_positions = 4, 2, 32
+    f32, i32 = TensorProto.FLOAT, TensorProto.INT32
+    total = past + new
+    inputs = [
+        ("q", f32, [batch, new, heads * size], rng.normal(0, 1, (batch, new, heads * size)).astype(np.float32)),
+        ("k", f32, [batch, new, kv_heads * size], rng.normal(0, 1, (batch, new, kv_heads * size)).astype(np.float32)),
+        ("v", f32, [batch, new, kv_heads * size], rng.normal(0, 1, (batch, new, kv_heads * size)).astype(np.float32)),
+        ("pk", f32, [batch, kv_heads, past, size], rng.normal(0, 1, (batch, kv_heads, past, size)).astype(np.float32)),
+        ("pv", f32, [batch, kv_heads, past, size], rng.normal(0, 1, (batch, kv_heads, past, size)).astype(np.float32)),
+        ("seqlens_k", i32, [batch], np.array(lengths or [total] * batch, np.int32) - 1),
+        ("total_len", i32, [], np.array(total, np.int32)),
+    ]
+    attrs = {}
+    if rotary:
+        angles = np.arange(max_positions)[:, None] / 10000 ** (np.arange(0, rotary, 2) / rotary)[None, :]
+        inputs += [
+            ("cos", f32, [max_positions, rotary // 2], np.cos(angles).astype(np.float32)),
+            ("sin", f32, [max_positions, rotary // 2], np.sin(angles).astype(np.float32)),
+        ]
+        if position_ids:
+            ids = np.broadcast_to(np.arange(past, total, dtype=np.int64), (batch, new)).copy()
+            inputs.append(("position_ids", TensorProto.INT64, [batch, new], ids))
+        attrs = {"do_rotary": 1, "rotary_interleaved": interleaved}
+    names = [i[0] for i in inputs]
+    node = helper.make_node(
+        "GroupQueryAttention",
+        names,
+        ["y", "pko", "pvo"],
+        name="gqa",
+        domain="com.microsoft",
+        num_heads=heads,
+        kv_num_heads=kv_heads,
+        **attrs,
+    )
+    graph_inputs = [helper.make_tensor_value_info(n, t, sh) for n, t, sh, _ in inputs]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "pko", "pvo")]
+    graph = helper.make_graph([node], "g", graph_inputs, outputs)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets), {n: v for n, _, _, v in inputs}
+
+
+GQA_CACHE = {
+    "decode batch 2": {"batch": 2, "new": 1, "past": 5},
+    "prefill on a past": {"batch": 1, "new": 3, "past": 4},
+    "rotary halves": {"batch": 2, "new": 1, "past": 5, "rotary": 16},
+    "rotary interleaved": {"batch": 1, "new": 3, "past": 4, "rotary": 16, "interleaved": 1},
+    "partial rotary": {"batch": 2, "new": 1, "past": 5, "rotary": 16, "size": 32},
+    "rotary position ids": {"batch": 2, "new": 1, "past": 5, "rotary": 16, "position_ids": True},
+}
+
+
+@pytest.mark.parametrize("case", sorted(GQA_CACHE))
+def test_group_query_attention_with_cache_and_rotary_equals_onnxruntimes_kernel(case):
+    model, feeds = _gqa_cache_model(np.random.default_rng(7), **GQA_CACHE[case])
+    expected = _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::GroupQueryAttention", True)], found
+    for want, got in zip(expected, _ort(expanded, feeds)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    new, report = rewrite_model(model, RewriteOptions())
+    site = report.sites[0]
+    logits, got = _ort(_with_outputs(new, [site.logits, site.output]), feeds)[-2:]
+    reference = spiking_softmax(logits, shipped_params(12, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(got, reference, atol=1e-6)
+
+
+def test_group_query_attention_cache_not_full_is_nan_not_silently_different():
+    """A padded row in a cached batch (seqlens_k short of past + new - 1): onnxruntime writes the
+    new tokens elsewhere in its buffer; the decomposition says so with NaN for that row."""
+    model, feeds = _gqa_cache_model(np.random.default_rng(8), batch=2, new=1, past=5, lengths=[6, 4])
+    expanded, _ = expand_attention(model, 17)
+    out = _ort(expanded, feeds)[0]
+    assert not np.isnan(out[0]).any() and np.isnan(out[1]).all()
