@@ -372,6 +372,25 @@ def test_nodes_out_of_order_are_sorted_but_dangling_inputs_refused(tmp_path):
         rewrite_model(model, RewriteOptions())
 
 
+def _gqa_from_inputs(inputs, heads, kv_heads, attrs):
+    """A GroupQueryAttention model from (name, type, shape, value) inputs ("" for absent ones) and its feeds."""
+    node = helper.make_node(
+        "GroupQueryAttention",
+        [i[0] for i in inputs],
+        ["y", "pko", "pvo"],
+        name="gqa",
+        domain="com.microsoft",
+        num_heads=heads,
+        kv_num_heads=kv_heads,
+        **attrs,
+    )
+    graph_inputs = [helper.make_tensor_value_info(n, t, sh) for n, t, sh, _ in inputs if n]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "pko", "pvo")]
+    graph = helper.make_graph([node], "g", graph_inputs, outputs)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets), {n: v for n, _, _, v in inputs if n}
+
+
 def _gqa_model(rng, heads=4, kv_heads=2, lengths=(5, 3), **attrs):
     b, s, size = 2, 5, 8
     f32, i32 = TensorProto.FLOAT, TensorProto.INT32
@@ -384,22 +403,7 @@ def _gqa_model(rng, heads=4, kv_heads=2, lengths=(5, 3), **attrs):
         ("seqlens_k", i32, [b], np.array(lengths, np.int32) - 1),
         ("total_len", i32, [], np.array(s, np.int32)),
     ]
-    names = [i[0] for i in inputs]
-    node = helper.make_node(
-        "GroupQueryAttention",
-        names,
-        ["y", "pk", "pv"],
-        name="gqa",
-        domain="com.microsoft",
-        num_heads=heads,
-        kv_num_heads=kv_heads,
-        **attrs,
-    )
-    graph_inputs = [helper.make_tensor_value_info(n, t, sh) for n, t, sh, _ in inputs if n]
-    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "pk", "pv")]
-    graph = helper.make_graph([node], "g", graph_inputs, outputs)
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    return helper.make_model(graph, opset_imports=opsets), {n: v for n, _, _, v in inputs if n}
+    return _gqa_from_inputs(inputs, heads, kv_heads, attrs)
 
 
 @pytest.mark.parametrize(
@@ -454,22 +458,7 @@ def _gqa_cache_model(rng, batch, new, past, rotary=None, interleaved=0, position
             ids = np.broadcast_to(np.arange(past, total, dtype=np.int64), (batch, new)).copy()
             inputs.append(("position_ids", TensorProto.INT64, [batch, new], ids))
         attrs = {"do_rotary": 1, "rotary_interleaved": interleaved}
-    names = [i[0] for i in inputs]
-    node = helper.make_node(
-        "GroupQueryAttention",
-        names,
-        ["y", "pko", "pvo"],
-        name="gqa",
-        domain="com.microsoft",
-        num_heads=heads,
-        kv_num_heads=kv_heads,
-        **attrs,
-    )
-    graph_inputs = [helper.make_tensor_value_info(n, t, sh) for n, t, sh, _ in inputs]
-    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("y", "pko", "pvo")]
-    graph = helper.make_graph([node], "g", graph_inputs, outputs)
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    return helper.make_model(graph, opset_imports=opsets), {n: v for n, _, _, v in inputs}
+    return _gqa_from_inputs(inputs, heads, kv_heads, attrs)
 
 
 GQA_CACHE = {
