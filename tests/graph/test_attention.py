@@ -341,8 +341,16 @@ def test_multi_head_attention_decomposition_equals_onnxruntimes_kernel(case):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_converted_ms_attention_follows_the_reference():
-    model, feeds = _ms_model("Attention", _attention_inputs(np.random.default_rng(3), mask="raw 2d"), ("y",))
+@pytest.mark.parametrize(
+    "op, inputs",
+    [
+        ("Attention", lambda rng: _attention_inputs(rng, mask="raw 2d")),
+        ("MultiHeadAttention", lambda rng: _mha_inputs(rng, cross=True, bias=True, mask="raw 2d")),
+    ],
+    ids=["Attention", "MultiHeadAttention"],
+)
+def test_converted_ms_attention_follows_the_reference(op, inputs):
+    model, feeds = _ms_model(op, inputs(np.random.default_rng(3)), ("y",))
     new, report = rewrite_model(model, RewriteOptions())
     assert len(report.converted) == 1 and report.attention[0]["expanded"]
     site = report.sites[0]
