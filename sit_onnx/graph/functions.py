@@ -220,4 +220,9 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
 
 
 def spiking_functions(steps: int, opset: int) -> list[onnx.FunctionProto]:
-    return [spiking_exp_function(steps, opset), spiking_norm_function(opset), spiking_softmax_function(opset)]
+    """The three bodies, every node named (tools such as onnx2torch refuse unnamed nodes)."""
+    functions = [spiking_exp_function(steps, opset), spiking_norm_function(opset), spiking_softmax_function(opset)]
+    for function in functions:
+        for index, node in enumerate(function.node):
+            node.name = node.name or f"{function.name}/{node.op_type}_{index}"
+    return functions

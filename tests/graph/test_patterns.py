@@ -140,6 +140,9 @@ def test_inline_leaves_only_standard_ops(params_file, rng):
     onnx.checker.check_model(inlined, full_check=True)
     assert report.inlined and not inlined.functions and not spiking_ops(inlined)
     assert all(o.domain != "ai.sit" for o in inlined.opset_import)
+    names = [n.name for n in inlined.graph.node]
+    assert all(names) and len(set(names)) == len(names)  # every node named, once (tools refuse otherwise)
+    assert all(n.name for f in functions.functions for n in f.node)
     x = rng.normal(0, 3, (3, 4)).astype(np.float32)
     np.testing.assert_array_equal(run(inlined, {"x": x})[0], run(functions, {"x": x})[0])
 
