@@ -1,4 +1,9 @@
-"""`sit-onnx compare A B`: per output, error statistics and PASSED/FAILED, as Polygraphy reports them."""
+"""`sit-onnx compare A B`: per output, error statistics and PASSED/FAILED, as Polygraphy reports them.
+
+A spiking conversion is approximate by design, so by default an output passes when it points the
+same way as the reference (cosine >= --min-cosine) and, where it has rows, decides the same
+(argmax agreement >= --min-agreement). Give --atol and/or --rtol for Polygraphy's strict
+element-wise check instead."""
 
 from __future__ import annotations
 
@@ -20,15 +25,25 @@ from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan
     default=None,
     help="An .npz with one array per input (default: random inputs, batch 4).",
 )
-@click.option("--atol", type=click.FloatRange(min=0), default=1e-2, show_default=True, callback=not_nan)
-@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True, callback=not_nan)
+@click.option(
+    "--atol",
+    type=click.FloatRange(min=0),
+    default=None,
+    callback=not_nan,
+    help="Strict check: |a-b| <= atol + rtol*|a| everywhere (default: the approximate check).",
+)
+@click.option(
+    "--rtol", type=click.FloatRange(min=0), default=None, callback=not_nan, help="With --atol: relative part."
+)
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=0.999, show_default=True, callback=not_nan)
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True, callback=not_nan)
 @provider_option
 @library_option
 @json_option
-def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library, as_json):
+def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agreement, provider, use_library, as_json):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
-    from sit_onnx.evaluate.compare import compare_arrays
+    from sit_onnx.evaluate.compare import approximately_equal, compare_arrays
     from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session
@@ -45,7 +60,12 @@ def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library
     missing = sorted(set(ref_out) - set(cand_out))
     if missing:
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
+    strict = atol is not None or rtol is not None
+    atol, rtol = atol or 0.0, rtol or 0.0
     results = [compare_arrays(name, ref_out[name], cand_out[name], atol, rtol) for name in ref_out]
+    if not strict:
+        for r in results:
+            r.passed = approximately_equal(r, min_cosine, min_agreement)
     passed = all(r.passed for r in results)
     if as_json:
         emit_json(
@@ -53,18 +73,28 @@ def compare(reference, candidate, inputs_file, atol, rtol, provider, use_library
                 "reference": str(reference),
                 "candidate": str(candidate),
                 "passed": passed,
+                "check": "tolerance" if strict else "approximate",
+                "min_cosine": None if strict else min_cosine,
+                "min_agreement": None if strict else min_agreement,
                 "outputs": [asdict(r) for r in results],
             }
         )
     else:
         for r in results:
-            click.echo(f"[{r.name}] shape {r.shape}, tolerance atol={r.atol:g} rtol={r.rtol:g}")
+            check = (
+                f"tolerance atol={r.atol:g} rtol={r.rtol:g}"
+                if strict
+                else (f"approximate: cosine >= {min_cosine:g}, argmax agreement >= {min_agreement:g}")
+            )
+            click.echo(f"[{r.name}] shape {r.shape}, {check}")
             if r.problem:
                 click.echo(f"    {r.problem}\n    FAILED")
                 continue
             click.echo(f"    abs error: max {r.max_abs:.4g}, mean {r.mean_abs:.4g}, median {r.median_abs:.4g}")
             click.echo(f"    rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}")
             click.echo(f"    cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}")
+            if r.agreement is not None:
+                click.echo(f"    argmax agreement {100 * r.agreement:.2f}% of rows")
             click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
         verdict = "PASSED" if passed else "FAILED"
         click.echo(f"{verdict} | {cand_session.get_providers()[0]} | sit-onnx compare {reference} {candidate}")

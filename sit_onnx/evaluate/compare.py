@@ -25,6 +25,23 @@ class OutputComparison:
     min_atol_to_pass: float  # with rtol as given
     passed: bool
     problem: str | None = None  # why the outputs could not be compared element by element
+    agreement: float | None = None  # share of rows whose argmax (last axis) agrees; None for 0-D/1-D
+
+
+def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Share of rows (all axes but the last) whose largest entry is in the same place: what a
+    classifier's or a language model's next-token decision sees. None when there are no rows."""
+    if a.ndim < 2 or a.shape != b.shape or a.shape[-1] == 0 or a.size == 0:
+        return None
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
+def approximately_equal(result: "OutputComparison", min_cosine: float, min_agreement: float) -> bool:
+    """The default verdict for a spiking conversion, which is approximate by design: the outputs
+    point the same way (cosine) and, where rows have an argmax, decide the same (agreement)."""
+    if result.problem is not None or not result.cosine >= min_cosine:
+        return False
+    return result.agreement is None or result.agreement >= min_agreement
 
 
 def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputComparison:
@@ -56,4 +73,5 @@ def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: f
         cosine,
         max(needed, 0.0),
         bool(np.all(diff <= atol + allowance)),
+        agreement=argmax_agreement(a64, b64),
     )

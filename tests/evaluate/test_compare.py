@@ -53,3 +53,49 @@ def test_shapes_differ_record():
 def test_integer_outputs_are_compared_as_numbers():
     r = compare_arrays("ids", np.array([3, 7], np.int64), np.array([3, 9], np.int64), 1.5, 0)
     assert r.max_abs == 2.0 and not r.passed
+
+
+def test_argmax_agreement_counts_rows():
+    from sit_onnx.evaluate.compare import argmax_agreement
+
+    a = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    b = np.array([[0.2, 0.8], [0.4, 0.6], [0.1, 0.9], [0.9, 0.1]])  # row 1 decides differently
+    assert argmax_agreement(a, b) == 0.75
+    assert argmax_agreement(a[0], b[0]) is None and argmax_agreement(a[:0], b[:0]) is None
+
+
+def test_approximate_verdict():
+    from sit_onnx.evaluate.compare import approximately_equal
+
+    a = np.array([[0.1, 0.9], [0.8, 0.2]])
+    close = compare_arrays("y", a, a + 0.001, 0, 0)
+    assert approximately_equal(close, 0.999, 0.99)
+    flipped = compare_arrays("y", a, np.array([[0.1, 0.9], [0.45, 0.55]]), 0, 0)
+    assert flipped.agreement == 0.5 and not approximately_equal(flipped, 0.0, 0.99)
+    assert approximately_equal(flipped, 0.0, 0.5)
+    assert not approximately_equal(compare_arrays("y", a, a.T.copy()[:1], 0, 0), -1, 0)  # shapes differ
+
+
+def test_compare_cli_defaults_to_the_approximate_check(tmp_path):
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+
+    from sit_onnx.cli import main
+    from sit_onnx.graph.convert import RewriteOptions
+    from sit_onnx.graph.convert_file import rewrite_file
+    from tests.helpers import softmax_model
+
+    source = tmp_path / "m.onnx"
+    onnx.save(softmax_model(["b", 8], -1), str(source))
+    rewrite_file(source, tmp_path / "m.sit.onnx", RewriteOptions())
+    args = ["compare", str(source), str(tmp_path / "m.sit.onnx")]
+    default = CliRunner().invoke(main, [*args, "--json"])
+    record = json.loads(default.stdout)
+    assert default.exit_code == 0 and record["check"] == "approximate" and record["passed"]
+    assert record["outputs"][0]["agreement"] is not None and record["min_cosine"] == 0.999
+    strict = CliRunner().invoke(main, [*args, "--atol", "1e-9"])
+    assert strict.exit_code == 1 and "tolerance atol=1e-09" in strict.output
+    demanding = CliRunner().invoke(main, [*args, "--min-cosine", "1"])
+    assert demanding.exit_code == 1 and "approximate: cosine >= 1" in demanding.output
