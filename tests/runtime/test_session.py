@@ -162,3 +162,35 @@ def test_function_fallback_refuses_what_the_kernels_refuse(attrs):
     with pytest.raises(Exception, match="Reshape|Split"):  # at session creation (constant folded) or at run
         session = make_session(model, SessionSpec(provider="cpu", use_library=False))
         session.run(None, {"x": np.zeros(3, np.float32)})
+
+
+def test_probe_model_holds_every_op_in_both_types_and_runs_anywhere():
+    """The kernel probe itself: six named nodes (three ops x float32, float16), valid, and the same
+    numbers with and without the library (its function bodies stand in)."""
+    import onnx
+
+    from sit_onnx.runtime.session import probe_model
+
+    model = probe_model()
+    onnx.checker.check_model(model, full_check=True)
+    kinds = {(n.op_type, n.input[0]) for n in model.graph.node}
+    assert kinds == {(op, f"x_{t}") for op in ("SpikingExp", "SpikingNorm", "SpikingSoftmax") for t in ("f32", "f16")}
+    assert all(n.domain == "ai.sit" and n.name for n in model.graph.node)
+    x = np.array([[-1.0, 0.0, 2.0], [0.5, -0.5, 0.0]], np.float32)
+    feeds = {"x_f32": x, "x_f16": x.astype(np.float16)}
+    with_kernels = make_session(model, SessionSpec(provider="cpu", use_library=True)).run(None, feeds)
+    fallback = make_session(model, SessionSpec(provider="cpu", use_library=False)).run(None, feeds)
+    names = [o.name for o in model.graph.output]
+    for name, a, b in zip(names, with_kernels, fallback):
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-3, err_msg=name)
+    exp_f32 = dict(zip(names, with_kernels))["SpikingExp_f32"]
+    np.testing.assert_array_equal(exp_f32, (x >= 0).astype(np.float32))  # T=0, d=1: fires at and above 0
+
+
+def test_placement_check_reads_a_model_file(tmp_path):
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_spiking_model(TensorProto.FLOAT), str(path))
+    session = make_session(path, SessionSpec(provider="cpu", use_library=True, verify_placement=True))
+    np.testing.assert_array_equal(session.run(None, {"x": np.array([-1, 0, 1], np.float32)})[0], [0, 2, 2])
