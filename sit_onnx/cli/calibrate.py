@@ -18,11 +18,11 @@ from sit_onnx.cli.options import data_options, emit_json, json_option, table
 def calibrate(model, data, dataset, samples, as_json):
     """Softmax input statistics on data, with and without max-shift, and a recommendation."""
     from sit_onnx.evaluate.calibrate import calibrate as calibrate_sites
-    from sit_onnx.evaluate.experiment import labelled_data, sample_feeds
+    from sit_onnx.evaluate.experiment import input_data, sample_feeds
     from sit_onnx.graph.load import load_model
 
     original = load_model(model)
-    feeds = sample_feeds(original, labelled_data(original, data, dataset), samples)
+    feeds = sample_feeds(original, input_data(original, data, dataset), samples)
     sites = calibrate_sites(original, feeds)
     if not sites:
         from sit_onnx.errors import SitOnnxError

@@ -34,10 +34,10 @@ from sit_onnx.cli.options import (
 def energy(model, converted, data, dataset, samples, as_json, **flags):
     """Energy per sample of MODEL as an ANN and as converted (E_MAC 4.6 pJ, E_AC 0.9 pJ)."""
     from sit_onnx.evaluate.energy import estimate_energy
-    from sit_onnx.evaluate.experiment import labelled_data, load_pair, sample_feeds
+    from sit_onnx.evaluate.experiment import input_data, load_pair, sample_feeds
 
     pair = load_pair(model, converted, rewrite_options_from(flags))
-    feeds = sample_feeds(pair.original, labelled_data(pair.original, data, dataset), samples)
+    feeds = sample_feeds(pair.original, input_data(pair.original, data, dataset), samples)
     report = estimate_energy(pair.original, pair.converted, feeds)
     if as_json:
         emit_json({**asdict(report), "reduction": report.reduction})

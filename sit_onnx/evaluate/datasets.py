@@ -19,7 +19,7 @@ DIGITS_TEST_FRACTION = 0.2
 @dataclass
 class LabelledData:
     arrays: dict[str, np.ndarray]  # model inputs by name
-    labels: np.ndarray
+    labels: np.ndarray | None  # None for unlabelled data (calibrate, energy need none)
     source: str
 
 
@@ -54,8 +54,11 @@ def digits_test() -> tuple[np.ndarray, np.ndarray]:
     return (pixels.astype(np.float32) / 16.0 - 0.5)[:, None], labels.astype(np.int64)
 
 
-def load_labelled(data: str | os.PathLike | None, dataset: str | None, input_name: str) -> LabelledData:
-    """Either `--data file.npz` (input arrays + `labels`) or `--dataset digits` (its test split)."""
+def load_labelled(
+    data: str | os.PathLike | None, dataset: str | None, input_name: str, require_labels: bool = True
+) -> LabelledData:
+    """Either `--data file.npz` (one array per model input, + `labels`) or `--dataset digits` (its
+    test split). Commands that measure no accuracy pass require_labels=False."""
     if (data is None) == (dataset is None):
         raise SitOnnxError("give exactly one of --data FILE.npz or --dataset digits")
     if dataset is not None:
@@ -64,14 +67,14 @@ def load_labelled(data: str | os.PathLike | None, dataset: str | None, input_nam
         x_test, y_test = digits_test()
         return LabelledData({input_name: x_test}, y_test, "digits test split (360 images)")
     arrays = load_arrays(data)
-    if "labels" not in arrays:
+    if "labels" not in arrays and require_labels:
         raise SitOnnxError(f"{data}: has no 'labels' array (has {', '.join(sorted(arrays))})")
-    labels = arrays.pop("labels")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    labels = arrays.pop("labels", None)
+    if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)):
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in arrays.values() if v.ndim), 0)
+    what = "'labels' has" if labels is not None else "the first array has"
     for name, value in arrays.items():
-        if value.ndim == 0 or value.shape[0] != labels.shape[0]:
-            raise SitOnnxError(
-                f"{data}: {name!r} has {value.shape[0] if value.ndim else 0} rows but 'labels' has {labels.shape[0]}"
-            )
+        if value.ndim == 0 or value.shape[0] != rows:
+            raise SitOnnxError(f"{data}: {name!r} has {value.shape[0] if value.ndim else 0} rows but {what} {rows}")
     return LabelledData(arrays, labels, str(data))

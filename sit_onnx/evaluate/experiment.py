@@ -50,6 +50,12 @@ def labelled_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
     return load_labelled(data, dataset, first_input_name(model))
 
 
+def input_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
+    """Model inputs for commands that need no labels (calibrate, energy): any number of named
+    inputs of any dtype; `labels` is read if present, not required."""
+    return load_labelled(data, dataset, first_input_name(model), require_labels=False)
+
+
 def evaluate_accuracy(pair: ModelPair, data: LabelledData, spec: SessionSpec = SessionSpec()) -> AccuracyReport:
     ann = predict(make_session(pair.original, spec), data.arrays, data.source)
     converted = predict(make_session(pair.converted, spec), data.arrays, data.source) if pair.converted else None

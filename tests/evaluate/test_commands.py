@@ -214,3 +214,58 @@ def test_shipped_digits_test_split_is_scikit_learns(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # as after a plain `pip install sit-onnx`
     data = load_labelled(None, "digits", "images")
     assert data.arrays["images"].shape == (360, 1, 8, 8) and data.labels.dtype == np.int64
+
+
+def _token_model(path):
+    """Two integer inputs (input_ids, attention_mask), an embedding and a masked softmax: a text
+    encoder's shape of inputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32), "table")
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["emb"]),
+        helper.make_node("Transpose", ["emb"], ["emb_t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["emb", "emb_t"], ["scores"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "maskf"], ["inv"]),
+        helper.make_node("Mul", ["inv", "big"], ["bias"]),
+        helper.make_node("Unsqueeze", ["bias", "ax1"], ["bias3"]),
+        helper.make_node("Sub", ["scores", "bias3"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["y"], name="attn", axis=-1),
+    ]
+    extra = [
+        numpy_helper.from_array(np.float32(1.0), "one"),
+        numpy_helper.from_array(np.float32(1e4), "big"),
+        numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", 5]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", 5]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5, 5])],
+        [table, *extra],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_calibrate_and_energy_take_unlabelled_multi_input_integer_data(tmp_path):
+    model = tmp_path / "tokens.onnx"
+    _token_model(model)
+    data = tmp_path / "tokens.npz"
+    rng = np.random.default_rng(1)
+    mask = np.ones((6, 5), np.int64)
+    mask[2:, 3:] = 0
+    np.savez(data, input_ids=rng.integers(0, 20, (6, 5)), attention_mask=mask)  # no labels
+    record = ok_json(invoke("calibrate", model, "--data", data, "--json"))
+    assert record["samples"] == 6 and [s["name"] for s in record["sites"]] == ["attn"]
+    assert record["sites"][0]["count"] == 6 * 5 * 5
+    energy = ok_json(invoke("energy", model, "--data", data, "--samples", "4", "--json"))
+    assert energy["samples"] == 4 and energy["ann_pj"] > 0
+    unlabelled = invoke("eval", model, "--data", data)
+    assert unlabelled.exit_code == 1 and "has no 'labels' array" in unlabelled.output  # accuracy needs them
+    np.savez(data, input_ids=rng.integers(0, 20, (6, 5)), attention_mask=mask[:4])
+    uneven = invoke("calibrate", model, "--data", data)
+    assert uneven.exit_code == 1 and "'attention_mask' has 4 rows but the first array has 6" in uneven.output
