@@ -1,0 +1,88 @@
+"""The energy estimate's counts, worked out by hand on tiny graphs: MACs per layer type, and the
+spiking neurons' own accumulates for every form of the conversion."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.evaluate.energy import E_AC_PJ, E_MAC_PJ, estimate_energy
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp
+from sit_onnx.neurons.softmax import prepare_input
+
+
+def _layers_model():
+    """MatMul [2,3,4]x[4,5]; Gemm with transA ([4,2]^T x [4,3]); Conv [2,1,4,4] * [3,1,2,2]."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(4, 5)).astype(np.float32), "w_mm"),
+        numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "w_gemm"),
+        numpy_helper.from_array(rng.normal(size=(3, 1, 2, 2)).astype(np.float32), "w_conv"),
+        numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b_conv"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["a", "w_mm"], ["mm"], name="mm"),
+        helper.make_node("Gemm", ["g", "w_gemm"], ["gemm"], name="gemm", transA=1),
+        helper.make_node("Conv", ["c", "w_conv", "b_conv"], ["conv"], name="conv"),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 4]),
+        helper.make_tensor_value_info("g", TensorProto.FLOAT, [4, 2]),
+        helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 1, 4, 4]),
+    ]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mm", "gemm", "conv")]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_macs_per_sample_of_each_layer_type():
+    rng = np.random.default_rng(1)
+    feeds = {
+        "a": rng.normal(size=(2, 3, 4)).astype(np.float32),
+        "g": rng.normal(size=(4, 2)).astype(np.float32),
+        "c": rng.normal(size=(2, 1, 4, 4)).astype(np.float32),
+    }
+    report = estimate_energy(_layers_model(), None, feeds)  # batch = 2 (the first input's rows)
+    macs = {layer.name: layer.macs for layer in report.layers}
+    assert macs == {"mm": 2 * 3 * 5 * 4 / 2, "gemm": 2 * 3 * 4 / 2, "conv": 2 * 3 * 3 * 3 * 1 * 2 * 2 / 2}
+    assert report.ann_pj == pytest.approx(sum(macs.values()) * E_MAC_PJ) and report.samples == 2
+
+
+def _softmax_model():
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=-1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 6])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"fuse": False}, {"sigmoid": True}, {"sigmoid": True, "fuse": False}, {"shift": False}, {"time_steps": 8}],
+    ids=["fused", "chain", "fused-sigmoid", "chain-sigmoid", "no-shift", "rate-coded"],
+)
+def test_neuron_accumulates_match_the_spikes(tmp_path, params_file, options):
+    from sit_onnx.neurons import load_params
+
+    params: NeuronParams = load_params(params_file)
+    x = np.random.default_rng(2).normal(0, 3, (3, 6)).astype(np.float32)
+    original = _softmax_model()
+    converted, _ = rewrite_model(original, RewriteOptions(params_file=params_file, **options))
+    report = estimate_energy(original, converted, {"x": x})
+    softmax_options = SoftmaxOptions(
+        options.get("sigmoid", False), options.get("shift", True), options.get("time_steps", 0)
+    )
+    _, spikes = si_exp(prepare_input(x, -1, softmax_options), params, return_spikes=True)
+    out = converted_output(converted, x)
+    steps = options.get("time_steps", 0)
+    norm = steps * x.size + np.rint(out * steps).sum() if steps else x.size
+    assert report.neuron_ops == pytest.approx((2 * spikes.sum() + norm) / 3)
+    assert report.converted_pj == pytest.approx(report.neuron_ops * E_AC_PJ)  # no compute layers here
+
+
+def converted_output(model, x):
+    from tests.helpers import run
+
+    return run(model, {"x": x})[0].astype(np.float64)
