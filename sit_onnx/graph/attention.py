@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import onnx
 from onnx import inliner
 
-from sit_onnx.graph.ort_attention import DECOMPOSERS
+from sit_onnx.graph.ort_attention import DECOMPOSERS, KnownTypes
 from sit_onnx.graph.walk import graph_protos
 
 EXPAND_DOMAIN = "sit_onnx.expand"  # the temporary functions' domain; gone once inlined
-STANDARD_ATTENTION_OPSET = 23
 FUSED_ATTENTION = {
     ("com.microsoft", "Attention"),
     ("com.microsoft", "MultiHeadAttention"),
@@ -46,7 +45,7 @@ def _is_standard_attention(node: onnx.NodeProto) -> bool:
     return node.op_type == "Attention" and node.domain in ("", "ai.onnx")
 
 
-def _known_types(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.TypeProto]:
+def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
     """Every tensor's type that shape inference can tell (inputs, initializers, intermediates).
     onnx's inference stops at onnxruntime's own ops (EmbedLayerNormalization before a fused
     Attention, say); onnxruntime's symbolic shape inference, which knows them, fills the gaps."""
@@ -60,7 +59,7 @@ def _known_types(model: onnx.ModelProto, wanted: set[str]) -> dict[str, onnx.Typ
             types = {**_types_of(inferred), **types} if inferred is not None else types
         except Exception:  # best effort: an op it cannot infer leaves the attention op alone, with why
             pass
-    return types
+    return KnownTypes.of(types)
 
 
 def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -77,20 +76,14 @@ def _body_for(node: onnx.NodeProto, opset: int, types: dict) -> onnx.FunctionPro
     return onnx.FunctionProto.FromString(schema.get_context_dependent_function(node.SerializeToString(), input_types))
 
 
-def _standard_body(node: onnx.NodeProto, opset: int, types: dict) -> tuple[onnx.FunctionProto | None, str]:
-    missing = [name for name in node.input if name and name not in types]
-    if missing:
-        return None, f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
-    return _body_for(node, opset, types), ""
+def _standard_body(node: onnx.NodeProto, opset: int, known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
+    return _body_for(node, opset, known.types), ""
 
 
-def _ort_body(node: onnx.NodeProto, opset: int, types: dict) -> tuple[onnx.FunctionProto | None, str]:
+def _ort_body(node: onnx.NodeProto, opset: int, known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
     if opset < 13:
         return None, "the model's opset is below 13"
-    missing = [name for name in node.input if name and name not in types]
-    if missing:
-        return None, f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
-    body, reason = DECOMPOSERS[node.op_type](node, types)
+    body, reason = DECOMPOSERS[node.op_type](node, known)
     if body is None:
         return None, reason
     inputs = list(dict.fromkeys(name for name in node.input if name))
@@ -99,6 +92,18 @@ def _ort_body(node: onnx.NodeProto, opset: int, types: dict) -> tuple[onnx.Funct
         EXPAND_DOMAIN, "f", inputs, outputs, body.nodes, [onnx.helper.make_opsetid("", opset)]
     )
     return function, ""
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+
+
+def _body(node: onnx.NodeProto, opset: int, known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
+    """The node's expansion, or why there is none."""
+    missing = [name for name in node.input if name and name not in known.types]
+    if missing:
+        return None, f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
+    return _expandable(node)(node, opset, known)
 
 
 def _expandable(node: onnx.NodeProto):
@@ -115,7 +120,7 @@ def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProt
     found: list[AttentionOp] = []
     for graph in graph_protos(model.graph):
         for node in graph.node:
-            label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+            label = _label(node)
             if graph is not model.graph and (_expandable(node) or (node.domain, node.op_type) in FUSED_ATTENTION):
                 reason = "inside a subgraph: only the main graph's attention ops are expanded"
                 found.append(AttentionOp(node.name, label, graph.name, False, reason))
@@ -125,11 +130,11 @@ def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProt
     candidates = [n for n in model.graph.node if _expandable(n)]
     if not candidates:
         return model, found
-    types = _known_types(model, {name for n in candidates for name in n.input if name})
+    known = _known_types(model, {name for n in candidates for name in n.input if name})
     targets = []
     for index, node in enumerate(candidates):
-        label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        body, reason = _expandable(node)(node, opset, types)
+        label = _label(node)
+        body, reason = _body(node, opset, known)
         if body is None:
             found.append(AttentionOp(node.name, label, model.graph.name, False, reason))
             continue

@@ -12,6 +12,8 @@ and the op is reported as left alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx
 from onnx import TensorProto, helper
 
@@ -37,8 +39,8 @@ class Body:
     def ints(self, values: list[int]) -> str:
         return self.op("Constant", [], value=helper.make_tensor("v", TensorProto.INT64, [len(values)], values))
 
-    def scalar(self, value: float, like: str) -> str:
-        """A scalar of the body's float type (`like` documents which tensor it meets)."""
+    def scalar(self, value: float) -> str:
+        """A scalar of the body's float type."""
         constant = self.op("Constant", [], value=helper.make_tensor("v", TensorProto.FLOAT, [], [value]))
         return self.op("Cast", [constant], to=self.elem_type)
 
@@ -74,8 +76,8 @@ def _key_positions(b: Body, scores: str) -> tuple[str, str, str]:
 
 def _additive(b: Body, masked: str, scores: str, filter_value: float) -> str:
     """scores + filter_value where `masked` (bool, broadcastable) is true."""
-    zero = b.scalar(0.0, scores)
-    return b.op("Add", [scores, b.op("Where", [masked, b.scalar(filter_value, scores), zero])])
+    zero = b.scalar(0.0)
+    return b.op("Add", [scores, b.op("Where", [masked, b.scalar(filter_value), zero])])
 
 
 def _apply_mask(b: Body, scores: str, mask: str, rank: int, filter_value: float) -> str:
@@ -96,7 +98,7 @@ def _apply_mask(b: Body, scores: str, mask: str, rank: int, filter_value: float)
     return _additive(b, b.op("Equal", [b.op("Cast", [raw], to=TensorProto.INT32), zero]), scores, filter_value)
 
 
-def _causal(b: Body, scores: str, past: str | None, filter_value: float) -> str:
+def _causal(b: Body, scores: str, filter_value: float) -> str:
     """Key j masked for query i when j > i + past length (T - S)."""
     i, j, t = _key_positions(b, scores)
     s = b.op("Gather", [b.op("Shape", [scores]), b.ints([2])], axis=0)
@@ -107,25 +109,38 @@ def _causal(b: Body, scores: str, past: str | None, filter_value: float) -> str:
 def _attend(b: Body, q: str, k: str, v: str, scale: float, extras: dict) -> str:
     """softmax(Q·Kᵀ·scale + bias + masks)·V, in [B, N, S, size]."""
     scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
-    scores = b.op("Mul", [scores, b.scalar(scale, scores)])
+    scores = b.op("Mul", [scores, b.scalar(scale)])
     if extras.get("attention_bias"):
         scores = b.op("Add", [scores, extras["attention_bias"]])
     if extras.get("mask"):
         scores = _apply_mask(b, scores, extras["mask"], extras["mask_rank"], extras["filter"])
     if extras.get("unidirectional"):
-        scores = _causal(b, scores, extras.get("past"), extras["filter"])
+        scores = _causal(b, scores, extras["filter"])
     probs = b.op("Softmax", [scores], axis=-1)
     return b.op("MatMul", [probs, v])
 
 
-def _shapes(types: dict[str, onnx.TypeProto]) -> tuple[dict[str, int], dict[str, list]]:
-    ranks, dims = {}, {}
-    for name, proto in types.items():
-        if proto.HasField("tensor_type") and proto.tensor_type.HasField("shape"):
-            shape = proto.tensor_type.shape.dim
-            ranks[name] = len(shape)
-            dims[name] = [d.dim_value if d.HasField("dim_value") else None for d in shape]
-    return ranks, dims
+@dataclass(frozen=True)
+class KnownTypes:
+    """Every tensor's type that inference told and, derived once per model, ranks and dims (int,
+    or None where symbolic)."""
+
+    types: dict[str, onnx.TypeProto]
+    ranks: dict[str, int]
+    dims: dict[str, list]
+
+    @classmethod
+    def of(cls, types: dict[str, onnx.TypeProto]) -> KnownTypes:
+        ranks, dims = {}, {}
+        for name, proto in types.items():
+            if proto.HasField("tensor_type") and proto.tensor_type.HasField("shape"):
+                shape = proto.tensor_type.shape.dim
+                ranks[name] = len(shape)
+                dims[name] = [d.dim_value if d.HasField("dim_value") else None for d in shape]
+        return cls(types, ranks, dims)
+
+    def elem_type(self, name: str) -> int:
+        return self.types[name].tensor_type.elem_type
 
 
 def _input(node: onnx.NodeProto, index: int) -> str | None:
@@ -136,9 +151,9 @@ def _output(node: onnx.NodeProto, index: int) -> str | None:
     return node.output[index] if len(node.output) > index and node.output[index] else None
 
 
-def attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> tuple[Body | None, str]:
+def attention_body(node: onnx.NodeProto, known: KnownTypes) -> tuple[Body | None, str]:
     """com.microsoft Attention: (body, "") or (None, why it is not decomposed)."""
-    ranks, dims = _shapes(types)
+    ranks, dims = known.ranks, known.dims
     unsupported = [a for a in ("do_rotary", "past_present_share_buffer") if _attr(node, a, 0)]
     if unsupported or _input(node, 6):
         return None, f"{', '.join(unsupported) or 'past_sequence_length'} is not decomposed yet"
@@ -151,7 +166,7 @@ def attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> tu
     mask = _input(node, 3)
     if mask and ranks.get(mask) not in (1, 2, 3):
         return None, f"a {ranks.get(mask)}-D mask_index is not decomposed yet"
-    b = Body(node.name or "attention", types[node.input[0]].tensor_type.elem_type)
+    b = Body(node.name or "attention", known.elem_type(node.input[0]))
     qkv = b.op("MatMul", [node.input[0], node.input[1]])
     if _input(node, 2):
         qkv = b.op("Add", [qkv, node.input[2]])
@@ -169,7 +184,6 @@ def attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> tu
         "mask": mask,
         "mask_rank": ranks.get(mask),
         "unidirectional": _attr(node, "unidirectional", 0),
-        "past": past,
         "filter": _attr(node, "mask_filter_value", DEFAULT_MASK_FILTER),
     }
     context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
@@ -177,9 +191,20 @@ def attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> tu
     return b, ""
 
 
-def multi_head_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]):
+def _append_past(b: Body, node: onnx.NodeProto, k: str, v: str, past_key: str | None, past_value: str | None):
+    """K and V after the past (along the sequence), also written to the present outputs 1 and 2."""
+    if past_key and past_value:
+        k, v = b.op("Concat", [past_key, k], axis=2), b.op("Concat", [past_value, v], axis=2)
+    if _output(node, 1):
+        b.op("Identity", [k], [node.output[1]])
+    if _output(node, 2):
+        b.op("Identity", [v], [node.output[2]])
+    return k, v
+
+
+def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     """com.microsoft MultiHeadAttention with 3-D query, key and value: (body, "") or (None, why)."""
-    ranks, dims = _shapes(types)
+    ranks, dims = known.ranks, known.dims
     query, key, value = _input(node, 0), _input(node, 1), _input(node, 2)
     if not (key and value) or ranks.get(query) != 3 or ranks.get(key) != 3 or ranks.get(value) != 3:
         return None, "packed QKV/KV or 4-D key/value inputs are not decomposed yet"
@@ -193,25 +218,19 @@ def multi_head_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypePr
     mask = _input(node, 4)
     if mask and ranks.get(mask) not in (1, 2, 3):
         return None, f"a {ranks.get(mask)}-D key_padding_mask is not decomposed yet"
-    b = Body(node.name or "mha", types[query].tensor_type.elem_type)
+    b = Body(node.name or "mha", known.elem_type(query))
     bias = _input(node, 3)
     if bias:
         bq, bk, bv = b.op("Split", [bias, b.ints([hidden_q, hidden_q, hidden_v])], 3, axis=0)
         query, key, value = b.op("Add", [query, bq]), b.op("Add", [key, bk]), b.op("Add", [value, bv])
     q, k, v = _heads(b, query, heads, head), _heads(b, key, heads, head), _heads(b, value, heads, v_head)
     past_key, past_value = _input(node, 6), _input(node, 7)
-    if past_key and past_value:
-        k, v = b.op("Concat", [past_key, k], axis=2), b.op("Concat", [past_value, v], axis=2)
-    if _output(node, 1):
-        b.op("Identity", [k], [node.output[1]])
-    if _output(node, 2):
-        b.op("Identity", [v], [node.output[2]])
+    k, v = _append_past(b, node, k, v, past_key, past_value)
     extras = {
         "attention_bias": _input(node, 5),
         "mask": mask,
         "mask_rank": ranks.get(mask),
         "unidirectional": _attr(node, "unidirectional", 0),
-        "past": past_key,
         "filter": _attr(node, "mask_filter_value", DEFAULT_MASK_FILTER),
     }
     context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
@@ -291,13 +310,13 @@ def _gqa_checks(node: onnx.NodeProto, ranks: dict, dims: dict) -> str:
     return ""
 
 
-def group_query_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]):
+def group_query_attention_body(node: onnx.NodeProto, known: KnownTypes):
     """com.microsoft GroupQueryAttention: kv heads repeated for their query group, rotary embeddings
     (halves or interleaved, full or partial), a KV cache appended to the past, causal from the past
     length on, keys beyond seqlens_k masked. The past buffer is taken as full (seqlens_k = past +
     new - 1, as onnxruntime requires of batches over one token); where a row breaks that, its output
     is NaN rather than a quietly different number. (body, "") or (None, why)."""
-    ranks, dims = _shapes(types)
+    ranks, dims = known.ranks, known.dims
     reason = _gqa_checks(node, ranks, dims)
     if reason:
         return None, reason
@@ -305,7 +324,7 @@ def group_query_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeP
     heads, kv_heads = _attr(node, "num_heads"), _attr(node, "kv_num_heads")
     hidden_q = dims[query][2]
     head = hidden_q // heads
-    b = Body(node.name or "gqa", types[query].tensor_type.elem_type)
+    b = Body(node.name or "gqa", known.elem_type(query))
     q, k, v = _heads(b, query, heads, head), _heads(b, key, kv_heads, head), _heads(b, value, kv_heads, head)
     past_key, past_value = _input(node, 3), _input(node, 4)
     past_length = b.op("Gather", [b.op("Shape", [past_key]), b.ints([2])], axis=0) if past_key else b.ints([0])
@@ -316,26 +335,19 @@ def group_query_attention_body(node: onnx.NodeProto, types: dict[str, onnx.TypeP
         cos, sin = _rotary_tables(b, node, start, b.op("Squeeze", [new_length]))
         interleaved = bool(_attr(node, "rotary_interleaved", 0))
         q, k = (_rotate(b, t, cos, sin, rotary, head, interleaved) for t in (q, k))
-    if past_key and past_value:
-        k, v = b.op("Concat", [past_key, k], axis=2), b.op("Concat", [past_value, v], axis=2)
-    if _output(node, 1):
-        b.op("Identity", [k], [node.output[1]])
-    if _output(node, 2):
-        b.op("Identity", [v], [node.output[2]])
+    k, v = _append_past(b, node, k, v, past_key, past_value)
     group = heads // kv_heads
     k, v = _repeat_heads(b, k, group, heads, head), _repeat_heads(b, v, group, heads, head)
     scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
-    scores = b.op("Mul", [scores, b.scalar(_attr(node, "scale", 0.0) or head**-0.5, scores)])
+    scores = b.op("Mul", [scores, b.scalar(_attr(node, "scale", 0.0) or head**-0.5)])
     i, j, total = _key_positions(b, scores)
     lengths = b.op("Reshape", [b.op("Cast", [node.input[5]], to=TensorProto.INT64), b.ints([-1, 1, 1, 1])])
     causal = b.op("Greater", [j, b.op("Add", [i, past_length])])
-    scores = b.op(
-        "Where", [b.op("Or", [causal, b.op("Greater", [j, lengths])]), b.scalar(float("-inf"), scores), scores]
-    )
+    scores = b.op("Where", [b.op("Or", [causal, b.op("Greater", [j, lengths])]), b.scalar(float("-inf")), scores])
     context = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
     if past_key:  # a past buffer not full for some row: NaN there, not a quietly different number
         full = b.op("Equal", [lengths, b.op("Sub", [total, b.ints([1])])])
-        context = b.op("Where", [full, context, b.scalar(float("nan"), context)])
+        context = b.op("Where", [full, context, b.scalar(float("nan"))])
     _merge_heads(b, context, hidden_q, node.output[0])
     return b, ""
 
