@@ -52,6 +52,7 @@ def copy_graph(shape):
 
 
 def session(model, provider, library=True, threads=0):
+    """A timed session: `model` a ModelProto or a path; provider 'cpu' or 'cuda' (with CPU behind)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
@@ -60,7 +61,8 @@ def session(model, provider, library=True, threads=0):
     if library:
         options.register_custom_ops_library(get_library_path())
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=providers)
 
 
 def caller(sess, x, provider):

@@ -23,9 +23,9 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.kernels import session  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
 from sit_onnx.runtime import SessionSpec, make_session  # noqa: E402
-from sit_onnx.runtime.library import get_library_path  # noqa: E402
 
 
 def causal_decoder(layers: int, dim: int, heads: int):
@@ -79,27 +79,14 @@ def export_models(folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
     return paths
 
 
-def median_ms(session, feeds, repeat):
-    session.run(None, feeds)
+def median_ms(timed, feeds, repeat):
+    timed.run(None, feeds)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        session.run(None, feeds)
+        timed.run(None, feeds)
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
-
-
-PROVIDER = ["CPUExecutionProvider"]
-
-
-def plain_session(path, threads, library):
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if library:
-        options.register_custom_ops_library(get_library_path())
-    return ort.InferenceSession(str(path), options, providers=PROVIDER)
 
 
 def bench_whole_models(paths, args, folder):
@@ -109,8 +96,8 @@ def bench_whole_models(paths, args, folder):
         onnx.save(new, str(converted))
         feeds = {"input": np.random.default_rng(0).normal(size=shape).astype(np.float32)}
         for threads in (0, 1) if args.provider == "cpu" else (0,):
-            original_ms = median_ms(plain_session(path, threads, False), feeds, args.repeat)
-            converted_ms = median_ms(plain_session(converted, threads, True), feeds, args.repeat)
+            original_ms = median_ms(session(path, args.provider, False, threads), feeds, args.repeat)
+            converted_ms = median_ms(session(converted, args.provider, True, threads), feeds, args.repeat)
             print(
                 f"{name:22} {len(report.converted):2} sites, {'all threads' if threads == 0 else '1 thread   '}: "
                 f"original {original_ms:8.1f} ms | converted (default, kernels) {converted_ms:8.1f} ms "
@@ -124,7 +111,7 @@ def bench_session_creation(path: Path, args):
     plain, ours = [], []
     for _ in range(args.sessions):
         start = time.perf_counter()
-        plain_session(path, 0, True)
+        session(path, "cpu")
         plain.append(time.perf_counter() - start)
         start = time.perf_counter()
         make_session(path, SessionSpec(provider="cpu", use_library=True))
@@ -142,10 +129,8 @@ def main():
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
-    if args.provider == "cuda":
-        if hasattr(ort, "preload_dlls"):
-            ort.preload_dlls()
-        PROVIDER[:] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if args.provider == "cuda" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
     print(f"onnxruntime {ort.__version__}, K={args.steps}, median of {args.repeat} runs")
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
