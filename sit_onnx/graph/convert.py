@@ -326,7 +326,7 @@ def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
     when it knows more shapes (e.g. Add+LayerNormalization into a slower SkipLayerNormalization),
     and a converted model should differ from its original at the softmax sites alone.
     """
-    had = {info.name: info for g in graph_protos(source.graph) for info in g.value_info if _has_shape(info)}
+    had = {info.name: info for g in graph_protos(source.graph) for info in g.value_info}
     for g in graph_protos(new.graph):
         kept = [had[info.name] for info in g.value_info if info.name in had]
         del g.value_info[:]
@@ -337,12 +337,6 @@ def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
         restored = [declared.get(info.name, info) for info in values]
         del values[:]
         values.extend(restored)
-
-
-def _has_shape(info: onnx.ValueInfoProto) -> bool:
-    """A tensor annotation worth keeping: one with a shape. Float16 tools write type-only ones
-    (even for initializers), which onnx's full check refuses once the graph has changed."""
-    return not info.type.HasField("tensor_type") or info.type.tensor_type.HasField("shape")
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -501,3 +501,20 @@ def test_group_query_attention_cache_not_full_is_nan_not_silently_different():
     expanded, _ = expand_attention(model, 17)
     out = _ort(expanded, feeds)[0]
     assert not np.isnan(out[0]).any() and np.isnan(out[1]).all()
+
+
+def test_a_rewrite_failing_the_full_check_is_refused_when_the_source_passed_it():
+    """Against a clean source, a new complaint of the full check is ours: refused even where the
+    structure (the basic check) is sound."""
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.graph.validate import SourceCheck, check_source, validate_model
+    from tests.helpers import softmax_model
+
+    clean = softmax_model([2, 5], -1)
+    assert check_source(clean, "m") == SourceCheck(None, None)
+    broken = onnx.ModelProto.FromString(clean.SerializeToString())
+    broken.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64  # Softmax gives float
+    assert checker_complaint(broken, full=False) is None and checker_complaint(broken) is not None
+    with pytest.raises(SitOnnxError, match="the rewritten model fails onnx's checker"):
+        validate_model(broken, SourceCheck(None, None))
+    validate_model(broken, SourceCheck(checker_complaint(broken), None))  # the source's own complaint
