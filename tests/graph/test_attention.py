@@ -518,3 +518,11 @@ def test_a_rewrite_failing_the_full_check_is_refused_when_the_source_passed_it()
     with pytest.raises(SitOnnxError, match="the rewritten model fails onnx's checker"):
         validate_model(broken, SourceCheck(None, None))
     validate_model(broken, SourceCheck(checker_complaint(broken), None))  # the source's own complaint
+
+
+def test_group_query_attention_without_seqlens_is_left_alone_not_a_crash():
+    f32 = TensorProto.FLOAT
+    inputs = [(n, f32, [1, 3, 32], np.zeros((1, 3, 32), np.float32)) for n in ("q", "k", "v")]
+    model, _ = _gqa_from_inputs(inputs, 4, 2, {})
+    _, found = expand_attention(model, 17)
+    assert [(a.expanded, a.reason) for a in found] == [(False, "seqlens_k is missing")]
