@@ -133,21 +133,12 @@ def test_bad_option_is_usage_error(model_path):
 
 
 def test_external_data_model(tmp_path, params_file, rng):
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
-    weight = numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=-1)],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    from tests.cli.test_external_data import _model, _save_external
+
     src = tmp_path / "ext" / "m.onnx"
-    src.parent.mkdir()
-    onnx.save(model, str(src), save_as_external_data=True, location="m.weights", size_threshold=0)
+    _save_external(_model(rng), src, "m.weights")
     result = invoke("rewrite", src, "--params", params_file, "-o", tmp_path / "o.onnx")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o.onnx.data").is_file()  # external data in, external data out

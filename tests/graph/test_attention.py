@@ -81,17 +81,24 @@ CASES = {
 }
 
 
+def _assert_expansion_equals_onnxruntime(model, feeds, op, opset=17):
+    """Expand `model`'s one attention op; every output equals onnxruntime's kernel to 1e-5.
+    Returns the expanded model."""
+    expected = _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), opset)
+    assert [(a.op, a.expanded) for a in found] == [(op, True)], found
+    for want, got in zip(expected, _ort(expanded, feeds)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    return expanded
+
+
 @pytest.mark.parametrize("opset", [23, 24])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_expansion_equals_onnxruntimes_attention(opset, case):
     model, feeds = _attention_model(opset, **dict(CASES[case]))
-    expected = _ort(model, feeds)
-    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), opset)
-    assert [(a.op, a.expanded) for a in found] == [("Attention", True)]
+    expanded = _assert_expansion_equals_onnxruntime(model, feeds, "Attention", opset)
     assert not any(n.op_type == "Attention" for n in expanded.graph.node)
     assert sum(n.op_type == "Softmax" for n in expanded.graph.node) == 1
-    for want, got in zip(expected, _ort(expanded, feeds)):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 def _with_outputs(model, names):
@@ -278,12 +285,8 @@ def test_ms_attention_decomposition_equals_onnxruntimes_kernel(case):
     build, attrs = MS_ATTENTION[case]
     outputs = ("y", "present") if build.get("past") else ("y",)
     model, feeds = _ms_model("Attention", _attention_inputs(np.random.default_rng(1), **build), outputs, **attrs)
-    expected = _ort(model, feeds)
-    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
-    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::Attention", True)], found
+    expanded = _assert_expansion_equals_onnxruntime(model, feeds, "com.microsoft::Attention")
     assert sum(n.op_type == "Softmax" for n in expanded.graph.node) == 1
-    for want, got in zip(expected, _ort(expanded, feeds)):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 def _mha_inputs(rng, cross=False, bias=False, mask=None, attention_bias=False, past=False):
@@ -334,11 +337,7 @@ def test_multi_head_attention_decomposition_equals_onnxruntimes_kernel(case):
     build, attrs = MHA[case]
     outputs = ("y", "present_key", "present_value") if build.get("past") else ("y",)
     model, feeds = _ms_model("MultiHeadAttention", _mha_inputs(np.random.default_rng(2), **build), outputs, **attrs)
-    expected = _ort(model, feeds)
-    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
-    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::MultiHeadAttention", True)], found
-    for want, got in zip(expected, _ort(expanded, feeds)):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    _assert_expansion_equals_onnxruntime(model, feeds, "com.microsoft::MultiHeadAttention")
 
 
 @pytest.mark.parametrize(
@@ -421,14 +420,11 @@ def _gqa_model(rng, heads=4, kv_heads=2, lengths=(5, 3), **attrs):
 )
 def test_group_query_attention_prompt_equals_onnxruntimes_kernel(heads, kv_heads, lengths, attrs):
     model, feeds = _gqa_model(np.random.default_rng(5), heads, kv_heads, lengths, **attrs)
-    expected = _ort(model, feeds)
-    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
-    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::GroupQueryAttention", True)], found
-    for want, got in zip(expected, _ort(expanded, feeds)):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    _assert_expansion_equals_onnxruntime(model, feeds, "com.microsoft::GroupQueryAttention")
     new, report = rewrite_model(model, RewriteOptions())
     converted = _ort(new, feeds)[0]
-    cosine = float((expected[0] * converted).sum() / np.linalg.norm(expected[0]) / np.linalg.norm(converted))
+    expected = _ort(model, feeds)[0]
+    cosine = float((expected * converted).sum() / np.linalg.norm(expected) / np.linalg.norm(converted))
     assert len(report.converted) == 1 and cosine > 0.999
 
 
@@ -482,11 +478,7 @@ GQA_CACHE = {
 @pytest.mark.parametrize("case", sorted(GQA_CACHE))
 def test_group_query_attention_with_cache_and_rotary_equals_onnxruntimes_kernel(case):
     model, feeds = _gqa_cache_model(np.random.default_rng(7), **GQA_CACHE[case])
-    expected = _ort(model, feeds)
-    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
-    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::GroupQueryAttention", True)], found
-    for want, got in zip(expected, _ort(expanded, feeds)):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    _assert_expansion_equals_onnxruntime(model, feeds, "com.microsoft::GroupQueryAttention")
     new, report = rewrite_model(model, RewriteOptions())
     site = report.sites[0]
     logits, got = _ort(_with_outputs(new, [site.logits, site.output]), feeds)[-2:]
