@@ -151,14 +151,15 @@ def probe_model() -> onnx.ModelProto:
 
 
 @lru_cache(maxsize=8)
-def _kernels_take_the_probe(library: str, providers: tuple[str, ...], threads: int) -> tuple[int, int]:
-    return _placed_spiking_nodes(probe_model(), SessionSpec(threads=threads), list(providers), "probe")
+def _kernels_take_the_probe(library: str, providers: tuple[str, ...]) -> tuple[int, int]:
+    """Placement depends on the library and the providers only: one probe per pair, per process."""
+    return _placed_spiking_nodes(probe_model(), SessionSpec(), list(providers), "probe")
 
 
 def check_kernels(spec: SessionSpec, providers: list[str]) -> None:
     """Refuse a library whose kernels do not take every spiking op (e.g. built for another domain
     version): they would silently run as function bodies, 2-4x slower."""
-    expected, placed = _kernels_take_the_probe(get_library_path(), tuple(providers), spec.threads)
+    expected, placed = _kernels_take_the_probe(get_library_path(), tuple(providers))
     if placed < expected:
         raise SitOnnxError(
             f"only {placed} of {expected} spiking op kinds run on the sit-onnx kernels; the rest would "

@@ -54,7 +54,7 @@ def test_kernel_probe_refuses_a_library_that_leaves_ops_to_function_bodies(monke
 def test_probe_places_every_op_and_type_on_the_kernels():
     from sit_onnx.runtime.session import _kernels_take_the_probe, get_library_path
 
-    expected, placed = _kernels_take_the_probe(get_library_path(), ("CPUExecutionProvider",), 0)
+    expected, placed = _kernels_take_the_probe(get_library_path(), ("CPUExecutionProvider",))
     assert expected == placed == 6
 
 
