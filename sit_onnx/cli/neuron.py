@@ -8,7 +8,7 @@ import click
 
 from sit_onnx.cli.options import check_range, emit_json, json_option, range_option, table
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS, shipped_params
-from sit_onnx.neurons.quality import as_dict, exp_quality
+from sit_onnx.neurons.quality import as_dict, exp_quality, row_quality
 from sit_onnx.neurons.sweep import SWEEP_LENGTHS
 
 
@@ -64,6 +64,29 @@ def neuron():
     help="Fit the absolute error, or the error relative to exp(x) (keeps small values: better softmax KL).",
 )
 @click.option(
+    "--objective",
+    type=click.Choice(["exp-rmse", "softmax"]),
+    default="exp-rmse",
+    show_default=True,
+    help="exp-rmse: exp's RMSE on the range (the paper's protocol). softmax: the Spiking-Softmax error "
+    "(mean KL + mean worst weight) on rows of max-shifted logits; needs a range [LO, 0].",
+)
+@click.option(
+    "--rows",
+    "rows_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="softmax objective: an .npz of real logits (each array's last axis is the softmax axis) "
+    "instead of the N(0, sigma^2) row family.",
+)
+@click.option(
+    "--warm-start",
+    metavar="shipped|FILE",
+    default=None,
+    help="Skip the exploration: polish from this set's thresholds and resets ('shipped': the "
+    "shipped exp-rmse set for K and the range).",
+)
+@click.option(
     "--neurons",
     type=click.IntRange(1, 64),
     default=1,
@@ -73,9 +96,23 @@ def neuron():
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
 def fit(
-    steps, input_range, output, seed, restarts, iterations, polish_rounds, init, weighting, neurons, force, as_json
+    steps,
+    input_range,
+    output,
+    seed,
+    restarts,
+    iterations,
+    polish_rounds,
+    init,
+    weighting,
+    objective,
+    rows_file,
+    warm_start,
+    neurons,
+    force,
+    as_json,
 ):
-    """Fit T, h, d so that SI-exp approximates exp on the range; write them as JSON."""
+    """Fit T, h, d so that SI-exp approximates exp (or softmax rows) on the range; write them as JSON."""
     from tqdm import tqdm
 
     from sit_onnx.neurons.fit import FitOptions, fit_ensemble, fit_si_exp, total_ticks
@@ -83,6 +120,10 @@ def fit(
     input_range = check_range(input_range)
     if output.exists() and not force:
         raise click.ClickException(f"{output} exists (use --force to overwrite)")
+    if rows_file is not None and objective != "softmax":
+        raise click.BadParameter(
+            "real logits serve the softmax objective only (add --objective softmax)", param_hint="--rows"
+        )
     opts = FitOptions(
         steps=steps,
         input_range=input_range,
@@ -92,11 +133,15 @@ def fit(
         polish_rounds=polish_rounds,
         init=init,
         weighting=weighting,
+        objective=objective,
+        rows=_rows(rows_file) if rows_file else None,
+        warm_start=_warm_start(warm_start, steps, input_range),
     )
     with tqdm(total=total_ticks(opts), desc=f"fit K={steps}", unit="it", disable=None, leave=False) as bar:
         params = fit_si_exp(opts, progress=bar.update)
     params = fit_ensemble(params, neurons)
     params.save(output)
+    rows = row_quality(params) if input_range[1] == 0 else None  # both objectives' figures, always
     if as_json:
         emit_json(
             {
@@ -104,16 +149,51 @@ def fit(
                 "steps": steps,
                 "neurons": neurons,
                 "range": list(input_range),
+                "objective": objective,
                 "rmse": params.rmse,
                 "max_error": params.max_error,
+                "rows": as_dict(rows) if rows is not None else None,
             }
         )
-    else:
+        return
+    click.echo(
+        f"K={steps}{f' x {neurons} neurons' if neurons > 1 else ''} on "
+        f"[{input_range[0]:g}, {input_range[1]:g}] fitted to {objective}: RMSE {params.rmse:.6g}, "
+        f"max error {params.max_error:.6g} (100,000 random points) -> {output}"
+    )
+    if rows is not None:
         click.echo(
-            f"K={steps}{f' x {neurons} neurons' if neurons > 1 else ''} on "
-            f"[{input_range[0]:g}, {input_range[1]:g}]: RMSE {params.rmse:.6g}, "
-            f"max error {params.max_error:.6g} (100,000 random points) -> {output}"
+            f"  as Spiking-Softmax on held-out N(0, sigma^2) rows: mean KL {rows.kl:.4g}, "
+            f"mean worst weight error {rows.worst_mean:.4g}, worst {rows.worst:.4g}"
         )
+
+
+def _rows(path: Path):
+    """The rows of every array in an .npz of logits, softmax over each array's last axis."""
+    import numpy as np
+
+    from sit_onnx.evaluate.inputs import load_arrays
+    from sit_onnx.neurons.objective import RowSet
+
+    rows = []
+    for name, array in load_arrays(path).items():
+        if array.ndim < 1 or array.shape[-1] < 1 or not np.issubdtype(array.dtype, np.floating):
+            raise click.BadParameter(f"{path}: array {name!r} is no floating-point logits tensor", param_hint="--rows")
+        rows.extend(array.reshape(-1, array.shape[-1]))
+    try:
+        return RowSet.from_rows(rows, f"{len(rows)} rows of {path.name}")
+    except ValueError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--rows") from None
+
+
+def _warm_start(value: str | None, steps: int, input_range):
+    from sit_onnx.neurons.params import load_params
+
+    if value is None:
+        return None
+    if value == "shipped":
+        return shipped_params(steps, input_range, objective="exp-rmse")
+    return load_params(value)
 
 
 @neuron.command()
@@ -126,15 +206,24 @@ def fit(
     default=None,
     help="Show this parameter file instead of a shipped set.",
 )
+@click.option(
+    "--objective",
+    type=click.Choice(["exp-rmse", "softmax"]),
+    default=None,
+    help="Which shipped set (default: softmax for the max-shift range, exp-rmse for the paper's).",
+)
 @json_option
-def show(steps, input_range, params_file, as_json):
+def show(steps, input_range, params_file, objective, as_json):
     """Print a parameter set's fit error and expected spikes per input."""
     from sit_onnx.neurons.params import load_params
 
-    params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range))
+    params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range), objective)
     quality = exp_quality(params)
+    rows = row_quality(params) if params.input_range[1] == 0 else None  # max-shift sets: the row figures
     record = {
         **as_dict(quality),
+        "objective": params.meta.get("objective", "exp-rmse"),
+        "rows": as_dict(rows) if rows is not None else None,
         "thresholds": list(params.thresholds),
         "resets": list(params.resets),
         "weights": list(params.weights),
@@ -150,6 +239,11 @@ def show(steps, input_range, params_file, as_json):
     click.echo(f"SI-exp K={quality.steps}{ensemble} fitted on [{lo:g}, {hi:g}] ({params.method})")
     click.echo(f"  RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} over {quality.points:,} uniform points")
     click.echo(f"  expected spikes per input: {quality.mean_spikes:.3f} of {quality.steps} steps")
+    if rows is not None:
+        click.echo(
+            f"  as Spiking-Softmax on held-out N(0, sigma^2) rows: mean KL {rows.kl:.4g}, "
+            f"mean worst weight error {rows.worst_mean:.4g}, worst {rows.worst:.4g}"
+        )
     rows = [[t + 1, params.thresholds[t], params.resets[t], params.neuron_weights(0)[t]] for t in range(params.steps)]
     click.echo(table(rows, ["t", "T(t)", "h(t)", "d(t)"]))
 
@@ -202,6 +296,17 @@ def sweep(steps_list, plot, vectors, as_json):
             ],
             ["K", "RMSE[-1,1]", f"RMSE[{SHIFT_RANGE[0]:g},0]"]
             + [f"KL {s['protocol'][:5]} n={s['length']}" for s in rows[0]["softmax"]],
+        )
+    )
+    click.echo("max-shift sets by objective, on held-out N(0, sigma^2) rows (n=2..512, sigma=1..8):")
+    click.echo(
+        table(
+            [
+                [r["steps"]]
+                + [r["objectives"][o][key] for o in ("exp-rmse", "softmax") for key in ("exp_rmse", "kl", "worst")]
+                for r in rows
+            ],
+            ["K"] + [f"{label} ({o})" for o in ("exp-rmse", "softmax") for label in ("RMSE", "KL", "worst")],
         )
     )
     if plot:

@@ -98,6 +98,13 @@ def rewrite_options(func):
             help="A fitted parameter set (from `sit-onnx neuron fit`) instead of a shipped one.",
         ),
         click.option(
+            "--objective",
+            type=click.Choice(["softmax", "exp-rmse"]),
+            default=None,
+            help="Which shipped set: fitted to the softmax row error (the default with --shift) or to "
+            "exp's RMSE (the paper's protocol; the only kind for --no-shift).",
+        ),
+        click.option(
             "--sigmoid",
             is_flag=True,
             help="Insert a Sigmoid before SpikingExp (the paper's Next-ViT/UniFormer path; changes the "
@@ -138,6 +145,7 @@ def rewrite_options_from(kwargs: dict, **extra):
     return RewriteOptions(
         steps=kwargs.pop("steps"),
         params_file=str(params_file) if params_file else None,
+        objective=kwargs.pop("objective"),
         sigmoid=kwargs.pop("sigmoid"),
         shift=kwargs.pop("shift"),
         time_steps=kwargs.pop("time_steps"),

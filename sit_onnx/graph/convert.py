@@ -7,6 +7,7 @@ external data). The input is never modified.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import onnx
@@ -36,6 +37,7 @@ class RewriteOptions:
 
     steps: int = 12
     params_file: str | None = None
+    objective: str | None = None  # of the shipped set: None = softmax with shift, exp-rmse without
     sigmoid: bool = False
     shift: bool = True
     time_steps: int = 0
@@ -54,8 +56,10 @@ class RewriteOptions:
     def neuron_params(self) -> NeuronParams:
         """The explicit file, else the shipped set for K on the range the mode feeds SI-exp."""
         if self.params_file:
+            if self.objective:
+                raise SitOnnxError("--objective picks a shipped set; it has no meaning with --params")
             return load_params(self.params_file)
-        return shipped_params(self.steps, SHIFT_RANGE if self.shift else PAPER_RANGE)
+        return shipped_params(self.steps, SHIFT_RANGE if self.shift else PAPER_RANGE, self.objective)
 
 
 def _semantics(opset: int, site_pattern: str, axis) -> str:
@@ -201,9 +205,18 @@ def select_sites(sites: list[SoftmaxSite], options: RewriteOptions) -> list[str 
 
 
 def apply(
-    graph: gs.Graph, sites, reasons, prepared: Prepared, params: NeuronParams, options: SoftmaxOptions, fuse: bool
+    graph: gs.Graph,
+    sites,
+    reasons,
+    prepared: Prepared,
+    params: NeuronParams,
+    options: SoftmaxOptions,
+    fuse: bool,
+    site_params: Mapping[str, NeuronParams] | None = None,
 ):
-    """Replace the selected sites; one SiteReport per site."""
+    """Replace the selected sites, each with its own set from `site_params` or else `params`;
+    one SiteReport per site."""
+    site_params = site_params or {}
     names = NamePool(graph)
     reports = []
     for site, reason in zip(sites, reasons):
@@ -220,7 +233,8 @@ def apply(
             output=site.output.name,
         )
         if reason is None:
-            entry.replaced_with = replace_site(site, params, options, fuse, prepared.opset, names)
+            own = site_params.get(site.name, params)
+            entry.replaced_with = replace_site(site, own, options, fuse, prepared.opset, names)
         reports.append(entry)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     return reports
@@ -257,10 +271,13 @@ def rewrite_model(
     options: RewriteOptions = RewriteOptions(),
     source: str | None = None,
     in_place: bool = False,
+    site_params: Mapping[str, NeuronParams] | None = None,
 ) -> tuple[onnx.ModelProto, RewriteReport]:
     """Convert the softmax sites of `model`; a copy unless `in_place` (then `model` itself becomes
-    the result). prepare -> find -> select -> apply -> finish -> report."""
+    the result). `site_params` (from per-site calibration) overrides the set per site name.
+    prepare -> find -> select -> apply -> finish -> report."""
     params, fuse = _checked_options(options)
+    _check_site_params(site_params or {}, params)
     label = source or "model"
     already = _existing_steps(model)
     if already is not None and already != params.steps:
@@ -276,7 +293,7 @@ def rewrite_model(
         extra += "".join(f"; Exp {m.name!r} is no softmax: {m.reason}" for m in misses[:3])
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert{extra}")
     reasons = select_sites(sites, options)
-    reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse)
+    reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse, site_params)
     new = finish(graph, prepared, params, options.inline)
     report = RewriteReport(
         input=source,
@@ -284,17 +301,39 @@ def rewrite_model(
         source_opset=prepared.source_opset,
         opset=prepared.opset,
         steps=params.steps,
-        params=options.params_file or f"shipped K={params.steps} on {list(params.input_range)}",
+        params=options.params_file or _shipped_label(params),
         options={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}, "fuse": fuse},
         sites=reports,
         ops_before=dict(count_ops(model.graph)),
         ops_after=dict(count_ops(new.graph)),
         inlined=options.inline,
-        notes=prepared.notes + _option_notes(options, params, fuse),
+        notes=prepared.notes + _option_notes(options, params, fuse) + _calibration_notes(reports, site_params),
         attention=[asdict(a) for a in prepared.attention],
         near_misses=[asdict(m) for m in misses],
     )
     return write_back(prepared.model, new, prepared.aside), report
+
+
+def _calibration_notes(reports, site_params) -> list[str]:
+    if not site_params:
+        return []
+    own = sum(1 for r in reports if r.converted and r.name in site_params)
+    return [f"{own} of {sum(r.converted for r in reports)} converted sites carry their own calibrated parameter set"]
+
+
+def _check_site_params(site_params: Mapping[str, NeuronParams], params: NeuronParams) -> None:
+    """Every per-site set has the model's K (the function bodies are per K) and one neuron."""
+    for name, own in site_params.items():
+        if own.steps != params.steps or own.neurons != 1:
+            raise SitOnnxError(
+                f"site {name!r}: its parameter set has K={own.steps} x {own.neurons} neurons; "
+                f"every site needs K={params.steps}, one neuron"
+            )
+
+
+def _shipped_label(params: NeuronParams) -> str:
+    objective = params.meta.get("objective", "exp-rmse")
+    return f"shipped K={params.steps} on {list(params.input_range)}, fitted to {objective}"
 
 
 def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:

@@ -40,6 +40,7 @@ class RewriteReport:
     notes: list[str] = field(default_factory=list)
     attention: list[dict] = field(default_factory=list)  # attention ops met: expanded, or left alone and why
     near_misses: list[dict] = field(default_factory=list)  # Exp nodes that almost formed a softmax, and why not
+    calibration: list[dict] = field(default_factory=list)  # per-site calibration: each site's rows and chosen set
 
     @property
     def attention_left_alone(self) -> list[dict]:

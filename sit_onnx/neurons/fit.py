@@ -12,12 +12,13 @@ The error reported is measured on 100,000 uniform random points, not the grid.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.neurons.objective import RowScore, RowSet, family_rows, least_squares_weights, score
 from sit_onnx.neurons.params import NeuronParams
 from sit_onnx.neurons.quality import exp_quality
 
@@ -36,11 +37,17 @@ class FitOptions:
     ridge: float = 1e-9
     init: str = "spread"  # "spread": thresholds evenly down the range, small resets; "random"
     weighting: str = "absolute"  # or "relative": error relative to exp(x)
+    # "exp-rmse": the paper's protocol, (weighted) RMSE of exp on the range; "softmax": the polish
+    # minimises the Spiking-Softmax error on rows of max-shifted logits (objective.py)
+    objective: str = "exp-rmse"
+    rows: RowSet | None = None  # softmax objective: the rows (None: the parametric family)
+    warm_start: NeuronParams | None = None  # start the polish from this set's T and h, no exploration
 
 
 def spike_matrix(x: np.ndarray, thresholds: np.ndarray, resets: np.ndarray) -> np.ndarray:
     """Spike trains (len(x), K) as float64: the design matrix whose product with d is the output."""
     v = x.astype(np.float64).copy()
+    thresholds, resets = np.asarray(thresholds, dtype=np.float64), np.asarray(resets, dtype=np.float64)
     z = np.empty((x.size, thresholds.size))
     for t in range(thresholds.size):
         fired = v >= thresholds[t]
@@ -159,14 +166,13 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
     return best
 
 
-def _polish(x, target, thresholds, resets, opts: FitOptions, tick: Callable[[], None]):
-    """Line search on one parameter at a time over a spread of offsets; shrink the spread when stuck."""
-    span = opts.input_range[1] - opts.input_range[0]
-    weight = point_weights(x, opts.weighting)
-    best, _ = true_rmse(x, target, thresholds, resets, opts.ridge, weight)
+def _polish(evaluate: Callable[[np.ndarray, np.ndarray], float], thresholds, resets, span, rounds, tick):
+    """Line search on one parameter at a time over a spread of offsets; shrink the spread when stuck.
+    `evaluate(thresholds, resets)` is the true (stepped) error, d solved inside it."""
+    best = evaluate(thresholds, resets)
     spread = 0.25 * span
     offsets = np.concatenate([-np.geomspace(1, 1e-3, 12), np.geomspace(1e-3, 1, 12)])
-    for _ in range(opts.polish_rounds):
+    for _ in range(rounds):
         improved = False
         for vec in (thresholds, resets):
             for i in range(vec.size):
@@ -174,7 +180,7 @@ def _polish(x, target, thresholds, resets, opts: FitOptions, tick: Callable[[], 
                 best_value = old
                 for offset in offsets * spread:
                     vec[i] = old + offset
-                    err, _ = true_rmse(x, target, thresholds, resets, opts.ridge, weight)
+                    err = evaluate(thresholds, resets)
                     if err < best - 1e-12:
                         best, best_value, improved = err, vec[i], True
                 vec[i] = best_value
@@ -184,6 +190,45 @@ def _polish(x, target, thresholds, resets, opts: FitOptions, tick: Callable[[], 
             if spread < 1e-6 * span:
                 break
     return thresholds, resets
+
+
+class SoftmaxTarget:
+    """The softmax-aware objective on a range [LO, 0] (see `objective`): d is solved by least squares
+    on the rows' elements gathered into a fine grid of the range (the neuron is constant between
+    grid points but for breakpoints inside a cell, 1/20,000 of the range), the error is the true
+    row score of the stepped neuron."""
+
+    CELLS = 20_000
+    TAIL_CELLS = 2_000
+
+    def __init__(self, rows: RowSet, input_range: tuple[float, float], ridge: float = 1e-9):
+        lo, hi = input_range
+        if hi != 0:
+            raise SitOnnxError(f"--objective softmax fits the max-shift range [LO, 0]; got HI={hi:g}")
+        self.rows, self.ridge = rows, ridge
+        # the range in CELLS cells; below it (the neuron's tail, where rows still have elements) coarser
+        tail = np.linspace(min(float(rows.x.min()), lo - 1.0), lo, self.TAIL_CELLS + 1)[:-1]
+        self.grid = np.concatenate([tail, np.linspace(lo, 0.0, self.CELLS + 1)])
+        # each element takes the neuron's value at the grid point at or below it
+        self.cell = np.clip(np.searchsorted(self.grid, rows.x, side="right") - 1, 0, self.grid.size - 1)
+        inside = rows.clipped(lo)
+        w2 = least_squares_weights(rows, lo)[inside] ** 2
+        weight2 = np.bincount(self.cell[inside], w2, minlength=self.grid.size)
+        target = np.bincount(self.cell[inside], w2 * np.exp(rows.x[inside]), minlength=self.grid.size)
+        used = weight2 > 0
+        self.fit_x, self.fit_w = self.grid[used], np.sqrt(weight2[used])
+        self.fit_target = target[used] / weight2[used]
+
+    def weights(self, thresholds, resets) -> np.ndarray:
+        z = spike_matrix(self.fit_x, thresholds, resets)
+        return solve_weights(z * self.fit_w[:, None], self.fit_target * self.fit_w, self.ridge)
+
+    def row_score(self, thresholds, resets, weights=None) -> RowScore:
+        d = self.weights(thresholds, resets) if weights is None else np.asarray(weights)
+        return score(self.rows, (spike_matrix(self.grid, thresholds, resets) @ d)[self.cell])
+
+    def __call__(self, thresholds, resets) -> float:
+        return self.row_score(thresholds, resets).value
 
 
 MAX_FIT_HIGH = 80.0  # exp(80) = 5.5e34: the weights d(t) stay well inside float32, as the ops store them
@@ -202,38 +247,108 @@ def check_fit_range(input_range) -> tuple[float, float]:
     return lo, hi
 
 
-def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) -> NeuronParams:
-    """Fit one SI-exp neuron to exp on `opts.input_range`; seeded and reproducible."""
-    import torch
+OBJECTIVES = ("exp-rmse", "softmax")
 
+
+def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) -> NeuronParams:
+    """Fit one SI-exp neuron on `opts.input_range`, to exp or to softmax rows; seeded and reproducible."""
     lo, hi = check_fit_range(opts.input_range)
-    torch.manual_seed(opts.seed)
-    rng = np.random.default_rng(opts.seed)
+    if opts.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {opts.objective!r}; known: {', '.join(OBJECTIVES)}")
+    target = (
+        SoftmaxTarget(opts.rows or family_rows(opts.seed), (lo, hi), opts.ridge)
+        if opts.objective == "softmax"
+        else None
+    )
     tick = (lambda: progress(1)) if progress else (lambda: None)
     x = np.linspace(lo, hi, GRID_POINTS)
-    target = np.exp(x)
+    if opts.warm_start is not None:
+        thresholds, resets = _warm(opts)
+    elif target is not None:
+        thresholds, resets = _softmax_start(target, opts, tick)
+    else:
+        thresholds, resets = _explored(x, opts, tick)
+    weight = point_weights(x, opts.weighting)
+    if target is None:
+        evaluate = lambda th, rs: true_rmse(x, np.exp(x), th, rs, opts.ridge, weight)[0]  # noqa: E731
+    else:
+        evaluate = target
+    thresholds, resets = _polish(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
+    if target is None:
+        _, weights = true_rmse(x, np.exp(x), thresholds, resets, opts.ridge, weight)
+    else:
+        weights = target.weights(thresholds, resets)
+    meta = {
+        "seed": opts.seed,
+        "objective": opts.objective,
+        "init": "warm start" if opts.warm_start is not None else opts.init,
+        "weighting": opts.weighting,
+        "restarts": opts.restarts,
+        "iterations": opts.iterations,
+        "polish_rounds": opts.polish_rounds,
+        "surrogate_width": opts.surrogate_width,
+        "grid_points": GRID_POINTS,
+    }
+    if target is not None:
+        meta.update(rows=target.rows.source, **_row_figures(target.row_score(thresholds, resets, weights)))
+    return scored(NeuronParams(thresholds, resets, weights, (lo, hi)), method=_method(opts), meta=meta)
+
+
+def _method(opts: FitOptions) -> str:
+    start = "warm start" if opts.warm_start is not None else "surrogate-gradient explore"
+    if opts.objective == "softmax":
+        return f"{start} + coordinate polish of the softmax row error (L1 + worst weight), least-squares d"
+    return f"{start} + least-squares d + coordinate polish"
+
+
+def _row_figures(row_score: RowScore) -> dict:
+    return {f"row_{key}": value for key, value in asdict(row_score).items()}
+
+
+def _warm(opts: FitOptions) -> tuple[np.ndarray, np.ndarray]:
+    start = opts.warm_start
+    if start.steps != opts.steps or start.neurons != 1:
+        raise SitOnnxError(
+            f"warm start: the set has K={start.steps}{f' x {start.neurons} neurons' if start.neurons > 1 else ''}; "
+            f"need one neuron of K={opts.steps}"
+        )
+    return np.array(start.thresholds), np.array(start.resets)
+
+
+SOFTMAX_START_SPANS = (1.0, 2 / 3, 1 / 2)  # explore exp on [LO * s, 0]: softmax rows favour the top of the range
+SOFTMAX_START_ROUNDS = 4
+
+
+def _softmax_start(target: SoftmaxTarget, opts: FitOptions, tick) -> tuple[np.ndarray, np.ndarray]:
+    """The softmax objective's landscape is rugged (measured: polishing from different exp fits
+    ends 2x apart), so explore exp on a few ranges [LO*s, 0], polish each briefly on the rows,
+    and keep the best."""
+    lo = opts.input_range[0]
+    best = (np.inf, None, None)
+    for share in SOFTMAX_START_SPANS:
+        narrowed = replace(opts, input_range=(lo * share, 0.0))
+        thresholds, resets = _explored(np.linspace(lo * share, 0.0, GRID_POINTS), narrowed, tick)
+        thresholds, resets = _polish(target, thresholds, resets, -lo, SOFTMAX_START_ROUNDS, lambda: None)
+        value = target(thresholds, resets)
+        if value < best[0]:
+            best = (value, thresholds, resets)
+    return best[1], best[2]
+
+
+def _explored(x: np.ndarray, opts: FitOptions, tick) -> tuple[np.ndarray, np.ndarray]:
+    """The surrogate-gradient phase, always on exp's (weighted) RMSE: the softmax objective's
+    weights span orders of magnitude, which the surrogate does not survive (measured)."""
+    import torch
+
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 10,000 x K tensors: threads only add overhead (and oversubscribe parallel fits)
     try:
-        _, thresholds, resets = _explore(x, target, opts, rng, tick)
+        _, thresholds, resets = _explore(x, np.exp(x), opts, rng, tick)
     finally:
         torch.set_num_threads(threads)
-    thresholds, resets = _polish(x, target, thresholds, resets, opts, tick)
-    _, weights = true_rmse(x, target, thresholds, resets, opts.ridge, point_weights(x, opts.weighting))
-    return scored(
-        NeuronParams(thresholds, resets, weights, (lo, hi)),
-        method="surrogate-gradient explore + least-squares d + coordinate polish",
-        meta={
-            "seed": opts.seed,
-            "init": opts.init,
-            "weighting": opts.weighting,
-            "restarts": opts.restarts,
-            "iterations": opts.iterations,
-            "polish_rounds": opts.polish_rounds,
-            "surrogate_width": opts.surrogate_width,
-            "grid_points": GRID_POINTS,
-        },
-    )
+    return thresholds, resets
 
 
 ENSEMBLE_SPREADS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)  # half-width of the offsets, as a fraction of the range
@@ -266,4 +381,7 @@ def fit_ensemble(single: NeuronParams, neurons: int) -> NeuronParams:
 
 
 def total_ticks(opts: FitOptions) -> int:
-    return opts.restarts * opts.iterations + opts.polish_rounds
+    explore = 0 if opts.warm_start is not None else opts.restarts * opts.iterations
+    if opts.warm_start is None and opts.objective == "softmax":
+        explore *= len(SOFTMAX_START_SPANS)
+    return explore + opts.polish_rounds

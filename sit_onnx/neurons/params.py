@@ -163,18 +163,39 @@ def load_params(path: str | os.PathLike) -> NeuronParams:
     return params_from_json(text, str(path))
 
 
-def shipped_name(steps: int, input_range: tuple[float, float]) -> str:
+OBJECTIVES = ("exp-rmse", "softmax")
+# Sets fitted to the softmax row error ship for the max-shift range only: there the row maximum is
+# exactly 0, which the objective relies on. The paper's range keeps its exp-RMSE sets.
+SOFTMAX_SHIPPED_RANGE = SHIFT_RANGE
+
+
+def default_objective(input_range: tuple[float, float]) -> str:
+    """What the shipped set for a range was fitted to, unless asked otherwise."""
+    return "softmax" if tuple(input_range) == SOFTMAX_SHIPPED_RANGE else "exp-rmse"
+
+
+def shipped_name(steps: int, input_range: tuple[float, float], objective: str = "exp-rmse") -> str:
     lo, hi = input_range
-    return f"si_exp_k{steps}_{lo:g}_{hi:g}.json"
+    prefix = "softmax" if objective == "softmax" else "si_exp"
+    return f"{prefix}_k{steps}_{lo:g}_{hi:g}.json"
 
 
-def shipped_params(steps: int = 12, input_range: tuple[float, float] = PAPER_RANGE) -> NeuronParams:
-    """The parameter set fitted and shipped with sit-onnx for K=`steps` on `input_range`."""
-    name = shipped_name(steps, tuple(input_range))
+def shipped_params(
+    steps: int = 12, input_range: tuple[float, float] = PAPER_RANGE, objective: str | None = None
+) -> NeuronParams:
+    """The parameter set fitted and shipped with sit-onnx for K=`steps` on `input_range`, fitted to
+    `objective` (default: softmax rows on the max-shift range, exp's RMSE on the paper's range)."""
+    objective = objective or default_objective(input_range)
+    if objective not in OBJECTIVES:
+        raise SitOnnxError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    name = shipped_name(steps, tuple(input_range), objective)
     resource = resources.files("sit_onnx.neurons") / "data" / name
     if not resource.is_file():
         have = ", ".join(
             sorted(p.name for p in (resources.files("sit_onnx.neurons") / "data").iterdir() if p.name.endswith(".json"))
         )
-        raise SitOnnxError(f"no shipped parameter set for K={steps} on {list(input_range)}; shipped: {have or 'none'}")
+        raise SitOnnxError(
+            f"no shipped parameter set for K={steps} on {list(input_range)} fitted to {objective}; "
+            f"shipped: {have or 'none'}"
+        )
     return params_from_json(resource.read_text(encoding="utf-8"), name)

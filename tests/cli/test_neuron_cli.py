@@ -58,6 +58,16 @@ def test_show_table_for_shift_set():
         (["neuron", "fit", "--range", "0", "nan", "-o", "p.json"], 2, "need finite LO < HI"),
         (["neuron", "show", "--params", "missing.json"], 1, "parameter file not found"),
         (["neuron", "fit", "--init", "zeros", "-o", "p.json"], 2, "'zeros' is not one of"),
+        (["neuron", "fit", "--objective", "kl", "-o", "p.json"], 2, "'kl' is not one of"),
+        (["neuron", "fit", "--objective", "softmax", "-o", "p.json"], 1, "max-shift range [LO, 0]; got HI=1"),
+        (["neuron", "fit", "--rows", "r.npz", "-o", "p.json"], 2, "softmax objective only"),
+        (["neuron", "fit", "--warm-start", "missing.json", "-o", "p.json"], 1, "parameter file not found"),
+        (
+            ["neuron", "fit", "-k", "5", "--warm-start", "shipped", "-o", "p.json"],
+            1,
+            "no shipped parameter set for K=5",
+        ),
+        (["neuron", "show", "--objective", "softmax"], 1, "fitted to softmax"),
     ],
 )
 def test_bad_arguments(args, code, text):
@@ -89,7 +99,13 @@ def test_sweep_json_and_plot(tmp_path):
     assert [r["steps"] for r in record["sweep"]] == [4, 12]
     assert record["sweep"][1]["si_exp"]["rmse"] < record["sweep"][0]["si_exp"]["rmse"]
     assert {s["protocol"] for s in record["sweep"][0]["softmax"]} == {"paper", "max-shift"}
+    for row in record["sweep"]:  # both objectives' sets, scored both ways
+        ours, paper = row["objectives"]["softmax"], row["objectives"]["exp-rmse"]
+        assert ours["l1"] < paper["l1"] and ours["worst_mean"] < paper["worst_mean"] and ours["exp_rmse"] > 0
+        assert ours["kl"] > 0 and paper["kl"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = invoke("neuron", "sweep", "--steps", "8", "--vectors", "10")
+    assert table.exit_code == 0 and "KL (softmax)" in table.output and "worst (exp-rmse)" in table.output
 
 
 def test_fit_relative_weighting_recorded(tmp_path):
@@ -98,3 +114,51 @@ def test_fit_relative_weighting_recorded(tmp_path):
     assert result.exit_code == 0, result.output
     params = load_params(out)
     assert params.meta["weighting"] == "relative" and params.meta["init"] == "spread"
+
+
+def _softmax_fit(out, *extra):
+    return [
+        "neuron", "fit", "-k", "4", "--range", "-12", "0", "--objective", "softmax",
+        "--warm-start", "shipped", "--polish-rounds", "1", "-o", out, *extra,
+    ]  # fmt: skip
+
+
+def test_fit_softmax_objective_from_the_shipped_set(tmp_path):
+    out = tmp_path / "s.json"
+    result = invoke(*_softmax_fit(out, "--json"))
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert record["objective"] == "softmax" and record["rows"]["kl"] > 0 and 0 < record["rows"]["worst"] < 1
+    params = load_params(out)
+    assert params.meta["objective"] == "softmax" and params.meta["init"] == "warm start"
+    assert params.meta["rows"].startswith("N(0, sigma^2) rows")
+    text = invoke(*_softmax_fit(out, "--force"))
+    assert "fitted to softmax" in text.output and "as Spiking-Softmax on held-out" in text.output
+
+
+def test_fit_softmax_objective_on_real_logits(tmp_path):
+    import numpy as np
+
+    logits = tmp_path / "logits.npz"
+    rng = np.random.default_rng(0)
+    np.savez(logits, a=rng.normal(0, 2, (50, 7)).astype(np.float32), b=rng.normal(0, 1, (4, 9, 3)))
+    out = tmp_path / "s.json"
+    result = invoke(*_softmax_fit(out, "--rows", logits))
+    assert result.exit_code == 0, result.output
+    assert load_params(out).meta["rows"] == "86 rows of logits.npz"  # 50 rows of 7, 36 of 3
+    np.savez(logits, ids=np.arange(6).reshape(2, 3))
+    bad = invoke(*_softmax_fit(out, "--rows", logits, "--force"))
+    assert bad.exit_code == 2 and "no floating-point logits" in bad.output
+    np.savez(logits, a=np.full((2, 3), np.nan, np.float32))
+    empty = invoke(*_softmax_fit(out, "--rows", logits, "--force"))
+    assert empty.exit_code == 2 and "no row holds a finite logit" in empty.output
+
+
+def test_show_reports_both_objectives_figures():
+    default = json.loads(invoke("neuron", "show", "--range", "-12", "0", "--json").output)
+    paper = json.loads(invoke("neuron", "show", "--range", "-12", "0", "--objective", "exp-rmse", "--json").output)
+    assert default["objective"] == "softmax" and paper["objective"] == "exp-rmse"
+    assert default["rows"]["worst"] < paper["rows"]["worst"] and default["thresholds"] != paper["thresholds"]
+    assert json.loads(invoke("neuron", "show", "--json").output)["rows"] is None  # [-1, 1]: no max-shift rows
+    text = invoke("neuron", "show", "--range", "-12", "0")
+    assert "as Spiking-Softmax on held-out N(0, sigma^2) rows" in text.output

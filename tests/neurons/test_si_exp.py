@@ -68,11 +68,14 @@ def test_shipped_sets_improve_with_steps():
 
 
 @pytest.mark.parametrize("steps", SHIPPED_STEPS)
-def test_shipped_shift_sets_cover_negative_range(steps):
-    params = shipped_params(steps, SHIFT_RANGE)
+@pytest.mark.parametrize("objective, bound", [("exp-rmse", 0.025), ("softmax", 0.04)])
+def test_shipped_shift_sets_cover_negative_range(steps, objective, bound):
+    """Both kinds of max-shift set follow exp on the range (the softmax ones trade some RMSE for
+    the row error: scale is free there)."""
+    params = shipped_params(steps, SHIFT_RANGE, objective)
     x = np.linspace(*SHIFT_RANGE, 4001)
     err = np.abs(si_exp(x, params) - np.exp(x))
-    assert np.sqrt(np.mean(err**2)) < 0.025  # shared/neuron-fit-reference.md: 0.0073 at K=12, R=12
+    assert np.sqrt(np.mean(err**2)) < bound  # shared/neuron-fit-reference.md: 0.0073 at K=12, R=12
     assert err.max() <= 1.2 * params.max_error + 1e-3  # the file's own figure holds on a fine grid
 
 

@@ -1,0 +1,183 @@
+"""The softmax-aware objective: rows, least-squares weights, the row score, the fit that uses them,
+and the shipped sets fitted with it."""
+
+import numpy as np
+import pytest
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.neurons import shipped_params, si_exp
+from sit_onnx.neurons.fit import FitOptions, SoftmaxTarget, fit_si_exp, spike_matrix
+from sit_onnx.neurons.objective import (
+    FAMILY_LENGTHS,
+    FAMILY_SIGMAS,
+    RowSet,
+    family_rows,
+    least_squares_weights,
+    rows_from_logits,
+    score,
+)
+from sit_onnx.neurons.params import SHIFT_RANGE, SHIPPED_STEPS, default_objective
+from sit_onnx.neurons.quality import row_quality
+from sit_onnx.neurons.softmax import softmax
+
+
+def test_rows_are_max_shifted_with_their_softmax():
+    rows = RowSet.from_rows([np.array([1.0, 2.0, 3.0]), np.array([5.0]), np.array([0.0, -np.inf, 4.0])], "t")
+    assert rows.rows == 3 and list(rows.starts) == [0, 3, 4]
+    assert rows.x.tolist() == [-2.0, -1.0, 0.0, 0.0, -4.0, 0.0]  # -inf dropped, each row's max at 0
+    np.testing.assert_allclose(rows.p[:3], softmax(np.array([1.0, 2.0, 3.0])))
+    np.testing.assert_allclose(np.bincount(rows.row, rows.p), 1.0)
+
+
+def test_rows_without_a_finite_value_are_dropped_with_their_weight():
+    rows = RowSet.from_rows([np.array([np.nan]), np.array([0.0, 1.0]), np.array([2.0])], "t", weight=[9, 1, 3])
+    assert rows.rows == 2
+    np.testing.assert_allclose(rows.weight, [0.5, 1.5])  # 1 and 3, normalised to mean 1
+    with pytest.raises(ValueError, match="no row"):
+        RowSet.from_rows([np.array([np.inf, np.nan])], "t")
+
+
+def test_weighted_mean_counts_each_row_by_its_weight():
+    rows = RowSet.from_rows([np.array([0.0]), np.array([0.0])], "t", weight=[1, 3])
+    assert rows.mean(np.array([1.0, 0.0])) == pytest.approx(0.25)
+    assert RowSet.from_rows([np.array([0.0]), np.array([0.0])], "t").mean(np.array([1.0, 0.0])) == 0.5
+
+
+def test_family_weighs_every_length_and_spread_alike():
+    rows = family_rows(seed=3, elements=64)
+    lengths = np.bincount(rows.row)
+    total = {n: rows.weight[lengths == n].sum() for n in FAMILY_LENGTHS}
+    np.testing.assert_allclose(list(total.values()), total[2], rtol=1e-9)  # equal share per length...
+    assert rows.rows == sum(max(64 // n, 8) for n in FAMILY_LENGTHS) * len(FAMILY_SIGMAS)
+    assert family_rows(seed=3, elements=64).x.tolist() == rows.x.tolist()  # ...and seeded
+    assert family_rows(seed=4, elements=64).x.tolist() != rows.x.tolist()
+
+
+def test_rows_from_logits_follow_the_axis_and_the_limit():
+    logits = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    rows = rows_from_logits(logits, axis=1)
+    assert rows.rows == 8 and set(np.bincount(rows.row)) == {3}
+    np.testing.assert_allclose(rows.x[:3], [-8.0, -4.0, 0.0])  # a column of the middle axis
+    assert rows_from_logits(logits, axis=-1, limit=2).rows == 2
+
+
+def test_exact_exp_scores_zero_and_a_scale_changes_nothing():
+    rows = family_rows(seed=1, elements=200)
+    exact = score(rows, np.exp(rows.x))
+    assert exact.kl == pytest.approx(0, abs=1e-10) and exact.worst < 1e-12 and exact.l1 < 1e-12
+    scaled = score(rows, 3.5 * np.exp(rows.x))  # SI-norm divides the scale away
+    assert scaled.kl == pytest.approx(0, abs=1e-10) and scaled.worst < 1e-12
+
+
+def test_score_of_a_uniform_output_is_the_uniform_kl():
+    rows = RowSet.from_rows([np.array([0.0, -1.0]), np.array([0.0, -2.0, -3.0])], "t")
+    result = score(rows, np.ones_like(rows.x))
+    p1, p2 = softmax(np.array([0.0, -1.0])), softmax(np.array([0.0, -2.0, -3.0]))
+    kl = [np.sum(p1 * np.log(p1 / 0.5)), np.sum(p2 * np.log(p2 * 3))]
+    assert result.kl == pytest.approx(np.mean(kl))
+    worst = [np.abs(p1 - 0.5).max(), np.abs(p2 - 1 / 3).max()]
+    assert result.worst_mean == pytest.approx(np.mean(worst)) and result.worst == pytest.approx(max(worst))
+    l1 = [np.abs(p1 - 0.5).sum(), np.abs(p2 - 1 / 3).sum()]
+    assert result.l1 == pytest.approx(np.mean(l1))
+    assert result.value == pytest.approx(result.l1 + result.worst_mean)
+
+
+def test_negative_outputs_cannot_lower_the_kl():
+    """A set whose output dips below 0 must not score a KL below 0 (the row is renormalised)."""
+    rows = RowSet.from_rows([np.array([0.0, -1.0, -9.0])], "t")
+    f = np.exp(rows.x)
+    f[2] = -0.05
+    result = score(rows, f)
+    assert result.kl > 0 and result.worst > 0.01
+
+
+def test_least_squares_weights_are_one_over_the_row_sum():
+    """q - p = (f - exp(x)) / S to first order: each element weighs 1/S of its row (S = sum exp),
+    times the square root of the row's weight; 0 below the range."""
+    rows = RowSet.from_rows([np.array([0.0, -1.0, -13.0]), np.array([0.0, 0.0])], "t", weight=[1.0, 4.0])
+    w = least_squares_weights(rows, -12.0)
+    assert w[2] == 0  # below the range: the neuron outputs 0 there by design
+    assert w[[0, 1, 3, 4]].mean() == pytest.approx(1.0) and w[0] == w[1] and w[3] == w[4]
+    s1, s2 = 1 + np.exp(-1.0) + np.exp(-13.0), 2.0
+    assert w[3] / w[0] == pytest.approx((np.sqrt(1.6) / s2) / (np.sqrt(0.4) / s1))
+
+
+def test_softmax_target_refuses_a_range_not_ending_at_zero():
+    with pytest.raises(SitOnnxError, match="HI=1"):
+        SoftmaxTarget(family_rows(elements=16), (-1.0, 1.0))
+
+
+def test_softmax_target_scores_as_the_neuron_does():
+    """The gridded score equals the score of the exact neuron but for elements in a cell holding a
+    breakpoint; d solves the weighted least squares."""
+    rows = family_rows(seed=2, elements=300)
+    target = SoftmaxTarget(rows, SHIFT_RANGE)
+    p = shipped_params(8, SHIFT_RANGE, "exp-rmse")
+    gridded = target.row_score(p.thresholds, p.resets, p.weights)
+    exact = score(rows, si_exp(rows.x, p))
+    assert gridded.kl == pytest.approx(exact.kl, rel=0.05) and gridded.worst_mean == pytest.approx(
+        exact.worst_mean, rel=0.05
+    )
+    d = target.weights(p.thresholds, p.resets)
+    z = spike_matrix(target.fit_x, p.thresholds, p.resets) * target.fit_w[:, None]
+    residual = z @ d - target.fit_target * target.fit_w
+    assert np.abs(z.T @ residual).max() < 1e-6 * np.abs(z.T @ (target.fit_target * target.fit_w)).max()
+
+
+def test_softmax_fit_from_a_warm_start_never_scores_worse():
+    start = shipped_params(4, SHIFT_RANGE, "exp-rmse")
+    rows = family_rows(seed=5, elements=200)
+    opts = FitOptions(steps=4, input_range=SHIFT_RANGE, objective="softmax", rows=rows, warm_start=start)
+    fitted = fit_si_exp(FitOptions(**{**opts.__dict__, "polish_rounds": 2}))
+    target = SoftmaxTarget(rows, SHIFT_RANGE)
+    before = target(np.array(start.thresholds), np.array(start.resets))
+    assert target.row_score(fitted.thresholds, fitted.resets, fitted.weights).value <= before
+    assert fitted.meta["objective"] == "softmax" and fitted.meta["init"] == "warm start"
+    assert fitted.meta["row_kl"] > 0 and "captured" not in fitted.meta["rows"]
+    kept = fit_si_exp(FitOptions(**{**opts.__dict__, "polish_rounds": 0}))
+    assert kept.thresholds == start.thresholds and kept.resets == start.resets  # no rounds: T, h kept
+
+
+def test_warm_start_of_another_k_is_refused():
+    opts = FitOptions(steps=6, input_range=SHIFT_RANGE, warm_start=shipped_params(4, SHIFT_RANGE))
+    with pytest.raises(SitOnnxError, match="K=4.*K=6"):
+        fit_si_exp(opts)
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="objective"):
+        fit_si_exp(FitOptions(steps=2, input_range=SHIFT_RANGE, objective="kl"))
+
+
+def test_default_objective_by_range():
+    assert default_objective(SHIFT_RANGE) == "softmax" and default_objective((-1.0, 1.0)) == "exp-rmse"
+    assert shipped_params(12, SHIFT_RANGE).meta["objective"] == "softmax"
+    assert shipped_params(12, SHIFT_RANGE, "exp-rmse").meta.get("objective", "exp-rmse") == "exp-rmse"
+    with pytest.raises(SitOnnxError, match="fitted to softmax"):
+        shipped_params(12, (-1.0, 1.0), "softmax")
+    with pytest.raises(SitOnnxError, match="unknown objective"):
+        shipped_params(12, SHIFT_RANGE, "kl")
+
+
+@pytest.mark.parametrize("steps", SHIPPED_STEPS)
+def test_shipped_softmax_sets_never_output_a_negative_exp(steps):
+    """Negative attention weights: the old K=8 exp-rmse set dipped below 0 on a fifth of the range."""
+    x = np.linspace(-14, 0, 50_001)
+    assert si_exp(x, shipped_params(steps, SHIFT_RANGE)).min() >= 0
+
+
+@pytest.mark.parametrize("steps", SHIPPED_STEPS)
+def test_shipped_softmax_sets_beat_the_exp_fits_on_held_out_rows(steps):
+    new, old = (
+        row_quality(shipped_params(steps, SHIFT_RANGE)),
+        row_quality(shipped_params(steps, SHIFT_RANGE, "exp-rmse")),
+    )
+    assert new.value < old.value and new.worst <= old.worst
+
+
+def test_k8_softmax_set_halves_the_weight_errors():
+    """Issue 10's goal on random rows (n = 2..512, sigma = 1..8, held out), where it is met: at K=8
+    the worst and the L1 weight error at least 2x lower than the exp-RMSE set's."""
+    new = row_quality(shipped_params(8, SHIFT_RANGE))
+    old = row_quality(shipped_params(8, SHIFT_RANGE, "exp-rmse"))
+    assert new.worst * 2 <= old.worst and new.l1 * 2 <= old.l1
