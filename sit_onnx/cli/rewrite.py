@@ -37,17 +37,113 @@ from sit_onnx.cli.options import emit_json, json_option, rewrite_options, rewrit
     is_flag=True,
     help="Fail when an attention op is left as it was (its softmax unconverted) instead of noting it.",
 )
+@click.option(
+    "--calibrate",
+    "calibrate_data",
+    metavar="DATA.npz|digits",
+    default=None,
+    help="Per-site calibration: run the model on this data (an .npz of its inputs, or a bundled data "
+    "set) and give each softmax site the parameter set that serves its own logits.",
+)
+@click.option(
+    "--calibrate-samples",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Rows of the calibration data to run.",
+)
+@click.option(
+    "--calibrate-rounds",
+    type=click.IntRange(0, 100),
+    default=3,
+    show_default=True,
+    help="Polish rounds per site on its own rows (0: only choose among the shipped sets).",
+)
 @json_option
-def rewrite(model, output, first, nodes, inline, force, explain, strict, as_json, **flags):
+def rewrite(
+    model,
+    output,
+    first,
+    nodes,
+    inline,
+    force,
+    explain,
+    strict,
+    calibrate_data,
+    calibrate_samples,
+    calibrate_rounds,
+    as_json,
+    **flags,
+):
     """Convert every Softmax in MODEL to Spiking-Softmax (SIT-conversion)."""
     from sit_onnx.graph.convert_file import rewrite_file
-    from sit_onnx.graph.report import attention_summary
 
     options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline, strict=strict)
-    report = rewrite_file(model, output, options, force=force)
+    choices = []
+    site_params = None
+    if calibrate_data is not None:
+        site_params = _calibrated_sets(options, calibrate_data, calibrate_samples, calibrate_rounds, choices)
+    report = rewrite_file(model, output, options, force=force, site_params=site_params)
+    report.calibration = [c.to_dict() for c in choices]
     if as_json:
         emit_json(report.to_dict())
         return
+    _print_report(report, options, explain)
+    if choices:
+        _print_calibration(choices)
+
+
+def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: list):
+    """A callback for rewrite_file: calibrate the loaded model, record the choices, return the sets."""
+    if options.params_file or options.sigmoid or not options.shift or options.objective:
+        raise click.UsageError(
+            "--calibrate chooses the max-shift mode's sets itself; it takes none of --params, --sigmoid, "
+            "--no-shift, --objective"
+        )
+
+    def calibrated(model):
+        from tqdm import tqdm
+
+        from sit_onnx.evaluate.experiment import input_data, sample_feeds
+        from sit_onnx.evaluate.site_params import choose_site_params
+
+        bundled = data == "digits"
+        feeds = sample_feeds(model, input_data(model, None if bundled else data, data if bundled else None), samples)
+        with tqdm(desc="calibrate", unit="site", disable=None, leave=False) as bar:
+            choices.extend(choose_site_params(model, feeds, options.steps, rounds, bar.update))
+        return {c.name: c.params for c in choices}
+
+    return calibrated
+
+
+def _print_calibration(choices) -> None:
+    rows = []
+    for c in choices:
+        figures = c.candidates[c.chosen]
+        default = c.candidates["shipped softmax"]
+        rows.append(
+            [
+                c.name,
+                c.rows,
+                c.length,
+                f"{c.shifted_p01:.2f}",
+                c.chosen,
+                default["kl"],
+                figures["kl"],
+                default["worst"],
+                figures["worst"],
+            ]
+        )
+    click.echo(
+        table(
+            rows, ["site", "rows", "n", "p1 shifted", "set", "KL default", "KL chosen", "worst default", "worst chosen"]
+        )
+    )
+
+
+def _print_report(report, options, explain: bool) -> None:
+    from sit_onnx.graph.report import attention_summary
+
     ops = sorted(set(report.ops_before) | set(report.ops_after))
     changed = [
         [op, report.ops_before.get(op, 0), report.ops_after.get(op, 0)]

@@ -35,12 +35,18 @@ class SiteCalibration:
     recommendation: str
 
 
-def calibrate(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[SiteCalibration]:
-    """One entry per main-graph site (subgraph values cannot be read out as graph outputs)."""
+def site_logits(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[tuple]:
+    """(site, its logits as float64) for every main-graph site (subgraph values cannot be read
+    out as graph outputs)."""
     canonical, found = find_canonical_sites(model)
     sites = [s for s in found if s.graph == "main"]
     values = capture(canonical, [s.logits for s in sites], feeds)
-    return [_site_calibration(site, values[site.logits].astype(np.float64)) for site in sites]
+    return [(site, values[site.logits].astype(np.float64)) for site in sites]
+
+
+def calibrate(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[SiteCalibration]:
+    """One entry per main-graph site."""
+    return [_site_calibration(site, logits) for site, logits in site_logits(model, feeds)]
 
 
 def _site_calibration(site, logits: np.ndarray) -> SiteCalibration:

@@ -9,13 +9,17 @@ compared resolved, so the current directory and symbolic links do not matter.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import onnx
 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model_and_files
 from sit_onnx.graph.report import RewriteReport
 from sit_onnx.graph.save import files_written, save_model
+from sit_onnx.neurons.params import NeuronParams
 
 
 def default_output(path: str | os.PathLike) -> Path:
@@ -50,15 +54,18 @@ def rewrite_file(
     output_path: str | os.PathLike | None = None,
     options: RewriteOptions = RewriteOptions(),
     force: bool = False,
+    site_params: Callable[[onnx.ModelProto], Mapping[str, NeuronParams]] | None = None,
 ) -> RewriteReport:
-    """Convert a file; the output is written atomically and the input's files left untouched."""
+    """Convert a file; the output is written atomically and the input's files left untouched.
+    `site_params`, given the loaded model, returns per-site sets (per-site calibration)."""
     input_path = Path(input_path)
     output_path = Path(output_path) if output_path else default_output(input_path)
     check_output_folder(output_path)
     check_output_files([output_path], [input_path.resolve()], force)  # before the work; data file after
     model, input_files = load_model_and_files(input_path)
     external = len(input_files) > 1
-    new, report = rewrite_model(model, options, source=str(input_path), in_place=True)
+    own = site_params(model) if site_params else None
+    new, report = rewrite_model(model, options, source=str(input_path), in_place=True, site_params=own)
     check_output_files(files_written(new, output_path, external), input_files, force)
     save_model(new, output_path, external=external)
     report.output = str(output_path)

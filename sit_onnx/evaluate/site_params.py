@@ -1,0 +1,99 @@
+"""Per-site calibration: each softmax site gets the parameter set that serves its own logits.
+
+The original model runs on the data; each main-graph site's max-shifted logit rows are
+collected and split in two halves. The shipped sets for K (fitted to softmax rows and to exp's
+RMSE) are scored, the better one is polished for a few rounds on the first half (the softmax
+objective, seconds per site), and the set that scores best on the second, held-out half is
+chosen: its figures are what the report shows. Sites the data cannot reach (inside subgraphs)
+keep the default set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from sit_onnx.evaluate.calibrate import site_logits
+from sit_onnx.neurons.fit import FitOptions, SoftmaxTarget, fit_si_exp
+from sit_onnx.neurons.objective import RowScore, rows_from_logits
+from sit_onnx.neurons.params import OBJECTIVES, SHIFT_RANGE, NeuronParams, shipped_params
+
+ROWS_PER_SITE = 1_500  # rows drawn per half: enough for a stable score, seconds to polish on
+
+
+@dataclass
+class SiteChoice:
+    """What calibration found and chose for one site."""
+
+    name: str
+    axis: int
+    rows: int
+    length: int
+    shifted_p01: float  # 1st percentile of the max-shifted logits (the low end of the range in use)
+    candidates: dict[str, dict] = field(default_factory=dict)  # label -> {kl, worst_mean, worst}
+    chosen: str = ""
+    params: NeuronParams | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "params"}
+
+
+def _figures(score: RowScore) -> dict:
+    return {"kl": score.kl, "worst_mean": score.worst_mean, "worst": score.worst}
+
+
+def choose_site_params(
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    steps: int,
+    rounds: int = 3,
+    progress: Callable[[int], None] | None = None,
+) -> list[SiteChoice]:
+    """One SiteChoice per main-graph site, its `params` the set to convert it with."""
+    choices = []
+    for site, logits in site_logits(model, feeds):
+        choices.append(_choose(site, logits, steps, rounds))
+        if progress:
+            progress(1)
+    return choices
+
+
+def _choose(site, logits: np.ndarray, steps: int, rounds: int) -> SiteChoice:
+    """Polish on half of the site's rows, choose and report on the other half (held out)."""
+    moved = np.moveaxis(logits, site.axis, -1)
+    flat = moved.reshape(-1, moved.shape[-1])
+    fit_rows = rows_from_logits(flat[0::2] if len(flat) > 1 else flat, -1, limit=ROWS_PER_SITE)
+    rows = rows_from_logits(flat[1::2] if len(flat) > 1 else flat, -1, limit=ROWS_PER_SITE, seed=1)
+    target = SoftmaxTarget(rows, SHIFT_RANGE)
+    choice = SiteChoice(
+        site.name,
+        site.axis,
+        rows.rows,
+        int(np.bincount(rows.row).max()),
+        float(np.percentile(rows.x, 1)),
+    )
+    shipped = {f"shipped {objective}": shipped_params(steps, SHIFT_RANGE, objective) for objective in OBJECTIVES}
+    scores = {label: target.row_score(p.thresholds, p.resets, p.weights) for label, p in shipped.items()}
+    best = min(scores, key=lambda label: scores[label].value)
+    candidates = dict(shipped)
+    if rounds > 0:
+        polished = fit_si_exp(
+            FitOptions(
+                steps=steps,
+                input_range=SHIFT_RANGE,
+                objective="softmax",
+                rows=fit_rows,
+                warm_start=shipped[best],
+                polish_rounds=rounds,
+            )
+        )
+        label = f"polished from {best}"
+        scores[label] = target.row_score(polished.thresholds, polished.resets, polished.weights)
+        candidates[label] = polished
+    choice.candidates = {label: _figures(score) for label, score in scores.items()}
+    choice.chosen = min(scores, key=lambda label: scores[label].value)
+    choice.params = candidates[choice.chosen]
+    return choice

@@ -1,0 +1,158 @@
+"""Per-site calibration (`rewrite --calibrate`) and the shipped set's objective (`--objective`):
+each site gets its own set, the converted graph computes exactly what those sets compute, and the
+flags that cannot go with it are refused."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.cli import main
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.site_params import choose_site_params
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons import SoftmaxOptions, shipped_params, spiking_softmax
+from sit_onnx.neurons.params import SHIFT_RANGE
+from tests.helpers import run
+
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def two_sites():
+    """Two softmax sites over different axes, fed logits of very different spread."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "wide"], ["s1"]),
+            helper.make_node("Softmax", ["s1"], ["p1"], axis=-1, name="wide_rows"),
+            helper.make_node("Mul", ["x", "narrow"], ["s2"]),
+            helper.make_node("Softmax", ["s2"], ["p2"], axis=1, name="narrow_columns"),
+        ],
+        "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 5])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 6, 5]) for n in ("p1", "p2")],
+        [
+            numpy_helper.from_array(np.array(6.0, np.float32), "wide"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "narrow"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def attributes(node):
+    return {a.name: list(a.floats) for a in node.attribute if a.floats}
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    model = two_sites()
+    feeds = {"x": np.random.default_rng(0).normal(size=(40, 6, 5)).astype(np.float32)}
+    return model, feeds, choose_site_params(model, feeds, steps=4, rounds=1)
+
+
+def test_each_site_gets_a_set_chosen_on_its_own_held_out_rows(calibrated):
+    _, _, choices = calibrated
+    assert [c.name for c in choices] == ["wide_rows", "narrow_columns"]
+    wide, narrow = choices
+    assert (wide.axis, wide.length, narrow.axis, narrow.length) == (-1, 5, 1, 6)
+    assert (wide.rows, narrow.rows) == (40 * 6 // 2, 40 * 5 // 2)  # half the rows (the other half is polished on)
+    assert wide.shifted_p01 < narrow.shifted_p01 < 0  # spread x6 against x0.5
+    for c in choices:
+        assert set(c.candidates) == {"shipped softmax", "shipped exp-rmse", c.chosen} | {
+            k for k in c.candidates if k.startswith("polished from")
+        }
+        value = {k: v["kl"] + v["worst_mean"] for k, v in c.candidates.items()}
+        assert value[c.chosen] == min(value.values())  # the best on the held-out half
+        assert c.params.steps == 4 and "params" not in c.to_dict()
+    assert wide.params.thresholds != narrow.params.thresholds
+
+
+def test_without_rounds_only_shipped_sets_are_candidates(calibrated):
+    model, feeds, _ = calibrated
+    choices = choose_site_params(model, feeds, steps=4, rounds=0)
+    assert all(set(c.candidates) == {"shipped softmax", "shipped exp-rmse"} for c in choices)
+    assert all(c.params == shipped_params(4, SHIFT_RANGE, c.chosen.split()[-1]) for c in choices)
+
+
+def test_converted_graph_computes_each_sites_own_set(calibrated):
+    model, feeds, choices = calibrated
+    sets = {c.name: c.params for c in choices}
+    new, report = rewrite_model(model, RewriteOptions(steps=4), site_params=sets)
+    got = run(new, feeds)
+    for c, out, axis in zip(choices, got, (-1, 1)):
+        scale = 6.0 if c.name == "wide_rows" else 0.5
+        x = feeds["x"] * np.float32(scale)
+        expected = spiking_softmax(x, c.params, axis=axis, options=SoftmaxOptions(shift=True))
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+    nodes = [n for n in new.graph.node if n.op_type == "SpikingSoftmax"]
+    assert len(nodes) == 2 and "2 of 2 converted sites carry their own calibrated parameter set" in report.notes
+    for node, c in zip(nodes, choices):
+        np.testing.assert_allclose(attributes(node)["thresholds"], c.params.thresholds, rtol=1e-6)
+    default = run(rewrite_model(model, RewriteOptions(steps=4))[0], feeds)
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(got, default))  # the sets changed the numbers
+
+
+def test_site_sets_of_another_k_are_refused(calibrated):
+    model, _, choices = calibrated
+    with pytest.raises(SitOnnxError, match="K=4 x 1 neurons; every site needs K=12"):
+        rewrite_model(model, RewriteOptions(steps=12), site_params={c.name: c.params for c in choices})
+
+
+def test_objective_picks_the_shipped_set(tmp_path):
+    model = two_sites()
+    feeds = {"x": np.random.default_rng(1).normal(size=(3, 6, 5)).astype(np.float32)}
+    for objective in ("exp-rmse", "softmax", None):
+        new, report = rewrite_model(model, RewriteOptions(steps=8, objective=objective))
+        params = shipped_params(8, SHIFT_RANGE, objective)
+        assert report.params.endswith(f"fitted to {objective or 'softmax'}")
+        expected = spiking_softmax(feeds["x"] * 6, params, axis=-1, options=SoftmaxOptions(shift=True))
+        np.testing.assert_allclose(run(new, feeds)[0], expected, atol=1e-6)
+    with pytest.raises(SitOnnxError, match="no meaning with --params"):
+        RewriteOptions(params_file="p.json", objective="softmax").neuron_params()
+    with pytest.raises(SitOnnxError, match="fitted to softmax"):
+        RewriteOptions(shift=False, objective="softmax").neuron_params()
+
+
+@pytest.mark.parametrize("flag", [["--no-shift"], ["--sigmoid"], ["--objective", "softmax"], ["--params", "p.json"]])
+def test_calibrate_refuses_flags_that_choose_the_sets(tmp_path, flag):
+    result = invoke("rewrite", BUNDLED, "-o", tmp_path / "o.onnx", "--calibrate", "digits", *flag)
+    assert result.exit_code == 2 and "--calibrate chooses the max-shift mode's sets itself" in result.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_calibrate_with_missing_data_is_one_line(tmp_path):
+    result = invoke("rewrite", BUNDLED, "-o", tmp_path / "o.onnx", "--calibrate", tmp_path / "none.npz")
+    assert result.exit_code == 1 and "no such file" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_calibrate_the_bundled_model_end_to_end(tmp_path):
+    out = tmp_path / "cal.onnx"
+    result = invoke(
+        "rewrite", BUNDLED, "-o", out, "--calibrate", "digits", "--calibrate-samples", "16",
+        "--calibrate-rounds", "1", "--steps", "6", "--json",
+    )  # fmt: skip
+    record = json.loads(result.output)
+    assert [c["name"] for c in record["calibration"]] == [s["name"] for s in record["sites"]]
+    assert all(c["rows"] == 16 * 4 * 17 // 2 and c["length"] == 17 for c in record["calibration"])
+    model = onnx.load(str(out))
+    nodes = [n for n in model.graph.node if n.op_type == "SpikingSoftmax"]
+    chosen = {c["name"]: c["chosen"] for c in record["calibration"]}
+    candidates = {c["name"]: c["candidates"] for c in record["calibration"]}
+    for node, site in zip(nodes, record["sites"]):
+        thresholds = next(list(a.floats) for a in node.attribute if a.name == "thresholds")
+        label = chosen[site["name"]]
+        assert label in candidates[site["name"]] and len(candidates[site["name"]]) == 3
+        for objective in ("softmax", "exp-rmse"):
+            if label == f"shipped {objective}":
+                np.testing.assert_allclose(thresholds, shipped_params(6, SHIFT_RANGE, objective).thresholds, rtol=1e-6)
+    table = invoke("rewrite", BUNDLED, "-o", out, "--force", "--calibrate", "digits", "--calibrate-samples", "8",
+                   "--calibrate-rounds", "0", "--steps", "6")  # fmt: skip
+    assert table.exit_code == 0 and "KL chosen" in table.output and "shipped " in table.output
