@@ -53,7 +53,7 @@ def main():
 
 
 def _register():
-    from sit_onnx.cli import calibrate, compare, demo, energy, eval_command, layers, neuron, rewrite, run
+    from sit_onnx.cli import calibrate, compare, demo, energy, eval_command, layers, neuron, rewrite, run, triton
 
     for command in (
         neuron.neuron,
@@ -65,6 +65,7 @@ def _register():
         calibrate.calibrate,
         energy.energy,
         demo.demo,
+        triton.triton,
     ):
         main.add_command(command)
 

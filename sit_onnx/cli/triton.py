@@ -1,0 +1,64 @@
+"""`sit-onnx triton`: a Triton Inference Server model repository entry for a converted model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sit_onnx.cli.options import emit_json, json_option
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("repo", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default=None, help="Model name in the repository (default: MODEL's name without .sit.onnx).")
+@click.option(
+    "--max-batch",
+    type=click.IntRange(0),
+    default=8,
+    show_default=True,
+    help="Triton's max_batch_size, with dynamic batching (0: no batch dimension, full shapes).",
+)
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--instances", type=click.IntRange(1), default=1, show_default=True, help="Model instances.")
+@click.option(
+    "--server-repo",
+    default=None,
+    metavar="PATH",
+    help="Where the server sees REPO (e.g. /models in a container): the library path in the config.",
+)
+@click.option(
+    "--no-library",
+    is_flag=True,
+    help="Do not ship the custom-op library: the server's onnxruntime runs the ops' function bodies.",
+)
+@click.option("--force", is_flag=True, help="Replace REPO/NAME if it exists.")
+@json_option
+def triton(model, repo, name, max_batch, device, instances, server_repo, no_library, force, as_json):
+    """Write REPO/NAME/{config.pbtxt, 1/model.onnx, the library} for Triton's onnxruntime backend
+    (onnxruntime >= 1.21 in the server)."""
+    from sit_onnx.deploy.triton import TritonOptions, write_repository
+
+    name = model.name.removesuffix(".onnx").removesuffix(".sit") if name is None else name
+    options = TritonOptions(name, max_batch, device, instances, not no_library, server_repo)
+    target = write_repository(model, repo, options, force=force)
+    library = (target / "config.pbtxt").read_text(encoding="utf-8").count("op_library_filename") > 0
+    if as_json:
+        emit_json(
+            {
+                "model": str(model),
+                "repository": str(repo),
+                "name": name,
+                "folder": str(target),
+                "library": library,
+                "max_batch_size": max_batch,
+                "device": device,
+                "instances": instances,
+            }
+        )
+        return
+    click.echo(
+        f"{target}: config.pbtxt, 1/model.onnx{', the custom-op library' if library else ''} "
+        f"(max_batch_size {max_batch}, {instances} x {device})"
+    )

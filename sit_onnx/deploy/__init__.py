@@ -1,0 +1,1 @@
+"""Deployment targets for converted models."""

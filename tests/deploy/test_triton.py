@@ -1,0 +1,151 @@
+"""`sit-onnx triton`: the config parses into Triton's own ModelConfig protobuf (tritonclient ships
+its generated module) and every field matches the model; the entry runs in onnxruntime with the
+library it ships; bad input is one line and leaves nothing behind."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from google.protobuf import text_format
+from onnx import TensorProto, helper
+
+from sit_onnx.cli import main
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.runtime.library import LIBRARY_NAME, get_library_path
+from tests.helpers import softmax_model
+
+tritonclient = pytest.importorskip("tritonclient", reason="tritonclient ships Triton's model_config.proto")
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
+
+
+def model_config_class():
+    """tritonclient.grpc's __init__ needs grpc; the generated module alone needs only protobuf."""
+    path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def parse(folder: Path):
+    module = model_config_class()
+    return module, text_format.Parse((folder / "config.pbtxt").read_text(), module.ModelConfig())
+
+
+@pytest.fixture
+def converted(tmp_path):
+    new, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions())
+    path = tmp_path / "vit.sit.onnx"
+    onnx.save(new, str(path))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    return path, repo
+
+
+def test_config_matches_the_model_and_the_entry_runs(converted):
+    path, repo = converted
+    result = invoke("triton", path, repo, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    folder = repo / "vit"
+    assert record["name"] == "vit" and record["library"] is True and Path(record["folder"]) == folder
+    pb, config = parse(folder)
+    assert (config.name, config.backend, config.max_batch_size) == ("vit", "onnxruntime", 8)
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("input", pb.TYPE_FP32, [1, 8, 8])]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [("output", pb.TYPE_FP32, [10])]
+    assert config.HasField("dynamic_batching")
+    assert [(g.count, g.kind) for g in config.instance_group] == [(1, pb.ModelInstanceGroup.KIND_CPU)]
+    library = folder / LIBRARY_NAME
+    assert list(config.model_operations.op_library_filename) == [str(library.resolve())]
+    assert library.read_bytes() == Path(get_library_path()).read_bytes()
+    # what the server does: register the shipped library, load version 1, run a batch
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(library))
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (3, 1, 8, 8)).astype(np.float32)
+    reference = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"input": x})[0], reference.run(None, {"input": x})[0])
+
+
+def test_flags_reach_the_config(converted):
+    path, repo = converted
+    args = ["--name", "spiking", "--max-batch", "0", "--device", "gpu", "--instances", "3", "--server-repo", "/models"]
+    assert invoke("triton", path, repo, *args).exit_code == 0
+    pb, config = parse(repo / "spiking")
+    assert config.name == "spiking" and config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [-1, 1, 8, 8]  # no batching: the full shape, -1 where dynamic
+    assert [(g.count, g.kind) for g in config.instance_group] == [(3, pb.ModelInstanceGroup.KIND_GPU)]
+    assert list(config.model_operations.op_library_filename) == [f"/models/spiking/{LIBRARY_NAME}"]
+
+
+def test_no_library_and_models_without_spiking_ops_ship_none(converted, tmp_path):
+    path, repo = converted
+    assert invoke("triton", path, repo, "--no-library").exit_code == 0
+    _, config = parse(repo / "vit")
+    assert not config.HasField("model_operations") and not (repo / "vit" / LIBRARY_NAME).exists()
+    assert invoke("triton", BUNDLED, repo).exit_code == 0  # the original: no ai.sit op
+    _, config = parse(repo / "vit_digits")
+    assert not config.HasField("model_operations") and not (repo / "vit_digits" / LIBRARY_NAME).exists()
+
+
+def test_types_and_dynamic_dims(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT16), helper.make_node("Softmax", ["f"], ["p"])],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT16, ["batch", "seq", 4])],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    (tmp_path / "repo").mkdir()
+    assert invoke("triton", path, tmp_path / "repo").exit_code == 0
+    pb, config = parse(tmp_path / "repo" / "m")
+    assert (config.input[0].data_type, list(config.input[0].dims)) == (pb.TYPE_INT64, [-1, 4])
+    assert (config.output[0].data_type, list(config.output[0].dims)) == (pb.TYPE_FP16, [-1, 4])
+
+
+def one_line(result, text):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and text in result.output and len(result.output.splitlines()) == 1
+
+
+def test_existing_entry_needs_force_and_force_replaces_it(converted):
+    path, repo = converted
+    assert invoke("triton", path, repo).exit_code == 0
+    (repo / "vit" / "stale.txt").write_text("old")
+    one_line(invoke("triton", path, repo), "exists (use --force")
+    assert (repo / "vit" / "stale.txt").exists()
+    assert invoke("triton", path, repo, "--force", "--max-batch", "2").exit_code == 0
+    assert not (repo / "vit" / "stale.txt").exists() and parse(repo / "vit")[1].max_batch_size == 2
+    assert sorted(p.name for p in repo.iterdir()) == ["vit"]  # nothing staged or set aside is left
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", ".."])
+def test_bad_names(converted, name):
+    path, repo = converted
+    one_line(invoke("triton", path, repo, "--name", name), "must be a plain folder name")
+
+
+def test_fixed_batch_dimension_needs_max_batch_zero(tmp_path):
+    path = tmp_path / "fixed.onnx"
+    onnx.save(softmax_model([2, 5], -1), str(path))
+    (tmp_path / "repo").mkdir()
+    one_line(invoke("triton", path, tmp_path / "repo"), "needs a dynamic first dimension (use --max-batch 0)")
+    assert list((tmp_path / "repo").iterdir()) == []
+    assert invoke("triton", path, tmp_path / "repo", "--max-batch", "0").exit_code == 0
+    assert list(parse(tmp_path / "repo" / "fixed")[1].input[0].dims) == [2, 5]
+
+
+def test_missing_repository_and_model(converted, tmp_path):
+    path, _ = converted
+    one_line(invoke("triton", path, tmp_path / "nowhere"), "no such folder")
+    one_line(invoke("triton", tmp_path / "none.onnx", tmp_path), "none.onnx")
