@@ -25,6 +25,7 @@ from sit_onnx.domain import DOMAIN
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.load import load_model_and_files
 from sit_onnx.graph.save import save_model
+from sit_onnx.graph.walk import graph_protos
 
 TRITON_TYPES = {
     TensorProto.BOOL: "TYPE_BOOL",
@@ -64,7 +65,7 @@ class TensorSpec:
 
 def check_name(name: str) -> str:
     """A model name is a folder name in the repository."""
-    if not name or name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name:
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
         raise SitOnnxError(f"--name {name!r}: a model name must be a plain folder name")
     return name
 
@@ -101,7 +102,7 @@ def _quoted(text: str) -> str:
 
 def _tensors(field: str, specs: list[TensorSpec]) -> list[str]:
     lines = [f"{field} ["]
-    for i, spec in enumerate(specs):
+    for i, spec in enumerate(specs):  # list syntax: messages separated by commas
         lines += [
             "  {",
             f"    name: {_quoted(spec.name)}",
@@ -133,7 +134,11 @@ def triton_config(model: onnx.ModelProto, options: TritonOptions, library_file: 
 
 
 def uses_spiking_ops(model: onnx.ModelProto) -> bool:
-    return any(n.domain == DOMAIN for n in model.graph.node) or any(o.domain == DOMAIN for o in model.opset_import)
+    """Whether any node, in any subgraph or local function, is one of ours."""
+    graphs = list(graph_protos(model.graph))
+    return any(n.domain == DOMAIN for g in graphs for n in g.node) or any(
+        n.domain == DOMAIN for f in model.functions for n in f.node
+    )
 
 
 def write_repository(model_path: str | os.PathLike, repo: str | os.PathLike, options: TritonOptions,

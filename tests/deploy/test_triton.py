@@ -129,7 +129,7 @@ def test_existing_entry_needs_force_and_force_replaces_it(converted):
     assert sorted(p.name for p in repo.iterdir()) == ["vit"]  # nothing staged or set aside is left
 
 
-@pytest.mark.parametrize("name", ["", ".hidden", "a/b", ".."])
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "..", ".", "a\\b"])
 def test_bad_names(converted, name):
     path, repo = converted
     one_line(invoke("triton", path, repo, "--name", name), "must be a plain folder name")
@@ -139,7 +139,10 @@ def test_fixed_batch_dimension_needs_max_batch_zero(tmp_path):
     path = tmp_path / "fixed.onnx"
     onnx.save(softmax_model([2, 5], -1), str(path))
     (tmp_path / "repo").mkdir()
-    one_line(invoke("triton", path, tmp_path / "repo"), "needs a dynamic first dimension (use --max-batch 0)")
+    one_line(
+        invoke("triton", path, tmp_path / "repo"), "has shape [2, 5]: batching (--max-batch 8) needs a dynamic first"
+    )
+    one_line(invoke("triton", path, tmp_path / "repo", "--max-batch", "1"), "input 'x' has shape [2, 5]")
     assert list((tmp_path / "repo").iterdir()) == []
     assert invoke("triton", path, tmp_path / "repo", "--max-batch", "0").exit_code == 0
     assert list(parse(tmp_path / "repo" / "fixed")[1].input[0].dims) == [2, 5]
@@ -149,3 +152,95 @@ def test_missing_repository_and_model(converted, tmp_path):
     path, _ = converted
     one_line(invoke("triton", path, tmp_path / "nowhere"), "no such folder")
     one_line(invoke("triton", tmp_path / "none.onnx", tmp_path), "none.onnx")
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (helper.make_tensor_value_info("x", TensorProto.FLOAT, []), "is a scalar"),
+        (helper.make_tensor_value_info("x", TensorProto.FLOAT, None), "has no shape"),
+        (helper.make_tensor_value_info("x", TensorProto.COMPLEX64, ["n", 2]), "tensors of numbers, bools or strings"),
+        (helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, ["n"]), "tensors of numbers, bools or strings"),
+    ],
+)
+def test_inputs_triton_cannot_describe(tmp_path, value, text):
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g", [value], [helper.make_tensor_value_info("y", 0, None)]
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    one_line(invoke("triton", path, tmp_path, "--max-batch", "0"), text)
+    assert not (tmp_path / "m").exists()
+
+
+def two_io_model(path, output_shape=("n", 3)):
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Neg", ["s"], ["t"])],
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 3]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, list(output_shape))],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_several_inputs_and_outputs_and_a_batch_of_one(tmp_path):
+    two_io_model(tmp_path / "two.onnx")
+    assert invoke("triton", tmp_path / "two.onnx", tmp_path, "--max-batch", "1").exit_code == 0
+    _, config = parse(tmp_path / "two")
+    assert config.max_batch_size == 1 and [list(i.dims) for i in config.input] == [[3], [3]]
+    assert [i.name for i in config.input] == ["a", "b"] and [o.name for o in config.output] == ["s", "t"]
+
+
+def test_an_output_without_a_batch_dimension_is_named(tmp_path):
+    two_io_model(tmp_path / "two.onnx", output_shape=(4, 3))
+    one_line(invoke("triton", tmp_path / "two.onnx", tmp_path), "output 't' has shape [4, 3]")
+
+
+def test_spiking_ops_inside_a_subgraph_ship_the_library(tmp_path):
+    inner = helper.make_graph(
+        [helper.make_node("SpikingNorm", ["x"], ["y"], domain="ai.sit")],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["out"], then_branch=inner, else_branch=inner)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, [1]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)])
+    onnx.save(model, str(tmp_path / "sub.onnx"))
+    assert invoke("triton", tmp_path / "sub.onnx", tmp_path, "--max-batch", "0").exit_code == 0
+    assert parse(tmp_path / "sub")[1].HasField("model_operations") and (tmp_path / "sub" / LIBRARY_NAME).is_file()
+    # declared but unused: no library
+    unused = helper.make_model(
+        helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)],
+    )  # fmt: skip
+    onnx.save(unused, str(tmp_path / "unused.onnx"))
+    assert invoke("triton", tmp_path / "unused.onnx", tmp_path, "--max-batch", "0").exit_code == 0
+    assert not parse(tmp_path / "unused")[1].HasField("model_operations")
+
+
+def test_external_data_travels_with_the_model(tmp_path):
+    from tests.cli.test_external_data import _model, _save_external
+
+    path = tmp_path / "src" / "ext.onnx"
+    _save_external(_model(np.random.default_rng(0)), path, "weights.bin")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    assert invoke("triton", path, repo, "--max-batch", "0", "--name", "ext").exit_code == 0
+    files = sorted(p.name for p in (repo / "ext" / "1").iterdir())
+    assert files == ["model.onnx", "model.onnx.data"]
+    loaded = onnx.load(str(repo / "ext" / "1" / "model.onnx"))
+    original = onnx.load(str(path))
+    assert [onnx.numpy_helper.to_array(t).tolist() for t in loaded.graph.initializer] == [
+        onnx.numpy_helper.to_array(t).tolist() for t in original.graph.initializer
+    ]
