@@ -10,7 +10,7 @@ keep the default set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -33,7 +33,7 @@ class SiteChoice:
     rows: int
     length: int
     shifted_p01: float  # 1st percentile of the max-shifted logits (the low end of the range in use)
-    candidates: dict[str, dict] = field(default_factory=dict)  # label -> {kl, worst_mean, worst}
+    candidates: dict[str, dict] = field(default_factory=dict)  # label -> RowScore's figures and value
     chosen: str = ""
     params: NeuronParams | None = field(default=None, repr=False)
 
@@ -42,14 +42,14 @@ class SiteChoice:
 
 
 def _figures(score: RowScore) -> dict:
-    return {"kl": score.kl, "worst_mean": score.worst_mean, "worst": score.worst}
+    return {**asdict(score), "value": score.value}
 
 
 def choose_site_params(
     model: onnx.ModelProto,
     feeds: dict[str, np.ndarray],
     steps: int,
-    rounds: int = 3,
+    rounds: int,
     progress: Callable[[int], None] | None = None,
 ) -> list[SiteChoice]:
     """One SiteChoice per main-graph site, its `params` the set to convert it with."""

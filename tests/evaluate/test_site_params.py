@@ -68,7 +68,8 @@ def test_each_site_gets_a_set_chosen_on_its_own_held_out_rows(calibrated):
         assert set(c.candidates) == {"shipped softmax", "shipped exp-rmse", c.chosen} | {
             k for k in c.candidates if k.startswith("polished from")
         }
-        value = {k: v["kl"] + v["worst_mean"] for k, v in c.candidates.items()}
+        value = {k: v["l1"] + v["worst_mean"] + 0.1 * v["kl"] for k, v in c.candidates.items()}
+        assert all(v["value"] == pytest.approx(value[k]) for k, v in c.candidates.items())
         assert value[c.chosen] == min(value.values())  # the best on the held-out half
         assert c.params.steps == 4 and "params" not in c.to_dict()
     assert wide.params.thresholds != narrow.params.thresholds
@@ -156,3 +157,58 @@ def test_calibrate_the_bundled_model_end_to_end(tmp_path):
     table = invoke("rewrite", BUNDLED, "-o", out, "--force", "--calibrate", "digits", "--calibrate-samples", "8",
                    "--calibrate-rounds", "0", "--steps", "6")  # fmt: skip
     assert table.exit_code == 0 and "KL chosen" in table.output and "shipped " in table.output
+
+
+def test_ensemble_site_sets_are_refused():
+    from sit_onnx.neurons.fit import fit_ensemble
+
+    model = two_sites()
+    ensemble = fit_ensemble(shipped_params(4, SHIFT_RANGE), 2)
+    with pytest.raises(SitOnnxError, match="K=4 x 2 neurons; every site needs K=4, one neuron"):
+        rewrite_model(model, RewriteOptions(steps=4), site_params={"wide_rows": ensemble})
+
+
+def test_choices_follow_the_held_out_half(calibrated):
+    """The figures are those of the odd rows (the held-out half), the set polished is the better
+    shipped one, and its objective is the softmax rows'."""
+    from sit_onnx.neurons import si_exp
+    from sit_onnx.neurons.objective import rows_from_logits, score
+
+    model, feeds, choices = calibrated
+    logits = feeds["x"].astype(np.float64) * 6.0  # the wide site's input, rows along the last axis
+    held_out = rows_from_logits(logits.reshape(-1, 5)[1::2], -1, seed=1)
+    wide = choices[0]
+    assert wide.shifted_p01 == pytest.approx(np.percentile(held_out.x, 1))
+    for objective in ("softmax", "exp-rmse"):
+        params = shipped_params(4, SHIFT_RANGE, objective)
+        exact = score(held_out, si_exp(held_out.x, params))  # the set's own weights, not re-solved
+        assert wide.candidates[f"shipped {objective}"]["l1"] == pytest.approx(exact.l1, rel=0.02)
+    for c in choices:
+        shipped = {k: v["value"] for k, v in c.candidates.items() if k.startswith("shipped")}
+        polished = next(k for k in c.candidates if k.startswith("polished from"))
+        assert polished == f"polished from {min(shipped, key=shipped.get)}"
+        if c.chosen == polished:
+            assert c.params.meta["objective"] == "softmax" and c.params.meta["polish_rounds"] == 1
+
+
+def test_progress_ticks_once_per_site_and_a_single_row_site_is_used_whole():
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="one_row")],
+        "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 7])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ticks = []
+    feeds = {"x": np.linspace(-3, 3, 7, dtype=np.float32)[None]}
+    (choice,) = choose_site_params(model, feeds, steps=4, rounds=0, progress=ticks.append)
+    assert ticks == [1] and (choice.rows, choice.length) == (1, 7)
+
+
+def test_rows_per_site_are_capped(calibrated, monkeypatch):
+    import sit_onnx.evaluate.site_params as site_params
+
+    model, feeds, _ = calibrated
+    monkeypatch.setattr(site_params, "ROWS_PER_SITE", 7)
+    choices = site_params.choose_site_params(model, feeds, steps=4, rounds=0)
+    assert [c.rows for c in choices] == [7, 7]
