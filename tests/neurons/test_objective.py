@@ -79,7 +79,7 @@ def test_score_of_a_uniform_output_is_the_uniform_kl():
     assert result.worst_mean == pytest.approx(np.mean(worst)) and result.worst == pytest.approx(max(worst))
     l1 = [np.abs(p1 - 0.5).sum(), np.abs(p2 - 1 / 3).sum()]
     assert result.l1 == pytest.approx(np.mean(l1))
-    assert result.value == pytest.approx(result.l1 + result.worst_mean)
+    assert result.value == pytest.approx(result.l1 + result.worst_mean + 0.1 * result.kl)
 
 
 def test_negative_outputs_cannot_lower_the_kl():
@@ -181,3 +181,50 @@ def test_k8_softmax_set_halves_the_weight_errors():
     new = row_quality(shipped_params(8, SHIFT_RANGE))
     old = row_quality(shipped_params(8, SHIFT_RANGE, "exp-rmse"))
     assert new.worst * 2 <= old.worst and new.l1 * 2 <= old.l1
+
+
+def test_rows_whose_outputs_are_all_zero_score_as_all_weight_lost():
+    """A row where the neuron never fires: q = 0/0, counted as all zeros (L1 = 1, worst = max p)."""
+    rows = RowSet.from_rows([np.array([0.0, -1.0]), np.array([0.0, -0.5])], "t")
+    f = np.exp(rows.x)
+    f[:2] = 0.0
+    result = score(rows, f)
+    assert result.l1 == pytest.approx(0.5) and result.worst == pytest.approx(rows.p[0])
+    p = rows.p[:2]  # all at the floor, renormalised: a uniform row
+    assert result.kl == pytest.approx(0.5 * np.sum(p * np.log(p * 2)), rel=1e-6)
+
+
+def test_rows_from_logits_keeps_all_rows_up_to_the_limit():
+    logits = np.zeros((4, 3))
+    assert rows_from_logits(logits, -1, limit=4).rows == 4 and rows_from_logits(logits, -1, limit=3).rows == 3
+    assert rows_from_logits(logits, -1, limit=3, seed=1).rows == 3
+
+
+def test_ticks_count_the_exploration_of_each_start():
+    from sit_onnx.neurons.fit import SOFTMAX_START_SPANS, total_ticks
+
+    opts = FitOptions(steps=4, restarts=2, iterations=10, polish_rounds=5)
+    assert total_ticks(opts) == 25
+    softmax_opts = FitOptions(**{**opts.__dict__, "objective": "softmax", "input_range": SHIFT_RANGE})
+    assert total_ticks(softmax_opts) == 2 * 10 * len(SOFTMAX_START_SPANS) + 5
+    warm = FitOptions(**{**softmax_opts.__dict__, "warm_start": shipped_params(4, SHIFT_RANGE)})
+    assert total_ticks(warm) == 5
+
+
+def test_softmax_fit_from_scratch_records_its_row_figures():
+    """No warm start: exp explored on [LO*s, 0] for each s, each polished, the best kept; the
+    figures in meta are the target's score of the returned set."""
+    rows = family_rows(seed=6, elements=100)
+    opts = FitOptions(
+        steps=3, input_range=SHIFT_RANGE, objective="softmax", rows=rows, restarts=1, iterations=20, polish_rounds=1
+    )
+    ticks = []
+    fitted = fit_si_exp(opts, progress=ticks.append)
+    from sit_onnx.neurons.fit import total_ticks
+
+    assert len(ticks) == total_ticks(opts) and fitted.meta["init"] == "spread"
+    assert "explore" in fitted.method and "softmax row error" in fitted.method
+    target = SoftmaxTarget(rows, SHIFT_RANGE)
+    again = target.row_score(fitted.thresholds, fitted.resets, fitted.weights)
+    assert fitted.meta["row_l1"] == pytest.approx(again.l1) and fitted.meta["row_kl"] == pytest.approx(again.kl)
+    assert fit_si_exp(opts).thresholds == fitted.thresholds  # seeded
