@@ -189,6 +189,7 @@ def test_several_inputs_and_outputs_and_a_batch_of_one(tmp_path):
     assert invoke("triton", tmp_path / "two.onnx", tmp_path, "--max-batch", "1").exit_code == 0
     _, config = parse(tmp_path / "two")
     assert config.max_batch_size == 1 and [list(i.dims) for i in config.input] == [[3], [3]]
+    assert config.HasField("dynamic_batching")
     assert [i.name for i in config.input] == ["a", "b"] and [o.name for o in config.output] == ["s", "t"]
 
 
@@ -244,3 +245,34 @@ def test_external_data_travels_with_the_model(tmp_path):
     assert [onnx.numpy_helper.to_array(t).tolist() for t in loaded.graph.initializer] == [
         onnx.numpy_helper.to_array(t).tolist() for t in original.graph.initializer
     ]
+
+
+def test_spiking_ops_inside_a_local_function_ship_the_library(tmp_path):
+    function = helper.make_function(
+        "local", "Wrapped", ["x"], ["y"], [helper.make_node("SpikingNorm", ["x"], ["y"], domain="ai.sit")],
+        [helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Wrapped", ["x"], ["y"], domain="local")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1), helper.make_opsetid("ai.sit", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, functions=[function]), str(tmp_path / "fn.onnx"))
+    assert invoke("triton", tmp_path / "fn.onnx", tmp_path).exit_code == 0
+    assert parse(tmp_path / "fn")[1].HasField("model_operations")
+
+
+def test_api_refuses_an_existing_entry_by_default_and_gives_the_usual_mode(converted):
+    import os
+
+    from sit_onnx.atomic import umask
+    from sit_onnx.deploy.triton import TritonOptions, write_repository
+    from sit_onnx.errors import SitOnnxError
+
+    path, repo = converted
+    folder = write_repository(path, repo, TritonOptions("vit"))
+    assert folder == repo / "vit" and (os.stat(folder).st_mode & 0o777) == 0o777 & ~umask()
+    with pytest.raises(SitOnnxError, match="exists"):
+        write_repository(path, repo, TritonOptions("vit"))
