@@ -228,3 +228,23 @@ def test_softmax_fit_from_scratch_records_its_row_figures():
     again = target.row_score(fitted.thresholds, fitted.resets, fitted.weights)
     assert fitted.meta["row_l1"] == pytest.approx(again.l1) and fitted.meta["row_kl"] == pytest.approx(again.kl)
     assert fit_si_exp(opts).thresholds == fitted.thresholds  # seeded
+
+
+def test_rows_drawn_under_the_limit_are_distinct_seeded_and_described():
+    logits = np.arange(40, dtype=np.float64).reshape(10, 4) * np.arange(1, 11)[:, None]  # rows differ
+    rows = rows_from_logits(logits, -1, limit=6)
+    spans = sorted(set(np.round(-np.minimum.reduceat(rows.x, rows.starts), 6)))
+    assert len(spans) == 6  # six different source rows (drawn without replacement)
+    assert rows.x.tolist() == rows_from_logits(logits, -1, limit=6).x.tolist()
+    assert rows.x.tolist() != rows_from_logits(logits, -1, limit=6, seed=3).x.tolist()
+    assert rows.source == "6 captured rows of length 4"
+    assert rows_from_logits(np.zeros((20_001, 2)), -1).rows == 20_000  # the default cap
+
+
+def test_warm_start_from_an_ensemble_is_refused():
+    from sit_onnx.neurons.fit import fit_ensemble
+
+    ensemble = fit_ensemble(shipped_params(4, SHIFT_RANGE), 2)
+    opts = FitOptions(steps=4, input_range=SHIFT_RANGE, warm_start=ensemble)
+    with pytest.raises(SitOnnxError, match="K=4 x 2 neurons; need one neuron of K=4"):
+        fit_si_exp(opts)
