@@ -25,15 +25,23 @@ from sit_onnx.cli.options import (
 @rewrite_options
 @provider_option
 @library_option
+@click.option(
+    "--batch", type=click.IntRange(1), default=256, show_default=True, help="Rows run at a time (label-free mode)."
+)
 @json_option
-def eval_command(model, converted, data, dataset, provider, use_library, as_json, **flags):
-    """Accuracy of MODEL before and after SIT-conversion on labelled data."""
-    from sit_onnx.evaluate.experiment import evaluate_accuracy, labelled_data, load_pair
+def eval_command(model, converted, data, dataset, provider, use_library, batch, as_json, **flags):
+    """Accuracy of MODEL before and after SIT-conversion on labelled data; on data without
+    'labels', the label-free figures per output (argmax agreement, cosine, errors)."""
+    from sit_onnx.evaluate.experiment import evaluate_accuracy, input_data, load_pair
     from sit_onnx.runtime import SessionSpec
 
     pair = load_pair(model, converted, rewrite_options_from(flags))
-    labelled = labelled_data(pair.original, data, dataset)
-    report = evaluate_accuracy(pair, labelled, SessionSpec(provider=provider, use_library=use_library))
+    labelled = input_data(pair.original, data, dataset)
+    spec = SessionSpec(provider=provider, use_library=use_library)
+    if labelled.labels is None:
+        _label_free(model, converted, pair, labelled, spec, batch, as_json)
+        return
+    report = evaluate_accuracy(pair, labelled, spec)
     record = {
         "model": str(model),
         "converted": str(converted) if converted else "converted in memory",
@@ -52,3 +60,30 @@ def eval_command(model, converted, data, dataset, provider, use_library, as_json
     click.echo(f"converted accuracy {100 * report.converted_accuracy:6.2f}%")
     click.echo(f"agreement          {100 * report.agreement:6.2f}%")
     click.echo(f"conversion loss    {report.loss_points:+6.2f} points")
+
+
+def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -> None:
+    from tqdm import tqdm
+
+    from sit_onnx.evaluate.experiment import evaluate_outputs
+
+    rows = len(next(iter(data.arrays.values()))) if data.arrays else 0
+    with tqdm(total=2 * rows, desc="eval", unit="row", disable=None, leave=False) as bar:
+        results = evaluate_outputs(pair, data, spec, batch, bar.update)
+    outputs = [
+        {"name": r.name, "shape": r.shape, "agreement": r.agreement, "cosine": r.cosine, "max_abs": r.max_abs,
+         "mean_abs": r.mean_abs, "problem": r.problem}
+        for r in results
+    ]  # fmt: skip
+    if as_json:
+        emit_json({"model": str(model), "converted": str(converted) if converted else "converted in memory",
+                   "data": data.source, "samples": rows, "labels": False, "outputs": outputs})  # fmt: skip
+        return
+    click.echo(f"data: {data.source}, {rows} samples, no labels: the converted model against the original")
+    for o in outputs:
+        if o["problem"]:
+            click.echo(f"[{o['name']}] {o['problem']}")
+            continue
+        agreement = f"argmax agreement {100 * o['agreement']:.2f}%, " if o["agreement"] is not None else ""
+        click.echo(f"[{o['name']}] {agreement}cosine {o['cosine']:.6f}, abs error max {o['max_abs']:.4g} "
+                   f"mean {o['mean_abs']:.4g}")  # fmt: skip

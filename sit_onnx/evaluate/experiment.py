@@ -62,6 +62,39 @@ def evaluate_accuracy(pair: ModelPair, data: LabelledData, spec: SessionSpec = S
     return accuracy_report(data.labels, ann, converted)
 
 
+def run_all(
+    session, arrays: dict[str, np.ndarray], source: str, batch: int, tick=lambda rows: None
+) -> dict[str, np.ndarray]:
+    """Every output of `session` on every row of the data, run `batch` rows at a time."""
+    from sit_onnx.evaluate.inputs import check_feeds
+    from sit_onnx.runtime.session import run_session
+
+    feeds = check_feeds(session, arrays, source)
+    rows = next(iter(feeds.values())).shape[0] if feeds else 0
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list] = {name: [] for name in names}
+    for start in range(0, rows, batch):
+        outputs = run_session(session, {k: v[start : start + batch] for k, v in feeds.items()}, source)
+        for name, value in zip(names, outputs):
+            parts[name].append(value)
+        tick(min(batch, rows - start))
+    return {name: np.concatenate(values) for name, values in parts.items() if values}
+
+
+def evaluate_outputs(pair: ModelPair, data: LabelledData, spec: SessionSpec, batch: int = 256, tick=None):
+    """Label-free figures for unlabelled data: per output of the original, the converted model's
+    argmax agreement, cosine and errors (compare's statistics, on every row of the data)."""
+    from sit_onnx.evaluate.compare import compare_arrays
+
+    tick = tick or (lambda rows: None)
+    reference = run_all(make_session(pair.original, spec), data.arrays, data.source, batch, tick)
+    converted = run_all(make_session(pair.converted, spec), data.arrays, data.source, batch, tick)
+    missing = sorted(set(reference) - set(converted))
+    if missing:
+        raise SitOnnxError(f"the converted model lacks the outputs {', '.join(missing)}")
+    return [compare_arrays(name, reference[name], converted[name], 0.0, 0.0) for name in reference]
+
+
 def sample_feeds(model: onnx.ModelProto, data: LabelledData, count: int = 64) -> dict[str, np.ndarray]:
     """The first `count` rows of the data, checked against the model's inputs."""
     from sit_onnx.evaluate.inputs import check_feeds

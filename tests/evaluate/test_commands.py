@@ -83,7 +83,6 @@ def test_eval_with_converted_file(classifier, tmp_path):
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        ({"x": np.zeros((4, 6), np.float32)}, "has no 'labels'"),
         ({"y": np.zeros((4, 6), np.float32), "labels": np.zeros(4, np.int64)}, "lacks the model input 'x'"),
         ({"x": np.zeros((4, 7), np.float32), "labels": np.zeros(4, np.int64)}, "wants ['n', 6]"),
         ({"x": np.zeros((4, 6), np.int32), "labels": np.zeros(4, np.int64)}, "is int32"),
@@ -264,8 +263,10 @@ def test_calibrate_and_energy_take_unlabelled_multi_input_integer_data(tmp_path)
     assert record["sites"][0]["count"] == 6 * 5 * 5
     energy = ok_json(invoke("energy", model, "--data", data, "--samples", "4", "--json"))
     assert energy["samples"] == 4 and energy["ann_pj"] > 0
-    unlabelled = invoke("eval", model, "--data", data)
-    assert unlabelled.exit_code == 1 and "has no 'labels' array" in unlabelled.output  # accuracy needs them
+    unlabelled = ok_json(invoke("eval", model, "--data", data, "--json"))  # no accuracy: the label-free figures
+    assert unlabelled["labels"] is False and unlabelled["samples"] == 6 and unlabelled["outputs"][0]["cosine"] > 0.99
+    layers = invoke("layers", model, "--data", data)
+    assert layers.exit_code == 1 and "has no 'labels' array" in layers.output  # per-site accuracy needs them
     np.savez(data, input_ids=rng.integers(0, 20, (6, 5)), attention_mask=mask[:4])
     uneven = invoke("calibrate", model, "--data", data)
     assert uneven.exit_code == 1 and "'attention_mask' has 4 rows but the first array has 6" in uneven.output
