@@ -26,18 +26,19 @@ from sit_onnx.cli.options import (
 @library_option
 @json_option
 def layers(model, data, dataset, provider, use_library, as_json, **flags):
-    """Accuracy as softmax sites are converted one by one, in graph order."""
+    """Accuracy as softmax sites are converted one by one, in graph order (without labels: the first
+    output's argmax agreement and cosine against the original's)."""
     from dataclasses import asdict
 
     from tqdm import tqdm
 
-    from sit_onnx.evaluate.experiment import labelled_data
+    from sit_onnx.evaluate.experiment import input_data
     from sit_onnx.evaluate.layers import layer_sweep
     from sit_onnx.graph.load import load_model
     from sit_onnx.runtime import SessionSpec
 
     original = load_model(model)
-    labelled = labelled_data(original, data, dataset)
+    labelled = input_data(original, data, dataset)
     spec = SessionSpec(provider=provider, use_library=use_library)
     with tqdm(desc="layers", unit="site", disable=None, leave=False) as bar:
         rows = [asdict(r) for r in layer_sweep(original, rewrite_options_from(flags), labelled, spec, bar.update)]
@@ -45,6 +46,9 @@ def layers(model, data, dataset, provider, use_library, as_json, **flags):
         emit_json({"model": str(model), "data": labelled.source, "ann_accuracy": rows[0]["accuracy"], "rows": rows})
         return
     click.echo(f"data: {labelled.source}")
+    if labelled.labels is None:
+        _label_free_table(rows)
+        return
     click.echo(
         table(
             [
@@ -58,5 +62,18 @@ def layers(model, data, dataset, provider, use_library, as_json, **flags):
                 for r in rows
             ],
             ["sites converted", "last site converted", "accuracy", "loss (points)", "agreement"],
+        )
+    )
+
+
+def _label_free_table(rows) -> None:
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.2f}%"
+
+    click.echo("no labels: the first output against the original's")
+    click.echo(
+        table(
+            [[r["converted_sites"], r["last_site"], percent(r["agreement"]), f"{r['cosine']:.6f}"] for r in rows],
+            ["sites converted", "last site converted", "argmax agreement", "cosine"],
         )
     )

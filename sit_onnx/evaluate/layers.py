@@ -1,5 +1,6 @@
 """The paper's layer-by-layer experiment (Tables 2-4): convert the first n softmax sites, n = 0..all,
-and measure accuracy against the original's predictions at each step."""
+and measure accuracy against the original's predictions at each step; on data without labels,
+the first output's argmax agreement and cosine against the original's."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from sit_onnx.runtime import SessionSpec, make_session
 class LayerRow:
     converted_sites: int
     last_site: str  # "-" for the original
-    accuracy: float
-    loss_points: float
-    agreement: float
+    accuracy: float | None  # None without labels
+    loss_points: float | None
+    agreement: float | None  # argmax of the first output (last axis), None when it has no rows
+    cosine: float | None = None  # of the first output against the original's (label-free mode)
 
 
 def layer_sweep(
@@ -31,6 +33,8 @@ def layer_sweep(
     progress: Callable[[int], None] | None = None,
 ) -> list[LayerRow]:
     """One row per number of converted sites, in graph order; row 0 is the original itself."""
+    if data.labels is None:
+        return _label_free_sweep(original, options, data, spec, progress)
     ann = predict(make_session(original, spec), data.arrays, data.source)
     _, full = rewrite_model(original, options)
     rows = []
@@ -42,6 +46,29 @@ def layer_sweep(
             predictions, site = predict(make_session(converted, spec), data.arrays, data.source), full.sites[n - 1].name
         report = accuracy_report(data.labels, ann, predictions)
         rows.append(LayerRow(n, site, report.converted_accuracy, report.loss_points, report.agreement))
+        if progress:
+            progress(1)
+    return rows
+
+
+def _first_output(model: onnx.ModelProto, data: LabelledData, spec: SessionSpec):
+    from sit_onnx.evaluate.experiment import run_all
+
+    session = make_session(model, spec)
+    return run_all(session, data.arrays, data.source, batch=256)[session.get_outputs()[0].name]
+
+
+def _label_free_sweep(original, options, data, spec, progress) -> list[LayerRow]:
+    from sit_onnx.evaluate.compare import compare_arrays
+
+    reference = _first_output(original, data, spec)
+    _, full = rewrite_model(original, options)
+    rows = []
+    for n in range(len(full.sites) + 1):
+        converted = original if n == 0 else rewrite_model(original, replace(options, first=n))[0]
+        result = compare_arrays("first output", reference, _first_output(converted, data, spec), 0.0, 0.0)
+        site = "-" if n == 0 else full.sites[n - 1].name
+        rows.append(LayerRow(n, site, None, None, result.agreement, result.cosine))
         if progress:
             progress(1)
     return rows

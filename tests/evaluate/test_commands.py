@@ -265,8 +265,8 @@ def test_calibrate_and_energy_take_unlabelled_multi_input_integer_data(tmp_path)
     assert energy["samples"] == 4 and energy["ann_pj"] > 0
     unlabelled = ok_json(invoke("eval", model, "--data", data, "--json"))  # no accuracy: the label-free figures
     assert unlabelled["labels"] is False and unlabelled["samples"] == 6 and unlabelled["outputs"][0]["cosine"] > 0.99
-    layers = invoke("layers", model, "--data", data)
-    assert layers.exit_code == 1 and "has no 'labels' array" in layers.output  # per-site accuracy needs them
+    layers = ok_json(invoke("layers", model, "--data", data, "--json"))  # label-free: agreement and cosine
+    assert [r["accuracy"] for r in layers["rows"]] == [None, None] and layers["rows"][0]["cosine"] == 1.0
     np.savez(data, input_ids=rng.integers(0, 20, (6, 5)), attention_mask=mask[:4])
     uneven = invoke("calibrate", model, "--data", data)
     assert uneven.exit_code == 1 and "'attention_mask' has 4 rows but the first array has 6" in uneven.output

@@ -104,3 +104,15 @@ def test_wrong_inputs_are_one_line(token_model, tmp_path):
     np.savez(tmp_path / "bad.npz", ids=arrays["ids"].astype(np.float32), mask=arrays["mask"])
     result = invoke("eval", path, "--data", tmp_path / "bad.npz")
     assert result.exit_code == 1 and "Traceback" not in result.output and "ids" in result.output
+
+
+def test_layers_without_labels_tracks_the_first_output(token_model):
+    path, data, _ = token_model
+    record = json.loads(invoke("layers", path, "--data", data, "--steps", "4", "--json").output)
+    rows = record["rows"]
+    assert [r["converted_sites"] for r in rows] == [0, 1] and rows[1]["last_site"] == "attention"
+    assert rows[0]["cosine"] == pytest.approx(1.0) and rows[0]["agreement"] == 1.0
+    assert 0.9 < rows[1]["cosine"] < 1.0 and rows[1]["accuracy"] is None and rows[1]["loss_points"] is None
+    assert record["ann_accuracy"] is None
+    text = invoke("layers", path, "--data", data, "--steps", "4")
+    assert text.exit_code == 0 and "argmax agreement" in text.output and "attention" in text.output
