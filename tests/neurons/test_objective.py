@@ -248,3 +248,11 @@ def test_warm_start_from_an_ensemble_is_refused():
     opts = FitOptions(steps=4, input_range=SHIFT_RANGE, warm_start=ensemble)
     with pytest.raises(SitOnnxError, match="K=4 x 2 neurons; need one neuron of K=4"):
         fit_si_exp(opts)
+
+
+def test_family_is_described_and_seeded_by_default_and_the_range_edge_is_inside():
+    rows = family_rows(elements=16)
+    assert rows.source == "N(0, sigma^2) rows, n=2..512, sigma=1..8"
+    assert rows.x.tolist() == family_rows(seed=0, elements=16).x.tolist()
+    edge = RowSet.from_rows([np.array([0.0, -12.0, -12.5])], "t")
+    assert edge.clipped(-12.0).tolist() == [True, True, False]
