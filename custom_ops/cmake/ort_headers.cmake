@@ -1,9 +1,11 @@
 # Where onnxruntime's C/C++ headers come from, in this order:
 #   1. ORT_INCLUDE_DIR (cache variable or environment variable)
 #   2. the system (libonnxruntime-dev on Debian 13+ and recent Ubuntu)
-#   3. downloaded into the build folder by fetch_ort_headers.sh
+#   3. downloaded into the build folder by fetch_ort_headers.sh (unless SIT_ORT_FETCH is OFF)
+# With `required` false, failing all three sets out_var empty with a warning instead of an error.
 set(_SIT_ORT_CMAKE_DIR "${CMAKE_CURRENT_LIST_DIR}")
-function(sit_find_ort_headers out_var)
+option(SIT_ORT_FETCH "Download onnxruntime's headers when the system has none" ON)
+function(sit_find_ort_headers out_var required)
   if(NOT ORT_INCLUDE_DIR AND DEFINED ENV{ORT_INCLUDE_DIR})
     set(ORT_INCLUDE_DIR "$ENV{ORT_INCLUDE_DIR}")
   endif()
@@ -23,14 +25,25 @@ function(sit_find_ort_headers out_var)
   endif()
   set(_dest "${CMAKE_BINARY_DIR}/ort-headers")
   if(NOT EXISTS "${_dest}/include/onnxruntime_cxx_api.h")
-    message(STATUS "onnxruntime headers: not on this system, fetching them into ${_dest}")
-    execute_process(COMMAND bash "${_SIT_ORT_CMAKE_DIR}/fetch_ort_headers.sh" "${_dest}"
-                    RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err)
+    set(_err "downloading is switched off (SIT_ORT_FETCH=OFF)")
+    set(_rc 1)
+    if(SIT_ORT_FETCH)
+      message(STATUS "onnxruntime headers: not on this system, fetching them into ${_dest}")
+      execute_process(COMMAND bash "${_SIT_ORT_CMAKE_DIR}/fetch_ort_headers.sh" "${_dest}"
+                      RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err)
+    endif()
     if(NOT _rc EQUAL 0)
-      message(FATAL_ERROR "Cannot find onnxruntime's C/C++ headers (the onnxruntime wheel ships none). "
-                          "Install libonnxruntime-dev (Debian 13+, Ubuntu 24.04+), or unpack an official "
-                          "onnxruntime release archive and set ORT_INCLUDE_DIR to its include/ folder.\n"
-                          "The automatic download failed: ${_err}")
+      set(_why "Cannot find onnxruntime's C/C++ headers (the onnxruntime wheel ships none). Install "
+               "libonnxruntime-dev (Debian 13+, Ubuntu 24.04+), or unpack an official onnxruntime release "
+               "archive and set ORT_INCLUDE_DIR to its include/ folder. The automatic download failed: ${_err}")
+      string(CONCAT _why ${_why})
+      if(required)
+        message(FATAL_ERROR "${_why}")
+      endif()
+      message(WARNING "${_why}\nsit-onnx is installed WITHOUT its custom-op library: converted models run "
+                      "through the ops' function bodies (2-4x slower). Build it later with SIT_ONNX_OPS=ON.")
+      set(${out_var} "" PARENT_SCOPE)
+      return()
     endif()
   endif()
   message(STATUS "onnxruntime headers: ${_dest}/include (fetched)")

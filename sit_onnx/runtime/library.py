@@ -28,8 +28,9 @@ def get_library_path() -> str:
     found = _installed_library()
     if found is None:
         raise SitOnnxError(
-            "the sit-onnx custom-op library is not built: install the package with "
-            "`pip install .` (needs a C++17 compiler and CMake), or set " + ENV_OVERRIDE
+            "the sit-onnx custom-op library is not built (installed with SIT_ONNX_OPS=OFF, or without "
+            "onnxruntime's headers): reinstall with SIT_ONNX_OPS=ON (needs a C++17 compiler and CMake), or set "
+            + ENV_OVERRIDE
         )
     return str(found)
 
