@@ -256,3 +256,24 @@ def test_family_is_described_and_seeded_by_default_and_the_range_edge_is_inside(
     assert rows.x.tolist() == family_rows(seed=0, elements=16).x.tolist()
     edge = RowSet.from_rows([np.array([0.0, -12.0, -12.5])], "t")
     assert edge.clipped(-12.0).tolist() == [True, True, False]
+
+
+def test_softmax_target_grid_brackets_every_element():
+    """Each element takes the neuron's value at the grid point at or below it, the next point lies
+    above it; the grid is the range in CELLS steps ending exactly at 0, plus a coarser tail that
+    reaches below the lowest element."""
+    rows = RowSet.from_rows([np.array([0.0, -0.37, -3.0, -11.99]), np.array([0.0, -12.0, -30.5])], "t")
+    target = SoftmaxTarget(rows, SHIFT_RANGE)
+    grid, cell = target.grid, target.cell
+    assert grid.size == SoftmaxTarget.CELLS + SoftmaxTarget.TAIL_CELLS + 1 and np.all(np.diff(grid) > 0)
+    assert grid[-1] == 0.0 and -12.0 in grid and grid[0] <= -30.5
+    assert np.all(grid[cell] <= rows.x) and np.all(
+        grid[np.minimum(cell + 1, grid.size - 1)][rows.x < 0] > rows.x[rows.x < 0]
+    )
+    assert np.all(cell[rows.x == 0] == grid.size - 1)
+
+
+def test_least_squares_weights_of_unweighted_rows():
+    rows = RowSet.from_rows([np.array([0.0]), np.array([0.0, 0.0, 0.0])], "t")
+    w = least_squares_weights(rows, -12.0)
+    assert w[0] / w[1] == pytest.approx(3.0) and w.mean() == pytest.approx(1.0)
