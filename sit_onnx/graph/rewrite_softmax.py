@@ -70,7 +70,7 @@ def replace_site(
 
     work = np.dtype(np.float32) if cast else dtype
     x = add("Cast", [logits], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}) if cast else logits
-    norm_attrs = {"axis": int(site.axis), "time_steps": int(options.time_steps)}
+    norm_attrs = {"axis": portable_axis(site), "time_steps": int(options.time_steps)}
     if fuse:
         op, inputs = SPIKING_SOFTMAX, [x]
         flags = {"shift": int(options.shift), "sigmoid": int(options.sigmoid)}
@@ -82,6 +82,16 @@ def replace_site(
     else:
         add(op, inputs, attrs, DOMAIN, out=output)
     return inserted
+
+
+def portable_axis(site: SoftmaxSite) -> int:
+    """The site's axis, non-negative where the logits' rank is known: some runtimes mishandle a
+    negative axis in GatherElements (onnx.reference does, which the fused op's body uses)."""
+    axis = int(site.axis)
+    shape = site.logits.shape
+    if axis < 0 and shape is not None and len(shape) > 0 and -len(shape) <= axis:
+        return axis + len(shape)
+    return axis
 
 
 def _logits_type(logits: gs.Tensor) -> tuple[np.dtype | None, int]:
@@ -111,10 +121,10 @@ def _spiking_exp(x, site, params, options, opset, names, add, work):
         x = add("Sigmoid", [x], out_dtype=work)
     if options.shift:
         if opset >= AXES_INPUT_OPSET_REDUCE_MAX:
-            axes = gs.Constant(names.fresh(f"{base}/shift_axes"), np.array([site.axis], dtype=np.int64))
+            axes = gs.Constant(names.fresh(f"{base}/shift_axes"), np.array([portable_axis(site)], dtype=np.int64))
             peak = add("ReduceMax", [x, axes], {"keepdims": 1}, out_dtype=work)
         else:
-            peak = add("ReduceMax", [x], {"axes": [site.axis], "keepdims": 1}, out_dtype=work)
+            peak = add("ReduceMax", [x], {"axes": [portable_axis(site)], "keepdims": 1}, out_dtype=work)
         x = add("Sub", [x, peak], out_dtype=work)
     if params.neurons == 1:
         return add(SPIKING_EXP, [x], neuron_attributes(params), DOMAIN, out_dtype=work)
