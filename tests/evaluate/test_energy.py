@@ -86,3 +86,75 @@ def converted_output(model, x):
     from tests.helpers import run
 
     return run(model, {"x": x})[0].astype(np.float64)
+
+
+def _attention_model():
+    """scores [2,4,4] -> Softmax -> MatMul with v [4,3] (event-driven once converted); an unnamed
+    Gemm on another input (stays an ANN layer)."""
+    rng = np.random.default_rng(5)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["s"], ["p"], name="sm", axis=-1),
+            helper.make_node("MatMul", ["p", "v"], ["ctx"], name="pv"),
+            helper.make_node("Gemm", ["g", "w"], ["dense"]),
+        ],
+        "att",
+        [
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 4, 4]),
+            helper.make_tensor_value_info("g", TensorProto.FLOAT, [2, 5]),
+        ],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("ctx", "dense")],
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "v"),
+            numpy_helper.from_array(rng.normal(size=(5, 6)).astype(np.float32), "w"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("time_steps", [0, 16])
+def test_layers_fed_by_spikes_are_event_driven(params_file, time_steps):
+
+    rng = np.random.default_rng(6)
+    feeds = {"s": rng.normal(0, 4, (2, 4, 4)).astype(np.float32), "g": rng.normal(size=(2, 5)).astype(np.float32)}
+    original = _attention_model()
+    converted, _ = rewrite_model(original, RewriteOptions(params_file=params_file, time_steps=time_steps))
+    report = estimate_energy(original, converted, feeds)
+    layers = {layer.name: layer for layer in report.layers}
+    assert set(layers) == {"pv", "dense"}  # an unnamed node is named by its output
+    pv, dense = layers["pv"], layers["dense"]
+    assert (pv.macs, dense.macs) == (4 * 3 * 4, 6 * 5)  # per sample: batch 2
+    p = _softmax_output(converted, feeds)
+    rate = np.rint(p * time_steps).mean() if time_steps else np.mean(p != 0)
+    assert pv.spike_rate == pytest.approx(rate) and dense.spike_rate is None
+    assert pv.converted_pj == pytest.approx(pv.macs * rate * E_AC_PJ) and pv.ann_pj == pv.macs * E_MAC_PJ
+    assert dense.converted_pj == dense.ann_pj == dense.macs * E_MAC_PJ
+    assert report.ann_pj == pytest.approx(pv.ann_pj + dense.ann_pj)
+    total = pv.converted_pj + dense.converted_pj + report.neuron_ops * E_AC_PJ
+    assert report.converted_pj == pytest.approx(total)
+    assert report.reduction == pytest.approx(1 - report.converted_pj / report.ann_pj)
+    ann_only = estimate_energy(original, None, feeds)  # no conversion: every layer at E_MAC
+    assert ann_only.neuron_ops == 0 and ann_only.converted_pj == pytest.approx(ann_only.ann_pj)
+    assert ann_only.reduction == pytest.approx(0.0)
+    assert [layer.spike_rate for layer in ann_only.layers] == [None, None]
+
+
+def _softmax_output(model, feeds):
+    """The SpikingSoftmax node's output, read out as a graph output."""
+    from sit_onnx.evaluate.capture import capture
+
+    node = next(n for n in model.graph.node if n.op_type == "SpikingSoftmax")
+    return capture(model, [node.output[0]], feeds)[node.output[0]].astype(np.float64)
+
+
+def test_gemm_without_transpose_counts_its_inner_dimension():
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["a", "w"], ["y"], name="gemm")],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((7, 2), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    report = estimate_energy(model, None, {"a": np.ones((3, 7), np.float32)})
+    assert report.layers[0].macs == 3 * 2 * 7 / 3
