@@ -194,3 +194,29 @@ def test_placement_check_reads_a_model_file(tmp_path):
     onnx.save(_spiking_model(TensorProto.FLOAT), str(path))
     session = make_session(path, SessionSpec(provider="cpu", use_library=True, verify_placement=True))
     np.testing.assert_array_equal(session.run(None, {"x": np.array([-1, 0, 1], np.float32)})[0], [0, 2, 2])
+
+
+def test_threads_reach_the_session_and_providers_resolve_in_order():
+    import onnxruntime as ort
+
+    from sit_onnx.runtime.session import resolve_providers
+
+    session = make_session(softmax_model([2, 3], -1), SessionSpec(provider="cpu", threads=1))
+    assert session.get_session_options().intra_op_num_threads == 1 and session.get_providers() == [
+        "CPUExecutionProvider"
+    ]
+    default = make_session(softmax_model([2, 3], -1), SessionSpec(provider="cpu"))
+    assert default.get_session_options().intra_op_num_threads == 0  # onnxruntime's own choice
+    assert resolve_providers("cpu") == ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    expected = ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda else ["CPUExecutionProvider"]
+    assert resolve_providers("auto") == expected
+
+
+def test_runtime_path_names_what_runs_the_ops():
+    from sit_onnx.runtime.library import get_library_path
+    from sit_onnx.runtime.session import runtime_path
+
+    assert runtime_path(SessionSpec(use_library=True)) == f"sit-onnx kernels ({get_library_path()})"
+    assert runtime_path(SessionSpec(use_library=False)).startswith("function fallback (standard onnxruntime ops")
+    assert SessionSpec(use_library=False).library_used() is False and SessionSpec().library_used() is True
