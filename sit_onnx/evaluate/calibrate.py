@@ -76,8 +76,8 @@ def _recommend(in_paper: float, in_shift: float) -> str:
     if in_paper >= 0.99:
         return "paper mode works as is (--no-shift): logits already lie in [-1, 1]"
     advice = (
-        f"--shift (default), K=12; only {100 * in_paper:.0f}% of logits lie in [-1, 1], so the paper's "
-        "mode needs --sigmoid and fine-tuning"
+        f"--shift (default), K=12 (or fewer steps with `rewrite --calibrate`: a parameter set per site); "
+        f"only {100 * in_paper:.0f}% of logits lie in [-1, 1], so the paper's mode needs --sigmoid and fine-tuning"
     )
     if in_shift < 0.99:
         advice += (

@@ -137,6 +137,8 @@ def test_calibrate_reports_ranges(classifier):
     assert site["inside_shift_range"] == pytest.approx(np.mean(shifted >= -12))
     assert site["inside_paper_range"] == pytest.approx(np.mean(np.abs(logits) <= 1))
     assert "--shift" in site["recommendation"] or "paper mode" in site["recommendation"]
+    if "--shift" in site["recommendation"]:
+        assert "rewrite --calibrate" in site["recommendation"]
 
 
 def test_energy_counts_macs(classifier):
