@@ -158,3 +158,24 @@ def test_gemm_without_transpose_counts_its_inner_dimension():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     report = estimate_energy(model, None, {"a": np.ones((3, 7), np.float32)})
     assert report.layers[0].macs == 3 * 2 * 7 / 3
+
+
+def test_neuron_accumulates_follow_the_softmax_axis(params_file):
+    """The fused neuron sees x minus the max along its own axis, not along the last one."""
+    from sit_onnx.neurons import load_params
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=0)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 6])],
+    )
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(3).normal(0, 3, (4, 6)).astype(np.float32)
+    converted, _ = rewrite_model(original, RewriteOptions(params_file=params_file))
+    report = estimate_energy(original, converted, {"x": x})
+    params = load_params(params_file)
+    _, spikes = si_exp(prepare_input(x, 0, SoftmaxOptions(shift=True)), params, return_spikes=True)
+    _, wrong = si_exp(prepare_input(x, -1, SoftmaxOptions(shift=True)), params, return_spikes=True)
+    assert spikes.sum() != wrong.sum()
+    assert report.neuron_ops == pytest.approx((2 * spikes.sum() + x.size) / 4)
