@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
@@ -402,4 +403,20 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
     del inlined.opset_import[:]
     inlined.opset_import.extend(kept)
+    for graph in graph_protos(inlined.graph):
+        _float32_constants(graph)
     return inlined
+
+
+def _float32_constants(graph: onnx.GraphProto) -> None:
+    """The inlined neurons' `Constant value_floats` as float32 tensors: tools that fold constants
+    (onnxslim) turn a float list into a double initializer, which breaks the float32 graph."""
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        listed = next((a for a in node.attribute if a.name == "value_floats" and not a.ref_attr_name), None)
+        if listed is None:
+            continue
+        tensor = onnx.numpy_helper.from_array(np.asarray(listed.floats, dtype=np.float32), node.output[0])
+        node.attribute.remove(listed)
+        node.attribute.append(onnx.helper.make_attribute("value", tensor))

@@ -1,0 +1,36 @@
+"""Converted models through onnxslim (a graph optimiser people run before deploying): every form
+(fused or chain, functions or inlined) stays valid and computes the same. The inlined neurons'
+constants are float32 tensors, never float lists (which onnxslim folds into doubles)."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from tests.helpers import run
+
+onnxslim = pytest.importorskip("onnxslim", reason="onnxslim is an optional tool (installed by the dev extra)")
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("inline", [False, True])
+def test_slimmed_models_compute_the_same(fuse, inline):
+    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(fuse=fuse, inline=inline))
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (3, 1, 8, 8)).astype(np.float32)
+    slim = onnxslim.slim(model)
+    assert len(slim.graph.node) < len(model.graph.node)
+    np.testing.assert_allclose(run(slim, {"input": x})[0], run(model, {"input": x})[0], atol=1e-5)
+
+
+def test_inlined_constants_are_float32_tensors():
+    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(inline=True))
+    constants = [n for n in model.graph.node if n.op_type == "Constant"]
+    assert constants and not any(a.name == "value_floats" for n in constants for a in n.attribute)
+    values = [
+        a.t for n in constants for a in n.attribute if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT
+    ]
+    thresholds = [onnx.numpy_helper.to_array(t) for t in values if t.dims and t.dims[0] == 12]
+    assert thresholds  # the K=12 steps are among them, as float32
