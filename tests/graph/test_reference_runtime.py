@@ -53,3 +53,14 @@ def test_unknown_rank_keeps_the_axis_as_given():
     new, _ = rewrite_model(model, RewriteOptions(steps=8))
     node = next(n for n in new.graph.node if n.op_type == "SpikingSoftmax")
     assert next(a.i for a in node.attribute if a.name == "axis") == -1
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("inline", [False, True])
+def test_every_node_is_named_once(fuse, inline):
+    """Tools that key on node names (onnx2torch, onnxconverter-common's float16 pass) need them
+    present and unique, in the graph and inside each function body."""
+    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(fuse=fuse, inline=inline))
+    for nodes in [model.graph.node] + [f.node for f in model.functions]:
+        names = [n.name for n in nodes]
+        assert all(names) and len(set(names)) == len(names)
