@@ -1,5 +1,5 @@
-"""Converted models through onnxslim (a graph optimiser people run before deploying): every form
-(fused or chain, functions or inlined) stays valid and computes the same. The inlined neurons'
+"""Converted models through onnxslim and onnxsim (graph optimisers people run before deploying):
+every form (fused or chain, functions or inlined) stays valid and computes the same. The inlined neurons'
 constants are float32 tensors, never float lists (which onnxslim folds into doubles)."""
 
 from pathlib import Path
@@ -34,3 +34,13 @@ def test_inlined_constants_are_float32_tensors():
     ]
     thresholds = [onnx.numpy_helper.to_array(t) for t in values if t.dims and t.dims[0] == 12]
     assert thresholds  # the K=12 steps are among them, as float32
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_onnxsim_simplified_models_compute_the_same(inline):
+    onnxsim = pytest.importorskip("onnxsim", reason="onnxsim is an optional tool (installed by the dev extra)")
+    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(inline=inline))
+    simplified, ok = onnxsim.simplify(model)
+    assert ok and len(simplified.graph.node) < len(model.graph.node)
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(simplified, {"input": x})[0], run(model, {"input": x})[0], atol=1e-5)
