@@ -44,3 +44,23 @@ def test_onnx_softmax_node_test_converts_and_matches_reference(name):
     got = run(new, {case.model.graph.input[0].name: x})[0]
     expected = spiking_softmax(x, shipped_params(12, SHIFT_RANGE), axis=_axis(case), options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [8, 12])
+def test_default_sets_beat_the_exp_fits_against_true_softmax(steps):
+    """Issue 10's yardstick: the largest error against the true softmax over every node test. The
+    softmax-fitted default sets (measured 0.027 at K=8, 0.019 at K=12) beat the exp-RMSE ones
+    (0.052, 0.030); the goals (0.02, 0.01) are not reached by one neuron per element."""
+    from sit_onnx.neurons import softmax
+
+    def worst(objective):
+        params = shipped_params(steps, SHIFT_RANGE, objective)
+        errors = []
+        for case in CASES.values():
+            x, axis = case.data_sets[0][0][0], _axis(case)
+            q = spiking_softmax(x, params, axis=axis, options=SoftmaxOptions(shift=True))
+            errors.append(np.abs(q - softmax(x, axis)).max())
+        return max(errors)
+
+    default, paper = worst(None), worst("exp-rmse")
+    assert default < 0.75 * paper and default < 0.03
