@@ -220,3 +220,15 @@ def test_runtime_path_names_what_runs_the_ops():
     assert runtime_path(SessionSpec(use_library=True)) == f"sit-onnx kernels ({get_library_path()})"
     assert runtime_path(SessionSpec(use_library=False)).startswith("function fallback (standard onnxruntime ops")
     assert SessionSpec(use_library=False).library_used() is False and SessionSpec().library_used() is True
+
+
+def test_run_time_refusals_are_one_line_naming_the_model():
+    from sit_onnx.runtime.session import run_session
+
+    session = make_session(softmax_model([2, 3], -1), SessionSpec(provider="cpu"))
+    with pytest.raises(SitOnnxError, match=r"^m\.onnx: onnxruntime failed to run the model: .*") as caught:
+        run_session(session, {"x": np.zeros((4, 4), np.float32)}, "m.onnx")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(SitOnnxError, match=r"^model: onnxruntime failed"):
+        run_session(session, {"x": np.zeros((4, 4), np.float32)})
+    np.testing.assert_allclose(run_session(session, {"x": np.zeros((2, 3), np.float32)})[0], np.full((2, 3), 1 / 3))
