@@ -179,16 +179,21 @@ def attention_body(node: onnx.NodeProto, known: KnownTypes) -> tuple[Body | None
     if _output(node, 1):
         zero = b.ints([0])
         b.op("Concat", [b.op("Unsqueeze", [k, zero]), b.op("Unsqueeze", [v, zero])], [node.output[1]], axis=0)
-    extras = {
+    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, _mask_extras(node, mask, ranks))
+    _merge_heads(b, context, sizes[2], node.output[0])
+    return b, ""
+
+
+def _mask_extras(node: onnx.NodeProto, mask: str | None, ranks: dict) -> dict:
+    """What Attention and MultiHeadAttention tell _attend alike: input 5's bias, the mask and its
+    rank, causality and the value masked positions get."""
+    return {
         "attention_bias": _input(node, 5),
         "mask": mask,
         "mask_rank": ranks.get(mask),
         "unidirectional": _attr(node, "unidirectional", 0),
         "filter": _attr(node, "mask_filter_value", DEFAULT_MASK_FILTER),
     }
-    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
-    _merge_heads(b, context, sizes[2], node.output[0])
-    return b, ""
 
 
 def _append_past(b: Body, node: onnx.NodeProto, k: str, v: str, past_key: str | None, past_value: str | None):
@@ -226,14 +231,7 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     q, k, v = _heads(b, query, heads, head), _heads(b, key, heads, head), _heads(b, value, heads, v_head)
     past_key, past_value = _input(node, 6), _input(node, 7)
     k, v = _append_past(b, node, k, v, past_key, past_value)
-    extras = {
-        "attention_bias": _input(node, 5),
-        "mask": mask,
-        "mask_rank": ranks.get(mask),
-        "unidirectional": _attr(node, "unidirectional", 0),
-        "filter": _attr(node, "mask_filter_value", DEFAULT_MASK_FILTER),
-    }
-    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
+    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, _mask_extras(node, mask, ranks))
     _merge_heads(b, context, hidden_v, node.output[0])
     return b, ""
 
