@@ -39,11 +39,12 @@ def triton(model, repo, name, max_batch, device, instances, server_repo, no_libr
     """Write REPO/NAME/{config.pbtxt, 1/model.onnx, the library} for Triton's onnxruntime backend
     (onnxruntime >= 1.21 in the server)."""
     from sit_onnx.deploy.triton import TritonOptions, write_repository
+    from sit_onnx.runtime.library import LIBRARY_NAME
 
     name = model.name.removesuffix(".onnx").removesuffix(".sit") if name is None else name
     options = TritonOptions(name, max_batch, device, instances, not no_library, server_repo)
     target = write_repository(model, repo, options, force=force)
-    library = (target / "config.pbtxt").read_text(encoding="utf-8").count("op_library_filename") > 0
+    library = (target / LIBRARY_NAME).is_file()  # shipped only when the model holds spiking ops
     if as_json:
         emit_json(
             {
