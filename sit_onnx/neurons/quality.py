@@ -7,6 +7,7 @@ These are the figures `sit-onnx neuron show` and `sit-onnx neuron sweep` print
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -97,8 +98,14 @@ def row_quality(params: NeuronParams, rows: RowSet | None = None) -> RowScore:
     """Spiking-Softmax error on max-shifted rows (default: a held-out draw of the N(0, sigma^2)
     family, n = 2..512, sigma = 1..8): mean KL, mean and largest worst weight error. The
     softmax objective's figure, for any set fitted on a range that holds [LO, 0]."""
-    rows = rows or family_rows(HELD_OUT_SEED)
+    rows = rows or _held_out_rows()
     return score(rows, si_exp(rows.x, params))
+
+
+@lru_cache(maxsize=1)
+def _held_out_rows() -> RowSet:
+    """Drawn once per process: a sweep scores every shipped set on the same rows."""
+    return family_rows(HELD_OUT_SEED)
 
 
 def as_dict(record) -> dict:
