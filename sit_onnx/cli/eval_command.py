@@ -63,12 +63,11 @@ def eval_command(model, converted, data, dataset, provider, use_library, batch, 
 
 
 def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -> None:
-    from tqdm import tqdm
-
+    from sit_onnx.cli.options import progress
     from sit_onnx.evaluate.experiment import evaluate_outputs
 
     rows = len(next(iter(data.arrays.values()))) if data.arrays else 0
-    with tqdm(total=2 * rows, desc="eval", unit="row", disable=None, leave=False) as bar:
+    with progress("eval", total=2 * rows, unit="row") as bar:  # pragma: no mutate
         results = evaluate_outputs(pair, data, spec, batch, bar.update)
     outputs = [
         {"name": r.name, "shape": r.shape, "agreement": r.agreement, "cosine": r.cosine, "max_abs": r.max_abs,

@@ -30,8 +30,7 @@ def layers(model, data, dataset, provider, use_library, as_json, **flags):
     output's argmax agreement and cosine against the original's)."""
     from dataclasses import asdict
 
-    from tqdm import tqdm
-
+    from sit_onnx.cli.options import progress
     from sit_onnx.evaluate.experiment import input_data
     from sit_onnx.evaluate.layers import layer_sweep
     from sit_onnx.graph.load import load_model
@@ -40,7 +39,7 @@ def layers(model, data, dataset, provider, use_library, as_json, **flags):
     original = load_model(model)
     labelled = input_data(original, data, dataset)
     spec = SessionSpec(provider=provider, use_library=use_library)
-    with tqdm(desc="layers", unit="site", disable=None, leave=False) as bar:
+    with progress("layers", unit="site") as bar:  # pragma: no mutate
         rows = [asdict(r) for r in layer_sweep(original, rewrite_options_from(flags), labelled, spec, bar.update)]
     if as_json:
         emit_json({"model": str(model), "data": labelled.source, "ann_accuracy": rows[0]["accuracy"], "rows": rows})

@@ -113,8 +113,7 @@ def fit(
     as_json,
 ):
     """Fit T, h, d so that SI-exp approximates exp (or softmax rows) on the range; write them as JSON."""
-    from tqdm import tqdm
-
+    from sit_onnx.cli.options import progress
     from sit_onnx.neurons.fit import FitOptions, fit_ensemble, fit_si_exp, total_ticks
 
     input_range = check_range(input_range)
@@ -137,7 +136,7 @@ def fit(
         rows=_rows(rows_file) if rows_file else None,
         warm_start=_warm_start(warm_start, steps, input_range),
     )
-    with tqdm(total=total_ticks(opts), desc=f"fit K={steps}", unit="it", disable=None, leave=False) as bar:
+    with progress(f"fit K={steps}", total=total_ticks(opts), unit="it") as bar:  # pragma: no mutate
         params = fit_si_exp(opts, progress=bar.update)
     params = fit_ensemble(params, neurons)
     params.save(output)
@@ -273,13 +272,12 @@ def show(steps, input_range, params_file, objective, as_json):
 @json_option
 def sweep(steps_list, plot, vectors, as_json):
     """K against SI-exp RMSE and Spiking-Softmax error (the paper's Figure 7)."""
-    from tqdm import tqdm
-
+    from sit_onnx.cli.options import progress
     from sit_onnx.neurons.sweep import plot_figure7
     from sit_onnx.neurons.sweep import sweep as figure7_sweep
 
     steps_list = steps_list or SHIPPED_STEPS
-    with tqdm(total=len(steps_list), desc="sweep", disable=None, leave=False) as bar:
+    with progress("sweep", total=len(steps_list)) as bar:  # pragma: no mutate
         rows = figure7_sweep(steps_list, vectors, bar.update)
     if plot:
         plot_figure7(rows, plot)

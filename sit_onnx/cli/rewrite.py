@@ -102,14 +102,13 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
         )
 
     def calibrated(model):
-        from tqdm import tqdm
-
+        from sit_onnx.cli.options import progress
         from sit_onnx.evaluate.experiment import input_data, sample_feeds
         from sit_onnx.evaluate.site_params import choose_site_params
 
         bundled = data == "digits"
         feeds = sample_feeds(model, input_data(model, None if bundled else data, data if bundled else None), samples)
-        with tqdm(desc="calibrate", unit="site", disable=None, leave=False) as bar:
+        with progress("calibrate", unit="site") as bar:  # pragma: no mutate
             choices.extend(choose_site_params(model, feeds, options.steps, rounds, bar.update))
         return {c.name: c.params for c in choices}
 

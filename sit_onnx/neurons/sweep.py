@@ -39,14 +39,25 @@ def sweep(
 
 def plot_figure7(rows: list[dict], path: Path) -> None:
     """The paper's Figure 7 from `sweep` rows, as a PNG written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import io
 
     import matplotlib.pyplot as plt
 
     from sit_onnx.atomic import write_bytes_atomic
+
+    fig = figure7(rows)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def figure7(rows: list[dict]):
+    """The three panels, drawn on a matplotlib Figure (off screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     ks = [r["steps"] for r in rows]
     fig, (left, right, ours) = plt.subplots(1, 3, figsize=(15, 4))
@@ -68,7 +79,4 @@ def plot_figure7(rows: list[dict], path: Path) -> None:
     ours.set(xlabel="time steps K", ylabel="error on N(0, sigma^2) rows", title="max-shift: both objectives")
     ours.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    return fig
