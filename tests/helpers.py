@@ -3,7 +3,7 @@
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.neurons.params import NeuronParams
 
@@ -37,3 +37,43 @@ def random_params(rng: np.random.Generator, steps: int) -> NeuronParams:
 
 def spiking_ops(model: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in model.graph.node if n.domain == "ai.sit"]
+
+
+def parse_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a `table` in a command's text output, cut at the dashed line's columns."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line and set(line) <= {"-", " "})
+    spans, start = [], 0
+    for dashes in lines[rule].split("  "):
+        spans.append((start, start + len(dashes)))
+        start += len(dashes) + 2
+    cut = lambda line: [line[a:b].strip() for a, b in spans]  # noqa: E731
+    rows = []
+    for line in lines[rule + 1 :]:
+        if len(line) != start - 2:  # the table's rows are exactly as wide as its rule
+            break
+        rows.append(cut(line))
+    return cut(lines[rule - 1]), rows
+
+
+def attention_classifier(rng: np.random.Generator, rows: int, scale: float = 1.0):
+    """A tiny 'attention classifier', logits = softmax(x @ w) @ v (one site, 'att'), with `rows` inputs
+    and the labels the original model predicts for them."""
+    w, v = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["s"]),
+            helper.make_node("Softmax", ["s"], ["p"], axis=-1, name="att"),
+            helper.make_node("MatMul", ["p", "v"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(v, "v")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = (scale * rng.normal(size=(rows, 6))).astype(np.float32)
+    s = x @ w
+    p = np.exp(s - s.max(1, keepdims=True))
+    labels = np.argmax((p / p.sum(1, keepdims=True)) @ v, axis=1).astype(np.int64)
+    return model, x, labels

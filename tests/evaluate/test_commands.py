@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.cli import main
+from tests.helpers import attention_classifier
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
 pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
@@ -33,26 +34,9 @@ def one_line_error(result, text):
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     """A tiny 'attention classifier': logits = softmax(x @ w) @ v, with data and labels it gets right."""
-    rng = np.random.default_rng(0)
-    w, v = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["s"]),
-            helper.make_node("Softmax", ["s"], ["p"], axis=-1, name="att"),
-            helper.make_node("MatMul", ["p", "v"], ["logits"]),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(v, "v")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model, x, labels = attention_classifier(np.random.default_rng(0), 200)
     folder = tmp_path_factory.mktemp("tiny")
     onnx.save(model, str(folder / "tiny.onnx"))
-    x = rng.normal(size=(200, 6)).astype(np.float32)
-    s = x @ w
-    p = np.exp(s - s.max(1, keepdims=True))
-    labels = np.argmax((p / p.sum(1, keepdims=True)) @ v, axis=1).astype(np.int64)
     np.savez(folder / "data.npz", x=x, labels=labels)
     return folder
 

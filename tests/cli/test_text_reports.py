@@ -1,0 +1,126 @@
+"""What the commands print for people says what their --json says for programs: the same figures,
+in the stated units, under the stated headings."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from sit_onnx.cli import main
+from tests.helpers import attention_classifier, parse_table
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def both(*args):
+    """The text and the JSON report of one command on the same arguments."""
+    return invoke(*args), json.loads(invoke(*args, "--json"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The one-site attention classifier, with labels the original gets right and a copy without labels."""
+    model, x, labels = attention_classifier(np.random.default_rng(3), 120, scale=3.0)
+    folder = tmp_path_factory.mktemp("tiny")
+    onnx.save(model, str(folder / "tiny.onnx"))
+    np.savez(folder / "data.npz", x=x, labels=labels)
+    np.savez(folder / "unlabelled.npz", x=x)
+    return folder
+
+
+def close(text: str, value: float, rel=2e-3) -> bool:
+    """A figure printed with `{:.4g}` (or fewer digits) against the exact one."""
+    return float(text) == pytest.approx(value, rel=rel, abs=1e-12)
+
+
+def test_energy_table_is_the_json_in_nanojoules(tiny):
+    text, record = both("energy", tiny / "tiny.onnx", "--data", tiny / "data.npz", "--samples", "32")
+    header, rows = parse_table(text)
+    assert header == ["layer", "op", "MACs/sample", "ANN nJ", "converted nJ", "spikes/neuron in"]
+    assert len(rows) == len(record["layers"]) + 1
+    for row, layer in zip(rows, record["layers"]):
+        assert row[:2] == [layer["name"], layer["op"]]
+        assert close(row[2], layer["macs"])
+        assert close(row[3], layer["ann_pj"] / 1e3) and close(row[4], layer["converted_pj"] / 1e3)
+        assert row[5] == ("-" if layer["spike_rate"] is None else f"{layer['spike_rate']:.3f}")
+    assert any(row[5] != "-" for row in rows), "the event-driven MatMul shows its input spike rate"
+    neurons = rows[-1]
+    assert neurons[:2] == ["spiking neurons", "AC"] and neurons[5] == "-"
+    assert close(neurons[2], record["neuron_ops"]) and float(neurons[3]) == 0.0
+    assert close(neurons[4], record["neuron_ops"] * 0.9 / 1e3)  # E_AC = 0.9 pJ
+    total = text.splitlines()[len(rows) + 2]
+    assert total == (
+        f"total per sample: ANN {record['ann_pj'] / 1e3:.2f} nJ, converted {record['converted_pj'] / 1e3:.2f} nJ "
+        f"({100 * record['reduction']:+.1f}% reduction)"
+    )
+    assert text.splitlines()[-1] == f"note: {record['caveat']}"
+
+
+def test_eval_lines_are_the_json_in_percent(tiny):
+    text, record = both("eval", tiny / "tiny.onnx", "--data", tiny / "data.npz", "--steps", "4")
+    lines = text.splitlines()
+    assert lines[0] == f"data: {tiny / 'data.npz'}, {record['samples']} samples"
+    assert lines[1:] == [
+        f"ANN accuracy       {100 * record['ann_accuracy']:6.2f}%",
+        f"converted accuracy {100 * record['converted_accuracy']:6.2f}%",
+        f"agreement          {100 * record['agreement']:6.2f}%",
+        f"conversion loss    {record['loss_points']:+6.2f} points",
+    ]
+    assert record["ann_accuracy"] == 1.0 and record["samples"] == 120
+
+
+def test_layers_table_is_the_json(tiny):
+    text, record = both("layers", tiny / "tiny.onnx", "--data", tiny / "data.npz", "--steps", "4")
+    assert text.splitlines()[0] == f"data: {tiny / 'data.npz'}"
+    header, rows = parse_table(text)
+    assert header == ["sites converted", "last site converted", "accuracy", "loss (points)", "agreement"]
+    assert len(rows) == len(record["rows"]) == 2
+    for row, want in zip(rows, record["rows"]):
+        assert row[0] == str(want["converted_sites"]) and row[1] == (want["last_site"] or "-")
+        assert row[2] == f"{100 * want['accuracy']:.2f}%" and row[4] == f"{100 * want['agreement']:.2f}%"
+        assert row[3] == f"{want['loss_points']:+.2f}"
+
+
+def test_calibrate_table_is_the_json(tiny):
+    text, record = both("calibrate", tiny / "tiny.onnx", "--data", tiny / "data.npz")
+    header, rows = parse_table(text)
+    assert header == ["site", "min", "p1", "median", "p99", "max", "in [-1,1]", "shifted in [-12,0]"]
+    ((row,), (site,)) = rows, record["sites"]
+    assert row[0] == site["name"] == "att"
+    for cell, key in zip(row[1:6], ["min", "p01", "p50", "p99", "max"]):
+        assert close(cell, site[key]), key
+    assert row[6] == f"{100 * site['inside_paper_range']:.1f}%"
+    assert row[7] == f"{100 * site['inside_shift_range']:.1f}%"
+    assert text.splitlines()[-1] == f"att: {site['recommendation']}"
+
+
+def test_label_free_eval_lines_are_the_json(tiny):
+    text, record = both("eval", tiny / "tiny.onnx", "--data", tiny / "unlabelled.npz", "--steps", "4")
+    lines = text.splitlines()
+    assert lines[0] == (
+        f"data: {tiny / 'unlabelled.npz'}, 120 samples, no labels: the converted model against the original"
+    )
+    ((out,),) = [record["outputs"]]
+    assert record["labels"] is False and record["samples"] == 120 and out["name"] == "logits"
+    assert lines[1] == (
+        f"[logits] argmax agreement {100 * out['agreement']:.2f}%, cosine {out['cosine']:.6f}, "
+        f"abs error max {out['max_abs']:.4g} mean {out['mean_abs']:.4g}"
+    )
+    assert 0 < out["mean_abs"] < out["max_abs"] and out["cosine"] < 1  # K=4 is visibly inexact
+
+
+def test_label_free_layers_table_is_the_json(tiny):
+    text, record = both("layers", tiny / "tiny.onnx", "--data", tiny / "unlabelled.npz", "--steps", "4")
+    assert text.splitlines()[1] == "no labels: the first output against the original's"
+    header, rows = parse_table(text)
+    assert header == ["sites converted", "last site converted", "argmax agreement", "cosine"]
+    for row, want in zip(rows, record["rows"], strict=True):
+        assert row[0] == str(want["converted_sites"]) and row[1] == (want["last_site"] or "-")
+        assert row[2] == f"{100 * want['agreement']:.2f}%" and row[3] == f"{want['cosine']:.6f}"
+    assert rows[0][3] == "1.000000" and rows[1][3] != "1.000000"

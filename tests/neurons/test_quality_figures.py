@@ -1,0 +1,60 @@
+"""The reported figures of a parameter set, worked out by hand or from their definitions."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from sit_onnx.neurons.params import shipped_params
+from sit_onnx.neurons.quality import as_dict, exp_quality, mean_kl, softmax_error, softmax_quality
+from sit_onnx.neurons.si_exp import si_exp
+from sit_onnx.neurons.softmax import SoftmaxOptions, softmax, spiking_softmax
+
+
+def test_mean_kl_by_hand_zero_weights_and_floor():
+    p = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    q = np.array([[0.25, 0.75, 0.3], [0.0, 1.0, 0.0]])
+    with warnings.catch_warnings(), np.errstate(all="warn"):
+        warnings.simplefilter("error")  # log(0) of a zero weight is expected and kept quiet
+        kl = mean_kl(p, q)
+    first = 0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)  # p = 0 adds nothing
+    second = np.log(1 / 1e-12)  # a q of 0 (no spike) counts as 1e-12
+    assert kl == pytest.approx((first + second) / 2)
+    assert mean_kl(p.T, q.T, axis=0) == pytest.approx(kl)  # rows along the given axis
+    assert mean_kl(p, p) == 0.0
+
+
+def test_softmax_error_figures():
+    p = np.array([[0.5, 0.5], [0.9, 0.1]])
+    q = np.array([[0.4, 0.6], [0.9, 0.1]])
+    result = softmax_error(p, q, 2, "paper")
+    assert (result.length, result.protocol) == (2, "paper")
+    assert result.mae == pytest.approx(0.05) and result.mse == pytest.approx(0.005)
+    assert result.max_error == pytest.approx(0.1) and result.kl == pytest.approx(mean_kl(p, q))
+
+
+@pytest.mark.parametrize("protocol", ["paper", "max-shift"])
+def test_softmax_quality_follows_its_protocol(protocol):
+    params = shipped_params(8, (-1, 1) if protocol == "paper" else (-12, 0))
+    rng = np.random.default_rng(7)  # the default seed, 2000 rows by default
+    x = rng.uniform(-1, 1, (2000, 16)) if protocol == "paper" else rng.normal(0, 3, (2000, 16))
+    q = spiking_softmax(x, params, axis=-1, options=SoftmaxOptions(shift=protocol == "max-shift"))
+    want = softmax_error(softmax(x), q, 16, protocol)
+    assert softmax_quality(params, 16, protocol) == want
+
+
+def test_unknown_protocol_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"^unknown protocol 'none'; known: paper, max-shift$"):
+        softmax_quality(shipped_params(8, (-1, 1)), 4, "none")
+
+
+def test_exp_quality_and_its_dict():
+    params = shipped_params(12, (-1, 1))
+    quality = exp_quality(params, points=5000, seed=3)
+    x = np.random.default_rng(3).uniform(-1, 1, 5000)
+    record = as_dict(quality)
+    assert record["range"] == [-1.0, 1.0] and isinstance(record["range"], list) and record["points"] == 5000
+    out, spikes = si_exp(x, params, return_spikes=True)
+    assert record["steps"] == 12 and record["rmse"] == pytest.approx(np.sqrt(np.mean((out - np.exp(x)) ** 2)))
+    assert record["max_error"] == pytest.approx(np.abs(out - np.exp(x)).max()) and record["max_error"] < 0.05
+    assert record["mean_spikes"] == pytest.approx(spikes.sum(axis=-1).mean()) and 1 < record["mean_spikes"] < 12
