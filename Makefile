@@ -36,7 +36,8 @@ bench: $(STAMP)
 mutation: $(STAMP)
 	$(PY) -m pip install --quiet "mutmut==3.8.1"
 	rm -rf mutants
-	$(VENV)/bin/mutmut run --max-children 2 >/dev/null 2>&1 || true
+	# One OpenMP thread: torch's pool, started before mutmut forks its workers, deadlocks them otherwise.
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 >/dev/null 2>&1 || true
 	$(VENV)/bin/mutmut results --all true | awk '{print $$NF}' | sort | uniq -c
 	$(PY) tests/mutation/cpp_mutants.py
 
