@@ -162,3 +162,33 @@ def test_show_reports_both_objectives_figures():
     assert json.loads(invoke("neuron", "show", "--json").output)["rows"] is None  # [-1, 1]: no max-shift rows
     text = invoke("neuron", "show", "--range", "-12", "0")
     assert "as Spiking-Softmax on held-out N(0, sigma^2) rows" in text.output
+
+
+def test_fit_rows_take_1d_rows_and_single_logits_and_refuse_empty_ones(tmp_path):
+    import numpy as np
+
+    logits = tmp_path / "logits.npz"
+    rng = np.random.default_rng(1)
+    np.savez(logits, one=rng.normal(0, 2, 5), single=rng.normal(0, 1, (3, 1)), many=rng.normal(0, 2, (2, 2, 4)))
+    out = tmp_path / "s.json"
+    result = invoke(*_softmax_fit(out, "--rows", logits))
+    assert result.exit_code == 0, result.output
+    assert load_params(out).meta["rows"] == "8 rows of logits.npz"  # 1 row of 5, 3 of 1, 4 of 4
+    np.savez(logits, hollow=np.zeros((3, 0), np.float32))
+    bad = invoke(*_softmax_fit(out, "--rows", logits, "--force"))
+    assert bad.exit_code == 2 and "Invalid value for --rows:" in bad.output
+    assert "array 'hollow' is no floating-point logits tensor" in bad.output
+    np.savez(logits, a=np.full((2, 3), np.inf, np.float32))
+    empty = invoke(*_softmax_fit(out, "--rows", logits, "--force"))
+    assert empty.exit_code == 2 and "Invalid value for --rows:" in empty.output
+
+
+def test_warm_start_shipped_is_the_exp_rmse_set_of_the_range():
+    from sit_onnx.cli import neuron as neuron_cli
+    from sit_onnx.neurons.params import shipped_params
+
+    start = neuron_cli._warm_start("shipped", 8, (-12, 0))
+    want = shipped_params(8, (-12, 0), objective="exp-rmse")
+    assert start.thresholds == want.thresholds
+    assert start.thresholds != shipped_params(8, (-12, 0)).thresholds  # not the softmax set
+    assert neuron_cli._warm_start(None, 8, (-12, 0)) is None

@@ -124,3 +124,16 @@ def test_label_free_layers_table_is_the_json(tiny):
         assert row[0] == str(want["converted_sites"]) and row[1] == (want["last_site"] or "-")
         assert row[2] == f"{100 * want['agreement']:.2f}%" and row[3] == f"{want['cosine']:.6f}"
     assert rows[0][3] == "1.000000" and rows[1][3] != "1.000000"
+
+
+def test_label_free_eval_json_names_model_converted_and_data(tiny, tmp_path):
+    record = json.loads(invoke("eval", tiny / "tiny.onnx", "--data", tiny / "unlabelled.npz", "--json"))
+    assert set(record) == {"model", "converted", "data", "samples", "labels", "outputs"}
+    assert record["model"] == str(tiny / "tiny.onnx") and record["converted"] == "converted in memory"
+    assert record["data"] == str(tiny / "unlabelled.npz") and record["samples"] == 120
+    assert set(record["outputs"][0]) == {"name", "shape", "agreement", "cosine", "max_abs", "mean_abs", "problem"}
+    converted = tmp_path / "c.onnx"
+    invoke("rewrite", tiny / "tiny.onnx", "-o", converted)
+    given = json.loads(invoke("eval", tiny / "tiny.onnx", "--converted", converted, "--data",
+                              tiny / "unlabelled.npz", "--json"))  # fmt: skip
+    assert given["converted"] == str(converted) and given["outputs"][0]["shape"] == [120, 3]
