@@ -1,0 +1,84 @@
+"""Why each onnxruntime attention form that is not decomposed is left alone: the reason the report
+shows, one case per check, on hand-built nodes (the checks read only names, attributes and shapes)."""
+
+import pytest
+from onnx import TensorProto, helper
+
+from sit_onnx.graph.ort_attention import KnownTypes, _gqa_checks, multi_head_attention_body
+
+
+def _known(shapes: dict) -> KnownTypes:
+    return KnownTypes.of({n: helper.make_tensor_type_proto(TensorProto.FLOAT, s) for n, s in shapes.items()})
+
+
+def _node(op, inputs, outputs=("y",), **attrs):
+    return helper.make_node(op, list(inputs), list(outputs), domain="com.microsoft", **attrs)
+
+
+QKV = {"q": [1, 3, 32], "k": [1, 3, 16], "v": [1, 3, 16]}
+GQA_INPUTS = ["q", "k", "v", "", "", "seqlens", "total"]
+
+
+@pytest.mark.parametrize(
+    "inputs, attrs, shapes, reason",
+    [
+        (["q", "", "", "", "", "seqlens", "total"], {}, QKV, "packed QKV is not decomposed yet"),
+        (["q", "k", ""], {}, QKV, "packed QKV is not decomposed yet"),
+        (["q", "k", "v", "", "", "", "total"], {}, QKV, "seqlens_k is missing"),
+        (GQA_INPUTS + ["", "", "", "bias"], {}, QKV, "attention_bias or head_sink is not decomposed yet"),
+        (GQA_INPUTS + ["", "", "", "", "sink"], {}, QKV, "attention_bias or head_sink is not decomposed yet"),
+        (GQA_INPUTS + ["cos"], {"do_rotary": 1}, QKV, "do_rotary without cos_cache and sin_cache"),
+        (GQA_INPUTS + ["", "sin"], {"do_rotary": 1}, QKV, "do_rotary without cos_cache and sin_cache"),
+        (GQA_INPUTS, {"local_window_size": 8}, QKV, "local_window_size is not decomposed yet"),
+        (GQA_INPUTS, {"smooth_softmax": 1, "qk_output": 1}, QKV, "smooth_softmax, qk_output is not decomposed yet"),
+        (GQA_INPUTS, {"softcap": 30.0}, QKV, "softcap is not decomposed yet"),
+        (GQA_INPUTS, {}, {**QKV, "q": [1, 3, None]}, "the hidden sizes of query and key are unknown"),
+        (GQA_INPUTS, {}, {**QKV, "k": [1, 3, None]}, "the hidden sizes of query and key are unknown"),
+        (GQA_INPUTS, {}, {**QKV, "q": [1, 3, 2, 16]}, "the hidden sizes of query and key are unknown"),
+        (GQA_INPUTS, {"local_window_size": -1, "smooth_softmax": 0}, QKV, ""),  # the defaults are fine
+        (GQA_INPUTS + ["cos", "sin"], {"do_rotary": 1}, QKV, ""),
+    ],
+)
+def test_group_query_attention_checks(inputs, attrs, shapes, reason):
+    known = _known(shapes)
+    node = _node("GroupQueryAttention", inputs, num_heads=2, kv_num_heads=1, **attrs)
+    assert _gqa_checks(node, known.ranks, known.dims) == reason
+
+
+MHA = {"q": [1, 3, 32], "k": [1, 5, 32], "v": [1, 5, 16]}
+PACKED = "packed QKV/KV or 4-D key/value inputs are not decomposed yet"
+
+
+@pytest.mark.parametrize(
+    "inputs, outputs, shapes, reason",
+    [
+        (["q"], ["y"], MHA, PACKED),
+        (["q", "k", ""], ["y"], MHA, PACKED),
+        (["q", "", "v"], ["y"], MHA, PACKED),
+        (["q", "k", "v"], ["y"], {**MHA, "q": [1, 3, 2, 16]}, PACKED),
+        (["q", "k", "v"], ["y"], {**MHA, "k": [1, 2, 5, 16]}, PACKED),
+        (["q", "k", "v"], ["y"], {**MHA, "v": [1, 2, 5, 8]}, PACKED),
+        (["q", "k", "v", "", "", "", "", "", "past_len"], ["y"], MHA,
+         "past_sequence_length, cache_indirection or the qk output are not decomposed yet"),
+        (["q", "k", "v", "", "", "", "", "", "", "cache"], ["y"], MHA,
+         "past_sequence_length, cache_indirection or the qk output are not decomposed yet"),
+        (["q", "k", "v"], ["y", "", "", "qk"], MHA,
+         "past_sequence_length, cache_indirection or the qk output are not decomposed yet"),
+        (["q", "k", "v"], ["y"], {**MHA, "q": [1, 3, None]}, "the hidden size of query or value is unknown"),
+        (["q", "k", "v"], ["y"], {**MHA, "v": [1, 5, None]}, "the hidden size of query or value is unknown"),
+        (["q", "k", "v", "", "mask"], ["y"], {**MHA, "mask": [1, 1, 3, 5]},
+         "a 4-D key_padding_mask is not decomposed yet"),
+    ],
+)  # fmt: skip
+def test_multi_head_attention_checks(inputs, outputs, shapes, reason):
+    body, why = multi_head_attention_body(_node("MultiHeadAttention", inputs, outputs, num_heads=2), _known(shapes))
+    assert body is None and why == reason
+
+
+@pytest.mark.parametrize("mask_shape", [None, [1], [1, 5], [1, 3, 5]])
+def test_multi_head_attention_decomposes_its_supported_masks(mask_shape):
+    shapes, inputs = dict(MHA), ["q", "k", "v"]
+    if mask_shape:
+        shapes["mask"], inputs = mask_shape, ["q", "k", "v", "", "mask"]
+    body, why = multi_head_attention_body(_node("MultiHeadAttention", inputs, num_heads=2), _known(shapes))
+    assert body is not None and why == ""
