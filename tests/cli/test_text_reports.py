@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.cli import main
 from tests.helpers import attention_classifier, parse_table
@@ -137,3 +138,62 @@ def test_label_free_eval_json_names_model_converted_and_data(tiny, tmp_path):
     given = json.loads(invoke("eval", tiny / "tiny.onnx", "--converted", converted, "--data",
                               tiny / "unlabelled.npz", "--json"))  # fmt: skip
     assert given["converted"] == str(converted) and given["outputs"][0]["shape"] == [120, 3]
+
+
+def _two_sites_and_an_exp(folder):
+    """Two Softmax sites and an Exp that is no softmax (a near miss for --explain)."""
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["a"], name="first", axis=-1),
+        helper.make_node("Softmax", ["x"], ["b"], name="second", axis=0),
+        helper.make_node("Exp", ["x"], ["e"], name="lonely_exp"),  # summed and divided, but also negated
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+        helper.make_node("Div", ["e", "s"], ["d"]),
+        helper.make_node("Neg", ["e"], ["n"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 4]) for n in ("a", "b", "d", "n")],
+        [numpy_helper.from_array(np.array([-1], np.int64), "axes")],
+    )
+    path = folder / "sites.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "flags, summary",
+    [([], "K=12, shift, fused"), (["--no-shift", "--sigmoid", "--chain", "-k", "8"], "K=8, no shift, sigmoid, chain")],
+)
+def test_rewrite_report_is_the_json(tmp_path, flags, summary):
+    model = _two_sites_and_an_exp(tmp_path)
+    args = ["rewrite", model, "--first", "1", "--explain", "--force", *flags]
+    text = invoke(*args, "-o", tmp_path / "t.onnx")
+    record = json.loads(invoke(*args, "-o", tmp_path / "j.onnx", "--json"))
+    ops_header, ops = parse_table(text)
+    assert ops_header == ["op", "before", "after"]
+    before, after = record["ops_before"], record["ops_after"]
+    changed = sorted(op for op in set(before) | set(after) if before.get(op, 0) != after.get(op, 0))
+    assert [row[0] for row in ops] == changed and "Exp" not in changed  # unchanged ops are left out
+    for op, was, now in ops:
+        assert (int(was), int(now)) == (before.get(op, 0), after.get(op, 0))
+    assert ["Softmax", "2", "1"] in ops  # one of the two converted
+    rest = text.splitlines()[len(ops) + 2 :]
+    sites_header, sites = parse_table("\n".join(rest))
+    assert sites_header == ["site", "graph", "axis", "result"]
+    assert [s[:3] for s in sites] == [[s["name"], s["graph"], str(s["axis"])] for s in record["sites"]]
+    assert sites[0][3] == "converted" and sites[1][3] == f"skipped: {record['sites'][1]['reason']}"
+    (miss,) = record["near_misses"]
+    assert f"not a site: Exp node 'lonely_exp' in graph {miss['graph']}: {miss['reason']}" in text.splitlines()
+    assert text.splitlines()[-1] == f"1 of 2 softmax sites converted ({summary}) -> {tmp_path / 't.onnx'}"
+
+
+def test_explain_says_when_nothing_was_a_near_miss(tmp_path):
+    from tests.helpers import softmax_model
+
+    onnx.save(softmax_model([2, 5], -1), str(tmp_path / "m.onnx"))
+    text = invoke("rewrite", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--explain")
+    assert "not a site: no softmax-like pattern was left unmatched" in text.splitlines()
+    quiet = invoke("rewrite", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--force")
+    assert "not a site" not in quiet
