@@ -212,3 +212,28 @@ def test_rows_per_site_are_capped(calibrated, monkeypatch):
     monkeypatch.setattr(site_params, "ROWS_PER_SITE", 7)
     choices = site_params.choose_site_params(model, feeds, steps=4, rounds=0)
     assert [c.rows for c in choices] == [7, 7]
+
+
+def test_polish_uses_the_even_rows_and_figures_the_odd_ones(calibrated):
+    """Redo the wide site's choice by hand: polish the better shipped set on the even rows, score every
+    candidate on the odd rows (seed 1), choose the lowest value."""
+    from sit_onnx.evaluate.site_params import ROWS_PER_SITE
+    from sit_onnx.neurons.fit import FitOptions, SoftmaxTarget, fit_si_exp
+    from sit_onnx.neurons.objective import rows_from_logits
+
+    _, feeds, choices = calibrated
+    flat = (feeds["x"].astype(np.float32) * np.float32(6.0)).astype(np.float64).reshape(-1, 5)
+    fit_rows = rows_from_logits(flat[0::2], -1, limit=ROWS_PER_SITE)
+    target = SoftmaxTarget(rows_from_logits(flat[1::2], -1, limit=ROWS_PER_SITE, seed=1), SHIFT_RANGE)
+    wide = choices[0]
+    values = {}
+    for objective in ("softmax", "exp-rmse"):
+        p = shipped_params(4, SHIFT_RANGE, objective)
+        values[f"shipped {objective}"] = target.row_score(p.thresholds, p.resets, p.weights).value
+    best = min(values, key=values.get)
+    polished = fit_si_exp(FitOptions(steps=4, input_range=SHIFT_RANGE, objective="softmax", rows=fit_rows,
+                                     warm_start=shipped_params(4, SHIFT_RANGE, best.split(" ", 1)[1]),
+                                     polish_rounds=1))  # fmt: skip
+    values[f"polished from {best}"] = target.row_score(polished.thresholds, polished.resets, polished.weights).value
+    assert {k: v["value"] for k, v in wide.candidates.items()} == pytest.approx(values, rel=1e-9)
+    assert wide.chosen == min(values, key=values.get)
