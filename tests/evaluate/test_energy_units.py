@@ -1,0 +1,52 @@
+"""Energy's per-node counts on hand-built nodes: the defaults of attributes a node may omit, grouped
+convolutions, empty outputs."""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
+from sit_onnx.evaluate.energy import _macs, _si_exp_accumulates, _si_norm_activity
+from sit_onnx.neurons import NeuronParams, si_exp
+
+STEPS = {"thresholds": [0.0, -1.0, -2.0], "resets": [1.0, 1.0, 1.0], "weights": [0.5, 0.3, 0.2]}
+
+
+def _spikes(x):
+    params = NeuronParams(STEPS["thresholds"], STEPS["resets"], STEPS["weights"], (-3, 0))
+    return si_exp(x.astype(np.float32), params, return_spikes=True)[1].sum()
+
+
+def test_si_exp_counts_two_accumulates_per_spike():
+    x = np.array([[0.5, -0.5, -1.5, -4.0]], np.float32)
+    node = helper.make_node(SPIKING_EXP, ["x"], ["y"], domain=DOMAIN, **STEPS)
+    assert _si_exp_accumulates(node, x) == 2 * _spikes(x) > 0
+
+
+def test_fused_node_without_attributes_shifts_along_the_last_axis_without_sigmoid():
+    x = np.array([[3.0, 2.0, 0.5], [1.0, 1.0, -2.0]], np.float32)
+    bare = helper.make_node(SPIKING_SOFTMAX, ["x"], ["y"], domain=DOMAIN, **STEPS)
+    assert _si_exp_accumulates(bare, x) == 2 * _spikes(x - x.max(axis=-1, keepdims=True))
+    columns = helper.make_node(SPIKING_SOFTMAX, ["x"], ["y"], domain=DOMAIN, axis=0, **STEPS)
+    assert _si_exp_accumulates(columns, x) == 2 * _spikes(x - x.max(axis=0, keepdims=True))
+    plain = helper.make_node(SPIKING_SOFTMAX, ["x"], ["y"], domain=DOMAIN, shift=0, **STEPS)
+    assert _si_exp_accumulates(plain, x) == 2 * _spikes(x)
+    squashed = helper.make_node(SPIKING_SOFTMAX, ["x"], ["y"], domain=DOMAIN, sigmoid=1, shift=0, **STEPS)
+    assert _si_exp_accumulates(squashed, x) == 2 * _spikes(1 / (1 + np.exp(-x)))
+    assert len({_si_exp_accumulates(n, x) for n in (bare, columns, plain, squashed)}) == 4
+
+
+def test_si_norm_activity_amplified_and_rate_coded():
+    out = np.array([[0.5, 0.25, 0.25, 0.0]], np.float32)
+    amplified = helper.make_node(SPIKING_NORM, ["w"], ["y"], domain=DOMAIN)  # time_steps omitted: 0
+    assert _si_norm_activity(amplified, out) == (0.75, 4.0)
+    coded = helper.make_node(SPIKING_NORM, ["w"], ["y"], domain=DOMAIN, time_steps=8)
+    assert _si_norm_activity(coded, out) == (2.0, 8 * 4 + 8.0)  # counts 4, 2, 2, 0
+    empty = np.zeros((0, 4), np.float32)
+    assert _si_norm_activity(amplified, empty) == (0.0, 0.0) and _si_norm_activity(coded, empty) == (0.0, 0.0)
+
+
+def test_grouped_conv_macs_count_input_channels_per_group_and_kernel_area():
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=2)
+    values = {"x": np.zeros((2, 4, 5, 5)), "w": np.zeros((6, 2, 3, 3)), "y": np.zeros((2, 6, 3, 3))}
+    assert _macs(node, values, batch=2) == pytest.approx(6 * 3 * 3 * (2 * 3 * 3))
