@@ -36,3 +36,29 @@ def test_parameter_file_layout(tmp_path):
     path = tmp_path / "p.json"
     params.save(path)
     assert load_params(path).thresholds == params.thresholds and load_params(path).meta == {"note": "x"}
+
+
+def test_captured_rows_are_sampled_without_repeats_by_seed():
+    from sit_onnx.neurons.objective import rows_from_logits
+
+    logits = np.random.default_rng(2).normal(0, 3, (2, 4, 5))  # 8 distinct rows of 5 along axis -1
+    every = rows_from_logits(logits, -1, limit=8)
+    assert every.rows == 8 and every.source == "8 captured rows of length 5"
+    some = rows_from_logits(logits, -1, limit=5)
+    picked = np.sort(np.random.default_rng(0).choice(8, 5, replace=False))  # seed 0 by default
+    flat = logits.reshape(8, 5).astype(np.float64)
+    want = flat[picked] - flat[picked].max(axis=1, keepdims=True)
+    np.testing.assert_allclose(some.x.reshape(5, 5), want)
+    other = rows_from_logits(logits, -1, limit=5, seed=3)
+    assert not np.array_equal(other.x, some.x)
+    columns = rows_from_logits(logits, 1, limit=100)  # rows along axis 1: 10 rows of 4
+    assert columns.rows == 10 and columns.source == "10 captured rows of length 4"
+
+
+def test_unreadable_parameter_file_names_the_reason(tmp_path):
+    import pytest
+
+    from sit_onnx.errors import SitOnnxError
+
+    with pytest.raises(SitOnnxError, match=r"cannot read parameter file \(IsADirectoryError\)$"):
+        load_params(tmp_path)

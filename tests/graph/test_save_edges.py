@@ -1,0 +1,35 @@
+"""Which files a save writes, and which tensors go to the external data file (from 1 KiB up)."""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.graph.save import EXTERNAL_MIN_BYTES, files_written, save_model
+
+
+def _model(*sizes):
+    """Add(x, w_i) for weights of the given byte sizes (float32)."""
+    names = [f"w{i}" for i in range(len(sizes))]
+    inits = [
+        numpy_helper.from_array(np.full(s // 4, i + 1, np.float32), n) for i, (s, n) in enumerate(zip(sizes, names))
+    ]
+    nodes = [helper.make_node("ReduceSum", [n], [f"s{i}"], keepdims=0) for i, n in enumerate(names)]
+    outputs = [helper.make_tensor_value_info(f"s{i}", TensorProto.FLOAT, []) for i in range(len(names))]
+    graph = helper.make_graph(nodes, "g", [], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+
+
+def test_small_models_write_one_file_unless_asked(tmp_path):
+    model = _model(64)
+    assert files_written(model, tmp_path / "m.onnx") == [tmp_path / "m.onnx"]
+    assert files_written(model, tmp_path / "m.onnx", True) == [tmp_path / "m.onnx", tmp_path / "m.onnx.data"]
+
+
+def test_tensors_from_one_kib_go_to_the_data_file(tmp_path):
+    path = tmp_path / "m.onnx"
+    save_model(_model(EXTERNAL_MIN_BYTES - 4, EXTERNAL_MIN_BYTES), path, external=True)
+    stored = {t.name: t.data_location for t in onnx.load(str(path), load_external_data=False).graph.initializer}
+    assert stored == {"w0": TensorProto.DEFAULT, "w1": TensorProto.EXTERNAL}
+    assert (tmp_path / "m.onnx.data").stat().st_size == EXTERNAL_MIN_BYTES
+    back = onnx.load(str(path))
+    assert [numpy_helper.to_array(t).sum() for t in back.graph.initializer] == [255.0, 512.0]
