@@ -508,3 +508,15 @@ def test_shape_plumbing_to_another_axis_is_a_near_miss(params_file):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(Exception, match="keepdims=0 and the sum comes back with shape \\[2, 1, 3\\]"):
         rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
+def test_hand_written_softmax_without_keepdims_attributes_is_matched(params_file, rng):
+    """keepdims omitted means 1 (the ONNX default): the same site as with keepdims=1 written out."""
+    model = _decomposed_model(-1, True)
+    for node in model.graph.node:
+        del node.attribute[:]  # ReduceMax and ReduceSum keep their dims by default
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert [s.pattern for s in report.sites] == [DECOMPOSED_SHIFTED] and report.sites[0].converted
+    x = rng.normal(0, 3, (3, 4, 5)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), axis=-1, options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
