@@ -1,0 +1,69 @@
+"""Pieces of the fitter with exact answers: weighted RMSE, ensembles' offsets and records, the
+starts' shapes and ranges, the refusals."""
+
+import numpy as np
+import pytest
+
+from sit_onnx.neurons.fit import (
+    ENSEMBLE_SPREADS,
+    GRID_POINTS,
+    FitOptions,
+    _initial,
+    fit_ensemble,
+    solve_weights,
+    spike_matrix,
+    true_rmse,
+)
+from sit_onnx.neurons.params import PAPER_RANGE, NeuronParams, shipped_params
+from sit_onnx.neurons.quality import exp_quality
+
+
+def test_true_rmse_weights_the_residual_and_solves_d_on_the_weighted_problem():
+    params = shipped_params(4, PAPER_RANGE)
+    x = np.linspace(-1, 1, 400)
+    w = np.linspace(0.5, 2.0, 400)
+    rmse, d = true_rmse(x, np.exp(x), params.thresholds, params.resets, 1e-9, w)
+    z = spike_matrix(x, params.thresholds, params.resets)
+    want_d = solve_weights(z * w[:, None], np.exp(x) * w, 1e-9)
+    np.testing.assert_allclose(d, want_d, rtol=1e-12)
+    assert rmse == pytest.approx(np.sqrt(np.mean((w * (z @ want_d - np.exp(x))) ** 2)), rel=1e-12)
+    plain, plain_d = true_rmse(x, np.exp(x), params.thresholds, params.resets)
+    assert plain == pytest.approx(np.sqrt(np.mean((z @ plain_d - np.exp(x)) ** 2))) and plain != rmse
+
+
+def test_ensemble_offsets_span_the_chosen_spread_and_the_record_says_so():
+    single = shipped_params(4, PAPER_RANGE)
+    ensemble = fit_ensemble(single, 3)
+    spread = ensemble.meta["offset_spread"]
+    assert spread in ENSEMBLE_SPREADS
+    np.testing.assert_allclose(ensemble.offsets, [-spread, 0.0, spread])  # range 2: half-width = spread
+    assert ensemble.meta["neurons"] == 3 and ensemble.meta["single_neuron_rmse"] == single.rmse
+    assert ensemble.method == f"ensemble of 3 offset neurons over: {single.method}"
+    assert ensemble.rmse < single.rmse
+    others = []
+    for s in ENSEMBLE_SPREADS:  # the spread kept is the one with the lowest error on random points
+        offsets = np.linspace(-1, 1, 3) * s
+        x = np.linspace(-1, 1, GRID_POINTS)
+        z = np.concatenate([spike_matrix(x + o, single.thresholds, single.resets) for o in offsets], axis=1)
+        weights = solve_weights(z, np.exp(x))
+        candidate = NeuronParams(single.thresholds, single.resets, weights, PAPER_RANGE, offsets=offsets)
+        others.append(exp_quality(candidate).rmse)
+    assert ENSEMBLE_SPREADS[int(np.argmin(others))] == spread and min(others) == pytest.approx(ensemble.rmse)
+    assert fit_ensemble(single, 1) is single
+
+
+@pytest.mark.parametrize("init", ["spread", "random"])
+def test_starts_lie_in_the_range_with_positive_resets(init):
+    opts = FitOptions(steps=6, input_range=(-12.0, 0.0), init=init)
+    thresholds, resets = _initial(opts, np.random.default_rng(0))
+    assert thresholds.shape == resets.shape == (6,)
+    assert np.all(np.diff(thresholds) <= 0.2) and thresholds.max() <= 0.2 and thresholds.min() >= -12.2
+    assert np.all(resets > 0) and resets.max() <= 12 * 0.6 + 1e-9
+    if init == "random":
+        assert np.all(np.diff(thresholds) <= 0) and resets.min() >= 12 * 0.05  # sorted, from the top down
+        assert np.ptp(thresholds) > 4  # spread over the range, not bunched
+    else:
+        np.testing.assert_allclose(thresholds, np.linspace(0, -12, 6), atol=0.12 * 3)
+        np.testing.assert_allclose(resets, 1.0, rtol=0.5)  # span / 2K times U(0.5, 1.5)
+    with pytest.raises(ValueError, match=r"^unknown init 'grid'; known: spread, random$"):
+        _initial(FitOptions(init="grid"), np.random.default_rng(0))
