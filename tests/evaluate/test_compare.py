@@ -99,3 +99,41 @@ def test_compare_cli_defaults_to_the_approximate_check(tmp_path):
     assert strict.exit_code == 1 and "tolerance atol=1e-09" in strict.output
     demanding = CliRunner().invoke(main, [*args, "--min-cosine", "1"])
     assert demanding.exit_code == 1 and "approximate: cosine >= 1" in demanding.output
+
+
+def test_agreement_edges_and_the_verdicts_boundaries():
+    from sit_onnx.evaluate.compare import OutputComparison, approximately_equal, argmax_agreement
+
+    one_class = np.ones((4, 1))
+    assert argmax_agreement(one_class, one_class) == 1.0  # one logit per row: every row agrees
+    assert argmax_agreement(np.ones((4, 0)), np.ones((4, 0))) is None
+    assert argmax_agreement(np.ones((0, 3)), np.ones((0, 3))) is None
+    assert argmax_agreement(np.ones(3), np.ones(3)) is None
+    assert argmax_agreement(np.eye(3), np.eye(3)[::-1]) == pytest.approx(1 / 3)
+    assert argmax_agreement(np.eye(3), np.eye(4)[:3, :3].T) == 1.0
+    assert argmax_agreement(np.ones((2, 3)), np.ones((3, 2))) is None
+
+    def result(cosine, agreement, problem=None):
+        return OutputComparison("y", [2], 0, 0, *([0.0] * 6), cosine, 0.0, False, problem, agreement)
+
+    assert approximately_equal(result(0.999, 0.99), 0.999, 0.99)  # both at their bounds: passes
+    assert not approximately_equal(result(0.998, 1.0), 0.999, 0.99)
+    assert not approximately_equal(result(1.0, 0.98), 0.999, 0.99)
+    assert approximately_equal(result(1.0, None), 0.999, 0.99)
+    assert not approximately_equal(result(1.0, 1.0, "shapes differ"), 0.999, 0.99)
+    assert not approximately_equal(result(float("nan"), 1.0), 0.999, 0.99)
+
+
+def test_relative_error_of_non_finite_references_and_tiny_ones():
+    from sit_onnx.evaluate.compare import compare_arrays
+
+    a = np.array([np.inf, 1e-15, 2.0])
+    b = np.array([np.inf, 1.2e-15, 2.5])
+    result = compare_arrays("y", a, b, 0.0, 0.3)
+    assert result.max_abs == pytest.approx(0.5) and result.max_rel == pytest.approx(0.25)
+    assert result.mean_rel == pytest.approx((0 + 2e-16 / 1e-12 + 0.25) / 3)  # |a| floored at 1e-12
+    assert result.passed  # 0.5 <= 0.3 * 2.0 + 0; the infinities match
+    mixed = compare_arrays("y", np.array([np.inf, 1.0]), np.array([5.0, 1.0]), 100.0, 0.0)
+    assert not mixed.passed and mixed.max_abs == np.inf  # inf against a number: nothing covers it
+    scaled = compare_arrays("y", np.array([np.nan, 4.0]), np.array([np.nan, 4.4]), 0.0, 0.1)
+    assert scaled.passed and scaled.min_atol_to_pass == 0.0  # NaN matches NaN; 0.4 <= 0.1 * 4
