@@ -1,0 +1,65 @@
+"""A bug still ends in one line and exit 1 (saying it is ours and how to see more); memory
+exhaustion says so; SIT_ONNX_DEBUG=1 lets the traceback through. The numpy references stay quiet
+on the inputs that make numpy warn."""
+
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import sit_onnx.graph.convert_file as convert_file
+from sit_onnx.cli import main
+from sit_onnx.neurons import SoftmaxOptions, shipped_params, si_norm, spiking_softmax
+from sit_onnx.neurons.params import SHIFT_RANGE
+from tests.helpers import softmax_model
+
+
+@pytest.fixture
+def model(tmp_path):
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    onnx.save(softmax_model([2, 5], -1), str(path))
+    return path
+
+
+def _raising(exc):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+def test_a_bug_is_one_line_naming_itself(model, monkeypatch):
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(ValueError("boom\nmore detail")))
+    monkeypatch.delenv("SIT_ONNX_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(model.with_name("o.onnx"))])
+    assert result.exit_code == 1
+    assert result.output == "Error: internal error: ValueError: boom (set SIT_ONNX_DEBUG=1 for a traceback)\n"
+
+
+def test_out_of_memory_is_said_plainly(model, monkeypatch):
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(MemoryError()))
+    result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(model.with_name("o.onnx"))])
+    assert result.exit_code == 1 and result.output == "Error: out of memory\n"
+
+
+def test_debug_lets_the_traceback_through(model, monkeypatch):
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(ValueError("boom")))
+    monkeypatch.setenv("SIT_ONNX_DEBUG", "1")
+    result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(model.with_name("o.onnx"))])
+    assert isinstance(result.exception, ValueError) and "internal error" not in result.output
+
+
+def test_references_are_quiet_on_zero_nan_and_huge_rows():
+    w = np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 2.0], [1e38, 1e38, 1e38], [np.inf, 1.0, 0.0]], np.float32)
+    x = np.array([[-1e4, 0.0, 1e4], [np.nan, 0.0, 1.0], [-np.inf, 0.0, 1.0]], np.float32)
+    with warnings.catch_warnings(), np.errstate(divide="warn", over="warn", invalid="warn", under="ignore"):
+        warnings.simplefilter("error")  # numpy's own defaults: a library user sees no RuntimeWarning
+        out = si_norm(w, axis=-1)
+        rated = si_norm(w, axis=-1, time_steps=8)
+        soft = spiking_softmax(x, shipped_params(8, SHIFT_RANGE), options=SoftmaxOptions(shift=True, sigmoid=True))
+    np.testing.assert_array_equal(out[0], 0.0)  # an all-zero row spikes nowhere
+    assert np.isnan(out[1]).all() and np.isnan(rated[1]).all()  # a NaN row stays NaN
+    assert out.dtype == np.float32 and soft.dtype == np.float32 and np.isfinite(soft[0]).all()
