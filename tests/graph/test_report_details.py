@@ -1,0 +1,62 @@
+"""Details a converted model and its report carry, and the wording of refusals a user meets."""
+
+import numpy as np
+import pytest
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons import NeuronParams, shipped_params, si_exp
+from sit_onnx.neurons.fit import MAX_FIT_WIDTH, check_fit_range
+from sit_onnx.neurons.params import SHIFT_RANGE
+from tests.helpers import softmax_model
+
+
+def test_converted_model_records_its_set_and_k():
+    new, _ = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(steps=8))
+    props = {p.key: p.value for p in new.metadata_props}
+    assert props["sit_onnx.steps"] == "8" and props["sit_onnx.params"] == shipped_params(8, SHIFT_RANGE).method
+
+
+def test_refusals_name_the_model_or_say_model():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(SitOnnxError, match=r"^model: no Softmax \(nor Exp→ReduceSum→Div softmax\) to convert$"):
+        rewrite_model(plain)
+    with pytest.raises(SitOnnxError, match=r"^m\.onnx: no Softmax"):
+        rewrite_model(plain, source="m.onnx")
+    with pytest.raises(SitOnnxError) as raised:
+        rewrite_model(softmax_model([2, 5], -1, name="att"), RewriteOptions(nodes=("a", "b")))
+    assert str(raised.value) == "--nodes: no softmax site named a, b; sites are: att"
+
+
+def test_fit_range_width_limit_is_inclusive():
+    assert check_fit_range((-MAX_FIT_WIDTH, 0.0)) == (-MAX_FIT_WIDTH, 0.0)
+    with pytest.raises(SitOnnxError, match=r"wider than 100; fit a narrower range$"):
+        check_fit_range((-MAX_FIT_WIDTH - 0.5, 0.0))
+    with pytest.raises(SitOnnxError, match=r"^--range: need finite LO < HI, got 1 -1$"):
+        check_fit_range((1, -1))
+
+
+def test_params_take_any_sequence_range_and_spikes_are_booleans():
+    params = NeuronParams([0.0, -1.0], [1.0, 1.0], [0.5, 0.25], [-2, 0])
+    assert params.input_range == (-2.0, 0.0) and all(type(v) is float for v in params.input_range)
+    out, spikes = si_exp(np.array([0.5, -0.5, -1.5]), params, return_spikes=True)
+    assert spikes.dtype == bool and spikes.tolist() == [[True, True], [False, True], [False, False]]
+    np.testing.assert_allclose(out, [0.75, 0.25, 0.0])  # 0.5 fires, resets to -0.5, fires again
+
+
+def test_missing_library_says_how_to_get_it(monkeypatch):
+    import sit_onnx.runtime.library as library
+
+    monkeypatch.delenv(library.ENV_OVERRIDE, raising=False)
+    monkeypatch.setattr(library, "_installed_library", lambda: None)
+    with pytest.raises(SitOnnxError, match=r"reinstall with SIT_ONNX_OPS=ON .*, or set SIT_ONNX_OPS_LIBRARY$"):
+        library.get_library_path()
+    assert library.library_available() is False
