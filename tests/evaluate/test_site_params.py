@@ -237,3 +237,35 @@ def test_polish_uses_the_even_rows_and_figures_the_odd_ones(calibrated):
     values[f"polished from {best}"] = target.row_score(polished.thresholds, polished.resets, polished.weights).value
     assert {k: v["value"] for k, v in wide.candidates.items()} == pytest.approx(values, rel=1e-9)
     assert wide.chosen == min(values, key=values.get)
+
+
+def test_calibration_table_is_the_json(tmp_path):
+    from tests.helpers import parse_table
+
+    model, data = tmp_path / "two.onnx", tmp_path / "x.npz"
+    onnx.save(two_sites(), str(model))
+    np.savez(data, x=np.random.default_rng(4).normal(size=(24, 6, 5)).astype(np.float32))
+    args = ["rewrite", model, "--calibrate", data, "--calibrate-samples", "24", "--calibrate-rounds", "0", "-k", "4"]
+    text = invoke(*args, "-o", tmp_path / "t.onnx").output
+    record = json.loads(invoke(*args, "-o", tmp_path / "j.onnx", "--json").output)
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "p1 shifted" in line)
+    header, rows = parse_table("\n".join(lines[start:]))
+    assert header == [
+        "site",
+        "rows",
+        "n",
+        "p1 shifted",
+        "set",
+        "KL default",
+        "KL chosen",
+        "worst default",
+        "worst chosen",
+    ]
+    assert len(rows) == len(record["calibration"]) == 2
+    for row, c in zip(rows, record["calibration"], strict=True):
+        default, chosen = c["candidates"]["shipped softmax"], c["candidates"][c["chosen"]]
+        assert row[:5] == [c["name"], str(c["rows"]), str(c["length"]), f"{c['shifted_p01']:.2f}", c["chosen"]]
+        for cell, value in zip(row[5:], (default["kl"], chosen["kl"], default["worst"], chosen["worst"])):
+            assert float(cell) == pytest.approx(value, rel=2e-3)
+    assert [r[2] for r in rows] == ["5", "6"]  # the row-wise site, then the column-wise one
