@@ -33,3 +33,17 @@ def test_tensors_from_one_kib_go_to_the_data_file(tmp_path):
     assert (tmp_path / "m.onnx.data").stat().st_size == EXTERNAL_MIN_BYTES
     back = onnx.load(str(path))
     assert [numpy_helper.to_array(t).sum() for t in back.graph.initializer] == [255.0, 512.0]
+
+
+def test_models_near_the_protobuf_limit_go_external(monkeypatch):
+    import sit_onnx.graph.save as save
+
+    model = _model(64)
+    margin = save.PROTOBUF_LIMIT - 2**26  # 64 MiB of room for the graph itself
+    monkeypatch.setattr(save, "weights_bytes", lambda m: margin)
+    assert not save.needs_external_data(model)
+    monkeypatch.setattr(save, "weights_bytes", lambda m: margin + 1)
+    assert save.needs_external_data(model)
+    monkeypatch.setattr(save, "weights_bytes", lambda m: 0)
+    monkeypatch.setattr(save, "uses_external_data", lambda m: True)  # a model that came with a data file
+    assert save.needs_external_data(model) and save.needs_external_data(model, external=False)
