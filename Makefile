@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard custom_ops/*.txt custom_ops/*
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch pinned: any other request pulls a multi-GB CUDA build
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# the build kept in build/<wheel tag>: the CUDA test harness and the kernel mutants use it
+	SKBUILD_BUILD_DIR="build/{wheel_tag}" $(PY) -m pip install --quiet -e ".[dev]"
 	# a real pretrained ALBERT for the fidelity tests: only its weights are read (no install)
 	$(PY) -m pip download --quiet --no-deps "rxnmapper==0.4.3" -d $(VENV)/wheels
 	touch $(STAMP)

@@ -69,3 +69,29 @@ def test_given_headers_build_the_library(tmp_path):
 def test_a_bad_value_is_refused(tmp_path):
     rc, log, _ = configure(tmp_path, "-DSIT_ONNX_OPS=maybe")
     assert rc != 0 and "SIT_ONNX_OPS=maybe: use AUTO, ON or OFF" in log
+
+
+def test_a_plain_install_builds_outside_the_source_tree(tmp_path):
+    """pip builds in a temporary folder: nothing is written into the source tree, so a read-only
+    tree (a package manager's, a mounted volume) installs. Pure Python here (SIT_ONNX_OPS=OFF) to
+    stay quick; the library's build goes the same way."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "models").mkdir()
+    for name in ("pyproject.toml", "CMakeLists.txt", "README.md", "models/vit_digits.onnx"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("sit_onnx", "custom_ops"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SKBUILD")}
+    environment.update(SIT_ONNX_OPS="OFF", PATH=f"{Path(sys.executable).parent}:{environment.get('PATH', '')}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [w.name for w in (tmp_path / "dist").iterdir()] == ["sit_onnx-0.1.0-py3-none-any.whl"]
+    assert sorted(p.relative_to(source) for p in source.rglob("*")) == before  # no build/ left behind
