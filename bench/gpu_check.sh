@@ -25,7 +25,7 @@ fi
 
 if [ "$step" = prepare ]; then
   headers=$(ls -d build/*/ort-headers/include 2>/dev/null | head -1 || true)
-  [ -n "$headers" ] || { echo "no onnxruntime headers under build/: run 'pip install -e .' first" >&2; exit 1; }
+  [ -n "$headers" ] || { echo "no onnxruntime headers under build/: run 'make setup' first" >&2; exit 1; }
   rm -rf .ort-headers .whl && cp -r "$headers" .ort-headers
   python3 -m pip download --quiet --no-deps --only-binary=:all: -d .whl "onnx-graphsurgeon==0.6.1"
   # nvcc compiles here as well as there: building here saves the GPU machine's time (minutes).
