@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 import click
 
@@ -15,7 +16,10 @@ class SitGroup(click.Group):
     """Turns user mistakes into one line and exit 1; never a traceback unless SIT_ONNX_DEBUG is set."""
 
     def invoke(self, ctx):
-        _quiet_libraries()
+        with _quiet_libraries():
+            return self._invoke_in_one_line(ctx)
+
+    def _invoke_in_one_line(self, ctx):
         try:
             return super().invoke(ctx)
         except SitOnnxError as exc:
@@ -32,18 +36,25 @@ class SitGroup(click.Group):
             ) from None
 
 
-def _quiet_libraries() -> None:
+@contextmanager
+def _quiet_libraries():
     """What other libraries print is not ours to show: onnx-graphsurgeon's [W] lines (a missing
     'colored' module, types numpy lacks) and numpy's RuntimeWarnings on NaN/inf data. Our own
-    messages are the one line on stderr."""
+    messages are the one line on stderr. Restored afterwards: a program calling `main` keeps its
+    own settings."""
     import warnings
 
     import numpy as np
     from onnx_graphsurgeon.logger import G_LOGGER
 
+    severity = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR
-    np.seterr(all="ignore")
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            yield
+    finally:
+        G_LOGGER.severity = severity
 
 
 @click.group(cls=SitGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -63,3 +63,16 @@ def test_references_are_quiet_on_zero_nan_and_huge_rows():
     np.testing.assert_array_equal(out[0], 0.0)  # an all-zero row spikes nowhere
     assert np.isnan(out[1]).all() and np.isnan(rated[1]).all()  # a NaN row stays NaN
     assert out.dtype == np.float32 and soft.dtype == np.float32 and np.isfinite(soft[0]).all()
+
+
+def test_quieting_other_libraries_lasts_only_the_command(model):
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    before, severity = np.geterr(), G_LOGGER.severity
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        filters = list(warnings.filters)
+        result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(model.with_name("o.onnx"))])
+        assert result.exit_code == 0, result.output
+        assert warnings.filters == filters  # a program calling main keeps its own warning filters
+    assert np.geterr() == before and G_LOGGER.severity == severity
