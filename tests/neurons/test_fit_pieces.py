@@ -67,3 +67,29 @@ def test_starts_lie_in_the_range_with_positive_resets(init):
         np.testing.assert_allclose(resets, 1.0, rtol=0.5)  # span / 2K times U(0.5, 1.5)
     with pytest.raises(ValueError, match=r"^unknown init 'grid'; known: spread, random$"):
         _initial(FitOptions(init="grid"), np.random.default_rng(0))
+
+
+def test_softmax_target_grid_solves_the_element_wise_least_squares():
+    """Gathering elements into grid cells changes nothing but where the neuron is read: d equals the
+    element-wise weighted least squares with each element's spike train taken at its cell's point."""
+    from sit_onnx.neurons.fit import SoftmaxTarget
+    from sit_onnx.neurons.objective import least_squares_weights, rows_from_logits
+    from sit_onnx.neurons.params import SHIFT_RANGE
+
+    rows = rows_from_logits(np.random.default_rng(9).normal(0, 6, (300, 24)), -1)
+    target = SoftmaxTarget(rows, SHIFT_RANGE)
+    lo = SHIFT_RANGE[0]
+    cell_points = target.grid[target.cell]
+    fine = rows.x >= lo  # [LO, 0] in CELLS cells; the tail below it in TAIL_CELLS coarser ones
+    assert np.all(cell_points <= rows.x) and np.all((rows.x - cell_points)[fine] < 12 / SoftmaxTarget.CELLS + 1e-12)
+    tail_width = (lo - min(rows.x.min(), lo - 1.0)) / SoftmaxTarget.TAIL_CELLS
+    assert np.all((rows.x - cell_points)[~fine] < tail_width + 1e-9) and (~fine).any()
+    assert target.grid[0] == min(rows.x.min(), lo - 1.0)  # the tail reaches the lowest element
+    params = shipped_params(8, SHIFT_RANGE)
+    inside = rows.clipped(lo)
+    w = least_squares_weights(rows, lo)[inside]
+    z = spike_matrix(cell_points[inside], params.thresholds, params.resets)
+    want = solve_weights(z * w[:, None], np.exp(rows.x[inside]) * w)
+    np.testing.assert_allclose(target.weights(params.thresholds, params.resets), want, rtol=1e-6, atol=1e-9)
+    narrow = SoftmaxTarget(rows_from_logits(np.random.default_rng(1).normal(0, 1, (50, 8)), -1), SHIFT_RANGE)
+    assert narrow.grid[0] == lo - 1.0 and narrow.grid.size == SoftmaxTarget.TAIL_CELLS + SoftmaxTarget.CELLS + 1
