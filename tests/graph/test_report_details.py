@@ -60,3 +60,17 @@ def test_missing_library_says_how_to_get_it(monkeypatch):
     with pytest.raises(SitOnnxError, match=r"reinstall with SIT_ONNX_OPS=ON .*, or set SIT_ONNX_OPS_LIBRARY$"):
         library.get_library_path()
     assert library.library_available() is False
+
+
+def test_inserted_names_are_fresh_numbered_from_one_and_unnamed_sites_are_called_softmax():
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.rewrite_softmax import NamePool
+
+    graph = gs.import_onnx(softmax_model([2, 5], -1, name="att"))
+    names = NamePool(graph)
+    assert names.fresh("att") == "att_1" and names.fresh("att") == "att_2" and names.fresh("new") == "new"
+    assert names.fresh("x") == "x_1"  # graph inputs are taken too
+    unnamed = softmax_model([2, 5], -1, name="")
+    new, _ = rewrite_model(unnamed)
+    assert [n.name for n in new.graph.node] == ["softmax/sit_SpikingSoftmax"]
