@@ -82,3 +82,11 @@ def test_multi_head_attention_decomposes_its_supported_masks(mask_shape):
         shapes["mask"], inputs = mask_shape, ["q", "k", "v", "", "mask"]
     body, why = multi_head_attention_body(_node("MultiHeadAttention", inputs, num_heads=2), _known(shapes))
     assert body is not None and why == ""
+
+
+def test_unknown_input_types_are_named():
+    from sit_onnx.graph.attention import _body
+
+    node = _node("MultiHeadAttention", ["q", "k", "", "v"], num_heads=2)
+    body, why = _body(node, 17, _known({"q": [1, 3, 32]}))
+    assert body is None and why == "the types of k, v are unknown (shape inference could not tell)"
