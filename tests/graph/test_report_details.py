@@ -74,3 +74,36 @@ def test_inserted_names_are_fresh_numbered_from_one_and_unnamed_sites_are_called
     unnamed = softmax_model([2, 5], -1, name="")
     new, _ = rewrite_model(unnamed)
     assert [n.name for n in new.graph.node] == ["softmax/sit_SpikingSoftmax"]
+
+
+@pytest.mark.parametrize("opset, semantics", [
+    (11, "opset 11: input coerced to 2-D at axis 1, normalised over all trailing dims"),
+    (12, "opset 12: input coerced to 2-D at axis 1, normalised over all trailing dims"),
+    (13, "softmax over axis 1"),
+])  # fmt: skip
+def test_each_site_says_what_its_softmax_normalises(opset, semantics):
+    _, report = rewrite_model(softmax_model([2, 3, 4], 1, opset=opset))
+    assert report.sites[0].semantics == semantics
+
+
+def test_notes_for_a_set_fitted_off_the_max_shift_range_and_for_ensembles(tmp_path):
+    paper = tmp_path / "paper.json"
+    shipped_params(8, (-1, 1)).save(paper)
+    _, report = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(params_file=str(paper)))
+    assert (
+        "max-shift feeds SI-exp values <= 0, but this parameter set is fitted on [-1.0, 1.0]; "
+        "a set fitted on [-R, 0] fits better"
+    ) in report.notes
+    _, default = rewrite_model(softmax_model([2, 5], -1))
+    assert default.notes == []  # the shipped max-shift set, fused: nothing to say
+    half = tmp_path / "half.json"
+    NeuronParams([0.0, -1.0], [1.0, 1.0], [0.5, 0.25], (-2, 0.5)).save(half)
+    _, edge = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(params_file=str(half), steps=2))
+    assert not any("max-shift feeds" in n for n in edge.notes)  # up to 0.5 above 0 is fine
+    from sit_onnx.neurons.fit import fit_ensemble
+
+    ensemble = tmp_path / "ensemble.json"
+    fit_ensemble(shipped_params(4, SHIFT_RANGE), 2).save(ensemble)
+    _, chained = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(params_file=str(ensemble), steps=4))
+    assert "an ensemble of 2 neurons cannot fuse: written as the explicit chain" in chained.notes
+    assert chained.options["fuse"] is False
