@@ -12,6 +12,7 @@ from sit_onnx.cli.options import (
     emit_json,
     json_option,
     library_option,
+    progress,
     provider_option,
     rewrite_options,
     rewrite_options_from,
@@ -63,7 +64,6 @@ def eval_command(model, converted, data, dataset, provider, use_library, batch, 
 
 
 def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -> None:
-    from sit_onnx.cli.options import progress
     from sit_onnx.evaluate.experiment import evaluate_outputs
 
     rows = len(next(iter(data.arrays.values()))) if data.arrays else 0

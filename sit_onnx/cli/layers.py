@@ -11,6 +11,7 @@ from sit_onnx.cli.options import (
     emit_json,
     json_option,
     library_option,
+    progress,
     provider_option,
     rewrite_options,
     rewrite_options_from,
@@ -30,7 +31,6 @@ def layers(model, data, dataset, provider, use_library, as_json, **flags):
     output's argmax agreement and cosine against the original's)."""
     from dataclasses import asdict
 
-    from sit_onnx.cli.options import progress
     from sit_onnx.evaluate.experiment import input_data
     from sit_onnx.evaluate.layers import layer_sweep
     from sit_onnx.graph.load import load_model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import check_range, emit_json, json_option, range_option, table
+from sit_onnx.cli.options import check_range, emit_json, json_option, progress, range_option, table
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS, shipped_params
 from sit_onnx.neurons.quality import as_dict, exp_quality, row_quality
 from sit_onnx.neurons.sweep import SWEEP_LENGTHS
@@ -113,7 +113,6 @@ def fit(
     as_json,
 ):
     """Fit T, h, d so that SI-exp approximates exp (or softmax rows) on the range; write them as JSON."""
-    from sit_onnx.cli.options import progress
     from sit_onnx.neurons.fit import FitOptions, fit_ensemble, fit_si_exp, total_ticks
 
     input_range = check_range(input_range)
@@ -272,7 +271,6 @@ def show(steps, input_range, params_file, objective, as_json):
 @json_option
 def sweep(steps_list, plot, vectors, as_json):
     """K against SI-exp RMSE and Spiking-Softmax error (the paper's Figure 7)."""
-    from sit_onnx.cli.options import progress
     from sit_onnx.neurons.sweep import plot_figure7
     from sit_onnx.neurons.sweep import sweep as figure7_sweep
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import emit_json, json_option, rewrite_options, rewrite_options_from, table
+from sit_onnx.cli.options import emit_json, json_option, progress, rewrite_options, rewrite_options_from, table
 
 
 @click.command()
@@ -102,7 +102,6 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
         )
 
     def calibrated(model):
-        from sit_onnx.cli.options import progress
         from sit_onnx.evaluate.experiment import input_data, sample_feeds
         from sit_onnx.evaluate.site_params import choose_site_params
 

@@ -81,12 +81,11 @@ def run_all(
     return {name: np.concatenate(values) for name, values in parts.items() if values}
 
 
-def evaluate_outputs(pair: ModelPair, data: LabelledData, spec: SessionSpec, batch: int = 256, tick=None):
+def evaluate_outputs(pair: ModelPair, data: LabelledData, spec: SessionSpec, batch: int = 256, tick=lambda rows: None):
     """Label-free figures for unlabelled data: per output of the original, the converted model's
     argmax agreement, cosine and errors (compare's statistics, on every row of the data)."""
     from sit_onnx.evaluate.compare import compare_arrays
 
-    tick = tick or (lambda rows: None)
     reference = run_all(make_session(pair.original, spec), data.arrays, data.source, batch, tick)
     converted = run_all(make_session(pair.converted, spec), data.arrays, data.source, batch, tick)
     missing = sorted(set(reference) - set(converted))

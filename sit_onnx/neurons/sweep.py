@@ -41,11 +41,11 @@ def plot_figure7(rows: list[dict], path: Path) -> None:
     """The paper's Figure 7 from `sweep` rows, as a PNG written atomically."""
     import io
 
-    import matplotlib.pyplot as plt
-
     from sit_onnx.atomic import write_bytes_atomic
 
-    fig = figure7(rows)
+    fig = figure7(rows)  # sets the off-screen backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
