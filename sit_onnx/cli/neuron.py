@@ -93,9 +93,20 @@ def neuron():
     show_default=True,
     help="Sum this many offset copies of the neuron per input (an ensemble set; M x the work).",
 )
+@click.option(
+    "--function",
+    "function",
+    type=click.Choice(["exp", "gelu", "silu", "sigmoid", "tanh"]),
+    default="exp",
+    show_default=True,
+    help="What the neuron approximates: exp (SI-exp, for softmax) or an activation for SpikingActivation "
+    "(its range defaults to the shipped one: gelu/tanh [-4, 4], silu/sigmoid [-8, 8]).",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
+@click.pass_context
 def fit(
+    ctx,
     steps,
     input_range,
     output,
@@ -109,6 +120,7 @@ def fit(
     rows_file,
     warm_start,
     neurons,
+    function,
     force,
     as_json,
 ):
@@ -118,6 +130,18 @@ def fit(
     input_range = check_range(input_range)
     if output.exists() and not force:
         raise click.ClickException(f"{output} exists (use --force to overwrite)")
+    if function != "exp":
+        given = ctx.get_parameter_source("input_range") == click.core.ParameterSource.COMMANDLINE
+        _refuse_for_activation(ctx, function)
+        return _fit_activation(
+            function,
+            steps,
+            input_range if given else None,
+            output,
+            seed,
+            (restarts, iterations, polish_rounds, init),
+            as_json,
+        )
     if rows_file is not None and objective != "softmax":
         raise click.BadParameter(
             "real logits serve the softmax objective only (add --objective softmax)", param_hint="--rows"
@@ -166,6 +190,45 @@ def fit(
         )
 
 
+EXP_ONLY = {"objective": "exp-rmse", "rows_file": None, "warm_start": None, "neurons": 1, "weighting": "absolute"}
+
+
+def _refuse_for_activation(ctx, function: str) -> None:
+    for name, default in EXP_ONLY.items():
+        if ctx.params[name] != default:
+            flag = "--" + {"rows_file": "rows"}.get(name, name).replace("_", "-")
+            raise click.UsageError(f"{flag} serves the exp fit only, not --function {function}")
+
+
+def _fit_activation(function, steps, input_range, output, seed, search, as_json) -> None:
+    from sit_onnx.neurons.activation import activation_quality, activation_ticks, fit_activation
+
+    restarts, iterations, polish_rounds, init = search
+    total = activation_ticks(polish_rounds, restarts, iterations)
+    with progress(f"fit {function} K={steps}", total=total, unit="it") as bar:  # pragma: no mutate
+        params = fit_activation(
+            function,
+            steps,
+            input_range,
+            seed,
+            bar.update,
+            restarts=restarts,
+            iterations=iterations,
+            polish_rounds=polish_rounds,
+            init=init,
+        )
+    params.save(output)
+    quality = activation_quality(params)
+    if as_json:
+        emit_json({"output": str(output), **as_dict(quality), "bias": params.bias, "tails": list(params.tails)})
+        return
+    lo, hi = quality.range
+    click.echo(
+        f"{function} K={steps} on [{lo:g}, {hi:g}]: RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} "
+        f"(100,000 random points), {quality.mean_spikes:.2f} spikes per input -> {output}"
+    )
+
+
 def _rows(path: Path):
     """The rows of every array in an .npz of logits, softmax over each array's last axis."""
     import numpy as np
@@ -210,11 +273,20 @@ def _warm_start(value: str | None, steps: int, input_range):
     default=None,
     help="Which shipped set (default: softmax for the max-shift range, exp-rmse for the paper's).",
 )
+@click.option(
+    "--function",
+    type=click.Choice(["exp", "gelu", "silu", "sigmoid", "tanh"]),
+    default="exp",
+    show_default=True,
+    help="exp: an SI-exp set; else the shipped (or --params) SpikingActivation set of that function.",
+)
 @json_option
-def show(steps, input_range, params_file, objective, as_json):
+def show(steps, input_range, params_file, objective, function, as_json):
     """Print a parameter set's fit error and expected spikes per input."""
     from sit_onnx.neurons.params import load_params
 
+    if function != "exp":
+        return _show_activation(function, steps, params_file, as_json)
     params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range), objective)
     quality = exp_quality(params)
     rows = row_quality(params) if params.input_range[1] == 0 else None  # max-shift sets: the row figures
@@ -243,6 +315,41 @@ def show(steps, input_range, params_file, objective, as_json):
             f"mean worst weight error {rows.worst_mean:.4g}, worst {rows.worst:.4g}"
         )
     rows = [[t + 1, params.thresholds[t], params.resets[t], params.neuron_weights(0)[t]] for t in range(params.steps)]
+    click.echo(table(rows, ["t", "T(t)", "h(t)", "d(t)"]))
+
+
+def _show_activation(function: str, steps: int, params_file, as_json: bool) -> None:
+    from sit_onnx.neurons.activation import activation_quality, load_activation, shipped_activation
+
+    params = load_activation(params_file) if params_file else shipped_activation(function, steps)
+    if params.function != function:
+        raise click.UsageError(f"{params_file} holds a {params.function} set, not {function}")
+    quality = activation_quality(params)
+    n = params.neuron
+    record = {
+        **as_dict(quality),
+        "bias": params.bias,
+        "tails": list(params.tails),
+        "thresholds": list(n.thresholds),
+        "resets": list(n.resets),
+        "weights": list(n.weights),
+        "method": n.method,
+    }
+    if as_json:
+        emit_json(record)
+        return
+    lo, hi = quality.range
+    s_lo, c_lo, s_hi, c_hi = params.tails
+    click.echo(f"SpikingActivation {function} K={quality.steps} fitted on [{lo:g}, {hi:g}] ({n.method})")
+    click.echo(f"  RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} over 100,000 uniform points")
+    click.echo(
+        f"  expected spikes per input: {quality.mean_spikes:.3f} of {quality.steps} steps; bias {params.bias:.6g}"
+    )
+    click.echo(
+        f"  tails: {s_lo:g}*x + {c_lo:g} below {lo:g}, {s_hi:g}*x + {c_hi:g} above {hi:g} "
+        f"(largest error there {quality.tail_max_error:.3g})"
+    )
+    rows = [[t + 1, n.thresholds[t], n.resets[t], n.weights[t]] for t in range(n.steps)]
     click.echo(table(rows, ["t", "T(t)", "h(t)", "d(t)"]))
 
 

@@ -62,9 +62,16 @@ def solve_weights(z: np.ndarray, target: np.ndarray, ridge: float = 1e-9) -> np.
     return np.linalg.solve(gram, z.T @ target)
 
 
-def true_rmse(x, target, thresholds, resets, ridge=1e-9, weight=None) -> tuple[float, np.ndarray]:
-    """The stepped neuron's (weighted) RMSE with d solved exactly, and that d."""
+def with_bias(z: np.ndarray) -> np.ndarray:
+    """The design matrix plus a column of ones: a constant output bias solved with d (activations)."""
+    return np.concatenate([z, np.ones((z.shape[0], 1))], axis=1)
+
+
+def true_rmse(x, target, thresholds, resets, ridge=1e-9, weight=None, bias=False) -> tuple[float, np.ndarray]:
+    """The stepped neuron's (weighted) RMSE with d solved exactly, and that d (then the bias, if asked)."""
     z = spike_matrix(x, thresholds, resets)
+    if bias:
+        z = with_bias(z)
     w = np.ones_like(x) if weight is None else weight
     d = solve_weights(z * w[:, None], target * w, ridge)
     return float(np.sqrt(np.mean((w * (z @ d - target)) ** 2))), d
@@ -111,7 +118,7 @@ def _initial(opts: FitOptions, rng: np.random.Generator) -> tuple[np.ndarray, np
     return thresholds, resets
 
 
-def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callable[[], None]):
+def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callable[[], None], bias=False):
     import torch
 
     lo, hi = opts.input_range
@@ -134,7 +141,8 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
     xt = torch.as_tensor(x)
     yt = torch.as_tensor(target * weight)
     wt = torch.as_tensor(weight)[:, None]
-    eye = torch.eye(k, dtype=torch.float64) * opts.ridge
+    eye = torch.eye(k + bias, dtype=torch.float64) * opts.ridge
+    ones = torch.ones((x.size, 1), dtype=torch.float64)
     best = (np.inf, None, None)
     for _ in range(opts.restarts):
         thresholds, resets = _initial(opts, rng)
@@ -149,7 +157,10 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
                 z = Spike.apply(v - thresholds[t])
                 cols.append(z)
                 v = v - resets[t] * z
-            zmat = torch.stack(cols, dim=1) * wt
+            zmat = torch.stack(cols, dim=1)
+            if bias:
+                zmat = torch.cat([zmat, ones], dim=1)
+            zmat = zmat * wt
             with torch.no_grad():
                 d = torch.linalg.solve(zmat.T @ zmat + eye, zmat.T @ yt)
             loss = torch.mean((zmat @ d - yt) ** 2)
@@ -159,7 +170,7 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
             sched.step()
             if it % 100 == 99 or it == opts.iterations - 1:
                 th, rs = thresholds.detach().numpy().copy(), resets.detach().numpy().copy()
-                err, _ = true_rmse(x, target, th, rs, opts.ridge, weight)
+                err, _ = true_rmse(x, target, th, rs, opts.ridge, weight, bias)
                 if err < best[0]:
                     best = (err, th, rs)
             tick()
@@ -335,9 +346,9 @@ def _softmax_start(target: SoftmaxTarget, opts: FitOptions, tick) -> tuple[np.nd
     return best[1], best[2]
 
 
-def _explored(x: np.ndarray, opts: FitOptions, tick) -> tuple[np.ndarray, np.ndarray]:
-    """The surrogate-gradient phase, always on exp's (weighted) RMSE: the softmax objective's
-    weights span orders of magnitude, which the surrogate does not survive (measured)."""
+def _explored(x: np.ndarray, opts: FitOptions, tick, target=None, bias=False) -> tuple[np.ndarray, np.ndarray]:
+    """The surrogate-gradient phase on the (weighted) RMSE of `target` (default exp, also for the
+    softmax objective: its weights span orders of magnitude, which the surrogate does not survive)."""
     import torch
 
     torch.manual_seed(opts.seed)
@@ -345,7 +356,7 @@ def _explored(x: np.ndarray, opts: FitOptions, tick) -> tuple[np.ndarray, np.nda
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 10,000 x K tensors: threads only add overhead (and oversubscribe parallel fits)
     try:
-        _, thresholds, resets = _explore(x, np.exp(x), opts, rng, tick)
+        _, thresholds, resets = _explore(x, np.exp(x) if target is None else target, opts, rng, tick, bias)
     finally:
         torch.set_num_threads(threads)
     return thresholds, resets

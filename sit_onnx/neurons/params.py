@@ -152,15 +152,18 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
     return params
 
 
-def load_params(path: str | os.PathLike) -> NeuronParams:
-    path = Path(path)
+def read_set_file(path: Path, kind: str = "parameter") -> str:
+    """A set file's text, or one SitOnnxError line saying why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SitOnnxError(f"{path}: parameter file not found") from None
+        raise SitOnnxError(f"{path}: {kind} file not found") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SitOnnxError(f"{path}: cannot read parameter file ({type(exc).__name__})") from None
-    return params_from_json(text, str(path))
+        raise SitOnnxError(f"{path}: cannot read {kind} file ({type(exc).__name__})") from None
+
+
+def load_params(path: str | os.PathLike) -> NeuronParams:
+    return params_from_json(read_set_file(Path(path)), str(path))
 
 
 OBJECTIVES = ("exp-rmse", "softmax")

@@ -1,0 +1,245 @@
+"""Spiking activations: SI-exp's few-spike neuron fitted to GELU, SiLU, Sigmoid or Tanh.
+
+The neuron is SI-exp's (`v=x; z=H(v-T(t)); v-=h(t)z`) with its output `bias + sum d(t)z(t)`:
+only the parameter set differs. It is fitted on a range [LO, HI]; outside it each side
+follows a straight tail `slope*x + intercept` that the function itself tends to (GELU and
+SiLU: 0 below, the identity above; Sigmoid and Tanh saturate), so no input is out of range.
+A NaN stays NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sit_onnx.atomic import write_text_atomic
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.neurons.params import FLOAT32_MAX, NeuronParams, params_from_json, read_set_file
+from sit_onnx.neurons.si_exp import compute_dtype, si_exp
+
+FORMAT = "sit-onnx/activation-params"
+FORMAT_VERSION = 1
+EVAL_POINTS = 100_000
+SHIPPED_STEPS = (8, 12, 16)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return x / (1.0 + np.exp(-x))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class ActivationFunction:
+    """A target: its exact float64 form, the range its shipped sets cover, and its tails."""
+
+    name: str
+    exact: Callable[[np.ndarray], np.ndarray]
+    default_range: tuple[float, float]
+    tails: tuple[float, float, float, float]  # slope, intercept below LO; slope, intercept above HI
+    tail_note: str
+
+
+FUNCTIONS = {
+    f.name: f
+    for f in (
+        ActivationFunction("gelu", _gelu, (-4.0, 4.0), (0.0, 0.0, 1.0, 0.0), "0 below, identity above"),
+        ActivationFunction("silu", _silu, (-8.0, 8.0), (0.0, 0.0, 1.0, 0.0), "0 below, identity above"),
+        ActivationFunction("sigmoid", _sigmoid, (-8.0, 8.0), (0.0, 0.0, 0.0, 1.0), "saturates at 0 and 1"),
+        ActivationFunction("tanh", np.tanh, (-4.0, 4.0), (0.0, -1.0, 0.0, 1.0), "saturates at -1 and 1"),
+    )
+}
+
+
+def activation_function(name: str) -> ActivationFunction:
+    if name not in FUNCTIONS:
+        raise SitOnnxError(f"unknown activation {name!r}; known: {', '.join(FUNCTIONS)}")
+    return FUNCTIONS[name]
+
+
+@dataclass(frozen=True)
+class ActivationParams:
+    """One fitted activation neuron: the FS neuron (T, h, d and its range), its bias and tails."""
+
+    function: str
+    neuron: NeuronParams
+    bias: float = 0.0
+    tails: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "bias", float(self.bias))
+        object.__setattr__(self, "tails", tuple(float(v) for v in self.tails))
+        activation_function(self.function)
+        if self.neuron.neurons != 1:
+            raise SitOnnxError("an activation set is one neuron, not an ensemble")
+        if len(self.tails) != 4:
+            raise SitOnnxError(f"tails holds {len(self.tails)} values; need 4 (slope, intercept below; above)")
+        if not all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in (self.bias, *self.tails)):
+            raise SitOnnxError("an activation set's bias and tails must be finite float32 numbers")
+
+    @property
+    def steps(self) -> int:
+        return self.neuron.steps
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        return self.neuron.input_range
+
+    def to_json(self) -> str:
+        record = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
+        record["neuron"] = json.loads(self.neuron.to_json())
+        record["tails"] = list(self.tails)
+        return json.dumps(record, indent=2, allow_nan=True) + "\n"
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_text_atomic(Path(path), self.to_json())
+
+
+def activation_from_json(text: str, source: str = "<string>") -> ActivationParams:
+    """Parse and validate an activation set; every problem is one SitOnnxError line."""
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        raise SitOnnxError(f"{source}: not valid JSON") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise SitOnnxError(f'{source}: not a sit-onnx activation file (expected "format": "{FORMAT}")')
+    if record.get("version") != FORMAT_VERSION:
+        raise SitOnnxError(f"{source}: activation file version {record.get('version')!r}, this sit-onnx reads 1")
+    missing = [k for k in ("function", "neuron", "bias", "tails") if k not in record]
+    if missing:
+        raise SitOnnxError(f"{source}: activation file lacks {', '.join(missing)}")
+    tails, bias = record["tails"], record["bias"]
+    numbers = tails if isinstance(tails, list) else [None]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*numbers, bias]):
+        raise SitOnnxError(f"{source}: bias must be a number and tails a list of numbers")
+    neuron = params_from_json(json.dumps(record["neuron"]), f"{source}: neuron")
+    try:
+        return ActivationParams(str(record["function"]), neuron, bias, tails)
+    except SitOnnxError as exc:
+        raise SitOnnxError(f"{source}: {exc}") from None
+
+
+def load_activation(path: str | os.PathLike) -> ActivationParams:
+    return activation_from_json(read_set_file(Path(path), "activation"), str(path))
+
+
+def shipped_name(function: str, steps: int) -> str:
+    lo, hi = activation_function(function).default_range
+    return f"{function}_k{steps}_{lo:g}_{hi:g}.json"
+
+
+def shipped_activation(function: str, steps: int) -> ActivationParams:
+    """The set shipped for `function` at K=`steps` on its default range."""
+    name = shipped_name(function, steps)
+    resource = resources.files("sit_onnx.neurons") / "data" / name
+    if not resource.is_file():
+        have = ", ".join(str(k) for k in SHIPPED_STEPS)
+        raise SitOnnxError(f"no shipped {function} set for K={steps}; shipped for K = {have}")
+    return activation_from_json(resource.read_text(encoding="utf-8"), name)
+
+
+def spiking_activation(x: np.ndarray, params: ActivationParams, return_spikes: bool = False):
+    """The reference of the SpikingActivation op, in the kernels' float32 order: the neuron's
+    sum of d(t)z(t), plus the bias; below LO / above HI the tail (a slope of 0 gives the
+    intercept itself, so -inf below GELU's range is 0, not NaN)."""
+    x = np.asarray(x)
+    work = compute_dtype(x.dtype)
+    xw = x.astype(work)
+    out, spikes = si_exp(xw, params.neuron, return_spikes=True)
+    lo, hi = (work.type(v) for v in params.input_range)
+    s_lo, c_lo, s_hi, c_hi = (work.type(v) for v in params.tails)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = out + work.type(params.bias)
+        below = np.full_like(xw, c_lo) if s_lo == 0 else s_lo * xw + c_lo
+        above = np.full_like(xw, c_hi) if s_hi == 0 else s_hi * xw + c_hi
+    y = np.where(xw < lo, below, np.where(xw > hi, above, y)).astype(x.dtype, copy=False)
+    if return_spikes:
+        spikes &= ((xw >= lo) & (xw <= hi))[..., None]  # the tails spike nowhere
+        return y, spikes
+    return y
+
+
+@dataclass(frozen=True)
+class ActivationQuality:
+    function: str
+    steps: int
+    range: tuple[float, float]
+    rmse: float  # of the neuron on the range, uniform points
+    max_error: float
+    mean_spikes: float
+    tail_max_error: float  # |tail - function| at the range ends, the jump a user sees there
+
+
+def activation_quality(params: ActivationParams, points: int = EVAL_POINTS, seed: int = 12345) -> ActivationQuality:
+    target = activation_function(params.function)
+    lo, hi = params.input_range
+    x = np.random.default_rng(seed).uniform(lo, hi, points)
+    y, spikes = spiking_activation(x, params, return_spikes=True)
+    err = y - target.exact(x)
+    ends = np.array([lo - 1e-6, hi + 1e-6, lo - 100.0, hi + 100.0])
+    tail_err = np.abs(spiking_activation(ends, params) - target.exact(ends))
+    return ActivationQuality(
+        params.function,
+        params.steps,
+        (lo, hi),
+        float(np.sqrt(np.mean(err**2))),
+        float(np.max(np.abs(err))),
+        float(spikes.sum(axis=-1).mean()),
+        float(tail_err.max()),
+    )
+
+
+def fit_activation(
+    function: str,
+    steps: int = 12,
+    input_range: tuple[float, float] | None = None,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    **fit_options,
+) -> ActivationParams:
+    """Fit the neuron and its bias to `function` on the range (default: the function's own)
+    by SI-exp's two phases (surrogate-gradient explore, coordinate polish), d and bias by least squares."""
+    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, _explored, _polish, true_rmse
+
+    target = activation_function(function)
+    lo, hi = (float(v) for v in (input_range or target.default_range))
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise SitOnnxError(f"--range: need finite LO < HI, got {lo:g} {hi:g}")
+    opts = replace(FitOptions(), steps=steps, input_range=(lo, hi), seed=seed, **fit_options)
+    tick = (lambda: progress(1)) if progress else (lambda: None)
+    x = np.linspace(lo, hi, GRID_POINTS)
+    y = target.exact(x)
+    thresholds, resets = _explored(x, opts, tick, target=y, bias=True)
+
+    def evaluate(th, rs):
+        return true_rmse(x, y, th, rs, opts.ridge, bias=True)[0]
+
+    thresholds, resets = _polish(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
+    _, solved = true_rmse(x, y, thresholds, resets, opts.ridge, bias=True)
+    meta = {"seed": seed, "restarts": opts.restarts, "iterations": opts.iterations, "polish_rounds": opts.polish_rounds}
+    neuron = NeuronParams(
+        thresholds, resets, solved[:-1], (lo, hi), method="surrogate-gradient explore + coordinate polish", meta=meta
+    )
+    params = ActivationParams(function, neuron, float(solved[-1]), target.tails)
+    quality = activation_quality(params)
+    return replace(params, neuron=replace(neuron, rmse=quality.rmse, max_error=quality.max_error))
+
+
+def activation_ticks(polish_rounds: int = 40, restarts: int = 8, iterations: int = 1500) -> int:
+    return restarts * iterations + polish_rounds

@@ -1,0 +1,166 @@
+"""The activation neuron's reference, its parameter files, its fit and the shipped sets."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.neurons.activation import (
+    FUNCTIONS,
+    SHIPPED_STEPS,
+    ActivationParams,
+    activation_from_json,
+    activation_quality,
+    fit_activation,
+    load_activation,
+    shipped_activation,
+    spiking_activation,
+)
+from sit_onnx.neurons.params import NeuronParams
+from sit_onnx.neurons.si_exp import si_exp
+
+NEURON = NeuronParams([0.5, -0.5, -1.5], [1.0, 1.0, 1.0], [0.25, 0.5, 0.125], (-2.0, 1.0))
+
+
+def _set(bias=0.75, tails=(0.5, -1.0, 2.0, 3.0)):
+    return ActivationParams("gelu", NEURON, bias, tails)
+
+
+def test_inside_the_range_it_is_the_neuron_plus_bias_and_edges_are_inside():
+    x = np.array([-2.0, -1.0, 0.0, 0.5, 1.0], dtype=np.float32)
+    np.testing.assert_array_equal(spiking_activation(x, _set()), si_exp(x, NEURON) + np.float32(0.75))
+
+
+def test_outside_the_range_each_side_follows_its_tail():
+    x = np.array([-2.5, -10.0, 1.5, 10.0], dtype=np.float32)
+    np.testing.assert_array_equal(spiking_activation(x, _set()), [0.5 * -2.5 - 1, 0.5 * -10 - 1, 2 * 1.5 + 3, 23.0])
+
+
+def test_flat_tails_are_their_intercept_even_at_infinity_and_nan_stays_nan():
+    x = np.array([-np.inf, np.inf, np.nan, -3.0, 5.0])
+    got = spiking_activation(x, _set(tails=(0.0, -1.0, 0.0, 1.0)))
+    np.testing.assert_array_equal(got, [-1.0, 1.0, np.nan, -1.0, 1.0])
+    sloped = spiking_activation(x, _set(tails=(1.0, 0.0, 1.0, 0.0)))
+    np.testing.assert_array_equal(sloped[:3], [-np.inf, np.inf, np.nan])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_keeps_the_input_dtype(dtype):
+    x = np.linspace(-3, 2, 11).astype(dtype)
+    assert spiking_activation(x, _set()).dtype == dtype
+
+
+def test_spikes_only_inside_the_range():
+    x = np.array([-5.0, -1.0, 0.7, 4.0])
+    _, spikes = spiking_activation(x, _set(), return_spikes=True)
+    assert spikes.shape == (4, 3)
+    assert spikes[[0, 3]].sum() == 0 and spikes[1:3].sum() > 0
+    np.testing.assert_array_equal(spikes[1:3], si_exp(x[1:3], NEURON, return_spikes=True)[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"function": "relu"}, "unknown activation 'relu'"),
+        ({"tails": (0.0, 1.0)}, "tails holds 2 values; need 4"),
+        ({"bias": math.nan}, "bias and tails must be finite float32"),
+        ({"tails": (0.0, 1e39, 0.0, 0.0)}, "bias and tails must be finite float32"),
+        (
+            {"neuron": NeuronParams([0.0], [1.0], [1.0, 2.0], (-1, 1), offsets=(0.0, 0.5))},
+            "one neuron, not an ensemble",
+        ),
+    ],
+)
+def test_a_set_is_validated(kwargs, message):
+    fields = {"function": "gelu", "neuron": NEURON, "bias": 0.0, "tails": (0.0, 0.0, 1.0, 0.0), **kwargs}
+    with pytest.raises(SitOnnxError, match=message):
+        ActivationParams(**fields)
+
+
+def test_json_round_trip(tmp_path):
+    path = tmp_path / "set.json"
+    _set().save(path)
+    loaded = load_activation(path)
+    assert loaded.to_json() == _set().to_json() and loaded.bias == 0.75  # (rmse NaN: no == on the records)
+    assert json.loads(path.read_text())["format"] == "sit-onnx/activation-params"
+
+
+def _record(**changes):
+    record = json.loads(_set().to_json())
+    record.update(changes)
+    return json.dumps(record)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{", "not valid JSON"),
+        ("[]", "not a sit-onnx activation file"),
+        (_record(format="sit-onnx/si-exp-params"), "not a sit-onnx activation file"),
+        (_record(version=2), "activation file version 2, this sit-onnx reads 1"),
+        (_record(tails="none"), "bias must be a number and tails a list of numbers"),
+        (_record(bias=True), "bias must be a number and tails a list of numbers"),
+        (_record(function="relu"), "unknown activation 'relu'"),
+        (_record(neuron={"format": "x"}), "neuron: not a sit-onnx parameter file"),
+    ],
+)
+def test_bad_files_are_one_line_errors_naming_the_file(text, message):
+    with pytest.raises(SitOnnxError, match=message) as info:
+        activation_from_json(text, "f.json")
+    assert str(info.value).startswith("f.json") and "\n" not in str(info.value)
+
+
+def test_a_file_lacking_fields_names_them():
+    record = json.loads(_set().to_json())
+    del record["bias"], record["tails"]
+    with pytest.raises(SitOnnxError, match="lacks bias, tails"):
+        activation_from_json(json.dumps(record))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SitOnnxError, match="activation file not found"):
+        load_activation(tmp_path / "none.json")
+    with pytest.raises(SitOnnxError, match="cannot read activation file"):
+        load_activation(tmp_path)
+
+
+# RMSE of the shipped sets on their ranges (measured when fitted; the bound leaves ~10% room)
+SHIPPED_RMSE = {
+    "gelu": (0.037, 0.02, 0.0136),
+    "silu": (0.058, 0.0375, 0.022),
+    "sigmoid": (0.0136, 0.007, 0.0048),
+    "tanh": (0.027, 0.0149, 0.0103),
+}
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_shipped_sets_fit_their_function_and_improve_with_steps(function):
+    figures = [activation_quality(shipped_activation(function, k)) for k in SHIPPED_STEPS]
+    for quality, bound in zip(figures, SHIPPED_RMSE[function]):
+        assert quality.rmse <= bound and quality.range == FUNCTIONS[function].default_range
+        assert quality.tail_max_error < 3e-3  # the tails meet the function where the range ends
+    assert figures[0].rmse > figures[1].rmse > figures[2].rmse
+    assert shipped_activation(function, 12).tails == FUNCTIONS[function].tails
+
+
+def test_no_shipped_set_for_other_steps():
+    with pytest.raises(SitOnnxError, match="no shipped silu set for K=10; shipped for K = 8, 12, 16"):
+        shipped_activation("silu", 10)
+
+
+def test_fit_is_seeded_and_far_better_than_a_constant():
+    first = fit_activation("sigmoid", 6, (-4, 4), seed=3, restarts=1, iterations=60, polish_rounds=3)
+    again = fit_activation("sigmoid", 6, (-4, 4), seed=3, restarts=1, iterations=60, polish_rounds=3)
+    assert first == again
+    x = np.linspace(-4, 4, 1001)
+    constant_rmse = np.std(1 / (1 + np.exp(-x)))  # the best a bias alone can do
+    quality = activation_quality(first)
+    assert quality.rmse < 0.2 * constant_rmse and first.neuron.rmse == quality.rmse
+    assert first.input_range == (-4.0, 4.0) and first.tails == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_fit_refuses_a_bad_range():
+    with pytest.raises(SitOnnxError, match="need finite LO < HI"):
+        fit_activation("gelu", 4, (1.0, 1.0))
