@@ -18,6 +18,8 @@ struct Registry {
   sit::SpikingNormCpuF16 norm_cpu_f16;
   sit::SpikingSoftmaxCpuF32 softmax_cpu_f32;
   sit::SpikingSoftmaxCpuF16 softmax_cpu_f16;
+  sit::SpikingActivationCpuF32 activation_cpu_f32;
+  sit::SpikingActivationCpuF16 activation_cpu_f16;
 #ifdef SIT_USE_CUDA
   sit::SpikingExpCudaF32 exp_cuda_f32;
   sit::SpikingExpCudaF16 exp_cuda_f16;
@@ -25,12 +27,16 @@ struct Registry {
   sit::SpikingNormCudaF16 norm_cuda_f16;
   sit::SpikingSoftmaxCudaF32 softmax_cuda_f32;
   sit::SpikingSoftmaxCudaF16 softmax_cuda_f16;
+  sit::SpikingActivationCudaF32 activation_cuda_f32;
+  sit::SpikingActivationCudaF16 activation_cuda_f16;
 #endif
 
   std::vector<OrtCustomOp*> ops() {
     return {&exp_cpu_f32, &exp_cpu_f16, &norm_cpu_f32, &norm_cpu_f16, &softmax_cpu_f32, &softmax_cpu_f16,
+            &activation_cpu_f32, &activation_cpu_f16,
 #ifdef SIT_USE_CUDA
             &exp_cuda_f32, &exp_cuda_f16, &norm_cuda_f32, &norm_cuda_f16, &softmax_cuda_f32, &softmax_cuda_f16,
+            &activation_cuda_f32, &activation_cuda_f16,
 #endif
     };
   }

@@ -26,6 +26,23 @@ std::string CheckExpParams(const std::vector<float>& thresholds, const std::vect
   return "";
 }
 
+std::string CheckActivationAttrs(float low, float high, float bias, const std::vector<float>& tails,
+                                 ActivationAttrs* out) {
+  if (!std::isfinite(low) || !std::isfinite(high) || !(low < high)) {
+    return "low and high must be finite with low < high (got " + std::to_string(low) + ", " + std::to_string(high) + ")";
+  }
+  if (tails.size() != 4) return "tails has " + std::to_string(tails.size()) + " values; need 4";
+  if (!std::isfinite(bias)) return "bias must be finite";
+  for (const float v : tails) {
+    if (!std::isfinite(v)) return "tails holds a NaN or infinite value";
+  }
+  out->low = low;
+  out->high = high;
+  out->bias = bias;
+  for (int i = 0; i < 4; ++i) out->tails[i] = tails[static_cast<size_t>(i)];
+  return "";
+}
+
 std::string CheckNormAttrs(int64_t axis, int64_t time_steps, int64_t rank, NormAttrs* out) {
   if (time_steps < 0) return "time_steps must be >= 0, got " + std::to_string(time_steps);
   if (rank >= 0 && (axis < -rank || axis >= rank || rank == 0)) {

@@ -4,7 +4,7 @@
 // S provides: V (vector), M (lane mask), kWidth (lanes), kVectors (vectors stepped together
 // to hide the compare -> subtract latency of one step), and
 //   Set(f), Load(p), LoadPart(p, count, fill), Store(p, v), StorePart(p, v, count),
-//   AtLeast(a, b) -> M, SubWhere(a, m, b), AddWhere(a, m, b), KeepNaN(out, in),
+//   AtLeast(a, b) -> M, Greater(a, b) -> M, Where(m, a, b) (a where m, else b), SubWhere(a, m, b), AddWhere(a, m, b), KeepNaN(out, in),
 //   Blend(a, b, count) (b in the first count lanes), Add, Sub, Mul, Div, Max, Min, Floor, Round (to
 //   nearest even), ScaleByPow2(a, k) (a * 2^k, k integral), SumLanes, MaxLanes.
 // Everything here is static or in an anonymous namespace: each instruction set keeps its own
@@ -143,6 +143,23 @@ struct RowKernels {
     Map(x, y, n, [&](V a) { return S::Div(one, S::Add(one, Exp(S::Sub(S::Set(0.f), a)))); });
   }
 
+  // y + bias where low <= x <= high (and for NaN, which SI-exp kept), else slope * x + intercept of
+  // that side, multiplied and added in two roundings as the reference does.
+  static void Activation(const float* x, float* y, int64_t n, const ActivationAttrs& a) {
+    const V low = S::Set(a.low), high = S::Set(a.high), bias = S::Set(a.bias);
+    const V s_lo = S::Set(a.tails[0]), c_lo = S::Set(a.tails[1]), s_hi = S::Set(a.tails[2]), c_hi = S::Set(a.tails[3]);
+    const bool flat_lo = a.tails[0] == 0.f, flat_hi = a.tails[2] == 0.f;
+    auto finish = [&](V in, V acc) {
+      const V below = flat_lo ? c_lo : S::Add(S::Mul(s_lo, in), c_lo);
+      const V above = flat_hi ? c_hi : S::Add(S::Mul(s_hi, in), c_hi);
+      const V out = S::Where(S::Greater(low, in), below, S::Add(acc, bias));
+      return S::Where(S::Greater(in, high), above, out);
+    };
+    int64_t i = 0;
+    for (; i + W <= n; i += W) S::Store(y + i, finish(S::Load(x + i), S::Load(y + i)));
+    if (i < n) S::StorePart(y + i, finish(S::LoadPart(x + i, n - i, 0.f), S::LoadPart(y + i, n - i, 0.f)), n - i);
+  }
+
   static void Shift(const float* x, float* y, int64_t n, float offset) {
     const V off = S::Set(offset);
     Map(x, y, n, [&](V a) { return S::Sub(a, off); });
@@ -151,7 +168,7 @@ struct RowKernels {
   using HalfToFloat = void (*)(const uint16_t*, float*, int64_t);
   using FloatToHalf = void (*)(const float*, uint16_t*, int64_t);
   static constexpr RowOps Table(const char* isa, HalfToFloat to_float = nullptr, FloatToHalf to_half = nullptr) {
-    return {isa, S::kVectors * W, &SiExp, &Max, &Sum, &Scale, &Shift, &Sigmoid, to_float, to_half};
+    return {isa, S::kVectors * W, &SiExp, &Max, &Sum, &Scale, &Activation, &Shift, &Sigmoid, to_float, to_half};
   }
 };
 

@@ -20,6 +20,8 @@ struct RowOps {
   float (*sum)(const float* x, int64_t n);
   // SI-norm of one row given its threshold v_th = sum(w): w/v_th (steps == 0) or floor(steps*w/v_th)/steps.
   void (*scale)(const float* w, float* y, int64_t n, float v_th, int64_t steps);
+  // SpikingActivation's finish: y (holding SI-exp of x) becomes y + bias on [low, high], else the tail.
+  void (*activation)(const float* x, float* y, int64_t n, const ActivationAttrs& a);
   // y = x - offset.
   void (*shift)(const float* x, float* y, int64_t n, float offset);
   // y = 1 / (1 + e^-x), within a few ulp of the float32 reference.

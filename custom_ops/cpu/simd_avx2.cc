@@ -26,6 +26,8 @@ struct Avx2 {
   static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static void StorePart(float* p, V v, int64_t count) { _mm256_maskstore_ps(p, Lanes(count), v); }
   static M AtLeast(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+  static M Greater(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static V Where(M m, V a, V b) { return _mm256_blendv_ps(b, a, m); }
   static V SubWhere(V a, M m, V b) { return _mm256_sub_ps(a, _mm256_and_ps(m, b)); }  // a - 0 == a, also for -0
   static V AddWhere(V a, M m, V b) { return _mm256_add_ps(a, _mm256_and_ps(m, b)); }
   static V KeepNaN(V out, V in) { return _mm256_blendv_ps(out, in, _mm256_cmp_ps(in, in, _CMP_UNORD_Q)); }

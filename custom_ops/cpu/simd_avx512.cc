@@ -23,6 +23,8 @@ struct Avx512 {
   static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static void StorePart(float* p, V v, int64_t count) { _mm512_mask_storeu_ps(p, Lanes(count), v); }
   static M AtLeast(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+  static M Greater(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static V Where(M m, V a, V b) { return _mm512_mask_mov_ps(b, m, a); }
   static V SubWhere(V a, M m, V b) { return _mm512_mask_sub_ps(a, m, a, b); }
   static V AddWhere(V a, M m, V b) { return _mm512_mask_add_ps(a, m, a, b); }
   static V KeepNaN(V out, V in) { return _mm512_mask_mov_ps(out, _mm512_cmp_ps_mask(in, in, _CMP_UNORD_Q), in); }

@@ -38,6 +38,8 @@ struct Portable {
     for (int64_t i = 0; i < count; ++i) p[i] = v[i];
   }
   static M AtLeast(V a, V b) { return a >= b; }
+  static M Greater(V a, V b) { return a > b; }
+  static V Where(M m, V a, V b) { return Select(m, a, b); }
   static V SubWhere(V a, M m, V b) { return a - Bits(Ints(b) & m); }  // a - 0 == a, also for -0
   static V AddWhere(V a, M m, V b) { return a + Bits(Ints(b) & m); }
   static V KeepNaN(V out, V in) { return Select(in != in, in, out); }

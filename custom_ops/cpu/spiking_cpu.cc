@@ -55,7 +55,8 @@ void ForTasks(Ort::KernelContext& ctx, size_t count, Fn& fn) {
   if (run.error) std::rethrow_exception(run.error);
 }
 
-// Elementwise over the flat tensor: float data in place of its blocks, float16 through a float copy.
+// Elementwise over the flat tensor: float data as it lies, float16 through float copies (fn may read
+// its input after writing its output: the two never share memory).
 template <typename T, typename FloatFn>
 void ForBlocks(Ort::KernelContext& ctx, const RowOps& ops, const T* x, T* y, int64_t count, FloatFn&& fn) {
   auto task = [&](size_t index) {
@@ -64,10 +65,10 @@ void ForBlocks(Ort::KernelContext& ctx, const RowOps& ops, const T* x, T* y, int
     if constexpr (std::is_same_v<T, float>) {
       fn(x + begin, y + begin, size);
     } else {
-      std::vector<float> buffer(static_cast<size_t>(size));
+      std::vector<float> buffer(static_cast<size_t>(2 * size));
       ToFloats(ops, x + begin, buffer.data(), size);
-      fn(buffer.data(), buffer.data(), size);
-      FromFloats(ops, buffer.data(), y + begin, size);
+      fn(buffer.data(), buffer.data() + size, size);
+      FromFloats(ops, buffer.data() + size, y + begin, size);
     }
   };
   ForTasks(ctx, static_cast<size_t>((count + kTaskElements - 1) / kTaskElements), task);
@@ -158,6 +159,18 @@ OrtStatusPtr SpikingExpCpu<T>::ComputeV2(OrtKernelContext* context) {
 }
 
 template <typename T>
+OrtStatusPtr SpikingActivationCpu<T>::ComputeV2(OrtKernelContext* context) {
+  return ComputeSameShape(kName, context, [&](Ort::KernelContext& ctx, SameShapeIO& io) -> OrtStatusPtr {
+    ForBlocks(ctx, *ops, io.input.GetTensorData<T>(), io.output.GetTensorMutableData<T>(), io.count,
+              [&](const float* x, float* y, int64_t size) {
+                ops->si_exp(x, y, size, exp.params, 0.f);
+                ops->activation(x, y, size, act);
+              });
+    return nullptr;
+  });
+}
+
+template <typename T>
 OrtStatusPtr SpikingNormCpu<T>::ComputeV2(OrtKernelContext* context) {
   return ComputeAlongAxis(kName, context, attrs.axis, [&](Ort::KernelContext& ctx, SameShapeIO& io,
                                                           const AxisSplit& split) -> OrtStatusPtr {
@@ -180,6 +193,8 @@ OrtStatusPtr SpikingSoftmaxCpu<T>::ComputeV2(OrtKernelContext* context) {
 
 template struct SpikingExpCpu<float>;
 template struct SpikingExpCpu<Ort::Float16_t>;
+template struct SpikingActivationCpu<float>;
+template struct SpikingActivationCpu<Ort::Float16_t>;
 template struct SpikingNormCpu<float>;
 template struct SpikingNormCpu<Ort::Float16_t>;
 template struct SpikingSoftmaxCpu<float>;

@@ -33,6 +33,15 @@ struct SpikingSoftmaxCpu : CpuKernel<SoftmaxKernelBase> {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
+template <typename T>
+struct SpikingActivationCpu : CpuKernel<ActivationKernelBase> {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+};
+
+using SpikingActivationCpuF32 =
+    SpikingOp<SpikingActivationCpu<float>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, false>;
+using SpikingActivationCpuF16 =
+    SpikingOp<SpikingActivationCpu<Ort::Float16_t>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, false>;
 using SpikingExpCpuF32 = SpikingOp<SpikingExpCpu<float>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, false>;
 using SpikingExpCpuF16 = SpikingOp<SpikingExpCpu<Ort::Float16_t>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, false>;
 using SpikingNormCpuF32 = SpikingOp<SpikingNormCpu<float>, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, false>;

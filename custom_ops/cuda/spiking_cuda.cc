@@ -28,6 +28,15 @@ OrtStatusPtr SpikingExpCuda<T>::ComputeV2(OrtKernelContext* context) {
 }
 
 template <typename T>
+OrtStatusPtr SpikingActivationCuda<T>::ComputeV2(OrtKernelContext* context) {
+  return ComputeSameShape(kName, context, [&](Ort::KernelContext& ctx, SameShapeIO& io) {
+    return CudaStatus(kName, LaunchSpikingActivation(Stream(ctx), io.input.GetTensorRawData(),
+                                                     io.output.GetTensorMutableRawData(), io.count, exp.params, act,
+                                                     kHalf<T>));
+  });
+}
+
+template <typename T>
 OrtStatusPtr SpikingNormCuda<T>::ComputeV2(OrtKernelContext* context) {
   return ComputeAlongAxis(kName, context, attrs.axis, [&](Ort::KernelContext& ctx, SameShapeIO& io,
                                                           const AxisSplit& split) {
@@ -48,6 +57,8 @@ OrtStatusPtr SpikingSoftmaxCuda<T>::ComputeV2(OrtKernelContext* context) {
 
 template struct SpikingExpCuda<float>;
 template struct SpikingExpCuda<Ort::Float16_t>;
+template struct SpikingActivationCuda<float>;
+template struct SpikingActivationCuda<Ort::Float16_t>;
 template struct SpikingNormCuda<float>;
 template struct SpikingNormCuda<Ort::Float16_t>;
 template struct SpikingSoftmaxCuda<float>;

@@ -90,10 +90,27 @@ __device__ __forceinline__ void StoreFour<__half>(__half* p, int64_t i, const Fo
   *reinterpret_cast<uint2*>(p + i) = q;
 }
 
+// What SpikingExp writes: SI-exp itself.
+struct ExpOnly {
+  __device__ __forceinline__ float operator()(float, float acc) const { return acc; }
+};
+
+// What SpikingActivation writes: acc + bias on [low, high] (and for NaN), else that side's tail,
+// slope * x + intercept in two roundings (a slope of 0: the intercept), as the CPU kernels.
+struct ActivationFinish {
+  ActivationAttrs a;
+  __device__ __forceinline__ float operator()(float x, float acc) const {
+    if (x < a.low) return a.tails[0] == 0.f ? a.tails[1] : __fadd_rn(__fmul_rn(a.tails[0], x), a.tails[1]);
+    if (x > a.high) return a.tails[2] == 0.f ? a.tails[3] : __fadd_rn(__fmul_rn(a.tails[2], x), a.tails[3]);
+    return __fadd_rn(acc, a.bias);
+  }
+};
+
 // SI-exp, four elements per thread (independent chains for the scheduler to interleave); with
 // kVector the four are one aligned access, else four plain ones. The tail (< 4) goes element-wise.
-template <typename T, int K, bool kVector>
-__global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p) {
+// `finish(x, SI-exp(x))` is what is stored.
+template <typename T, int K, bool kVector, class Finish>
+__global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p, Finish finish) {
   const int64_t groups = n / 4;
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups; g += stride) {
@@ -105,7 +122,7 @@ __global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p) {
       for (int j = 0; j < 4; ++j) f.v[j] = Load(x, 4 * g + j);
     }
 #pragma unroll
-    for (int j = 0; j < 4; ++j) f.v[j] = SiExpK<K>(f.v[j], p);
+    for (int j = 0; j < 4; ++j) f.v[j] = finish(f.v[j], SiExpK<K>(f.v[j], p));
     if (kVector) {
       StoreFour(y, 4 * g, f);
     } else {
@@ -115,7 +132,8 @@ __global__ void SpikingExpKernel(const T* x, T* y, int64_t n, ExpParams p) {
   }
   if (blockIdx.x == 0 && threadIdx.x < n - 4 * groups) {
     const int64_t i = 4 * groups + threadIdx.x;
-    Store(y, i, SiExpK<K>(Load(x, i), p));
+    const float in = Load(x, i);
+    Store(y, i, finish(in, SiExpK<K>(in, p)));
   }
 }
 
@@ -383,8 +401,9 @@ cudaError_t LaunchNorm(cudaStream_t stream, const void* w, void* y, const AxisSp
   return cudaGetLastError();
 }
 
-template <typename T>
-cudaError_t LaunchExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& p) {
+template <typename T, class Finish = ExpOnly>
+cudaError_t LaunchExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& p,
+                      Finish finish = Finish{}) {
   const auto* in = static_cast<const T*>(x);
   auto* out = static_cast<T*>(y);
   const int threads = 256;
@@ -393,9 +412,9 @@ cudaError_t LaunchExp(cudaStream_t stream, const void* x, void* y, int64_t n, co
   return WithSteps(p, [&](auto k, const ExpParams& padded) {
     constexpr int K = decltype(k)::value;
     if (vector) {
-      SpikingExpKernel<T, K, true><<<grid, threads, 0, stream>>>(in, out, n, padded);
+      SpikingExpKernel<T, K, true><<<grid, threads, 0, stream>>>(in, out, n, padded, finish);
     } else {
-      SpikingExpKernel<T, K, false><<<grid, threads, 0, stream>>>(in, out, n, padded);
+      SpikingExpKernel<T, K, false><<<grid, threads, 0, stream>>>(in, out, n, padded, finish);
     }
     return cudaGetLastError();
   });
@@ -435,6 +454,12 @@ cudaError_t LaunchSpikingSoftmax(cudaStream_t stream, const void* x, void* y, co
 cudaError_t LaunchSpikingExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
                              bool half) {
   return half ? LaunchExp<__half>(stream, x, y, n, params) : LaunchExp<float>(stream, x, y, n, params);
+}
+
+cudaError_t LaunchSpikingActivation(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
+                                    const ActivationAttrs& act, bool half) {
+  const ActivationFinish finish{act};
+  return half ? LaunchExp<__half>(stream, x, y, n, params, finish) : LaunchExp<float>(stream, x, y, n, params, finish);
 }
 
 cudaError_t LaunchSpikingNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& split, int64_t time_steps,

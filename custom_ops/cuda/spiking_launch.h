@@ -12,6 +12,8 @@ namespace sit {
 // half = true: x and y hold IEEE float16 bits, computed in float32.
 cudaError_t LaunchSpikingExp(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
                              bool half);
+cudaError_t LaunchSpikingActivation(cudaStream_t stream, const void* x, void* y, int64_t n, const ExpParams& params,
+                                    const ActivationAttrs& act, bool half);
 cudaError_t LaunchSpikingNorm(cudaStream_t stream, const void* w, void* y, const AxisSplit& split, int64_t time_steps,
                               bool half);
 

@@ -7,5 +7,6 @@ constexpr int kDomainVersion = 1;
 constexpr const char* kSpikingExp = "SpikingExp";
 constexpr const char* kSpikingNorm = "SpikingNorm";
 constexpr const char* kSpikingSoftmax = "SpikingSoftmax";
+constexpr const char* kSpikingActivation = "SpikingActivation";
 constexpr int kMaxSteps = 64;
 }  // namespace sit

@@ -26,6 +26,25 @@ inline std::string NodeLabel(const char* op, const Ort::ConstKernelInfo& info) {
   return std::string(op) + " node '" + name + "'";
 }
 
+// Whether the node has attribute `name` as any of int, float, string, ints or floats.
+inline bool HasAttribute(const OrtKernelInfo* raw, const char* name) {
+  const OrtApi& api = Ort::GetApi();
+  int64_t i = 0;
+  float f = 0.f;
+  size_t size = 0;
+  OrtStatus* statuses[] = {api.KernelInfoGetAttribute_int64(raw, name, &i),
+                           api.KernelInfoGetAttribute_float(raw, name, &f),
+                           api.KernelInfoGetAttribute_string(raw, name, nullptr, &size),
+                           api.KernelInfoGetAttributeArray_float(raw, name, nullptr, &size),
+                           api.KernelInfoGetAttributeArray_int64(raw, name, nullptr, &size)};
+  bool found = false;
+  for (OrtStatus* s : statuses) {
+    if (s) api.ReleaseStatus(s);
+    else found = true;
+  }
+  return found;
+}
+
 // An optional int attribute: absent -> `fallback`; present with another type (a float, a string,
 // a list) -> an error, never silently the default (SpikingNorm with axis=0.0 must not normalise
 // along -1).
@@ -36,17 +55,24 @@ inline std::string ReadIntAttribute(const Ort::ConstKernelInfo& info, const char
   int64_t value = 0;
   if (OrtStatus* status = api.KernelInfoGetAttribute_int64(raw, name, &value)) {
     api.ReleaseStatus(status);
-    float f = 0.f;
-    size_t size = 0;
-    OrtStatus* as_float = api.KernelInfoGetAttribute_float(raw, name, &f);
-    OrtStatus* as_string = api.KernelInfoGetAttribute_string(raw, name, nullptr, &size);
-    OrtStatus* as_floats = api.KernelInfoGetAttributeArray_float(raw, name, nullptr, &size);
-    OrtStatus* as_ints = api.KernelInfoGetAttributeArray_int64(raw, name, nullptr, &size);
-    const bool other_type = !as_float || !as_string || !as_floats || !as_ints;
-    for (OrtStatus* s : {as_float, as_string, as_floats, as_ints}) {
-      if (s) api.ReleaseStatus(s);
-    }
-    if (other_type) return std::string(name) + " must be an int attribute";
+    if (HasAttribute(raw, name)) return std::string(name) + " must be an int attribute";
+    *out = fallback;
+    return "";
+  }
+  *out = value;
+  return "";
+}
+
+// A float attribute: absent -> `fallback`, or an error when `required`; another type -> an error.
+inline std::string ReadFloatAttribute(const Ort::ConstKernelInfo& info, const char* name, bool required,
+                                      float fallback, float* out) {
+  const OrtApi& api = Ort::GetApi();
+  const OrtKernelInfo* raw = info;
+  float value = 0.f;
+  if (OrtStatus* status = api.KernelInfoGetAttribute_float(raw, name, &value)) {
+    api.ReleaseStatus(status);
+    if (HasAttribute(raw, name)) return std::string(name) + " must be a float attribute";
+    if (required) return std::string("missing float attribute ") + name;
     *out = fallback;
     return "";
   }
@@ -80,6 +106,28 @@ struct NormKernelBase {
     } catch (const Ort::Exception&) {
     }
     return CheckNormAttrs(axis, time_steps, rank, &attrs);
+  }
+};
+
+// SpikingActivation: the SI-exp neuron with another parameter set, plus its bias, range and tails.
+struct ActivationKernelBase {
+  static constexpr const char* kName = kSpikingActivation;
+  ExpKernelBase exp;
+  ActivationAttrs act;
+  std::string Init(const Ort::ConstKernelInfo& info) {
+    std::string error = exp.Init(info);
+    float low = 0.f, high = 0.f, bias = 0.f;
+    if (error.empty()) error = ReadFloatAttribute(info, "low", true, 0.f, &low);
+    if (error.empty()) error = ReadFloatAttribute(info, "high", true, 0.f, &high);
+    if (error.empty()) error = ReadFloatAttribute(info, "bias", false, 0.f, &bias);
+    if (!error.empty()) return error;
+    std::vector<float> tails;
+    try {
+      tails = info.GetAttributes<float>("tails");
+    } catch (const Ort::Exception&) {
+      return "tails must be a list of 4 floats";
+    }
+    return CheckActivationAttrs(low, high, bias, tails, &act);
   }
 };
 

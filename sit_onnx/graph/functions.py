@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
+from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 
 CASTLIKE_OPSET = 15
 
@@ -27,7 +27,11 @@ def _attr_ref(name: str, ref: str, kind: int) -> onnx.AttributeProto:
 
 def _ref_constant(output: str, ref: str, kind: int) -> onnx.NodeProto:
     """`output = Constant(<value_* = @ref>)`: a tensor made from the calling node's attribute."""
-    attr_name = {onnx.AttributeProto.FLOATS: "value_floats", onnx.AttributeProto.INT: "value_int"}[kind]
+    attr_name = {
+        onnx.AttributeProto.FLOATS: "value_floats",
+        onnx.AttributeProto.INT: "value_int",
+        onnx.AttributeProto.FLOAT: "value_float",
+    }[kind]
     node = helper.make_node("Constant", [], [output])
     node.attribute.append(_attr_ref(attr_name, ref, kind))
     return node
@@ -219,9 +223,69 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
     return function
 
 
-def spiking_functions(steps: int, opset: int) -> list[onnx.FunctionProto]:
-    """The three bodies, every node named (tools such as onnx2torch refuse unnamed nodes)."""
+def _tail(nodes: list, x: str, side: str, index: int) -> str:
+    """slope * x + intercept of one side, or the intercept itself where the slope is 0 (so that
+    0 * -inf gives no NaN)."""
+    nodes += [
+        _scalar(f"{side}_slope_i", index),
+        _scalar(f"{side}_intercept_i", index + 1),
+        helper.make_node("Gather", ["tails", f"{side}_slope_i"], [f"{side}_slope"]),
+        helper.make_node("Gather", ["tails", f"{side}_intercept_i"], [f"{side}_intercept"]),
+        helper.make_node("Mul", [f"{side}_slope", x], [f"{side}_sx"]),
+        helper.make_node("Add", [f"{side}_sx", f"{side}_intercept"], [f"{side}_line"]),
+        helper.make_node("Equal", [f"{side}_slope", "zero"], [f"{side}_flat"]),
+        helper.make_node("Where", [f"{side}_flat", f"{side}_intercept", f"{side}_line"], [f"{side}_tail"]),
+    ]
+    return f"{side}_tail"
+
+
+def spiking_activation_function(opset: int) -> onnx.FunctionProto:
+    """SpikingActivation: its neuron is a SpikingExp call (same T, h, d attributes), then the bias
+    inside [low, high] and a straight tail outside, in float32 as the kernels compute."""
+    floats, single = onnx.AttributeProto.FLOATS, onnx.AttributeProto.FLOAT
+    nodes = [
+        _ref_constant("low", "low", single),
+        _ref_constant("high", "high", single),
+        _ref_constant("bias", "bias", single),
+        _ref_constant("tails_given", "tails", floats),
+        _vector("tails_size", [4]),
+        helper.make_node("Reshape", ["tails_given", "tails_size"], ["tails"]),  # fails unless 4 values
+    ]
+    x = _cast_in(nodes, "X", opset)
+    spiking_exp = helper.make_node(SPIKING_EXP, [x], ["spikes_sum"], domain=DOMAIN)
+    spiking_exp.attribute.extend(_attr_ref(n, n, floats) for n in ("thresholds", "resets", "weights"))
+    nodes += [
+        spiking_exp,
+        _scalar("zero", 0.0, TensorProto.FLOAT),
+        helper.make_node("Add", ["spikes_sum", "bias"], ["inside"]),
+    ]
+    below, above = _tail(nodes, x, "below", 0), _tail(nodes, x, "above", 2)
+    nodes += [
+        helper.make_node("Less", [x, "low"], ["is_below"]),
+        helper.make_node("Greater", [x, "high"], ["is_above"]),
+        helper.make_node("Where", ["is_above", above, "inside"], ["upper"]),
+        helper.make_node("Where", ["is_below", below, "upper"], ["y_f32"]),
+    ]
+    _cast_out(nodes, "y_f32", "X", "Y", opset)
+    function = helper.make_function(
+        DOMAIN,
+        SPIKING_ACTIVATION,
+        ["X"],
+        ["Y"],
+        nodes,
+        [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+        attributes=["thresholds", "resets", "weights", "low", "high", "tails"],
+    )
+    function.attribute_proto.extend([helper.make_attribute("bias", 0.0)])
+    return function
+
+
+def spiking_functions(steps: int, opset: int, activation: bool = False) -> list[onnx.FunctionProto]:
+    """The bodies (SpikingActivation's only when asked), every node named (tools such as onnx2torch
+    refuse unnamed nodes)."""
     functions = [spiking_exp_function(steps, opset), spiking_norm_function(opset), spiking_softmax_function(opset)]
+    if activation:
+        functions.append(spiking_activation_function(opset))
     for function in functions:
         for index, node in enumerate(function.node):
             node.name = node.name or f"{function.name}/{node.op_type}_{index}"

@@ -70,6 +70,7 @@ def test_domain_constants_match_cpp_header():
         "kSpikingExp": domain.SPIKING_EXP,
         "kSpikingNorm": domain.SPIKING_NORM,
         "kSpikingSoftmax": domain.SPIKING_SOFTMAX,
+        "kSpikingActivation": domain.SPIKING_ACTIVATION,
         "kMaxSteps": str(domain.MAX_STEPS),
     }
 

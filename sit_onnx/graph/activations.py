@@ -1,0 +1,303 @@
+"""Activation sites (GELU, SiLU, Sigmoid, Tanh) in every form exporters write, and their
+replacement by one SpikingActivation node each.
+
+Forms matched: ONNX `Gelu` (opset 20, both approximations); onnxruntime's `Gelu`, `FastGelu`
+and `BiasGelu` (com.microsoft, the bias added first); the Erf form `x*0.5*(1+erf(x/sqrt2))`
+and the tanh form `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3)))` in any association of the
+products (checked by evaluating the matched nodes, not by their shapes alone); `Sigmoid`;
+SiLU as `Mul(x, Sigmoid(x))`; `Tanh`. What is not converted says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import helper
+
+from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION
+from sit_onnx.graph.functions import CASTLIKE_OPSET
+from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS, constant_value
+from sit_onnx.graph.walk import walk_graphs
+from sit_onnx.neurons.activation import FUNCTIONS, ActivationParams, activation_function
+
+MS_DOMAIN = "com.microsoft"
+MAX_CHAIN_NODES = 16  # an Erf or tanh GELU is 5-10 nodes; a longer walk has left the activation
+CHAIN_CHECK_POINTS = np.linspace(-6.0, 6.0, 241)
+CHAIN_TOLERANCE = 2e-3  # the tanh form is within 5e-4 of exact GELU; anything else is another function
+
+
+@dataclass
+class ActivationSite:
+    """One activation in the graph: its input, output and the nodes that make it up."""
+
+    name: str
+    graph: gs.Graph = field(repr=False)
+    function: str
+    form: str
+    x: gs.Tensor = field(repr=False)
+    output: gs.Tensor = field(repr=False)
+    nodes: list = field(default_factory=list, repr=False)
+    bias: gs.Tensor | None = field(default=None, repr=False)  # added to x first (BiasGelu, FastGelu)
+
+
+@dataclass(frozen=True)
+class ActivationMiss:
+    """A node that starts an activation the pass was asked for but left alone, and why."""
+
+    name: str
+    graph: str
+    function: str
+    reason: str
+
+
+class NoSite(Exception):
+    """Why a node that starts an activation's form is no site."""
+
+
+def _sole_consumer(graph: gs.Graph, tensor: gs.Tensor, op: str) -> gs.Node:
+    if tensor in graph.outputs:
+        raise NoSite(f"{tensor.name!r} is a graph output")
+    consumers = list(tensor.outputs)
+    if len(consumers) != 1 or consumers[0].op != op:
+        found = ", ".join(c.op for c in consumers) or "nothing"
+        raise NoSite(f"{tensor.name!r} feeds {found}, not one {op}")
+    return consumers[0]
+
+
+def _other_input(node: gs.Node, tensor: gs.Tensor) -> gs.Tensor:
+    others = [t for t in node.inputs if t is not tensor]
+    if len(node.inputs) != 2 or len(others) != 1:
+        raise NoSite(f"{node.op} {node.name!r} does not take {tensor.name!r} once beside one other input")
+    return others[0]
+
+
+def _is_constant(tensor: gs.Tensor, value: float) -> bool:
+    found = constant_value(tensor)
+    return found is not None and found.size == 1 and math.isclose(float(found.reshape(-1)[0]), value, rel_tol=1e-3)
+
+
+def _gelu_ends(graph: gs.Graph, anchor: gs.Node) -> tuple[gs.Tensor, gs.Tensor]:
+    """From the Erf or Tanh of a GELU: (x, output), through 1 + anchor, times x, times 0.5 in any order."""
+    one_plus = _sole_consumer(graph, anchor.outputs[0], "Add")
+    if not _is_constant(_other_input(one_plus, anchor.outputs[0]), 1.0):
+        raise NoSite("the Add after it does not add 1")
+    first = _sole_consumer(graph, one_plus.outputs[0], "Mul")
+    other = _other_input(first, one_plus.outputs[0])
+    if _is_constant(other, 0.5):  # ((1 + erf) * 0.5) * x
+        second = _sole_consumer(graph, first.outputs[0], "Mul")
+        return _other_input(second, first.outputs[0]), second.outputs[0]
+    half_x = other.inputs[0] if other.inputs else None
+    if half_x is not None and half_x.op == "Mul" and len(half_x.inputs) == 2:  # (x * 0.5) * (1 + erf)
+        a, b = half_x.inputs
+        if _is_constant(b, 0.5) or _is_constant(a, 0.5):
+            return (a if _is_constant(b, 0.5) else b), first.outputs[0]
+    second = _sole_consumer(graph, first.outputs[0], "Mul")  # (x * (1 + erf)) * 0.5
+    if not _is_constant(_other_input(second, first.outputs[0]), 0.5):
+        raise NoSite("no factor 0.5 after the products")
+    return other, second.outputs[0]
+
+
+def _chain(graph: gs.Graph, x: gs.Tensor, output: gs.Tensor) -> list[gs.Node]:
+    """The nodes between x and output, in graph order; each of their values used inside only."""
+    nodes, stack = [], [output]
+    while stack:
+        tensor = stack.pop()
+        if tensor is x or constant_value(tensor) is not None:
+            continue
+        if not tensor.inputs:
+            raise NoSite(f"it also depends on {tensor.name!r}, not only on {x.name!r}")
+        producer = tensor.inputs[0]
+        if producer not in nodes:
+            nodes.append(producer)
+            stack.extend(producer.inputs)
+        if len(nodes) > MAX_CHAIN_NODES:
+            raise NoSite(f"more than {MAX_CHAIN_NODES} nodes between {x.name!r} and {output.name!r}")
+    for node in nodes:
+        for out in node.outputs:
+            if out is output:
+                continue
+            if out in graph.outputs or any(c not in nodes for c in out.outputs):
+                raise NoSite(f"its intermediate {out.name!r} is used outside the activation")
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    return sorted(nodes, key=lambda n: order.get(id(n), 0))
+
+
+_EVAL = {
+    "Add": lambda a, b: a + b,
+    "Sub": lambda a, b: a - b,
+    "Mul": lambda a, b: a * b,
+    "Div": lambda a, b: a / b,
+    "Pow": lambda a, b: np.power(a, b),
+    "Erf": lambda a: np.vectorize(math.erf, otypes=[np.float64])(a),
+    "Tanh": np.tanh,
+    "Sqrt": np.sqrt,
+    "Identity": lambda a: a,
+}
+
+
+def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarray:
+    """The chain's output on CHAIN_CHECK_POINTS, in float64 (only the elementwise ops GELU's forms use)."""
+    values = {id(x): CHAIN_CHECK_POINTS}
+    for node in nodes:
+        if node.op not in _EVAL or (node.domain or "") not in DEFAULT_DOMAINS:
+            raise NoSite(f"{node.op} {node.name!r} in the chain is not an elementwise op of GELU's forms")
+        args = []
+        for tensor in node.inputs:
+            known = values.get(id(tensor))
+            args.append(known if known is not None else np.asarray(constant_value(tensor), dtype=np.float64))
+        values[id(node.outputs[0])] = _EVAL[node.op](*args)
+    return np.broadcast_to(values[id(output)], CHAIN_CHECK_POINTS.shape)
+
+
+def _gelu_chain(graph: gs.Graph, anchor: gs.Node, form: str) -> ActivationSite:
+    x, output = _gelu_ends(graph, anchor)
+    nodes = _chain(graph, x, output)
+    if anchor not in nodes:
+        raise NoSite(f"{anchor.op} is not between {x.name!r} and {output.name!r}")
+    error = np.max(np.abs(_evaluate(nodes, x, output) - FUNCTIONS["gelu"].exact(CHAIN_CHECK_POINTS)))
+    if not error <= CHAIN_TOLERANCE:
+        raise NoSite(f"the nodes around it compute no GELU (off by {error:.3g} on [-6, 6])")
+    return ActivationSite(anchor.name, graph, "gelu", form, x, output, nodes)
+
+
+def _gelu_op(graph: gs.Graph, node: gs.Node) -> ActivationSite:
+    if (node.domain or "") in DEFAULT_DOMAINS:
+        form = f"Gelu (approximate={node.attrs.get('approximate', 'none')})"
+        return ActivationSite(node.name, graph, "gelu", form, node.inputs[0], node.outputs[0], [node])
+    bias = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1].name else None
+    if node.op == "BiasGelu" and bias is None:
+        raise NoSite("BiasGelu without its bias input")
+    return ActivationSite(
+        node.name, graph, "gelu", f"{MS_DOMAIN}::{node.op}", node.inputs[0], node.outputs[0], [node], bias
+    )
+
+
+def _sigmoid(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
+    x, s = node.inputs[0], node.outputs[0]
+    consumers = list(s.outputs)
+    if "silu" in wanted and len(consumers) == 1 and consumers[0].op == "Mul" and s not in graph.outputs:
+        mul = consumers[0]
+        if len(mul.inputs) == 2 and _other_input(mul, s) is x:
+            return ActivationSite(
+                mul.name or node.name, graph, "silu", "x * Sigmoid(x)", x, mul.outputs[0], [node, mul]
+            )
+    if "sigmoid" not in wanted:
+        raise NoSite("a Sigmoid that is no SiLU (x * Sigmoid(x)), and sigmoid was not asked for")
+    return ActivationSite(node.name, graph, "sigmoid", "Sigmoid", x, s, [node])
+
+
+def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
+    gelu_reason = None
+    if "gelu" in wanted:
+        try:
+            return _gelu_chain(graph, node, "tanh form")
+        except NoSite as exc:
+            gelu_reason = str(exc)
+    if "tanh" not in wanted:
+        raise NoSite(f"no GELU (tanh form): {gelu_reason}")
+    return ActivationSite(node.name, graph, "tanh", "Tanh", node.inputs[0], node.outputs[0], [node])
+
+
+def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite | None:
+    """The site `node` starts, None if it starts none of the wanted forms; NoSite says why not."""
+    domain = node.domain or ""
+    if domain in DEFAULT_DOMAINS:
+        if node.op == "Gelu" and "gelu" in wanted:
+            return _gelu_op(graph, node)
+        if node.op == "Erf" and "gelu" in wanted:
+            return _gelu_chain(graph, node, "Erf form")
+        if node.op == "Sigmoid" and wanted & {"sigmoid", "silu"}:
+            return _sigmoid(graph, node, wanted)
+        if node.op == "Tanh" and wanted & {"tanh", "gelu"}:
+            return _tanh(graph, node, wanted)
+    if domain == MS_DOMAIN and node.op in ("Gelu", "FastGelu", "BiasGelu") and "gelu" in wanted:
+        return _gelu_op(graph, node)
+    return None
+
+
+def _typed(site: ActivationSite) -> ActivationSite:
+    dtype = site.x.dtype
+    if dtype is None or isinstance(dtype, int) or np.dtype(dtype) not in (np.float32, np.float16):
+        raise NoSite(
+            f"input {site.x.name!r} has type {dtype if dtype is not None else 'unknown'}; "
+            "SpikingActivation takes float32 or float16"
+        )
+    return site
+
+
+def find_activation_sites(
+    graph: gs.Graph, functions: set[str], misses: list[ActivationMiss] | None = None
+) -> list[ActivationSite]:
+    """Every site of the wanted functions, in graph order; near misses into `misses` with why."""
+    unknown = sorted(set(functions) - set(FUNCTIONS))
+    if unknown:
+        raise ValueError(f"unknown activations {unknown}; known: {', '.join(FUNCTIONS)}")
+    sites, taken = [], set()
+    for sub in walk_graphs(graph):
+        for node in sub.nodes:
+            if id(node) in taken:
+                continue
+            try:
+                site = _match(sub, node, set(functions))
+                if site is not None:
+                    sites.append(_typed(site))
+                    taken.update(id(n) for n in site.nodes)
+            except NoSite as exc:
+                if misses is not None:
+                    misses.append(ActivationMiss(node.name, "main" if sub is graph else sub.name, node.op, str(exc)))
+    return sites
+
+
+def activation_attributes(params: ActivationParams) -> dict:
+    n = params.neuron
+    return {
+        "thresholds": [float(v) for v in n.thresholds],
+        "resets": [float(v) for v in n.resets],
+        "weights": [float(v) for v in n.weights],
+        "low": float(n.input_range[0]),
+        "high": float(n.input_range[1]),
+        "bias": params.bias,
+        "tails": [float(v) for v in params.tails],
+    }
+
+
+def replace_activation(site: ActivationSite, params: ActivationParams, opset: int, names) -> list[str]:
+    """Swap the site's nodes for one SpikingActivation (after an Add of the bias, and between
+    Casts for float16 below opset 15, where the function body has no casts); the op types inserted."""
+    graph, base = site.graph, site.name or site.function
+    for node in site.nodes:
+        node.inputs.clear()
+        node.outputs.clear()
+    inserted: list[str] = []
+    dtype = np.dtype(site.x.dtype)
+
+    def add(op, inputs, attrs=None, domain=None, out=None, out_dtype=dtype):
+        result = out or gs.Variable(names.fresh(f"{base}/{op}_out"), dtype=out_dtype)
+        node = gs.Node(op, names.fresh(f"{base}/sit_{op}"), attrs=attrs or {}, inputs=inputs, outputs=[result])
+        node.domain = domain
+        graph.nodes.append(node)
+        inserted.append(op)
+        return result
+
+    x = add("Add", [site.x, site.bias]) if site.bias is not None else site.x
+    attrs = activation_attributes(params)
+    if dtype == np.float16 and opset < CASTLIKE_OPSET:
+        wide = add("Cast", [x], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}, out_dtype=np.float32)
+        y = add(SPIKING_ACTIVATION, [wide], attrs, DOMAIN, out_dtype=np.float32)
+        add("Cast", [y], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=site.output)
+    else:
+        add(SPIKING_ACTIVATION, [x], attrs, DOMAIN, out=site.output)
+    return inserted
+
+
+def parse_activations(text: str) -> tuple[str, ...]:
+    """`gelu,silu` -> ('gelu', 'silu'); 'none' or '' -> (); an unknown name is an error."""
+    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
+    if names in ((), ("none",)):
+        return ()
+    for name in names:
+        activation_function(name)
+    return names

@@ -1,0 +1,161 @@
+"""SpikingActivation: the CPU kernels (every instruction set), the CUDA kernel where there is a GPU,
+and the function body that plain onnxruntime runs, each against the numpy reference, bit for bit."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from sit_onnx import domain
+from sit_onnx.graph.activations import activation_attributes
+from sit_onnx.graph.functions import spiking_functions
+from sit_onnx.neurons.activation import ActivationParams, shipped_activation, spiking_activation
+from sit_onnx.runtime.library import get_library_path
+from tests.helpers import random_params
+from tests.runtime.test_kernels import PROVIDERS, TYPES
+
+ISAS = ["default", "avx2", "portable"]
+
+
+def _model(attrs, dtype, rank, opset=17):
+    node = helper.make_node(domain.SPIKING_ACTIVATION, ["x"], ["y"], name="act", domain=domain.DOMAIN, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TYPES[dtype], [None] * rank)],
+        [helper.make_tensor_value_info("y", TYPES[dtype], [None] * rank)],
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(domain.DOMAIN, 1)],
+        functions=spiking_functions(len(attrs["resets"]), opset, activation=True),
+    )
+
+
+def _session(model, provider="cpu", library=True):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if library:
+        options.register_custom_ops_library(get_library_path())
+    if provider == "cuda":
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+
+
+def _random_set(rng, steps, slopes=True) -> ActivationParams:
+    """Any neuron, bias and tails (also sloped ones on both sides): the ops must follow the reference."""
+    tails = (
+        (rng.uniform(-2, 2), rng.uniform(-1, 1), rng.uniform(-2, 2), rng.uniform(-1, 1)) if slopes else (0, -1, 0, 1)
+    )
+    return ActivationParams("tanh", random_params(rng, steps), float(rng.normal()), tails)
+
+
+def _inputs(rng, params, shape, dtype):
+    lo, hi = params.input_range
+    x = rng.uniform(lo - 3, hi + 3, shape)
+    flat = x.reshape(-1)
+    specials = [np.nan, np.inf, -np.inf, lo, hi, np.nextafter(np.float32(lo), -1), np.nextafter(np.float32(hi), 1), 0]
+    flat[: min(flat.size, len(specials))] = specials[: flat.size]
+    return x.astype(dtype)
+
+
+SHAPES = [(0,), (1,), (9,), (3, 5, 17), (2, 40001)]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("steps", [1, 8, 12, 64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_kernel_matches_reference_bit_for_bit(rng, provider, dtype, steps, shape):
+    params = _random_set(rng, steps)
+    x = _inputs(rng, params, shape, dtype)
+    got = _session(_model(activation_attributes(params), dtype, len(shape)), provider).run(None, {"x": x})[0]
+    assert got.dtype == dtype and got.shape == x.shape
+    np.testing.assert_array_equal(got, spiking_activation(x, params))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_every_instruction_set_matches_reference(rng, monkeypatch, isa, dtype):
+    if isa != "default":
+        monkeypatch.setenv("SIT_ONNX_CPU_ISA", isa)
+    for function in ("gelu", "silu", "sigmoid", "tanh"):
+        params = shipped_activation(function, 12)
+        x = _inputs(rng, params, (4, 1027), dtype)
+        try:
+            session = _session(_model(activation_attributes(params), dtype, 2))
+        except Exception as exc:  # a CPU without the set: the kernel says so at session creation
+            assert "lacks" in str(exc)
+            pytest.skip(f"this CPU lacks {isa}")
+        np.testing.assert_array_equal(session.run(None, {"x": x})[0], spiking_activation(x, params))
+
+
+@pytest.mark.parametrize("opset", [13, 17, 20])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_function_body_matches_reference_bit_for_bit(rng, opset, dtype):
+    if dtype == np.float16 and opset < 15:
+        pytest.skip("below opset 15 the rewrite feeds the body float32 (it has no casts)")
+    params = _random_set(rng, 12)
+    x = _inputs(rng, params, (3, 333), dtype)
+    session = _session(_model(activation_attributes(params), dtype, 2, opset), library=False)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], spiking_activation(x, params))
+
+
+def test_flat_tails_give_their_level_at_infinity(rng):
+    """A slope of 0 is the intercept itself: GELU's 0 below the range stays 0 at -inf, not 0*-inf = NaN."""
+    params = shipped_activation("gelu", 12)
+    x = np.array([-np.inf, -1e30, np.inf, np.nan], dtype=np.float32)
+    for library in (True, False):
+        got = _session(_model(activation_attributes(params), np.float32, 1), library=library).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got, [0.0, 0.0, np.inf, np.nan])
+
+
+def _refused(attrs, library=True) -> str:
+    with pytest.raises(Exception) as info:
+        _session(_model(attrs, np.float32, 1), library=library).run(None, {"x": np.zeros(3, np.float32)})
+    return str(info.value)
+
+
+BAD = [
+    ("low", 2.0, "low and high must be finite with low < high"),
+    ("high", -9.0, "low and high must be finite with low < high"),
+    ("low", float("nan"), "low and high must be finite"),
+    ("tails", [0.0, 0.0, 1.0], "tails has 3 values; need 4"),
+    ("tails", [0.0, float("inf"), 1.0, 0.0], "tails holds a NaN or infinite value"),
+    ("bias", float("inf"), "bias must be finite"),
+    ("low", 1, "low must be a float attribute"),
+    ("bias", "0.5", "bias must be a float attribute"),
+    ("high", [1.0], "high must be a float attribute"),
+    ("weights", [1.0], "must have equal lengths"),
+]
+
+
+@pytest.mark.parametrize("name, value, message", BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
+def test_kernel_refuses_bad_attributes_at_session_creation_naming_the_node(rng, name, value, message):
+    attrs = {**activation_attributes(_random_set(rng, 4)), "low": -1.0, "high": 1.0, name: value}
+    text = _refused(attrs)
+    assert message in text and "SpikingActivation node 'act'" in text
+
+
+@pytest.mark.parametrize("missing", ["low", "high", "tails", "thresholds"])
+def test_kernel_refuses_missing_required_attributes(rng, missing):
+    attrs = activation_attributes(_random_set(rng, 4))
+    del attrs[missing]
+    assert "SpikingActivation node 'act'" in _refused(attrs)
+
+
+def test_bias_is_optional_and_defaults_to_zero(rng):
+    params = _random_set(rng, 6)
+    attrs = activation_attributes(params)
+    del attrs["bias"]
+    x = _inputs(rng, params, (50,), np.float32)
+    unbiased = ActivationParams(params.function, params.neuron, 0.0, params.tails)
+    for library in (True, False):
+        got = _session(_model(attrs, np.float32, 1), library=library).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got, spiking_activation(x, unbiased))
+
+
+def test_function_body_refuses_tails_of_another_length(rng):
+    attrs = {**activation_attributes(_random_set(rng, 4)), "tails": [0.0, 1.0]}
+    assert "Reshape" in _refused(attrs, library=False) or "reshape" in _refused(attrs, library=False).lower()
