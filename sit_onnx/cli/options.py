@@ -139,10 +139,38 @@ def rewrite_options(func):  # pragma: no mutate block
             "SpikingNorm), or the explicit chain [Sigmoid] [ReduceMax, Sub] SpikingExp SpikingNorm: same "
             "numbers, the chain 2-3x slower on CPU. Ensemble parameter sets always use the chain.",
         ),
+        click.option(
+            "--activations",
+            default="none",
+            show_default=True,
+            metavar="LIST",
+            callback=_activation_list,
+            help="Also convert these activations to SpikingActivation: a comma list of gelu, silu, sigmoid, "
+            "tanh (every form exporters write: Gelu, the Erf and tanh forms, com.microsoft Gelu/FastGelu/"
+            "BiasGelu, x*Sigmoid(x), ...), or none.",
+        ),
+        click.option(
+            "--activation-params",
+            multiple=True,
+            type=click.Path(),
+            metavar="FILE",
+            help="A fitted activation set (`sit-onnx neuron fit --function ...`) instead of the shipped one "
+            "for its function (repeatable).",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def _activation_list(ctx, param, value) -> tuple[str, ...]:
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.graph.activations import parse_activations
+
+    try:
+        return parse_activations(value)
+    except SitOnnxError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def rewrite_options_from(kwargs: dict, **extra):
@@ -158,6 +186,8 @@ def rewrite_options_from(kwargs: dict, **extra):
         shift=kwargs.pop("shift"),
         time_steps=kwargs.pop("time_steps"),
         fuse=kwargs.pop("fuse"),
+        activations=kwargs.pop("activations"),
+        activation_params=tuple(str(p) for p in kwargs.pop("activation_params")),
         **extra,
     )
 

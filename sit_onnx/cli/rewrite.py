@@ -151,6 +151,9 @@ def _print_report(report, options, explain: bool) -> None:
     click.echo(table(changed, ["op", "before", "after"]))
     rows = [[s.name, s.graph, s.axis, "converted" if s.converted else f"skipped: {s.reason}"] for s in report.sites]
     click.echo(table(rows, ["site", "graph", "axis", "result"]))
+    if report.activations:
+        rows = [[a["name"], a["graph"], a["function"], a["form"], a["range"]] for a in report.activations]
+        click.echo(table(rows, ["activation", "graph", "function", "form", "range"]))
     for note in report.notes:
         click.echo(f"note: {note}")
     if explain:
@@ -158,11 +161,17 @@ def _print_report(report, options, explain: bool) -> None:
             click.echo(f"not a site: Exp node '{miss['name']}' in graph {miss['graph']}: {miss['reason']}")
         if not report.near_misses:
             click.echo("not a site: no softmax-like pattern was left unmatched")
+        for miss in report.activation_misses:
+            click.echo(
+                f"not an activation site: {miss['function']} node '{miss['name']}' in graph {miss['graph']}: "
+                f"{miss['reason']}"
+            )
     for op in report.attention_left_alone:
         click.echo(f"left alone: {op['op']} node '{op['name']}' in graph {op['graph']}: {op['reason']}")
     left = report.attention_left_alone
     click.echo(
         f"{len(report.converted)} of {len(report.sites)} softmax sites converted"
+        + (f", {len(report.activations)} activations" if options.activations else "")
         + (f"; {attention_summary(left)}" if left else "")
         + f" (K={report.steps}, {'shift' if options.shift else 'no shift'}{', sigmoid' if options.sigmoid else ''}"
         f"{', fused' if report.options['fuse'] else ', chain'}) -> {report.output}"

@@ -15,8 +15,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import version_converter
 
-from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP
+from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_EXP
 from sit_onnx.errors import SitOnnxError, first_line
+from sit_onnx.graph.activations import ActivationMiss, find_activation_sites, replace_activation
 from sit_onnx.graph.attention import AttentionOp, expand_attention
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.light import light_copy, write_back
@@ -26,6 +27,7 @@ from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_protos
+from sit_onnx.neurons.activation import ActivationParams, load_activation, shipped_activation
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
 from sit_onnx.neurons.softmax import SoftmaxOptions
 
@@ -49,6 +51,29 @@ class RewriteOptions:
     # One SpikingSoftmax node per site (its function body is SpikingExp -> SpikingNorm), or the
     # explicit chain of standard ops and the two neurons. None: fused, except for an ensemble set.
     fuse: bool | None = None
+    # Activations converted besides softmax (gelu, silu, sigmoid, tanh; default none), with the
+    # shipped set for K unless one of `activation_params` (files) is fitted to that function.
+    activations: tuple[str, ...] = ()
+    activation_params: tuple[str, ...] = ()
+
+    def activation_sets(self, steps: int) -> dict[str, ActivationParams]:
+        """Per asked-for function, its set: a given file, else the shipped one for K."""
+        given = {}
+        for path in self.activation_params:
+            loaded = load_activation(path)
+            if loaded.function in given:
+                raise SitOnnxError(f"--activation-params: two files for {loaded.function}")
+            given[loaded.function] = loaded
+        stray = sorted(set(given) - set(self.activations))
+        if stray:
+            raise SitOnnxError(
+                f"--activation-params holds a {stray[0]} set, but --activations does not name {stray[0]}"
+            )
+        sets = {name: given.get(name) or shipped_activation(name, steps) for name in self.activations}
+        for name, found in sets.items():
+            if found.steps != steps:
+                raise SitOnnxError(f"the {name} set has K={found.steps}; every spiking op of a model shares K={steps}")
+        return sets
 
     def softmax_options(self) -> SoftmaxOptions:
         """How each site's neurons are fed: the reference's options (the same numbers, by construction)."""
@@ -241,6 +266,29 @@ def apply(
     return reports
 
 
+def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParams], opset: int) -> list[dict]:
+    """Replace every activation site with its function's set; one report entry per site."""
+    names = NamePool(graph)
+    reports = []
+    for site in sites:
+        own = sets[site.function]
+        inserted = replace_activation(site, own, opset, names)
+        reports.append(
+            {
+                "name": site.name,
+                "graph": "main" if site.graph is graph else site.graph.name,
+                "function": site.function,
+                "form": site.form,
+                "input": site.x.name,
+                "output": site.output.name,
+                "range": list(own.input_range),
+                "replaced_with": inserted,
+            }
+        )
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return reports
+
+
 def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bool) -> onnx.ModelProto:
     """The rewritten light model: exported, annotated as the source was, with the spiking
     functions and metadata, optionally inlined, and checked."""
@@ -250,7 +298,8 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     new.ir_version = max(light.ir_version, new.ir_version)
     del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
     new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
-    _attach_functions(new, params.steps, prepared.opset)
+    activations = count_ops(new.graph).get(f"{DOMAIN}::{SPIKING_ACTIVATION}", 0) > 0  # this pass's or an earlier one's
+    _attach_functions(new, params.steps, prepared.opset, activations)
     new.metadata_props.extend(light.metadata_props)
     props = {p.key: p.value for p in new.metadata_props}
     onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
@@ -278,6 +327,7 @@ def rewrite_model(
     the result). `site_params` (from per-site calibration) overrides the set per site name.
     prepare -> find -> select -> apply -> finish -> report."""
     params, fuse = _checked_options(options)
+    activation_sets = options.activation_sets(params.steps)
     _check_site_params(site_params or {}, params)
     label = source or "model"
     already = _existing_steps(model)
@@ -289,12 +339,16 @@ def rewrite_model(
     graph.toposort()
     misses: list[NearMiss] = []
     sites = find_sites(graph, misses)
-    if not sites:
+    activation_misses: list[ActivationMiss] = []
+    activation_sites = find_activation_sites(graph, set(activation_sets), activation_misses)
+    if not sites and not activation_sites:
         extra = f"; {attention_summary(left_alone)}" if left_alone else ""
         extra += "".join(f"; Exp {m.name!r} is no softmax: {m.reason}" for m in misses[:3])
-        raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert{extra}")
+        wanted = f" nor {'/'.join(activation_sets)} activation" if activation_sets else ""
+        raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax){wanted} to convert{extra}")
     reasons = select_sites(sites, options)
     reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse, site_params)
+    activation_reports = apply_activations(graph, activation_sites, activation_sets, prepared.opset)
     new = finish(graph, prepared, params, options.inline)
     report = RewriteReport(
         input=source,
@@ -311,6 +365,8 @@ def rewrite_model(
         notes=prepared.notes + _option_notes(options, params, fuse) + _calibration_notes(reports, site_params),
         attention=[asdict(a) for a in prepared.attention],
         near_misses=[asdict(m) for m in misses],
+        activations=activation_reports,
+        activation_misses=[asdict(m) for m in activation_misses],
     )
     return write_back(prepared.model, new, prepared.aside), report
 
@@ -385,8 +441,8 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _attach_functions(model: onnx.ModelProto, steps: int, opset: int) -> None:
-    model.functions.extend(spiking_functions(steps, opset))
+def _attach_functions(model: onnx.ModelProto, steps: int, opset: int, activations: bool = False) -> None:
+    model.functions.extend(spiking_functions(steps, opset, activations))
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
 

@@ -41,6 +41,8 @@ class RewriteReport:
     attention: list[dict] = field(default_factory=list)  # attention ops met: expanded, or left alone and why
     near_misses: list[dict] = field(default_factory=list)  # Exp nodes that almost formed a softmax, and why not
     calibration: list[dict] = field(default_factory=list)  # per-site calibration: each site's rows and chosen set
+    activations: list[dict] = field(default_factory=list)  # activation sites converted (rewrite --activations)
+    activation_misses: list[dict] = field(default_factory=list)  # nodes of an asked-for activation left alone, and why
 
     @property
     def attention_left_alone(self) -> list[dict]:

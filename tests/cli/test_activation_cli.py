@@ -1,0 +1,164 @@
+"""`--activations` and `--activation-params` end to end through the CLI, and `neuron fit|show --function`."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from sit_onnx.neurons.activation import load_activation, shipped_activation, spiking_activation
+from tests.cli.test_rewrite_cli import assert_one_line_error, invoke
+from tests.graph.test_activation_rewrite import _erf_torch, _model, _x
+from tests.helpers import parse_table, run
+
+
+@pytest.fixture
+def gelu_path(tmp_path):
+    nodes, consts = _erf_torch()
+    model = _model(
+        nodes
+        + [helper.make_node("Tanh", ["y"], ["t"], name="tanh"), helper.make_node("Softmax", ["t"], ["z"], name="sm")],
+        consts,
+    )
+    model.graph.output[0].name = "z"
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_rewrite_converts_the_asked_activations_and_reports_them(gelu_path, tmp_path):
+    out = tmp_path / "out.onnx"
+    result = invoke("rewrite", gelu_path, "-o", out, "--activations", "gelu,tanh", "-k", "8")
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 softmax sites converted, 2 activations" in result.output
+    header, rows = parse_table(result.output[result.output.index("activation  ") :])
+    assert header == ["activation", "graph", "function", "form", "range"]
+    assert rows == [["erf", "main", "gelu", "Erf form", "[-4.0, 4.0]"], ["tanh", "main", "tanh", "Tanh", "[-4.0, 4.0]"]]
+    converted = onnx.load(str(out))
+    assert [n.op_type for n in converted.graph.node] == ["SpikingActivation", "SpikingActivation", "SpikingSoftmax"]
+    x = _x()
+    inner = spiking_activation(spiking_activation(x, shipped_activation("gelu", 8)), shipped_activation("tanh", 8))
+    got = run(converted, {"x": x})[0]
+    np.testing.assert_allclose(got.sum(axis=-1), 1, atol=1e-5)
+    assert np.argmax(got, -1).tolist() == np.argmax(inner, -1).tolist()
+
+
+def test_rewrite_json_and_explain_list_the_activations_and_misses(gelu_path, tmp_path):
+    result = invoke("rewrite", gelu_path, "-o", tmp_path / "a.onnx", "--activations", "gelu,silu", "--json")
+    record = json.loads(result.output)
+    assert [(a["function"], a["form"], a["replaced_with"]) for a in record["activations"]] == [
+        ("gelu", "Erf form", ["SpikingActivation"])
+    ]
+    assert record["activation_misses"] == [
+        {
+            "name": "tanh",
+            "graph": "main",
+            "function": "Tanh",
+            "reason": "no GELU (tanh form): 't' feeds Softmax, not one Add",
+        }
+    ]
+    explained = invoke("rewrite", gelu_path, "-o", tmp_path / "b.onnx", "--activations", "silu", "--explain")
+    assert explained.exit_code == 0, explained.output
+    assert "1 of 1 softmax sites converted, 0 activations" in explained.output
+
+
+def test_explain_says_why_a_tanh_is_no_gelu(gelu_path, tmp_path):
+    result = invoke("rewrite", gelu_path, "-o", tmp_path / "a.onnx", "--activations", "gelu", "--explain")
+    assert result.exit_code == 0, result.output
+    assert (
+        "not an activation site: Tanh node 'tanh' in graph main: no GELU (tanh form): 't' feeds Softmax, not one Add"
+    ) in result.output
+
+
+def test_without_the_flag_no_activation_is_touched(gelu_path, tmp_path):
+    out = tmp_path / "out.onnx"
+    assert invoke("rewrite", gelu_path, "-o", out).exit_code == 0
+    assert "Erf" in [n.op_type for n in onnx.load(str(out)).graph.node]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--activations", "relu"], "unknown activation 'relu'"),
+        (["--activations", "gelu", "-k", "10"], "no shipped gelu set for K=10"),
+        (["--activation-params", "missing.json", "--activations", "gelu"], "activation file not found"),
+    ],
+)
+def test_bad_activation_flags_are_one_line_errors(gelu_path, tmp_path, args, message):
+    out = tmp_path / "out.onnx"
+    result = invoke("rewrite", gelu_path, "-o", out, *args)
+    assert_one_line_error(result, message, code=2 if "relu" in args else 1)
+    assert not out.exists()
+
+
+def test_neuron_fit_and_show_an_activation(tmp_path):
+    path = tmp_path / "g.json"
+    result = invoke(
+        "neuron",
+        "fit",
+        "--function",
+        "gelu",
+        "-k",
+        "4",
+        "--range",
+        "-3",
+        "3",
+        "--restarts",
+        "1",
+        "--iterations",
+        "20",
+        "--polish-rounds",
+        "1",
+        "-o",
+        path,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    fitted = load_activation(path)
+    assert record["range"] == [-3.0, 3.0] and fitted.input_range == (-3.0, 3.0) and record["bias"] == fitted.bias
+    shown = invoke("neuron", "show", "--function", "gelu", "--params", path, "--json")
+    assert json.loads(shown.output)["rmse"] == record["rmse"]
+    wrong = invoke("neuron", "show", "--function", "tanh", "--params", path)
+    assert_one_line_error(wrong, "holds a gelu set, not tanh", code=2)
+
+
+def test_neuron_fit_activation_defaults_to_the_function_range(tmp_path):
+    path = tmp_path / "s.json"
+    result = invoke(
+        "neuron",
+        "fit",
+        "--function",
+        "silu",
+        "-k",
+        "3",
+        "--restarts",
+        "1",
+        "--iterations",
+        "10",
+        "--polish-rounds",
+        "0",
+        "-o",
+        path,
+    )
+    assert result.exit_code == 0, result.output
+    assert "silu K=3 on [-8, 8]" in result.output and load_activation(path).input_range == (-8.0, 8.0)
+
+
+@pytest.mark.parametrize(
+    "flag", [["--objective", "softmax"], ["--neurons", "2"], ["--weighting", "relative"], ["--warm-start", "shipped"]]
+)
+def test_neuron_fit_refuses_exp_only_flags_for_activations(tmp_path, flag):
+    result = invoke("neuron", "fit", "--function", "tanh", "-o", tmp_path / "t.json", *flag)
+    assert_one_line_error(result, f"{flag[0]} serves the exp fit only, not --function tanh", code=2)
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_neuron_show_prints_the_shipped_activation_set():
+    result = invoke("neuron", "show", "--function", "sigmoid", "-k", "8")
+    assert result.exit_code == 0, result.output
+    assert "SpikingActivation sigmoid K=8 fitted on [-8, 8]" in result.output
+    assert "tails: 0*x + 0 below -8, 0*x + 1 above 8" in result.output
+    _, rows = parse_table(result.output)
+    assert len(rows) == 8

@@ -1,0 +1,338 @@
+"""`rewrite --activations`: every form exporters write is found and replaced by one SpikingActivation
+whose output is the reference's; what is not an activation is left alone, saying why."""
+
+import math
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx import domain
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.activations import parse_activations
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons.activation import fit_activation, shipped_activation, spiking_activation
+from tests.helpers import run, softmax_model
+
+ALL = ("gelu", "silu", "sigmoid", "tanh")
+
+
+def _const(name, value, dtype=np.float32):
+    return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+
+def _model(nodes, initializers=(), opset=17, dtype=TensorProto.FLOAT, extra_outputs=(), domains=()):
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", dtype, [2, 50])],
+        [helper.make_tensor_value_info(name, dtype, None) for name in ("y", *extra_outputs)],
+        initializer=list(initializers),
+    )
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def _erf_torch():  # torch.nn.GELU at opset < 20: ((x * (1 + erf(x / sqrt2))) * 0.5)
+    nodes = [
+        helper.make_node("Div", ["x", "sqrt2"], ["d"], name="div"),
+        helper.make_node("Erf", ["d"], ["e"], name="erf"),
+        helper.make_node("Add", ["e", "one"], ["a"], name="add"),
+        helper.make_node("Mul", ["x", "a"], ["m"], name="mul"),
+        helper.make_node("Mul", ["m", "half"], ["y"], name="mul_half"),
+    ]
+    return nodes, [_const("sqrt2", math.sqrt(2)), _const("one", 1.0), _const("half", 0.5)]
+
+
+def _erf_hf():  # BERT's gelu: (x * 0.5) * (1 + erf(x * (1/sqrt2)))
+    nodes = [
+        helper.make_node("Mul", ["x", "inv_sqrt2"], ["d"], name="scale"),
+        helper.make_node("Erf", ["d"], ["e"], name="erf"),
+        helper.make_node("Add", ["one", "e"], ["a"], name="add"),
+        helper.make_node("Mul", ["half", "x"], ["h"], name="half_x"),
+        helper.make_node("Mul", ["h", "a"], ["y"], name="mul"),
+    ]
+    return nodes, [_const("inv_sqrt2", 1 / math.sqrt(2)), _const("one", 1.0), _const("half", 0.5)]
+
+
+def _erf_half_first():  # x * ((1 + erf(x / sqrt2)) * 0.5)
+    nodes = [
+        helper.make_node("Div", ["x", "sqrt2"], ["d"], name="div"),
+        helper.make_node("Erf", ["d"], ["e"], name="erf"),
+        helper.make_node("Add", ["e", "one"], ["a"], name="add"),
+        helper.make_node("Mul", ["a", "half"], ["ah"], name="mul_half"),
+        helper.make_node("Mul", ["ah", "x"], ["y"], name="mul"),
+    ]
+    return nodes, [_const("sqrt2", math.sqrt(2)), _const("one", 1.0), _const("half", 0.5)]
+
+
+def _tanh_gelu():  # GPT-2's gelu_new: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+    nodes = [
+        helper.make_node("Pow", ["x", "three"], ["cube"], name="pow"),
+        helper.make_node("Mul", ["c", "cube"], ["cc"], name="mul_c"),
+        helper.make_node("Add", ["x", "cc"], ["inner"], name="add_inner"),
+        helper.make_node("Mul", ["k", "inner"], ["t_in"], name="mul_k"),
+        helper.make_node("Tanh", ["t_in"], ["t"], name="tanh"),
+        helper.make_node("Add", ["t", "one"], ["a"], name="add"),
+        helper.make_node("Mul", ["half", "x"], ["h"], name="half_x"),
+        helper.make_node("Mul", ["h", "a"], ["y"], name="mul"),
+    ]
+    consts = [_const("three", 3.0), _const("c", 0.044715), _const("k", math.sqrt(2 / math.pi))]
+    return nodes, consts + [_const("one", 1.0), _const("half", 0.5)]
+
+
+FORMS = {
+    "Erf form (torch)": (_erf_torch, "gelu", "Erf form"),
+    "Erf form (BERT)": (_erf_hf, "gelu", "Erf form"),
+    "Erf form (half first)": (_erf_half_first, "gelu", "Erf form"),
+    "tanh form": (_tanh_gelu, "gelu", "tanh form"),
+    "Gelu op": (lambda: ([helper.make_node("Gelu", ["x"], ["y"], name="g")], []), "gelu", "Gelu (approximate=none)"),
+    "Sigmoid": (lambda: ([helper.make_node("Sigmoid", ["x"], ["y"], name="s")], []), "sigmoid", "Sigmoid"),
+    "Tanh": (lambda: ([helper.make_node("Tanh", ["x"], ["y"], name="t")], []), "tanh", "Tanh"),
+    "SiLU": (
+        lambda: ([helper.make_node("Sigmoid", ["x"], ["s"], name="s"), helper.make_node("Mul", ["s", "x"], ["y"])], []),
+        "silu",
+        "x * Sigmoid(x)",
+    ),
+}
+
+
+def _x(seed=0):
+    return np.random.default_rng(seed).normal(0, 3, (2, 50)).astype(np.float32)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_each_form_becomes_one_spiking_activation_with_the_reference_output(form):
+    build, function, form_name = FORMS[form]
+    nodes, consts = build()
+    model = _model(nodes, consts, opset=20 if form == "Gelu op" else 17)
+    new, report = rewrite_model(model, RewriteOptions(activations=ALL))
+    assert [(a["function"], a["form"]) for a in report.activations] == [(function, form_name)]
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation"]
+    x = _x()
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, shipped_activation(function, 12)))
+    assert report.sites == []  # no softmax: activations alone are something to convert
+
+
+@pytest.mark.parametrize("op, inputs", [("Gelu", ["x"]), ("FastGelu", ["x", "b"]), ("BiasGelu", ["x", "b"])])
+def test_onnxruntime_gelu_ops_with_their_bias_added_first(op, inputs):
+    model = _model(
+        [helper.make_node(op, inputs, ["y"], name="g", domain="com.microsoft")],
+        [_const("b", np.linspace(-1, 1, 50))],
+        domains=["com.microsoft"],
+    )
+    new, report = rewrite_model(model, RewriteOptions(activations=("gelu",)))
+    assert report.activations[0]["form"] == f"com.microsoft::{op}"
+    x = _x()
+    ops = [n.op_type for n in new.graph.node]
+    assert ops == (["Add", "SpikingActivation"] if len(inputs) == 2 else ["SpikingActivation"])
+    fed = x + np.linspace(-1, 1, 50).astype(np.float32) if len(inputs) == 2 else x
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(fed, shipped_activation("gelu", 12)))
+
+
+def test_without_activations_asked_they_stay_as_they_are():
+    nodes, consts = _erf_torch()
+    with pytest.raises(SitOnnxError, match="no Softmax"):
+        rewrite_model(_model(nodes, consts))
+    with pytest.raises(SitOnnxError, match="nor sigmoid activation"):
+        rewrite_model(_model(nodes, consts), RewriteOptions(activations=("sigmoid",)))
+
+
+def test_only_the_asked_functions_are_converted():
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"], name="s"),
+        helper.make_node("Tanh", ["s"], ["y"], name="t"),
+    ]
+    _, report = rewrite_model(_model(nodes), RewriteOptions(activations=("tanh",)))
+    assert [a["function"] for a in report.activations] == ["tanh"] and report.activation_misses == []
+    _, report = rewrite_model(_model(nodes), RewriteOptions(activations=("tanh", "silu")))
+    assert [a["function"] for a in report.activations] == ["tanh"]
+    assert report.activation_misses == [
+        {
+            "name": "s",
+            "graph": "main",
+            "function": "Sigmoid",
+            "reason": "a Sigmoid that is no SiLU (x * Sigmoid(x)), and sigmoid was not asked for",
+        }
+    ]
+
+
+def test_silu_needs_the_sigmoid_of_the_same_x():
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["s"], name="s"),
+        helper.make_node("Neg", ["x"], ["n"], name="neg"),
+        helper.make_node("Mul", ["s", "n"], ["y"], name="mul"),
+    ]
+    new, report = rewrite_model(_model(nodes), RewriteOptions(activations=("silu", "sigmoid")))
+    assert [(a["function"], a["name"]) for a in report.activations] == [("sigmoid", "s")]
+    assert sorted(n.op_type for n in new.graph.node) == ["Mul", "Neg", "SpikingActivation"]
+
+
+def _erf_variant(**changes):
+    nodes, consts = _erf_torch()
+    values = {c.name: float(numpy_helper.to_array(c)) for c in consts}
+    values.update(changes)
+    return nodes, [_const(k, v) for k, v in values.items()]
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"one": 2.0}, "the Add after it does not add 1"),
+        ({"half": 0.25}, "no factor 0.5 after the products"),
+        ({"sqrt2": 2.0}, "the nodes around it compute no GELU (off by"),
+    ],
+)
+def test_a_near_gelu_is_left_alone_saying_why(changes, reason):
+    nodes, consts = _erf_variant(**changes)
+    model = _model(nodes + [helper.make_node("Softmax", ["y"], ["z"], name="sm")], consts)
+    model.graph.output[0].name = "z"
+    new, report = rewrite_model(model, RewriteOptions(activations=("gelu",)))
+    assert report.activations == []
+    assert len(report.activation_misses) == 1 and report.activation_misses[0]["reason"].startswith(reason)
+    assert "Erf" in [n.op_type for n in new.graph.node]
+
+
+def test_an_intermediate_used_elsewhere_keeps_the_gelu():
+    nodes, consts = _erf_torch()
+    model = _model(nodes, consts, extra_outputs=("a",))
+    with pytest.raises(SitOnnxError, match="no Softmax"):
+        rewrite_model(model, RewriteOptions(activations=("gelu",)))
+    misses = []
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.activations import find_activation_sites
+
+    assert find_activation_sites(gs.import_onnx(model), {"gelu"}, misses) == []
+    assert misses[0].reason == "'a' is a graph output"
+
+
+def test_a_chain_reading_another_input_is_no_gelu():
+    nodes, consts = _erf_torch()
+    nodes[0] = helper.make_node("Div", ["w", "sqrt2"], ["d"], name="div")  # erf of another tensor
+    model = _model(nodes, consts)
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 50]))
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.activations import find_activation_sites
+
+    misses = []
+    assert find_activation_sites(gs.import_onnx(model), {"gelu"}, misses) == []
+    assert misses[0].reason == "it also depends on 'w', not only on 'x'"
+
+
+def test_a_double_input_is_left_alone_naming_its_type():
+    model = _model([helper.make_node("Tanh", ["x"], ["y"], name="t")], dtype=TensorProto.DOUBLE)
+    with pytest.raises(SitOnnxError, match="no Softmax"):
+        rewrite_model(model, RewriteOptions(activations=("tanh",)))
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.activations import find_activation_sites
+
+    misses = []
+    find_activation_sites(gs.import_onnx(model), {"tanh"}, misses)
+    assert "has type float64; SpikingActivation takes float32 or float16" in misses[0].reason
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_float16_model_at_every_opset(opset):
+    model = _model([helper.make_node("Sigmoid", ["x"], ["y"], name="s")], opset=opset, dtype=TensorProto.FLOAT16)
+    new, report = rewrite_model(model, RewriteOptions(activations=("sigmoid",)))
+    ops = [n.op_type for n in new.graph.node]
+    assert ops == (["Cast", "SpikingActivation", "Cast"] if opset < 15 else ["SpikingActivation"])
+    x = _x().astype(np.float16)
+    got = run(new, {"x": x})[0]
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, spiking_activation(x, shipped_activation("sigmoid", 12)))
+
+
+def test_softmax_and_activations_together_inline_and_chain():
+    nodes, consts = _erf_torch()
+    model = _model(nodes + [helper.make_node("Softmax", ["y"], ["z"], name="sm")], consts)
+    model.graph.output[0].name = "z"
+    x = _x()
+    outputs = []
+    for options in (
+        RewriteOptions(activations=ALL),
+        RewriteOptions(activations=ALL, inline=True),
+        RewriteOptions(activations=ALL, fuse=False, sigmoid=True),
+    ):
+        new, report = rewrite_model(model, options)
+        assert len(report.converted) == 1 and len(report.activations) == 1
+        # the Sigmoid the softmax pass inserts (--sigmoid --chain) is no activation site
+        assert [a["name"] for a in report.activations] == ["erf"]
+        outputs.append(run(new, {"x": x})[0])
+        if options.inline:
+            assert not any(n.domain == domain.DOMAIN for n in new.graph.node) and not new.functions
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6)
+
+
+def test_a_converted_model_keeps_its_activation_body_when_converted_again():
+    nodes, consts = _erf_torch()
+    model = _model(nodes + [helper.make_node("Softmax", ["y"], ["z"], name="sm")], consts)
+    model.graph.output[0].name = "z"
+    once, _ = rewrite_model(model, RewriteOptions(activations=("gelu",), first=0))
+    twice, _ = rewrite_model(once, RewriteOptions())
+    assert domain.SPIKING_ACTIVATION in [f.name for f in twice.functions]
+    x = _x()
+    np.testing.assert_array_equal(
+        run(twice, {"x": x})[0], run(rewrite_model(model, RewriteOptions(activations=("gelu",)))[0], {"x": x})[0]
+    )
+
+
+def test_activation_sets_given_as_files(tmp_path):
+    fitted = fit_activation("tanh", 12, (-3, 3), restarts=1, iterations=30, polish_rounds=1)
+    path = tmp_path / "tanh.json"
+    fitted.save(path)
+    model = _model([helper.make_node("Tanh", ["x"], ["y"], name="t")])
+    new, report = rewrite_model(model, RewriteOptions(activations=("tanh",), activation_params=(str(path),)))
+    assert report.activations[0]["range"] == [-3.0, 3.0]
+    x = _x()
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, fitted))
+    with pytest.raises(SitOnnxError, match="holds a tanh set, but --activations does not name tanh"):
+        rewrite_model(model, RewriteOptions(activations=("gelu",), activation_params=(str(path),)))
+    with pytest.raises(SitOnnxError, match="two files for tanh"):
+        rewrite_model(model, RewriteOptions(activations=("tanh",), activation_params=(str(path), str(path))))
+    with pytest.raises(SitOnnxError, match="the tanh set has K=12; every spiking op of a model shares K=8"):
+        rewrite_model(model, RewriteOptions(steps=8, activations=("tanh",), activation_params=(str(path),)))
+
+
+def test_no_shipped_set_for_other_steps():
+    with pytest.raises(SitOnnxError, match="no shipped gelu set for K=10"):
+        rewrite_model(softmax_model([2, 3]), RewriteOptions(steps=10, activations=("gelu",)))
+
+
+@pytest.mark.parametrize(
+    "text, parsed",
+    [("none", ()), ("", ()), ("GELU, silu,gelu", ("gelu", "silu")), ("tanh", ("tanh",))],
+)
+def test_parse_activations(text, parsed):
+    assert parse_activations(text) == parsed
+
+
+def test_parse_activations_refuses_unknown_names():
+    with pytest.raises(SitOnnxError, match="unknown activation 'relu'; known: gelu, silu, sigmoid, tanh"):
+        parse_activations("gelu,relu")
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+def test_torch_exports_of_every_activation(tmp_path, opset):
+    torch = pytest.importorskip("torch")
+    from sit_onnx.export.torch_export import export_module
+
+    for act, function in [
+        (torch.nn.GELU(), "gelu"),
+        (torch.nn.GELU(approximate="tanh"), "gelu"),
+        (torch.nn.SiLU(), "silu"),
+        (torch.nn.Sigmoid(), "sigmoid"),
+        (torch.nn.Tanh(), "tanh"),
+    ]:
+        module = torch.nn.Sequential(torch.nn.Linear(50, 50), act)
+        model = export_module(module, torch.zeros(2, 50), tmp_path / "m.onnx", opset=opset)
+        new, report = rewrite_model(model, RewriteOptions(activations=ALL))
+        assert [a["function"] for a in report.activations] == [function], act
+        x = _x()
+        original, converted = run(model, {model.graph.input[0].name: x})[0], run(new, {model.graph.input[0].name: x})[0]
+        assert np.abs(original - converted).max() < 0.2
