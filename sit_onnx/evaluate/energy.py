@@ -8,6 +8,10 @@ Convention used here, per sample:
   amplified mode, 1 if it emits at all. Other layers stay as in the ANN. The spiking
   neurons' own work is added: SI-exp 2 accumulates per spike (membrane and output),
   SI-norm one accumulate per input spike (N, or 1 when amplified).
+- A layer fed by a SpikingActivation is event-driven for the inputs inside the set's range
+  (MACs x spikes per neuron x E_AC; each spike's weight d(t) folds into the synapse, the
+  bias into the layer's bias) and stays a MAC for the share in the tails, which pass an
+  analog value; the neuron costs 2 accumulates per spike, as SI-exp.
 This convention ignores memory traffic, which dominates the energy of real hardware.
 """
 
@@ -19,9 +23,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
+from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.evaluate.capture import capture
 from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp
+from sit_onnx.neurons.activation import ActivationParams, spiking_activation
 from sit_onnx.neurons.softmax import prepare_input
 
 E_MAC_PJ = 4.6
@@ -40,6 +45,7 @@ class LayerEnergy:
     ann_pj: float
     converted_pj: float
     spike_rate: float | None = None  # spikes per input neuron when event-driven
+    analog_share: float = 0.0  # share of its inputs that arrive as values, not spikes (activation tails)
 
 
 @dataclass
@@ -91,6 +97,23 @@ def _si_exp_accumulates(node: onnx.NodeProto, x: np.ndarray) -> float:
     return 2.0 * spikes.sum()
 
 
+def _activation_activity(node: onnx.NodeProto, x: np.ndarray) -> tuple[float, float, float]:
+    """(spikes per output neuron, share of neurons in the tails, accumulates of the neuron itself)."""
+    neuron = NeuronParams(
+        _attr(node, "thresholds"),
+        _attr(node, "resets"),
+        _attr(node, "weights"),
+        (_attr(node, "low"), _attr(node, "high")),
+    )
+    params = ActivationParams("gelu", neuron, _attr(node, "bias", 0.0), _attr(node, "tails"))
+    x = x.astype(np.float32)
+    _, spikes = spiking_activation(x, params, return_spikes=True)
+    if not x.size:
+        return 0.0, 0.0, 0.0
+    tails = float(np.mean((x < np.float32(neuron.input_range[0])) | (x > np.float32(neuron.input_range[1]))))
+    return float(spikes.sum() / x.size), tails, 2.0 * spikes.sum()
+
+
 def _si_norm_activity(node: onnx.NodeProto, out: np.ndarray) -> tuple[float, float]:
     """(spikes per output neuron, accumulates): rate-coded with N input spikes, one accumulate per
     input spike and output spike; amplified (N = 0), one accumulate per neuron, rate = share firing."""
@@ -111,25 +134,29 @@ def estimate_energy(
     wanted = sorted({name for n in nodes for name in list(n.input) + list(n.output) if name})
     weights = _initializers(model)
     values = {**weights, **capture(model, [w for w in wanted if w not in weights], feeds)}
-    rates: dict[str, float] = {}
+    rates: dict[str, tuple[float, float]] = {}  # (spikes per neuron, analog share) of a spiking output
     report = EnergyReport(samples=batch)
     for node in nodes:
         if node.domain != DOMAIN:
             continue
+        if node.op_type == SPIKING_ACTIVATION:
+            rate, analog, accumulates = _activation_activity(node, values[node.input[0]])
+            rates[node.output[0]] = (rate, analog)
+            report.neuron_ops += accumulates / batch
         if node.op_type in (SPIKING_EXP, SPIKING_SOFTMAX):
             report.neuron_ops += _si_exp_accumulates(node, values[node.input[0]]) / batch
         if node.op_type in (SPIKING_NORM, SPIKING_SOFTMAX):
             rate, accumulates = _si_norm_activity(node, values[node.output[0]])
-            rates[node.output[0]] = rate
+            rates[node.output[0]] = (rate, 0.0)
             report.neuron_ops += accumulates / batch
     for node in nodes:
         if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
             continue
         macs = _macs(node, values, batch)
-        rate = next((rates[i] for i in node.input if i in rates), None)
-        converted_pj = macs * E_MAC_PJ if rate is None else macs * rate * E_AC_PJ
+        rate, analog = next((rates[i] for i in node.input if i in rates), (None, 0.0))
+        converted_pj = macs * E_MAC_PJ if rate is None else macs * (rate * E_AC_PJ + analog * E_MAC_PJ)
         report.layers.append(
-            LayerEnergy(node.name or node.output[0], node.op_type, macs, macs * E_MAC_PJ, converted_pj, rate)
+            LayerEnergy(node.name or node.output[0], node.op_type, macs, macs * E_MAC_PJ, converted_pj, rate, analog)
         )
     report.ann_pj = sum(layer.ann_pj for layer in report.layers)
     report.converted_pj = sum(layer.converted_pj for layer in report.layers) + report.neuron_ops * E_AC_PJ

@@ -50,3 +50,39 @@ def test_grouped_conv_macs_count_input_channels_per_group_and_kernel_area():
     node = helper.make_node("Conv", ["x", "w"], ["y"], group=2)
     values = {"x": np.zeros((2, 4, 5, 5)), "w": np.zeros((6, 2, 3, 3)), "y": np.zeros((2, 6, 3, 3))}
     assert _macs(node, values, batch=2) == pytest.approx(6 * 3 * 3 * (2 * 3 * 3))
+
+
+def test_a_layer_fed_by_an_activation_counts_its_spikes_and_pays_macs_for_the_tails():
+    from onnx import TensorProto, numpy_helper
+
+    from sit_onnx.domain import SPIKING_ACTIVATION
+    from sit_onnx.evaluate.energy import E_AC_PJ, E_MAC_PJ, _activation_activity, estimate_energy
+    from sit_onnx.graph.activations import activation_attributes
+    from sit_onnx.graph.functions import spiking_functions
+    from sit_onnx.neurons.activation import shipped_activation, spiking_activation
+
+    params = shipped_activation("gelu", 8)
+    w = np.ones((6, 3), np.float32)
+    act = helper.make_node(SPIKING_ACTIVATION, ["x"], ["a"], domain=DOMAIN, **activation_attributes(params))
+    graph = helper.make_graph(
+        [act, helper.make_node("MatMul", ["a", "w"], ["y"], name="fc")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+        functions=spiking_functions(8, 17, activation=True),
+    )
+    x = np.array([[-9.0, -1.0, 0.0, 0.5, 2.0, 7.0], [-3.0, -0.2, 0.3, 1.0, 3.5, 4.5]], np.float32)
+    spikes = spiking_activation(x, params, return_spikes=True)[1].sum()
+    rate, analog, accumulates = _activation_activity(act, x)
+    assert (rate, analog, accumulates) == (spikes / 12, 3 / 12, 2.0 * spikes)  # -9, 7 and 4.5 lie in the tails
+    report = estimate_energy(model, model, {"x": x})
+    (layer,) = report.layers
+    assert layer.spike_rate == rate and layer.analog_share == analog
+    assert layer.converted_pj == pytest.approx(layer.macs * (rate * E_AC_PJ + analog * E_MAC_PJ))
+    assert report.neuron_ops == accumulates / 2
+    assert _activation_activity(act, np.zeros((0, 6), np.float32)) == (0.0, 0.0, 0.0)
