@@ -43,7 +43,8 @@ from sit_onnx.cli.options import emit_json, json_option, progress, rewrite_optio
     metavar="DATA.npz|digits",
     default=None,
     help="Per-site calibration: run the model on this data (an .npz of its inputs, or a bundled data "
-    "set) and give each softmax site the parameter set that serves its own logits.",
+    "set) and give each softmax site the parameter set that serves its own logits (and, with "
+    "--activations, each activation function the set that serves its inputs).",
 )
 @click.option(
     "--calibrate-samples",
@@ -79,39 +80,57 @@ def rewrite(
     from sit_onnx.graph.convert_file import rewrite_file
 
     options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline, strict=strict)
-    choices = []
-    site_params = None
+    choices, activation_choices = [], []
+    site_params = activation_sets = None
     if calibrate_data is not None:
-        site_params = _calibrated_sets(options, calibrate_data, calibrate_samples, calibrate_rounds, choices)
-    report = rewrite_file(model, output, options, force=force, site_params=site_params)
+        site_params, activation_sets = _calibrated_sets(
+            options, calibrate_data, calibrate_samples, calibrate_rounds, choices, activation_choices
+        )
+    report = rewrite_file(model, output, options, force=force, site_params=site_params, activation_sets=activation_sets)
     report.calibration = [c.to_dict() for c in choices]
+    report.activation_calibration = [c.to_dict() for c in activation_choices]
     if as_json:
         emit_json(report.to_dict())
         return
     _print_report(report, options, explain)
     if choices:
         _print_calibration(choices)
+    if activation_choices:
+        _print_activation_calibration(activation_choices)
 
 
-def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: list):
-    """A callback for rewrite_file: calibrate the loaded model, record the choices, return the sets."""
+def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: list, activation_choices: list):
+    """Callbacks for rewrite_file: calibrate the loaded model's softmax sites and (with --activations)
+    its activation functions, record the choices, return the sets."""
     if options.params_file or options.sigmoid or not options.shift or options.objective:
         raise click.UsageError(
             "--calibrate chooses the max-shift mode's sets itself; it takes none of --params, --sigmoid, "
             "--no-shift, --objective"
         )
 
+    feeds = {}
+
     def calibrated(model):
         from sit_onnx.evaluate.experiment import input_data, sample_feeds
         from sit_onnx.evaluate.site_params import choose_site_params
 
         bundled = data == "digits"
-        feeds = sample_feeds(model, input_data(model, None if bundled else data, data if bundled else None), samples)
+        feeds.update(
+            sample_feeds(model, input_data(model, None if bundled else data, data if bundled else None), samples)
+        )
         with progress("calibrate", unit="site") as bar:  # pragma: no mutate
             choices.extend(choose_site_params(model, feeds, options.steps, rounds, bar.update))
         return {c.name: c.params for c in choices}
 
-    return calibrated
+    def activations(model):
+        from sit_onnx.evaluate.activation_params import choose_activation_params
+
+        with progress("calibrate activations", unit="function") as bar:  # pragma: no mutate
+            found = choose_activation_params(model, feeds, options.activations, options.steps, rounds > 0, bar.update)
+        activation_choices.extend(found)
+        return {c.function: c.params for c in found}
+
+    return calibrated, (activations if options.activations else None)
 
 
 def _print_calibration(choices) -> None:
@@ -137,6 +156,27 @@ def _print_calibration(choices) -> None:
             rows, ["site", "rows", "n", "p1 shifted", "set", "KL default", "KL chosen", "worst default", "worst chosen"]
         )
     )
+
+
+def _print_activation_calibration(choices) -> None:
+    rows = []
+    for c in choices:
+        shipped, chosen = c.candidates["shipped"], c.candidates[c.chosen]
+        rows.append(
+            [
+                c.function,
+                c.sites,
+                c.samples,
+                f"{c.p01:.2f}",
+                f"{c.p99:.2f}",
+                f"{c.inside_range:.3f}",
+                c.chosen,
+                shipped["rmse"],
+                chosen["rmse"],
+            ]
+        )
+    header = ["activation", "sites", "inputs", "p1", "p99", "in range", "set", "RMSE shipped", "RMSE chosen"]
+    click.echo(table(rows, header))
 
 
 def _print_report(report, options, explain: bool) -> None:

@@ -212,6 +212,30 @@ def find_canonical_sites(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
     return write_back(prepared.model, prepared.light, prepared.aside), sites
 
 
+@dataclass(frozen=True)
+class FoundActivation:
+    """An activation site in the canonical model, with the tensor that feeds it."""
+
+    name: str
+    graph: str
+    function: str
+    x: str
+
+
+def find_canonical_activations(
+    model: onnx.ModelProto, functions: set[str]
+) -> tuple[onnx.ModelProto, list[FoundActivation]]:
+    """The model as the rewrite sees it and its activation sites of `functions` (for calibration)."""
+    prepared = prepare(model, "model", in_place=False)
+    graph = gs.import_onnx(infer_shapes(prepared.light))
+    graph.toposort()
+    found = [
+        FoundActivation(s.name, "main" if s.graph is graph else s.graph.name, s.function, s.x.name)
+        for s in find_activation_sites(graph, functions)
+    ]
+    return write_back(prepared.model, prepared.light, prepared.aside), found
+
+
 def select_sites(sites: list[SoftmaxSite], options: RewriteOptions) -> list[str | None]:
     """Per site, None to convert it, or why not (--first, --nodes)."""
     unknown = sorted(set(options.nodes) - {s.name for s in sites})
@@ -322,12 +346,18 @@ def rewrite_model(
     source: str | None = None,
     in_place: bool = False,
     site_params: Mapping[str, NeuronParams] | None = None,
+    activation_sets: Mapping[str, ActivationParams] | None = None,
 ) -> tuple[onnx.ModelProto, RewriteReport]:
     """Convert the softmax sites of `model`; a copy unless `in_place` (then `model` itself becomes
-    the result). `site_params` (from per-site calibration) overrides the set per site name.
+    the result). `site_params` (from per-site calibration) overrides the set per site name,
+    `activation_sets` (calibrated) the set per activation function.
     prepare -> find -> select -> apply -> finish -> report."""
     params, fuse = _checked_options(options)
-    activation_sets = options.activation_sets(params.steps)
+    activation_sets = {**options.activation_sets(params.steps), **(activation_sets or {})}
+    if set(activation_sets) != set(options.activations):
+        raise SitOnnxError(
+            f"calibrated activation sets for {sorted(activation_sets)}; asked for {list(options.activations)}"
+        )
     _check_site_params(site_params or {}, params)
     label = source or "model"
     already = _existing_steps(model)

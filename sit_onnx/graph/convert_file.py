@@ -19,6 +19,7 @@ from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model_and_files
 from sit_onnx.graph.report import RewriteReport
 from sit_onnx.graph.save import files_written, save_model
+from sit_onnx.neurons.activation import ActivationParams
 from sit_onnx.neurons.params import NeuronParams
 
 
@@ -55,9 +56,11 @@ def rewrite_file(
     options: RewriteOptions = RewriteOptions(),
     force: bool = False,
     site_params: Callable[[onnx.ModelProto], Mapping[str, NeuronParams]] | None = None,
+    activation_sets: Callable[[onnx.ModelProto], Mapping[str, ActivationParams]] | None = None,
 ) -> RewriteReport:
     """Convert a file; the output is written atomically and the input's files left untouched.
-    `site_params`, given the loaded model, returns per-site sets (per-site calibration)."""
+    `site_params`, given the loaded model, returns per-site sets (per-site calibration);
+    `activation_sets` per-function activation sets (calibrated), called after it."""
     input_path = Path(input_path)
     output_path = Path(output_path) if output_path else default_output(input_path)
     check_output_folder(output_path)
@@ -65,7 +68,10 @@ def rewrite_file(
     model, input_files = load_model_and_files(input_path)
     external = len(input_files) > 1
     own = site_params(model) if site_params else None
-    new, report = rewrite_model(model, options, source=str(input_path), in_place=True, site_params=own)
+    activations = activation_sets(model) if activation_sets else None
+    new, report = rewrite_model(
+        model, options, source=str(input_path), in_place=True, site_params=own, activation_sets=activations
+    )
     check_output_files(files_written(new, output_path, external), input_files, force)
     save_model(new, output_path, external=external)
     report.output = str(output_path)

@@ -43,6 +43,7 @@ class RewriteReport:
     calibration: list[dict] = field(default_factory=list)  # per-site calibration: each site's rows and chosen set
     activations: list[dict] = field(default_factory=list)  # activation sites converted (rewrite --activations)
     activation_misses: list[dict] = field(default_factory=list)  # nodes of an asked-for activation left alone, and why
+    activation_calibration: list[dict] = field(default_factory=list)  # per function: its inputs and chosen set
 
     @property
     def attention_left_alone(self) -> list[dict]:

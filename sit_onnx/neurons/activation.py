@@ -211,10 +211,15 @@ def fit_activation(
     input_range: tuple[float, float] | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    samples: np.ndarray | None = None,
+    warm_start: ActivationParams | None = None,
     **fit_options,
 ) -> ActivationParams:
     """Fit the neuron and its bias to `function` on the range (default: the function's own)
-    by SI-exp's two phases (surrogate-gradient explore, coordinate polish), d and bias by least squares."""
+    by SI-exp's two phases (surrogate-gradient explore, coordinate polish), d and bias by least squares.
+    With `samples` (real inputs of the activation), the error is weighted by how often each part
+    of the range occurs there (plus a floor, so no part is abandoned). With `warm_start` (a set of
+    the same function and K), the exploration is skipped: its T and h are polished."""
     from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, _explored, _polish, true_rmse
 
     target = activation_function(function)
@@ -225,20 +230,51 @@ def fit_activation(
     tick = (lambda: progress(1)) if progress else (lambda: None)
     x = np.linspace(lo, hi, GRID_POINTS)
     y = target.exact(x)
-    thresholds, resets = _explored(x, opts, tick, target=y, bias=True)
+    weight = None if samples is None else sample_weights(x, samples)
+    if warm_start is not None:
+        if warm_start.function != function or warm_start.steps != steps:
+            raise SitOnnxError(
+                f"warm start: a {warm_start.function} set of K={warm_start.steps}; need {function}, K={steps}"
+            )
+        thresholds, resets = np.array(warm_start.neuron.thresholds), np.array(warm_start.neuron.resets)
+    else:
+        thresholds, resets = _explored(x, opts, tick, target=y, bias=True, weight=weight)
 
     def evaluate(th, rs):
-        return true_rmse(x, y, th, rs, opts.ridge, bias=True)[0]
+        return true_rmse(x, y, th, rs, opts.ridge, weight, bias=True)[0]
 
     thresholds, resets = _polish(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
-    _, solved = true_rmse(x, y, thresholds, resets, opts.ridge, bias=True)
-    meta = {"seed": seed, "restarts": opts.restarts, "iterations": opts.iterations, "polish_rounds": opts.polish_rounds}
+    _, solved = true_rmse(x, y, thresholds, resets, opts.ridge, weight, bias=True)
+    meta = {"seed": seed, "polish_rounds": opts.polish_rounds}
+    meta.update(
+        {"warm_start": warm_start.neuron.method}
+        if warm_start
+        else {"restarts": opts.restarts, "iterations": opts.iterations}
+    )
+    if samples is not None:
+        meta["weighted_by_samples"] = int(np.size(samples))
     neuron = NeuronParams(
         thresholds, resets, solved[:-1], (lo, hi), method="surrogate-gradient explore + coordinate polish", meta=meta
     )
     params = ActivationParams(function, neuron, float(solved[-1]), target.tails)
     quality = activation_quality(params)
     return replace(params, neuron=replace(neuron, rmse=quality.rmse, max_error=quality.max_error))
+
+
+SAMPLE_WEIGHT_FLOOR = 0.05  # of the mean density: rarely seen parts of the range still count
+
+
+def sample_weights(grid: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Per grid point, sqrt of the samples' density there (residuals are squared), floored, mean 1."""
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+    edges = np.concatenate([[grid[0]], (grid[1:] + grid[:-1]) / 2, [grid[-1]]])
+    counts = np.histogram(samples[np.isfinite(samples)], bins=edges)[0].astype(np.float64)
+    # smooth over ~1% of the range: a fit must not chase the noise of one histogram bin
+    width = max(1, grid.size // 100)
+    density = np.convolve(counts, np.ones(width) / width, mode="same")
+    density = density / density.mean() if density.sum() > 0 else np.ones_like(density)
+    weight = np.sqrt(np.maximum(density, SAMPLE_WEIGHT_FLOOR))
+    return weight / weight.mean()
 
 
 def activation_ticks(polish_rounds: int = 40, restarts: int = 8, iterations: int = 1500) -> int:

@@ -118,7 +118,7 @@ def _initial(opts: FitOptions, rng: np.random.Generator) -> tuple[np.ndarray, np
     return thresholds, resets
 
 
-def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callable[[], None], bias=False):
+def _explore(x, target, opts: FitOptions, rng, tick: Callable[[], None], bias=False, weight=None):
     import torch
 
     lo, hi = opts.input_range
@@ -137,7 +137,7 @@ def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callab
             (s,) = ctx.saved_tensors
             return grad * torch.clamp(1 - s.abs() / width, min=0) / width
 
-    weight = point_weights(x, opts.weighting)
+    weight = point_weights(x, opts.weighting) if weight is None else weight
     xt = torch.as_tensor(x)
     yt = torch.as_tensor(target * weight)
     wt = torch.as_tensor(weight)[:, None]
@@ -346,7 +346,7 @@ def _softmax_start(target: SoftmaxTarget, opts: FitOptions, tick) -> tuple[np.nd
     return best[1], best[2]
 
 
-def _explored(x: np.ndarray, opts: FitOptions, tick, target=None, bias=False) -> tuple[np.ndarray, np.ndarray]:
+def _explored(x: np.ndarray, opts: FitOptions, tick, target=None, bias=False, weight=None):
     """The surrogate-gradient phase on the (weighted) RMSE of `target` (default exp, also for the
     softmax objective: its weights span orders of magnitude, which the surrogate does not survive)."""
     import torch
@@ -356,7 +356,7 @@ def _explored(x: np.ndarray, opts: FitOptions, tick, target=None, bias=False) ->
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 10,000 x K tensors: threads only add overhead (and oversubscribe parallel fits)
     try:
-        _, thresholds, resets = _explore(x, np.exp(x) if target is None else target, opts, rng, tick, bias)
+        _, thresholds, resets = _explore(x, np.exp(x) if target is None else target, opts, rng, tick, bias, weight)
     finally:
         torch.set_num_threads(threads)
     return thresholds, resets

@@ -1,0 +1,142 @@
+"""Activation calibration: inputs pooled per function from the original model, the shipped set
+polished on half of them, the better set on the other half chosen and reported."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.activation_params import choose_activation_params, held_out_error
+from sit_onnx.evaluate.capture import capture
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons.activation import (
+    FUNCTIONS,
+    SAMPLE_WEIGHT_FLOOR,
+    fit_activation,
+    sample_weights,
+    shipped_activation,
+    spiking_activation,
+)
+from tests.cli.test_rewrite_cli import invoke
+from tests.helpers import run
+
+
+def _two_layer_gelu(path=None):
+    """x @ w1 -> GELU (ONNX Gelu) -> @ w2 -> Tanh: two activation functions, inputs mostly in [-2, 2]."""
+    rng = np.random.default_rng(0)
+    w1, w2 = (numpy_helper.from_array(rng.normal(0, 0.3, (16, 16)).astype(np.float32), n) for n in ("w1", "w2"))
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+            helper.make_node("Gelu", ["h"], ["g"], name="gelu"),
+            helper.make_node("MatMul", ["g", "w2"], ["t"], name="fc2"),
+            helper.make_node("Tanh", ["t"], ["y"], name="tanh"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    if path:
+        onnx.save(model, str(path))
+    return model
+
+
+def _feeds(rows=64):
+    return {"x": np.random.default_rng(1).normal(0, 1, (rows, 16)).astype(np.float32)}
+
+
+def test_each_function_gets_its_inputs_figures_and_the_better_set_on_held_out_inputs():
+    model, feeds = _two_layer_gelu(), _feeds()
+    choices = choose_activation_params(model, feeds, ("gelu", "tanh", "silu"), 8)
+    assert [c.function for c in choices] == ["gelu", "tanh"]  # no SiLU in the model: nothing to calibrate
+    gelu = choices[0]
+    h = capture(model, ["h"], feeds)["h"].astype(np.float64).reshape(-1)  # what GELU is fed
+    assert gelu.sites == 1 and gelu.samples == h.size
+    assert (gelu.p01, gelu.p50, gelu.p99) == pytest.approx(tuple(np.percentile(h, [1, 50, 99])))
+    assert gelu.inside_range == pytest.approx(np.mean(np.abs(h) <= 4))
+    assert set(gelu.candidates) == {"shipped", "polished on the data"}
+    assert gelu.chosen == min(gelu.candidates, key=lambda k: gelu.candidates[k]["rmse"])
+    held = np.random.default_rng(0).permutation(h)[1::2]
+    assert gelu.candidates["shipped"] == held_out_error(shipped_activation("gelu", 8), held)
+    assert gelu.candidates[gelu.chosen] == held_out_error(gelu.params, held)
+    assert gelu.candidates["polished on the data"]["rmse"] < gelu.candidates["shipped"]["rmse"]
+    assert gelu.params.steps == 8 and gelu.params.function == "gelu" and "params" not in gelu.to_dict()
+
+
+def test_without_polish_the_shipped_set_is_all_there_is():
+    (choice,) = choose_activation_params(_two_layer_gelu(), _feeds(), ("tanh",), 12, polish=False)
+    assert list(choice.candidates) == ["shipped"] and choice.chosen == "shipped"
+    assert choice.params == shipped_activation("tanh", 12)
+
+
+def test_calibrated_sets_are_what_the_rewrite_writes():
+    model = _two_layer_gelu()
+    own = fit_activation("gelu", 8, (-3, 3), restarts=1, iterations=20, polish_rounds=1)
+    new, report = rewrite_model(
+        model, RewriteOptions(steps=8, activations=("gelu", "tanh")), activation_sets={"gelu": own}
+    )
+    assert [a["range"] for a in report.activations] == [[-3.0, 3.0], [-4.0, 4.0]]
+    x = _feeds(4)["x"]
+    h = x @ numpy_helper.to_array(model.graph.initializer[0])
+    g = spiking_activation(h, own) @ numpy_helper.to_array(model.graph.initializer[1])
+    np.testing.assert_allclose(run(new, {"x": x})[0], spiking_activation(g, shipped_activation("tanh", 8)), atol=1e-6)
+    with pytest.raises(
+        SitOnnxError, match="calibrated activation sets for \\['gelu', 'tanh'\\]; asked for \\['tanh'\\]"
+    ):
+        rewrite_model(model, RewriteOptions(steps=8, activations=("tanh",)), activation_sets={"gelu": own})
+
+
+def test_rewrite_calibrate_with_activations_end_to_end(tmp_path):
+    path = tmp_path / "m.onnx"
+    _two_layer_gelu(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, **_feeds())
+    out = tmp_path / "o.onnx"
+    args = ["rewrite", path, "-o", out, "-k", "8", "--activations", "gelu,tanh", "--calibrate", data]
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert [c["function"] for c in record["activation_calibration"]] == ["gelu", "tanh"]
+    assert all(c["chosen"] in c["candidates"] for c in record["activation_calibration"])
+    text = invoke(*args, "--force")
+    assert "activation  sites  inputs" in text.output and "RMSE shipped  RMSE chosen" in text.output
+    shipped_only = invoke(*args, "--force", "--calibrate-rounds", "0", "--json")
+    assert {c["chosen"] for c in json.loads(shipped_only.output)["activation_calibration"]} == {"shipped"}
+
+
+def test_sample_weights_follow_the_density_with_a_floor():
+    grid = np.linspace(-4, 4, 801)
+    samples = np.random.default_rng(0).normal(-1, 0.5, 100_000)
+    w = sample_weights(grid, np.concatenate([samples, [np.nan, np.inf]]))
+    assert w.mean() == pytest.approx(1.0)
+    assert abs(grid[np.argmax(w)] + 1) < 0.1  # densest at the samples' mean
+    assert w[0] == w[-1] == w.min() > 0  # the floor keeps the empty ends in the fit
+    # all samples in one bin: smoothed over 801 // 100 = 8 bins, density 801/8 there (mean 1), the floor elsewhere
+    point = sample_weights(grid, np.full(1000, 0.5))
+    assert (point.max() / point.min()) ** 2 == pytest.approx((801 / 8) / SAMPLE_WEIGHT_FLOOR)
+    assert np.count_nonzero(point > point.min()) == 8
+    np.testing.assert_allclose(sample_weights(grid, np.zeros(0)), 1.0)
+
+
+def test_a_fit_on_samples_does_better_where_the_samples_are():
+    samples = np.random.default_rng(0).normal(-1, 0.4, 50_000)
+    start = shipped_activation("gelu", 8)
+    polished = fit_activation("gelu", 8, (-4, 4), samples=samples, warm_start=start, polish_rounds=4)
+    assert polished.neuron.meta["weighted_by_samples"] == 50_000 and "warm_start" in polished.neuron.meta
+    held = np.random.default_rng(1).normal(-1, 0.4, 50_000)
+    assert held_out_error(polished, held)["rmse"] < held_out_error(start, held)["rmse"]
+    exact = FUNCTIONS["gelu"].exact(np.linspace(-4, 4, 9))
+    assert np.all(np.isfinite(exact))
+
+
+def test_warm_start_must_match_function_and_steps():
+    with pytest.raises(SitOnnxError, match="warm start: a gelu set of K=8; need tanh, K=8"):
+        fit_activation("tanh", 8, warm_start=shipped_activation("gelu", 8))
+    with pytest.raises(SitOnnxError, match="need gelu, K=12"):
+        fit_activation("gelu", 12, warm_start=shipped_activation("gelu", 8))
