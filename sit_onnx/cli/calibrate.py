@@ -7,15 +7,23 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import data_options, emit_json, json_option, table
+from sit_onnx.cli.options import activation_list, data_options, emit_json, json_option, table
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @data_options
 @click.option("--samples", type=click.IntRange(1), default=256, show_default=True, help="Rows of the data to use.")
+@click.option(
+    "--activations",
+    default="none",
+    show_default=True,
+    metavar="LIST",
+    callback=activation_list,
+    help="Also report the inputs of these activations (gelu, silu, sigmoid, tanh): the range a set must cover.",
+)
 @json_option
-def calibrate(model, data, dataset, samples, as_json):
+def calibrate(model, data, dataset, samples, activations, as_json):
     """Softmax input statistics on data, with and without max-shift, and a recommendation."""
     from sit_onnx.evaluate.calibrate import calibrate as calibrate_sites
     from sit_onnx.evaluate.experiment import input_data, sample_feeds
@@ -24,14 +32,25 @@ def calibrate(model, data, dataset, samples, as_json):
     original = load_model(model)
     feeds = sample_feeds(original, input_data(original, data, dataset), samples)
     sites = calibrate_sites(original, feeds)
-    if not sites:
+    functions = _activation_inputs(original, feeds, activations)
+    if not sites and not functions:
         from sit_onnx.errors import SitOnnxError
 
-        raise SitOnnxError(f"{model}: no Softmax node to calibrate")
+        raise SitOnnxError(f"{model}: no Softmax node{' nor asked-for activation' if activations else ''} to calibrate")
     if as_json:
         emit_json(
-            {"model": str(model), "samples": len(next(iter(feeds.values()))), "sites": [asdict(s) for s in sites]}
+            {
+                "model": str(model),
+                "samples": len(next(iter(feeds.values()))),
+                "sites": [asdict(s) for s in sites],
+                "activations": [
+                    {k: v for k, v in c.to_dict().items() if k not in ("candidates", "chosen")} for c in functions
+                ],
+            }
         )
+        return
+    _print_activations(functions)
+    if not sites:
         return
     click.echo(
         table(
@@ -53,3 +72,33 @@ def calibrate(model, data, dataset, samples, as_json):
     )
     for s in sites:
         click.echo(f"{s.name}: {s.recommendation}")
+
+
+def _activation_inputs(model, feeds, functions):
+    """Per asked-for function, its pooled inputs' figures (no fit: the shipped sets' ranges)."""
+    if not functions:
+        return []
+    from sit_onnx.evaluate.activation_params import choose_activation_params
+
+    return choose_activation_params(model, feeds, functions, 12, polish=False)
+
+
+def _print_activations(choices) -> None:
+    if not choices:
+        return
+    from sit_onnx.neurons.activation import activation_function
+
+    rows = [
+        [
+            c.function,
+            c.sites,
+            c.samples,
+            c.p01,
+            c.p50,
+            c.p99,
+            list(activation_function(c.function).default_range),
+            f"{100 * c.inside_range:.1f}%",
+        ]
+        for c in choices
+    ]
+    click.echo(table(rows, ["activation", "sites", "inputs", "p1", "median", "p99", "shipped range", "in range"]))

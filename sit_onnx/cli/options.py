@@ -144,7 +144,7 @@ def rewrite_options(func):  # pragma: no mutate block
             default="none",
             show_default=True,
             metavar="LIST",
-            callback=_activation_list,
+            callback=activation_list,
             help="Also convert these activations to SpikingActivation: a comma list of gelu, silu, sigmoid, "
             "tanh (every form exporters write: Gelu, the Erf and tanh forms, com.microsoft Gelu/FastGelu/"
             "BiasGelu, x*Sigmoid(x), ...), or none.",
@@ -163,7 +163,7 @@ def rewrite_options(func):  # pragma: no mutate block
     return func
 
 
-def _activation_list(ctx, param, value) -> tuple[str, ...]:
+def activation_list(ctx, param, value) -> tuple[str, ...]:
     from sit_onnx.errors import SitOnnxError
     from sit_onnx.graph.activations import parse_activations
 

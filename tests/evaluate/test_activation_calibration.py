@@ -140,3 +140,23 @@ def test_warm_start_must_match_function_and_steps():
         fit_activation("tanh", 8, warm_start=shipped_activation("gelu", 8))
     with pytest.raises(SitOnnxError, match="need gelu, K=12"):
         fit_activation("gelu", 12, warm_start=shipped_activation("gelu", 8))
+
+
+def test_calibrate_reports_each_asked_activations_inputs(tmp_path):
+    path = tmp_path / "m.onnx"
+    model = _two_layer_gelu(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, **_feeds())
+    result = invoke("calibrate", path, "--data", data, "--activations", "gelu,tanh", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["sites"] == [] and [a["function"] for a in record["activations"]] == ["gelu", "tanh"]
+    h = capture(model, ["h"], _feeds())["h"].astype(np.float64).reshape(-1)
+    assert record["activations"][0]["p99"] == pytest.approx(np.percentile(h, 99))
+    assert "chosen" not in record["activations"][0]
+    text = invoke("calibrate", path, "--data", data, "--activations", "tanh")
+    assert text.exit_code == 0 and "tanh      1" in text.output and "[-4.0, 4.0]" in text.output
+    nothing = invoke("calibrate", path, "--data", data)
+    assert nothing.exit_code == 1 and "no Softmax node to calibrate" in nothing.output
+    silu = invoke("calibrate", path, "--data", data, "--activations", "silu")
+    assert "no Softmax node nor asked-for activation to calibrate" in silu.output
