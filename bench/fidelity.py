@@ -150,22 +150,25 @@ def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return make_session(model, SessionSpec(verify_kernels=False)).run(None, feeds)[0]
 
 
-def variants(model, calibration_feeds, steps):
+def variants(model, calibration_feeds, steps, activations=()):
     for k in steps:
+        if activations:  # softmax (default sets) and the activations too: what converting them costs
+            options = RewriteOptions(steps=k, activations=tuple(activations))
+            yield f"K={k} +{','.join(activations)}", rewrite_model(model, options)[0]
         for objective in ("exp-rmse", "softmax"):
             yield f"K={k} {objective}", rewrite_model(model, RewriteOptions(steps=k, objective=objective))[0]
         chosen = {c.name: c.params for c in choose_site_params(model, calibration_feeds, k, rounds=3)}
         yield f"K={k} --calibrate", rewrite_model(model, RewriteOptions(steps=k), site_params=chosen)[0]
 
 
-def measure(name, model, feeds, valid_of, steps, labels=None):
+def measure(name, model, feeds, valid_of, steps, labels=None, activations=()):
     calibration, measured = split(feeds)
     reference = run(model, measured)
     valid = valid_of(measured)
     accuracy = (lambda out: float(np.mean(out.argmax(-1) == labels[1::2]))) if labels is not None else None
     if accuracy:
         print(f"{name:10s} {'original':22s} accuracy {accuracy(reference):.4f}")
-    for label, converted in variants(model, calibration, steps):
+    for label, converted in variants(model, calibration, steps, activations):
         out = run(converted, measured)
         extra = f" accuracy {accuracy(out):.4f}" if accuracy else ""
         print(f"{name:10s} {label:22s} {figures(reference, out, valid)}{extra}", flush=True)
@@ -176,6 +179,7 @@ def main():
     parser.add_argument("--steps", type=int, nargs="+", default=[6, 8, 12])
     parser.add_argument("--wheels", type=Path, default=Path(tempfile.gettempdir()) / "sit-onnx-wheels")
     parser.add_argument("--models", nargs="+", default=["albert", "antiberty", "vit"])
+    parser.add_argument("--activations", nargs="*", default=[], help="also measure with these activations converted")
     args = parser.parse_args()
     args.wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,11 +187,25 @@ def main():
         if "albert" in args.models:
             model, feeds, what = rxnmapper_albert(args.wheels, work)
             print(f"rxnmapper ALBERT MLM on {what}")
-            measure("albert", model, feeds, lambda f: f["attention_mask"].astype(bool), args.steps)
+            measure(
+                "albert",
+                model,
+                feeds,
+                lambda f: f["attention_mask"].astype(bool),
+                args.steps,
+                activations=args.activations,
+            )
         if "antiberty" in args.models:
             model, feeds, what = antiberty_bert(args.wheels, work)
             print(f"antiberty BERT MLM on {what}")
-            measure("antiberty", model, feeds, lambda f: f["attention_mask"].astype(bool), args.steps)
+            measure(
+                "antiberty",
+                model,
+                feeds,
+                lambda f: f["attention_mask"].astype(bool),
+                args.steps,
+                activations=args.activations,
+            )
         if "vit" in args.models:
             from sit_onnx.evaluate.datasets import digits_test
 
@@ -196,7 +214,7 @@ def main():
             feeds = {model.graph.input[0].name: images}
             print("bundled ViT on the digits test split")
             valid = lambda f: np.ones(len(next(iter(f.values()))), bool)  # noqa: E731
-            measure("vit", model, feeds, valid, sorted({4, *args.steps}), labels)
+            measure("vit", model, feeds, valid, sorted({4, *args.steps}), labels, args.activations)
 
 
 if __name__ == "__main__":

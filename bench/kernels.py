@@ -1,7 +1,8 @@
 """Spiking chain vs onnxruntime's native Softmax, measured in the same run.
 
 Prints, per tensor and provider, milliseconds and the ratio spiking/native
-(goal on CPU: <= 1.5 at K=12), and on CUDA the chain's effective bandwidth as a
+(goal on CPU: <= 1.5 at K=12), SpikingActivation against onnxruntime's Gelu on a
+BERT FFN tensor (goal: <= 1.5x), and on CUDA the chain's effective bandwidth as a
 share of a plain device copy measured here (goal: >= 70%). Then a whole
 converted Transformer: latency converted/original with the kernels (goal <= 1.10
 on CPU) and with the function fallback.
@@ -206,6 +207,53 @@ def format_row(row):
     return text
 
 
+def gelu_graph(shape, form):
+    """onnxruntime's own GELU: the ONNX Gelu op (opset 20) or the Erf form torch writes below opset 20."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    if form == "Gelu":
+        graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"])], "g", [x], [y])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    consts = [
+        helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("r2", 2**0.5), ("one", 1.0), ("half", 0.5))
+    ]
+    nodes = [
+        helper.make_node("Div", ["x", "r2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["a"]),
+        helper.make_node("Mul", ["x", "a"], ["m"]),
+        helper.make_node("Mul", ["m", "half"], ["y"]),
+    ]
+    return helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], consts), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+ACTIVATION_TENSOR = ("bert-base FFN 8x128x3072", (8, 128, 3072))
+
+
+def bench_activation(args, provider):
+    """SpikingActivation (GELU set) vs onnxruntime's Gelu op and the Erf form it replaces (goal <= 1.5x)."""
+    label, shape = ACTIVATION_TENSOR
+    x = np.random.default_rng(0).normal(0, 2, shape).astype(np.float32)
+    native = {form: gelu_graph(shape, form) for form in ("Gelu", "Erf form")}
+    options = RewriteOptions(steps=args.steps, activations=("gelu",))
+    sessions = {form: session(m, provider, False) for form, m in native.items()}
+    sessions["spiking"] = session(rewrite_model(native["Gelu"], options)[0], provider)
+    if provider == "cpu":
+        sessions["Gelu 1 thread"] = session(native["Gelu"], provider, False, threads=1)
+        sessions["spiking 1 thread"] = session(rewrite_model(native["Gelu"], options)[0], provider, threads=1)
+    ms = time_calls({name: caller(sess, x, provider) for name, sess in sessions.items()}, args.repeat)
+    text = (
+        f"{provider:4} {label:34} Gelu op {ms['Gelu']:7.3f} ms | Erf form {ms['Erf form']:7.3f} ms | "
+        f"SpikingActivation {ms['spiking']:7.3f} ms ({ms['spiking'] / ms['Gelu']:.2f}x the Gelu op, "
+        f"{ms['spiking'] / ms['Erf form']:.2f}x the Erf form)"
+    )
+    if provider == "cpu":
+        text += f" | 1 thread: {ms['spiking 1 thread'] / ms['Gelu 1 thread']:.2f}x"
+    print(text, flush=True)
+
+
 def bench_transformer(args):
     import torch
 
@@ -242,8 +290,10 @@ def main():
     print(f"onnxruntime {ort.__version__}, K={args.steps}, median of {args.repeat} runs")
     if not args.gpu_only:
         bench_tensors(args, "cpu")
+        bench_activation(args, "cpu")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         bench_tensors(args, "cuda")
+        bench_activation(args, "cuda")
     else:
         print("cuda through onnxruntime: skipped (no CUDAExecutionProvider in this onnxruntime)")
     from tests.cuda_harness import unavailable_reason
