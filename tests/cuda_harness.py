@@ -54,6 +54,8 @@ class Harness:
         i64, ptr, floats, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_int
         timing = [i32, ctypes.POINTER(ctypes.c_float)]
         self.lib.sit_harness_exp.argtypes = [ptr, ptr, ptr, i64, floats, floats, floats, i32, i32, *timing]
+        self.lib.sit_harness_activation.argtypes = [ptr, ptr, ptr, i64, floats, floats, floats, i32, floats, i32]
+        self.lib.sit_harness_activation.argtypes += timing
         self.lib.sit_harness_norm.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i32, *timing]
         self.lib.sit_harness_softmax.argtypes = [ptr, ptr, ptr, i64, i64, i64, floats, floats, floats, i32, i64]
         self.lib.sit_harness_softmax.argtypes += [i32, i32, i32, *timing]
@@ -82,6 +84,29 @@ class Harness:
         x, y, stream, half = self._io(x)
         _alive, (t, h, d), k = self._params(params)  # the arrays must outlive the call
         self._call(self.lib.sit_harness_exp, stream, x.data_ptr(), y.data_ptr(), x.numel(), t, h, d, k, half, **timing)
+        return y
+
+    def activation(self, x, params, **timing):
+        """SpikingActivation with an ActivationParams set."""
+        x, y, stream, half = self._io(x)
+        _alive, (t, h, d), k = self._params(params.neuron)
+        lo, hi = params.input_range
+        act = np.array([lo, hi, params.bias, *params.tails], dtype=np.float32)
+        a = act.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        self._call(
+            self.lib.sit_harness_activation,
+            stream,
+            x.data_ptr(),
+            y.data_ptr(),
+            x.numel(),
+            t,
+            h,
+            d,
+            k,
+            a,
+            half,
+            **timing,
+        )
         return y
 
     def norm(self, w, axis=-1, time_steps=0, **timing):

@@ -67,6 +67,25 @@ __attribute__((visibility("default"))) int sit_harness_exp(void* stream, const v
   return Repeat(s, repeats, elapsed_ms, [&] { return sit::LaunchSpikingExp(s, x, y, n, params, half != 0); });
 }
 
+// SpikingActivation: `act` holds low, high, bias, then the 4 tails.
+__attribute__((visibility("default"))) int sit_harness_activation(void* stream, const void* x, void* y, int64_t n,
+                                                                  const float* thresholds, const float* resets,
+                                                                  const float* weights, int steps, const float* act,
+                                                                  int half, int repeats, float* elapsed_ms) {
+  sit::ExpParams params;
+  if (ReadParams(thresholds, resets, weights, steps, &params)) return 1;
+  sit::ActivationAttrs attrs;
+  const std::string error =
+      sit::CheckActivationAttrs(act[0], act[1], act[2], std::vector<float>(act + 3, act + 7), &attrs);
+  if (!error.empty()) {
+    last_error = error;
+    return 1;
+  }
+  const auto s = static_cast<cudaStream_t>(stream);
+  return Repeat(s, repeats, elapsed_ms,
+                [&] { return sit::LaunchSpikingActivation(s, x, y, n, params, attrs, half != 0); });
+}
+
 __attribute__((visibility("default"))) int sit_harness_norm(void* stream, const void* w, void* y, int64_t outer,
                                                             int64_t n, int64_t inner, int64_t time_steps, int half,
                                                             int repeats, float* elapsed_ms) {
