@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
+from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.runtime.library import get_library_path, library_available
 
@@ -136,10 +136,17 @@ def _placed_spiking_nodes(source, spec: SessionSpec, providers: list[str], label
 def probe_model() -> onnx.ModelProto:
     """Every spiking op in float32 and float16, on tiny inputs: what the kernel check places."""
     steps = {"thresholds": [0.0], "resets": [1.0], "weights": [1.0]}
+    activation = {**steps, "low": -1.0, "high": 1.0, "tails": [0.0, 0.0, 1.0, 0.0]}
+    kinds = (
+        (SPIKING_EXP, steps),
+        (SPIKING_NORM, {"axis": -1}),
+        (SPIKING_SOFTMAX, steps),
+        (SPIKING_ACTIVATION, activation),
+    )
     nodes, inputs, outputs = [], [], []
     for elem, suffix in ((TensorProto.FLOAT, "f32"), (TensorProto.FLOAT16, "f16")):
         inputs.append(helper.make_tensor_value_info(f"x_{suffix}", elem, [2, 3]))
-        for op, attrs in ((SPIKING_EXP, steps), (SPIKING_NORM, {"axis": -1}), (SPIKING_SOFTMAX, steps)):
+        for op, attrs in kinds:
             out = f"{op}_{suffix}"
             nodes.append(helper.make_node(op, [f"x_{suffix}"], [out], name=out, domain=DOMAIN, **attrs))
             outputs.append(helper.make_tensor_value_info(out, elem, [2, 3]))
@@ -147,7 +154,7 @@ def probe_model() -> onnx.ModelProto:
     from sit_onnx.graph.functions import spiking_functions  # the bodies, so a fallback is possible
 
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
-    return helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(1, 17))
+    return helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(1, 17, activation=True))
 
 
 @lru_cache(maxsize=8)

@@ -45,7 +45,7 @@ def test_kernel_probe_refuses_a_library_that_leaves_ops_to_function_bodies(monke
     monkeypatch.setattr(session_module, "spiking_node_count", lambda model: real(model) + next(calls))
     session_module._kernels_take_the_probe.cache_clear()
     try:
-        with pytest.raises(SitOnnxError, match="only 5 of 6 spiking op kinds run on the sit-onnx kernels"):
+        with pytest.raises(SitOnnxError, match="only 7 of 8 spiking op kinds run on the sit-onnx kernels"):
             make_session(_spiking_model(TensorProto.FLOAT), SessionSpec(provider="cpu", use_library=True))
     finally:
         session_module._kernels_take_the_probe.cache_clear()
@@ -55,7 +55,7 @@ def test_probe_places_every_op_and_type_on_the_kernels():
     from sit_onnx.runtime.session import _kernels_take_the_probe, get_library_path
 
     expected, placed = _kernels_take_the_probe(get_library_path(), ("CPUExecutionProvider",))
-    assert expected == placed == 6
+    assert expected == placed == 8
 
 
 def test_placement_check_of_the_model_itself(monkeypatch):
@@ -165,7 +165,7 @@ def test_function_fallback_refuses_what_the_kernels_refuse(attrs):
 
 
 def test_probe_model_holds_every_op_in_both_types_and_runs_anywhere():
-    """The kernel probe itself: six named nodes (three ops x float32, float16), valid, and the same
+    """The kernel probe itself: eight named nodes (four ops x float32, float16), valid, and the same
     numbers with and without the library (its function bodies stand in)."""
     import onnx
 
@@ -174,7 +174,11 @@ def test_probe_model_holds_every_op_in_both_types_and_runs_anywhere():
     model = probe_model()
     onnx.checker.check_model(model, full_check=True)
     kinds = {(n.op_type, n.input[0]) for n in model.graph.node}
-    assert kinds == {(op, f"x_{t}") for op in ("SpikingExp", "SpikingNorm", "SpikingSoftmax") for t in ("f32", "f16")}
+    assert kinds == {
+        (op, f"x_{t}")
+        for op in ("SpikingExp", "SpikingNorm", "SpikingSoftmax", "SpikingActivation")
+        for t in ("f32", "f16")
+    }
     assert all(n.domain == "ai.sit" and n.name for n in model.graph.node)
     x = np.array([[-1.0, 0.0, 2.0], [0.5, -0.5, 0.0]], np.float32)
     feeds = {"x_f32": x, "x_f16": x.astype(np.float16)}
@@ -185,6 +189,8 @@ def test_probe_model_holds_every_op_in_both_types_and_runs_anywhere():
         np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-3, err_msg=name)
     exp_f32 = dict(zip(names, with_kernels))["SpikingExp_f32"]
     np.testing.assert_array_equal(exp_f32, (x >= 0).astype(np.float32))  # T=0, d=1: fires at and above 0
+    act_f32 = dict(zip(names, with_kernels))["SpikingActivation_f32"]
+    np.testing.assert_array_equal(act_f32, np.where(x > 1, x, (x >= 0).astype(np.float32)))  # identity above 1
 
 
 def test_placement_check_reads_a_model_file(tmp_path):
