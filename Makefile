@@ -61,5 +61,5 @@ params: $(STAMP)
 	for k in 4 8 10 16; do $(FIT) -k $$k --range -12 0 --objective softmax --restarts 4 --polish-rounds 20 -o $(PARAM_DIR)/softmax_k$${k}_-12_0.json; done
 	for k in 6 12 14; do $(FIT) -k $$k --range -12 0 --objective softmax --warm-start shipped --polish-rounds 20 -o $(PARAM_DIR)/softmax_k$${k}_-12_0.json; done
 	# the SpikingActivation sets (default options and ranges: 30-110 s each)
-	for f in gelu:-4_4 tanh:-4_4 silu:-8_8 sigmoid:-8_8; do for k in 8 12 16; do \
+	for f in gelu:-4_4 tanh:-4_4 silu:-8_8 sigmoid:-8_8; do for k in 8 10 12 14 16; do \
 	  $(FIT) --function $${f%%:*} -k $$k -o $(PARAM_DIR)/$${f%%:*}_k$${k}_$${f##*:}.json; done; done

@@ -353,11 +353,7 @@ def rewrite_model(
     `activation_sets` (calibrated) the set per activation function.
     prepare -> find -> select -> apply -> finish -> report."""
     params, fuse = _checked_options(options)
-    activation_sets = {**options.activation_sets(params.steps), **(activation_sets or {})}
-    if set(activation_sets) != set(options.activations):
-        raise SitOnnxError(
-            f"calibrated activation sets for {sorted(activation_sets)}; asked for {list(options.activations)}"
-        )
+    activation_sets = _activation_sets(options, params.steps, activation_sets)
     _check_site_params(site_params or {}, params)
     label = source or "model"
     already = _existing_steps(model)
@@ -399,6 +395,14 @@ def rewrite_model(
         activation_misses=[asdict(m) for m in activation_misses],
     )
     return write_back(prepared.model, new, prepared.aside), report
+
+
+def _activation_sets(options: RewriteOptions, steps: int, calibrated) -> dict[str, ActivationParams]:
+    """The asked-for functions' sets: calibrated ones where given, else the options' own."""
+    sets = {**options.activation_sets(steps), **(calibrated or {})}
+    if set(sets) != set(options.activations):
+        raise SitOnnxError(f"calibrated activation sets for {sorted(sets)}; asked for {list(options.activations)}")
+    return sets
 
 
 def _calibration_notes(reports, site_params) -> list[str]:

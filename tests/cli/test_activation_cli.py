@@ -81,7 +81,7 @@ def test_without_the_flag_no_activation_is_touched(gelu_path, tmp_path):
     "args, message",
     [
         (["--activations", "relu"], "unknown activation 'relu'"),
-        (["--activations", "gelu", "-k", "10"], "no shipped gelu set for K=10"),
+        (["--activations", "gelu", "-k", "6"], "no shipped gelu set for K=6"),
         (["--activation-params", "missing.json", "--activations", "gelu"], "activation file not found"),
     ],
 )
