@@ -1,6 +1,7 @@
 """The paper's layer-by-layer experiment (Tables 2-4): convert the first n softmax sites, n = 0..all,
 and measure accuracy against the original's predictions at each step; on data without labels,
-the first output's argmax agreement and cosine against the original's."""
+the first output's argmax agreement and cosine against the original's. With `--activations`, every
+activation is converted in every row, row 0 included (softmax sites none, activations all)."""
 
 from __future__ import annotations
 
@@ -32,18 +33,20 @@ def layer_sweep(
     spec: SessionSpec = SessionSpec(),
     progress: Callable[[int], None] | None = None,
 ) -> list[LayerRow]:
-    """One row per number of converted sites, in graph order; row 0 is the original itself."""
+    """One row per number of converted sites, in graph order; row 0 is the original itself, or
+    with activations asked for, the model with its activations alone converted."""
     if data.labels is None:
         return _label_free_sweep(original, options, data, spec, progress)
     ann = predict(make_session(original, spec), data.arrays, data.source)
     _, full = rewrite_model(original, options)
     rows = []
     for n in range(len(full.sites) + 1):
-        if n == 0:
-            predictions, site = ann, "-"
+        if n == 0 and not options.activations:
+            predictions = ann
         else:
             converted, _ = rewrite_model(original, replace(options, first=n))
-            predictions, site = predict(make_session(converted, spec), data.arrays, data.source), full.sites[n - 1].name
+            predictions = predict(make_session(converted, spec), data.arrays, data.source)
+        site = _last_site(full, n, options)
         report = accuracy_report(data.labels, ann, predictions)
         rows.append(LayerRow(n, site, report.converted_accuracy, report.loss_points, report.agreement))
         if progress:
@@ -65,10 +68,18 @@ def _label_free_sweep(original, options, data, spec, progress) -> list[LayerRow]
     _, full = rewrite_model(original, options)
     rows = []
     for n in range(len(full.sites) + 1):
-        converted = original if n == 0 else rewrite_model(original, replace(options, first=n))[0]
+        converted = (
+            original if n == 0 and not options.activations else rewrite_model(original, replace(options, first=n))[0]
+        )
         result = compare_arrays("first output", reference, _first_output(converted, data, spec), 0.0, 0.0)
-        site = "-" if n == 0 else full.sites[n - 1].name
+        site = _last_site(full, n, options)
         rows.append(LayerRow(n, site, None, None, result.agreement, result.cosine))
         if progress:
             progress(1)
     return rows
+
+
+def _last_site(full, n: int, options: RewriteOptions) -> str:
+    if n:
+        return full.sites[n - 1].name
+    return "- (activations only)" if options.activations else "-"

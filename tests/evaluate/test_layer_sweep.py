@@ -78,3 +78,22 @@ def test_label_free_rows_compare_the_first_output(setting):
         assert row.cosine == pytest.approx(ref @ got / np.linalg.norm(ref) / np.linalg.norm(got), abs=1e-9)
         assert row.agreement == pytest.approx(np.mean(out.argmax(1) == outputs[0].argmax(1)))
     assert rows[0].cosine == pytest.approx(1.0) and rows[2].cosine < rows[1].cosine < 1
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_with_activations_row_zero_converts_them_alone(setting, labelled):
+    """A Tanh after the first MatMul: with --activations tanh it is converted in every row, row 0 too."""
+    model, x, _ = setting
+    tanh = _two_sites()
+    tanh.graph.node[0].output[0] = "pre"
+    tanh.graph.node.insert(1, helper.make_node("Tanh", ["pre"], ["s1"], name="act"))
+    options = RewriteOptions(steps=8, activations=("tanh",))
+    expected = [run(rewrite_model(tanh, RewriteOptions(steps=8, activations=("tanh",), first=n))[0], {"x": x})[0]
+                for n in (0, 1, 2)]  # fmt: skip
+    original = run(tanh, {"x": x})[0]
+    labels = original.argmax(1) if labelled else None
+    rows = layer_sweep(tanh, options, LabelledData({"x": x}, labels, "mem"))
+    assert [r.last_site for r in rows] == ["- (activations only)", "first", "second"]
+    for row, out in zip(rows, expected, strict=True):
+        assert row.agreement == pytest.approx(np.mean(out.argmax(1) == original.argmax(1)))
+    assert rows[0].agreement < 1  # the converted Tanh alone already moves predictions
