@@ -122,7 +122,7 @@ def _chain(graph: gs.Graph, x: gs.Tensor, output: gs.Tensor) -> list[gs.Node]:
             if out in graph.outputs or any(c not in nodes for c in out.outputs):
                 raise NoSite(f"its intermediate {out.name!r} is used outside the activation")
     order = {id(n): i for i, n in enumerate(graph.nodes)}
-    return sorted(nodes, key=lambda n: order.get(id(n), 0))
+    return sorted(nodes, key=lambda n: order[id(n)])
 
 
 _EVAL = {

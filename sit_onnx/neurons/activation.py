@@ -104,7 +104,6 @@ class ActivationParams:
     def to_json(self) -> str:
         record = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
         record["neuron"] = json.loads(self.neuron.to_json())
-        record["tails"] = list(self.tails)
         return json.dumps(record, indent=2, allow_nan=True) + "\n"
 
     def save(self, path: str | os.PathLike) -> None:
@@ -277,5 +276,8 @@ def sample_weights(grid: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return weight / weight.mean()
 
 
-def activation_ticks(polish_rounds: int = 40, restarts: int = 8, iterations: int = 1500) -> int:
+def activation_ticks(
+    polish_rounds: int = 40, restarts: int = 8, iterations: int = 1500
+) -> int:  # pragma: no mutate block
+    """The fit's progress-bar total (display only)."""
     return restarts * iterations + polish_rounds

@@ -160,3 +160,36 @@ def test_calibrate_reports_each_asked_activations_inputs(tmp_path):
     assert nothing.exit_code == 1 and "no Softmax node to calibrate" in nothing.output
     silu = invoke("calibrate", path, "--data", data, "--activations", "silu")
     assert "no Softmax node nor asked-for activation to calibrate" in silu.output
+
+
+def test_choice_ticks_once_per_function_and_keeps_the_shipped_set_when_polish_does_worse(monkeypatch):
+    from dataclasses import replace
+
+    from sit_onnx.evaluate import activation_params
+
+    worse = lambda function, steps, *args, **kwargs: replace(shipped_activation(function, steps), bias=1.0)  # noqa: E731
+    monkeypatch.setattr(activation_params, "fit_activation", worse)
+    ticks = []
+    choices = choose_activation_params(_two_layer_gelu(), _feeds(), ("gelu", "silu", "tanh"), 8, progress=ticks.append)
+    assert ticks == [1, 1, 1]  # one per asked-for function, also the one the model lacks
+    assert [c.chosen for c in choices] == ["shipped", "shipped"]
+    assert all(c.candidates["polished on the data"]["rmse"] > c.candidates["shipped"]["rmse"] for c in choices)
+
+
+def test_inputs_are_drawn_down_to_two_halves(monkeypatch):
+    from sit_onnx.evaluate import activation_params
+
+    monkeypatch.setattr(activation_params, "SAMPLES_PER_HALF", 100)
+    (choice,) = choose_activation_params(_two_layer_gelu(), _feeds(), ("gelu",), 8, polish=False)
+    assert choice.samples == 200
+
+
+def test_one_input_is_both_halves_and_the_range_ends_count_as_inside():
+    from sit_onnx.evaluate.activation_params import _choose
+
+    one = _choose("tanh", 1, np.array([0.5]), 8, polish=False)
+    assert one.samples == 1 and one.candidates["shipped"] == held_out_error(
+        shipped_activation("tanh", 8), np.array([0.5])
+    )
+    ends = _choose("tanh", 2, np.array([-4.0, 4.0, 4.5, -9.0]), 8, polish=False)
+    assert ends.inside_range == 0.5 and ends.sites == 2

@@ -236,7 +236,7 @@ def test_a_double_input_is_left_alone_naming_its_type():
     assert "has type float64; SpikingActivation takes float32 or float16" in misses[0].reason
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [13, 14, 15, 17])
 def test_float16_model_at_every_opset(opset):
     model = _model([helper.make_node("Sigmoid", ["x"], ["y"], name="s")], opset=opset, dtype=TensorProto.FLOAT16)
     new, report = rewrite_model(model, RewriteOptions(activations=("sigmoid",)))
@@ -336,3 +336,74 @@ def test_torch_exports_of_every_activation(tmp_path, opset):
         x = _x()
         original, converted = run(model, {model.graph.input[0].name: x})[0], run(new, {model.graph.input[0].name: x})[0]
         assert np.abs(original - converted).max() < 0.2
+
+
+def _misses(model, functions):
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.activations import find_activation_sites
+    from sit_onnx.graph.validate import infer_shapes
+
+    misses = []
+    sites = find_activation_sites(gs.import_onnx(infer_shapes(model)), functions, misses)
+    return sites, [(m.name, m.reason) for m in misses]
+
+
+def test_a_product_of_the_sum_with_itself_is_no_gelu():
+    nodes, consts = _erf_torch()
+    nodes[3] = helper.make_node("Mul", ["a", "a"], ["m"], name="mul")
+    sites, misses = _misses(_model(nodes, consts), {"gelu"})
+    assert sites == [] and misses == [("erf", "'a' feeds Mul, Mul, not one Mul")]
+
+
+def test_constants_match_within_a_thousandth():
+    nodes, consts = _erf_variant(one=1.0005)  # as a float16 export rounds them
+    sites, _ = _misses(_model(nodes, consts), {"gelu"})
+    assert [s.form for s in sites] == ["Erf form"]
+
+
+@pytest.mark.parametrize("extra, found", [(11, True), (12, False)])
+def test_a_chain_may_hold_sixteen_nodes(extra, found):
+    """torch's Erf form (5 nodes) with Identity nodes before its Div: 16 nodes are walked, 17 are not."""
+    nodes, consts = _erf_torch()
+    hops = [helper.make_node("Identity", [f"i{k}" if k else "x"], [f"i{k + 1}"], name=f"id{k}") for k in range(extra)]
+    nodes[0] = helper.make_node("Div", [f"i{extra}", "sqrt2"], ["d"], name="div")
+    sites, misses = _misses(_model(hops + nodes, consts), {"gelu"})
+    if found:
+        assert len(sites) == 1 and len(sites[0].nodes) == 16
+    else:
+        assert misses == [("erf", "more than 16 nodes between 'x' and 'y'")]
+
+
+def test_an_op_gelu_forms_do_not_use_is_no_gelu():
+    nodes, consts = _erf_torch()
+    negs = [helper.make_node("Neg", ["x"], ["n1"], name="neg1"), helper.make_node("Neg", ["n1"], ["n2"], name="neg2")]
+    nodes[0] = helper.make_node("Div", ["n2", "sqrt2"], ["d"], name="div")
+    sites, misses = _misses(_model(negs + nodes, consts), {"gelu"})
+    assert sites == [] and misses[0][1].endswith("in the chain is not an elementwise op of GELU's forms")
+
+
+def test_gelu_op_forms_names_and_a_bias_gelu_without_bias():
+    tanh_gelu = _model([helper.make_node("Gelu", ["x"], ["y"], name="g", approximate="tanh")], opset=20)
+    sites, _ = _misses(tanh_gelu, {"gelu"})
+    assert [(s.name, s.form) for s in sites] == [("g", "Gelu (approximate=tanh)")]
+    bare = _model(
+        [helper.make_node("BiasGelu", ["x", ""], ["y"], name="bg", domain="com.microsoft")], domains=["com.microsoft"]
+    )
+    sites, misses = _misses(bare, {"gelu"})
+    assert sites == [] and misses == [("bg", "BiasGelu without its bias input")]
+
+
+def test_silu_site_names_and_a_sigmoid_kept_as_a_graph_output():
+    named = [helper.make_node("Sigmoid", ["x"], ["s"], name="s"), helper.make_node("Mul", ["x", "s"], ["y"], name="m")]
+    sites, _ = _misses(_model(named), {"silu"})
+    assert [(s.name, s.function) for s in sites] == [("m", "silu")]
+    kept = _model(named, extra_outputs=("s",))
+    sites, _ = _misses(kept, {"silu", "sigmoid"})
+    assert [(s.name, s.function) for s in sites] == [("s", "sigmoid")]  # s itself is an output: only a Sigmoid
+
+
+def test_inserted_nodes_are_named_after_their_site():
+    nodes, consts = _erf_torch()
+    new, _ = rewrite_model(_model(nodes, consts), RewriteOptions(activations=("gelu",)))
+    assert [n.name for n in new.graph.node] == ["erf/sit_SpikingActivation"]

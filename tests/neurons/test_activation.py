@@ -164,3 +164,20 @@ def test_fit_is_seeded_and_far_better_than_a_constant():
 def test_fit_refuses_a_bad_range():
     with pytest.raises(SitOnnxError, match="need finite LO < HI"):
         fit_activation("gelu", 4, (1.0, 1.0))
+
+
+def test_a_saved_set_is_indented_and_a_bad_file_is_named(tmp_path):
+    path = tmp_path / "set.json"
+    _set().save(path)
+    assert '\n  "function": "gelu"' in path.read_text()
+    path.write_text("{}")
+    with pytest.raises(SitOnnxError, match=f"^{path}: not a sit-onnx activation file"):
+        load_activation(path)
+
+
+def test_sample_weights_on_a_short_grid_and_a_single_sample():
+    from sit_onnx.neurons.activation import sample_weights
+
+    grid = np.linspace(-1, 1, 101)  # under 200 points: no smoothing (a window of one point)
+    w = sample_weights(grid, np.array([[0.0]]))
+    assert np.count_nonzero(w > w.min()) == 1 and w[50] == w.max()
