@@ -20,7 +20,8 @@ from sit_onnx.cli.options import activation_list, data_options, emit_json, json_
     show_default=True,
     metavar="LIST",
     callback=activation_list,
-    help="Also report the inputs of these activations (gelu, silu, sigmoid, tanh): the range a set must cover.",
+    help="Also report the inputs of these activations (gelu, silu, sigmoid, tanh, hardsigmoid, hardswish): "
+    "the range a set must cover.",
 )
 @json_option
 def calibrate(model, data, dataset, samples, activations, as_json):

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sit_onnx.cli.options import check_range, emit_json, json_option, progress, range_option, table
+from sit_onnx.neurons.activation import FUNCTIONS
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS, shipped_params
 from sit_onnx.neurons.quality import as_dict, exp_quality, row_quality
 from sit_onnx.neurons.sweep import SWEEP_LENGTHS
@@ -96,7 +97,7 @@ def neuron():
 @click.option(
     "--function",
     "function",
-    type=click.Choice(["exp", "gelu", "silu", "sigmoid", "tanh"]),
+    type=click.Choice(["exp", *FUNCTIONS]),
     default="exp",
     show_default=True,
     help="What the neuron approximates: exp (SI-exp, for softmax) or an activation for SpikingActivation "
@@ -275,7 +276,7 @@ def _warm_start(value: str | None, steps: int, input_range):
 )
 @click.option(
     "--function",
-    type=click.Choice(["exp", "gelu", "silu", "sigmoid", "tanh"]),
+    type=click.Choice(["exp", *FUNCTIONS]),
     default="exp",
     show_default=True,
     help="exp: an SI-exp set; else the shipped (or --params) SpikingActivation set of that function.",

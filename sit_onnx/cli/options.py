@@ -146,8 +146,8 @@ def rewrite_options(func):  # pragma: no mutate block
             metavar="LIST",
             callback=activation_list,
             help="Also convert these activations to SpikingActivation: a comma list of gelu, silu, sigmoid, "
-            "tanh (every form exporters write: Gelu, the Erf and tanh forms, com.microsoft Gelu/FastGelu/"
-            "BiasGelu, x*Sigmoid(x), ...), or none.",
+            "tanh, hardsigmoid, hardswish (every form exporters write: Gelu, the Erf and tanh forms, "
+            "com.microsoft Gelu/FastGelu/BiasGelu, x*Sigmoid(x), HardSwish, ...), or none.",
         ),
         click.option(
             "--activation-params",

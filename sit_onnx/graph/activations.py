@@ -5,7 +5,8 @@ Forms matched: ONNX `Gelu` (opset 20, both approximations); onnxruntime's `Gelu`
 and `BiasGelu` (com.microsoft, the bias added first); the Erf form `x*0.5*(1+erf(x/sqrt2))`
 and the tanh form `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3)))` in any association of the
 products (checked by evaluating the matched nodes, not by their shapes alone); `Sigmoid`;
-SiLU as `Mul(x, Sigmoid(x))`; `Tanh`. What is not converted says why.
+SiLU as `Mul(x, Sigmoid(x))`; `Tanh`; torch's `HardSigmoid` (alpha 1/6) and `HardSwish`, also as
+`Mul(x, HardSigmoid(x))`. What is not converted says why.
 """
 
 from __future__ import annotations
@@ -175,18 +176,33 @@ def _gelu_op(graph: gs.Graph, node: gs.Node) -> ActivationSite:
     )
 
 
-def _sigmoid(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
+GATES = {"Sigmoid": ("sigmoid", "silu", "SiLU"), "HardSigmoid": ("hardsigmoid", "hardswish", "HardSwish")}
+
+
+def _gate(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
+    """A Sigmoid or HardSigmoid: the gate of x * gate(x) (SiLU, HardSwish) when that is asked for
+    and the gate feeds nothing else, else the gate itself."""
+    gate, product, label = GATES[node.op]
     x, s = node.inputs[0], node.outputs[0]
     consumers = list(s.outputs)
-    if "silu" in wanted and len(consumers) == 1 and consumers[0].op == "Mul" and s not in graph.outputs:
+    if product in wanted and len(consumers) == 1 and consumers[0].op == "Mul" and s not in graph.outputs:
         mul = consumers[0]
         if len(mul.inputs) == 2 and _other_input(mul, s) is x:
             return ActivationSite(
-                mul.name or node.name, graph, "silu", "x * Sigmoid(x)", x, mul.outputs[0], [node, mul]
+                mul.name or node.name, graph, product, f"x * {node.op}(x)", x, mul.outputs[0], [node, mul]
             )
-    if "sigmoid" not in wanted:
-        raise NoSite("a Sigmoid that is no SiLU (x * Sigmoid(x)), and sigmoid was not asked for")
-    return ActivationSite(node.name, graph, "sigmoid", "Sigmoid", x, s, [node])
+    if gate not in wanted:
+        raise NoSite(f"a {node.op} that is no {label} (x * {node.op}(x)), and {gate} was not asked for")
+    return ActivationSite(node.name, graph, gate, node.op, x, s, [node])
+
+
+def _hardsigmoid(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
+    """torch's hardsigmoid is HardSigmoid(alpha=1/6, beta=0.5), what the shipped sets are fitted to;
+    ONNX's default (alpha=0.2) is another function."""
+    alpha, beta = float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
+    if not (math.isclose(alpha, 1 / 6, rel_tol=1e-3) and math.isclose(beta, 0.5, rel_tol=1e-3)):
+        raise NoSite(f"HardSigmoid with alpha={alpha:g}, beta={beta:g}: the sets are fitted to alpha=1/6, beta=0.5")
+    return _gate(graph, node, wanted)
 
 
 def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
@@ -210,7 +226,11 @@ def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite |
         if node.op == "Erf" and "gelu" in wanted:
             return _gelu_chain(graph, node, "Erf form")
         if node.op == "Sigmoid" and wanted & {"sigmoid", "silu"}:
-            return _sigmoid(graph, node, wanted)
+            return _gate(graph, node, wanted)
+        if node.op == "HardSigmoid" and wanted & {"hardsigmoid", "hardswish"}:
+            return _hardsigmoid(graph, node, wanted)
+        if node.op == "HardSwish" and "hardswish" in wanted:
+            return ActivationSite(node.name, graph, "hardswish", "HardSwish", node.inputs[0], node.outputs[0], [node])
         if node.op == "Tanh" and wanted & {"tanh", "gelu"}:
             return _tanh(graph, node, wanted)
     if domain == MS_DOMAIN and node.op in ("Gelu", "FastGelu", "BiasGelu") and "gelu" in wanted:

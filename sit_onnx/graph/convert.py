@@ -51,8 +51,8 @@ class RewriteOptions:
     # One SpikingSoftmax node per site (its function body is SpikingExp -> SpikingNorm), or the
     # explicit chain of standard ops and the two neurons. None: fused, except for an ensemble set.
     fuse: bool | None = None
-    # Activations converted besides softmax (gelu, silu, sigmoid, tanh; default none), with the
-    # shipped set for K unless one of `activation_params` (files) is fitted to that function.
+    # Activations converted besides softmax (gelu, silu, sigmoid, tanh, hardsigmoid, hardswish; default
+    # none), with the shipped set for K unless one of `activation_params` (files) is fitted to that function.
     activations: tuple[str, ...] = ()
     activation_params: tuple[str, ...] = ()
 

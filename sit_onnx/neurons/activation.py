@@ -45,6 +45,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+def _hardsigmoid(x: np.ndarray) -> np.ndarray:  # torch's: relu6(x + 3) / 6
+    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+def _hardswish(x: np.ndarray) -> np.ndarray:
+    return x * _hardsigmoid(x)
+
+
 @dataclass(frozen=True)
 class ActivationFunction:
     """A target: its exact float64 form, the range its shipped sets cover, and its tails."""
@@ -63,6 +71,8 @@ FUNCTIONS = {
         ActivationFunction("silu", _silu, (-8.0, 8.0), (0.0, 0.0, 1.0, 0.0), "0 below, identity above"),
         ActivationFunction("sigmoid", _sigmoid, (-8.0, 8.0), (0.0, 0.0, 0.0, 1.0), "saturates at 0 and 1"),
         ActivationFunction("tanh", np.tanh, (-4.0, 4.0), (0.0, -1.0, 0.0, 1.0), "saturates at -1 and 1"),
+        ActivationFunction("hardsigmoid", _hardsigmoid, (-3.0, 3.0), (0.0, 0.0, 0.0, 1.0), "0 below, 1 above"),
+        ActivationFunction("hardswish", _hardswish, (-3.0, 3.0), (0.0, 0.0, 1.0, 0.0), "0 below, identity above"),
     )
 }
 

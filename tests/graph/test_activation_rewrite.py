@@ -14,7 +14,7 @@ from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.neurons.activation import fit_activation, shipped_activation, spiking_activation
 from tests.helpers import run, softmax_model
 
-ALL = ("gelu", "silu", "sigmoid", "tanh")
+ALL = ("gelu", "silu", "sigmoid", "tanh", "hardsigmoid", "hardswish")
 
 
 def _const(name, value, dtype=np.float32):
@@ -68,6 +68,10 @@ def _erf_half_first():  # x * ((1 + erf(x / sqrt2)) * 0.5)
     return nodes, [_const("sqrt2", math.sqrt(2)), _const("one", 1.0), _const("half", 0.5)]
 
 
+def _hard_sigmoid(out, alpha=1 / 6):  # as torch exports nn.Hardsigmoid
+    return helper.make_node("HardSigmoid", ["x"], [out], name="hsig", alpha=alpha, beta=0.5)
+
+
 def _tanh_gelu():  # GPT-2's gelu_new: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
     nodes = [
         helper.make_node("Pow", ["x", "three"], ["cube"], name="pow"),
@@ -95,6 +99,13 @@ FORMS = {
         lambda: ([helper.make_node("Sigmoid", ["x"], ["s"], name="s"), helper.make_node("Mul", ["s", "x"], ["y"])], []),
         "silu",
         "x * Sigmoid(x)",
+    ),
+    "HardSigmoid": (lambda: ([_hard_sigmoid("y")], []), "hardsigmoid", "HardSigmoid"),
+    "HardSwish op": (lambda: ([helper.make_node("HardSwish", ["x"], ["y"], name="hs")], []), "hardswish", "HardSwish"),
+    "x * HardSigmoid(x)": (
+        lambda: ([_hard_sigmoid("s"), helper.make_node("Mul", ["x", "s"], ["y"], name="m")], []),
+        "hardswish",
+        "x * HardSigmoid(x)",
     ),
 }
 
@@ -313,7 +324,9 @@ def test_parse_activations(text, parsed):
 
 
 def test_parse_activations_refuses_unknown_names():
-    with pytest.raises(SitOnnxError, match="unknown activation 'relu'; known: gelu, silu, sigmoid, tanh"):
+    with pytest.raises(
+        SitOnnxError, match="unknown activation 'relu'; known: gelu, silu, sigmoid, tanh, hardsigmoid, hardswish"
+    ):
         parse_activations("gelu,relu")
 
 
@@ -328,6 +341,8 @@ def test_torch_exports_of_every_activation(tmp_path, opset):
         (torch.nn.SiLU(), "silu"),
         (torch.nn.Sigmoid(), "sigmoid"),
         (torch.nn.Tanh(), "tanh"),
+        (torch.nn.Hardsigmoid(), "hardsigmoid"),
+        (torch.nn.Hardswish(), "hardswish"),
     ]:
         module = torch.nn.Sequential(torch.nn.Linear(50, 50), act)
         model = export_module(module, torch.zeros(2, 50), tmp_path / "m.onnx", opset=opset)
@@ -407,3 +422,14 @@ def test_inserted_nodes_are_named_after_their_site():
     nodes, consts = _erf_torch()
     new, _ = rewrite_model(_model(nodes, consts), RewriteOptions(activations=("gelu",)))
     assert [n.name for n in new.graph.node] == ["erf/sit_SpikingActivation"]
+
+
+def test_onnx_default_hardsigmoid_is_another_function():
+    sites, misses = _misses(_model([_hard_sigmoid("y", alpha=0.2)]), {"hardsigmoid", "hardswish"})
+    assert sites == [] and misses == [
+        ("hsig", "HardSigmoid with alpha=0.2, beta=0.5: the sets are fitted to alpha=1/6, beta=0.5")
+    ]
+    _, misses = _misses(_model([_hard_sigmoid("y")]), {"hardswish"})
+    assert misses == [
+        ("hsig", "a HardSigmoid that is no HardSwish (x * HardSigmoid(x)), and hardsigmoid was not asked for")
+    ]
