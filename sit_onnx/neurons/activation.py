@@ -173,10 +173,10 @@ def spiking_activation(x: np.ndarray, params: ActivationParams, return_spikes: b
     out, spikes = si_exp(xw, params.neuron, return_spikes=True)
     lo, hi = (work.type(v) for v in params.input_range)
     s_lo, c_lo, s_hi, c_hi = (work.type(v) for v in params.tails)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(over="ignore"):  # a sloped tail may overflow to +-inf, as the kernels do
         y = out + work.type(params.bias)
-        below = np.full_like(xw, c_lo) if s_lo == 0 else s_lo * xw + c_lo
-        above = np.full_like(xw, c_hi) if s_hi == 0 else s_hi * xw + c_hi
+        below = c_lo if s_lo == 0 else s_lo * xw + c_lo
+        above = c_hi if s_hi == 0 else s_hi * xw + c_hi
     y = np.where(xw < lo, below, np.where(xw > hi, above, y)).astype(x.dtype, copy=False)
     if return_spikes:
         spikes &= ((xw >= lo) & (xw <= hi))[..., None]  # the tails spike nowhere

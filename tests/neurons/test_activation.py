@@ -183,3 +183,83 @@ def test_sample_weights_on_a_short_grid_and_a_single_sample():
     grid = np.linspace(-1, 1, 101)  # under 200 points: no smoothing (a window of one point)
     w = sample_weights(grid, np.array([[0.0]]))
     assert np.count_nonzero(w > w.min()) == 1 and w[50] == w.max()
+
+
+def _small_fit(**kwargs):
+    options = {"restarts": 1, "iterations": 100, "polish_rounds": 0, **kwargs}
+    return fit_activation("gelu", 6, (-3, 3), **options)
+
+
+def test_fit_uses_its_seed_range_and_target():
+    from dataclasses import replace
+
+    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, _explored, true_rmse
+
+    first = _small_fit()
+    assert _small_fit(seed=1).neuron.thresholds != first.neuron.thresholds
+    assert max(first.neuron.thresholds) - min(first.neuron.thresholds) > 2.5  # spread over [-3, 3], not [-1, 1]
+    assert first.neuron.meta == {"seed": 0, "polish_rounds": 0, "restarts": 1, "iterations": 100}
+    assert first.neuron.method == "surrogate-gradient explore + coordinate polish"
+    quality = activation_quality(first)
+    assert (first.neuron.rmse, first.neuron.max_error) == (quality.rmse, quality.max_error)
+    # the exploration fits GELU itself: exploring exp (then solving d for GELU) is clearly worse
+    x = np.linspace(-3, 3, GRID_POINTS)
+    opts = replace(FitOptions(), steps=6, input_range=(-3, 3), restarts=1, iterations=100)
+    th, rs = _explored(x, opts, lambda: None)
+    on_exp = true_rmse(x, FUNCTIONS["gelu"].exact(x), th, rs, 1e-9, bias=True)[0]
+    on_gelu = true_rmse(x, FUNCTIONS["gelu"].exact(x), first.neuron.thresholds, first.neuron.resets, 1e-9, bias=True)[0]
+    assert on_gelu < 0.9 * on_exp
+
+
+def test_fit_ticks_once_per_iteration_and_polish_round():
+    ticks = []
+    fit_activation("tanh", 4, restarts=2, iterations=30, polish_rounds=2, progress=ticks.append)
+    assert set(ticks) == {1} and 60 < len(ticks) <= 62
+
+
+def test_a_fit_on_samples_polishes_and_solves_d_on_the_weighted_error():
+    from sit_onnx.neurons.activation import sample_weights
+    from sit_onnx.neurons.fit import GRID_POINTS, true_rmse
+
+    samples = np.random.default_rng(0).normal(-1, 0.4, 50_000)
+    start = shipped_activation("gelu", 8)
+    weighted = fit_activation("gelu", 8, (-4, 4), samples=samples, warm_start=start, polish_rounds=3)
+    plain = fit_activation("gelu", 8, (-4, 4), warm_start=start, polish_rounds=3)
+    assert weighted.neuron.thresholds != plain.neuron.thresholds  # the weights move the optimum
+    x = np.linspace(-4, 4, GRID_POINTS)
+    w = sample_weights(x, samples)
+    n = weighted.neuron
+    _, solved = true_rmse(x, FUNCTIONS["gelu"].exact(x), n.thresholds, n.resets, 1e-9, w, bias=True)
+    np.testing.assert_allclose([*n.weights, weighted.bias], solved, rtol=1e-9, atol=1e-12)
+
+
+def test_quality_figures_of_a_shipped_set_are_what_its_fit_recorded():
+    for function in ("gelu", "hardswish"):
+        params = shipped_activation(function, 12)
+        quality = activation_quality(params)
+        assert quality.function == function and quality.steps == 12
+        assert quality.rmse == pytest.approx(params.neuron.rmse, rel=1e-12)
+        assert quality.max_error == pytest.approx(params.neuron.max_error, rel=1e-12)
+        assert 0 < quality.mean_spikes < 12
+
+
+def test_tail_error_is_read_just_outside_each_end():
+    """Tails off by 0.5 below and 0.3 above: the largest error is the one just above the range."""
+    from sit_onnx.neurons.activation import _gelu
+
+    params = ActivationParams("gelu", shipped_activation("gelu", 8).neuron, 0.0, (0.0, 0.1, 1.0, 0.3))
+    expected = max(abs(0.1 - _gelu(np.array([-4 - 1e-6]))[0]), abs(4.3 + 1e-6 - _gelu(np.array([4 + 1e-6]))[0]))
+    assert activation_quality(params).tail_max_error == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_reference_warns_about_nothing_and_spikes_at_the_range_ends():
+    import warnings
+
+    neuron = NeuronParams([0.5, -0.5, -1.5], [1.0, 1.0, 1.0], [0.25, 0.5, 0.125], (-1.0, 0.5))
+    params = ActivationParams("gelu", neuron, 0.0, (2.0, 0.0, 2.0, 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in the tails (2 * 3e38) must stay quiet
+        y, spikes = spiking_activation(np.array([-3e38, 3e38, -1.0, 0.5], np.float32), params, return_spikes=True)
+    assert y[0] == -np.inf and y[1] == np.inf
+    np.testing.assert_array_equal(spikes[2:], si_exp(np.array([-1.0, 0.5]), neuron, return_spikes=True)[1])
+    assert spikes[2].any() and spikes[3].any()
