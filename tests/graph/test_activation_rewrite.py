@@ -433,3 +433,38 @@ def test_onnx_default_hardsigmoid_is_another_function():
     assert misses == [
         ("hsig", "a HardSigmoid that is no HardSwish (x * HardSigmoid(x)), and hardsigmoid was not asked for")
     ]
+
+
+def test_hardsigmoid_attributes_read_with_onnx_defaults():
+    bare = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig")])  # ONNX's alpha=0.2
+    _, misses = _misses(bare, {"hardsigmoid"})
+    assert misses == [("hsig", "HardSigmoid with alpha=0.2, beta=0.5: the sets are fitted to alpha=1/6, beta=0.5")]
+    shifted = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig", alpha=1 / 6, beta=0.6)])
+    _, misses = _misses(shifted, {"hardsigmoid"})
+    assert misses[0][1].startswith("HardSigmoid with alpha=0.166667, beta=0.6:")
+
+
+def test_half_times_x_in_either_order():
+    nodes, consts = _erf_hf()
+    nodes[3] = helper.make_node("Mul", ["x", "half"], ["h"], name="half_x")  # x * 0.5 instead of 0.5 * x
+    sites, _ = _misses(_model(nodes, consts), {"gelu"})
+    assert [(s.x.name, s.output.name) for s in sites] == [("x", "y")]
+
+
+def test_an_inner_value_read_elsewhere_keeps_the_gelu():
+    nodes, consts = _erf_torch()
+    model = _model(nodes + [helper.make_node("Identity", ["d"], ["dd"], name="peek")], consts, extra_outputs=("dd",))
+    sites, misses = _misses(model, {"gelu"})
+    assert sites == [] and misses == [("erf", "its intermediate 'd' is used outside the activation")]
+
+
+def test_a_consumer_list_names_every_op_or_nothing():
+    nodes, consts = _erf_torch()
+    nodes[2:] = [helper.make_node("Add", ["e", "one"], ["a"], name="add")]
+    model = _model(nodes + [helper.make_node("Neg", ["a"], ["y"]), helper.make_node("Abs", ["a"], ["z"])], consts,
+                   extra_outputs=("z",))  # fmt: skip
+    _, misses = _misses(model, {"gelu"})
+    assert misses == [("erf", "'a' feeds Neg, Abs, not one Mul")]
+    dangling = _model(nodes[:2] + [helper.make_node("Add", ["e", "one"], ["y"], name="add")], consts)
+    _, misses = _misses(dangling, {"gelu"})
+    assert misses == [("erf", "'y' is a graph output")]
