@@ -42,6 +42,7 @@ class ActivationSite:
     output: gs.Tensor = field(repr=False)
     nodes: list = field(default_factory=list, repr=False)
     bias: gs.Tensor | None = field(default=None, repr=False)  # added to x first (BiasGelu, FastGelu)
+    dtype: np.dtype | None = field(default=None, repr=False)  # float32 or float16, once checked
 
 
 @dataclass(frozen=True)
@@ -236,13 +237,26 @@ def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite |
     return None
 
 
+def _site_dtype(site: ActivationSite):
+    """The input's type; where onnx's inference stopped (after onnxruntime's own ops, as its
+    optimizer writes them), the output's, or that of a constant the site computes with (BiasGelu's
+    bias, the Erf form's 0.5): elementwise ops keep one type throughout."""
+    for tensor in (site.x, site.output):
+        if tensor.dtype is not None and tensor.dtype != 0:  # 0: onnx's UNDEFINED, as graphsurgeon keeps it
+            return tensor.dtype
+    constants = [t for n in site.nodes for t in n.inputs if isinstance(t, gs.Constant)]
+    constants += [site.bias] if isinstance(site.bias, gs.Constant) else []
+    return np.asarray(constants[0].values).dtype if constants else None
+
+
 def _typed(site: ActivationSite) -> ActivationSite:
-    dtype = site.x.dtype
+    dtype = _site_dtype(site)
     if dtype is None or isinstance(dtype, int) or np.dtype(dtype) not in (np.float32, np.float16):
         raise NoSite(
             f"input {site.x.name!r} has type {dtype if dtype is not None else 'unknown'}; "
             "SpikingActivation takes float32 or float16"
         )
+    site.dtype = np.dtype(dtype)
     return site
 
 
@@ -290,7 +304,7 @@ def replace_activation(site: ActivationSite, params: ActivationParams, opset: in
         node.inputs.clear()
         node.outputs.clear()
     inserted: list[str] = []
-    dtype = np.dtype(site.x.dtype)
+    dtype = site.dtype or np.dtype(site.x.dtype)
 
     def add(op, inputs, attrs=None, domain=None, out=None, out_dtype=dtype):
         result = out or gs.Variable(names.fresh(f"{base}/{op}_out"), dtype=out_dtype)

@@ -468,3 +468,24 @@ def test_a_consumer_list_names_every_op_or_nothing():
     dangling = _model(nodes[:2] + [helper.make_node("Add", ["e", "one"], ["y"], name="add")], consts)
     _, misses = _misses(dangling, {"gelu"})
     assert misses == [("erf", "'y' is a graph output")]
+
+
+def _after_unknown_op(output_type):
+    """Sigmoid(h) where h comes from an op onnx's inference does not know (as after onnxruntime's own ops)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Opaque", ["x"], ["h"], name="opaque", domain="vendor.ops"),
+            helper.make_node("Sigmoid", ["h"], ["y"], name="s"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 50])],
+        [helper.make_tensor_value_info("y", output_type, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("vendor.ops", 1)])
+
+
+def test_an_input_of_unknown_type_takes_the_outputs_or_says_so():
+    sites, _ = _misses(_after_unknown_op(TensorProto.FLOAT16), {"sigmoid"})
+    assert [(s.name, s.dtype) for s in sites] == [("s", np.dtype(np.float16))]
+    sites, misses = _misses(_after_unknown_op(TensorProto.UNDEFINED), {"sigmoid"})
+    assert sites == [] and misses == [("s", "input 'h' has type unknown; SpikingActivation takes float32 or float16")]
