@@ -101,7 +101,8 @@ def neuron():
     default="exp",
     show_default=True,
     help="What the neuron approximates: exp (SI-exp, for softmax) or an activation for SpikingActivation "
-    "(its range defaults to the shipped one: gelu/tanh [-4, 4], silu/sigmoid [-8, 8]).",
+    "(its range defaults to the shipped one: gelu/tanh [-4, 4], silu/sigmoid [-8, 8], hardsigmoid/hardswish "
+    "[-3, 3]).",
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
