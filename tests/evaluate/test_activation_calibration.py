@@ -193,3 +193,22 @@ def test_one_input_is_both_halves_and_the_range_ends_count_as_inside():
     )
     ends = _choose("tanh", 2, np.array([-4.0, 4.0, 4.5, -9.0]), 8, polish=False)
     assert ends.inside_range == 0.5 and ends.sites == 2
+
+
+def test_the_polish_sees_one_half_and_the_choice_is_scored_on_the_other(monkeypatch):
+    """No leak: the samples the set is polished on and the held-out ones are disjoint halves."""
+    from sit_onnx.evaluate import activation_params
+
+    seen = {}
+
+    def record(function, steps, input_range, samples, **kwargs):
+        seen["fit"] = np.array(samples)
+        return shipped_activation(function, steps)
+
+    monkeypatch.setattr(activation_params, "fit_activation", record)
+    x = np.random.default_rng(3).normal(size=1001)
+    choice = activation_params._choose("tanh", 1, x, 8, polish=True)
+    drawn = np.random.default_rng(0).permutation(x)
+    np.testing.assert_array_equal(seen["fit"], drawn[0::2])
+    assert choice.candidates["shipped"] == held_out_error(shipped_activation("tanh", 8), drawn[1::2])
+    assert set(choice.candidates["shipped"]) == {"rmse", "max_error"}

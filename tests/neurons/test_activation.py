@@ -263,3 +263,12 @@ def test_the_reference_warns_about_nothing_and_spikes_at_the_range_ends():
     assert y[0] == -np.inf and y[1] == np.inf
     np.testing.assert_array_equal(spikes[2:], si_exp(np.array([-1.0, 0.5]), neuron, return_spikes=True)[1])
     assert spikes[2].any() and spikes[3].any()
+
+
+def test_bias_and_tails_are_stored_as_floats_up_to_float32s_largest():
+    from sit_onnx.neurons.activation import sample_weights
+    from sit_onnx.neurons.params import FLOAT32_MAX
+
+    params = ActivationParams("gelu", NEURON, 1, (0, 0, 1, FLOAT32_MAX))
+    assert isinstance(params.bias, float) and all(isinstance(v, float) for v in params.tails)
+    assert sample_weights(np.linspace(-1, 1, 11), np.zeros(0)).shape == (11,)
