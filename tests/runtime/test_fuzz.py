@@ -1,8 +1,10 @@
 """Seeded fuzzing: the kernels, the function fallback (plain onnxruntime running the ops' function
 bodies) and the numpy reference on random shapes, axes, dtypes, neurons and special values, for
-every op, SpikingSoftmax in both modes. SI-exp must agree bit for bit everywhere; SI-norm within
+every op, SpikingSoftmax in both modes. SI-exp and SpikingActivation must agree bit for bit everywhere; SI-norm within
 the rounding of its row sum (the three sum in different orders), and with N spikes by at most one
 spike."""
+
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -36,14 +38,28 @@ def _case(rng):
         flat = x.reshape(-1)
         picks = rng.random(flat.size) < 0.05
         flat[picks] = rng.choice(np.concatenate([SPECIALS, params.thresholds]), int(picks.sum()))
-    op = ["SpikingExp", "SpikingNorm", "shift", "no-shift", "sigmoid"][rng.integers(5)]
+    op = ["SpikingExp", "SpikingNorm", "shift", "no-shift", "sigmoid", "SpikingActivation"][rng.integers(6)]
     time_steps = 0 if rng.random() < 0.5 else int(rng.integers(1, 257))
     if op == "SpikingNorm":
         x = np.abs(x)  # SI-norm's input is SI-exp's output: non-negative
     return op, x.astype(dtype), axis, params, time_steps
 
 
+def _activation(params, axis):
+    """An activation set from the case's neuron: range [-10, 2] narrowed by the axis, sloped or flat
+    tails picked by it too (the fuzz varies them without another random draw)."""
+    from sit_onnx.neurons.activation import ActivationParams
+
+    tails = (0.0, -1.0, 0.0, 1.0) if axis % 2 else (0.5, 0.25, 1.5, -0.75)
+    return ActivationParams("tanh", replace(params, input_range=(-10.0 + abs(axis), 2.0)), 0.125 * axis, tails)
+
+
 def _node(op, axis, params, time_steps):
+    if op == "SpikingActivation":
+        from sit_onnx.graph.activations import activation_attributes
+
+        attrs = activation_attributes(_activation(params, axis))
+        return helper.make_node("SpikingActivation", ["x"], ["y"], domain=DOMAIN, **attrs)
     if op == "SpikingExp":
         return helper.make_node("SpikingExp", ["x"], ["y"], domain=DOMAIN, **neuron_attributes(params))
     if op == "SpikingNorm":
@@ -59,7 +75,7 @@ def _run(node, x, steps, library):
         [node], "g", [helper.make_tensor_value_info("x", elem, None)], [helper.make_tensor_value_info("y", elem, None)]
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
-    model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(steps, 17))
+    model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(steps, 17, activation=True))
     options = ort.SessionOptions()
     options.log_severity_level = 4
     if library:
@@ -69,6 +85,10 @@ def _run(node, x, steps, library):
 
 
 def _reference(op, x, axis, params, time_steps):
+    if op == "SpikingActivation":
+        from sit_onnx.neurons.activation import spiking_activation
+
+        return spiking_activation(x, _activation(params, axis))
     if op == "SpikingExp":
         return si_exp(x, params)
     if op == "SpikingNorm":
@@ -82,7 +102,7 @@ def _assert_agree(got, expected, op, time_steps, label):
     got, expected = got.astype(np.float64), expected.astype(np.float64)
     assert got.shape == expected.shape, label
     assert np.array_equal(np.isnan(got), np.isnan(expected)), f"{label}: NaN in other places"
-    if op == "SpikingExp":
+    if op in ("SpikingExp", "SpikingActivation"):
         np.testing.assert_array_equal(got, expected, err_msg=label)
         return
     finite = ~np.isnan(expected)
@@ -106,5 +126,5 @@ def test_kernels_fallback_and_reference_agree(seed):
         fallback = _run(node, x, params.steps, library=False)
         _assert_agree(kernels, expected, op, time_steps, label + " [kernels]")
         _assert_agree(fallback, expected, op, time_steps, label + " [fallback]")
-        if op == "SpikingExp":
+        if op in ("SpikingExp", "SpikingActivation"):
             np.testing.assert_array_equal(kernels, fallback, err_msg=label)
