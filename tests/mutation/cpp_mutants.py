@@ -15,7 +15,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "mutation"
-TESTS = ["tests/runtime/test_kernels.py", "tests/runtime/test_fuzz.py", "tests/runtime/test_session.py"]
+TESTS = [
+    "tests/runtime/test_kernels.py",
+    "tests/runtime/test_activation_kernels.py",
+    "tests/runtime/test_fuzz.py",
+    "tests/runtime/test_session.py",
+]
 
 # (name, file, original, mutated): each `original` occurs exactly once in its file.
 MUTANTS = [
@@ -127,9 +132,36 @@ MUTANTS = [
     (
         "wrongly typed int attribute defaulted",
         "include/spiking_op.h",
-        "if (other_type) return std::string(name)",
-        "if (false) return std::string(name)",
+        'if (HasAttribute(raw, name)) return std::string(name) + " must be an int',
+        'if (false) return std::string(name) + " must be an int',
     ),
+    (
+        "wrongly typed float attribute defaulted",
+        "include/spiking_op.h",
+        'if (HasAttribute(raw, name)) return std::string(name) + " must be a float',
+        'if (false) return std::string(name) + " must be a float',
+    ),
+    (
+        "activation: x == low goes to the tail",
+        "cpu/row_kernels.h",
+        "S::Greater(low, in), below",
+        "S::AtLeast(low, in), below",
+    ),
+    (
+        "activation: a flat tail computed as a line (0 * -inf)",
+        "cpu/row_kernels.h",
+        "const V below = flat_lo ? c_lo : S::Add(S::Mul(s_lo, in), c_lo);",
+        "const V below = S::Add(S::Mul(s_lo, in), c_lo);",
+    ),
+    ("activation: bias dropped", "cpu/row_kernels.h", "S::Add(acc, bias))", "acc)"),
+    (
+        "activation: float16 block computed in place",
+        "cpu/spiking_cpu.cc",
+        "fn(buffer.data(), buffer.data() + size, size);",
+        "fn(buffer.data(), buffer.data(), size);",
+    ),
+    ("activation: low == high accepted", "spiking_attrs.cc", "!(low < high)", "!(low <= high)"),
+    ("activation: 5 tails accepted", "spiking_attrs.cc", "if (tails.size() != 4)", "if (tails.size() < 4)"),
 ]
 
 

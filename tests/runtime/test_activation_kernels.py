@@ -120,6 +120,8 @@ def _refused(attrs, library=True) -> str:
 BAD = [
     ("low", 2.0, "low and high must be finite with low < high"),
     ("high", -9.0, "low and high must be finite with low < high"),
+    ("high", -1.0, "low and high must be finite with low < high"),  # low == high
+    ("tails", [0.0, 0.0, 1.0, 0.0, 2.0], "tails has 5 values; need 4"),
     ("low", float("nan"), "low and high must be finite"),
     ("tails", [0.0, 0.0, 1.0], "tails has 3 values; need 4"),
     ("tails", [0.0, float("inf"), 1.0, 0.0], "tails holds a NaN or infinite value"),
