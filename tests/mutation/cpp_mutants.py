@@ -41,8 +41,20 @@ MUTANTS = [
     (
         "avx2 output weight ignores the mask",
         "cpu/simd_avx2.cc",
-        "return _mm256_add_ps(a, _mm256_and_ps(m, b)); }",
+        "return _mm256_fmadd_ps(b, z, a); }",
         "return _mm256_add_ps(a, b); }",
+    ),
+    (
+        "avx2 reset ignores the spike",
+        "cpu/simd_avx2.cc",
+        "return _mm256_fnmadd_ps(b, z, a); }",
+        "return _mm256_sub_ps(a, b); }",
+    ),
+    (
+        "avx2 spike as the raw mask",
+        "cpu/simd_avx2.cc",
+        "_mm256_and_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ), _mm256_set1_ps(1.f))",
+        "_mm256_cmp_ps(a, b, _CMP_GE_OQ)",
     ),
     ("portable NaN not kept", "cpu/simd_portable.cc", "return Select(in != in, in, out); }", "return out; }"),
     (
