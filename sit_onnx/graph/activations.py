@@ -1,5 +1,5 @@
-"""Activation sites (GELU, SiLU, Sigmoid, Tanh) in every form exporters write, and their
-replacement by one SpikingActivation node each.
+"""Activation sites (GELU, SiLU, Sigmoid, Tanh, HardSigmoid, HardSwish) in every form exporters
+write, and their replacement by one SpikingActivation node each.
 
 Forms matched: ONNX `Gelu` (opset 20, both approximations); onnxruntime's `Gelu`, `FastGelu`
 and `BiasGelu` (com.microsoft, the bias added first); the Erf form `x*0.5*(1+erf(x/sqrt2))`
@@ -284,6 +284,7 @@ def find_activation_sites(
 
 
 def activation_attributes(params: ActivationParams) -> dict:
+    """The op's attributes for a set: what the kernels and the function body read (README's contract)."""
     n = params.neuron
     return {
         "thresholds": [float(v) for v in n.thresholds],
