@@ -212,3 +212,22 @@ def test_the_polish_sees_one_half_and_the_choice_is_scored_on_the_other(monkeypa
     np.testing.assert_array_equal(seen["fit"], drawn[0::2])
     assert choice.candidates["shipped"] == held_out_error(shipped_activation("tanh", 8), drawn[1::2])
     assert set(choice.candidates["shipped"]) == {"rmse", "max_error"}
+
+
+def test_calibrate_text_table_is_the_json_figures(tmp_path):
+    from tests.helpers import parse_table
+
+    path = tmp_path / "m.onnx"
+    _two_layer_gelu(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=3 * _feeds()["x"])  # wide inputs: some fall outside the shipped ranges
+    args = ["calibrate", path, "--data", data, "--activations", "gelu,tanh"]
+    record = json.loads(invoke(*args, "--json").output)["activations"]
+    assert 0.3 < record[0]["inside_range"] < 0.99
+    header, rows = parse_table(invoke(*args).output)
+    assert header == ["activation", "sites", "inputs", "p1", "median", "p99", "shipped range", "in range"]
+    for row, figures in zip(rows, record, strict=True):
+        assert row[:3] == [figures["function"], str(figures["sites"]), str(figures["samples"])]
+        expected = [figures["p01"], figures["p50"], figures["p99"]]
+        assert [float(v) for v in row[3:6]] == pytest.approx(expected, rel=1e-3, abs=1e-3)  # 4 digits shown
+        assert row[6] == "[-4.0, 4.0]" and row[7] == f"{100 * figures['inside_range']:.1f}%"
