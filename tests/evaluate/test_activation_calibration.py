@@ -231,3 +231,19 @@ def test_calibrate_text_table_is_the_json_figures(tmp_path):
         expected = [figures["p01"], figures["p50"], figures["p99"]]
         assert [float(v) for v in row[3:6]] == pytest.approx(expected, rel=1e-3, abs=1e-3)  # 4 digits shown
         assert row[6] == "[-4.0, 4.0]" and row[7] == f"{100 * figures['inside_range']:.1f}%"
+
+
+def test_calibration_leaves_the_model_as_it_was_and_reads_the_main_graph_only():
+    model = _two_layer_gelu()
+    branch = helper.make_graph(
+        [helper.make_node("Sigmoid", ["y"], ["b"], name="inner")], "branch", [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model.graph.node.append(helper.make_node("If", ["flag"], ["z"], name="if", then_branch=branch, else_branch=branch))
+    model.graph.input.append(helper.make_tensor_value_info("flag", TensorProto.BOOL, []))
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    before = model.SerializeToString()
+    feeds = {**_feeds(), "flag": np.array(True)}
+    (choice,) = choose_activation_params(model, feeds, ("sigmoid",), 8, polish=False) or [None]
+    assert model.SerializeToString() == before
+    assert choice is None  # the only Sigmoid sits inside the If: nothing to read on the main graph
