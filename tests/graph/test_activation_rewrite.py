@@ -489,3 +489,25 @@ def test_an_input_of_unknown_type_takes_the_outputs_or_says_so():
     assert [(s.name, s.dtype) for s in sites] == [("s", np.dtype(np.float16))]
     sites, misses = _misses(_after_unknown_op(TensorProto.UNDEFINED), {"sigmoid"})
     assert sites == [] and misses == [("s", "input 'h' has type unknown; SpikingActivation takes float32 or float16")]
+
+
+def test_report_names_the_sites_tensors_and_graph_and_keeps_unused_inputs():
+    branch = helper.make_graph(
+        [helper.make_node("Tanh", ["x"], ["b"], name="inner")], "branch", [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["y"], name="outer"),
+        helper.make_node("If", ["flag"], ["z"], name="if", then_branch=branch, else_branch=branch),
+    ]
+    model = _model(nodes, extra_outputs=("z",))
+    flag = helper.make_tensor_value_info("flag", TensorProto.BOOL, [])
+    model.graph.input.extend([flag, helper.make_tensor_value_info("unused", TensorProto.FLOAT, [1])])
+    new, report = rewrite_model(model, RewriteOptions(activations=("sigmoid", "tanh")))
+    got = [(a["name"], a["graph"], a["input"], a["output"]) for a in report.activations]
+    assert got == [("outer", "main", "x", "y")] + [("inner", "branch", "x", "b")] * 2  # then and else
+    assert [i.name for i in new.graph.input] == ["x", "flag", "unused"]  # an unused input is the user's
+    x = _x()
+    y, z = run(new, {"x": x, "flag": np.array(True), "unused": np.zeros(1, np.float32)})
+    np.testing.assert_array_equal(y, spiking_activation(x, shipped_activation("sigmoid", 12)))
+    np.testing.assert_array_equal(z, spiking_activation(x, shipped_activation("tanh", 12)))  # inside the If
