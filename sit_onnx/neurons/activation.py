@@ -102,6 +102,12 @@ class ActivationParams:
             raise SitOnnxError(f"tails holds {len(self.tails)} values; need 4 (slope, intercept below; above)")
         if not all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in (self.bias, *self.tails)):
             raise SitOnnxError("an activation set's bias and tails must be finite float32 numbers")
+        with np.errstate(over="ignore"):  # the op stores its range as float32: beyond it, inf
+            low, high = (np.float32(v) for v in self.neuron.input_range)
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise SitOnnxError(
+                f"an activation set's range {list(self.neuron.input_range)} must stay finite with LO < HI in float32"
+            )
 
     @property
     def steps(self) -> int:

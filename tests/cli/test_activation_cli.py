@@ -162,3 +162,14 @@ def test_neuron_show_prints_the_shipped_activation_set():
     assert "tails: 0*x + 0 below -8, 0*x + 1 above 8" in result.output
     _, rows = parse_table(result.output)
     assert len(rows) == 8
+
+
+def test_an_activation_file_whose_range_float32_cannot_hold_is_one_line_and_no_output(gelu_path, tmp_path):
+    record = json.loads(shipped_activation("tanh", 8).to_json())
+    record["neuron"]["input_range"] = [-1e39, 4.0]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(record))
+    out = tmp_path / "out.onnx"
+    result = invoke("rewrite", gelu_path, "-o", out, "-k", "8", "--activations", "tanh", "--activation-params", bad)
+    assert_one_line_error(result, "must stay finite with LO < HI in float32")
+    assert not out.exists()

@@ -272,3 +272,12 @@ def test_bias_and_tails_are_stored_as_floats_up_to_float32s_largest():
     params = ActivationParams("gelu", NEURON, 1, (0, 0, 1, FLOAT32_MAX))
     assert isinstance(params.bias, float) and all(isinstance(v, float) for v in params.tails)
     assert sample_weights(np.linspace(-1, 1, 11), np.zeros(0)).shape == (11,)
+
+
+@pytest.mark.parametrize("input_range", [(-1e39, 4.0), (1.0, 1.00000001)])
+def test_a_range_the_op_cannot_store_in_float32_is_refused(input_range):
+    """The op stores low and high as float32: beyond its range, or LO == HI once rounded, the kernels
+    would refuse the model only when a session loads it."""
+    neuron = NeuronParams([0.5], [1.0], [0.25], input_range)
+    with pytest.raises(SitOnnxError, match="must stay finite with LO < HI in float32"):
+        ActivationParams("gelu", neuron)
