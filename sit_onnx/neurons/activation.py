@@ -268,9 +268,8 @@ def fit_activation(
     )
     if samples is not None:
         meta["weighted_by_samples"] = int(np.size(samples))
-    neuron = NeuronParams(
-        thresholds, resets, solved[:-1], (lo, hi), method="surrogate-gradient explore + coordinate polish", meta=meta
-    )
+    start = "warm start" if warm_start else "surrogate-gradient explore"
+    neuron = NeuronParams(thresholds, resets, solved[:-1], (lo, hi), method=f"{start} + coordinate polish", meta=meta)
     params = ActivationParams(function, neuron, float(solved[-1]), target.tails)
     quality = activation_quality(params)
     return replace(params, neuron=replace(neuron, rmse=quality.rmse, max_error=quality.max_error))

@@ -129,6 +129,7 @@ def test_a_fit_on_samples_does_better_where_the_samples_are():
     start = shipped_activation("gelu", 8)
     polished = fit_activation("gelu", 8, (-4, 4), samples=samples, warm_start=start, polish_rounds=4)
     assert polished.neuron.meta["weighted_by_samples"] == 50_000 and "warm_start" in polished.neuron.meta
+    assert polished.neuron.method == "warm start + coordinate polish"  # no exploration ran
     held = np.random.default_rng(1).normal(-1, 0.4, 50_000)
     assert held_out_error(polished, held)["rmse"] < held_out_error(start, held)["rmse"]
     exact = FUNCTIONS["gelu"].exact(np.linspace(-4, 4, 9))
