@@ -22,7 +22,7 @@ from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS, constant_value
 from sit_onnx.graph.walk import walk_graphs
-from sit_onnx.neurons.activation import FUNCTIONS, ActivationParams, activation_function
+from sit_onnx.neurons.activation import FUNCTIONS, ActivationParams, activation_function, erf
 
 MS_DOMAIN = "com.microsoft"
 MAX_CHAIN_NODES = 16  # an Erf or tanh GELU is 5-10 nodes; a longer walk has left the activation
@@ -94,8 +94,10 @@ def _gelu_ends(graph: gs.Graph, anchor: gs.Node) -> tuple[gs.Tensor, gs.Tensor]:
     half_x = other.inputs[0] if other.inputs else None
     if half_x is not None and half_x.op == "Mul" and len(half_x.inputs) == 2:  # (x * 0.5) * (1 + erf)
         a, b = half_x.inputs
-        if _is_constant(b, 0.5) or _is_constant(a, 0.5):
-            return (a if _is_constant(b, 0.5) else b), first.outputs[0]
+        if _is_constant(b, 0.5):
+            return a, first.outputs[0]
+        if _is_constant(a, 0.5):
+            return b, first.outputs[0]
     second = _sole_consumer(graph, first.outputs[0], "Mul")  # (x * (1 + erf)) * 0.5
     if not _is_constant(_other_input(second, first.outputs[0]), 0.5):
         raise NoSite("no factor 0.5 after the products")
@@ -133,7 +135,7 @@ _EVAL = {
     "Mul": lambda a, b: a * b,
     "Div": lambda a, b: a / b,
     "Pow": lambda a, b: np.power(a, b),
-    "Erf": lambda a: np.vectorize(math.erf, otypes=[np.float64])(a),
+    "Erf": erf,
     "Tanh": np.tanh,
     "Sqrt": np.sqrt,
     "Identity": lambda a: a,

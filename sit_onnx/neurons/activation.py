@@ -1,9 +1,10 @@
-"""Spiking activations: SI-exp's few-spike neuron fitted to GELU, SiLU, Sigmoid or Tanh.
+"""Spiking activations: SI-exp's few-spike neuron fitted to GELU, SiLU, Sigmoid, Tanh, HardSigmoid
+or HardSwish.
 
 The neuron is SI-exp's (`v=x; z=H(v-T(t)); v-=h(t)z`) with its output `bias + sum d(t)z(t)`:
 only the parameter set differs. It is fitted on a range [LO, HI]; outside it each side
-follows a straight tail `slope*x + intercept` that the function itself tends to (GELU and
-SiLU: 0 below, the identity above; Sigmoid and Tanh saturate), so no input is out of range.
+follows a straight tail `slope*x + intercept` that the function itself tends to (GELU, SiLU,
+HardSwish: 0 below, the identity above; the others saturate), so no input is out of range.
 A NaN stays NaN.
 """
 
@@ -30,8 +31,10 @@ EVAL_POINTS = 100_000
 SHIPPED_STEPS = (8, 10, 12, 14, 16)
 
 
+erf = np.vectorize(math.erf, otypes=[np.float64])  # float64 erf (numpy has none)
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
-    erf = np.vectorize(math.erf, otypes=[np.float64])
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
@@ -61,18 +64,17 @@ class ActivationFunction:
     exact: Callable[[np.ndarray], np.ndarray]
     default_range: tuple[float, float]
     tails: tuple[float, float, float, float]  # slope, intercept below LO; slope, intercept above HI
-    tail_note: str
 
 
 FUNCTIONS = {
     f.name: f
     for f in (
-        ActivationFunction("gelu", _gelu, (-4.0, 4.0), (0.0, 0.0, 1.0, 0.0), "0 below, identity above"),
-        ActivationFunction("silu", _silu, (-8.0, 8.0), (0.0, 0.0, 1.0, 0.0), "0 below, identity above"),
-        ActivationFunction("sigmoid", _sigmoid, (-8.0, 8.0), (0.0, 0.0, 0.0, 1.0), "saturates at 0 and 1"),
-        ActivationFunction("tanh", np.tanh, (-4.0, 4.0), (0.0, -1.0, 0.0, 1.0), "saturates at -1 and 1"),
-        ActivationFunction("hardsigmoid", _hardsigmoid, (-3.0, 3.0), (0.0, 0.0, 0.0, 1.0), "0 below, 1 above"),
-        ActivationFunction("hardswish", _hardswish, (-3.0, 3.0), (0.0, 0.0, 1.0, 0.0), "0 below, identity above"),
+        ActivationFunction("gelu", _gelu, (-4.0, 4.0), (0.0, 0.0, 1.0, 0.0)),
+        ActivationFunction("silu", _silu, (-8.0, 8.0), (0.0, 0.0, 1.0, 0.0)),
+        ActivationFunction("sigmoid", _sigmoid, (-8.0, 8.0), (0.0, 0.0, 0.0, 1.0)),
+        ActivationFunction("tanh", np.tanh, (-4.0, 4.0), (0.0, -1.0, 0.0, 1.0)),
+        ActivationFunction("hardsigmoid", _hardsigmoid, (-3.0, 3.0), (0.0, 0.0, 0.0, 1.0)),
+        ActivationFunction("hardswish", _hardswish, (-3.0, 3.0), (0.0, 0.0, 1.0, 0.0)),
     )
 }
 
@@ -176,7 +178,7 @@ def spiking_activation(x: np.ndarray, params: ActivationParams, return_spikes: b
     x = np.asarray(x)
     work = compute_dtype(x.dtype)
     xw = x.astype(work)
-    out, spikes = si_exp(xw, params.neuron, return_spikes=True)
+    out, spikes = si_exp(xw, params.neuron, return_spikes=True) if return_spikes else (si_exp(xw, params.neuron), None)
     lo, hi = (work.type(v) for v in params.input_range)
     s_lo, c_lo, s_hi, c_hi = (work.type(v) for v in params.tails)
     with np.errstate(over="ignore"):  # a sloped tail may overflow to +-inf, as the kernels do
@@ -235,7 +237,7 @@ def fit_activation(
     With `samples` (real inputs of the activation), the error is weighted by how often each part
     of the range occurs there (plus a floor, so no part is abandoned). With `warm_start` (a set of
     the same function and K), the exploration is skipped: its T and h are polished."""
-    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, _explored, _polish, true_rmse
+    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, explore_start, polish_steps, true_rmse
 
     target = activation_function(function)
     lo, hi = (float(v) for v in (input_range or target.default_range))
@@ -253,12 +255,12 @@ def fit_activation(
             )
         thresholds, resets = np.array(warm_start.neuron.thresholds), np.array(warm_start.neuron.resets)
     else:
-        thresholds, resets = _explored(x, opts, tick, target=y, bias=True, weight=weight)
+        thresholds, resets = explore_start(x, opts, tick, target=y, bias=True, weight=weight)
 
     def evaluate(th, rs):
         return true_rmse(x, y, th, rs, opts.ridge, weight, bias=True)[0]
 
-    thresholds, resets = _polish(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
+    thresholds, resets = polish_steps(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
     _, solved = true_rmse(x, y, thresholds, resets, opts.ridge, weight, bias=True)
     meta = {"seed": seed, "polish_rounds": opts.polish_rounds}
     meta.update(

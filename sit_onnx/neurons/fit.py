@@ -118,7 +118,7 @@ def _initial(opts: FitOptions, rng: np.random.Generator) -> tuple[np.ndarray, np
     return thresholds, resets
 
 
-def _explore(x, target, opts: FitOptions, rng, tick: Callable[[], None], bias=False, weight=None):
+def _explore(x, target, opts: FitOptions, rng: np.random.Generator, tick: Callable[[], None], bias=False, weight=None):
     import torch
 
     lo, hi = opts.input_range
@@ -177,7 +177,7 @@ def _explore(x, target, opts: FitOptions, rng, tick: Callable[[], None], bias=Fa
     return best
 
 
-def _polish(evaluate: Callable[[np.ndarray, np.ndarray], float], thresholds, resets, span, rounds, tick):
+def polish_steps(evaluate: Callable[[np.ndarray, np.ndarray], float], thresholds, resets, span, rounds, tick):
     """Line search on one parameter at a time over a spread of offsets; shrink the spread when stuck.
     `evaluate(thresholds, resets)` is the true (stepped) error, d solved inside it."""
     best = evaluate(thresholds, resets)
@@ -278,13 +278,13 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
     elif target is not None:
         thresholds, resets = _softmax_start(target, opts, tick)
     else:
-        thresholds, resets = _explored(x, opts, tick)
+        thresholds, resets = explore_start(x, opts, tick)
     weight = point_weights(x, opts.weighting)
     if target is None:
         evaluate = lambda th, rs: true_rmse(x, np.exp(x), th, rs, opts.ridge, weight)[0]  # noqa: E731
     else:
         evaluate = target
-    thresholds, resets = _polish(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
+    thresholds, resets = polish_steps(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
     if target is None:
         _, weights = true_rmse(x, np.exp(x), thresholds, resets, opts.ridge, weight)
     else:
@@ -338,15 +338,15 @@ def _softmax_start(target: SoftmaxTarget, opts: FitOptions, tick) -> tuple[np.nd
     best = (np.inf, None, None)
     for share in SOFTMAX_START_SPANS:
         narrowed = replace(opts, input_range=(lo * share, 0.0))
-        thresholds, resets = _explored(np.linspace(lo * share, 0.0, GRID_POINTS), narrowed, tick)
-        thresholds, resets = _polish(target, thresholds, resets, -lo, SOFTMAX_START_ROUNDS, lambda: None)
+        thresholds, resets = explore_start(np.linspace(lo * share, 0.0, GRID_POINTS), narrowed, tick)
+        thresholds, resets = polish_steps(target, thresholds, resets, -lo, SOFTMAX_START_ROUNDS, lambda: None)
         value = target(thresholds, resets)
         if value < best[0]:
             best = (value, thresholds, resets)
     return best[1], best[2]
 
 
-def _explored(x: np.ndarray, opts: FitOptions, tick, target=None, bias=False, weight=None):
+def explore_start(x: np.ndarray, opts: FitOptions, tick, target=None, bias=False, weight=None):
     """The surrogate-gradient phase on the (weighted) RMSE of `target` (default exp, also for the
     softmax objective: its weights span orders of magnitude, which the surrogate does not survive)."""
     import torch

@@ -193,7 +193,7 @@ def _small_fit(**kwargs):
 def test_fit_uses_its_seed_range_and_target():
     from dataclasses import replace
 
-    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, _explored, true_rmse
+    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, explore_start, true_rmse
 
     first = _small_fit()
     assert _small_fit(seed=1).neuron.thresholds != first.neuron.thresholds
@@ -205,7 +205,7 @@ def test_fit_uses_its_seed_range_and_target():
     # the exploration fits GELU itself: exploring exp (then solving d for GELU) is clearly worse
     x = np.linspace(-3, 3, GRID_POINTS)
     opts = replace(FitOptions(), steps=6, input_range=(-3, 3), restarts=1, iterations=100)
-    th, rs = _explored(x, opts, lambda: None)
+    th, rs = explore_start(x, opts, lambda: None)
     on_exp = true_rmse(x, FUNCTIONS["gelu"].exact(x), th, rs, 1e-9, bias=True)[0]
     on_gelu = true_rmse(x, FUNCTIONS["gelu"].exact(x), first.neuron.thresholds, first.neuron.resets, 1e-9, bias=True)[0]
     assert on_gelu < 0.9 * on_exp
