@@ -62,32 +62,61 @@ def choose_activation_params(
     progress: Callable[[int], None] | None = None,
 ) -> list[ActivationChoice]:
     """One ActivationChoice per function with sites in the main graph; `params` the set to use."""
-    canonical, found = find_canonical_activations(model, set(functions))
-    found = [f for f in found if f.graph == "main"]
-    values = capture(canonical, sorted({f.x for f in found}), feeds)
+    pooled = _pooled_inputs(model, feeds, functions)
     choices = []
     for function in functions:
-        inputs = [values[f.x].reshape(-1).astype(np.float64) for f in found if f.function == function]
-        pooled = np.concatenate(inputs) if inputs else np.zeros(0)
-        if np.isfinite(pooled).any():
-            choices.append(_choose(function, len(inputs), pooled[np.isfinite(pooled)], steps, polish))
+        if function in pooled:
+            choices.append(_choose(function, *pooled[function], steps, polish))
         if progress:
             progress(1)
     return choices
 
 
-def _choose(function: str, sites: int, x: np.ndarray, steps: int, polish: bool) -> ActivationChoice:
-    x = np.random.default_rng(0).permutation(x)[: 2 * SAMPLES_PER_HALF]
-    fit_half, held = (x[0::2], x[1::2]) if x.size > 1 else (x, x)
-    shipped = shipped_activation(function, steps)
-    lo, hi = shipped.input_range
-    choice = ActivationChoice(
+def activation_inputs(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], functions: tuple[str, ...]
+) -> list[ActivationChoice]:
+    """What each function's main-graph sites are fed (figures only, no set chosen): `calibrate`."""
+    pooled = _pooled_inputs(model, feeds, functions)
+    return [_describe(function, sites, _draw(x)) for function, (sites, x) in pooled.items()]
+
+
+def _pooled_inputs(model, feeds, functions) -> dict[str, tuple[int, np.ndarray]]:
+    """Per function with main-graph sites and finite inputs: (its site count, those inputs)."""
+    canonical, found = find_canonical_activations(model, set(functions))
+    found = [f for f in found if f.graph == "main"]
+    values = capture(canonical, sorted({f.x for f in found}), feeds)
+    pooled = {}
+    for function in functions:
+        inputs = [values[f.x].reshape(-1).astype(np.float64) for f in found if f.function == function]
+        x = np.concatenate(inputs) if inputs else np.zeros(0)
+        if np.isfinite(x).any():
+            pooled[function] = (len(inputs), x[np.isfinite(x)])
+    return pooled
+
+
+def _draw(x: np.ndarray) -> np.ndarray:
+    """At most two halves' worth of the inputs, in a seeded random order."""
+    return np.random.default_rng(0).permutation(x)[: 2 * SAMPLES_PER_HALF]
+
+
+def _describe(function: str, sites: int, x: np.ndarray) -> ActivationChoice:
+    """Drawn inputs' figures: how many, percentiles, share in the function's shipped range."""
+    lo, hi = activation_function(function).default_range
+    return ActivationChoice(
         function,
         sites,
         int(x.size),
         *(float(v) for v in np.percentile(x, [1, 50, 99])),
         float(np.mean((x >= lo) & (x <= hi))),
     )
+
+
+def _choose(function: str, sites: int, x: np.ndarray, steps: int, polish: bool) -> ActivationChoice:
+    x = _draw(x)
+    fit_half, held = (x[0::2], x[1::2]) if x.size > 1 else (x, x)
+    shipped = shipped_activation(function, steps)
+    lo, hi = shipped.input_range
+    choice = _describe(function, sites, x)
     candidates = {"shipped": shipped}
     if polish:
         candidates["polished on the data"] = fit_activation(

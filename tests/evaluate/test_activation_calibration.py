@@ -183,6 +183,8 @@ def test_inputs_are_drawn_down_to_two_halves(monkeypatch):
     monkeypatch.setattr(activation_params, "SAMPLES_PER_HALF", 100)
     (choice,) = choose_activation_params(_two_layer_gelu(), _feeds(), ("gelu",), 8, polish=False)
     assert choice.samples == 200
+    (described,) = activation_params.activation_inputs(_two_layer_gelu(), _feeds(), ("gelu",))  # what calibrate shows
+    assert described.samples == 200 and described.p99 == choice.p99
 
 
 def test_one_input_is_both_halves_and_the_range_ends_count_as_inside():
