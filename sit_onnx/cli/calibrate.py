@@ -7,25 +7,18 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import activation_list, data_options, emit_json, json_option, table
+from sit_onnx.cli.options import activations_option, data_options, emit_json, json_option, table
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @data_options
 @click.option("--samples", type=click.IntRange(1), default=256, show_default=True, help="Rows of the data to use.")
-@click.option(
-    "--activations",
-    default="none",
-    show_default=True,
-    metavar="LIST",
-    callback=activation_list,
-    help="Also report the inputs of these activations (gelu, silu, sigmoid, tanh, hardsigmoid, hardswish): "
-    "the range a set must cover.",
-)
+@activations_option("Also report what these activations are fed: the range a set must cover.")
 @json_option
 def calibrate(model, data, dataset, samples, activations, as_json):
     """Softmax input statistics on data, with and without max-shift, and a recommendation."""
+    from sit_onnx.evaluate.activation_params import activation_inputs
     from sit_onnx.evaluate.calibrate import calibrate as calibrate_sites
     from sit_onnx.evaluate.experiment import input_data, sample_feeds
     from sit_onnx.graph.load import load_model
@@ -33,7 +26,7 @@ def calibrate(model, data, dataset, samples, activations, as_json):
     original = load_model(model)
     feeds = sample_feeds(original, input_data(original, data, dataset), samples)
     sites = calibrate_sites(original, feeds)
-    functions = _activation_inputs(original, feeds, activations)
+    functions = activation_inputs(original, feeds, activations) if activations else []
     if not sites and not functions:
         from sit_onnx.errors import SitOnnxError
 
@@ -73,15 +66,6 @@ def calibrate(model, data, dataset, samples, activations, as_json):
     )
     for s in sites:
         click.echo(f"{s.name}: {s.recommendation}")
-
-
-def _activation_inputs(model, feeds, functions):
-    """Per asked-for function, its pooled inputs' figures (no fit: the shipped sets' ranges)."""
-    if not functions:
-        return []
-    from sit_onnx.evaluate.activation_params import choose_activation_params
-
-    return choose_activation_params(model, feeds, functions, 12, polish=False)
 
 
 def _print_activations(choices) -> None:

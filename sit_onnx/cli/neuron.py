@@ -96,13 +96,13 @@ def neuron():
 )
 @click.option(
     "--function",
-    "function",
     type=click.Choice(["exp", *FUNCTIONS]),
     default="exp",
     show_default=True,
     help="What the neuron approximates: exp (SI-exp, for softmax) or an activation for SpikingActivation "
-    "(its range defaults to the shipped one: gelu/tanh [-4, 4], silu/sigmoid [-8, 8], hardsigmoid/hardswish "
-    "[-3, 3]).",
+    "(its range defaults to the shipped one: "
+    + ", ".join(f"{f.name} [{f.default_range[0]:g}, {f.default_range[1]:g}]" for f in FUNCTIONS.values())
+    + ").",
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option

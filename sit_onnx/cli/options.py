@@ -139,15 +139,9 @@ def rewrite_options(func):  # pragma: no mutate block
             "SpikingNorm), or the explicit chain [Sigmoid] [ReduceMax, Sub] SpikingExp SpikingNorm: same "
             "numbers, the chain 2-3x slower on CPU. Ensemble parameter sets always use the chain.",
         ),
-        click.option(
-            "--activations",
-            default="none",
-            show_default=True,
-            metavar="LIST",
-            callback=activation_list,
-            help="Also convert these activations to SpikingActivation: a comma list of gelu, silu, sigmoid, "
-            "tanh, hardsigmoid, hardswish (every form exporters write: Gelu, the Erf and tanh forms, "
-            "com.microsoft Gelu/FastGelu/BiasGelu, x*Sigmoid(x), HardSwish, ...), or none.",
+        activations_option(
+            "Also convert these activations to SpikingActivation (every form exporters write: Gelu, the Erf "
+            "and tanh forms, com.microsoft Gelu/FastGelu/BiasGelu, x*Sigmoid(x), HardSwish, ...)."
         ),
         click.option(
             "--activation-params",
@@ -161,6 +155,20 @@ def rewrite_options(func):  # pragma: no mutate block
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def activations_option(help_text: str):  # pragma: no mutate block
+    """`--activations LIST`: a comma list of activation names, or none (rewrite's flags, calibrate)."""
+    from sit_onnx.neurons.activation import FUNCTIONS
+
+    return click.option(
+        "--activations",
+        default="none",
+        show_default=True,
+        metavar="LIST",
+        callback=activation_list,
+        help=f"{help_text} A comma list of {', '.join(FUNCTIONS)}, or none.",
+    )
 
 
 def activation_list(ctx, param, value) -> tuple[str, ...]:

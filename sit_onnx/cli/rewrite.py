@@ -108,25 +108,31 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
             "--no-shift, --objective"
         )
 
-    feeds = {}
+    loaded = {}
+
+    def feeds_of(model) -> dict:
+        """The calibration rows, read once for both callbacks."""
+        from sit_onnx.evaluate.experiment import input_data, sample_feeds
+
+        if not loaded:
+            bundled = data == "digits"
+            arrays = input_data(model, None if bundled else data, data if bundled else None)
+            loaded.update(sample_feeds(model, arrays, samples))
+        return loaded
 
     def calibrated(model):
-        from sit_onnx.evaluate.experiment import input_data, sample_feeds
         from sit_onnx.evaluate.site_params import choose_site_params
 
-        bundled = data == "digits"
-        feeds.update(
-            sample_feeds(model, input_data(model, None if bundled else data, data if bundled else None), samples)
-        )
         with progress("calibrate", unit="site") as bar:  # pragma: no mutate
-            choices.extend(choose_site_params(model, feeds, options.steps, rounds, bar.update))
+            choices.extend(choose_site_params(model, feeds_of(model), options.steps, rounds, bar.update))
         return {c.name: c.params for c in choices}
 
     def activations(model):
         from sit_onnx.evaluate.activation_params import choose_activation_params
 
+        feeds, functions = feeds_of(model), options.activations
         with progress("calibrate activations", unit="function") as bar:  # pragma: no mutate
-            found = choose_activation_params(model, feeds, options.activations, options.steps, rounds > 0, bar.update)
+            found = choose_activation_params(model, feeds, functions, options.steps, rounds > 0, bar.update)
         activation_choices.extend(found)
         return {c.function: c.params for c in found}
 
