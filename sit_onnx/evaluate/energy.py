@@ -85,10 +85,15 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name}
 
 
+def _neuron(node: onnx.NodeProto, input_range=(-1, 1)) -> NeuronParams:
+    """The SI-exp neuron a node carries (its range matters to SpikingActivation only)."""
+    return NeuronParams(_attr(node, "thresholds"), _attr(node, "resets"), _attr(node, "weights"), input_range)
+
+
 def _si_exp_accumulates(node: onnx.NodeProto, x: np.ndarray) -> float:
     """SI-exp's work: two accumulates (membrane and output) per spike. SpikingSoftmax's neuron sees
     its input after the node's own [Sigmoid] and [max-shift]."""
-    params = NeuronParams(_attr(node, "thresholds"), _attr(node, "resets"), _attr(node, "weights"), (-1, 1))
+    params = _neuron(node)
     x = x.astype(np.float32)
     if node.op_type == SPIKING_SOFTMAX:
         options = SoftmaxOptions(bool(_attr(node, "sigmoid", 0)), bool(_attr(node, "shift", 1)))
@@ -99,18 +104,15 @@ def _si_exp_accumulates(node: onnx.NodeProto, x: np.ndarray) -> float:
 
 def _activation_activity(node: onnx.NodeProto, x: np.ndarray) -> tuple[float, float, float]:
     """(spikes per output neuron, share of neurons in the tails, accumulates of the neuron itself)."""
-    neuron = NeuronParams(
-        _attr(node, "thresholds"),
-        _attr(node, "resets"),
-        _attr(node, "weights"),
-        (_attr(node, "low"), _attr(node, "high")),
-    )
+    neuron = _neuron(node, (_attr(node, "low"), _attr(node, "high")))
+    # which function the set serves does not change its spikes: any name the record accepts will do
     params = ActivationParams("gelu", neuron, _attr(node, "bias", 0.0), _attr(node, "tails"))
-    x = x.astype(np.float32)
-    _, spikes = spiking_activation(x, params, return_spikes=True)
     if not x.size:
         return 0.0, 0.0, 0.0
-    tails = float(np.mean((x < np.float32(neuron.input_range[0])) | (x > np.float32(neuron.input_range[1]))))
+    x = x.astype(np.float32)
+    _, spikes = spiking_activation(x, params, return_spikes=True)
+    low, high = (np.float32(v) for v in neuron.input_range)
+    tails = float(np.mean((x < low) | (x > high)))
     return float(spikes.sum() / x.size), tails, 2.0 * spikes.sum()
 
 

@@ -21,7 +21,7 @@ from onnx import helper
 from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS, constant_value
-from sit_onnx.graph.walk import walk_graphs
+from sit_onnx.graph.walk import graph_label, walk_graphs
 from sit_onnx.neurons.activation import FUNCTIONS, ActivationParams, activation_function, erf
 
 MS_DOMAIN = "com.microsoft"
@@ -281,7 +281,7 @@ def find_activation_sites(
                     taken.update(id(n) for n in site.nodes)
             except NoSite as exc:
                 if misses is not None:
-                    misses.append(ActivationMiss(node.name, "main" if sub is graph else sub.name, node.op, str(exc)))
+                    misses.append(ActivationMiss(node.name, graph_label(sub, graph), node.op, str(exc)))
     return sites
 
 

@@ -26,7 +26,7 @@ from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, 
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
-from sit_onnx.graph.walk import graph_protos
+from sit_onnx.graph.walk import graph_label, graph_protos
 from sit_onnx.neurons.activation import ActivationParams, load_activation, shipped_activation
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
 from sit_onnx.neurons.softmax import SoftmaxOptions
@@ -187,6 +187,13 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes)
 
 
+def _searchable_graph(prepared: Prepared) -> gs.Graph:
+    """The light model as graphsurgeon sees it, types inferred and nodes sorted: where sites are found."""
+    graph = gs.import_onnx(infer_shapes(prepared.light))
+    graph.toposort()
+    return graph
+
+
 @dataclass(frozen=True)
 class FoundSite:
     """A softmax site as every command sees it: in the canonical model (opset >= 13, local
@@ -203,11 +210,9 @@ def find_canonical_sites(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
     """The model as the rewrite sees it (weights and all, nothing converted) and its sites: the one
     site finder behind calibrate, layers, energy and the per-site report."""
     prepared = prepare(model, "model", in_place=False)
-    graph = gs.import_onnx(infer_shapes(prepared.light))
-    graph.toposort()
+    graph = _searchable_graph(prepared)
     sites = [
-        FoundSite(s.name, "main" if s.graph is graph else s.graph.name, s.pattern, int(s.axis), s.logits.name)
-        for s in find_sites(graph)
+        FoundSite(s.name, graph_label(s.graph, graph), s.pattern, int(s.axis), s.logits.name) for s in find_sites(graph)
     ]
     return write_back(prepared.model, prepared.light, prepared.aside), sites
 
@@ -227,10 +232,9 @@ def find_canonical_activations(
 ) -> tuple[onnx.ModelProto, list[FoundActivation]]:
     """The model as the rewrite sees it and its activation sites of `functions` (for calibration)."""
     prepared = prepare(model, "model", in_place=False)
-    graph = gs.import_onnx(infer_shapes(prepared.light))
-    graph.toposort()
+    graph = _searchable_graph(prepared)
     found = [
-        FoundActivation(s.name, "main" if s.graph is graph else s.graph.name, s.function, s.x.name)
+        FoundActivation(s.name, graph_label(s.graph, graph), s.function, s.x.name)
         for s in find_activation_sites(graph, functions)
     ]
     return write_back(prepared.model, prepared.light, prepared.aside), found
@@ -273,7 +277,7 @@ def apply(
         axis = prepared.legacy_axes.get(site.name, site.axis) if site.pattern == SOFTMAX else site.axis
         entry = SiteReport(
             site.name,
-            "main" if site.graph is graph else site.graph.name,
+            graph_label(site.graph, graph),
             site.pattern,
             site.axis,
             _semantics(prepared.source_opset, site.pattern, axis),
@@ -300,7 +304,7 @@ def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParam
         reports.append(
             {
                 "name": site.name,
-                "graph": "main" if site.graph is graph else site.graph.name,
+                "graph": graph_label(site.graph, graph),
                 "function": site.function,
                 "form": site.form,
                 "input": site.x.name,
@@ -361,8 +365,7 @@ def rewrite_model(
         raise SitOnnxError(f"model already holds SpikingExp with K={already}; convert the rest with --steps {already}")
     prepared = prepare(model, label, in_place)
     left_alone = _left_alone(prepared, options, label)
-    graph = gs.import_onnx(infer_shapes(prepared.light))
-    graph.toposort()
+    graph = _searchable_graph(prepared)
     misses: list[NearMiss] = []
     sites = find_sites(graph, misses)
     activation_misses: list[ActivationMiss] = []

@@ -19,7 +19,7 @@ from sit_onnx.graph.matchers.base import (
     SoftmaxSite,
     constant_value,
 )
-from sit_onnx.graph.walk import walk_graphs
+from sit_onnx.graph.walk import graph_label, walk_graphs
 
 __all__ = ["DECOMPOSED", "DECOMPOSED_SHIFTED", "SOFTMAX", "NearMiss", "SoftmaxSite", "constant_value", "find_sites"]
 
@@ -37,6 +37,6 @@ def find_sites(graph: gs.Graph, misses: list[NearMiss] | None = None) -> list[So
                 if found.site is not None:
                     sites.append(found.site)
                 elif found.reason is not None and misses is not None:
-                    misses.append(NearMiss(node.name, "main" if sub is graph else sub.name, found.reason))
+                    misses.append(NearMiss(node.name, graph_label(sub, graph), found.reason))
                 break
     return sites

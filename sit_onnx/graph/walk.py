@@ -28,3 +28,8 @@ def walk_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
             for sub in subgraphs:
                 if isinstance(sub, gs.Graph):
                     yield from walk_graphs(sub)
+
+
+def graph_label(sub: gs.Graph, root: gs.Graph) -> str:
+    """How reports name the graph a site lies in: "main", or the subgraph's own name."""
+    return "main" if sub is root else sub.name
