@@ -184,28 +184,13 @@ def main():
     args.wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if "albert" in args.models:
-            model, feeds, what = rxnmapper_albert(args.wheels, work)
-            print(f"rxnmapper ALBERT MLM on {what}")
-            measure(
-                "albert",
-                model,
-                feeds,
-                lambda f: f["attention_mask"].astype(bool),
-                args.steps,
-                activations=args.activations,
-            )
-        if "antiberty" in args.models:
-            model, feeds, what = antiberty_bert(args.wheels, work)
-            print(f"antiberty BERT MLM on {what}")
-            measure(
-                "antiberty",
-                model,
-                feeds,
-                lambda f: f["attention_mask"].astype(bool),
-                args.steps,
-                activations=args.activations,
-            )
+        encoders = {"albert": (rxnmapper_albert, "rxnmapper ALBERT"), "antiberty": (antiberty_bert, "antiberty BERT")}
+        for name, (load, title) in encoders.items():
+            if name in args.models:
+                model, feeds, what = load(args.wheels, work)
+                print(f"{title} MLM on {what}")
+                valid = lambda f: f["attention_mask"].astype(bool)  # noqa: E731
+                measure(name, model, feeds, valid, args.steps, activations=args.activations)
         if "vit" in args.models:
             from sit_onnx.evaluate.datasets import digits_test
 

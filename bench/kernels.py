@@ -238,11 +238,12 @@ def bench_activation(args, provider):
     x = np.random.default_rng(0).normal(0, 2, shape).astype(np.float32)
     native = {form: gelu_graph(shape, form) for form in ("Gelu", "Erf form")}
     options = RewriteOptions(steps=args.steps, activations=("gelu",))
+    spiking = rewrite_model(native["Gelu"], options)[0]
     sessions = {form: session(m, provider, False) for form, m in native.items()}
-    sessions["spiking"] = session(rewrite_model(native["Gelu"], options)[0], provider)
+    sessions["spiking"] = session(spiking, provider)
     if provider == "cpu":
         sessions["Gelu 1 thread"] = session(native["Gelu"], provider, False, threads=1)
-        sessions["spiking 1 thread"] = session(rewrite_model(native["Gelu"], options)[0], provider, threads=1)
+        sessions["spiking 1 thread"] = session(spiking, provider, threads=1)
     ms = time_calls({name: caller(sess, x, provider) for name, sess in sessions.items()}, args.repeat)
     text = (
         f"{provider:4} {label:34} Gelu op {ms['Gelu']:7.3f} ms | Erf form {ms['Erf form']:7.3f} ms | "

@@ -64,22 +64,29 @@ def _energy_change(original, converted, feeds) -> str:
     return f"{100 * estimate_energy(original, converted, feeds).reduction:+.1f}%"
 
 
-def activation_rows(label: str, path: Path, data) -> list[str]:
-    """Per K: softmax only against softmax + GELU (issue 14), accuracy loss, agreement, energy saved."""
-    original = load_model(path)
-    ann = predict(make_session(original), data.arrays, data.source)
-    feeds = sample_feeds(original, data, 64)
+def _activation_table_rows(label: str, model, fidelity, feeds) -> list[str]:
+    """Per K, the model converted with softmax only and with softmax + GELU: `fidelity(converted)`'s
+    two cells and the energy saved on `feeds`."""
     rows = []
     for steps in ACTIVATION_STEPS:
         cells = []
         for activations in ((), ("gelu",)):
-            converted, report = rewrite_model(original, RewriteOptions(steps=steps, activations=activations))
-            figures = accuracy_report(data.labels, ann, predict(make_session(converted), data.arrays, data.source))
-            cells.append(
-                f"{figures.loss_points:+.2f} | {pct(figures.agreement)} | {_energy_change(original, converted, feeds)}"
-            )
+            converted, report = rewrite_model(model, RewriteOptions(steps=steps, activations=activations))
+            cells.append(f"{fidelity(converted)} | {_energy_change(model, converted, feeds)}")
         rows.append(f"| {label} | {len(report.activations)} | {steps} | {cells[0]} | {cells[1]} |")
     return rows
+
+
+def activation_rows(label: str, path: Path, data) -> list[str]:
+    """Per K: softmax only against softmax + GELU (issue 14), accuracy loss, agreement, energy saved."""
+    original = load_model(path)
+    ann = predict(make_session(original), data.arrays, data.source)
+
+    def fidelity(converted) -> str:
+        figures = accuracy_report(data.labels, ann, predict(make_session(converted), data.arrays, data.source))
+        return f"{figures.loss_points:+.2f} | {pct(figures.agreement)}"
+
+    return _activation_table_rows(label, original, fidelity, sample_feeds(original, data, 64))
 
 
 def albert_rows(wheels: Path) -> list[str]:
@@ -95,18 +102,12 @@ def albert_rows(wheels: Path) -> list[str]:
         model, feeds, _ = rxnmapper_albert(wheels, Path(work))
     _, measured = split(feeds)
     reference, valid = run(model, measured), measured["attention_mask"].astype(bool)
-    rows = []
-    for steps in ACTIVATION_STEPS:
-        cells = []
-        for activations in ((), ("gelu",)):
-            converted, report = rewrite_model(model, RewriteOptions(steps=steps, activations=activations))
-            got = figures(reference, run(converted, measured), valid)
-            energy = _energy_change(model, converted, measured)
-            cells.append(f"{got['min_cosine']:.5f} (cos) | {pct(got['top1'])} | {energy}")
-        rows.append(
-            f"| rxnmapper ALBERT (pretrained) | {len(report.activations)} | {steps} | {cells[0]} | {cells[1]} |"
-        )
-    return rows
+
+    def fidelity(converted) -> str:
+        got = figures(reference, run(converted, measured), valid)
+        return f"{got['min_cosine']:.5f} (cos) | {pct(got['top1'])}"
+
+    return _activation_table_rows("rxnmapper ALBERT (pretrained)", model, fidelity, measured)
 
 
 def main():
