@@ -56,12 +56,13 @@ def calibrate(model, data, dataset, samples, activations, as_json):
                     s.p50,
                     s.p99,
                     s.max,
+                    f"{100 * s.masked:.1f}%",
                     f"{100 * s.inside_paper_range:.1f}%",
                     f"{100 * s.inside_shift_range:.1f}%",
                 ]
                 for s in sites
             ],
-            ["site", "min", "p1", "median", "p99", "max", "in [-1,1]", "shifted in [-12,0]"],
+            ["site", "min", "p1", "median", "p99", "max", "masked", "in [-1,1]", "shifted in [-12,0]"],
         )
     )
     for s in sites:

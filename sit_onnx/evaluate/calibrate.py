@@ -18,6 +18,9 @@ from sit_onnx.graph.convert import find_canonical_sites
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE
 
 NEGLIGIBLE = np.exp(SHIFT_RANGE[0])  # below -R after the shift, exp is under 6e-6: clamping there is harmless
+# At or below this a max-shifted logit's e^x is at most float32's smallest subnormal: a masked position
+# (an attention mask's -1e4 or -3.4e38), which says nothing of the range a neuron must cover.
+WEIGHTLESS = float(np.log(np.finfo(np.float32).smallest_subnormal))
 
 
 @dataclass
@@ -27,9 +30,10 @@ class SiteCalibration:
     count: int
     min: float
     max: float
-    p01: float
+    p01: float  # min and the percentiles: of the logits that carry weight (masked ones left out)
     p50: float
     p99: float
+    masked: float  # share of logits with no weight: e^(x - row max) below float32's smallest subnormal
     inside_paper_range: float  # share of logits in [-1, 1], unshifted
     inside_shift_range: float  # share of shifted logits in [-R, 0] (below it exp < e^-R and SI-exp gives 0)
     recommendation: str
@@ -51,9 +55,10 @@ def calibrate(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Site
 
 def _site_calibration(site, logits: np.ndarray) -> SiteCalibration:
     axis = site.axis
-    finite = logits[np.isfinite(logits)]
     with np.errstate(invalid="ignore"):
         shifted = logits - np.max(logits, axis=axis, keepdims=True) if logits.size else logits
+    masked = shifted <= WEIGHTLESS
+    finite = logits[np.isfinite(logits) & ~masked]
     in_paper = float(np.mean((finite >= PAPER_RANGE[0]) & (finite <= PAPER_RANGE[1]))) if finite.size else 0.0
     in_shift = float(np.mean((shifted >= SHIFT_RANGE[0]) | ~np.isfinite(shifted))) if shifted.size else 0.0
     q = np.percentile(finite, [1, 50, 99]) if finite.size else [np.nan] * 3
@@ -66,6 +71,7 @@ def _site_calibration(site, logits: np.ndarray) -> SiteCalibration:
         float(q[0]),
         float(q[1]),
         float(q[2]),
+        float(np.mean(masked)) if logits.size else 0.0,
         in_paper,
         in_shift,
         _recommend(in_paper, in_shift),

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from sit_onnx.evaluate.calibrate import site_logits
+from sit_onnx.evaluate.calibrate import WEIGHTLESS, site_logits
 from sit_onnx.neurons.fit import FitOptions, SoftmaxTarget, fit_si_exp
 from sit_onnx.neurons.objective import RowScore, rows_from_logits
 from sit_onnx.neurons.params import OBJECTIVES, SHIFT_RANGE, NeuronParams, shipped_params
@@ -32,7 +32,7 @@ class SiteChoice:
     axis: int
     rows: int
     length: int
-    shifted_p01: float  # 1st percentile of the max-shifted logits (the low end of the range in use)
+    shifted_p01: float  # 1st percentile of the max-shifted logits that carry weight (the range in use)
     candidates: dict[str, dict] = field(default_factory=dict)  # label -> RowScore's figures and value
     chosen: str = ""
     params: NeuronParams | None = field(default=None, repr=False)
@@ -61,6 +61,13 @@ def choose_site_params(
     return choices
 
 
+def _low_end(shifted: np.ndarray) -> float:
+    """1st percentile of the max-shifted logits whose weight float32 can hold: a masked logit
+    (-3.4e38, -1e4) has weight exactly 0, so it says nothing of the range the neuron must cover."""
+    weighted = shifted[shifted > WEIGHTLESS]
+    return float(np.percentile(weighted, 1)) if weighted.size else float("nan")
+
+
 def _choose(site, logits: np.ndarray, steps: int, rounds: int) -> SiteChoice:
     """Polish on half of the site's rows, choose and report on the other half (held out)."""
     moved = np.moveaxis(logits, site.axis, -1)
@@ -73,7 +80,7 @@ def _choose(site, logits: np.ndarray, steps: int, rounds: int) -> SiteChoice:
         site.axis,
         rows.rows,
         int(np.bincount(rows.row).max()),
-        float(np.percentile(rows.x, 1)),
+        _low_end(rows.x),
     )
     shipped = {f"shipped {objective}": shipped_params(steps, SHIFT_RANGE, objective) for objective in OBJECTIVES}
     scores = {label: target.row_score(p.thresholds, p.resets, p.weights) for label, p in shipped.items()}

@@ -91,13 +91,14 @@ def test_layers_table_is_the_json(tiny):
 def test_calibrate_table_is_the_json(tiny):
     text, record = both("calibrate", tiny / "tiny.onnx", "--data", tiny / "data.npz")
     header, rows = parse_table(text)
-    assert header == ["site", "min", "p1", "median", "p99", "max", "in [-1,1]", "shifted in [-12,0]"]
+    assert header == ["site", "min", "p1", "median", "p99", "max", "masked", "in [-1,1]", "shifted in [-12,0]"]
     ((row,), (site,)) = rows, record["sites"]
     assert row[0] == site["name"] == "att"
     for cell, key in zip(row[1:6], ["min", "p01", "p50", "p99", "max"]):
         assert close(cell, site[key]), key
-    assert row[6] == f"{100 * site['inside_paper_range']:.1f}%"
-    assert row[7] == f"{100 * site['inside_shift_range']:.1f}%"
+    assert row[6] == f"{100 * site['masked']:.1f}%"
+    assert row[7] == f"{100 * site['inside_paper_range']:.1f}%"
+    assert row[8] == f"{100 * site['inside_shift_range']:.1f}%"
     assert text.splitlines()[-1] == f"att: {site['recommendation']}"
 
 

@@ -38,9 +38,27 @@ def test_non_finite_logits_are_left_out_of_the_statistics():
     assert result.p50 == pytest.approx(1.25)
 
 
+def test_masked_logits_are_counted_apart_from_the_statistics():
+    """A mask's -3.4e38 (or -inf, or anything whose e^(x - max) float32 rounds to nothing) is
+    reported as a share, not as the row's minimum or percentiles; -103 below the row's maximum,
+    which still carries a subnormal weight, counts as a logit, -104 does not."""
+    lowest = np.finfo(np.float32).min
+    logits = np.array([[0.5, 2.0, lowest, -np.inf], [1.0, -102.0, -200.0, 0.0]])
+    result = _site_calibration(site(1), logits)
+    assert result.masked == pytest.approx(3 / 8)  # lowest, -inf and -200 (shifted by 1: -201)
+    assert (result.min, result.max) == (-102.0, 2.0)
+    assert result.inside_paper_range == pytest.approx(3 / 5)
+    assert result.p50 == pytest.approx(0.5)
+    columns = _site_calibration(site(0), logits)  # along columns: -102 (-104 shifted), lowest, -inf
+    assert columns.masked == pytest.approx(3 / 8) and columns.min == -200.0
+    whole = _site_calibration(site(1), np.full((2, 3), lowest))  # a row all masked is its own max
+    assert whole.masked == 0.0 and whole.min == lowest
+
+
 def test_an_empty_site_reports_nothing_inside_and_no_percentiles():
     result = _site_calibration(site(1), np.zeros((0, 4)))
     assert result.count == 0 and result.inside_paper_range == 0.0 and result.inside_shift_range == 0.0
+    assert result.masked == 0.0
     assert (result.min, result.max) == (np.inf, -np.inf) and np.isnan([result.p01, result.p50, result.p99]).all()
 
 

@@ -205,6 +205,31 @@ def test_progress_ticks_once_per_site_and_a_single_row_site_is_used_whole():
     assert ticks == [1] and (choice.rows, choice.length) == (1, 7)
 
 
+def test_masked_logits_do_not_set_the_reported_range():
+    """An attention mask's -3.4e38 carries no weight: the reported low end is that of the logits
+    that do (it printed -3.4e38 before); rows whose only live logit is their maximum report 0."""
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="masked")],
+        "masked",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(3).normal(size=(64, 8)).astype(np.float32)
+    x[:, 5:] = np.finfo(np.float32).min
+    x[:, 4] = -200.0  # no weight either: e^-200 is 0 in float32
+    (choice,) = choose_site_params(model, {"x": x}, steps=4, rounds=0)
+    live = x[1::2, :4] - x[1::2, :4].max(axis=1, keepdims=True)
+    assert choice.shifted_p01 == pytest.approx(np.percentile(live, 1), rel=1e-6)
+    x[:, 4] = -103.0  # a weight float32 still holds (a subnormal): counted
+    (near,) = choose_site_params(model, {"x": x}, steps=4, rounds=0)
+    assert -104 < near.shifted_p01 < -90
+    silent = np.full((4, 8), np.finfo(np.float32).min, np.float32)
+    silent[:, 0] = 0.0
+    (alone,) = choose_site_params(model, {"x": silent}, steps=4, rounds=0)
+    assert alone.shifted_p01 == 0.0
+
+
 def test_rows_per_site_are_capped(calibrated, monkeypatch):
     import sit_onnx.evaluate.site_params as site_params
 
