@@ -81,13 +81,14 @@ def activation_inputs(
 
 
 def _pooled_inputs(model, feeds, functions) -> dict[str, tuple[int, np.ndarray]]:
-    """Per function with main-graph sites and finite inputs: (its site count, those inputs)."""
+    """Per function with main-graph sites and finite inputs: (its site count, those inputs, as the
+    function's set reads them: a Swish-beta's times beta)."""
     canonical, found = find_canonical_activations(model, set(functions))
     found = [f for f in found if f.graph == "main"]
     values = capture(canonical, sorted({f.x for f in found}), feeds)
     pooled = {}
     for function in functions:
-        inputs = [values[f.x].reshape(-1).astype(np.float64) for f in found if f.function == function]
+        inputs = [f.scale * values[f.x].reshape(-1).astype(np.float64) for f in found if f.function == function]
         x = np.concatenate(inputs) if inputs else np.zeros(0)
         if np.isfinite(x).any():
             pooled[function] = (len(inputs), x[np.isfinite(x)])

@@ -5,7 +5,8 @@ Forms matched: ONNX `Gelu` (opset 20, both approximations); onnxruntime's `Gelu`
 and `BiasGelu` (com.microsoft, the bias added first); the Erf form `x*0.5*(1+erf(x/sqrt2))`
 and the tanh form `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3)))` in any association of the
 products (checked by evaluating the matched nodes, not by their shapes alone); `Sigmoid`;
-SiLU as `Mul(x, Sigmoid(x))`; `Tanh`; torch's `HardSigmoid` (alpha 1/6) and `HardSwish`, also as
+SiLU as `Mul(x, Sigmoid(x))`, and Swish-beta `Mul(x, Sigmoid(beta*x))` (CLIP's QuickGELU, beta 1.702)
+with SiLU's set rescaled; `Tanh`; torch's `HardSigmoid` (alpha 1/6) and `HardSwish`, also as
 `Mul(x, HardSigmoid(x))`. What is not converted says why.
 """
 
@@ -28,6 +29,8 @@ MS_DOMAIN = "com.microsoft"
 MAX_CHAIN_NODES = 16  # an Erf or tanh GELU is 5-10 nodes; a longer walk has left the activation
 CHAIN_CHECK_POINTS = np.linspace(-6.0, 6.0, 241)
 CHAIN_TOLERANCE = 2e-3  # the tanh form is within 5e-4 of exact GELU; anything else is another function
+SWISH_BETAS = (1e-2, 1e2)  # beta of x * Sigmoid(beta x) converted; beyond, a rescaled set leaves float32
+QUICK_GELU = 1.702  # x * Sigmoid(1.702 x): CLIP's GELU approximation (off by up to 0.02), a Swish-beta
 
 
 @dataclass
@@ -43,6 +46,7 @@ class ActivationSite:
     nodes: list = field(default_factory=list, repr=False)
     bias: gs.Tensor | None = field(default=None, repr=False)  # added to x first (BiasGelu, FastGelu)
     dtype: np.dtype | None = field(default=None, repr=False)  # float32 or float16, once checked
+    scale: float = 1.0  # the function is f(scale x) / scale (Swish-beta: SiLU's set rescaled)
 
 
 @dataclass(frozen=True)
@@ -180,9 +184,38 @@ def _gelu_op(graph: gs.Graph, node: gs.Node) -> ActivationSite:
 GATES = {"Sigmoid": ("sigmoid", "silu", "SiLU"), "HardSigmoid": ("hardsigmoid", "hardswish", "HardSwish")}
 
 
+def _scaled(graph: gs.Graph, tensor: gs.Tensor) -> tuple[gs.Tensor, float, list[gs.Node]]:
+    """`tensor` as beta * x: (x, beta, [the Mul, where nothing else reads it]); else (tensor, 1, [])."""
+    mul = tensor.inputs[0] if tensor.inputs else None
+    if mul is None or mul.op != "Mul" or (mul.domain or "") not in DEFAULT_DOMAINS or len(mul.inputs) != 2:
+        return tensor, 1.0, []
+    for x, factor in (mul.inputs, mul.inputs[::-1]):
+        beta = constant_value(factor)
+        if beta is not None and beta.size == 1 and constant_value(x) is None:
+            private = len(tensor.outputs) == 1 and tensor not in graph.outputs
+            return x, float(beta.reshape(-1)[0]), [mul] if private else []
+    return tensor, 1.0, []
+
+
+def _in_window(beta: float) -> bool:
+    """beta within SWISH_BETAS as float32 sees them (a model's 0.01 is float32's 0.0099999998)."""
+    lo, hi = (np.float32(v) for v in SWISH_BETAS)
+    return bool(lo <= np.float32(beta) <= hi)
+
+
+def _swish(graph: gs.Graph, sigmoid: gs.Node, mul: gs.Node) -> ActivationSite | None:
+    """x * Sigmoid(beta x) for a constant beta > 0: SiLU's set rescaled; None if `mul` is not that."""
+    x, beta, scale_nodes = _scaled(graph, sigmoid.inputs[0])
+    if x is sigmoid.inputs[0] or _other_input(mul, sigmoid.outputs[0]) is not x or not _in_window(beta):
+        return None
+    form = f"x * Sigmoid({beta:.4g} x)" + (" (QuickGELU)" if math.isclose(beta, QUICK_GELU, rel_tol=1e-3) else "")
+    nodes = [*scale_nodes, sigmoid, mul]
+    return ActivationSite(mul.name or sigmoid.name, graph, "silu", form, x, mul.outputs[0], nodes, scale=beta)
+
+
 def _gate(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
-    """A Sigmoid or HardSigmoid: the gate of x * gate(x) (SiLU, HardSwish) when that is asked for
-    and the gate feeds nothing else, else the gate itself."""
+    """A Sigmoid or HardSigmoid: the gate of x * gate(x) (SiLU, HardSwish; x * Sigmoid(beta x) too)
+    when that is asked for and the gate feeds nothing else, else the gate itself."""
     gate, product, label = GATES[node.op]
     x, s = node.inputs[0], node.outputs[0]
     consumers = list(s.outputs)
@@ -192,6 +225,9 @@ def _gate(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
             return ActivationSite(
                 mul.name or node.name, graph, product, f"x * {node.op}(x)", x, mul.outputs[0], [node, mul]
             )
+        swish = _swish(graph, node, mul) if node.op == "Sigmoid" and len(mul.inputs) == 2 else None
+        if swish is not None:
+            return swish
     if gate not in wanted:
         raise NoSite(f"a {node.op} that is no {label} (x * {node.op}(x)), and {gate} was not asked for")
     return ActivationSite(node.name, graph, gate, node.op, x, s, [node])
@@ -218,6 +254,20 @@ def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
     return ActivationSite(node.name, graph, "tanh", "Tanh", node.inputs[0], node.outputs[0], [node])
 
 
+def _quick_gelu_pointer(graph: gs.Graph, node: gs.Node) -> None:
+    """With gelu asked for but not silu: a QuickGELU is no GELU; say how to convert it."""
+    consumers = list(node.outputs[0].outputs)
+    if len(consumers) != 1 or consumers[0].op != "Mul" or len(consumers[0].inputs) != 2:
+        return None
+    try:
+        site = _swish(graph, node, consumers[0])
+    except NoSite:
+        return None
+    if site is not None and math.isclose(site.scale, QUICK_GELU, rel_tol=1e-3):
+        raise NoSite(f"{site.form} is SiLU({site.scale:.4g} x) / {site.scale:.4g}, not GELU: add silu to --activations")
+    return None
+
+
 def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite | None:
     """The site `node` starts, None if it starts none of the wanted forms; NoSite says why not."""
     domain = node.domain or ""
@@ -228,6 +278,8 @@ def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite |
             return _gelu_chain(graph, node, "Erf form")
         if node.op == "Sigmoid" and wanted & {"sigmoid", "silu"}:
             return _gate(graph, node, wanted)
+        if node.op == "Sigmoid" and "gelu" in wanted:
+            return _quick_gelu_pointer(graph, node)
         if node.op == "HardSigmoid" and wanted & {"hardsigmoid", "hardswish"}:
             return _hardsigmoid(graph, node, wanted)
         if node.op == "HardSwish" and "hardswish" in wanted:
@@ -318,7 +370,7 @@ def replace_activation(site: ActivationSite, params: ActivationParams, opset: in
         return result
 
     x = add("Add", [site.x, site.bias]) if site.bias is not None else site.x
-    attrs = activation_attributes(params)
+    attrs = activation_attributes(params.rescaled(site.scale) if site.scale != 1.0 else params)
     if dtype == np.float16 and opset < CASTLIKE_OPSET:
         wide = add("Cast", [x], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}, out_dtype=np.float32)
         y = add(SPIKING_ACTIVATION, [wide], attrs, DOMAIN, out_dtype=np.float32)

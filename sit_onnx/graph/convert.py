@@ -225,6 +225,7 @@ class FoundActivation:
     graph: str
     function: str
     x: str
+    scale: float = 1.0  # the function's set reads scale * x (Swish-beta)
 
 
 def find_canonical_activations(
@@ -234,7 +235,7 @@ def find_canonical_activations(
     prepared = prepare(model, "model", in_place=False)
     graph = _searchable_graph(prepared)
     found = [
-        FoundActivation(s.name, graph_label(s.graph, graph), s.function, s.x.name)
+        FoundActivation(s.name, graph_label(s.graph, graph), s.function, s.x.name, s.scale)
         for s in find_activation_sites(graph, functions)
     ]
     return write_back(prepared.model, prepared.light, prepared.aside), found
@@ -308,8 +309,9 @@ def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParam
                 "function": site.function,
                 "form": site.form,
                 "input": site.x.name,
+                "input_scale": site.scale,
                 "output": site.output.name,
-                "range": list(own.input_range),
+                "range": [v / site.scale for v in own.input_range],
                 "replaced_with": inserted,
             }
         )

@@ -119,6 +119,24 @@ class ActivationParams:
     def input_range(self) -> tuple[float, float]:
         return self.neuron.input_range
 
+    def rescaled(self, beta: float) -> ActivationParams:
+        """The set computing f(beta x) / beta, exactly this neuron on beta x: every threshold,
+        reset, weight, the bias, the range and the tails' intercepts divided by beta (the neuron's
+        membrane is then v / beta throughout, its spikes the same). x * Sigmoid(beta x), Swish-beta
+        (CLIP's QuickGELU: beta = 1.702), is SiLU's set rescaled."""
+        if not (math.isfinite(beta) and beta > 0):
+            raise SitOnnxError(f"an activation set can be rescaled by a finite beta > 0, not {beta!r}")
+        n = self.neuron
+        scaled = {
+            name: tuple(v / beta for v in getattr(n, name))
+            for name in ("thresholds", "resets", "weights", "input_range")
+        }
+        neuron = replace(
+            n, **scaled, rmse=n.rmse / beta, max_error=n.max_error / beta, meta={**n.meta, "input_scale": beta}
+        )
+        s_lo, c_lo, s_hi, c_hi = self.tails
+        return replace(self, neuron=neuron, bias=self.bias / beta, tails=(s_lo, c_lo / beta, s_hi, c_hi / beta))
+
     def to_json(self) -> str:
         record = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
         record["neuron"] = json.loads(self.neuron.to_json())

@@ -247,3 +247,37 @@ def test_calibration_leaves_the_model_as_it_was_and_reads_the_main_graph_only():
     (choice,) = choose_activation_params(model, feeds, ("sigmoid",), 8, polish=False) or [None]
     assert model.SerializeToString() == before
     assert choice is None  # the only Sigmoid sits inside the If: nothing to read on the main graph
+
+
+def test_a_quick_gelus_inputs_are_pooled_as_its_silu_set_reads_them():
+    """x * Sigmoid(1.702 x) calibrates SiLU's set on 1.702 x, pooled with a plain SiLU's x; the
+    rewrite then writes the chosen set rescaled for the QuickGELU, as is for the SiLU."""
+    nodes = [
+        helper.make_node("Mul", ["x", "beta"], ["bx"], name="scale"),
+        helper.make_node("Sigmoid", ["bx"], ["s"], name="sig"),
+        helper.make_node("Mul", ["x", "s"], ["q"], name="quick"),
+        helper.make_node("Sigmoid", ["q"], ["t"], name="sig2"),
+        helper.make_node("Mul", ["t", "q"], ["y"], name="silu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])],
+        [numpy_helper.from_array(np.array(1.702, np.float32), "beta")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = _feeds()
+    q = capture(model, ["q"], feeds)["q"]
+    pooled = np.concatenate([1.702 * feeds["x"].astype(np.float64).reshape(-1), q.astype(np.float64).reshape(-1)])
+    (choice,) = choose_activation_params(model, feeds, ("silu",), 8)
+    assert choice.sites == 2 and choice.samples == pooled.size
+    assert (choice.p01, choice.p99) == pytest.approx(tuple(np.percentile(pooled, [1, 99])), rel=1e-6)
+    new, report = rewrite_model(
+        model, RewriteOptions(steps=8, activations=("silu",)), activation_sets={"silu": choice.params}
+    )
+    assert [a["input_scale"] for a in report.activations] == [pytest.approx(1.702), 1.0]
+    x = _feeds(4)["x"]
+    beta = float(np.float32(1.702))
+    first = spiking_activation(x, choice.params.rescaled(beta))
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(first, choice.params))

@@ -335,7 +335,12 @@ def test_torch_exports_of_every_activation(tmp_path, opset):
     torch = pytest.importorskip("torch")
     from sit_onnx.export.torch_export import export_module
 
+    class QuickGELU(torch.nn.Module):  # CLIP's, as transformers writes it
+        def forward(self, x):
+            return x * torch.sigmoid(1.702 * x)
+
     for act, function in [
+        (QuickGELU(), "silu"),
         (torch.nn.GELU(), "gelu"),
         (torch.nn.GELU(approximate="tanh"), "gelu"),
         (torch.nn.SiLU(), "silu"),
@@ -511,3 +516,106 @@ def test_report_names_the_sites_tensors_and_graph_and_keeps_unused_inputs():
     y, z = run(new, {"x": x, "flag": np.array(True), "unused": np.zeros(1, np.float32)})
     np.testing.assert_array_equal(y, spiking_activation(x, shipped_activation("sigmoid", 12)))
     np.testing.assert_array_equal(z, spiking_activation(x, shipped_activation("tanh", 12)))  # inside the If
+
+
+def _swish(beta=1.702, order=("x", "beta"), shared=False):
+    """x * Sigmoid(beta * x), as CLIP's QuickGELU exports; `shared`: beta * x is also a graph output."""
+    nodes = [
+        helper.make_node("Mul", [{"x": "x", "beta": "beta"}[o] for o in order], ["bx"], name="scale"),
+        helper.make_node("Sigmoid", ["bx"], ["s"], name="sig"),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="quick"),
+    ]
+    return _model(nodes, [_const("beta", beta)], extra_outputs=("bx",) if shared else ())
+
+
+@pytest.mark.parametrize("order", [("x", "beta"), ("beta", "x")])
+def test_quick_gelu_is_silus_set_rescaled(order):
+    """x * Sigmoid(1.702 x) = SiLU(1.702 x) / 1.702: one node computing exactly the SiLU reference on
+    1.702 x over 1.702 (to float32 rounding), within the SiLU set's error of the function itself."""
+    new, report = rewrite_model(_swish(order=order), RewriteOptions(activations=("silu",)))
+    (site,) = report.activations
+    assert (site["function"], site["form"], site["name"]) == ("silu", "x * Sigmoid(1.702 x) (QuickGELU)", "quick")
+    assert site["input_scale"] == pytest.approx(1.702) and site["input"] == "x"
+    assert site["range"] == pytest.approx([-8 / 1.702, 8 / 1.702])
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation"]
+    x = _x()
+    y = run(new, {"x": x})[0]
+    beta = np.float32(1.702)
+    silu = shipped_activation("silu", 12)
+    np.testing.assert_allclose(y, spiking_activation(beta * x, silu) / beta, atol=1e-5)
+    np.testing.assert_array_equal(y, spiking_activation(x, silu.rescaled(float(beta))))
+    exact = x / (1 + np.exp(-1.702 * x))
+    assert np.abs(y - exact).max() < 0.12 and np.abs(y - spiking_activation(x, silu)).max() > 0.1
+
+
+def test_a_scale_read_elsewhere_stays_and_other_betas_say_theirs():
+    new, report = rewrite_model(_swish(shared=True), RewriteOptions(activations=("silu",)))
+    assert sorted(n.op_type for n in new.graph.node) == ["Mul", "SpikingActivation"]  # bx is still an output
+    x = _x()
+    np.testing.assert_allclose(run(new, {"x": x})[1], 1.702 * x, rtol=1e-6)
+    _, report = rewrite_model(_swish(beta=2.5), RewriteOptions(activations=("silu",)))
+    assert [(a["form"], a["input_scale"]) for a in report.activations] == [("x * Sigmoid(2.5 x)", 2.5)]
+
+
+@pytest.mark.parametrize("beta", [-1.0, 0.0, 0.005, 200.0])
+def test_a_beta_outside_the_window_is_no_swish(beta):
+    """A rescaled set must stay in float32 (beta in [0.01, 100]); beta <= 0 is no Swish at all."""
+    sites, misses = _misses(_swish(beta=beta), {"silu"})
+    assert sites == [] and misses == [
+        ("sig", "a Sigmoid that is no SiLU (x * Sigmoid(x)), and sigmoid was not asked for")
+    ]
+    sites, _ = _misses(_swish(beta=beta), {"silu", "sigmoid"})
+    assert [s.function for s in sites] == ["sigmoid"]
+
+
+@pytest.mark.parametrize("beta", [0.01, 100.0])
+def test_the_window_edges_are_swishes(beta):
+    sites, _ = _misses(_swish(beta=beta), {"silu"})
+    assert [(s.function, s.scale) for s in sites] == [("silu", pytest.approx(beta))]
+
+
+def test_a_scale_of_another_tensor_is_no_swish():
+    """Sigmoid(beta * z) * x with z not x, or a product of two variables, is left to the gate."""
+    nodes = [
+        helper.make_node("Neg", ["x"], ["z"], name="neg"),
+        helper.make_node("Mul", ["z", "beta"], ["bz"], name="scale"),
+        helper.make_node("Sigmoid", ["bz"], ["s"], name="sig"),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="m"),
+    ]
+    sites, _ = _misses(_model(nodes, [_const("beta", 1.702)]), {"silu", "sigmoid"})
+    assert [s.function for s in sites] == ["sigmoid"]
+    nodes[1] = helper.make_node("Mul", ["x", "z"], ["bz"], name="scale")
+    sites, _ = _misses(_model(nodes), {"silu", "sigmoid"})
+    assert [s.function for s in sites] == ["sigmoid"]
+
+
+def test_quick_gelu_asked_as_gelu_says_how_to_convert_it():
+    sites, misses = _misses(_swish(), {"gelu"})
+    assert sites == [] and misses == [
+        ("sig", "x * Sigmoid(1.702 x) (QuickGELU) is SiLU(1.702 x) / 1.702, not GELU: add silu to --activations")
+    ]
+    for model in (_swish(beta=2.5), _model([helper.make_node("Sigmoid", ["x"], ["y"], name="s")])):
+        assert _misses(model, {"gelu"}) == ([], [])  # another Swish or a plain Sigmoid: nothing to say
+    square = [helper.make_node("Sigmoid", ["x"], ["s"], name="s"), helper.make_node("Mul", ["s", "s"], ["y"], name="m")]
+    assert _misses(_model(square), {"gelu"}) == ([], [])
+
+
+def test_rescaled_sets_divide_all_but_the_slopes():
+    silu = shipped_activation("silu", 12)
+    half = silu.rescaled(2.0)
+    n, h = silu.neuron, half.neuron
+    for name in ("thresholds", "resets", "weights", "input_range"):
+        assert getattr(h, name) == tuple(v / 2 for v in getattr(n, name)), name
+    assert half.bias == silu.bias / 2 and half.tails == (
+        silu.tails[0],
+        silu.tails[1] / 2,
+        silu.tails[2],
+        silu.tails[3] / 2,
+    )
+    assert h.meta["input_scale"] == 2.0 and h.rmse == n.rmse / 2 and h.max_error == n.max_error / 2
+    assert silu.neuron.meta.get("input_scale") is None  # the shipped set is left as it was
+    x = np.linspace(-20, 20, 4001).astype(np.float32)  # tails included: slope 1 above, 0 below
+    np.testing.assert_array_equal(spiking_activation(x, half), spiking_activation(2 * x, silu) / 2)
+    for beta in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(SitOnnxError, match="rescaled by a finite beta > 0"):
+            silu.rescaled(beta)
