@@ -2,7 +2,7 @@
 write, and their replacement by one SpikingActivation node each.
 
 Forms matched: ONNX `Gelu` (opset 20, both approximations); onnxruntime's `Gelu`, `FastGelu`
-and `BiasGelu` (com.microsoft, the bias added first); the Erf form `x*0.5*(1+erf(x/sqrt2))`
+and `BiasGelu` (com.microsoft, the bias added first) and its `QuickGelu`; the Erf form `x*0.5*(1+erf(x/sqrt2))`
 and the tanh form `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3)))` in any association of the
 products (checked by evaluating the matched nodes, not by their shapes alone); `Sigmoid`;
 SiLU as `Mul(x, Sigmoid(x))`, and Swish-beta `Mul(x, Sigmoid(beta*x))` (CLIP's QuickGELU, beta 1.702)
@@ -22,6 +22,7 @@ from onnx import helper
 from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS, constant_value
+from sit_onnx.graph.types import known_dtype, traced_dtype
 from sit_onnx.graph.walk import graph_label, walk_graphs
 from sit_onnx.neurons.activation import FUNCTIONS, ActivationParams, activation_function, erf
 
@@ -254,6 +255,19 @@ def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
     return ActivationSite(node.name, graph, "tanh", "Tanh", node.inputs[0], node.outputs[0], [node])
 
 
+def _quick_gelu_op(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
+    """onnxruntime's QuickGelu, x * Sigmoid(alpha x) (alpha 1.702 unless set): a Swish-beta."""
+    alpha = float(node.attrs.get("alpha", QUICK_GELU))
+    form = f"{MS_DOMAIN}::QuickGelu (alpha={alpha:.4g})"
+    if "silu" not in wanted:
+        raise NoSite(f"{form} is SiLU({alpha:.4g} x) / {alpha:.4g}, not GELU: add silu to --activations")
+    if not _in_window(alpha):
+        raise NoSite(
+            f"{form}: alpha outside [{SWISH_BETAS[0]:g}, {SWISH_BETAS[1]:g}], where a rescaled set stays in float32"
+        )
+    return ActivationSite(node.name, graph, "silu", form, node.inputs[0], node.outputs[0], [node], scale=alpha)
+
+
 def _quick_gelu_pointer(graph: gs.Graph, node: gs.Node) -> None:
     """With gelu asked for but not silu: a QuickGELU is no GELU; say how to convert it."""
     consumers = list(node.outputs[0].outputs)
@@ -288,16 +302,21 @@ def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite |
             return _tanh(graph, node, wanted)
     if domain == MS_DOMAIN and node.op in ("Gelu", "FastGelu", "BiasGelu") and "gelu" in wanted:
         return _gelu_op(graph, node)
+    if domain == MS_DOMAIN and node.op == "QuickGelu" and wanted & {"silu", "gelu"}:
+        return _quick_gelu_op(graph, node, wanted)
     return None
 
 
 def _site_dtype(site: ActivationSite):
     """The input's type; where onnx's inference stopped (after onnxruntime's own ops, as its
-    optimizer writes them), the output's, or that of a constant the site computes with (BiasGelu's
-    bias, the Erf form's 0.5): elementwise ops keep one type throughout."""
+    optimizer writes them), the output's, the type traced up from the input, or that of a constant
+    the site computes with (BiasGelu's bias, the Erf form's 0.5): elementwise ops keep one type."""
     for tensor in (site.x, site.output):
-        if tensor.dtype is not None and tensor.dtype != 0:  # 0: onnx's UNDEFINED, as graphsurgeon keeps it
+        if known_dtype(tensor) is not None:
             return tensor.dtype
+    traced = traced_dtype(site.x)
+    if traced is not None:
+        return traced
     constants = [t for n in site.nodes for t in n.inputs if isinstance(t, gs.Constant)]
     constants += [site.bias] if isinstance(site.bias, gs.Constant) else []
     return np.asarray(constants[0].values).dtype if constants else None

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from sit_onnx.domain import DOMAIN, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.sites import SoftmaxSite
+from sit_onnx.graph.types import traced_dtype
 from sit_onnx.graph.walk import walk_graphs
 from sit_onnx.neurons.params import NeuronParams
 from sit_onnx.neurons.softmax import SoftmaxOptions
@@ -96,12 +97,14 @@ def portable_axis(site: SoftmaxSite) -> int:
 
 def _logits_type(logits: gs.Tensor) -> tuple[np.dtype | None, int]:
     """The logits' numpy dtype (None for types numpy lacks, such as bfloat16, which
-    onnx-graphsurgeon keeps as the ONNX enum) and their ONNX element type."""
-    if logits.dtype is None:
+    onnx-graphsurgeon keeps as the ONNX enum) and their ONNX element type; where inference left
+    them untyped, the type traced up the graph, else float32."""
+    found = traced_dtype(logits)
+    if found is None:
         return np.dtype(np.float32), TensorProto.FLOAT
-    if isinstance(logits.dtype, int):
-        return None, logits.dtype
-    dtype = np.dtype(logits.dtype)
+    if isinstance(found, int):
+        return None, found
+    dtype = np.dtype(found)
     return dtype, helper.np_dtype_to_tensor_dtype(dtype)
 
 

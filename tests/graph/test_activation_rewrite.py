@@ -619,3 +619,41 @@ def test_rescaled_sets_divide_all_but_the_slopes():
     for beta in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(SitOnnxError, match="rescaled by a finite beta > 0"):
             silu.rescaled(beta)
+
+
+def _quick_gelu_op(**attrs):
+    node = helper.make_node("QuickGelu", ["x"], ["y"], name="qg", domain="com.microsoft", **attrs)
+    return _model([node], domains=["com.microsoft"])
+
+
+@pytest.mark.parametrize("alpha", [None, 1.0, 2.5])
+def test_onnxruntimes_quick_gelu_is_a_swish_of_its_alpha(alpha):
+    """com.microsoft::QuickGelu is x * Sigmoid(alpha x), alpha 1.702 unless set (as onnxruntime
+    computes it): SiLU's set rescaled by alpha, the plain set at alpha 1."""
+    model = _quick_gelu_op(**({} if alpha is None else {"alpha": alpha}))
+    new, report = rewrite_model(model, RewriteOptions(activations=("silu",)))
+    beta = 1.702 if alpha is None else alpha
+    assert [(a["form"], a["input_scale"]) for a in report.activations] == [
+        (f"com.microsoft::QuickGelu (alpha={beta:.4g})", pytest.approx(beta))
+    ]
+    x = _x()
+    silu = shipped_activation("silu", 12)
+    want = spiking_activation(x, silu.rescaled(beta) if beta != 1.0 else silu)
+    np.testing.assert_array_equal(run(new, {"x": x})[0], want)
+    original = run(model, {"x": x})[0]
+    assert np.abs(run(new, {"x": x})[0] - original).max() < 0.15
+
+
+def test_onnxruntimes_quick_gelu_left_alone_says_why():
+    _, misses = _misses(_quick_gelu_op(), {"gelu"})
+    assert misses == [
+        ("qg", "com.microsoft::QuickGelu (alpha=1.702) is SiLU(1.702 x) / 1.702, not GELU: add silu to --activations")
+    ]
+    _, misses = _misses(_quick_gelu_op(alpha=1000.0), {"silu"})
+    assert misses == [
+        (
+            "qg",
+            "com.microsoft::QuickGelu (alpha=1000): alpha outside [0.01, 100], where a rescaled set stays in float32",
+        )
+    ]
+    assert _misses(_quick_gelu_op(), {"sigmoid", "tanh"}) == ([], [])
