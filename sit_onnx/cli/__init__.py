@@ -28,6 +28,8 @@ class SitGroup(click.Group):
             raise
         except MemoryError:
             raise click.ClickException("out of memory") from None
+        except BrokenPipeError:  # the reader left early (`| head`): nothing is wrong, nothing to say
+            raise click.exceptions.Exit(1) from None
         except Exception as exc:  # a bug: still one line, with how to see more
             if os.environ.get("SIT_ONNX_DEBUG"):
                 raise

@@ -45,6 +45,28 @@ def test_out_of_memory_is_said_plainly(model, monkeypatch):
     assert result.exit_code == 1 and result.output == "Error: out of memory\n"
 
 
+def test_a_reader_leaving_early_is_no_error(model, monkeypatch):
+    """`sit-onnx ... | head`: a broken pipe exits 1 quietly, not as an internal error."""
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(BrokenPipeError(32, "Broken pipe")))
+    result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(model.with_name("o.onnx"))])
+    assert result.exit_code == 1 and result.output == ""
+
+
+def test_a_closed_pipe_in_a_real_process_says_nothing():
+    """The real thing: stdout's reader gone before the command prints; the process's stderr stays
+    empty (no internal error, nothing from the final flush) and it exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from sit_onnx.cli import main; sys.exit(main(['neuron', 'show', '-k', '12']))"
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: the first write fails with EPIPE
+    done = subprocess.run([sys.executable, "-c", code], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")
+
+
 def test_debug_lets_the_traceback_through(model, monkeypatch):
     monkeypatch.setattr(convert_file, "rewrite_file", _raising(ValueError("boom")))
     monkeypatch.setenv("SIT_ONNX_DEBUG", "1")
