@@ -3,7 +3,8 @@
 
 Convention used here, per sample:
 - ANN: every Conv/MatMul/Gemm costs its MACs x E_MAC.
-- Converted: a layer fed by a SpikingNorm output is event-driven: MACs x (spikes per
+- Converted: a layer fed by a SpikingNorm output (directly or through ops that only move it:
+  Reshape, Transpose, Cast, ...) is event-driven: MACs x (spikes per
   neuron) x E_AC, where a neuron's spikes are its rate-coded count, or, in the
   amplified mode, 1 if it emits at all. Other layers stay as in the ANN. The spiking
   neurons' own work is added: SI-exp 2 accumulates per spike (membrane and output),
@@ -35,6 +36,9 @@ CAVEAT = (
     "estimate by the paper's convention (45 nm, E_MAC 4.6 pJ, E_AC 0.9 pJ): arithmetic only, memory traffic ignored"
 )
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+# Ops that move spikes without touching them: a layer behind them is still fed by spikes (the
+# Reshape before onnxruntime's fused Gemm, the Casts around float16 spiking ops, a Transpose).
+SPIKE_PRESERVING = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Cast")
 
 
 @dataclass
@@ -126,6 +130,14 @@ def _si_norm_activity(node: onnx.NodeProto, out: np.ndarray) -> tuple[float, flo
     return (float(np.mean(out != 0)) if out.size else 0.0), float(out.size)
 
 
+def _pass_rates_through(model: onnx.ModelProto, rates: dict[str, tuple[float, float]]) -> None:
+    """A spiking output's rate also for what SPIKE_PRESERVING ops make of it (graph order is
+    topological: one pass follows chains of them)."""
+    for node in model.graph.node:
+        if node.op_type in SPIKE_PRESERVING and node.domain in ("", "ai.onnx") and node.input[0] in rates:
+            rates[node.output[0]] = rates[node.input[0]]
+
+
 def estimate_energy(
     original: onnx.ModelProto, converted: onnx.ModelProto | None, feeds: dict[str, np.ndarray]
 ) -> EnergyReport:
@@ -151,6 +163,7 @@ def estimate_energy(
             rate, accumulates = _si_norm_activity(node, values[node.output[0]])
             rates[node.output[0]] = (rate, 0.0)
             report.neuron_ops += accumulates / batch
+    _pass_rates_through(model, rates)
     for node in nodes:
         if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
             continue

@@ -86,3 +86,53 @@ def test_a_layer_fed_by_an_activation_counts_its_spikes_and_pays_macs_for_the_ta
     assert layer.converted_pj == pytest.approx(layer.macs * (rate * E_AC_PJ + analog * E_MAC_PJ))
     assert report.neuron_ops == accumulates / 2
     assert _activation_activity(act, np.zeros((0, 6), np.float32)) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "between, driven",
+    [
+        ([], True),
+        ([("Reshape", ["shape"])], True),  # onnxruntime's optimizer flattens before its Gemm
+        ([("Cast", [], {"to": 10}), ("Cast", [], {"to": 1})], True),  # float16 around the op
+        ([("Identity", []), ("Transpose", [], {"perm": [0, 1]}), ("Dropout", [])], True),
+        ([("Relu", [])], False),  # computes: what it passes on is no spike train
+        ([("Slice", ["start", "end"])], False),
+    ],
+)
+def test_spikes_reach_a_layer_through_ops_that_only_move_them(between, driven):
+    from onnx import TensorProto, numpy_helper
+
+    from sit_onnx.domain import SPIKING_ACTIVATION
+    from sit_onnx.evaluate.energy import E_MAC_PJ, estimate_energy
+    from sit_onnx.graph.activations import activation_attributes
+    from sit_onnx.graph.functions import spiking_functions
+    from sit_onnx.neurons.activation import shipped_activation
+
+    params = shipped_activation("gelu", 8)
+    nodes = [helper.make_node(SPIKING_ACTIVATION, ["x"], ["t0"], domain=DOMAIN, **activation_attributes(params))]
+    for k, (op, extra, *attrs) in enumerate(between):
+        nodes.append(helper.make_node(op, [f"t{k}", *extra], [f"t{k + 1}"], **(attrs[0] if attrs else {})))
+    nodes.append(helper.make_node("Gemm", [f"t{len(between)}", "w"], ["y"], name="fc"))
+    consts = {
+        "w": np.ones((6, 3), np.float32),
+        "shape": np.array([-1, 6], np.int64),
+        "start": np.array([0], np.int64),
+        "end": np.array([6], np.int64),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+        functions=spiking_functions(8, 17, activation=True),
+    )
+    x = np.array([[-3.0, -1.0, 0.0, 0.5, 2.0, 3.0], [-2.0, -0.2, 0.3, 1.0, 3.5, 2.5]], np.float32)
+    (layer,) = estimate_energy(model, model, {"x": x}).layers
+    assert (layer.spike_rate is not None) == driven
+    if not driven:
+        assert layer.converted_pj == layer.macs * E_MAC_PJ
