@@ -61,7 +61,6 @@ class NeuronParams:
 
     def to_json(self) -> str:
         record = {"format": FORMAT, "version": FORMAT_VERSION, "steps": self.steps, **asdict(self)}
-        record["input_range"] = list(self.input_range)
         return json.dumps(record, indent=2, allow_nan=True) + "\n"
 
     def save(self, path: str | os.PathLike) -> None:

@@ -657,3 +657,15 @@ def test_onnxruntimes_quick_gelu_left_alone_says_why():
         )
     ]
     assert _misses(_quick_gelu_op(), {"sigmoid", "tanh"}) == ([], [])
+
+
+def test_an_erf_feeding_nothing_says_so_and_unknown_functions_are_named():
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.activations import find_activation_sites
+
+    nodes = [helper.make_node("Erf", ["x"], ["e"], name="erf"), helper.make_node("Relu", ["x"], ["y"], name="r")]
+    assert _misses(_model(nodes), {"gelu"}) == ([], [("erf", "'e' feeds nothing, not one Add")])
+    with pytest.raises(ValueError) as raised:
+        find_activation_sites(gs.import_onnx(_model(nodes)), {"relu", "gelu", "elu"})
+    assert str(raised.value) == f"unknown activations ['elu', 'relu']; known: {', '.join(ALL)}"

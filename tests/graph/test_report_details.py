@@ -86,6 +86,14 @@ def test_each_site_says_what_its_softmax_normalises(opset, semantics):
     assert report.sites[0].semantics == semantics
 
 
+@pytest.mark.parametrize("axis, said", [(2, 2), (-1, -1), (None, 1)])  # opset < 13's default axis is 1
+def test_an_old_softmax_reports_the_axis_it_was_written_with(axis, said):
+    _, report = rewrite_model(softmax_model([2, 3, 4], axis, opset=11))
+    assert (
+        report.sites[0].semantics == f"opset 11: input coerced to 2-D at axis {said}, normalised over all trailing dims"
+    )
+
+
 def test_notes_for_a_set_fitted_off_the_max_shift_range_and_for_ensembles(tmp_path):
     paper = tmp_path / "paper.json"
     shipped_params(8, (-1, 1)).save(paper)
@@ -107,3 +115,87 @@ def test_notes_for_a_set_fitted_off_the_max_shift_range_and_for_ensembles(tmp_pa
     _, chained = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(params_file=str(ensemble), steps=4))
     assert "an ensemble of 2 neurons cannot fuse: written as the explicit chain" in chained.notes
     assert chained.options["fuse"] is False
+
+
+def _two_softmaxes():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="first"),
+            helper.make_node("Softmax", ["p"], ["y"], axis=-1, name="second"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_the_rest_of_a_partly_converted_model_takes_its_k(fuse):
+    """`--first 1` at K=8, then the rest: another K is refused (one model, one set of functions),
+    the same K converts the other site; without the metadata older conversions wrote none of, K
+    is counted from the SpikingExp function's steps."""
+    half, _ = rewrite_model(_two_softmaxes(), RewriteOptions(steps=8, first=1, fuse=fuse))
+    refusal = "model already holds SpikingExp with K=8; convert the rest with --steps 8"
+    with pytest.raises(SitOnnxError, match=f"^{refusal}$"):
+        rewrite_model(half, RewriteOptions(steps=12))
+    whole, report = rewrite_model(half, RewriteOptions(steps=8, fuse=fuse))
+    assert [(s.name, s.converted) for s in report.sites] == [("second", True)]
+    del half.metadata_props[:]
+    with pytest.raises(SitOnnxError, match=f"^{refusal}$"):
+        rewrite_model(half, RewriteOptions(steps=12))
+    rewrite_model(half, RewriteOptions(steps=8, fuse=fuse))
+
+
+def test_steps_are_read_from_digits_only_and_from_our_own_functions():
+    from onnx import helper
+
+    from sit_onnx.domain import DOMAIN, SPIKING_EXP
+    from sit_onnx.graph.convert import _existing_steps
+
+    model = _two_softmaxes()
+    assert _existing_steps(model) is None
+    helper.set_model_props(model, {"sit_onnx.steps": "x8", "other.steps": "6"})
+    assert _existing_steps(model) is None  # neither a number nor our key
+    body = [helper.make_node("GreaterOrEqual", ["a", "b"], [f"z{k}"]) for k in range(5)]
+    body.append(helper.make_node("Identity", ["a"], ["y"]))
+    for domain, name in [("vendor", SPIKING_EXP), (DOMAIN, "SpikingNorm")]:
+        model.functions.append(helper.make_function(domain, name, ["a", "b"], ["y"], body, []))
+    assert _existing_steps(model) is None
+    model.functions.append(helper.make_function(DOMAIN, SPIKING_EXP, ["a", "b"], ["y"], body, []))
+    assert _existing_steps(model) == 5
+    helper.set_model_props(model, {"sit_onnx.steps": "9"})
+    assert _existing_steps(model) == 9  # the metadata first
+
+
+def test_unnamed_sites_name_the_chains_nodes_softmax_too():
+    new, _ = rewrite_model(softmax_model([2, 5], -1, name=""), RewriteOptions(fuse=False, sigmoid=True))
+    names = [n.name for n in new.graph.node]
+    assert names and all(name.startswith("softmax/sit_") for name in names), names
+
+
+@pytest.mark.parametrize("opset, casts", [(14, True), (15, False), (17, False)])
+def test_float16_casts_around_the_spiking_ops_only_below_castlike(opset, casts):
+    """From opset 15 the function bodies widen float16 themselves (CastLike): no Cast in the graph."""
+    from onnx import TensorProto
+
+    new, _ = rewrite_model(softmax_model([2, 5], -1, opset=opset, dtype=TensorProto.FLOAT16))
+    assert ("Cast" in [n.op_type for n in new.graph.node]) == casts
+
+
+@pytest.mark.parametrize(
+    "axis, shape, portable",
+    [(-1, [4], 0), (-2, [3, 4], 0), (-1, [3, 4], 1), (-3, [3, 4], -3), (1, [3, 4], 1), (-1, None, -1), (-1, [], -1)],
+)
+def test_portable_axis_is_non_negative_where_the_rank_allows(axis, shape, portable):
+    """-rank is the first axis (0); an axis beyond the rank, or an unknown rank, is left as it is."""
+    from types import SimpleNamespace
+
+    from sit_onnx.graph.rewrite_softmax import portable_axis
+
+    site = SimpleNamespace(axis=axis, logits=SimpleNamespace(shape=shape))
+    assert portable_axis(site) == portable
