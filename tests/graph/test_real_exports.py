@@ -137,3 +137,71 @@ def test_every_gelu_of_a_real_export_converts(tmp_path, export):
     original, converted = _run(model, feeds), _run(new, feeds)
     cosine = float((original * converted).sum() / np.linalg.norm(original) / np.linalg.norm(converted))
     assert cosine >= 0.995, cosine
+
+
+class _FirstOutput(torch.nn.Module):
+    """transformers' vision models return a ModelOutput: export its first tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels):
+        return self.model(pixels)[0]
+
+
+def _vision(kind):
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+    config_class, model_class = {
+        "clip": (transformers.CLIPVisionConfig, transformers.CLIPVisionModel),
+        "vit": (transformers.ViTConfig, transformers.ViTModel),
+    }[kind]
+    config = config_class(**sizes, image_size=32, patch_size=8)
+    return _FirstOutput(model_class(config).eval()), (torch.randn(2, 3, 32, 32),), ["pixel_values"]
+
+
+def _vision_export(tmp_path, kind, export):
+    module, args, names = _vision(kind)
+    path = tmp_path / "m.onnx"
+    how = {"dynamo": True} if export == "dynamo" else {"dynamo": False, "opset_version": 17}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=names, **how)
+    model = onnx.load(str(path))
+    if export == "ort-optimizer":  # fuses QuickGelu (CLIP) and Gelu after a bias-fused Gemm, untyped after it
+        from onnxruntime.transformers import optimizer
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = optimizer.optimize_model(str(path), model_type=kind, num_heads=4, hidden_size=64).model
+    return model, {names[0]: args[0].numpy()}
+
+
+@pytest.mark.parametrize("export", ["torchscript-17", "dynamo", "ort-optimizer"])
+def test_clips_quick_gelu_converts_as_a_swish(tmp_path, export):
+    """CLIP's QuickGELU, x * Sigmoid(1.702 x), written out or fused by onnxruntime's optimizer, is
+    converted with silu (SiLU's set rescaled); asked for gelu alone, each one says how."""
+    model, feeds = _vision_export(tmp_path, "clip", export)
+    new, report = rewrite_model(model, RewriteOptions(activations=("silu",)))
+    form = "com.microsoft::QuickGelu (alpha=1.702)" if export == "ort-optimizer" else "x * Sigmoid(1.702 x) (QuickGELU)"
+    assert [(a["form"], round(a["input_scale"], 3)) for a in report.activations] == [(form, 1.702)] * 2
+    original, converted = _run(model, feeds), _run(new, feeds)
+    cosine = float((original * converted).sum() / np.linalg.norm(original) / np.linalg.norm(converted))
+    assert cosine >= 0.999, cosine
+    _, gelu_only = rewrite_model(model, RewriteOptions(activations=("gelu",)))
+    assert gelu_only.activations == []
+    assert [m["reason"].endswith("not GELU: add silu to --activations") for m in gelu_only.activation_misses] == [
+        True
+    ] * 2
+
+
+def test_gelu_after_onnxruntimes_fusions_converts(tmp_path):
+    """A ViT through onnxruntime's optimizer: its Gelu follows a bias-fused Gemm after a
+    SkipLayerNormalization, where onnx's inference stopped (was: 'type unknown', left alone)."""
+    model, feeds = _vision_export(tmp_path, "vit", "ort-optimizer")
+    assert any(n.op_type == "SkipLayerNormalization" for n in model.graph.node)
+    new, report = rewrite_model(model, RewriteOptions(activations=("gelu",)))
+    assert [a["form"] for a in report.activations] == ["com.microsoft::Gelu"] * 2, report.activation_misses
+    original, converted = _run(model, feeds), _run(new, feeds)
+    assert np.isfinite(converted).all() and converted.shape == original.shape
