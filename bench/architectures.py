@@ -1,0 +1,177 @@
+"""Coverage across Transformer architectures: tiny random-weight models of transformers' families
+(encoders, decoders, vision, hybrids; no download), exported by TorchScript (opset 17) and dynamo,
+optionally through onnxruntime's transformer optimizer or to float16; each rewritten with every
+activation asked for, then the original and the converted model run on the same inputs.
+
+Prints per model: softmax sites converted / found, attention ops left alone, activations converted
+by function, activation sites left alone (and why), cosine of the outputs. Random weights make
+activation inputs tiny (|x| < 0.5), where an FS neuron's absolute error is large against the values:
+the cosine says that the graph still computes the model, not what a trained model would lose
+(for that: bench/fidelity.py on pretrained weights).
+
+    python bench/architectures.py [--exports torchscript-17 dynamo] [--only bert clip ...] [--ort] [--float16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
+from sit_onnx.neurons.activation import FUNCTIONS  # noqa: E402
+from sit_onnx.runtime.library import get_library_path, library_available  # noqa: E402
+
+SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+
+
+TEXT = {**SMALL, "vocab_size": 100}
+IMAGE = {**SMALL, "image_size": 32, "patch_size": 8}
+# name: (transformers' config and model classes, the config's arguments, the inputs it takes)
+FAMILIES = {
+    "bert": ("BertConfig", "BertModel", TEXT, "text"),
+    "roberta": ("RobertaConfig", "RobertaModel", TEXT, "text"),
+    "distilbert": ("DistilBertConfig", "DistilBertModel", {"vocab_size": 100, "dim": 64, "n_layers": 2,
+                                                            "n_heads": 4, "hidden_dim": 128}, "text"),
+    "albert": ("AlbertConfig", "AlbertModel", {**TEXT, "embedding_size": 32}, "text"),
+    "deberta-v2": ("DebertaV2Config", "DebertaV2Model", TEXT, "text"),
+    "t5-encoder": ("T5Config", "T5EncoderModel", {"vocab_size": 100, "d_model": 64, "d_kv": 16, "d_ff": 128,
+                                                 "num_layers": 2, "num_heads": 4,
+                                                 "feed_forward_proj": "gated-gelu"}, "text"),
+    "gpt2": ("GPT2Config", "GPT2Model", {"vocab_size": 100, "n_embd": 64, "n_layer": 2, "n_head": 4}, "causal"),
+    "llama": ("LlamaConfig", "LlamaModel", {**TEXT, "num_key_value_heads": 2}, "causal"),
+    "qwen2": ("Qwen2Config", "Qwen2Model", {**TEXT, "num_key_value_heads": 2}, "causal"),
+    "gemma": ("GemmaConfig", "GemmaModel", {**TEXT, "num_key_value_heads": 2, "head_dim": 16}, "causal"),
+    "phi": ("PhiConfig", "PhiModel", TEXT, "causal"),
+    "vit": ("ViTConfig", "ViTModel", IMAGE, "image"),
+    "clip": ("CLIPVisionConfig", "CLIPVisionModel", IMAGE, "image"),
+    "dinov2-swiglu": ("Dinov2Config", "Dinov2Model", {**IMAGE, "use_swiglu_ffn": True}, "image"),
+    "swin": ("SwinConfig", "SwinModel", {"image_size": 32, "patch_size": 4, "embed_dim": 32, "depths": [1, 1],
+                                         "num_heads": [2, 4], "window_size": 4}, "image"),
+    "segformer": ("SegformerConfig", "SegformerModel", {"image_size": 32}, "image"),
+    "levit": ("LevitConfig", "LevitModel", {"image_size": 64, "hidden_sizes": [32, 48, 64], "depths": [1, 1, 1],
+                                            "num_attention_heads": [2, 3, 4], "key_dim": [8, 8, 8]}, "image64"),
+}  # fmt: skip
+
+
+def _inputs(kind, torch):
+    if kind in ("text", "causal"):
+        ids = torch.randint(0, 100, (2, 12))
+        mask = torch.ones(2, 12, dtype=torch.long)
+        mask[1, 8:] = 0
+        return (ids, mask), ["input_ids", "attention_mask"]
+    side = 64 if kind == "image64" else 32
+    return (torch.randn(2, 3, side, side),), ["pixel_values"]
+
+
+def export(name, how, folder):
+    """(model, feeds) of one family exported one way, or the exporter's complaint."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config_class, model_class, arguments, kind = FAMILIES[name]
+    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**arguments)).eval()
+    args, names = _inputs(kind, torch)
+
+    class FirstOutput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *values):
+            extra = {"use_cache": False} if kind == "causal" else {}
+            return self.model(**dict(zip(names, values)), **extra)[0]
+
+    path = Path(folder) / f"{name}.onnx"
+    options = {"dynamo": True} if how == "dynamo" else {"dynamo": False, "opset_version": 17}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+        warnings.simplefilter("ignore")
+        torch.onnx.export(FirstOutput(), args, str(path), input_names=names, **options)
+    return path, {n: a.numpy() for n, a in zip(names, args)}, kind
+
+
+def post_pass(path, kind, ort_optimizer, float16):
+    model = onnx.load(str(path))
+    if ort_optimizer or float16:
+        from onnxruntime.transformers import optimizer
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wrapped = optimizer.optimize_model(
+                str(path), model_type="clip" if kind.startswith("image") else "bert", num_heads=4, hidden_size=64,
+                opt_level=1 if ort_optimizer else 0,
+            )  # fmt: skip
+            if float16:
+                wrapped.convert_float_to_float16(keep_io_types=True)
+        # through a file, as users do: the optimizer's in-memory model holds a tensor twice
+        # (onnxruntime refuses it: "Attempt to replace the existing tensor"), its saved file not
+        saved = path.with_name(f"{path.stem}.post.onnx")
+        wrapped.save_model_to_file(str(saved))
+        model = onnx.load(str(saved))
+    return model
+
+
+def _session(model):
+    """onnxruntime with the kernels and its graph optimisations off: onnxruntime 1.32 refuses some
+    of its own optimizer's BERT outputs with them on ("Attempt to replace the existing tensor",
+    the original as much as the converted); the numbers are the same either way."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if library_available():
+        options.register_custom_ops_library(get_library_path())
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def check(model, feeds):
+    """One row: what the rewrite did and how close the converted model's output stays."""
+    new, report = rewrite_model(model, RewriteOptions(activations=tuple(FUNCTIONS)))
+    original, converted = (_session(m).run(None, feeds)[0].astype(np.float64) for m in (model, new))
+    norms = np.linalg.norm(original) * np.linalg.norm(converted)
+    cosine = float((original * converted).sum() / norms) if norms > 0 else float("nan")
+    misses = Counter(m["reason"] for m in report.activation_misses)
+    return {
+        "softmax": f"{sum(s.converted for s in report.sites)}/{len(report.sites)}",
+        "attention left": len(report.attention_left_alone),
+        "activations": dict(Counter(a["function"] for a in report.activations)),
+        "activation misses": dict(misses),
+        "cosine": cosine,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exports", nargs="+", default=["torchscript-17", "dynamo"])
+    parser.add_argument("--only", nargs="+", default=list(FAMILIES))
+    parser.add_argument("--ort", action="store_true", help="also through onnxruntime's transformer optimizer")
+    parser.add_argument("--float16", action="store_true", help="also in float16 (onnxruntime's converter)")
+    args = parser.parse_args()
+    passes = [(False, False)] + [(True, False)] * args.ort + [(False, True)] * args.float16
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.only:
+            for how in args.exports:
+                try:
+                    path, feeds, kind = export(name, how, folder)
+                except Exception as exc:  # an exporter's limit, not ours: say it and go on
+                    print(f"{name:14} {how:15} export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+                    continue
+                for ort_optimizer, float16 in passes:
+                    label = how + (" +ort" if ort_optimizer else "") + (" fp16" if float16 else "")
+                    row = check(post_pass(path, kind, ort_optimizer, float16), feeds)
+                    print(f"{name:14} {label:24} " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
