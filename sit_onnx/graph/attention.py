@@ -50,16 +50,23 @@ def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
     onnx's inference stops at onnxruntime's own ops (EmbedLayerNormalization before a fused
     Attention, say); onnxruntime's symbolic shape inference, which knows them, fills the gaps."""
     types = _types_of(onnx.shape_inference.infer_shapes(model))
-    if wanted - set(types):
+    if any(name not in types or not _has_shape(types[name]) for name in wanted):
         try:
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
             with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
                 inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
-            types = {**_types_of(inferred), **types} if inferred is not None else types
+            if inferred is not None:  # onnx's shaped types first; a type without shape (as the float16
+                # converters declare them) gives way to the symbolic one, which has its rank
+                shaped = {name: t for name, t in types.items() if _has_shape(t)}
+                types = {**types, **_types_of(inferred), **shaped}
         except Exception:  # best effort: an op it cannot infer leaves the attention op alone, with why
             pass
     return KnownTypes.of(types)
+
+
+def _has_shape(proto: onnx.TypeProto) -> bool:
+    return proto.tensor_type.HasField("shape")
 
 
 def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
