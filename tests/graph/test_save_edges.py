@@ -2,8 +2,11 @@
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import sit_onnx.graph.save as save
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.save import EXTERNAL_MIN_BYTES, files_written, save_model
 
 
@@ -47,3 +50,38 @@ def test_models_near_the_protobuf_limit_go_external(monkeypatch):
     monkeypatch.setattr(save, "weights_bytes", lambda m: 0)
     monkeypatch.setattr(save, "uses_external_data", lambda m: True)  # a model that came with a data file
     assert save.needs_external_data(model) and save.needs_external_data(model, external=False)
+
+
+def test_the_model_is_staged_hidden_beside_its_output(tmp_path, monkeypatch):
+    """The write happens in a hidden folder in the output's own folder (os.replace is atomic only
+    within one filesystem), named after the output, and gone afterwards."""
+    seen = []
+    real = onnx.save_model
+
+    def spy(model, target, *args, **kwargs):
+        seen.append(sorted(p.name for p in (tmp_path / "out").iterdir()))
+        return real(model, target, *args, **kwargs)
+
+    monkeypatch.setattr(save.onnx, "save_model", spy)
+    (tmp_path / "out").mkdir()
+    save_model(_model(16), tmp_path / "out" / "m.onnx")
+    ((staging,),) = seen
+    assert staging.startswith(".m.onnx.")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.onnx"]
+
+
+def test_a_failed_write_says_the_systems_reason_and_leaves_nothing(tmp_path, monkeypatch):
+    for error, said in [(OSError(28, "No space left on device"), "No space left on device"), (OSError("bad"), "bad")]:
+
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(save.onnx, "save_model", fail)
+        with pytest.raises(SitOnnxError) as refused:
+            save_model(_model(16), tmp_path / "m.onnx")
+        assert str(refused.value) == f"{tmp_path / 'm.onnx'}: cannot write ({said})"
+        assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(save.onnx, "save_model", lambda *a, **k: (_ for _ in ()).throw(ValueError("too big")))
+    with pytest.raises(SitOnnxError) as refused:
+        save_model(_model(16), tmp_path / "m.onnx")
+    assert str(refused.value) == f"{tmp_path / 'm.onnx'}: cannot write the model (too big)"
