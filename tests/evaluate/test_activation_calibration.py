@@ -281,3 +281,21 @@ def test_a_quick_gelus_inputs_are_pooled_as_its_silu_set_reads_them():
     beta = float(np.float32(1.702))
     first = spiking_activation(x, choice.params.rescaled(beta))
     np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(first, choice.params))
+
+
+def test_rewrite_calibrate_activation_table_and_one_polish_round(tmp_path):
+    """The text table's columns are the JSON's figures; one --calibrate-rounds is enough to polish."""
+    from tests.helpers import parse_table
+
+    path, data, out = tmp_path / "m.onnx", tmp_path / "d.npz", tmp_path / "o.onnx"
+    _two_layer_gelu(path)
+    np.savez(data, **_feeds())
+    args = ["rewrite", path, "-o", out, "-k", "8", "--activations", "gelu", "--calibrate", data]
+    record = json.loads(invoke(*args, "--calibrate-rounds", "1", "--json").output)
+    (gelu,) = record["activation_calibration"]
+    assert set(gelu["candidates"]) == {"shipped", "polished on the data"}
+    text = invoke(*args, "--calibrate-rounds", "1", "--force").output
+    table = text[text.index("activation  sites") :]
+    header, rows = parse_table(table)
+    assert header == ["activation", "sites", "inputs", "p1", "p99", "in range", "set", "RMSE shipped", "RMSE chosen"]
+    assert rows[0][:3] == ["gelu", "1", str(gelu["samples"])] and rows[0][6] == gelu["chosen"]
