@@ -512,6 +512,29 @@ def test_a_rewrite_failing_the_full_check_is_refused_when_the_source_passed_it()
     validate_model(broken, SourceCheck(checker_complaint(broken), None))  # the source's own complaint
 
 
+def test_against_a_source_failing_the_full_check_only_the_structure_is_required():
+    """A source the full check refuses (onnxruntime's ops, shapeless outputs): the rewrite may fail
+    the full check another way if its structure (the basic check) is sound or fails as the
+    source's did; a new structural fault is ours and refused."""
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.graph.validate import SourceCheck, validate_model
+    from tests.helpers import softmax_model
+
+    typed_wrong = softmax_model([2, 5], -1)
+    typed_wrong.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64  # basic check passes
+    dirty_source = SourceCheck("the source's own full-check complaint", None)
+    validate_model(typed_wrong, dirty_source)
+    with pytest.raises(SitOnnxError, match="the rewritten model fails onnx's checker"):
+        validate_model(typed_wrong, SourceCheck(None, None))
+    unsorted = softmax_model([2, 5], -1)
+    unsorted.graph.node[0].input[0] = "nowhere"  # fails the basic check too
+    complaint = checker_complaint(unsorted, full=False)
+    with pytest.raises(SitOnnxError) as refused:
+        validate_model(unsorted, dirty_source)
+    assert str(refused.value) == f"the rewritten model fails onnx's checker: {checker_complaint(unsorted)}"
+    validate_model(unsorted, SourceCheck("another full-check complaint", complaint))  # as the source's
+
+
 def test_group_query_attention_without_seqlens_is_left_alone_not_a_crash():
     f32 = TensorProto.FLOAT
     inputs = [(n, f32, [1, 3, 32], np.zeros((1, 3, 32), np.float32)) for n in ("q", "k", "v")]
