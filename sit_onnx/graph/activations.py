@@ -5,9 +5,11 @@ Forms matched: ONNX `Gelu` (opset 20, both approximations); onnxruntime's `Gelu`
 and `BiasGelu` (com.microsoft, the bias added first) and its `QuickGelu`; the Erf form `x*0.5*(1+erf(x/sqrt2))`
 and the tanh form `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3)))` in any association of the
 products (checked by evaluating the matched nodes, not by their shapes alone); `Sigmoid`;
-SiLU as `Mul(x, Sigmoid(x))`, and Swish-beta `Mul(x, Sigmoid(beta*x))` (CLIP's QuickGELU, beta 1.702)
-with SiLU's set rescaled; `Tanh`; torch's `HardSigmoid` (alpha 1/6) and `HardSwish`, also as
-`Mul(x, HardSigmoid(x))`. What is not converted says why.
+SiLU as `Mul(x, Sigmoid(x))`, and Swish-beta `Mul(x, Sigmoid(beta*x))` (CLIP's QuickGELU, beta
+1.702) and ONNX's `Swish` (opset 24) with SiLU's set rescaled; `Tanh`; torch's `HardSigmoid`
+(alpha 1/6) and `HardSwish`, also as `Mul(x, HardSigmoid(x))`. Constants may come through
+CastLike and an Add may be a two-input Sum (ONNX's own function bodies). What is not converted
+says why.
 """
 
 from __future__ import annotations
@@ -65,10 +67,17 @@ class NoSite(Exception):
 
 
 def _sole_consumer(graph: gs.Graph, tensor: gs.Tensor, op: str) -> gs.Node:
+    """The one node reading `tensor`, an `op` (an Add may also be a two-input Sum, as ONNX's own
+    Gelu body writes it)."""
     if tensor in graph.outputs:
         raise NoSite(f"{tensor.name!r} is a graph output")
     consumers = list(tensor.outputs)
-    if len(consumers) != 1 or consumers[0].op != op:
+    ops = (op, "Sum") if op == "Add" else (op,)
+    if (
+        len(consumers) != 1
+        or consumers[0].op not in ops
+        or (consumers[0].op == "Sum" and len(consumers[0].inputs) != 2)
+    ):
         found = ", ".join(c.op for c in consumers) or "nothing"
         raise NoSite(f"{tensor.name!r} feeds {found}, not one {op}")
     return consumers[0]
@@ -136,6 +145,7 @@ def _chain(graph: gs.Graph, x: gs.Tensor, output: gs.Tensor) -> list[gs.Node]:
 
 _EVAL = {
     "Add": lambda a, b: a + b,
+    "Sum": lambda *terms: sum(terms),
     "Sub": lambda a, b: a - b,
     "Mul": lambda a, b: a * b,
     "Div": lambda a, b: a / b,
@@ -255,6 +265,17 @@ def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
     return ActivationSite(node.name, graph, "tanh", "Tanh", node.inputs[0], node.outputs[0], [node])
 
 
+def _swish_op(graph: gs.Graph, node: gs.Node) -> ActivationSite:
+    """ONNX's Swish (opset 24): x * Sigmoid(alpha x), alpha 1 unless set; SiLU's set rescaled."""
+    alpha = float(node.attrs.get("alpha", 1.0))
+    if not _in_window(alpha):
+        window = f"[{SWISH_BETAS[0]:g}, {SWISH_BETAS[1]:g}]"
+        raise NoSite(f"Swish with alpha={alpha:g}: outside {window}, where a rescaled set stays in float32")
+    return ActivationSite(
+        node.name, graph, "silu", f"Swish (alpha={alpha:.4g})", node.inputs[0], node.outputs[0], [node], scale=alpha
+    )
+
+
 def _quick_gelu_op(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
     """onnxruntime's QuickGelu, x * Sigmoid(alpha x) (alpha 1.702 unless set): a Swish-beta."""
     alpha = float(node.attrs.get("alpha", QUICK_GELU))
@@ -296,6 +317,8 @@ def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite |
             return _quick_gelu_pointer(graph, node)
         if node.op == "HardSigmoid" and wanted & {"hardsigmoid", "hardswish"}:
             return _hardsigmoid(graph, node, wanted)
+        if node.op == "Swish" and "silu" in wanted:
+            return _swish_op(graph, node)
         if node.op == "HardSwish" and "hardswish" in wanted:
             return ActivationSite(node.name, graph, "hardswish", "HardSwish", node.inputs[0], node.outputs[0], [node])
         if node.op == "Tanh" and wanted & {"tanh", "gelu"}:

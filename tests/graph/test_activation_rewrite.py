@@ -669,3 +669,37 @@ def test_an_erf_feeding_nothing_says_so_and_unknown_functions_are_named():
     with pytest.raises(ValueError) as raised:
         find_activation_sites(gs.import_onnx(_model(nodes)), {"relu", "gelu", "elu"})
     assert str(raised.value) == f"unknown activations ['elu', 'relu']; known: {', '.join(ALL)}"
+
+
+def test_onnx_swish_op_alpha_window_and_a_three_term_sum_is_no_add():
+    swish = _model([helper.make_node("Swish", ["x"], ["y"], name="sw", alpha=1000.0)], opset=24)
+    assert _misses(swish, {"silu"}) == (
+        [],
+        [("sw", "Swish with alpha=1000: outside [0.01, 100], where a rescaled set stays in float32")],
+    )
+    sites, _ = _misses(_model([helper.make_node("Swish", ["x"], ["y"], name="sw")], opset=24), {"silu"})
+    assert [(s.form, s.scale) for s in sites] == [("Swish (alpha=1)", 1.0)]
+    nodes, consts = _erf_torch()
+    nodes[2] = helper.make_node("Sum", ["e", "one", "zero"], ["a"], name="add")
+    sites, misses = _misses(_model(nodes, consts + [_const("zero", 0.0)]), {"gelu"})
+    assert sites == [] and misses == [("erf", "'e' feeds Sum, not one Add")]
+    nodes[2] = helper.make_node("Sum", ["e", "one"], ["a"], name="add")
+    sites, _ = _misses(_model(nodes, consts), {"gelu"})
+    assert [s.form for s in sites] == ["Erf form"]
+
+
+def test_constants_are_seen_through_castlike_only_from_the_default_domain():
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.matchers.base import constant_value
+
+    half = gs.Constant("half", np.array(0.5, np.float32))
+    x, cast, other = gs.Variable("x", dtype=np.float16), gs.Variable("c"), gs.Variable("o")
+    gs.Node("CastLike", inputs=[half, x], outputs=[cast])
+    assert constant_value(cast) == 0.5
+    gs.Node("CastLike", inputs=[half, x], outputs=[other]).domain = "vendor"
+    assert constant_value(other) is None
+    variable = gs.Variable("v")
+    cast_variable = gs.Variable("cv")
+    gs.Node("CastLike", inputs=[variable, x], outputs=[cast_variable])
+    assert constant_value(cast_variable) is None

@@ -46,12 +46,17 @@ class Match:
 
 
 def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
-    """A tensor's value when it is constant: an initializer, or the output of a Constant node
-    (as ONNX's own Softmax function body writes its axes). None otherwise."""
+    """A tensor's value when it is constant: an initializer, the output of a Constant node (as
+    ONNX's own Softmax function body writes its axes), or such a value through CastLike (as ONNX's
+    Gelu and Swish bodies write theirs: CastLike(Constant, x)). None otherwise."""
     if isinstance(tensor, gs.Constant):
         return np.asarray(tensor.values)
     producer = tensor.inputs[0] if tensor.inputs else None
-    if producer is None or producer.op != "Constant" or (producer.domain or "") not in ("", "ai.onnx"):
+    if producer is None or (producer.domain or "") not in ("", "ai.onnx"):
+        return None
+    if producer.op == "CastLike" and producer.inputs:
+        return constant_value(producer.inputs[0])
+    if producer.op != "Constant":
         return None
     for key in ("value", "value_ints", "value_int", "value_floats", "value_float"):
         if key in producer.attrs:

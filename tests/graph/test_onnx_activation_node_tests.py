@@ -1,0 +1,86 @@
+"""ONNX's own node tests for the activations `--activations` converts (onnx.backend.test: the op
+cases and their `_expanded` function bodies, which write constants through CastLike and adds as
+Sum): each converts to one SpikingActivation computing the numpy reference of the shipped set, and
+stays within that set's error of ONNX's expected output; ONNX's HardSigmoid defaults are another
+function and are left alone, saying why."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons.activation import shipped_activation, spiking_activation
+from tests.helpers import run
+
+FUNCTION = {"test_gelu": "gelu", "test_sigmoid": "sigmoid", "test_tanh": "tanh", "test_hardswish": "hardswish"}
+FUNCTION["test_swish"] = "silu"
+
+
+def _cases():
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {c.name: c for c in collect_testcases(None) if c.name.startswith((*FUNCTION, "test_hardsigmoid"))}
+
+
+CASES = _cases()
+CONVERTED = sorted(name for name in CASES if not name.startswith("test_hardsigmoid"))
+
+
+def _function(name):
+    return next(f for prefix, f in FUNCTION.items() if name.startswith(prefix))
+
+
+def _swish_alpha(case) -> float:
+    """The alpha of a Swish case (1 unless set), from the op or from its body's Constant."""
+    import onnx
+
+    for node in case.model.graph.node:
+        if node.op_type in ("Swish", "Constant") and node.attribute:
+            value = onnx.helper.get_attribute_value(node.attribute[0])
+            return float(value if not hasattr(value, "dims") else onnx.numpy_helper.to_array(value))
+    return 1.0
+
+
+def test_every_activation_node_test_is_covered():
+    assert {_function(n) for n in CONVERTED} == set(FUNCTION.values()) and len(CONVERTED) >= 14
+    assert any(n.endswith("_expanded") for n in CONVERTED) and any(n.startswith("test_hardsigmoid") for n in CASES)
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_onnx_activation_node_test_converts_and_matches_reference(name):
+    case = CASES[name]
+    function = _function(name)
+    new, report = rewrite_model(case.model, RewriteOptions(activations=(function,)))
+    assert [a["function"] for a in report.activations] == [function], report.activation_misses
+    assert [n.op_type for n in new.graph.node if n.domain == "ai.sit"] == ["SpikingActivation"]
+    params = shipped_activation(function, 12)
+    if function == "silu":
+        alpha = _swish_alpha(case)
+        params = params.rescaled(alpha) if alpha != 1.0 else params
+    for inputs, (expected,) in case.data_sets:
+        (x,) = inputs
+        (y,) = run(new, {case.model.graph.input[0].name: x})
+        np.testing.assert_array_equal(y, spiking_activation(x, params))
+        assert np.abs(y - expected).max() <= params.neuron.max_error * 1.01 + 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("test_hardsigmoid")))
+def test_onnx_hardsigmoid_defaults_are_left_alone_saying_why(name):
+    with pytest.raises(SitOnnxError) as refused:
+        rewrite_model(CASES[name].model, RewriteOptions(activations=("hardsigmoid",)))
+    assert "nor hardsigmoid activation to convert" in str(refused.value)
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.activations import find_activation_sites
+
+    misses = []
+    find_activation_sites(gs.import_onnx(CASES[name].model), {"hardsigmoid"}, misses)
+    if "expanded" in name:  # Max(0, Min(1, alpha x + beta)): no HardSigmoid node to speak of
+        assert misses == []
+    else:
+        (miss,) = misses
+        assert miss.reason.endswith("the sets are fitted to alpha=1/6, beta=0.5")
