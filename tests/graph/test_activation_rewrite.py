@@ -703,3 +703,24 @@ def test_constants_are_seen_through_castlike_only_from_the_default_domain():
     cast_variable = gs.Variable("cv")
     gs.Node("CastLike", inputs=[variable, x], outputs=[cast_variable])
     assert constant_value(cast_variable) is None
+
+
+def test_constant_nodes_of_either_default_domain_name_and_every_value_attribute():
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.matchers.base import constant_value
+
+    for attrs, want in [
+        ({"value_floats": [0.5, 2.0]}, [0.5, 2.0]),
+        ({"value_float": 0.5}, 0.5),
+        ({"value_ints": [1, 2]}, [1, 2]),
+        ({"value_int": 3}, 3),
+    ]:
+        for default in ("", "ai.onnx"):
+            out = gs.Variable("c")
+            node = gs.Node("Constant", attrs=attrs, outputs=[out])
+            node.domain = default
+            np.testing.assert_array_equal(constant_value(out), want)
+    elsewhere = gs.Variable("e")
+    gs.Node("Constant", attrs={"value_float": 0.5}, outputs=[elsewhere]).domain = "vendor"
+    assert constant_value(elsewhere) is None

@@ -159,3 +159,18 @@ def test_float16_softmax_after_onnxruntimes_ops_runs_below_castlike(opset, fuse)
     x = np.random.default_rng(1).normal(0, 1, (2, 8, 16)).astype(np.float16)
     y_new, y_old = run(new, {"x": x})[0], run(model, {"x": x})[0]
     assert y_new.dtype == np.float16 and np.abs(y_new.astype(np.float32) - y_old).max() < 0.05
+
+
+def test_the_walk_goes_on_past_a_branch_that_says_nothing_and_past_nodes_seen_twice():
+    """Breadth first over every input: an op that changes types ends its own branch only; a node
+    reached twice (a diamond) is read once and the walk goes on."""
+    typed, u1, u2, out = gs.Variable("t", dtype=np.float16), _untyped("u1"), _untyped("u2"), _untyped("out")
+    _node("Opaque", [], [u1])
+    _node("Identity", [typed], [u2])
+    _node("Add", [u1, u2], [out])
+    assert traced_dtype(out) == np.float16
+    deep, b, a, twice = gs.Variable("c", dtype=np.float16), _untyped("b"), _untyped("a"), _untyped("twice")
+    _node("Relu", [deep], [b])
+    _node("Identity", [b], [a])
+    _node("Add", [a, a], [twice])
+    assert traced_dtype(twice) == np.float16
