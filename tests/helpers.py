@@ -1,11 +1,19 @@
 """Small builders and runners the tests share."""
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.neurons.params import NeuronParams
+
+# Fixtures that compute with sit_onnx and are shared by a module's tests. Under mutmut they are
+# rebuilt per test: mutmut picks a mutant's tests by which test called the mutated function, and a
+# module-scoped fixture's calls count for the first test that used it only, so the others (often
+# the ones asserting on the result) would never run against the mutant.
+SHARED_SCOPE = "function" if "MUTANT_UNDER_TEST" in os.environ else "module"
 
 
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:

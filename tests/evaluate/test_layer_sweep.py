@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sit_onnx.evaluate.datasets import LabelledData
 from sit_onnx.evaluate.layers import layer_sweep
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from tests.helpers import run
+from tests.helpers import SHARED_SCOPE, run
 
 OPTIONS = RewriteOptions(steps=4)  # inexact enough that each converted site shows
 
@@ -36,7 +36,7 @@ def _two_sites():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=SHARED_SCOPE)
 def setting():
     model = _two_sites()
     x = np.random.default_rng(12).normal(size=(300, 6)).astype(np.float32)  # more than one batch of 256

@@ -17,7 +17,7 @@ from sit_onnx.evaluate.site_params import choose_site_params
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.neurons import SoftmaxOptions, shipped_params, spiking_softmax
 from sit_onnx.neurons.params import SHIFT_RANGE
-from tests.helpers import run
+from tests.helpers import SHARED_SCOPE, run
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
 
@@ -50,7 +50,7 @@ def attributes(node):
     return {a.name: list(a.floats) for a in node.attribute if a.floats}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=SHARED_SCOPE)
 def calibrated():
     model = two_sites()
     feeds = {"x": np.random.default_rng(0).normal(size=(40, 6, 5)).astype(np.float32)}
