@@ -40,6 +40,8 @@ mutation: $(STAMP)
 	# One OpenMP thread: torch's pool, started before mutmut forks its workers, deadlocks them otherwise.
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 >/dev/null 2>&1 || true
 	$(VENV)/bin/mutmut results --all true | awk '{print $$NF}' | sort | uniq -c
+	# survivors again, against the whole test files of their function's tests (mutants/recheck.json)
+	OMP_NUM_THREADS=1 $(PY) tests/mutation/recheck_survivors.py
 	$(PY) tests/mutation/cpp_mutants.py
 
 clean:
