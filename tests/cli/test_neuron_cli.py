@@ -192,3 +192,34 @@ def test_warm_start_shipped_is_the_exp_rmse_set_of_the_range():
     assert start.thresholds == want.thresholds
     assert start.thresholds != shipped_params(8, (-12, 0)).thresholds  # not the softmax set
     assert neuron_cli._warm_start(None, 8, (-12, 0)) is None
+
+
+def test_fit_function_passes_every_search_option_and_ticks_its_bar(tmp_path, monkeypatch):
+    """`neuron fit --function`: the search flags reach the fit as given (they were not checked:
+    a fit that ignored --polish-rounds or --init passed every test), and the fit gets a progress
+    callback."""
+    import sit_onnx.neurons.activation as activation
+
+    seen = {}
+
+    def spy(function, steps, input_range, seed, progress, **options):
+        seen.update(function=function, steps=steps, input_range=input_range, seed=seed, **options)
+        progress(1)
+        return activation.shipped_activation(function, 8)
+
+    monkeypatch.setattr(activation, "fit_activation", spy)
+    out = tmp_path / "gelu.json"
+    args = ["neuron", "fit", "--function", "gelu", "-k", "8", "--range", "-3", "3", "--seed", "7", "-o", out]
+    result = invoke(*args, "--restarts", "2", "--iterations", "15", "--polish-rounds", "3", "--init", "random", "--json")
+    assert result.exit_code == 0, result.output
+    assert seen == {
+        "function": "gelu",
+        "steps": 8,
+        "input_range": (-3.0, 3.0),
+        "seed": 7,
+        "restarts": 2,
+        "iterations": 15,
+        "polish_rounds": 3,
+        "init": "random",
+    }
+    assert json.loads(result.output)["output"] == str(out) and out.exists()
