@@ -210,7 +210,8 @@ def test_fit_function_passes_every_search_option_and_ticks_its_bar(tmp_path, mon
     monkeypatch.setattr(activation, "fit_activation", spy)
     out = tmp_path / "gelu.json"
     args = ["neuron", "fit", "--function", "gelu", "-k", "8", "--range", "-3", "3", "--seed", "7", "-o", out]
-    result = invoke(*args, "--restarts", "2", "--iterations", "15", "--polish-rounds", "3", "--init", "random", "--json")
+    search = ["--restarts", "2", "--iterations", "15", "--polish-rounds", "3", "--init", "random"]
+    result = invoke(*args, *search, "--json")
     assert result.exit_code == 0, result.output
     assert seen == {
         "function": "gelu",
