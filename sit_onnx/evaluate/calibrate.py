@@ -58,16 +58,16 @@ def _site_calibration(site, logits: np.ndarray) -> SiteCalibration:
     with np.errstate(invalid="ignore"):
         shifted = logits - np.max(logits, axis=axis, keepdims=True) if logits.size else logits
     masked = shifted <= WEIGHTLESS
-    finite = logits[np.isfinite(logits) & ~masked]
-    in_paper = float(np.mean((finite >= PAPER_RANGE[0]) & (finite <= PAPER_RANGE[1]))) if finite.size else 0.0
+    live = logits[np.isfinite(logits) & ~masked]  # finite and carrying weight
+    in_paper = float(np.mean((live >= PAPER_RANGE[0]) & (live <= PAPER_RANGE[1]))) if live.size else 0.0
     in_shift = float(np.mean((shifted >= SHIFT_RANGE[0]) | ~np.isfinite(shifted))) if shifted.size else 0.0
-    q = np.percentile(finite, [1, 50, 99]) if finite.size else [np.nan] * 3
+    q = np.percentile(live, [1, 50, 99]) if live.size else [np.nan] * 3
     return SiteCalibration(
         site.name,
         int(axis),
         int(logits.size),
-        float(finite.min(initial=np.inf)),
-        float(finite.max(initial=-np.inf)),
+        float(live.min(initial=np.inf)),
+        float(live.max(initial=-np.inf)),
         float(q[0]),
         float(q[1]),
         float(q[2]),

@@ -265,12 +265,21 @@ def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
     return ActivationSite(node.name, graph, "tanh", "Tanh", node.inputs[0], node.outputs[0], [node])
 
 
+def _outside_window(label: str) -> NoSite:
+    """Why a Swish-beta with its beta outside SWISH_BETAS is left alone; `label` names it."""
+    return NoSite(f"{label} outside [{SWISH_BETAS[0]:g}, {SWISH_BETAS[1]:g}], where a rescaled set stays in float32")
+
+
+def _not_gelu(form: str, beta: float) -> NoSite:
+    """With gelu asked for but not silu: a QuickGELU is a SiLU; say how to convert it."""
+    return NoSite(f"{form} is SiLU({beta:.4g} x) / {beta:.4g}, not GELU: add silu to --activations")
+
+
 def _swish_op(graph: gs.Graph, node: gs.Node) -> ActivationSite:
     """ONNX's Swish (opset 24): x * Sigmoid(alpha x), alpha 1 unless set; SiLU's set rescaled."""
     alpha = float(node.attrs.get("alpha", 1.0))
     if not _in_window(alpha):
-        window = f"[{SWISH_BETAS[0]:g}, {SWISH_BETAS[1]:g}]"
-        raise NoSite(f"Swish with alpha={alpha:g}: outside {window}, where a rescaled set stays in float32")
+        raise _outside_window(f"Swish with alpha={alpha:g}:")
     return ActivationSite(
         node.name, graph, "silu", f"Swish (alpha={alpha:.4g})", node.inputs[0], node.outputs[0], [node], scale=alpha
     )
@@ -281,11 +290,9 @@ def _quick_gelu_op(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> Activati
     alpha = float(node.attrs.get("alpha", QUICK_GELU))
     form = f"{MS_DOMAIN}::QuickGelu (alpha={alpha:.4g})"
     if "silu" not in wanted:
-        raise NoSite(f"{form} is SiLU({alpha:.4g} x) / {alpha:.4g}, not GELU: add silu to --activations")
+        raise _not_gelu(form, alpha)
     if not _in_window(alpha):
-        raise NoSite(
-            f"{form}: alpha outside [{SWISH_BETAS[0]:g}, {SWISH_BETAS[1]:g}], where a rescaled set stays in float32"
-        )
+        raise _outside_window(f"{form}: alpha")
     return ActivationSite(node.name, graph, "silu", form, node.inputs[0], node.outputs[0], [node], scale=alpha)
 
 
@@ -299,7 +306,7 @@ def _quick_gelu_pointer(graph: gs.Graph, node: gs.Node) -> None:
     except NoSite:
         return None
     if site is not None and math.isclose(site.scale, QUICK_GELU, rel_tol=1e-3):
-        raise NoSite(f"{site.form} is SiLU({site.scale:.4g} x) / {site.scale:.4g}, not GELU: add silu to --activations")
+        raise _not_gelu(site.form, site.scale)
     return None
 
 
