@@ -70,6 +70,10 @@ def _run(model, feeds):
     return session.run(None, feeds)[0].astype(np.float64)
 
 
+def _cosine(a, b) -> float:
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
 def _optimized(path, module_name):
     from onnxruntime.transformers import optimizer
 
@@ -112,7 +116,7 @@ def test_real_export_converts_every_site_and_keeps_its_output(tmp_path, model_na
     assert not report.attention_left_alone, report.attention_left_alone
     feeds = {name: arg.numpy() for name, arg in zip(names, args)}
     original, converted = _run(model, feeds), _run(new, feeds)
-    cosine = float((original * converted).sum() / np.linalg.norm(original) / np.linalg.norm(converted))
+    cosine = _cosine(original, converted)
     assert cosine >= 0.9995, cosine
 
 
@@ -135,7 +139,7 @@ def test_every_gelu_of_a_real_export_converts(tmp_path, export):
     assert not any(n.op_type in ("Erf", "Gelu", "BiasGelu", "FastGelu") for n in new.graph.node)
     feeds = {name: arg.numpy() for name, arg in zip(names, args)}
     original, converted = _run(model, feeds), _run(new, feeds)
-    cosine = float((original * converted).sum() / np.linalg.norm(original) / np.linalg.norm(converted))
+    cosine = _cosine(original, converted)
     assert cosine >= 0.995, cosine
 
 
@@ -187,7 +191,7 @@ def test_clips_quick_gelu_converts_as_a_swish(tmp_path, export):
     form = "com.microsoft::QuickGelu (alpha=1.702)" if export == "ort-optimizer" else "x * Sigmoid(1.702 x) (QuickGELU)"
     assert [(a["form"], round(a["input_scale"], 3)) for a in report.activations] == [(form, 1.702)] * 2
     original, converted = _run(model, feeds), _run(new, feeds)
-    cosine = float((original * converted).sum() / np.linalg.norm(original) / np.linalg.norm(converted))
+    cosine = _cosine(original, converted)
     assert cosine >= 0.999, cosine
     _, gelu_only = rewrite_model(model, RewriteOptions(activations=("gelu",)))
     assert gelu_only.activations == []
