@@ -2,10 +2,13 @@
 // translation unit per instruction set (simd_avx512.cc, simd_avx2.cc, simd_portable.cc).
 //
 // S provides: V (vector), M (lane mask), kWidth (lanes), kVectors (vectors stepped together
-// to hide the compare -> subtract latency of one step), and
+// to hide the compare -> subtract latency of one step), kGroupMax (the most vectors a group may
+// step together: what the registers hold), kFmaFrom (groups this large add the weights on the FMA
+// units through AddWhereFma, which leaves the add units to the compare and the subtract),
+// kRowsShareGroups (whether SiExpRows lets short rows share groups: where it measured faster), and
 //   Set(f), Load(p), LoadPart(p, count, fill), Store(p, v), StorePart(p, v, count),
 //   AtLeast(a, b) (a step's spike, in whatever form SubWhere(a, z, b) and AddWhere(a, z, b) take:
-//   a lane mask, or 1.0/0.0 for AVX2's FMA step), Greater(a, b) -> M, Where(m, a, b) (a where m,
+//   a lane mask, or 1.0/0.0 for AVX2's FMA step), AddWhereFma(a, z, b) (AddWhere's result), Greater(a, b) -> M, Where(m, a, b) (a where m,
 //   else b), KeepNaN(out, in),
 //   Blend(a, b, count) (b in the first count lanes), Add, Sub, Mul, Div, Max, Min, Floor, Round (to
 //   nearest even), ScaleByPow2(a, k) (a * 2^k, k integral), SumLanes, MaxLanes.
@@ -13,7 +16,10 @@
 // copy, so the linker never swaps an AVX-512 body into the portable path.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
+#include <utility>
 
 #include "row_ops.h"
 
@@ -25,31 +31,39 @@ struct RowKernels {
   using V = typename S::V;
   static constexpr int W = S::kWidth;
 
-  // R vectors through all K steps; `count` <= R*W valid floats, only the last vector partial.
+  // All K steps on R vectors at once (acc starts at 0): the reference's v - h*z and out + d*z for
+  // z in {0, 1} and finite h, d, as masked operations, bit-identical, three instructions per
+  // vector and step.
   template <int R>
-  static inline __attribute__((always_inline)) void ExpVectors(const float* x, float* y, int64_t count,
-                                                               const ExpParams& p, V offset, V& total) {
-    V v[R], acc[R];
-    for (int r = 0; r < R; ++r) {
-      const int64_t left = count - r * W;
-      v[r] = S::Sub(left >= W ? S::Load(x + r * W) : S::LoadPart(x + r * W, left, 0.f), offset);
-      acc[r] = S::Set(0.f);
-    }
+  static inline __attribute__((always_inline)) void Steps(V (&v)[R], V (&acc)[R], const ExpParams& p) {
     for (int t = 0; t < p.steps; ++t) {
       const V threshold = S::Set(p.thresholds[t]), reset = S::Set(p.resets[t]), weight = S::Set(p.weights[t]);
-      for (int r = 0; r < R; ++r) {
-        // The reference's v - h*z and out + d*z for z in {0, 1} and finite h, d, as masked
-        // operations: bit-identical, three instructions per vector and step.
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
         const auto fire = S::AtLeast(v[r], threshold);
         v[r] = S::SubWhere(v[r], fire, reset);
-        acc[r] = S::AddWhere(acc[r], fire, weight);
+        if constexpr (R >= S::kFmaFrom) acc[r] = S::AddWhereFma(acc[r], fire, weight);
+        else acc[r] = S::AddWhere(acc[r], fire, weight);
       }
     }
+  }
+
+  // R vectors through all K steps; `count` <= R*W valid floats, only the last vector partial
+  // unless kFull. Returns `total` plus the outputs, added in order.
+  template <int R, bool kFull>
+  static inline __attribute__((always_inline)) V StepVectors(const float* x, float* y, int64_t count,
+                                                             const ExpParams& p, V offset, V total) {
+    V v[R], acc[R];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+      const int64_t left = count - r * W;
+      v[r] = S::Sub(kFull || left >= W ? S::Load(x + r * W) : S::LoadPart(x + r * W, left, 0.f), offset);
+      acc[r] = S::Set(0.f);
+    }
+    Steps<R>(v, acc, p);
     // A NaN never fires, so it is still in v at the end: the reference's NaN-in, NaN-out.
-    for (int r = 0; r < R; ++r) {
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
       const int64_t left = count - r * W;
       acc[r] = S::KeepNaN(acc[r], v[r]);
-      if (left >= W) {
+      if (kFull || left >= W) {
         S::Store(y + r * W, acc[r]);
       } else {  // lanes past the end hold SI-exp(0 - offset): zero them before they reach the total
         S::StorePart(y + r * W, acc[r], left);
@@ -57,28 +71,89 @@ struct RowKernels {
       }
       total = S::Add(total, acc[r]);
     }
+    return total;
   }
 
+  template <int R>
+  static V ExpVectors(const float* x, float* y, int64_t count, const ExpParams& p, V offset, V total) {
+    if (count == R * W) return StepVectors<R, true>(x, y, count, p, offset, total);
+    return StepVectors<R, false>(x, y, count, p, offset, total);
+  }
+
+  using GroupFn = V (*)(const float*, float*, int64_t, const ExpParams&, V, V);
+  template <int... R>
+  static constexpr std::array<GroupFn, sizeof...(R)> Groups(std::integer_sequence<int, R...>) {
+    return {&ExpVectors<R + 1>...};
+  }
+  static constexpr auto kGroups = Groups(std::make_integer_sequence<int, S::kGroupMax>{});
+
+  // The row in groups of equal size (at most kGroupMax vectors each): a short last group would
+  // wait on the latency of each step, a 197-float row is one group of 13 rather than 8 + 5.
   static float SiExp(const float* x, float* y, int64_t n, const ExpParams& p, float offset) {
-    constexpr int R = S::kVectors;
     const V off = S::Set(offset);
     V total = S::Set(0.f);
-    int64_t i = 0;
-    for (; i + R * W <= n; i += R * W) ExpVectors<R>(x + i, y + i, R * W, p, off, total);
-    const int64_t rest = n - i;
-    // The remainder in as few vectors as it needs, still stepped together.
-    switch ((rest + W - 1) / W) {
-      case 0: break;
-      case 1: ExpVectors<1>(x + i, y + i, rest, p, off, total); break;
-      case 2: ExpVectors<2>(x + i, y + i, rest, p, off, total); break;
-      case 3: ExpVectors<3>(x + i, y + i, rest, p, off, total); break;
-      case 4: ExpVectors<4>(x + i, y + i, rest, p, off, total); break;
-      case 5: ExpVectors<(R > 5 ? 5 : R)>(x + i, y + i, rest, p, off, total); break;
-      case 6: ExpVectors<(R > 6 ? 6 : R)>(x + i, y + i, rest, p, off, total); break;
-      case 7: ExpVectors<(R > 7 ? 7 : R)>(x + i, y + i, rest, p, off, total); break;
-      default: ExpVectors<R>(x + i, y + i, rest, p, off, total); break;
+    const int64_t vectors = (n + W - 1) / W;
+    int64_t i = 0, done = 0;
+    for (int64_t groups = (vectors + S::kGroupMax - 1) / S::kGroupMax; groups > 0; --groups) {
+      const int64_t size = (vectors - done + groups - 1) / groups, count = std::min(size * W, n - i);
+      total = kGroups[size - 1](x + i, y + i, count, p, off, total);
+      i += count;
+      done += size;
     }
     return S::SumLanes(total);
+  }
+
+  // Whole vectors of rows lying end to end (n a multiple of W, `vectors_per_row` each), from
+  // vector `first` on: each vector is shifted by its row's offset, and its outputs are added to
+  // its row's total in the order SiExp adds them, so the totals are SiExp's to the bit.
+  template <int R>
+  static void RowVectors(const float* x, float* y, int64_t first, int64_t vectors_per_row, const ExpParams& p,
+                         const float* offsets, V* totals) {
+    V v[R], acc[R];
+    int64_t row = first / vectors_per_row, at = first % vectors_per_row;
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+      v[r] = S::Sub(S::Load(x + r * W), S::Set(offsets[row]));
+      acc[r] = S::Set(0.f);
+      if (++at == vectors_per_row) at = 0, ++row;
+    }
+    Steps<R>(v, acc, p);
+    row = first / vectors_per_row, at = first % vectors_per_row;
+    V total = totals[row];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; ++r) {
+      acc[r] = S::KeepNaN(acc[r], v[r]);
+      S::Store(y + r * W, acc[r]);
+      total = S::Add(total, acc[r]);
+      if (++at == vectors_per_row && r + 1 < R) totals[row++] = total, at = 0, total = totals[row];
+    }
+    totals[row] = total;
+  }
+
+  using RowGroupFn = void (*)(const float*, float*, int64_t, int64_t, const ExpParams&, const float*, V*);
+  template <int... R>
+  static constexpr std::array<RowGroupFn, sizeof...(R)> RowGroups(std::integer_sequence<int, R...>) {
+    return {&RowVectors<R + 1>...};
+  }
+  static constexpr auto kRowGroups = RowGroups(std::make_integer_sequence<int, S::kGroupMax>{});
+
+  // SiExp of `rows` (<= kSharedRows) rows of n floats end to end, row r shifted by offsets[r], its
+  // sum in sums[r]: short rows share groups, so a 128-float row does not wait on the latency of a
+  // group of 8 vectors.
+  static void SiExpRows(const float* x, float* y, int64_t rows, int64_t n, const ExpParams& p, const float* offsets,
+                        float* sums) {
+    if (!S::kRowsShareGroups || n % W != 0 || n == 0 || rows > kSharedRows) {
+      for (int64_t r = 0; r < rows; ++r) sums[r] = SiExp(x + r * n, y + r * n, n, p, offsets[r]);
+      return;
+    }
+    const int64_t vectors = rows * (n / W);
+    V totals[kSharedRows];
+    for (int64_t r = 0; r < rows; ++r) totals[r] = S::Set(0.f);
+    int64_t done = 0;
+    for (int64_t groups = (vectors + S::kGroupMax - 1) / S::kGroupMax; groups > 0; --groups) {
+      const int64_t size = (vectors - done + groups - 1) / groups;
+      kRowGroups[size - 1](x + done * W, y + done * W, done, n / W, p, offsets, totals);
+      done += size;
+    }
+    for (int64_t r = 0; r < rows; ++r) sums[r] = S::SumLanes(totals[r]);
   }
 
   static float Max(const float* x, int64_t n) {
@@ -170,7 +245,7 @@ struct RowKernels {
   using HalfToFloat = void (*)(const uint16_t*, float*, int64_t);
   using FloatToHalf = void (*)(const float*, uint16_t*, int64_t);
   static constexpr RowOps Table(const char* isa, HalfToFloat to_float = nullptr, FloatToHalf to_half = nullptr) {
-    return {isa, S::kVectors * W, &SiExp, &Max, &Sum, &Scale, &Activation, &Shift, &Sigmoid, to_float, to_half};
+    return {isa, S::kVectors * W, S::kRowsShareGroups ? W : 0, &SiExp, &SiExpRows, &Max, &Sum, &Scale, &Activation, &Shift, &Sigmoid, to_float, to_half};
   }
 };
 

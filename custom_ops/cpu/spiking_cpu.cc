@@ -122,9 +122,30 @@ struct SoftmaxSettings {
   bool shift, sigmoid;
 };
 
+// Rows of a few hundred floats and more, each in three passes: max, SI-exp summing as it stores,
+// scale. Rows of whole vectors go kSharedRows at a time, so that SI-exp steps them together (a
+// 128-float row alone would wait on the latency of each step); other rows one by one, in L1.
+void LongRows(const SoftmaxSettings& s, const float* in, float* y, int64_t rows, int64_t n) {
+  const RowOps& ops = *s.ops;
+  if (!(ops.shared_row_width > 0 && n % ops.shared_row_width == 0)) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float offset = s.shift ? ops.max(in + r * n, n) : 0.f;
+      ops.scale(y + r * n, y + r * n, n, ops.si_exp(in + r * n, y + r * n, n, *s.params, offset), s.steps);
+    }
+    return;
+  }
+  float offsets[kSharedRows], sums[kSharedRows];
+  for (int64_t first = 0; first < rows; first += kSharedRows) {
+    const int64_t count = std::min(kSharedRows, rows - first);
+    for (int64_t r = 0; r < count; ++r) offsets[r] = s.shift ? ops.max(in + (first + r) * n, n) : 0.f;
+    ops.si_exp_rows(in + first * n, y + first * n, count, n, *s.params, offsets, sums);
+    for (int64_t r = 0; r < count; ++r) ops.scale(y + (first + r) * n, y + (first + r) * n, n, sums[r], s.steps);
+  }
+}
+
 // Spiking-Softmax of contiguous rows in the reference's order: [sigmoid], [minus the row max],
-// SI-exp, SI-norm. Long rows go one at a time (max, SI-exp summing as it stores, scale: three
-// passes); rows shorter than the lanes in flight go together, so SI-exp still fills the vector units.
+// SI-exp, SI-norm. Rows shorter than the lanes in flight are shifted first and go through SI-exp
+// as one stream, so it still fills the vector units.
 void SoftmaxRows(const SoftmaxSettings& s, const float* x, float* y, int64_t rows, int64_t n) {
   const RowOps& ops = *s.ops;
   const float* in = x;
@@ -132,13 +153,7 @@ void SoftmaxRows(const SoftmaxSettings& s, const float* x, float* y, int64_t row
     ops.sigmoid(x, y, rows * n);
     in = y;
   }
-  if (2 * n >= ops.lanes_in_flight) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float offset = s.shift ? ops.max(in + r * n, n) : 0.f;
-      ops.scale(y + r * n, y + r * n, n, ops.si_exp(in + r * n, y + r * n, n, *s.params, offset), s.steps);
-    }
-    return;
-  }
+  if (2 * n >= ops.lanes_in_flight) return LongRows(s, in, y, rows, n);
   if (s.shift) {
     for (int64_t r = 0; r < rows; ++r) ops.shift(in + r * n, y + r * n, n, ops.max(in + r * n, n));
     in = y;

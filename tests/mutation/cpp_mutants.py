@@ -172,6 +172,36 @@ MUTANTS = [
         "fn(buffer.data(), buffer.data() + size, size);",
         "fn(buffer.data(), buffer.data(), size);",
     ),
+    (
+        "avx512 FMA step subtracts the weight",
+        "cpu/simd_avx512.cc",
+        "_mm512_mask3_fmadd_ps(b, Set(1.f), a, m)",
+        "_mm512_mask3_fnmadd_ps(b, Set(1.f), a, m)",
+    ),
+    (
+        "a partial last group read as whole",
+        "cpu/row_kernels.h",
+        "if (count == R * W) return StepVectors<R, true>",
+        "if (count > (R - 1) * W) return StepVectors<R, true>",
+    ),
+    (
+        "shared groups: every vector shifted by the group's first row",
+        "cpu/row_kernels.h",
+        "S::Set(offsets[row])",
+        "S::Set(offsets[first / vectors_per_row])",
+    ),
+    (
+        "shared groups: the next row's outputs added to this row's sum",
+        "cpu/row_kernels.h",
+        "totals[row++] = total, at = 0, total = totals[row];",
+        "at = 0;",
+    ),
+    (
+        "shared groups: maxima of the first chunk reused",
+        "cpu/spiking_cpu.cc",
+        "offsets[r] = s.shift ? ops.max(in + (first + r) * n, n) : 0.f;",
+        "offsets[r] = s.shift ? ops.max(in + r * n, n) : 0.f;",
+    ),
     ("activation: low == high accepted", "spiking_attrs.cc", "!(low < high)", "!(low <= high)"),
     ("activation: 5 tails accepted", "spiking_attrs.cc", "if (tails.size() != 4)", "if (tails.size() < 4)"),
 ]

@@ -332,6 +332,30 @@ def test_cpu_kernel_sets_match_reference(rng, monkeypatch, isa, dtype, n):
         assert np.count_nonzero(np.abs(got - expected) > 10 * tolerance) <= max(1, got.size // 100)
 
 
+# SI-exp steps up to 13 vectors together (AVX-512; 10 on AVX2), in groups of equal size, and lets
+# rows of whole vectors share groups 8 rows at a time: lengths around the group sizes (9 vectors is
+# the first to add on the FMA units, 14 splits in two) and row counts around the 8-row chunks.
+GROUP_LENGTHS = [64, 80, 144, 208, 224, 432]
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+@pytest.mark.parametrize("n", GROUP_LENGTHS)
+@pytest.mark.parametrize("rows", [1, 8, 11, 17])
+def test_cpu_rows_sharing_groups_match_reference(rng, monkeypatch, isa, n, rows):
+    from sit_onnx.neurons import SoftmaxOptions, spiking_softmax
+
+    _use_kernel_set(monkeypatch, isa)
+    params = random_params(rng, 12)
+    x = rng.normal(0, 3, (rows, n)).astype(np.float32)
+    x[:, 0] += np.arange(rows, dtype=np.float32)  # every row its own maximum: a row shifted by another's shows
+    got = _session(_exp_node(params), np.float32, 2).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, si_exp(x, params))
+    for time_steps in (0, 16):
+        got = _session(_softmax_node(params, -1, time_steps, True, False), np.float32, 2).run(None, {"x": x})[0]
+        expected = spiking_softmax(x, params, options=SoftmaxOptions(shift=True, time_steps=time_steps))
+        assert np.count_nonzero(np.abs(got - expected) > 1e-6) <= (rows if time_steps else 0)
+
+
 @pytest.mark.parametrize("isa", KERNEL_SETS)
 @pytest.mark.parametrize("shift", [False, True])
 def test_cpu_kernel_sets_sigmoid_edges(rng, monkeypatch, isa, shift):
