@@ -28,6 +28,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sit_onnx.evaluate.activation_params import choose_activation_params  # noqa: E402
 from sit_onnx.evaluate.site_params import choose_site_params  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
 from sit_onnx.runtime import SessionSpec, make_session  # noqa: E402
@@ -152,12 +153,15 @@ def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
 
 def variants(model, calibration_feeds, steps, activations=()):
     for k in steps:
-        if activations:  # softmax (default sets) and the activations too: what converting them costs
+        chosen = {c.name: c.params for c in choose_site_params(model, calibration_feeds, k, rounds=3)}
+        if activations:  # softmax and the activations too: what converting them costs, shipped and calibrated
             options = RewriteOptions(steps=k, activations=tuple(activations))
             yield f"K={k} +{','.join(activations)}", rewrite_model(model, options)[0]
+            sets = {c.function: c.params for c in choose_activation_params(model, calibration_feeds, activations, k)}
+            converted = rewrite_model(model, options, site_params=chosen, activation_sets=sets)[0]
+            yield f"K={k} +{','.join(activations)} --calibrate", converted
         for objective in ("exp-rmse", "softmax"):
             yield f"K={k} {objective}", rewrite_model(model, RewriteOptions(steps=k, objective=objective))[0]
-        chosen = {c.name: c.params for c in choose_site_params(model, calibration_feeds, k, rounds=3)}
         yield f"K={k} --calibrate", rewrite_model(model, RewriteOptions(steps=k), site_params=chosen)[0]
 
 

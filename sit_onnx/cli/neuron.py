@@ -104,6 +104,13 @@ def neuron():
     + ", ".join(f"{f.name} [{f.default_range[0]:g}, {f.default_range[1]:g}]" for f in FUNCTIONS.values())
     + ").",
 )
+@click.option(
+    "--inputs",
+    metavar="normal:MU,SD|FILE.npz",
+    default=None,
+    help="Activations only: weight the error by how often inputs fall on each part of the range: draws of "
+    "N(MU, SD^2), or the values of every array in an .npz (an activation's inputs captured from a model).",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
 @click.pass_context
@@ -123,6 +130,7 @@ def fit(
     warm_start,
     neurons,
     function,
+    inputs,
     force,
     as_json,
 ):
@@ -142,8 +150,11 @@ def fit(
             output,
             seed,
             (restarts, iterations, polish_rounds, init),
+            (inputs, warm_start),
             as_json,
         )
+    if inputs is not None:
+        raise click.UsageError("--inputs serves the activation fits (--function), not exp")
     if rows_file is not None and objective != "softmax":
         raise click.BadParameter(
             "real logits serve the softmax objective only (add --objective softmax)", param_hint="--rows"
@@ -192,7 +203,7 @@ def fit(
         )
 
 
-EXP_ONLY = {"objective": "exp-rmse", "rows_file": None, "warm_start": None, "neurons": 1, "weighting": "absolute"}
+EXP_ONLY = {"objective": "exp-rmse", "rows_file": None, "neurons": 1, "weighting": "absolute"}
 
 
 def _refuse_for_activation(ctx, function: str) -> None:
@@ -202,11 +213,14 @@ def _refuse_for_activation(ctx, function: str) -> None:
             raise click.UsageError(f"{flag} serves the exp fit only, not --function {function}")
 
 
-def _fit_activation(function, steps, input_range, output, seed, search, as_json) -> None:
+def _fit_activation(function, steps, input_range, output, seed, search, start, as_json) -> None:
     from sit_onnx.neurons.activation import activation_quality, activation_ticks, fit_activation
 
     restarts, iterations, polish_rounds, init = search
-    total = activation_ticks(polish_rounds, restarts, iterations)
+    inputs, warm_start = start
+    samples = _activation_inputs(inputs, seed) if inputs is not None else None
+    warm = _activation_warm_start(warm_start, function, steps)
+    total = activation_ticks(polish_rounds, 0 if warm else restarts, iterations)
     with progress(f"fit {function} K={steps}", total=total, unit="it") as bar:  # pragma: no mutate
         params = fit_activation(
             function,
@@ -214,11 +228,15 @@ def _fit_activation(function, steps, input_range, output, seed, search, as_json)
             input_range,
             seed,
             bar.update,
+            samples=samples,
+            warm_start=warm,
             restarts=restarts,
             iterations=iterations,
             polish_rounds=polish_rounds,
             init=init,
         )
+    if inputs is not None:  # what the error was weighted by, kept with the set
+        params.neuron.meta["inputs"] = inputs
     params.save(output)
     quality = activation_quality(params)
     if as_json:
@@ -229,6 +247,46 @@ def _fit_activation(function, steps, input_range, output, seed, search, as_json)
         f"{function} K={steps} on [{lo:g}, {hi:g}]: RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} "
         f"(100,000 random points), {quality.mean_spikes:.2f} spikes per input -> {output}"
     )
+
+
+def _activation_inputs(spec: str, seed: int):
+    """--inputs as values: 200,000 seeded draws of normal:MU,SD, or every finite value of an .npz."""
+    import numpy as np
+
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.evaluate.inputs import load_arrays
+
+    if spec.startswith("normal:"):
+        try:
+            mean, sd = (float(v) for v in spec[len("normal:") :].split(","))
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: write normal:MU,SD, e.g. normal:-1.2,1.25", param_hint="--inputs")
+        if not (np.isfinite(mean) and np.isfinite(sd) and sd > 0):
+            raise click.BadParameter(f"{spec!r}: need a finite MU and SD > 0", param_hint="--inputs")
+        return np.random.default_rng(seed).normal(mean, sd, 200_000)
+    try:
+        arrays = load_arrays(spec)
+    except SitOnnxError as exc:
+        raise click.BadParameter(str(exc), param_hint="--inputs") from None
+    values = [a.astype(np.float64).reshape(-1) for a in arrays.values() if np.issubdtype(a.dtype, np.number)]
+    values = np.concatenate(values) if values else np.zeros(0)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise click.BadParameter(f"{spec}: holds no finite numbers", param_hint="--inputs")
+    return values
+
+
+def _activation_warm_start(value: str | None, function: str, steps: int):
+    """--warm-start for an activation: its shipped set for K, or a set file of the same function and K."""
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.neurons.activation import load_activation, shipped_activation
+
+    if value is None:
+        return None
+    try:
+        return shipped_activation(function, steps) if value == "shipped" else load_activation(value)
+    except SitOnnxError as exc:
+        raise click.BadParameter(str(exc), param_hint="--warm-start") from None
 
 
 def _rows(path: Path):

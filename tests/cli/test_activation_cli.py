@@ -146,13 +146,86 @@ def test_neuron_fit_activation_defaults_to_the_function_range(tmp_path):
     assert "silu K=3 on [-8, 8]" in result.output and load_activation(path).input_range == (-8.0, 8.0)
 
 
-@pytest.mark.parametrize(
-    "flag", [["--objective", "softmax"], ["--neurons", "2"], ["--weighting", "relative"], ["--warm-start", "shipped"]]
-)
+@pytest.mark.parametrize("flag", [["--objective", "softmax"], ["--neurons", "2"], ["--weighting", "relative"]])
 def test_neuron_fit_refuses_exp_only_flags_for_activations(tmp_path, flag):
     result = invoke("neuron", "fit", "--function", "tanh", "-o", tmp_path / "t.json", *flag)
     assert_one_line_error(result, f"{flag[0]} serves the exp fit only, not --function tanh", code=2)
     assert not (tmp_path / "t.json").exists()
+
+
+def _weighted_rmse(params, x):
+    from sit_onnx.neurons.activation import activation_function
+
+    return float(np.sqrt(np.mean((spiking_activation(x, params) - activation_function("gelu").exact(x)) ** 2)))
+
+
+def test_neuron_fit_inputs_weight_the_error_where_they_fall(tmp_path):
+    """A polish from the shipped set weighted by N(1.5, 0.3^2) serves those inputs better than the
+    uniformly fitted set does, and the set records what weighted it."""
+    path = tmp_path / "g.json"
+    result = invoke(
+        "neuron", "fit", "--function", "gelu", "-k", "8", "--warm-start", "shipped",
+        "--inputs", "normal:1.5,0.3", "--polish-rounds", "3", "-o", path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fitted, shipped = load_activation(path), shipped_activation("gelu", 8)
+    x = np.random.default_rng(1).normal(1.5, 0.3, 20_000).astype(np.float32)
+    assert _weighted_rmse(fitted, x) < 0.8 * _weighted_rmse(shipped, x)
+    assert fitted.neuron.meta["inputs"] == "normal:1.5,0.3" and fitted.neuron.meta["weighted_by_samples"] == 200_000
+    assert fitted.neuron.meta["warm_start"] == shipped.neuron.method
+
+
+def test_neuron_fit_inputs_from_an_npz_count_its_finite_numbers(tmp_path):
+    data = tmp_path / "x.npz"
+    np.savez(data, a=np.array([0.5, np.nan, 1.0, np.inf]), b=np.full((3, 2), 2.0, np.float32), ids=np.array(["t"]))
+    path = tmp_path / "g.json"
+    result = invoke(
+        "neuron", "fit", "--function", "gelu", "-k", "8", "--warm-start", "shipped",
+        "--inputs", data, "--polish-rounds", "1", "-o", path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert load_activation(path).neuron.meta["weighted_by_samples"] == 8  # 0.5, 1.0 and six 2.0s
+
+
+def test_neuron_fit_activation_warm_start_from_a_file(tmp_path):
+    start = tmp_path / "start.json"
+    shipped_activation("gelu", 8).save(start)
+    path = tmp_path / "g.json"
+    args = ["--function", "gelu", "-k", "8", "--warm-start", start, "--polish-rounds", "0", "-o", path]
+    result = invoke("neuron", "fit", *args)
+    assert result.exit_code == 0, result.output
+    fitted = load_activation(path)
+    assert fitted.neuron.thresholds == shipped_activation("gelu", 8).neuron.thresholds  # nothing polished
+    assert "inputs" not in fitted.neuron.meta
+
+
+@pytest.mark.parametrize(
+    "args, text, code",
+    [
+        (["--function", "gelu", "--inputs", "normal:a"], "'normal:a': write normal:MU,SD", 2),
+        (["--function", "gelu", "--inputs", "normal:-1,0"], "'normal:-1,0': need a finite MU and SD > 0", 2),
+        (["--function", "gelu", "--inputs", "normal:nan,1"], "need a finite MU and SD > 0", 2),
+        (["--function", "gelu", "--inputs", "missing.npz"], "missing.npz: no such file", 2),
+        (["--inputs", "normal:0,1"], "--inputs serves the activation fits (--function), not exp", 2),
+        (["--function", "gelu", "--warm-start", "missing.json"], "--warm-start: missing.json", 2),
+        (["--function", "silu", "-k", "8", "--warm-start", "SET"], "warm start: a gelu set of K=8; need silu, K=8", 1),
+        (["--function", "gelu", "-k", "10", "--warm-start", "SET"], "need gelu, K=10", 1),
+    ],
+)
+def test_neuron_fit_activation_input_and_start_errors(tmp_path, monkeypatch, args, text, code):
+    monkeypatch.chdir(tmp_path)
+    shipped_activation("gelu", 8).save(tmp_path / "set.json")
+    args = [str(tmp_path / "set.json") if a == "SET" else a for a in args]
+    result = invoke("neuron", "fit", *args, "-o", tmp_path / "out.json")
+    assert_one_line_error(result, text, code=code)
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_neuron_fit_inputs_npz_without_numbers_is_refused(tmp_path):
+    data = tmp_path / "x.npz"
+    np.savez(data, a=np.array([np.nan, np.inf]), ids=np.array(["t"]))
+    result = invoke("neuron", "fit", "--function", "gelu", "--inputs", data, "-o", tmp_path / "out.json")
+    assert_one_line_error(result, "x.npz: holds no finite numbers", code=2)
 
 
 def test_neuron_show_prints_the_shipped_activation_set():

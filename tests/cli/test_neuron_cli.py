@@ -222,5 +222,7 @@ def test_fit_function_passes_every_search_option_and_ticks_its_bar(tmp_path, mon
         "iterations": 15,
         "polish_rounds": 3,
         "init": "random",
+        "samples": None,
+        "warm_start": None,
     }
     assert json.loads(result.output)["output"] == str(out) and out.exists()
