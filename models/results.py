@@ -89,32 +89,40 @@ def activation_rows(label: str, path: Path, data) -> list[str]:
     return _activation_table_rows(label, original, fidelity, sample_feeds(original, data, 64))
 
 
-def albert_rows(wheels: Path) -> list[str]:
-    """The same for rxnmapper's pretrained ALBERT (min cosine and top-1 agreement of its MLM logits on
-    the odd half of its reactions), when its wheel is at hand (`make test` downloads it)."""
+def pretrained_rows(wheels: Path) -> list[str]:
+    """The same for the pretrained encoders whose wheels are at hand (`make test` downloads
+    rxnmapper's; `bench/fidelity.py --wheels .venv/wheels` fetches both): min cosine and top-1 agreement of
+    their MLM logits on the odd half of their inputs."""
     import tempfile
 
-    from bench.fidelity import figures, run, rxnmapper_albert, split
+    from bench.fidelity import antiberty_bert, figures, run, rxnmapper_albert, split
 
-    if not list(wheels.glob("rxnmapper-0.4.3-*.whl")):
-        return []
-    with tempfile.TemporaryDirectory() as work:
-        model, feeds, _ = rxnmapper_albert(wheels, Path(work))
-    _, measured = split(feeds)
-    reference, valid = run(model, measured), measured["attention_mask"].astype(bool)
+    encoders = [
+        ("rxnmapper", "0.4.3", rxnmapper_albert, "rxnmapper ALBERT (pretrained)"),
+        ("antiberty", "0.1.3", antiberty_bert, "antiberty BERT (pretrained)"),
+    ]
+    rows = []
+    for package, version, load, label in encoders:
+        if not list(wheels.glob(f"{package}-{version}-*.whl")):
+            continue
+        with tempfile.TemporaryDirectory() as work:
+            model, feeds, _ = load(wheels, Path(work))
+        _, measured = split(feeds)
+        reference, valid = run(model, measured), measured["attention_mask"].astype(bool)
 
-    def fidelity(converted) -> str:
-        got = figures(reference, run(converted, measured), valid)
-        return f"{got['min_cosine']:.5f} (cos) | {pct(got['top1'])}"
+        def fidelity(converted, reference=reference, measured=measured, valid=valid) -> str:
+            got = figures(reference, run(converted, measured), valid)
+            return f"{got['min_cosine']:.5f} (cos) | {pct(got['top1'])}"
 
-    return _activation_table_rows("rxnmapper ALBERT (pretrained)", model, fidelity, measured)
+        rows += _activation_table_rows(label, model, fidelity, measured)
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
-    parser.add_argument("--wheels", type=Path, default=ROOT / ".venv" / "wheels", help="where rxnmapper's wheel is")
+    parser.add_argument("--wheels", type=Path, default=ROOT / ".venv" / "wheels", help="where the encoders' wheels are")
     args = parser.parse_args()
     activation_table = [
         "## Activations converted too (`--activations gelu`)",
@@ -123,8 +131,8 @@ def main():
         "the same K for both. Cells: loss in points (the pretrained encoder: min cosine of its logits to the "
         "original's), agreement with the ANN's predictions (top-1), energy saved by the paper's convention. "
         "`sit-onnx eval M_digits.onnx --dataset digits --steps K --activations gelu`, "
-        "`sit-onnx energy ... --activations gelu`; the encoder: `python bench/fidelity.py --models albert "
-        "--activations gelu`.",
+        "`sit-onnx energy ... --activations gelu`; the encoders: `python bench/fidelity.py --models albert "
+        "antiberty --activations gelu` (which also measures them calibrated).",
         "",
         "| model | GELU sites | K | softmax only: loss | agreement | energy | + GELU: loss | agreement | energy |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -214,7 +222,7 @@ def main():
             "",
         ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    activation_table += albert_rows(args.wheels) + [""]
+    activation_table += pretrained_rows(args.wheels) + [""]
     document = lines + table + [""] + commands + notes + activation_table + details
     write_text_atomic(args.out, "\n".join(document) + "\n")
     print(f"wrote {args.out}")
