@@ -40,3 +40,9 @@ def test_default_sets_reach_the_goal_and_beat_the_exp_fits(albert, steps, goal):
 def test_fidelity_grows_with_the_time_steps(albert):
     cosines = [albert(RewriteOptions(steps=k))["min_cosine"] for k in (4, 8, 16)]
     assert cosines == sorted(cosines) and cosines[0] < 0.9995 and np.isfinite(cosines).all()
+
+
+def test_gelu_sets_weighted_where_ffn_inputs_fall(albert):
+    """Softmax and the 13 GELUs converted at K=12: 0.99902 with the shipped sets, weighted by where
+    trained FFN inputs fall; the uniformly fitted sets before them gave 0.99801."""
+    assert albert(RewriteOptions(steps=12, activations=("gelu",)))["min_cosine"] >= 0.9985
