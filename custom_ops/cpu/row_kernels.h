@@ -8,8 +8,8 @@
 // kRowsShareGroups (whether SiExpRows lets short rows share groups: where it measured faster), and
 //   Set(f), Load(p), LoadPart(p, count, fill), Store(p, v), StorePart(p, v, count),
 //   AtLeast(a, b) (a step's spike, in whatever form SubWhere(a, z, b) and AddWhere(a, z, b) take:
-//   a lane mask, or 1.0/0.0 for AVX2's FMA step), AddWhereFma(a, z, b) (AddWhere's result), Greater(a, b) -> M, Where(m, a, b) (a where m,
-//   else b), KeepNaN(out, in),
+//   a lane mask, or 1.0/0.0 for AVX2's FMA step), AddWhereFma(a, z, b) (AddWhere's result, on the
+//   FMA units), Greater(a, b) -> M, Where(m, a, b) (a where m, else b), KeepNaN(out, in),
 //   Blend(a, b, count) (b in the first count lanes), Add, Sub, Mul, Div, Max, Min, Floor, Round (to
 //   nearest even), ScaleByPow2(a, k) (a * 2^k, k integral), SumLanes, MaxLanes.
 // Everything here is static or in an anonymous namespace: each instruction set keeps its own

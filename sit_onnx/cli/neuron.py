@@ -394,6 +394,7 @@ def _show_activation(function: str, steps: int, params_file, as_json: bool) -> N
         "resets": list(n.resets),
         "weights": list(n.weights),
         "method": n.method,
+        "inputs": n.meta.get("inputs"),
     }
     if as_json:
         emit_json(record)
@@ -401,6 +402,8 @@ def _show_activation(function: str, steps: int, params_file, as_json: bool) -> N
     lo, hi = quality.range
     s_lo, c_lo, s_hi, c_hi = params.tails
     click.echo(f"SpikingActivation {function} K={quality.steps} fitted on [{lo:g}, {hi:g}] ({n.method})")
+    if record["inputs"]:
+        click.echo(f"  error weighted by where these inputs fall: {record['inputs']}")
     click.echo(f"  RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} over 100,000 uniform points")
     click.echo(
         f"  expected spikes per input: {quality.mean_spikes:.3f} of {quality.steps} steps; bias {params.bias:.6g}"

@@ -233,8 +233,17 @@ def test_neuron_show_prints_the_shipped_activation_set():
     assert result.exit_code == 0, result.output
     assert "SpikingActivation sigmoid K=8 fitted on [-8, 8]" in result.output
     assert "tails: 0*x + 0 below -8, 0*x + 1 above 8" in result.output
+    assert "weighted" not in result.output  # fitted on the range alone
     _, rows = parse_table(result.output)
     assert len(rows) == 8
+
+
+def test_neuron_show_says_what_weighted_a_gelu_set():
+    result = invoke("neuron", "show", "--function", "gelu", "-k", "12")
+    assert "  error weighted by where these inputs fall: normal:-1.2,1.25\n" in result.output
+    shown = json.loads(invoke("neuron", "show", "--function", "gelu", "-k", "12", "--json").output)
+    assert shown["inputs"] == "normal:-1.2,1.25"
+    assert json.loads(invoke("neuron", "show", "--function", "tanh", "--json").output)["inputs"] is None
 
 
 def test_an_activation_file_whose_range_float32_cannot_hold_is_one_line_and_no_output(gelu_path, tmp_path):
