@@ -220,7 +220,7 @@ def _fit_activation(function, steps, input_range, output, seed, search, start, a
     inputs, warm_start = start
     samples = _activation_inputs(inputs, seed) if inputs is not None else None
     warm = _activation_warm_start(warm_start, function, steps)
-    total = activation_ticks(polish_rounds, 0 if warm else restarts, iterations)
+    total = activation_ticks(polish_rounds, 0 if warm else restarts, iterations)  # pragma: no mutate
     with progress(f"fit {function} K={steps}", total=total, unit="it") as bar:  # pragma: no mutate
         params = fit_activation(
             function,

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from sit_onnx.neurons.activation import load_activation, shipped_activation, spiking_activation
+from sit_onnx.neurons.activation import activation_quality, load_activation, shipped_activation, spiking_activation
 from tests.cli.test_rewrite_cli import assert_one_line_error, invoke
 from tests.graph.test_activation_rewrite import _erf_torch, _model, _x
 from tests.helpers import parse_table, run
@@ -202,12 +202,20 @@ def test_neuron_fit_activation_warm_start_from_a_file(tmp_path):
 @pytest.mark.parametrize(
     "args, text, code",
     [
-        (["--function", "gelu", "--inputs", "normal:a"], "'normal:a': write normal:MU,SD", 2),
-        (["--function", "gelu", "--inputs", "normal:-1,0"], "'normal:-1,0': need a finite MU and SD > 0", 2),
+        (
+            ["--function", "gelu", "--inputs", "normal:a"],
+            "Invalid value for --inputs: 'normal:a': write normal:MU,SD",
+            2,
+        ),
+        (
+            ["--function", "gelu", "--inputs", "normal:-1,0"],
+            "Invalid value for --inputs: 'normal:-1,0': need a finite MU and SD > 0",
+            2,
+        ),
         (["--function", "gelu", "--inputs", "normal:nan,1"], "need a finite MU and SD > 0", 2),
-        (["--function", "gelu", "--inputs", "missing.npz"], "missing.npz: no such file", 2),
+        (["--function", "gelu", "--inputs", "missing.npz"], "Invalid value for --inputs: missing.npz: no such file", 2),
         (["--inputs", "normal:0,1"], "--inputs serves the activation fits (--function), not exp", 2),
-        (["--function", "gelu", "--warm-start", "missing.json"], "--warm-start: missing.json", 2),
+        (["--function", "gelu", "--warm-start", "missing.json"], "Invalid value for --warm-start: missing.json", 2),
         (["--function", "silu", "-k", "8", "--warm-start", "SET"], "warm start: a gelu set of K=8; need silu, K=8", 1),
         (["--function", "gelu", "-k", "10", "--warm-start", "SET"], "need gelu, K=10", 1),
     ],
@@ -221,11 +229,35 @@ def test_neuron_fit_activation_input_and_start_errors(tmp_path, monkeypatch, arg
     assert not (tmp_path / "out.json").exists()
 
 
-def test_neuron_fit_inputs_npz_without_numbers_is_refused(tmp_path):
+@pytest.mark.parametrize("arrays", [{"a": [np.nan, np.inf], "ids": ["t"]}, {"ids": ["t", "u"]}])
+def test_neuron_fit_inputs_npz_without_numbers_is_refused(tmp_path, arrays):
     data = tmp_path / "x.npz"
-    np.savez(data, a=np.array([np.nan, np.inf]), ids=np.array(["t"]))
+    np.savez(data, **{name: np.array(values) for name, values in arrays.items()})
     result = invoke("neuron", "fit", "--function", "gelu", "--inputs", data, "-o", tmp_path / "out.json")
-    assert_one_line_error(result, "x.npz: holds no finite numbers", code=2)
+    assert_one_line_error(result, "Invalid value for --inputs: " + str(data) + ": holds no finite numbers", code=2)
+
+
+def test_neuron_fit_inputs_are_seeded_draws():
+    from sit_onnx.cli.neuron import _activation_inputs
+
+    first, again, other = (_activation_inputs("normal:-1,2", seed) for seed in (3, 3, 4))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert first.size == 200_000 and abs(first.mean() + 1) < 0.02 and abs(first.std() - 2) < 0.02
+
+
+def test_neuron_fit_with_inputs_is_reproducible(tmp_path):
+    outputs = []
+    for name in ("a.json", "b.json"):
+        args = ["--function", "gelu", "-k", "8", "--warm-start", "shipped", "--inputs", "normal:0,1"]
+        result = invoke("neuron", "fit", *args, "--polish-rounds", "1", "--seed", "5", "-o", tmp_path / name, "--json")
+        assert result.exit_code == 0, result.output
+        record = json.loads(result.output)
+        assert (
+            record["tails"] == list(shipped_activation("gelu", 8).tails)
+            and record["bias"] == load_activation(tmp_path / name).bias
+        )
+        outputs.append((tmp_path / name).read_text())
+    assert outputs[0] == outputs[1]
 
 
 def test_neuron_show_prints_the_shipped_activation_set():
@@ -236,6 +268,27 @@ def test_neuron_show_prints_the_shipped_activation_set():
     assert "weighted" not in result.output  # fitted on the range alone
     _, rows = parse_table(result.output)
     assert len(rows) == 8
+
+
+def test_neuron_show_activation_prints_the_set_itself():
+    """Every figure `neuron show --function` prints, in text and --json, is the set's own."""
+    params = shipped_activation("gelu", 12)
+    quality = activation_quality(params)
+    record = json.loads(invoke("neuron", "show", "--function", "gelu", "-k", "12", "--json").output)
+    n = params.neuron
+    assert record["bias"] == params.bias and record["tails"] == list(params.tails)
+    assert record["thresholds"] == list(n.thresholds) and record["resets"] == list(n.resets)
+    assert record["weights"] == list(n.weights) and record["method"] == n.method
+    assert record["rmse"] == quality.rmse and record["max_error"] == quality.max_error
+    text = invoke("neuron", "show", "--function", "gelu", "-k", "12").output
+    assert f"  RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} over 100,000 uniform points\n" in text
+    assert f"  expected spikes per input: {quality.mean_spikes:.3f} of 12 steps; bias {params.bias:.6g}\n" in text
+    header, rows = parse_table(text)
+    assert header == ["t", "T(t)", "h(t)", "d(t)"]
+    assert [int(r[0]) for r in rows] == list(range(1, 13))
+    np.testing.assert_allclose(
+        [[float(v) for v in r[1:]] for r in rows], np.array([n.thresholds, n.resets, n.weights]).T, rtol=1e-3
+    )
 
 
 def test_neuron_show_says_what_weighted_a_gelu_set():
