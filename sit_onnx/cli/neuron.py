@@ -209,7 +209,7 @@ EXP_ONLY = {"objective": "exp-rmse", "rows_file": None, "neurons": 1, "weighting
 def _refuse_for_activation(ctx, function: str) -> None:
     for name, default in EXP_ONLY.items():
         if ctx.params[name] != default:
-            flag = "--" + {"rows_file": "rows"}.get(name, name).replace("_", "-")
+            flag = "--" + {"rows_file": "rows"}.get(name, name)  # the other names are their flags
             raise click.UsageError(f"{flag} serves the exp fit only, not --function {function}")
 
 

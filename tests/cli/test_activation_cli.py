@@ -146,7 +146,9 @@ def test_neuron_fit_activation_defaults_to_the_function_range(tmp_path):
     assert "silu K=3 on [-8, 8]" in result.output and load_activation(path).input_range == (-8.0, 8.0)
 
 
-@pytest.mark.parametrize("flag", [["--objective", "softmax"], ["--neurons", "2"], ["--weighting", "relative"]])
+@pytest.mark.parametrize(
+    "flag", [["--objective", "softmax"], ["--neurons", "2"], ["--weighting", "relative"], ["--rows", "logits.npz"]]
+)
 def test_neuron_fit_refuses_exp_only_flags_for_activations(tmp_path, flag):
     result = invoke("neuron", "fit", "--function", "tanh", "-o", tmp_path / "t.json", *flag)
     assert_one_line_error(result, f"{flag[0]} serves the exp fit only, not --function tanh", code=2)
