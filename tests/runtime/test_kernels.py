@@ -354,6 +354,14 @@ def test_cpu_rows_sharing_groups_match_reference(rng, monkeypatch, isa, n, rows)
         got = _session(_softmax_node(params, -1, time_steps, True, False), np.float32, 2).run(None, {"x": x})[0]
         expected = spiking_softmax(x, params, options=SoftmaxOptions(shift=True, time_steps=time_steps))
         assert np.count_nonzero(np.abs(got - expected) > 1e-6) <= (rows if time_steps else 0)
+    # the same rows down the first axis (gathered into rows by the column path), and in float16
+    expected = spiking_softmax(x, params, options=SoftmaxOptions(shift=True))
+    got = _session(_softmax_node(params, 0, 0, True, False), np.float32, 2).run(None, {"x": x.T.copy()})[0]
+    assert np.count_nonzero(np.abs(got - expected.T) > 1e-6) == 0
+    half = x.astype(np.float16)
+    got = _session(_softmax_node(params, -1, 0, True, False), np.float16, 2).run(None, {"x": half})[0]
+    expected = spiking_softmax(half, params, options=SoftmaxOptions(shift=True)).astype(np.float32)
+    assert np.count_nonzero(np.abs(got.astype(np.float32) - expected) > 1e-3) <= max(1, got.size // 100)
 
 
 @pytest.mark.parametrize("isa", KERNEL_SETS)
