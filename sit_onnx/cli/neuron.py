@@ -8,6 +8,7 @@ import click
 
 from sit_onnx.cli.options import check_range, emit_json, json_option, progress, range_option, table
 from sit_onnx.neurons.activation import FUNCTIONS
+from sit_onnx.neurons.objective import KL_WEIGHT
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS, shipped_params
 from sit_onnx.neurons.quality import as_dict, exp_quality, row_quality
 from sit_onnx.neurons.sweep import SWEEP_LENGTHS
@@ -73,6 +74,14 @@ def neuron():
     "(mean KL + mean worst weight) on rows of max-shifted logits; needs a range [LO, 0].",
 )
 @click.option(
+    "--kl-weight",
+    type=click.FloatRange(0, 100),
+    default=KL_WEIGHT,
+    show_default=True,
+    help="softmax objective: the weight of the mean KL beside the mean L1 and worst weight error "
+    "(more keeps small weights alive; the shipped K=8 set took 1.5).",
+)
+@click.option(
     "--rows",
     "rows_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -126,6 +135,7 @@ def fit(
     init,
     weighting,
     objective,
+    kl_weight,
     rows_file,
     warm_start,
     neurons,
@@ -155,6 +165,8 @@ def fit(
         )
     if inputs is not None:
         raise click.UsageError("--inputs serves the activation fits (--function), not exp")
+    if kl_weight != KL_WEIGHT and objective != "softmax":
+        raise click.UsageError("--kl-weight serves the softmax objective only (add --objective softmax)")
     if rows_file is not None and objective != "softmax":
         raise click.BadParameter(
             "real logits serve the softmax objective only (add --objective softmax)", param_hint="--rows"
@@ -171,6 +183,7 @@ def fit(
         objective=objective,
         rows=_rows(rows_file) if rows_file else None,
         warm_start=_warm_start(warm_start, steps, input_range),
+        kl_weight=kl_weight,
     )
     with progress(f"fit K={steps}", total=total_ticks(opts), unit="it") as bar:  # pragma: no mutate
         params = fit_si_exp(opts, progress=bar.update)
@@ -203,13 +216,13 @@ def fit(
         )
 
 
-EXP_ONLY = {"objective": "exp-rmse", "rows_file": None, "neurons": 1, "weighting": "absolute"}
+EXP_ONLY = {"objective": "exp-rmse", "kl_weight": KL_WEIGHT, "rows_file": None, "neurons": 1, "weighting": "absolute"}
 
 
 def _refuse_for_activation(ctx, function: str) -> None:
     for name, default in EXP_ONLY.items():
         if ctx.params[name] != default:
-            flag = "--" + {"rows_file": "rows"}.get(name, name)  # the other names are their flags
+            flag = "--" + {"rows_file": "rows"}.get(name, name).replace("_", "-")
             raise click.UsageError(f"{flag} serves the exp fit only, not --function {function}")
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.neurons.objective import RowScore, RowSet, family_rows, least_squares_weights, score
+from sit_onnx.neurons.objective import KL_WEIGHT, RowScore, RowSet, family_rows, least_squares_weights, score
 from sit_onnx.neurons.params import NeuronParams
 from sit_onnx.neurons.quality import exp_quality
 
@@ -42,6 +42,7 @@ class FitOptions:
     objective: str = "exp-rmse"
     rows: RowSet | None = None  # softmax objective: the rows (None: the parametric family)
     warm_start: NeuronParams | None = None  # start the polish from this set's T and h, no exploration
+    kl_weight: float = KL_WEIGHT  # softmax objective: the weight of the mean KL in the polished value
 
 
 def spike_matrix(x: np.ndarray, thresholds: np.ndarray, resets: np.ndarray) -> np.ndarray:
@@ -212,8 +213,9 @@ class SoftmaxTarget:
     CELLS = 20_000
     TAIL_CELLS = 2_000
 
-    def __init__(self, rows: RowSet, input_range: tuple[float, float], ridge: float = 1e-9):
+    def __init__(self, rows: RowSet, input_range: tuple[float, float], ridge: float = 1e-9, kl_weight=KL_WEIGHT):
         lo, hi = input_range
+        self.kl_weight = kl_weight
         if hi != 0:
             raise SitOnnxError(f"--objective softmax fits the max-shift range [LO, 0]; got HI={hi:g}")
         self.rows, self.ridge = rows, ridge
@@ -239,7 +241,7 @@ class SoftmaxTarget:
         return score(self.rows, (spike_matrix(self.grid, thresholds, resets) @ d)[self.cell])
 
     def __call__(self, thresholds, resets) -> float:
-        return self.row_score(thresholds, resets).value
+        return self.row_score(thresholds, resets).weighted(self.kl_weight)
 
 
 MAX_FIT_HIGH = 80.0  # exp(80) = 5.5e34: the weights d(t) stay well inside float32, as the ops store them
@@ -267,7 +269,7 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
     if opts.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {opts.objective!r}; known: {', '.join(OBJECTIVES)}")
     target = (
-        SoftmaxTarget(opts.rows or family_rows(opts.seed), (lo, hi), opts.ridge)
+        SoftmaxTarget(opts.rows or family_rows(opts.seed), (lo, hi), opts.ridge, opts.kl_weight)
         if opts.objective == "softmax"
         else None
     )
@@ -301,14 +303,16 @@ def fit_si_exp(opts: FitOptions, progress: Callable[[int], None] | None = None) 
         "grid_points": GRID_POINTS,
     }
     if target is not None:
-        meta.update(rows=target.rows.source, **_row_figures(target.row_score(thresholds, resets, weights)))
+        meta.update(rows=target.rows.source, kl_weight=opts.kl_weight)
+        meta.update(_row_figures(target.row_score(thresholds, resets, weights)))
     return scored(NeuronParams(thresholds, resets, weights, (lo, hi)), method=_method(opts), meta=meta)
 
 
 def _method(opts: FitOptions) -> str:
     start = "warm start" if opts.warm_start is not None else "surrogate-gradient explore"
     if opts.objective == "softmax":
-        return f"{start} + coordinate polish of the softmax row error (L1 + worst weight), least-squares d"
+        kl = f" + {opts.kl_weight:g} KL"
+        return f"{start} + coordinate polish of the softmax row error (L1 + worst weight{kl}), least-squares d"
     return f"{start} + least-squares d + coordinate polish"
 
 

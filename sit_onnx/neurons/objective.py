@@ -119,7 +119,11 @@ class RowScore:
         expected KL. KL alone charges a tiny weight spiked to 0 like a large one off by half
         (measured: minimising KL + worst cost the bundled ViT 1.7 points at K=4); without it the
         fits zero every weight below e^-8 of the row's largest (KL 10x the exp-RMSE sets')."""
-        return self.l1 + self.worst_mean + KL_WEIGHT * self.kl
+        return self.weighted(KL_WEIGHT)
+
+    def weighted(self, kl_weight: float) -> float:
+        """`value` with another weight on the mean KL (`neuron fit --kl-weight`)."""
+        return self.l1 + self.worst_mean + kl_weight * self.kl
 
 
 def score(rows: RowSet, f: np.ndarray) -> RowScore:

@@ -226,3 +226,38 @@ def test_fit_function_passes_every_search_option_and_ticks_its_bar(tmp_path, mon
         "warm_start": None,
     }
     assert json.loads(result.output)["output"] == str(out) and out.exists()
+
+
+def test_fit_kl_weight_reaches_the_softmax_polish(tmp_path, monkeypatch):
+    """`--kl-weight` is the weight of the mean KL in what the softmax objective's polish minimises:
+    it reaches FitOptions, the set records it, and a target scores with it."""
+    import numpy as np
+
+    import sit_onnx.neurons.fit as fit
+    from sit_onnx.neurons import shipped_params
+    from sit_onnx.neurons.objective import family_rows
+
+    out = tmp_path / "k4.json"
+    args = ["neuron", "fit", "-k", "4", "--range", "-12", "0", "--objective", "softmax", "--warm-start", "shipped"]
+    result = CliRunner().invoke(main, [*args, "--kl-weight", "1.5", "--polish-rounds", "0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    fitted = load_params(out)
+    assert fitted.meta["kl_weight"] == 1.5 and "(L1 + worst weight + 1.5 KL)" in fitted.method
+    target = fit.SoftmaxTarget(family_rows(0), (-12.0, 0.0), kl_weight=3.0)
+    start = shipped_params(4, (-12, 0), objective="exp-rmse")
+    th, rs = np.array(start.thresholds), np.array(start.resets)
+    figures = target.row_score(th, rs)
+    assert target(th, rs) == figures.l1 + figures.worst_mean + 3.0 * figures.kl != figures.value
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--kl-weight", "1"], "--kl-weight serves the softmax objective only (add --objective softmax)"),
+        (["--function", "tanh", "--kl-weight", "1"], "--kl-weight serves the exp fit only, not --function tanh"),
+    ],
+)
+def test_fit_kl_weight_refused_where_no_kl_is_fitted(tmp_path, args, text):
+    result = CliRunner().invoke(main, ["neuron", "fit", *args, "-o", str(tmp_path / "x.json")])
+    assert result.exit_code == 2 and f"Error: {text}" in result.output
+    assert not (tmp_path / "x.json").exists()
