@@ -7,7 +7,9 @@ import onnx
 import pytest
 from onnx import helper
 
+from sit_onnx.neurons import SoftmaxOptions, shipped_params, spiking_softmax
 from sit_onnx.neurons.activation import activation_quality, load_activation, shipped_activation, spiking_activation
+from sit_onnx.neurons.params import SHIFT_RANGE
 from tests.cli.test_rewrite_cli import assert_one_line_error, invoke
 from tests.graph.test_activation_rewrite import _erf_torch, _model, _x
 from tests.helpers import parse_table, run
@@ -41,7 +43,8 @@ def test_rewrite_converts_the_asked_activations_and_reports_them(gelu_path, tmp_
     inner = spiking_activation(spiking_activation(x, shipped_activation("gelu", 8)), shipped_activation("tanh", 8))
     got = run(converted, {"x": x})[0]
     np.testing.assert_allclose(got.sum(axis=-1), 1, atol=1e-5)
-    assert np.argmax(got, -1).tolist() == np.argmax(inner, -1).tolist()
+    softmax_set = shipped_params(8, SHIFT_RANGE)  # the softmax after them: the default K=8 set, max-shifted
+    np.testing.assert_allclose(got, spiking_softmax(inner, softmax_set, options=SoftmaxOptions(shift=True)), atol=1e-6)
 
 
 def test_rewrite_json_and_explain_list_the_activations_and_misses(gelu_path, tmp_path):
