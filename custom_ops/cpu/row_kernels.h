@@ -5,7 +5,8 @@
 // to hide the compare -> subtract latency of one step), kGroupMax (the most vectors a group may
 // step together: what the registers hold), kFmaFrom (groups this large add the weights on the FMA
 // units through AddWhereFma, which leaves the add units to the compare and the subtract),
-// kRowsShareGroups (whether SiExpRows lets short rows share groups: where it measured faster), and
+// kRowsShareGroups (whether the set offers SiExpRows, short rows sharing groups: where it measured
+// faster), and
 //   Set(f), Load(p), LoadPart(p, count, fill), Store(p, v), StorePart(p, v, count),
 //   AtLeast(a, b) (a step's spike, in whatever form SubWhere(a, z, b) and AddWhere(a, z, b) take:
 //   a lane mask, or 1.0/0.0 for AVX2's FMA step), AddWhereFma(a, z, b) (AddWhere's result, on the
@@ -135,15 +136,11 @@ struct RowKernels {
   }
   static constexpr auto kRowGroups = RowGroups(std::make_integer_sequence<int, S::kGroupMax>{});
 
-  // SiExp of `rows` (<= kSharedRows) rows of n floats end to end, row r shifted by offsets[r], its
-  // sum in sums[r]: short rows share groups, so a 128-float row does not wait on the latency of a
-  // group of 8 vectors.
+  // SiExp of 1..kSharedRows rows of n floats end to end (n > 0 a multiple of W), row r shifted by
+  // offsets[r], its sum in sums[r]: short rows share groups, so a 128-float row does not wait on the
+  // latency of a group of 8 vectors.
   static void SiExpRows(const float* x, float* y, int64_t rows, int64_t n, const ExpParams& p, const float* offsets,
                         float* sums) {
-    if (!S::kRowsShareGroups || n % W != 0 || n == 0 || rows > kSharedRows) {
-      for (int64_t r = 0; r < rows; ++r) sums[r] = SiExp(x + r * n, y + r * n, n, p, offsets[r]);
-      return;
-    }
     const int64_t vectors = rows * (n / W);
     V totals[kSharedRows];
     for (int64_t r = 0; r < rows; ++r) totals[r] = S::Set(0.f);
@@ -245,7 +242,9 @@ struct RowKernels {
   using HalfToFloat = void (*)(const uint16_t*, float*, int64_t);
   using FloatToHalf = void (*)(const float*, uint16_t*, int64_t);
   static constexpr RowOps Table(const char* isa, HalfToFloat to_float = nullptr, FloatToHalf to_half = nullptr) {
-    return {isa, S::kVectors * W, S::kRowsShareGroups ? W : 0, &SiExp, &SiExpRows, &Max, &Sum, &Scale, &Activation, &Shift, &Sigmoid, to_float, to_half};
+    constexpr bool shared = S::kRowsShareGroups;
+    return {isa, S::kVectors * W, shared ? W : 0, &SiExp, shared ? &SiExpRows : nullptr,
+            &Max, &Sum, &Scale, &Activation, &Shift, &Sigmoid, to_float, to_half};
   }
 };
 

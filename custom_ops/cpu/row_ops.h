@@ -14,16 +14,16 @@ constexpr int64_t kSharedRows = 8;  // rows one si_exp_rows call takes: their ma
 struct RowOps {
   const char* isa;
   int64_t lanes_in_flight;  // floats SI-exp steps together: rows this long keep the vector units busy
-  int64_t shared_row_width;  // rows a multiple of this long go faster through si_exp_rows; 0: none do
+  int64_t shared_row_width;  // rows a multiple of this long go faster through si_exp_rows; 0: no si_exp_rows
   // y = SI-exp(x - offset) over n floats (in place allowed); NaN in gives NaN out. Returns sum(y),
   // SI-norm's threshold when the n floats are one row.
   float (*si_exp)(const float* x, float* y, int64_t n, const ExpParams& p, float offset);
-  // Largest value of x[0..n) (-inf for n == 0). A NaN may be skipped: SI-exp turns it into a NaN row anyway.
-  // si_exp of `rows` (at most kSharedRows) rows of n floats end to end, row r shifted by offsets[r],
-  // its sum in sums[r]: the same floats and sums as one si_exp call per row, faster for rows of a
-  // few hundred floats.
+  // si_exp of 1..kSharedRows rows of n floats end to end (n > 0 a multiple of shared_row_width), row r
+  // shifted by offsets[r], its sum in sums[r]: the same floats and sums as one si_exp call per row,
+  // faster for rows of a few hundred floats. Null where shared_row_width is 0.
   void (*si_exp_rows)(const float* x, float* y, int64_t rows, int64_t n, const ExpParams& p, const float* offsets,
                       float* sums);
+  // Largest value of x[0..n) (-inf for n == 0). A NaN may be skipped: SI-exp turns it into a NaN row anyway.
   float (*max)(const float* x, int64_t n);
   float (*sum)(const float* x, int64_t n);
   // SI-norm of one row given its threshold v_th = sum(w): w/v_th (steps == 0) or floor(steps*w/v_th)/steps.

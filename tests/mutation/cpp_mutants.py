@@ -202,6 +202,18 @@ MUTANTS = [
         "offsets[r] = s.shift ? ops.max(in + (first + r) * n, n) : 0.f;",
         "offsets[r] = s.shift ? ops.max(in + r * n, n) : 0.f;",
     ),
+    (
+        "shared groups: rows shifted by their maximum without shift",
+        "cpu/spiking_cpu.cc",
+        "offsets[r] = s.shift ? ops.max(in + (first + r) * n, n) : 0.f;",
+        "offsets[r] = ops.max(in + (first + r) * n, n);",
+    ),
+    (
+        "shared groups: rows not of whole vectors sent to them",
+        "cpu/spiking_cpu.cc",
+        "n % ops.shared_row_width == 0",
+        "n % ops.shared_row_width <= 1",
+    ),
     ("activation: low == high accepted", "spiking_attrs.cc", "!(low < high)", "!(low <= high)"),
     ("activation: 5 tails accepted", "spiking_attrs.cc", "if (tails.size() != 4)", "if (tails.size() < 4)"),
 ]
