@@ -213,12 +213,13 @@ class SoftmaxTarget:
     CELLS = 20_000
     TAIL_CELLS = 2_000
 
-    def __init__(self, rows: RowSet, input_range: tuple[float, float], ridge: float = 1e-9, kl_weight=KL_WEIGHT):
+    def __init__(
+        self, rows: RowSet, input_range: tuple[float, float], ridge: float = 1e-9, kl_weight: float = KL_WEIGHT
+    ):
         lo, hi = input_range
-        self.kl_weight = kl_weight
         if hi != 0:
             raise SitOnnxError(f"--objective softmax fits the max-shift range [LO, 0]; got HI={hi:g}")
-        self.rows, self.ridge = rows, ridge
+        self.rows, self.ridge, self.kl_weight = rows, ridge, kl_weight
         # the range in CELLS cells; below it (the neuron's tail, where rows still have elements) coarser
         tail = np.linspace(min(float(rows.x.min()), lo - 1.0), lo, self.TAIL_CELLS + 1)[:-1]
         self.grid = np.concatenate([tail, np.linspace(lo, 0.0, self.CELLS + 1)])

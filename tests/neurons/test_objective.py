@@ -283,9 +283,24 @@ def test_shipped_k8_set_meets_issue_10_row_goals():
     """The default K=8 set (polished with the KL weighted 1.5): on held-out rows of the family its
     mean KL and worst weight error are at least 2x below the exp-RMSE set's (measured 0.013 against
     0.029, 0.034 against 0.122); the K=12 set's are not (1.3x, 1.5x)."""
-    from sit_onnx.neurons import shipped_params
-    from sit_onnx.neurons.quality import row_quality
-
     default, paper = (row_quality(shipped_params(8, (-12, 0), objective)) for objective in (None, "exp-rmse"))
     assert 2 * default.kl <= paper.kl and 2 * default.worst <= paper.worst
     assert shipped_params(8, (-12, 0)).meta["kl_weight"] == 1.5
+
+
+def test_fit_polishes_with_the_asked_kl_weight(monkeypatch):
+    """FitOptions.kl_weight reaches the softmax target the polish minimises (not only the set's meta)."""
+    import sit_onnx.neurons.fit as fit
+
+    seen = []
+
+    class Recording(fit.SoftmaxTarget):
+        def __call__(self, thresholds, resets):
+            seen.append(self.kl_weight)
+            return super().__call__(thresholds, resets)
+
+    monkeypatch.setattr(fit, "SoftmaxTarget", Recording)
+    start = shipped_params(4, (-12, 0), objective="exp-rmse")
+    opts = FitOptions(4, (-12, 0), objective="softmax", warm_start=start, polish_rounds=1, kl_weight=2.5)
+    fitted = fit_si_exp(opts)
+    assert seen and set(seen) == {2.5} and fitted.meta["kl_weight"] == 2.5
