@@ -141,22 +141,30 @@ def split(feeds: dict) -> tuple[dict, dict]:
 
 
 def figures(reference: np.ndarray, got: np.ndarray, valid: np.ndarray) -> dict:
-    """Min cosine over valid positions (last axis the features) and top-1 agreement."""
+    """Min cosine over valid positions (last axis the features), top-1 agreement, and the largest
+    absolute error of an output (what issue 14 compares between softmax's and GELU's conversion)."""
     a, b = reference[valid].astype(np.float64), got[valid].astype(np.float64)
     cosine = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return {"min_cosine": float(cosine.min()), "top1": float(np.mean(a.argmax(-1) == b.argmax(-1)))}
+    return {
+        "min_cosine": float(cosine.min()),
+        "top1": float(np.mean(a.argmax(-1) == b.argmax(-1))),
+        "max_abs": float(np.abs(a - b).max()),
+    }
 
 
 def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return make_session(model, SessionSpec(verify_kernels=False)).run(None, feeds)[0]
 
 
-def variants(model, calibration_feeds, steps, activations=()):
+def variants(model, calibration_feeds, steps, activations=(), activation_steps=()):
     for k in steps:
         chosen = {c.name: c.params for c in choose_site_params(model, calibration_feeds, k, rounds=3)}
         if activations:  # softmax and the activations too: what converting them costs, shipped and calibrated
             options = RewriteOptions(steps=k, activations=tuple(activations))
             yield f"K={k} +{','.join(activations)}", rewrite_model(model, options)[0]
+            for own in activation_steps:  # the activations at their own K (--activation-steps)
+                spent = RewriteOptions(steps=k, activations=tuple(activations), activation_steps=own)
+                yield f"K={k} +{','.join(activations)} at K={own}", rewrite_model(model, spent)[0]
             sets = {c.function: c.params for c in choose_activation_params(model, calibration_feeds, activations, k)}
             converted = rewrite_model(model, options, site_params=chosen, activation_sets=sets)[0]
             yield f"K={k} +{','.join(activations)} --calibrate", converted
@@ -165,14 +173,14 @@ def variants(model, calibration_feeds, steps, activations=()):
         yield f"K={k} --calibrate", rewrite_model(model, RewriteOptions(steps=k), site_params=chosen)[0]
 
 
-def measure(name, model, feeds, valid_of, steps, labels=None, activations=()):
+def measure(name, model, feeds, valid_of, steps, labels=None, activations=(), activation_steps=()):
     calibration, measured = split(feeds)
     reference = run(model, measured)
     valid = valid_of(measured)
     accuracy = (lambda out: float(np.mean(out.argmax(-1) == labels[1::2]))) if labels is not None else None
     if accuracy:
         print(f"{name:10s} {'original':22s} accuracy {accuracy(reference):.4f}")
-    for label, converted in variants(model, calibration, steps, activations):
+    for label, converted in variants(model, calibration, steps, activations, activation_steps):
         out = run(converted, measured)
         extra = f" accuracy {accuracy(out):.4f}" if accuracy else ""
         print(f"{name:10s} {label:22s} {figures(reference, out, valid)}{extra}", flush=True)
@@ -184,6 +192,9 @@ def main():
     parser.add_argument("--wheels", type=Path, default=Path(tempfile.gettempdir()) / "sit-onnx-wheels")
     parser.add_argument("--models", nargs="+", default=["albert", "antiberty", "vit"])
     parser.add_argument("--activations", nargs="*", default=[], help="also measure with these activations converted")
+    parser.add_argument(
+        "--activation-steps", type=int, nargs="*", default=[], help="and with the activations at these K of their own"
+    )
     args = parser.parse_args()
     args.wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +205,15 @@ def main():
                 model, feeds, what = load(args.wheels, work)
                 print(f"{title} MLM on {what}")
                 valid = lambda f: f["attention_mask"].astype(bool)  # noqa: E731
-                measure(name, model, feeds, valid, args.steps, activations=args.activations)
+                measure(
+                    name,
+                    model,
+                    feeds,
+                    valid,
+                    args.steps,
+                    activations=args.activations,
+                    activation_steps=args.activation_steps,
+                )
         if "vit" in args.models:
             from sit_onnx.evaluate.datasets import digits_test
 
@@ -203,7 +222,9 @@ def main():
             feeds = {model.graph.input[0].name: images}
             print("bundled ViT on the digits test split")
             valid = lambda f: np.ones(len(next(iter(f.values()))), bool)  # noqa: E731
-            measure("vit", model, feeds, valid, sorted({4, *args.steps}), labels, args.activations)
+            measure(
+                "vit", model, feeds, valid, sorted({4, *args.steps}), labels, args.activations, args.activation_steps
+            )
 
 
 if __name__ == "__main__":

@@ -151,6 +151,13 @@ def rewrite_options(func):  # pragma: no mutate block
             help="A fitted activation set (`sit-onnx neuron fit --function ...`) instead of the shipped one "
             "for its function (repeatable).",
         ),
+        click.option(
+            "--activation-steps",
+            type=click.IntRange(1, 64),
+            default=None,
+            help="K of the converted activations' neurons (default: -k). GELU's error outweighs softmax's: "
+            "e.g. -k 12 --activation-steps 16.",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -196,6 +203,7 @@ def rewrite_options_from(kwargs: dict, **extra):
         fuse=kwargs.pop("fuse"),
         activations=kwargs.pop("activations"),
         activation_params=tuple(str(p) for p in kwargs.pop("activation_params")),
+        activation_steps=kwargs.pop("activation_steps"),
         **extra,
     )
 

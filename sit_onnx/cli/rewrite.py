@@ -132,7 +132,8 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
 
         feeds, functions = feeds_of(model), options.activations
         with progress("calibrate activations", unit="function") as bar:  # pragma: no mutate
-            found = choose_activation_params(model, feeds, functions, options.steps, rounds > 0, bar.update)
+            steps = options.activation_k(options.steps)
+            found = choose_activation_params(model, feeds, functions, steps, rounds > 0, bar.update)
         activation_choices.extend(found)
         return {c.function: c.params for c in found}
 
@@ -198,8 +199,8 @@ def _print_report(report, options, explain: bool) -> None:
     rows = [[s.name, s.graph, s.axis, "converted" if s.converted else f"skipped: {s.reason}"] for s in report.sites]
     click.echo(table(rows, ["site", "graph", "axis", "result"]))
     if report.activations:
-        rows = [[a["name"], a["graph"], a["function"], a["form"], a["range"]] for a in report.activations]
-        click.echo(table(rows, ["activation", "graph", "function", "form", "range"]))
+        rows = [[a["name"], a["graph"], a["function"], a["form"], a["range"], a["steps"]] for a in report.activations]
+        click.echo(table(rows, ["activation", "graph", "function", "form", "range", "K"]))
     for note in report.notes:
         click.echo(f"note: {note}")
     if explain:

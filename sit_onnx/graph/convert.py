@@ -55,9 +55,18 @@ class RewriteOptions:
     # none), with the shipped set for K unless one of `activation_params` (files) is fitted to that function.
     activations: tuple[str, ...] = ()
     activation_params: tuple[str, ...] = ()
+    # K of the activations' neurons (None: the softmax set's K). GELU's error dominates a converted
+    # encoder's (issue 14): spending steps there and not on softmax is the better trade.
+    activation_steps: int | None = None
+
+    def activation_k(self, steps: int) -> int:
+        """The activations' K, given the softmax set's K."""
+        return steps if self.activation_steps is None else self.activation_steps
 
     def activation_sets(self, steps: int) -> dict[str, ActivationParams]:
-        """Per asked-for function, its set: a given file, else the shipped one for K."""
+        """Per asked-for function, its set: a given file, else the shipped one for the activations' K
+        (`steps`, the softmax set's K, unless `activation_steps` says otherwise)."""
+        steps = self.activation_k(steps)
         given = {}
         for path in self.activation_params:
             loaded = load_activation(path)
@@ -69,11 +78,7 @@ class RewriteOptions:
             raise SitOnnxError(
                 f"--activation-params holds a {stray[0]} set, but --activations does not name {stray[0]}"
             )
-        sets = {name: given.get(name) or shipped_activation(name, steps) for name in self.activations}
-        for name, found in sets.items():
-            if found.steps != steps:
-                raise SitOnnxError(f"the {name} set has K={found.steps}; every spiking op of a model shares K={steps}")
-        return sets
+        return {name: given.get(name) or shipped_activation(name, steps) for name in self.activations}
 
     def softmax_options(self) -> SoftmaxOptions:
         """How each site's neurons are fed: the reference's options (the same numbers, by construction)."""
@@ -312,6 +317,7 @@ def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParam
                 "input_scale": site.scale,
                 "output": site.output.name,
                 "range": [v / site.scale for v in own.input_range],
+                "steps": own.steps,
                 "replaced_with": inserted,
             }
         )
@@ -328,8 +334,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     new.ir_version = max(light.ir_version, new.ir_version)
     del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
     new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
-    activations = count_ops(new.graph).get(f"{DOMAIN}::{SPIKING_ACTIVATION}", 0) > 0  # this pass's or an earlier one's
-    _attach_functions(new, params.steps, prepared.opset, activations)
+    _attach_functions(new, params.steps, prepared.opset, _activation_steps(new))
     new.metadata_props.extend(light.metadata_props)
     props = {p.key: p.value for p in new.metadata_props}
     onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
@@ -407,6 +412,13 @@ def _activation_sets(options: RewriteOptions, steps: int, calibrated) -> dict[st
     sets = {**options.activation_sets(steps), **(calibrated or {})}
     if set(sets) != set(options.activations):
         raise SitOnnxError(f"calibrated activation sets for {sorted(sets)}; asked for {list(options.activations)}")
+    k = options.activation_k(steps)
+    for name, found in sets.items():
+        if found.steps != k:
+            raise SitOnnxError(
+                f"the {name} set has K={found.steps}; the activations take K={k} "
+                "(--activation-steps, by default the softmax set's K)"
+            )
     return sets
 
 
@@ -439,6 +451,8 @@ def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:
         raise SitOnnxError(f"--time-steps must be >= 0, got {options.time_steps}")
     if options.fuse and params.neurons > 1:
         raise SitOnnxError(f"--fuse takes a single-neuron parameter set; this one is an ensemble of {params.neurons}")
+    if options.activation_steps is not None and not options.activations:
+        raise SitOnnxError("--activation-steps sets the K of converted activations; --activations names none")
     return params, params.neurons == 1 if options.fuse is None else options.fuse
 
 
@@ -480,8 +494,25 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _attach_functions(model: onnx.ModelProto, steps: int, opset: int, activations: bool = False) -> None:
-    model.functions.extend(spiking_functions(steps, opset, activations))
+def _activation_steps(model: onnx.ModelProto) -> int | None:
+    """K of the model's SpikingActivation nodes (this pass's or an earlier one's), None without any:
+    their function body unrolls one K, so the nodes must agree."""
+    found = {
+        len(next((a.floats for a in node.attribute if a.name == "thresholds"), []))
+        for graph in graph_protos(model.graph)
+        for node in graph.node
+        if node.domain == DOMAIN and node.op_type == SPIKING_ACTIVATION
+    }
+    if len(found) > 1:
+        raise SitOnnxError(
+            f"SpikingActivation nodes with K = {', '.join(map(str, sorted(found)))} in one model; "
+            "the activations of a model share one K (convert the rest with that --activation-steps)"
+        )
+    return found.pop() if found else None
+
+
+def _attach_functions(model: onnx.ModelProto, steps: int, opset: int, activation_steps: int | None = None) -> None:
+    model.functions.extend(spiking_functions(steps, opset, activation_steps is not None, activation_steps))
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
 

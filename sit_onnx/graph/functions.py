@@ -81,8 +81,10 @@ def _checked_steps(steps: int) -> list[onnx.NodeProto]:
     ]
 
 
-def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
-    """SI-exp unrolled over `steps`: `z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z`; NaN in, NaN out."""
+def _neuron_nodes(steps: int, opset: int) -> tuple[list[onnx.NodeProto], str]:
+    """The FS neuron unrolled over `steps` on the function's input X: `z=(v>=T[t]); v-=h[t]*z;
+    out+=d[t]*z` from the checked `thresholds`, `resets`, `weights` attributes; NaN in, NaN out.
+    Returns the nodes and the float32 input's name; the sum is `y_f32`."""
     floats = onnx.AttributeProto.FLOATS
     nodes = [
         _ref_constant("T_given", "thresholds", floats),
@@ -115,6 +117,12 @@ def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
             ]
             v = f"v{t + 1}"
     nodes += [helper.make_node("IsNaN", [x], ["x_nan"]), helper.make_node("Where", ["x_nan", x, out], ["y_f32"])]
+    return nodes, x
+
+
+def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
+    """SI-exp unrolled over `steps`: `z=(v>=T[t]); v-=h[t]*z; out+=d[t]*z`; NaN in, NaN out."""
+    nodes, _ = _neuron_nodes(steps, opset)
     _cast_out(nodes, "y_f32", "X", "Y", opset)
     return helper.make_function(
         DOMAIN,
@@ -239,53 +247,51 @@ def _tail(nodes: list, x: str, side: str, index: int) -> str:
     return f"{side}_tail"
 
 
-def spiking_activation_function(opset: int) -> onnx.FunctionProto:
-    """SpikingActivation: its neuron is a SpikingExp call (same T, h, d attributes), then the bias
-    inside [low, high] and a straight tail outside, in float32 as the kernels compute."""
+def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
+    """SpikingActivation: its own unrolled neuron of `steps` (not a SpikingExp call, whose K is the
+    softmax sets'), then the bias inside [low, high] and a straight tail outside, in float32 as the
+    kernels compute."""
     floats, single = onnx.AttributeProto.FLOATS, onnx.AttributeProto.FLOAT
-    nodes = [
+    nodes, x = _neuron_nodes(steps, opset)
+    nodes += [
         _ref_constant("low", "low", single),
         _ref_constant("high", "high", single),
         _ref_constant("bias", "bias", single),
         _ref_constant("tails_given", "tails", floats),
         _vector("tails_size", [4]),
         helper.make_node("Reshape", ["tails_given", "tails_size"], ["tails"]),  # fails unless 4 values
-    ]
-    x = _cast_in(nodes, "X", opset)
-    spiking_exp = helper.make_node(SPIKING_EXP, [x], ["spikes_sum"], domain=DOMAIN)
-    spiking_exp.attribute.extend(_attr_ref(n, n, floats) for n in ("thresholds", "resets", "weights"))
-    nodes += [
-        spiking_exp,
         _scalar("zero", 0.0, TensorProto.FLOAT),
-        helper.make_node("Add", ["spikes_sum", "bias"], ["inside"]),
+        helper.make_node("Add", ["y_f32", "bias"], ["inside"]),
     ]
     below, above = _tail(nodes, x, "below", 0), _tail(nodes, x, "above", 2)
     nodes += [
         helper.make_node("Less", [x, "low"], ["is_below"]),
         helper.make_node("Greater", [x, "high"], ["is_above"]),
         helper.make_node("Where", ["is_above", above, "inside"], ["upper"]),
-        helper.make_node("Where", ["is_below", below, "upper"], ["y_f32"]),
+        helper.make_node("Where", ["is_below", below, "upper"], ["y_out"]),
     ]
-    _cast_out(nodes, "y_f32", "X", "Y", opset)
+    _cast_out(nodes, "y_out", "X", "Y", opset)
     function = helper.make_function(
         DOMAIN,
         SPIKING_ACTIVATION,
         ["X"],
         ["Y"],
         nodes,
-        [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+        [helper.make_opsetid("", opset)],
         attributes=["thresholds", "resets", "weights", "low", "high", "tails"],
     )
     function.attribute_proto.extend([helper.make_attribute("bias", 0.0)])
     return function
 
 
-def spiking_functions(steps: int, opset: int, activation: bool = False) -> list[onnx.FunctionProto]:
-    """The bodies (SpikingActivation's only when asked), every node named (tools such as onnx2torch
-    refuse unnamed nodes)."""
+def spiking_functions(
+    steps: int, opset: int, activation: bool = False, activation_steps: int | None = None
+) -> list[onnx.FunctionProto]:
+    """The bodies (SpikingActivation's only when asked, its neuron of `activation_steps`, by default
+    `steps`), every node named (tools such as onnx2torch refuse unnamed nodes)."""
     functions = [spiking_exp_function(steps, opset), spiking_norm_function(opset), spiking_softmax_function(opset)]
     if activation:
-        functions.append(spiking_activation_function(opset))
+        functions.append(spiking_activation_function(opset, steps if activation_steps is None else activation_steps))
     for function in functions:
         for index, node in enumerate(function.node):
             node.name = node.name or f"{function.name}/{node.op_type}_{index}"

@@ -35,8 +35,11 @@ def test_rewrite_converts_the_asked_activations_and_reports_them(gelu_path, tmp_
     assert result.exit_code == 0, result.output
     assert "1 of 1 softmax sites converted, 2 activations" in result.output
     header, rows = parse_table(result.output[result.output.index("activation  ") :])
-    assert header == ["activation", "graph", "function", "form", "range"]
-    assert rows == [["erf", "main", "gelu", "Erf form", "[-4.0, 4.0]"], ["tanh", "main", "tanh", "Tanh", "[-4.0, 4.0]"]]
+    assert header == ["activation", "graph", "function", "form", "range", "K"]
+    assert rows == [
+        ["erf", "main", "gelu", "Erf form", "[-4.0, 4.0]", "8"],
+        ["tanh", "main", "tanh", "Tanh", "[-4.0, 4.0]", "8"],
+    ]
     converted = onnx.load(str(out))
     assert [n.op_type for n in converted.graph.node] == ["SpikingActivation", "SpikingActivation", "SpikingSoftmax"]
     x = _x()
@@ -45,6 +48,30 @@ def test_rewrite_converts_the_asked_activations_and_reports_them(gelu_path, tmp_
     np.testing.assert_allclose(got.sum(axis=-1), 1, atol=1e-5)
     softmax_set = shipped_params(8, SHIFT_RANGE)  # the softmax after them: the default K=8 set, max-shifted
     np.testing.assert_allclose(got, spiking_softmax(inner, softmax_set, options=SoftmaxOptions(shift=True)), atol=1e-6)
+
+
+def test_activations_take_their_own_steps_end_to_end(gelu_path, tmp_path):
+    """`-k 8 --activation-steps 16`: the softmax keeps its K=8 set, both activations take K=16, and
+    the file runs on the function bodies (plain onnxruntime) as the references compose."""
+    out = tmp_path / "out.onnx"
+    args = ("-o", out, "--activations", "gelu,tanh", "-k", "8", "--activation-steps", "16")
+    result = invoke("rewrite", gelu_path, *args)
+    assert result.exit_code == 0, result.output
+    _, rows = parse_table(result.output[result.output.index("activation  ") :])
+    assert [r[-1] for r in rows] == ["16", "16"]
+    assert "(K=8, shift" in result.output
+    converted = onnx.load(str(out))
+    steps = {
+        n.op_type: len(next(a.floats for a in n.attribute if a.name == "thresholds")) for n in converted.graph.node
+    }
+    assert steps == {"SpikingActivation": 16, "SpikingSoftmax": 8}
+    x = _x()
+    inner = spiking_activation(spiking_activation(x, shipped_activation("gelu", 16)), shipped_activation("tanh", 16))
+    expected = spiking_softmax(inner, shipped_params(8, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(converted, {"x": x})[0], expected, atol=1e-6)
+    record = json.loads(invoke("rewrite", gelu_path, *args, "--force", "--json").output)
+    assert record["steps"] == 8 and record["options"]["activation_steps"] == 16
+    assert [a["steps"] for a in record["activations"]] == [16, 16]
 
 
 def test_rewrite_json_and_explain_list_the_activations_and_misses(gelu_path, tmp_path):
@@ -86,12 +113,18 @@ def test_without_the_flag_no_activation_is_touched(gelu_path, tmp_path):
         (["--activations", "relu"], "unknown activation 'relu'"),
         (["--activations", "gelu", "-k", "6"], "no shipped gelu set for K=6"),
         (["--activation-params", "missing.json", "--activations", "gelu"], "activation file not found"),
+        (
+            ["--activation-steps", "16"],
+            "--activation-steps sets the K of converted activations; --activations names none",
+        ),
+        (["--activations", "gelu", "--activation-steps", "20"], "no shipped gelu set for K=20"),
+        (["--activations", "gelu", "--activation-steps", "0"], "'--activation-steps': 0 is not in the range 1<=x<=64"),
     ],
 )
 def test_bad_activation_flags_are_one_line_errors(gelu_path, tmp_path, args, message):
     out = tmp_path / "out.onnx"
     result = invoke("rewrite", gelu_path, "-o", out, *args)
-    assert_one_line_error(result, message, code=2 if "relu" in args else 1)
+    assert_one_line_error(result, message, code=2 if "relu" in args or "0" in args else 1)
     assert not out.exists()
 
 
@@ -313,3 +346,18 @@ def test_an_activation_file_whose_range_float32_cannot_hold_is_one_line_and_no_o
     result = invoke("rewrite", gelu_path, "-o", out, "-k", "8", "--activations", "tanh", "--activation-params", bad)
     assert_one_line_error(result, "must stay finite with LO < HI in float32")
     assert not out.exists()
+
+
+def test_eval_and_energy_take_the_activations_own_steps(gelu_path, tmp_path):
+    """--activation-steps reaches eval's and energy's conversion: GELU and Tanh at K=16 beside the
+    K=8 softmax set are closer to the original than at K=8, and their neurons count other spikes."""
+    data = tmp_path / "x.npz"
+    np.savez(data, x=_x())
+    base = ("--data", data, "--activations", "gelu,tanh", "-k", "8", "--json")
+    evals = [json.loads(invoke("eval", gelu_path, *base, *more).output) for more in ((), ("--activation-steps", "16"))]
+    cosines = [e["outputs"][0]["cosine"] for e in evals]
+    assert cosines[1] > cosines[0]
+    energies = [
+        json.loads(invoke("energy", gelu_path, *base, *more).output) for more in ((), ("--activation-steps", "16"))
+    ]
+    assert energies[0]["neuron_ops"] != energies[1]["neuron_ops"]

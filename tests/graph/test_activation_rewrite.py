@@ -4,6 +4,7 @@ whose output is the reference's; what is not an activation is left alone, saying
 import math
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -306,8 +307,17 @@ def test_activation_sets_given_as_files(tmp_path):
         rewrite_model(model, RewriteOptions(activations=("gelu",), activation_params=(str(path),)))
     with pytest.raises(SitOnnxError, match="two files for tanh"):
         rewrite_model(model, RewriteOptions(activations=("tanh",), activation_params=(str(path), str(path))))
-    with pytest.raises(SitOnnxError, match="the tanh set has K=12; every spiking op of a model shares K=8"):
+    with pytest.raises(SitOnnxError, match=r"the tanh set has K=12; the activations take K=8 \(--activation-steps"):
         rewrite_model(model, RewriteOptions(steps=8, activations=("tanh",), activation_params=(str(path),)))
+    with pytest.raises(SitOnnxError, match="the tanh set has K=12; the activations take K=16"):
+        options = RewriteOptions(activations=("tanh",), activation_params=(str(path),), activation_steps=16)
+        rewrite_model(model, options)
+    # a file set of another K than the softmax's is taken when --activation-steps names its K
+    new, report = rewrite_model(
+        model, RewriteOptions(steps=8, activations=("tanh",), activation_params=(str(path),), activation_steps=12)
+    )
+    assert report.activations[0]["steps"] == 12 and report.steps == 8
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, fitted))
 
 
 def test_no_shipped_set_for_other_steps():
@@ -724,3 +734,79 @@ def test_constant_nodes_of_either_default_domain_name_and_every_value_attribute(
     elsewhere = gs.Variable("e")
     gs.Node("Constant", attrs={"value_float": 0.5}, outputs=[elsewhere]).domain = "vendor"
     assert constant_value(elsewhere) is None
+
+
+def _gelu_then_softmax():
+    nodes, consts = _erf_torch()
+    model = _model(nodes + [helper.make_node("Softmax", ["y"], ["z"], name="sm")], consts)
+    model.graph.output[0].name = "z"
+    return model
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_activations_take_their_own_steps_on_kernels_bodies_and_inlined(inline):
+    """Softmax at K=8, GELU at K=16: the SpikingActivation body unrolls its own 16 steps (not the
+    K=8 SpikingExp), and kernels, function bodies and the inlined graph give the references."""
+    from sit_onnx.neurons import SoftmaxOptions, shipped_params, spiking_softmax
+    from sit_onnx.neurons.params import SHIFT_RANGE
+    from sit_onnx.runtime import SessionSpec, make_session
+
+    options = RewriteOptions(steps=8, activations=("gelu",), activation_steps=16, inline=inline)
+    new, report = rewrite_model(_gelu_then_softmax(), options)
+    assert report.steps == 8 and [a["steps"] for a in report.activations] == [16]
+    x = _x()
+    gelu = spiking_activation(x, shipped_activation("gelu", 16))
+    expected = spiking_softmax(gelu, shipped_params(8, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+    if inline:
+        assert sum(n.op_type == "GreaterOrEqual" for n in new.graph.node) == 8 + 16
+        return
+    bodies = {f.name: sum(n.op_type == "GreaterOrEqual" for n in f.node) for f in new.functions}
+    assert bodies[domain.SPIKING_EXP] == 8 and bodies[domain.SPIKING_ACTIVATION] == 16
+    kernels = make_session(new, SessionSpec(provider="cpu", use_library=True)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(kernels, expected, atol=1e-6)
+
+
+def test_activation_steps_must_agree_across_conversions():
+    once, _ = rewrite_model(_gelu_then_softmax(), RewriteOptions(activations=("gelu",), activation_steps=16, first=0))
+    # converting the softmax later keeps the K=16 activation body
+    twice, _ = rewrite_model(once, RewriteOptions())
+    bodies = {f.name: sum(n.op_type == "GreaterOrEqual" for n in f.node) for f in twice.functions}
+    assert bodies[domain.SPIKING_ACTIVATION] == 16 and bodies[domain.SPIKING_EXP] == 12
+    x = _x()
+    direct, _ = rewrite_model(_gelu_then_softmax(), RewriteOptions(activations=("gelu",), activation_steps=16))
+    np.testing.assert_array_equal(run(twice, {"x": x})[0], run(direct, {"x": x})[0])
+    tanh = _model([helper.make_node("Tanh", ["x"], ["t"], name="t"), helper.make_node("Relu", ["t"], ["y"])])
+    first, _ = rewrite_model(tanh, RewriteOptions(activations=("tanh",), activation_steps=16))
+    with pytest.raises(SitOnnxError, match=r"SpikingActivation nodes with K = 12, 16 in one model"):
+        rewrite_model(_chain(first), RewriteOptions(activations=("gelu",)))
+
+
+def _chain(converted):
+    """A converted model with a GELU (Erf form) appended after its output."""
+    nodes, consts = _erf_torch()
+    renamed = [
+        helper.make_node(
+            n.op_type,
+            [("y0" if i == "x" else i) for i in n.input],
+            [("y1" if o == "y" else o) for o in n.output],
+            name=n.name,
+            domain=n.domain,
+        )
+        for n in nodes
+    ]
+    model = onnx.ModelProto()
+    model.CopyFrom(converted)
+    for node in model.graph.node:
+        node.output[:] = ["y0" if o == "y" else o for o in node.output]
+    model.graph.node.extend(renamed)
+    model.graph.initializer.extend(consts)
+    model.graph.output[0].name = "y1"
+    return model
+
+
+def test_activation_steps_without_activations_is_refused():
+    with pytest.raises(
+        SitOnnxError, match="--activation-steps sets the K of converted activations; --activations names none"
+    ):
+        rewrite_model(_gelu_then_softmax(), RewriteOptions(activation_steps=16))
