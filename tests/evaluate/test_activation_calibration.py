@@ -299,3 +299,22 @@ def test_rewrite_calibrate_activation_table_and_one_polish_round(tmp_path):
     header, rows = parse_table(table)
     assert header == ["activation", "sites", "inputs", "p1", "p99", "in range", "set", "RMSE shipped", "RMSE chosen"]
     assert rows[0][:3] == ["gelu", "1", str(gelu["samples"])] and rows[0][6] == gelu["chosen"]
+
+
+def test_rewrite_calibrate_polishes_the_set_of_the_activations_own_steps(tmp_path):
+    """With --activation-steps 16 beside -k 8, calibration starts from the K=16 shipped set and the
+    converted file's activations carry 16 steps, the softmax sets 8."""
+    import onnx
+
+    path, data, out = tmp_path / "m.onnx", tmp_path / "d.npz", tmp_path / "o.onnx"
+    _two_layer_gelu(path)
+    np.savez(data, **_feeds())
+    args = ["rewrite", path, "-o", out, "-k", "8", "--activations", "gelu", "--calibrate", data, "--json"]
+    record = json.loads(invoke(*args, "--activation-steps", "16", "--calibrate-rounds", "0").output)
+    (gelu,) = record["activation_calibration"]
+    assert gelu["chosen"] == "shipped"
+    converted = onnx.load(str(out))
+    (node,) = [n for n in converted.graph.node if n.op_type == "SpikingActivation"]
+    thresholds = next(a.floats for a in node.attribute if a.name == "thresholds")
+    np.testing.assert_array_equal(thresholds, np.float32(shipped_activation("gelu", 16).neuron.thresholds))
+    assert [a["steps"] for a in record["activations"]] == [16] and record["steps"] == 8
