@@ -541,3 +541,62 @@ def test_group_query_attention_without_seqlens_is_left_alone_not_a_crash():
     model, _ = _gqa_from_inputs(inputs, 4, 2, {})
     _, found = expand_attention(model, 17)
     assert [(a.expanded, a.reason) for a in found] == [(False, "seqlens_k is missing")]
+
+
+def test_an_op_left_alone_does_not_stop_the_next_from_expanding():
+    """Two Attention nodes: the first (do_rotary) is left alone with its reason, the second still
+    expands; each entry names its node and graph."""
+    model, feeds = _ms_model("Attention", _attention_inputs(np.random.default_rng(1)), ("y",))
+    rotary = helper.make_node(
+        "Attention",
+        ["input", "weights", "bias"],
+        ["y_rot"],
+        name="rotary",
+        domain="com.microsoft",
+        num_heads=NH,
+        do_rotary=1,
+    )
+    model.graph.node.insert(0, rotary)
+    model.graph.output.append(helper.make_tensor_value_info("y_rot", TensorProto.FLOAT, None))
+    expanded, found = expand_attention(model, 17)
+    assert [(a.name, a.op, a.graph, a.expanded, a.reason) for a in found] == [
+        ("rotary", "com.microsoft::Attention", "g", False, "do_rotary is not decomposed yet"),
+        ("fused", "com.microsoft::Attention", "g", True, None),
+    ]
+    assert [n.name for n in expanded.graph.node if n.op_type == "Attention"] == ["rotary"]
+
+
+def test_attention_ops_inside_a_subgraph_are_reported_with_their_graph_and_why():
+    """Only the main graph's attention ops are expanded: one inside an If branch is listed, by name
+    and branch, as left alone, and the rewrite says so."""
+    inner, feeds = _ms_model("Attention", _attention_inputs(np.random.default_rng(2)), ("y",))
+    branch = helper.make_graph(
+        list(inner.graph.node), "then_branch", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["y2"], name="pass")],
+        "else_branch",
+        [],
+        [helper.make_tensor_value_info("y2", TensorProto.FLOAT, None)],
+    )
+    node = helper.make_node("If", ["cond"], ["out"], name="if", then_branch=branch, else_branch=other)
+    inputs = list(inner.graph.input) + [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["input"], ["s"], name="sm"), node],
+        "main",
+        inputs,
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, None),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=list(inner.opset_import))
+    _, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    reason = "inside a subgraph: only the main graph's attention ops are expanded"
+    assert [(a.name, a.op, a.graph, a.expanded, a.reason) for a in found] == [
+        ("fused", "com.microsoft::Attention", "then_branch", False, reason)
+    ]
+    _, report = rewrite_model(model, RewriteOptions())
+    assert report.attention == [
+        {"name": "fused", "op": "com.microsoft::Attention", "graph": "then_branch", "expanded": False, "reason": reason}
+    ]
