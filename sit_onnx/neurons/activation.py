@@ -255,7 +255,7 @@ def fit_activation(
     With `samples` (real inputs of the activation), the error is weighted by how often each part
     of the range occurs there (plus a floor, so no part is abandoned). With `warm_start` (a set of
     the same function and K), the exploration is skipped: its T and h are polished."""
-    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, explore_start, polish_steps, true_rmse
+    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, explore_start, hop_steps, polish_steps, true_rmse
 
     target = activation_function(function)
     lo, hi = (float(v) for v in (input_range or target.default_range))
@@ -279,8 +279,9 @@ def fit_activation(
         return true_rmse(x, y, th, rs, opts.ridge, weight, bias=True)[0]
 
     thresholds, resets = polish_steps(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
+    thresholds, resets = hop_steps(evaluate, thresholds, resets, hi - lo, opts.hops, seed, tick)
     _, solved = true_rmse(x, y, thresholds, resets, opts.ridge, weight, bias=True)
-    meta = {"seed": seed, "polish_rounds": opts.polish_rounds}
+    meta = {"seed": seed, "polish_rounds": opts.polish_rounds, "hops": opts.hops}
     meta.update(
         {"warm_start": warm_start.neuron.method}
         if warm_start
@@ -289,7 +290,8 @@ def fit_activation(
     if samples is not None:
         meta["weighted_by_samples"] = int(np.size(samples))
     start = "warm start" if warm_start else "surrogate-gradient explore"
-    neuron = NeuronParams(thresholds, resets, solved[:-1], (lo, hi), method=f"{start} + coordinate polish", meta=meta)
+    method = f"{start} + coordinate polish" + (f" + {opts.hops} basin hops" if opts.hops else "")
+    neuron = NeuronParams(thresholds, resets, solved[:-1], (lo, hi), method=method, meta=meta)
     params = ActivationParams(function, neuron, float(solved[-1]), target.tails)
     quality = activation_quality(params)
     return replace(params, neuron=replace(neuron, rmse=quality.rmse, max_error=quality.max_error))
@@ -312,7 +314,7 @@ def sample_weights(grid: np.ndarray, samples: np.ndarray) -> np.ndarray:
 
 
 def activation_ticks(
-    polish_rounds: int = 40, restarts: int = 8, iterations: int = 1500
+    polish_rounds: int = 40, restarts: int = 8, iterations: int = 1500, hops: int = 0
 ) -> int:  # pragma: no mutate block
     """The fit's progress-bar total (display only)."""
-    return restarts * iterations + polish_rounds
+    return restarts * iterations + polish_rounds + hops

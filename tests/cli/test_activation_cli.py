@@ -361,3 +361,22 @@ def test_eval_and_energy_take_the_activations_own_steps(gelu_path, tmp_path):
         json.loads(invoke("energy", gelu_path, *base, *more).output) for more in ((), ("--activation-steps", "16"))
     ]
     assert energies[0]["neuron_ops"] != energies[1]["neuron_ops"]
+
+
+def test_neuron_fit_hops_reach_both_fits_from_the_command_line(tmp_path):
+    """`--hops N` on an activation fit and on an exp fit: recorded in the set, error no higher than
+    the same fit without hops; a negative count is a usage error."""
+    common = ("--function", "tanh", "-k", "8", "--warm-start", "shipped", "--polish-rounds", "0", "--json")
+    plain = json.loads(invoke("neuron", "fit", *common, "-o", tmp_path / "a.json").output)
+    hopped = json.loads(invoke("neuron", "fit", *common, "--hops", "3", "-o", tmp_path / "b.json").output)
+    assert hopped["rmse"] < plain["rmse"]
+    assert load_activation(tmp_path / "b.json").neuron.meta["hops"] == 3
+    exp = ("-k", "4", "--range", "-1", "1", "--warm-start", "shipped", "--polish-rounds", "0", "--json")
+    result = invoke("neuron", "fit", *exp, "--hops", "2", "-o", tmp_path / "c.json")
+    assert result.exit_code == 0, result.output
+    from sit_onnx.neurons.params import load_params
+
+    saved = load_params(tmp_path / "c.json")
+    assert saved.meta["hops"] == 2 and saved.method.endswith("2 basin hops")
+    refused = invoke("neuron", "fit", *exp, "--hops", "-1", "-o", tmp_path / "d.json")
+    assert_one_line_error(refused, "'--hops': -1 is not in the range 0<=x<=100000", code=2)

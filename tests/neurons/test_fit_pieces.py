@@ -93,3 +93,51 @@ def test_softmax_target_grid_solves_the_element_wise_least_squares():
     np.testing.assert_allclose(target.weights(params.thresholds, params.resets), want, rtol=1e-6, atol=1e-9)
     narrow = SoftmaxTarget(rows_from_logits(np.random.default_rng(1).normal(0, 1, (50, 8)), -1), SHIFT_RANGE)
     assert narrow.grid[0] == lo - 1.0 and narrow.grid.size == SoftmaxTarget.TAIL_CELLS + SoftmaxTarget.CELLS + 1
+
+
+def _gelu_rmse():
+    from sit_onnx.neurons.activation import _gelu
+
+    x = np.linspace(-4, 4, 600)
+    return lambda th, rs: true_rmse(x, _gelu(x), th, rs, bias=True)[0]
+
+
+def test_basin_hops_never_raise_the_error_are_seeded_and_leave_the_start_alone():
+    from sit_onnx.neurons.fit import hop_steps
+
+    evaluate = _gelu_rmse()
+    start_t, start_h = np.linspace(3.5, -3.5, 6), np.full(6, 1.0)  # a poor start: evenly spread, equal resets
+    before = evaluate(start_t, start_h)
+    ticks = []
+    th, rs = hop_steps(evaluate, start_t.copy(), start_h.copy(), 8.0, 12, 3, lambda: ticks.append(1))
+    after = evaluate(th, rs)
+    assert after < 0.9 * before and len(ticks) == 12
+    again = hop_steps(evaluate, start_t.copy(), start_h.copy(), 8.0, 12, 3, lambda: None)
+    np.testing.assert_array_equal(again[0], th)
+    np.testing.assert_array_equal(again[1], rs)
+    other = hop_steps(evaluate, start_t.copy(), start_h.copy(), 8.0, 12, 4, lambda: None)
+    assert not np.array_equal(other[0], th) and evaluate(*other) < before
+    untouched = hop_steps(evaluate, start_t.copy(), start_h.copy(), 8.0, 0, 3, lambda: None)
+    np.testing.assert_array_equal(untouched[0], start_t)
+    np.testing.assert_array_equal(untouched[1], start_h)
+
+
+def test_hops_reach_both_fits_and_their_records():
+    """FitOptions.hops (exp) and fit_activation's hops: the error falls below the same fit's without
+    hops, and the set's method and meta say how many."""
+    from dataclasses import replace
+
+    from sit_onnx.neurons.activation import fit_activation, shipped_activation
+    from sit_onnx.neurons.fit import fit_si_exp
+
+    shipped = shipped_params(4, PAPER_RANGE)
+    poor = replace(shipped, thresholds=tuple(np.linspace(0.9, -0.9, 4)), resets=(0.5, 0.5, 0.5, 0.5))
+    base = FitOptions(steps=4, input_range=PAPER_RANGE, warm_start=poor, polish_rounds=1)
+    plain, hopped = fit_si_exp(base), fit_si_exp(replace(base, hops=8))
+    assert hopped.rmse < plain.rmse and hopped.meta["hops"] == 8 and plain.meta["hops"] == 0
+    assert hopped.method.endswith("coordinate polish + 8 basin hops") and "hops" not in plain.method
+    start = shipped_activation("tanh", 8)
+    polished = fit_activation("tanh", 8, warm_start=start, polish_rounds=0)
+    hopped = fit_activation("tanh", 8, warm_start=start, polish_rounds=0, hops=4)
+    assert hopped.neuron.rmse < polished.neuron.rmse and hopped.neuron.meta["hops"] == 4
+    assert hopped.neuron.method == "warm start + coordinate polish + 4 basin hops"
