@@ -210,7 +210,7 @@ def test_fit_function_passes_every_search_option_and_ticks_its_bar(tmp_path, mon
     monkeypatch.setattr(activation, "fit_activation", spy)
     out = tmp_path / "gelu.json"
     args = ["neuron", "fit", "--function", "gelu", "-k", "8", "--range", "-3", "3", "--seed", "7", "-o", out]
-    search = ["--restarts", "2", "--iterations", "15", "--polish-rounds", "3", "--init", "random"]
+    search = ["--restarts", "2", "--iterations", "15", "--polish-rounds", "3", "--init", "random", "--hops", "5"]
     result = invoke(*args, *search, "--json")
     assert result.exit_code == 0, result.output
     assert seen == {
@@ -222,6 +222,7 @@ def test_fit_function_passes_every_search_option_and_ticks_its_bar(tmp_path, mon
         "iterations": 15,
         "polish_rounds": 3,
         "init": "random",
+        "hops": 5,
         "samples": None,
         "warm_start": None,
     }
