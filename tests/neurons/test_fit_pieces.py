@@ -136,8 +136,12 @@ def test_hops_reach_both_fits_and_their_records():
     plain, hopped = fit_si_exp(base), fit_si_exp(replace(base, hops=8))
     assert hopped.rmse < plain.rmse and hopped.meta["hops"] == 8 and plain.meta["hops"] == 0
     assert hopped.method.endswith("coordinate polish + 8 basin hops") and "hops" not in plain.method
+    reseeded = fit_si_exp(replace(base, hops=8, seed=1))  # the hops follow the fit's seed
+    assert reseeded.thresholds != hopped.thresholds and reseeded.rmse < plain.rmse
     start = shipped_activation("tanh", 8)
     polished = fit_activation("tanh", 8, warm_start=start, polish_rounds=0)
     hopped = fit_activation("tanh", 8, warm_start=start, polish_rounds=0, hops=4)
     assert hopped.neuron.rmse < polished.neuron.rmse and hopped.neuron.meta["hops"] == 4
     assert hopped.neuron.method == "warm start + coordinate polish + 4 basin hops"
+    reseeded = fit_activation("tanh", 8, seed=1, warm_start=start, polish_rounds=0, hops=4)
+    assert reseeded.neuron.thresholds != hopped.neuron.thresholds
