@@ -214,6 +214,8 @@ def hop_steps(evaluate, thresholds, resets, span, hops, seed, tick):
     K=20 GELU fit ended above K=16's). Each hop moves one to three thresholds (by a normal offset)
     or resets (by a log-normal factor), polishes briefly and keeps the result only if it is better,
     so the error never rises. Seeded."""
+    if hops == 0:  # no evaluation either: one costs ~0.4 s on the softmax objective
+        return thresholds, resets
     rng = np.random.default_rng(seed)
     best = evaluate(thresholds, resets)
     for _ in range(hops):
