@@ -255,7 +255,7 @@ def fit_activation(
     With `samples` (real inputs of the activation), the error is weighted by how often each part
     of the range occurs there (plus a floor, so no part is abandoned). With `warm_start` (a set of
     the same function and K), the exploration is skipped: its T and h are polished."""
-    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, explore_start, hop_steps, polish_steps, true_rmse
+    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, LeastSquaresTarget, explore_start, hop_steps, polish_steps
 
     target = activation_function(function)
     lo, hi = (float(v) for v in (input_range or target.default_range))
@@ -275,12 +275,10 @@ def fit_activation(
     else:
         thresholds, resets = explore_start(x, opts, tick, target=y, bias=True, weight=weight)
 
-    def evaluate(th, rs):
-        return true_rmse(x, y, th, rs, opts.ridge, weight, bias=True)[0]
-
+    evaluate = LeastSquaresTarget(x, y, steps, opts.ridge, weight, bias=True)
     thresholds, resets = polish_steps(evaluate, thresholds, resets, hi - lo, opts.polish_rounds, tick)
     thresholds, resets = hop_steps(evaluate, thresholds, resets, hi - lo, opts.hops, seed, tick)
-    _, solved = true_rmse(x, y, thresholds, resets, opts.ridge, weight, bias=True)
+    _, solved = evaluate.solve(thresholds, resets)
     meta = {"seed": seed, "polish_rounds": opts.polish_rounds, "hops": opts.hops}
     meta.update(
         {"warm_start": warm_start.neuron.method}

@@ -128,21 +128,40 @@ class RowScore:
 
 def score(rows: RowSet, f: np.ndarray) -> RowScore:
     """Spiking-Softmax error of neuron outputs `f` (one per element) against the exact softmax."""
-    total = np.bincount(rows.row, f, minlength=rows.rows)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = f / total[rows.row]
-    q = np.where(np.isfinite(q), q, 0.0)
-    # KL needs a distribution: a weight below the floor (0, or negative where a set's output dips
-    # below 0) counts as the floor, and the row is renormalised
-    floored = np.maximum(q, Q_FLOOR)
-    floored /= np.bincount(rows.row, floored, minlength=rows.rows)[rows.row]
-    log_p = np.log(rows.p, where=rows.p > 0, out=np.zeros_like(rows.p))
-    kl_terms = rows.p * (log_p - np.log(floored))
-    err = np.abs(q - rows.p)
-    worst = np.maximum.reduceat(err, rows.starts)
-    return RowScore(
-        rows.mean(np.bincount(rows.row, kl_terms, minlength=rows.rows)),
-        rows.mean(np.bincount(rows.row, err, minlength=rows.rows)),
-        rows.mean(worst),
-        float(err.max()),
-    )
+    return RowScorer(rows)(f)
+
+
+class RowScorer:
+    """`score` for many outputs on the same rows, as a polish needs (thousands of candidate sets):
+    log p and the element-sized work arrays are made once. Allocating a dozen such arrays per call
+    kept the allocator handing pages back to the system and faulting them in again (measured: 40% of
+    a softmax fit's time was spent in the kernel)."""
+
+    def __init__(self, rows: RowSet):
+        self.rows = rows
+        self.log_p = np.log(rows.p, where=rows.p > 0, out=np.zeros_like(rows.p))
+        self._q, self._a, self._b = (np.empty_like(rows.x) for _ in range(3))
+        self._bad = np.empty(rows.x.shape, dtype=bool)
+
+    def __call__(self, f: np.ndarray) -> RowScore:
+        rows, q, a, b = self.rows, self._q, self._a, self._b
+        per_element = lambda values, out: np.take(  # noqa: E731 - a row's sum, at each of its elements
+            np.bincount(rows.row, values, minlength=rows.rows), rows.row, out=out
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(f, per_element(f, a), out=q)
+        np.logical_not(np.isfinite(q, out=self._bad), out=self._bad)
+        np.copyto(q, 0.0, where=self._bad)  # a row whose outputs sum to 0 counts as all weight lost
+        # KL needs a distribution: a weight below the floor (0, or negative where a set's output dips
+        # below 0) counts as the floor, and the row is renormalised
+        np.maximum(q, Q_FLOOR, out=b)
+        np.divide(b, per_element(b, a), out=b)
+        np.multiply(rows.p, np.subtract(self.log_p, np.log(b, out=b), out=b), out=b)
+        kl = rows.mean(np.bincount(rows.row, b, minlength=rows.rows))
+        err = np.abs(np.subtract(q, rows.p, out=a), out=a)
+        return RowScore(
+            kl,
+            rows.mean(np.bincount(rows.row, err, minlength=rows.rows)),
+            rows.mean(np.maximum.reduceat(err, rows.starts)),
+            float(err.max()),
+        )

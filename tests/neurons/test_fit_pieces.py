@@ -8,11 +8,13 @@ from sit_onnx.neurons.fit import (
     ENSEMBLE_SPREADS,
     GRID_POINTS,
     FitOptions,
+    LeastSquaresTarget,
     _initial,
     fit_ensemble,
     solve_weights,
     spike_matrix,
     true_rmse,
+    with_bias,
 )
 from sit_onnx.neurons.params import PAPER_RANGE, NeuronParams, shipped_params
 from sit_onnx.neurons.quality import exp_quality
@@ -29,6 +31,38 @@ def test_true_rmse_weights_the_residual_and_solves_d_on_the_weighted_problem():
     assert rmse == pytest.approx(np.sqrt(np.mean((w * (z @ want_d - np.exp(x))) ** 2)), rel=1e-12)
     plain, plain_d = true_rmse(x, np.exp(x), params.thresholds, params.resets)
     assert plain == pytest.approx(np.sqrt(np.mean((z @ plain_d - np.exp(x)) ** 2))) and plain != rmse
+
+
+def test_a_reused_least_squares_target_answers_every_set_as_a_fresh_solve():
+    """A polish evaluates thousands of sets on one target, whose work arrays must carry nothing
+    from one set to the next; with a bias, its column of ones must survive every set."""
+    params = shipped_params(4, PAPER_RANGE)
+    x = np.linspace(-4, 4, 500)
+    y, w = np.tanh(x), np.linspace(0.2, 1.0, 500)
+    target = LeastSquaresTarget(x, y, 4, 1e-9, w, bias=True)
+    first = (np.array(params.thresholds), np.array(params.resets))
+    second = (first[0] - 0.3, first[1] * 1.5)
+    answers = []
+    for th, rs in (first, second, first):
+        rmse, d = target.solve(th, rs)
+        z = with_bias(spike_matrix(x, th, rs))
+        want_d = solve_weights(z * w[:, None], y * w, 1e-9)
+        np.testing.assert_allclose(d, want_d, rtol=1e-10)
+        assert rmse == pytest.approx(np.sqrt(np.mean((w * (z @ want_d - y)) ** 2)), rel=1e-10)
+        assert target(th, rs) == rmse
+        answers.append(rmse)
+    assert answers[0] == answers[2] != answers[1]
+
+
+def test_spike_matrix_writes_into_out_and_leaves_the_input_alone():
+    params = shipped_params(4, PAPER_RANGE)
+    x = np.linspace(-1, 1, 50)
+    kept = x.copy()
+    out = np.full((50, 6), 7.0)
+    z = spike_matrix(x, params.thresholds, params.resets, out=out)
+    assert z is out and np.array_equal(x, kept)  # the membrane drains a copy of x
+    np.testing.assert_array_equal(out[:, :4], spike_matrix(x, params.thresholds, params.resets))
+    assert (out[:, 4:] == 7.0).all() and 0 < out[:, :4].sum() < out[:, :4].size
 
 
 def test_ensemble_offsets_span_the_chosen_spread_and_the_record_says_so():
@@ -145,3 +179,23 @@ def test_hops_reach_both_fits_and_their_records():
     assert hopped.neuron.method == "warm start + coordinate polish + 4 basin hops"
     reseeded = fit_activation("tanh", 8, seed=1, warm_start=start, polish_rounds=0, hops=4)
     assert reseeded.neuron.thresholds != hopped.neuron.thresholds
+
+
+def test_fit_bench_runs_and_prints_a_ratio_per_objective():
+    """bench/fit.py is the speed record of the reused work arrays; it must keep running."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "fit.py"), "--repeat", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.rstrip().endswith("x")]
+    assert [r.split("  ")[0] for r in rows] == [
+        "exp RMSE on [-1, 1]",
+        "GELU, weighted, with bias",
+        "softmax rows (the family)",
+    ]
+    assert all(float(r.split()[-1].rstrip("x")) > 0 for r in rows)

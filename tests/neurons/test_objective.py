@@ -10,6 +10,7 @@ from sit_onnx.neurons.fit import FitOptions, SoftmaxTarget, fit_si_exp, spike_ma
 from sit_onnx.neurons.objective import (
     FAMILY_LENGTHS,
     FAMILY_SIGMAS,
+    RowScorer,
     RowSet,
     family_rows,
     least_squares_weights,
@@ -89,6 +90,41 @@ def test_negative_outputs_cannot_lower_the_kl():
     f[2] = -0.05
     result = score(rows, f)
     assert result.kl > 0 and result.worst > 0.01
+
+
+def _plain_score(rows, f):
+    """The row score written out plainly, every array made afresh: the reference for RowScorer."""
+    q = np.zeros_like(f)
+    for start, stop in zip(rows.starts, list(rows.starts[1:]) + [f.size]):
+        total = f[start:stop].sum()
+        q[start:stop] = f[start:stop] / total if total != 0 else 0.0
+    kl, l1, worst = [], [], []
+    for start, stop in zip(rows.starts, list(rows.starts[1:]) + [f.size]):
+        p, qr = rows.p[start:stop], q[start:stop]
+        floored = np.maximum(qr, 1e-12)
+        floored /= floored.sum()
+        kl.append(np.sum(np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(floored)), 0.0)))
+        l1.append(np.abs(qr - p).sum())
+        worst.append(np.abs(qr - p).max())
+    return np.mean(kl), np.mean(l1), np.mean(worst), max(worst)
+
+
+def test_a_reused_row_scorer_scores_every_output_as_the_plain_computation():
+    """A polish scores thousands of outputs with one RowScorer, whose work arrays are reused: a row
+    that never fired, or a negative output, must not leak into the next output's score."""
+    rows = RowSet.from_rows([np.array([0.0, -1.0]), np.array([0.0, -0.5, -3.0]), np.array([0.0, -40.0])], "t")
+    exact = np.exp(rows.x)
+    dead = exact.copy()
+    dead[:2] = 0.0
+    negative = exact.copy()
+    negative[4] = -0.01
+    scorer = RowScorer(rows)
+    figures = []
+    for f in (dead, exact, negative, dead, 2.5 * exact, negative):
+        got = scorer(f)
+        figures.append(got)
+        np.testing.assert_allclose([got.kl, got.l1, got.worst_mean, got.worst], _plain_score(rows, f), atol=1e-12)
+    assert figures[1].l1 < 1e-12 < figures[0].l1 and figures[0] == figures[3] and figures[2] == figures[5]
 
 
 def test_least_squares_weights_are_one_over_the_row_sum():
