@@ -112,12 +112,14 @@ def _plain_score(rows, f):
 def test_a_reused_row_scorer_scores_every_output_as_the_plain_computation():
     """A polish scores thousands of outputs with one RowScorer, whose work arrays are reused: a row
     that never fired, or a negative output, must not leak into the next output's score."""
-    rows = RowSet.from_rows([np.array([0.0, -1.0]), np.array([0.0, -0.5, -3.0]), np.array([0.0, -40.0])], "t")
+    # rows: one to die, one to turn negative, one whose weight of exp(-800) is exactly 0 (a masked logit)
+    rows = RowSet.from_rows([np.array([0.0, -1.0, -2.0]), np.array([0.0, -0.5, -3.0]), np.array([0.0, -800.0])], "t")
+    assert rows.p[-1] == 0.0
     exact = np.exp(rows.x)
     dead = exact.copy()
-    dead[:2] = 0.0
+    dead[:3] = 0.0
     negative = exact.copy()
-    negative[4] = -0.01
+    negative[5] = -0.01
     scorer = RowScorer(rows)
     figures = []
     for f in (dead, exact, negative, dead, 2.5 * exact, negative):
