@@ -87,6 +87,8 @@ class LeastSquaresTarget:
 
     def solve(self, thresholds, resets) -> tuple[float, np.ndarray]:
         """The RMSE and the d that reaches it."""
+        if len(thresholds) != self.steps:  # the columns past K would act as extra bias columns
+            raise ValueError(f"a set of K={len(thresholds)} on a target built for K={self.steps}")
         spike_matrix(self.x, thresholds, resets, out=self._z)
         zw = np.multiply(self._z, self.w[:, None], out=self._zw)
         d = solve_weights(zw, self.wy, self.ridge)

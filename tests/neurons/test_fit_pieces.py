@@ -52,6 +52,8 @@ def test_a_reused_least_squares_target_answers_every_set_as_a_fresh_solve():
         assert target(th, rs) == rmse
         answers.append(rmse)
     assert answers[0] == answers[2] != answers[1]
+    with pytest.raises(ValueError, match="K=3 on a target built for K=4"):
+        target.solve(first[0][:3], first[1][:3])
 
 
 def test_spike_matrix_writes_into_out_and_leaves_the_input_alone():
