@@ -58,7 +58,7 @@ params: $(STAMP)
 	for k in 8 10 12 14 16; do $(FIT) -k $$k --range -1 1 -o $(PARAM_DIR)/si_exp_k$${k}_-1_1.json; done
 	for k in 4 6 8 10 12; do $(FIT) -k $$k --range -12 0 --init random -o $(PARAM_DIR)/si_exp_k$${k}_-12_0.json; done
 	for k in 14 16; do $(FIT) -k $$k --range -12 0 -o $(PARAM_DIR)/si_exp_k$${k}_-12_0.json; done
-	# the default max-shift sets, fitted to the softmax row error (2-8 minutes each). Both starts
+	# the default max-shift sets, fitted to the softmax row error (1-4 minutes each). Both starts
 	# were run for every K; the one shipped scored better on held-out rows (neuron show prints it):
 	# exploring exp on narrowed ranges for K=4, 8, 10, 16; the exp-RMSE set for K=6, 12, 14.
 	for k in 4 8 10 16; do $(FIT) -k $$k --range -12 0 --objective softmax --restarts 4 --polish-rounds 20 -o $(PARAM_DIR)/softmax_k$${k}_-12_0.json; done
