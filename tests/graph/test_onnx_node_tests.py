@@ -49,7 +49,7 @@ def test_onnx_softmax_node_test_converts_and_matches_reference(name):
 @pytest.mark.parametrize("steps", [8, 12])
 def test_default_sets_beat_the_exp_fits_against_true_softmax(steps):
     """Issue 10's yardstick: the largest error against the true softmax over every node test. The
-    softmax-fitted default sets (measured 0.027 at K=8, 0.019 at K=12) beat the exp-RMSE ones
+    softmax-fitted default sets (measured 0.025 at K=8, 0.015 at K=12) beat the exp-RMSE ones
     (0.052, 0.030); the goals (0.02, 0.01) are not reached by one neuron per element."""
     from sit_onnx.neurons import softmax
 
@@ -63,4 +63,4 @@ def test_default_sets_beat_the_exp_fits_against_true_softmax(steps):
         return max(errors)
 
     default, paper = worst(None), worst("exp-rmse")
-    assert default < 0.75 * paper and default < 0.03
+    assert default < 0.75 * paper and default < {8: 0.026, 12: 0.016}[steps]
