@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sit_onnx.evaluate.activation_params import choose_activation_params  # noqa: E402
 from sit_onnx.evaluate.site_params import choose_site_params  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
+from sit_onnx.neurons.activation import SHIPPED_STEPS as ACTIVATION_STEPS  # noqa: E402
 from sit_onnx.runtime import SessionSpec, make_session  # noqa: E402
 
 SMILES_TOKENS = re.compile(
@@ -161,7 +162,9 @@ def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
 def variants(model, calibration_feeds, steps, activations=(), activation_steps=()):
     for k in steps:
         chosen = {c.name: c.params for c in choose_site_params(model, calibration_feeds, k, rounds=3)}
-        if activations:  # softmax and the activations too: what converting them costs, shipped and calibrated
+        if activations and k not in ACTIVATION_STEPS:
+            print(f"K={k}: no shipped activation sets (K = {', '.join(map(str, ACTIVATION_STEPS))}): softmax only")
+        elif activations:  # softmax and the activations too: what converting them costs, shipped and calibrated
             options = RewriteOptions(steps=k, activations=tuple(activations))
             yield f"K={k} +{','.join(activations)}", rewrite_model(model, options)[0]
             for own in activation_steps:  # the activations at their own K (--activation-steps)
