@@ -66,11 +66,6 @@ def solve_weights(z: np.ndarray, target: np.ndarray, ridge: float = 1e-9) -> np.
     return np.linalg.solve(gram, z.T @ target)
 
 
-def with_bias(z: np.ndarray) -> np.ndarray:
-    """The design matrix plus a column of ones: a constant output bias solved with d (activations)."""
-    return np.concatenate([z, np.ones((z.shape[0], 1))], axis=1)
-
-
 class LeastSquaresTarget:
     """The stepped neuron's (weighted) RMSE against `target` on the points x, d (then the bias, if
     asked) solved exactly: what the exp-RMSE and activation fits polish. Built once per fit, so the
