@@ -512,7 +512,7 @@ def _activation_steps(model: onnx.ModelProto) -> int | None:
 
 
 def _attach_functions(model: onnx.ModelProto, steps: int, opset: int, activation_steps: int | None = None) -> None:
-    model.functions.extend(spiking_functions(steps, opset, activation_steps is not None, activation_steps))
+    model.functions.extend(spiking_functions(steps, opset, activation_steps))
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
 

@@ -284,14 +284,12 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
     return function
 
 
-def spiking_functions(
-    steps: int, opset: int, activation: bool = False, activation_steps: int | None = None
-) -> list[onnx.FunctionProto]:
-    """The bodies (SpikingActivation's only when asked, its neuron of `activation_steps`, by default
-    `steps`), every node named (tools such as onnx2torch refuse unnamed nodes)."""
+def spiking_functions(steps: int, opset: int, activation_steps: int | None = None) -> list[onnx.FunctionProto]:
+    """The bodies (SpikingActivation's only when given its neuron's K, `activation_steps`), every node
+    named (tools such as onnx2torch refuse unnamed nodes)."""
     functions = [spiking_exp_function(steps, opset), spiking_norm_function(opset), spiking_softmax_function(opset)]
-    if activation:
-        functions.append(spiking_activation_function(opset, steps if activation_steps is None else activation_steps))
+    if activation_steps is not None:
+        functions.append(spiking_activation_function(opset, activation_steps))
     for function in functions:
         for index, node in enumerate(function.node):
             node.name = node.name or f"{function.name}/{node.op_type}_{index}"

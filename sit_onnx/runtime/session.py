@@ -154,7 +154,7 @@ def probe_model() -> onnx.ModelProto:
     from sit_onnx.graph.functions import spiking_functions  # the bodies, so a fallback is possible
 
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
-    return helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(1, 17, activation=True))
+    return helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(1, 17, activation_steps=1))
 
 
 @lru_cache(maxsize=8)

@@ -74,7 +74,7 @@ def test_a_layer_fed_by_an_activation_counts_its_spikes_and_pays_macs_for_the_ta
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
-        functions=spiking_functions(8, 17, activation=True),
+        functions=spiking_functions(8, 17, activation_steps=8),
     )
     x = np.array([[-9.0, -1.0, 0.0, 0.5, 2.0, 7.0], [-3.0, -0.2, 0.3, 1.0, 3.5, 4.5]], np.float32)
     spikes = spiking_activation(x, params, return_spikes=True)[1].sum()
@@ -129,7 +129,7 @@ def test_spikes_reach_a_layer_through_ops_that_only_move_them(between, driven):
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
-        functions=spiking_functions(8, 17, activation=True),
+        functions=spiking_functions(8, 17, activation_steps=8),
     )
     x = np.array([[-3.0, -1.0, 0.0, 0.5, 2.0, 3.0], [-2.0, -0.2, 0.3, 1.0, 3.5, 2.5]], np.float32)
     (layer,) = estimate_energy(model, model, {"x": x}).layers

@@ -28,7 +28,7 @@ def _model(attrs, dtype, rank, opset=17):
     return helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(domain.DOMAIN, 1)],
-        functions=spiking_functions(len(attrs["resets"]), opset, activation=True),
+        functions=spiking_functions(len(attrs["resets"]), opset, len(attrs["resets"])),
     )
 
 

@@ -75,7 +75,9 @@ def _run(node, x, steps, library):
         [node], "g", [helper.make_tensor_value_info("x", elem, None)], [helper.make_tensor_value_info("y", elem, None)]
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
-    model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(steps, 17, activation=True))
+    model = helper.make_model(
+        graph, opset_imports=opsets, functions=spiking_functions(steps, 17, activation_steps=steps)
+    )
     options = ort.SessionOptions()
     options.log_severity_level = 4
     if library:
