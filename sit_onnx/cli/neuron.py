@@ -126,8 +126,8 @@ def neuron():
     default=0,
     show_default=True,
     help="Basin hops after the polish: move one to three thresholds or resets at random, polish briefly, "
-    "keep the result if better (seeded; the error never rises; ~1.5 s a hop for an activation, ~20 s for "
-    "the softmax objective).",
+    "keep the result if better (seeded; the error never rises; 1-2 s a hop for an activation, 9-21 s for "
+    "the softmax objective at K = 8-16).",
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @json_option
