@@ -79,3 +79,8 @@ params: $(STAMP)
 	for k in 8 10 12 14 16; do $(FIT) --function gelu -k $$k --warm-start $(PARAM_DIR)/gelu_k$${k}_-4_4.json \
 	  --inputs normal:-1.2,1.25 -o $(PARAM_DIR)/gelu_k$${k}_-4_4.json; done
 	$(FIT) --function hardsigmoid -k 12 --init random -o $(PARAM_DIR)/hardsigmoid_k12_-3_3.json
+	# the gates of --activation-form gated (x * gate(x)), their error weighted by |x|; GELU's gate
+	# also by the FFN inputs' N(-1.2, 1.25^2), as GELU's sets are
+	for k in 8 10 12 14 16; do $(FIT) --function gelu_gate -k $$k --inputs normal:-1.2,1.25 -o $(PARAM_DIR)/gelu_gate_k$${k}_-4_4.json; \
+	  $(FIT) --function silu_gate -k $$k -o $(PARAM_DIR)/silu_gate_k$${k}_-8_8.json; \
+	  $(FIT) --function hardswish_gate -k $$k -o $(PARAM_DIR)/hardswish_gate_k$${k}_-3_3.json; done

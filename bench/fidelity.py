@@ -12,7 +12,7 @@ Every row also gives the largest absolute error of an output (issue 14 compares 
 Calibration uses other inputs than the ones measured (the other half of the data).
 
     python bench/fidelity.py [--steps 6 8 12] [--wheels DIR]   # wheels: where to find/put the two
-        [--activations gelu [--activation-steps 16]]           # + activations, at the softmax's K or their own
+        [--activations gelu [--activation-steps 16] [--activation-form gated]]  # + activations: K, form
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,33 +160,35 @@ def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return make_session(model, SessionSpec(verify_kernels=False)).run(None, feeds)[0]
 
 
-def variants(model, calibration_feeds, steps, activations=(), activation_steps=()):
+def variants(model, calibration_feeds, steps, activations=(), activation_steps=(), form="direct"):
     for k in steps:
         chosen = {c.name: c.params for c in choose_site_params(model, calibration_feeds, k, rounds=3)}
         if activations and k not in ACTIVATION_STEPS:
             print(f"K={k}: no shipped activation sets (K = {', '.join(map(str, ACTIVATION_STEPS))}): softmax only")
         elif activations:  # softmax and the activations too: what converting them costs, shipped and calibrated
-            options = RewriteOptions(steps=k, activations=tuple(activations))
-            yield f"K={k} +{','.join(activations)}", rewrite_model(model, options)[0]
+            named = f"+{','.join(activations)}" + (f" {form}" if form != "direct" else "")
+            options = RewriteOptions(steps=k, activations=tuple(activations), activation_form=form)
+            yield f"K={k} {named}", rewrite_model(model, options)[0]
             for own in activation_steps:  # the activations at their own K (--activation-steps)
-                spent = RewriteOptions(steps=k, activations=tuple(activations), activation_steps=own)
-                yield f"K={k} +{','.join(activations)} at K={own}", rewrite_model(model, spent)[0]
-            sets = {c.function: c.params for c in choose_activation_params(model, calibration_feeds, activations, k)}
+                spent = replace(options, activation_steps=own)
+                yield f"K={k} {named} at K={own}", rewrite_model(model, spent)[0]
+            found = choose_activation_params(model, calibration_feeds, activations, k, gated=form == "gated")
+            sets = {c.function: c.params for c in found}
             converted = rewrite_model(model, options, site_params=chosen, activation_sets=sets)[0]
-            yield f"K={k} +{','.join(activations)} --calibrate", converted
+            yield f"K={k} {named} --calibrate", converted
         for objective in ("exp-rmse", "softmax"):
             yield f"K={k} {objective}", rewrite_model(model, RewriteOptions(steps=k, objective=objective))[0]
         yield f"K={k} --calibrate", rewrite_model(model, RewriteOptions(steps=k), site_params=chosen)[0]
 
 
-def measure(name, model, feeds, valid_of, steps, labels=None, activations=(), activation_steps=()):
+def measure(name, model, feeds, valid_of, steps, labels=None, activations=(), activation_steps=(), form="direct"):
     calibration, measured = split(feeds)
     reference = run(model, measured)
     valid = valid_of(measured)
     accuracy = (lambda out: float(np.mean(out.argmax(-1) == labels[1::2]))) if labels is not None else None
     if accuracy:
         print(f"{name:10s} {'original':22s} accuracy {accuracy(reference):.4f}")
-    for label, converted in variants(model, calibration, steps, activations, activation_steps):
+    for label, converted in variants(model, calibration, steps, activations, activation_steps, form):
         out = run(converted, measured)
         extra = f" accuracy {accuracy(out):.4f}" if accuracy else ""
         print(f"{name:10s} {label:22s} {figures(reference, out, valid)}{extra}", flush=True)
@@ -199,6 +202,12 @@ def main():
     parser.add_argument("--activations", nargs="*", default=[], help="also measure with these activations converted")
     parser.add_argument(
         "--activation-steps", type=int, nargs="*", default=[], help="and with the activations at these K of their own"
+    )
+    parser.add_argument(
+        "--activation-form",
+        choices=["direct", "gated"],
+        default="direct",
+        help="the activations' form (rewrite's flag)",
     )
     args = parser.parse_args()
     args.wheels.mkdir(parents=True, exist_ok=True)
@@ -218,6 +227,7 @@ def main():
                     args.steps,
                     activations=args.activations,
                     activation_steps=args.activation_steps,
+                    form=args.activation_form,
                 )
         if "vit" in args.models:
             from sit_onnx.evaluate.datasets import digits_test
@@ -228,7 +238,15 @@ def main():
             print("bundled ViT on the digits test split")
             valid = lambda f: np.ones(len(next(iter(f.values()))), bool)  # noqa: E731
             measure(
-                "vit", model, feeds, valid, sorted({4, *args.steps}), labels, args.activations, args.activation_steps
+                "vit",
+                model,
+                feeds,
+                valid,
+                sorted({4, *args.steps}),
+                labels,
+                args.activations,
+                args.activation_steps,
+                args.activation_form,
             )
 
 

@@ -158,6 +158,15 @@ def rewrite_options(func):  # pragma: no mutate block
             help="K of the converted activations' neurons (default: -k). GELU's error outweighs softmax's: "
             "e.g. -k 12 --activation-steps 16.",
         ),
+        click.option(
+            "--activation-form",
+            type=click.Choice(["direct", "gated"]),
+            default="direct",
+            show_default=True,
+            help="direct: the neuron computes the activation, and the layer behind it is fed by spikes. "
+            "gated: GELU, SiLU and HardSwish as x * gate(x), the neuron computing the gate (2-5x less "
+            "error; the product is analog, so the layer behind it stays multiply-accumulates).",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -166,7 +175,7 @@ def rewrite_options(func):  # pragma: no mutate block
 
 def activations_option(help_text: str):  # pragma: no mutate block
     """`--activations LIST`: a comma list of activation names, or none (rewrite's flags, calibrate)."""
-    from sit_onnx.neurons.activation import FUNCTIONS
+    from sit_onnx.neurons.activation import SITE_FUNCTIONS
 
     return click.option(
         "--activations",
@@ -174,7 +183,7 @@ def activations_option(help_text: str):  # pragma: no mutate block
         show_default=True,
         metavar="LIST",
         callback=activation_list,
-        help=f"{help_text} A comma list of {', '.join(FUNCTIONS)}, or none.",
+        help=f"{help_text} A comma list of {', '.join(SITE_FUNCTIONS)}, or none.",
     )
 
 
@@ -204,6 +213,7 @@ def rewrite_options_from(kwargs: dict, **extra):
         activations=kwargs.pop("activations"),
         activation_params=tuple(str(p) for p in kwargs.pop("activation_params")),
         activation_steps=kwargs.pop("activation_steps"),
+        activation_form=kwargs.pop("activation_form"),
         **extra,
     )
 

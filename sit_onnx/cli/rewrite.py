@@ -133,7 +133,8 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
         feeds, functions = feeds_of(model), options.activations
         with progress("calibrate activations", unit="function") as bar:  # pragma: no mutate
             steps = options.activation_k(options.steps)
-            found = choose_activation_params(model, feeds, functions, steps, rounds > 0, bar.update)
+            gated = options.activation_form == "gated"
+            found = choose_activation_params(model, feeds, functions, steps, rounds > 0, bar.update, gated)
         activation_choices.extend(found)
         return {c.function: c.params for c in found}
 
@@ -199,8 +200,11 @@ def _print_report(report, options, explain: bool) -> None:
     rows = [[s.name, s.graph, s.axis, "converted" if s.converted else f"skipped: {s.reason}"] for s in report.sites]
     click.echo(table(rows, ["site", "graph", "axis", "result"]))
     if report.activations:
-        rows = [[a["name"], a["graph"], a["function"], a["form"], a["range"], a["steps"]] for a in report.activations]
-        click.echo(table(rows, ["activation", "graph", "function", "form", "range", "K"]))
+        rows = [
+            [a["name"], a["graph"], a["function"], a["form"], a["set"], a["range"], a["steps"]]
+            for a in report.activations
+        ]
+        click.echo(table(rows, ["activation", "graph", "function", "form", "set", "range", "K"]))
     for note in report.notes:
         click.echo(f"note: {note}")
     if explain:

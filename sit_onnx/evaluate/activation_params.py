@@ -18,11 +18,13 @@ import onnx
 from sit_onnx.evaluate.capture import capture
 from sit_onnx.graph.convert import find_canonical_activations
 from sit_onnx.neurons.activation import (
+    GATE_OF,
     ActivationParams,
     activation_function,
     fit_activation,
     shipped_activation,
-    spiking_activation,
+    site_exact,
+    site_output,
 )
 
 SAMPLES_PER_HALF = 200_000  # inputs drawn per half: a stable weighting, seconds to polish on
@@ -49,7 +51,8 @@ class ActivationChoice:
 
 
 def held_out_error(params: ActivationParams, x: np.ndarray) -> dict:
-    err = spiking_activation(x, params).astype(np.float64) - activation_function(params.function).exact(x)
+    """The site's error on x (a gate set's: of x * gate)."""
+    err = site_output(x, params).astype(np.float64) - site_exact(params.function, x)
     return {"rmse": float(np.sqrt(np.mean(err**2))), "max_error": float(np.max(np.abs(err)))}
 
 
@@ -60,13 +63,16 @@ def choose_activation_params(
     steps: int,
     polish: bool = True,
     progress: Callable[[int], None] | None = None,
+    gated: bool = False,
 ) -> list[ActivationChoice]:
-    """One ActivationChoice per function with sites in the main graph; `params` the set to use."""
+    """One ActivationChoice per function with sites in the main graph; `params` the set to use
+    (`gated`: the function's gate set, where it has one)."""
     pooled = _pooled_inputs(model, feeds, functions)
     choices = []
     for function in functions:
         if function in pooled:
-            choices.append(_choose(function, *pooled[function], steps, polish))
+            set_function = GATE_OF.get(function, function) if gated else function
+            choices.append(_choose(function, set_function, *pooled[function], steps, polish))
         if progress:
             progress(1)
     return choices
@@ -112,16 +118,16 @@ def _describe(function: str, sites: int, x: np.ndarray) -> ActivationChoice:
     )
 
 
-def _choose(function: str, sites: int, x: np.ndarray, steps: int, polish: bool) -> ActivationChoice:
+def _choose(function: str, set_function: str, sites: int, x: np.ndarray, steps: int, polish: bool) -> ActivationChoice:
     x = _draw(x)
     fit_half, held = (x[0::2], x[1::2]) if x.size > 1 else (x, x)
-    shipped = shipped_activation(function, steps)
+    shipped = shipped_activation(set_function, steps)
     lo, hi = shipped.input_range
     choice = _describe(function, sites, x)
     candidates = {"shipped": shipped}
     if polish:
         candidates["polished on the data"] = fit_activation(
-            function, steps, (lo, hi), samples=fit_half, warm_start=shipped, polish_rounds=POLISH_ROUNDS
+            set_function, steps, (lo, hi), samples=fit_half, warm_start=shipped, polish_rounds=POLISH_ROUNDS
         )
     choice.candidates = {label: held_out_error(p, held) for label, p in candidates.items()}
     choice.chosen = min(choice.candidates, key=lambda label: choice.candidates[label]["rmse"])

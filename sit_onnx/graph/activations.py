@@ -22,11 +22,12 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS, constant_value
 from sit_onnx.graph.types import known_dtype, traced_dtype
 from sit_onnx.graph.walk import graph_label, walk_graphs
-from sit_onnx.neurons.activation import FUNCTIONS, ActivationParams, activation_function, erf
+from sit_onnx.neurons.activation import GATE_FUNCTIONS, SITE_FUNCTIONS, ActivationParams, activation_function, erf
 
 MS_DOMAIN = "com.microsoft"
 MAX_CHAIN_NODES = 16  # an Erf or tanh GELU is 5-10 nodes; a longer walk has left the activation
@@ -174,7 +175,7 @@ def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarr
 def _gelu_chain(graph: gs.Graph, anchor: gs.Node, form: str) -> ActivationSite:
     x, output = _gelu_ends(graph, anchor)
     nodes = _chain(graph, x, output)  # holds the anchor: the output is reached from it through one_plus
-    error = np.max(np.abs(_evaluate(nodes, x, output) - FUNCTIONS["gelu"].exact(CHAIN_CHECK_POINTS)))
+    error = np.max(np.abs(_evaluate(nodes, x, output) - SITE_FUNCTIONS["gelu"].exact(CHAIN_CHECK_POINTS)))
     if not error <= CHAIN_TOLERANCE:
         raise NoSite(f"the nodes around it compute no GELU (off by {error:.3g} on [-6, 6])")
     return ActivationSite(anchor.name, graph, "gelu", form, x, output, nodes)
@@ -367,9 +368,9 @@ def find_activation_sites(
     graph: gs.Graph, functions: set[str], misses: list[ActivationMiss] | None = None
 ) -> list[ActivationSite]:
     """Every site of the wanted functions, in graph order; near misses into `misses` with why."""
-    unknown = sorted(set(functions) - set(FUNCTIONS))
+    unknown = sorted(set(functions) - set(SITE_FUNCTIONS))
     if unknown:
-        raise ValueError(f"unknown activations {unknown}; known: {', '.join(FUNCTIONS)}")
+        raise ValueError(f"unknown activations {unknown}; known: {', '.join(SITE_FUNCTIONS)}")
     sites, taken = [], set()
     for sub in walk_graphs(graph):
         for node in sub.nodes:
@@ -402,7 +403,8 @@ def activation_attributes(params: ActivationParams) -> dict:
 
 def replace_activation(site: ActivationSite, params: ActivationParams, opset: int, names) -> list[str]:
     """Swap the site's nodes for one SpikingActivation (after an Add of the bias, and between
-    Casts for float16 below opset 15, where the function body has no casts); the op types inserted."""
+    Casts for float16 below opset 15, where the function body has no casts), followed by a Mul by x
+    for a gate set (x * gate(x)); the op types inserted."""
     graph, base = site.graph, site.name or site.function
     for node in site.nodes:
         node.inputs.clear()
@@ -420,12 +422,16 @@ def replace_activation(site: ActivationSite, params: ActivationParams, opset: in
 
     x = add("Add", [site.x, site.bias]) if site.bias is not None else site.x
     attrs = activation_attributes(params.rescaled(site.scale) if site.scale != 1.0 else params)
+    gated = activation_function(params.function).gates is not None
+    out = None if gated else site.output  # a gate's output is multiplied by x into the site's
     if dtype == np.float16 and opset < CASTLIKE_OPSET:
         wide = add("Cast", [x], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}, out_dtype=np.float32)
         y = add(SPIKING_ACTIVATION, [wide], attrs, DOMAIN, out_dtype=np.float32)
-        add("Cast", [y], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=site.output)
+        y = add("Cast", [y], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=out)
     else:
-        add(SPIKING_ACTIVATION, [x], attrs, DOMAIN, out=site.output)
+        y = add(SPIKING_ACTIVATION, [x], attrs, DOMAIN, out=out)
+    if gated:
+        add("Mul", [x, y], out=site.output)
     return inserted
 
 
@@ -435,5 +441,8 @@ def parse_activations(text: str) -> tuple[str, ...]:
     if names in ((), ("none",)):
         return ()
     for name in names:
-        activation_function(name)
+        if name not in SITE_FUNCTIONS:
+            known = ", ".join(SITE_FUNCTIONS)
+            hint = " (a gate's set is chosen by --activation-form gated)" if name in GATE_FUNCTIONS else ""
+            raise SitOnnxError(f"unknown activation {name!r}{hint}; known: {known}")
     return names

@@ -27,10 +27,17 @@ from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_label, graph_protos
-from sit_onnx.neurons.activation import ActivationParams, load_activation, shipped_activation
+from sit_onnx.neurons.activation import (
+    GATE_OF,
+    ActivationParams,
+    activation_function,
+    load_activation,
+    shipped_activation,
+)
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
 from sit_onnx.neurons.softmax import SoftmaxOptions
 
+ACTIVATION_FORMS = ("direct", "gated")
 MIN_OPSET = 13  # function bodies need ReduceSum's axes input; older models are converted up first
 
 
@@ -58,6 +65,10 @@ class RewriteOptions:
     # K of the activations' neurons (None: the softmax set's K). GELU's error dominates a converted
     # encoder's (issue 14): spending steps there and not on softmax is the better trade.
     activation_steps: int | None = None
+    # "direct": each neuron computes its activation (the layer behind it is fed by spikes); "gated":
+    # GELU, SiLU and HardSwish as x * gate(x), the neuron computing the gate: 2-5x less error, but
+    # the product is analog, so the layer behind it stays MACs. Functions without a gate are direct.
+    activation_form: str = "direct"
 
     def activation_k(self, steps: int) -> int:
         """The activations' K, given the softmax set's K."""
@@ -67,18 +78,26 @@ class RewriteOptions:
         """Per asked-for function, its set: a given file, else the shipped one for the activations' K
         (`steps`, the softmax set's K, unless `activation_steps` says otherwise)."""
         steps = self.activation_k(steps)
+        if self.activation_form not in ACTIVATION_FORMS:
+            raise SitOnnxError(f"--activation-form {self.activation_form!r}; known: {', '.join(ACTIVATION_FORMS)}")
         given = {}
         for path in self.activation_params:
             loaded = load_activation(path)
-            if loaded.function in given:
-                raise SitOnnxError(f"--activation-params: two files for {loaded.function}")
-            given[loaded.function] = loaded
+            serves = activation_function(loaded.function).site_function
+            if serves in given:
+                raise SitOnnxError(f"--activation-params: two files for {serves}")
+            given[serves] = loaded
         stray = sorted(set(given) - set(self.activations))
         if stray:
-            raise SitOnnxError(
-                f"--activation-params holds a {stray[0]} set, but --activations does not name {stray[0]}"
-            )
-        return {name: given.get(name) or shipped_activation(name, steps) for name in self.activations}
+            held = given[stray[0]].function
+            raise SitOnnxError(f"--activation-params holds a {held} set, but --activations does not name {stray[0]}")
+        return {
+            name: given.get(name) or shipped_activation(self.set_function(name), steps) for name in self.activations
+        }
+
+    def set_function(self, name: str) -> str:
+        """The function of the set a site of `name` gets: its gate when gated and it has one."""
+        return GATE_OF.get(name, name) if self.activation_form == "gated" else name
 
     def softmax_options(self) -> SoftmaxOptions:
         """How each site's neurons are fed: the reference's options (the same numbers, by construction)."""
@@ -318,6 +337,7 @@ def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParam
                 "output": site.output.name,
                 "range": [v / site.scale for v in own.input_range],
                 "steps": own.steps,
+                "set": own.function,  # gelu_gate: the neuron computes the gate, a Mul by x the site
                 "replaced_with": inserted,
             }
         )

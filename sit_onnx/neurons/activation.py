@@ -56,6 +56,10 @@ def _hardswish(x: np.ndarray) -> np.ndarray:
     return x * _hardsigmoid(x)
 
 
+def _normal_cdf(x: np.ndarray) -> np.ndarray:  # GELU's gate: GELU(x) = x * Phi(x)
+    return 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+
+
 @dataclass(frozen=True)
 class ActivationFunction:
     """A target: its exact float64 form, the range its shipped sets cover, and its tails."""
@@ -64,25 +68,59 @@ class ActivationFunction:
     exact: Callable[[np.ndarray], np.ndarray]
     default_range: tuple[float, float]
     tails: tuple[float, float, float, float]  # slope, intercept below LO; slope, intercept above HI
+    # A gate g of x * g(x): the neuron computes g, the graph multiplies by x; it is fitted and
+    # judged by x * g against `gates` (the function a site computes), so its error counts times |x|.
+    gates: str | None = None
+
+    def output(self, x: np.ndarray, neuron_out: np.ndarray) -> np.ndarray:
+        """What the site computes from the neuron's output: the gated product for a gate."""
+        return x * neuron_out if self.gates else neuron_out
+
+    @property
+    def site_function(self) -> str:
+        return self.gates or self.name
 
 
-FUNCTIONS = {
+_UNIT_STEP_TAILS = (0.0, 0.0, 0.0, 1.0)  # 0 below the range, 1 above: a gate saturates
+
+SITE_FUNCTIONS = {
     f.name: f
     for f in (
         ActivationFunction("gelu", _gelu, (-4.0, 4.0), (0.0, 0.0, 1.0, 0.0)),
         ActivationFunction("silu", _silu, (-8.0, 8.0), (0.0, 0.0, 1.0, 0.0)),
-        ActivationFunction("sigmoid", _sigmoid, (-8.0, 8.0), (0.0, 0.0, 0.0, 1.0)),
+        ActivationFunction("sigmoid", _sigmoid, (-8.0, 8.0), _UNIT_STEP_TAILS),
         ActivationFunction("tanh", np.tanh, (-4.0, 4.0), (0.0, -1.0, 0.0, 1.0)),
-        ActivationFunction("hardsigmoid", _hardsigmoid, (-3.0, 3.0), (0.0, 0.0, 0.0, 1.0)),
+        ActivationFunction("hardsigmoid", _hardsigmoid, (-3.0, 3.0), _UNIT_STEP_TAILS),
         ActivationFunction("hardswish", _hardswish, (-3.0, 3.0), (0.0, 0.0, 1.0, 0.0)),
     )
 }
+GATE_FUNCTIONS = {
+    f.name: f
+    for f in (
+        ActivationFunction("gelu_gate", _normal_cdf, (-4.0, 4.0), _UNIT_STEP_TAILS, gates="gelu"),
+        ActivationFunction("silu_gate", _sigmoid, (-8.0, 8.0), _UNIT_STEP_TAILS, gates="silu"),
+        ActivationFunction("hardswish_gate", _hardsigmoid, (-3.0, 3.0), _UNIT_STEP_TAILS, gates="hardswish"),
+    )
+}
+FUNCTIONS = {**SITE_FUNCTIONS, **GATE_FUNCTIONS}  # every target a set can be fitted to
+GATE_OF = {f.gates: f.name for f in GATE_FUNCTIONS.values()}  # site function -> its gate
 
 
 def activation_function(name: str) -> ActivationFunction:
     if name not in FUNCTIONS:
         raise SitOnnxError(f"unknown activation {name!r}; known: {', '.join(FUNCTIONS)}")
     return FUNCTIONS[name]
+
+
+def site_output(x: np.ndarray, params: ActivationParams) -> np.ndarray:
+    """What a converted site computes: the op's output, times x for a gate set (the rewrite's Mul)."""
+    y = spiking_activation(x, params)
+    return activation_function(params.function).output(np.asarray(x, dtype=y.dtype), y)
+
+
+def site_exact(function: str, x: np.ndarray) -> np.ndarray:
+    """The float64 function a set's site computes (a gate's: the gated function)."""
+    return activation_function(activation_function(function).site_function).exact(x)
 
 
 @dataclass(frozen=True)
@@ -123,19 +161,23 @@ class ActivationParams:
         """The set computing f(beta x) / beta, exactly this neuron on beta x: every threshold,
         reset, weight, the bias, the range and the tails' intercepts divided by beta (the neuron's
         membrane is then v / beta throughout, its spikes the same). x * Sigmoid(beta x), Swish-beta
-        (CLIP's QuickGELU: beta = 1.702), is SiLU's set rescaled."""
+        (CLIP's QuickGELU: beta = 1.702), is SiLU's set rescaled. A gate's output is not divided:
+        its set computes Sigmoid(beta x), and the site's x * Sigmoid(beta x) is SiLU(beta x) / beta."""
         if not (math.isfinite(beta) and beta > 0):
             raise SitOnnxError(f"an activation set can be rescaled by a finite beta > 0, not {beta!r}")
         n = self.neuron
-        scaled = {
-            name: tuple(v / beta for v in getattr(n, name))
-            for name in ("thresholds", "resets", "weights", "input_range")
-        }
+        out = 1.0 if activation_function(self.function).gates else beta
+        scaled = {name: tuple(v / beta for v in getattr(n, name)) for name in ("thresholds", "resets", "input_range")}
         neuron = replace(
-            n, **scaled, rmse=n.rmse / beta, max_error=n.max_error / beta, meta={**n.meta, "input_scale": beta}
+            n,
+            **scaled,
+            weights=tuple(v / out for v in n.weights),
+            rmse=n.rmse / beta,
+            max_error=n.max_error / beta,
+            meta={**n.meta, "input_scale": beta},
         )
         s_lo, c_lo, s_hi, c_hi = self.tails
-        return replace(self, neuron=neuron, bias=self.bias / beta, tails=(s_lo, c_lo / beta, s_hi, c_hi / beta))
+        return replace(self, neuron=neuron, bias=self.bias / out, tails=(s_lo, c_lo / out, s_hi, c_hi / out))
 
     def to_json(self) -> str:
         record = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
@@ -215,7 +257,7 @@ class ActivationQuality:
     function: str
     steps: int
     range: tuple[float, float]
-    rmse: float  # of the neuron on the range, uniform points
+    rmse: float  # of the site's output on the range, uniform points (a gate's: of x * gate)
     max_error: float
     mean_spikes: float
     tail_max_error: float  # |tail - function| at the range ends, the jump a user sees there
@@ -226,9 +268,9 @@ def activation_quality(params: ActivationParams, points: int = EVAL_POINTS, seed
     lo, hi = params.input_range
     x = np.random.default_rng(seed).uniform(lo, hi, points)
     y, spikes = spiking_activation(x, params, return_spikes=True)
-    err = y - target.exact(x)
+    err = target.output(x, y) - site_exact(params.function, x)
     ends = np.array([lo - 1e-6, hi + 1e-6, lo - 100.0, hi + 100.0])
-    tail_err = np.abs(spiking_activation(ends, params) - target.exact(ends))
+    tail_err = np.abs(site_output(ends, params) - site_exact(params.function, ends))
     return ActivationQuality(
         params.function,
         params.steps,
@@ -253,8 +295,8 @@ def fit_activation(
     """Fit the neuron and its bias to `function` on the range (default: the function's own)
     by SI-exp's two phases (surrogate-gradient explore, coordinate polish), d and bias by least squares.
     With `samples` (real inputs of the activation), the error is weighted by how often each part
-    of the range occurs there (plus a floor, so no part is abandoned). With `warm_start` (a set of
-    the same function and K), the exploration is skipped: its T and h are polished."""
+    of the range occurs there (plus a floor, so no part is abandoned); a gate's, also by |x|. With
+    `warm_start` (a set of the same function and K), the exploration is skipped: its T and h are polished."""
     from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, LeastSquaresTarget, explore_start, hop_steps, polish_steps
 
     target = activation_function(function)
@@ -266,6 +308,8 @@ def fit_activation(
     x = np.linspace(lo, hi, GRID_POINTS)
     y = target.exact(x)
     weight = None if samples is None else sample_weights(x, samples)
+    if target.gates:  # the site's error is x times the gate's
+        weight = (1.0 if weight is None else weight) * gate_weights(x)
     if warm_start is not None:
         if warm_start.function != function or warm_start.steps != steps:
             raise SitOnnxError(
@@ -296,6 +340,13 @@ def fit_activation(
 
 
 SAMPLE_WEIGHT_FLOOR = 0.05  # of the mean density: rarely seen parts of the range still count
+GATE_WEIGHT_FLOOR = 1e-3  # of the range's largest |x|: the gate still has a target where x is 0
+
+
+def gate_weights(grid: np.ndarray) -> np.ndarray:
+    """Per grid point, |x| (floored): a gate's error reaches the site multiplied by x."""
+    scale = float(np.max(np.abs(grid)))
+    return np.maximum(np.abs(grid), GATE_WEIGHT_FLOOR * scale)
 
 
 def sample_weights(grid: np.ndarray, samples: np.ndarray) -> np.ndarray:

@@ -35,10 +35,10 @@ def test_rewrite_converts_the_asked_activations_and_reports_them(gelu_path, tmp_
     assert result.exit_code == 0, result.output
     assert "1 of 1 softmax sites converted, 2 activations" in result.output
     header, rows = parse_table(result.output[result.output.index("activation  ") :])
-    assert header == ["activation", "graph", "function", "form", "range", "K"]
+    assert header == ["activation", "graph", "function", "form", "set", "range", "K"]
     assert rows == [
-        ["erf", "main", "gelu", "Erf form", "[-4.0, 4.0]", "8"],
-        ["tanh", "main", "tanh", "Tanh", "[-4.0, 4.0]", "8"],
+        ["erf", "main", "gelu", "Erf form", "gelu", "[-4.0, 4.0]", "8"],
+        ["tanh", "main", "tanh", "Tanh", "tanh", "[-4.0, 4.0]", "8"],
     ]
     converted = onnx.load(str(out))
     assert [n.op_type for n in converted.graph.node] == ["SpikingActivation", "SpikingActivation", "SpikingSoftmax"]

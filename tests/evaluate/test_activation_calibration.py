@@ -187,11 +187,11 @@ def test_inputs_are_drawn_down_to_two_halves(monkeypatch):
 def test_one_input_is_both_halves_and_the_range_ends_count_as_inside():
     from sit_onnx.evaluate.activation_params import _choose
 
-    one = _choose("tanh", 1, np.array([0.5]), 8, polish=False)
+    one = _choose("tanh", "tanh", 1, np.array([0.5]), 8, polish=False)
     assert one.samples == 1 and one.candidates["shipped"] == held_out_error(
         shipped_activation("tanh", 8), np.array([0.5])
     )
-    ends = _choose("tanh", 2, np.array([-4.0, 4.0, 4.5, -9.0]), 8, polish=False)
+    ends = _choose("tanh", "tanh", 2, np.array([-4.0, 4.0, 4.5, -9.0]), 8, polish=False)
     assert ends.inside_range == 0.5 and ends.sites == 2
 
 
@@ -207,7 +207,7 @@ def test_the_polish_sees_one_half_and_the_choice_is_scored_on_the_other(monkeypa
 
     monkeypatch.setattr(activation_params, "fit_activation", record)
     x = np.random.default_rng(3).normal(size=1001)
-    choice = activation_params._choose("tanh", 1, x, 8, polish=True)
+    choice = activation_params._choose("tanh", "tanh", 1, x, 8, polish=True)
     drawn = np.random.default_rng(0).permutation(x)
     np.testing.assert_array_equal(seen["fit"], drawn[0::2])
     assert choice.candidates["shipped"] == held_out_error(shipped_activation("tanh", 8), drawn[1::2])

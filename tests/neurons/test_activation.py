@@ -136,6 +136,10 @@ SHIPPED_RMSE = {
     "tanh": (0.027, 0.021, 0.0149, 0.012, 0.0103),
     "hardsigmoid": (0.0041, 0.0026, 0.0018, 0.0017, 0.0011),
     "hardswish": (0.053, 0.035, 0.03, 0.021, 0.0175),
+    # the gates of --activation-form gated, judged as x * gate against the gated function
+    "gelu_gate": (0.011, 0.0065, 0.0055, 0.0047, 0.0039),
+    "silu_gate": (0.019, 0.0155, 0.012, 0.0115, 0.0095),
+    "hardswish_gate": (0.0093, 0.006, 0.0048, 0.0029, 0.0017),
 }
 
 
