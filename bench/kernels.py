@@ -16,6 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -244,8 +245,10 @@ def bench_activation(args, provider):
     native = {form: gelu_graph(shape, form) for form in ("Gelu", "Erf form")}
     options = RewriteOptions(steps=args.steps, activations=("gelu",))
     spiking = rewrite_model(native["Gelu"], options)[0]
+    gated = rewrite_model(native["Gelu"], replace(options, activation_form="gated"))[0]
     sessions = {form: session(m, provider, False) for form, m in native.items()}
     sessions["spiking"] = session(spiking, provider)
+    sessions["gated"] = session(gated, provider)  # the gate set, attribute gate=1: x * the neuron
     if provider == "cpu":
         sessions["Gelu 1 thread"] = session(native["Gelu"], provider, False, threads=1)
         sessions["spiking 1 thread"] = session(spiking, provider, threads=1)
@@ -253,7 +256,8 @@ def bench_activation(args, provider):
     text = (
         f"{provider:4} {label:34} Gelu op {ms['Gelu']:7.3f} ms | Erf form {ms['Erf form']:7.3f} ms | "
         f"SpikingActivation {ms['spiking']:7.3f} ms ({ms['spiking'] / ms['Gelu']:.2f}x the Gelu op, "
-        f"{ms['spiking'] / ms['Erf form']:.2f}x the Erf form)"
+        f"{ms['spiking'] / ms['Erf form']:.2f}x the Erf form) | gated {ms['gated']:7.3f} ms "
+        f"({ms['gated'] / ms['Gelu']:.2f}x the Gelu op)"
     )
     if provider == "cpu":
         text += f" | 1 thread: {ms['spiking 1 thread'] / ms['Gelu 1 thread']:.2f}x"

@@ -26,19 +26,21 @@ std::string CheckExpParams(const std::vector<float>& thresholds, const std::vect
   return "";
 }
 
-std::string CheckActivationAttrs(float low, float high, float bias, const std::vector<float>& tails,
+std::string CheckActivationAttrs(float low, float high, float bias, const std::vector<float>& tails, int64_t gate,
                                  ActivationAttrs* out) {
   if (!std::isfinite(low) || !std::isfinite(high) || !(low < high)) {
     return "low and high must be finite with low < high (got " + std::to_string(low) + ", " + std::to_string(high) + ")";
   }
   if (tails.size() != 4) return "tails has " + std::to_string(tails.size()) + " values; need 4";
   if (!std::isfinite(bias)) return "bias must be finite";
+  if (gate != 0 && gate != 1) return "gate must be 0 or 1, got " + std::to_string(gate);
   for (const float v : tails) {
     if (!std::isfinite(v)) return "tails holds a NaN or infinite value";
   }
   out->low = low;
   out->high = high;
   out->bias = bias;
+  out->gate = gate == 1;
   for (int i = 0; i < 4; ++i) out->tails[i] = tails[static_cast<size_t>(i)];
   return "";
 }

@@ -91,7 +91,7 @@ class Harness:
         x, y, stream, half = self._io(x)
         _alive, (t, h, d), k = self._params(params.neuron)
         lo, hi = params.input_range
-        act = np.array([lo, hi, params.bias, *params.tails], dtype=np.float32)
+        act = np.array([lo, hi, params.bias, *params.tails, float(params.gate)], dtype=np.float32)
         a = act.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         self._call(
             self.lib.sit_harness_activation,

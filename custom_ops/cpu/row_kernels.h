@@ -217,16 +217,17 @@ struct RowKernels {
     Map(x, y, n, [&](V a) { return S::Div(one, S::Add(one, Exp(S::Sub(S::Set(0.f), a)))); });
   }
 
-  // y + bias where low <= x <= high (and for NaN, which SI-exp kept), else slope * x + intercept of
-  // that side, multiplied and added in two roundings as the reference does.
+  // y + bias (a gate: x * (y + bias)) where low <= x <= high (and for NaN, which SI-exp kept), else
+  // slope * x + intercept of that side, multiplied and added in two roundings as the reference does.
   static void Activation(const float* x, float* y, int64_t n, const ActivationAttrs& a) {
     const V low = S::Set(a.low), high = S::Set(a.high), bias = S::Set(a.bias);
     const V s_lo = S::Set(a.tails[0]), c_lo = S::Set(a.tails[1]), s_hi = S::Set(a.tails[2]), c_hi = S::Set(a.tails[3]);
-    const bool flat_lo = a.tails[0] == 0.f, flat_hi = a.tails[2] == 0.f;
+    const bool flat_lo = a.tails[0] == 0.f, flat_hi = a.tails[2] == 0.f, gate = a.gate;
     auto finish = [&](V in, V acc) {
       const V below = flat_lo ? c_lo : S::Add(S::Mul(s_lo, in), c_lo);
       const V above = flat_hi ? c_hi : S::Add(S::Mul(s_hi, in), c_hi);
-      const V out = S::Where(S::Greater(low, in), below, S::Add(acc, bias));
+      const V neuron = S::Add(acc, bias);
+      const V out = S::Where(S::Greater(low, in), below, gate ? S::Mul(in, neuron) : neuron);
       return S::Where(S::Greater(in, high), above, out);
     };
     int64_t i = 0;

@@ -67,7 +67,7 @@ __attribute__((visibility("default"))) int sit_harness_exp(void* stream, const v
   return Repeat(s, repeats, elapsed_ms, [&] { return sit::LaunchSpikingExp(s, x, y, n, params, half != 0); });
 }
 
-// SpikingActivation: `act` holds low, high, bias, then the 4 tails.
+// SpikingActivation: `act` holds low, high, bias, the 4 tails, then gate (0 or 1).
 __attribute__((visibility("default"))) int sit_harness_activation(void* stream, const void* x, void* y, int64_t n,
                                                                   const float* thresholds, const float* resets,
                                                                   const float* weights, int steps, const float* act,
@@ -76,7 +76,8 @@ __attribute__((visibility("default"))) int sit_harness_activation(void* stream, 
   if (ReadParams(thresholds, resets, weights, steps, &params)) return 1;
   sit::ActivationAttrs attrs;
   const std::string error =
-      sit::CheckActivationAttrs(act[0], act[1], act[2], std::vector<float>(act + 3, act + 7), &attrs);
+      sit::CheckActivationAttrs(act[0], act[1], act[2], std::vector<float>(act + 3, act + 7),
+                                static_cast<int64_t>(act[7]), &attrs);
   if (!error.empty()) {
     last_error = error;
     return 1;

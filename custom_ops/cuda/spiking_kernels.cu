@@ -95,14 +95,16 @@ struct ExpOnly {
   __device__ __forceinline__ float operator()(float, float acc) const { return acc; }
 };
 
-// What SpikingActivation writes: acc + bias on [low, high] (and for NaN), else that side's tail,
-// slope * x + intercept in two roundings (a slope of 0: the intercept), as the CPU kernels.
+// What SpikingActivation writes: acc + bias on [low, high] (and for NaN; a gate: x times that),
+// else that side's tail, slope * x + intercept in two roundings (a slope of 0: the intercept), as
+// the CPU kernels.
 struct ActivationFinish {
   ActivationAttrs a;
   __device__ __forceinline__ float operator()(float x, float acc) const {
     if (x < a.low) return a.tails[0] == 0.f ? a.tails[1] : __fadd_rn(__fmul_rn(a.tails[0], x), a.tails[1]);
     if (x > a.high) return a.tails[2] == 0.f ? a.tails[3] : __fadd_rn(__fmul_rn(a.tails[2], x), a.tails[3]);
-    return __fadd_rn(acc, a.bias);
+    const float neuron = __fadd_rn(acc, a.bias);
+    return a.gate ? __fmul_rn(x, neuron) : neuron;
   }
 };
 

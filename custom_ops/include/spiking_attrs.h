@@ -17,11 +17,13 @@ struct ExpParams {
   float weights[kMaxSteps];
 };
 
-// SpikingActivation's numbers beside its neuron: y = bias + sum d(t)z(t) on [low, high], else the
-// tail of that side, slope * x + intercept (a slope of 0 gives the intercept, also for x = +-inf).
+// SpikingActivation's numbers beside its neuron: y = bias + sum d(t)z(t) on [low, high] (a gate:
+// x times that), else the tail of that side, slope * x + intercept (a slope of 0 gives the
+// intercept, also for x = +-inf).
 struct ActivationAttrs {
   float low = 0.f, high = 0.f, bias = 0.f;
   float tails[4] = {0.f, 0.f, 0.f, 0.f};  // slope, intercept below low; slope, intercept above high
+  bool gate = false;                      // x * gate(x): GELU as x * Phi(x), SiLU as x * Sigmoid(x)
 };
 
 struct NormAttrs {
@@ -32,7 +34,7 @@ struct NormAttrs {
 // Returns "" when the attributes are usable, else why not.
 std::string CheckExpParams(const std::vector<float>& thresholds, const std::vector<float>& resets,
                            const std::vector<float>& weights, ExpParams* out);
-std::string CheckActivationAttrs(float low, float high, float bias, const std::vector<float>& tails,
+std::string CheckActivationAttrs(float low, float high, float bias, const std::vector<float>& tails, int64_t gate,
                                  ActivationAttrs* out);
 std::string CheckNormAttrs(int64_t axis, int64_t time_steps, int64_t rank, NormAttrs* out);
 

@@ -117,9 +117,11 @@ struct ActivationKernelBase {
   std::string Init(const Ort::ConstKernelInfo& info) {
     std::string error = exp.Init(info);
     float low = 0.f, high = 0.f, bias = 0.f;
+    int64_t gate = 0;
     if (error.empty()) error = ReadFloatAttribute(info, "low", true, 0.f, &low);
     if (error.empty()) error = ReadFloatAttribute(info, "high", true, 0.f, &high);
     if (error.empty()) error = ReadFloatAttribute(info, "bias", false, 0.f, &bias);
+    if (error.empty()) error = ReadIntAttribute(info, "gate", 0, &gate);
     if (!error.empty()) return error;
     std::vector<float> tails;
     try {
@@ -127,7 +129,7 @@ struct ActivationKernelBase {
     } catch (const Ort::Exception&) {
       return "tails must be a list of 4 floats";
     }
-    return CheckActivationAttrs(low, high, bias, tails, &act);
+    return CheckActivationAttrs(low, high, bias, tails, gate, &act);
   }
 };
 

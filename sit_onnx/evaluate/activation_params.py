@@ -24,7 +24,7 @@ from sit_onnx.neurons.activation import (
     fit_activation,
     shipped_activation,
     site_exact,
-    site_output,
+    spiking_activation,
 )
 
 SAMPLES_PER_HALF = 200_000  # inputs drawn per half: a stable weighting, seconds to polish on
@@ -52,7 +52,7 @@ class ActivationChoice:
 
 def held_out_error(params: ActivationParams, x: np.ndarray) -> dict:
     """The site's error on x (a gate set's: of x * gate)."""
-    err = site_output(x, params).astype(np.float64) - site_exact(params.function, x)
+    err = spiking_activation(x, params).astype(np.float64) - site_exact(params.function, x)
     return {"rmse": float(np.sqrt(np.mean(err**2))), "max_error": float(np.max(np.abs(err)))}
 
 

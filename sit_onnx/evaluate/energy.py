@@ -12,7 +12,8 @@ Convention used here, per sample:
 - A layer fed by a SpikingActivation is event-driven for the inputs inside the set's range
   (MACs x spikes per neuron x E_AC; each spike's weight d(t) folds into the synapse, the
   bias into the layer's bias) and stays a MAC for the share in the tails, which pass an
-  analog value; the neuron costs 2 accumulates per spike, as SI-exp.
+  analog value; the neuron costs 2 accumulates per spike, as SI-exp. A gated one (attribute
+  `gate`: x times the neuron) passes an analog product: the layer behind it stays MACs.
 This convention ignores memory traffic, which dominates the energy of real hardware.
 """
 
@@ -155,7 +156,8 @@ def estimate_energy(
             continue
         if node.op_type == SPIKING_ACTIVATION:
             rate, analog, accumulates = _activation_activity(node, values[node.input[0]])
-            rates[node.output[0]] = (rate, analog)
+            if not _attr(node, "gate", 0):  # a gate's output, x times its spikes' sum, is analog
+                rates[node.output[0]] = (rate, analog)
             report.neuron_ops += accumulates / batch
         if node.op_type in (SPIKING_EXP, SPIKING_SOFTMAX):
             report.neuron_ops += _si_exp_accumulates(node, values[node.input[0]]) / batch

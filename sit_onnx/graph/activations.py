@@ -27,7 +27,7 @@ from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS, constant_value
 from sit_onnx.graph.types import known_dtype, traced_dtype
 from sit_onnx.graph.walk import graph_label, walk_graphs
-from sit_onnx.neurons.activation import GATE_FUNCTIONS, SITE_FUNCTIONS, ActivationParams, activation_function, erf
+from sit_onnx.neurons.activation import GATE_FUNCTIONS, SITE_FUNCTIONS, ActivationParams, erf
 
 MS_DOMAIN = "com.microsoft"
 MAX_CHAIN_NODES = 16  # an Erf or tanh GELU is 5-10 nodes; a longer walk has left the activation
@@ -398,13 +398,13 @@ def activation_attributes(params: ActivationParams) -> dict:
         "high": float(n.input_range[1]),
         "bias": params.bias,
         "tails": [float(v) for v in params.tails],
+        **({"gate": 1} if params.gate else {}),  # x * the neuron inside the range (a gate set)
     }
 
 
 def replace_activation(site: ActivationSite, params: ActivationParams, opset: int, names) -> list[str]:
     """Swap the site's nodes for one SpikingActivation (after an Add of the bias, and between
-    Casts for float16 below opset 15, where the function body has no casts), followed by a Mul by x
-    for a gate set (x * gate(x)); the op types inserted."""
+    Casts for float16 below opset 15, where the function body has no casts); the op types inserted."""
     graph, base = site.graph, site.name or site.function
     for node in site.nodes:
         node.inputs.clear()
@@ -422,16 +422,12 @@ def replace_activation(site: ActivationSite, params: ActivationParams, opset: in
 
     x = add("Add", [site.x, site.bias]) if site.bias is not None else site.x
     attrs = activation_attributes(params.rescaled(site.scale) if site.scale != 1.0 else params)
-    gated = activation_function(params.function).gates is not None
-    out = None if gated else site.output  # a gate's output is multiplied by x into the site's
     if dtype == np.float16 and opset < CASTLIKE_OPSET:
         wide = add("Cast", [x], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}, out_dtype=np.float32)
         y = add(SPIKING_ACTIVATION, [wide], attrs, DOMAIN, out_dtype=np.float32)
-        y = add("Cast", [y], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=out)
+        add("Cast", [y], {"to": helper.np_dtype_to_tensor_dtype(dtype)}, out=site.output)
     else:
-        y = add(SPIKING_ACTIVATION, [x], attrs, DOMAIN, out=out)
-    if gated:
-        add("Mul", [x, y], out=site.output)
+        add(SPIKING_ACTIVATION, [x], attrs, DOMAIN, out=site.output)
     return inserted
 
 

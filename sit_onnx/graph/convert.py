@@ -541,6 +541,7 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """Expand SpikingExp/SpikingNorm into standard ops for runtimes without function support."""
     from onnx import inliner
 
+    _spell_out_defaults(model)
     inlined = inliner.inline_selected_functions(
         model, [(f.domain, f.name) for f in model.functions if f.domain == DOMAIN], exclude=False
     )
@@ -552,6 +553,17 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     for graph in graph_protos(inlined.graph):
         _float32_constants(graph)
     return inlined
+
+
+def _spell_out_defaults(model: onnx.ModelProto) -> None:
+    """Give each spiking node the attributes it leaves to its function's defaults (a
+    SpikingActivation's `gate`, a SpikingSoftmax's `shift`): onnx's inliner does not apply them,
+    and a body's `Constant` referring to an absent attribute has no value. Same numbers."""
+    defaults = {(f.domain, f.name): f.attribute_proto for f in model.functions if f.domain == DOMAIN}
+    for graph in graph_protos(model.graph):
+        for node in graph.node:
+            given = {a.name for a in node.attribute}
+            node.attribute.extend(a for a in defaults.get((node.domain, node.op_type), ()) if a.name not in given)
 
 
 def _float32_constants(graph: onnx.GraphProto) -> None:

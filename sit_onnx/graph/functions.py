@@ -249,8 +249,8 @@ def _tail(nodes: list, x: str, side: str, index: int) -> str:
 
 def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
     """SpikingActivation: its own unrolled neuron of `steps` (not a SpikingExp call, whose K is the
-    softmax sets'), then the bias inside [low, high] and a straight tail outside, in float32 as the
-    kernels compute."""
+    softmax sets'), then the bias (and for a gate, times x) inside [low, high] and a straight tail
+    outside, in float32 as the kernels compute."""
     floats, single = onnx.AttributeProto.FLOATS, onnx.AttributeProto.FLOAT
     nodes, x = _neuron_nodes(steps, opset)
     nodes += [
@@ -261,7 +261,10 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
         _vector("tails_size", [4]),
         helper.make_node("Reshape", ["tails_given", "tails_size"], ["tails"]),  # fails unless 4 values
         _scalar("zero", 0.0, TensorProto.FLOAT),
-        helper.make_node("Add", ["y_f32", "bias"], ["inside"]),
+        helper.make_node("Add", ["y_f32", "bias"], ["neuron_out"]),
+        *_checked_gate(),
+        helper.make_node("Mul", [x, "neuron_out"], ["gated_out"]),
+        helper.make_node("Where", ["is_gate", "gated_out", "neuron_out"], ["inside"]),
     ]
     below, above = _tail(nodes, x, "below", 0), _tail(nodes, x, "above", 2)
     nodes += [
@@ -280,8 +283,26 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
         [helper.make_opsetid("", opset)],
         attributes=["thresholds", "resets", "weights", "low", "high", "tails"],
     )
-    function.attribute_proto.extend([helper.make_attribute("bias", 0.0)])
+    function.attribute_proto.extend([helper.make_attribute("bias", 0.0), helper.make_attribute("gate", 0)])
     return function
+
+
+def _checked_gate() -> list[onnx.NodeProto]:
+    """`is_gate`, a bool scalar from the `gate` attribute, refusing what the kernels refuse: a
+    one-element tensor is reshaped to [1 + gate * (gate - 1)], which fails unless gate is 0 or 1."""
+    return [
+        _ref_constant("gate", "gate", onnx.AttributeProto.INT),
+        _scalar("one_i", 1),
+        _vector("one_shape", [1]),
+        helper.make_node("Sub", ["gate", "one_i"], ["gate_less_one"]),
+        helper.make_node("Mul", ["gate", "gate_less_one"], ["gate_off"]),
+        helper.make_node("Add", ["gate_off", "one_i"], ["gate_size"]),
+        helper.make_node("Reshape", ["gate_size", "one_shape"], ["gate_shape"]),
+        helper.make_node("Reshape", ["gate", "one_shape"], ["gate_one"]),
+        helper.make_node("Reshape", ["gate_one", "gate_shape"], ["gate_checked"]),  # fails unless 0 or 1
+        helper.make_node("Squeeze", ["gate_checked"], ["gate_scalar"]),
+        helper.make_node("Cast", ["gate_scalar"], ["is_gate"], to=TensorProto.BOOL),
+    ]
 
 
 def spiking_functions(steps: int, opset: int, activation_steps: int | None = None) -> list[onnx.FunctionProto]:

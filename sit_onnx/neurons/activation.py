@@ -68,38 +68,36 @@ class ActivationFunction:
     exact: Callable[[np.ndarray], np.ndarray]
     default_range: tuple[float, float]
     tails: tuple[float, float, float, float]  # slope, intercept below LO; slope, intercept above HI
-    # A gate g of x * g(x): the neuron computes g, the graph multiplies by x; it is fitted and
-    # judged by x * g against `gates` (the function a site computes), so its error counts times |x|.
+    # A gate g of x * g(x) (the op's `gate` attribute): the neuron computes g, the op multiplies it
+    # by x inside the range; outside, the tails are the gated function's own. Fitted and judged by
+    # x * g against `gates` (the function a site computes), so its error counts times |x|.
     gates: str | None = None
-
-    def output(self, x: np.ndarray, neuron_out: np.ndarray) -> np.ndarray:
-        """What the site computes from the neuron's output: the gated product for a gate."""
-        return x * neuron_out if self.gates else neuron_out
 
     @property
     def site_function(self) -> str:
         return self.gates or self.name
 
 
-_UNIT_STEP_TAILS = (0.0, 0.0, 0.0, 1.0)  # 0 below the range, 1 above: a gate saturates
+_UNIT_STEP_TAILS = (0.0, 0.0, 0.0, 1.0)  # 0 below the range, 1 above: a sigmoid saturates
+_ZERO_THEN_IDENTITY = (0.0, 0.0, 1.0, 0.0)  # 0 below, x above: GELU, SiLU, HardSwish
 
 SITE_FUNCTIONS = {
     f.name: f
     for f in (
-        ActivationFunction("gelu", _gelu, (-4.0, 4.0), (0.0, 0.0, 1.0, 0.0)),
-        ActivationFunction("silu", _silu, (-8.0, 8.0), (0.0, 0.0, 1.0, 0.0)),
+        ActivationFunction("gelu", _gelu, (-4.0, 4.0), _ZERO_THEN_IDENTITY),
+        ActivationFunction("silu", _silu, (-8.0, 8.0), _ZERO_THEN_IDENTITY),
         ActivationFunction("sigmoid", _sigmoid, (-8.0, 8.0), _UNIT_STEP_TAILS),
         ActivationFunction("tanh", np.tanh, (-4.0, 4.0), (0.0, -1.0, 0.0, 1.0)),
         ActivationFunction("hardsigmoid", _hardsigmoid, (-3.0, 3.0), _UNIT_STEP_TAILS),
-        ActivationFunction("hardswish", _hardswish, (-3.0, 3.0), (0.0, 0.0, 1.0, 0.0)),
+        ActivationFunction("hardswish", _hardswish, (-3.0, 3.0), _ZERO_THEN_IDENTITY),
     )
 }
 GATE_FUNCTIONS = {
     f.name: f
     for f in (
-        ActivationFunction("gelu_gate", _normal_cdf, (-4.0, 4.0), _UNIT_STEP_TAILS, gates="gelu"),
-        ActivationFunction("silu_gate", _sigmoid, (-8.0, 8.0), _UNIT_STEP_TAILS, gates="silu"),
-        ActivationFunction("hardswish_gate", _hardsigmoid, (-3.0, 3.0), _UNIT_STEP_TAILS, gates="hardswish"),
+        ActivationFunction("gelu_gate", _normal_cdf, (-4.0, 4.0), _ZERO_THEN_IDENTITY, gates="gelu"),
+        ActivationFunction("silu_gate", _sigmoid, (-8.0, 8.0), _ZERO_THEN_IDENTITY, gates="silu"),
+        ActivationFunction("hardswish_gate", _hardsigmoid, (-3.0, 3.0), _ZERO_THEN_IDENTITY, gates="hardswish"),
     )
 }
 FUNCTIONS = {**SITE_FUNCTIONS, **GATE_FUNCTIONS}  # every target a set can be fitted to
@@ -110,12 +108,6 @@ def activation_function(name: str) -> ActivationFunction:
     if name not in FUNCTIONS:
         raise SitOnnxError(f"unknown activation {name!r}; known: {', '.join(FUNCTIONS)}")
     return FUNCTIONS[name]
-
-
-def site_output(x: np.ndarray, params: ActivationParams) -> np.ndarray:
-    """What a converted site computes: the op's output, times x for a gate set (the rewrite's Mul)."""
-    y = spiking_activation(x, params)
-    return activation_function(params.function).output(np.asarray(x, dtype=y.dtype), y)
 
 
 def site_exact(function: str, x: np.ndarray) -> np.ndarray:
@@ -161,12 +153,12 @@ class ActivationParams:
         """The set computing f(beta x) / beta, exactly this neuron on beta x: every threshold,
         reset, weight, the bias, the range and the tails' intercepts divided by beta (the neuron's
         membrane is then v / beta throughout, its spikes the same). x * Sigmoid(beta x), Swish-beta
-        (CLIP's QuickGELU: beta = 1.702), is SiLU's set rescaled. A gate's output is not divided:
-        its set computes Sigmoid(beta x), and the site's x * Sigmoid(beta x) is SiLU(beta x) / beta."""
+        (CLIP's QuickGELU: beta = 1.702), is SiLU's set rescaled. A gate's weights and bias stay:
+        it computes Sigmoid(beta x), which the op multiplies by x into SiLU(beta x) / beta."""
         if not (math.isfinite(beta) and beta > 0):
             raise SitOnnxError(f"an activation set can be rescaled by a finite beta > 0, not {beta!r}")
         n = self.neuron
-        out = 1.0 if activation_function(self.function).gates else beta
+        out = 1.0 if self.gate else beta
         scaled = {name: tuple(v / beta for v in getattr(n, name)) for name in ("thresholds", "resets", "input_range")}
         neuron = replace(
             n,
@@ -177,7 +169,12 @@ class ActivationParams:
             meta={**n.meta, "input_scale": beta},
         )
         s_lo, c_lo, s_hi, c_hi = self.tails
-        return replace(self, neuron=neuron, bias=self.bias / out, tails=(s_lo, c_lo / out, s_hi, c_hi / out))
+        return replace(self, neuron=neuron, bias=self.bias / out, tails=(s_lo, c_lo / beta, s_hi, c_hi / beta))
+
+    @property
+    def gate(self) -> bool:
+        """Whether this set is a gate: the op multiplies its neuron's output by x (attribute `gate`)."""
+        return activation_function(self.function).gates is not None
 
     def to_json(self) -> str:
         record = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
@@ -233,8 +230,8 @@ def shipped_activation(function: str, steps: int) -> ActivationParams:
 
 def spiking_activation(x: np.ndarray, params: ActivationParams, return_spikes: bool = False):
     """The reference of the SpikingActivation op, in the kernels' float32 order: the neuron's
-    sum of d(t)z(t), plus the bias; below LO / above HI the tail (a slope of 0 gives the
-    intercept itself, so -inf below GELU's range is 0, not NaN)."""
+    sum of d(t)z(t), plus the bias, times x for a gate set; below LO / above HI the tail (a slope
+    of 0 gives the intercept itself, so -inf below GELU's range is 0, not NaN)."""
     x = np.asarray(x)
     work = compute_dtype(x.dtype)
     xw = x.astype(work)
@@ -243,6 +240,7 @@ def spiking_activation(x: np.ndarray, params: ActivationParams, return_spikes: b
     s_lo, c_lo, s_hi, c_hi = (work.type(v) for v in params.tails)
     with np.errstate(over="ignore"):  # a sloped tail may overflow to +-inf, as the kernels do
         y = out + work.type(params.bias)
+        y = xw * y if params.gate else y
         below = c_lo if s_lo == 0 else s_lo * xw + c_lo
         above = c_hi if s_hi == 0 else s_hi * xw + c_hi
     y = np.where(xw < lo, below, np.where(xw > hi, above, y)).astype(x.dtype, copy=False)
@@ -264,13 +262,12 @@ class ActivationQuality:
 
 
 def activation_quality(params: ActivationParams, points: int = EVAL_POINTS, seed: int = 12345) -> ActivationQuality:
-    target = activation_function(params.function)
     lo, hi = params.input_range
     x = np.random.default_rng(seed).uniform(lo, hi, points)
     y, spikes = spiking_activation(x, params, return_spikes=True)
-    err = target.output(x, y) - site_exact(params.function, x)
+    err = y - site_exact(params.function, x)
     ends = np.array([lo - 1e-6, hi + 1e-6, lo - 100.0, hi + 100.0])
-    tail_err = np.abs(site_output(ends, params) - site_exact(params.function, ends))
+    tail_err = np.abs(spiking_activation(ends, params) - site_exact(params.function, ends))
     return ActivationQuality(
         params.function,
         params.steps,

@@ -1,7 +1,9 @@
-"""`--activation-form gated`: GELU, SiLU and HardSwish as x * gate(x), the neuron computing the gate
-and a Mul by x the rest; the shipped gate sets, their fit weighting, calibration and energy."""
+"""`--activation-form gated`: GELU, SiLU and HardSwish as x * gate(x), one SpikingActivation whose
+neuron computes the gate and which multiplies it by x (attribute gate=1); the shipped gate sets,
+their fit weighting, calibration and energy."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -22,7 +24,6 @@ from sit_onnx.neurons.activation import (
     gate_weights,
     shipped_activation,
     site_exact,
-    site_output,
     spiking_activation,
 )
 from tests.cli.test_rewrite_cli import assert_one_line_error, invoke
@@ -42,14 +43,19 @@ def test_every_form_gated_is_the_gate_times_x_and_the_rest_stay_direct(form):
     (site,) = report.activations
     x = _x()
     got = run(new, {"x": x})[0]
+    (node,) = new.graph.node
+    assert node.op_type == "SpikingActivation" and site["replaced_with"] == ["SpikingActivation"]
+    gate_attr = [a.i for a in node.attribute if a.name == "gate"]
     if function in GATED:
         gate = shipped_activation(GATED[function], 12)
-        assert site["set"] == GATED[function] and site["replaced_with"] == ["SpikingActivation", "Mul"]
-        assert [n.op_type for n in new.graph.node] == ["SpikingActivation", "Mul"]
-        np.testing.assert_array_equal(got, x * spiking_activation(x, gate))
-        np.testing.assert_array_equal(got, site_output(x, gate))
+        assert site["set"] == GATED[function] and gate_attr == [1]
+        np.testing.assert_array_equal(got, spiking_activation(x, gate))
+        lo, hi = gate.input_range
+        inside = (x >= lo) & (x <= hi)
+        neuron = spiking_activation(x, replace(gate, function="sigmoid"))  # the same neuron, no gate
+        np.testing.assert_array_equal(got[inside], x[inside] * neuron[inside])
     else:  # Sigmoid, Tanh, HardSigmoid have no gate: the same node as direct
-        assert site["set"] == function and [n.op_type for n in new.graph.node] == ["SpikingActivation"]
+        assert site["set"] == function and gate_attr == []
         np.testing.assert_array_equal(got, spiking_activation(x, shipped_activation(function, 12)))
 
 
@@ -59,7 +65,7 @@ def test_a_gate_is_closer_to_its_function_than_the_direct_neuron(function, steps
     """On FFN-like inputs (and GELU's prior) the gated site's error is at least 2x lower (RMSE and max)."""
     x = np.random.default_rng(3).normal(-1.2, 1.25, 100_000).astype(np.float32)
     exact = activation_function(function).exact(x.astype(np.float64))
-    gated = site_output(x, shipped_activation(GATED[function], steps)) - exact
+    gated = spiking_activation(x, shipped_activation(GATED[function], steps)) - exact
     direct = spiking_activation(x, shipped_activation(function, steps)) - exact
     assert np.sqrt(np.mean(gated**2)) * 2 < np.sqrt(np.mean(direct**2))
     assert np.abs(gated).max() * 2 < np.abs(direct).max()
@@ -72,12 +78,10 @@ def test_bias_gelu_gated_multiplies_the_biased_input():
         domains=["com.microsoft"],
     )
     new, _ = rewrite_model(model, RewriteOptions(activations=("gelu",), activation_form="gated", steps=8))
-    assert [n.op_type for n in new.graph.node] == ["Add", "SpikingActivation", "Mul"]
+    assert [n.op_type for n in new.graph.node] == ["Add", "SpikingActivation"]
     x = _x()
     fed = x + np.linspace(-1, 1, 50).astype(np.float32)
-    np.testing.assert_array_equal(
-        run(new, {"x": x})[0], fed * spiking_activation(fed, shipped_activation("gelu_gate", 8))
-    )
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(fed, shipped_activation("gelu_gate", 8)))
 
 
 @pytest.mark.parametrize("opset", [13, 17])
@@ -86,41 +90,44 @@ def test_float16_gated_sites_at_every_opset(opset):
     model = _model(nodes, consts, opset=opset, dtype=TensorProto.FLOAT16)
     new, _ = rewrite_model(model, RewriteOptions(activations=("silu",), activation_form="gated"))
     ops = [n.op_type for n in new.graph.node]
-    assert ops == (["Cast", "SpikingActivation", "Cast", "Mul"] if opset < 15 else ["SpikingActivation", "Mul"])
+    assert ops == (["Cast", "SpikingActivation", "Cast"] if opset < 15 else ["SpikingActivation"])
     x = _x().astype(np.float16)
     got = run(new, {"x": x})[0]
     assert got.dtype == np.float16
+    # x * gate in float32, rounded to float16 once (not the gate first, then the product)
     gate = shipped_activation("silu_gate", 12)
-    # onnxruntime has no float16 Mul on the CPU: it multiplies in float32, so the gate may reach it
-    # unrounded; either way each element is one of the two roundings
-    rounded_gate = site_output(x, gate)
-    float_gate = (x.astype(np.float32) * spiking_activation(x.astype(np.float32), gate)).astype(np.float16)
-    assert np.all((got == rounded_gate) | (got == float_gate))
-    assert np.any(rounded_gate != float_gate)  # the two differ: the check above can fail
+    np.testing.assert_array_equal(got, spiking_activation(x, gate))
+    wide = x.astype(np.float32)
+    np.testing.assert_array_equal(got, spiking_activation(wide, gate).astype(np.float16))
+    neuron = spiking_activation(x, replace(gate, function="sigmoid"))  # the gate rounded to float16 first
+    assert np.any(got != x * neuron)
 
 
 def test_quick_gelu_gated_is_the_gate_on_beta_x_times_x():
     new, report = rewrite_model(_swish(), RewriteOptions(activations=("silu",), activation_form="gated"))
-    assert [n.op_type for n in new.graph.node] == ["SpikingActivation", "Mul"]
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation"]
     assert report.activations[0]["range"] == pytest.approx([-8 / 1.702, 8 / 1.702])
     x = _x()
     y = run(new, {"x": x})[0]
     gate = shipped_activation("silu_gate", 12)
     beta = np.float32(1.702)
-    np.testing.assert_array_equal(y, x * spiking_activation(x, gate.rescaled(float(beta))))
-    np.testing.assert_allclose(y, x * spiking_activation(beta * x, gate), atol=1e-5)
+    np.testing.assert_array_equal(y, spiking_activation(x, gate.rescaled(float(beta))))
+    np.testing.assert_allclose(y, spiking_activation(beta * x, gate) / beta, atol=1e-5)
     assert np.abs(y - x / (1 + np.exp(-1.702 * x))).max() < 0.06  # the direct SiLU set's: 0.12
 
 
-def test_a_rescaled_gate_keeps_its_output_scale():
-    gate = shipped_activation("silu_gate", 12)
+def test_a_rescaled_gate_keeps_its_weights_and_bias():
+    """x * g(2x) = (2x * g(2x)) / 2: the neuron on 2x (thresholds, resets, range halved), its weights
+    and bias unchanged (the gate's level), the tails' intercepts halved (they are the site's)."""
+    gate = replace(shipped_activation("silu_gate", 12), tails=(0.5, 0.25, 1.0, -0.5))
     scaled = gate.rescaled(2.0)
-    assert scaled.neuron.weights == gate.neuron.weights and scaled.bias == gate.bias and scaled.tails == gate.tails
+    assert scaled.neuron.weights == gate.neuron.weights and scaled.bias == gate.bias
+    assert scaled.tails == (0.5, 0.125, 1.0, -0.25)
     assert scaled.neuron.thresholds == tuple(v / 2 for v in gate.neuron.thresholds)
     assert scaled.neuron.resets == tuple(v / 2 for v in gate.neuron.resets)
     assert scaled.input_range == (-4.0, 4.0)
     x = np.linspace(-6, 6, 1001)
-    np.testing.assert_allclose(spiking_activation(x, scaled), spiking_activation(2 * x, gate), atol=1e-6)
+    np.testing.assert_allclose(spiking_activation(x, scaled), spiking_activation(2 * x, gate) / 2, atol=1e-6)
 
 
 def test_gate_files_serve_their_function_and_are_checked(tmp_path):
@@ -133,7 +140,7 @@ def test_gate_files_serve_their_function_and_are_checked(tmp_path):
     new, report = rewrite_model(model, RewriteOptions(steps=8, activations=("gelu",), activation_params=(str(path),)))
     assert report.activations[0]["set"] == "gelu_gate"
     x = _x()
-    np.testing.assert_array_equal(run(new, {"x": x})[0], x * spiking_activation(x, fitted))
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, fitted))
     with pytest.raises(SitOnnxError, match="holds a gelu_gate set, but --activations does not name gelu"):
         rewrite_model(model, RewriteOptions(steps=8, activations=("tanh",), activation_params=(str(path),)))
     direct = tmp_path / "direct.json"
@@ -157,11 +164,12 @@ def test_a_gate_sets_quality_is_its_sites_error(gate):
     quality = activation_quality(params)
     lo, hi = params.input_range
     x = np.random.default_rng(12345).uniform(lo, hi, 100_000)
-    err = x * spiking_activation(x, params) - site_exact(gate, x)
+    err = spiking_activation(x, params) - site_exact(gate, x)
     assert quality.rmse == pytest.approx(float(np.sqrt(np.mean(err**2))))
     assert quality.max_error == pytest.approx(float(np.abs(err).max()))
-    # the tails: 0 below, x above; they meet the gated function where the range ends
-    assert site_output(np.array([lo - 50.0, hi + 50.0]), params).tolist() == [0.0, hi + 50.0]
+    # the tails: 0 below, x above (the gated function's own); they meet it where the range ends
+    assert params.tails == (0.0, 0.0, 1.0, 0.0)
+    assert spiking_activation(np.array([-np.inf, lo - 50.0, hi + 50.0]), params).tolist() == [0.0, 0.0, hi + 50.0]
     assert quality.tail_max_error < 3e-3
     assert params.neuron.rmse == pytest.approx(quality.rmse)
 
@@ -225,7 +233,7 @@ def test_calibration_gated_polishes_the_gate_and_judges_the_product():
     assert set(choice.candidates) == {"shipped", "polished on the data"}
     # the held-out half: every other input in calibration's seeded order; judged as x * gate
     held = np.random.default_rng(0).permutation(feeds["x"].reshape(-1).astype(np.float64))[1::2]
-    err = site_output(held, shipped_activation("gelu_gate", 8)) - site_exact("gelu_gate", held)
+    err = spiking_activation(held, shipped_activation("gelu_gate", 8)) - site_exact("gelu_gate", held)
     assert choice.candidates["shipped"]["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)))
     assert choice.candidates["shipped"]["max_error"] == pytest.approx(np.abs(err).max())
     (direct,) = choose_activation_params(model, feeds, ("gelu",), 8, polish=False)
@@ -243,8 +251,19 @@ def test_cli_rewrite_gated_end_to_end(tmp_path):
     assert header == ["activation", "graph", "function", "form", "set", "range", "K"]
     assert rows == [["erf", "main", "gelu", "Erf form", "gelu_gate", "[-4.0, 4.0]", "8"]]
     x = _x()
-    expected = (x * spiking_activation(x, shipped_activation("gelu_gate", 8))) @ np.ones((50, 3), np.float32)
+    expected = spiking_activation(x, shipped_activation("gelu_gate", 8)) @ np.ones((50, 3), np.float32)
     np.testing.assert_allclose(run(onnx.load(str(out)), {"x": x})[0], expected, rtol=1e-5)
     bad = invoke("rewrite", path, "-o", tmp_path / "b.onnx", "--activations", "gelu", "--activation-form", "both")
     assert_one_line_error(bad, "'--activation-form': 'both' is not one of 'direct', 'gated'", code=2)
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_gated_sites_inline_to_standard_ops_with_the_same_numbers():
+    """--inline: the gate attribute reaches the inlined body (and a direct node's absent one, its default 0)."""
+    model, x = _gelu_then_matmul(), {"x": _x()}
+    for form in ("gated", "direct"):
+        options = RewriteOptions(activations=("gelu",), activation_form=form)
+        fused, _ = rewrite_model(model, options)
+        inlined, _ = rewrite_model(model, replace(options, inline=True))
+        assert not inlined.functions and "SpikingActivation" not in {n.op_type for n in inlined.graph.node}
+        np.testing.assert_array_equal(run(inlined, x)[0], run(fused, x)[0])

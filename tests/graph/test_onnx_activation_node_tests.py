@@ -11,7 +11,7 @@ import pytest
 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from sit_onnx.neurons.activation import shipped_activation, spiking_activation
+from sit_onnx.neurons.activation import GATE_OF, shipped_activation, spiking_activation
 from tests.helpers import run
 
 FUNCTION = {"test_gelu": "gelu", "test_sigmoid": "sigmoid", "test_tanh": "tanh", "test_hardswish": "hardswish"}
@@ -50,14 +50,17 @@ def test_every_activation_node_test_is_covered():
     assert any(n.endswith("_expanded") for n in CONVERTED) and any(n.startswith("test_hardsigmoid") for n in CASES)
 
 
+@pytest.mark.parametrize("form", ["direct", "gated"])
 @pytest.mark.parametrize("name", CONVERTED)
-def test_onnx_activation_node_test_converts_and_matches_reference(name):
+def test_onnx_activation_node_test_converts_and_matches_reference(name, form):
     case = CASES[name]
     function = _function(name)
-    new, report = rewrite_model(case.model, RewriteOptions(activations=(function,)))
+    options = RewriteOptions(activations=(function,), activation_form=form)
+    new, report = rewrite_model(case.model, options)
     assert [a["function"] for a in report.activations] == [function], report.activation_misses
     assert [n.op_type for n in new.graph.node if n.domain == "ai.sit"] == ["SpikingActivation"]
-    params = shipped_activation(function, 12)
+    params = shipped_activation(options.set_function(function), 12)
+    assert params.function == (GATE_OF.get(function, function) if form == "gated" else function)
     if function == "silu":
         alpha = _swish_alpha(case)
         params = params.rescaled(alpha) if alpha != 1.0 else params

@@ -43,12 +43,13 @@ def _session(model, provider="cpu", library=True):
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 
 
-def _random_set(rng, steps, slopes=True) -> ActivationParams:
-    """Any neuron, bias and tails (also sloped ones on both sides): the ops must follow the reference."""
+def _random_set(rng, steps, slopes=True, gate=False) -> ActivationParams:
+    """Any neuron, bias and tails (also sloped ones on both sides): the ops must follow the reference.
+    `gate`: a gate set (attribute gate=1: x times the neuron inside the range)."""
     tails = (
         (rng.uniform(-2, 2), rng.uniform(-1, 1), rng.uniform(-2, 2), rng.uniform(-1, 1)) if slopes else (0, -1, 0, 1)
     )
-    return ActivationParams("tanh", random_params(rng, steps), float(rng.normal()), tails)
+    return ActivationParams("gelu_gate" if gate else "tanh", random_params(rng, steps), float(rng.normal()), tails)
 
 
 def _inputs(rng, params, shape, dtype):
@@ -63,12 +64,13 @@ def _inputs(rng, params, shape, dtype):
 SHAPES = [(0,), (1,), (9,), (3, 5, 17), (2, 40001)]
 
 
+@pytest.mark.parametrize("gate", [False, True], ids=["direct", "gate"])
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("steps", [1, 8, 12, 64])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_kernel_matches_reference_bit_for_bit(rng, provider, dtype, steps, shape):
-    params = _random_set(rng, steps)
+def test_kernel_matches_reference_bit_for_bit(rng, provider, dtype, steps, shape, gate):
+    params = _random_set(rng, steps, gate=gate)
     x = _inputs(rng, params, shape, dtype)
     got = _session(_model(activation_attributes(params), dtype, len(shape)), provider).run(None, {"x": x})[0]
     assert got.dtype == dtype and got.shape == x.shape
@@ -80,7 +82,7 @@ def test_kernel_matches_reference_bit_for_bit(rng, provider, dtype, steps, shape
 def test_every_instruction_set_matches_reference(rng, monkeypatch, isa, dtype):
     if isa != "default":
         monkeypatch.setenv("SIT_ONNX_CPU_ISA", isa)
-    for function in ("gelu", "silu", "sigmoid", "tanh"):
+    for function in ("gelu", "silu", "sigmoid", "tanh", "gelu_gate", "silu_gate", "hardswish_gate"):
         params = shipped_activation(function, 12)
         x = _inputs(rng, params, (4, 1027), dtype)
         try:
@@ -91,12 +93,13 @@ def test_every_instruction_set_matches_reference(rng, monkeypatch, isa, dtype):
         np.testing.assert_array_equal(session.run(None, {"x": x})[0], spiking_activation(x, params))
 
 
+@pytest.mark.parametrize("gate", [False, True], ids=["direct", "gate"])
 @pytest.mark.parametrize("opset", [13, 17, 20])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_function_body_matches_reference_bit_for_bit(rng, opset, dtype):
+def test_function_body_matches_reference_bit_for_bit(rng, opset, dtype, gate):
     if dtype == np.float16 and opset < 15:
         pytest.skip("below opset 15 the rewrite feeds the body float32 (it has no casts)")
-    params = _random_set(rng, 12)
+    params = _random_set(rng, 12, gate=gate)
     x = _inputs(rng, params, (3, 333), dtype)
     session = _session(_model(activation_attributes(params), dtype, 2, opset), library=False)
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], spiking_activation(x, params))
@@ -130,6 +133,9 @@ BAD = [
     ("bias", "0.5", "bias must be a float attribute"),
     ("high", [1.0], "high must be a float attribute"),
     ("weights", [1.0], "must have equal lengths"),
+    ("gate", 2, "gate must be 0 or 1, got 2"),
+    ("gate", -1, "gate must be 0 or 1, got -1"),
+    ("gate", 1.0, "gate must be an int attribute"),
 ]
 
 
@@ -161,3 +167,28 @@ def test_bias_is_optional_and_defaults_to_zero(rng):
 def test_function_body_refuses_tails_of_another_length(rng):
     attrs = {**activation_attributes(_random_set(rng, 4)), "tails": [0.0, 1.0]}
     assert "reshape" in _refused(attrs, library=False).lower()
+
+
+@pytest.mark.parametrize("gate", [2, -1, 7])
+def test_function_body_refuses_a_gate_other_than_0_or_1(rng, gate):
+    attrs = {**activation_attributes(_random_set(rng, 4)), "gate": gate}
+    assert "reshape" in _refused(attrs, library=False).lower()
+
+
+def test_gate_0_is_the_default_and_1_multiplies_by_x_inside_the_range_only(rng):
+    """Absent or 0: the neuron's output; 1: x times it inside [low, high], the tails unchanged."""
+    direct = _random_set(rng, 8)
+    gated = ActivationParams("gelu_gate", direct.neuron, direct.bias, direct.tails)
+    x = _inputs(rng, direct, (400,), np.float32)
+    lo, hi = direct.input_range
+    inside = (x >= np.float32(lo)) & (x <= np.float32(hi))
+    for library in (True, False):
+        plain = _session(_model(activation_attributes(direct), np.float32, 1), library=library).run(None, {"x": x})[0]
+        zero = {**activation_attributes(direct), "gate": 0}
+        np.testing.assert_array_equal(
+            _session(_model(zero, np.float32, 1), library=library).run(None, {"x": x})[0], plain
+        )
+        got = _session(_model(activation_attributes(gated), np.float32, 1), library=library).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got[inside], x[inside] * plain[inside])
+        np.testing.assert_array_equal(got[~inside], plain[~inside])  # tails, NaN (x * NaN), +-inf
+        assert np.any(got[inside] != plain[inside])

@@ -217,15 +217,16 @@ def test_bad_parameters_are_refused(harness):
         harness.exp(_cuda(np.zeros(3, np.float32)), params)
 
 
+@pytest.mark.parametrize("function", ["gelu", "gelu_gate"])  # a gate: x times the neuron inside the range
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("steps", [1, 8, 12, 13, 64])
 @pytest.mark.parametrize("n", [1, 3, 4, 1027, 1 << 20])
-def test_spiking_activation_is_the_reference(harness, rng, dtype, steps, n):
+def test_spiking_activation_is_the_reference(harness, rng, dtype, steps, n, function):
     """Every element (NaN-filled output), the range edges, flat and sloped tails, bit for bit."""
     from sit_onnx.neurons.activation import ActivationParams, spiking_activation
 
     tails = (0.0, 0.0, 1.0, 0.0) if steps % 2 else (rng.uniform(-2, 2), -0.5, rng.uniform(-2, 2), 0.25)
-    params = ActivationParams("gelu", random_params(rng, steps), float(rng.normal()), tails)
+    params = ActivationParams(function, random_params(rng, steps), float(rng.normal()), tails)
     lo, hi = params.input_range
     x = rng.uniform(lo - 3, hi + 3, n)
     x[: min(n, 6)] = [lo, hi, np.nan, -np.inf, np.inf, np.nextafter(np.float32(hi), 9)][: min(n, 6)]
