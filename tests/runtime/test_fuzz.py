@@ -47,11 +47,13 @@ def _case(rng):
 
 def _activation(params, axis):
     """An activation set from the case's neuron: range [-10, 2] narrowed by the axis, sloped or flat
-    tails picked by it too (the fuzz varies them without another random draw)."""
+    tails and a gate (x times the neuron) picked by it too (the fuzz varies them without another
+    random draw)."""
     from sit_onnx.neurons.activation import ActivationParams
 
     tails = (0.0, -1.0, 0.0, 1.0) if axis % 2 else (0.5, 0.25, 1.5, -0.75)
-    return ActivationParams("tanh", replace(params, input_range=(-10.0 + abs(axis), 2.0)), 0.125 * axis, tails)
+    function = "silu_gate" if axis in (-1, 2) else "tanh"
+    return ActivationParams(function, replace(params, input_range=(-10.0 + abs(axis), 2.0)), 0.125 * axis, tails)
 
 
 def _node(op, axis, params, time_steps):
