@@ -404,7 +404,7 @@ def show(steps, input_range, params_file, objective, function, as_json):
 
 
 def _show_activation(function: str, steps: int, params_file, as_json: bool) -> None:
-    from sit_onnx.neurons.activation import activation_quality, load_activation, shipped_activation
+    from sit_onnx.neurons.activation import activation_function, activation_quality, load_activation, shipped_activation
 
     params = load_activation(params_file) if params_file else shipped_activation(function, steps)
     if params.function != function:
@@ -420,6 +420,7 @@ def _show_activation(function: str, steps: int, params_file, as_json: bool) -> N
         "weights": list(n.weights),
         "method": n.method,
         "inputs": n.meta.get("inputs"),
+        "gate": params.gate,
     }
     if as_json:
         emit_json(record)
@@ -427,6 +428,9 @@ def _show_activation(function: str, steps: int, params_file, as_json: bool) -> N
     lo, hi = quality.range
     s_lo, c_lo, s_hi, c_hi = params.tails
     click.echo(f"SpikingActivation {function} K={quality.steps} fitted on [{lo:g}, {hi:g}] ({n.method})")
+    if params.gate:
+        serves = activation_function(function).site_function
+        click.echo(f"  a gate (op attribute gate=1): the op computes x * this neuron = {serves}; errors are of that")
     if record["inputs"]:
         click.echo(f"  error weighted by where these inputs fall: {record['inputs']}")
     click.echo(f"  RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g} over 100,000 uniform points")

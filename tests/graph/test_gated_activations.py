@@ -2,6 +2,7 @@
 neuron computes the gate and which multiplies it by x (attribute gate=1); the shipped gate sets,
 their fit weighting, calibration and energy."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -267,3 +268,16 @@ def test_gated_sites_inline_to_standard_ops_with_the_same_numbers():
         inlined, _ = rewrite_model(model, replace(options, inline=True))
         assert not inlined.functions and "SpikingActivation" not in {n.op_type for n in inlined.graph.node}
         np.testing.assert_array_equal(run(inlined, x)[0], run(fused, x)[0])
+
+
+def test_neuron_show_says_a_gate_is_one_and_what_it_computes():
+    text = invoke("neuron", "show", "--function", "gelu_gate", "-k", "8")
+    assert text.exit_code == 0, text.output
+    assert "a gate (op attribute gate=1): the op computes x * this neuron = gelu; errors are of that" in text.output
+    quality = activation_quality(shipped_activation("gelu_gate", 8))
+    assert f"RMSE {quality.rmse:.6g}, max error {quality.max_error:.6g}" in text.output
+    record = json.loads(invoke("neuron", "show", "--function", "gelu_gate", "-k", "8", "--json").output)
+    assert record["gate"] is True and record["tails"] == [0.0, 0.0, 1.0, 0.0]
+    direct = invoke("neuron", "show", "--function", "gelu", "-k", "8")
+    assert "a gate" not in direct.output
+    assert json.loads(invoke("neuron", "show", "--function", "gelu", "-k", "8", "--json").output)["gate"] is False
