@@ -355,6 +355,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
     new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
     _attach_functions(new, params.steps, prepared.opset, _activation_steps(new))
+    _spell_out_defaults(new)
     new.metadata_props.extend(light.metadata_props)
     props = {p.key: p.value for p in new.metadata_props}
     onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
@@ -541,7 +542,7 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """Expand SpikingExp/SpikingNorm into standard ops for runtimes without function support."""
     from onnx import inliner
 
-    _spell_out_defaults(model)
+    _spell_out_defaults(model)  # a model converted by an earlier sit-onnx may leave them out
     inlined = inliner.inline_selected_functions(
         model, [(f.domain, f.name) for f in model.functions if f.domain == DOMAIN], exclude=False
     )
@@ -557,8 +558,9 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _spell_out_defaults(model: onnx.ModelProto) -> None:
     """Give each spiking node the attributes it leaves to its function's defaults (a
-    SpikingActivation's `gate`, a SpikingSoftmax's `shift`): onnx's inliner does not apply them,
-    and a body's `Constant` referring to an absent attribute has no value. Same numbers."""
+    SpikingActivation's `gate`, a SpikingSoftmax's `shift`): onnx's inliner and its reference
+    runtime do not apply them, and a body's `Constant` referring to an absent attribute has no
+    value. Same numbers."""
     defaults = {(f.domain, f.name): f.attribute_proto for f in model.functions if f.domain == DOMAIN}
     for graph in graph_protos(model.graph):
         for node in graph.node:

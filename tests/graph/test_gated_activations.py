@@ -56,7 +56,7 @@ def test_every_form_gated_is_the_gate_times_x_and_the_rest_stay_direct(form):
         neuron = spiking_activation(x, replace(gate, function="sigmoid"))  # the same neuron, no gate
         np.testing.assert_array_equal(got[inside], x[inside] * neuron[inside])
     else:  # Sigmoid, Tanh, HardSigmoid have no gate: the same node as direct
-        assert site["set"] == function and gate_attr == []
+        assert site["set"] == function and gate_attr == [0]  # spelled out: tools without defaults read it
         np.testing.assert_array_equal(got, spiking_activation(x, shipped_activation(function, 12)))
 
 
@@ -281,3 +281,24 @@ def test_neuron_show_says_a_gate_is_one_and_what_it_computes():
     direct = invoke("neuron", "show", "--function", "gelu", "-k", "8")
     assert "a gate" not in direct.output
     assert json.loads(invoke("neuron", "show", "--function", "gelu", "-k", "8", "--json").output)["gate"] is False
+
+
+def test_nodes_that_leave_attributes_to_defaults_still_inline():
+    """A model converted by an earlier sit-onnx wrote no `gate` (nor, by hand, `shift`): the
+    inliner gets them spelled out from the functions' defaults, with the same numbers."""
+    from sit_onnx.graph.convert import inline_spiking_functions
+
+    nodes, consts = FORMS["Erf form (torch)"][0]()
+    model = _model(nodes + [helper.make_node("Softmax", ["y"], ["z"], name="sm")], consts)
+    model.graph.output[0].name = "z"
+    converted, _ = rewrite_model(model, RewriteOptions(activations=("gelu",)))
+    for node in converted.graph.node:
+        kept = [a for a in node.attribute if a.name not in ("gate", "shift")]
+        assert len(kept) < len(node.attribute)  # each spiking node had one spelled out
+        del node.attribute[:]
+        node.attribute.extend(kept)
+    x = {"x": _x()}
+    expected = run(converted, x)[0]  # onnxruntime applies the defaults itself
+    inlined = inline_spiking_functions(onnx.ModelProto.FromString(converted.SerializeToString()))
+    assert not inlined.functions
+    np.testing.assert_array_equal(run(inlined, x)[0], expected)

@@ -27,8 +27,10 @@ def reference_run(model, feeds):
 
 @pytest.mark.parametrize("fuse", [True, False])
 @pytest.mark.parametrize("inline", [False, True])
-def test_bundled_model_runs_in_onnx_reference(fuse, inline):
-    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(fuse=fuse, inline=inline))
+@pytest.mark.parametrize("form", [None, "direct", "gated"])  # GELU left alone, or converted either way
+def test_bundled_model_runs_in_onnx_reference(fuse, inline, form):
+    activations = {"activations": ("gelu",), "activation_form": form} if form else {}
+    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(fuse=fuse, inline=inline, **activations))
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (3, 1, 8, 8)).astype(np.float32)
     expected = run(model, {"input": x})[0]
     np.testing.assert_allclose(reference_run(model, {"input": x})[0], expected, atol=1e-5)
