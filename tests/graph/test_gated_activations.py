@@ -302,3 +302,51 @@ def test_nodes_that_leave_attributes_to_defaults_still_inline():
     inlined = inline_spiking_functions(onnx.ModelProto.FromString(converted.SerializeToString()))
     assert not inlined.functions
     np.testing.assert_array_equal(run(inlined, x)[0], expected)
+
+
+def test_the_exploration_gets_the_fits_weighting_and_a_bias(monkeypatch):
+    """What explore_start is handed: no weight for a plain fit, the inputs' weighting for one with
+    samples, times |x| for a gate; always a bias column."""
+    from sit_onnx.neurons import fit
+    from sit_onnx.neurons.activation import sample_weights
+
+    seen = []
+
+    def explore(x, opts, tick, target=None, bias=False, weight=None):
+        seen.append((x, bias, weight))
+        steps = opts.steps
+        return np.linspace(1.0, -1.0, steps), np.full(steps, 0.5)
+
+    monkeypatch.setattr(fit, "explore_start", explore)
+    samples = np.random.default_rng(0).normal(-1, 1, 5000)
+    fit_activation("gelu", 4, polish_rounds=0)
+    fit_activation("gelu", 4, samples=samples, polish_rounds=0)
+    fit_activation("gelu_gate", 4, samples=samples, polish_rounds=0)
+    (x, bias0, w0), (_, bias1, w1), (_, bias2, w2) = seen
+    assert (bias0, bias1, bias2) == (True, True, True)
+    assert w0 is None
+    np.testing.assert_array_equal(w1, sample_weights(x, samples))
+    np.testing.assert_array_equal(w2, sample_weights(x, samples) * gate_weights(x))
+
+
+def test_a_gate_fit_with_samples_solves_with_both_weights():
+    from sit_onnx.neurons.activation import sample_weights
+    from sit_onnx.neurons.fit import GRID_POINTS, spike_matrix
+
+    shipped = shipped_activation("gelu_gate", 8)
+    samples = np.random.default_rng(1).normal(-1.2, 1.25, 20_000)
+    refit = fit_activation("gelu_gate", 8, warm_start=shipped, polish_rounds=0, samples=samples)
+    x = np.linspace(-4.0, 4.0, GRID_POINTS)
+    spikes = spike_matrix(x, np.array(shipped.neuron.thresholds), np.array(shipped.neuron.resets))
+    design = np.column_stack([spikes, np.ones_like(x)])
+    target = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    w = (sample_weights(x, samples) * gate_weights(x))[:, None]
+    expected = np.linalg.lstsq(design * w, target * w[:, 0], rcond=None)[0]
+    np.testing.assert_allclose([*refit.neuron.weights, refit.bias], expected, atol=1e-6)
+    assert refit.neuron.meta["weighted_by_samples"] == 20_000
+
+
+def test_hops_are_seeded():
+    shipped = shipped_activation("gelu_gate", 8)
+    first, second = (fit_activation("gelu_gate", 8, warm_start=shipped, polish_rounds=0, hops=2) for _ in range(2))
+    assert first == second and first.neuron.meta["hops"] == 2
