@@ -193,6 +193,17 @@ def test_one_input_is_both_halves_and_the_range_ends_count_as_inside():
     )
     ends = _choose("tanh", "tanh", 2, np.array([-4.0, 4.0, 4.5, -9.0]), 8, polish=False)
     assert ends.inside_range == 0.5 and ends.sites == 2
+    # two inputs are two halves: the held-out one is the second in calibration's seeded order
+    two = np.array([0.25, -3.0])
+    held = np.random.default_rng(0).permutation(two)[1:]
+    pair = _choose("tanh", "tanh", 1, two, 8, polish=False)
+    assert pair.candidates["shipped"] == held_out_error(shipped_activation("tanh", 8), held)
+    assert pair.candidates["shipped"] != held_out_error(shipped_activation("tanh", 8), two)
+
+
+def test_gated_calibration_keeps_functions_without_a_gate_direct():
+    choices = choose_activation_params(_two_layer_gelu(), _feeds(), ("gelu", "tanh"), 8, polish=False, gated=True)
+    assert [(c.function, c.params.function) for c in choices] == [("gelu", "gelu_gate"), ("tanh", "tanh")]
 
 
 def test_the_polish_sees_one_half_and_the_choice_is_scored_on_the_other(monkeypatch):

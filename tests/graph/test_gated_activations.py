@@ -222,8 +222,35 @@ def test_energy_a_gated_layer_is_not_fed_by_spikes_but_its_neurons_count():
     by_products = estimate_energy(model, gated, x)
     assert by_spikes.layers[0].spike_rate is not None
     assert by_products.layers[0].spike_rate is None  # x * gate is analog: the MatMul stays MACs
+    assert by_products.layers[0].analog_share == 0.0
     assert by_products.layers[0].converted_pj == by_products.layers[0].ann_pj
     assert by_products.neuron_ops > 0
+
+
+def test_energy_adds_up_the_neurons_of_every_activation():
+    """Two activations (GELU then Tanh): the neurons' accumulates are the sum of both nodes'."""
+    from sit_onnx.evaluate.energy import _activation_activity
+
+    nodes, consts = FORMS["Erf form (torch)"][0]()
+    nodes = nodes + [helper.make_node("Tanh", ["y"], ["t"], name="tanh")]
+    nodes += [helper.make_node("MatMul", ["t", "w"], ["z"], name="fc")]
+    model = _model(nodes, consts + [numpy_helper.from_array(np.ones((50, 3), np.float32), "w")])
+    model.graph.output[0].name = "z"
+    x = _x()
+    for form in ("direct", "gated"):
+        converted, _ = rewrite_model(model, RewriteOptions(activations=("gelu", "tanh"), activation_form=form))
+        first, second = converted.graph.node[:2]
+        gelu_out = run(_cut(converted, first.output[0]), {"x": x})[0]
+        total = _activation_activity(first, x)[2] + _activation_activity(second, gelu_out)[2]
+        assert estimate_energy(model, converted, {"x": x}).neuron_ops == pytest.approx(total / 2)
+
+
+def _cut(model, name):
+    """The model with `name` as its output (to read an inner value)."""
+    cut = onnx.ModelProto.FromString(model.SerializeToString())
+    del cut.graph.output[:]
+    cut.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return cut
 
 
 def test_calibration_gated_polishes_the_gate_and_judges_the_product():
