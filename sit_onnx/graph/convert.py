@@ -337,7 +337,7 @@ def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParam
                 "output": site.output.name,
                 "range": [v / site.scale for v in own.input_range],
                 "steps": own.steps,
-                "set": own.function,  # gelu_gate: the neuron computes the gate, a Mul by x the site
+                "set": own.function,  # gelu_gate: the neuron computes the gate, the op times x the site
                 "replaced_with": inserted,
             }
         )
