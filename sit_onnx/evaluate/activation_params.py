@@ -18,10 +18,10 @@ import onnx
 from sit_onnx.evaluate.capture import capture
 from sit_onnx.graph.convert import find_canonical_activations
 from sit_onnx.neurons.activation import (
-    GATE_OF,
     ActivationParams,
     activation_function,
     fit_activation,
+    set_function,
     shipped_activation,
     site_exact,
     spiking_activation,
@@ -71,8 +71,7 @@ def choose_activation_params(
     choices = []
     for function in functions:
         if function in pooled:
-            set_function = GATE_OF.get(function, function) if gated else function
-            choices.append(_choose(function, set_function, *pooled[function], steps, polish))
+            choices.append(_choose(function, set_function(function, gated), *pooled[function], steps, polish))
         if progress:
             progress(1)
     return choices
@@ -118,16 +117,18 @@ def _describe(function: str, sites: int, x: np.ndarray) -> ActivationChoice:
     )
 
 
-def _choose(function: str, set_function: str, sites: int, x: np.ndarray, steps: int, polish: bool) -> ActivationChoice:
+def _choose(function: str, set_name: str, sites: int, x: np.ndarray, steps: int, polish: bool) -> ActivationChoice:
+    """`set_name`'s shipped set for `function`'s pooled inputs x, or that set polished on half of
+    them, whichever errs less on the other half."""
     x = _draw(x)
     fit_half, held = (x[0::2], x[1::2]) if x.size > 1 else (x, x)
-    shipped = shipped_activation(set_function, steps)
+    shipped = shipped_activation(set_name, steps)
     lo, hi = shipped.input_range
     choice = _describe(function, sites, x)
     candidates = {"shipped": shipped}
     if polish:
         candidates["polished on the data"] = fit_activation(
-            set_function, steps, (lo, hi), samples=fit_half, warm_start=shipped, polish_rounds=POLISH_ROUNDS
+            set_name, steps, (lo, hi), samples=fit_half, warm_start=shipped, polish_rounds=POLISH_ROUNDS
         )
     choice.candidates = {label: held_out_error(p, held) for label, p in candidates.items()}
     choice.chosen = min(choice.candidates, key=lambda label: choice.candidates[label]["rmse"])

@@ -28,10 +28,10 @@ from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_label, graph_protos
 from sit_onnx.neurons.activation import (
-    GATE_OF,
     ActivationParams,
     activation_function,
     load_activation,
+    set_function,
     shipped_activation,
 )
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, NeuronParams, load_params, shipped_params
@@ -97,7 +97,7 @@ class RewriteOptions:
 
     def set_function(self, name: str) -> str:
         """The function of the set a site of `name` gets: its gate when gated and it has one."""
-        return GATE_OF.get(name, name) if self.activation_form == "gated" else name
+        return set_function(name, self.activation_form == "gated")
 
     def softmax_options(self) -> SoftmaxOptions:
         """How each site's neurons are fed: the reference's options (the same numbers, by construction)."""

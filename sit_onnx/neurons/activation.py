@@ -6,6 +6,9 @@ only the parameter set differs. It is fitted on a range [LO, HI]; outside it eac
 follows a straight tail `slope*x + intercept` that the function itself tends to (GELU, SiLU,
 HardSwish: 0 below, the identity above; the others saturate), so no input is out of range.
 A NaN stays NaN.
+
+GELU, SiLU and HardSwish also have gates (Phi, Sigmoid, HardSigmoid: `gelu_gate`, ...): a gate
+set's op multiplies its neuron by x (attribute `gate`), x * gate(x) being the function itself.
 """
 
 from __future__ import annotations
@@ -102,6 +105,11 @@ GATE_FUNCTIONS = {
 }
 FUNCTIONS = {**SITE_FUNCTIONS, **GATE_FUNCTIONS}  # every target a set can be fitted to
 GATE_OF = {f.gates: f.name for f in GATE_FUNCTIONS.values()}  # site function -> its gate
+
+
+def set_function(site_function: str, gated: bool) -> str:
+    """The function of the set a site of `site_function` gets: its gate when gated and it has one."""
+    return GATE_OF.get(site_function, site_function) if gated else site_function
 
 
 def activation_function(name: str) -> ActivationFunction:
