@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.activation_params import choose_activation_params
+from sit_onnx.evaluate.capture import capture
 from sit_onnx.evaluate.energy import estimate_energy
 from sit_onnx.graph.activations import parse_activations
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
@@ -180,22 +181,26 @@ def test_gate_weights_are_abs_x_floored():
     np.testing.assert_array_equal(gate_weights(grid), [4.0, 1.0, 0.004, 0.004, 2.0])
 
 
+def _phi_solve(params, weight=None):
+    """d and bias of `params`' neuron fitted to Phi on the fit grid by least squares, the error
+    weighted by `weight(x)` (computed here, apart from the fitter)."""
+    from sit_onnx.neurons.fit import GRID_POINTS, spike_matrix
+
+    x = np.linspace(-4.0, 4.0, GRID_POINTS)
+    spikes = spike_matrix(x, np.array(params.neuron.thresholds), np.array(params.neuron.resets))
+    design = np.column_stack([spikes, np.ones_like(x)])
+    target = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))  # Phi, the gate
+    w = np.ones_like(x) if weight is None else weight(x)
+    return np.linalg.lstsq(design * w[:, None], target * w, rcond=None)[0]
+
+
 def test_a_gate_fit_weighs_its_error_by_x():
     """A gate's d and bias solve least squares with the error weighted by |x| (the site's error is
     x times the gate's): a warm start without polish is exactly that solve on the fit grid."""
-    from sit_onnx.neurons.fit import GRID_POINTS, spike_matrix
-
     shipped = shipped_activation("gelu_gate", 8)
     refit = fit_activation("gelu_gate", 8, warm_start=shipped, polish_rounds=0)
     assert refit.neuron.thresholds == shipped.neuron.thresholds
-    x = np.linspace(-4.0, 4.0, GRID_POINTS)
-    design = np.column_stack(
-        [spike_matrix(x, np.array(shipped.neuron.thresholds), np.array(shipped.neuron.resets)), np.ones_like(x)]
-    )
-    target = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))  # Phi, the gate
-    w = gate_weights(x)[:, None]
-    weighted = np.linalg.lstsq(design * w, target * w[:, 0], rcond=None)[0]
-    plain = np.linalg.lstsq(design, target, rcond=None)[0]
+    weighted, plain = _phi_solve(shipped, gate_weights), _phi_solve(shipped)
     np.testing.assert_allclose([*refit.neuron.weights, refit.bias], weighted, atol=1e-6)
     assert np.abs(weighted - plain).max() > 1e-3  # the weighting changes the answer
 
@@ -240,17 +245,9 @@ def test_energy_adds_up_the_neurons_of_every_activation():
     for form in ("direct", "gated"):
         converted, _ = rewrite_model(model, RewriteOptions(activations=("gelu", "tanh"), activation_form=form))
         first, second = converted.graph.node[:2]
-        gelu_out = run(_cut(converted, first.output[0]), {"x": x})[0]
+        gelu_out = capture(converted, [first.output[0]], {"x": x})[first.output[0]]
         total = _activation_activity(first, x)[2] + _activation_activity(second, gelu_out)[2]
         assert estimate_energy(model, converted, {"x": x}).neuron_ops == pytest.approx(total / 2)
-
-
-def _cut(model, name):
-    """The model with `name` as its output (to read an inner value)."""
-    cut = onnx.ModelProto.FromString(model.SerializeToString())
-    del cut.graph.output[:]
-    cut.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return cut
 
 
 def test_calibration_gated_polishes_the_gate_and_judges_the_product():
@@ -358,17 +355,11 @@ def test_the_exploration_gets_the_fits_weighting_and_a_bias(monkeypatch):
 
 def test_a_gate_fit_with_samples_solves_with_both_weights():
     from sit_onnx.neurons.activation import sample_weights
-    from sit_onnx.neurons.fit import GRID_POINTS, spike_matrix
 
     shipped = shipped_activation("gelu_gate", 8)
     samples = np.random.default_rng(1).normal(-1.2, 1.25, 20_000)
     refit = fit_activation("gelu_gate", 8, warm_start=shipped, polish_rounds=0, samples=samples)
-    x = np.linspace(-4.0, 4.0, GRID_POINTS)
-    spikes = spike_matrix(x, np.array(shipped.neuron.thresholds), np.array(shipped.neuron.resets))
-    design = np.column_stack([spikes, np.ones_like(x)])
-    target = 0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
-    w = (sample_weights(x, samples) * gate_weights(x))[:, None]
-    expected = np.linalg.lstsq(design * w, target * w[:, 0], rcond=None)[0]
+    expected = _phi_solve(shipped, lambda x: sample_weights(x, samples) * gate_weights(x))
     np.testing.assert_allclose([*refit.neuron.weights, refit.bias], expected, atol=1e-6)
     assert refit.neuron.meta["weighted_by_samples"] == 20_000
 
