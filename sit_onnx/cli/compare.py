@@ -23,7 +23,8 @@ from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan
     "inputs_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="An .npz with one array per input (default: random inputs, batch 4).",
+    help="An .npz with one array per input (default: random inputs, batch 4, dynamic lengths 16, ids within "
+    "their embedding tables, *mask* inputs all ones).",
 )
 @click.option(
     "--atol",
@@ -44,7 +45,8 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
     from sit_onnx.evaluate.compare import approximately_equal, compare_arrays
-    from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays
+    from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, generate_feeds, load_arrays
+    from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session
 
@@ -53,7 +55,7 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
     feeds = (
         check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
         if inputs_file
-        else generate_feeds(ref_session, batch=4)
+        else generate_feeds(ref_session, batch=4, model=read_model_proto(reference))
     )
     ref_out = dict(zip([o.name for o in ref_session.get_outputs()], run_session(ref_session, feeds, str(reference))))
     cand_out = dict(zip([o.name for o in cand_session.get_outputs()], run_session(cand_session, feeds, str(candidate))))
@@ -80,6 +82,8 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
             }
         )
     else:
+        if not inputs_file:
+            click.echo(describe_feeds(feeds))
         for r in results:
             check = (
                 f"tolerance atol={r.atol:g} rtol={r.rtol:g}"

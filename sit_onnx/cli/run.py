@@ -38,7 +38,7 @@ def summarise_output(name: str, value) -> dict:
     "inputs_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="An .npz with one array per model input (default: random inputs).",
+    help="An .npz with one array per model input (default: random inputs, as `compare` makes them).",
 )
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Batch size of generated inputs.")
 @click.option("--repeat", type=click.IntRange(1), default=1, show_default=True, help="Runs to time.")
@@ -51,6 +51,7 @@ def summarise_output(name: str, value) -> dict:
 def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
     """Run MODEL in onnxruntime and summarise its outputs."""
     from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays
+    from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session, runtime_path
 
@@ -59,7 +60,7 @@ def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels
     feeds = (
         check_feeds(session, load_arrays(inputs_file), str(inputs_file))
         if inputs_file
-        else generate_feeds(session, batch)
+        else generate_feeds(session, batch, model=read_model_proto(model))
     )
     outputs = run_session(session, feeds, str(model))
     start = time.perf_counter()

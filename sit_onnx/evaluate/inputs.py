@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
@@ -66,19 +67,97 @@ def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], so
     return feeds
 
 
-def generate_feeds(session: ort.InferenceSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs: N(0,1) floats, small non-negative integers; dynamic dims become `batch` then 1."""
+# dynamic dims past the batch: a softmax over a length-1 axis is exactly 1 and would hide every error
+GENERATED_LENGTH = 16
+INDEX_PASS_THROUGH = ("Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")  # values kept
+# com.microsoft's fused BERT embedding: which of its inputs indexes which of its tables
+FUSED_EMBEDDING_TABLES = {"EmbedLayerNormalization": {0: 2, 1: 4, 8: 3}}
+
+
+def _constant_shapes(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            shapes[node.output[0]] = list(node.attribute[0].t.dims)
+    return shapes
+
+
+def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """For each integer graph input that indexes a constant table (an embedding's Gather, through
+    Casts, or the fused EmbedLayerNormalization): the table's size, so generated ids are valid."""
+    graph = model.graph
+    tables = _constant_shapes(graph)
+    source = {i.name: i.name for i in graph.input}  # tensor -> the graph input it carries unchanged
+    bounds: dict[str, int] = {}
+
+    def bound(tensor: str, table: str, axis: int = 0) -> None:
+        dims = tables.get(table)
+        if tensor in source and dims and -len(dims) <= axis < len(dims) and dims[axis] > 0:
+            name = source[tensor]
+            bounds[name] = min(bounds.get(name, dims[axis]), dims[axis])
+
+    for node in graph.node:
+        if node.op_type in INDEX_PASS_THROUGH and node.input and node.input[0] in source:
+            source[node.output[0]] = source[node.input[0]]
+        elif node.op_type == "Gather" and len(node.input) == 2:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            bound(node.input[1], node.input[0], axis)
+        for index, table in FUSED_EMBEDDING_TABLES.get(node.op_type, {}).items():
+            if len(node.input) > max(index, table):
+                bound(node.input[index], node.input[table])
+    return bounds
+
+
+def _shape(spec, batch: int, sizes: dict[str, int]) -> list[int]:
+    """Fixed dims as they are; a named dim keeps one size across inputs; axis 0 is the batch."""
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            shape.append(dim)
+            continue
+        size = batch if axis == 0 else GENERATED_LENGTH
+        if isinstance(dim, str) and dim:
+            size = sizes.setdefault(dim, size)
+        shape.append(size)
+    return shape
+
+
+def generate_feeds(
+    session: ort.InferenceSession, batch: int = 1, seed: int = 0, model: onnx.ModelProto | None = None
+) -> dict[str, np.ndarray]:
+    """Random inputs a Transformer takes: N(0,1) floats; ids below their embedding table's size
+    (read from `model`, else small non-negative integers); inputs named *mask* all ones, so no row
+    is masked out; dynamic dims `batch` on axis 0, GENERATED_LENGTH elsewhere."""
     rng = np.random.default_rng(seed)
+    bounds = index_bounds(model) if model is not None else {}
+    sizes: dict[str, int] = {}
     feeds = {}
     for spec in session.get_inputs():
         dtype = ORT_TYPES.get(spec.type)
         if dtype is None:
             raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; pass --inputs")
-        shape = [d if isinstance(d, int) else (batch if i == 0 else 1) for i, d in enumerate(spec.shape)]
-        if np.issubdtype(dtype, np.floating):
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
+        shape = _shape(spec, batch, sizes)
+        if dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        elif "mask" in spec.name.lower():
+            feeds[spec.name] = np.ones(shape, dtype)
+        elif np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         else:
-            feeds[spec.name] = rng.integers(0, 4, shape).astype(dtype)
+            high = min(bounds.get(spec.name, 4), int(np.iinfo(dtype).max) + 1)
+            feeds[spec.name] = rng.integers(0, high, shape).astype(dtype)
     return feeds
+
+
+def describe_feeds(feeds: dict[str, np.ndarray]) -> str:
+    """One line saying what was generated, so a comparison on trivial inputs is visible."""
+    parts = []
+    for name, value in feeds.items():
+        if value.dtype != np.bool_ and value.size and np.all(value == 1):
+            what = "ones"
+        elif np.issubdtype(value.dtype, np.integer) and value.size:
+            what = f"ids 0..{int(value.max())}"
+        else:
+            what = str(value.dtype)
+        parts.append(f"{name} {list(value.shape)} {what}")
+    return "generated inputs: " + ", ".join(parts)

@@ -1,12 +1,20 @@
-"""`run` without --inputs: what generate_feeds makes for each input type and shape."""
+"""`run` and `compare` without --inputs: what generate_feeds makes for each input type and shape."""
+
+import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
 
+from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.evaluate.inputs import generate_feeds
+from sit_onnx.evaluate.inputs import GENERATED_LENGTH, describe_feeds, generate_feeds, index_bounds
+from sit_onnx.graph.convert import RewriteOptions
+from sit_onnx.graph.convert_file import rewrite_file
+from tests.helpers import softmax_model
 
 
 def _session(inputs):
@@ -22,33 +30,164 @@ def _session(inputs):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def test_each_type_gets_its_own_values_and_dynamic_dims_batch_then_one():
+def test_each_type_gets_its_own_values_and_dynamic_dims_batch_then_sixteen():
     session = _session([
         ("x", TensorProto.FLOAT, ["batch", 3, "seq"]),
         ("h", TensorProto.FLOAT16, [2, 5]),
         ("ids", TensorProto.INT64, ["batch", "seq"]),
         ("small", TensorProto.INT8, [64]),
-        ("mask", TensorProto.BOOL, [4, 64]),
+        ("flag", TensorProto.BOOL, [4, 64]),
+        ("free", TensorProto.FLOAT, [2, None]),
     ])  # fmt: skip
     feeds = generate_feeds(session)
     assert {k: (v.dtype, v.shape) for k, v in feeds.items()} == {
-        "x": (np.float32, (1, 3, 1)),
+        "x": (np.float32, (1, 3, GENERATED_LENGTH)),
         "h": (np.float16, (2, 5)),
-        "ids": (np.int64, (1, 1)),
+        "ids": (np.int64, (1, GENERATED_LENGTH)),
         "small": (np.int8, (64,)),
-        "mask": (np.bool_, (4, 64)),
+        "flag": (np.bool_, (4, 64)),
+        "free": (np.float32, (2, GENERATED_LENGTH)),  # an unnamed dynamic dim too
     }
-    assert set(np.unique(feeds["small"])) == {0, 1, 2, 3}  # small non-negative ids, every one of them
-    assert set(np.unique(feeds["mask"])) == {False, True}
-    np.testing.assert_array_equal(feeds["x"].ravel(), np.random.default_rng(0).standard_normal(3).astype(np.float32))
+    assert GENERATED_LENGTH > 1  # a length-1 softmax axis is exactly 1: it would hide every error
+    assert set(np.unique(feeds["small"])) == {0, 1, 2, 3}  # no table to read a bound from: small ids
+    assert set(np.unique(feeds["flag"])) == {False, True}
+    np.testing.assert_array_equal(
+        feeds["x"].ravel(), np.random.default_rng(0).standard_normal(3 * GENERATED_LENGTH).astype(np.float32)
+    )
     batched = generate_feeds(session, batch=4)
-    assert batched["x"].shape == (4, 3, 1) and batched["ids"].shape == (4, 1)
+    assert batched["x"].shape == (4, 3, GENERATED_LENGTH) and batched["ids"].shape == (4, GENERATED_LENGTH)
     again, other = generate_feeds(session, seed=0), generate_feeds(session, seed=1)
     assert all(np.array_equal(again[k], feeds[k]) for k in feeds)  # the default seed is 0, reproducibly
     assert not np.array_equal(other["h"], feeds["h"])
+
+
+def test_a_named_dim_keeps_one_size_across_inputs():
+    session = _session([("a", TensorProto.FLOAT, [3, "n"]), ("b", TensorProto.FLOAT, ["n", "n"])])
+    feeds = generate_feeds(session, batch=5)
+    assert feeds["a"].shape == (3, GENERATED_LENGTH) and feeds["b"].shape == (GENERATED_LENGTH, GENERATED_LENGTH)
+    session = _session([("a", TensorProto.FLOAT, ["n", 2]), ("b", TensorProto.FLOAT, [2, "n"])])
+    feeds = generate_feeds(session, batch=5)
+    assert feeds["a"].shape == (5, 2) and feeds["b"].shape == (2, 5)  # first seen as the batch, kept so
+
+
+def test_masks_are_all_ones_of_their_dtype_and_bool_masks_stay_random():
+    session = _session([
+        ("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ("Pixel_Mask", TensorProto.FLOAT, [2, 3]),
+        ("key_padding_mask", TensorProto.BOOL, [8, 8]),
+    ])  # fmt: skip
+    feeds = generate_feeds(session, batch=2)
+    assert feeds["attention_mask"].dtype == np.int64 and np.all(feeds["attention_mask"] == 1)
+    assert feeds["Pixel_Mask"].dtype == np.float32 and np.all(feeds["Pixel_Mask"] == 1)  # any case of "mask"
+    assert set(np.unique(feeds["key_padding_mask"])) == {False, True}  # True means "pad" as often as "keep"
+
+
+def _embedding_model(table_rows, axis=0, chain=("Cast",), ids_type=TensorProto.INT32, table_as_constant=False):
+    """ids -> chain -> Gather(table, ids, axis): an embedding as exporters write it."""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((table_rows, 3) if axis == 0 else (3, table_rows)).astype(np.float32)
+    nodes, name = [], "ids"
+    for i, op in enumerate(chain):
+        attrs = {"to": TensorProto.INT64} if op == "Cast" else {}
+        extra = {"Reshape": ["shape"], "Unsqueeze": ["axes"]}.get(op, [])
+        nodes.append(helper.make_node(op, [name, *extra], [f"c{i}"], **attrs))
+        name = f"c{i}"
+    initializers = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("shape", -1), ("axes", 0))]
+    if table_as_constant:
+        nodes.insert(0, helper.make_node("Constant", [], ["table"], value=numpy_helper.from_array(table)))
+    else:
+        initializers.append(numpy_helper.from_array(table, "table"))
+    nodes.append(helper.make_node("Gather", ["table", name], ["y"], axis=axis))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", ids_type, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "rows, axis, chain, as_constant",
+    [(30, 0, ("Cast",), False), (7, 1, ("Reshape", "Cast", "Unsqueeze"), False), (300, 0, (), True)],
+)
+def test_ids_stay_inside_their_embedding_table(rows, axis, chain, as_constant):
+    model = _embedding_model(rows, axis, chain, table_as_constant=as_constant)
+    assert index_bounds(model) == {"ids": rows}
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = generate_feeds(session, batch=64, model=model)
+    assert feeds["ids"].dtype == np.int32 and feeds["ids"].min() >= 0 and feeds["ids"].max() == rows - 1
+    session.run(None, feeds)  # every id is valid
+
+
+def test_bounds_ignore_what_does_not_carry_the_ids_unchanged():
+    assert index_bounds(_embedding_model(30, chain=("Neg",))) == {}  # Neg changes the values
+    model = _embedding_model(30)
+    model.graph.node[-1].input[0] = "ids"  # the ids as the table: nothing to bound
+    assert index_bounds(model) == {}
+    two = _embedding_model(30)
+    two.graph.initializer.append(numpy_helper.from_array(np.zeros((9, 2), np.float32), "small_table"))
+    two.graph.node.append(helper.make_node("Gather", ["small_table", "c0"], ["z"]))
+    assert index_bounds(two) == {"ids": 9}  # the tighter of two tables
+    empty = _embedding_model(30)
+    empty.graph.initializer[-1].dims[0] = 0
+    assert index_bounds(empty) == {}
+
+
+def test_bounds_of_the_fused_embed_layer_normalization():
+    tables = {"word": (50, 4), "position": (16, 4), "segment": (2, 4), "gamma": (4,), "beta": (4,)}
+    inputs = ["input_ids", "segment_ids", "word", "position", "segment", "gamma", "beta", "mask", "position_ids"]
+    node = helper.make_node("EmbedLayerNormalization", inputs, ["y", "m"], domain="com.microsoft")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.INT32, ["b", "s"]) for n in (*inputs[:2], "mask", inputs[8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros(shape, np.float32), name) for name, shape in tables.items()],
+    )
+    assert index_bounds(helper.make_model(graph)) == {"input_ids": 50, "segment_ids": 2, "position_ids": 16}
+
+
+def test_the_description_names_every_generated_input():
+    feeds = {
+        "ids": np.array([[0, 7]], np.int64),
+        "attention_mask": np.ones((1, 2), np.int64),
+        "x": np.zeros(3, np.float16),
+        "flag": np.ones(2, bool),
+    }
+    assert describe_feeds(feeds) == (
+        "generated inputs: ids [1, 2] ids 0..7, attention_mask [1, 2] ones, x [3] float16, flag [2] bool"
+    )
 
 
 def test_an_input_type_it_cannot_make_is_named():
     session = _session([("s", TensorProto.UINT16, [2])])
     with pytest.raises(SitOnnxError, match=r"^cannot generate input 's' of type tensor\(uint16\); pass --inputs$"):
         generate_feeds(session)
+
+
+def test_run_and_compare_feed_a_small_table_valid_ids(tmp_path):
+    """Ids of 0..3 would fail this model in onnxruntime (its table has 2 rows): the bound is read."""
+    path = tmp_path / "emb.onnx"
+    onnx.save(_embedding_model(2), str(path))
+    ran = CliRunner().invoke(main, ["run", str(path), "--batch", "8", "--json"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.output)["outputs"][0]["shape"] == [8, GENERATED_LENGTH, 3]
+    compared = CliRunner().invoke(main, ["compare", str(path), str(path)])
+    assert compared.exit_code == 0, compared.output
+    assert compared.output.startswith(f"generated inputs: ids [4, {GENERATED_LENGTH}] ids 0..1\n")
+
+
+def test_compare_of_a_dynamic_length_softmax_sees_the_conversions_error(tmp_path):
+    """With a length of 1, every softmax row is exactly [1.0] and a conversion compared equal."""
+    source, converted = tmp_path / "m.onnx", tmp_path / "m.sit.onnx"
+    onnx.save(softmax_model(["b", "n"], -1), str(source))
+    rewrite_file(source, converted, RewriteOptions())
+    record = json.loads(CliRunner().invoke(main, ["compare", str(source), str(converted), "--json"]).stdout)
+    output = record["outputs"][0]
+    assert output["shape"] == [4, GENERATED_LENGTH] and output["max_abs"] > 1e-4
+    data = tmp_path / "in.npz"
+    np.savez(data, x=np.zeros((2, 3), np.float32))
+    given = CliRunner().invoke(main, ["compare", str(source), str(converted), "--inputs", str(data)])
+    assert given.exit_code == 0 and "generated inputs" not in given.output
