@@ -74,18 +74,19 @@ def test_masks_are_all_ones_of_their_dtype_and_bool_masks_stay_random():
     session = _session([
         ("attention_mask", TensorProto.INT64, ["batch", "seq"]),
         ("Pixel_Mask", TensorProto.FLOAT, [2, 3]),
-        ("key_padding_mask", TensorProto.BOOL, [8, 8]),
+        ("key_padding_mask", TensorProto.BOOL, [32, 32]),
     ])  # fmt: skip
     feeds = generate_feeds(session, batch=2)
     assert feeds["attention_mask"].dtype == np.int64 and np.all(feeds["attention_mask"] == 1)
     assert feeds["Pixel_Mask"].dtype == np.float32 and np.all(feeds["Pixel_Mask"] == 1)  # any case of "mask"
     assert set(np.unique(feeds["key_padding_mask"])) == {False, True}  # True means "pad" as often as "keep"
+    assert abs(feeds["key_padding_mask"].mean() - 0.5) < 0.08  # half of them, either way
 
 
 def _embedding_model(table_rows, axis=0, chain=("Cast",), ids_type=TensorProto.INT32, table_as_constant=False):
     """ids -> chain -> Gather(table, ids, axis): an embedding as exporters write it."""
     rng = np.random.default_rng(0)
-    table = rng.standard_normal((table_rows, 3) if axis == 0 else (3, table_rows)).astype(np.float32)
+    table = rng.standard_normal((table_rows, 3) if axis in (0, -2) else (3, table_rows)).astype(np.float32)
     nodes, name = [], "ids"
     for i, op in enumerate(chain):
         attrs = {"to": TensorProto.INT64} if op == "Cast" else {}
@@ -110,7 +111,13 @@ def _embedding_model(table_rows, axis=0, chain=("Cast",), ids_type=TensorProto.I
 
 @pytest.mark.parametrize(
     "rows, axis, chain, as_constant",
-    [(30, 0, ("Cast",), False), (7, 1, ("Reshape", "Cast", "Unsqueeze"), False), (300, 0, (), True)],
+    [
+        (30, 0, ("Cast",), False),
+        (7, 1, ("Reshape", "Cast", "Unsqueeze"), False),
+        (7, -2, ("Cast",), False),  # a negative axis counts from the end
+        (300, 0, (), True),
+        (1, 0, ("Cast",), False),  # a one-row table: every id 0
+    ],
 )
 def test_ids_stay_inside_their_embedding_table(rows, axis, chain, as_constant):
     model = _embedding_model(rows, axis, chain, table_as_constant=as_constant)
@@ -119,6 +126,14 @@ def test_ids_stay_inside_their_embedding_table(rows, axis, chain, as_constant):
     feeds = generate_feeds(session, batch=64, model=model)
     assert feeds["ids"].dtype == np.int32 and feeds["ids"].min() >= 0 and feeds["ids"].max() == rows - 1
     session.run(None, feeds)  # every id is valid
+
+
+@pytest.mark.parametrize("ids_type, top", [(TensorProto.INT8, 127), (TensorProto.UINT8, 255)])
+def test_a_table_larger_than_the_id_type_gives_every_value_of_the_type(ids_type, top):
+    model = _embedding_model(300, ids_type=ids_type)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = generate_feeds(session, batch=256, model=model)["ids"]
+    assert ids.min() == 0 and ids.max() == top  # not wrapped round, not short of the top
 
 
 def test_bounds_ignore_what_does_not_carry_the_ids_unchanged():
@@ -130,9 +145,23 @@ def test_bounds_ignore_what_does_not_carry_the_ids_unchanged():
     two.graph.initializer.append(numpy_helper.from_array(np.zeros((9, 2), np.float32), "small_table"))
     two.graph.node.append(helper.make_node("Gather", ["small_table", "c0"], ["z"]))
     assert index_bounds(two) == {"ids": 9}  # the tighter of two tables
+    two.graph.node.append(helper.make_node("Gather", ["table", "c0"], ["w"]))
+    assert index_bounds(two) == {"ids": 9}  # ...whichever comes first
     empty = _embedding_model(30)
     empty.graph.initializer[-1].dims[0] = 0
     assert index_bounds(empty) == {}
+    beyond = _embedding_model(30)
+    beyond.graph.node[-1].attribute[0].i = 2  # an axis the 2-D table lacks: an invalid model, no crash
+    assert index_bounds(beyond) == {}
+    other = _embedding_model(30)
+    other.graph.node[-1].op_type = "Pow"  # two inputs, table and ids, but no gather
+    del other.graph.node[-1].attribute[:]
+    assert index_bounds(other) == {}
+    filled = _embedding_model(30)  # ConstantOfShape also has a "value": its tensor is not the table
+    filled.graph.initializer.pop()
+    one = numpy_helper.from_array(np.ones(1, np.float32))
+    filled.graph.node.insert(0, helper.make_node("ConstantOfShape", ["shape"], ["table"], value=one))
+    assert index_bounds(filled) == {}
 
 
 def test_bounds_of_the_fused_embed_layer_normalization():
@@ -147,6 +176,9 @@ def test_bounds_of_the_fused_embed_layer_normalization():
         [numpy_helper.from_array(np.zeros(shape, np.float32), name) for name, shape in tables.items()],
     )
     assert index_bounds(helper.make_model(graph)) == {"input_ids": 50, "segment_ids": 2, "position_ids": 16}
+    del node.input[8]  # position_ids is optional, and usually absent
+    graph.node[0].CopyFrom(node)
+    assert index_bounds(helper.make_model(graph)) == {"input_ids": 50, "segment_ids": 2}
 
 
 def test_the_description_names_every_generated_input():
