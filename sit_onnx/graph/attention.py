@@ -1,7 +1,7 @@
-"""Attention ops that hide a softmax: ONNX's own `Attention` (opset 23+) is expanded into its
-function body (ONNX defines one per attribute and input combination), onnxruntime's
-`com.microsoft` `Attention` and `MultiHeadAttention` into standard ops (ort_attention.py); their
-Softmax is then an ordinary site. The other fused attention ops, and forms not decomposed, are
+"""Ops that hide a softmax: ONNX's own `Attention` (opset 23+) is expanded into its function body
+(ONNX defines one per attribute and input combination), onnxruntime's `com.microsoft` attention,
+quantized and fused softmax ops into standard ops (ort_attention.py); their Softmax is then an
+ordinary site. The other fused attention ops, and forms not decomposed, are
 reported as left alone with why, so a conversion never claims success over a softmax it did not see.
 """
 
@@ -14,12 +14,22 @@ from dataclasses import dataclass
 import onnx
 from onnx import inliner
 
-from sit_onnx.graph.ort_attention import DECOMPOSERS, KnownTypes
+from sit_onnx.graph.ort_attention import DECOMPOSERS, TYPE_FREE, KnownTypes
 from sit_onnx.graph.walk import graph_protos
 
 EXPAND_DOMAIN = "sit_onnx.expand"  # the temporary functions' domain; gone once inlined
-FUSED_ATTENTION = {
+FUSED_ATTENTION = {  # onnxruntime's ops that hold a softmax: decomposed (ort_attention.py) or reported
     ("com.microsoft", "Attention"),
+    ("com.microsoft", "QAttention"),
+    ("com.microsoft", "QLinearSoftmax"),
+    ("com.microsoft", "BiasSoftmax"),
+    ("com.microsoft", "DecoderAttention"),
+    ("com.microsoft", "DecoderMaskedSelfAttention"),
+    ("com.microsoft", "LongformerAttention"),
+    ("com.microsoft", "QOrderedAttention"),
+    ("com.microsoft", "QOrderedLongformerAttention"),
+    ("com.microsoft", "DynamicSparseAttention"),
+    ("com.microsoft", "SparsePagedAttention"),
     ("com.microsoft", "MultiHeadAttention"),
     ("com.microsoft", "GroupQueryAttention"),
     ("com.microsoft", "PackedAttention"),
@@ -48,21 +58,51 @@ def _is_standard_attention(node: onnx.NodeProto) -> bool:
 def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
     """Every tensor's type that shape inference can tell (inputs, initializers, intermediates).
     onnx's inference stops at onnxruntime's own ops (EmbedLayerNormalization before a fused
-    Attention, say); onnxruntime's symbolic shape inference, which knows them, fills the gaps."""
+    Attention, say); onnxruntime's symbolic shape inference, which knows most of them, fills the
+    gaps. Past an op it does not know either (QEmbedLayerNormalization), it can only guess a rank
+    (that of the op's first input): a guess gives the element type, never the rank a decomposition
+    is chosen by."""
     types = _types_of(onnx.shape_inference.infer_shapes(model))
-    if any(name not in types or not _has_shape(types[name]) for name in wanted):
-        try:
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    for guess in (False, True):
+        if all(name in types and _has_shape(types[name]) for name in wanted):
+            break
+        inferred = _symbolic_types(model, guess)
+        if guess:
+            types = {**{name: _element_type_only(t) for name, t in inferred.items()}, **types}
+        else:  # onnx's shaped types first; a type without shape (as the float16 converters declare
+            # them) gives way to the symbolic one, which has its rank
+            types = {**types, **inferred, **{name: t for name, t in types.items() if _has_shape(t)}}
+    return KnownTypes.of({**types, **_embedding_mask_types(model, types)})
 
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
-                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
-            if inferred is not None:  # onnx's shaped types first; a type without shape (as the float16
-                # converters declare them) gives way to the symbolic one, which has its rank
-                shaped = {name: t for name, t in types.items() if _has_shape(t)}
-                types = {**types, **_types_of(inferred), **shaped}
-        except Exception:  # best effort: an op it cannot infer leaves the attention op alone, with why
-            pass
-    return KnownTypes.of(types)
+
+def _symbolic_types(model: onnx.ModelProto, guess: bool) -> dict[str, onnx.TypeProto]:
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=guess)
+    except Exception:  # best effort: an op it cannot infer leaves the attention op alone, with why
+        return {}
+    return _types_of(inferred) if inferred is not None else {}
+
+
+def _element_type_only(proto: onnx.TypeProto) -> onnx.TypeProto:
+    return onnx.helper.make_tensor_type_proto(proto.tensor_type.elem_type, None)
+
+
+EMBEDDINGS = {"EmbedLayerNormalization", "QEmbedLayerNormalization"}  # output 1: mask_index, one length per batch row
+
+
+def _embedding_mask_types(model: onnx.ModelProto, types: dict) -> dict[str, onnx.TypeProto]:
+    """The mask_index of onnxruntime's fused embeddings is [batch] by definition, where inference
+    could not tell its rank."""
+    masks = {}
+    for node in model.graph.node:
+        if node.domain == "com.microsoft" and node.op_type in EMBEDDINGS and len(node.output) > 1 and node.output[1]:
+            known = types.get(node.output[1])
+            if known is None or not _has_shape(known):
+                masks[node.output[1]] = onnx.helper.make_tensor_type_proto(onnx.TensorProto.INT32, ["batch"])
+    return masks
 
 
 def _has_shape(proto: onnx.TypeProto) -> bool:
@@ -107,7 +147,8 @@ def _label(node: onnx.NodeProto) -> str:
 
 def _body(node: onnx.NodeProto, opset: int, known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
     """The node's expansion, or why there is none."""
-    missing = [name for name in node.input if name and name not in known.types]
+    typed = [] if node.domain == "com.microsoft" and node.op_type in TYPE_FREE else node.input
+    missing = [name for name in typed if name and name not in known.types]
     if missing:
         return None, f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
     return _expandable(node)(node, opset, known)

@@ -7,6 +7,7 @@ external data). The input is never modified.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -207,7 +208,9 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     light, attention = expand_attention(light, opset)
     expanded = [a for a in attention if a.expanded]
     if expanded:
-        notes.append(f"expanded {len(expanded)} ONNX Attention op(s) into ONNX's own function body")
+        counts = Counter(a.op for a in expanded)
+        kinds = ", ".join(f"{count} {op}" for op, count in counts.items())
+        notes.append(f"expanded {kinds} into standard ops, so the softmax inside each is a site")
     return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes)
 
 

@@ -1,6 +1,8 @@
-"""onnxruntime's fused attention ops decomposed into standard ops, so that their softmax becomes an
-ordinary site: `com.microsoft` `Attention` (BERT-style, packed QKV weights) and
-`MultiHeadAttention` (separate Q, K, V), as `onnxruntime.transformers`' optimizer writes them.
+"""onnxruntime's ops that hide a softmax, decomposed into standard ops so that their softmax becomes
+an ordinary site: `com.microsoft` `Attention` (BERT-style, packed QKV weights),
+`MultiHeadAttention` (separate Q, K, V) and `GroupQueryAttention`, as `onnxruntime.transformers`'
+optimizer writes them; the int8 quantizer's `QAttention` and `QLinearSoftmax`; the `BiasSoftmax`
+fusion.
 
 Each node becomes a model-local function built for its attribute values and inputs, then inlined.
 The body follows onnxruntime's CPU kernels: scores = Q·Kᵀ·scale + attention_bias + mask, where the
@@ -153,42 +155,95 @@ def _output(node: onnx.NodeProto, index: int) -> str | None:
 
 def attention_body(node: onnx.NodeProto, known: KnownTypes) -> tuple[Body | None, str]:
     """com.microsoft Attention: (body, "") or (None, why it is not decomposed)."""
+    if _input(node, 6):
+        return None, "past_sequence_length is not decomposed yet"
+    b = Body(node.name or "attention", known.elem_type(node.input[0]))
+    x, weights = node.input[0], node.input[1]
+    inputs = PackedInputs(x, weights, _input(node, 2), _input(node, 3), _input(node, 4), _input(node, 5))
+    return _packed_attention(b, node, known, inputs)
+
+
+def quantized_attention_body(node: onnx.NodeProto, known: KnownTypes) -> tuple[Body | None, str]:
+    """com.microsoft QAttention (dynamic quantization's attention): the 8-bit input and weights
+    dequantized as its kernel reads them, (x - zero point) * scale, then as Attention."""
+    b = Body(node.name or "qattention", known.elem_type(node.input[2]))
+    x = _dequantized(b, node.input[0], node.input[3], _input(node, 6))
+    weights = _dequantized(b, node.input[1], node.input[4], _input(node, 7))
+    inputs = PackedInputs(x, weights, node.input[2], _input(node, 5), _input(node, 8), None, node.input[1])
+    return _packed_attention(b, node, known, inputs)
+
+
+@dataclass(frozen=True)
+class PackedInputs:
+    """What a packed-QKV attention reads, by tensor name; `shape_of` names the tensor whose shape
+    the weights have (the 8-bit one, before dequantization)."""
+
+    x: str
+    weights: str
+    bias: str | None
+    mask: str | None
+    past: str | None
+    attention_bias: str | None
+    shape_of: str | None = None
+
+
+def _dequantized(b: Body, value: str, scale: str, zero_point: str | None) -> str:
+    """(value - zero_point) * scale in float, then the body's type; a 1-D (per-column) scale or zero
+    point broadcasts along the last axis, as onnxruntime's integer kernels apply it."""
+    real = b.op("Cast", [value], to=TensorProto.FLOAT)
+    if zero_point:
+        real = b.op("Sub", [real, b.op("Cast", [zero_point], to=TensorProto.FLOAT)])
+    real = b.op("Mul", [real, b.op("Cast", [scale], to=TensorProto.FLOAT)])
+    return real if b.elem_type == TensorProto.FLOAT else b.op("Cast", [real], to=b.elem_type)
+
+
+def _packed_attention(b: Body, node: onnx.NodeProto, known: KnownTypes, inputs: PackedInputs):
+    """softmax(Q·Kᵀ)·V with Q, K, V from one packed weight matrix: (body, "") or (None, why)."""
     ranks, dims = known.ranks, known.dims
     unsupported = [a for a in ("do_rotary", "past_present_share_buffer") if _attr(node, a, 0)]
-    if unsupported or _input(node, 6):
-        return None, f"{', '.join(unsupported) or 'past_sequence_length'} is not decomposed yet"
+    if unsupported:
+        return None, f"{', '.join(unsupported)} is not decomposed yet"
     heads = _attr(node, "num_heads")
-    weights = dims.get(node.input[1])
+    weights = dims.get(inputs.shape_of or inputs.weights)
     if not weights or not all(isinstance(d, int) for d in weights):
         return None, "the packed QKV weights' shape is unknown"
     sizes = list(_attr(node, "qkv_hidden_sizes", []) or [weights[1] // 3] * 3)
     head, v_head = sizes[0] // heads, sizes[2] // heads
-    mask = _input(node, 3)
-    if mask and ranks.get(mask) not in (1, 2, 3):
-        return None, f"a {ranks.get(mask)}-D mask_index is not decomposed yet"
-    b = Body(node.name or "attention", known.elem_type(node.input[0]))
-    qkv = b.op("MatMul", [node.input[0], node.input[1]])
-    if _input(node, 2):
-        qkv = b.op("Add", [qkv, node.input[2]])
+    reason = _mask_rank_reason(inputs.mask, ranks, "mask_index")
+    if reason:
+        return None, reason
+    qkv = b.op("MatMul", [inputs.x, inputs.weights])
+    if inputs.bias:
+        qkv = b.op("Add", [qkv, inputs.bias])
     q, k, v = b.op("Split", [qkv, b.ints(sizes)], 3, axis=-1)
     q, k, v = _heads(b, q, heads, head), _heads(b, k, heads, head), _heads(b, v, heads, v_head)
-    past = _input(node, 4)
-    if past:
+    if inputs.past:
+        past = inputs.past
         k = b.op("Concat", [b.op("Squeeze", [b.op("Gather", [past, b.ints([0])], axis=0), b.ints([0])]), k], axis=2)
         v = b.op("Concat", [b.op("Squeeze", [b.op("Gather", [past, b.ints([1])], axis=0), b.ints([0])]), v], axis=2)
     if _output(node, 1):
         zero = b.ints([0])
         b.op("Concat", [b.op("Unsqueeze", [k, zero]), b.op("Unsqueeze", [v, zero])], [node.output[1]], axis=0)
-    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, _mask_extras(node, mask, ranks))
+    extras = _mask_extras(node, inputs.mask, ranks, inputs.attention_bias)
+    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
     _merge_heads(b, context, sizes[2], node.output[0])
     return b, ""
 
 
-def _mask_extras(node: onnx.NodeProto, mask: str | None, ranks: dict) -> dict:
-    """What Attention and MultiHeadAttention tell _attend alike: input 5's bias, the mask and its
-    rank, causality and the value masked positions get."""
+def _mask_rank_reason(mask: str | None, ranks: dict, label: str) -> str:
+    """Why this mask cannot be read ("" when it can): its layout is chosen by its rank."""
+    if not mask or ranks.get(mask) in (1, 2, 3):
+        return ""
+    if ranks.get(mask) is None:
+        return f"the rank of {label} is unknown (shape inference could not tell), and its layout goes by it"
+    return f"a {ranks[mask]}-D {label} is not decomposed yet"
+
+
+def _mask_extras(node: onnx.NodeProto, mask: str | None, ranks: dict, attention_bias: str | None) -> dict:
+    """What the attention ops tell _attend alike: the additive bias, the mask and its rank,
+    causality and the value masked positions get."""
     return {
-        "attention_bias": _input(node, 5),
+        "attention_bias": attention_bias,
         "mask": mask,
         "mask_rank": ranks.get(mask),
         "unidirectional": _attr(node, "unidirectional", 0),
@@ -221,8 +276,9 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     heads = _attr(node, "num_heads")
     head, v_head = hidden_q // heads, hidden_v // heads
     mask = _input(node, 4)
-    if mask and ranks.get(mask) not in (1, 2, 3):
-        return None, f"a {ranks.get(mask)}-D key_padding_mask is not decomposed yet"
+    reason = _mask_rank_reason(mask, ranks, "key_padding_mask")
+    if reason:
+        return None, reason
     b = Body(node.name or "mha", known.elem_type(query))
     bias = _input(node, 3)
     if bias:
@@ -231,7 +287,8 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     q, k, v = _heads(b, query, heads, head), _heads(b, key, heads, head), _heads(b, value, heads, v_head)
     past_key, past_value = _input(node, 6), _input(node, 7)
     k, v = _append_past(b, node, k, v, past_key, past_value)
-    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, _mask_extras(node, mask, ranks))
+    extras = _mask_extras(node, mask, ranks, _input(node, 5))
+    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
     _merge_heads(b, context, hidden_v, node.output[0])
     return b, ""
 
@@ -350,8 +407,42 @@ def group_query_attention_body(node: onnx.NodeProto, known: KnownTypes):
     return b, ""
 
 
+def _softmax(b: Body, x: str, axis: int, coerced: bool, rank: int | None, output: str | None = None) -> str:
+    """Softmax along `axis`; `coerced` is opset < 13's meaning (over every dim from `axis` on, as one
+    row), written as Flatten, Softmax, Reshape unless `axis` is the last dim anyway."""
+    named = [output] if output else 1
+    if not coerced or (rank is not None and axis % rank == rank - 1):
+        return b.op("Softmax", [x], named, axis=axis)
+    rows = b.op("Softmax", [b.op("Flatten", [x], axis=axis)], axis=-1)
+    return b.op("Reshape", [rows, b.op("Shape", [x])], named)
+
+
+def qlinear_softmax_body(node: onnx.NodeProto, known: KnownTypes):
+    """com.microsoft QLinearSoftmax (static quantization's softmax): DequantizeLinear, Softmax with
+    the meaning of the opset it was made from, QuantizeLinear."""
+    b = Body(node.name or "qsoftmax", TensorProto.FLOAT)
+    real = b.op("DequantizeLinear", [name for name in node.input[:3] if name])
+    coerced = _attr(node, "opset", 13) < 13
+    probs = _softmax(b, real, _attr(node, "axis", -1), coerced, known.ranks.get(node.input[0]))
+    b.op("QuantizeLinear", [probs, node.input[3], node.input[4]], [node.output[0]])
+    return b, ""
+
+
+def bias_softmax_body(node: onnx.NodeProto, known: KnownTypes):
+    """com.microsoft BiasSoftmax (onnxruntime's fusion of Add then Softmax): the Add again, then a
+    softmax over every dim from `axis` on, as its kernel computes it."""
+    b = Body(node.name or "biassoftmax")  # the body makes no constant, so needs no type
+    summed = b.op("Add", [node.input[0], node.input[1]])
+    _softmax(b, summed, _attr(node, "axis", 1), True, known.ranks.get(node.input[0]), node.output[0])
+    return b, ""
+
+
+TYPE_FREE = {"QLinearSoftmax", "BiasSoftmax"}  # their bodies need no input's type: a rank, where known, only tidies
 DECOMPOSERS = {
     "Attention": attention_body,
+    "QAttention": quantized_attention_body,
+    "QLinearSoftmax": qlinear_softmax_body,
+    "BiasSoftmax": bias_softmax_body,
     "MultiHeadAttention": multi_head_attention_body,
     "GroupQueryAttention": group_query_attention_body,
 }

@@ -1,0 +1,264 @@
+"""onnxruntime ops that hide a softmax outside the float attention ops: the int8 quantizer's
+QAttention (dynamic) and QLinearSoftmax (static, QOperator format), and the BiasSoftmax fusion.
+Each decomposition agrees with onnxruntime's own kernel (numpy's softmax for BiasSoftmax, which has
+no CPU kernel), its softmax becomes an ordinary site, and the converted site follows the numpy
+reference of the neurons on its own logits."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.graph.attention import _known_types, expand_attention
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons import SoftmaxOptions, shipped_params, softmax, spiking_softmax
+from sit_onnx.neurons.params import SHIFT_RANGE
+
+OPSETS = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+B, S, HID, NH = 2, 5, 16, 4
+
+
+def _ort(model, feeds):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _model(node, inputs, initializers, outputs):
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(o, t, None) for o, t in outputs],
+        [numpy_helper.from_array(v, n) for n, v in initializers.items()],
+    )
+    return helper.make_model(graph, opset_imports=OPSETS)
+
+
+def _expanded(model, op):
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert [(a.op, a.expanded, a.reason) for a in found] == [(f"com.microsoft::{op}", True, None)]
+    assert not any(n.op_type == op for n in expanded.graph.node)
+    assert sum(n.op_type == "Softmax" for n in expanded.graph.node) == 1
+    return expanded
+
+
+def _qattention(rng, weight_type=np.int8, per_column=False, zero_points=True, mask=None, past=False, **attrs):
+    """x uint8 [B, S, HID], packed QKV weights 8-bit [HID, 3*HID]: the model and its feeds."""
+    low, high = (-100, 100) if weight_type == np.int8 else (0, 255)
+    weights = rng.integers(low, high, (HID, 3 * HID))
+    columns = 3 * HID if per_column else None
+    init = {
+        "w": weights.astype(weight_type),
+        "bias": rng.normal(0, 0.1, 3 * HID).astype(np.float32),
+        "x_scale": np.array(0.02, np.float32),
+        "w_scale": (rng.uniform(0.002, 0.006, columns) if per_column else np.array(0.004)).astype(np.float32),
+    }
+    names = ["x", "w", "bias", "x_scale", "w_scale", "", "", "", ""]
+    feeds = {"x": rng.integers(0, 255, (B, S, HID)).astype(np.uint8)}
+    inputs = [("x", TensorProto.UINT8, [B, S, HID])]
+    total = S + (3 if past else 0)
+    if mask == "lengths":
+        names[5], feeds["mask"] = "mask", np.array([total - 2, total], np.int32)
+        inputs.append(("mask", TensorProto.INT32, [B]))
+    elif mask == "raw 2d":
+        names[5], feeds["mask"] = "mask", (rng.random((B, total)) > 0.3).astype(np.int32)
+        inputs.append(("mask", TensorProto.INT32, [B, total]))
+    if zero_points:
+        init["x_zp"] = np.array(128, np.uint8)
+        w_zp = rng.integers(-3, 4, columns) if per_column else np.array(2)
+        init["w_zp"] = (w_zp if weight_type == np.int8 else w_zp + 128).astype(weight_type)
+        names[6], names[7] = "x_zp", "w_zp"
+    outputs = [("y", TensorProto.FLOAT)]
+    if past:
+        names[8], feeds["past"] = "past", rng.normal(0, 1, (2, B, NH, 3, HID // NH)).astype(np.float32)
+        inputs.append(("past", TensorProto.FLOAT, [2, B, NH, 3, HID // NH]))
+        outputs.append(("present", TensorProto.FLOAT))
+    while not names[-1]:
+        names.pop()
+    node = helper.make_node(
+        "QAttention", names, [o for o, _ in outputs], name="qa", domain="com.microsoft", num_heads=NH, **attrs
+    )
+    return _model(node, inputs, init, outputs), feeds
+
+
+QATTENTION = {
+    "int8 weights": {},
+    "uint8 weights": {"weight_type": np.uint8},
+    "per-column scale and zero point": {"per_column": True},
+    "no zero points": {"zero_points": False},
+    "lengths mask": {"mask": "lengths"},
+    "raw 2d mask": {"mask": "raw 2d", "mask_filter_value": -500.0},
+    "unidirectional": {"unidirectional": 1},
+    "past": {"past": True},
+    "scale": {"scale": 0.1},
+}
+
+
+@pytest.mark.parametrize("case", sorted(QATTENTION))
+def test_qattention_decomposition_equals_onnxruntimes_kernel(case):
+    model, feeds = _qattention(np.random.default_rng(0), **QATTENTION[case])
+    expanded = _expanded(model, "QAttention")
+    for want, got in zip(_ort(model, feeds), _ort(expanded, feeds), strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+
+
+def test_a_qattention_form_not_decomposed_says_why():
+    model, _ = _qattention(np.random.default_rng(1), do_rotary=1)
+    _, found = expand_attention(model, 17)
+    assert [(a.op, a.expanded, a.reason) for a in found] == [
+        ("com.microsoft::QAttention", False, "do_rotary is not decomposed yet")
+    ]
+
+
+def _qlinear_softmax(rng, shape, dtype=np.uint8, x_zero_point=True, **attrs):
+    low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+    init = {
+        "x_scale": np.array(0.05, np.float32),
+        "y_scale": np.array(1 / 256, np.float32),
+        "y_zp": np.array(low, dtype),  # onnxruntime's quantizer: probabilities from the type's bottom up
+    }
+    names = ["x", "x_scale", "x_zp", "y_scale", "y_zp"]
+    if x_zero_point:
+        init["x_zp"] = np.array((low + high + 1) // 2, dtype)
+    else:
+        names[2] = ""
+    elem = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    node = helper.make_node("QLinearSoftmax", names, ["y"], name="qs", domain="com.microsoft", **attrs)
+    model = _model(node, [("x", elem, list(shape))], init, [("y", elem)])
+    return model, {"x": rng.integers(low, high + 1, shape).astype(dtype)}
+
+
+QLINEAR_SOFTMAX = {
+    "uint8 last axis": ((2, 3, 7), {}, {"opset": 13}),
+    "int8 last axis": ((2, 3, 7), {"dtype": np.int8}, {"opset": 13, "axis": -1}),
+    "no x zero point": ((4, 9), {"x_zero_point": False}, {"opset": 13}),
+    "opset 13, a middle axis": ((2, 6, 3), {}, {"opset": 13, "axis": 1}),
+    "opset 12, coerced from axis 1": ((2, 3, 4), {}, {"opset": 12, "axis": 1}),
+    "opset 11, int8, coerced from axis 2": ((2, 2, 3, 4), {"dtype": np.int8}, {"opset": 11, "axis": 2}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QLINEAR_SOFTMAX))
+def test_qlinear_softmax_decomposition_equals_onnxruntimes_kernel(case):
+    shape, build, attrs = QLINEAR_SOFTMAX[case]
+    model, feeds = _qlinear_softmax(np.random.default_rng(2), shape, **build, **attrs)
+    want = _ort(model, feeds)[0]
+    got = _ort(_expanded(model, "QLinearSoftmax"), feeds)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    # onnxruntime's kernel uses a table of exponentials: one quantum apart at most, and rarely
+    difference = np.abs(got.astype(np.int32) - want.astype(np.int32))
+    assert difference.max() <= 1 and (difference == 0).mean() >= 0.95, difference
+
+
+def test_the_coerced_softmax_is_over_every_dim_from_its_axis():
+    """opset 12's QLinearSoftmax at axis 1 of [2, 3, 4]: rows of 12, not of 3."""
+    model, feeds = _qlinear_softmax(np.random.default_rng(3), (2, 3, 4), opset=12, axis=1)
+    got = _ort(_expanded(model, "QLinearSoftmax"), feeds)[0].astype(np.float64) / 256  # y_zp is 0
+    np.testing.assert_allclose(got.reshape(2, 12).sum(axis=1), 1.0, atol=12 / 256)
+    assert not np.allclose(got.sum(axis=1), 1.0, atol=0.05)
+
+
+def test_converted_qlinear_softmax_follows_the_reference_on_its_own_logits():
+    model, feeds = _qlinear_softmax(np.random.default_rng(4), (3, 16), opset=13)
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 1 and report.attention[0]["op"] == "com.microsoft::QLinearSoftmax"
+    assert "expanded 1 com.microsoft::QLinearSoftmax into standard ops, so the softmax inside each is a site" in (
+        report.notes
+    )
+    logits = (feeds["x"].astype(np.float64) - 128) * np.float32(0.05)
+    probs = spiking_softmax(logits, shipped_params(12, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
+    expected = np.clip(np.round(probs * 256), 0, 255)
+    got = _ort(new, feeds)[0]
+    assert got.dtype == np.uint8
+    np.testing.assert_allclose(got, expected, atol=1)  # float32 rounding at a .5 boundary, at most
+
+
+def _bias_softmax(shape, bias_shape, axis=None):
+    attrs = {"is_inner_broadcast": 0} | ({} if axis is None else {"axis": axis})
+    node = helper.make_node("BiasSoftmax", ["x", "bias"], ["y"], name="bs", domain="com.microsoft", **attrs)
+    inputs = [("x", TensorProto.FLOAT, list(shape)), ("bias", TensorProto.FLOAT, list(bias_shape))]
+    return _model(node, inputs, {}, [("y", TensorProto.FLOAT)])
+
+
+@pytest.mark.parametrize(
+    "shape, bias_shape, axis",
+    [
+        ((2, 4, 3, 5), (2, 1, 1, 5), 3),  # an attention mask over the keys: a softmax over the last axis
+        ((2, 4, 3, 5), (1, 4, 3, 5), -1),
+        ((2, 3, 4), (1, 3, 4), None),  # the default axis 1: one row of 12 per batch entry
+        ((6, 5), (6, 5), 0),  # everything one row
+    ],
+)
+def test_bias_softmax_decomposition_is_softmax_of_the_sum_from_its_axis_on(shape, bias_shape, axis):
+    """onnxruntime has no CPU kernel for it: numpy says what its CUDA kernel computes."""
+    rng = np.random.default_rng(5)
+    feeds = {"x": rng.normal(0, 2, shape).astype(np.float32), "bias": rng.normal(0, 2, bias_shape).astype(np.float32)}
+    got = _ort(_expanded(_bias_softmax(shape, bias_shape, axis), "BiasSoftmax"), feeds)[0]
+    start = (1 if axis is None else axis) % len(shape)
+    rows = (feeds["x"] + feeds["bias"]).reshape(int(np.prod(shape[:start])), -1)
+    np.testing.assert_allclose(got, softmax(rows, axis=-1).reshape(shape), atol=1e-6)
+
+
+def test_bias_softmax_of_unknown_types_still_expands():
+    """Its body needs no type: behind an op no inference knows, it still expands."""
+    model = _bias_softmax((2, 3), (2, 3), axis=1)
+    model.graph.node.insert(0, helper.make_node("Opaque", ["x"], ["x2"], domain="com.example"))
+    model.graph.node[1].input[0] = "x2"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    expanded, found = expand_attention(model, 17)
+    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::BiasSoftmax", True)]
+    assert [n.op_type for n in expanded.graph.node] == ["Opaque", "Add", "Flatten", "Softmax", "Shape", "Reshape"]
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        "DecoderAttention",
+        "DecoderMaskedSelfAttention",
+        "LongformerAttention",
+        "QOrderedAttention",
+        "QOrderedLongformerAttention",
+        "DynamicSparseAttention",
+        "SparsePagedAttention",
+    ],
+)
+def test_other_fused_attention_ops_are_reported_as_left_alone(op):
+    node = helper.make_node(op, ["x"], ["y"], name="fused", domain="com.microsoft", num_heads=2)
+    model = _model(node, [("x", TensorProto.FLOAT, [1, 3, 8])], {}, [("y", TensorProto.FLOAT)])
+    _, found = expand_attention(model, 17)
+    assert [(a.op, a.expanded, a.reason) for a in found] == [
+        (f"com.microsoft::{op}", False, f"onnxruntime's fused com.microsoft::{op}: not decomposed by sit-onnx yet")
+    ]
+
+
+def _behind_an_unknown_embedding(mask_rank_guessable: bool):
+    """QAttention whose mask comes out of an op that neither inference knows, as after
+    QEmbedLayerNormalization: onnxruntime's symbolic inference guesses the rank of its input 0."""
+    model, _ = _qattention(np.random.default_rng(6), mask="lengths")
+    op = "QEmbedLayerNormalization" if mask_rank_guessable else "Opaque"
+    domain = "com.microsoft" if mask_rank_guessable else "com.example"
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT32, [B, S])
+    model.graph.input.append(ids)
+    model.graph.node.insert(0, helper.make_node(op, ["ids"], ["unused", "mask2"], domain=domain))
+    model.graph.node[1].input[5] = "mask2"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    return model
+
+
+def test_a_guessed_rank_does_not_pick_the_mask_layout():
+    """Symbolic inference would guess the mask [B, S] (its input's rank): the fused embedding's
+    mask_index is [B] by definition, and an unknown op's mask is left alone, saying why."""
+    embedded = _behind_an_unknown_embedding(True)
+    known = _known_types(embedded, {"mask2"})
+    assert known.ranks["mask2"] == 1 and known.elem_type("mask2") == TensorProto.INT32
+    _, found = expand_attention(embedded, 17)
+    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::QAttention", True)]
+    opaque = _behind_an_unknown_embedding(False)
+    assert "mask2" not in _known_types(opaque, {"mask2"}).ranks
+    _, found = expand_attention(opaque, 17)
+    assert [(a.expanded, a.reason) for a in found] == [
+        (False, "the rank of mask_index is unknown (shape inference could not tell), and its layout goes by it")
+    ]
