@@ -1,6 +1,7 @@
 """Coverage across Transformer architectures: tiny random-weight models of transformers' families
 (encoders, decoders, vision, hybrids; no download), exported by TorchScript (opset 17) and dynamo,
-optionally through onnxruntime's transformer optimizer or to float16; each rewritten with every
+optionally through onnxruntime's transformer optimizer, to float16 or to int8 (onnxruntime's
+quantizer: static QOperator, dynamic after the optimizer); each rewritten with every
 activation asked for, then the original and the converted model run on the same inputs.
 
 Prints per model: softmax sites converted / found, attention ops left alone, activations converted
@@ -9,7 +10,7 @@ activation inputs tiny (|x| < 0.5), where an FS neuron's absolute error is large
 the cosine says that the graph still computes the model, not what a trained model would lose
 (for that: bench/fidelity.py on pretrained weights).
 
-    python bench/architectures.py [--exports torchscript-17 dynamo] [--only bert clip ...] [--ort] [--float16]
+    python bench/architectures.py [--exports torchscript-17 dynamo] [--only bert clip ...] [--ort] [--float16] [--int8]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import sys
 import tempfile
 import warnings
@@ -30,7 +32,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
-from sit_onnx.neurons.activation import FUNCTIONS  # noqa: E402
+from sit_onnx.neurons.activation import SITE_FUNCTIONS  # noqa: E402
 from sit_onnx.runtime.library import get_library_path, library_available  # noqa: E402
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
@@ -102,25 +104,83 @@ def export(name, how, folder):
     return path, {n: a.numpy() for n, a in zip(names, args)}, kind
 
 
-def post_pass(path, kind, ort_optimizer, float16):
-    model = onnx.load(str(path))
-    if ort_optimizer or float16:
-        from onnxruntime.transformers import optimizer
+def _optimized(path, kind, opt_level):
+    from onnxruntime.transformers import optimizer
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wrapped = optimizer.optimize_model(
-                str(path), model_type="clip" if kind.startswith("image") else "bert", num_heads=4, hidden_size=64,
-                opt_level=1 if ort_optimizer else 0,
-            )  # fmt: skip
-            if float16:
-                wrapped.convert_float_to_float16(keep_io_types=True)
-        # through a file, as users do: the optimizer's in-memory model holds a tensor twice
-        # (onnxruntime refuses it: "Attempt to replace the existing tensor"), its saved file not
-        saved = path.with_name(f"{path.stem}.post.onnx")
-        wrapped.save_model_to_file(str(saved))
-        model = onnx.load(str(saved))
-    return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optimizer.optimize_model(
+            str(path), model_type="clip" if kind.startswith("image") else "bert", num_heads=4, hidden_size=64,
+            opt_level=opt_level,
+        )  # fmt: skip
+
+
+def _saved(wrapped, path, suffix):
+    """Through a file, as users do: the optimizer's in-memory model holds a tensor twice
+    (onnxruntime refuses it: "Attempt to replace the existing tensor"), its saved file not."""
+    saved = path.with_name(f"{path.stem}.{suffix}.onnx")
+    wrapped.save_model_to_file(str(saved))
+    return saved
+
+
+class _Calibration:
+    def __init__(self, feeds):
+        self.feeds = iter([feeds])
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
+def _int8(path, kind, feeds, static):
+    """onnxruntime's quantizer: static in QOperator format (Softmax becomes QLinearSoftmax), or
+    dynamic after the optimizer (an Attention it fused becomes QAttention)."""
+    from onnxruntime import quantization
+
+    out = path.with_name(f"{path.stem}.int8.onnx")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
+        warnings.simplefilter("ignore")
+        if static:
+            quantization.quantize_static(
+                str(path), str(out), _Calibration(feeds), quant_format=quantization.QuantFormat.QOperator
+            )
+        else:
+            source = _saved(_optimized(path, kind, 1), path, "post")
+            quantization.quantize_dynamic(
+                str(source), str(out), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
+            )
+    return onnx.load(str(out))
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """The quantizer logs a warning per tensor it cannot type; the row says what matters."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+PASSES = ("plain", "ort", "fp16", "int8-static", "int8-dynamic")
+
+
+def feeds_for(how, feeds):
+    """int8 runs unpadded: a masked key's float32-lowest logit makes the calibrated scale so large
+    that the int8 model's attention is uniform whatever the softmax."""
+    if how.startswith("int8") and "attention_mask" in feeds:
+        return {**feeds, "attention_mask": np.ones_like(feeds["attention_mask"])}
+    return feeds
+
+
+def post_pass(path, kind, how, feeds):
+    if how == "plain":
+        return onnx.load(str(path))
+    if how.startswith("int8"):
+        return _int8(path, kind, feeds, how == "int8-static")
+    wrapped = _optimized(path, kind, 1 if how == "ort" else 0)
+    if how == "fp16":
+        wrapped.convert_float_to_float16(keep_io_types=True)
+    return onnx.load(str(_saved(wrapped, path, "post")))
 
 
 def _session(model):
@@ -137,7 +197,7 @@ def _session(model):
 
 def check(model, feeds):
     """One row: what the rewrite did and how close the converted model's output stays."""
-    new, report = rewrite_model(model, RewriteOptions(activations=tuple(FUNCTIONS)))
+    new, report = rewrite_model(model, RewriteOptions(activations=tuple(SITE_FUNCTIONS)))
     original, converted = (_session(m).run(None, feeds)[0].astype(np.float64) for m in (model, new))
     norms = np.linalg.norm(original) * np.linalg.norm(converted)
     cosine = float((original * converted).sum() / norms) if norms > 0 else float("nan")
@@ -157,8 +217,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=list(FAMILIES))
     parser.add_argument("--ort", action="store_true", help="also through onnxruntime's transformer optimizer")
     parser.add_argument("--float16", action="store_true", help="also in float16 (onnxruntime's converter)")
+    parser.add_argument(
+        "--int8", action="store_true", help="also int8 by onnxruntime's quantizer: static (QOperator) and dynamic"
+    )
     args = parser.parse_args()
-    passes = [(False, False)] + [(True, False)] * args.ort + [(False, True)] * args.float16
+    wanted = {"plain": True, "ort": args.ort, "fp16": args.float16, "int8-static": args.int8, "int8-dynamic": args.int8}
+    passes = [how for how in PASSES if wanted[how]]
     with tempfile.TemporaryDirectory() as folder:
         for name in args.only:
             for how in args.exports:
@@ -167,9 +231,14 @@ def main() -> None:
                 except Exception as exc:  # an exporter's limit, not ours: say it and go on
                     print(f"{name:14} {how:15} export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
                     continue
-                for ort_optimizer, float16 in passes:
-                    label = how + (" +ort" if ort_optimizer else "") + (" fp16" if float16 else "")
-                    row = check(post_pass(path, kind, ort_optimizer, float16), feeds)
+                for post in passes:
+                    label = how + ("" if post == "plain" else f" {post}")
+                    try:
+                        post_feeds = feeds_for(post, feeds)
+                        row = check(post_pass(path, kind, post, post_feeds), post_feeds)
+                    except Exception as exc:  # the quantizer's or optimizer's limit: say it and go on
+                        print(f"{name:14} {label:24} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+                        continue
                     print(f"{name:14} {label:24} " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
 
 
