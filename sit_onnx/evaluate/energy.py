@@ -36,10 +36,17 @@ E_AC_PJ = 0.9
 CAVEAT = (
     "estimate by the paper's convention (45 nm, E_MAC 4.6 pJ, E_AC 0.9 pJ): arithmetic only, memory traffic ignored"
 )
-COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+INTEGER_OPS = ("QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger")  # an int8 model's layers
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm", *INTEGER_OPS)
+INT8_CAVEAT = "; int8 layers are counted at the same energies, as the paper has none for them"
 # Ops that move spikes without touching them: a layer behind them is still fed by spikes (the
-# Reshape before onnxruntime's fused Gemm, the Casts around float16 spiking ops, a Transpose).
-SPIKE_PRESERVING = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Cast")
+# Reshape before onnxruntime's fused Gemm, the Casts around float16 spiking ops, a Transpose; the
+# quantization of an int8 model, where no spike is a zero point, which costs a layer nothing).
+SPIKE_PRESERVING = (
+    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Cast", "QuantizeLinear",
+    "DequantizeLinear",
+)  # fmt: skip
+WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 
 
 @dataclass
@@ -76,13 +83,13 @@ def _attr(node, name, default=None):
 
 def _macs(node: onnx.NodeProto, values: dict[str, np.ndarray], batch: int) -> float:
     out = values[node.output[0]]
-    if node.op_type == "MatMul":
+    if node.op_type in ("MatMul", "QLinearMatMul", "MatMulInteger"):  # A is input 0 in each
         return out.size * values[node.input[0]].shape[-1] / batch
     if node.op_type == "Gemm":
         a = values[node.input[0]]
         inner = a.shape[0] if _attr(node, "transA", 0) else a.shape[1]
         return out.size * inner / batch
-    weight = values[node.input[1]]  # Conv: out elements x (C_in/group) x kernel area
+    weight = values[node.input[WEIGHT_INPUT[node.op_type]]]  # out elements x (C_in/group) x kernel area
     return out.size * int(np.prod(weight.shape[1:])) / batch
 
 
@@ -175,6 +182,8 @@ def estimate_energy(
         report.layers.append(
             LayerEnergy(node.name or node.output[0], node.op_type, macs, macs * E_MAC_PJ, converted_pj, rate, analog)
         )
+    if any(layer.op in INTEGER_OPS for layer in report.layers):
+        report.caveat += INT8_CAVEAT
     report.ann_pj = sum(layer.ann_pj for layer in report.layers)
     report.converted_pj = sum(layer.converted_pj for layer in report.layers) + report.neuron_ops * E_AC_PJ
     return report

@@ -2,6 +2,7 @@
 convolutions, empty outputs."""
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
@@ -52,6 +53,42 @@ def test_grouped_conv_macs_count_input_channels_per_group_and_kernel_area():
     assert _macs(node, values, batch=2) == pytest.approx(6 * 3 * 3 * (2 * 3 * 3))
 
 
+@pytest.mark.parametrize(
+    "op, inputs, shapes, macs",
+    [
+        ("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], {"a": (2, 3, 4), "b": (4, 5)}, 3 * 5 * 4),
+        ("MatMulInteger", ["a", "b"], {"a": (2, 3, 4), "b": (4, 5)}, 3 * 5 * 4),
+        ("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy"], {"x": (2, 4, 5, 5), "w": (6, 4, 3, 3)}, None),
+        ("ConvInteger", ["x", "w"], {"x": (2, 4, 5, 5), "w": (6, 4, 3, 3)}, None),
+    ],
+)
+def test_int8_layers_count_their_macs_like_the_float_ones(op, inputs, shapes, macs):
+    """onnxruntime's quantizer writes these for MatMul and Conv; their weights sit at other inputs."""
+    node = helper.make_node(op, inputs, ["y"])
+    values = {n: np.zeros(shape) for n, shape in shapes.items()}
+    values.update({n: np.zeros(()) for n in inputs if n not in values})
+    values["y"] = np.zeros((2, 3, 5) if "a" in shapes else (2, 6, 3, 3))
+    expected = macs if macs is not None else 6 * 3 * 3 * (4 * 3 * 3)  # out elements x C_in x kernel area
+    assert _macs(node, values, batch=2) == pytest.approx(expected)
+
+
+def test_an_int8_model_costs_what_its_float_original_costs_and_says_how(tmp_path):
+    from onnxruntime.quantization import quantize_dynamic
+
+    from sit_onnx.evaluate.energy import CAVEAT, INT8_CAVEAT, estimate_energy
+    from tests.helpers import attention_classifier
+
+    model, x, _ = attention_classifier(np.random.default_rng(0), 8)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    quantize_dynamic(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"))
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    assert [n.op_type for n in quantized.graph.node].count("MatMulInteger") == 2
+    float_report, int8_report = estimate_energy(model, None, {"x": x}), estimate_energy(quantized, None, {"x": x})
+    assert int8_report.ann_pj == pytest.approx(float_report.ann_pj) and int8_report.ann_pj > 0
+    assert [layer.op for layer in int8_report.layers] == ["MatMulInteger"] * 2
+    assert float_report.caveat == CAVEAT and int8_report.caveat == CAVEAT + INT8_CAVEAT
+
+
 def test_a_layer_fed_by_an_activation_counts_its_spikes_and_pays_macs_for_the_tails():
     from onnx import TensorProto, numpy_helper
 
@@ -95,6 +132,7 @@ def test_a_layer_fed_by_an_activation_counts_its_spikes_and_pays_macs_for_the_ta
         ([("Reshape", ["shape"])], True),  # onnxruntime's optimizer flattens before its Gemm
         ([("Cast", [], {"to": 10}), ("Cast", [], {"to": 1})], True),  # float16 around the op
         ([("Identity", []), ("Transpose", [], {"perm": [0, 1]}), ("Dropout", [])], True),
+        ([("QuantizeLinear", ["scale", "zero"]), ("DequantizeLinear", ["scale", "zero"])], True),  # int8
         ([("Relu", [])], False),  # computes: what it passes on is no spike train
         ([("Slice", ["start", "end"])], False),
     ],
@@ -118,6 +156,8 @@ def test_spikes_reach_a_layer_through_ops_that_only_move_them(between, driven):
         "shape": np.array([-1, 6], np.int64),
         "start": np.array([0], np.int64),
         "end": np.array([6], np.int64),
+        "scale": np.array(0.01, np.float32),
+        "zero": np.array(0, np.uint8),
     }
     graph = helper.make_graph(
         nodes,
