@@ -162,6 +162,14 @@ def _expandable(node: onnx.NodeProto):
     return None
 
 
+def _name_body_nodes(body: onnx.FunctionProto, owner: str) -> None:
+    """Name the body's unnamed nodes after the op they expand, so that the softmax inside is a site
+    the report and `--nodes` can name (ONNX's function bodies and ours leave nodes unnamed)."""
+    for position, node in enumerate(body.node):
+        if not node.name:
+            node.name = f"{owner}/{node.op_type}_{position}"
+
+
 def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, list[AttentionOp]]:
     """Expand the main graph's attention ops that have a decomposition (ONNX Attention, onnxruntime's
     Attention and MultiHeadAttention), and list every attention op met, expanded or not and why."""
@@ -187,6 +195,7 @@ def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProt
             found.append(AttentionOp(node.name, label, model.graph.name, False, reason))
             continue
         body.name, body.domain = f"{node.op_type}_{index}", EXPAND_DOMAIN
+        _name_body_nodes(body, node.name or f"{node.op_type}_{index}")
         model.functions.append(body)
         node.op_type, node.domain = body.name, EXPAND_DOMAIN
         del node.attribute[:]  # the body was made for these attribute values

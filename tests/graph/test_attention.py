@@ -116,6 +116,7 @@ def test_converted_attention_follows_the_reference_on_its_own_logits(case):
     assert len(report.converted) == 1 and report.attention[0]["expanded"]
     assert "expanded 1 Attention into standard ops, so the softmax inside each is a site" in report.notes
     site = report.sites[0]
+    assert site.name.startswith("attention/Softmax_"), site.name  # ONNX's body names no node: we do
     logits, got = _ort(_with_outputs(new, [site.logits, site.output]), feeds)[-2:]
     expected = spiking_softmax(logits, shipped_params(12, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(got, expected, atol=1e-6)
@@ -353,6 +354,7 @@ def test_converted_ms_attention_follows_the_reference(op, inputs):
     new, report = rewrite_model(model, RewriteOptions())
     assert len(report.converted) == 1 and report.attention[0]["expanded"]
     site = report.sites[0]
+    assert site.name.startswith("fused/Softmax_"), site.name
     logits, got = _ort(_with_outputs(new, [site.logits, site.output]), feeds)[-2:]
     expected = spiking_softmax(logits, shipped_params(12, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(got, expected, atol=1e-6)

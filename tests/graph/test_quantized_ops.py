@@ -168,6 +168,9 @@ def test_converted_qlinear_softmax_follows_the_reference_on_its_own_logits():
     assert "expanded 1 com.microsoft::QLinearSoftmax into standard ops, so the softmax inside each is a site" in (
         report.notes
     )
+    assert report.sites[0].name.startswith("qs/Softmax_")  # named after the op it came from
+    _, picked = rewrite_model(model, RewriteOptions(nodes=(report.sites[0].name,)))
+    assert [s.converted for s in picked.sites] == [True]  # and --nodes can pick it by that name
     logits = (feeds["x"].astype(np.float64) - 128) * np.float32(0.05)
     probs = spiking_softmax(logits, shipped_params(12, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
     expected = np.clip(np.round(probs * 256), 0, 255)
