@@ -25,7 +25,7 @@ from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
-from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, find_sites
+from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, constant_value, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_label, graph_protos
 from sit_onnx.neurons.activation import (
@@ -422,7 +422,10 @@ def rewrite_model(
         ops_before=dict(count_ops(model.graph)),
         ops_after=dict(count_ops(new.graph)),
         inlined=options.inline,
-        notes=prepared.notes + _option_notes(options, params, fuse) + _calibration_notes(reports, site_params),
+        notes=prepared.notes
+        + _option_notes(options, params, fuse)
+        + _calibration_notes(reports, site_params)
+        + _coarse_logit_notes(sites),
         attention=[asdict(a) for a in prepared.attention],
         near_misses=[asdict(m) for m in misses],
         activations=activation_reports,
@@ -478,6 +481,29 @@ def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:
     if options.activation_steps is not None and not options.activations:
         raise SitOnnxError("--activation-steps sets the K of converted activations; --activations names none")
     return params, params.neurons == 1 if options.fuse is None else options.fuse
+
+
+COARSE_LOGIT_STEP = 16.0  # logits this far apart weigh e^-16 ~ 1e-7 of each other: uniform or one-hot
+
+
+def _coarse_logit_notes(sites: list[SoftmaxSite]) -> list[str]:
+    """Sites whose logits an int8 model dequantizes in steps so wide that its softmax is uniform or
+    one-hot whatever computes it: the quantizer calibrated a masked (float32-lowest or -inf) logit.
+    A conversion there agrees with the original trivially, which the user should know."""
+    notes = []
+    for site in sites:
+        producer = site.logits.inputs[0] if site.logits.inputs else None
+        if producer is None or producer.op != "DequantizeLinear" or len(producer.inputs) < 2:
+            continue
+        scale = constant_value(producer.inputs[1])
+        step = float(np.max(np.abs(scale))) if scale is not None and scale.size else 0.0
+        if not step < COARSE_LOGIT_STEP:  # NaN and inf too
+            notes.append(
+                f"site {site.name!r}: its logits are dequantized in steps of {step:g}, so the int8 model's "
+                "softmax there is uniform or one-hot whatever computes it (its quantizer calibrated a masked "
+                "logit: calibrate without padding or masks)"
+            )
+    return notes
 
 
 def _option_notes(options: RewriteOptions, params: NeuronParams, fuse: bool) -> list[str]:

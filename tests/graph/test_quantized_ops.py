@@ -268,3 +268,35 @@ def test_a_guessed_rank_does_not_pick_the_mask_layout():
     assert [(a.expanded, a.reason) for a in found] == [
         (False, "the rank of mask_index is unknown (shape inference could not tell), and its layout goes by it")
     ]
+
+
+@pytest.mark.parametrize("scale, noted", [(np.inf, True), (16.0, True), (15.9, False), (0.05, False), (np.nan, True)])
+def test_logits_dequantized_too_coarsely_for_a_softmax_are_noted(scale, noted):
+    """A quantizer that calibrated a masked logit (float32's lowest, -inf) makes the step so wide
+    that the int8 softmax is uniform or one-hot: any conversion agrees with it, trivially."""
+    model, _ = _qlinear_softmax(np.random.default_rng(7), (2, 8), opset=13)
+    scale_tensor = next(t for t in model.graph.initializer if t.name == "x_scale")
+    scale_tensor.CopyFrom(numpy_helper.from_array(np.array(scale, np.float32), "x_scale"))
+    _, report = rewrite_model(model, RewriteOptions())
+    notes = [n for n in report.notes if "dequantized in steps of" in n]
+    assert len(notes) == noted
+    if noted:
+        assert notes[0].startswith(f"site {report.sites[0].name!r}: its logits are dequantized in steps of {scale:g}")
+
+
+def test_a_qdq_softmax_is_checked_the_same_way():
+    """Static QDQ keeps the Softmax, with a DequantizeLinear before it: the same check applies."""
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zp"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="sm"),
+    ]
+    init = {"x_scale": np.array(np.inf, np.float32), "x_zp": np.array(128, np.uint8)}
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, n) for n, v in init.items()],
+    )
+    _, report = rewrite_model(helper.make_model(graph, opset_imports=OPSETS), RewriteOptions())
+    assert any(n.startswith("site 'sm': its logits are dequantized in steps of inf") for n in report.notes)
