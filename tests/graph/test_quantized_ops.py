@@ -138,6 +138,7 @@ QLINEAR_SOFTMAX = {
     "opset 13, a middle axis": ((2, 6, 3), {}, {"opset": 13, "axis": 1}),
     "opset 12, coerced from axis 1": ((2, 3, 4), {}, {"opset": 12, "axis": 1}),
     "opset 11, int8, coerced from axis 2": ((2, 2, 3, 4), {"dtype": np.int8}, {"opset": 11, "axis": 2}),
+    "opset 12, coerced from the last axis": ((2, 3, 5), {}, {"opset": 12, "axis": -1}),
 }
 
 
@@ -146,7 +147,11 @@ def test_qlinear_softmax_decomposition_equals_onnxruntimes_kernel(case):
     shape, build, attrs = QLINEAR_SOFTMAX[case]
     model, feeds = _qlinear_softmax(np.random.default_rng(2), shape, **build, **attrs)
     want = _ort(model, feeds)[0]
-    got = _ort(_expanded(model, "QLinearSoftmax"), feeds)[0]
+    expanded = _expanded(model, "QLinearSoftmax")
+    got = _ort(expanded, feeds)[0]
+    coerced, axis = attrs["opset"] < 13, attrs.get("axis", -1) % len(shape)
+    flattens = "Flatten" in [n.op_type for n in expanded.graph.node]
+    assert flattens == (coerced and axis != len(shape) - 1)  # the rank known: no Flatten where none is needed
     assert got.dtype == want.dtype and got.shape == want.shape
     # onnxruntime's kernel uses a table of exponentials: one quantum apart at most, and rarely
     difference = np.abs(got.astype(np.int32) - want.astype(np.int32))
@@ -281,22 +286,102 @@ def test_logits_dequantized_too_coarsely_for_a_softmax_are_noted(scale, noted):
     notes = [n for n in report.notes if "dequantized in steps of" in n]
     assert len(notes) == noted
     if noted:
-        assert notes[0].startswith(f"site {report.sites[0].name!r}: its logits are dequantized in steps of {scale:g}")
+        assert notes[0] == (
+            f"site {report.sites[0].name!r}: its logits are dequantized in steps of {scale:g}, so the int8 "
+            "model's softmax there is uniform or one-hot whatever computes it (its quantizer calibrated a "
+            "masked logit: calibrate without padding or masks)"
+        )
+
+
+def _qdq_sites(*producers):
+    """One Softmax per (op, inputs) producer of its logits, all on the same uint8 input x; scale
+    (a constant), zp, coarse (inf) and bias (20.0, an Add's constant) are at hand."""
+    nodes, outputs = [], []
+    for k, (op, inputs) in enumerate(producers):
+        nodes += [
+            helper.make_node(op, inputs, [f"logits{k}"]),
+            helper.make_node("Softmax", [f"logits{k}"], [f"y{k}"], axis=-1, name=f"sm{k}"),
+        ]
+        outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, None))
+    init = {
+        "scale": np.array(0.05, np.float32),
+        "coarse": np.array(np.inf, np.float32),
+        "zp": np.array(128, np.uint8),
+        "bias": np.array(20.0, np.float32),
+    }
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 8]),
+        helper.make_tensor_value_info("f", TensorProto.FLOAT, [2, 8]),
+        helper.make_tensor_value_info("runtime_scale", TensorProto.FLOAT, []),
+    ]
+    initializers = [numpy_helper.from_array(v, n) for n, v in init.items()]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    _, report = rewrite_model(helper.make_model(graph, opset_imports=OPSETS), RewriteOptions())
+    return [n.split("'")[1] for n in report.notes if "dequantized in steps of" in n]
 
 
 def test_a_qdq_softmax_is_checked_the_same_way():
-    """Static QDQ keeps the Softmax, with a DequantizeLinear before it: the same check applies."""
-    nodes = [
-        helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zp"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="sm"),
-    ]
-    init = {"x_scale": np.array(np.inf, np.float32), "x_zp": np.array(128, np.uint8)}
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, n) for n, v in init.items()],
+    """Static QDQ keeps the Softmax, with a DequantizeLinear before it: each site is checked, with
+    or without a zero point; a scale known only at run time, or another producer, says nothing."""
+    noted = _qdq_sites(
+        ("Add", ["f", "bias"]),  # a constant of 20 behind another op is no scale
+        ("DequantizeLinear", ["x", "scale", "zp"]),  # fine
+        ("DequantizeLinear", ["x", "coarse", "zp"]),
+        ("DequantizeLinear", ["x", "runtime_scale"]),  # not a constant: nothing to say, no crash
+        ("DequantizeLinear", ["x", "coarse"]),  # no zero point
     )
-    _, report = rewrite_model(helper.make_model(graph, opset_imports=OPSETS), RewriteOptions())
-    assert any(n.startswith("site 'sm': its logits are dequantized in steps of inf") for n in report.notes)
+    assert noted == ["sm2", "sm4"]
+
+
+def test_a_float16_qattention_decomposes_in_float16():
+    """QAttention's float inputs may be float16 (its CUDA kernel): the dequantized values are cast
+    to it, and the float16 expansion follows the float32 one."""
+    rng = np.random.default_rng(8)
+    model, feeds = _qattention(rng)
+    expected = _ort(_expanded(model, "QAttention"), feeds)[0]
+    half = onnx.ModelProto.FromString(model.SerializeToString())
+    for tensor in half.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+    half.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    expanded = _expanded(half, "QAttention")
+    got = _ort(expanded, feeds)[0]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), expected, atol=0.02, rtol=0.02)
+
+
+def test_the_embedding_mask_rank_comes_only_where_inference_had_none():
+    from sit_onnx.graph.attention import _embedding_mask_types
+
+    def embedding(outputs, domain="com.microsoft", op="QEmbedLayerNormalization"):
+        graph = helper.make_graph([helper.make_node(op, ["ids"], outputs, domain=domain)], "g", [], [])
+        return helper.make_model(graph)
+
+    told = {"mask": helper.make_tensor_type_proto(TensorProto.INT32, ["rows"])}
+    assert _embedding_mask_types(embedding(["out", "mask"]), told) == {}  # inference's own shape stays
+    guessed = {"mask": helper.make_tensor_type_proto(TensorProto.INT32, None)}
+    added = _embedding_mask_types(embedding(["out", "mask"]), guessed)
+    assert list(added) == ["mask"] and len(added["mask"].tensor_type.shape.dim) == 1
+    assert list(_embedding_mask_types(embedding(["out", "mask"], op="EmbedLayerNormalization"), {})) == ["mask"]
+    assert _embedding_mask_types(embedding(["out"]), {}) == {}  # no mask_index output: nothing, no crash
+    assert _embedding_mask_types(embedding(["out", ""]), {}) == {}
+    assert _embedding_mask_types(embedding(["out", "mask"], domain="com.example"), {}) == {}
+
+
+def test_shapes_that_symbolic_inference_knows_are_kept_not_stripped_as_guesses():
+    """MultiHeadAttention needs the rank of its query: behind an op that onnx's inference does not
+    know but onnxruntime's does (com.microsoft FastGelu), that rank is a fact, not a guess."""
+    rng = np.random.default_rng(9)
+    nodes = [
+        helper.make_node("FastGelu", ["q0"], ["q"], domain="com.microsoft"),
+        helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=2),
+    ]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8]) for n in ("q0", "k", "v")]
+    model = _model(nodes[1], [], {}, [("y", TensorProto.FLOAT)])
+    model.graph.node.insert(0, nodes[0])
+    model.graph.input.extend(inputs)
+    assert _known_types(model, {"q"}).ranks["q"] == 3
+    expanded, found = expand_attention(model, 17)
+    assert [(a.op, a.expanded) for a in found] == [("com.microsoft::MultiHeadAttention", True)]
+    feeds = {n: rng.normal(0, 1, (1, 3, 8)).astype(np.float32) for n in ("q0", "k", "v")}
+    np.testing.assert_allclose(_ort(expanded, feeds)[0], _ort(model, feeds)[0], atol=1e-5)
