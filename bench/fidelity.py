@@ -13,6 +13,11 @@ Calibration uses other inputs than the ones measured (the other half of the data
 
     python bench/fidelity.py [--steps 6 8 12] [--wheels DIR]   # wheels: where to find/put the two
         [--activations gelu [--activation-steps 16] [--activation-form gated]]  # + activations: K, form
+        [--int8 dynamic|dynamic-optimized]  # the encoders quantized first (onnxruntime's quantizer)
+
+With --int8 the encoders are quantized by onnxruntime's dynamic quantizer (after its transformer
+optimizer for `dynamic-optimized`, whose Attention becomes QAttention), each conversion is measured
+against the int8 model, and a first row gives the int8 model against its float original.
 """
 
 from __future__ import annotations
@@ -181,6 +186,30 @@ def variants(model, calibration_feeds, steps, activations=(), activation_steps=(
         yield f"K={k} --calibrate", rewrite_model(model, RewriteOptions(steps=k), site_params=chosen)[0]
 
 
+def quantized(model: onnx.ModelProto, how: str, work: Path) -> onnx.ModelProto:
+    """The model through onnxruntime's dynamic quantizer (`dynamic-optimized`: after its optimizer)."""
+    import logging
+    import warnings
+
+    from onnxruntime import quantization
+
+    source, out = work / "float.onnx", work / "int8.onnx"
+    onnx.save(model, str(source))
+    logging.disable(logging.WARNING)  # a warning per tensor it cannot type
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if how == "dynamic-optimized":
+                from onnxruntime.transformers import optimizer
+
+                optimizer.optimize_model(str(source), model_type="bert").save_model_to_file(str(source))
+            options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+            quantization.quantize_dynamic(str(source), str(out), extra_options=options)
+    finally:
+        logging.disable(logging.NOTSET)
+    return onnx.load(str(out))
+
+
 def measure(name, model, feeds, valid_of, steps, labels=None, activations=(), activation_steps=(), form="direct"):
     calibration, measured = split(feeds)
     reference = run(model, measured)
@@ -209,6 +238,9 @@ def main():
         default="direct",
         help="the activations' form (rewrite's flag)",
     )
+    parser.add_argument(
+        "--int8", choices=["dynamic", "dynamic-optimized"], default=None, help="quantize the encoders first"
+    )
     args = parser.parse_args()
     args.wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,6 +251,12 @@ def main():
                 model, feeds, what = load(args.wheels, work)
                 print(f"{title} MLM on {what}")
                 valid = lambda f: f["attention_mask"].astype(bool)  # noqa: E731
+                if args.int8:
+                    int8 = quantized(model, args.int8, work)
+                    measured = split(feeds)[1]
+                    against = figures(run(model, measured), run(int8, measured), valid(measured))
+                    print(f"{name:10s} {'int8 ' + args.int8 + ' vs float':22s} {against}")
+                    model = int8
                 measure(
                     name,
                     model,
