@@ -31,6 +31,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.folders import working_in  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
 from sit_onnx.neurons.activation import SITE_FUNCTIONS  # noqa: E402
 from sit_onnx.runtime.library import get_library_path, library_available  # noqa: E402
@@ -107,7 +108,7 @@ def export(name, how, folder):
 def _optimized(path, kind, opt_level):
     from onnxruntime.transformers import optimizer
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), working_in(path.parent):
         warnings.simplefilter("ignore")
         return optimizer.optimize_model(
             str(path), model_type="clip" if kind.startswith("image") else "bert", num_heads=4, hidden_size=64,
@@ -137,7 +138,12 @@ def _int8(path, kind, feeds, static):
     from onnxruntime import quantization
 
     out = path.with_name(f"{path.stem}.int8.onnx")
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        _quiet_logging(),
+        working_in(path.parent),
+    ):
         warnings.simplefilter("ignore")
         if static:
             quantization.quantize_static(

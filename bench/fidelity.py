@@ -36,6 +36,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.folders import working_in  # noqa: E402
 from sit_onnx.evaluate.activation_params import choose_activation_params  # noqa: E402
 from sit_onnx.evaluate.site_params import choose_site_params  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
@@ -197,7 +198,7 @@ def quantized(model: onnx.ModelProto, how: str, work: Path) -> onnx.ModelProto:
     onnx.save(model, str(source))
     logging.disable(logging.WARNING)  # a warning per tensor it cannot type
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), working_in(work):
             warnings.simplefilter("ignore")
             if how == "dynamic-optimized":
                 from onnxruntime.transformers import optimizer

@@ -76,14 +76,21 @@ def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
 
 
 def _symbolic_types(model: onnx.ModelProto, guess: bool) -> dict[str, onnx.TypeProto]:
+    """onnxruntime's symbolic inference, run as its `infer_shapes` runs it but keeping what it found
+    when it could not finish: `infer_shapes` then saves the model, weights and all, as
+    sym_shape_infer_temp.onnx into the working directory and raises."""
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+        inference = SymbolicShapeInference(2**31 - 1, True, guess, 0)  # int_max, auto_merge, guess, verbose
         with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
-            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=guess)
+            inference._preprocess(model)
+            while inference.run_:
+                inference._infer_impl()
+            inference._update_output_from_vi()
+        return _types_of(inference.out_mp_)
     except Exception:  # best effort: an op it cannot infer leaves the attention op alone, with why
         return {}
-    return _types_of(inferred) if inferred is not None else {}
 
 
 def _element_type_only(proto: onnx.TypeProto) -> onnx.TypeProto:

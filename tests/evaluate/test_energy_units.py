@@ -72,8 +72,10 @@ def test_int8_layers_count_their_macs_like_the_float_ones(op, inputs, shapes, ma
     assert _macs(node, values, batch=2) == pytest.approx(expected)
 
 
-def test_an_int8_model_costs_what_its_float_original_costs_and_says_how(tmp_path):
+def test_an_int8_model_costs_what_its_float_original_costs_and_says_how(tmp_path, monkeypatch):
     from onnxruntime.quantization import quantize_dynamic
+
+    monkeypatch.chdir(tmp_path)  # the quantizer may save files into the working directory
 
     from sit_onnx.evaluate.energy import CAVEAT, INT8_CAVEAT, estimate_energy
     from tests.helpers import attention_classifier

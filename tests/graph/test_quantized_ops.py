@@ -385,3 +385,20 @@ def test_shapes_that_symbolic_inference_knows_are_kept_not_stripped_as_guesses()
     assert [(a.op, a.expanded) for a in found] == [("com.microsoft::MultiHeadAttention", True)]
     feeds = {n: rng.normal(0, 1, (1, 3, 8)).astype(np.float32) for n in ("q0", "k", "v")}
     np.testing.assert_allclose(_ort(expanded, feeds)[0], _ort(model, feeds)[0], atol=1e-5)
+
+
+def test_inference_that_cannot_finish_keeps_what_it_found_and_writes_nothing(tmp_path, monkeypatch):
+    """onnxruntime's `infer_shapes` saves the whole model into the working directory and raises
+    when an op stops it: the pass runs it so that it keeps the shapes it did find, and writes no file."""
+    from sit_onnx.graph.attention import _symbolic_types
+
+    monkeypatch.chdir(tmp_path)
+    model = _behind_an_unknown_embedding(False)
+    model.graph.input.append(helper.make_tensor_value_info("g0", TensorProto.FLOAT, [1, 3, 8]))
+    model.graph.node.insert(0, helper.make_node("FastGelu", ["g0"], ["g1"], domain="com.microsoft"))
+    found = _symbolic_types(model, guess=False)
+    assert "mask2" not in found  # the op nobody knows stopped it...
+    assert len(found["g1"].tensor_type.shape.dim) == 3  # ...but what it found before is kept
+    _, ops = expand_attention(model, 17)
+    assert [a.expanded for a in ops] == [False]
+    assert list(tmp_path.iterdir()) == []

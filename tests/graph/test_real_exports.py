@@ -19,6 +19,13 @@ transformers = pytest.importorskip("transformers", reason="transformers defines 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _in_own_folder(tmp_path, monkeypatch):
+    """onnxruntime's optimizer and quantizer run its symbolic shape inference, which saves
+    sym_shape_infer_temp.onnx and the weights into the working directory when it cannot finish."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _bert():
     torch.manual_seed(0)
     config = transformers.BertConfig(
