@@ -224,6 +224,33 @@ def measure(name, model, feeds, valid_of, steps, labels=None, activations=(), ac
         print(f"{name:10s} {label:22s} {figures(reference, out, valid)}{extra}", flush=True)
 
 
+def _measure_encoders(args, work: Path) -> None:
+    """The two pretrained encoders (int8 first with --int8), each conversion against the original."""
+    encoders = {"albert": (rxnmapper_albert, "rxnmapper ALBERT"), "antiberty": (antiberty_bert, "antiberty BERT")}
+    for name, (load, title) in encoders.items():
+        if name not in args.models:
+            continue
+        model, feeds, what = load(args.wheels, work)
+        print(f"{title} MLM on {what}")
+        valid = lambda f: f["attention_mask"].astype(bool)  # noqa: E731
+        if args.int8:
+            int8 = quantized(model, args.int8, work)
+            measured = split(feeds)[1]
+            against = figures(run(model, measured), run(int8, measured), valid(measured))
+            print(f"{name:10s} {'int8 ' + args.int8 + ' vs float':22s} {against}")
+            model = int8
+        measure(
+            name,
+            model,
+            feeds,
+            valid,
+            args.steps,
+            activations=args.activations,
+            activation_steps=args.activation_steps,
+            form=args.activation_form,
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[6, 8, 12])
@@ -246,28 +273,7 @@ def main():
     args.wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        encoders = {"albert": (rxnmapper_albert, "rxnmapper ALBERT"), "antiberty": (antiberty_bert, "antiberty BERT")}
-        for name, (load, title) in encoders.items():
-            if name in args.models:
-                model, feeds, what = load(args.wheels, work)
-                print(f"{title} MLM on {what}")
-                valid = lambda f: f["attention_mask"].astype(bool)  # noqa: E731
-                if args.int8:
-                    int8 = quantized(model, args.int8, work)
-                    measured = split(feeds)[1]
-                    against = figures(run(model, measured), run(int8, measured), valid(measured))
-                    print(f"{name:10s} {'int8 ' + args.int8 + ' vs float':22s} {against}")
-                    model = int8
-                measure(
-                    name,
-                    model,
-                    feeds,
-                    valid,
-                    args.steps,
-                    activations=args.activations,
-                    activation_steps=args.activation_steps,
-                    form=args.activation_form,
-                )
+        _measure_encoders(args, work)
         if "vit" in args.models:
             from sit_onnx.evaluate.datasets import digits_test
 
