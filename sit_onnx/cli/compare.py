@@ -45,7 +45,7 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
     from sit_onnx.evaluate.compare import approximately_equal, compare_arrays
-    from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, generate_feeds, load_arrays
+    from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, generate_feeds, load_arrays, said_of_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session
@@ -57,8 +57,12 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
         if inputs_file
         else generate_feeds(ref_session, batch=4, model=read_model_proto(reference))
     )
-    ref_out = dict(zip([o.name for o in ref_session.get_outputs()], run_session(ref_session, feeds, str(reference))))
-    cand_out = dict(zip([o.name for o in cand_session.get_outputs()], run_session(cand_session, feeds, str(candidate))))
+
+    def outputs_of(session, path) -> dict:
+        return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, str(path))))
+
+    with said_of_generated(feeds, not inputs_file):
+        ref_out, cand_out = outputs_of(ref_session, reference), outputs_of(cand_session, candidate)
     missing = sorted(set(ref_out) - set(cand_out))
     if missing:
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")

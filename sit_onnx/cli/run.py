@@ -50,7 +50,7 @@ def summarise_output(name: str, value) -> dict:
 @json_option
 def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
     """Run MODEL in onnxruntime and summarise its outputs."""
-    from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays
+    from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays, said_of_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session, runtime_path
@@ -62,7 +62,8 @@ def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels
         if inputs_file
         else generate_feeds(session, batch, model=read_model_proto(model))
     )
-    outputs = run_session(session, feeds, str(model))
+    with said_of_generated(feeds, not inputs_file):
+        outputs = run_session(session, feeds, str(model))
     start = time.perf_counter()
     for _ in range(repeat - 1):
         session.run(None, feeds)

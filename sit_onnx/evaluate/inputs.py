@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from pathlib import Path
@@ -147,6 +148,18 @@ def generate_feeds(
             high = min(bounds.get(spec.name, 4), int(np.iinfo(dtype).max) + 1)
             feeds[spec.name] = rng.integers(0, high, shape).astype(dtype)
     return feeds
+
+
+@contextlib.contextmanager
+def said_of_generated(feeds: dict[str, np.ndarray], generated: bool):
+    """A run that fails on generated inputs says which ones it was given, and how to give others:
+    16 tokens or 16x16 pixels may be what a model cannot take."""
+    try:
+        yield
+    except SitOnnxError as exc:
+        if not generated:
+            raise
+        raise SitOnnxError(f"{exc} (on {describe_feeds(feeds)}; give the model's own with --inputs)") from None
 
 
 def describe_feeds(feeds: dict[str, np.ndarray]) -> str:

@@ -223,3 +223,28 @@ def test_compare_of_a_dynamic_length_softmax_sees_the_conversions_error(tmp_path
     np.savez(data, x=np.zeros((2, 3), np.float32))
     given = CliRunner().invoke(main, ["compare", str(source), str(converted), "--inputs", str(data)])
     assert given.exit_code == 0 and "generated inputs" not in given.output
+
+
+def test_a_model_the_generated_inputs_do_not_fit_says_so_and_how_to_give_others(tmp_path):
+    """A Reshape to rows of 48 cannot take 1 x 16 generated values: the one-line error says the
+    inputs were generated, which, and points to --inputs; with given inputs it says only what failed."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "rows"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 48])],
+    )
+    path = tmp_path / "r.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    hint = f"(on generated inputs: x [1, {GENERATED_LENGTH}] float32; give the model's own with --inputs)"
+    ran = CliRunner().invoke(main, ["run", str(path)])
+    assert ran.exit_code == 1 and "onnxruntime failed to run the model" in ran.output
+    assert ran.output.strip().endswith(hint) and len(ran.output.strip().splitlines()) == 1
+    compared = CliRunner().invoke(main, ["compare", str(path), str(path), "--json"])
+    assert compared.exit_code == 1 and "(on generated inputs: x [4, 16] float32;" in compared.output
+    data = tmp_path / "in.npz"
+    np.savez(data, x=np.zeros((1, 16), np.float32))
+    given = CliRunner().invoke(main, ["run", str(path), "--inputs", str(data)])
+    assert given.exit_code == 1 and "onnxruntime failed" in given.output and "on generated" not in given.output
+    assert CliRunner().invoke(main, ["run", str(path), "--batch", "3"]).exit_code == 0  # 3 x 16 = one row of 48
