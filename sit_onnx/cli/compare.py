@@ -78,6 +78,7 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
             {
                 "reference": str(reference),
                 "candidate": str(candidate),
+                "inputs": str(inputs_file) if inputs_file else describe_feeds(feeds),
                 "passed": passed,
                 "check": "tolerance" if strict else "approximate",
                 "min_cosine": None if strict else min_cosine,

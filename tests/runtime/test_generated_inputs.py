@@ -219,10 +219,13 @@ def test_compare_of_a_dynamic_length_softmax_sees_the_conversions_error(tmp_path
     record = json.loads(CliRunner().invoke(main, ["compare", str(source), str(converted), "--json"]).stdout)
     output = record["outputs"][0]
     assert output["shape"] == [4, GENERATED_LENGTH] and output["max_abs"] > 1e-4
+    assert record["inputs"] == f"generated inputs: x [4, {GENERATED_LENGTH}] float32"  # --json says it too
     data = tmp_path / "in.npz"
     np.savez(data, x=np.zeros((2, 3), np.float32))
     given = CliRunner().invoke(main, ["compare", str(source), str(converted), "--inputs", str(data)])
     assert given.exit_code == 0 and "generated inputs" not in given.output
+    as_json = CliRunner().invoke(main, ["compare", str(source), str(converted), "--inputs", str(data), "--json"])
+    assert json.loads(as_json.stdout)["inputs"] == str(data)
 
 
 def test_a_model_the_generated_inputs_do_not_fit_says_so_and_how_to_give_others(tmp_path):
