@@ -16,12 +16,8 @@ the cosine says that the graph still computes the model, not what a trained mode
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
 import sys
 import tempfile
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +27,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.folders import working_in  # noqa: E402
+from bench.ort_tools import int8, quietly, working_in  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
 from sit_onnx.neurons.activation import SITE_FUNCTIONS  # noqa: E402
 from sit_onnx.runtime.library import get_library_path, library_available  # noqa: E402
@@ -99,8 +95,7 @@ def export(name, how, folder):
 
     path = Path(folder) / f"{name}.onnx"
     options = {"dynamo": True} if how == "dynamo" else {"dynamo": False, "opset_version": 17}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
-        warnings.simplefilter("ignore")
+    with quietly():  # the exporter's progress lines and warnings
         torch.onnx.export(FirstOutput(), args, str(path), input_names=names, **options)
     return path, {n: a.numpy() for n, a in zip(names, args)}, kind
 
@@ -108,8 +103,7 @@ def export(name, how, folder):
 def _optimized(path, kind, opt_level):
     from onnxruntime.transformers import optimizer
 
-    with warnings.catch_warnings(), working_in(path.parent):
-        warnings.simplefilter("ignore")
+    with working_in(path.parent), quietly():
         return optimizer.optimize_model(
             str(path), model_type="clip" if kind.startswith("image") else "bert", num_heads=4, hidden_size=64,
             opt_level=opt_level,
@@ -124,47 +118,11 @@ def _saved(wrapped, path, suffix):
     return saved
 
 
-class _Calibration:
-    def __init__(self, feeds):
-        self.feeds = iter([feeds])
-
-    def get_next(self):
-        return next(self.feeds, None)
-
-
 def _int8(path, kind, feeds, static):
-    """onnxruntime's quantizer: static in QOperator format (Softmax becomes QLinearSoftmax), or
-    dynamic after the optimizer (an Attention it fused becomes QAttention)."""
-    from onnxruntime import quantization
-
-    out = path.with_name(f"{path.stem}.int8.onnx")
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-        _quiet_logging(),
-        working_in(path.parent),
-    ):
-        warnings.simplefilter("ignore")
-        if static:
-            quantization.quantize_static(
-                str(path), str(out), _Calibration(feeds), quant_format=quantization.QuantFormat.QOperator
-            )
-        else:
-            source = _saved(_optimized(path, kind, 1), path, "post")
-            quantization.quantize_dynamic(
-                str(source), str(out), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
-            )
-    return onnx.load(str(out))
-
-
-@contextlib.contextmanager
-def _quiet_logging():
-    """The quantizer logs a warning per tensor it cannot type; the row says what matters."""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
+    """Static in QOperator format, or dynamic after the optimizer."""
+    if static:
+        return int8(path, "qoperator", feeds)
+    return int8(_saved(_optimized(path, kind, 1), path, "post"), "dynamic")
 
 
 PASSES = ("plain", "ort", "fp16", "int8-static", "int8-dynamic")

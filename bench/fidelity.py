@@ -36,7 +36,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.folders import working_in  # noqa: E402
+from bench.ort_tools import int8, quietly, working_in  # noqa: E402
 from sit_onnx.evaluate.activation_params import choose_activation_params  # noqa: E402
 from sit_onnx.evaluate.site_params import choose_site_params  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
@@ -189,26 +189,14 @@ def variants(model, calibration_feeds, steps, activations=(), activation_steps=(
 
 def quantized(model: onnx.ModelProto, how: str, work: Path) -> onnx.ModelProto:
     """The model through onnxruntime's dynamic quantizer (`dynamic-optimized`: after its optimizer)."""
-    import logging
-    import warnings
-
-    from onnxruntime import quantization
-
-    source, out = work / "float.onnx", work / "int8.onnx"
+    source = work / "float.onnx"
     onnx.save(model, str(source))
-    logging.disable(logging.WARNING)  # a warning per tensor it cannot type
-    try:
-        with warnings.catch_warnings(), working_in(work):
-            warnings.simplefilter("ignore")
-            if how == "dynamic-optimized":
-                from onnxruntime.transformers import optimizer
+    if how == "dynamic-optimized":
+        from onnxruntime.transformers import optimizer
 
-                optimizer.optimize_model(str(source), model_type="bert").save_model_to_file(str(source))
-            options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-            quantization.quantize_dynamic(str(source), str(out), extra_options=options)
-    finally:
-        logging.disable(logging.NOTSET)
-    return onnx.load(str(out))
+        with working_in(work), quietly():
+            optimizer.optimize_model(str(source), model_type="bert").save_model_to_file(str(source))
+    return int8(source, "dynamic")
 
 
 def measure(name, model, feeds, valid_of, steps, labels=None, activations=(), activation_steps=(), form="direct"):

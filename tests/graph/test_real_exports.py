@@ -97,32 +97,14 @@ def _float16(model):
     return wrapped.model
 
 
-class _Calibration:
-    """onnxruntime's calibration reader: the test's own inputs, once."""
-
-    def __init__(self, feeds):
-        self.feeds = iter([feeds])
-
-    def get_next(self):
-        return next(self.feeds, None)
-
-
 def _int8(path, feeds, how):
-    """onnxruntime's quantizer as people run it: static QOperator (every Softmax becomes
-    com.microsoft QLinearSoftmax), static QDQ, or dynamic after the transformer optimizer (its
-    Attention becomes com.microsoft QAttention)."""
-    from onnxruntime import quantization as q
+    """onnxruntime's quantizer as people run it: static QOperator or QDQ, or dynamic after the
+    transformer optimizer."""
+    from bench.ort_tools import int8
 
-    out = path.with_name("int8.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if how == "dynamic":
-            onnx.save(_optimized(path, None), str(path))
-            q.quantize_dynamic(str(path), str(out), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        else:
-            formats = {"qoperator": q.QuantFormat.QOperator, "qdq": q.QuantFormat.QDQ}
-            q.quantize_static(str(path), str(out), _Calibration(feeds), quant_format=formats[how])
-    return onnx.load(str(out))
+    if how == "dynamic":
+        onnx.save(_optimized(path, None), str(path))
+    return int8(path, how, feeds)
 
 
 QUANTIZED_OPS = {"qoperator": "QLinearSoftmax", "dynamic": "QAttention", "qdq": "Softmax"}
