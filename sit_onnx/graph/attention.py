@@ -1,7 +1,7 @@
-"""Ops that hide a softmax: ONNX's own `Attention` (opset 23+) is expanded into its function body
-(ONNX defines one per attribute and input combination), onnxruntime's `com.microsoft` attention,
-quantized and fused softmax ops into standard ops (ort_attention.py); their Softmax is then an
-ordinary site. The other fused attention ops, and forms not decomposed, are
+"""Ops that hide a softmax: ONNX's own `Attention` (opset 23+) and `FlexAttention` (ai.onnx.preview)
+are expanded into their function body (ONNX defines one per attribute and input combination),
+onnxruntime's `com.microsoft` attention, quantized and fused softmax ops into standard ops
+(ort_attention.py); their Softmax is then an ordinary site. The other fused attention ops, and forms not decomposed, are
 reported as left alone with why, so a conversion never claims success over a softmax it did not see.
 """
 
@@ -51,8 +51,15 @@ class AttentionOp:
     reason: str | None = None
 
 
+ONNX_ATTENTION = {  # ONNX's own ops that hold a softmax, expanded by the function body ONNX gives them
+    ("", "Attention"),
+    ("ai.onnx", "Attention"),
+    ("ai.onnx.preview", "FlexAttention"),  # score_mod / prob_mod subgraphs included
+}
+
+
 def _is_standard_attention(node: onnx.NodeProto) -> bool:
-    return node.op_type == "Attention" and node.domain in ("", "ai.onnx")
+    return (node.domain, node.op_type) in ONNX_ATTENTION
 
 
 def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
@@ -125,16 +132,19 @@ def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 
 
 def _body_for(node: onnx.NodeProto, opset: int, types: dict) -> onnx.FunctionProto:
-    schema = onnx.defs.get_schema(node.op_type, opset, "")
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    schema = onnx.defs.get_schema(node.op_type, opset, domain)
     input_types = [types[name].SerializeToString() if name else b"" for name in node.input]
     return onnx.FunctionProto.FromString(schema.get_context_dependent_function(node.SerializeToString(), input_types))
 
 
-def _standard_body(node: onnx.NodeProto, opset: int, known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
-    return _body_for(node, opset, known.types), ""
+def _standard_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    return _body_for(node, opsets.get(domain, 1), known.types), ""
 
 
-def _ort_body(node: onnx.NodeProto, opset: int, known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
+def _ort_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
+    opset = opsets[""]
     if opset < 13:
         return None, "the model's opset is below 13"
     body, reason = DECOMPOSERS[node.op_type](node, known)
@@ -152,13 +162,13 @@ def _label(node: onnx.NodeProto) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
 
 
-def _body(node: onnx.NodeProto, opset: int, known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
-    """The node's expansion, or why there is none."""
+def _body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
+    """The node's expansion, or why there is none (opsets: the model's version of each domain)."""
     typed = [] if node.domain == "com.microsoft" and node.op_type in TYPE_FREE else node.input
     missing = [name for name in typed if name and name not in known.types]
     if missing:
         return None, f"the types of {', '.join(missing)} are unknown (shape inference could not tell)"
-    return _expandable(node)(node, opset, known)
+    return _expandable(node)(node, opsets, known)
 
 
 def _expandable(node: onnx.NodeProto):
@@ -194,10 +204,11 @@ def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProt
     if not candidates:
         return model, found
     known = _known_types(model, {name for n in candidates for name in n.input if name})
+    opsets = {**{("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}, "": opset}
     targets = []
     for index, node in enumerate(candidates):
         label = _label(node)
-        body, reason = _body(node, opset, known)
+        body, reason = _body(node, opsets, known)
         if body is None:
             found.append(AttentionOp(node.name, label, model.graph.name, False, reason))
             continue
