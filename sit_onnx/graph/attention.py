@@ -124,10 +124,12 @@ def _has_shape(proto: onnx.TypeProto) -> bool:
 
 
 def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    graph = model.graph
-    types = {v.name: v.type for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
-    for t in graph.initializer:
-        types.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+    """The declared and inferred types of every graph's tensors, subgraphs' included."""
+    types = {}
+    for graph in graph_protos(model.graph):
+        types.update({v.name: v.type for v in list(graph.input) + list(graph.value_info) + list(graph.output)})
+        for t in graph.initializer:
+            types.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
     return {name: t for name, t in types.items() if t.HasField("tensor_type") and t.tensor_type.elem_type}
 
 
@@ -187,43 +189,57 @@ def _name_body_nodes(body: onnx.FunctionProto, owner: str) -> None:
             node.name = f"{owner}/{node.op_type}_{position}"
 
 
+def _left_alone(model: onnx.ModelProto) -> list[AttentionOp]:
+    """The fused attention ops with no decomposition, in every graph."""
+    return [
+        AttentionOp(
+            node.name,
+            _label(node),
+            graph.name,
+            False,
+            f"onnxruntime's fused {_label(node)}: not decomposed by sit-onnx yet",
+        )
+        for graph in graph_protos(model.graph)
+        for node in graph.node
+        if not _expandable(node) and (node.domain, node.op_type) in FUSED_ATTENTION
+    ]
+
+
+def _call_body(model: onnx.ModelProto, node: onnx.NodeProto, body: onnx.FunctionProto, index: int) -> None:
+    """Turn the node into a call of its body, a model-local function inlined afterwards."""
+    standard = _is_standard_attention(node)
+    body.name, body.domain = f"{node.op_type}_{index}", EXPAND_DOMAIN
+    _name_body_nodes(body, node.name or f"{node.op_type}_{index}")
+    model.functions.append(body)
+    node.op_type, node.domain = body.name, EXPAND_DOMAIN
+    del node.attribute[:]  # the body was made for these attribute values
+    if not standard:  # our decompositions take the non-empty inputs and outputs, in order
+        kept_in, kept_out = [n for n in node.input if n], [n for n in node.output if n]
+        del node.input[:], node.output[:]
+        node.input.extend(dict.fromkeys(kept_in))
+        node.output.extend(kept_out)
+
+
 def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, list[AttentionOp]]:
-    """Expand the main graph's attention ops that have a decomposition (ONNX Attention, onnxruntime's
-    Attention and MultiHeadAttention), and list every attention op met, expanded or not and why."""
-    found: list[AttentionOp] = []
-    for graph in graph_protos(model.graph):
-        for node in graph.node:
-            label = _label(node)
-            if graph is not model.graph and (_expandable(node) or (node.domain, node.op_type) in FUSED_ATTENTION):
-                reason = "inside a subgraph: only the main graph's attention ops are expanded"
-                found.append(AttentionOp(node.name, label, graph.name, False, reason))
-            elif graph is model.graph and not _expandable(node) and (node.domain, node.op_type) in FUSED_ATTENTION:
-                reason = f"onnxruntime's fused {label}: not decomposed by sit-onnx yet"
-                found.append(AttentionOp(node.name, label, graph.name, False, reason))
-    candidates = [n for n in model.graph.node if _expandable(n)]
+    """Expand the attention ops that have a decomposition (ONNX's Attention and FlexAttention,
+    onnxruntime's fused and quantized ones), in the main graph and in If/Loop/Scan bodies alike, and
+    list every attention op met, expanded or not and why."""
+    found = _left_alone(model)
+    candidates = [(graph, node) for graph in graph_protos(model.graph) for node in graph.node if _expandable(node)]
     if not candidates:
         return model, found
-    known = _known_types(model, {name for n in candidates for name in n.input if name})
+    known = _known_types(model, {name for _, n in candidates for name in n.input if name})
     opsets = {**{("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}, "": opset}
     targets = []
-    for index, node in enumerate(candidates):
+    for index, (graph, node) in enumerate(candidates):
         label = _label(node)
         body, reason = _body(node, opsets, known)
         if body is None:
-            found.append(AttentionOp(node.name, label, model.graph.name, False, reason))
+            found.append(AttentionOp(node.name, label, graph.name, False, reason))
             continue
-        body.name, body.domain = f"{node.op_type}_{index}", EXPAND_DOMAIN
-        _name_body_nodes(body, node.name or f"{node.op_type}_{index}")
-        model.functions.append(body)
-        node.op_type, node.domain = body.name, EXPAND_DOMAIN
-        del node.attribute[:]  # the body was made for these attribute values
-        if label != "Attention":  # a decomposition takes the non-empty inputs and outputs, in order
-            kept_in, kept_out = [n for n in node.input if n], [n for n in node.output if n]
-            del node.input[:], node.output[:]
-            node.input.extend(dict.fromkeys(kept_in))
-            node.output.extend(kept_out)
+        _call_body(model, node, body, index)
         targets.append((EXPAND_DOMAIN, body.name))
-        found.append(AttentionOp(node.name, label, model.graph.name, True))
+        found.append(AttentionOp(node.name, label, graph.name, True))
     if targets:
         model.opset_import.append(onnx.helper.make_opsetid(EXPAND_DOMAIN, 1))
         model = inliner.inline_selected_functions(model, targets, exclude=False)

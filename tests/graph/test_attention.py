@@ -568,13 +568,16 @@ def test_an_op_left_alone_does_not_stop_the_next_from_expanding():
     assert [n.name for n in expanded.graph.node if n.op_type == "Attention"] == ["rotary"]
 
 
-def test_attention_ops_inside_a_subgraph_are_reported_with_their_graph_and_why():
-    """Only the main graph's attention ops are expanded: one inside an If branch is listed, by name
-    and branch, as left alone, and the rewrite says so."""
-    inner, feeds = _ms_model("Attention", _attention_inputs(np.random.default_rng(2)), ("y",))
-    branch = helper.make_graph(
-        list(inner.graph.node), "then_branch", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
-    )
+def _in_if_branch(inner: onnx.ModelProto) -> onnx.ModelProto:
+    """The model's graph as the then-branch of an If (as merged decoders hold theirs), beside a
+    main-graph Softmax; the branch's nodes read `input` through a branch-local tensor, whose type
+    only inference inside the branch can tell."""
+    nodes = [helper.make_node("Identity", ["input"], ["branch_input"], name="local")]
+    for node in inner.graph.node:
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        node.input[:] = ["branch_input" if name == "input" else name for name in node.input]
+        nodes.append(node)
+    branch = helper.make_graph(nodes, "then_branch", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     other = helper.make_graph(
         [helper.make_node("Identity", ["input"], ["y2"], name="pass")],
         "else_branch",
@@ -592,13 +595,40 @@ def test_attention_ops_inside_a_subgraph_are_reported_with_their_graph_and_why()
             helper.make_tensor_value_info("s", TensorProto.FLOAT, None),
         ],
     )
-    model = helper.make_model(graph, opset_imports=list(inner.opset_import))
-    _, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
-    reason = "inside a subgraph: only the main graph's attention ops are expanded"
+    return helper.make_model(graph, opset_imports=list(inner.opset_import))
+
+
+def test_attention_ops_inside_a_subgraph_are_expanded_and_converted():
+    """An attention op inside an If branch is expanded like one in the main graph (its types come
+    from inference inside the branch), then its softmax converted."""
+    inner, feeds = _ms_model("Attention", _attention_inputs(np.random.default_rng(2), mask="raw 2d"), ("y",))
+    model = _in_if_branch(inner)
+    feeds = {**feeds, "cond": np.array(True)}
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
     assert [(a.name, a.op, a.graph, a.expanded, a.reason) for a in found] == [
-        ("fused", "com.microsoft::Attention", "then_branch", False, reason)
+        ("fused", "com.microsoft::Attention", "then_branch", True, None)
     ]
-    _, report = rewrite_model(model, RewriteOptions())
+    branch = next(a.g for a in expanded.graph.node[1].attribute if a.name == "then_branch")
+    assert "branch_input" in [n.input[0] for n in branch.node if n.op_type == "MatMul"]
+    assert "Attention" not in {n.op_type for n in branch.node} and "Softmax" in {n.op_type for n in branch.node}
+    np.testing.assert_allclose(_ort(expanded, feeds)[0], _ort(model, feeds)[0], atol=1e-5)
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 2 and report.attention[0]["expanded"]
+    assert report.attention[0]["graph"] == "then_branch"
+    assert {s.name.split("/")[0] for s in report.sites} == {"sm", "fused"}
+    assert 1e-6 < np.abs(_ort(new, feeds)[0] - _ort(model, feeds)[0]).max() < 0.05
+
+
+def test_attention_ops_inside_a_subgraph_left_alone_say_their_graph_and_why():
+    inner, _ = _ms_model("Attention", _attention_inputs(np.random.default_rng(2)), ("y",), do_rotary=1)
+    _, report = rewrite_model(_in_if_branch(inner), RewriteOptions())
     assert report.attention == [
-        {"name": "fused", "op": "com.microsoft::Attention", "graph": "then_branch", "expanded": False, "reason": reason}
+        {
+            "name": "fused",
+            "op": "com.microsoft::Attention",
+            "graph": "then_branch",
+            "expanded": False,
+            "reason": "do_rotary is not decomposed yet",
+        }
     ]
+    assert len(report.converted) == 1
