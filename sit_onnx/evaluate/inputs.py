@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import operator
 import os
 import zipfile
 from pathlib import Path
@@ -109,8 +111,39 @@ def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     return bounds
 
 
+DIM_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
+
+
+def _dim_expression(dim: str, sizes: dict[str, int]) -> int | None:
+    """The size of a dim named by arithmetic on other dims, as exporters write a decoder's
+    `past_sequence_length + sequence_length` (optimum) or `s0 + s1`: its names sized as elsewhere
+    (GENERATED_LENGTH where first met). None if the name is not such an expression."""
+    try:
+        tree = ast.parse(dim, mode="eval").body
+    except SyntaxError:
+        return None
+
+    def value(node) -> int:
+        if isinstance(node, ast.Name):
+            return sizes.setdefault(node.id, GENERATED_LENGTH)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in DIM_ARITHMETIC:
+            return DIM_ARITHMETIC[type(node.op)](value(node.left), value(node.right))
+        raise ValueError(dim)
+
+    if not isinstance(tree, ast.BinOp):
+        return None
+    try:
+        size = value(tree)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return size if size > 0 else None
+
+
 def _shape(spec, batch: int, sizes: dict[str, int]) -> list[int]:
-    """Fixed dims as they are; a named dim keeps one size across inputs; axis 0 is the batch."""
+    """Fixed dims as they are; a named dim keeps one size across inputs; axis 0 is the batch; a dim
+    named by arithmetic on other names is computed from their sizes."""
     shape = []
     for axis, dim in enumerate(spec.shape):
         if isinstance(dim, int):
@@ -118,7 +151,8 @@ def _shape(spec, batch: int, sizes: dict[str, int]) -> list[int]:
             continue
         size = batch if axis == 0 else GENERATED_LENGTH
         if isinstance(dim, str) and dim:
-            size = sizes.setdefault(dim, size)
+            computed = _dim_expression(dim, sizes) if dim not in sizes else None
+            size = computed if computed is not None else sizes.setdefault(dim, size)
         shape.append(size)
     return shape
 

@@ -70,6 +70,32 @@ def test_a_named_dim_keeps_one_size_across_inputs():
     assert feeds["a"].shape == (5, 2) and feeds["b"].shape == (2, 5)  # first seen as the batch, kept so
 
 
+@pytest.mark.parametrize(
+    "order",
+    [("past", "mask"), ("mask", "past")],  # the sum met before or after its terms
+)
+def test_a_dim_named_by_arithmetic_is_computed_from_its_terms(order):
+    """optimum's decoders: attention_mask is [batch, 'past_sequence_length + sequence_length'], and
+    the model fails unless it matches the past's length plus the ids' length."""
+    specs = {
+        "ids": ("ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+        "past": ("past", TensorProto.FLOAT, ["batch_size", 2, "past_sequence_length", 4]),
+        "mask": ("mask", TensorProto.INT64, ["batch_size", "past_sequence_length + sequence_length"]),
+    }
+    session = _session([specs["ids"]] + [specs[name] for name in order])
+    feeds = generate_feeds(session, batch=3)
+    assert feeds["past"].shape == (3, 2, GENERATED_LENGTH, 4) and feeds["mask"].shape == (3, 2 * GENERATED_LENGTH)
+    session = _session([
+        ("a", TensorProto.FLOAT, ["n", "2*m - 1"]),
+        ("b", TensorProto.FLOAT, ["n", "m // 4", "m + 3"]),
+        ("odd", TensorProto.FLOAT, ["n", "m - m", "floor(m)", "m +"]),  # not a positive sum: names
+    ])  # fmt: skip
+    feeds = generate_feeds(session, batch=2)
+    length = GENERATED_LENGTH
+    assert feeds["a"].shape == (2, 2 * length - 1) and feeds["b"].shape == (2, length // 4, length + 3)
+    assert feeds["odd"].shape == (2, length, length, length)
+
+
 def test_masks_are_all_ones_of_their_dtype_and_bool_masks_stay_random():
     session = _session([
         ("attention_mask", TensorProto.INT64, ["batch", "seq"]),
