@@ -137,3 +137,48 @@ def test_relative_error_of_non_finite_references_and_tiny_ones():
     assert not mixed.passed and mixed.max_abs == np.inf  # inf against a number: nothing covers it
     scaled = compare_arrays("y", np.array([np.nan, 4.0]), np.array([np.nan, 4.2]), 0.0, 0.1)
     assert scaled.passed and scaled.min_atol_to_pass == 0.0  # NaN matches NaN; 0.2 <= 0.1 * 4
+
+
+@pytest.mark.parametrize(
+    "name, judged",
+    [("present.0.key", False), ("present_value", False), ("Past_key_values.1", False), ("logits", True),
+     ("last_hidden_state", True), ("represent", True)],
+)  # fmt: skip
+def test_a_kv_cache_output_is_judged_by_cosine_alone(name, judged):
+    """A decoder's cache is state for the next step; its argmax over a head's dims is ties of
+    projections, so a conversion must not fail on it; every other output is still judged."""
+    from sit_onnx.evaluate.compare import approximately_equal, is_cache
+
+    a = np.array([[0.50, 0.49], [0.8, 0.2]])
+    flipped = compare_arrays(name, a, np.array([[0.49, 0.50], [0.8, 0.2]]), 0, 0)
+    assert flipped.agreement == 0.5 and flipped.cosine > 0.999
+    assert is_cache(name) is not judged
+    assert approximately_equal(flipped, 0.999, 0.99) is not judged
+    assert not approximately_equal(flipped, 1.0, 0.0)  # the cosine still judges a cache
+
+
+def test_compare_cli_says_a_caches_agreement_is_not_judged(tmp_path):
+    import onnx
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper
+
+    from sit_onnx.cli import main
+
+    def model(scale):
+        graph = helper.make_graph(
+            [helper.make_node("Mul", ["x", "s"], ["present.0.key"]), helper.make_node("Mul", ["x", "s"], ["logits"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 2]) for n in ("present.0.key", "logits")],
+            [helper.make_tensor("s", TensorProto.FLOAT, [2], scale)],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(model([1.0, 1.0]), str(tmp_path / "a.onnx"))
+    onnx.save(model([1.0, 1.02]), str(tmp_path / "b.onnx"))  # flips rows whose two entries are close
+    np.savez(tmp_path / "x.npz", x=np.array([[0.5, 0.495], [0.9, 0.1]], np.float32))
+    args = ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--inputs", str(tmp_path / "x.npz")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "50.00% of rows (a KV cache: not judged)" in result.output
+    blocks = result.output.split("[logits]")
+    assert blocks[0].rstrip().endswith("PASSED") and blocks[1].rstrip().splitlines()[-2].strip() == "FAILED"
