@@ -27,7 +27,7 @@ from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, 
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, constant_value, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
-from sit_onnx.graph.walk import graph_label, graph_protos
+from sit_onnx.graph.walk import graph_label, graph_protos, graphs_by_place
 from sit_onnx.neurons.activation import (
     ActivationParams,
     activation_function,
@@ -519,23 +519,29 @@ def _option_notes(options: RewriteOptions, params: NeuronParams, fuse: bool) -> 
 
 
 def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
-    """Keep only the shape annotations (value_info) the source model had.
+    """Keep only the shape annotations the source model had, graph by graph.
 
     The shapes inferred to find the sites are not written out: onnxruntime fuses differently
     when it knows more shapes (e.g. Add+LayerNormalization into a slower SkipLayerNormalization),
-    and a converted model should differ from its original at the softmax sites alone.
+    and a converted model should differ from its original at the softmax sites alone. Inside If
+    and Loop bodies, onnx's inference (data propagation) can also be wrong: it gave a T5 decoder's
+    branch outputs dims of 0 and 1, which onnxruntime then enforced and failed on.
     """
-    had = {info.name: info for g in graph_protos(source.graph) for info in g.value_info}
-    for g in graph_protos(new.graph):
-        kept = [had[info.name] for info in g.value_info if info.name in had]
-        del g.value_info[:]
-        g.value_info.extend(kept)
-    declared = {info.name: info for info in list(source.graph.input) + list(source.graph.output)}
-    for field_name in ("input", "output"):  # the graph's inputs and outputs exactly as the source declared them
-        values = getattr(new.graph, field_name)
-        restored = [declared.get(info.name, info) for info in values]
-        del values[:]
-        values.extend(restored)
+    sources = dict(graphs_by_place(source.graph))
+    for place, graph in graphs_by_place(new.graph):
+        was = sources.get(place)
+        had = {info.name: info for info in was.value_info} if was is not None else {}
+        kept = [had[info.name] for info in graph.value_info if info.name in had]
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+        if was is None:
+            continue
+        declared = {info.name: info for info in list(was.input) + list(was.output)}
+        for field_name in ("input", "output"):  # inputs and outputs exactly as the source declared them
+            values = getattr(graph, field_name)
+            restored = [declared.get(info.name, info) for info in values]
+            del values[:]
+            values.extend(restored)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

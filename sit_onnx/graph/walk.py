@@ -20,6 +20,21 @@ def graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     yield from graph_protos(sub)
 
 
+def graphs_by_place(graph: onnx.GraphProto, place: tuple = ()) -> Iterator[tuple[tuple, onnx.GraphProto]]:
+    """Every graph with a key for where it sits (owner node's first output, attribute, index, down
+    from the main graph's `()`), so a subgraph is found again in a rewritten model: branches may
+    share names, and nodes move."""
+    yield place, graph
+    for node in graph.node:
+        owner = node.output[0] if node.output else node.name
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from graphs_by_place(attribute.g, (*place, owner, attribute.name, 0))
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for index, sub in enumerate(attribute.graphs):
+                    yield from graphs_by_place(sub, (*place, owner, attribute.name, index))
+
+
 def walk_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
     yield graph
     for node in graph.nodes:
