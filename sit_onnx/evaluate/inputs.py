@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.walk import graph_protos
 
 ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -77,20 +78,23 @@ INDEX_PASS_THROUGH = ("Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsq
 FUSED_EMBEDDING_TABLES = {"EmbedLayerNormalization": {0: 2, 1: 4, 8: 3}}
 
 
-def _constant_shapes(graph: onnx.GraphProto) -> dict[str, list[int]]:
-    shapes = {t.name: list(t.dims) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            shapes[node.output[0]] = list(node.attribute[0].t.dims)
+def _constant_shapes(graphs: list[onnx.GraphProto]) -> dict[str, list[int]]:
+    shapes = {}
+    for graph in graphs:
+        shapes.update({t.name: list(t.dims) for t in graph.initializer})
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                shapes[node.output[0]] = list(node.attribute[0].t.dims)
     return shapes
 
 
 def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     """For each integer graph input that indexes a constant table (an embedding's Gather, through
-    Casts, or the fused EmbedLayerNormalization): the table's size, so generated ids are valid."""
-    graph = model.graph
-    tables = _constant_shapes(graph)
-    source = {i.name: i.name for i in graph.input}  # tensor -> the graph input it carries unchanged
+    Casts, or the fused EmbedLayerNormalization), in the main graph or an If/Loop body (a merged
+    decoder's): the table's size, so generated ids are valid."""
+    graphs = list(graph_protos(model.graph))  # the main graph first, so its names reach the bodies
+    tables = _constant_shapes(graphs)
+    source = {i.name: i.name for i in model.graph.input}  # tensor -> the graph input it carries unchanged
     bounds: dict[str, int] = {}
 
     def bound(tensor: str, table: str, axis: int = 0) -> None:
@@ -99,7 +103,7 @@ def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
             name = source[tensor]
             bounds[name] = min(bounds.get(name, dims[axis]), dims[axis])
 
-    for node in graph.node:
+    for node in (node for graph in graphs for node in graph.node):
         if node.op_type in INDEX_PASS_THROUGH and node.input and node.input[0] in source:
             source[node.output[0]] = source[node.input[0]]
         elif node.op_type == "Gather" and len(node.input) == 2:

@@ -1,6 +1,7 @@
 """`run` and `compare` without --inputs: what generate_feeds makes for each input type and shape."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -188,6 +189,30 @@ def test_bounds_ignore_what_does_not_carry_the_ids_unchanged():
     one = numpy_helper.from_array(np.ones(1, np.float32))
     filled.graph.node.insert(0, helper.make_node("ConstantOfShape", ["shape"], ["table"], value=one))
     assert index_bounds(filled) == {}
+
+
+def test_bounds_inside_an_if_branch():
+    """A merged decoder embeds its ids inside each branch of an If: the table may sit in the main
+    graph (shared) or in the branch, the ids pass through a main-graph Cast first."""
+    for table_in_branch in (False, True):
+        inner = _embedding_model(11)
+        body = [n for n in inner.graph.node if n.op_type == "Gather"]
+        branch = helper.make_graph(body, "then", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        tables = [t for t in inner.graph.initializer if t.name == "table"]
+        other = [t for t in inner.graph.initializer if t.name != "table"]
+        if table_in_branch:
+            branch.initializer.extend(tables)
+        graph = helper.make_graph(
+            [n for n in inner.graph.node if n.op_type != "Gather"]
+            + [helper.make_node("If", ["flag"], ["out"], then_branch=branch, else_branch=branch)],
+            "main",
+            [*inner.graph.input, helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+            other + ([] if table_in_branch else tables),
+        )
+        assert index_bounds(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])) == {"ids": 11}
+    merged = onnx.load(str(Path(__file__).resolve().parents[1] / "data" / "optimum_t5_decoder_merged.onnx"))
+    assert index_bounds(merged) == {"input_ids": 32}  # a real export's: its 32-token vocabulary
 
 
 def test_bounds_of_the_fused_embed_layer_normalization():
