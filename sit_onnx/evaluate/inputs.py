@@ -14,7 +14,8 @@ import onnx
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.graph.walk import graph_protos
+from sit_onnx.evaluate.image_inputs import image_dims
+from sit_onnx.graph.walk import constant_shapes, graph_protos
 
 ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -78,22 +79,12 @@ INDEX_PASS_THROUGH = ("Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsq
 FUSED_EMBEDDING_TABLES = {"EmbedLayerNormalization": {0: 2, 1: 4, 8: 3}}
 
 
-def _constant_shapes(graphs: list[onnx.GraphProto]) -> dict[str, list[int]]:
-    shapes = {}
-    for graph in graphs:
-        shapes.update({t.name: list(t.dims) for t in graph.initializer})
-        for node in graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                shapes[node.output[0]] = list(node.attribute[0].t.dims)
-    return shapes
-
-
 def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     """For each integer graph input that indexes a constant table (an embedding's Gather, through
     Casts, or the fused EmbedLayerNormalization), in the main graph or an If/Loop body (a merged
     decoder's): the table's size, so generated ids are valid."""
     graphs = list(graph_protos(model.graph))  # the main graph first, so its names reach the bodies
-    tables = _constant_shapes(graphs)
+    tables = constant_shapes(model)
     source = {i.name: i.name for i in model.graph.input}  # tensor -> the graph input it carries unchanged
     bounds: dict[str, int] = {}
 
@@ -145,16 +136,21 @@ def _dim_expression(dim: str, sizes: dict[str, int]) -> int | None:
     return size if size > 0 else None
 
 
-def _shape(spec, batch: int, sizes: dict[str, int]) -> list[int]:
+def _shape(spec, batch: int, sizes: dict[str, int], read: dict[int, int]) -> list[int]:
     """Fixed dims as they are; a named dim keeps one size across inputs; axis 0 is the batch; a dim
-    named by arithmetic on other names is computed from their sizes."""
+    named by arithmetic on other names is computed from their sizes; `read`: sizes the graph says
+    (an image's channels and size)."""
     shape = []
     for axis, dim in enumerate(spec.shape):
         if isinstance(dim, int):
             shape.append(dim)
             continue
         size = batch if axis == 0 else GENERATED_LENGTH
-        if isinstance(dim, str) and dim:
+        if axis in read:
+            size = read[axis]
+            if isinstance(dim, str) and dim:
+                sizes.setdefault(dim, size)
+        elif isinstance(dim, str) and dim:
             computed = _dim_expression(dim, sizes) if dim not in sizes else None
             size = computed if computed is not None else sizes.setdefault(dim, size)
         shape.append(size)
@@ -166,16 +162,18 @@ def generate_feeds(
 ) -> dict[str, np.ndarray]:
     """Random inputs a Transformer takes: N(0,1) floats; ids below their embedding table's size
     (read from `model`, else small non-negative integers); inputs named *mask* all ones, so no row
-    is masked out; dynamic dims `batch` on axis 0, GENERATED_LENGTH elsewhere."""
+    is masked out; dynamic dims `batch` on axis 0, an image's channels and size as `model` reads
+    them, GENERATED_LENGTH elsewhere."""
     rng = np.random.default_rng(seed)
     bounds = index_bounds(model) if model is not None else {}
+    images = image_dims(model) if model is not None else {}
     sizes: dict[str, int] = {}
     feeds = {}
     for spec in session.get_inputs():
         dtype = ORT_TYPES.get(spec.type)
         if dtype is None:
             raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; pass --inputs")
-        shape = _shape(spec, batch, sizes)
+        shape = _shape(spec, batch, sizes, images.get(spec.name, {}))
         if dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
         elif "mask" in spec.name.lower():

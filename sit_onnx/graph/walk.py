@@ -35,6 +35,18 @@ def graphs_by_place(graph: onnx.GraphProto, place: tuple = ()) -> Iterator[tuple
                     yield from graphs_by_place(sub, (*place, owner, attribute.name, index))
 
 
+def constant_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """The dims of every initializer and Constant tensor, subgraphs' included (weights need not
+    be loaded: an external tensor's dims are in the model)."""
+    shapes = {}
+    for graph in graph_protos(model.graph):
+        shapes.update({t.name: list(t.dims) for t in graph.initializer})
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                shapes[node.output[0]] = list(node.attribute[0].t.dims)
+    return shapes
+
+
 def walk_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
     yield graph
     for node in graph.nodes:
