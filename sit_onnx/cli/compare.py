@@ -45,24 +45,26 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
     from sit_onnx.evaluate.compare import approximately_equal, compare_arrays, is_cache
-    from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, generate_feeds, load_arrays, said_of_generated
+    from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session
 
     spec = SessionSpec(provider=provider, use_library=use_library)
     ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
-    feeds = (
-        check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
-        if inputs_file
-        else generate_feeds(ref_session, batch=4, model=read_model_proto(reference))
-    )
 
-    def outputs_of(session, path) -> dict:
+    def outputs_of(session, path, feeds) -> dict:
         return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, str(path))))
 
+    if inputs_file:
+        feeds = check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
+        ref_out = outputs_of(ref_session, reference, feeds)
+    else:
+        feeds, ref_out = run_generated(
+            ref_session, 4, read_model_proto(reference), lambda feeds: outputs_of(ref_session, reference, feeds)
+        )
     with said_of_generated(feeds, not inputs_file):
-        ref_out, cand_out = outputs_of(ref_session, reference), outputs_of(cand_session, candidate)
+        cand_out = outputs_of(cand_session, candidate, feeds)
     missing = sorted(set(ref_out) - set(cand_out))
     if missing:
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")

@@ -50,20 +50,20 @@ def summarise_output(name: str, value) -> dict:
 @json_option
 def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
     """Run MODEL in onnxruntime and summarise its outputs."""
-    from sit_onnx.evaluate.inputs import check_feeds, generate_feeds, load_arrays, said_of_generated
+    from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session, runtime_path
 
     spec = SessionSpec(provider=provider, use_library=use_library, verify_placement=verify_kernels)
     session = make_session(model, spec)
-    feeds = (
-        check_feeds(session, load_arrays(inputs_file), str(inputs_file))
-        if inputs_file
-        else generate_feeds(session, batch, model=read_model_proto(model))
-    )
-    with said_of_generated(feeds, not inputs_file):
+    if inputs_file:
+        feeds = check_feeds(session, load_arrays(inputs_file), str(inputs_file))
         outputs = run_session(session, feeds, str(model))
+    else:
+        feeds, outputs = run_generated(
+            session, batch, read_model_proto(model), lambda feeds: run_session(session, feeds, str(model))
+        )
     start = time.perf_counter()
     for _ in range(repeat - 1):
         session.run(None, feeds)

@@ -7,7 +7,9 @@ import contextlib
 import operator
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -16,6 +18,8 @@ import onnxruntime as ort
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.image_inputs import image_dims
 from sit_onnx.graph.walk import constant_shapes, graph_protos
+
+T = TypeVar("T")
 
 ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -74,6 +78,7 @@ def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], so
 
 # dynamic dims past the batch: a softmax over a length-1 axis is exactly 1 and would hide every error
 GENERATED_LENGTH = 16
+LONGER_LENGTHS = (32, 64, 128, 224, 256, 384, 512)  # tried in turn where a model cannot take 16
 INDEX_PASS_THROUGH = ("Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")  # values kept
 # com.microsoft's fused BERT embedding: which of its inputs indexes which of its tables
 FUSED_EMBEDDING_TABLES = {"EmbedLayerNormalization": {0: 2, 1: 4, 8: 3}}
@@ -109,10 +114,10 @@ def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
 DIM_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
 
 
-def _dim_expression(dim: str, sizes: dict[str, int]) -> int | None:
+def _dim_expression(dim: str, sizes: dict[str, int], length: int) -> int | None:
     """The size of a dim named by arithmetic on other dims, as exporters write a decoder's
     `past_sequence_length + sequence_length` (optimum) or `s0 + s1`: its names sized as elsewhere
-    (GENERATED_LENGTH where first met). None if the name is not such an expression."""
+    (`length` where first met). None if the name is not such an expression."""
     try:
         tree = ast.parse(dim, mode="eval").body
     except SyntaxError:
@@ -120,7 +125,7 @@ def _dim_expression(dim: str, sizes: dict[str, int]) -> int | None:
 
     def value(node) -> int:
         if isinstance(node, ast.Name):
-            return sizes.setdefault(node.id, GENERATED_LENGTH)
+            return sizes.setdefault(node.id, length)
         if isinstance(node, ast.Constant) and isinstance(node.value, int):
             return node.value
         if isinstance(node, ast.BinOp) and type(node.op) in DIM_ARITHMETIC:
@@ -136,7 +141,7 @@ def _dim_expression(dim: str, sizes: dict[str, int]) -> int | None:
     return size if size > 0 else None
 
 
-def _shape(spec, batch: int, sizes: dict[str, int], read: dict[int, int]) -> list[int]:
+def _shape(spec, batch: int, sizes: dict[str, int], read: dict[int, int], length: int) -> list[int]:
     """Fixed dims as they are; a named dim keeps one size across inputs; axis 0 is the batch; a dim
     named by arithmetic on other names is computed from their sizes; `read`: sizes the graph says
     (an image's channels and size)."""
@@ -145,25 +150,29 @@ def _shape(spec, batch: int, sizes: dict[str, int], read: dict[int, int]) -> lis
         if isinstance(dim, int):
             shape.append(dim)
             continue
-        size = batch if axis == 0 else GENERATED_LENGTH
+        size = batch if axis == 0 else length
         if axis in read:
             size = read[axis]
             if isinstance(dim, str) and dim:
                 sizes.setdefault(dim, size)
         elif isinstance(dim, str) and dim:
-            computed = _dim_expression(dim, sizes) if dim not in sizes else None
+            computed = _dim_expression(dim, sizes, length) if dim not in sizes else None
             size = computed if computed is not None else sizes.setdefault(dim, size)
         shape.append(size)
     return shape
 
 
 def generate_feeds(
-    session: ort.InferenceSession, batch: int = 1, seed: int = 0, model: onnx.ModelProto | None = None
+    session: ort.InferenceSession,
+    batch: int = 1,
+    seed: int = 0,
+    model: onnx.ModelProto | None = None,
+    length: int = GENERATED_LENGTH,
 ) -> dict[str, np.ndarray]:
     """Random inputs a Transformer takes: N(0,1) floats; ids below their embedding table's size
     (read from `model`, else small non-negative integers); inputs named *mask* all ones, so no row
     is masked out; dynamic dims `batch` on axis 0, an image's channels and size as `model` reads
-    them, GENERATED_LENGTH elsewhere."""
+    them, `length` elsewhere."""
     rng = np.random.default_rng(seed)
     bounds = index_bounds(model) if model is not None else {}
     images = image_dims(model) if model is not None else {}
@@ -173,7 +182,7 @@ def generate_feeds(
         dtype = ORT_TYPES.get(spec.type)
         if dtype is None:
             raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; pass --inputs")
-        shape = _shape(spec, batch, sizes, images.get(spec.name, {}))
+        shape = _shape(spec, batch, sizes, images.get(spec.name, {}), length)
         if dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
         elif "mask" in spec.name.lower():
@@ -184,6 +193,32 @@ def generate_feeds(
             high = min(bounds.get(spec.name, 4), int(np.iinfo(dtype).max) + 1)
             feeds[spec.name] = rng.integers(0, high, shape).astype(dtype)
     return feeds
+
+
+def run_generated(session, batch: int, model: onnx.ModelProto | None, run: Callable[[dict], T]) -> tuple[dict, T]:
+    """Generated inputs the model runs on, and what `run` gave for them: dynamic lengths of
+    GENERATED_LENGTH first; where the model fails on those, LONGER_LENGTHS in turn, probed at batch 1
+    (a traced Swin takes only the image size it was exported at; wav2vec2's convolutions need some
+    400 samples). If none runs, the first failure is the one reported, naming the inputs."""
+    feeds = generate_feeds(session, batch, model=model)
+    try:
+        with said_of_generated(feeds, True):
+            return feeds, run(feeds)
+    except SitOnnxError as first:
+        failed = first
+    shapes = {name: value.shape for name, value in generate_feeds(session, 1, model=model).items()}
+    for length in LONGER_LENGTHS:
+        probe = generate_feeds(session, 1, model=model, length=length)
+        if {name: value.shape for name, value in probe.items()} == shapes:
+            break  # no input has a length to change
+        try:
+            run(probe)
+        except SitOnnxError:
+            continue
+        feeds = generate_feeds(session, batch, model=model, length=length)
+        with said_of_generated(feeds, True):
+            return feeds, run(feeds)
+    raise failed
 
 
 @contextlib.contextmanager

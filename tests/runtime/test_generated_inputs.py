@@ -280,14 +280,15 @@ def test_compare_of_a_dynamic_length_softmax_sees_the_conversions_error(tmp_path
 
 
 def test_a_model_the_generated_inputs_do_not_fit_says_so_and_how_to_give_others(tmp_path):
-    """A Reshape to rows of 48 cannot take 1 x 16 generated values: the one-line error says the
-    inputs were generated, which, and points to --inputs; with given inputs it says only what failed."""
+    """A Reshape to rows of 49 cannot take 1 x 16 generated values (nor any longer length tried): the
+    one-line error says the inputs were generated, which, and points to --inputs; with given inputs
+    it says only what failed."""
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "rows"], ["y"])],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 48])],
+        [helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 49])],
     )
     path = tmp_path / "r.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -301,4 +302,71 @@ def test_a_model_the_generated_inputs_do_not_fit_says_so_and_how_to_give_others(
     np.savez(data, x=np.zeros((1, 16), np.float32))
     given = CliRunner().invoke(main, ["run", str(path), "--inputs", str(data)])
     assert given.exit_code == 1 and "onnxruntime failed" in given.output and "on generated" not in given.output
-    assert CliRunner().invoke(main, ["run", str(path), "--batch", "3"]).exit_code == 0  # 3 x 16 = one row of 48
+    assert CliRunner().invoke(main, ["run", str(path), "--batch", "49"]).exit_code == 0  # 49 x 16: 16 rows of 49
+
+
+def _exact_length_model(length: int, fixed: bool = False):
+    """Takes x [b, s] only where s == length (Reshape to [0, length] keeps b and needs s = length)."""
+    shape = [2, length] if fixed else ["b", "s"]
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "target"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([0, length], np.int64), "target")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _runner(model):
+    from sit_onnx.runtime.session import run_session
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    calls = []
+
+    def run(feeds):
+        calls.append(feeds["x"].shape)
+        return run_session(session, feeds, "m.onnx")
+
+    return session, run, calls
+
+
+def test_a_model_that_cannot_take_sixteen_is_run_at_the_first_longer_length_it_takes():
+    from sit_onnx.evaluate.inputs import LONGER_LENGTHS, run_generated
+
+    model = _exact_length_model(LONGER_LENGTHS[2])
+    session, run, calls = _runner(model)
+    feeds, outputs = run_generated(session, 3, model, run)
+    assert feeds["x"].shape == (3, LONGER_LENGTHS[2]) and outputs[0].shape == (3, LONGER_LENGTHS[2])
+    # 16 at the batch asked, then probes at batch 1 up to the length that runs, then it at the batch
+    assert calls == [(3, GENERATED_LENGTH), (1, LONGER_LENGTHS[0]), (1, LONGER_LENGTHS[1]), (1, LONGER_LENGTHS[2]),
+                     (3, LONGER_LENGTHS[2])]  # fmt: skip
+    ok = _exact_length_model(GENERATED_LENGTH)
+    session, run, calls = _runner(ok)
+    assert run_generated(session, 2, ok, run)[0]["x"].shape == (2, GENERATED_LENGTH) and len(calls) == 1
+
+
+def test_when_no_length_runs_the_first_failure_is_reported_and_fixed_shapes_are_tried_once():
+    from sit_onnx.evaluate.inputs import LONGER_LENGTHS, run_generated
+
+    model = _exact_length_model(7)
+    session, run, calls = _runner(model)
+    with pytest.raises(SitOnnxError, match=r"x \[2, 16\] float32; give the model's own with --inputs"):
+        run_generated(session, 2, model, run)
+    assert [length for _, length in calls] == [GENERATED_LENGTH, *LONGER_LENGTHS]
+    fixed = _exact_length_model(32, fixed=True)
+    fixed.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([0, 5], np.int64), "target"))
+    session, run, calls = _runner(fixed)
+    with pytest.raises(SitOnnxError, match=r"x \[2, 32\]"):
+        run_generated(session, 2, fixed, run)
+    assert calls == [(2, 32)]  # no dynamic length: nothing else to try
+
+
+def test_run_and_compare_find_the_length_a_model_takes(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(_exact_length_model(64), str(path))
+    result = CliRunner().invoke(main, ["run", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"][0]["shape"] == [1, 64]
+    result = CliRunner().invoke(main, ["compare", str(path), str(path)])
+    assert result.exit_code == 0 and "generated inputs: x [4, 64] float32" in result.output
