@@ -2,7 +2,8 @@
 
 A spiking conversion is approximate by design, so by default an output passes when it points the
 same way as the reference (cosine >= --min-cosine) and, where it has rows, decides the same
-(argmax agreement >= --min-agreement; not asked of a KV cache, `present*`/`past*`). Give --atol
+(argmax agreement >= --min-agreement; not asked of a KV cache, `present*`/`past*`, nor of an
+embedding or hidden state, `*embed*`, `*hidden_state*`, `*pooler*`, `*feature*`). Give --atol
 and/or --rtol for Polygraphy's strict element-wise check instead."""
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan
 def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agreement, provider, use_library, as_json):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
-    from sit_onnx.evaluate.compare import approximately_equal, compare_arrays, is_cache
+    from sit_onnx.evaluate.compare import approximately_equal, compare_arrays, decides
     from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
@@ -105,7 +106,7 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
             click.echo(f"    rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}")
             click.echo(f"    cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}")
             if r.agreement is not None:
-                judged = " (a KV cache: not judged)" if is_cache(r.name) and not strict else ""
+                judged = "" if decides(r.name) or strict else " (a cache or embedding: not judged)"
                 click.echo(f"    argmax agreement {100 * r.agreement:.2f}% of rows{judged}")
             click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
         verdict = "PASSED" if passed else "FAILED"

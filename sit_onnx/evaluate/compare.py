@@ -37,21 +37,25 @@ def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 CACHE_PREFIXES = ("present", "past")  # a decoder's key/value cache, as exporters name it
+FEATURE_WORDS = ("embed", "hidden_state", "pooler", "feature")  # text_embeds, last_hidden_state, ...
 
 
-def is_cache(name: str) -> bool:
-    """A KV-cache output (optimum's `present.0.key`, onnxruntime's `present_key`): state handed to
-    the next step, not a decision, so its argmax is near-ties of projections and judges nothing."""
-    return name.lower().startswith(CACHE_PREFIXES)
+def decides(name: str) -> bool:
+    """Whether an output's argmax is a decision (logits, scores): not a KV cache (optimum's
+    `present.0.key`, onnxruntime's `present_key`), state handed to the next step, nor an embedding
+    or hidden state (`text_embeds`, `last_hidden_state`, `pooler_output`), whose largest feature
+    means nothing; their argmax is near-ties of projections and judges nothing."""
+    lowered = name.lower()
+    return not lowered.startswith(CACHE_PREFIXES) and not any(word in lowered for word in FEATURE_WORDS)
 
 
 def approximately_equal(result: "OutputComparison", min_cosine: float, min_agreement: float) -> bool:
     """The default verdict for a spiking conversion, which is approximate by design: the outputs
     point the same way (cosine) and, where rows have an argmax that decides something (not a
-    KV cache), decide the same (agreement)."""
+    KV cache or an embedding), decide the same (agreement)."""
     if result.problem is not None or not result.cosine >= min_cosine:
         return False
-    return result.agreement is None or is_cache(result.name) or result.agreement >= min_agreement
+    return result.agreement is None or not decides(result.name) or result.agreement >= min_agreement
 
 
 def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputComparison:

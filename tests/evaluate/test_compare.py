@@ -142,17 +142,19 @@ def test_relative_error_of_non_finite_references_and_tiny_ones():
 @pytest.mark.parametrize(
     "name, judged",
     [("present.0.key", False), ("present_value", False), ("Past_key_values.1", False), ("logits", True),
-     ("last_hidden_state", True), ("represent", True)],
+     ("last_hidden_state", False), ("text_embeds", False), ("pooler_output", False), ("image_features", False),
+     ("represent", True), ("scores", True), ("start_logits", True)],
 )  # fmt: skip
-def test_a_kv_cache_output_is_judged_by_cosine_alone(name, judged):
-    """A decoder's cache is state for the next step; its argmax over a head's dims is ties of
-    projections, so a conversion must not fail on it; every other output is still judged."""
-    from sit_onnx.evaluate.compare import approximately_equal, is_cache
+def test_a_cache_or_embedding_output_is_judged_by_cosine_alone(name, judged):
+    """A decoder's cache is state for the next step, an embedding a direction; their argmax over a
+    head's or a feature's dims is ties of projections, so a conversion must not fail on it; every
+    other output is still judged."""
+    from sit_onnx.evaluate.compare import approximately_equal, decides
 
     a = np.array([[0.50, 0.49], [0.8, 0.2]])
     flipped = compare_arrays(name, a, np.array([[0.49, 0.50], [0.8, 0.2]]), 0, 0)
     assert flipped.agreement == 0.5 and flipped.cosine > 0.999
-    assert is_cache(name) is not judged
+    assert decides(name) is judged
     assert approximately_equal(flipped, 0.999, 0.99) is not judged
     assert not approximately_equal(flipped, 1.0, 0.0)  # the cosine still judges a cache
 
@@ -179,6 +181,6 @@ def test_compare_cli_says_a_caches_agreement_is_not_judged(tmp_path):
     np.savez(tmp_path / "x.npz", x=np.array([[0.5, 0.495], [0.9, 0.1]], np.float32))
     args = ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--inputs", str(tmp_path / "x.npz")]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "50.00% of rows (a KV cache: not judged)" in result.output
+    assert result.exit_code == 1 and "50.00% of rows (a cache or embedding: not judged)" in result.output
     blocks = result.output.split("[logits]")
     assert blocks[0].rstrip().endswith("PASSED") and blocks[1].rstrip().splitlines()[-2].strip() == "FAILED"
