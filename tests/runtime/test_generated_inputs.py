@@ -370,3 +370,72 @@ def test_run_and_compare_find_the_length_a_model_takes(tmp_path):
     assert json.loads(result.stdout)["outputs"][0]["shape"] == [1, 64]
     result = CliRunner().invoke(main, ["compare", str(path), str(path)])
     assert result.exit_code == 0 and "generated inputs: x [4, 64] float32" in result.output
+
+
+def test_a_dims_terms_keep_the_sizes_they_were_given():
+    """`n + 1` where n is the batch (axis 0 of an earlier input) is batch + 1, not length + 1;
+    an expression of 1 is 1; one with a float or a call is a name like any other."""
+    session = _session([
+        ("a", TensorProto.FLOAT, ["n", 2]),
+        ("b", TensorProto.FLOAT, [2, "n + 1", "m - 15", "m + 1.5", "f(m) + 1"]),
+    ])  # fmt: skip
+    feeds = generate_feeds(session, batch=3)
+    assert feeds["b"].shape == (2, 4, GENERATED_LENGTH - 15, GENERATED_LENGTH, GENERATED_LENGTH)
+
+
+def _ids_and_length_model(rows: int, length: int, whole: bool = False):
+    """ids [b, s] index a table of `rows`; x [b, s] must have s == length (or, `whole`, be one row
+    of `length` in all: b == 1)."""
+    target = [1, length] if whole else [0, length]
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "target"], ["y"]), helper.make_node("Gather", ["table", "ids"], ["z"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s"]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "z")],
+        [numpy_helper.from_array(np.array(target, np.int64), "target"),
+         numpy_helper.from_array(np.zeros((rows, 2), np.float32), "table")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_longer_lengths_keep_ids_inside_their_table():
+    from sit_onnx.evaluate.inputs import LONGER_LENGTHS, run_generated
+
+    model = _ids_and_length_model(2, LONGER_LENGTHS[0])  # ids of 0..3 would fail the Gather
+    session, run, calls = _runner(model)
+    feeds, _ = run_generated(session, 3, model, run)
+    assert feeds["x"].shape == (3, LONGER_LENGTHS[0]) and feeds["ids"].max() <= 1
+    assert calls == [(3, GENERATED_LENGTH), (1, LONGER_LENGTHS[0]), (3, LONGER_LENGTHS[0])]
+
+
+def test_a_model_whose_every_dim_is_read_is_run_once():
+    """Nothing has a length to change (its image's size comes from the graph): one run, no probes."""
+    from sit_onnx.evaluate.inputs import run_generated
+    from tests.runtime.test_image_inputs import _vit
+
+    model = _vit()
+    model.graph.node.append(helper.make_node("Reshape", ["y", "bad_shape"], ["bad"]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([7, -1], np.int64), "bad_shape"))
+    model.graph.output.append(helper.make_tensor_value_info("bad", TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    calls = []
+
+    def run(feeds):
+        from sit_onnx.runtime.session import run_session
+
+        calls.append(feeds["pixels"].shape)
+        return run_session(session, feeds, "m.onnx")
+
+    with pytest.raises(SitOnnxError, match=r"pixels \[2, 3, 12, 12\]"):
+        run_generated(session, 2, model, run)
+    assert calls == [(2, 3, 12, 12)]
+
+
+def test_a_length_that_runs_at_batch_one_but_not_at_the_batch_asked_says_which_inputs():
+    from sit_onnx.evaluate.inputs import LONGER_LENGTHS, run_generated
+
+    model = _ids_and_length_model(40, LONGER_LENGTHS[0], whole=True)
+    session, run, _ = _runner(model)
+    with pytest.raises(SitOnnxError, match=rf"x \[3, {LONGER_LENGTHS[0]}\] float32, .*--inputs\)$"):
+        run_generated(session, 3, model, run)

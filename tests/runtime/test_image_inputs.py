@@ -16,32 +16,46 @@ from sit_onnx.evaluate.inputs import GENERATED_LENGTH, generate_feeds
 WIDTH = 8
 
 
-def _vit(patch=4, side=3, extra=1, channels=3, group=1, gathered=False, cast=False, stride=None, table=True):
-    """Patch Conv -> [B, D, n, n] -> [B, n*n, D] -> class tokens prepended -> + position table."""
+def _vit(
+    patch=4, side=3, extra=1, channels=3, group=1, gathered=False, cast=False, stride=None, table=True,
+    kernel=None, omit=(), chain=0, bias=False,
+):  # fmt: skip
+    """Patch Conv -> [B, D, n, n] -> [B, n*n, D] -> class tokens prepended -> + position table.
+    `omit`: Conv attributes left to their defaults; `chain`: Relus before the position Add;
+    `bias`: an Add of a [D] vector first."""
     rng = np.random.default_rng(0)
-    weight = rng.normal(0, 0.1, (WIDTH, channels // group, patch, patch)).astype(np.float32)
+    kh, kw = kernel or (patch, patch)
+    weight = rng.normal(0, 0.1, (WIDTH, channels // group, kh, kw)).astype(np.float32)
     inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([0, WIDTH, -1]), "flat")]
     x = "pixels"
     nodes = []
     if cast:
         nodes.append(helper.make_node("Cast", ["pixels"], ["cast"], to=TensorProto.FLOAT))
         x = "cast"
-    step = stride or patch
+    step = [stride, stride] if stride else [kh, kw]
+    attrs = {"kernel_shape": [kh, kw], "strides": step, "group": group}
     nodes += [
-        helper.make_node("Conv", [x, "w"], ["patches"], kernel_shape=[patch, patch], strides=[step, step], group=group),
+        helper.make_node("Conv", [x, "w"], ["patches"], **{k: v for k, v in attrs.items() if k not in omit}),
         helper.make_node("Reshape", ["patches", "flat"], ["flat_patches"]),
         helper.make_node("Transpose", ["flat_patches"], ["tokens"], perm=[0, 2, 1]),
     ]
     last = "tokens"
+    for index in range(chain):
+        nodes.append(helper.make_node("Relu", [last], [f"relu{index}"]))
+        last = f"relu{index}"
+    if bias:
+        inits.append(numpy_helper.from_array(np.ones(WIDTH, np.float32), "bias"))
+        nodes.append(helper.make_node("Add", [last, "bias"], ["biased"]))
+        last = "biased"
     if extra:
         cls = np.zeros((1, extra, WIDTH), np.float32)
         inits += [numpy_helper.from_array(cls, "cls"), numpy_helper.from_array(np.array([1, 1, 1]), "ones")]
         nodes += [
-            helper.make_node("Shape", ["tokens"], ["token_shape"], end=1),
+            helper.make_node("Shape", [last], ["token_shape"], end=1),
             helper.make_node("Concat", ["token_shape", "ones"], ["tiled"], axis=0),
             helper.make_node("Slice", ["tiled", "one_zero", "three"], ["reps"]),
             helper.make_node("Tile", ["cls", "reps"], ["cls_batch"]),
-            helper.make_node("Concat", ["cls_batch", "tokens"], ["with_cls"], axis=1),
+            helper.make_node("Concat", ["cls_batch", last], ["with_cls"], axis=1),
         ]
         inits += [numpy_helper.from_array(np.array([0]), "one_zero"), numpy_helper.from_array(np.array([3]), "three")]
         last = "with_cls"
@@ -76,6 +90,14 @@ def _vit(patch=4, side=3, extra=1, channels=3, group=1, gathered=False, cast=Fal
         ({"channels": 6, "group": 2}, {1: 6, 2: 12, 3: 12}),  # grouped: weights hold channels / group
         ({"table": False}, {1: 3}),  # no position table: the channels only
         ({"stride": 2}, {1: 3}),  # not a patch Conv (stride below kernel): the channels only
+        ({"extra": 2, "side": 1, "patch": 5}, {1: 3, 2: 5, 3: 5}),  # one patch and two tokens
+        ({"kernel": (4, 2)}, {1: 3, 2: 12, 3: 6}),  # oblong patches
+        ({"omit": ("group", "kernel_shape")}, {1: 3, 2: 12, 3: 12}),  # defaults: group 1, kernel from weights
+        ({"omit": ("strides",)}, {1: 3}),  # stride 1: not a patch Conv
+        ({"patch": 1, "side": 4, "extra": 0}, {1: 3}),  # a 1x1 Conv does not patch
+        ({"bias": True}, {1: 3, 2: 12, 3: 12}),  # a [D] vector added first is not the table
+        ({"chain": 37, "extra": 0}, {1: 3, 2: 12, 3: 12}),  # the Add is the 40th node past the Conv
+        ({"chain": 38, "extra": 0}, {1: 3}),  # the 41st: too far to be the embeddings' own
     ],
 )
 def test_channels_and_size_come_from_the_conv_and_position_table(build, dims):
@@ -85,15 +107,15 @@ def test_channels_and_size_come_from_the_conv_and_position_table(build, dims):
     feeds = generate_feeds(session, batch=2, model=model)
     size = [dims.get(axis, GENERATED_LENGTH) for axis in (1, 2, 3)]
     assert list(feeds["pixels"].shape) == [2, *size]
-    if "stride" not in build:  # (a 16x16 image gives that model 49 patches for its 10 rows)
+    if 2 in dims or not build.get("table", True):  # (without a size read, 16x16 fits no position table)
         session.run(None, feeds)  # the size the graph says is one it takes
 
 
 def test_inputs_a_conv_does_not_read_are_left_alone():
     model = _vit()
-    model.graph.input.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, ["b", 3, "h", "w"]))
-    model.graph.input.append(helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["b", "s"]))
-    assert set(image_dims(model)) == {"pixels"}
+    model.graph.input.insert(0, helper.make_tensor_value_info("other", TensorProto.FLOAT, ["b", 3, "h", "w"]))
+    model.graph.input.insert(0, helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["b", "s"]))
+    assert set(image_dims(model)) == {"pixels"}  # inputs before it, of rank 2 or read by no Conv, skipped
     untabled = _vit()
     untabled.graph.initializer[0].dims[:] = [WIDTH, 3, 4]  # not 4-D weights: nothing to read
     assert image_dims(untabled) == {}
@@ -106,8 +128,18 @@ def test_a_table_of_another_width_or_no_square_is_not_taken():
     assert image_dims(model) == {"pixels": {1: 3}}  # width 9 is not the Conv's 8
     table.CopyFrom(numpy_helper.from_array(np.zeros((1, 13, WIDTH), np.float32), "positions"))
     assert image_dims(model) == {"pixels": {1: 3}}  # 13, 12, 11 rows: no n*n patches
+    table.CopyFrom(numpy_helper.from_array(np.zeros((2, 10, WIDTH), np.float32), "positions"))
+    assert image_dims(model) == {"pixels": {1: 3}}  # [2, T, D]: one table per batch row is no position table
 
 
 def test_the_bundled_vit_reads_its_own_size():
     bundled = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
     assert image_dims(onnx.load(str(bundled))) == {"input": {1: 1, 2: 8, 3: 8}}
+
+
+def test_a_read_size_is_shared_with_other_inputs_of_the_same_dim_name():
+    model = _vit()
+    model.graph.input.append(helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch", "height"]))
+    model.graph.output.append(helper.make_tensor_value_info("rows", TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert generate_feeds(session, batch=2, model=model)["rows"].shape == (2, 12)
