@@ -632,3 +632,42 @@ def test_attention_ops_inside_a_subgraph_left_alone_say_their_graph_and_why():
         }
     ]
     assert len(report.converted) == 1
+
+
+def test_two_attention_ops_expand_each_by_its_own_attributes():
+    """A causal and a scaled Attention in one model: each gets the body made for its attributes
+    (one shared body would make both causal, or both scaled)."""
+    model, feeds = _attention_model(23, is_causal=1)
+    other = helper.make_node("Attention", ["Q", "K", "V"], ["Y2"], name="scaled", scale=0.3)
+    model.graph.node.append(other)
+    model.graph.output.append(helper.make_tensor_value_info("Y2", TensorProto.FLOAT, None))
+    expected = _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 23)
+    assert [(a.name, a.expanded) for a in found] == [("attention", True), ("scaled", True)]
+    got = _ort(expanded, feeds)
+    assert np.abs(expected[0] - expected[1]).max() > 0.1  # the two really differ
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(have, want, atol=1e-5)
+
+
+def test_the_ai_onnx_spelling_of_the_default_domain_expands_too():
+    model, feeds = _attention_model(23, is_causal=1)
+    expected = _ort(model, feeds)[0]
+    model.graph.node[0].domain = "ai.onnx"
+    model.opset_import.append(helper.make_opsetid("ai.onnx", 23))
+    expanded, found = expand_attention(model, 23)
+    assert [(a.op, a.expanded) for a in found] == [("Attention", True)]
+    np.testing.assert_allclose(_ort(expanded, feeds)[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset, expanded", [(12, False), (13, True)])
+def test_onnxruntimes_attention_needs_opset_13(opset, expanded):
+    """The decompositions use opset-13 ops (Split with sizes as an input, ReduceSum's axes input)."""
+    model, feeds = _ms_model("Attention", _attention_inputs(np.random.default_rng(5)), ("y",))
+    model.opset_import[0].version = opset
+    new, found = expand_attention(model, opset)
+    assert [(a.expanded, a.reason) for a in found] == [
+        (expanded, None if expanded else "the model's opset is below 13")
+    ]
+    if expanded:
+        np.testing.assert_allclose(_ort(new, feeds)[0], _ort(model, feeds)[0], atol=1e-5)
