@@ -62,6 +62,11 @@ def _is_standard_attention(node: onnx.NodeProto) -> bool:
     return (node.domain, node.op_type) in ONNX_ATTENTION
 
 
+def is_attention_op(node: onnx.NodeProto) -> bool:
+    """An op that holds a softmax this module expands or reports: ONNX's or onnxruntime's."""
+    return _is_standard_attention(node) or (node.domain, node.op_type) in FUSED_ATTENTION
+
+
 def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
     """Every tensor's type that shape inference can tell (inputs, initializers, intermediates).
     onnx's inference stops at onnxruntime's own ops (EmbedLayerNormalization before a fused

@@ -19,7 +19,7 @@ from onnx import version_converter
 from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_EXP
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.graph.activations import ActivationMiss, find_activation_sites, replace_activation
-from sit_onnx.graph.attention import AttentionOp, expand_attention
+from sit_onnx.graph.attention import AttentionOp, expand_attention, is_attention_op
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
@@ -140,11 +140,17 @@ def _legacy_axes(model: onnx.ModelProto) -> dict[str, int]:
     return axes
 
 
+def _hides_softmax(node: onnx.NodeProto) -> bool:
+    """A softmax, the Exp of a written-out one, or an op that holds one (attention, fused or quantized)."""
+    return node.op_type in ("Softmax", "Exp") or is_attention_op(node)
+
+
 def _functions_hiding_softmax(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """Model-local functions (not ours) holding a softmax: exporters such as torch's dynamo one
-    may wrap modules in functions, where the pass would not see their Softmax nodes."""
+    """Model-local functions (not ours) holding a softmax, or an attention op that holds one:
+    exporters such as torch's dynamo one may wrap modules in functions, where the pass would not
+    see their nodes."""
     own = [f for f in model.functions if f.domain != DOMAIN]
-    if any(n.op_type in ("Softmax", "Exp") for f in own for n in f.node):
+    if any(_hides_softmax(n) for f in own for n in f.node):
         return [(f.domain, f.name) for f in own]
     return []
 

@@ -520,3 +520,42 @@ def test_hand_written_softmax_without_keepdims_attributes_is_matched(params_file
     x = rng.normal(0, 3, (3, 4, 5)).astype(np.float32)
     expected = spiking_softmax(x, load_params(params_file), axis=-1, options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("inner", ["Attention", "com.microsoft::QLinearSoftmax"])
+def test_an_attention_op_inside_a_model_local_function_is_reached(inner):
+    """A module exported as a function whose body holds no Softmax but an op that hides one: the
+    function is inlined, the op expanded, its softmax converted."""
+    if inner == "Attention":
+        body = [helper.make_node("Attention", ["q", "k", "v"], ["y"])]
+        inputs, opsets = ["q", "k", "v"], [helper.make_opsetid("", 23)]
+        shapes = {n: [1, 2, 4, 8] for n in inputs}
+    else:
+        scales = [helper.make_node("Constant", [], [n], value=helper.make_tensor(n, t, [], [v]))
+                  for n, t, v in (("s", TensorProto.FLOAT, 0.05), ("z", TensorProto.UINT8, 128),
+                                  ("so", TensorProto.FLOAT, 1 / 256), ("zo", TensorProto.UINT8, 0))]  # fmt: skip
+        body = scales + [helper.make_node("QLinearSoftmax", ["q", "s", "z", "so", "zo"], ["y"], domain="com.microsoft",
+                                          axis=-1, opset=13)]  # fmt: skip
+        inputs, opsets = ["q"], [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        shapes = {"q": [2, 16]}
+    function = helper.make_function("custom.modules", "Block", inputs, ["y"], body, opsets)
+    elem = TensorProto.FLOAT if inner == "Attention" else TensorProto.UINT8
+    graph = helper.make_graph(
+        [helper.make_node("Block", inputs, ["out"], domain="custom.modules", name="block")],
+        "g",
+        [helper.make_tensor_value_info(n, elem, shapes[n]) for n in inputs],
+        [helper.make_tensor_value_info("out", elem, None)],
+    )
+    model = helper.make_model(
+        graph, functions=[function], opset_imports=[*opsets, helper.make_opsetid("custom.modules", 1)]
+    )
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 1 and report.attention[0]["expanded"]
+    assert any("inlined 1 model-local function" in n for n in report.notes)
+    feeds = {
+        n: (np.random.default_rng(0).normal(0, 1, shapes[n]).astype(np.float32) if elem == TensorProto.FLOAT
+            else np.random.default_rng(0).integers(0, 256, shapes[n]).astype(np.uint8))
+        for n in inputs
+    }  # fmt: skip
+    got, want = (run(m, feeds)[0].astype(np.float64) for m in (new, model))
+    assert got.shape == want.shape and np.abs(got - want).max() < (0.05 if elem == TensorProto.FLOAT else 10)
