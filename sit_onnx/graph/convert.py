@@ -150,9 +150,20 @@ def _functions_hiding_softmax(model: onnx.ModelProto) -> list[tuple[str, str]]:
     exporters such as torch's dynamo one may wrap modules in functions, where the pass would not
     see their nodes."""
     own = [f for f in model.functions if f.domain != DOMAIN]
-    if any(_hides_softmax(n) for f in own for n in f.node):
+    if any(_hides_softmax(n) for f in own for n in _nodes_within(f.node)):
         return [(f.domain, f.name) for f in own]
     return []
+
+
+def _nodes_within(nodes) -> list[onnx.NodeProto]:
+    """The nodes and those of every If/Loop/Scan body below them."""
+    found = []
+    for node in nodes:
+        found.append(node)
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                found.extend(_nodes_within(body.node))
+    return found
 
 
 def _inline_functions(model: onnx.ModelProto, targets: list[tuple[str, str]]) -> onnx.ModelProto:

@@ -559,3 +559,42 @@ def test_an_attention_op_inside_a_model_local_function_is_reached(inner):
     }  # fmt: skip
     got, want = (run(m, feeds)[0].astype(np.float64) for m in (new, model))
     assert got.shape == want.shape and np.abs(got - want).max() < (0.05 if elem == TensorProto.FLOAT else 10)
+
+
+def test_a_softmax_in_an_if_inside_a_model_local_function_is_reached(params_file):
+    branch = helper.make_graph(
+        [helper.make_node("Softmax", ["s"], ["p"], axis=-1, name="inner")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["q"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, None)],
+    )
+    function = helper.make_function(
+        "custom.modules",
+        "Gate",
+        ["s", "flag"],
+        ["y"],
+        [helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=other)],
+        [helper.make_opsetid("", 17)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Gate", ["x", "flag"], ["out"], domain="custom.modules", name="gate")],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 6]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3, 6])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("custom.modules", 1)]
+    model = helper.make_model(graph, functions=[function], opset_imports=opsets)
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert len(report.converted) == 1 and any("inlined 1 model-local function" in n for n in report.notes)
+    x = np.random.default_rng(0).normal(0, 3, (3, 6)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x, "flag": np.array(True)})[0], expected, atol=1e-6)
