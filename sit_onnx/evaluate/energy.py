@@ -27,6 +27,7 @@ from onnx import numpy_helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.evaluate.capture import capture
+from sit_onnx.graph.walk import attribute
 from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp
 from sit_onnx.neurons.activation import ActivationParams, spiking_activation
 from sit_onnx.neurons.softmax import prepare_input
@@ -74,20 +75,13 @@ class EnergyReport:
         return 1 - self.converted_pj / self.ann_pj if self.ann_pj else 0.0
 
 
-def _attr(node, name, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _macs(node: onnx.NodeProto, values: dict[str, np.ndarray], batch: int) -> float:
     out = values[node.output[0]]
     if node.op_type in ("MatMul", "QLinearMatMul", "MatMulInteger"):  # A is input 0 in each
         return out.size * values[node.input[0]].shape[-1] / batch
     if node.op_type == "Gemm":
         a = values[node.input[0]]
-        inner = a.shape[0] if _attr(node, "transA", 0) else a.shape[1]
+        inner = a.shape[0] if attribute(node, "transA", 0) else a.shape[1]
         return out.size * inner / batch
     weight = values[node.input[WEIGHT_INPUT[node.op_type]]]  # out elements x (C_in/group) x kernel area
     return out.size * int(np.prod(weight.shape[1:])) / batch
@@ -99,7 +93,8 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def _neuron(node: onnx.NodeProto, input_range=(-1, 1)) -> NeuronParams:
     """The SI-exp neuron a node carries (its range matters to SpikingActivation only)."""
-    return NeuronParams(_attr(node, "thresholds"), _attr(node, "resets"), _attr(node, "weights"), input_range)
+    thresholds, resets, weights = (attribute(node, name) for name in ("thresholds", "resets", "weights"))
+    return NeuronParams(thresholds, resets, weights, input_range)
 
 
 def _si_exp_accumulates(node: onnx.NodeProto, x: np.ndarray) -> float:
@@ -108,17 +103,17 @@ def _si_exp_accumulates(node: onnx.NodeProto, x: np.ndarray) -> float:
     params = _neuron(node)
     x = x.astype(np.float32)
     if node.op_type == SPIKING_SOFTMAX:
-        options = SoftmaxOptions(bool(_attr(node, "sigmoid", 0)), bool(_attr(node, "shift", 1)))
-        x = prepare_input(x, _attr(node, "axis", -1), options)
+        options = SoftmaxOptions(bool(attribute(node, "sigmoid", 0)), bool(attribute(node, "shift", 1)))
+        x = prepare_input(x, attribute(node, "axis", -1), options)
     _, spikes = si_exp(x, params, return_spikes=True)
     return 2.0 * spikes.sum()
 
 
 def _activation_activity(node: onnx.NodeProto, x: np.ndarray) -> tuple[float, float, float]:
     """(spikes per output neuron, share of neurons in the tails, accumulates of the neuron itself)."""
-    neuron = _neuron(node, (_attr(node, "low"), _attr(node, "high")))
+    neuron = _neuron(node, (attribute(node, "low"), attribute(node, "high")))
     # which function the set serves does not change its spikes: any name the record accepts will do
-    params = ActivationParams("gelu", neuron, _attr(node, "bias", 0.0), _attr(node, "tails"))
+    params = ActivationParams("gelu", neuron, attribute(node, "bias", 0.0), attribute(node, "tails"))
     if not x.size:
         return 0.0, 0.0, 0.0
     x = x.astype(np.float32)
@@ -131,7 +126,7 @@ def _activation_activity(node: onnx.NodeProto, x: np.ndarray) -> tuple[float, fl
 def _si_norm_activity(node: onnx.NodeProto, out: np.ndarray) -> tuple[float, float]:
     """(spikes per output neuron, accumulates): rate-coded with N input spikes, one accumulate per
     input spike and output spike; amplified (N = 0), one accumulate per neuron, rate = share firing."""
-    steps = _attr(node, "time_steps", 0)
+    steps = attribute(node, "time_steps", 0)
     if steps:
         counts = np.rint(out.astype(np.float64) * steps)
         return (float(counts.mean()) if counts.size else 0.0), float(steps * out.size + counts.sum())
@@ -163,7 +158,7 @@ def estimate_energy(
             continue
         if node.op_type == SPIKING_ACTIVATION:
             rate, analog, accumulates = _activation_activity(node, values[node.input[0]])
-            if not _attr(node, "gate", 0):  # a gate's output, x times its spikes' sum, is analog
+            if not attribute(node, "gate", 0):  # a gate's output, x times its spikes' sum, is analog
                 rates[node.output[0]] = (rate, analog)
             report.neuron_ops += accumulates / batch
         if node.op_type in (SPIKING_EXP, SPIKING_SOFTMAX):

@@ -11,16 +11,11 @@ import math
 
 import onnx
 
-from sit_onnx.graph.walk import constant_shapes
+from sit_onnx.graph.walk import attribute, constant_shapes
 
 PASS_THROUGH = ("Cast", "Identity")  # ops between a pixel input and its Conv that keep its shape
 EXTRA_TOKENS = (0, 1, 2)  # class token, distillation token
 DOWNSTREAM_NODES = 40  # how far past the patch Conv to look for the position embeddings' Add
-
-
-def _attribute(node: onnx.NodeProto, name: str, default):
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else onnx.helper.get_attribute_value(found)
 
 
 def _first_conv(graph: onnx.GraphProto, name: str) -> onnx.NodeProto | None:
@@ -83,9 +78,9 @@ def image_dims(model: onnx.ModelProto) -> dict[str, dict[int, int]]:
         weights = constants.get(conv.input[1]) if conv is not None and len(conv.input) > 1 else None
         if not weights or len(weights) != 4:
             continue
-        dims = {1: weights[1] * int(_attribute(conv, "group", 1))}
-        kernel = list(_attribute(conv, "kernel_shape", weights[2:]))
-        if list(_attribute(conv, "strides", [1, 1])) == kernel and kernel != [1, 1]:
+        dims = {1: weights[1] * int(attribute(conv, "group", 1))}
+        kernel = list(attribute(conv, "kernel_shape", weights[2:]))
+        if list(attribute(conv, "strides", [1, 1])) == kernel and kernel != [1, 1]:
             side = _patches_per_side(graph, conv, weights[0], constants)
             if side:
                 dims.update({2: side * kernel[0], 3: side * kernel[1]})

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto, helper
 
+from sit_onnx.graph.walk import attribute
+
 DEFAULT_MASK_FILTER = -10000.0
 
 
@@ -45,13 +47,6 @@ class Body:
         """A scalar of the body's float type."""
         constant = self.op("Constant", [], value=helper.make_tensor("v", TensorProto.FLOAT, [], [value]))
         return self.op("Cast", [constant], to=self.elem_type)
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
 
 
 def _heads(b: Body, x: str, heads: int, size: int) -> str:
@@ -200,14 +195,14 @@ class PackedInputs:
 def _packed_attention(b: Body, node: onnx.NodeProto, known: KnownTypes, inputs: PackedInputs):
     """softmax(Q·Kᵀ)·V with Q, K, V from one packed weight matrix: (body, "") or (None, why)."""
     ranks, dims = known.ranks, known.dims
-    unsupported = [a for a in ("do_rotary", "past_present_share_buffer") if _attr(node, a, 0)]
+    unsupported = [a for a in ("do_rotary", "past_present_share_buffer") if attribute(node, a, 0)]
     if unsupported:
         return None, f"{', '.join(unsupported)} is not decomposed yet"
-    heads = _attr(node, "num_heads")
+    heads = attribute(node, "num_heads")
     weights = dims.get(inputs.weights)
     if not weights or not all(isinstance(d, int) for d in weights):
         return None, "the packed QKV weights' shape is unknown"
-    sizes = list(_attr(node, "qkv_hidden_sizes", []) or [weights[1] // 3] * 3)
+    sizes = list(attribute(node, "qkv_hidden_sizes", []) or [weights[1] // 3] * 3)
     head, v_head = sizes[0] // heads, sizes[2] // heads
     reason = _mask_rank_reason(inputs.mask, ranks, "mask_index")
     if reason:
@@ -225,7 +220,7 @@ def _packed_attention(b: Body, node: onnx.NodeProto, known: KnownTypes, inputs: 
         zero = b.ints([0])
         b.op("Concat", [b.op("Unsqueeze", [k, zero]), b.op("Unsqueeze", [v, zero])], [node.output[1]], axis=0)
     extras = _mask_extras(node, inputs.mask, ranks, inputs.attention_bias)
-    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
+    context = _attend(b, q, k, v, attribute(node, "scale", 0.0) or head**-0.5, extras)
     _merge_heads(b, context, sizes[2], node.output[0])
     return b, ""
 
@@ -246,8 +241,8 @@ def _mask_extras(node: onnx.NodeProto, mask: str | None, ranks: dict, attention_
         "attention_bias": attention_bias,
         "mask": mask,
         "mask_rank": ranks.get(mask),
-        "unidirectional": _attr(node, "unidirectional", 0),
-        "filter": _attr(node, "mask_filter_value", DEFAULT_MASK_FILTER),
+        "unidirectional": attribute(node, "unidirectional", 0),
+        "filter": attribute(node, "mask_filter_value", DEFAULT_MASK_FILTER),
     }
 
 
@@ -273,7 +268,7 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     hidden_q, hidden_v = (dims.get(query) or [None] * 3)[2], (dims.get(value) or [None] * 3)[2]
     if not isinstance(hidden_q, int) or not isinstance(hidden_v, int):
         return None, "the hidden size of query or value is unknown"
-    heads = _attr(node, "num_heads")
+    heads = attribute(node, "num_heads")
     head, v_head = hidden_q // heads, hidden_v // heads
     mask = _input(node, 4)
     reason = _mask_rank_reason(mask, ranks, "key_padding_mask")
@@ -288,7 +283,7 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     past_key, past_value = _input(node, 6), _input(node, 7)
     k, v = _append_past(b, node, k, v, past_key, past_value)
     extras = _mask_extras(node, mask, ranks, _input(node, 5))
-    context = _attend(b, q, k, v, _attr(node, "scale", 0.0) or head**-0.5, extras)
+    context = _attend(b, q, k, v, attribute(node, "scale", 0.0) or head**-0.5, extras)
     _merge_heads(b, context, hidden_v, node.output[0])
     return b, ""
 
@@ -355,10 +350,10 @@ def _gqa_checks(node: onnx.NodeProto, ranks: dict, dims: dict) -> str:
         return "seqlens_k is missing"
     if any(_input(node, i) for i in (10, 11)):
         return "attention_bias or head_sink is not decomposed yet"
-    if _attr(node, "do_rotary", 0) and not (_input(node, 7) and _input(node, 8)):
+    if attribute(node, "do_rotary", 0) and not (_input(node, 7) and _input(node, 8)):
         return "do_rotary without cos_cache and sin_cache"
-    set_attrs = [a for a in GQA_UNSUPPORTED if _attr(node, a, 0) not in (0, -1)]
-    if set_attrs or _attr(node, "softcap", 0.0):
+    set_attrs = [a for a in GQA_UNSUPPORTED if attribute(node, a, 0) not in (0, -1)]
+    if set_attrs or attribute(node, "softcap", 0.0):
         return f"{', '.join(set_attrs) or 'softcap'} is not decomposed yet"
     if ranks.get(query) != 3 or not all(isinstance((dims.get(t) or [None] * 3)[2], int) for t in (query, key)):
         return "the hidden sizes of query and key are unknown"
@@ -376,25 +371,25 @@ def group_query_attention_body(node: onnx.NodeProto, known: KnownTypes):
     if reason:
         return None, reason
     query, key, value = node.input[0], node.input[1], node.input[2]
-    heads, kv_heads = _attr(node, "num_heads"), _attr(node, "kv_num_heads")
+    heads, kv_heads = attribute(node, "num_heads"), attribute(node, "kv_num_heads")
     hidden_q = dims[query][2]
     head = hidden_q // heads
     b = Body(node.name or "gqa", known.elem_type(query))
     q, k, v = _heads(b, query, heads, head), _heads(b, key, kv_heads, head), _heads(b, value, kv_heads, head)
     past_key, past_value = _input(node, 3), _input(node, 4)
     past_length = b.op("Gather", [b.op("Shape", [past_key]), b.ints([2])], axis=0) if past_key else b.ints([0])
-    if _attr(node, "do_rotary", 0):
+    if attribute(node, "do_rotary", 0):
         rotary = 2 * (dims.get(node.input[7]) or [None, head // 2])[1]
         new_length = b.op("Gather", [b.op("Shape", [q]), b.ints([2])], axis=0)
         start = b.op("Squeeze", [past_length])
         cos, sin = _rotary_tables(b, node, start, b.op("Squeeze", [new_length]))
-        interleaved = bool(_attr(node, "rotary_interleaved", 0))
+        interleaved = bool(attribute(node, "rotary_interleaved", 0))
         q, k = (_rotate(b, t, cos, sin, rotary, head, interleaved) for t in (q, k))
     k, v = _append_past(b, node, k, v, past_key, past_value)
     group = heads // kv_heads
     k, v = _repeat_heads(b, k, group, heads, head), _repeat_heads(b, v, group, heads, head)
     scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
-    scores = b.op("Mul", [scores, b.scalar(_attr(node, "scale", 0.0) or head**-0.5)])
+    scores = b.op("Mul", [scores, b.scalar(attribute(node, "scale", 0.0) or head**-0.5)])
     i, j, total = _key_positions(b, scores)
     lengths = b.op("Reshape", [b.op("Cast", [node.input[5]], to=TensorProto.INT64), b.ints([-1, 1, 1, 1])])
     causal = b.op("Greater", [j, b.op("Add", [i, past_length])])
@@ -422,8 +417,8 @@ def qlinear_softmax_body(node: onnx.NodeProto, known: KnownTypes):
     the meaning of the opset it was made from, QuantizeLinear."""
     b = Body(node.name or "qsoftmax", TensorProto.FLOAT)
     real = b.op("DequantizeLinear", [name for name in node.input[:3] if name])
-    coerced = _attr(node, "opset", 13) < 13
-    probs = _softmax(b, real, _attr(node, "axis", -1), coerced, known.ranks.get(node.input[0]))
+    coerced = attribute(node, "opset", 13) < 13
+    probs = _softmax(b, real, attribute(node, "axis", -1), coerced, known.ranks.get(node.input[0]))
     b.op("QuantizeLinear", [probs, node.input[3], node.input[4]], [node.output[0]])
     return b, ""
 
@@ -433,7 +428,7 @@ def bias_softmax_body(node: onnx.NodeProto, known: KnownTypes):
     softmax over every dim from `axis` on, as its kernel computes it."""
     b = Body(node.name or "biassoftmax")  # the body makes no constant, so needs no type
     summed = b.op("Add", [node.input[0], node.input[1]])
-    _softmax(b, summed, _attr(node, "axis", 1), True, known.ranks.get(node.input[0]), node.output[0])
+    _softmax(b, summed, attribute(node, "axis", 1), True, known.ranks.get(node.input[0]), node.output[0])
     return b, ""
 
 

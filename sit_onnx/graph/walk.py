@@ -35,6 +35,14 @@ def graphs_by_place(graph: onnx.GraphProto, place: tuple = ()) -> Iterator[tuple
                     yield from graphs_by_place(sub, (*place, owner, attribute.name, index))
 
 
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    """The value of the node's attribute `name`, or `default` where the node does not set it."""
+    for found in node.attribute:
+        if found.name == name:
+            return onnx.helper.get_attribute_value(found)
+    return default
+
+
 def constant_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     """The dims of every initializer and Constant tensor, subgraphs' included (weights need not
     be loaded: an external tensor's dims are in the model)."""
