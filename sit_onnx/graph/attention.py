@@ -1,8 +1,9 @@
 """Ops that hide a softmax: ONNX's own `Attention` (opset 23+) and `FlexAttention` (ai.onnx.preview)
 are expanded into their function body (ONNX defines one per attribute and input combination),
 onnxruntime's `com.microsoft` attention, quantized and fused softmax ops into standard ops
-(ort_attention.py); their Softmax is then an ordinary site. The other fused attention ops, and forms not decomposed, are
-reported as left alone with why, so a conversion never claims success over a softmax it did not see.
+(ort_attention.py); their Softmax is then an ordinary site. The other fused attention ops, and
+forms not decomposed, are reported as left alone with why, so a conversion never claims success
+over a softmax it did not see.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import inliner
 
+from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
 from sit_onnx.graph.ort_attention import DECOMPOSERS, TYPE_FREE, KnownTypes
 from sit_onnx.graph.walk import graph_protos
 
@@ -53,13 +55,17 @@ class AttentionOp:
 
 ONNX_ATTENTION = {  # ONNX's own ops that hold a softmax, expanded by the function body ONNX gives them
     ("", "Attention"),
-    ("ai.onnx", "Attention"),
     ("ai.onnx.preview", "FlexAttention"),  # score_mod / prob_mod subgraphs included
 }
 
 
+def _schema_domain(domain: str) -> str:
+    """The domain as onnx's schemas and opset maps name it: "ai.onnx" is the default domain, ""."""
+    return "" if domain in DEFAULT_DOMAINS else domain
+
+
 def _is_standard_attention(node: onnx.NodeProto) -> bool:
-    return (node.domain, node.op_type) in ONNX_ATTENTION
+    return (_schema_domain(node.domain), node.op_type) in ONNX_ATTENTION
 
 
 def is_attention_op(node: onnx.NodeProto) -> bool:
@@ -138,16 +144,13 @@ def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     return {name: t for name, t in types.items() if t.HasField("tensor_type") and t.tensor_type.elem_type}
 
 
-def _body_for(node: onnx.NodeProto, opset: int, types: dict) -> onnx.FunctionProto:
-    domain = "" if node.domain == "ai.onnx" else node.domain
-    schema = onnx.defs.get_schema(node.op_type, opset, domain)
-    input_types = [types[name].SerializeToString() if name else b"" for name in node.input]
-    return onnx.FunctionProto.FromString(schema.get_context_dependent_function(node.SerializeToString(), input_types))
-
-
 def _standard_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
-    domain = "" if node.domain == "ai.onnx" else node.domain
-    return _body_for(node, opsets.get(domain, 1), known.types), ""
+    """The function body ONNX defines for this node's attributes and input types."""
+    domain = _schema_domain(node.domain)
+    schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+    input_types = [known.types[name].SerializeToString() if name else b"" for name in node.input]
+    body = schema.get_context_dependent_function(node.SerializeToString(), input_types)
+    return onnx.FunctionProto.FromString(body), ""
 
 
 def _ort_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
@@ -166,7 +169,7 @@ def _ort_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
 
 
 def _label(node: onnx.NodeProto) -> str:
-    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+    return node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
 
 
 def _body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
@@ -234,7 +237,7 @@ def expand_attention(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProt
     if not candidates:
         return model, found
     known = _known_types(model, {name for _, n in candidates for name in n.input if name})
-    opsets = {**{("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}, "": opset}
+    opsets = {**{_schema_domain(o.domain): o.version for o in model.opset_import}, "": opset}
     targets = []
     for index, (graph, node) in enumerate(candidates):
         label = _label(node)
