@@ -150,20 +150,10 @@ def _functions_hiding_softmax(model: onnx.ModelProto) -> list[tuple[str, str]]:
     exporters such as torch's dynamo one may wrap modules in functions, where the pass would not
     see their nodes."""
     own = [f for f in model.functions if f.domain != DOMAIN]
-    if any(_hides_softmax(n) for f in own for n in _nodes_within(f.node)):
+    bodies = [onnx.helper.make_graph(f.node, f.name, [], []) for f in own]  # to walk their If/Loop bodies too
+    if any(_hides_softmax(n) for body in bodies for graph in graph_protos(body) for n in graph.node):
         return [(f.domain, f.name) for f in own]
     return []
-
-
-def _nodes_within(nodes) -> list[onnx.NodeProto]:
-    """The nodes and those of every If/Loop/Scan body below them."""
-    found = []
-    for node in nodes:
-        found.append(node)
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-                found.extend(_nodes_within(body.node))
-    return found
 
 
 def _inline_functions(model: onnx.ModelProto, targets: list[tuple[str, str]]) -> onnx.ModelProto:
@@ -546,16 +536,13 @@ def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
     """
     sources = dict(graphs_by_place(source.graph))
     for place, graph in graphs_by_place(new.graph):
-        was = sources.get(place)
-        had = {info.name: info for info in was.value_info} if was is not None else {}
+        was = sources.get(place, onnx.GraphProto())  # a graph the source lacks had no annotations
+        had = {info.name: info for info in was.value_info}
+        declared = {info.name: info for info in list(was.input) + list(was.output)}
         kept = [had[info.name] for info in graph.value_info if info.name in had]
         del graph.value_info[:]
         graph.value_info.extend(kept)
-        if was is None:
-            continue
-        declared = {info.name: info for info in list(was.input) + list(was.output)}
-        for field_name in ("input", "output"):  # inputs and outputs exactly as the source declared them
-            values = getattr(graph, field_name)
+        for values in (graph.input, graph.output):  # inputs and outputs exactly as the source declared them
             restored = [declared.get(info.name, info) for info in values]
             del values[:]
             values.extend(restored)
