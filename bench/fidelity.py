@@ -222,11 +222,11 @@ def _measure_encoders(args, work: Path) -> None:
         print(f"{title} MLM on {what}")
         valid = lambda f: f["attention_mask"].astype(bool)  # noqa: E731
         if args.int8:
-            int8 = quantized(model, args.int8, work)
+            quantized_model = quantized(model, args.int8, work)
             measured = split(feeds)[1]
-            against = figures(run(model, measured), run(int8, measured), valid(measured))
+            against = figures(run(model, measured), run(quantized_model, measured), valid(measured))
             print(f"{name:10s} {'int8 ' + args.int8 + ' vs float':22s} {against}")
-            model = int8
+            model = quantized_model
         measure(
             name,
             model,
