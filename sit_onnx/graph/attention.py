@@ -80,7 +80,10 @@ def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
     gaps. Past an op it does not know either (QEmbedLayerNormalization), it can only guess a rank
     (that of the op's first input): a guess gives the element type, never the rank a decomposition
     is chosen by."""
-    types = _types_of(onnx.shape_inference.infer_shapes(model))
+    try:
+        types = _types_of(onnx.shape_inference.infer_shapes(model))
+    except onnx.shape_inference.InferenceError:  # a node onnx finds malformed: what the model declares
+        types = _types_of(model)
     for guess in (False, True):
         if all(name in types and _has_shape(types[name]) for name in wanted):
             break
@@ -147,10 +150,22 @@ def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 def _standard_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
     """The function body ONNX defines for this node's attributes and input types."""
     domain = _schema_domain(node.domain)
-    schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+    version = opsets.get(domain, 1)
+    try:
+        schema = onnx.defs.get_schema(node.op_type, version, domain)
+    except onnx.defs.SchemaError:
+        return None, f"ONNX defines no {node.op_type} at the model's opset {version}"
     input_types = [known.types[name].SerializeToString() if name else b"" for name in node.input]
-    body = schema.get_context_dependent_function(node.SerializeToString(), input_types)
-    return onnx.FunctionProto.FromString(body), ""
+    body = onnx.FunctionProto.FromString(schema.get_context_dependent_function(node.SerializeToString(), input_types))
+    if not body.node:  # an input type outside the schema's (or an attribute twice): an empty body, not an error
+        types = ", ".join(f"{name}: {_type_name(known.types[name])}" for name in node.input if name)
+        return None, f"ONNX gives no expansion for these input types ({types})"
+    return body, ""
+
+
+def _type_name(proto: onnx.TypeProto) -> str:
+    """ "uint4", "float": a tensor type as the report names it."""
+    return onnx.helper.tensor_dtype_to_string(proto.tensor_type.elem_type).removeprefix("TensorProto.").lower()
 
 
 def _ort_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):

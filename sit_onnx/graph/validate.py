@@ -9,6 +9,7 @@ fail the checker in any way the source did not, and the source's complaint becom
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import onnx
@@ -35,6 +36,8 @@ def checker_complaint(model: onnx.ModelProto | str, full: bool = True) -> str | 
     try:
         onnx.checker.check_model(model, full_check=full)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        return first_line(exc)
+    except ValueError as exc:  # the full check's inference raises it for a type 0 (UNDEFINED) it meets
         return first_line(exc)
     return None
 
@@ -70,6 +73,19 @@ def sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto] | None:
     return order
 
 
+def structural_complaint(graph: onnx.GraphProto) -> str | None:
+    """What the checker stops before when a tolerated complaint (an op it does not know) comes
+    first: a tensor made twice, or nodes that cannot be put in order. Either breaks the rewrite."""
+    given = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    made = Counter(name for node in graph.node for name in node.output if name)
+    twice = [name for name, count in made.items() if count > 1 or name in given]
+    if twice:
+        return f"tensor {twice[0]!r} is produced more than once"
+    if sorted_nodes(graph) is None:
+        return "a node reads a tensor that nothing produces, or the nodes form a cycle"
+    return None
+
+
 def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:
     """Refuse a structurally broken source; tolerate what onnxruntime runs anyway. Nodes out of
     order (a float16 tool's output, which onnxruntime sorts itself) are put in order here."""
@@ -82,6 +98,9 @@ def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:
             basic = checker_complaint(model, full=False)
     if basic is not None and not any(known in basic for known in TOLERATED_SOURCE_COMPLAINTS):
         raise SitOnnxError(f"{label}: not a valid ONNX model ({basic})")
+    broken = None if basic is None else structural_complaint(model.graph)
+    if broken:
+        raise SitOnnxError(f"{label}: not a valid ONNX model ({broken})")
     return SourceCheck(checker_complaint(model, full=True) if basic is None else basic, basic)
 
 
