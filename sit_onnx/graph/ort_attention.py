@@ -203,6 +203,9 @@ def _packed_attention(b: Body, node: onnx.NodeProto, known: KnownTypes, inputs: 
     if not weights or not all(isinstance(d, int) for d in weights):
         return None, "the packed QKV weights' shape is unknown"
     sizes = list(attribute(node, "qkv_hidden_sizes", []) or [weights[1] // 3] * 3)
+    reason = _heads_reason(node, {"query": sizes[0], "key": sizes[1], "value": sizes[2]})
+    if reason:
+        return None, reason
     head, v_head = sizes[0] // heads, sizes[2] // heads
     reason = _mask_rank_reason(inputs.mask, ranks, "mask_index")
     if reason:
@@ -223,6 +226,24 @@ def _packed_attention(b: Body, node: onnx.NodeProto, known: KnownTypes, inputs: 
     context = _attend(b, q, k, v, attribute(node, "scale", 0.0) or head**-0.5, extras)
     _merge_heads(b, context, sizes[2], node.output[0])
     return b, ""
+
+
+def _heads_reason(node: onnx.NodeProto, hidden: dict[str, int]) -> str:
+    """Why the node's head counts cannot split its hidden sizes ("" when they can): onnxruntime's
+    kernels refuse such a node at run time; a decomposition would divide by them."""
+    heads = attribute(node, "num_heads")
+    counts = {"num_heads": heads}
+    if node.op_type == "GroupQueryAttention":
+        counts["kv_num_heads"] = attribute(node, "kv_num_heads")
+    for name, count in counts.items():
+        if not isinstance(count, int) or count <= 0:
+            return f"{name} is {count}; it must be a positive number of heads"
+    if node.op_type == "GroupQueryAttention" and heads % counts["kv_num_heads"]:
+        return f"num_heads {heads} is not a multiple of kv_num_heads {counts['kv_num_heads']}"
+    for label, size in hidden.items():
+        if size % heads:
+            return f"the {label} size {size} is not a multiple of num_heads {heads}"
+    return ""
 
 
 def _mask_rank_reason(mask: str | None, ranks: dict, label: str) -> str:
@@ -269,11 +290,13 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     if not isinstance(hidden_q, int) or not isinstance(hidden_v, int):
         return None, "the hidden size of query or value is unknown"
     heads = attribute(node, "num_heads")
-    head, v_head = hidden_q // heads, hidden_v // heads
-    mask = _input(node, 4)
-    reason = _mask_rank_reason(mask, ranks, "key_padding_mask")
+    reason = _heads_reason(node, {"query": hidden_q, "value": hidden_v}) or _mask_rank_reason(
+        _input(node, 4), ranks, "key_padding_mask"
+    )
     if reason:
         return None, reason
+    head, v_head = hidden_q // heads, hidden_v // heads
+    mask = _input(node, 4)
     b = Body(node.name or "mha", known.elem_type(query))
     bias = _input(node, 3)
     if bias:
@@ -367,7 +390,7 @@ def group_query_attention_body(node: onnx.NodeProto, known: KnownTypes):
     new - 1, as onnxruntime requires of batches over one token); where a row breaks that, its output
     is NaN rather than a quietly different number. (body, "") or (None, why)."""
     ranks, dims = known.ranks, known.dims
-    reason = _gqa_checks(node, ranks, dims)
+    reason = _gqa_checks(node, ranks, dims) or _heads_reason(node, {"query": dims[node.input[0]][2]})
     if reason:
         return None, reason
     query, key, value = node.input[0], node.input[1], node.input[2]

@@ -3,6 +3,7 @@ name changed): each used to end in "internal error" (onnx's SchemaError, an inli
 graphsurgeon's cycle exception, the checker's ValueError). Each now gets one line saying what is
 wrong, or converts where the defect does not touch the rewrite."""
 
+import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -10,8 +11,9 @@ from onnx import TensorProto, helper
 
 from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.attention import expand_attention
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from tests.graph.test_attention import _attention_model
+from tests.graph.test_attention import NH, _attention_inputs, _attention_model, _gqa_model, _mha_inputs, _ms_model
 from tests.helpers import softmax_model
 
 
@@ -76,3 +78,52 @@ def test_a_cast_to_no_type_is_a_checker_note_not_a_crash(tmp_path):
     result = CliRunner().invoke(main, ["rewrite", str(source), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "the source model already fails onnx's checker" in result.output and out.exists()
+
+
+def _set_attribute(model, name, value):
+    node = model.graph.node[0]
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept + ([] if value is None else [helper.make_attribute(name, value)]))
+    return model
+
+
+def _reason(model) -> str:
+    _, found = expand_attention(model, 17)
+    assert [a.expanded for a in found] == [False]
+    return found[0].reason
+
+
+@pytest.mark.parametrize("count", [0, -100, None])
+def test_head_counts_that_cannot_split_a_hidden_size_are_left_alone_with_why(count):
+    """A head count of -100 made a complex scale (internal error: TypeError), 0 a division by zero."""
+    rng = np.random.default_rng(0)
+    for build in (
+        lambda: _ms_model("Attention", _attention_inputs(rng), ("y",))[0],
+        lambda: _ms_model("MultiHeadAttention", _mha_inputs(rng), ("y",))[0],
+        lambda: _gqa_model(rng)[0],
+    ):
+        assert _reason(_set_attribute(build(), "num_heads", count)) == (
+            f"num_heads is {count}; it must be a positive number of heads"
+        )
+    assert _reason(_set_attribute(_gqa_model(rng)[0], "kv_num_heads", count)) == (
+        f"kv_num_heads is {count}; it must be a positive number of heads"
+    )
+
+
+def test_head_counts_that_do_not_divide_are_left_alone_with_why():
+    rng = np.random.default_rng(0)
+    assert _reason(_gqa_model(rng, heads=4, kv_heads=3)[0]) == "num_heads 4 is not a multiple of kv_num_heads 3"
+    assert _reason(_set_attribute(_gqa_model(rng)[0], "num_heads", 3)) == (
+        "num_heads 3 is not a multiple of kv_num_heads 2"
+    )
+    attention = _ms_model("Attention", _attention_inputs(rng), ("y",))[0]
+    hidden = _attention_inputs(rng)[1][2][1] // 3  # the packed weights' width, three heads' worth
+    assert (
+        _reason(_set_attribute(attention, "num_heads", 5))
+        == f"the query size {hidden} is not a multiple of num_heads 5"
+    )
+    uneven = _ms_model("Attention", _attention_inputs(rng), ("y",), qkv_hidden_sizes=[NH * 4, NH * 4, NH * 4 + 1])[0]
+    assert _reason(uneven) == f"the value size {NH * 4 + 1} is not a multiple of num_heads {NH}"
+    mha = _ms_model("MultiHeadAttention", _mha_inputs(rng), ("y",))[0]
+    assert _reason(_set_attribute(mha, "num_heads", 5)).endswith("is not a multiple of num_heads 5")
