@@ -1,0 +1,129 @@
+"""A seeded structural fuzzer: valid models (ONNX's softmax and attention node tests, onnxruntime's
+fused attention ops, an optimum merged decoder) with an attribute, a type, a dim, an opset, a name or
+a node changed, through `sit-onnx rewrite`. Whatever the change, the command ends in a converted
+model or one line saying why (exit 1), never "internal error", never an output left on failure; a
+converted model loads in onnxruntime wherever its source runs. (A longer campaign of the same
+mutations found the failures `tests/graph/test_malformed_sources.py` pins.)"""
+
+import copy
+import random
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import AttributeProto, helper
+
+from sit_onnx.cli import main
+from tests.graph.test_attention import _attention_model, _fused_attention_model, _gqa_cache_model, _gqa_model
+
+CASES = 150
+ELEMENT_TYPES = [0, 1, 2, 3, 6, 7, 9, 10, 11, 16, 21]
+
+
+def _seeds() -> list[onnx.ModelProto]:
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [c for c in collect_testcases(None) if c.name.startswith(("test_softmax", "test_attention_4d_"))]
+    models = [c.model for c in cases[::4]]
+    rng = np.random.default_rng(0)
+    models += [_attention_model(23, three_d=True)[0], _fused_attention_model(), _gqa_model(rng)[0]]
+    models.append(_gqa_cache_model(rng, 2, 1, 3)[0])
+    models.append(onnx.load("tests/data/optimum_t5_decoder_merged.onnx"))
+    return models
+
+
+def _attribute(node, rng):
+    if not node.attribute:
+        node.attribute.append(helper.make_attribute(rng.choice(["axis", "num_heads", "scale"]), rng.choice([0, -9, 5])))
+        return
+    found = rng.choice(list(node.attribute))
+    if found.type == AttributeProto.INT:
+        found.i = rng.choice([-100, -1, 0, 1, 3, 7, 2**40])
+    elif found.type == AttributeProto.FLOAT:
+        found.f = rng.choice([float("nan"), float("inf"), -1.0, 0.0])
+    elif found.type == AttributeProto.INTS:
+        del found.ints[:]
+        found.ints.extend(rng.choice([[], [0], [-1, 5]]))
+
+
+def _mutate(model: onnx.ModelProto, rng: random.Random) -> None:
+    graph, nodes = model.graph, list(model.graph.node)
+    if not nodes:
+        return
+    node = rng.choice(nodes)
+    tensor_type = rng.choice(list(graph.input) + list(graph.output)).type.tensor_type
+    kind = rng.randrange(11)
+    if kind == 0:
+        _attribute(node, rng)
+    elif kind == 1:
+        tensor_type.elem_type = rng.choice(ELEMENT_TYPES)
+    elif kind == 2 and tensor_type.shape.dim:
+        dim = rng.choice(list(tensor_type.shape.dim))
+        dim.dim_value = rng.choice([0, 1, 7])
+    elif kind == 3:
+        graph.node.remove(node)
+    elif kind == 4 and node.input:
+        node.input[rng.randrange(len(node.input))] = rng.choice(["", "nowhere", node.output[0]])
+    elif kind == 5:
+        model.opset_import[0].version = rng.choice([1, 10, 12, 99])
+    elif kind == 6:
+        node.op_type = rng.choice(["Softmax", "Exp", "Attention", "Foo", "MatMul"])
+    elif kind == 7:
+        node.domain = rng.choice(["com.microsoft", "ai.onnx", "ai.onnx.preview"])
+    elif kind == 8:
+        node.output[0] = graph.input[0].name
+    elif kind == 9:
+        graph.node.append(copy.deepcopy(node))
+    else:
+        model.ir_version = rng.choice([3, 7, 11])
+
+
+def _runs(data: bytes) -> bool:
+    """Whether onnxruntime loads the source and runs it on zeros of its declared shapes."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        feeds = {}
+        for i in session.get_inputs():
+            dtype = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}[i.type]
+            feeds[i.name] = np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype)
+        session.run(None, feeds)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    return _seeds()
+
+
+@pytest.mark.parametrize("block", range(5))
+def test_rewrite_of_a_mutated_model_converts_or_says_why_in_one_line(seeds, block, tmp_path):
+    runner = CliRunner()
+    flags = [[], ["--steps", "8"], ["--no-shift"], ["--chain"], ["--sigmoid"], ["--strict"], ["--inline"]]
+    for case in range(block * CASES // 5, (block + 1) * CASES // 5):
+        rng = random.Random(case)
+        model = copy.deepcopy(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            _mutate(model, rng)
+        data = model.SerializeToString()
+        source, out = tmp_path / f"{case}.onnx", tmp_path / f"{case}.sit.onnx"
+        source.write_bytes(data)
+        result = runner.invoke(main, ["rewrite", str(source), "-o", str(out), *rng.choice(flags)])
+        said = result.stderr.strip()
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), case
+        assert "internal error" not in said, (case, said)
+        if result.exit_code == 0:
+            assert out.exists(), case
+            if _runs(data):
+                ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()  # loads
+        else:
+            assert result.exit_code == 1 and not out.exists(), (case, result.exit_code)
+            assert said.startswith("Error: ") and "\n" not in said, (case, said)
