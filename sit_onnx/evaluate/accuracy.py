@@ -8,7 +8,9 @@ import numpy as np
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.datasets import batch_of, data_rows
 from sit_onnx.evaluate.inputs import check_feeds
+from sit_onnx.runtime.session import run_session
 
 
 @dataclass
@@ -29,10 +31,10 @@ class AccuracyReport:
 def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str, batch: int = 256) -> np.ndarray:
     """Class predictions (argmax of the first output), run in batches."""
     feeds = check_feeds(session, arrays, source)
-    rows = next(iter(feeds.values())).shape[0]
+    rows = data_rows(feeds)
     predictions = []
     for start in range(0, rows, batch):
-        logits = session.run(None, {k: v[start : start + batch] for k, v in feeds.items()})[0]
+        logits = run_session(session, batch_of(feeds, rows, start, batch), source)[0]
         if logits.ndim != 2:
             raise SitOnnxError(
                 f"the model's first output has shape {list(logits.shape)}; accuracy needs (batch, classes) logits"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from sit_onnx.evaluate.branches import take_branches
 from sit_onnx.evaluate.capture import capture
 from sit_onnx.graph.convert import find_canonical_sites
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE
@@ -40,11 +41,12 @@ class SiteCalibration:
 
 
 def site_logits(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[tuple]:
-    """(site, its logits as float64) for every main-graph site (subgraph values cannot be read
-    out as graph outputs)."""
+    """(site, its logits as float64) for every site the data reaches: the main graph's and those
+    in the If branches the data takes (branches.py). Other subgraphs' values cannot be read out."""
     canonical, found = find_canonical_sites(model)
-    sites = [s for s in found if s.graph == "main"]
-    values = capture(canonical, [s.logits for s in sites], feeds)
+    taken_model, taken = take_branches(canonical, feeds)
+    sites = [s for s in found if s.graph == "main" or s.graph in taken]
+    values = capture(taken_model, [s.logits for s in sites], feeds)
     return [(site, values[site.logits].astype(np.float64)) for site in sites]
 
 

@@ -7,6 +7,7 @@ import onnx
 from onnx import helper
 
 from sit_onnx.runtime import SessionSpec, make_session
+from sit_onnx.runtime.session import run_session
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -23,8 +24,9 @@ def capture(
     names: list[str],
     feeds: dict[str, np.ndarray],
     spec: SessionSpec = SessionSpec(verify_kernels=False),
+    label: str = "model",
 ) -> dict[str, np.ndarray]:
     """Values of the named tensors on `feeds`, plus the model's own outputs."""
     session = make_session(with_outputs(model, names), spec)
-    values = session.run(None, feeds)
+    values = run_session(session, feeds, label)
     return {o.name: v for o, v in zip(session.get_outputs(), values)}

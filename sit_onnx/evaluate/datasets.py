@@ -55,10 +55,15 @@ def digits_test() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_labelled(
-    data: str | os.PathLike | None, dataset: str | None, input_name: str, require_labels: bool = True
+    data: str | os.PathLike | None,
+    dataset: str | None,
+    input_name: str,
+    require_labels: bool = True,
+    whole: dict[str, int] | None = None,
 ) -> LabelledData:
     """Either `--data file.npz` (one array per model input, + `labels`) or `--dataset digits` (its
-    test split). Commands that measure no accuracy pass require_labels=False."""
+    test split). Commands that measure no accuracy pass require_labels=False. `whole`: inputs of
+    fixed shape by their first dim; an array of that many rows is fed whole, not split into rows."""
     if (data is None) == (dataset is None):
         raise SitOnnxError("give exactly one of --data FILE.npz or --dataset digits")
     if dataset is not None:
@@ -72,9 +77,24 @@ def load_labelled(
     labels = arrays.pop("labels", None)
     if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)):
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
-    rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in arrays.values() if v.ndim), 0)
+    whole = whole or {}
+    fed_whole = {name for name, value in arrays.items() if value.ndim and value.shape[0] == whole.get(name)}
+    per_row = [v for name, v in arrays.items() if v.ndim and name not in fed_whole] or list(arrays.values())
+    rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in per_row if v.ndim), 0)
     what = "'labels' has" if labels is not None else "the first array has"
     for name, value in arrays.items():
+        if name in fed_whole:
+            continue
         if value.ndim == 0 or value.shape[0] != rows:
             raise SitOnnxError(f"{data}: {name!r} has {value.shape[0] if value.ndim else 0} rows but {what} {rows}")
     return LabelledData(arrays, labels, str(data))
+
+
+def data_rows(feeds: dict[str, np.ndarray]) -> int:
+    """The number of rows of the data: the longest first dim (an input fed whole has fewer)."""
+    return max((v.shape[0] for v in feeds.values() if v.ndim), default=0)
+
+
+def batch_of(feeds: dict[str, np.ndarray], rows: int, start: int, size: int) -> dict[str, np.ndarray]:
+    """Rows start .. start+size of every per-row array; an input fed whole (fewer rows) as it is."""
+    return {k: v[start : start + size] if v.ndim and v.shape[0] == rows else v for k, v in feeds.items()}

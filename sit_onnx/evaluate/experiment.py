@@ -11,7 +11,7 @@ import onnx
 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.accuracy import AccuracyReport, accuracy_report, predict
-from sit_onnx.evaluate.datasets import LabelledData, load_labelled
+from sit_onnx.evaluate.datasets import LabelledData, batch_of, data_rows, load_labelled
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model
 from sit_onnx.graph.report import RewriteReport
@@ -46,14 +46,25 @@ def first_input_name(model: onnx.ModelProto) -> str:
     return names[0]
 
 
+def fixed_inputs(model: onnx.ModelProto) -> dict[str, int]:
+    """Model inputs declared with every dim a number, by their first dim: such an input (a merged
+    decoder's `use_cache_branch` [1]) may be one array for all rows, fed whole with every batch."""
+    fixed = {}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            fixed[value.name] = dims[0].dim_value
+    return fixed
+
+
 def labelled_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
-    return load_labelled(data, dataset, first_input_name(model))
+    return load_labelled(data, dataset, first_input_name(model), whole=fixed_inputs(model))
 
 
 def input_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
     """Model inputs for commands that need no labels (calibrate, energy): any number of named
     inputs of any dtype; `labels` is read if present, not required."""
-    return load_labelled(data, dataset, first_input_name(model), require_labels=False)
+    return load_labelled(data, dataset, first_input_name(model), require_labels=False, whole=fixed_inputs(model))
 
 
 def evaluate_accuracy(pair: ModelPair, data: LabelledData, spec: SessionSpec = SessionSpec()) -> AccuracyReport:
@@ -70,11 +81,11 @@ def run_all(
     from sit_onnx.runtime.session import run_session
 
     feeds = check_feeds(session, arrays, source)
-    rows = next(iter(feeds.values())).shape[0] if feeds else 0
+    rows = data_rows(feeds)
     names = [o.name for o in session.get_outputs()]
     parts: dict[str, list] = {name: [] for name in names}
     for start in range(0, rows, batch):
-        outputs = run_session(session, {k: v[start : start + batch] for k, v in feeds.items()}, source)
+        outputs = run_session(session, batch_of(feeds, rows, start, batch), source)
         for name, value in zip(names, outputs):
             parts[name].append(value)
         tick(min(batch, rows - start))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from sit_onnx.evaluate.branches import take_branches
 from sit_onnx.evaluate.capture import capture
 from sit_onnx.graph.report import RewriteReport
 from sit_onnx.neurons import softmax
@@ -22,9 +23,11 @@ class SiteError:
 
 
 def site_errors(converted: onnx.ModelProto, report: RewriteReport, feeds: dict[str, np.ndarray]) -> list[SiteError]:
-    """Only main-graph sites can be read out; subgraph sites are left out."""
-    sites = [s for s in report.converted if s.graph == "main" and s.logits and s.output]
-    values = capture(converted, [name for s in sites for name in (s.logits, s.output)], feeds)
+    """The main graph's sites and those in the If branches the data takes; other subgraphs' sites
+    cannot be read out and are left out."""
+    taken_model, taken = take_branches(converted, feeds)
+    sites = [s for s in report.converted if (s.graph == "main" or s.graph in taken) and s.logits and s.output]
+    values = capture(taken_model, [name for s in sites for name in (s.logits, s.output)], feeds)
     errors = []
     for site in sites:
         logits, got = values[site.logits].astype(np.float64), values[site.output].astype(np.float64)

@@ -1,11 +1,12 @@
 """Per-site calibration: each softmax site gets the parameter set that serves its own logits.
 
-The original model runs on the data; each main-graph site's max-shifted logit rows are
+The original model runs on the data; each site's max-shifted logit rows are
 collected and split in two halves. The shipped sets for K (fitted to softmax rows and to exp's
 RMSE) are scored, the better one is polished for a few rounds on the first half (the softmax
 objective, seconds per site), and the set that scores best on the second, held-out half is
-chosen: its figures are what the report shows. Sites the data cannot reach (inside subgraphs)
-keep the default set.
+chosen: its figures are what the report shows. Sites in the If branches the data takes are
+calibrated too (a merged decoder's branches name their sites alike, so both branches' sites of a
+name take its set); sites the data cannot reach (Loop/Scan bodies) keep the default set.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def choose_site_params(
     rounds: int,
     progress: Callable[[int], None] | None = None,
 ) -> list[SiteChoice]:
-    """One SiteChoice per main-graph site, its `params` the set to convert it with."""
+    """One SiteChoice per site the data reaches, its `params` the set to convert it with."""
     choices = []
     for site, logits in site_logits(model, feeds):
         choices.append(_choose(site, logits, steps, rounds))

@@ -45,14 +45,16 @@ def _model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_each_main_graph_site_against_its_own_axis():
+def test_each_site_the_data_reaches_against_its_own_axis():
     converted, report = rewrite_model(_model(), RewriteOptions(steps=4))
     assert sorted(s.name for s in report.converted) == ["in_branch", "over_cols", "over_rows"]
-    feeds = {"x": np.random.default_rng(6).normal(size=(4, 6)).astype(np.float32), "cond": np.array(True)}
+    feeds = {"x": np.random.default_rng(6).normal(size=(4, 6)).astype(np.float32), "cond": np.array(False)}
+    assert [e.name for e in site_errors(converted, report, feeds)] == ["over_rows", "over_cols"]  # branch not taken
+    feeds["cond"] = np.array(True)
     errors = site_errors(converted, report, feeds)
-    assert [e.name for e in errors] == ["over_rows", "over_cols"]  # the branch's site cannot be read out
-    cols, rows, _, s = (o.astype(np.float64) for o in run(converted, feeds))
-    for error, got, axis in zip(errors, (cols, rows), (0, 1)):
+    assert [e.name for e in errors] == ["over_rows", "over_cols", "in_branch"]  # the taken branch is read out
+    cols, rows, branch, s = (o.astype(np.float64) for o in run(converted, feeds))
+    for error, got, axis in zip(errors, (cols, rows, branch), (0, 1, 1)):
         exact = softmax(s.astype(np.float64), axis=axis)
         diff = np.abs(exact - got)
         assert error.max_abs == pytest.approx(diff.max(), rel=1e-6) and error.max_abs > 1e-3  # K=4 is inexact
