@@ -13,7 +13,7 @@ from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.attention import expand_attention
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from tests.graph.test_attention import NH, _attention_inputs, _attention_model, _gqa_model, _mha_inputs, _ms_model
+from tests.graph.test_attention import HID, NH, _attention_inputs, _attention_model, _gqa_model, _mha_inputs, _ms_model
 from tests.helpers import softmax_model
 
 
@@ -127,4 +127,9 @@ def test_head_counts_that_do_not_divide_are_left_alone_with_why():
     uneven = _ms_model("Attention", _attention_inputs(rng), ("y",), qkv_hidden_sizes=[NH * 4, NH * 4, NH * 4 + 1])[0]
     assert _reason(uneven) == f"the value size {NH * 4 + 1} is not a multiple of num_heads {NH}"
     mha = _ms_model("MultiHeadAttention", _mha_inputs(rng), ("y",))[0]
-    assert _reason(_set_attribute(mha, "num_heads", 5)).endswith("is not a multiple of num_heads 5")
+    assert _reason(_set_attribute(mha, "num_heads", 5)) == f"the query size {HID} is not a multiple of num_heads 5"
+    inputs = _mha_inputs(rng)
+    name, elem, shape, value = inputs[2]
+    inputs[2] = (name, elem, [*shape[:2], HID + 1], np.zeros((*value.shape[:2], HID + 1), np.float32))
+    wide_value = _ms_model("MultiHeadAttention", inputs, ("y",))[0]
+    assert _reason(wide_value) == f"the value size {HID + 1} is not a multiple of num_heads {NH}"
