@@ -460,10 +460,10 @@ def _gqa_cache_model(rng, batch, new, past, rotary=None, interleaved=0, position
             ("cos", f32, [max_positions, rotary // 2], np.cos(angles).astype(np.float32)),
             ("sin", f32, [max_positions, rotary // 2], np.sin(angles).astype(np.float32)),
         ]
-        if position_ids:
-            ids = np.broadcast_to(np.arange(past, total, dtype=np.int64), (batch, new)).copy()
+        if position_ids:  # a shift of the default positions (past ... total - 1), per row
+            ids = np.arange(past, total, dtype=np.int64)[None, :] + np.arange(batch)[:, None] * 3 + 2
             inputs.append(("position_ids", TensorProto.INT64, [batch, new], ids))
-        attrs = {"do_rotary": 1, "rotary_interleaved": interleaved}
+        attrs = {"do_rotary": 1} if interleaved is None else {"do_rotary": 1, "rotary_interleaved": interleaved}
     return _gqa_from_inputs(inputs, heads, kv_heads, attrs)
 
 
@@ -474,6 +474,9 @@ GQA_CACHE = {
     "rotary interleaved": {"batch": 1, "new": 3, "past": 4, "rotary": 16, "interleaved": 1},
     "partial rotary": {"batch": 2, "new": 1, "past": 5, "rotary": 16, "size": 32},
     "rotary position ids": {"batch": 2, "new": 1, "past": 5, "rotary": 16, "position_ids": True},
+    "rotary position ids, prefill on a past": {"batch": 1, "new": 3, "past": 4, "rotary": 16, "position_ids": True},
+    "partial rotary interleaved": {"batch": 2, "new": 1, "past": 5, "rotary": 16, "size": 32, "interleaved": 1},
+    "rotary, interleaving by default": {"batch": 2, "new": 1, "past": 5, "rotary": 16, "interleaved": None},
 }
 
 

@@ -4,7 +4,7 @@ shows, one case per check, on hand-built nodes (the checks read only names, attr
 import pytest
 from onnx import TensorProto, helper
 
-from sit_onnx.graph.ort_attention import KnownTypes, _gqa_checks, multi_head_attention_body
+from sit_onnx.graph.ort_attention import KnownTypes, _gqa_checks, attention_body, multi_head_attention_body
 
 
 def _known(shapes: dict) -> KnownTypes:
@@ -90,3 +90,36 @@ def test_unknown_input_types_are_named():
     node = _node("MultiHeadAttention", ["q", "k", "", "v"], num_heads=2)
     body, why = _body(node, 17, _known({"q": [1, 3, 32]}))
     assert body is None and why == "the types of k, v are unknown (shape inference could not tell)"
+
+
+PACKED_SHAPES = {"x": [1, 3, 32], "w": [32, 96]}
+
+
+@pytest.mark.parametrize(
+    "inputs, attrs, shapes, reason",
+    [
+        (["x", "w", "", "", "", "", "past_len"], {}, PACKED_SHAPES, "past_sequence_length is not decomposed yet"),
+        (["x", "w"], {"past_present_share_buffer": 1}, PACKED_SHAPES,
+         "past_present_share_buffer is not decomposed yet"),
+        (["x", "w"], {"do_rotary": 1, "past_present_share_buffer": 1}, PACKED_SHAPES,
+         "do_rotary, past_present_share_buffer is not decomposed yet"),
+        (["x", "w"], {}, {"x": [1, 3, 32]}, "the packed QKV weights' shape is unknown"),
+        (["x", "w"], {}, {**PACKED_SHAPES, "w": [32, None]}, "the packed QKV weights' shape is unknown"),
+        (["x", "w"], {"qkv_hidden_sizes": [32, 30, 32]}, PACKED_SHAPES,
+         "the key size 30 is not a multiple of num_heads 4"),
+        (["x", "w"], {"qkv_hidden_sizes": [30, 32, 32]}, PACKED_SHAPES,
+         "the query size 30 is not a multiple of num_heads 4"),
+    ],
+)  # fmt: skip
+def test_packed_attention_checks(inputs, attrs, shapes, reason):
+    body, why = attention_body(_node("Attention", inputs, num_heads=4, **attrs), _known(shapes))
+    assert body is None and why == reason
+
+
+def test_group_query_attention_names_the_query_size_it_cannot_split():
+    """kv_num_heads 1 divides any head count; the query's 32 is no multiple of 3 (the key's 16 is not either)."""
+    from sit_onnx.graph.ort_attention import group_query_attention_body
+
+    node = _node("GroupQueryAttention", GQA_INPUTS, num_heads=3, kv_num_heads=1)
+    body, why = group_query_attention_body(node, _known({**QKV, "k": [1, 3, 8], "v": [1, 3, 8]}))
+    assert body is None and why == "the query size 32 is not a multiple of num_heads 3"
