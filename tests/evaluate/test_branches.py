@@ -196,3 +196,20 @@ def test_bad_calibration_data_is_one_line_not_an_internal_error(tmp_path):
     assert result.exit_code == 1 and not out.exists()
     said = result.stderr.strip()
     assert said.startswith("Error: model: onnxruntime failed to run the model: ") and "\n" not in said, said
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_eval_feeds_the_fixed_input_whole_with_every_batch(tmp_path, labelled):
+    """600 rows run in batches (256 for accuracy): `flag` [1] goes whole with each, labelled or not."""
+    model_path, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(_model(), str(model_path))
+    feeds = _feeds_of(True, rows=600)
+    labels = np.argmax(run(_model(), feeds)[0], axis=1)
+    np.savez(data, **feeds, **({"labels": labels} if labelled else {}))
+    result = CliRunner().invoke(main, ["eval", str(model_path), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    if labelled:
+        assert record["samples"] == 600 and record["ann_accuracy"] == 1.0
+    else:
+        assert record["samples"] == 600 and record["outputs"][0]["shape"] == [600, 5]
