@@ -213,3 +213,28 @@ def test_eval_feeds_the_fixed_input_whole_with_every_batch(tmp_path, labelled):
         assert record["samples"] == 600 and record["ann_accuracy"] == 1.0
     else:
         assert record["samples"] == 600 and record["outputs"][0]["shape"] == [600, 5]
+
+
+def test_a_fixed_input_first_does_not_stop_the_row_check_of_the_rest(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, flag=np.array([True]), x=np.zeros((6, 5), np.float32), z=np.zeros((5, 5), np.float32))
+    with pytest.raises(SitOnnxError, match=r"'z' has 5 rows but the first array has 6"):
+        load_labelled(path, None, "x", require_labels=False, whole={"flag": 1})
+
+
+def test_an_if_in_the_ai_onnx_spelling_of_the_default_domain_is_taken():
+    model = _model()
+    model.graph.node[0].domain = "ai.onnx"
+    taken_model, taken = take_branches(model, _feeds_of(True))
+    assert taken == {"then"} and "If" not in [n.op_type for n in taken_model.graph.node]
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_eval_names_the_data_a_model_cannot_run_on(tmp_path, labelled):
+    data = tmp_path / "d.npz"
+    feeds = _merged_decoder_data(data)
+    feeds["input_ids"] = feeds["input_ids"] + 100  # past the embedding table
+    np.savez(data, **feeds, **({"labels": np.zeros(6, np.int64)} if labelled else {}))
+    result = CliRunner().invoke(main, ["eval", str(MERGED), "--data", str(data)])
+    said = result.stderr.strip()
+    assert result.exit_code == 1 and said.startswith(f"Error: {data}: onnxruntime failed to run the model: "), said
