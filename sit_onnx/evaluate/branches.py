@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
+
 
 def take_branches(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, set[str]]:
     """A copy of `model` with every If whose condition the feeds fix replaced by the branch taken,
@@ -21,11 +23,12 @@ def take_branches(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple
     graph, taken = taken_model.graph, set()
     constants = {t.name: t for t in graph.initializer}
     while True:
-        found = next(((i, n) for i, n in enumerate(graph.node) if _condition(n, feeds, constants) is not None), None)
+        fixed = ((i, n, _condition(n, feeds, constants)) for i, n in enumerate(graph.node))
+        found = next(((i, n, value) for i, n, value in fixed if value is not None), None)
         if found is None:
             return taken_model, taken
-        index, node = found
-        branch = _branch(node, "then_branch" if _condition(node, feeds, constants) else "else_branch")
+        index, node, value = found
+        branch = _branch(node, "then_branch" if value else "else_branch")
         _inline(graph, index, node, branch)
         constants.update({t.name: t for t in branch.initializer})
         taken.add(branch.name)
@@ -33,15 +36,16 @@ def take_branches(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple
 
 def _condition(node: onnx.NodeProto, feeds: dict[str, np.ndarray], constants: dict) -> bool | None:
     """The If's condition where the feeds or an initializer fix it to one value; else None."""
-    if node.op_type != "If" or node.domain not in ("", "ai.onnx"):
+    if node.op_type != "If" or node.domain not in DEFAULT_DOMAINS:
         return None
     name = node.input[0]
-    value = (
-        feeds.get(name) if name in feeds else (numpy_helper.to_array(constants[name]) if name in constants else None)
-    )
-    if value is None or np.asarray(value).size != 1:
+    if name in feeds:
+        value = np.asarray(feeds[name])
+    elif name in constants:
+        value = numpy_helper.to_array(constants[name])
+    else:
         return None
-    return bool(np.asarray(value).reshape(-1)[0])
+    return bool(value.reshape(-1)[0]) if value.size == 1 else None
 
 
 def _branch(node: onnx.NodeProto, name: str) -> onnx.GraphProto:

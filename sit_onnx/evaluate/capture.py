@@ -24,9 +24,8 @@ def capture(
     names: list[str],
     feeds: dict[str, np.ndarray],
     spec: SessionSpec = SessionSpec(verify_kernels=False),
-    label: str = "model",
 ) -> dict[str, np.ndarray]:
     """Values of the named tensors on `feeds`, plus the model's own outputs."""
     session = make_session(with_outputs(model, names), spec)
-    values = run_session(session, feeds, label)
+    values = run_session(session, feeds)
     return {o.name: v for o, v in zip(session.get_outputs(), values)}

@@ -79,8 +79,8 @@ def load_labelled(
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
     whole = whole or {}
     fed_whole = {name for name, value in arrays.items() if value.ndim and value.shape[0] == whole.get(name)}
-    per_row = [v for name, v in arrays.items() if v.ndim and name not in fed_whole] or list(arrays.values())
-    rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in per_row if v.ndim), 0)
+    per_row = [v for name, v in arrays.items() if v.ndim and name not in fed_whole]
+    rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in per_row), 0)
     what = "'labels' has" if labels is not None else "the first array has"
     for name, value in arrays.items():
         if name in fed_whole:

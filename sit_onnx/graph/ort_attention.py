@@ -231,15 +231,15 @@ def _packed_attention(b: Body, node: onnx.NodeProto, known: KnownTypes, inputs: 
 def _heads_reason(node: onnx.NodeProto, hidden: dict[str, int]) -> str:
     """Why the node's head counts cannot split its hidden sizes ("" when they can): onnxruntime's
     kernels refuse such a node at run time; a decomposition would divide by them."""
-    heads = attribute(node, "num_heads")
-    counts = {"num_heads": heads}
+    counts = {"num_heads": attribute(node, "num_heads")}
     if node.op_type == "GroupQueryAttention":
         counts["kv_num_heads"] = attribute(node, "kv_num_heads")
     for name, count in counts.items():
         if not isinstance(count, int) or count <= 0:
             return f"{name} is {count}; it must be a positive number of heads"
-    if node.op_type == "GroupQueryAttention" and heads % counts["kv_num_heads"]:
-        return f"num_heads {heads} is not a multiple of kv_num_heads {counts['kv_num_heads']}"
+    heads, kv_heads = counts["num_heads"], counts.get("kv_num_heads", 1)
+    if heads % kv_heads:
+        return f"num_heads {heads} is not a multiple of kv_num_heads {kv_heads}"
     for label, size in hidden.items():
         if size % heads:
             return f"the {label} size {size} is not a multiple of num_heads {heads}"
