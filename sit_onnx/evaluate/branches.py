@@ -17,11 +17,13 @@ from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
 
 def take_branches(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, set[str]]:
     """A copy of `model` with every If whose condition the feeds fix replaced by the branch taken,
-    and the names of the graphs so taken."""
+    and the names of the graphs so taken; `model` itself where there is none (no copy of its weights)."""
+    constants = {t.name: t for t in model.graph.initializer}
+    if all(_condition(n, feeds, constants) is None for n in model.graph.node):
+        return model, set()
     taken_model = onnx.ModelProto()
     taken_model.CopyFrom(model)
     graph, taken = taken_model.graph, set()
-    constants = {t.name: t for t in graph.initializer}
     while True:
         fixed = ((i, n, _condition(n, feeds, constants)) for i, n in enumerate(graph.node))
         found = next(((i, n, value) for i, n, value in fixed if value is not None), None)

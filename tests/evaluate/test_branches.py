@@ -238,3 +238,9 @@ def test_eval_names_the_data_a_model_cannot_run_on(tmp_path, labelled):
     result = CliRunner().invoke(main, ["eval", str(MERGED), "--data", str(data)])
     said = result.stderr.strip()
     assert result.exit_code == 1 and said.startswith(f"Error: {data}: onnxruntime failed to run the model: "), said
+
+
+def test_a_model_without_an_if_to_take_is_returned_as_it_is():
+    model = _model()
+    assert take_branches(model, {"x": _feeds_of(True)["x"]})[0] is model
+    assert take_branches(model, _feeds_of(True))[0] is not model
