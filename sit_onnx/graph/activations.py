@@ -7,7 +7,9 @@ and the tanh form `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3)))` in any associatio
 products (checked by evaluating the matched nodes, not by their shapes alone); `Sigmoid`;
 SiLU as `Mul(x, Sigmoid(x))`, and Swish-beta `Mul(x, Sigmoid(beta*x))` (CLIP's QuickGELU, beta
 1.702) and ONNX's `Swish` (opset 24) with SiLU's set rescaled; `Tanh`; torch's `HardSigmoid`
-(alpha 1/6) and `HardSwish`, also as `Mul(x, HardSigmoid(x))`. Constants may come through
+(alpha 1/6) and `HardSwish`, also as `Mul(x, HardSigmoid(x))`, and both through ReLU6 as Paddle,
+TensorFlow and older exporters write them (`Clip(x + 3, 0, 6) / 6`, times x before or after the
+division; checked by evaluating the nodes). Constants may come through
 CastLike and an Add may be a two-input Sum (ONNX's own function bodies). What is not converted
 says why.
 """
@@ -124,8 +126,8 @@ def _chain(graph: gs.Graph, x: gs.Tensor, output: gs.Tensor) -> list[gs.Node]:
     nodes, stack = [], [output]
     while stack:
         tensor = stack.pop()
-        if tensor is x or constant_value(tensor) is not None:
-            continue
+        if tensor is x or not tensor.name or constant_value(tensor) is not None:
+            continue  # x, an omitted optional input (Clip's bounds), or a constant
         if not tensor.inputs:
             raise NoSite(f"it also depends on {tensor.name!r}, not only on {x.name!r}")
         producer = tensor.inputs[0]
@@ -144,6 +146,12 @@ def _chain(graph: gs.Graph, x: gs.Tensor, output: gs.Tensor) -> list[gs.Node]:
     return sorted(nodes, key=lambda n: order[id(n)])
 
 
+def _clip(a: np.ndarray, low, high) -> np.ndarray:
+    """Clip with either bound maybe omitted (None)."""
+    a = a if low is None else np.maximum(a, low)
+    return a if high is None else np.minimum(a, high)
+
+
 _EVAL = {
     "Add": lambda a, b: a + b,
     "Sum": lambda *terms: sum(terms),
@@ -155,19 +163,31 @@ _EVAL = {
     "Tanh": np.tanh,
     "Sqrt": np.sqrt,
     "Identity": lambda a: a,
+    "Clip": lambda a, low=None, high=None: _clip(a, low, high),
 }
 
 
+def _clip_bounds(node: gs.Node) -> list:
+    """Clip's bounds as extra arguments: attributes below opset 11, inputs (maybe omitted) after."""
+    if "min" in node.attrs or "max" in node.attrs:
+        return [node.attrs.get("min"), node.attrs.get("max")]
+    return []
+
+
 def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarray:
-    """The chain's output on CHAIN_CHECK_POINTS, in float64 (only the elementwise ops GELU's forms use)."""
+    """The chain's output on CHAIN_CHECK_POINTS, in float64 (only the elementwise ops of the forms matched)."""
     values = {id(x): CHAIN_CHECK_POINTS}
     for node in nodes:
         if node.op not in _EVAL or (node.domain or "") not in DEFAULT_DOMAINS:
-            raise NoSite(f"{node.op} {node.name!r} in the chain is not an elementwise op of GELU's forms")
+            raise NoSite(f"{node.op} {node.name!r} in the chain is not an elementwise op of the activations' forms")
         args = []
         for tensor in node.inputs:
             known = values.get(id(tensor))
+            if known is None and not tensor.name:  # an omitted optional input
+                args.append(None)
+                continue
             args.append(known if known is not None else np.asarray(constant_value(tensor), dtype=np.float64))
+        args += _clip_bounds(node) if node.op == "Clip" else []
         values[id(node.outputs[0])] = _EVAL[node.op](*args)
     return np.broadcast_to(values[id(output)], CHAIN_CHECK_POINTS.shape)
 
@@ -254,6 +274,53 @@ def _hardsigmoid(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> Activation
     return _gate(graph, node, wanted)
 
 
+MAX_RELU6_STEPS = 2  # after Clip(x + 3, 0, 6): / 6 (or * 1/6) and * x, in either order
+
+
+def _relu6_input(clip: gs.Node) -> gs.Tensor | None:
+    """x of Clip(x + 3, ...), the start of a HardSigmoid or HardSwish written through ReLU6; else None."""
+    add = clip.inputs[0].inputs[0] if clip.inputs and clip.inputs[0].inputs else None
+    if add is None or add.op != "Add" or (add.domain or "") not in DEFAULT_DOMAINS or len(add.inputs) != 2:
+        return None
+    for x, three in (add.inputs, add.inputs[::-1]):
+        if constant_value(x) is None and _is_constant(three, 3.0):
+            return x
+    return None
+
+
+def _relu6_hard(graph: gs.Graph, clip: gs.Node, wanted: set[str]) -> ActivationSite | None:
+    """Clip(x + 3, 0, 6) / 6 (HardSigmoid) and x times it (HardSwish), the products and the
+    division in any order: the Muls and Divs after the Clip are followed and the chain evaluated.
+    None for a Clip that is no such start (a plain ReLU6)."""
+    x = _relu6_input(clip)
+    if x is None:
+        return None
+    found, end, stop = {}, clip.outputs[0], ""
+    for _ in range(MAX_RELU6_STEPS):
+        consumers = list(end.outputs)
+        if end in graph.outputs or len(consumers) != 1 or consumers[0].op not in ("Mul", "Div"):
+            found_ops = "a graph output" if end in graph.outputs else ", ".join(c.op for c in consumers) or "nothing"
+            stop = f" ({end.name!r} feeds {found_ops}, not one Mul or Div)"
+            break
+        if (consumers[0].domain or "") not in DEFAULT_DOMAINS or len(consumers[0].inputs) != 2:
+            break
+        end = consumers[0].outputs[0]
+        nodes = _chain(graph, x, end)
+        values = _evaluate(nodes, x, end)
+        for function in ("hardsigmoid", "hardswish"):
+            if np.max(np.abs(values - SITE_FUNCTIONS[function].exact(CHAIN_CHECK_POINTS))) <= CHAIN_TOLERANCE:
+                found[function] = (end, nodes)
+    form = {"hardsigmoid": "Clip(x + 3, 0, 6) / 6", "hardswish": "x * Clip(x + 3, 0, 6) / 6"}
+    for function in ("hardswish", "hardsigmoid"):
+        if function in found and function in wanted:
+            output, nodes = found[function]
+            return ActivationSite(clip.name or output.name, graph, function, form[function], x, output, nodes)
+    if found:
+        function = next(iter(found))
+        raise NoSite(f"a {form[function]} ({function}), and {function} was not asked for")
+    raise NoSite(f"Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of {x.name!r}{stop}")
+
+
 def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
     gelu_reason = None
     if "gelu" in wanted:
@@ -327,6 +394,8 @@ def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite |
             return _hardsigmoid(graph, node, wanted)
         if node.op == "Swish" and "silu" in wanted:
             return _swish_op(graph, node)
+        if node.op == "Clip" and wanted & {"hardsigmoid", "hardswish"}:
+            return _relu6_hard(graph, node, wanted)
         if node.op == "HardSwish" and "hardswish" in wanted:
             return ActivationSite(node.name, graph, "hardswish", "HardSwish", node.inputs[0], node.outputs[0], [node])
         if node.op == "Tanh" and wanted & {"tanh", "gelu"}:

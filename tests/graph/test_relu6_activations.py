@@ -1,0 +1,161 @@
+"""HardSigmoid and HardSwish written through ReLU6, as Paddle, TensorFlow and older exporters write
+them: `Clip(x + 3, 0, 6) / 6`, times x before or after the division. Each form becomes one
+SpikingActivation whose output is the reference's; what only looks like one says why it is left."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons.activation import shipped_activation, spiking_activation
+from tests.graph.test_activation_rewrite import ALL, _const, _misses, _model, _x
+from tests.helpers import run
+
+BOUNDS = [_const("zero", 0.0), _const("six", 6.0), _const("three", 3.0)]
+
+
+def _clip(bounds=("zero", "six"), add=("x", "three"), out="c"):
+    return [
+        helper.make_node("Add", list(add), ["a"], name="add3"),
+        helper.make_node("Clip", ["a", *bounds], [out], name="relu6"),
+    ]
+
+
+def _paddle():  # paddle2onnx's hardswish: (x * relu6(x + 3)) / 6
+    return _clip() + [
+        helper.make_node("Mul", ["x", "c"], ["m"], name="times_x"),
+        helper.make_node("Div", ["m", "six"], ["y"], name="by6"),
+    ]
+
+
+def _divided_first():  # x * (relu6(x + 3) / 6), with 3 + x
+    return _clip(add=("three", "x")) + [
+        helper.make_node("Div", ["c", "six"], ["h"], name="by6"),
+        helper.make_node("Mul", ["h", "x"], ["y"], name="times_x"),
+    ]
+
+
+def _times_a_sixth():  # (relu6(x + 3) * x) * (1/6)
+    return _clip() + [
+        helper.make_node("Mul", ["c", "x"], ["m"], name="times_x"),
+        helper.make_node("Mul", ["m", "sixth"], ["y"], name="times_sixth"),
+    ]
+
+
+FORMS = {
+    "paddle": (_paddle, "hardswish", "x * Clip(x + 3, 0, 6) / 6"),
+    "divided first": (_divided_first, "hardswish", "x * Clip(x + 3, 0, 6) / 6"),
+    "times a sixth": (_times_a_sixth, "hardswish", "x * Clip(x + 3, 0, 6) / 6"),
+    "hardsigmoid": (
+        lambda: _clip(out="c") + [helper.make_node("Div", ["c", "six"], ["y"], name="by6")],
+        "hardsigmoid",
+        "Clip(x + 3, 0, 6) / 6",
+    ),
+    "hardsigmoid times a sixth": (
+        lambda: _clip() + [helper.make_node("Mul", ["sixth", "c"], ["y"], name="times_sixth")],
+        "hardsigmoid",
+        "Clip(x + 3, 0, 6) / 6",
+    ),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_each_relu6_form_becomes_one_spiking_activation(form):
+    build, function, form_name = FORMS[form]
+    model = _model(build(), BOUNDS + [_const("sixth", 1 / 6)])
+    new, report = rewrite_model(model, RewriteOptions(activations=ALL))
+    assert [(a["function"], a["form"], a["name"]) for a in report.activations] == [(function, form_name, "relu6")]
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation"] and report.activation_misses == []
+    x = _x()
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, shipped_activation(function, 12)))
+
+
+@pytest.mark.parametrize("opset", [6, 10])
+def test_clip_bounds_as_attributes_below_opset_11(opset):
+    nodes = [
+        helper.make_node("Add", ["x", "three"], ["a"], name="add3"),
+        helper.make_node("Clip", ["a"], ["c"], name="relu6", min=0.0, max=6.0),
+        helper.make_node("Mul", ["x", "c"], ["m"]),
+        helper.make_node("Div", ["m", "six"], ["y"]),
+    ]
+    new, report = rewrite_model(_model(nodes, BOUNDS, opset=opset), RewriteOptions(activations=("hardswish",)))
+    assert [a["function"] for a in report.activations] == ["hardswish"]
+    x = _x(1)
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, shipped_activation("hardswish", 12)))
+
+
+def test_only_hardsigmoid_asked_keeps_the_product_with_x():
+    new, report = rewrite_model(_model(_divided_first(), BOUNDS), RewriteOptions(activations=("hardsigmoid",)))
+    assert [(a["function"], a["output"]) for a in report.activations] == [("hardsigmoid", "h")]
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation", "Mul"]
+    x = _x(2)
+    expected = spiking_activation(x, shipped_activation("hardsigmoid", 12)) * x
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_form_not_asked_for_says_which_it_is():
+    _, misses = _misses(_model(_paddle(), BOUNDS), {"hardsigmoid"})
+    assert misses == [("relu6", "a x * Clip(x + 3, 0, 6) / 6 (hardswish), and hardswish was not asked for")]
+    sigmoid_only = _clip() + [helper.make_node("Div", ["c", "six"], ["y"], name="by6")]
+    _, misses = _misses(_model(sigmoid_only, BOUNDS), {"hardswish"})
+    assert misses == [("relu6", "a Clip(x + 3, 0, 6) / 6 (hardsigmoid), and hardsigmoid was not asked for")]
+
+
+def test_a_plain_relu6_or_another_shift_is_no_start():
+    relu6 = [helper.make_node("Clip", ["x", "zero", "six"], ["y"], name="relu6")]
+    assert _misses(_model(relu6, BOUNDS), set(ALL)) == ([], [])
+    shifted = _clip(add=("x", "two"), out="c") + [helper.make_node("Div", ["c", "six"], ["y"])]
+    assert _misses(_model(shifted, BOUNDS + [_const("two", 2.0)]), set(ALL)) == ([], [])
+    constant_x = _clip(add=("three", "three"), out="c") + [helper.make_node("Mul", ["c", "x"], ["y"])]
+    assert _misses(_model(constant_x, BOUNDS), set(ALL)) == ([], [])
+
+
+NEAR_MISSES = {
+    "divided by 5": (
+        _clip() + [helper.make_node("Div", ["c", "five"], ["y"], name="by5")],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "('y' feeds a graph output, not one Mul or Div)",
+    ),
+    "no lower bound": (
+        _clip(bounds=("", "six")) + [helper.make_node("Div", ["c", "six"], ["y"], name="by6")],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "('y' feeds a graph output, not one Mul or Div)",
+    ),
+    "read elsewhere": (
+        _clip() + [helper.make_node("Div", ["c", "six"], ["y"], name="by6"), helper.make_node("Relu", ["c"], ["r"])],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "('c' feeds Div, Relu, not one Mul or Div)",
+    ),
+    "times another tensor": (
+        _clip() + [helper.make_node("Mul", ["c", "z"], ["m"]), helper.make_node("Div", ["m", "six"], ["y"])],
+        "it also depends on 'z', not only on 'x'",
+    ),
+    "of another domain": (
+        _clip() + [helper.make_node("Div", ["c", "six"], ["y"], domain="custom")],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NEAR_MISSES)
+def test_near_misses_are_left_alone_saying_why(case):
+    nodes, reason = NEAR_MISSES[case]
+    graph_inputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 50])] if "another tensor" in case else []
+    model = _model(nodes, BOUNDS + [_const("five", 5.0)], extra_outputs=("r",) if "elsewhere" in case else ())
+    model.graph.input.extend(graph_inputs)
+    if "domain" in case:
+        model.opset_import.append(helper.make_opsetid("custom", 1))
+    sites, misses = _misses(model, set(ALL))
+    assert sites == [] and misses == [("relu6", reason)]
+
+
+def test_float16_paddle_form_at_an_old_opset_goes_through_casts():
+    consts = [_const(n, v, np.float16) for n, v in (("zero", 0.0), ("six", 6.0), ("three", 3.0))]
+    model = _model(_paddle(), consts, opset=13, dtype=TensorProto.FLOAT16)
+    new, report = rewrite_model(model, RewriteOptions(activations=("hardswish",)))
+    assert report.activations[0]["form"] == "x * Clip(x + 3, 0, 6) / 6"
+    assert [n.op_type for n in new.graph.node] == ["Cast", "SpikingActivation", "Cast"]
+    x = _x(3).astype(np.float16)
+    got = run(new, {"x": x})[0]
+    expected = spiking_activation(x.astype(np.float32), shipped_activation("hardswish", 12)).astype(np.float16)
+    assert got.dtype == np.float16 and np.array_equal(got, expected)
