@@ -195,10 +195,11 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     notes = []
     legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
     if source_opset < MIN_OPSET:
+        had_softmax = any(n.op_type == "Softmax" for g in graph_protos(model.graph) for n in g.node)
         model = _upgrade_opset(model, source_opset)
         notes.append(
-            f"model converted from opset {source_opset} to {default_opset(model)} by onnx.version_converter "
-            "(legacy Softmax semantics kept with Flatten/Reshape)"
+            f"model converted from opset {source_opset} to {default_opset(model)} by onnx.version_converter"
+            + (" (legacy Softmax semantics kept with Flatten/Reshape)" if had_softmax else "")
         )
     inlined = _functions_hiding_softmax(model)
     if inlined:

@@ -46,6 +46,7 @@ def test_legacy_semantics_flatten_trailing_dims(params_file, rng, opset, axis):
     onnx.checker.check_model(new, full_check=True)
     assert report.source_opset == opset and report.opset == 13 and "Softmax" not in report.ops_after
     assert "coerced to 2-D" in report.sites[0].semantics
+    assert f"model converted from opset {opset} to 13 by onnx.version_converter (legacy Softmax" in report.notes[0]
     x = rng.normal(0, 3, (2, 3, 4)).astype(np.float32)
     expected = _legacy_reference(x, load_params(params_file), 1 if axis is None else axis, SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
@@ -194,3 +195,20 @@ def test_float16_chain_computes_the_shift_in_float32(params_file, rng):
     x = rng.normal(0, 3, (4, 33)).astype(np.float16)
     expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
     np.testing.assert_array_equal(run(new, {"x": x})[0], expected)
+
+
+def test_an_upgraded_model_without_softmax_says_nothing_of_softmax_semantics():
+    """The upgrade note names the legacy Softmax semantics only where a Softmax was upgraded."""
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("Sigmoid", ["x"], ["s"]),
+            onnx.helper.make_node("Mul", ["x", "s"], ["y"]),
+        ],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 11)])
+    model.ir_version = 7
+    _, report = rewrite_model(model, RewriteOptions(activations=("silu",)))
+    assert report.notes[0] == "model converted from opset 11 to 13 by onnx.version_converter"
