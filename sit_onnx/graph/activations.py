@@ -147,7 +147,8 @@ def _chain(graph: gs.Graph, x: gs.Tensor, output: gs.Tensor) -> list[gs.Node]:
 
 
 def _clip(a: np.ndarray, low, high) -> np.ndarray:
-    """Clip with either bound maybe omitted (None)."""
+    """Clip with either bound maybe omitted (None). Bounds are inputs: a model below opset 11, where
+    they are attributes, is upgraded before its activations are matched."""
     a = a if low is None else np.maximum(a, low)
     return a if high is None else np.minimum(a, high)
 
@@ -167,13 +168,6 @@ _EVAL = {
 }
 
 
-def _clip_bounds(node: gs.Node) -> list:
-    """Clip's bounds as extra arguments: attributes below opset 11, inputs (maybe omitted) after."""
-    if "min" in node.attrs or "max" in node.attrs:
-        return [node.attrs.get("min"), node.attrs.get("max")]
-    return []
-
-
 def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarray:
     """The chain's output on CHAIN_CHECK_POINTS, in float64 (only the elementwise ops of the forms matched)."""
     values = {id(x): CHAIN_CHECK_POINTS}
@@ -187,7 +181,6 @@ def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarr
                 args.append(None)
                 continue
             args.append(known if known is not None else np.asarray(constant_value(tensor), dtype=np.float64))
-        args += _clip_bounds(node) if node.op == "Clip" else []
         values[id(node.outputs[0])] = _EVAL[node.op](*args)
     return np.broadcast_to(values[id(output)], CHAIN_CHECK_POINTS.shape)
 

@@ -72,6 +72,7 @@ def test_each_relu6_form_becomes_one_spiking_activation(form):
 
 @pytest.mark.parametrize("opset", [6, 10])
 def test_clip_bounds_as_attributes_below_opset_11(opset):
+    """Converted through the opset upgrade, which makes the attributes inputs."""
     nodes = [
         helper.make_node("Add", ["x", "three"], ["a"], name="add3"),
         helper.make_node("Clip", ["a"], ["c"], name="relu6", min=0.0, max=6.0),
