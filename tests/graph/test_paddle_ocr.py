@@ -78,3 +78,15 @@ def test_hardswish_through_relu6_is_found_and_the_gated_form_keeps_the_text(reco
     assert forms.count("x * Clip(x + 3, 0, 6) / 6") == 28 and forms.count("HardSigmoid") == 2
     assert report.activation_misses == []
     assert _same(recogniser, converted, lines) >= 18  # measured 58 of 60 over three fonts
+
+
+def test_in_float16_by_onnxruntimes_tool_the_text_read_stays(recogniser, lines):
+    """onnxruntime's float16 converter (inputs and outputs kept float32): the softmax logits are
+    float16 (at opset 13 the kernels take them between Casts) and the converted model reads what
+    the float16 original reads."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(recogniser, keep_io_types=True)
+    converted, report = rewrite_model(half, RewriteOptions())
+    assert [site.replaced_with for site in report.sites] == [["Cast", "SpikingSoftmax", "Cast"]] * 3
+    assert _same(half, converted, lines) >= 18  # measured 19 of 20 (the float16 original: 19 of 20 as float32 reads)
