@@ -109,6 +109,17 @@ def test_a_plain_relu6_or_another_shift_is_no_start():
     assert _misses(_model(shifted, BOUNDS + [_const("two", 2.0)]), set(ALL)) == ([], [])
     constant_x = _clip(add=("three", "three"), out="c") + [helper.make_node("Mul", ["c", "x"], ["y"])]
     assert _misses(_model(constant_x, BOUNDS), set(ALL)) == ([], [])
+    subtracted = [
+        helper.make_node("Sub", ["x", "three"], ["a"]),
+        helper.make_node("Clip", ["a", "zero", "six"], ["c"], name="relu6"),
+        helper.make_node("Div", ["c", "six"], ["y"]),
+    ]
+    assert _misses(_model(subtracted, BOUNDS), set(ALL)) == ([], [])
+    foreign_add = [helper.make_node("Add", ["x", "three"], ["a"], domain="custom")] + _clip()[1:]
+    foreign_add.append(helper.make_node("Div", ["c", "six"], ["y"]))
+    model = _model(foreign_add, BOUNDS)
+    model.opset_import.append(helper.make_opsetid("custom", 1))
+    assert _misses(model, set(ALL)) == ([], [])
 
 
 NEAR_MISSES = {
@@ -121,6 +132,16 @@ NEAR_MISSES = {
         _clip(bounds=("", "six")) + [helper.make_node("Div", ["c", "six"], ["y"], name="by6")],
         "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
         "('y' feeds a graph output, not one Mul or Div)",
+    ),
+    "no upper bound": (
+        _clip(bounds=("zero",)) + [helper.make_node("Div", ["c", "six"], ["y"], name="by6")],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "('y' feeds a graph output, not one Mul or Div)",
+    ),
+    "read by nothing": (
+        _clip() + [helper.make_node("Identity", ["x"], ["y"])],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "('c' feeds nothing, not one Mul or Div)",
     ),
     "read elsewhere": (
         _clip() + [helper.make_node("Div", ["c", "six"], ["y"], name="by6"), helper.make_node("Relu", ["c"], ["r"])],
