@@ -177,7 +177,9 @@ def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarr
         args = []
         for tensor in node.inputs:
             known = values.get(id(tensor))
-            if known is None and not tensor.name:  # an omitted optional input
+            if known is None and not tensor.name:  # an omitted input: only Clip's bounds are optional
+                if node.op != "Clip":
+                    raise NoSite(f"{node.op} {node.name!r} in the chain lacks an input")
                 args.append(None)
                 continue
             args.append(known if known is not None else np.asarray(constant_value(tensor), dtype=np.float64))
@@ -298,8 +300,12 @@ def _relu6_hard(graph: gs.Graph, clip: gs.Node, wanted: set[str]) -> ActivationS
         if (consumers[0].domain or "") not in DEFAULT_DOMAINS or len(consumers[0].inputs) != 2:
             break
         end = consumers[0].outputs[0]
-        nodes = _chain(graph, x, end)
-        values = _evaluate(nodes, x, end)
+        try:
+            nodes = _chain(graph, x, end)
+            values = _evaluate(nodes, x, end)
+        except NoSite as exc:  # this step leaves the function (a gate times another tensor): keep what was found
+            stop = f" ({exc})"
+            break
         for function in ("hardsigmoid", "hardswish"):
             if np.max(np.abs(values - SITE_FUNCTIONS[function].exact(CHAIN_CHECK_POINTS))) <= CHAIN_TOLERANCE:
                 found[function] = (end, nodes)

@@ -150,7 +150,13 @@ NEAR_MISSES = {
     ),
     "times another tensor": (
         _clip() + [helper.make_node("Mul", ["c", "z"], ["m"]), helper.make_node("Div", ["m", "six"], ["y"])],
-        "it also depends on 'z', not only on 'x'",
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "(it also depends on 'z', not only on 'x')",
+    ),
+    "an omitted input": (
+        _clip() + [helper.make_node("Mul", ["c", ""], ["m"], name="m"), helper.make_node("Div", ["m", "six"], ["y"])],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "(Mul 'm' in the chain lacks an input)",
     ),
     "of another domain": (
         _clip() + [helper.make_node("Div", ["c", "six"], ["y"], domain="custom")],
@@ -181,3 +187,22 @@ def test_float16_paddle_form_at_an_old_opset_goes_through_casts():
     got = run(new, {"x": x})[0]
     expected = spiking_activation(x.astype(np.float32), shipped_activation("hardswish", 12)).astype(np.float16)
     assert got.dtype == np.float16 and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("other", ["z", ""])
+def test_a_gate_times_another_tensor_keeps_its_hardsigmoid(other):
+    """MobileNetV3's squeeze-excitation: hardsigmoid(x) scales another tensor (or, malformed, an
+    omitted one); the walk stops at that product and the gate is converted alone."""
+    nodes = _clip() + [
+        helper.make_node("Div", ["c", "six"], ["gate"], name="by6"),
+        helper.make_node("Mul", ["gate", other], ["y"], name="scale"),
+    ]
+    model = _model(nodes, BOUNDS)
+    model.graph.input.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 50]))
+    sites, misses = _misses(model, set(ALL))
+    assert [(s.function, s.output.name) for s in sites] == [("hardsigmoid", "gate")] and misses == []
+    if other:
+        new, _ = rewrite_model(model, RewriteOptions(activations=("hardsigmoid",)))
+        x, z = _x(4), _x(5)
+        expected = spiking_activation(x, shipped_activation("hardsigmoid", 12)) * z
+        np.testing.assert_allclose(run(new, {"x": x, "z": z})[0], expected, rtol=1e-6, atol=1e-6)
