@@ -1,6 +1,7 @@
 """A seeded structural fuzzer: valid models (ONNX's softmax and attention node tests, onnxruntime's
 fused attention ops, an optimum merged decoder) with an attribute, a type, a dim, an opset, a name or
-a node changed, through `sit-onnx rewrite`. Whatever the change, the command ends in a converted
+a node changed, through `sit-onnx rewrite`; and the activation forms (ReLU6 HardSigmoid/HardSwish, GELU's
+chains, a tf2onnx Keras block) through `rewrite --activations`. Whatever the change, the command ends in a converted
 model or one line saying why (exit 1), never "internal error", never an output left on failure; a
 converted model loads in onnxruntime wherever its source runs. (A longer campaign of the same
 mutations found the failures `tests/graph/test_malformed_sources.py` pins.)"""
@@ -125,5 +126,43 @@ def test_rewrite_of_a_mutated_model_converts_or_says_why_in_one_line(seeds, bloc
             if _runs(data):
                 ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()  # loads
         else:
+            assert result.exit_code == 1 and not out.exists(), (case, result.exit_code)
+            assert said.startswith("Error: ") and "\n" not in said, (case, said)
+
+
+ACTIVATION_CASES = 600
+ACTIVATIONS = "gelu,silu,sigmoid,tanh,hardsigmoid,hardswish"
+
+
+@pytest.fixture(scope="module")
+def activation_seeds():
+    from tests.graph import test_activation_rewrite as forms
+    from tests.graph import test_relu6_activations as relu6
+
+    models = [
+        relu6._model(build(), relu6.BOUNDS + [relu6._const("sixth", 1 / 6)]) for build, _, _ in relu6.FORMS.values()
+    ]
+    models += [forms._model(*forms.FORMS[name][0]()) for name in ("Erf form (torch)", "tanh form", "SiLU")]
+    return models + [onnx.load("tests/data/tf2onnx_keras_block.onnx")]
+
+
+def test_activation_rewrite_of_a_mutated_model_converts_or_says_why_in_one_line(activation_seeds, tmp_path):
+    runner = CliRunner()
+    flags = [[], ["--activation-form", "gated"], ["--inline"], ["--activation-steps", "8"]]
+    for case in range(ACTIVATION_CASES):
+        rng = random.Random(10_000 + case)
+        model = copy.deepcopy(rng.choice(activation_seeds))
+        for _ in range(rng.randint(1, 3)):
+            _mutate(model, rng)
+        source, out = tmp_path / f"{case}.onnx", tmp_path / f"{case}.sit.onnx"
+        source.write_bytes(model.SerializeToString())
+        asked = rng.choice([ACTIVATIONS, "hardswish", "hardsigmoid", "gelu"])
+        result = runner.invoke(
+            main, ["rewrite", str(source), "-o", str(out), "--activations", asked, *rng.choice(flags)]
+        )
+        said = result.stderr.strip()
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), case
+        assert "internal error" not in said, (case, said)
+        if result.exit_code != 0:
             assert result.exit_code == 1 and not out.exists(), (case, result.exit_code)
             assert said.startswith("Error: ") and "\n" not in said, (case, said)
