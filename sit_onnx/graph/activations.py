@@ -270,6 +270,7 @@ def _hardsigmoid(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> Activation
 
 
 MAX_RELU6_STEPS = 2  # after Clip(x + 3, 0, 6): / 6 (or * 1/6) and * x, in either order
+RELU6_FORMS = {"hardsigmoid": "Clip(x + 3, 0, 6) / 6", "hardswish": "x * Clip(x + 3, 0, 6) / 6"}
 
 
 def _relu6_input(clip: gs.Node) -> gs.Tensor | None:
@@ -298,6 +299,7 @@ def _relu6_hard(graph: gs.Graph, clip: gs.Node, wanted: set[str]) -> ActivationS
             stop = f" ({end.name!r} feeds {found_ops}, not one Mul or Div)"
             break
         if (consumers[0].domain or "") not in DEFAULT_DOMAINS or len(consumers[0].inputs) != 2:
+            stop = f" ({consumers[0].op} {consumers[0].name!r} is no two-input op of the default domain)"
             break
         end = consumers[0].outputs[0]
         try:
@@ -309,14 +311,13 @@ def _relu6_hard(graph: gs.Graph, clip: gs.Node, wanted: set[str]) -> ActivationS
         for function in ("hardsigmoid", "hardswish"):
             if np.max(np.abs(values - SITE_FUNCTIONS[function].exact(CHAIN_CHECK_POINTS))) <= CHAIN_TOLERANCE:
                 found[function] = (end, nodes)
-    form = {"hardsigmoid": "Clip(x + 3, 0, 6) / 6", "hardswish": "x * Clip(x + 3, 0, 6) / 6"}
     for function in ("hardswish", "hardsigmoid"):
         if function in found and function in wanted:
             output, nodes = found[function]
-            return ActivationSite(clip.name or output.name, graph, function, form[function], x, output, nodes)
+            return ActivationSite(clip.name or output.name, graph, function, RELU6_FORMS[function], x, output, nodes)
     if found:
         function = next(iter(found))
-        raise NoSite(f"a {form[function]} ({function}), and {function} was not asked for")
+        raise NoSite(f"a {RELU6_FORMS[function]} ({function}), and {function} was not asked for")
     raise NoSite(f"Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of {x.name!r}{stop}")
 
 

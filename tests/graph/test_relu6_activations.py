@@ -159,8 +159,9 @@ NEAR_MISSES = {
         "(Mul 'm' in the chain lacks an input)",
     ),
     "of another domain": (
-        _clip() + [helper.make_node("Div", ["c", "six"], ["y"], domain="custom")],
-        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x'",
+        _clip() + [helper.make_node("Div", ["c", "six"], ["y"], name="by6", domain="custom")],
+        "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x' "
+        "(Div 'by6' is no two-input op of the default domain)",
     ),
 }
 
