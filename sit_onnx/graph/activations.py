@@ -146,7 +146,7 @@ def _chain(graph: gs.Graph, x: gs.Tensor, output: gs.Tensor) -> list[gs.Node]:
     return sorted(nodes, key=lambda n: order[id(n)])
 
 
-def _clip(a: np.ndarray, low, high) -> np.ndarray:
+def _clip(a: np.ndarray, low=None, high=None) -> np.ndarray:
     """Clip with either bound maybe omitted (None). Bounds are inputs: a model below opset 11, where
     they are attributes, is upgraded before its activations are matched."""
     a = a if low is None else np.maximum(a, low)
@@ -164,7 +164,7 @@ _EVAL = {
     "Tanh": np.tanh,
     "Sqrt": np.sqrt,
     "Identity": lambda a: a,
-    "Clip": lambda a, low=None, high=None: _clip(a, low, high),
+    "Clip": _clip,
 }
 
 

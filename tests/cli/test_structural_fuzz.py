@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from onnx import AttributeProto, helper
 
 from sit_onnx.cli import main
+from sit_onnx.neurons.activation import SITE_FUNCTIONS
 from tests.graph.test_attention import _attention_model, _fused_attention_model, _gqa_cache_model, _gqa_model
 
 CASES = 150
@@ -131,7 +132,7 @@ def test_rewrite_of_a_mutated_model_converts_or_says_why_in_one_line(seeds, bloc
 
 
 ACTIVATION_CASES = 600
-ACTIVATIONS = "gelu,silu,sigmoid,tanh,hardsigmoid,hardswish"
+ACTIVATIONS = ",".join(SITE_FUNCTIONS)
 
 
 @pytest.fixture(scope="module")

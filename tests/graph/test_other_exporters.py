@@ -13,10 +13,10 @@ import pytest
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.neurons import SoftmaxOptions, shipped_params, spiking_softmax
 from sit_onnx.neurons.params import SHIFT_RANGE
+from tests.graph.test_activation_rewrite import ALL
 from tests.helpers import run
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-ALL = ("gelu", "silu", "sigmoid", "tanh", "hardsigmoid", "hardswish")
 EXPORTS = {
     "tf2onnx": {
         "file": "tf2onnx_keras_block.onnx",
