@@ -16,9 +16,26 @@ import onnx
 from onnx import inliner
 
 from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
-from sit_onnx.graph.ort_attention import DECOMPOSERS, TYPE_FREE, KnownTypes
+from sit_onnx.graph.ort_attention import (
+    TYPE_FREE,
+    KnownTypes,
+    attention_body,
+    bias_softmax_body,
+    multi_head_attention_body,
+    qlinear_softmax_body,
+    quantized_attention_body,
+)
+from sit_onnx.graph.ort_gqa import group_query_attention_body
 from sit_onnx.graph.walk import graph_protos
 
+DECOMPOSERS = {  # onnxruntime's ops decomposed into standard ops (ort_attention.py, ort_gqa.py)
+    "Attention": attention_body,
+    "QAttention": quantized_attention_body,
+    "QLinearSoftmax": qlinear_softmax_body,
+    "BiasSoftmax": bias_softmax_body,
+    "MultiHeadAttention": multi_head_attention_body,
+    "GroupQueryAttention": group_query_attention_body,
+}
 EXPAND_DOMAIN = "sit_onnx.expand"  # the temporary functions' domain; gone once inlined
 FUSED_ATTENTION = {  # onnxruntime's ops that hold a softmax: decomposed (ort_attention.py) or reported
     ("com.microsoft", "Attention"),

@@ -4,7 +4,8 @@ shows, one case per check, on hand-built nodes (the checks read only names, attr
 import pytest
 from onnx import TensorProto, helper
 
-from sit_onnx.graph.ort_attention import KnownTypes, _gqa_checks, attention_body, multi_head_attention_body
+from sit_onnx.graph.ort_attention import KnownTypes, attention_body, multi_head_attention_body
+from sit_onnx.graph.ort_gqa import _gqa_checks, group_query_attention_body
 
 
 def _known(shapes: dict) -> KnownTypes:
@@ -19,26 +20,33 @@ QKV = {"q": [1, 3, 32], "k": [1, 3, 16], "v": [1, 3, 16]}
 GQA_INPUTS = ["q", "k", "v", "", "", "seqlens", "total"]
 
 
+PACKED_QKV = {"q": [1, 3, 64]}  # 2 query heads and 1 kv head of 16 in one tensor
+
+
 @pytest.mark.parametrize(
     "inputs, attrs, shapes, reason",
     [
-        (["q", "", "", "", "", "seqlens", "total"], {}, QKV, "packed QKV is not decomposed yet"),
-        (["q", "k", ""], {}, QKV, "packed QKV is not decomposed yet"),
+        (["q", "k", ""], {}, QKV, "key without value, or value without key (packed QKV omits both)"),
+        (["q", "", "v"], {}, QKV, "key without value, or value without key (packed QKV omits both)"),
         (["q", "k", "v", "", "", "", "total"], {}, QKV, "seqlens_k is missing"),
-        (GQA_INPUTS + ["", "", "", "bias"], {}, QKV, "attention_bias or head_sink is not decomposed yet"),
-        (GQA_INPUTS + ["", "", "", "", "sink"], {}, QKV, "attention_bias or head_sink is not decomposed yet"),
+        (["q", "k", "v", "", "", "seqlens"], {}, QKV, "total_sequence_length is missing"),
+        (["q", "k", "v", "", "", "seqlens", ""], {}, QKV, "total_sequence_length is missing"),
+        (GQA_INPUTS, {"qk_output": 1}, QKV, "the qk output is not decomposed yet"),
         (GQA_INPUTS + ["cos"], {"do_rotary": 1}, QKV, "do_rotary without cos_cache and sin_cache"),
         (GQA_INPUTS + ["", "sin"], {"do_rotary": 1}, QKV, "do_rotary without cos_cache and sin_cache"),
-        (GQA_INPUTS, {"local_window_size": 8}, QKV, "local_window_size is not decomposed yet"),
-        (GQA_INPUTS, {"smooth_softmax": 1, "qk_output": 1}, QKV, "smooth_softmax, qk_output is not decomposed yet"),
-        (GQA_INPUTS, {"softcap": 30.0}, QKV, "softcap is not decomposed yet"),
+        (GQA_INPUTS, {"local_window_size": 0}, QKV, "local_window_size 0 leaves no key to attend to"),
+        (GQA_INPUTS, {"local_window_size": -2}, QKV, "local_window_size -2 leaves no key to attend to"),
         (GQA_INPUTS, {}, {**QKV, "q": [1, 3, None]}, "the hidden sizes of query and key are unknown"),
         (GQA_INPUTS, {}, {**QKV, "k": [1, 3, None]}, "the hidden sizes of query and key are unknown"),
         (GQA_INPUTS, {}, {**QKV, "q": [1, 3, 2, 16]}, "the hidden sizes of query and key are unknown"),
+        (["q", "", "", "", "", "seqlens", "total"], {}, {"q": [1, 3, None]}, "the hidden sizes of query and key are unknown"),
         (GQA_INPUTS, {"local_window_size": -1, "smooth_softmax": 0}, QKV, ""),  # the defaults are fine
+        (GQA_INPUTS, {"local_window_size": 4, "smooth_softmax": 1, "softcap": 30.0}, QKV, ""),
         (GQA_INPUTS + ["cos", "sin"], {"do_rotary": 1}, QKV, ""),
+        (GQA_INPUTS + ["", "", "", "bias", "sink"], {}, QKV, ""),
+        (["q", "", "", "", "", "seqlens", "total"], {}, PACKED_QKV, ""),
     ],
-)
+)  # fmt: skip
 def test_group_query_attention_checks(inputs, attrs, shapes, reason):
     known = _known(shapes)
     node = _node("GroupQueryAttention", inputs, num_heads=2, kv_num_heads=1, **attrs)
@@ -116,10 +124,25 @@ def test_packed_attention_checks(inputs, attrs, shapes, reason):
     assert body is None and why == reason
 
 
+@pytest.mark.parametrize(
+    "inputs, heads, kv_heads, shapes, reason",
+    [
+        (GQA_INPUTS, 3, 1, {**QKV, "k": [1, 3, 8], "v": [1, 3, 8]}, "the query size 32 is not a multiple of num_heads 3"),
+        (["q", "", "", "", "", "seqlens", "total"], 2, 1, {"q": [1, 3, 62]},
+         "the packed QKV size 62 is not a multiple of num_heads + 2 * kv_num_heads (4)"),
+        (["q", "", "", "", "", "seqlens", "total"], 3, 2, {"q": [1, 3, 70]}, "num_heads 3 is not a multiple of kv_num_heads 2"),
+        (["q", "", "", "", "", "seqlens", "total"], 0, 1, {"q": [1, 3, 64]},
+         "num_heads is 0; it must be a positive number of heads"),
+    ],
+)  # fmt: skip
+def test_group_query_attention_names_the_sizes_it_cannot_split(inputs, heads, kv_heads, shapes, reason):
+    node = _node("GroupQueryAttention", inputs, num_heads=heads, kv_num_heads=kv_heads)
+    body, why = group_query_attention_body(node, _known(shapes))
+    assert body is None and why == reason
+
+
 def test_group_query_attention_names_the_query_size_it_cannot_split():
     """kv_num_heads 1 divides any head count; the query's 32 is no multiple of 3 (the key's 16 is not either)."""
-    from sit_onnx.graph.ort_attention import group_query_attention_body
-
     node = _node("GroupQueryAttention", GQA_INPUTS, num_heads=3, kv_num_heads=1)
     body, why = group_query_attention_body(node, _known({**QKV, "k": [1, 3, 8], "v": [1, 3, 8]}))
     assert body is None and why == "the query size 32 is not a multiple of num_heads 3"

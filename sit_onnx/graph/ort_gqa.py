@@ -1,0 +1,231 @@
+"""onnxruntime's `com.microsoft` GroupQueryAttention decomposed into standard ops, so that its softmax
+becomes an ordinary site. It is what onnxruntime's transformer optimizer and onnxruntime-genai's
+model builder write for decoders (Llama, Mistral, Phi, Qwen, Gemma): Q, K, V separate or packed in
+one tensor, kv heads shared by groups of query heads, a KV cache, rotary embeddings, a sliding
+window, softcapping, a sink logit.
+
+The body follows onnxruntime's CPU kernel, row by row of the batch:
+- total_b = seqlens_k[b] + 1 keys are valid; the past holds past_b of them: 0 on the first prompt
+  (the new length S equals total_sequence_length), else total_b - S. So a past buffer longer than
+  the valid past (genai's shared buffer, of the maximum length) reads right, row by row;
+- present = the past's first past_b keys, the S new ones, zeros up to max(buffer, total) length;
+- new token i sits at past_b + i: its rotary position (unless position_ids say otherwise), and it
+  sees keys j <= past_b + i with j < total_b, within the last `local_window_size` when set;
+- scores = Q·Kᵀ·scale, softcap·tanh(scores/softcap), + attention_bias, masked keys at the type's
+  lowest (not -inf: a row with no key left stays finite and cannot poison a later MatMul), softmax,
+  with a sink logit (head_sink per head, or 0 for smooth_softmax) taking its share of the sum; a
+  padded row of the first prompt whose window holds no valid key gives 0, as onnxruntime does.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto
+
+from sit_onnx.graph.ort_attention import (
+    Body,
+    KnownTypes,
+    heads_reason,
+    key_positions,
+    merge_heads,
+    optional_input,
+    optional_output,
+    to_heads,
+)
+from sit_onnx.graph.walk import attribute
+
+LOWEST = {TensorProto.FLOAT16: -65504.0}  # a masked score; other float types take -1e30
+SEQLENS_K, TOTAL_LENGTH, COS_CACHE, SIN_CACHE, POSITION_IDS, ATTENTION_BIAS, HEAD_SINK = 5, 6, 7, 8, 9, 10, 11
+
+
+def _gqa_checks(node: onnx.NodeProto, ranks: dict, dims: dict) -> str:
+    """Why this GroupQueryAttention cannot be decomposed ("" when it can)."""
+    query, key, value = optional_input(node, 0), optional_input(node, 1), optional_input(node, 2)
+    if bool(key) != bool(value):
+        return "key without value, or value without key (packed QKV omits both)"
+    for index, name in ((SEQLENS_K, "seqlens_k"), (TOTAL_LENGTH, "total_sequence_length")):
+        if not optional_input(node, index):
+            return f"{name} is missing"
+    if attribute(node, "qk_output", 0) or optional_output(node, 3):
+        return "the qk output is not decomposed yet"
+    if attribute(node, "do_rotary", 0) and not (optional_input(node, COS_CACHE) and optional_input(node, SIN_CACHE)):
+        return "do_rotary without cos_cache and sin_cache"
+    window = attribute(node, "local_window_size", -1)
+    if window == 0 or window < -1:
+        return f"local_window_size {window} leaves no key to attend to"
+    tensors = [query, key] if key else [query]
+    if ranks.get(query) != 3 or not all(isinstance((dims.get(t) or [None] * 3)[2], int) for t in tensors):
+        return "the hidden sizes of query and key are unknown"
+    return ""
+
+
+def _sizes_reason(node: onnx.NodeProto, dims: dict) -> str:
+    """Why the head counts cannot split the query (packed: num_heads + 2·kv_num_heads heads of it)."""
+    reason = heads_reason(node, {} if not optional_input(node, 1) else {"query": dims[node.input[0]][2]})
+    if reason or optional_input(node, 1):
+        return reason
+    width = attribute(node, "num_heads") + 2 * attribute(node, "kv_num_heads")
+    if dims[node.input[0]][2] % width:
+        return (
+            f"the packed QKV size {dims[node.input[0]][2]} is not a multiple of num_heads + 2 * kv_num_heads ({width})"
+        )
+    return ""
+
+
+def _split_heads(b: Body, node: onnx.NodeProto, heads: int, kv_heads: int, head: int):
+    """Q [B, heads, S, head] and K, V [B, kv_heads, S, head], from three inputs or one packed one
+    (Q's heads, then K's, then V's, along the last dim)."""
+    query, key, value = node.input[0], optional_input(node, 1), optional_input(node, 2)
+    if not key:
+        sizes = b.ints([heads * head, kv_heads * head, kv_heads * head])
+        query, key, value = b.op("Split", [query, sizes], 3, axis=2)
+    return to_heads(b, query, heads, head), to_heads(b, key, kv_heads, head), to_heads(b, value, kv_heads, head)
+
+
+def _rows(b: Body, node: onnx.NodeProto, q: str) -> dict[str, str]:
+    """Per batch row, as [B, 1, 1, 1] int64: `total` valid keys and `past` (0 on the first prompt);
+    and, as [1]: `new` (S) and `length` (total_sequence_length)."""
+    new = b.op("Gather", [b.op("Shape", [q]), b.ints([2])], axis=0)
+    seqlens = b.op("Cast", [node.input[SEQLENS_K]], to=TensorProto.INT64)
+    total = b.op("Add", [b.op("Reshape", [seqlens, b.ints([-1, 1, 1, 1])]), b.ints([1])])
+    length = b.op("Reshape", [b.op("Cast", [node.input[TOTAL_LENGTH]], to=TensorProto.INT64), b.ints([1])])
+    past = b.op("Where", [b.op("Equal", [new, length]), b.ints([0]), b.op("Sub", [total, new])])
+    return {"total": total, "past": past, "new": new, "length": length}
+
+
+def _rotate(b: Body, x: str, cos: str, sin: str, rotary: int, head: int, interleaved: bool) -> str:
+    """Rotary embedding of x [B, N, S, head] over its first `rotary` dims, with cos/sin already
+    gathered for the positions and broadcastable to [B, N, S, rotary/2]; the rest passes."""
+    half = rotary // 2
+    part = b.op("Slice", [x, b.ints([0]), b.ints([rotary]), b.ints([-1])]) if rotary < head else x
+    if interleaved:  # pairs (x0, x1), (x2, x3), ...
+        pairs = b.op("Reshape", [part, b.ints([0, 0, 0, half, 2])])
+        x1 = b.op("Squeeze", [b.op("Slice", [pairs, b.ints([0]), b.ints([1]), b.ints([-1])]), b.ints([-1])])
+        x2 = b.op("Squeeze", [b.op("Slice", [pairs, b.ints([1]), b.ints([2]), b.ints([-1])]), b.ints([-1])])
+    else:  # halves (x[:half], x[half:])
+        x1 = b.op("Slice", [part, b.ints([0]), b.ints([half]), b.ints([-1])])
+        x2 = b.op("Slice", [part, b.ints([half]), b.ints([rotary]), b.ints([-1])])
+    first = b.op("Sub", [b.op("Mul", [x1, cos]), b.op("Mul", [x2, sin])])
+    second = b.op("Add", [b.op("Mul", [x2, cos]), b.op("Mul", [x1, sin])])
+    if interleaved:
+        stacked = b.op(
+            "Concat", [b.op("Unsqueeze", [first, b.ints([-1])]), b.op("Unsqueeze", [second, b.ints([-1])])], axis=-1
+        )
+        rotated = b.op("Reshape", [stacked, b.ints([0, 0, 0, rotary])])
+    else:
+        rotated = b.op("Concat", [first, second], axis=-1)
+    if rotary == head:
+        return rotated
+    return b.op("Concat", [rotated, b.op("Slice", [x, b.ints([rotary]), b.ints([head]), b.ints([-1])])], axis=-1)
+
+
+def _rotary(b: Body, node: onnx.NodeProto, q: str, k: str, rows: dict, rotary: int, head: int) -> tuple[str, str]:
+    """Q and K rotated at their positions: position_ids, else past_b + i for new token i."""
+    if optional_input(node, POSITION_IDS):
+        positions = b.op("Cast", [node.input[POSITION_IDS]], to=TensorProto.INT64)
+    else:
+        steps = b.op(
+            "Range", [b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [rows["new"]]), b.op("Squeeze", [b.ints([1])])]
+        )
+        positions = b.op(
+            "Add", [b.op("Reshape", [rows["past"], b.ints([-1, 1])]), b.op("Unsqueeze", [steps, b.ints([0])])]
+        )
+    cos, sin = (b.op("Unsqueeze", [b.op("Gather", [node.input[i], positions], axis=0), b.ints([1])]) for i in (7, 8))
+    interleaved = bool(attribute(node, "rotary_interleaved", 0))
+    return _rotate(b, q, cos, sin, rotary, head, interleaved), _rotate(b, k, cos, sin, rotary, head, interleaved)
+
+
+def _present(b: Body, new: str, past: str | None, rows: dict, output: str | None) -> str:
+    """The past's first past_b entries, then the new ones, then zeros, along axis 2 of a buffer of
+    max(past buffer, total_sequence_length) entries (written to `output` where the node has it);
+    returns its first total_sequence_length entries, the keys (or values) attention reads."""
+    buffer = b.op("Gather", [b.op("Shape", [past]), b.ints([2])], axis=0) if past else b.ints([0])
+    size = b.op("Max", [buffer, rows["length"]])
+    zero, one = b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [b.ints([1])])
+    j = b.op("Reshape", [b.op("Range", [zero, b.op("Squeeze", [size]), one]), b.ints([1, 1, -1, 1])])
+    last = b.op("Squeeze", [b.op("Sub", [rows["new"], b.ints([1])])])
+    index = b.op("Clip", [b.op("Sub", [j, rows["past"]]), zero, last])  # [B, 1, T, 1]
+    shape = b.op("Shape", [new])
+    front, back = b.op("Slice", [shape, b.ints([0]), b.ints([2])]), b.op("Slice", [shape, b.ints([3]), b.ints([4])])
+    target = b.op("Concat", [front, size, back], axis=0)  # [B, kv_heads, T, head]
+    moved = b.op("GatherElements", [new, b.op("Expand", [index, target])], axis=2)
+    fresh = b.op(
+        "And", [b.op("GreaterOrEqual", [j, rows["past"]]), b.op("Less", [j, b.op("Add", [rows["past"], rows["new"]])])]
+    )
+    present = b.op("Where", [fresh, moved, b.scalar(0.0)])
+    if past:
+        pads = b.op("Concat", [b.ints([0] * 6), b.op("Sub", [size, buffer]), b.ints([0])], axis=0)
+        present = b.op("Where", [b.op("Less", [j, rows["past"]]), b.op("Pad", [past, pads]), present])
+    if output:
+        b.op("Identity", [present], [output])
+    return b.op("Slice", [present, b.ints([0]), rows["length"], b.ints([2])])
+
+
+def _repeat_heads(b: Body, x: str, group: int, heads: int, size: int) -> str:
+    """[B, kv_heads, T, size] -> [B, heads, T, size], kv head h serving query heads h*group ... (h+1)*group-1."""
+    if group == 1:
+        return x
+    shape = b.op("Shape", [x])
+    front, back = b.op("Slice", [shape, b.ints([0]), b.ints([2])]), b.op("Slice", [shape, b.ints([2]), b.ints([4])])
+    expanded = b.op(
+        "Expand", [b.op("Unsqueeze", [x, b.ints([2])]), b.op("Concat", [front, b.ints([group]), back], axis=0)]
+    )
+    return b.op("Reshape", [expanded, b.ints([0, heads, -1, size])])
+
+
+def _scores(b: Body, node: onnx.NodeProto, q: str, k: str, rows: dict, head: int) -> str:
+    """Q·Kᵀ·scale, softcapped, plus attention_bias, each key a new token may not see at the lowest."""
+    scores = b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    scores = b.op("Mul", [scores, b.scalar(attribute(node, "scale", 0.0) or head**-0.5)])
+    softcap = attribute(node, "softcap", 0.0)
+    if softcap > 0:
+        scores = b.op("Mul", [b.op("Tanh", [b.op("Div", [scores, b.scalar(softcap)])]), b.scalar(softcap)])
+    if optional_input(node, ATTENTION_BIAS):
+        scores = b.op("Add", [scores, node.input[ATTENTION_BIAS]])
+    i, j, _ = key_positions(b, scores)
+    position = b.op("Add", [i, rows["past"]])  # [B, 1, S, 1]
+    hidden = b.op("Or", [b.op("Greater", [j, position]), b.op("GreaterOrEqual", [j, rows["total"]])])
+    window = attribute(node, "local_window_size", -1)
+    if window > 0:
+        hidden = b.op("Or", [hidden, b.op("LessOrEqual", [j, b.op("Sub", [position, b.ints([window])])])])
+    return b.op("Where", [hidden, b.scalar(LOWEST.get(b.elem_type, -1e30)), scores])
+
+
+def _softmax(b: Body, node: onnx.NodeProto, scores: str) -> str:
+    """Softmax over the keys; with a sink (head_sink[h], or 0 for smooth_softmax) as one more logit
+    of each row, whose weight is then dropped."""
+    sink = optional_input(node, HEAD_SINK)
+    if not sink and not attribute(node, "smooth_softmax", 0):
+        return b.op("Softmax", [scores], axis=-1)
+    column = b.op("Concat", [b.op("Slice", [b.op("Shape", [scores]), b.ints([0]), b.ints([3])]), b.ints([1])], axis=0)
+    value = b.op("Reshape", [sink, b.ints([1, -1, 1, 1])]) if sink else b.scalar(0.0)
+    probs = b.op("Softmax", [b.op("Concat", [scores, b.op("Expand", [value, column])], axis=-1)], axis=-1)
+    return b.op("Slice", [probs, b.ints([0]), b.ints([-1]), b.ints([-1])])
+
+
+def group_query_attention_body(node: onnx.NodeProto, known: KnownTypes):
+    """com.microsoft GroupQueryAttention as onnxruntime's CPU kernel computes it (module docstring):
+    (body, "") or (None, why)."""
+    reason = _gqa_checks(node, known.ranks, known.dims) or _sizes_reason(node, known.dims)
+    if reason:
+        return None, reason
+    heads, kv_heads = attribute(node, "num_heads"), attribute(node, "kv_num_heads")
+    hidden = known.dims[node.input[0]][2]
+    head = hidden // heads if optional_input(node, 1) else hidden // (heads + 2 * kv_heads)
+    b = Body(node.name or "gqa", known.elem_type(node.input[0]))
+    q, k, v = _split_heads(b, node, heads, kv_heads, head)
+    rows = _rows(b, node, q)
+    if attribute(node, "do_rotary", 0):
+        rotary = 2 * (known.dims.get(node.input[COS_CACHE]) or [None, head // 2])[1]
+        q, k = _rotary(b, node, q, k, rows, rotary, head)
+    k = _present(b, k, optional_input(node, 3), rows, optional_output(node, 1))
+    v = _present(b, v, optional_input(node, 4), rows, optional_output(node, 2))
+    group = heads // kv_heads
+    k, v = _repeat_heads(b, k, group, heads, head), _repeat_heads(b, v, group, heads, head)
+    context = b.op("MatMul", [_softmax(b, node, _scores(b, node, q, k, rows, head)), v])
+    window = attribute(node, "local_window_size", -1)
+    if window > 0:  # a padded prompt row whose window holds no valid key: 0, as onnxruntime gives
+        first = b.op("Add", [key_positions(b, context)[0], b.op("Sub", [rows["past"], b.ints([window - 1])])])
+        context = b.op("Where", [b.op("GreaterOrEqual", [first, rows["total"]]), b.scalar(0.0), context])
+    merge_heads(b, context, heads * head, node.output[0])
+    return b, ""
