@@ -279,35 +279,111 @@ def _append_past(b: Body, node: onnx.NodeProto, k: str, v: str, past_key: str | 
     return k, v
 
 
+MHA_LAYOUTS = {  # the ranks of query, key and value (0: absent) -> MultiHeadAttention's layout
+    (3, 3, 3): "separate",  # [B, S, D] each
+    (3, 4, 4): "bnsh",  # key and value already in heads, [B, N, L, H]: no bias added to them
+    (3, 5, 0): "packed kv",  # key [B, L, N, 2, H]
+    (5, 0, 0): "packed qkv",  # query [B, S, N, 3, H]
+}
+
+
+def _product(a: int | None, b: int | None) -> int | None:
+    return a * b if isinstance(a, int) and isinstance(b, int) else None
+
+
+def _mha_layout(node: onnx.NodeProto, known: KnownTypes) -> tuple[str, int, int] | str:
+    """The layout of query, key and value and the query and value hidden sizes, or why not."""
+    names = [optional_input(node, i) for i in range(3)]
+    ranks = tuple(known.ranks.get(name) if name else 0 for name in names)
+    layout = MHA_LAYOUTS.get(ranks)
+    if layout is None:
+        if None in ranks:
+            return "the ranks of query, key and value are unknown (shape inference could not tell)"
+        return f"query, key and value of ranks {ranks} (0: absent) are no layout MultiHeadAttention defines"
+    query, key, value = (known.dims.get(name) if name else None for name in names)
+    sizes = {  # per layout: the head counts its inputs hold, the query's hidden size, the value's
+        "separate": lambda: ([], query[2], value[2]),
+        "bnsh": lambda: ([key[1], value[1]], query[2], _product(value[1], value[3])),
+        "packed kv": lambda: ([key[2]], query[2], _product(key[2], key[4])),
+        "packed qkv": lambda: ([query[2]], _product(query[2], query[4]), _product(query[2], query[4])),
+    }
+    held, hidden_q, hidden_v = sizes[layout]()
+    wrong = [count for count in held if count is not None and count != attribute(node, "num_heads")]
+    if wrong:
+        return f"key or value in heads hold {wrong[0]} heads, not num_heads {attribute(node, 'num_heads')}"
+    if not isinstance(hidden_q, int) or not isinstance(hidden_v, int):
+        return "the hidden size of query or value is unknown"
+    return layout, hidden_q, hidden_v
+
+
+def _mha_heads(b: Body, node: onnx.NodeProto, layout: str, heads: int, sizes: tuple[int, int]):
+    """Q, K, V in heads, [B, N, S, H], from the node's layout, the bias (Q's, K's, V's parts)
+    added where the layout takes it."""
+    query, key, value = (optional_input(node, i) for i in range(3))
+    hidden_q, hidden_v = sizes
+    bias = optional_input(node, 3)
+    parts = b.op("Split", [bias, b.ints([hidden_q, hidden_q, hidden_v])], 3, axis=0) if bias else [None] * 3
+    if layout in ("packed qkv", "packed kv"):
+        packed = query if layout == "packed qkv" else key
+        count = 3 if layout == "packed qkv" else 2
+        unpacked = [
+            b.op("Squeeze", [x, b.ints([3])]) for x in b.op("Split", [packed, b.ints([1] * count)], count, axis=3)
+        ]
+        query, key, value = unpacked if layout == "packed qkv" else [query, *unpacked]
+    head, v_head = hidden_q // heads, hidden_v // heads
+
+    def in_heads(x: str, part: str | None, size: int, split: bool) -> str:
+        if not split:  # [B, S, N, H] from a pack
+            x = b.op("Add", [x, b.op("Reshape", [part, b.ints([heads, size])])]) if part else x
+            return b.op("Transpose", [x], perm=[0, 2, 1, 3])
+        return to_heads(b, b.op("Add", [x, part]) if part else x, heads, size)
+
+    q = in_heads(query, parts[0], head, layout != "packed qkv")
+    if layout == "bnsh":
+        return q, key, value
+    split = layout == "separate"
+    return q, in_heads(key, parts[1], head, split), in_heads(value, parts[2], v_head, split)
+
+
+def _causal_cross_reason(node: onnx.NodeProto, known: KnownTypes, layout: str) -> str:
+    """unidirectional with as many keys as queries is a decoder's self-attention, masked from the
+    end (key j hidden from query i where j > i + past); with another number of keys and no past
+    (cross-attention), onnxruntime's CPU kernel masks rows in a pattern no causal rule gives (seen
+    with 4 queries over 6 keys: rows 0-2 see keys up to their own index, row 3 sees all): such a
+    node, where the lengths are known, is left alone rather than decomposed into something else."""
+    if not attribute(node, "unidirectional", 0) or optional_input(node, 6) or layout == "packed qkv":
+        return ""
+    queries = (known.dims.get(node.input[0]) or [None, None])[1]
+    keys = (known.dims.get(node.input[1]) or [None] * 3)[2 if layout == "bnsh" else 1]
+    if isinstance(queries, int) and isinstance(keys, int) and queries != keys:
+        return f"unidirectional over {keys} keys for {queries} queries (cross-attention) is not decomposed"
+    return ""
+
+
 def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
-    """com.microsoft MultiHeadAttention with 3-D query, key and value: (body, "") or (None, why)."""
-    ranks, dims = known.ranks, known.dims
-    query, key, value = optional_input(node, 0), optional_input(node, 1), optional_input(node, 2)
-    if not (key and value) or ranks.get(query) != 3 or ranks.get(key) != 3 or ranks.get(value) != 3:
-        return None, "packed QKV/KV or 4-D key/value inputs are not decomposed yet"
+    """com.microsoft MultiHeadAttention in each layout (MHA_LAYOUTS): (body, "") or (None, why).
+    The packed layouts run on CUDA only in onnxruntime; their body is the separate layout's, the
+    packed tensor split (checked against the CPU kernel on the same numbers unpacked)."""
     if any(optional_input(node, i) for i in (8, 9)) or any(optional_output(node, i) for i in (3,)):
         return None, "past_sequence_length, cache_indirection or the qk output are not decomposed yet"
-    hidden_q, hidden_v = (dims.get(query) or [None] * 3)[2], (dims.get(value) or [None] * 3)[2]
-    if not isinstance(hidden_q, int) or not isinstance(hidden_v, int):
-        return None, "the hidden size of query or value is unknown"
-    heads = attribute(node, "num_heads")
+    found = _mha_layout(node, known)
+    if isinstance(found, str):
+        return None, found
+    layout, hidden_q, hidden_v = found
+    reason = _causal_cross_reason(node, known, layout)
+    if reason:
+        return None, reason
+    heads, mask = attribute(node, "num_heads"), optional_input(node, 4)
     reason = heads_reason(node, {"query": hidden_q, "value": hidden_v}) or _mask_rank_reason(
-        optional_input(node, 4), ranks, "key_padding_mask"
+        mask, known.ranks, "key_padding_mask"
     )
     if reason:
         return None, reason
-    head, v_head = hidden_q // heads, hidden_v // heads
-    mask = optional_input(node, 4)
-    b = Body(node.name or "mha", known.elem_type(query))
-    bias = optional_input(node, 3)
-    if bias:
-        bq, bk, bv = b.op("Split", [bias, b.ints([hidden_q, hidden_q, hidden_v])], 3, axis=0)
-        query, key, value = b.op("Add", [query, bq]), b.op("Add", [key, bk]), b.op("Add", [value, bv])
-    q, k, v = to_heads(b, query, heads, head), to_heads(b, key, heads, head), to_heads(b, value, heads, v_head)
-    past_key, past_value = optional_input(node, 6), optional_input(node, 7)
-    k, v = _append_past(b, node, k, v, past_key, past_value)
-    extras = _mask_extras(node, mask, ranks, optional_input(node, 5))
-    context = _attend(b, q, k, v, attribute(node, "scale", 0.0) or head**-0.5, extras)
+    b = Body(node.name or "mha", known.elem_type(node.input[0]))
+    q, k, v = _mha_heads(b, node, layout, heads, (hidden_q, hidden_v))
+    k, v = _append_past(b, node, k, v, optional_input(node, 6), optional_input(node, 7))
+    extras = _mask_extras(node, mask, known.ranks, optional_input(node, 5))
+    context = _attend(b, q, k, v, attribute(node, "scale", 0.0) or (hidden_q // heads) ** -0.5, extras)
     merge_heads(b, context, hidden_v, node.output[0])
     return b, ""
 

@@ -36,6 +36,32 @@ from sit_onnx.graph.walk import attribute
 
 LOWEST = {TensorProto.FLOAT16: -65504.0}  # a masked score; other float types take -1e30
 SEQLENS_K, TOTAL_LENGTH, COS_CACHE, SIN_CACHE, POSITION_IDS, ATTENTION_BIAS, HEAD_SINK = 5, 6, 7, 8, 9, 10, 11
+UNREAD_INPUTS = {12: "k_scale", 13: "v_scale", 14: "q_norm_weight", 15: "k_norm_weight", 16: "query_seqlens"}
+READ_ATTRIBUTES = {  # what the body reads; an epsilon matters only with the norm weights, refused above
+    "num_heads", "kv_num_heads", "scale", "softcap", "do_rotary", "rotary_interleaved", "local_window_size",
+    "smooth_softmax", "causal", "q_norm_epsilon", "k_norm_epsilon", "qk_norm_epsilon",
+}  # fmt: skip
+UNREAD_DEFAULTS = {  # attributes the body does not implement, fine at these values (onnxruntime's defaults)
+    "qk_output": 0, "kv_cache_bit_width": 0, "k_quant_type": "NONE", "v_quant_type": "NONE", "sliding_window_cache": 0,
+}  # fmt: skip
+
+
+def _attribute_reason(node: onnx.NodeProto) -> str:
+    """Why an attribute keeps the node from being decomposed: one the body does not implement set
+    away from its default, or one this module does not know (a later onnxruntime's), whose meaning
+    a decomposition would otherwise silently drop."""
+    for found in node.attribute:
+        value = onnx.helper.get_attribute_value(found)
+        value = value.decode() if isinstance(value, bytes) else value
+        if found.name in UNREAD_DEFAULTS and value != UNREAD_DEFAULTS[found.name]:
+            return f"{found.name}={value} is not decomposed yet"
+        if found.name not in UNREAD_DEFAULTS and found.name not in READ_ATTRIBUTES:
+            return f"attribute {found.name} is not one sit-onnx knows; left as it is rather than dropped"
+    if attribute(node, "causal", 1) not in (0, 1):
+        return f"causal={attribute(node, 'causal')} is neither 0 nor 1"
+    if not attribute(node, "causal", 1) and attribute(node, "local_window_size", -1) != -1:
+        return "local_window_size with causal=0 (onnxruntime refuses the pair)"
+    return ""
 
 
 def _gqa_checks(node: onnx.NodeProto, ranks: dict, dims: dict) -> str:
@@ -46,8 +72,14 @@ def _gqa_checks(node: onnx.NodeProto, ranks: dict, dims: dict) -> str:
     for index, name in ((SEQLENS_K, "seqlens_k"), (TOTAL_LENGTH, "total_sequence_length")):
         if not optional_input(node, index):
             return f"{name} is missing"
-    if attribute(node, "qk_output", 0) or optional_output(node, 3):
+    unread = [name for index, name in UNREAD_INPUTS.items() if optional_input(node, index)]
+    if unread:
+        return f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not decomposed yet"
+    if optional_output(node, 3):
         return "the qk output is not decomposed yet"
+    reason = _attribute_reason(node)
+    if reason:
+        return reason
     if attribute(node, "do_rotary", 0) and not (optional_input(node, COS_CACHE) and optional_input(node, SIN_CACHE)):
         return "do_rotary without cos_cache and sin_cache"
     window = attribute(node, "local_window_size", -1)
@@ -184,7 +216,9 @@ def _scores(b: Body, node: onnx.NodeProto, q: str, k: str, rows: dict, head: int
         scores = b.op("Add", [scores, node.input[ATTENTION_BIAS]])
     i, j, _ = key_positions(b, scores)
     position = b.op("Add", [i, rows["past"]])  # [B, 1, S, 1]
-    hidden = b.op("Or", [b.op("Greater", [j, position]), b.op("GreaterOrEqual", [j, rows["total"]])])
+    hidden = b.op("GreaterOrEqual", [j, rows["total"]])
+    if attribute(node, "causal", 1):
+        hidden = b.op("Or", [b.op("Greater", [j, position]), hidden])
     window = attribute(node, "local_window_size", -1)
     if window > 0:
         hidden = b.op("Or", [hidden, b.op("LessOrEqual", [j, b.op("Sub", [position, b.ints([window])])])])
@@ -195,7 +229,7 @@ def _softmax(b: Body, node: onnx.NodeProto, scores: str) -> str:
     """Softmax over the keys; with a sink (head_sink[h], or 0 for smooth_softmax) as one more logit
     of each row, whose weight is then dropped."""
     sink = optional_input(node, HEAD_SINK)
-    if not sink and not attribute(node, "smooth_softmax", 0):
+    if not sink and attribute(node, "smooth_softmax", -1) != 1:  # its default is -1: only 1 turns it on
         return b.op("Softmax", [scores], axis=-1)
     column = b.op("Concat", [b.op("Slice", [b.op("Shape", [scores]), b.ints([0]), b.ints([3])]), b.ints([1])], axis=0)
     value = b.op("Reshape", [sink, b.ints([1, -1, 1, 1])]) if sink else b.scalar(0.0)

@@ -129,6 +129,9 @@ CASES = {
     "everything, float16": {"dtype": np.float16, "packed": True, "rotary": 16, "size": 16, "new": 1, "buffer": 10,
                             "lengths": [7, 5], "local_window_size": 3, "softcap": 3.0, "sink": True, "bias": True},
     "prompt, float16": {"dtype": np.float16, "lengths": [5, 4]},
+    "not causal, prompt": {"causal": 0},
+    "not causal, rows differ in a longer buffer": {"causal": 0, "new": 1, "buffer": 10, "lengths": [7, 4]},
+    "smooth softmax -1 (its default: off)": {"smooth_softmax": -1},
 }  # fmt: skip
 
 
