@@ -24,6 +24,7 @@ from sit_onnx.graph.ort_attention import (
     multi_head_attention_body,
     qlinear_softmax_body,
     quantized_attention_body,
+    unknown_attribute_reason,
 )
 from sit_onnx.graph.ort_gqa import group_query_attention_body
 from sit_onnx.graph.walk import graph_protos
@@ -36,6 +37,29 @@ DECOMPOSERS = {  # onnxruntime's ops decomposed into standard ops (ort_attention
     "MultiHeadAttention": multi_head_attention_body,
     "GroupQueryAttention": group_query_attention_body,
 }
+ATTRIBUTES = {  # what each decomposer reads; another attribute (a later onnxruntime's) leaves the op alone
+    "Attention": {
+        "num_heads",
+        "scale",
+        "mask_filter_value",
+        "unidirectional",
+        "qkv_hidden_sizes",
+        "do_rotary",
+        "rotary_embedding_dim",
+        "past_present_share_buffer",
+    },
+    "QAttention": {
+        "num_heads",
+        "scale",
+        "mask_filter_value",
+        "unidirectional",
+        "do_rotary",
+        "past_present_share_buffer",
+    },
+    "MultiHeadAttention": {"num_heads", "scale", "mask_filter_value", "unidirectional"},
+    "QLinearSoftmax": {"axis", "opset"},
+    "BiasSoftmax": {"axis", "is_inner_broadcast"},
+}  # fmt: skip  (GroupQueryAttention checks its own: ort_gqa.py)
 EXPAND_DOMAIN = "sit_onnx.expand"  # the temporary functions' domain; gone once inlined
 FUSED_ATTENTION = {  # onnxruntime's ops that hold a softmax: decomposed (ort_attention.py) or reported
     ("com.microsoft", "Attention"),
@@ -189,7 +213,8 @@ def _ort_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
     opset = opsets[""]
     if opset < 13:
         return None, "the model's opset is below 13"
-    body, reason = DECOMPOSERS[node.op_type](node, known)
+    reason = unknown_attribute_reason(node, ATTRIBUTES[node.op_type]) if node.op_type in ATTRIBUTES else ""
+    body, reason = (None, reason) if reason else DECOMPOSERS[node.op_type](node, known)
     if body is None:
         return None, reason
     inputs = list(dict.fromkeys(name for name in node.input if name))

@@ -140,6 +140,13 @@ class KnownTypes:
         return self.types[name].tensor_type.elem_type
 
 
+def unknown_attribute_reason(node: onnx.NodeProto, known: set[str]) -> str:
+    """Why an attribute outside `known` keeps the node from being decomposed: one a later
+    onnxruntime added, whose meaning a decomposition would otherwise silently drop ("" if none)."""
+    unknown = [found.name for found in node.attribute if found.name not in known]
+    return f"attribute {unknown[0]} is not one sit-onnx knows; left as it is rather than dropped" if unknown else ""
+
+
 def optional_input(node: onnx.NodeProto, index: int) -> str | None:
     return node.input[index] if len(node.input) > index and node.input[index] else None
 

@@ -31,6 +31,7 @@ from sit_onnx.graph.ort_attention import (
     optional_input,
     optional_output,
     to_heads,
+    unknown_attribute_reason,
 )
 from sit_onnx.graph.walk import attribute
 
@@ -55,8 +56,9 @@ def _attribute_reason(node: onnx.NodeProto) -> str:
         value = value.decode() if isinstance(value, bytes) else value
         if found.name in UNREAD_DEFAULTS and value != UNREAD_DEFAULTS[found.name]:
             return f"{found.name}={value} is not decomposed yet"
-        if found.name not in UNREAD_DEFAULTS and found.name not in READ_ATTRIBUTES:
-            return f"attribute {found.name} is not one sit-onnx knows; left as it is rather than dropped"
+    unknown = unknown_attribute_reason(node, READ_ATTRIBUTES | set(UNREAD_DEFAULTS))
+    if unknown:
+        return unknown
     if attribute(node, "causal", 1) not in (0, 1):
         return f"causal={attribute(node, 'causal')} is neither 0 nor 1"
     if not attribute(node, "causal", 1) and attribute(node, "local_window_size", -1) != -1:

@@ -168,3 +168,29 @@ def test_group_query_attention_names_the_query_size_it_cannot_split():
     node = _node("GroupQueryAttention", GQA_INPUTS, num_heads=3, kv_num_heads=1)
     body, why = group_query_attention_body(node, _known({**QKV, "k": [1, 3, 8], "v": [1, 3, 8]}))
     assert body is None and why == "the query size 32 is not a multiple of num_heads 3"
+
+
+@pytest.mark.parametrize(
+    "op, inputs, shapes",
+    [
+        ("Attention", ["x", "w"], PACKED_SHAPES),
+        ("QAttention", ["x", "w", "b", "s", "s"], PACKED_SHAPES),
+        ("MultiHeadAttention", ["q", "k", "v"], MHA),
+        ("QLinearSoftmax", ["x", "s", "z", "s", "z"], {"x": [1, 4]}),
+        ("BiasSoftmax", ["x", "b"], {"x": [1, 4], "b": [1, 4]}),
+    ],
+)
+def test_an_attribute_sit_onnx_does_not_know_leaves_the_op_alone(op, inputs, shapes):
+    """An attribute a later onnxruntime adds may change what the op computes: the op is left as it
+    is, saying which, rather than decomposed with the attribute dropped; without it, it decomposes."""
+    from sit_onnx.graph.attention import _ort_body
+
+    known = _known({**shapes, "s": [], "z": [], "b": shapes.get("b", [96])})
+    heads = {} if op in ("QLinearSoftmax", "BiasSoftmax") else {"num_heads": 4}
+    plain = _node(op, inputs, **heads)
+    assert _ort_body(plain, {"": 17}, known)[1] == ""
+    strange = _node(op, inputs, **heads, new_knob=1)
+    assert _ort_body(strange, {"": 17}, known) == (
+        None,
+        "attribute new_knob is not one sit-onnx knows; left as it is rather than dropped",
+    )
