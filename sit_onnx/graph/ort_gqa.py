@@ -40,10 +40,10 @@ SEQLENS_K, TOTAL_LENGTH, COS_CACHE, SIN_CACHE, POSITION_IDS, ATTENTION_BIAS, HEA
 UNREAD_INPUTS = {12: "k_scale", 13: "v_scale", 14: "q_norm_weight", 15: "k_norm_weight", 16: "query_seqlens"}
 READ_ATTRIBUTES = {  # what the body reads; an epsilon matters only with the norm weights, refused above
     "num_heads", "kv_num_heads", "scale", "softcap", "do_rotary", "rotary_interleaved", "local_window_size",
-    "smooth_softmax", "causal", "q_norm_epsilon", "k_norm_epsilon", "qk_norm_epsilon",
+    "smooth_softmax", "causal", "q_norm_epsilon", "k_norm_epsilon", "qk_norm_epsilon", "sliding_window_cache",
 }  # fmt: skip
 UNREAD_DEFAULTS = {  # attributes the body does not implement, fine at these values (onnxruntime's defaults)
-    "qk_output": 0, "kv_cache_bit_width": 0, "k_quant_type": "NONE", "v_quant_type": "NONE", "sliding_window_cache": 0,
+    "qk_output": 0, "kv_cache_bit_width": 0, "k_quant_type": "NONE", "v_quant_type": "NONE",
 }  # fmt: skip
 
 
@@ -63,6 +63,22 @@ def _attribute_reason(node: onnx.NodeProto) -> str:
         return f"causal={attribute(node, 'causal')} is neither 0 nor 1"
     if not attribute(node, "causal", 1) and attribute(node, "local_window_size", -1) != -1:
         return "local_window_size with causal=0 (onnxruntime refuses the pair)"
+    return _ring_reason(node)
+
+
+def _ring_reason(node: onnx.NodeProto) -> str:
+    """Why a window-sized cache (sliding_window_cache=1) cannot be decomposed ("" when it can)."""
+    ring = attribute(node, "sliding_window_cache", 0)
+    if ring == 0:
+        return ""
+    if ring != 1:
+        return f"sliding_window_cache={ring} is neither 0 nor 1"
+    if attribute(node, "local_window_size", -1) < 1:
+        return "sliding_window_cache=1 without a local_window_size"
+    if not (optional_input(node, 3) and optional_input(node, 4)):
+        return "sliding_window_cache=1 without past_key and past_value"
+    if optional_input(node, ATTENTION_BIAS):
+        return "attention_bias with sliding_window_cache=1 is not decomposed yet"
     return ""
 
 
@@ -195,6 +211,42 @@ def _present(b: Body, new: str, past: str | None, rows: dict, output: str | None
     return b.op("Slice", [present, b.ints([0]), rows["length"], b.ints([2])])
 
 
+def _cache_end(b: Body, length: str, capacity: str, gap: str) -> str:
+    """Where a window-sized cache appends after `length` positions (onnxruntime's WindowedCacheEnd):
+    the length while it fits, else lowered by whole `gap`s, the rows reclaimed at once."""
+    blocks = b.op("Div", [b.op("Add", [b.op("Sub", [length, capacity]), b.op("Sub", [gap, b.ints([1])])]), gap])
+    lowered = b.op("Sub", [length, b.op("Mul", [gap, blocks])])
+    return b.op("Where", [b.op("Greater", [length, capacity]), lowered, length])
+
+
+def _ring(b: Body, node: onnx.NodeProto, k: str, v: str, rows: dict) -> tuple[str, str, dict]:
+    """sliding_window_cache=1: the past is a buffer of C >= W rows holding the latest `before`
+    positions of each row (resident rows are reclaimed C - W + 1 at a time). Attention runs over
+    those rows and the new ones; the present keeps the latest `after` of them, zeros after. Returns
+    keys and values and the rows in cache coordinates (past = before, total = before + S), where the
+    causal and window masks, which depend only on distances, hold as they are."""
+    capacity = b.op("Gather", [b.op("Shape", [node.input[3]]), b.ints([2])], axis=0)
+    gap = b.op("Sub", [capacity, b.ints([attribute(node, "local_window_size") - 1])])
+    past = b.op("Max", [b.op("Sub", [rows["total"], rows["new"]]), b.ints([0])])
+    before = _cache_end(b, past, capacity, gap)
+    after = _cache_end(b, b.op("Add", [past, rows["new"]]), capacity, gap)
+    joined = {"past": before, "new": rows["new"], "length": b.op("Add", [capacity, rows["new"]])}
+    keys, values = (_present(b, x, node.input[i], joined, None) for x, i in ((k, 3), (v, 4)))
+    offset = b.op("Sub", [b.op("Add", [before, rows["new"]]), after])
+    zero, one = b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [b.ints([1])])
+    r = b.op("Reshape", [b.op("Range", [zero, b.op("Squeeze", [capacity]), one]), b.ints([1, 1, -1, 1])])
+    last = b.op("Squeeze", [b.op("Sub", [joined["length"], b.ints([1])])])
+    index = b.op("Clip", [b.op("Add", [r, offset]), zero, last])  # [B, 1, C, 1]
+    for joined_rows, output in ((keys, optional_output(node, 1)), (values, optional_output(node, 2))):
+        if output:
+            shape = b.op("Shape", [joined_rows])
+            front, back = (b.op("Slice", [shape, b.ints([i]), b.ints([j])]) for i, j in ((0, 2), (3, 4)))
+            target = b.op("Concat", [front, capacity, back], axis=0)
+            kept = b.op("GatherElements", [joined_rows, b.op("Expand", [index, target])], axis=2)
+            b.op("Where", [b.op("Less", [r, after]), kept, b.scalar(0.0)], [output])
+    return keys, values, {"past": before, "total": b.op("Add", [before, rows["new"]])}
+
+
 def _repeat_heads(b: Body, x: str, group: int, heads: int, size: int) -> str:
     """[B, kv_heads, T, size] -> [B, heads, T, size], kv head h serving query heads h*group ... (h+1)*group-1."""
     if group == 1:
@@ -254,8 +306,11 @@ def group_query_attention_body(node: onnx.NodeProto, known: KnownTypes):
     if attribute(node, "do_rotary", 0):
         rotary = 2 * (known.dims.get(node.input[COS_CACHE]) or [None, head // 2])[1]
         q, k = _rotary(b, node, q, k, rows, rotary, head)
-    k = _present(b, k, optional_input(node, 3), rows, optional_output(node, 1))
-    v = _present(b, v, optional_input(node, 4), rows, optional_output(node, 2))
+    if attribute(node, "sliding_window_cache", 0):
+        k, v, rows = _ring(b, node, k, v, rows)
+    else:
+        k = _present(b, k, optional_input(node, 3), rows, optional_output(node, 1))
+        v = _present(b, v, optional_input(node, 4), rows, optional_output(node, 2))
     group = heads // kv_heads
     k, v = _repeat_heads(b, k, group, heads, head), _repeat_heads(b, v, group, heads, head)
     context = b.op("MatMul", [_softmax(b, node, _scores(b, node, q, k, rows, head)), v])

@@ -199,3 +199,68 @@ def test_a_genai_decode_loop_through_the_shared_buffer_layout():
         new = {name: _tensor(rng, np.float32, *step_feeds[name].shape) for name in ("q", "k", "v")}
         feeds = {**step_feeds, **new, "past_key": want[1], "past_value": want[2]}
         feeds.update(seqlens_k=(lengths - 1).astype(np.int32), total_sequence_length=np.array(lengths.max(), np.int32))
+
+
+def _cache_end(length, capacity, window):
+    """onnxruntime's WindowedCacheEnd, for the valid rows of a window-sized present."""
+    gap = capacity - window + 1
+    return length if length <= capacity else length - gap * ((length - capacity + gap - 1) // gap)
+
+
+RING = {  # window, capacity, new tokens, lengths per row, first prompt
+    "filling": (4, 6, 1, [3, 3], False),
+    "just full": (4, 6, 1, [7, 7], False),
+    "rows at different fills": (4, 6, 1, [9, 5], False),
+    "compacted twice": (4, 6, 1, [12, 8], False),
+    "capacity = window: every step compacts": (4, 4, 1, [9, 6], False),
+    "three tokens on a full cache (staging)": (4, 6, 3, [9], False),
+    "prompt shorter than the capacity": (4, 6, 5, [5], True),
+    "prompt longer than the capacity": (4, 6, 8, [8], True),
+    "slack above the window": (2, 8, 1, [20, 3], False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RING))
+@pytest.mark.parametrize("extras", [{}, {"packed": True, "rotary": 16, "size": 16, "softcap": 3.0, "sink": True}])
+def test_a_window_sized_cache_equals_onnxruntimes_kernel(case, extras):
+    """sliding_window_cache=1 (onnxruntime-genai's cache for window layers): each row's latest
+    positions in a buffer of the window's size (plus slack), reclaimed a block at a time. The
+    output, and the present's valid rows, equal the kernel's (the rows after them are unspecified:
+    the kernel leaves what its staging buffer held; the expansion writes zeros)."""
+    window, capacity, new, lengths, first = RING[case]
+    model, feeds = gqa_model(
+        np.random.default_rng(11), batch=len(lengths), new=new, buffer=capacity, lengths=lengths,
+        local_window_size=window, sliding_window_cache=1, **extras,
+    )  # fmt: skip
+    if first:
+        feeds["total_sequence_length"] = np.array(new, np.int32)
+    expected = _run(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert found[0].expanded, found[0].reason
+    got = _run(expanded, feeds)
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
+    for row, length in enumerate(lengths):
+        valid = _cache_end((0 if first else length - new) + new, capacity, window)
+        for want, have in zip(expected[1:], got[1:]):
+            assert have.shape == want.shape
+            np.testing.assert_allclose(have[row, :, :valid], want[row, :, :valid], atol=1e-6)
+            assert not have[row, :, valid:].any()
+
+
+def test_a_window_sized_cache_decodes_past_several_compactions():
+    """A prompt, then 9 tokens on a 4-row window in a 5-row cache, the kernel's present fed back to
+    both: every step's output equals the kernel's."""
+    rng = np.random.default_rng(12)
+    prompt, feeds = gqa_model(rng, batch=1, new=3, buffer=5, lengths=[3], local_window_size=4, sliding_window_cache=1)
+    step, step_feeds = gqa_model(
+        rng, batch=1, new=1, buffer=5, lengths=[4], local_window_size=4, sliding_window_cache=1
+    )
+    length = 3
+    for model in [prompt] + [step] * 9:
+        expanded, _ = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+        want, got = _run(model, feeds), _run(expanded, feeds)
+        np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+        length += 1
+        fresh = {name: _tensor(rng, np.float32, *step_feeds[name].shape) for name in ("q", "k", "v")}
+        feeds = {**step_feeds, **fresh, "past_key": want[1], "past_value": want[2]}
+        feeds.update(seqlens_k=np.array([length - 1], np.int32), total_sequence_length=np.array(length, np.int32))
