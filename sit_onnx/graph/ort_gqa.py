@@ -227,7 +227,7 @@ def _ring(b: Body, node: onnx.NodeProto, k: str, v: str, rows: dict) -> tuple[st
     causal and window masks, which depend only on distances, hold as they are."""
     capacity = b.op("Gather", [b.op("Shape", [node.input[3]]), b.ints([2])], axis=0)
     gap = b.op("Sub", [capacity, b.ints([attribute(node, "local_window_size") - 1])])
-    past = b.op("Max", [b.op("Sub", [rows["total"], rows["new"]]), b.ints([0])])
+    past = b.op("Max", [b.op("Sub", [rows["total"], rows["new"]]), b.ints([0])])  # as the kernel clamps it
     before = _cache_end(b, past, capacity, gap)
     after = _cache_end(b, b.op("Add", [past, rows["new"]]), capacity, gap)
     joined = {"past": before, "new": rows["new"], "length": b.op("Add", [capacity, rows["new"]])}
