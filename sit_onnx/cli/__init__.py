@@ -66,7 +66,7 @@ def main():
 
 
 def _register():
-    from sit_onnx.cli import calibrate, compare, demo, energy, eval_command, layers, neuron, rewrite, run, triton
+    from sit_onnx.cli import calibrate, compare, demo, energy, eval_command, genai, layers, neuron, rewrite, run, triton
 
     for command in (
         neuron.neuron,
@@ -79,6 +79,7 @@ def _register():
         energy.energy,
         demo.demo,
         triton.triton,
+        genai.genai,
     ):
         main.add_command(command)
 

@@ -32,6 +32,20 @@ json_option = click.option(
 )
 
 
+def deploy_options(runtime: str):  # pragma: no mutate block
+    """--no-library and --force, as the deploy commands (triton, genai) take them."""
+
+    def apply(func):
+        func = click.option("--force", is_flag=True, help="Replace the output folder if it exists.")(func)
+        return click.option(
+            "--no-library",
+            is_flag=True,
+            help=f"Do not ship the custom-op library: {runtime}'s onnxruntime runs the ops' function bodies.",
+        )(func)
+
+    return apply
+
+
 def range_option(default=None, help_text="Input range LO HI the neuron is fitted on."):  # pragma: no mutate block
     """Run at import, as click declares options (mutation testing cannot reach it; the CLI tests do)."""
     return click.option("--range", "input_range", type=(float, float), default=default, metavar="LO HI", help=help_text)

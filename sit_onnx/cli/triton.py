@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import emit_json, json_option
+from sit_onnx.cli.options import deploy_options, emit_json, json_option
 
 
 @click.command()
@@ -28,12 +28,7 @@ from sit_onnx.cli.options import emit_json, json_option
     metavar="PATH",
     help="Where the server sees REPO (e.g. /models in a container): the library path in the config.",
 )
-@click.option(
-    "--no-library",
-    is_flag=True,
-    help="Do not ship the custom-op library: the server's onnxruntime runs the ops' function bodies.",
-)
-@click.option("--force", is_flag=True, help="Replace REPO/NAME if it exists.")
+@deploy_options("the server")
 @json_option
 def triton(model, repo, name, max_batch, device, instances, server_repo, no_library, force, as_json):
     """Write REPO/NAME/{config.pbtxt, 1/model.onnx, the library} for Triton's onnxruntime backend

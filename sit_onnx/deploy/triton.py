@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 from onnx import TensorProto
 
-from sit_onnx.atomic import umask
+from sit_onnx.atomic import staged_folder
 from sit_onnx.domain import DOMAIN
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.load import load_model_and_files
@@ -157,33 +156,10 @@ def write_repository(model_path: str | os.PathLike, repo: str | os.PathLike, opt
     library = get_library_path() if options.library and uses_spiking_ops(model) else None
     server_folder = Path(options.server_repo or repo.resolve()) / options.name
     config = triton_config(model, options, str(server_folder / LIBRARY_NAME) if library else None)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.", dir=repo))
-    except OSError as exc:
-        raise SitOnnxError(f"{repo}: cannot write here ({exc.strerror})") from None
-    try:
+    with staged_folder(target) as staging:
         (staging / "1").mkdir()
         save_model(model, staging / "1" / "model.onnx", external=len(files) > 1)
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
         if library:
             shutil.copyfile(library, staging / LIBRARY_NAME)
-        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700
-        _swap_in(staging, target)
-    except OSError as exc:
-        raise SitOnnxError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Rename the staged folder into place; an existing one (--force) is moved aside first and
-    removed only once the new one is in."""
-    aside = None
-    if target.exists() or target.is_symlink():
-        aside = target.with_name(f".{target.name}.old")
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(target, aside)
-    os.replace(staging, target)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)

@@ -114,6 +114,19 @@ def test_bad_model_files(folder, command, model):
     _check(folder, args, needle=BAD_MODELS[model])
 
 
+@pytest.mark.parametrize("command", ["genai", "triton"])
+@pytest.mark.parametrize("model", sorted(BAD_MODELS))
+def test_bad_model_files_for_the_deploy_commands(folder, command, model):
+    target = folder / "target"
+    target.mkdir(exist_ok=True)
+    if command == "genai":
+        (target / "genai_config.json").write_text('{"model": {"decoder": {"filename": "model.onnx"}}}')
+        args = ["genai", folder / model, target, folder / "out"]
+    else:
+        args = ["triton", folder / model, target, "--name", "m"]
+    _check(folder, args, needle=BAD_MODELS[model])
+
+
 @pytest.mark.parametrize("model", sorted(BAD_MODELS))
 @pytest.mark.parametrize("side", ["reference", "candidate"])
 def test_compare_names_the_bad_file(folder, model, side):

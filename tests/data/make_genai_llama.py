@@ -4,13 +4,15 @@ its logits and attention are peaked as a trained model's, not near-ties; hidden
 builder for the CPU in float32, as genai ships decoders: each attention one `GroupQueryAttention`
 reading packed QKV, with rotary embeddings inside it, and a KV cache of the maximum length shared
 by past and present (`past_present_share_buffer`), its valid length per row given by the attention
-mask. The builder's external data is folded into the one file. Not run by the tests (genai and a
+mask. The builder's external data is folded into the one file; its genai_config.json is kept as
+genai_llama_gqa_config.json. Not run by the tests (genai and a
 newer transformers are not dependencies); kept so the file can be made again.
 
     pip install onnxruntime-genai==0.18.0 onnx_ir transformers torch tokenizers
     python tests/data/make_genai_llama.py
 """
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,3 +49,4 @@ if __name__ == "__main__":
             [*builder, "-o", str(built), "-p", "fp32", "-e", "cpu", "-c", str(Path(work) / "cache")], check=True
         )
         onnx.save(onnx.load(built / "model.onnx"), HERE / "genai_llama_gqa.onnx")
+        shutil.copyfile(built / "genai_config.json", HERE / "genai_llama_gqa_config.json")
