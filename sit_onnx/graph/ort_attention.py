@@ -354,16 +354,17 @@ def _mha_heads(b: Body, node: onnx.NodeProto, layout: str, heads: int, sizes: tu
 
 def _causal_cross_reason(node: onnx.NodeProto, known: KnownTypes, layout: str) -> str:
     """unidirectional with as many keys as queries is a decoder's self-attention, masked from the
-    end (key j hidden from query i where j > i + past); with another number of keys and no past
-    (cross-attention), onnxruntime's CPU kernel masks rows in a pattern no causal rule gives (seen
-    with 4 queries over 6 keys: rows 0-2 see keys up to their own index, row 3 sees all): such a
-    node, where the lengths are known, is left alone rather than decomposed into something else."""
-    if not attribute(node, "unidirectional", 0) or optional_input(node, 6) or layout == "packed qkv":
+    end (key j hidden from query i where j > i + past); with another number of keys
+    (cross-attention, with a past or not), onnxruntime's CPU kernel masks rows in a pattern no
+    causal rule gives (seen with 4 queries over 6 keys: rows 0-2 see keys up to their own index,
+    row 3 sees all): such a node, where the lengths are known, is left alone rather than decomposed
+    into something else."""
+    if not attribute(node, "unidirectional", 0) or layout == "packed qkv":
         return ""
     queries = (known.dims.get(node.input[0]) or [None, None])[1]
     keys = (known.dims.get(node.input[1]) or [None] * 3)[2 if layout == "bnsh" else 1]
     if isinstance(queries, int) and isinstance(keys, int) and queries != keys:
-        return f"unidirectional over {keys} keys for {queries} queries (cross-attention) is not decomposed"
+        return f"unidirectional over {keys} new keys for {queries} queries (cross-attention) is not decomposed"
     return ""
 
 

@@ -77,17 +77,19 @@ def test_key_and_value_in_heads_equal_onnxruntimes_kernel(case):
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("past", [False, True], ids=["no past", "past"])
 @pytest.mark.parametrize("key_shape", [[B, N, L, H], [B, L, N * H]], ids=["in heads", "separate"])
-def test_causal_cross_attention_is_left_alone_with_why(key_shape):
-    """onnxruntime's CPU kernel masks unidirectional cross-attention (6 keys, 4 queries, no past) in
-    a pattern no causal rule gives; the node stays as it is, saying so."""
+def test_causal_cross_attention_is_left_alone_with_why(key_shape, past):
+    """onnxruntime's CPU kernel masks unidirectional cross-attention (6 new keys, 4 queries, a past
+    or not) in a pattern no causal rule gives; the node stays as it is, saying so."""
     rng = np.random.default_rng(9)
     inputs = [("q", F32, [B, S, N * H], _random(rng, B, S, N * H))]
     inputs += [(name, F32, key_shape, _random(rng, *key_shape)) for name in ("k", "v")]
-    model, _ = _ms_model("MultiHeadAttention", inputs, ("y",), unidirectional=1)
+    inputs += _optional(rng, bias=False, mask=False, past=past)
+    model, _ = _ms_model("MultiHeadAttention", inputs, _outputs(past), unidirectional=1)
     _, found = expand_attention(model, 17)
     assert [(a.expanded, a.reason) for a in found] == [
-        (False, f"unidirectional over {L} keys for {S} queries (cross-attention) is not decomposed")
+        (False, f"unidirectional over {L} new keys for {S} queries (cross-attention) is not decomposed")
     ]
 
 
@@ -135,6 +137,8 @@ def test_a_packed_attention_converts_and_stays_close():
         ({"q": [B, S, N * H], "k": [B, 2, L, H], "v": [B, N, L, H]},
          "key or value in heads hold 2 heads, not num_heads 4"),
         ({"q": [B, S, 2, 3, H]}, "key or value in heads hold 2 heads, not num_heads 4"),
+        ({"q": [B, S, N * H], "k": [B, N, L, H], "v": [B, 2, L, H]},
+         "key or value in heads hold 2 heads, not num_heads 4"),
         ({"q": [B, S, N * H], "k": [B, L, 8, 2, H]}, "key or value in heads hold 8 heads, not num_heads 4"),
         ({"q": [B, S, N, 3, None]}, "the hidden size of query or value is unknown"),
         ({"q": [B, S, N * H], "k": [B, L, N, 2, None]}, "the hidden size of query or value is unknown"),
