@@ -115,6 +115,10 @@ def test_genai_generates_with_the_folder_what_the_converted_decoder_gives(folder
          "model.decoder.filename '../x.onnx' is not a plain file name"),
         (lambda s: (s / "genai_config.json").write_text("[1]"),
          "no model.decoder.filename (components with a model file: none)"),
+        (lambda s: (s / "genai_config.json").write_text('{"model": [1]}'),
+         "no model.decoder.filename (components with a model file: none)"),
+        (lambda s: (s / "genai_config.json").write_text('{"model": {"decoder": {"filename": 7}}}'),
+         "no model.decoder.filename (components with a model file: none)"),
     ],
 )  # fmt: skip
 def test_a_folder_genai_cannot_read_is_one_line(folders, tmp_path, setup, message):
@@ -146,3 +150,34 @@ def test_output_errors_are_one_line_and_write_nothing(folders, tmp_path):
         assert len(result.output.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and not any(taken.iterdir())
     assert sorted(p.name for p in source.iterdir()) == ["genai_config.json", "model.onnx", "tokenizer_config.json"]
+
+
+def test_the_source_decoders_external_data_is_not_carried_over(folders, tmp_path):
+    """A decoder whose weights sit in model.onnx.data (as genai's builder writes it), replaced by a
+    converted model in one file: the old data file is not copied; a config without session options
+    gets them."""
+    _, model, _ = folders
+    source = tmp_path / "external"
+    source.mkdir()
+    onnx.save(onnx.load(DATA / "genai_llama_gqa.onnx"), source / "model.onnx", save_as_external_data=True,
+              location="model.onnx.data")  # fmt: skip
+    (source / "genai_config.json").write_text('{"model": {"decoder": {"filename": "model.onnx"}}}')
+    (source / "model.onnx.data.md").write_text("a file named like the data, kept")
+    assert invoke("genai", model, source, tmp_path / "out").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["genai_config.json", "model.onnx", "model.onnx.data.md", LIBRARY_NAME]
+    )
+    config = json.loads((tmp_path / "out" / "genai_config.json").read_text())
+    assert config == {
+        "model": {"decoder": {"filename": "model.onnx", "session_options": {"custom_ops_library": LIBRARY_NAME}}}
+    }
+    assert (source / "model.onnx.data").is_file()  # the source is left as it was
+
+
+def test_a_component_file_name_that_is_hidden_is_refused(folders, tmp_path):
+    _, model, _ = folders
+    source = tmp_path / "hidden"
+    source.mkdir()
+    (source / "genai_config.json").write_text('{"model": {"decoder": {"filename": ".model.onnx"}}}')
+    result = invoke("genai", model, source, tmp_path / "out")
+    assert result.exit_code == 1 and "model.decoder.filename '.model.onnx' is not a plain file name" in result.output
