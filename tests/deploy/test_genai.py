@@ -109,8 +109,9 @@ def test_genai_generates_with_the_folder_what_the_converted_decoder_gives(folder
         (lambda s: (s / "genai_config.json").unlink(),
          "no genai_config.json here (not an onnxruntime-genai model folder)"),
         (lambda s: (s / "genai_config.json").write_text("{nope"), "genai_config.json: not a JSON file"),
-        (lambda s: (s / "genai_config.json").write_text('{"model": {"encoder": {"filename": "e.onnx"}}}'),
-         "no model.decoder.filename (components with a model file: encoder)"),
+        (lambda s: (s / "genai_config.json").write_text('{"model": {"encoder": {"filename": "e.onnx"}, '
+                                                        '"vision": {"filename": "v.onnx"}}}'),
+         "no model.decoder.filename (components with a model file: encoder, vision)"),
         (lambda s: (s / "genai_config.json").write_text('{"model": {"decoder": {"filename": "../x.onnx"}}}'),
          "model.decoder.filename '../x.onnx' is not a plain file name"),
         (lambda s: (s / "genai_config.json").write_text("[1]"),
@@ -181,3 +182,14 @@ def test_a_component_file_name_that_is_hidden_is_refused(folders, tmp_path):
     (source / "genai_config.json").write_text('{"model": {"decoder": {"filename": ".model.onnx"}}}')
     result = invoke("genai", model, source, tmp_path / "out")
     assert result.exit_code == 1 and "model.decoder.filename '.model.onnx' is not a plain file name" in result.output
+
+
+def test_a_converted_model_with_external_weights_keeps_them(folders, tmp_path):
+    """A converted decoder saved with its weights in a .data file lands in the folder the same way."""
+    source, model, _ = folders
+    external = tmp_path / "model.sit.onnx"
+    onnx.save(onnx.load(model), external, save_as_external_data=True, location="model.sit.onnx.data")
+    assert invoke("genai", external, source, tmp_path / "out").exit_code == 0
+    assert (tmp_path / "out" / "model.onnx.data").is_file()
+    loaded = onnx.load(tmp_path / "out" / "model.onnx", load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in loaded.graph.initializer)

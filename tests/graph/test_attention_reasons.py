@@ -38,6 +38,9 @@ PACKED_QKV = {"q": [1, 3, 64]}  # 2 query heads and 1 kv head of 16 in one tenso
          "sliding_window_cache=1 without past_key and past_value"),
         (["q", "k", "v", "pk", "", "seqlens", "total"], {"sliding_window_cache": 1, "local_window_size": 4}, QKV,
          "sliding_window_cache=1 without past_key and past_value"),
+        (["q", "k", "v", "", "pv", "seqlens", "total"], {"sliding_window_cache": 1, "local_window_size": 4}, QKV,
+         "sliding_window_cache=1 without past_key and past_value"),
+        (["q", "k", "v", "pk", "pv", "seqlens", "total"], {"sliding_window_cache": 1, "local_window_size": 1}, QKV, ""),
         (["q", "k", "v", "pk", "pv", "seqlens", "total"], {"sliding_window_cache": 1}, QKV,
          "sliding_window_cache=1 without a local_window_size"),
         (["q", "k", "v", "pk", "pv", "seqlens", "total"], {"sliding_window_cache": 2, "local_window_size": 4}, QKV,
@@ -101,6 +104,8 @@ NO_LAYOUT = "query, key and value of ranks {} (0: absent) are no layout MultiHea
          "past_sequence_length, cache_indirection or the qk output are not decomposed yet"),
         (["q", "k", "v", "", "", "", "", "", "", "cache"], ["y"], MHA,
          "past_sequence_length, cache_indirection or the qk output are not decomposed yet"),
+        (["q", "k", "v"], ["y"], {**MHA, "q": [1, 3, 31]}, "the query size 31 is not a multiple of num_heads 2"),
+        (["q", "k", "v"], ["y"], {**MHA, "v": [1, 5, 15]}, "the value size 15 is not a multiple of num_heads 2"),
         (["q", "k", "v"], ["y", "", "", "qk"], MHA,
          "past_sequence_length, cache_indirection or the qk output are not decomposed yet"),
         (["q", "k", "v"], ["y"], {**MHA, "q": [1, 3, None]}, "the hidden size of query or value is unknown"),
@@ -163,6 +168,7 @@ def test_packed_attention_checks(inputs, attrs, shapes, reason):
         (PACKED_INPUTS, 2, 1, {"q": [1, 3, 62]},
          "the packed QKV size 62 is not a multiple of num_heads + 2 * kv_num_heads (4)"),
         (PACKED_INPUTS, 3, 2, {"q": [1, 3, 70]}, "num_heads 3 is not a multiple of kv_num_heads 2"),
+        (PACKED_INPUTS, 3, 1, {"q": [1, 3, 25]}, ""),  # 5 heads of 5: 25 need not be a multiple of num_heads
         (PACKED_INPUTS, 0, 1, {"q": [1, 3, 64]},
          "num_heads is 0; it must be a positive number of heads"),
     ],
@@ -170,7 +176,7 @@ def test_packed_attention_checks(inputs, attrs, shapes, reason):
 def test_group_query_attention_names_the_sizes_it_cannot_split(inputs, heads, kv_heads, shapes, reason):
     node = _node("GroupQueryAttention", inputs, num_heads=heads, kv_num_heads=kv_heads)
     body, why = group_query_attention_body(node, _known(shapes))
-    assert body is None and why == reason
+    assert why == reason and (body is None) == bool(reason)
 
 
 def test_group_query_attention_names_the_query_size_it_cannot_split():
@@ -204,3 +210,9 @@ def test_an_attribute_sit_onnx_does_not_know_leaves_the_op_alone(op, inputs, sha
         None,
         "attribute new_knob is not one sit-onnx knows; left as it is rather than dropped",
     )
+
+
+def test_group_query_attention_with_its_qk_output_is_left_alone():
+    node = _node("GroupQueryAttention", GQA_INPUTS, ("y", "", "", "qk"), num_heads=2, kv_num_heads=1)
+    known = _known(QKV)
+    assert _gqa_checks(node, known.ranks, known.dims) == "the qk output is not decomposed yet"

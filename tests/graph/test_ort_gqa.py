@@ -61,8 +61,10 @@ def gqa_model(rng, batch=2, new=5, past=0, buffer=None, lengths=None, heads=4, k
     ]
     attrs = dict(options)
     rotary = attrs.pop("rotary", None)
+    shapeless = attrs.pop("shapeless_tables", False)  # cos/sin declared without a shape: the full head rotates
     if rotary:
-        inputs += _rotary_inputs(rotary, elem, dtype)
+        tables = _rotary_inputs(rotary, elem, dtype)
+        inputs += [(n, t, None, v) for n, t, _, v in tables] if shapeless else tables
         attrs.update(do_rotary=1, rotary_interleaved=attrs.pop("interleaved", 0))
     else:
         inputs += [ABSENT, ABSENT]
@@ -124,6 +126,8 @@ CASES = {
     "attention bias": {"bias": True},
     "attention bias decode": {"bias": True, "new": 1, "past": 6},
     "scale": {"scale": 0.05, "new": 1, "past": 6},
+    "softcap below 1": {"softcap": 0.5},
+    "rotary tables without a shape": {"new": 1, "past": 6, "rotary": 16, "size": 16, "shapeless_tables": True},
     "everything": {"packed": True, "rotary": 16, "size": 16, "new": 1, "buffer": 10, "lengths": [7, 5],
                    "local_window_size": 3, "softcap": 3.0, "sink": True, "bias": True},
     "everything, float16": {"dtype": np.float16, "packed": True, "rotary": 16, "size": 16, "new": 1, "buffer": 10,
@@ -217,6 +221,7 @@ RING = {  # window, capacity, new tokens, lengths per row, first prompt
     "prompt shorter than the capacity": (4, 6, 5, [5], True),
     "prompt longer than the capacity": (4, 6, 8, [8], True),
     "slack above the window": (2, 8, 1, [20, 3], False),
+    "a window of one": (1, 3, 1, [7, 4], False),
 }  # (a padded prompt row onnxruntime refuses with this cache: "seqlens_k[1] = 2 is too small")
 
 
