@@ -134,13 +134,14 @@ def _split_heads(b: Body, node: onnx.NodeProto, heads: int, kv_heads: int, head:
 
 def _rows(b: Body, node: onnx.NodeProto, q: str) -> dict[str, str]:
     """Per batch row, as [B, 1, 1, 1] int64: `total` valid keys and `past` (0 on the first prompt);
-    and, as [1]: `new` (S) and `length` (total_sequence_length)."""
+    and, as [1]: `new` (S), `length` (total_sequence_length) and `first` (the first prompt: bool)."""
     new = b.op("Gather", [b.op("Shape", [q]), b.ints([2])], axis=0)
     seqlens = b.op("Cast", [node.input[SEQLENS_K]], to=TensorProto.INT64)
     total = b.op("Add", [b.op("Reshape", [seqlens, b.ints([-1, 1, 1, 1])]), b.ints([1])])
     length = b.op("Reshape", [b.op("Cast", [node.input[TOTAL_LENGTH]], to=TensorProto.INT64), b.ints([1])])
-    past = b.op("Where", [b.op("Equal", [new, length]), b.ints([0]), b.op("Sub", [total, new])])
-    return {"total": total, "past": past, "new": new, "length": length}
+    first = b.op("Equal", [new, length])
+    past = b.op("Where", [first, b.ints([0]), b.op("Sub", [total, new])])
+    return {"total": total, "past": past, "new": new, "length": length, "first": first}
 
 
 def _rotate(b: Body, x: str, cos: str, sin: str, rotary: int, head: int, interleaved: bool) -> str:
@@ -170,16 +171,20 @@ def _rotate(b: Body, x: str, cos: str, sin: str, rotary: int, head: int, interle
 
 
 def _rotary(b: Body, node: onnx.NodeProto, q: str, k: str, rows: dict, rotary: int, head: int) -> tuple[str, str]:
-    """Q and K rotated at their positions: position_ids, else past_b + i for new token i."""
+    """Q and K rotated at their positions: past_b + i for new token i, or position_ids; on the first
+    prompt the kernel reads position_ids[0, 0] + i for every row (its prompt path takes one start),
+    and so does this body."""
+    steps = b.op(
+        "Range", [b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [rows["new"]]), b.op("Squeeze", [b.ints([1])])]
+    )
+    steps = b.op("Unsqueeze", [steps, b.ints([0])])  # [1, S]
     if optional_input(node, POSITION_IDS):
-        positions = b.op("Cast", [node.input[POSITION_IDS]], to=TensorProto.INT64)
+        given = b.op("Cast", [node.input[POSITION_IDS]], to=TensorProto.INT64)
+        start = b.op("Slice", [b.op("Slice", [given, b.ints([0]), b.ints([1]), b.ints([0])]), b.ints([0]), b.ints([1]),
+                               b.ints([1])])  # fmt: skip
+        positions = b.op("Where", [rows["first"], b.op("Add", [start, steps]), given])
     else:
-        steps = b.op(
-            "Range", [b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [rows["new"]]), b.op("Squeeze", [b.ints([1])])]
-        )
-        positions = b.op(
-            "Add", [b.op("Reshape", [rows["past"], b.ints([-1, 1])]), b.op("Unsqueeze", [steps, b.ints([0])])]
-        )
+        positions = b.op("Add", [b.op("Reshape", [rows["past"], b.ints([-1, 1])]), steps])
     cos, sin = (b.op("Unsqueeze", [b.op("Gather", [node.input[i], positions], axis=0), b.ints([1])]) for i in (7, 8))
     interleaved = bool(attribute(node, "rotary_interleaved", 0))
     return _rotate(b, q, cos, sin, rotary, head, interleaved), _rotate(b, k, cos, sin, rotary, head, interleaved)

@@ -110,6 +110,8 @@ CASES = {
     "prefill on a longer buffer": {"batch": 1, "new": 3, "buffer": 10, "lengths": [6]},
     "rotary, rows differ": {"new": 1, "buffer": 10, "lengths": [7, 4], "rotary": 16, "size": 16},
     "rotary position ids": {"new": 1, "past": 6, "rotary": 16, "size": 16, "position_ids": True},
+    "rotary position ids, padded prompt (the kernel starts every row at the first id)": {
+        "lengths": [5, 3], "rotary": 16, "size": 16, "position_ids": True},
     "packed rotary interleaved, partial": {"new": 1, "past": 6, "rotary": 16, "size": 32, "interleaved": 1,
                                            "packed": True},
     "mqa": {"kv_heads": 1, "new": 1, "past": 6},
@@ -269,3 +271,63 @@ def test_a_window_sized_cache_decodes_past_several_compactions():
         fresh = {name: _tensor(rng, np.float32, *step_feeds[name].shape) for name in ("q", "k", "v")}
         feeds = {**step_feeds, **fresh, "past_key": want[1], "past_value": want[2]}
         feeds.update(seqlens_k=np.array([length - 1], np.int32), total_sequence_length=np.array(length, np.int32))
+
+
+def _random_case(rng):
+    """One random GroupQueryAttention configuration: gqa_model's arguments, and whether it is a first prompt."""
+    kv = int(rng.choice([1, 2, 4]))
+    args = {"kv_heads": kv, "heads": kv * int(rng.choice([1, 2, 3])), "size": 16}
+    args.update(batch=int(rng.integers(1, 4)), new=int(rng.choice([1, 1, 2, 3, 5])))
+    ring = rng.random() < 0.25
+    flags = {"packed": 0.5, "sink": 0.25, "position_ids": 0.2}
+    args.update({name: True for name, p in flags.items() if rng.random() < p})
+    if rng.random() < 0.5:
+        args.update(rotary=int(rng.choice([8, 16])), interleaved=int(rng.integers(0, 2)))
+    if rng.random() < 0.3:
+        args["softcap"] = float(rng.choice([0.5, 2.0, 30.0]))
+    causal = ring or rng.random() > 0.15
+    if not causal:
+        args["causal"] = 0
+    window = int(rng.integers(1, 6)) if ring or (causal and rng.random() < 0.3) else -1
+    if window > 0:
+        args["local_window_size"] = window
+    if not ring and rng.random() < 0.2:
+        args["bias"] = True
+    first = not ring and rng.random() < 0.3
+    if first:
+        args["lengths"] = [args["new"]] + [int(n) for n in rng.integers(1, args["new"] + 1, args["batch"] - 1)]
+        args["buffer"] = int(rng.integers(args["new"], args["new"] + 4)) if rng.random() < 0.5 else 0
+    else:
+        args["lengths"] = [int(n) for n in rng.integers(args["new"] + 1, args["new"] + 12, args["batch"])]
+        slack = int(rng.integers(0, 4))
+        args["buffer"] = window + slack if ring else max(args["lengths"]) - args["new"] + slack
+    if ring:
+        args["sliding_window_cache"] = 1
+    return args, first
+
+
+def test_random_configurations_equal_the_kernel_on_every_valid_row():
+    """400 seeded random configurations (packing, rotary, windows, window-sized caches, softcap,
+    sinks, bias, position ids, padded prompts, buffers longer than the past): wherever onnxruntime
+    runs one, the expansion's output on every real token and the present's valid rows equal it.
+    (Padded prompt positions are left out: with a window and softcap or a sink the kernel's values
+    there depend on its scratch layout; no later step reads them.)"""
+    rng, ran = np.random.default_rng(2026), 0
+    for _ in range(400):
+        args, first = _random_case(rng)
+        model, feeds = gqa_model(rng, **args)
+        try:
+            expected = _run(model, feeds)
+        except Exception:  # a combination the kernel refuses (e.g. a rotary table narrower than it wants)
+            continue
+        expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+        assert found[0].expanded, (args, found[0].reason)
+        got, ran = _run(expanded, feeds), ran + 1
+        window = args.get("local_window_size", -1)
+        for row, length in enumerate(args["lengths"]):
+            real = length if first else args["new"]
+            np.testing.assert_allclose(got[0][row, :real], expected[0][row, :real], atol=1e-4, err_msg=str(args))
+            valid = length if not args.get("sliding_window_cache") else _cache_end(length, args["buffer"], window)
+            for want, have in zip(expected[1:], got[1:]):
+                np.testing.assert_allclose(have[row, :, :valid], want[row, :, :valid], atol=1e-5, err_msg=str(args))
+    assert ran >= 150
