@@ -71,8 +71,8 @@ def write_genai_folder(model_path: str | os.PathLike, source: str | os.PathLike,
     if not source.is_dir():
         raise SitOnnxError(f"{source}: no such folder")
     config = read_config(source, options.component)
-    if out.resolve() == source.resolve():
-        raise SitOnnxError(f"{out}: the output folder must not be the source folder")
+    if source.resolve() in (out.resolve(), *out.resolve().parents):  # copying a folder into itself
+        raise SitOnnxError(f"{out}: the output folder must not be the source folder or inside it")
     if out.exists() and not force:
         raise SitOnnxError(f"{out} exists (use --force to replace it)")
     if not out.parent.is_dir():

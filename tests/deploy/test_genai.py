@@ -139,6 +139,7 @@ def test_output_errors_are_one_line_and_write_nothing(folders, tmp_path):
     taken.mkdir()
     cases = [
         ((model, source, source), "the output folder must not be the source folder"),
+        ((model, source, source / "inside"), "the output folder must not be the source folder or inside it"),
         ((model, source, taken), "exists (use --force to replace it)"),
         ((model, source, tmp_path / "no" / "out"), "no such folder"),
         ((model, tmp_path / "missing", tmp_path / "out"), "missing: no such folder"),
