@@ -213,8 +213,11 @@ def _ort_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):
     opset = opsets[""]
     if opset < 13:
         return None, "the model's opset is below 13"
-    reason = unknown_attribute_reason(node, ATTRIBUTES[node.op_type]) if node.op_type in ATTRIBUTES else ""
-    body, reason = (None, reason) if reason else DECOMPOSERS[node.op_type](node, known)
+    read = ATTRIBUTES.get(node.op_type)  # GroupQueryAttention's body checks its own
+    reason = unknown_attribute_reason(node, read) if read else ""
+    if reason:
+        return None, reason
+    body, reason = DECOMPOSERS[node.op_type](node, known)
     if body is None:
         return None, reason
     inputs = list(dict.fromkeys(name for name in node.input if name))

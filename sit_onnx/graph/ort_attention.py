@@ -1,6 +1,7 @@
 """onnxruntime's ops that hide a softmax, decomposed into standard ops so that their softmax becomes
 an ordinary site: `com.microsoft` `Attention` (BERT-style, packed QKV weights) and
-`MultiHeadAttention` (separate Q, K, V), as `onnxruntime.transformers`' optimizer writes them; the
+`MultiHeadAttention` (Q, K, V separate, packed, or K, V already in heads: MHA_LAYOUTS), as
+`onnxruntime.transformers`' optimizer writes them; the
 int8 quantizer's `QAttention` and `QLinearSoftmax`; the `BiasSoftmax` fusion. (`GroupQueryAttention`,
 with its KV-cache rules, has a module of its own: ort_gqa.py.)
 
@@ -8,8 +9,8 @@ Each node becomes a model-local function built for its attribute values and inpu
 The body follows onnxruntime's CPU kernels: scores = Q·Kᵀ·scale + attention_bias + mask, where the
 mask is additive, `mask_filter_value` (-10000 by default) at every masked key, so a fully masked
 row gets uniform weights, as onnxruntime gives. A form this module does not decompose (rotary
-embeddings, shared past buffers, packed or 4-D key/value, other mask layouts) returns the reason,
-and the op is reported as left alone.
+embeddings and shared past buffers in Attention, other mask layouts, causal cross-attention)
+returns the reason, and the op is reported as left alone.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Body:
     def ints(self, values: list[int]) -> str:
         return self.op("Constant", [], value=helper.make_tensor("v", TensorProto.INT64, [len(values)], values))
 
+    def arange(self, count: str) -> str:
+        """0, 1, ..., count - 1 (int64), from a [1] int64 tensor."""
+        zero, one = self.op("Squeeze", [self.ints([0])]), self.op("Squeeze", [self.ints([1])])
+        return self.op("Range", [zero, self.op("Squeeze", [count]), one])
+
     def scalar(self, value: float) -> str:
         """A scalar of the body's float type."""
         constant = self.op("Constant", [], value=helper.make_tensor("v", TensorProto.FLOAT, [], [value]))
@@ -63,11 +69,8 @@ def key_positions(b: Body, scores: str) -> tuple[str, str, str]:
     shape = b.op("Shape", [scores])
     s = b.op("Gather", [shape, b.ints([2])], axis=0)
     t = b.op("Gather", [shape, b.ints([3])], axis=0)
-    zero, one = b.ints([0]), b.ints([1])
-    i = b.op("Unsqueeze", [b.op("Range", [b.op("Squeeze", [zero]), b.op("Squeeze", [s]), b.op("Squeeze", [one])]), one])
-    j = b.op(
-        "Unsqueeze", [b.op("Range", [b.op("Squeeze", [zero]), b.op("Squeeze", [t]), b.op("Squeeze", [one])]), zero]
-    )
+    i = b.op("Unsqueeze", [b.arange(s), b.ints([1])])
+    j = b.op("Unsqueeze", [b.arange(t), b.ints([0])])
     return i, j, t
 
 

@@ -174,14 +174,10 @@ def _rotary(b: Body, node: onnx.NodeProto, q: str, k: str, rows: dict, rotary: i
     """Q and K rotated at their positions: past_b + i for new token i, or position_ids; on the first
     prompt the kernel reads position_ids[0, 0] + i for every row (its prompt path takes one start),
     and so does this body."""
-    steps = b.op(
-        "Range", [b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [rows["new"]]), b.op("Squeeze", [b.ints([1])])]
-    )
-    steps = b.op("Unsqueeze", [steps, b.ints([0])])  # [1, S]
+    steps = b.op("Unsqueeze", [b.arange(rows["new"]), b.ints([0])])  # [1, S]
     if optional_input(node, POSITION_IDS):
         given = b.op("Cast", [node.input[POSITION_IDS]], to=TensorProto.INT64)
-        start = b.op("Slice", [b.op("Slice", [given, b.ints([0]), b.ints([1]), b.ints([0])]), b.ints([0]), b.ints([1]),
-                               b.ints([1])])  # fmt: skip
+        start = b.op("Slice", [given, b.ints([0, 0]), b.ints([1, 1]), b.ints([0, 1])])  # [1, 1]
         positions = b.op("Where", [rows["first"], b.op("Add", [start, steps]), given])
     else:
         positions = b.op("Add", [b.op("Reshape", [rows["past"], b.ints([-1, 1])]), steps])
@@ -196,14 +192,8 @@ def _present(b: Body, new: str, past: str | None, rows: dict, output: str | None
     returns its first total_sequence_length entries, the keys (or values) attention reads."""
     buffer = b.op("Gather", [b.op("Shape", [past]), b.ints([2])], axis=0) if past else b.ints([0])
     size = b.op("Max", [buffer, rows["length"]])
-    zero, one = b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [b.ints([1])])
-    j = b.op("Reshape", [b.op("Range", [zero, b.op("Squeeze", [size]), one]), b.ints([1, 1, -1, 1])])
-    last = b.op("Squeeze", [b.op("Sub", [rows["new"], b.ints([1])])])
-    index = b.op("Clip", [b.op("Sub", [j, rows["past"]]), zero, last])  # [B, 1, T, 1]
-    shape = b.op("Shape", [new])
-    front, back = b.op("Slice", [shape, b.ints([0]), b.ints([2])]), b.op("Slice", [shape, b.ints([3]), b.ints([4])])
-    target = b.op("Concat", [front, size, back], axis=0)  # [B, kv_heads, T, head]
-    moved = b.op("GatherElements", [new, b.op("Expand", [index, target])], axis=2)
+    j = _cache_rows(b, size)
+    moved = _take_rows(b, new, b.op("Sub", [j, rows["past"]]), rows["new"], size)
     fresh = b.op(
         "And", [b.op("GreaterOrEqual", [j, rows["past"]]), b.op("Less", [j, b.op("Add", [rows["past"], rows["new"]])])]
     )
@@ -214,6 +204,22 @@ def _present(b: Body, new: str, past: str | None, rows: dict, output: str | None
     if output:
         b.op("Identity", [present], [output])
     return b.op("Slice", [present, b.ints([0]), rows["length"], b.ints([2])])
+
+
+def _cache_rows(b: Body, count: str) -> str:
+    """Row indices 0 .. count - 1 along a cache's axis 2, as [1, 1, count, 1]."""
+    return b.op("Reshape", [b.arange(count), b.ints([1, 1, -1, 1])])
+
+
+def _take_rows(b: Body, x: str, index: str, available: str, count: str) -> str:
+    """x's rows along axis 2 at `index` ([B, 1, count, 1], clipped into the `available` rows):
+    [B, kv_heads, count, head]."""
+    zero = b.op("Squeeze", [b.ints([0])])
+    index = b.op("Clip", [index, zero, b.op("Squeeze", [b.op("Sub", [available, b.ints([1])])])])
+    shape = b.op("Shape", [x])
+    front, back = b.op("Slice", [shape, b.ints([0]), b.ints([2])]), b.op("Slice", [shape, b.ints([3]), b.ints([4])])
+    target = b.op("Concat", [front, count, back], axis=0)
+    return b.op("GatherElements", [x, b.op("Expand", [index, target])], axis=2)
 
 
 def _cache_end(b: Body, length: str, capacity: str, gap: str) -> str:
@@ -238,16 +244,10 @@ def _ring(b: Body, node: onnx.NodeProto, k: str, v: str, rows: dict) -> tuple[st
     joined = {"past": before, "new": rows["new"], "length": b.op("Add", [capacity, rows["new"]])}
     keys, values = (_present(b, x, node.input[i], joined, None) for x, i in ((k, 3), (v, 4)))
     offset = b.op("Sub", [b.op("Add", [before, rows["new"]]), after])
-    zero, one = b.op("Squeeze", [b.ints([0])]), b.op("Squeeze", [b.ints([1])])
-    r = b.op("Reshape", [b.op("Range", [zero, b.op("Squeeze", [capacity]), one]), b.ints([1, 1, -1, 1])])
-    last = b.op("Squeeze", [b.op("Sub", [joined["length"], b.ints([1])])])
-    index = b.op("Clip", [b.op("Add", [r, offset]), zero, last])  # [B, 1, C, 1]
+    r = _cache_rows(b, capacity)
     for joined_rows, output in ((keys, optional_output(node, 1)), (values, optional_output(node, 2))):
         if output:
-            shape = b.op("Shape", [joined_rows])
-            front, back = (b.op("Slice", [shape, b.ints([i]), b.ints([j])]) for i, j in ((0, 2), (3, 4)))
-            target = b.op("Concat", [front, capacity, back], axis=0)
-            kept = b.op("GatherElements", [joined_rows, b.op("Expand", [index, target])], axis=2)
+            kept = _take_rows(b, joined_rows, b.op("Add", [r, offset]), joined["length"], capacity)
             b.op("Where", [b.op("Less", [r, after]), kept, b.scalar(0.0)], [output])
     return keys, values, {"past": before, "total": b.op("Add", [before, rows["new"]])}
 
