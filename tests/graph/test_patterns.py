@@ -510,6 +510,84 @@ def test_shape_plumbing_to_another_axis_is_a_near_miss(params_file):
         rewrite_model(model, RewriteOptions(params_file=params_file))
 
 
+def _renamed_batch_model(sliced_axes=(0,), rank=2):
+    """Magika's form (jax2tf through tf2onnx): x is sliced whole along `sliced_axes` (onnx's
+    inference names those dims anew), then Exp -> ReduceSum(keepdims=0) -> Reshape to the shape read
+    from the input (Shape -> Slice -> Concat with 1) -> Expand to that shape -> Div."""
+    dims = ["n", "m"][: rank - 1] + [5]
+    big = np.iinfo(np.int64).max
+    init = [
+        helper.make_tensor("axes", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("starts", TensorProto.INT64, [len(sliced_axes)], [0] * len(sliced_axes)),
+        helper.make_tensor("ends", TensorProto.INT64, [len(sliced_axes)], [big] * len(sliced_axes)),
+        helper.make_tensor("sliced", TensorProto.INT64, [len(sliced_axes)], list(sliced_axes)),
+        helper.make_tensor("lead", TensorProto.INT64, [1], [rank - 1]),
+        helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends", "sliced"], ["xs"]),
+        helper.make_node("Exp", ["xs"], ["e"], name="exp"),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s0"], keepdims=0),
+        helper.make_node("Shape", ["x"], ["full"]),
+        helper.make_node("Slice", ["full", "zero", "lead"], ["rows"]),
+        helper.make_node("Concat", ["rows", "one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["s0", "target"], ["s1"]),
+        helper.make_node("Expand", ["s1", "target"], ["s2"]),
+        helper.make_node("Div", ["e", "s2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        init,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_keepdims_0_sum_whose_batch_dim_inference_renamed_is_a_site(params_file, rng, rows):
+    """onnx's inference calls the sliced batch dim unk__0 and the reshaped sum's dim n: the count
+    the Reshape and the Expand keep proves them the same dim."""
+    new, report = rewrite_model(_renamed_batch_model(), RewriteOptions(params_file=params_file))
+    assert report.sites[0].converted and not {"Exp", "ReduceSum", "Div"} & set(report.ops_after)
+    x = rng.normal(0, 3, (rows, 5)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+def test_keepdims_0_sum_with_two_renamed_dims_is_a_near_miss(params_file):
+    """Two dims named anew: the count alone cannot tell which is which."""
+    model = _renamed_batch_model(sliced_axes=(0, 1), rank=3)
+    with pytest.raises(Exception, match="keepdims=0 and the sum comes back with shape \\['n', 'm', 1\\]"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
+def test_restored_axis_needs_count_keeping_plumbing():
+    """The rule, piece by piece: a renamed dim passes only through plumbing that keeps the count
+    (an Expand that grows the tensor does not), unknown dims are never taken as equal."""
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.matchers.decomposed import keeps_count, restores_axis
+
+    e = gs.Variable("e", np.float32, ["a", 5])
+    renamed, unknown = gs.Variable("d", np.float32, ["b", 1]), gs.Variable("u", np.float32, [None, 1])
+    same = gs.Variable("s", np.float32, ["b", 1])
+    grown = gs.Variable("g", np.float32, ["b", 7])
+    reshape = gs.Node("Reshape", inputs=[e], outputs=[renamed])
+    expand_same = gs.Node("Expand", inputs=[renamed], outputs=[same])
+    expand_grows = gs.Node("Expand", inputs=[renamed], outputs=[grown])
+    assert keeps_count([reshape, expand_same]) and keeps_count([])
+    assert not keeps_count([reshape, expand_grows])
+    assert not keeps_count([gs.Node("Tile", inputs=[renamed], outputs=[same])])
+    assert restores_axis(renamed, e, 1, [reshape]) is None
+    assert restores_axis(renamed, e, -1, [reshape, expand_grows]) is not None
+    assert restores_axis(unknown, gs.Variable("e2", np.float32, [None, 5]), 1) is not None
+    assert "dimension 3" in restores_axis(gs.Variable("t", np.float32, ["a", 3]), e, 1, [reshape])
+    assert "rank 3" in restores_axis(gs.Variable("r", np.float32, ["a", 1, 1]), e, 1, [reshape])
+
+
 def test_hand_written_softmax_without_keepdims_attributes_is_matched(params_file, rng):
     """keepdims omitted means 1 (the ONNX default): the same site as with keepdims=1 written out."""
     model = _decomposed_model(-1, True)

@@ -55,21 +55,40 @@ def _through_plumbing(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
     return tensor, nodes
 
 
-def restores_axis(divisor: gs.Tensor, e: gs.Tensor, axis: int) -> str | None:
+def restores_axis(divisor: gs.Tensor, e: gs.Tensor, axis: int, plumbing: list[gs.Node] = ()) -> str | None:
     """None when `divisor` has e's shape with the reduced axis kept (as 1, or broadcast back to its
-    length), by the inferred shapes; else why that cannot be told."""
+    length), by the inferred shapes; else why that cannot be told. One dim that inference names
+    differently on the two sides (onnx names a batch dim anew after a Slice) is still e's when the
+    plumbing keeps the sum's element count: the other dims match and the axis is 1, so the
+    remaining dim holds what is left of the count, which is e's dim."""
     want, got = e.shape, divisor.shape
     if want is None or got is None:
         return "the shape plumbing after it cannot be checked (shapes unknown)"
     if len(want) != len(got):
         return f"the sum comes back with rank {len(got)}, the Exp's output has rank {len(want)}"
     axis %= len(want)
-    for index, (w, g) in enumerate(zip(want, got)):
-        if index == axis and g not in (1, w):
-            return f"the sum comes back with dimension {g!r} where the axis had {w!r}"
-        if index != axis and g != w and not (isinstance(g, int) and isinstance(w, int) and g == w):
-            return f"the sum comes back with shape {list(got)}, the Exp's output has {list(want)}"
-    return None
+    if got[axis] not in (1, want[axis]) or got[axis] is None:
+        return f"the sum comes back with dimension {got[axis]!r} where the axis had {want[axis]!r}"
+    unproven = [i for i, (w, g) in enumerate(zip(want, got)) if i != axis and (g != w or g is None)]
+    if not unproven or (len(unproven) == 1 and got[axis] == 1 and plumbing and keeps_count(plumbing)):
+        return None
+    return f"the sum comes back with shape {list(got)}, the Exp's output has {list(want)}"
+
+
+def keeps_count(plumbing: list[gs.Node]) -> bool:
+    """Whether the nodes between the keepdims=0 sum and the division keep its element count: Casts,
+    Reshapes, Unsqueezes, and Expands whose inferred output shape is their input's."""
+
+    def known(shape) -> bool:
+        return shape is not None and all(d is not None for d in shape)
+
+    def keeps(node: gs.Node) -> bool:
+        if node.op != "Expand":
+            return node.op in ("Cast", "Reshape", "Unsqueeze")
+        before, after = node.inputs[0].shape, node.outputs[0].shape
+        return known(before) and known(after) and list(before) == list(after)
+
+    return all(keeps(node) for node in plumbing)
 
 
 def _through_casts(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
@@ -140,7 +159,8 @@ def _decomposed_site(graph: gs.Graph, exp: gs.Node) -> tuple[SoftmaxSite | None,
         return None, reason
     if reduce_sum.attrs.get("keepdims", 1) == 0:
         divisor = scale.inputs[1] if scale.op == "Div" else between[-1].inputs[0]
-        reason = restores_axis(divisor, e, axis)
+        plumbing = [n for n in between[between.index(reduce_sum) + 1 :] if n.op in PLUMBING]
+        reason = restores_axis(divisor, e, axis, plumbing)
         if reason is not None:
             return None, f"ReduceSum {reduce_sum.name!r} has keepdims=0 and {reason}"
     nodes = [exp, *between, scale]
