@@ -182,6 +182,14 @@ def shipped_name(steps: int, input_range: tuple[float, float], objective: str = 
     return f"{prefix}_k{steps}_{lo:g}_{hi:g}.json"
 
 
+def _shipped_steps(input_range: tuple[float, float], objective: str) -> str:
+    """The K values shipped for this range and objective, as a user would ask for them."""
+    folder = resources.files("sit_onnx.neurons") / "data"
+    names = {p.name for p in folder.iterdir()}
+    found = [k for k in range(1, 65) if shipped_name(k, tuple(input_range), objective) in names]
+    return "K = " + ", ".join(map(str, found)) if found else "none"
+
+
 def shipped_params(
     steps: int = 12, input_range: tuple[float, float] = PAPER_RANGE, objective: str | None = None
 ) -> NeuronParams:
@@ -193,11 +201,8 @@ def shipped_params(
     name = shipped_name(steps, tuple(input_range), objective)
     resource = resources.files("sit_onnx.neurons") / "data" / name
     if not resource.is_file():
-        have = ", ".join(
-            sorted(p.name for p in (resources.files("sit_onnx.neurons") / "data").iterdir() if p.name.endswith(".json"))
-        )
         raise SitOnnxError(
             f"no shipped parameter set for K={steps} on {list(input_range)} fitted to {objective}; "
-            f"shipped: {have or 'none'}"
+            f"shipped there: {_shipped_steps(input_range, objective)} (`sit-onnx neuron fit` fits others)"
         )
     return params_from_json(resource.read_text(encoding="utf-8"), name)

@@ -72,8 +72,11 @@ def test_missing_file_is_one_line(tmp_path):
 
 
 def test_unknown_shipped_set_lists_what_exists():
-    with pytest.raises(SitOnnxError, match=r"no shipped parameter set for K=5 .*si_exp_k12"):
+    """The K values shipped for that range and objective, not every file of every function."""
+    with pytest.raises(SitOnnxError, match=r"K=5 .*shipped there: K = 4, 6, 8, 10, 12, 14, 16 "):
         shipped_params(5, (-1, 1))
+    with pytest.raises(SitOnnxError, match=r"K=12 on \[-3, 0\] fitted to softmax; shipped there: none"):
+        shipped_params(12, (-3, 0), "softmax")
 
 
 def test_ensemble_round_trip_and_length_check(tmp_path, tiny_params):
