@@ -3,8 +3,11 @@
 A spiking conversion is approximate by design, so by default an output passes when it points the
 same way as the reference (cosine >= --min-cosine) and, where it has rows, decides the same
 (argmax agreement >= --min-agreement; not asked of a KV cache, `present*`/`past*`, nor of an
-embedding or hidden state, `*embed*`, `*hidden_state*`, `*pooler*`, `*feature*`). Give --atol
-and/or --rtol for Polygraphy's strict element-wise check instead."""
+embedding or hidden state, `*embed*`, `*hidden_state*`, `*pooler*`, `*feature*`). Where the argmax
+changed, the report says how close the reference's own choice was (its top-1's lead over its top-2,
+as a share of the row's range); --min-margin leaves rows the reference decides by less out of the
+agreement, so near-ties (a random-weight decoder's logits) do not fail a sound conversion. Give
+--atol and/or --rtol for Polygraphy's strict element-wise check instead."""
 
 from __future__ import annotations
 
@@ -39,13 +42,24 @@ from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan
 )
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=0.999, show_default=True, callback=not_nan)
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True, callback=not_nan)
+@click.option(
+    "--min-margin",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    callback=not_nan,
+    help="Count only rows whose reference top-1 leads its top-2 by this share of the row's range "
+    "(0.01: near-ties of 1%% are not decisions).",
+)
 @provider_option
 @library_option
 @json_option
-def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agreement, provider, use_library, as_json):
+def compare(
+    reference, candidate, inputs_file, atol, rtol, min_cosine, min_agreement, min_margin, provider, use_library, as_json
+):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
-    from sit_onnx.evaluate.compare import approximately_equal, compare_arrays, decides
+    from sit_onnx.evaluate.compare import approximately_equal, compare_arrays, decides, describe_agreement
     from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
@@ -71,7 +85,7 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
     strict = atol is not None or rtol is not None
     atol, rtol = atol or 0.0, rtol or 0.0
-    results = [compare_arrays(name, ref_out[name], cand_out[name], atol, rtol) for name in ref_out]
+    results = [compare_arrays(name, ref_out[name], cand_out[name], atol, rtol, min_margin) for name in ref_out]
     if not strict:
         for r in results:
             r.passed = approximately_equal(r, min_cosine, min_agreement)
@@ -86,6 +100,7 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
                 "check": "tolerance" if strict else "approximate",
                 "min_cosine": None if strict else min_cosine,
                 "min_agreement": None if strict else min_agreement,
+                "min_margin": min_margin,
                 "outputs": [asdict(r) for r in results],
             }
         )
@@ -105,9 +120,10 @@ def compare(reference, candidate, inputs_file, atol, rtol, min_cosine, min_agree
             click.echo(f"    abs error: max {r.max_abs:.4g}, mean {r.mean_abs:.4g}, median {r.median_abs:.4g}")
             click.echo(f"    rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}")
             click.echo(f"    cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}")
-            if r.agreement is not None:
-                judged = "" if decides(r.name) or strict else " (a cache or embedding: not judged)"
-                click.echo(f"    argmax agreement {100 * r.agreement:.2f}% of rows{judged}")
+            if r.ties is not None and (decides(r.name) or strict):
+                click.echo(f"    {describe_agreement(r.agreement, r.ties)}")
+            elif r.agreement is not None:
+                click.echo(f"    argmax agreement {100 * r.agreement:.2f}% of rows (a cache or embedding: not judged)")
             click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
         verdict = "PASSED" if passed else "FAILED"
         click.echo(f"{verdict} | {cand_session.get_providers()[0]} | sit-onnx compare {reference} {candidate}")

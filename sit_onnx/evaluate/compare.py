@@ -25,15 +25,69 @@ class OutputComparison:
     min_atol_to_pass: float  # with rtol as given
     passed: bool
     problem: str | None = None  # why the outputs could not be compared element by element
-    agreement: float | None = None  # share of rows whose argmax (last axis) agrees; None for 0-D/1-D
+    agreement: float | None = None  # share of decided rows whose argmax (last axis) agrees; None for 0-D/1-D
+    ties: ArgmaxTies | None = None  # how close the reference's own choice was where the argmax changed
+
+
+@dataclass
+class ArgmaxTies:
+    """Where the argmax changed, how close the reference's own choice was: its top-1's lead over
+    its top-2 as a share of the row's range (max - min). A flip where that lead is a few percent is a
+    near-tie the conversion's error tipped, not a lost decision; rows whose lead is below
+    `min_margin` are not counted as decisions at all."""
+
+    disagreements: int  # decided rows whose argmax differs
+    widest_flipped_margin: float | None  # the largest lead among those rows (None: no row flipped)
+    undecided: int  # rows whose lead is below min_margin, left out of the agreement
+    min_margin: float
 
 
 def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
     """Share of rows (all axes but the last) whose largest entry is in the same place: what a
     classifier's or a language model's next-token decision sees. None when there are no rows."""
+    found = argmax_figures(a, b, 0.0)
+    return None if found is None else found[0]
+
+
+def argmax_figures(a: np.ndarray, b: np.ndarray, min_margin: float) -> tuple[float | None, ArgmaxTies] | None:
+    """(agreement over the rows the reference decides by at least `min_margin` of the row's range,
+    the near-tie figures), or None when there are no rows. Agreement is None when no row decides."""
     if a.ndim < 2 or a.shape != b.shape or a.shape[-1] == 0 or a.size == 0:
         return None
-    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+    rows_a, rows_b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    same = np.argmax(rows_a, axis=-1) == np.argmax(rows_b, axis=-1)
+    margin = _lead(rows_a)
+    decided = margin >= min_margin
+    flipped = margin[decided & ~same]
+    widest = float(np.nanmax(flipped)) if flipped.size and not np.all(np.isnan(flipped)) else None
+    ties = ArgmaxTies(int((decided & ~same).sum()), widest, int((~decided).sum()), min_margin)
+    return (float(np.mean(same[decided])) if decided.any() else None), ties
+
+
+def _lead(rows: np.ndarray) -> np.ndarray:
+    """Each row's top-1 lead over its top-2 as a share of its range: 0 for a tie (and a row holding
+    NaN, which decides nothing), 1 for one-hot."""
+    if rows.shape[-1] == 1:
+        return np.ones(rows.shape[0])
+    top = -np.partition(-rows, 1, axis=-1)[:, :2]
+    spread = top[:, 0] - rows.min(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(spread > 0, (top[:, 0] - top[:, 1]) / spread, 0.0)
+
+
+def describe_agreement(agreement: float | None, ties: ArgmaxTies) -> str:
+    """One line: the agreement, the rows left out as near-ties, and how close the reference's
+    choice was in the rows that flipped."""
+    left_out = f" ({ties.undecided} led by under {100 * ties.min_margin:g}% of their range not counted)"
+    if agreement is None:
+        return f"argmax agreement: no row decided{left_out}"
+    line = f"argmax agreement {100 * agreement:.2f}% of rows" + (left_out if ties.undecided else "")
+    if ties.disagreements and ties.widest_flipped_margin is not None:
+        line += (
+            f"; the reference's top-1 led by at most {100 * ties.widest_flipped_margin:.2g}% of the row's range"
+            f" in the {ties.disagreements} that differ"
+        )
+    return line
 
 
 CACHE_PREFIXES = ("present", "past")  # a decoder's key/value cache, as exporters name it
@@ -58,7 +112,9 @@ def approximately_equal(result: "OutputComparison", min_cosine: float, min_agree
     return result.agreement is None or not decides(result.name) or result.agreement >= min_agreement
 
 
-def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> OutputComparison:
+def compare_arrays(
+    name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float, min_margin: float = 0.0
+) -> OutputComparison:
     """`passed` when |a-b| <= atol + rtol*|a| everywhere (a is the reference). A NaN matches a NaN
     in the same place (a converted model keeps its original's NaN), nothing else."""
     if a.shape != b.shape:
@@ -78,6 +134,7 @@ def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: f
     stats = [float(f(x)) if x.size else 0.0 for x in (diff, rel) for f in (np.max, np.mean, np.median)]
     allowance = rtol * np.where(np.isfinite(a64), np.abs(a64), 0.0)
     needed = float(np.max(diff - allowance)) if diff.size else 0.0
+    agreement, ties = argmax_figures(a64, b64, min_margin) or (None, None)
     return OutputComparison(
         name,
         list(a.shape),
@@ -87,5 +144,6 @@ def compare_arrays(name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: f
         cosine,
         max(needed, 0.0),
         bool(np.all(diff <= atol + allowance)),
-        agreement=argmax_agreement(a64, b64),
+        agreement=agreement,
+        ties=ties,
     )

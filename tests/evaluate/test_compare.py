@@ -184,3 +184,77 @@ def test_compare_cli_says_a_caches_agreement_is_not_judged(tmp_path):
     assert result.exit_code == 1 and "50.00% of rows (a cache or embedding: not judged)" in result.output
     blocks = result.output.split("[logits]")
     assert blocks[0].rstrip().endswith("PASSED") and blocks[1].rstrip().splitlines()[-2].strip() == "FAILED"
+
+
+def test_near_tie_figures_row_by_row():
+    """The reference's lead (top-1 over top-2, as a share of the row's range) decides whether a row
+    counts; flipped rows report the widest lead among them."""
+    from sit_onnx.evaluate.compare import _lead, argmax_figures
+
+    a = np.array([[0.0, 1.0, 0.99], [0.0, 1.0, 0.5], [2.0, 0.0, 0.0], [3.0, 3.0, 3.0]])
+    assert _lead(a) == pytest.approx([0.01, 0.5, 1.0, 0.0])
+    assert _lead(np.array([[5.0], [-1.0]])).tolist() == [1.0, 1.0]  # one entry: decided outright
+    b = np.array([[0.0, 0.99, 1.0], [0.0, 0.4, 0.5], [2.0, 0.0, 0.0], [3.0, 3.0, 3.0]])  # rows 0, 1 flip
+    agreement, ties = argmax_figures(a, b, 0.0)
+    assert agreement == 0.5 and (ties.disagreements, ties.undecided, ties.min_margin) == (2, 0, 0.0)
+    assert ties.widest_flipped_margin == pytest.approx(0.5)
+    agreement, ties = argmax_figures(a, b, 0.01)  # a lead of the margin still decides; a constant row does not
+    assert agreement == pytest.approx(1 / 3) and (ties.disagreements, ties.undecided) == (2, 1)
+    agreement, ties = argmax_figures(a, b, 0.02)  # the 1% near-tie and the constant row left out
+    assert agreement == 0.5 and (ties.disagreements, ties.undecided) == (1, 2)
+    agreement, ties = argmax_figures(a, b, 0.6)  # only the clear row 2 decides, and agrees
+    assert agreement == 1.0 and (ties.disagreements, ties.widest_flipped_margin, ties.undecided) == (0, None, 3)
+    agreement, ties = argmax_figures(a[3:], b[3:], 0.5)
+    assert agreement is None and ties.undecided == 1
+    assert argmax_figures(np.ones(3), np.ones(3), 0.0) is None
+    nan_row = np.array([[np.nan, 1.0, 0.0]])
+    assert argmax_figures(nan_row, np.array([[0.0, 1.0, 0.0]]), 0.0)[0] == 0.0  # counted by default
+    agreement, ties = argmax_figures(nan_row, np.array([[0.0, 1.0, 0.0]]), 0.5)
+    assert agreement is None and ties.undecided == 1  # a NaN row decides nothing
+
+
+def test_compare_cli_min_margin_forgives_near_ties_only(tmp_path):
+    """A flip of a 1% lead fails by default and passes with --min-margin 0.02; a flip of a clear
+    lead fails either way. The report says how close the flipped rows were."""
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper
+
+    from sit_onnx.cli import main
+
+    def model(scale):
+        graph = helper.make_graph(
+            [helper.make_node("Mul", ["x", "s"], ["logits"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4, 3])],
+            [helper.make_tensor("s", TensorProto.FLOAT, [3], scale)],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(model([1.0, 1.0, 1.0]), str(tmp_path / "a.onnx"))
+    onnx.save(model([1.0, 1.0, 1.3]), str(tmp_path / "b.onnx"))
+    rows = [[0.0, 1.0, 0.99], [0.0, 1.0, 0.2], [1.0, 0.0, 0.0], [0.0, 0.3, 1.0]]
+    np.savez(tmp_path / "tie.npz", x=np.array(rows, np.float32))
+    np.savez(tmp_path / "clear.npz", x=np.array([[0.0, 1.0, 0.8]] * 4, np.float32))  # a lead of 20%
+    args = ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--min-cosine", "0.9"]
+    tie = [*args, "--inputs", str(tmp_path / "tie.npz")]
+    plain = CliRunner().invoke(main, tie)
+    assert plain.exit_code == 1 and "argmax agreement 75.00% of rows; the reference's top-1 led by at most 1%" in (
+        plain.output
+    )
+    forgiving = CliRunner().invoke(main, [*tie, "--min-margin", "0.02", "--json"])
+    record = json.loads(forgiving.stdout)
+    assert forgiving.exit_code == 0 and record["passed"] and record["min_margin"] == 0.02
+    out = record["outputs"][0]
+    assert out["agreement"] == 1.0 and out["ties"] == {
+        "disagreements": 0, "widest_flipped_margin": None, "undecided": 1, "min_margin": 0.02
+    }  # fmt: skip
+    said = CliRunner().invoke(main, [*tie, "--min-margin", "0.02"])
+    assert "100.00% of rows (1 led by under 2% of their range not counted)" in said.output
+    clear = CliRunner().invoke(main, [*args, "--inputs", str(tmp_path / "clear.npz"), "--min-margin", "0.02"])
+    assert clear.exit_code == 1 and "0.00% of rows; the reference's top-1 led by at most 20% " in clear.output
+    for bad in ("1.5", "-0.1", "nan"):
+        assert CliRunner().invoke(main, [*tie, "--min-margin", bad]).exit_code == 2
