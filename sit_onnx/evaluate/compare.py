@@ -52,14 +52,14 @@ def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
 def argmax_figures(a: np.ndarray, b: np.ndarray, min_margin: float) -> tuple[float | None, ArgmaxTies] | None:
     """(agreement over the rows the reference decides by at least `min_margin` of the row's range,
     the near-tie figures), or None when there are no rows. Agreement is None when no row decides."""
-    if a.ndim < 2 or a.shape != b.shape or a.shape[-1] == 0 or a.size == 0:
+    if a.ndim < 2 or a.shape != b.shape or a.size == 0:
         return None
     rows_a, rows_b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     same = np.argmax(rows_a, axis=-1) == np.argmax(rows_b, axis=-1)
     margin = _lead(rows_a)
     decided = margin >= min_margin
     flipped = margin[decided & ~same]
-    widest = float(np.nanmax(flipped)) if flipped.size and not np.all(np.isnan(flipped)) else None
+    widest = float(flipped.max()) if flipped.size else None
     ties = ArgmaxTies(int((decided & ~same).sum()), widest, int((~decided).sum()), min_margin)
     return (float(np.mean(same[decided])) if decided.any() else None), ties
 
@@ -82,7 +82,7 @@ def describe_agreement(agreement: float | None, ties: ArgmaxTies) -> str:
     if agreement is None:
         return f"argmax agreement: no row decided{left_out}"
     line = f"argmax agreement {100 * agreement:.2f}% of rows" + (left_out if ties.undecided else "")
-    if ties.disagreements and ties.widest_flipped_margin is not None:
+    if ties.disagreements:
         line += (
             f"; the reference's top-1 led by at most {100 * ties.widest_flipped_margin:.2g}% of the row's range"
             f" in the {ties.disagreements} that differ"

@@ -112,6 +112,7 @@ def test_agreement_edges_and_the_verdicts_boundaries():
     assert argmax_agreement(np.eye(3), np.eye(3)[::-1]) == pytest.approx(1 / 3)
     assert argmax_agreement(np.eye(3), np.eye(4)[:3, :3].T) == 1.0
     assert argmax_agreement(np.ones((2, 3)), np.ones((3, 2))) is None
+    assert argmax_agreement(np.array([[0, 1, 0.99]]), np.array([[0, 0.99, 1]])) == 0.0  # a near-tie counts
 
     def result(cosine, agreement, problem=None):
         return OutputComparison("y", [2], 0, 0, *([0.0] * 6), cosine, 0.0, False, problem, agreement)
@@ -194,7 +195,11 @@ def test_near_tie_figures_row_by_row():
     a = np.array([[0.0, 1.0, 0.99], [0.0, 1.0, 0.5], [2.0, 0.0, 0.0], [3.0, 3.0, 3.0]])
     assert _lead(a) == pytest.approx([0.01, 0.5, 1.0, 0.0])
     assert _lead(np.array([[5.0], [-1.0]])).tolist() == [1.0, 1.0]  # one entry: decided outright
+    assert _lead(np.array([[-2.0, 1.0, 0.5], [-7.0, -4.0, -5.0]])) == pytest.approx([0.5 / 3, 1 / 3])  # range from min
+    assert argmax_figures(np.ones((1, 1)), np.ones((1, 1)), 0.5)[0] == 1.0
     b = np.array([[0.0, 0.99, 1.0], [0.0, 0.4, 0.5], [2.0, 0.0, 0.0], [3.0, 3.0, 3.0]])  # rows 0, 1 flip
+    cube_a, cube_b = np.stack([a[:2], a[2:]]), np.stack([b[:2], b[2:]])  # rows along the last axis of 3-D outputs
+    assert argmax_figures(cube_a, cube_b, 0.0)[0] == 0.5 and argmax_figures(cube_a, cube_b, 0.02)[1].undecided == 2
     agreement, ties = argmax_figures(a, b, 0.0)
     assert agreement == 0.5 and (ties.disagreements, ties.undecided, ties.min_margin) == (2, 0, 0.0)
     assert ties.widest_flipped_margin == pytest.approx(0.5)

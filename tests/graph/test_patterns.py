@@ -581,6 +581,11 @@ def test_restored_axis_needs_count_keeping_plumbing():
     assert keeps_count([reshape, expand_same]) and keeps_count([])
     assert not keeps_count([reshape, expand_grows])
     assert not keeps_count([gs.Node("Tile", inputs=[renamed], outputs=[same])])
+    assert keeps_count([gs.Node(op, inputs=[renamed], outputs=[same]) for op in ("Cast", "Unsqueeze", "Reshape")])
+    unnamed = gs.Node("Expand", inputs=[unknown], outputs=[gs.Variable("u2", np.float32, [None, 1])])
+    assert not keeps_count([unnamed])  # [None, 1] to [None, 1] may still grow: None is no name
+    assert "shapes unknown" in restores_axis(gs.Variable("v", np.float32, None), e, 1, [reshape])
+    assert "shapes unknown" in restores_axis(renamed, gs.Variable("w", np.float32, None), 1, [reshape])
     assert restores_axis(renamed, e, 1, [reshape]) is None
     assert restores_axis(renamed, e, -1, [reshape, expand_grows]) is not None
     assert restores_axis(unknown, gs.Variable("e2", np.float32, [None, 5]), 1) is not None
