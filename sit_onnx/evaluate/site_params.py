@@ -23,6 +23,14 @@ from sit_onnx.neurons.objective import RowScore, rows_from_logits
 from sit_onnx.neurons.params import OBJECTIVES, SHIFT_RANGE, NeuronParams, shipped_params
 
 ROWS_PER_SITE = 1_500  # rows drawn per half: enough for a stable score, seconds to polish on
+ELEMENTS_PER_SITE = 200_000  # fewer rows where rows are long: a polish's time goes with the elements
+MIN_ROWS = 16  # (a CTC head's 6,625 classes: 30 rows, not 1,500; 240 of them took 4 minutes)
+
+
+def rows_per_half(length: int) -> int:
+    """How many rows of this length each half draws: ROWS_PER_SITE, unless that passes the
+    element budget, never fewer than MIN_ROWS."""
+    return min(ROWS_PER_SITE, max(MIN_ROWS, ELEMENTS_PER_SITE // max(length, 1)))
 
 
 @dataclass
@@ -73,8 +81,9 @@ def _choose(site, logits: np.ndarray, steps: int, rounds: int) -> SiteChoice:
     """Polish on half of the site's rows, choose and report on the other half (held out)."""
     moved = np.moveaxis(logits, site.axis, -1)
     flat = moved.reshape(-1, moved.shape[-1])
-    fit_rows = rows_from_logits(flat[0::2] if len(flat) > 1 else flat, -1, limit=ROWS_PER_SITE)
-    rows = rows_from_logits(flat[1::2] if len(flat) > 1 else flat, -1, limit=ROWS_PER_SITE, seed=1)
+    limit = rows_per_half(flat.shape[-1])
+    fit_rows = rows_from_logits(flat[0::2] if len(flat) > 1 else flat, -1, limit=limit)
+    rows = rows_from_logits(flat[1::2] if len(flat) > 1 else flat, -1, limit=limit, seed=1)
     target = SoftmaxTarget(rows, SHIFT_RANGE)
     choice = SiteChoice(
         site.name,
