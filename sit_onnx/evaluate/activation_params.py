@@ -93,7 +93,7 @@ def _pooled_inputs(model, feeds, functions) -> dict[str, tuple[int, np.ndarray]]
     values = capture(canonical, sorted({f.x for f in found}), feeds)
     pooled = {}
     for function in functions:
-        inputs = [f.scale * values[f.x].reshape(-1).astype(np.float64) for f in found if f.function == function]
+        inputs = [f.neuron_input(values[f.x].reshape(-1).astype(np.float64)) for f in found if f.function == function]
         x = np.concatenate(inputs) if inputs else np.zeros(0)
         if np.isfinite(x).any():
             pooled[function] = (len(inputs), x[np.isfinite(x)])

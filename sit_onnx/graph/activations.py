@@ -6,8 +6,10 @@ and `BiasGelu` (com.microsoft, the bias added first) and its `QuickGelu`; the Er
 and the tanh form `0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715x^3)))` in any association of the
 products (checked by evaluating the matched nodes, not by their shapes alone); `Sigmoid`;
 SiLU as `Mul(x, Sigmoid(x))`, and Swish-beta `Mul(x, Sigmoid(beta*x))` (CLIP's QuickGELU, beta
-1.702) and ONNX's `Swish` (opset 24) with SiLU's set rescaled; `Tanh`; torch's `HardSigmoid`
-(alpha 1/6) and `HardSwish`, also as `Mul(x, HardSigmoid(x))`, and both through ReLU6 as Paddle,
+1.702) and ONNX's `Swish` (opset 24) with SiLU's set rescaled; `Tanh`; `HardSigmoid` (torch's,
+alpha 1/6; any other alpha > 0 and beta, ONNX's default 0.2 and Keras 2's, as torch's of
+6 alpha x + 6 beta - 3) and `HardSwish`, also as `Mul(x, HardSigmoid(x))` (beta 0.5: HardSwish's
+set rescaled), and both through ReLU6 as Paddle,
 TensorFlow and older exporters write them (`Clip(x + 3, 0, 6) / 6`, times x before or after the
 division; checked by evaluating the nodes). Constants may come through
 CastLike and an Add may be a two-input Sum (ONNX's own function bodies). What is not converted
@@ -53,6 +55,7 @@ class ActivationSite:
     bias: gs.Tensor | None = field(default=None, repr=False)  # added to x first (BiasGelu, FastGelu)
     dtype: np.dtype | None = field(default=None, repr=False)  # float32 or float16, once checked
     scale: float = 1.0  # the function is f(scale x) / scale (Swish-beta: SiLU's set rescaled)
+    affine: tuple[float, float] | None = None  # (gain, shift): the op reads gain x + shift (HardSigmoid's alpha, beta)
 
 
 @dataclass(frozen=True)
@@ -261,14 +264,33 @@ def _gate(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
 
 
 def _hardsigmoid(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
-    """torch's hardsigmoid is HardSigmoid(alpha=1/6, beta=0.5), what the shipped sets are fitted to;
-    ONNX's default (alpha=0.2) is another function."""
+    """torch's hardsigmoid is HardSigmoid(alpha=1/6, beta=0.5), what the shipped sets are fitted to.
+    Any other alpha > 0 and beta (ONNX's default 0.2, Keras 2's hard_sigmoid) is torch's of
+    6 alpha x + 6 beta - 3: alone, the op reads that (a Mul and an Add before it); as the gate of
+    x * HardSigmoid(x) with beta 0.5, HardSwish's set rescaled by 6 alpha (HardSwish(s x) / s)."""
     alpha, beta = float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))
-    if not (math.isclose(alpha, 1 / 6, rel_tol=1e-3) and math.isclose(beta, 0.5, rel_tol=1e-3)):
-        raise NoSite(f"HardSigmoid with alpha={alpha:g}, beta={beta:g}: the sets are fitted to alpha=1/6, beta=0.5")
-    return _gate(graph, node, wanted)
+    site = _gate(graph, node, wanted)
+    if math.isclose(alpha, 1 / 6, rel_tol=1e-3) and math.isclose(beta, 0.5, rel_tol=1e-3):
+        return site
+    label = f"HardSigmoid (alpha={alpha:g}, beta={beta:g})"
+    if not (math.isfinite(alpha) and math.isfinite(beta) and alpha > 0):
+        raise NoSite(f"{label}: the sets compute an increasing HardSigmoid (alpha > 0, both finite)")
+    gain, shift = 6 * alpha, 6 * beta - 3
+    if site.function == "hardsigmoid":
+        site.affine, site.form = (gain, shift), label
+        return site
+    if not math.isclose(beta, 0.5, rel_tol=1e-3):
+        if "hardsigmoid" not in wanted:
+            raise NoSite(f"x * {label}(x): only beta=0.5 is HardSwish rescaled (hardsigmoid converts the gate)")
+        x, gate = node.inputs[0], node.outputs[0]
+        return ActivationSite(node.name, graph, "hardsigmoid", label, x, gate, [node], affine=(gain, shift))
+    if not _in_window(gain):
+        raise _outside_window(f"x * {label}(x): 6 * alpha")
+    site.scale, site.form = gain, f"x * {label}(x)"
+    return site
 
 
+AFFINE = ("gain", "shift")
 MAX_RELU6_STEPS = 2  # after Clip(x + 3, 0, 6): / 6 (or * 1/6) and * x, in either order
 RELU6_FORMS = {"hardsigmoid": "Clip(x + 3, 0, 6) / 6", "hardswish": "x * Clip(x + 3, 0, 6) / 6"}
 
@@ -490,6 +512,9 @@ def replace_activation(site: ActivationSite, params: ActivationParams, opset: in
         return result
 
     x = add("Add", [site.x, site.bias]) if site.bias is not None else site.x
+    if site.affine is not None:
+        gain, shift = (gs.Constant(names.fresh(f"{base}/{n}"), np.array(v, dtype)) for n, v in zip(AFFINE, site.affine))
+        x = add("Add", [add("Mul", [x, gain]), shift])
     attrs = activation_attributes(params.rescaled(site.scale) if site.scale != 1.0 else params)
     if dtype == np.float16 and opset < CASTLIKE_OPSET:
         wide = add("Cast", [x], {"to": helper.np_dtype_to_tensor_dtype(np.dtype(np.float32))}, out_dtype=np.float32)

@@ -261,6 +261,12 @@ class FoundActivation:
     function: str
     x: str
     scale: float = 1.0  # the function's set reads scale * x (Swish-beta)
+    affine: tuple[float, float] | None = None  # (gain, shift): it reads gain * x + shift (a HardSigmoid's alpha, beta)
+
+    def neuron_input(self, x: np.ndarray) -> np.ndarray:
+        """What the site's set reads when the site's input is x."""
+        gain, shift = self.affine or (1.0, 0.0)
+        return self.scale * (gain * x + shift)
 
 
 def find_canonical_activations(
@@ -270,7 +276,7 @@ def find_canonical_activations(
     prepared = prepare(model, "model", in_place=False)
     graph = _searchable_graph(prepared)
     found = [
-        FoundActivation(s.name, graph_label(s.graph, graph), s.function, s.x.name, s.scale)
+        FoundActivation(s.name, graph_label(s.graph, graph), s.function, s.x.name, s.scale, s.affine)
         for s in find_activation_sites(graph, functions)
     ]
     return write_back(prepared.model, prepared.light, prepared.aside), found
@@ -330,6 +336,12 @@ def apply(
     return reports
 
 
+def _site_input(neuron_input: float, affine: tuple[float, float] | None) -> float:
+    """The site input at which the set reads `neuron_input` (undoing gain x + shift)."""
+    gain, shift = affine or (1.0, 0.0)
+    return (neuron_input - shift) / gain
+
+
 def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParams], opset: int) -> list[dict]:
     """Replace every activation site with its function's set; one report entry per site."""
     names = NamePool(graph)
@@ -345,8 +357,9 @@ def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParam
                 "form": site.form,
                 "input": site.x.name,
                 "input_scale": site.scale,
+                "input_map": list(site.affine) if site.affine else None,
                 "output": site.output.name,
-                "range": [v / site.scale for v in own.input_range],
+                "range": [_site_input(v / site.scale, site.affine) for v in own.input_range],
                 "steps": own.steps,
                 "set": own.function,  # gelu_gate: the neuron computes the gate, the op times x the site
                 "replaced_with": inserted,

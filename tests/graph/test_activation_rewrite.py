@@ -438,24 +438,103 @@ def test_inserted_nodes_are_named_after_their_site():
     assert [n.name for n in new.graph.node] == ["erf/sit_SpikingActivation"]
 
 
-def test_onnx_default_hardsigmoid_is_another_function():
-    sites, misses = _misses(_model([_hard_sigmoid("y", alpha=0.2)]), {"hardsigmoid", "hardswish"})
+def _true_hardsigmoid(x, alpha, beta):
+    return np.clip(alpha * x.astype(np.float64) + beta, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "alpha, beta, gain, shift",
+    [(0.2, 0.5, 1.2, 0.0), (1 / 6, 0.6, 1.0, 0.6), (0.5, 0.6, 3.0, 0.6), (0.1, 0.3, 0.6, -1.2), (1e-3, 0.5, 6e-3, 0.0)],
+)  # fmt: skip
+def test_any_increasing_hardsigmoid_reads_torchs_of_an_affine_input(rng, alpha, beta, gain, shift):
+    """ONNX's default (alpha 0.2, Keras 2's hard_sigmoid) and any other alpha > 0, beta: torch's
+    HardSigmoid of 6 alpha x + 6 beta - 3, written as a Mul and an Add before the op."""
+    model = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig", alpha=alpha, beta=beta)])
+    (site,), misses = _misses(model, {"hardsigmoid"})
+    assert misses == [] and site.affine == pytest.approx((gain, shift)) and site.scale == 1.0
+    assert site.form == f"HardSigmoid (alpha={alpha:g}, beta={beta:g})"
+    new, report = rewrite_model(model, RewriteOptions(activations=("hardsigmoid",)))
+    (entry,) = report.activations
+    params = shipped_activation("hardsigmoid", 12)
+    assert entry["input_map"] == pytest.approx([gain, shift]) and entry["replaced_with"][:2] == ["Mul", "Add"]
+    assert entry["range"] == pytest.approx([(v - shift) / gain for v in params.input_range])
+    x = rng.normal(0, 4 / gain, (2, 50)).astype(np.float32)
+    (y,) = run(new, {"x": x})
+    read = (x * np.float32(gain) + np.float32(shift)).astype(np.float32)
+    np.testing.assert_array_equal(y, spiking_activation(read, params))
+    assert np.abs(y - _true_hardsigmoid(x, alpha, beta)).max() <= params.neuron.max_error * 1.01 + 1e-6
+
+
+@pytest.mark.parametrize("alpha, beta", [(0.0, 0.5), (-0.2, 0.5), (math.nan, 0.5), (0.2, math.inf)])
+def test_a_hardsigmoid_that_does_not_increase_is_left_alone(alpha, beta):
+    model = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig", alpha=alpha, beta=beta)])
+    sites, misses = _misses(model, {"hardsigmoid"})
     assert sites == [] and misses == [
-        ("hsig", "HardSigmoid with alpha=0.2, beta=0.5: the sets are fitted to alpha=1/6, beta=0.5")
-    ]
+        ("hsig", f"HardSigmoid (alpha={alpha:g}, beta={beta:g}): the sets compute an increasing HardSigmoid "
+                 "(alpha > 0, both finite)")
+    ]  # fmt: skip
+
+
+def test_hardsigmoid_attributes_read_with_onnx_defaults():
+    bare = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig")])  # ONNX's alpha=0.2, beta=0.5
+    (site,), _ = _misses(bare, {"hardsigmoid"})
+    assert site.affine == pytest.approx((1.2, 0.0))
     _, misses = _misses(_model([_hard_sigmoid("y")]), {"hardswish"})
     assert misses == [
         ("hsig", "a HardSigmoid that is no HardSwish (x * HardSigmoid(x)), and hardsigmoid was not asked for")
     ]
 
 
-def test_hardsigmoid_attributes_read_with_onnx_defaults():
-    bare = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig")])  # ONNX's alpha=0.2
-    _, misses = _misses(bare, {"hardsigmoid"})
-    assert misses == [("hsig", "HardSigmoid with alpha=0.2, beta=0.5: the sets are fitted to alpha=1/6, beta=0.5")]
-    shifted = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig", alpha=1 / 6, beta=0.6)])
-    _, misses = _misses(shifted, {"hardsigmoid"})
-    assert misses[0][1].startswith("HardSigmoid with alpha=0.166667, beta=0.6:")
+def _x_times_hardsigmoid(alpha, beta):
+    return _model(
+        [
+            helper.make_node("HardSigmoid", ["x"], ["g"], name="hsig", alpha=alpha, beta=beta),
+            helper.make_node("Mul", ["x", "g"], ["y"], name="times_x"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("form", ["direct", "gated"])
+def test_x_times_another_hardsigmoid_is_hardswish_rescaled(rng, form):
+    """x * HardSigmoid(alpha x + 0.5) = HardSwish(6 alpha x) / (6 alpha): HardSwish's set rescaled."""
+    model = _x_times_hardsigmoid(0.2, 0.5)
+    (site,), _ = _misses(model, {"hardswish"})
+    assert (site.function, site.scale, site.affine) == ("hardswish", pytest.approx(1.2), None)
+    assert site.form == "x * HardSigmoid (alpha=0.2, beta=0.5)(x)"
+    options = RewriteOptions(activations=("hardswish",), activation_form=form)
+    new, report = rewrite_model(model, options)
+    assert report.activations[0]["input_scale"] == pytest.approx(1.2) and report.activations[0]["input_map"] is None
+    params = shipped_activation(options.set_function("hardswish"), 12).rescaled(1.2)
+    x = rng.normal(0, 2.5, (2, 50)).astype(np.float32)
+    (y,) = run(new, {"x": x})
+    np.testing.assert_allclose(y, spiking_activation(x, params), atol=1e-6)
+    true = x.astype(np.float64) * _true_hardsigmoid(x, 0.2, 0.5)
+    assert np.abs(y - true).max() <= params.neuron.max_error * 1.01 * (2.5 * 4 if form == "gated" else 1) + 1e-6
+
+
+def test_x_times_a_shifted_hardsigmoid_converts_only_its_gate():
+    """beta != 0.5 is no HardSwish: the gate alone converts where hardsigmoid is asked for."""
+    model = _x_times_hardsigmoid(0.2, 0.6)
+    sites, misses = _misses(model, {"hardswish"})
+    assert sites == [] and misses == [
+        ("hsig", "x * HardSigmoid (alpha=0.2, beta=0.6)(x): only beta=0.5 is HardSwish rescaled "
+                 "(hardsigmoid converts the gate)")
+    ]  # fmt: skip
+    (site,), _ = _misses(model, {"hardswish", "hardsigmoid"})
+    assert (site.function, site.output.name, site.affine) == ("hardsigmoid", "g", pytest.approx((1.2, 0.6)))
+    _, misses = _misses(_x_times_hardsigmoid(20.0, 0.5), {"hardswish"})
+    assert misses == [("hsig", "x * HardSigmoid (alpha=20, beta=0.5)(x): 6 * alpha outside [0.01, 100], "
+                               "where a rescaled set stays in float32")]  # fmt: skip
+
+
+def test_calibration_reads_a_sites_input_as_its_set_does():
+    from sit_onnx.graph.convert import FoundActivation
+
+    x = np.array([-1.0, 0.0, 2.0])
+    assert FoundActivation("a", "main", "hardsigmoid", "x").neuron_input(x).tolist() == [-1.0, 0.0, 2.0]
+    assert FoundActivation("a", "main", "silu", "x", 1.702).neuron_input(x) == pytest.approx([-1.702, 0, 3.404])
+    hs = FoundActivation("a", "main", "hardsigmoid", "x", 1.0, (1.2, 0.6))
+    assert hs.neuron_input(x) == pytest.approx([-0.6, 0.6, 3.0])
 
 
 def test_half_times_x_in_either_order():

@@ -1,8 +1,9 @@
 """ONNX's own node tests for the activations `--activations` converts (onnx.backend.test: the op
 cases and their `_expanded` function bodies, which write constants through CastLike and adds as
 Sum): each converts to one SpikingActivation computing the numpy reference of the shipped set, and
-stays within that set's error of ONNX's expected output; ONNX's HardSigmoid defaults are another
-function and are left alone, saying why."""
+stays within that set's error of ONNX's expected output. ONNX's HardSigmoid cases (alpha 0.2 or
+0.5, beta 0.5 or 0.6) convert as torch's HardSigmoid of 6 alpha x + 6 beta - 3; their `_expanded`
+bodies, Max(0, Min(1, alpha x + beta)), hold no HardSigmoid to convert."""
 
 import warnings
 
@@ -71,8 +72,31 @@ def test_onnx_activation_node_test_converts_and_matches_reference(name, form):
         assert np.abs(y - expected).max() <= params.neuron.max_error * 1.01 + 1e-6
 
 
-@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("test_hardsigmoid")))
-def test_onnx_hardsigmoid_defaults_are_left_alone_saying_why(name):
+HARDSIGMOIDS = sorted(n for n in CASES if n.startswith("test_hardsigmoid"))
+
+
+@pytest.mark.parametrize("name", [n for n in HARDSIGMOIDS if "expanded" not in n])
+def test_onnx_hardsigmoid_cases_convert_through_their_affine_input(name):
+    import onnx
+
+    case = CASES[name]
+    node = case.model.graph.node[0]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+    new, report = rewrite_model(case.model, RewriteOptions(activations=("hardsigmoid",)))
+    (entry,) = report.activations
+    assert entry["input_map"] == pytest.approx([6 * alpha, 6 * beta - 3])
+    params = shipped_activation("hardsigmoid", 12)
+    for inputs, (expected,) in case.data_sets:
+        (x,) = inputs
+        (y,) = run(new, {case.model.graph.input[0].name: x})
+        read = x * np.float32(6 * alpha) + np.float32(6 * beta - 3)
+        np.testing.assert_array_equal(y, spiking_activation(read.astype(np.float32), params))
+        assert np.abs(y - expected).max() <= params.neuron.max_error * 1.01 + 1e-6
+
+
+@pytest.mark.parametrize("name", [n for n in HARDSIGMOIDS if "expanded" in n])
+def test_onnx_hardsigmoid_bodies_hold_no_hardsigmoid(name):
     with pytest.raises(SitOnnxError) as refused:
         rewrite_model(CASES[name].model, RewriteOptions(activations=("hardsigmoid",)))
     assert "nor hardsigmoid activation to convert" in str(refused.value)
@@ -82,8 +106,4 @@ def test_onnx_hardsigmoid_defaults_are_left_alone_saying_why(name):
 
     misses = []
     find_activation_sites(gs.import_onnx(CASES[name].model), {"hardsigmoid"}, misses)
-    if "expanded" in name:  # Max(0, Min(1, alpha x + beta)): no HardSigmoid node to speak of
-        assert misses == []
-    else:
-        (miss,) = misses
-        assert miss.reason.endswith("the sets are fitted to alpha=1/6, beta=0.5")
+    assert misses == []  # Max(0, Min(1, alpha x + beta)): no HardSigmoid node to speak of
