@@ -80,34 +80,76 @@ def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], so
 GENERATED_LENGTH = 16
 LONGER_LENGTHS = (32, 64, 128, 224, 256, 384, 512)  # tried in turn where a model cannot take 16
 INDEX_PASS_THROUGH = ("Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")  # values kept
+INDEX_SELECTION = ("Gather", "GatherElements", "GatherND", "Slice", "Expand", "Tile")  # input 0's values, some of them
 # com.microsoft's fused BERT embedding: which of its inputs indexes which of its tables
 FUSED_EMBEDDING_TABLES = {"EmbedLayerNormalization": {0: 2, 1: 4, 8: 3}}
+SMALL_CONSTANT = 1 << 16  # elements: larger constants are weights, never a one-hot's class list
+
+
+def small_integer_constants(graphs: list[onnx.GraphProto]) -> dict[str, np.ndarray]:
+    """The values of every small integer initializer and Constant (external data is never read)."""
+    tensors = [t for graph in graphs for t in graph.initializer]
+    for graph in graphs:
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                tensor = onnx.TensorProto()
+                tensor.CopyFrom(node.attribute[0].t)
+                tensor.name = node.output[0]
+                tensors.append(tensor)
+    values = {}
+    for tensor in tensors:
+        integer = tensor.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+        if integer and tensor.data_location != onnx.TensorProto.EXTERNAL and np.prod(tensor.dims) <= SMALL_CONSTANT:
+            values[tensor.name] = onnx.numpy_helper.to_array(tensor)
+    return values
+
+
+def one_hot_width(node: onnx.NodeProto, source: dict[str, str], values: dict[str, np.ndarray]) -> tuple[str, int]:
+    """(the ids' tensor, how many classes) where `node` one-hot encodes ids: `OneHot` with a constant
+    depth, or `Equal` against a constant holding every class 0..n-1 (jax.nn.one_hot's form); else
+    ("", 0). An `Equal` to one value (a padding id) is a test, not an encoding."""
+    if node.op_type == "OneHot" and len(node.input) == 3 and node.input[1] in values:
+        depth = values[node.input[1]]
+        return (node.input[0], int(depth.ravel()[0])) if depth.size == 1 else ("", 0)
+    if node.op_type != "Equal" or len(node.input) != 2:
+        return "", 0
+    ids, classes = node.input if node.input[0] in source else node.input[::-1]
+    labels = np.unique(values.get(classes, np.empty(0)))
+    if ids in source and labels.size >= 2 and np.array_equal(labels, np.arange(labels.size)):
+        return ids, labels.size
+    return "", 0
 
 
 def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     """For each integer graph input that indexes a constant table (an embedding's Gather, through
-    Casts, or the fused EmbedLayerNormalization), in the main graph or an If/Loop body (a merged
-    decoder's): the table's size, so generated ids are valid."""
+    Casts, or the fused EmbedLayerNormalization) or is one-hot encoded (`OneHot`, `Equal` to the
+    classes), in the main graph or an If/Loop body (a merged decoder's): the table's size, so
+    generated ids are valid. Ids keep their source through ops that only move or pick values."""
     graphs = list(graph_protos(model.graph))  # the main graph first, so its names reach the bodies
     tables = constant_shapes(model)
+    values = small_integer_constants(graphs)
     source = {i.name: i.name for i in model.graph.input}  # tensor -> the graph input it carries unchanged
     bounds: dict[str, int] = {}
 
-    def bound(tensor: str, table: str, axis: int = 0) -> None:
-        dims = tables.get(table)
-        if tensor in source and dims and -len(dims) <= axis < len(dims) and dims[axis] > 0:
+    def bound(tensor: str, size: int) -> None:
+        if tensor in source and size > 0:
             name = source[tensor]
-            bounds[name] = min(bounds.get(name, dims[axis]), dims[axis])
+            bounds[name] = min(bounds.get(name, size), size)
+
+    def table_rows(table: str, axis: int = 0) -> int:
+        dims = tables.get(table)
+        return dims[axis] if dims and -len(dims) <= axis < len(dims) else 0
 
     for node in (node for graph in graphs for node in graph.node):
-        if node.op_type in INDEX_PASS_THROUGH and node.input and node.input[0] in source:
+        if node.op_type in INDEX_PASS_THROUGH + INDEX_SELECTION and node.input and node.input[0] in source:
             source[node.output[0]] = source[node.input[0]]
-        elif node.op_type == "Gather" and len(node.input) == 2:
+        if node.op_type == "Gather" and len(node.input) == 2:
             axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-            bound(node.input[1], node.input[0], axis)
+            bound(node.input[1], table_rows(node.input[0], axis))
         for index, table in FUSED_EMBEDDING_TABLES.get(node.op_type, {}).items():
             if len(node.input) > max(index, table):
-                bound(node.input[index], node.input[table])
+                bound(node.input[index], table_rows(node.input[table]))
+        bound(*one_hot_width(node, source, values))
     return bounds
 
 

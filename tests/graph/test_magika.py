@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from sit_onnx.evaluate.inputs import index_bounds
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.sites import DECOMPOSED
 from tests.evaluate.pretrained import WHEELS
@@ -41,6 +42,13 @@ def test_its_softmax_is_found_and_converted(converted):
     _, report = converted
     assert [(s.pattern, s.axis, s.converted) for s in report.sites] == [(DECOMPOSED, 1, True)]
     assert not {"Exp", "Div"} & set(report.ops_after) and report.ops_after["ReduceSum"] == 4  # LayerNorms'
+
+
+def test_generated_bytes_cover_its_one_hot(magika_dir):
+    """Magika one-hot encodes bytes 0..255 and its padding 256 by an `Equal` to those 257 classes:
+    `compare` and `run` generate every one of them (before: ids 0..3)."""
+    model = onnx.load(magika_dir / "magika" / "models" / "standard_v3_3" / "model.onnx")
+    assert index_bounds(model) == {"bytes": 257}
 
 
 def _files(limit=300):

@@ -439,3 +439,87 @@ def test_a_length_that_runs_at_batch_one_but_not_at_the_batch_asked_says_which_i
     session, run, _ = _runner(model)
     with pytest.raises(SitOnnxError, match=rf"x \[3, {LONGER_LENGTHS[0]}\] float32, .*--inputs\)$"):
         run_generated(session, 3, model, run)
+
+
+def _one_hot_model(encoding, ids_type=TensorProto.INT32, picked=False):
+    """ids -> [Gather of the last position] -> one-hot (OneHot, or Equal to a class list) -> float."""
+    nodes, inits, name = [], [], "ids"
+    if picked:  # a decoder's last token, picked before it is embedded
+        inits.append(numpy_helper.from_array(np.array(-1, np.int64), "last"))
+        nodes.append(helper.make_node("Gather", ["ids", "last"], ["picked"], axis=1))
+        name = "picked"
+    kind, values = encoding
+    if kind == "OneHot":
+        inits += [numpy_helper.from_array(np.array(values, np.int64), "depth"),
+                  numpy_helper.from_array(np.array([0, 1], np.float32), "off_on")]  # fmt: skip
+        nodes.append(helper.make_node("OneHot", [name, "depth", "off_on"], ["y"]))
+    else:
+        classes = numpy_helper.from_array(np.array(values, np.int64).reshape(1, 1, -1))
+        nodes.append(helper.make_node("Constant", [], ["classes"], value=classes))
+        nodes.append(helper.make_node("Cast", [name], ["wide"], to=TensorProto.INT64))
+        nodes.append(helper.make_node("Unsqueeze", ["wide", "axes"], ["column"]))
+        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "axes"))
+        equal_inputs = ["classes", "column"] if kind == "Equal, classes first" else ["column", "classes"]
+        nodes.append(helper.make_node("Equal", equal_inputs, ["hot"]))
+        nodes.append(helper.make_node("Cast", ["hot"], ["y"], to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", ids_type, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "encoding, picked",
+    [
+        (("OneHot", 257), False),
+        (("Equal", list(range(257))), False),  # jax.nn.one_hot (Magika's bytes)
+        (("Equal, classes first", list(range(5))), True),
+        (("Equal", [3, 0, 2, 1, 4, 4]), False),  # every class 0..4, in any order, repeats allowed
+    ],
+)
+def test_one_hot_ids_stay_among_their_classes(encoding, picked):
+    ids_type = TensorProto.INT64 if encoding[0] == "OneHot" else TensorProto.INT32  # onnxruntime's OneHot: int64 ids
+    model = _one_hot_model(encoding, ids_type, picked=picked)
+    classes = encoding[1] if encoding[0] == "OneHot" else len(set(encoding[1]))
+    assert index_bounds(model) == {"ids": classes}
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = generate_feeds(session, batch=512, model=model)
+    assert feeds["ids"].min() == 0 and feeds["ids"].max() == classes - 1
+    hot = session.run(None, feeds)[0]
+    assert np.all(hot.max(-1) == 1)  # every id is one of the classes
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[0], [1, 2, 3], [0, 2, 3], [-1, 0, 1]],  # a padding test, not from 0, a gap, a negative
+)
+def test_an_equal_to_values_that_are_not_every_class_bounds_nothing(values):
+    assert index_bounds(_one_hot_model(("Equal", values))) == {}
+
+
+def test_ids_picked_by_a_gather_keep_their_embedding_bound():
+    """A decoder embeds only its last token: Gather(ids, -1, axis=1), then Gather(table, ...)."""
+    model = _embedding_model(40, chain=())
+    model.graph.initializer.append(numpy_helper.from_array(np.array(-1, np.int64), "last"))
+    model.graph.node.insert(0, helper.make_node("Gather", ["ids", "last"], ["picked"], axis=1))
+    model.graph.node[-1].input[1] = "picked"
+    assert index_bounds(model) == {"ids": 40}
+    model.graph.node[0].op_type, model.graph.node[0].input[:] = "Neg", ["ids"]  # not a selection
+    del model.graph.node[0].attribute[:]
+    assert index_bounds(model) == {}
+
+
+def test_one_hot_constants_read_only_when_small_and_in_the_file():
+    depth = _one_hot_model(("OneHot", 7))
+    assert index_bounds(depth) == {"ids": 7}
+    depth.graph.initializer[0].data_location = TensorProto.EXTERNAL  # never read from disk
+    assert index_bounds(depth) == {}
+    pair = _one_hot_model(("OneHot", 7))
+    pair.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([7, 9], np.int64), "depth"))
+    assert index_bounds(pair) == {}  # a depth of two values: an invalid model, no bound and no crash
+    wide = _one_hot_model(("Equal", list(range((1 << 16) + 1))))  # more classes than a small constant holds
+    assert index_bounds(wide) == {}
