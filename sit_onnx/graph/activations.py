@@ -11,9 +11,10 @@ alpha 1/6; any other alpha > 0 and beta, ONNX's default 0.2 and Keras 2's, as to
 6 alpha x + 6 beta - 3) and `HardSwish`, also as `Mul(x, HardSigmoid(x))` (beta 0.5: HardSwish's
 set rescaled), and both through ReLU6 as Paddle,
 TensorFlow and older exporters write them (`Clip(x + 3, 0, 6) / 6`, times x before or after the
-division; checked by evaluating the nodes). Constants may come through
-CastLike and an Add may be a two-input Sum (ONNX's own function bodies). What is not converted
-says why.
+division; the clamp also as `Min(Max(x + 3, 0), 6)`, `Max(Min(x + 3, 6), 0)` or `Min(Relu(x + 3), 6)`,
+as `jnp.minimum(jnp.maximum(...))` and hand-written ReLU6s export; checked by evaluating the
+nodes). Constants may come through CastLike and an Add may be a two-input Sum (ONNX's own
+function bodies). What is not converted says why.
 """
 
 from __future__ import annotations
@@ -168,6 +169,9 @@ _EVAL = {
     "Sqrt": np.sqrt,
     "Identity": lambda a: a,
     "Clip": _clip,
+    "Max": lambda *terms: np.maximum.reduce(np.broadcast_arrays(*terms)),
+    "Min": lambda *terms: np.minimum.reduce(np.broadcast_arrays(*terms)),
+    "Relu": lambda a: np.maximum(a, 0.0),
 }
 
 
@@ -295,9 +299,22 @@ MAX_RELU6_STEPS = 2  # after Clip(x + 3, 0, 6): / 6 (or * 1/6) and * x, in eithe
 RELU6_FORMS = {"hardsigmoid": "Clip(x + 3, 0, 6) / 6", "hardswish": "x * Clip(x + 3, 0, 6) / 6"}
 
 
-def _relu6_input(clip: gs.Node) -> gs.Tensor | None:
-    """x of Clip(x + 3, ...), the start of a HardSigmoid or HardSwish written through ReLU6; else None."""
-    add = clip.inputs[0].inputs[0] if clip.inputs and clip.inputs[0].inputs else None
+# ReLU6(x + 3) written with two ops: (first op, second op) -> how reports spell it
+CLAMPS = {
+    ("Max", "Min"): "Min(Max(x + 3, 0), 6)",
+    ("Min", "Max"): "Max(Min(x + 3, 6), 0)",
+    ("Relu", "Min"): "Min(Relu(x + 3), 6)",
+}
+CLAMP_STARTS = ("Clip", "Max", "Min", "Relu")
+
+
+def _relu6_input(start: gs.Node) -> gs.Tensor | None:
+    """x of Clip(x + 3, ...) (or of Max, Min, Relu of x + 3), the start of a HardSigmoid or
+    HardSwish written through ReLU6; else None."""
+    shifted = [t for t in start.inputs[: 1 if start.op in ("Clip", "Relu") else 2] if constant_value(t) is None]
+    if len(shifted) != 1 or (start.op in ("Max", "Min") and len(start.inputs) != 2):
+        return None
+    add = shifted[0].inputs[0] if shifted[0].inputs else None
     if add is None or add.op != "Add" or (add.domain or "") not in DEFAULT_DOMAINS or len(add.inputs) != 2:
         return None
     for x, three in (add.inputs, add.inputs[::-1]):
@@ -306,14 +323,28 @@ def _relu6_input(clip: gs.Node) -> gs.Tensor | None:
     return None
 
 
+def _clamp(graph: gs.Graph, start: gs.Node) -> tuple[gs.Tensor, str] | None:
+    """Where ReLU6(x + 3) that begins at `start` ends, and how it is written; None where `start`
+    begins no two-op clamp (a Max of x + 3 read by anything but one Min)."""
+    if start.op == "Clip":
+        return start.outputs[0], "Clip(x + 3, 0, 6)"
+    consumers = list(start.outputs[0].outputs)
+    pair = (start.op, consumers[0].op) if len(consumers) == 1 else None
+    if pair not in CLAMPS or start.outputs[0] in graph.outputs or (consumers[0].domain or "") not in DEFAULT_DOMAINS:
+        return None
+    return consumers[0].outputs[0], CLAMPS[pair]
+
+
 def _relu6_hard(graph: gs.Graph, clip: gs.Node, wanted: set[str]) -> ActivationSite | None:
     """Clip(x + 3, 0, 6) / 6 (HardSigmoid) and x times it (HardSwish), the products and the
-    division in any order: the Muls and Divs after the Clip are followed and the chain evaluated.
-    None for a Clip that is no such start (a plain ReLU6)."""
+    division in any order: the Muls and Divs after the clamp are followed and the chain evaluated.
+    None for a clamp that is no such start (a plain ReLU6)."""
     x = _relu6_input(clip)
-    if x is None:
+    clamp = _clamp(graph, clip) if x is not None else None
+    if clamp is None:
         return None
-    found, end, stop = {}, clip.outputs[0], ""
+    clamped, spelling = clamp
+    found, end, stop = {}, clamped, ""
     for _ in range(MAX_RELU6_STEPS):
         consumers = list(end.outputs)
         if end in graph.outputs or len(consumers) != 1 or consumers[0].op not in ("Mul", "Div"):
@@ -336,11 +367,14 @@ def _relu6_hard(graph: gs.Graph, clip: gs.Node, wanted: set[str]) -> ActivationS
     for function in ("hardswish", "hardsigmoid"):
         if function in found and function in wanted:
             output, nodes = found[function]
-            return ActivationSite(clip.name or output.name, graph, function, RELU6_FORMS[function], x, output, nodes)
+            form = RELU6_FORMS[function].replace("Clip(x + 3, 0, 6)", spelling)
+            return ActivationSite(clip.name or output.name, graph, function, form, x, output, nodes)
     if found:
         function = next(iter(found))
-        raise NoSite(f"a {RELU6_FORMS[function]} ({function}), and {function} was not asked for")
-    raise NoSite(f"Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of {x.name!r}{stop}")
+        form = RELU6_FORMS[function].replace("Clip(x + 3, 0, 6)", spelling)
+        raise NoSite(f"a {form} ({function}), and {function} was not asked for")
+    start = "Clip(x + 3)" if clip.op == "Clip" else spelling
+    raise NoSite(f"{start} and the Muls and Divs after it compute no HardSigmoid or HardSwish of {x.name!r}{stop}")
 
 
 def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
@@ -416,7 +450,7 @@ def _match(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite |
             return _hardsigmoid(graph, node, wanted)
         if node.op == "Swish" and "silu" in wanted:
             return _swish_op(graph, node)
-        if node.op == "Clip" and wanted & {"hardsigmoid", "hardswish"}:
+        if node.op in CLAMP_STARTS and wanted & {"hardsigmoid", "hardswish"}:
             return _relu6_hard(graph, node, wanted)
         if node.op == "HardSwish" and "hardswish" in wanted:
             return ActivationSite(node.name, graph, "hardswish", "HardSwish", node.inputs[0], node.outputs[0], [node])

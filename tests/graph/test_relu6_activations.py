@@ -207,3 +207,64 @@ def test_a_gate_times_another_tensor_keeps_its_hardsigmoid(other):
         x, z = _x(4), _x(5)
         expected = spiking_activation(x, shipped_activation("hardsigmoid", 12)) * z
         np.testing.assert_allclose(run(new, {"x": x, "z": z})[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def _two_op_clamp(first, second, add=("x", "three")):
+    """ReLU6(x + 3) as two ops: Min(Max(a, 0), 6), Max(Min(a, 6), 0) or Min(Relu(a), 6)."""
+    bound = {"Max": "zero", "Min": "six"}
+    first_inputs = ["a"] if first == "Relu" else ["a", bound[first]]
+    return [
+        helper.make_node("Add", list(add), ["a"], name="add3"),
+        helper.make_node(first, first_inputs, ["inner"], name="clamp_low" if first != "Min" else "clamp_high"),
+        helper.make_node(second, ["inner", bound[second]][:: -1 if first == "Relu" else 1], ["c"], name="clamp2"),
+    ]
+
+
+CLAMP_FORMS = {("Max", "Min"): "Min(Max(x + 3, 0), 6)", ("Min", "Max"): "Max(Min(x + 3, 6), 0)",
+               ("Relu", "Min"): "Min(Relu(x + 3), 6)"}  # fmt: skip
+
+
+@pytest.mark.parametrize("ops", CLAMP_FORMS)
+@pytest.mark.parametrize("function", ["hardswish", "hardsigmoid"])
+def test_relu6_as_min_and_max_is_a_start_too(ops, function):
+    """jnp.minimum(jnp.maximum(x + 3, 0), 6) and hand-written ReLU6s: the same sites as Clip's."""
+    tail = [helper.make_node("Div", ["c", "six"], ["h" if function == "hardswish" else "y"], name="by6")]
+    if function == "hardswish":
+        tail.append(helper.make_node("Mul", ["x", "h"], ["y"], name="times_x"))
+    new, report = rewrite_model(_model(_two_op_clamp(*ops) + tail, BOUNDS), RewriteOptions(activations=ALL))
+    form = CLAMP_FORMS[ops] + " / 6"
+    expected_form = f"x * {form}" if function == "hardswish" else form
+    start = "clamp_low" if ops[0] != "Min" else "clamp_high"
+    assert [(a["function"], a["form"], a["name"]) for a in report.activations] == [(function, expected_form, start)]
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation"] and report.activation_misses == []
+    x = _x(4)
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, shipped_activation(function, 12)))
+
+
+def test_two_op_clamps_that_are_no_relu6_of_x_plus_3_are_left_silently_or_say_why():
+    by5 = _two_op_clamp("Max", "Min") + [helper.make_node("Div", ["c", "five"], ["y"])]
+    sites, misses = _misses(_model(by5, BOUNDS + [_const("five", 5.0)]), set(ALL))
+    assert sites == [] and misses == [
+        ("clamp_low", "Min(Max(x + 3, 0), 6) and the Muls and Divs after it compute no HardSigmoid or HardSwish "
+                      "of 'x' ('y' feeds a graph output, not one Mul or Div)")]  # fmt: skip
+    quiet = {
+        "a Max read by a Relu": _two_op_clamp("Max", "Min")[:2] + [helper.make_node("Relu", ["inner"], ["y"])],
+        "two Maxes": [*_two_op_clamp("Max", "Max")[:2], helper.make_node("Max", ["inner", "zero"], ["y"])],
+        "x minus 3": _two_op_clamp("Max", "Min", add=("x", "minus3")) + [helper.make_node("Div", ["c", "six"], ["y"])],
+        "a three-input Max": [helper.make_node("Add", ["x", "three"], ["a"]),
+                              helper.make_node("Max", ["a", "zero", "x"], ["m"]),
+                              helper.make_node("Min", ["m", "six"], ["c"]),
+                              helper.make_node("Div", ["c", "six"], ["y"])],
+        "a Max of two tensors": [helper.make_node("Add", ["x", "three"], ["a"]),
+                                 helper.make_node("Max", ["a", "x"], ["m"]),
+                                 helper.make_node("Min", ["m", "six"], ["c"]),
+                                 helper.make_node("Div", ["c", "six"], ["y"])],
+    }  # fmt: skip
+    for case, nodes in quiet.items():
+        assert _misses(_model(nodes, BOUNDS + [_const("minus3", -3.0)]), set(ALL)) == ([], []), case
+
+
+def test_a_max_of_x_plus_3_that_is_a_graph_output_is_no_start():
+    nodes = _two_op_clamp("Max", "Min") + [helper.make_node("Div", ["c", "six"], ["y"])]
+    model = _model(nodes, BOUNDS, extra_outputs=("inner",))
+    assert _misses(model, set(ALL)) == ([], [])
