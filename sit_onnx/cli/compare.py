@@ -120,6 +120,11 @@ def compare(
             click.echo(f"    abs error: max {r.max_abs:.4g}, mean {r.mean_abs:.4g}, median {r.median_abs:.4g}")
             click.echo(f"    rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}")
             click.echo(f"    cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}")
+            if r.constant is not None:
+                click.echo(
+                    f"    note: every element of the reference's output is {r.constant:g}: it cannot show what the "
+                    "conversion changed (compare an earlier tensor, or real weights)"
+                )
             if r.ties is not None and (decides(r.name) or strict):
                 click.echo(f"    {describe_agreement(r.agreement, r.ties)}")
             elif r.agreement is not None:

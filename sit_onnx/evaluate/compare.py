@@ -27,6 +27,7 @@ class OutputComparison:
     problem: str | None = None  # why the outputs could not be compared element by element
     agreement: float | None = None  # share of decided rows whose argmax (last axis) agrees; None for 0-D/1-D
     ties: ArgmaxTies | None = None  # how close the reference's own choice was where the argmax changed
+    constant: float | None = None  # the reference's one value where all its elements are equal (shows nothing)
 
 
 @dataclass
@@ -146,4 +147,14 @@ def compare_arrays(
         bool(np.all(diff <= atol + allowance)),
         agreement=agreement,
         ties=ties,
+        constant=constant_value_of(a64),
     )
+
+
+def constant_value_of(a: np.ndarray) -> float | None:
+    """The one value of an output of several elements that are all equal (NaN included: a zeroed
+    head, a dead branch), else None. Equal outputs there say nothing of what a conversion changed."""
+    flat = a.ravel()
+    if flat.size < 2 or not (np.all(flat == flat[0]) or np.all(np.isnan(flat))):
+        return None
+    return float(flat[0])

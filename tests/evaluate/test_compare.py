@@ -263,3 +263,47 @@ def test_compare_cli_min_margin_forgives_near_ties_only(tmp_path):
     assert clear.exit_code == 1 and "0.00% of rows; the reference's top-1 led by at most 20% " in clear.output
     for bad in ("1.5", "-0.1", "nan"):
         assert CliRunner().invoke(main, [*tie, "--min-margin", bad]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "reference, constant",
+    [
+        (np.zeros((2, 3)), 0.0),
+        (np.full(4, -1.5), -1.5),
+        (np.array([1.0, 1.0, 2.0]), None),
+        (np.array([7.0]), None),  # one element: no spread to show
+        (np.zeros(0), None),
+        (np.array([np.nan, 1.0]), None),
+        (np.array([[0.0, 0.0], [0.0, 1e-30]]), None),  # the last element differs
+    ],
+)
+def test_a_constant_reference_output_is_named(reference, constant):
+    result = compare_arrays("y", reference, reference + 0.0, 0.0, 0.0)
+    assert result.constant == constant
+
+
+def test_an_all_nan_reference_is_constant_nan():
+    assert math.isnan(compare_arrays("y", np.full(3, np.nan), np.full(3, np.nan), 0.0, 0.0).constant)
+
+
+def test_compare_cli_notes_an_output_that_cannot_show_the_conversion(tmp_path):
+    """timm's Hiera with random weights zeroes its head: every logit 0, before and after."""
+    import onnx
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper
+
+    from sit_onnx.cli import main
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"]), helper.make_node("Mul", ["p", "zero"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in ("logits", "p")],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "a.onnx"))
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "a.onnx")])
+    assert result.exit_code == 0
+    logits, probabilities = result.output.split("[p]")
+    assert "note: every element of the reference's output is 0: it cannot show what the conversion" in logits
+    assert "note:" not in probabilities
