@@ -239,28 +239,42 @@ def generate_feeds(
 
 def run_generated(session, batch: int, model: onnx.ModelProto | None, run: Callable[[dict], T]) -> tuple[dict, T]:
     """Generated inputs the model runs on, and what `run` gave for them: dynamic lengths of
-    GENERATED_LENGTH first; where the model fails on those, LONGER_LENGTHS in turn, probed at batch 1
-    (a traced Swin takes only the image size it was exported at; wav2vec2's convolutions need some
-    400 samples). If none runs, the first failure is the one reported, naming the inputs."""
+    GENERATED_LENGTH first; where the model fails on those, GENERATED_LENGTH and LONGER_LENGTHS in
+    turn, probed at batch 1 (a traced Swin takes only the image size it was exported at; wav2vec2's
+    convolutions need some 400 samples), each length that runs then tried at `batch`. A model that
+    runs only at batch 1 (an export that fixed the batch inside, as a Reshape to [1, ...] does while
+    its inputs say `batch`) is run at batch 1. If none runs, the first failure is the one reported,
+    naming the inputs."""
     feeds = generate_feeds(session, batch, model=model)
     try:
         with said_of_generated(feeds, True):
             return feeds, run(feeds)
     except SitOnnxError as first:
         failed = first
-    shapes = {name: value.shape for name, value in generate_feeds(session, 1, model=model).items()}
-    for length in LONGER_LENGTHS:
+    tried = [_shapes(feeds)]
+    for length in (GENERATED_LENGTH, *LONGER_LENGTHS):
         probe = generate_feeds(session, 1, model=model, length=length)
-        if {name: value.shape for name, value in probe.items()} == shapes:
+        if _shapes(probe) in tried:
+            if length == GENERATED_LENGTH:
+                continue  # the batch is fixed or 1: the first run was this probe
             break  # no input has a length to change
+        tried.append(_shapes(probe))
         try:
-            run(probe)
+            probed = run(probe)
         except SitOnnxError:
             continue
         feeds = generate_feeds(session, batch, model=model, length=length)
-        with said_of_generated(feeds, True):
-            return feeds, run(feeds)
+        if _shapes(feeds) not in tried:
+            try:
+                return feeds, run(feeds)
+            except SitOnnxError:
+                pass
+        return probe, probed  # it takes one row at a time
     raise failed
+
+
+def _shapes(feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
+    return {name: value.shape for name, value in feeds.items()}
 
 
 @contextlib.contextmanager

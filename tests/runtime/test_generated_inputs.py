@@ -339,8 +339,11 @@ def test_a_model_that_cannot_take_sixteen_is_run_at_the_first_longer_length_it_t
     feeds, outputs = run_generated(session, 3, model, run)
     assert feeds["x"].shape == (3, LONGER_LENGTHS[2]) and outputs[0].shape == (3, LONGER_LENGTHS[2])
     # 16 at the batch asked, then probes at batch 1 up to the length that runs, then it at the batch
-    assert calls == [(3, GENERATED_LENGTH), (1, LONGER_LENGTHS[0]), (1, LONGER_LENGTHS[1]), (1, LONGER_LENGTHS[2]),
-                     (3, LONGER_LENGTHS[2])]  # fmt: skip
+    assert calls == [(3, GENERATED_LENGTH), (1, GENERATED_LENGTH), (1, LONGER_LENGTHS[0]), (1, LONGER_LENGTHS[1]),
+                     (1, LONGER_LENGTHS[2]), (3, LONGER_LENGTHS[2])]  # fmt: skip
+    session, run, calls = _runner(model)
+    assert run_generated(session, 1, model, run)[0]["x"].shape == (1, LONGER_LENGTHS[2])
+    assert calls == [(1, GENERATED_LENGTH), *[(1, n) for n in LONGER_LENGTHS[:3]]]  # batch 1: 16 is not probed again
     ok = _exact_length_model(GENERATED_LENGTH)
     session, run, calls = _runner(ok)
     assert run_generated(session, 2, ok, run)[0]["x"].shape == (2, GENERATED_LENGTH) and len(calls) == 1
@@ -353,7 +356,7 @@ def test_when_no_length_runs_the_first_failure_is_reported_and_fixed_shapes_are_
     session, run, calls = _runner(model)
     with pytest.raises(SitOnnxError, match=r"x \[2, 16\] float32; give the model's own with --inputs"):
         run_generated(session, 2, model, run)
-    assert [length for _, length in calls] == [GENERATED_LENGTH, *LONGER_LENGTHS]
+    assert calls == [(2, GENERATED_LENGTH), (1, GENERATED_LENGTH), *[(1, n) for n in LONGER_LENGTHS]]
     fixed = _exact_length_model(32, fixed=True)
     fixed.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([0, 5], np.int64), "target"))
     session, run, calls = _runner(fixed)
@@ -406,11 +409,12 @@ def test_longer_lengths_keep_ids_inside_their_table():
     session, run, calls = _runner(model)
     feeds, _ = run_generated(session, 3, model, run)
     assert feeds["x"].shape == (3, LONGER_LENGTHS[0]) and feeds["ids"].max() <= 1
-    assert calls == [(3, GENERATED_LENGTH), (1, LONGER_LENGTHS[0]), (3, LONGER_LENGTHS[0])]
+    assert calls == [(3, GENERATED_LENGTH), (1, GENERATED_LENGTH), (1, LONGER_LENGTHS[0]), (3, LONGER_LENGTHS[0])]
 
 
-def test_a_model_whose_every_dim_is_read_is_run_once():
-    """Nothing has a length to change (its image's size comes from the graph): one run, no probes."""
+def test_a_model_whose_every_dim_is_read_is_probed_only_at_batch_one():
+    """Nothing has a length to change (its image's size comes from the graph): the batch asked,
+    then one row, and no lengths."""
     from sit_onnx.evaluate.inputs import run_generated
     from tests.runtime.test_image_inputs import _vit
 
@@ -429,16 +433,24 @@ def test_a_model_whose_every_dim_is_read_is_run_once():
 
     with pytest.raises(SitOnnxError, match=r"pixels \[2, 3, 12, 12\]"):
         run_generated(session, 2, model, run)
-    assert calls == [(2, 3, 12, 12)]
+    assert calls == [(2, 3, 12, 12), (1, 3, 12, 12)]
 
 
-def test_a_length_that_runs_at_batch_one_but_not_at_the_batch_asked_says_which_inputs():
+def test_a_model_that_runs_only_at_batch_one_is_run_at_batch_one():
+    """An export that fixed the batch inside (a Reshape to [1, n] while its inputs say `b`, as a
+    real Khmer segmenter's does) runs on generated inputs of one row, at the first length it takes."""
     from sit_onnx.evaluate.inputs import LONGER_LENGTHS, run_generated
 
     model = _ids_and_length_model(40, LONGER_LENGTHS[0], whole=True)
-    session, run, _ = _runner(model)
-    with pytest.raises(SitOnnxError, match=rf"x \[3, {LONGER_LENGTHS[0]}\] float32, .*--inputs\)$"):
-        run_generated(session, 3, model, run)
+    session, run, calls = _runner(model)
+    feeds, outputs = run_generated(session, 3, model, run)
+    assert feeds["x"].shape == feeds["ids"].shape == (1, LONGER_LENGTHS[0]) and outputs[0].shape == (1, 32)
+    assert feeds["ids"].max() < 40 and feeds["ids"].max() >= 4  # still within (and across) the table
+    assert calls == [(3, GENERATED_LENGTH), (1, GENERATED_LENGTH), (1, LONGER_LENGTHS[0]), (3, LONGER_LENGTHS[0])]
+    whole_at_sixteen = _ids_and_length_model(40, GENERATED_LENGTH, whole=True)
+    session, run, calls = _runner(whole_at_sixteen)
+    feeds, _ = run_generated(session, 4, whole_at_sixteen, run)
+    assert feeds["x"].shape == (1, GENERATED_LENGTH) and calls == [(4, GENERATED_LENGTH), (1, GENERATED_LENGTH)]
 
 
 def _one_hot_model(encoding, ids_type=TensorProto.INT32, picked=False):
