@@ -3,7 +3,9 @@
 A spiking conversion is approximate by design, so by default an output passes when it points the
 same way as the reference (cosine >= --min-cosine) and, where it has rows, decides the same
 (argmax agreement >= --min-agreement; not asked of a KV cache, `present*`/`past*`, nor of an
-embedding or hidden state, `*embed*`, `*hidden_state*`, `*pooler*`, `*feature*`). Where the argmax
+embedding or hidden state, `*embed*`, `*hidden_state*`, `*pooler*`, `*feature*`). A dense map of an
+input image (segmentation, depth, saliency: its last two dims the image's, or a stride of them) is
+judged per pixel over its channels, and by its cosine alone with one channel. Where the argmax
 changed, the report says how close the reference's own choice was (its top-1's lead over its top-2,
 as a share of the row's range); --min-margin leaves rows the reference decides by less out of the
 agreement, so near-ties (a random-weight decoder's logits) do not fail a sound conversion. Give
@@ -59,7 +61,14 @@ def compare(
 ):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
-    from sit_onnx.evaluate.compare import approximately_equal, compare_arrays, decides, describe_agreement
+    from sit_onnx.evaluate.compare import (
+        approximately_equal,
+        compare_arrays,
+        decides,
+        decision_axis,
+        describe_agreement,
+        image_sizes,
+    )
     from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
@@ -85,7 +94,11 @@ def compare(
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
     strict = atol is not None or rtol is not None
     atol, rtol = atol or 0.0, rtol or 0.0
-    results = [compare_arrays(name, ref_out[name], cand_out[name], atol, rtol, min_margin) for name in ref_out]
+    images = image_sizes(feeds)
+    axes = {name: decision_axis(ref.shape, images) for name, ref in ref_out.items()}
+    results = [
+        compare_arrays(name, ref, cand_out[name], atol, rtol, min_margin, axes[name]) for name, ref in ref_out.items()
+    ]
     if not strict:
         for r in results:
             r.passed = approximately_equal(r, min_cosine, min_agreement)
@@ -126,7 +139,10 @@ def compare(
                     "conversion changed (compare an earlier tensor, or real weights)"
                 )
             if r.ties is not None and (decides(r.name) or strict):
-                click.echo(f"    {describe_agreement(r.agreement, r.ties)}")
+                per_pixel = " (per pixel, over the map's channels)" if r.argmax_axis == -3 else ""
+                click.echo(f"    {describe_agreement(r.agreement, r.ties)}{per_pixel}")
+            elif axes[r.name] is None:
+                click.echo("    a one-channel map of the input image (saliency, depth, a mask): no argmax decides")
             elif r.agreement is not None:
                 click.echo(f"    argmax agreement {100 * r.agreement:.2f}% of rows (a cache or embedding: not judged)")
             click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")

@@ -25,9 +25,10 @@ class OutputComparison:
     min_atol_to_pass: float  # with rtol as given
     passed: bool
     problem: str | None = None  # why the outputs could not be compared element by element
-    agreement: float | None = None  # share of decided rows whose argmax (last axis) agrees; None for 0-D/1-D
+    agreement: float | None = None  # share of decided rows whose argmax agrees; None for 0-D/1-D, 1-channel maps
     ties: ArgmaxTies | None = None  # how close the reference's own choice was where the argmax changed
     constant: float | None = None  # the reference's one value where all its elements are equal (shows nothing)
+    argmax_axis: int | None = None  # the axis `agreement` is taken along (-3: an image map's channels)
 
 
 @dataclass
@@ -50,11 +51,15 @@ def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
     return None if found is None else found[0]
 
 
-def argmax_figures(a: np.ndarray, b: np.ndarray, min_margin: float) -> tuple[float | None, ArgmaxTies] | None:
-    """(agreement over the rows the reference decides by at least `min_margin` of the row's range,
-    the near-tie figures), or None when there are no rows. Agreement is None when no row decides."""
+def argmax_figures(
+    a: np.ndarray, b: np.ndarray, min_margin: float, axis: int = -1
+) -> tuple[float | None, ArgmaxTies] | None:
+    """(agreement over the rows along `axis` the reference decides by at least `min_margin` of the
+    row's range, the near-tie figures), or None when there are no rows. Agreement is None when no
+    row decides."""
     if a.ndim < 2 or a.shape != b.shape or a.size == 0:
         return None
+    a, b = np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1)
     rows_a, rows_b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     same = np.argmax(rows_a, axis=-1) == np.argmax(rows_b, axis=-1)
     margin = _lead(rows_a)
@@ -104,6 +109,28 @@ def decides(name: str) -> bool:
     return not lowered.startswith(CACHE_PREFIXES) and not any(word in lowered for word in FEATURE_WORDS)
 
 
+def image_sizes(feeds: dict[str, np.ndarray]) -> set[tuple[int, int]]:
+    """(height, width) of every input that is a batch of images (float, N x C x H x W)."""
+    return {
+        tuple(value.shape[-2:])
+        for value in feeds.values()
+        if value.ndim == 4 and np.issubdtype(value.dtype, np.floating) and min(value.shape[-2:]) > 1
+    }
+
+
+def decision_axis(shape: tuple[int, ...], images: set[tuple[int, int]]) -> int | None:
+    """The axis an output's argmax decides along: the last, except for a dense map of an input
+    image (its last two dims the image's height and width, or both divided by one stride:
+    segmentation, depth, saliency), whose rows along the last axis are pixels of one line. There it
+    is the channel axis before them (a class per pixel), and none for a map of one channel."""
+    if len(shape) < 3 or not all(shape[-2:]):
+        return -1
+    h, w = shape[-2:]
+    if not any(height % h == 0 and width % w == 0 and height // h == width // w for height, width in images):
+        return -1
+    return -3 if len(shape) >= 4 and shape[-3] > 1 else None
+
+
 def approximately_equal(result: "OutputComparison", min_cosine: float, min_agreement: float) -> bool:
     """The default verdict for a spiking conversion, which is approximate by design: the outputs
     point the same way (cosine) and, where rows have an argmax that decides something (not a
@@ -114,10 +141,17 @@ def approximately_equal(result: "OutputComparison", min_cosine: float, min_agree
 
 
 def compare_arrays(
-    name: str, a: np.ndarray, b: np.ndarray, atol: float, rtol: float, min_margin: float = 0.0
+    name: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    atol: float,
+    rtol: float,
+    min_margin: float = 0.0,
+    axis: int | None = -1,
 ) -> OutputComparison:
     """`passed` when |a-b| <= atol + rtol*|a| everywhere (a is the reference). A NaN matches a NaN
-    in the same place (a converted model keeps its original's NaN), nothing else."""
+    in the same place (a converted model keeps its original's NaN), nothing else. `axis`: what the
+    argmax decides along (None: nothing, see decision_axis)."""
     if a.shape != b.shape:
         problem = f"shapes differ: {list(a.shape)} vs {list(b.shape)}"
         return OutputComparison(name, list(a.shape), atol, rtol, *([INF] * 6), float("nan"), INF, False, problem)
@@ -135,7 +169,8 @@ def compare_arrays(
     stats = [float(f(x)) if x.size else 0.0 for x in (diff, rel) for f in (np.max, np.mean, np.median)]
     allowance = rtol * np.where(np.isfinite(a64), np.abs(a64), 0.0)
     needed = float(np.max(diff - allowance)) if diff.size else 0.0
-    agreement, ties = argmax_figures(a64, b64, min_margin) or (None, None)
+    found = argmax_figures(a64, b64, min_margin, axis) if axis is not None else None
+    agreement, ties = found or (None, None)
     return OutputComparison(
         name,
         list(a.shape),
@@ -148,6 +183,7 @@ def compare_arrays(
         agreement=agreement,
         ties=ties,
         constant=constant_value_of(a64),
+        argmax_axis=axis if found is not None else None,
     )
 
 

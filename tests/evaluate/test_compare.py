@@ -307,3 +307,87 @@ def test_compare_cli_notes_an_output_that_cannot_show_the_conversion(tmp_path):
     logits, probabilities = result.output.split("[p]")
     assert "note: every element of the reference's output is 0: it cannot show what the conversion" in logits
     assert "note:" not in probabilities
+
+
+@pytest.mark.parametrize(
+    "shape, images, axis",
+    [((2, 5, 32, 32), {(32, 32)}, -3), ((2, 1, 32, 32), {(32, 32)}, None), ((2, 5, 8, 8), {(32, 32)}, -3),
+     ((2, 5, 8, 16), {(32, 32)}, -1), ((2, 5, 7, 7), {(32, 32)}, -1), ((2, 5, 16, 8), {(32, 16)}, -3),
+     ((2, 5, 32, 32), set(), -1), ((4, 32, 32), {(32, 32)}, None), ((2, 32, 32), {(16, 16)}, -1),
+     ((2, 5, 0, 32), {(32, 32)}, -1), ((2, 32), {(32, 32)}, -1), ((3, 2, 5, 32, 32), {(32, 32)}, -3),
+     ((2, 5, 64, 64), {(32, 32)}, -1), ((2, 3, 4, 8), {(32, 64), (8, 8)}, -3)],
+)  # fmt: skip
+def test_a_dense_map_of_an_input_image_decides_over_its_channels(shape, images, axis):
+    """The last two dims an input image's height and width, or both divided by one stride: a map
+    (segmentation, depth, saliency), decided per pixel over the channel axis; one channel: nothing
+    decides. Anything else (another stride per dim, an upsampled map, no image): the last axis."""
+    from sit_onnx.evaluate.compare import decision_axis
+
+    assert decision_axis(shape, images) == axis
+
+
+def test_image_sizes_are_the_float_four_dim_inputs():
+    from sit_onnx.evaluate.compare import image_sizes
+
+    feeds = {
+        "pixels": np.zeros((2, 3, 24, 40), np.float32),
+        "ids": np.zeros((2, 3, 24, 40), np.int64),  # not an image: integers
+        "tokens": np.zeros((2, 16), np.float32),
+        "line": np.zeros((2, 3, 1, 40), np.float16),  # one pixel high: a sequence, not an image
+        "half": np.zeros((1, 1, 8, 8), np.float16),
+    }
+    assert image_sizes(feeds) == {(24, 40), (8, 8)}
+
+
+def test_a_maps_agreement_is_taken_per_pixel_over_its_channels():
+    """Two classes per pixel of a 1 x 2 x 2 x 3 map: the channel argmax flips at one pixel of six
+    (1/6), where the last-axis rows (pixels of one line) would say otherwise; no axis: no figures."""
+    a = np.zeros((1, 2, 2, 3))
+    a[0, 0] = [[1.0, 2.0, 3.0], [1.0, 0.0, 2.0]]
+    b = a.copy()
+    b[0, 1, 0, 2] = 5.0  # channel 1 wins at pixel (0, 2) only
+    per_pixel = compare_arrays("seg", a, b, 0, 0, axis=-3)
+    assert per_pixel.agreement == pytest.approx(5 / 6) and per_pixel.argmax_axis == -3
+    assert per_pixel.ties.disagreements == 1
+    assert compare_arrays("seg", a, b, 0, 0).agreement == pytest.approx(3 / 4)  # along lines: another figure
+    silent = compare_arrays("seg", a, b, 0, 0, axis=None)
+    assert silent.agreement is None and silent.ties is None and silent.argmax_axis is None
+    assert silent.cosine < 1.0  # still compared element by element
+    assert compare_arrays("y", np.ones(3), np.ones(3), 0, 0).argmax_axis is None  # no rows: no axis
+
+
+def test_compare_cli_judges_an_image_map_per_pixel_and_a_one_channel_map_by_cosine(tmp_path):
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper
+
+    from sit_onnx.cli import main
+
+    def model(shift):
+        """pixels N x 2 x 8 x 8 -> a two-class map (pixels + shift per channel) and a one-channel map."""
+        graph = helper.make_graph(
+            [helper.make_node("Add", ["pixels", "s"], ["classes"]),
+             helper.make_node("ReduceSum", ["classes", "axes"], ["saliency"], keepdims=1)],
+            "g",
+            [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 2, 8, 8])],
+            [helper.make_tensor_value_info("classes", TensorProto.FLOAT, None),
+             helper.make_tensor_value_info("saliency", TensorProto.FLOAT, None)],
+            [helper.make_tensor("s", TensorProto.FLOAT, [1, 2, 1, 1], [0.0, shift]),
+             helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    onnx.save(model(0.0), str(tmp_path / "a.onnx"))
+    onnx.save(model(0.001), str(tmp_path / "b.onnx"))  # a tiny shift: no pixel near a tie flips
+    onnx.save(model(3.0), str(tmp_path / "c.onnx"))  # channel 1 wins almost everywhere
+    same = CliRunner().invoke(main, ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")])
+    assert same.exit_code == 0, same.output
+    assert "argmax agreement 100.00% of rows (per pixel, over the map's channels)" in same.output
+    assert "a one-channel map of the input image (saliency, depth, a mask): no argmax decides" in same.output
+    moved = CliRunner().invoke(main, ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "c.onnx"), "--json"])
+    outputs = {o["name"]: o for o in json.loads(moved.stdout)["outputs"]}
+    assert moved.exit_code == 1 and outputs["classes"]["argmax_axis"] == -3 and not outputs["classes"]["passed"]
+    assert 0.4 < outputs["classes"]["agreement"] < 0.65  # the reference picks channel 1 at about half the pixels
+    assert outputs["saliency"]["argmax_axis"] is None and outputs["saliency"]["agreement"] is None
