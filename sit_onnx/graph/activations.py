@@ -13,7 +13,8 @@ set rescaled), and both through ReLU6 as Paddle,
 TensorFlow and older exporters write them (`Clip(x + 3, 0, 6) / 6`, times x before or after the
 division; the clamp also as `Min(Max(x + 3, 0), 6)`, `Max(Min(x + 3, 6), 0)` or `Min(Relu(x + 3), 6)`,
 as `jnp.minimum(jnp.maximum(...))` and hand-written ReLU6s export; checked by evaluating the
-nodes). Constants may come through CastLike and an Add may be a two-input Sum (ONNX's own
+nodes); HardSigmoid's own body, a clamp of alpha x + beta to [0, 1] (Keras 2's hard_sigmoid, the
+op inlined), and x times it. Constants may come through CastLike and an Add may be a two-input Sum (ONNX's own
 function bodies). What is not converted says why.
 """
 
@@ -175,9 +176,9 @@ _EVAL = {
 }
 
 
-def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarray:
-    """The chain's output on CHAIN_CHECK_POINTS, in float64 (only the elementwise ops of the forms matched)."""
-    values = {id(x): CHAIN_CHECK_POINTS}
+def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor, points=CHAIN_CHECK_POINTS) -> np.ndarray:
+    """The chain's output at `points`, in float64 (only the elementwise ops of the forms matched)."""
+    values = {id(x): points}
     for node in nodes:
         if node.op not in _EVAL or (node.domain or "") not in DEFAULT_DOMAINS:
             raise NoSite(f"{node.op} {node.name!r} in the chain is not an elementwise op of the activations' forms")
@@ -191,7 +192,7 @@ def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor) -> np.ndarr
                 continue
             args.append(known if known is not None else np.asarray(constant_value(tensor), dtype=np.float64))
         values[id(node.outputs[0])] = _EVAL[node.op](*args)
-    return np.broadcast_to(values[id(output)], CHAIN_CHECK_POINTS.shape)
+    return np.broadcast_to(values[id(output)], points.shape)
 
 
 def _gelu_chain(graph: gs.Graph, anchor: gs.Node, form: str) -> ActivationSite:
@@ -295,86 +296,172 @@ def _hardsigmoid(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> Activation
 
 
 AFFINE = ("gain", "shift")
-MAX_RELU6_STEPS = 2  # after Clip(x + 3, 0, 6): / 6 (or * 1/6) and * x, in either order
-RELU6_FORMS = {"hardsigmoid": "Clip(x + 3, 0, 6) / 6", "hardswish": "x * Clip(x + 3, 0, 6) / 6"}
+MAX_CLAMP_STEPS = 2  # after Clip(x + 3, 0, 6): / 6 (or * 1/6) and * x, in either order
+CLAMP_PROBE = 1e4  # far beyond either bound: where the clamp's output is its bound
 
 
-# ReLU6(x + 3) written with two ops: (first op, second op) -> how reports spell it
+# a clamp written with two ops: (first op, second op) -> how reports spell it, of u and the upper bound h
 CLAMPS = {
-    ("Max", "Min"): "Min(Max(x + 3, 0), 6)",
-    ("Min", "Max"): "Max(Min(x + 3, 6), 0)",
-    ("Relu", "Min"): "Min(Relu(x + 3), 6)",
+    ("Max", "Min"): "Min(Max({u}, 0), {h})",
+    ("Min", "Max"): "Max(Min({u}, {h}), 0)",
+    ("Relu", "Min"): "Min(Relu({u}), {h})",
 }
 CLAMP_STARTS = ("Clip", "Max", "Min", "Relu")
 
 
-def _relu6_input(start: gs.Node) -> gs.Tensor | None:
-    """x of Clip(x + 3, ...) (or of Max, Min, Relu of x + 3), the start of a HardSigmoid or
-    HardSwish written through ReLU6; else None."""
-    shifted = [t for t in start.inputs[: 1 if start.op in ("Clip", "Relu") else 2] if constant_value(t) is None]
-    if len(shifted) != 1 or (start.op in ("Max", "Min") and len(start.inputs) != 2):
-        return None
-    add = shifted[0].inputs[0] if shifted[0].inputs else None
+@dataclass(frozen=True)
+class HardClamp:
+    """A clamp of u = a x + b to [0, h] that starts a HardSigmoid: ReLU6(x + 3) (h = 6, divided by
+    6 after it) or HardSigmoid(alpha, beta)'s own body, Clip(alpha x + beta, 0, 1) (h = 1)."""
+
+    x: gs.Tensor
+    a: float
+    b: float
+    end: gs.Tensor  # the clamp's output
+    spelling: str
+    high: int  # h: 6 or 1
+
+    @property
+    def torch_affine(self) -> tuple[float, float]:
+        """(gain, shift): clamp(u, 0, h) / h is torch's HardSigmoid of gain x + shift."""
+        return 6 * self.a / self.high, 6 * self.b / self.high - 3
+
+
+def _affine_of(graph: gs.Graph, tensor: gs.Tensor) -> tuple[gs.Tensor, float, float] | None:
+    """`tensor` as a x + b (an Add of a scalar b, to x or to a Mul of x by a scalar a): (x, a, b)."""
+    add = tensor.inputs[0] if tensor.inputs else None
     if add is None or add.op != "Add" or (add.domain or "") not in DEFAULT_DOMAINS or len(add.inputs) != 2:
         return None
-    for x, three in (add.inputs, add.inputs[::-1]):
-        if constant_value(x) is None and _is_constant(three, 3.0):
-            return x
+    for term, offset in (add.inputs, add.inputs[::-1]):
+        b = constant_value(offset)
+        if b is None or b.size != 1 or constant_value(term) is not None:
+            continue
+        x, a, _ = _scaled(graph, term)
+        return x, a, float(b.reshape(-1)[0])
     return None
 
 
-def _clamp(graph: gs.Graph, start: gs.Node) -> tuple[gs.Tensor, str] | None:
-    """Where ReLU6(x + 3) that begins at `start` ends, and how it is written; None where `start`
-    begins no two-op clamp (a Max of x + 3 read by anything but one Min)."""
+def _hard_clamp(graph: gs.Graph, start: gs.Node) -> HardClamp | None:
+    """The HardClamp `start` begins (Clip, or the first of two ops), None where it begins none: its
+    input is no a x + b of one tensor, or it is no clamp to [0, 6] of x + 3 nor to [0, 1] of
+    a x + b with a > 0 (a plain ReLU6, another shift). The bounds are read by evaluating the clamp."""
+    shifted = [t for t in start.inputs[: 1 if start.op in ("Clip", "Relu") else 2] if constant_value(t) is None]
+    if len(shifted) != 1 or (start.op in ("Max", "Min") and len(start.inputs) != 2):
+        return None
+    affine = _affine_of(graph, shifted[0])
+    if affine is None:
+        return None
+    x, a, b = affine
     if start.op == "Clip":
-        return start.outputs[0], "Clip(x + 3, 0, 6)"
-    consumers = list(start.outputs[0].outputs)
-    pair = (start.op, consumers[0].op) if len(consumers) == 1 else None
-    if pair not in CLAMPS or start.outputs[0] in graph.outputs or (consumers[0].domain or "") not in DEFAULT_DOMAINS:
+        end, template = start.outputs[0], "Clip({u}, 0, {h})"
+    else:
+        consumers = list(start.outputs[0].outputs)
+        pair = (start.op, consumers[0].op) if len(consumers) == 1 else None
+        if (
+            pair not in CLAMPS
+            or start.outputs[0] in graph.outputs
+            or (consumers[0].domain or "") not in DEFAULT_DOMAINS
+        ):
+            return None
+        end, template = consumers[0].outputs[0], CLAMPS[pair]
+    if not a > 0 or not math.isfinite(b):
         return None
-    return consumers[0].outputs[0], CLAMPS[pair]
+    try:
+        low, high = _evaluate(_chain(graph, x, end), x, end, np.array([-CLAMP_PROBE - b, CLAMP_PROBE - b]) / a)
+    except NoSite:
+        low = high = math.nan  # (x + 3 is still judged by the chain, which says why)
+    if low == 0 and math.isclose(high, 1, rel_tol=1e-3):
+        u = f"{a:.4g} x + {b:.4g}".replace("+ -", "- ")
+        return HardClamp(x, a, b, end, template.format(u=u, h=1), 1)
+    if math.isclose(a, 1) and math.isclose(b, 3, rel_tol=1e-3):  # ReLU6(x + 3): the chain's evaluation judges it
+        return HardClamp(x, a, b, end, template.format(u="x + 3", h=6), 6)
+    return None
 
 
-def _relu6_hard(graph: gs.Graph, clip: gs.Node, wanted: set[str]) -> ActivationSite | None:
-    """Clip(x + 3, 0, 6) / 6 (HardSigmoid) and x times it (HardSwish), the products and the
-    division in any order: the Muls and Divs after the clamp are followed and the chain evaluated.
-    None for a clamp that is no such start (a plain ReLU6)."""
-    x = _relu6_input(clip)
-    clamp = _clamp(graph, clip) if x is not None else None
-    if clamp is None:
-        return None
-    clamped, spelling = clamp
-    found, end, stop = {}, clamped, ""
-    for _ in range(MAX_RELU6_STEPS):
-        consumers = list(end.outputs)
-        if end in graph.outputs or len(consumers) != 1 or consumers[0].op not in ("Mul", "Div"):
-            found_ops = "a graph output" if end in graph.outputs else ", ".join(c.op for c in consumers) or "nothing"
-            stop = f" ({end.name!r} feeds {found_ops}, not one Mul or Div)"
-            break
-        if (consumers[0].domain or "") not in DEFAULT_DOMAINS or len(consumers[0].inputs) != 2:
-            stop = f" ({consumers[0].op} {consumers[0].name!r} is no two-input op of the default domain)"
-            break
-        end = consumers[0].outputs[0]
+def _hard_forms(clamp: HardClamp) -> dict[str, str]:
+    """How reports spell the HardSigmoid and HardSwish a clamp to [0, h] begins."""
+    hardsigmoid = clamp.spelling + (" / 6" if clamp.high == 6 else "")
+    return {"hardsigmoid": hardsigmoid, "hardswish": f"x * {hardsigmoid}"}
+
+
+def _hard_targets(clamp: HardClamp) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Points x where torch's HardSigmoid of the clamp's affine input spans its whole shape
+    (gain x + shift on CHAIN_CHECK_POINTS: on a fixed range of x a shifted gate can be flat), and
+    what the chain must compute there to be each function: that HardSigmoid, and x times it where
+    that is HardSwish rescaled (no shift)."""
+    gain, shift = clamp.torch_affine
+    points = (CHAIN_CHECK_POINTS - shift) / gain
+    gate = SITE_FUNCTIONS["hardsigmoid"].exact(CHAIN_CHECK_POINTS)
+    targets = {"hardsigmoid": gate}
+    if abs(shift) <= 1e-3 * max(1.0, gain):
+        targets["hardswish"] = points * gate
+    return points, targets
+
+
+def _clamp_chain(graph: gs.Graph, clamp: HardClamp) -> tuple[dict, str]:
+    """Follow the Muls and Divs after the clamp (at most MAX_CLAMP_STEPS), evaluating the chain at
+    each: {function: (output, nodes)} for each function it computes on the way, and why it stopped."""
+    x, (points, targets) = clamp.x, _hard_targets(clamp)
+    found, end, stop = {}, clamp.end, ""
+    for step in range(MAX_CLAMP_STEPS + 1):
+        if step:
+            consumers = list(end.outputs)
+            if end in graph.outputs or len(consumers) != 1 or consumers[0].op not in ("Mul", "Div"):
+                found_ops = (
+                    "a graph output" if end in graph.outputs else ", ".join(c.op for c in consumers) or "nothing"
+                )
+                stop = f" ({end.name!r} feeds {found_ops}, not one Mul or Div)"
+                break
+            if (consumers[0].domain or "") not in DEFAULT_DOMAINS or len(consumers[0].inputs) != 2:
+                stop = f" ({consumers[0].op} {consumers[0].name!r} is no two-input op of the default domain)"
+                break
+            end = consumers[0].outputs[0]
         try:
             nodes = _chain(graph, x, end)
-            values = _evaluate(nodes, x, end)
+            values = _evaluate(nodes, x, end, points)
         except NoSite as exc:  # this step leaves the function (a gate times another tensor): keep what was found
             stop = f" ({exc})"
             break
-        for function in ("hardsigmoid", "hardswish"):
-            if np.max(np.abs(values - SITE_FUNCTIONS[function].exact(CHAIN_CHECK_POINTS))) <= CHAIN_TOLERANCE:
+        for function, target in targets.items():
+            if np.max(np.abs(values - target)) <= CHAIN_TOLERANCE:
                 found[function] = (end, nodes)
+    return found, stop
+
+
+def _hard_site(graph, start: gs.Node, clamp: HardClamp, function: str, found: dict) -> ActivationSite:
+    output, nodes = found[function]
+    form = _hard_forms(clamp)[function]
+    gain, shift = clamp.torch_affine
+    site = ActivationSite(start.name or output.name, graph, function, form, clamp.x, output, nodes)
+    unit = math.isclose(gain, 1, rel_tol=1e-6) and abs(shift) <= 1e-6
+    if function == "hardsigmoid" and not unit:
+        site.affine = (gain, shift)
+    elif function == "hardswish" and not unit:
+        if not _in_window(gain):
+            raise _outside_window(f"{form}: 6 * alpha")
+        site.scale = gain
+    return site
+
+
+def _relu6_hard(graph: gs.Graph, start: gs.Node, wanted: set[str]) -> ActivationSite | None:
+    """Clip(x + 3, 0, 6) / 6 (HardSigmoid) and x times it (HardSwish), the products and the
+    division in any order, and HardSigmoid(alpha, beta)'s body Clip(alpha x + beta, 0, 1) (x times
+    it with beta 0.5: HardSwish rescaled); the clamp also as two ops. The Muls and Divs after the
+    clamp are followed and the chain evaluated. None for a clamp that is no such start (a plain ReLU6)."""
+    clamp = _hard_clamp(graph, start)
+    if clamp is None:
+        return None
+    found, stop = _clamp_chain(graph, clamp)
     for function in ("hardswish", "hardsigmoid"):
         if function in found and function in wanted:
-            output, nodes = found[function]
-            form = RELU6_FORMS[function].replace("Clip(x + 3, 0, 6)", spelling)
-            return ActivationSite(clip.name or output.name, graph, function, form, x, output, nodes)
+            return _hard_site(graph, start, clamp, function, found)
     if found:
         function = next(iter(found))
-        form = RELU6_FORMS[function].replace("Clip(x + 3, 0, 6)", spelling)
-        raise NoSite(f"a {form} ({function}), and {function} was not asked for")
-    start = "Clip(x + 3)" if clip.op == "Clip" else spelling
-    raise NoSite(f"{start} and the Muls and Divs after it compute no HardSigmoid or HardSwish of {x.name!r}{stop}")
+        raise NoSite(f"a {_hard_forms(clamp)[function]} ({function}), and {function} was not asked for")
+    begin = "Clip(x + 3)" if start.op == "Clip" and clamp.high == 6 else clamp.spelling
+    raise NoSite(
+        f"{begin} and the Muls and Divs after it compute no HardSigmoid or HardSwish of {clamp.x.name!r}{stop}"
+    )
 
 
 def _tanh(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:

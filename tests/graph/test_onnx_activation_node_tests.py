@@ -2,8 +2,8 @@
 cases and their `_expanded` function bodies, which write constants through CastLike and adds as
 Sum): each converts to one SpikingActivation computing the numpy reference of the shipped set, and
 stays within that set's error of ONNX's expected output. ONNX's HardSigmoid cases (alpha 0.2 or
-0.5, beta 0.5 or 0.6) convert as torch's HardSigmoid of 6 alpha x + 6 beta - 3; their `_expanded`
-bodies, Max(0, Min(1, alpha x + beta)), hold no HardSigmoid to convert."""
+0.5, beta 0.5 or 0.6) convert as torch's HardSigmoid of 6 alpha x + 6 beta - 3, and so do their
+`_expanded` bodies, Max(Min(alpha x + beta, 1), 0)."""
 
 import warnings
 
@@ -75,17 +75,22 @@ def test_onnx_activation_node_test_converts_and_matches_reference(name, form):
 HARDSIGMOIDS = sorted(n for n in CASES if n.startswith("test_hardsigmoid"))
 
 
-@pytest.mark.parametrize("name", [n for n in HARDSIGMOIDS if "expanded" not in n])
+@pytest.mark.parametrize("name", HARDSIGMOIDS)
 def test_onnx_hardsigmoid_cases_convert_through_their_affine_input(name):
+    """The op and its body, Max(Min(alpha x + beta, 1), 0) with constants through CastLike, alike:
+    torch's HardSigmoid of 6 alpha x + 6 beta - 3, read by a Mul and an Add before the neuron."""
     import onnx
 
     case = CASES[name]
-    node = case.model.graph.node[0]
+    node = CASES[name.replace("_expanded_ver18", "")].model.graph.node[0]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
     new, report = rewrite_model(case.model, RewriteOptions(activations=("hardsigmoid",)))
     (entry,) = report.activations
     assert entry["input_map"] == pytest.approx([6 * alpha, 6 * beta - 3])
+    if "expanded" in name:
+        assert entry["form"] == f"Max(Min({alpha:.4g} x + {beta:.4g}, 1), 0)" and report.activation_misses == []
+        assert [n.op_type for n in new.graph.node] == ["Mul", "Add", "SpikingActivation"]
     params = shipped_activation("hardsigmoid", 12)
     for inputs, (expected,) in case.data_sets:
         (x,) = inputs
@@ -95,15 +100,16 @@ def test_onnx_hardsigmoid_cases_convert_through_their_affine_input(name):
         assert np.abs(y - expected).max() <= params.neuron.max_error * 1.01 + 1e-6
 
 
-@pytest.mark.parametrize("name", [n for n in HARDSIGMOIDS if "expanded" in n])
-def test_onnx_hardsigmoid_bodies_hold_no_hardsigmoid(name):
-    with pytest.raises(SitOnnxError) as refused:
-        rewrite_model(CASES[name].model, RewriteOptions(activations=("hardsigmoid",)))
-    assert "nor hardsigmoid activation to convert" in str(refused.value)
+def test_onnx_hardsigmoid_bodies_are_no_hardswish():
+    """Asked for HardSwish only, a HardSigmoid body is left, saying what it is."""
     import onnx_graphsurgeon as gs
 
     from sit_onnx.graph.activations import find_activation_sites
 
     misses = []
-    find_activation_sites(gs.import_onnx(CASES[name].model), {"hardsigmoid"}, misses)
-    assert misses == []  # Max(0, Min(1, alpha x + beta)): no HardSigmoid node to speak of
+    find_activation_sites(gs.import_onnx(CASES["test_hardsigmoid_expanded_ver18"].model), {"hardswish"}, misses)
+    assert [m.reason for m in misses] == [
+        "a Max(Min(0.5 x + 0.6, 1), 0) (hardsigmoid), and hardsigmoid was not asked for"
+    ]
+    with pytest.raises(SitOnnxError, match="nor hardswish activation to convert"):
+        rewrite_model(CASES["test_hardsigmoid_expanded_ver18"].model, RewriteOptions(activations=("hardswish",)))

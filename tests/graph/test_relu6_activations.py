@@ -268,3 +268,115 @@ def test_a_max_of_x_plus_3_that_is_a_graph_output_is_no_start():
     nodes = _two_op_clamp("Max", "Min") + [helper.make_node("Div", ["c", "six"], ["y"])]
     model = _model(nodes, BOUNDS, extra_outputs=("inner",))
     assert _misses(model, set(ALL)) == ([], [])
+
+
+UNIT = [_const("one", 1.0), _const("zero", 0.0), _const("alpha", 0.2), _const("beta", 0.5), _const("sixth", 1 / 6)]
+
+
+def _unit_clamp(alpha="alpha", beta="beta", clamp=("Clip",), out="y", times_x=False):
+    """HardSigmoid(alpha, beta)'s body: clamp(alpha x + beta) to [0, 1] as Clip or two ops (Keras 2's
+    hard_sigmoid, 0.2 x + 0.5, through tf2onnx; ONNX's own body Max(Min(., 1), 0)); times x after it."""
+    u = [helper.make_node("Mul", ["x", alpha], ["ax"], name="scale"), helper.make_node("Add", ["ax", beta], ["u"])]
+    end = "g" if times_x else out
+    if clamp == ("Clip",):
+        nodes = [helper.make_node("Clip", ["u", "zero", "one"], [end], name="clamp")]
+    else:
+        first, second = clamp
+        bound = {"Max": "zero", "Min": "one"}
+        nodes = [helper.make_node(first, ["u", bound[first]], ["inner"], name="clamp"),
+                 helper.make_node(second, ["inner", bound[second]], [end])]  # fmt: skip
+    tail = [helper.make_node("Mul", ["x", "g"], [out], name="times_x")] if times_x else []
+    return u + nodes + tail
+
+
+@pytest.mark.parametrize(
+    "clamp, form",
+    [(("Clip",), "Clip(0.2 x + 0.5, 0, 1)"), (("Min", "Max"), "Max(Min(0.2 x + 0.5, 1), 0)"),
+     (("Max", "Min"), "Min(Max(0.2 x + 0.5, 0), 1)")],
+)  # fmt: skip
+def test_a_clamp_of_alpha_x_plus_beta_to_0_1_is_a_hardsigmoid(clamp, form):
+    """Clip(0.2 x + 0.5, 0, 1) is torch's HardSigmoid of 1.2 x: the neuron reads 1.2 x (a Mul and
+    an Add before it, in place of the model's own); its output is the reference's of that input."""
+    new, report = rewrite_model(_model(_unit_clamp(clamp=clamp), UNIT), RewriteOptions(activations=("hardsigmoid",)))
+    (entry,) = report.activations
+    assert (entry["function"], entry["form"], entry["name"]) == ("hardsigmoid", form, "clamp")
+    assert entry["input_map"] == pytest.approx([1.2, 0.0], abs=1e-6) and report.activation_misses == []
+    assert [n.op_type for n in new.graph.node] == ["Mul", "Add", "SpikingActivation"]
+    x = _x(6)
+    read = (x * np.float32(1.2) + np.float32(0.0)).astype(np.float32)
+    expected = spiking_activation(read, shipped_activation("hardsigmoid", 12))
+    np.testing.assert_array_equal(run(new, {"x": x})[0], expected)
+    exact = np.clip(0.2 * x + 0.5, 0, 1)
+    assert np.abs(run(new, {"x": x})[0] - exact).max() <= shipped_activation("hardsigmoid", 12).neuron.max_error * 1.01
+
+
+@pytest.mark.parametrize("alpha, scale", [("sixth", None), ("alpha", 1.2)])
+def test_x_times_the_body_with_beta_half_is_hardswish(alpha, scale):
+    """ONNX's HardSwish body inlined, x * Max(Min(x / 6 + 0.5, 1), 0): HardSwish itself; with
+    alpha 0.2 HardSwish rescaled (HardSwish(1.2 x) / 1.2)."""
+    model = _model(_unit_clamp(alpha=alpha, clamp=("Min", "Max"), times_x=True), UNIT)
+    new, report = rewrite_model(model, RewriteOptions(activations=("hardswish",)))
+    (entry,) = report.activations
+    spelled = "0.1667" if alpha == "sixth" else "0.2"
+    assert (entry["function"], entry["form"]) == ("hardswish", f"x * Max(Min({spelled} x + 0.5, 1), 0)")
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation"]
+    params = shipped_activation("hardswish", 12)
+    x = _x(7)
+    assert report.activations[0]["input_scale"] == pytest.approx(scale or 1.0)
+    expected = spiking_activation(x, params.rescaled(scale) if scale else params)
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6, rtol=0 if scale else 1e-7)
+
+
+def test_x_times_a_shifted_body_converts_only_its_gate():
+    """beta 0.6: x * HardSigmoid is no HardSwish; the gate converts where hardsigmoid is asked."""
+    model = _model(_unit_clamp(beta="beta6", times_x=True), UNIT + [_const("beta6", 0.6)])
+    sites, misses = _misses(model, {"hardswish"})
+    assert sites == [] and misses == [
+        ("clamp", "a Clip(0.2 x + 0.6, 0, 1) (hardsigmoid), and hardsigmoid was not asked for")
+    ]
+    new, report = rewrite_model(model, RewriteOptions(activations=("hardsigmoid", "hardswish")))
+    assert [(a["function"], a["form"]) for a in report.activations] == [("hardsigmoid", "Clip(0.2 x + 0.6, 0, 1)")]
+    assert report.activations[0]["input_map"] == pytest.approx([1.2, 0.6])
+    assert [n.op_type for n in new.graph.node] == ["Mul", "Add", "SpikingActivation", "Mul"]
+
+
+def test_clamps_that_are_no_hardsigmoid_body_are_left_silently():
+    """A decreasing a x + b, a clamp to [0, 2] or [-1, 1], a vector offset, an Add without a
+    constant, x + 0.5 clamped (a = 1: converted, HardSigmoid of 6 x), a Mul read elsewhere."""
+    extra = [_const("minus", -0.2), _const("two", 2.0), _const("minus_one", -1.0), _const("vector", np.full(50, 0.5))]
+    cases = {
+        "decreasing": _unit_clamp(alpha="minus"),
+        "to 2": [*_unit_clamp()[:2], helper.make_node("Clip", ["u", "zero", "two"], ["y"])],
+        "from -1": [*_unit_clamp()[:2], helper.make_node("Clip", ["u", "minus_one", "one"], ["y"])],
+        "vector offset": _unit_clamp(beta="vector"),
+        "two tensors": [helper.make_node("Add", ["x", "x"], ["u"]),
+                        helper.make_node("Clip", ["u", "zero", "one"], ["y"])],
+    }  # fmt: skip
+    for case, nodes in cases.items():
+        assert _misses(_model(nodes, UNIT + extra), set(ALL)) == ([], []), case
+    plain = [helper.make_node("Add", ["x", "beta"], ["u"]), helper.make_node("Clip", ["u", "zero", "one"], ["y"])]
+    sites, _ = _misses(_model(plain, UNIT), set(ALL))
+    assert [(s.function, s.form, s.affine) for s in sites] == [("hardsigmoid", "Clip(1 x + 0.5, 0, 1)", (6.0, 0.0))]
+    shared = _unit_clamp() + [helper.make_node("Relu", ["ax"], ["r"])]
+    assert _misses(_model(shared, UNIT, extra_outputs=("r",)), set(ALL)) == ([], [])
+
+
+def test_a_gate_flat_on_the_usual_check_range_is_still_told_from_its_product():
+    """x * Clip(x / 6 - 1, 0, 1): on x in [-6, 6] both the gate and the product are 0, so checking
+    there would take the product for the gate (measured: off by 5.9). The check points follow the
+    gate's own input (6..18 here): the gate converts, the product with x stays."""
+    nodes = _unit_clamp(alpha="sixth", beta="minus_one", times_x=True)
+    model = _model(nodes, UNIT + [_const("minus_one", -1.0)])
+    new, report = rewrite_model(model, RewriteOptions(activations=("hardsigmoid", "hardswish")))
+    assert [(a["function"], a["output"]) for a in report.activations] == [("hardsigmoid", "g")]
+    assert [n.op_type for n in new.graph.node] == ["Mul", "Add", "SpikingActivation", "Mul"]
+    x = np.linspace(-12, 24, 100, dtype=np.float32).reshape(2, 50)
+    error = np.abs(run(new, {"x": x})[0] - x * np.clip(x / 6 - 1, 0, 1)).max()
+    assert error <= np.abs(x).max() * shipped_activation("hardsigmoid", 12).neuron.max_error * 1.01
+
+
+def test_x_plus_3_clamped_to_0_1_is_read_by_its_bounds():
+    """Clip(x + 3, 0, 1) is no ReLU6 but HardSigmoid(1, 3)'s body: torch's of 6 x + 15."""
+    nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "one"], ["y"])]
+    sites, misses = _misses(_model(nodes, BOUNDS + [_const("one", 1.0)]), set(ALL))
+    assert [(s.form, s.affine) for s in sites] == [("Clip(1 x + 3, 0, 1)", (6.0, 15.0))] and misses == []
