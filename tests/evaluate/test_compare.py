@@ -315,7 +315,8 @@ def test_compare_cli_notes_an_output_that_cannot_show_the_conversion(tmp_path):
      ((2, 5, 8, 16), {(32, 32)}, -1), ((2, 5, 7, 7), {(32, 32)}, -1), ((2, 5, 16, 8), {(32, 16)}, -3),
      ((2, 5, 32, 32), set(), -1), ((4, 32, 32), {(32, 32)}, None), ((2, 32, 32), {(16, 16)}, -1),
      ((2, 5, 0, 32), {(32, 32)}, -1), ((2, 32), {(32, 32)}, -1), ((3, 2, 5, 32, 32), {(32, 32)}, -3),
-     ((2, 5, 64, 64), {(32, 32)}, -1), ((2, 3, 4, 8), {(32, 64), (8, 8)}, -3)],
+     ((2, 5, 64, 64), {(32, 32)}, -1), ((2, 3, 4, 8), {(32, 64), (8, 8)}, -3), ((4, 0, 32), {(32, 32)}, -1),
+     ((2, 0, 32, 32), {(32, 32)}, None)],
 )  # fmt: skip
 def test_a_dense_map_of_an_input_image_decides_over_its_channels(shape, images, axis):
     """The last two dims an input image's height and width, or both divided by one stride: a map
@@ -331,12 +332,13 @@ def test_image_sizes_are_the_float_four_dim_inputs():
 
     feeds = {
         "pixels": np.zeros((2, 3, 24, 40), np.float32),
-        "ids": np.zeros((2, 3, 24, 40), np.int64),  # not an image: integers
+        "ids": np.zeros((2, 3, 20, 30), np.int64),  # not an image: integers
+        "narrow": np.zeros((2, 3, 2, 40), np.float32),  # two pixels high: an image still
         "tokens": np.zeros((2, 16), np.float32),
         "line": np.zeros((2, 3, 1, 40), np.float16),  # one pixel high: a sequence, not an image
         "half": np.zeros((1, 1, 8, 8), np.float16),
     }
-    assert image_sizes(feeds) == {(24, 40), (8, 8)}
+    assert image_sizes(feeds) == {(24, 40), (8, 8), (2, 40)}
 
 
 def test_a_maps_agreement_is_taken_per_pixel_over_its_channels():

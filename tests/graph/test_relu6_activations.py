@@ -322,7 +322,7 @@ def test_x_times_the_body_with_beta_half_is_hardswish(alpha, scale):
     assert [n.op_type for n in new.graph.node] == ["SpikingActivation"]
     params = shipped_activation("hardswish", 12)
     x = _x(7)
-    assert report.activations[0]["input_scale"] == pytest.approx(scale or 1.0)
+    assert report.activations[0]["input_scale"] == (pytest.approx(scale) if scale else 1.0)  # 6 * 1/6 in float32: 1
     expected = spiking_activation(x, params.rescaled(scale) if scale else params)
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6, rtol=0 if scale else 1e-7)
 
@@ -349,6 +349,10 @@ def test_clamps_that_are_no_hardsigmoid_body_are_left_silently():
         "to 2": [*_unit_clamp()[:2], helper.make_node("Clip", ["u", "zero", "two"], ["y"])],
         "from -1": [*_unit_clamp()[:2], helper.make_node("Clip", ["u", "minus_one", "one"], ["y"])],
         "vector offset": _unit_clamp(beta="vector"),
+        "a three-input Min": [*_unit_clamp()[:2], helper.make_node("Min", ["u", "one", "x"], ["m"]),
+                              helper.make_node("Max", ["m", "zero"], ["y"])],
+        "a Max read by nothing": [*_unit_clamp()[:2], helper.make_node("Max", ["u", "zero"], ["dead"]),
+                                  helper.make_node("Clip", ["x", "zero", "beta"], ["y"])],
         "two tensors": [helper.make_node("Add", ["x", "x"], ["u"]),
                         helper.make_node("Clip", ["u", "zero", "one"], ["y"])],
     }  # fmt: skip
@@ -368,7 +372,9 @@ def test_a_gate_flat_on_the_usual_check_range_is_still_told_from_its_product():
     nodes = _unit_clamp(alpha="sixth", beta="minus_one", times_x=True)
     model = _model(nodes, UNIT + [_const("minus_one", -1.0)])
     new, report = rewrite_model(model, RewriteOptions(activations=("hardsigmoid", "hardswish")))
-    assert [(a["function"], a["output"]) for a in report.activations] == [("hardsigmoid", "g")]
+    assert [(a["function"], a["output"], a["form"]) for a in report.activations] == [
+        ("hardsigmoid", "g", "Clip(0.1667 x - 1, 0, 1)")
+    ]
     assert [n.op_type for n in new.graph.node] == ["Mul", "Add", "SpikingActivation", "Mul"]
     x = np.linspace(-12, 24, 100, dtype=np.float32).reshape(2, 50)
     error = np.abs(run(new, {"x": x})[0] - x * np.clip(x / 6 - 1, 0, 1)).max()
@@ -380,3 +386,40 @@ def test_x_plus_3_clamped_to_0_1_is_read_by_its_bounds():
     nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "one"], ["y"])]
     sites, misses = _misses(_model(nodes, BOUNDS + [_const("one", 1.0)]), set(ALL))
     assert [(s.form, s.affine) for s in sites] == [("Clip(1 x + 3, 0, 1)", (6.0, 15.0))] and misses == []
+
+
+@pytest.mark.parametrize(
+    "alpha, beta, high, form, affine",
+    [(1 / 6, 0.5, 1.0, "Clip(0.1667 x + 0.5, 0, 1)", None),  # torch's own: no Mul and Add before the neuron
+     (1 / 6, 0.6, 1.0, "Clip(0.1667 x + 0.6, 0, 1)", (1.0, 0.6)),
+     (0.001, 0.5, 1.0, "Clip(0.001 x + 0.5, 0, 1)", (0.006, 0.0)),  # its bounds only far out: probed there
+     (1.0, 2e4, 1.0, "Clip(1 x + 2e+04, 0, 1)", (6.0, 119997.0)),
+     (1.0, -2e4, 1.0, "Clip(1 x - 2e+04, 0, 1)", (6.0, -120003.0)),
+     (0.2, 0.5, 1.0005, "Clip(0.2 x + 0.5, 0, 1)", (1.2, 0.0))],  # a bound within 1e-3 of 1
+)  # fmt: skip
+def test_the_body_is_read_for_any_alpha_and_beta(alpha, beta, high, form, affine):
+    consts = [_const("one", high), _const("zero", 0.0), _const("alpha", alpha), _const("beta", beta)]
+    sites, misses = _misses(_model(_unit_clamp(), consts), set(ALL))
+    assert misses == [] and [(s.function, s.form) for s in sites] == [("hardsigmoid", form)]
+    assert sites[0].affine == (pytest.approx(affine, rel=1e-6) if affine else None)
+
+
+def test_a_hardswish_body_rescaled_out_of_float32_says_so():
+    model = _model(_unit_clamp(alpha="twenty", times_x=True), UNIT + [_const("twenty", 20.0)])
+    sites, misses = _misses(model, {"hardswish"})
+    assert sites == [] and misses == [
+        ("clamp", "x * Clip(20 x + 0.5, 0, 1): 6 * alpha outside [0.01, 100], where a rescaled set stays in float32")
+    ]
+
+
+def test_the_walk_after_a_relu6_stops_after_two_steps():
+    """x * Clip(x + 3, 0, 6) / 3 / 2 is HardSwish in three steps: past the two a ReLU6 form takes."""
+    nodes = _clip() + [
+        helper.make_node("Mul", ["c", "x"], ["m"]),
+        helper.make_node("Div", ["m", "three"], ["t"]),
+        helper.make_node("Div", ["t", "two"], ["y"]),
+    ]
+    sites, misses = _misses(_model(nodes, BOUNDS + [_const("two", 2.0)]), set(ALL))
+    assert sites == [] and misses == [
+        ("relu6", "Clip(x + 3) and the Muls and Divs after it compute no HardSigmoid or HardSwish of 'x'")
+    ]
