@@ -28,8 +28,19 @@ EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inside the protobuf, as onnx d
 
 
 def needs_external_data(model: onnx.ModelProto, external: bool = False) -> bool:
-    """Whether `save_model` will write a `.data` file for this model."""
-    return external or uses_external_data(model) or weights_bytes(model) > PROTOBUF_LIMIT - 2**26
+    """Whether `save_model` will write a `.data` file for this model: asked for, or its input had
+    one, or it is too large for one protobuf; and it holds a tensor large enough to move out (a
+    model saved with every tiny tensor outside stays whole, rather than naming an empty file)."""
+    wanted = external or uses_external_data(model) or weights_bytes(model) > PROTOBUF_LIMIT - 2**26
+    return wanted and any(True for _ in _movable_tensors(model))
+
+
+def _movable_tensors(model: onnx.ModelProto):
+    """The initializers `save_model` moves to the data file: raw data of EXTERNAL_MIN_BYTES or more."""
+    for graph in graph_protos(model.graph):
+        for tensor in graph.initializer:
+            if tensor.HasField("raw_data") and len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
+                yield tensor
 
 
 def data_file_for(path: str | os.PathLike) -> Path:
@@ -71,10 +82,8 @@ def _write_staged(model: onnx.ModelProto, staging: Path, name: str, external: bo
         # Mark and write the tensors ourselves: onnx's save_model(location=...) checks that
         # location against the current directory, not the folder it writes to.
         data_name = f"{name}.data"
-        for graph in graph_protos(model.graph):
-            for tensor in graph.initializer:
-                if tensor.HasField("raw_data") and len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
-                    external_data_helper.set_external_data(tensor, data_name)
+        for tensor in list(_movable_tensors(model)):
+            external_data_helper.set_external_data(tensor, data_name)
         external_data_helper.write_external_data_tensors(model, str(staging))
     onnx.save_model(model, str(staging / name))
     for written in staging.iterdir():  # onnx creates the data file 0600; give both the usual mode

@@ -144,6 +144,26 @@ def test_written_files_take_the_umask(tmp_path, rng):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "a.onnx.data"]  # no staging folder left
 
 
+def test_external_data_of_only_small_tensors_converts_to_one_file(tmp_path, rng):
+    """A model saved with every tensor outside (size_threshold=0), none large enough for ours to move:
+    the output is one file, not a model naming a data file that was never written (the save failed)."""
+    small = _model(rng)
+    small.graph.initializer[0].CopyFrom(numpy_helper.from_array(rng.normal(size=(64, 2)).astype(np.float32), "w"))
+    small.graph.node[0].input[:] = ["w", "x"]  # (64, 2) @ (2, 64): 512 bytes of weights
+    small.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    src, out = tmp_path / "m" / "small.onnx", tmp_path / "m" / "small.sit.onnx"
+    _save_external(small, src, "small.onnx.data")
+    result = _invoke("rewrite", src, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == ["small.onnx", "small.onnx.data", "small.sit.onnx"]
+    x = rng.normal(size=(2, 64)).astype(np.float32)
+    from tests.helpers import run
+
+    got = run(onnx.load(str(out)), {"x": x})[0]
+    reference = run(onnx.load(str(src)), {"x": x})[0]
+    assert got.shape == (64, 64) and np.abs(got - reference).max() < 0.05
+
+
 SLOW_SAVE = """
 import sys, time, onnx
 from onnx import external_data_helper
