@@ -9,7 +9,9 @@ judged per pixel over its channels, and by its cosine alone with one channel. Wh
 changed, the report says how close the reference's own choice was (its top-1's lead over its top-2,
 as a share of the row's range); --min-margin leaves rows the reference decides by less out of the
 agreement, so near-ties (a random-weight decoder's logits) do not fail a sound conversion. Give
---atol and/or --rtol for Polygraphy's strict element-wise check instead."""
+--atol and/or --rtol for Polygraphy's strict element-wise check instead. --noise-floor also runs the
+candidate with its softmax sites put back exact but rounded to float16, and shows how far that moves
+from the reference: a model that amplifies any change of its attention cannot pass at any K."""
 
 from __future__ import annotations
 
@@ -53,11 +55,28 @@ from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan
     help="Count only rows whose reference top-1 leads its top-2 by this share of the row's range "
     "(0.01: near-ties of 1%% are not decisions).",
 )
+@click.option(
+    "--noise-floor",
+    is_flag=True,
+    help="Also run CANDIDATE with every SpikingSoftmax put back as the exact softmax rounded to float16, and "
+    "show how far that alone moves the outputs from REFERENCE (informational: the verdict is unchanged).",
+)
 @provider_option
 @library_option
 @json_option
 def compare(
-    reference, candidate, inputs_file, atol, rtol, min_cosine, min_agreement, min_margin, provider, use_library, as_json
+    reference,
+    candidate,
+    inputs_file,
+    atol,
+    rtol,
+    min_cosine,
+    min_agreement,
+    min_margin,
+    noise_floor,
+    provider,
+    use_library,
+    as_json,
 ):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
@@ -70,6 +89,7 @@ def compare(
         image_sizes,
     )
     from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
+    from sit_onnx.evaluate.noise_floor import floor_outputs
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session
@@ -89,6 +109,7 @@ def compare(
         )
     with said_of_generated(feeds, not inputs_file):
         cand_out = outputs_of(cand_session, candidate, feeds)
+        floor_out = floor_outputs(candidate, provider, feeds) if noise_floor else None
     missing = sorted(set(ref_out) - set(cand_out))
     if missing:
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
@@ -102,6 +123,14 @@ def compare(
     if not strict:
         for r in results:
             r.passed = approximately_equal(r, min_cosine, min_agreement)
+    floors = (
+        {
+            name: compare_arrays(name, ref, floor_out[name], 0.0, 0.0, min_margin, axes[name])
+            for name, ref in ref_out.items()
+        }
+        if floor_out is not None
+        else {}
+    )
     passed = all(r.passed for r in results)
     if as_json:
         emit_json(
@@ -115,6 +144,7 @@ def compare(
                 "min_agreement": None if strict else min_agreement,
                 "min_margin": min_margin,
                 "outputs": [asdict(r) for r in results],
+                "noise_floor": _floor_json(floors) if floor_out is not None else None,
             }
         )
     else:
@@ -145,8 +175,39 @@ def compare(
                 click.echo("    a one-channel map of the input image (saliency, depth, a mask): no argmax decides")
             elif r.agreement is not None:
                 click.echo(f"    argmax agreement {100 * r.agreement:.2f}% of rows (a cache or embedding: not judged)")
+            if r.name in floors:
+                click.echo(_floor_line(floors[r.name], min_cosine, min_agreement, strict))
             click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
         verdict = "PASSED" if passed else "FAILED"
         click.echo(f"{verdict} | {cand_session.get_providers()[0]} | sit-onnx compare {reference} {candidate}")
     if not passed:
         raise click.exceptions.Exit(1)
+
+
+def _floor_json(floors: dict) -> dict:
+    from sit_onnx.evaluate.noise_floor import FLOOR_PRECISION
+
+    return {
+        "precision": FLOOR_PRECISION,
+        "outputs": {
+            name: {"cosine": f.cosine, "agreement": f.agreement, "max_abs": f.max_abs} for name, f in floors.items()
+        },
+    }
+
+
+def _floor_line(floor, min_cosine: float, min_agreement: float, strict: bool) -> str:
+    """How far rounding the attention weights alone moves this output; where that already misses
+    the approximate check, say that no conversion can meet it on this model."""
+    from sit_onnx.evaluate.compare import approximately_equal, decides
+    from sit_onnx.evaluate.noise_floor import FLOOR_PRECISION
+
+    agreement = f", argmax agreement {100 * floor.agreement:.2f}%" if floor.agreement is not None else ""
+    if not decides(floor.name):
+        agreement = ""
+    line = (
+        f"    noise floor (attention weights rounded to {FLOOR_PRECISION}): cosine {floor.cosine:.6f}{agreement}, "
+        f"max abs error {floor.max_abs:.4g}"
+    )
+    if not strict and not approximately_equal(floor, min_cosine, min_agreement):
+        line += "\n    the reference moves that far from the rounding alone: no conversion meets this check here"
+    return line

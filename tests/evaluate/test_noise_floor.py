@@ -1,0 +1,186 @@
+"""compare --noise-floor: the candidate with its SpikingSoftmax sites put back as the exact softmax
+rounded to float16, run beside the comparison to show how far the model moves from rounding alone."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.cli import main
+from sit_onnx.domain import DOMAIN, SPIKING_SOFTMAX
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.noise_floor import rounded_attention
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.save import save_model
+from sit_onnx.graph.walk import graph_protos
+from sit_onnx.neurons import softmax
+from tests.helpers import run, softmax_model
+
+
+def _ops(model):
+    return [(n.domain, n.op_type) for g in graph_protos(model.graph) for n in g.node]
+
+
+@pytest.mark.parametrize("opset, back", [(13, "Cast"), (14, "Cast"), (15, "CastLike"), (17, "CastLike")])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_floor_is_the_exact_softmax_rounded_to_float16(opset, back, axis):
+    converted, _ = rewrite_model(softmax_model([3, 5], axis, opset=opset), RewriteOptions())
+    floor = rounded_attention(converted)
+    assert [op for domain, op in _ops(floor)] == ["Softmax", "Cast", back]
+    assert not any(domain == DOMAIN for domain, _ in _ops(floor))
+    x = np.random.default_rng(opset).normal(0, 3, (3, 5)).astype(np.float32)
+    got = run(floor, {"x": x})[0]
+    exact = softmax(x.astype(np.float64), axis)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, got.astype(np.float16).astype(np.float32))  # rounded to float16
+    np.testing.assert_allclose(got, exact, rtol=2.0**-11, atol=1e-7)  # and no further
+    assert np.abs(got - exact).max() > 0  # the rounding shows (not the exact float32 softmax)
+
+
+def test_floor_keeps_a_float16_model_in_float16():
+    converted, _ = rewrite_model(softmax_model([2, 6], -1, dtype=TensorProto.FLOAT16), RewriteOptions())
+    x = np.random.default_rng(1).normal(0, 2, (2, 6)).astype(np.float16)
+    got = run(rounded_attention(converted), {"x": x})[0]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, softmax(x.astype(np.float64), -1), atol=2e-3)
+
+
+def test_floor_replaces_sites_inside_subgraphs():
+    site = helper.make_node("SpikingSoftmax", ["x"], ["p"], name="inner", domain=DOMAIN, axis=-1)
+    branch = helper.make_graph([site], "then", [], [helper.make_tensor_value_info("p", TensorProto.FLOAT, [2])])
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["q"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [2])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    floor = rounded_attention(model)
+    assert ("", "Softmax") in _ops(floor) and not any(domain == DOMAIN for domain, _ in _ops(floor))
+    then = next(a.g for a in model.graph.node[0].attribute if a.name == "then_branch")
+    assert then.node[0].op_type == SPIKING_SOFTMAX  # the candidate is left as it was
+    got = run(floor, {"c": np.array(True), "x": np.array([0.0, 1.0], np.float32)})[0]
+    np.testing.assert_allclose(got, softmax(np.array([0.0, 1.0]), -1), rtol=2.0**-11)
+
+
+@pytest.mark.parametrize(
+    "options, found",
+    [
+        (RewriteOptions(fuse=False), "holds SpikingExp"),
+        (RewriteOptions(activations=("sigmoid",)), "holds SpikingActivation"),
+    ],
+)
+def test_floor_refuses_neurons_without_an_exact_twin(options, found):
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"], axis=-1), helper.make_node("Sigmoid", ["p"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )
+    converted, _ = rewrite_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), options)
+    with pytest.raises(SitOnnxError, match=f"--noise-floor: new.onnx {found} .*default --fuse and no --activations"):
+        rounded_attention(converted, "new.onnx")
+
+
+def test_floor_refuses_a_model_that_was_not_converted():
+    with pytest.raises(SitOnnxError, match="--noise-floor: candidate holds no SpikingSoftmax node"):
+        rounded_attention(softmax_model([2, 3], -1))
+
+
+def _classifier(tmp_path, external=False):
+    """logits = softmax(x @ w) @ v with 16 KB of weights in w: with `external`, the converted model keeps
+    them in b.onnx.data, so its floor is read with its data."""
+    rng = np.random.default_rng(3)
+    w, v = rng.normal(0, 1.0, (8, 512)).astype(np.float32), rng.normal(size=(512, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["s"]),
+            helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+            helper.make_node("MatMul", ["p", "v"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(v, "v")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source, target, data = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "x.npz"
+    onnx.save(model, str(source))
+    save_model(rewrite_model(model, RewriteOptions())[0], target, external=external)
+    assert (tmp_path / "b.onnx.data").exists() == external
+    np.savez(data, x=rng.normal(size=(64, 8)).astype(np.float32))
+    return source, target, data
+
+
+def _sensitive(tmp_path):
+    """Softmax weights through Sin(3e4 p): a change of 2^-11 of a weight turns its phase by radians."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["x"], ["p"], axis=-1),
+            helper.make_node("Mul", ["p", "gain"], ["g"]),
+            helper.make_node("Sin", ["g"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])],
+        [numpy_helper.from_array(np.array(3e4, np.float32), "gain")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source, target, data = tmp_path / "s.onnx", tmp_path / "s.sit.onnx", tmp_path / "s.npz"
+    onnx.save(model, str(source))
+    onnx.save(rewrite_model(model, RewriteOptions())[0], str(target))
+    np.savez(data, x=np.random.default_rng(0).normal(0, 2, (32, 16)).astype(np.float32))
+    return source, target, data
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_compare_noise_floor_of_a_sound_model(tmp_path, external):
+    source, target, data = _classifier(tmp_path, external=external)
+    args = ["compare", str(source), str(target), "--inputs", str(data), "--min-margin", "0.01"]  # one near-tie
+    plain, floored = CliRunner().invoke(main, args), CliRunner().invoke(main, [*args, "--noise-floor"])
+    assert plain.exit_code == floored.exit_code == 0, floored.output
+    assert "noise floor" not in plain.output
+    line = next(s for s in floored.output.splitlines() if "noise floor" in s)
+    assert line.startswith("    noise floor (attention weights rounded to float16): cosine 1.0000")
+    assert "argmax agreement 100.00%" in line and "no conversion meets" not in floored.output
+    record = json.loads(CliRunner().invoke(main, [*args, "--noise-floor", "--json"]).stdout)
+    floor = record["noise_floor"]["outputs"]["logits"]
+    assert record["noise_floor"]["precision"] == "float16" and floor["agreement"] == 1.0
+    assert record["outputs"][0]["cosine"] < floor["cosine"] <= 1.0 and 0 < floor["max_abs"] < 1e-3
+    assert json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)["noise_floor"] is None
+
+
+def test_compare_noise_floor_of_a_model_that_amplifies_rounding(tmp_path):
+    source, target, data = _sensitive(tmp_path)
+    args = ["compare", str(source), str(target), "--inputs", str(data)]
+    floored = CliRunner().invoke(main, [*args, "--noise-floor"])
+    assert floored.exit_code == CliRunner().invoke(main, args).exit_code == 1  # the verdict is not changed
+    assert "no conversion meets this check here" in floored.output
+    record = json.loads(CliRunner().invoke(main, [*args, "--noise-floor", "--json"]).stdout)
+    assert record["noise_floor"]["outputs"]["y"]["cosine"] < 0.99 and not record["passed"]
+    strict = CliRunner().invoke(main, [*args, "--noise-floor", "--atol", "10"])
+    assert strict.exit_code == 0 and "noise floor" in strict.output and "no conversion meets" not in strict.output
+    loose = CliRunner().invoke(main, [*args, "--noise-floor", "--min-cosine", "-1", "--min-agreement", "0"])
+    assert loose.exit_code == 0 and "no conversion meets" not in loose.output
+
+
+def test_compare_noise_floor_of_an_unconverted_candidate_is_one_line(tmp_path):
+    source, _, data = _classifier(tmp_path)
+    result = CliRunner().invoke(main, ["compare", str(source), str(source), "--inputs", str(data), "--noise-floor"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --noise-floor: {source} holds no SpikingSoftmax node "
+        "(is it a sit-onnx rewrite, written without --inline?)"
+    )
