@@ -23,9 +23,20 @@ def _model(*sizes):
 
 
 def test_small_models_write_one_file_unless_asked(tmp_path):
-    model = _model(64)
+    model = _model(EXTERNAL_MIN_BYTES)
     assert files_written(model, tmp_path / "m.onnx") == [tmp_path / "m.onnx"]
     assert files_written(model, tmp_path / "m.onnx", True) == [tmp_path / "m.onnx", tmp_path / "m.onnx.data"]
+
+
+def test_asked_for_external_data_with_no_tensor_to_move_writes_one_file(tmp_path):
+    """Every tensor under 1 KiB (a model saved with size_threshold=0 holds such): nothing goes out, so
+    no data file is named or written (the save used to name one it never wrote, and failed)."""
+    model = _model(EXTERNAL_MIN_BYTES - 4, 64)
+    assert files_written(model, tmp_path / "m.onnx", True) == [tmp_path / "m.onnx"]
+    save_model(model, tmp_path / "m.onnx", external=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    back = onnx.load(str(tmp_path / "m.onnx"))
+    assert [numpy_helper.to_array(t).sum() for t in back.graph.initializer] == [255.0, 32.0]
 
 
 def test_tensors_from_one_kib_go_to_the_data_file(tmp_path):
@@ -41,7 +52,7 @@ def test_tensors_from_one_kib_go_to_the_data_file(tmp_path):
 def test_models_near_the_protobuf_limit_go_external(monkeypatch):
     import sit_onnx.graph.save as save
 
-    model = _model(64)
+    model = _model(EXTERNAL_MIN_BYTES)
     margin = save.PROTOBUF_LIMIT - 2**26  # 64 MiB of room for the graph itself
     monkeypatch.setattr(save, "weights_bytes", lambda m: margin)
     assert not save.needs_external_data(model)
