@@ -5,7 +5,9 @@ same way as the reference (cosine >= --min-cosine) and, where it has rows, decid
 (argmax agreement >= --min-agreement; not asked of a KV cache, `present*`/`past*`, nor of an
 embedding or hidden state, `*embed*`, `*hidden_state*`, `*pooler*`, `*feature*`). A dense map of an
 input image (segmentation, depth, saliency: its last two dims the image's, or a stride of them) is
-judged per pixel over its channels, and by its cosine alone with one channel. Where the argmax
+judged per pixel over its channels, and by its cosine alone with one channel. An Ultralytics YOLO
+detector's output (its metadata says so) is judged by its detections, matched one to one by class
+and overlap (evaluate/detections.py). Where the argmax
 changed, the report says how close the reference's own choice was (its top-1's lead over its top-2,
 as a share of the row's range); --min-margin leaves rows the reference decides by less out of the
 agreement, so near-ties (a random-weight decoder's logits) do not fail a sound conversion. Give
@@ -80,14 +82,7 @@ def compare(
 ):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
     from sit_onnx.errors import SitOnnxError
-    from sit_onnx.evaluate.compare import (
-        approximately_equal,
-        compare_arrays,
-        decides,
-        decision_axis,
-        describe_agreement,
-        image_sizes,
-    )
+    from sit_onnx.evaluate.compare import approximately_equal, image_sizes
     from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.evaluate.noise_floor import floor_outputs
     from sit_onnx.graph.load import read_model_proto
@@ -100,12 +95,13 @@ def compare(
     def outputs_of(session, path, feeds) -> dict:
         return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, str(path))))
 
+    reference_proto = read_model_proto(reference)  # no weights: what generated inputs and detectors need
     if inputs_file:
         feeds = check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
         ref_out = outputs_of(ref_session, reference, feeds)
     else:
         feeds, ref_out = run_generated(
-            ref_session, 4, read_model_proto(reference), lambda feeds: outputs_of(ref_session, reference, feeds)
+            ref_session, 4, reference_proto, lambda feeds: outputs_of(ref_session, reference, feeds)
         )
     with said_of_generated(feeds, not inputs_file):
         cand_out = outputs_of(cand_session, candidate, feeds)
@@ -115,22 +111,12 @@ def compare(
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
     strict = atol is not None or rtol is not None
     atol, rtol = atol or 0.0, rtol or 0.0
-    images = image_sizes(feeds)
-    axes = {name: decision_axis(ref.shape, images) for name, ref in ref_out.items()}
-    results = [
-        compare_arrays(name, ref, cand_out[name], atol, rtol, min_margin, axes[name]) for name, ref in ref_out.items()
-    ]
+    judged = _Judged(ref_out, image_sizes(feeds), reference_proto, min_margin)
+    results = judged.compared(cand_out, atol, rtol)
     if not strict:
         for r in results:
             r.passed = approximately_equal(r, min_cosine, min_agreement)
-    floors = (
-        {
-            name: compare_arrays(name, ref, floor_out[name], 0.0, 0.0, min_margin, axes[name])
-            for name, ref in ref_out.items()
-        }
-        if floor_out is not None
-        else {}
-    )
+    floors = {r.name: r for r in judged.compared(floor_out, 0.0, 0.0)} if floor_out is not None else {}
     passed = all(r.passed for r in results)
     if as_json:
         emit_json(
@@ -152,30 +138,12 @@ def compare(
             click.echo(describe_feeds(feeds))
         for r in results:
             check = (
-                f"tolerance atol={r.atol:g} rtol={r.rtol:g}"
-                if strict
-                else (f"approximate: cosine >= {min_cosine:g}, argmax agreement >= {min_agreement:g}")
+                f"tolerance atol={r.atol:g} rtol={r.rtol:g}" if strict else _approximate(r, min_cosine, min_agreement)
             )
             click.echo(f"[{r.name}] shape {r.shape}, {check}")
-            if r.problem:
-                click.echo(f"    {r.problem}\n    FAILED")
-                continue
-            click.echo(f"    abs error: max {r.max_abs:.4g}, mean {r.mean_abs:.4g}, median {r.median_abs:.4g}")
-            click.echo(f"    rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}")
-            click.echo(f"    cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}")
-            if r.constant is not None:
-                click.echo(
-                    f"    note: every element of the reference's output is {r.constant:g}: it cannot show what the "
-                    "conversion changed (compare an earlier tensor, or real weights)"
-                )
-            if r.ties is not None and (decides(r.name) or strict):
-                per_pixel = " (per pixel, over the map's channels)" if r.argmax_axis == -3 else ""
-                click.echo(f"    {describe_agreement(r.agreement, r.ties)}{per_pixel}")
-            elif axes[r.name] is None:
-                click.echo("    a one-channel map of the input image (saliency, depth, a mask): no argmax decides")
-            elif r.agreement is not None:
-                click.echo(f"    argmax agreement {100 * r.agreement:.2f}% of rows (a cache or embedding: not judged)")
-            if r.name in floors:
+            for line in _output_lines(r, judged.axes[r.name], strict):
+                click.echo(f"    {line}")
+            if r.name in floors and not r.problem:
                 click.echo(_floor_line(floors[r.name], min_cosine, min_agreement, strict))
             click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
         verdict = "PASSED" if passed else "FAILED"
@@ -211,3 +179,67 @@ def _floor_line(floor, min_cosine: float, min_agreement: float, strict: bool) ->
     if not strict and not approximately_equal(floor, min_cosine, min_agreement):
         line += "\n    the reference moves that far from the rounding alone: no conversion meets this check here"
     return line
+
+
+class _Judged:
+    """How each reference output is judged: its detection head, else the axis its argmax decides
+    along (None: nothing decides), the same for the candidate and the noise floor."""
+
+    def __init__(self, ref_out: dict, images: set, model, min_margin: float):
+        from sit_onnx.evaluate.compare import decision_axis
+        from sit_onnx.evaluate.detections import detection_head
+
+        self.ref_out, self.min_margin = ref_out, min_margin
+        self.heads = {name: detection_head(model, ref.shape, images) for name, ref in ref_out.items()}
+        self.axes = {
+            name: None if self.heads[name] else decision_axis(ref.shape, images) for name, ref in ref_out.items()
+        }
+
+    def compared(self, other: dict, atol: float, rtol: float) -> list:
+        from sit_onnx.evaluate.compare import compare_arrays
+        from sit_onnx.evaluate.detections import compare_detections
+
+        results = []
+        for name, ref in self.ref_out.items():
+            r = compare_arrays(name, ref, other[name], atol, rtol, self.min_margin, self.axes[name])
+            if self.heads[name] is not None and r.problem is None:
+                r.detections = compare_detections(ref, other[name], self.heads[name])
+            results.append(r)
+        return results
+
+
+def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
+    """An output's figures, then what decides it: detections, the argmax, or nothing."""
+    from sit_onnx.evaluate.compare import decides, describe_agreement
+    from sit_onnx.evaluate.detections import describe_detections
+
+    if r.problem:
+        return [r.problem]
+    lines = [
+        f"abs error: max {r.max_abs:.4g}, mean {r.mean_abs:.4g}, median {r.median_abs:.4g}",
+        f"rel error: max {r.max_rel:.4g}, mean {r.mean_rel:.4g}, median {r.median_rel:.4g}",
+        f"cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}",
+    ]
+    if r.constant is not None:
+        lines.append(
+            f"note: every element of the reference's output is {r.constant:g}: it cannot show what the "
+            "conversion changed (compare an earlier tensor, or real weights)"
+        )
+    if r.detections is not None:
+        lines.append(describe_detections(r.detections))
+    elif r.ties is not None and (decides(r.name) or strict):
+        per_pixel = " (per pixel, over the map's channels)" if r.argmax_axis == -3 else ""
+        lines.append(f"{describe_agreement(r.agreement, r.ties)}{per_pixel}")
+    elif axis is None:
+        lines.append("a one-channel map of the input image (saliency, depth, a mask): no argmax decides")
+    elif r.agreement is not None:
+        lines.append(f"argmax agreement {100 * r.agreement:.2f}% of rows (a cache or embedding: not judged)")
+    return lines
+
+
+def _approximate(r, min_cosine: float, min_agreement: float) -> str:
+    """What the approximate check asks of this output."""
+    if r.detections is None:
+        return f"approximate: cosine >= {min_cosine:g}, argmax agreement >= {min_agreement:g}"
+    cosine = "" if r.detections.kind == "end2end" else f"cosine >= {min_cosine:g}, "
+    return f"approximate: {cosine}detections matched >= {min_agreement:g} both ways"

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sit_onnx.evaluate.detections import DetectionFigures
+
 INF = float("inf")
 
 
@@ -29,6 +31,7 @@ class OutputComparison:
     ties: ArgmaxTies | None = None  # how close the reference's own choice was where the argmax changed
     constant: float | None = None  # the reference's one value where all its elements are equal (shows nothing)
     argmax_axis: int | None = None  # the axis `agreement` is taken along (-3: an image map's channels)
+    detections: DetectionFigures | None = None  # a detector's output: its detections matched (detections.py)
 
 
 @dataclass
@@ -134,8 +137,16 @@ def decision_axis(shape: tuple[int, ...], images: set[tuple[int, int]]) -> int |
 def approximately_equal(result: "OutputComparison", min_cosine: float, min_agreement: float) -> bool:
     """The default verdict for a spiking conversion, which is approximate by design: the outputs
     point the same way (cosine) and, where rows have an argmax that decides something (not a
-    KV cache or an embedding), decide the same (agreement)."""
-    if result.problem is not None or not result.cosine >= min_cosine:
+    KV cache or an embedding), decide the same (agreement). A detector's output finds the same
+    detections (both ways, as a share >= min_agreement); its end-to-end list, sorted by score, is
+    not asked for a cosine (a low score's change reorders its rows)."""
+    if result.problem is not None:
+        return False
+    found = result.detections
+    if found is not None:
+        same = min(found.recall, found.precision) >= min_agreement
+        return same and (found.kind == "end2end" or result.cosine >= min_cosine)
+    if not result.cosine >= min_cosine:
         return False
     return result.agreement is None or not decides(result.name) or result.agreement >= min_agreement
 
