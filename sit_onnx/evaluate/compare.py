@@ -75,13 +75,18 @@ def argmax_figures(
 
 def _lead(rows: np.ndarray) -> np.ndarray:
     """Each row's top-1 lead over its top-2 as a share of its range: 0 for a tie (and a row holding
-    NaN, which decides nothing), 1 for one-hot."""
+    NaN, which decides nothing), 1 for one-hot. A row of two entries has its lead for its range, so
+    there the share is of the whole output's range (a two-class head's [0.5001, 0.4999] is a tie)."""
     if rows.shape[-1] == 1:
         return np.ones(rows.shape[0])
     top = -np.partition(-rows, 1, axis=-1)[:, :2]
     spread = top[:, 0] - rows.min(axis=-1)
+    if rows.shape[-1] == 2:
+        finite = rows[np.isfinite(rows)]
+        spread = np.full(rows.shape[0], float(finite.max() - finite.min()) if finite.size else 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(spread > 0, (top[:, 0] - top[:, 1]) / spread, 0.0)
+        lead = (top[:, 0] - top[:, 1]) / spread
+    return np.where((spread > 0) & np.isfinite(lead), lead, 0.0)
 
 
 def describe_agreement(agreement: float | None, ties: ArgmaxTies) -> str:
@@ -93,7 +98,7 @@ def describe_agreement(agreement: float | None, ties: ArgmaxTies) -> str:
     line = f"argmax agreement {100 * agreement:.2f}% of rows" + (left_out if ties.undecided else "")
     if ties.disagreements:
         line += (
-            f"; the reference's top-1 led by at most {100 * ties.widest_flipped_margin:.2g}% of the row's range"
+            f"; the reference's top-1 led by at most {100 * ties.widest_flipped_margin:.3g}% of the row's range"
             f" in the {ties.disagreements} that differ"
         )
     return line

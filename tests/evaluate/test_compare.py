@@ -196,6 +196,9 @@ def test_near_tie_figures_row_by_row():
     assert _lead(a) == pytest.approx([0.01, 0.5, 1.0, 0.0])
     assert _lead(np.array([[5.0], [-1.0]])).tolist() == [1.0, 1.0]  # one entry: decided outright
     assert _lead(np.array([[-2.0, 1.0, 0.5], [-7.0, -4.0, -5.0]])) == pytest.approx([0.5 / 3, 1 / 3])  # range from min
+    two = np.array([[0.5001, 0.4999], [0.1, 0.9], [0.8, 0.2]])  # two classes: a share of the output's range
+    assert _lead(two) == pytest.approx([0.0002 / 0.8, 1.0, 0.75])
+    assert _lead(np.array([[1.0, np.nan], [2.0, 0.0], [3.0, 3.0]])) == pytest.approx([0.0, 2 / 3, 0.0])
     assert argmax_figures(np.ones((1, 1)), np.ones((1, 1)), 0.5)[0] == 1.0
     b = np.array([[0.0, 0.99, 1.0], [0.0, 0.4, 0.5], [2.0, 0.0, 0.0], [3.0, 3.0, 3.0]])  # rows 0, 1 flip
     cube_a, cube_b = np.stack([a[:2], a[2:]]), np.stack([b[:2], b[2:]])  # rows along the last axis of 3-D outputs
