@@ -389,10 +389,60 @@ def test_compare_cli_judges_an_image_map_per_pixel_and_a_one_channel_map_by_cosi
     onnx.save(model(3.0), str(tmp_path / "c.onnx"))  # channel 1 wins almost everywhere
     same = CliRunner().invoke(main, ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")])
     assert same.exit_code == 0, same.output
-    assert "argmax agreement 100.00% of rows (per pixel, over the map's channels)" in same.output
+    line = next(s for s in same.output.splitlines() if "argmax agreement 1" in s)
+    assert "argmax agreement 100.00% of rows" in line and line.endswith("(per pixel, over the map's channels)")
     assert "a one-channel map of the input image (saliency, depth, a mask): no argmax decides" in same.output
     moved = CliRunner().invoke(main, ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "c.onnx"), "--json"])
     outputs = {o["name"]: o for o in json.loads(moved.stdout)["outputs"]}
     assert moved.exit_code == 1 and outputs["classes"]["argmax_axis"] == -3 and not outputs["classes"]["passed"]
     assert 0.4 < outputs["classes"]["agreement"] < 0.65  # the reference picks channel 1 at about half the pixels
     assert outputs["saliency"]["argmax_axis"] is None and outputs["saliency"]["agreement"] is None
+
+
+def test_generated_inputs_leave_near_ties_out_by_default(tmp_path):
+    """On generated inputs a flip where the top-1 led by under 2% of the row's range is not counted
+    (and the report says so); --min-margin 0 counts it; given inputs count every row by default."""
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sit_onnx.cli import main
+
+    def model(rows, path):  # logits = rows + 0 * mean(x): fixed rows, whatever the input
+        graph = helper.make_graph(
+            [
+                helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+                helper.make_node("Mul", ["m", "zero"], ["z"]),
+                helper.make_node("Add", ["rows", "z"], ["logits"]),
+            ],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4, 3])],
+            [
+                numpy_helper.from_array(np.array(rows, np.float32), "rows"),
+                numpy_helper.from_array(np.float32(0), "zero"),
+            ],
+        )
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return str(path)
+
+    clear = [[0.0, 1.0, 0.2], [1.0, 0.0, 0.0], [0.0, 0.3, 1.0]]
+    a = model([[0.0, 1.0, 0.985], *clear], tmp_path / "a.onnx")  # a lead of 1.5% of the row's range
+    b = model([[0.0, 0.985, 1.0], *clear], tmp_path / "b.onnx")
+    generated = CliRunner().invoke(main, ["compare", a, b])
+    assert generated.exit_code == 0, generated.output
+    assert "argmax agreement 100.00% of rows (1 led by under 2% of their range not counted)" in generated.output
+    record = json.loads(CliRunner().invoke(main, ["compare", a, b, "--json"]).stdout)
+    assert record["min_margin"] == 0.02 and record["outputs"][0]["ties"]["undecided"] == 1
+    counted = CliRunner().invoke(main, ["compare", a, b, "--min-margin", "0"])
+    assert counted.exit_code == 1 and "argmax agreement 75.00% of rows" in counted.output
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 3), np.float32))
+    given = CliRunner().invoke(main, ["compare", a, b, "--inputs", str(tmp_path / "x.npz"), "--json"])
+    assert given.exit_code == 1 and json.loads(given.stdout)["min_margin"] == 0.0
+    wide = model([[0.0, 1.0, 0.97], *clear], tmp_path / "c.onnx")  # a lead of 3%: a decision, counted
+    assert (
+        CliRunner().invoke(main, ["compare", wide, model([[0.0, 0.97, 1.0], *clear], tmp_path / "d.onnx")]).exit_code
+        == 1
+    )
