@@ -228,3 +228,15 @@ def test_compare_of_an_end_to_end_detector_asks_no_cosine(tmp_path):
     assert result.exit_code == 0, result.output
     assert "[output0] shape [1, 300, 6], approximate: detections matched >= 0.99 both ways" in result.output
     assert "reference 2, candidate 2, matched 2" in result.output
+
+
+def test_edges_of_the_thresholds_and_the_matching_order():
+    head = DetectionHead("raw", 2)
+    at_threshold = _raw([(20, 20, 10, 10, 0, 0.25)])
+    assert compare_detections(at_threshold, at_threshold, head).reference == 1  # a score of 0.25 counts
+    exactly = np.array([[0, 0, 10, 10], [0, 0, 10, 7]], float)  # IoU 0.7: not above NMS's 0.7, both kept
+    assert _nms(exactly, np.array([0.9, 0.8]), np.zeros(2, int)).tolist() == [0, 1]
+    # one candidate box between two reference boxes of a class: the better-scored reference takes it
+    reference = _raw([(5, 5, 10, 10, 0, 0.9), (7, 5, 10, 10, 0, 0.8)])
+    found = compare_detections(reference, _raw([(7, 5, 10, 10, 0, 0.9)]), head)
+    assert (found.reference, found.matched) == (2, 1) and found.mean_iou == pytest.approx(8 / 12)

@@ -184,3 +184,18 @@ def test_compare_noise_floor_of_an_unconverted_candidate_is_one_line(tmp_path):
         f"Error: --noise-floor: {source} holds no SpikingSoftmax node "
         "(is it a sit-onnx rewrite, written without --inline?)"
     )
+
+
+def test_floor_line_of_an_embedding_leaves_its_argmax_out():
+    from sit_onnx.cli.compare import _floor_line
+    from sit_onnx.evaluate.compare import compare_arrays
+
+    a = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    for name, says_agreement in (("text_embeds", False), ("logits", True)):
+        line = _floor_line(compare_arrays(name, a, a + 1e-4, 0, 0), 0.999, 0.99, strict=False)
+        assert line.startswith("    noise floor (attention weights rounded to float16): cosine 1.000000")
+        assert ("argmax agreement 100.00%" in line) == says_agreement and "no conversion meets" not in line
+    far = _floor_line(compare_arrays("logits", a, a[:, ::-1], 0, 0), 0.999, 0.99, strict=False)
+    assert far.endswith(
+        "\n    the reference moves that far from the rounding alone: no conversion meets this check here"
+    )
