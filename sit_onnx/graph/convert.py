@@ -21,7 +21,7 @@ from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.graph.activations import ActivationMiss, find_activation_sites, replace_activation
 from sit_onnx.graph.attention import AttentionOp, expand_attention, is_attention_op
 from sit_onnx.graph.functions import spiking_functions
-from sit_onnx.graph.light import light_copy, write_back
+from sit_onnx.graph.light import Aside, light_copy, write_back
 from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
@@ -180,7 +180,7 @@ class Prepared:
 
     model: onnx.ModelProto  # holds the weights; receives the rewritten structure at the end
     light: onnx.ModelProto
-    aside: set[str]
+    aside: Aside  # what the light copy holds in another form: large weights, binary string attributes
     source_opset: int
     opset: int
     legacy_axes: dict[str, int]
