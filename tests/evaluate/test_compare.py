@@ -391,7 +391,8 @@ def test_compare_cli_judges_an_image_map_per_pixel_and_a_one_channel_map_by_cosi
     assert same.exit_code == 0, same.output
     line = next(s for s in same.output.splitlines() if "argmax agreement 1" in s)
     assert "argmax agreement 100.00% of rows" in line and line.endswith("(per pixel, over the map's channels)")
-    assert "a one-channel map of the input image (saliency, depth, a mask): no argmax decides" in same.output
+    one_channel = "    a one-channel map of the input image (saliency, depth, a mask): no argmax decides"
+    assert one_channel in same.output.splitlines()
     moved = CliRunner().invoke(main, ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "c.onnx"), "--json"])
     outputs = {o["name"]: o for o in json.loads(moved.stdout)["outputs"]}
     assert moved.exit_code == 1 and outputs["classes"]["argmax_axis"] == -3 and not outputs["classes"]["passed"]
@@ -433,7 +434,8 @@ def test_generated_inputs_leave_near_ties_out_by_default(tmp_path):
     b = model([[0.0, 0.985, 1.0], *clear], tmp_path / "b.onnx")
     generated = CliRunner().invoke(main, ["compare", a, b])
     assert generated.exit_code == 0, generated.output
-    assert "argmax agreement 100.00% of rows (1 led by under 2% of their range not counted)" in generated.output
+    agreement = "    argmax agreement 100.00% of rows (1 led by under 2% of their range not counted)"
+    assert agreement in generated.output.splitlines()  # the whole line: no map's "per pixel" after it
     record = json.loads(CliRunner().invoke(main, ["compare", a, b, "--json"]).stdout)
     assert record["min_margin"] == 0.02 and record["outputs"][0]["ties"]["undecided"] == 1
     counted = CliRunner().invoke(main, ["compare", a, b, "--min-margin", "0"])
@@ -446,3 +448,9 @@ def test_generated_inputs_leave_near_ties_out_by_default(tmp_path):
         CliRunner().invoke(main, ["compare", wide, model([[0.0, 0.97, 1.0], *clear], tmp_path / "d.onnx")]).exit_code
         == 1
     )
+
+
+def test_lead_of_two_entry_rows_without_a_finite_value():
+    from sit_onnx.evaluate.compare import _lead
+
+    assert _lead(np.full((3, 2), np.nan)).tolist() == [0.0, 0.0, 0.0]

@@ -240,3 +240,69 @@ def test_edges_of_the_thresholds_and_the_matching_order():
     reference = _raw([(5, 5, 10, 10, 0, 0.9), (7, 5, 10, 10, 0, 0.8)])
     found = compare_detections(reference, _raw([(7, 5, 10, 10, 0, 0.9)]), head)
     assert (found.reference, found.matched) == (2, 1) and found.mean_iou == pytest.approx(8 / 12)
+
+
+def test_iou_of_boxes_of_every_shape():
+    from sit_onnx.evaluate.detections import _iou
+
+    box = np.array([0.0, 0.0, 4.0, 2.0])  # 4 wide, 2 high
+    others = np.array(
+        [
+            [2.0, 0.0, 6.0, 2.0],  # half across: 4 / 12
+            [0.0, 1.0, 4.0, 3.0],  # half down: 4 / 12
+            [5.0, 0.0, 9.0, 2.0],  # apart: 0, not a negative overlap
+            [0.0, 0.0, 0.5, 0.5],  # inside, tiny: 0.25 / 8
+            [4.0, 2.0, 0.0, 0.0],  # corners swapped: no area
+        ]
+    )
+    assert _iou(box, others) == pytest.approx([1 / 3, 1 / 3, 0.0, 0.25 / 8, 0.0])
+    tiny = np.array([0.0, 0.0, 0.5, 0.5])  # a union under 1 pixel still has its overlap
+    assert _iou(tiny, np.array([[0.0, 0.0, 0.5, 0.25]])) == pytest.approx([0.5])
+    assert _iou(np.zeros(4), np.zeros((1, 4))).tolist() == [0.0]  # two points: no union, no overlap
+
+
+def test_boxes_are_read_as_centre_width_and_height():
+    head = DetectionHead("raw", 2)
+    wide = _raw([(20, 10, 16, 4, 0, 0.9)])  # x 12..28, y 8..12
+    shifted = _raw([(24, 10, 16, 4, 0, 0.9)])  # x 16..32: IoU 48 / 80
+    found = compare_detections(wide, shifted, head)
+    assert found.matched == 1 and found.mean_iou == pytest.approx(0.6)
+    tall = _raw([(20, 10, 4, 16, 0, 0.9)])  # the same size turned: IoU 16 / 112, no match
+    assert compare_detections(wide, tall, head).matched == 0
+
+
+def test_end_to_end_edges():
+    head = DetectionHead("end2end", 2)
+    rows = np.zeros((1, 300, 6), np.float32)
+    rows[0, 0] = [0, 0, 10, 10, 0.25, 0]  # at the threshold: counted
+    assert compare_detections(rows, rows, head).reference == 1
+    # two references of a class around one candidate: the better score takes it, whatever the row order
+    reference = np.zeros((1, 300, 6), np.float32)
+    reference[0, 0], reference[0, 1] = [2, 0, 12, 10, 0.8, 0], [0, 0, 10, 10, 0.9, 0]
+    candidate = np.zeros((1, 300, 6), np.float32)
+    candidate[0, 0] = [2, 0, 12, 10, 0.9, 0]
+    assert compare_detections(reference, candidate, head).mean_iou == pytest.approx(8 / 12)
+    half = candidate.copy()
+    half[0, 0] = [0, 0, 10, 5, 0.9, 0]  # IoU exactly 0.5 with the 0.9 reference: a match
+    assert compare_detections(reference[:, 1:], half, head).matched == 1
+
+
+def test_counts_add_up_over_the_batch():
+    head = DetectionHead("end2end", 2)
+    reference = np.zeros((2, 300, 6), np.float32)
+    reference[0, 0] = reference[1, 0] = [0, 0, 10, 10, 0.9, 0]
+    candidate = reference.copy()
+    candidate[0, 0, 4] = 0.1  # the first image's detection lost
+    found = compare_detections(reference, candidate, head)
+    assert (found.reference, found.candidate, found.matched) == (2, 1, 1)
+    assert "no detection to compare" not in describe_detections(compare_detections(reference * 0, candidate, head))
+
+
+def test_verdict_at_its_thresholds():
+    raw = DetectionHead("raw", 2)
+    reference = _raw([(20, 20, 10, 10, 0, 0.9), (40, 40, 10, 10, 1, 0.8)])
+    half = _raw([(20, 20, 10, 10, 0, 0.9)])
+    r = compare_arrays("output0", reference, half, 0, 0, axis=None)
+    r.detections = compare_detections(reference, half, raw)
+    assert approximately_equal(r, -1.0, 0.5) and not approximately_equal(r, -1.0, 0.51)  # recall 0.5
+    assert approximately_equal(r, r.cosine, 0.5) and not approximately_equal(r, np.nextafter(r.cosine, 2), 0.5)

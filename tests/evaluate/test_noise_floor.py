@@ -2,6 +2,7 @@
 rounded to float16, run beside the comparison to show how far the model moves from rounding alone."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -90,7 +91,13 @@ def test_floor_refuses_neurons_without_an_exact_twin(options, found):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
     )
     converted, _ = rewrite_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), options)
-    with pytest.raises(SitOnnxError, match=f"--noise-floor: new.onnx {found} .*default --fuse and no --activations"):
+    tail = r"; the floor puts back fused SpikingSoftmax sites only \(rewrite with the default --fuse and no "
+    tail += r"--activations\)$"
+    with pytest.raises(SitOnnxError, match=rf"^--noise-floor: new.onnx {found} \(\S+\){tail}"):
+        rounded_attention(converted, "new.onnx")
+    for node in converted.graph.node:
+        node.name = ""
+    with pytest.raises(SitOnnxError, match=rf"^--noise-floor: new.onnx {found} \(unnamed\){tail}"):
         rounded_attention(converted, "new.onnx")
 
 
@@ -191,11 +198,41 @@ def test_floor_line_of_an_embedding_leaves_its_argmax_out():
     from sit_onnx.evaluate.compare import compare_arrays
 
     a = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
-    for name, says_agreement in (("text_embeds", False), ("logits", True)):
-        line = _floor_line(compare_arrays(name, a, a + 1e-4, 0, 0), 0.999, 0.99, strict=False)
-        assert line.startswith("    noise floor (attention weights rounded to float16): cosine 1.000000")
-        assert ("argmax agreement 100.00%" in line) == says_agreement and "no conversion meets" not in line
-    far = _floor_line(compare_arrays("logits", a, a[:, ::-1], 0, 0), 0.999, 0.99, strict=False)
-    assert far.endswith(
-        "\n    the reference moves that far from the rounding alone: no conversion meets this check here"
+    head = "    noise floor (attention weights rounded to float16): cosine 1.000000"
+    assert _floor_line(compare_arrays("text_embeds", a, a + 1e-4, 0, 0), 0.999, 0.99, False) == (
+        f"{head}, max abs error 0.0001"
     )
+    assert _floor_line(compare_arrays("logits", a, a + 1e-4, 0, 0), 0.999, 0.99, False) == (
+        f"{head}, argmax agreement 100.00%, max abs error 0.0001"
+    )
+    one_row = _floor_line(compare_arrays("logits", a[0], a[0], 0, 0), 0.999, 0.99, False)  # no rows: no argmax
+    assert one_row == f"{head}, max abs error 0"
+    far = _floor_line(compare_arrays("logits", a, a[:, ::-1], 0, 0), 0.999, 0.99, strict=False)
+    hint = "\n    the reference moves that far from the rounding alone: no conversion meets this check here"
+    assert far == (
+        "    noise floor (attention weights rounded to float16): cosine 0.714286, argmax agreement 0.00%, "
+        "max abs error 2" + hint
+    )
+
+
+def test_floor_through_a_folder_when_it_is_too_large_for_one_protobuf(tmp_path, monkeypatch):
+    import tempfile
+
+    import sit_onnx.evaluate.noise_floor as noise_floor
+
+    _, target, data = _classifier(tmp_path)
+    feeds = {"x": np.load(data)["x"]}
+    direct = noise_floor.floor_outputs(target, "cpu", feeds)
+    monkeypatch.setattr(noise_floor, "needs_external_data", lambda model: True)
+    before = set(Path(tempfile.gettempdir()).glob("sit-onnx-floor-*"))
+    folded = noise_floor.floor_outputs(target, "cpu", feeds)
+    np.testing.assert_array_equal(folded["logits"], direct["logits"])
+    assert set(Path(tempfile.gettempdir()).glob("sit-onnx-floor-*")) == before  # the folder is gone
+
+
+def test_a_floor_that_cannot_run_is_named(tmp_path):
+    import sit_onnx.evaluate.noise_floor as noise_floor
+
+    _, target, _ = _classifier(tmp_path)
+    with pytest.raises(SitOnnxError, match=r"b\.onnx \(noise floor\): onnxruntime failed to run the model"):
+        noise_floor.floor_outputs(target, "cpu", {"x": np.zeros((2, 5), np.float32)})  # 5 features, not 8
