@@ -383,6 +383,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     new = gs.export_onnx(graph, do_type_check=False)
     restore_opaque(new, prepared.opaque)
     _keep_annotations_of(light, new)
+    _keep_node_notes(light, new)
     new.ir_version = max(light.ir_version, new.ir_version)
     del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
     new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
@@ -568,6 +569,31 @@ def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
             restored = [declared.get(info.name, info) for info in values]
             del values[:]
             values.extend(restored)
+
+
+def _keep_node_notes(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
+    """What graphsurgeon drops from a node, put back from the source node that wrote the same first
+    output: its doc_string and metadata_props (an exporter's stack trace and module path, which the
+    op replacing a softmax site inherits) and, for the same op, its function overload; and a
+    subgraph's own doc_string and metadata_props."""
+    sources = dict(graphs_by_place(source.graph))
+    for place, graph in graphs_by_place(new.graph):
+        was_graph = sources.get(place, onnx.GraphProto())
+        if was_graph.doc_string and not graph.doc_string:  # a branch's, as the main graph's
+            graph.doc_string = was_graph.doc_string  # (set only where there is one: an empty field written
+        if not graph.metadata_props:  # out still changes the protobuf's bytes)
+            graph.metadata_props.extend(was_graph.metadata_props)
+        writers = {n.output[0]: n for n in was_graph.node if n.output and n.output[0]}
+        for node in graph.node:
+            was = writers.get(node.output[0]) if node.output else None
+            if was is None:
+                continue
+            if was.doc_string and not node.doc_string:
+                node.doc_string = was.doc_string
+            if not node.metadata_props:
+                node.metadata_props.extend(was.metadata_props)
+            if was.overload and not node.overload and (node.op_type, node.domain) == (was.op_type, was.domain):
+                node.overload = was.overload
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
