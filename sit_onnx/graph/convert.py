@@ -567,6 +567,8 @@ def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
         graph.value_info.extend(kept)
         for values in (graph.input, graph.output):  # inputs and outputs exactly as the source declared them
             restored = [declared.get(info.name, info) for info in values]
+            if values is graph.input:  # with those graphsurgeon drops: an initializer a user may override
+                restored = [*was.input, *(info for info in restored if info.name not in declared)]
             del values[:]
             values.extend(restored)
 

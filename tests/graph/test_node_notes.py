@@ -5,6 +5,7 @@ the site's notes."""
 
 import warnings
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -126,3 +127,34 @@ def test_nodes_without_notes_are_written_as_they_were():
     (relu,) = [n for n in new.graph.node if n.op_type == "Relu"]
     assert relu.SerializeToString() == model.graph.node[0].SerializeToString()
     assert not relu.HasField("doc_string") and not relu.HasField("overload")
+
+
+@pytest.mark.parametrize("size", [3, 600])  # kept in the light copy, or put aside as a large weight
+def test_an_initializer_declared_as_an_input_stays_one(size):
+    """torch's keep_initializers_as_inputs=True (and every IR < 4 model) declares weights as inputs a
+    user may override: graphsurgeon dropped a small one from the inputs."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    w = numpy_helper.from_array(np.linspace(0, 1, size).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=-1)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, size]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [size]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, size])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    new, _ = rewrite_model(model, RewriteOptions())
+    assert [i.name for i in new.graph.input] == ["x", "w"] and [t.name for t in new.graph.initializer] == ["w"]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(new.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_overridable_initializers()] == ["w"]
+    x = np.zeros((2, size), np.float32)
+    flat = session.run(None, {"x": x, "w": np.zeros(size, np.float32)})[0]
+    np.testing.assert_allclose(flat, 1 / size, rtol=0.05)  # overridden: every logit equal
