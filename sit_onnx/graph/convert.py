@@ -343,6 +343,49 @@ def apply(
     return reports
 
 
+def _dead_nodes(graph: gs.Graph) -> list[tuple[gs.Node, list, list]]:
+    """Main-graph nodes no output depends on before the rewrite, with their inputs and outputs (the
+    cleanup disconnects what it drops). The rewrite's cleanup, which drops the replaced sites, would
+    drop them too, and a converted model should differ from its source at the sites alone."""
+    producer = {t.name: n for n in graph.nodes for t in n.outputs if t.name}
+    wanted, live = [t.name for t in graph.outputs], set()
+    while wanted:
+        node = producer.get(wanted.pop())
+        if node is None or id(node) in live:
+            continue
+        live.add(id(node))
+        wanted.extend(t.name for t in node.inputs if t.name)
+        wanted.extend(_read_inside(node))
+    return [(n, list(n.inputs), list(n.outputs)) for n in graph.nodes if id(n) not in live]
+
+
+def _read_inside(node: gs.Node) -> list[str]:
+    """Every tensor name read in a node's subgraphs (those of the outer scope among them)."""
+    names, graphs = [], [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
+    while graphs:
+        for inner in graphs.pop().nodes:
+            names.extend(t.name for t in inner.inputs if t.name)
+            graphs.extend(v for v in inner.attrs.values() if isinstance(v, gs.Graph))
+    return names
+
+
+def _put_back(graph: gs.Graph, dead: list[tuple[gs.Node, list, list]]) -> None:
+    """Return the source's dead nodes where what they read is still there (a dead reader of a
+    replaced site's inner tensor goes with the site)."""
+    if not dead:
+        return
+    present = set(graph.tensors()) | {t.name for _, _, outputs in dead for t in outputs}
+    for node, inputs, outputs in dead:
+        readable = all(not t.name or t.name in present or isinstance(t, gs.Constant) for t in inputs)
+        if readable and node not in graph.nodes:
+            node.inputs.clear()
+            node.outputs.clear()
+            node.inputs.extend(inputs)
+            node.outputs.extend(outputs)
+            graph.nodes.append(node)
+    graph.toposort()
+
+
 def _site_input(neuron_input: float, affine: tuple[float, float] | None) -> float:
     """The site input at which the set reads `neuron_input` (undoing gain x + shift)."""
     gain, shift = affine or (1.0, 0.0)
@@ -437,8 +480,11 @@ def rewrite_model(
         wanted = f" nor {'/'.join(activation_sets)} activation" if activation_sets else ""
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax){wanted} to convert{extra}")
     reasons = select_sites(sites, options)
+    in_sites = {id(n) for site in [*sites, *activation_sites] for n in site.nodes}  # replaced, dead or not
+    dead = [entry for entry in _dead_nodes(graph) if id(entry[0]) not in in_sites]
     reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse, site_params)
     activation_reports = apply_activations(graph, activation_sites, activation_sets, prepared.opset)
+    _put_back(graph, dead)
     new = finish(graph, prepared, params, options.inline)
     report = RewriteReport(
         input=source,

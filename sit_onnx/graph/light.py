@@ -51,17 +51,18 @@ def write_back(model: onnx.ModelProto, light: onnx.ModelProto, aside: set[str]) 
     """Give `model` the structure of the rewritten light copy; its large weights stay where they are."""
     graph, source = model.graph, light.graph
     originally_inputs = {i.name for i in graph.input}
+    unread = {t.name for t in graph.initializer} - _used_names(graph)  # the source's own: kept as they were
     used = _used_names(source)
     for field in ("node", "output", "value_info"):
         del getattr(graph, field)[:]
         getattr(graph, field).extend(getattr(source, field))
     del graph.input[:]
     graph.input.extend(i for i in source.input if i.name not in aside or i.name in originally_inputs)
-    keep = aside & used  # large weights still read after the rewrite; small ones come from `light`
+    keep = (aside & used) | unread  # large weights still read after the rewrite; small ones come from `light`
     for index in reversed(range(len(graph.initializer))):
         if graph.initializer[index].name not in keep:
             del graph.initializer[index]
-    graph.initializer.extend(source.initializer)
+    graph.initializer.extend(t for t in source.initializer if t.name not in unread)
     del model.opset_import[:]
     model.opset_import.extend(light.opset_import)
     del model.functions[:]

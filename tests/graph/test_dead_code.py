@@ -1,0 +1,60 @@
+"""Dead code the source had (a node nothing reads, an initializer nothing reads) is kept: the
+rewrite's cleanup, which drops the replaced sites, dropped it too, and an application that keeps
+data in an unread initializer lost it. A dead softmax site is still converted away."""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.graph.convert import RewriteOptions, find_canonical_sites, rewrite_model
+from tests.helpers import run
+
+
+def _model(dead_softmax=False):
+    labels = numpy_helper.from_array(np.arange(4, dtype=np.int64), "labels")  # small: kept in the light copy
+    table = numpy_helper.from_array(np.ones((64, 64), np.float32), "table")  # 16 KB: put aside as a weight
+    scale = numpy_helper.from_array(np.array(2.0, np.float32), "scale")
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["y"], axis=-1, name="att"),
+        helper.make_node("Mul", ["x", "scale"], ["unread"], name="dead_mul"),  # its output is read by nothing
+        helper.make_node("Neg", ["unread"], ["unread2"], name="dead_neg"),
+    ]
+    if dead_softmax:
+        nodes.append(helper.make_node("Softmax", ["x"], ["nobody"], axis=0, name="dead_att"))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [labels, table, scale],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dead_nodes_and_unread_initializers_are_kept():
+    model = _model()
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [s.name for s in report.sites if s.converted] == ["att"]
+    assert sorted(n.name for n in new.graph.node if n.op_type != "SpikingSoftmax") == ["dead_mul", "dead_neg"]
+    kept = {t.name: numpy_helper.to_array(t) for t in new.graph.initializer}
+    assert sorted(kept) == ["labels", "scale", "table"]
+    np.testing.assert_array_equal(kept["labels"], np.arange(4))
+    np.testing.assert_array_equal(kept["table"], np.ones((64, 64)))
+    onnx.checker.check_model(new, full_check=True)
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    assert run(new, {"x": x})[0].shape == (2, 3)
+
+
+def test_a_dead_softmax_site_is_converted_away():
+    new, report = rewrite_model(_model(dead_softmax=True), RewriteOptions())
+    assert sorted(s.name for s in report.sites if s.converted) == ["att", "dead_att"]
+    ops = [n.op_type for n in new.graph.node]
+    assert "Softmax" not in ops and ops.count("SpikingSoftmax") == 1  # the dead one went with the cleanup
+    assert {"dead_mul", "dead_neg"} <= {n.name for n in new.graph.node}
+
+
+def test_the_site_finder_gives_the_model_back_whole():
+    canonical, sites = find_canonical_sites(_model())
+    assert [s.name for s in sites] == ["att"]
+    assert sorted(t.name for t in canonical.graph.initializer) == ["labels", "scale", "table"]
+    assert sorted(n.name for n in canonical.graph.node) == ["att", "dead_mul", "dead_neg"]
