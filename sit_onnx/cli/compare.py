@@ -89,13 +89,13 @@ def compare(
     from sit_onnx.evaluate.noise_floor import floor_outputs
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
-    from sit_onnx.runtime.session import run_session
+    from sit_onnx.runtime.session import run_by_name
 
     spec = SessionSpec(provider=provider, use_library=use_library)
     ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
 
     def outputs_of(session, path, feeds) -> dict:
-        return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, str(path))))
+        return run_by_name(session, feeds, str(path))
 
     reference_proto = read_model_proto(reference)  # no weights: what generated inputs and detectors need
     if inputs_file:
@@ -173,9 +173,8 @@ def _floor_line(floor, min_cosine: float, min_agreement: float, strict: bool) ->
     from sit_onnx.evaluate.compare import approximately_equal, decides
     from sit_onnx.evaluate.noise_floor import FLOOR_PRECISION
 
-    agreement = f", argmax agreement {100 * floor.agreement:.2f}%" if floor.agreement is not None else ""
-    if not decides(floor.name):
-        agreement = ""
+    shown = floor.agreement is not None and decides(floor.name)
+    agreement = f", argmax agreement {100 * floor.agreement:.2f}%" if shown else ""
     line = (
         f"    noise floor (attention weights rounded to {FLOOR_PRECISION}): cosine {floor.cosine:.6f}{agreement}, "
         f"max abs error {floor.max_abs:.4g}"

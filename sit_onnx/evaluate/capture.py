@@ -7,7 +7,7 @@ import onnx
 from onnx import helper
 
 from sit_onnx.runtime import SessionSpec, make_session
-from sit_onnx.runtime.session import run_session
+from sit_onnx.runtime.session import run_by_name
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -27,5 +27,4 @@ def capture(
 ) -> dict[str, np.ndarray]:
     """Values of the named tensors on `feeds`, plus the model's own outputs."""
     session = make_session(with_outputs(model, names), spec)
-    values = run_session(session, feeds)
-    return {o.name: v for o, v in zip(session.get_outputs(), values)}
+    return run_by_name(session, feeds)

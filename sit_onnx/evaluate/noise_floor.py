@@ -79,7 +79,7 @@ def floor_outputs(candidate: Path, provider: str, feeds: dict[str, np.ndarray]) 
     """The floor model's outputs on `feeds`, by output name (a floor over 2 GB goes through a
     temporary folder: a session cannot take it as one protobuf)."""
     from sit_onnx.runtime import SessionSpec, make_session
-    from sit_onnx.runtime.session import run_session
+    from sit_onnx.runtime.session import run_by_name
 
     floor = rounded_attention(load_model(candidate), str(candidate))
     label = f"{candidate} (noise floor)"
@@ -90,4 +90,4 @@ def floor_outputs(candidate: Path, provider: str, feeds: dict[str, np.ndarray]) 
             source = Path(folder) / "floor.onnx"
             save_model(floor, source, external=True)
         session = make_session(source, spec)
-        return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, label)))
+        return run_by_name(session, feeds, label)

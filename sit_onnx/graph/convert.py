@@ -343,10 +343,11 @@ def apply(
     return reports
 
 
-def _dead_nodes(graph: gs.Graph) -> list[tuple[gs.Node, list, list]]:
-    """Main-graph nodes no output depends on before the rewrite, with their inputs and outputs (the
-    cleanup disconnects what it drops). The rewrite's cleanup, which drops the replaced sites, would
-    drop them too, and a converted model should differ from its source at the sites alone."""
+def _dead_nodes(graph: gs.Graph, sites: list) -> list[tuple[gs.Node, list, list]]:
+    """Main-graph nodes no output depends on before the rewrite, but for the sites' own (replaced,
+    dead or not), with their inputs and outputs (the cleanup disconnects what it drops). The rewrite's
+    cleanup, which drops the replaced sites, would drop them too, and a converted model should differ
+    from its source at the sites alone."""
     producer = {t.name: n for n in graph.nodes for t in n.outputs if t.name}
     wanted, live = [t.name for t in graph.outputs], set()
     while wanted:
@@ -356,6 +357,7 @@ def _dead_nodes(graph: gs.Graph) -> list[tuple[gs.Node, list, list]]:
         live.add(id(node))
         wanted.extend(t.name for t in node.inputs if t.name)
         wanted.extend(_read_inside(node))
+    live.update(id(n) for site in sites for n in site.nodes)
     return [(n, list(n.inputs), list(n.outputs)) for n in graph.nodes if id(n) not in live]
 
 
@@ -370,20 +372,15 @@ def _read_inside(node: gs.Node) -> list[str]:
 
 
 def _put_back(graph: gs.Graph, dead: list[tuple[gs.Node, list, list]]) -> None:
-    """Return the source's dead nodes where what they read is still there (a dead reader of a
-    replaced site's inner tensor goes with the site)."""
-    if not dead:
-        return
-    present = set(graph.tensors()) | {t.name for _, _, outputs in dead for t in outputs}
+    """Return the source's dead nodes, which the rewrite's cleanup dropped, connected as they were
+    and in their sorted order, after every node (nothing reads them). What they read is still there:
+    a site is only matched where its inner tensors have no reader outside it."""
     for node, inputs, outputs in dead:
-        readable = all(not t.name or t.name in present or isinstance(t, gs.Constant) for t in inputs)
-        if readable and node not in graph.nodes:
-            node.inputs.clear()
-            node.outputs.clear()
-            node.inputs.extend(inputs)
-            node.outputs.extend(outputs)
-            graph.nodes.append(node)
-    graph.toposort()
+        node.inputs.clear()
+        node.outputs.clear()
+        node.inputs.extend(inputs)
+        node.outputs.extend(outputs)
+        graph.nodes.append(node)
 
 
 def _site_input(neuron_input: float, affine: tuple[float, float] | None) -> float:
@@ -480,8 +477,7 @@ def rewrite_model(
         wanted = f" nor {'/'.join(activation_sets)} activation" if activation_sets else ""
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax){wanted} to convert{extra}")
     reasons = select_sites(sites, options)
-    in_sites = {id(n) for site in [*sites, *activation_sites] for n in site.nodes}  # replaced, dead or not
-    dead = [entry for entry in _dead_nodes(graph) if id(entry[0]) not in in_sites]
+    dead = _dead_nodes(graph, [*sites, *activation_sites])
     reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse, site_params)
     activation_reports = apply_activations(graph, activation_sites, activation_sets, prepared.opset)
     _put_back(graph, dead)
@@ -627,9 +623,11 @@ def _keep_node_notes(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
     sources = dict(graphs_by_place(source.graph))
     for place, graph in graphs_by_place(new.graph):
         was_graph = sources.get(place, onnx.GraphProto())
-        if was_graph.doc_string and not graph.doc_string:  # a branch's, as the main graph's
-            graph.doc_string = was_graph.doc_string  # (set only where there is one: an empty field written
-        if not graph.metadata_props:  # out still changes the protobuf's bytes)
+        # a branch's notes, as the main graph's; each field set only where the source has it (an
+        # empty field written out still changes the protobuf's bytes)
+        if was_graph.doc_string and not graph.doc_string:
+            graph.doc_string = was_graph.doc_string
+        if not graph.metadata_props:
             graph.metadata_props.extend(was_graph.metadata_props)
         writers = {n.output[0]: n for n in was_graph.node if n.output and n.output[0]}
         for node in graph.node:

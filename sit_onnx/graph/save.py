@@ -32,7 +32,7 @@ def needs_external_data(model: onnx.ModelProto, external: bool = False) -> bool:
     one, or it is too large for one protobuf; and it holds a tensor large enough to move out (a
     model saved with every tiny tensor outside stays whole, rather than naming an empty file)."""
     wanted = external or uses_external_data(model) or weights_bytes(model) > PROTOBUF_LIMIT - 2**26
-    return wanted and any(True for _ in _movable_tensors(model))
+    return wanted and next(_movable_tensors(model), None) is not None
 
 
 def _movable_tensors(model: onnx.ModelProto):

@@ -183,6 +183,11 @@ def run_session(session: ort.InferenceSession, feeds: dict, label: str = "model"
         raise SitOnnxError(f"{label}: onnxruntime failed to run the model: {first_line(exc)}") from None
 
 
+def run_by_name(session: ort.InferenceSession, feeds: dict, label: str = "model") -> dict:
+    """`run_session`'s outputs by output name."""
+    return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, label)))
+
+
 def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec = SessionSpec()) -> ort.InferenceSession:
     """A session for an original or converted model; with the library, spiking ops must land on kernels."""
     providers = resolve_providers(spec.provider)
