@@ -58,3 +58,34 @@ def test_the_site_finder_gives_the_model_back_whole():
     assert [s.name for s in sites] == ["att"]
     assert sorted(t.name for t in canonical.graph.initializer) == ["labels", "scale", "table"]
     assert sorted(n.name for n in canonical.graph.node) == ["att", "dead_mul", "dead_neg"]
+
+
+def test_a_node_read_only_inside_a_branch_and_orphaned_by_the_rewrite_goes():
+    """The axes of a hand-written softmax inside an If's branch, made in the main graph: live before
+    the rewrite (a branch reads it), orphaned after it, so not put back as the source's dead code."""
+    branch = helper.make_graph(
+        [
+            helper.make_node("Exp", ["x"], ["e"]),
+            helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1),
+            helper.make_node("Div", ["e", "s"], ["q"]),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [2, 3])],
+    )
+    axes = numpy_helper.from_array(np.array([-1], np.int64))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["axes"], value=axes, name="axes_node"),
+            helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    new, report = rewrite_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), RewriteOptions())
+    assert [s.converted for s in report.sites] == [True, True]
+    assert [n.op_type for n in new.graph.node] == ["If"]
