@@ -28,7 +28,7 @@ from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, 
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, constant_value, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
-from sit_onnx.graph.walk import graph_label, graph_protos, graphs_by_place
+from sit_onnx.graph.walk import graph_label, graph_protos, graphs_by_place, walk_graphs
 from sit_onnx.neurons.activation import (
     ActivationParams,
     activation_function,
@@ -343,11 +343,21 @@ def apply(
     return reports
 
 
-def _dead_nodes(graph: gs.Graph, sites: list) -> list[tuple[gs.Node, list, list]]:
-    """Main-graph nodes no output depends on before the rewrite, but for the sites' own (replaced,
-    dead or not), with their inputs and outputs (the cleanup disconnects what it drops). The rewrite's
-    cleanup, which drops the replaced sites, would drop them too, and a converted model should differ
-    from its source at the sites alone."""
+def _dead_nodes(graph: gs.Graph, sites: list) -> list[tuple[gs.Graph, gs.Node, list, list]]:
+    """Nodes no output of their own graph (main or subgraph) depends on before the rewrite, but for
+    the sites' own (replaced, dead or not), with their graph, inputs and outputs (the cleanup
+    disconnects what it drops). The rewrite's cleanup, which drops the replaced sites in every
+    graph, would drop them too, and a converted model should differ from its source at the sites alone."""
+    site_nodes = {id(n) for site in sites for n in site.nodes}
+    dead = []
+    for owner in walk_graphs(graph):
+        live = _live_nodes(owner) | site_nodes
+        dead.extend((owner, n, list(n.inputs), list(n.outputs)) for n in owner.nodes if id(n) not in live)
+    return dead
+
+
+def _live_nodes(graph: gs.Graph) -> set[int]:
+    """The ids of the nodes of `graph` some output of it depends on (through subgraphs' reads too)."""
     producer = {t.name: n for n in graph.nodes for t in n.outputs if t.name}
     wanted, live = [t.name for t in graph.outputs], set()
     while wanted:
@@ -357,8 +367,7 @@ def _dead_nodes(graph: gs.Graph, sites: list) -> list[tuple[gs.Node, list, list]
         live.add(id(node))
         wanted.extend(t.name for t in node.inputs if t.name)
         wanted.extend(_read_inside(node))
-    live.update(id(n) for site in sites for n in site.nodes)
-    return [(n, list(n.inputs), list(n.outputs)) for n in graph.nodes if id(n) not in live]
+    return live
 
 
 def _read_inside(node: gs.Node) -> list[str]:
@@ -371,16 +380,16 @@ def _read_inside(node: gs.Node) -> list[str]:
     return names
 
 
-def _put_back(graph: gs.Graph, dead: list[tuple[gs.Node, list, list]]) -> None:
+def _put_back(dead: list[tuple[gs.Graph, gs.Node, list, list]]) -> None:
     """Return the source's dead nodes, which the rewrite's cleanup dropped, connected as they were
-    and in their sorted order, after every node (nothing reads them). What they read is still there:
-    a site is only matched where its inner tensors have no reader outside it."""
-    for node, inputs, outputs in dead:
+    and in their sorted order, after every node of their graph (nothing reads them). What they read
+    is still there: a site is only matched where its inner tensors have no reader outside it."""
+    for owner, node, inputs, outputs in dead:
         node.inputs.clear()
         node.outputs.clear()
         node.inputs.extend(inputs)
         node.outputs.extend(outputs)
-        graph.nodes.append(node)
+        owner.nodes.append(node)
 
 
 def _site_input(neuron_input: float, affine: tuple[float, float] | None) -> float:
@@ -480,7 +489,7 @@ def rewrite_model(
     dead = _dead_nodes(graph, [*sites, *activation_sites])
     reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse, site_params)
     activation_reports = apply_activations(graph, activation_sites, activation_sets, prepared.opset)
-    _put_back(graph, dead)
+    _put_back(dead)
     new = finish(graph, prepared, params, options.inline)
     report = RewriteReport(
         input=source,

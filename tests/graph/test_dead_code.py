@@ -89,3 +89,35 @@ def test_a_node_read_only_inside_a_branch_and_orphaned_by_the_rewrite_goes():
     new, report = rewrite_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), RewriteOptions())
     assert [s.converted for s in report.sites] == [True, True]
     assert [n.op_type for n in new.graph.node] == ["If"]
+
+
+def _branch(name, dead):
+    """A branch: softmax of the outer x, and (when `dead`) a node whose output nothing reads."""
+    nodes = [helper.make_node("Softmax", ["x"], [f"{name}_q"], axis=-1, name=f"{name}_att")]
+    if dead:
+        nodes.append(helper.make_node("Neg", ["x"], [f"{name}_unread"], name=f"{name}_dead_neg"))
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_q", TensorProto.FLOAT, [2, 3])])
+
+
+def test_dead_nodes_inside_a_branch_are_kept():
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=_branch("then", True), else_branch=_branch("else", False))],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    new, report = rewrite_model(model, RewriteOptions())
+    assert sorted(s.name for s in report.sites if s.converted) == ["else_att", "then_att"]
+    branches = {a.name: a.g for a in new.graph.node[0].attribute}
+    then_ops = [(n.op_type, n.name) for n in branches["then_branch"].node]
+    assert ("Neg", "then_dead_neg") in then_ops and "Softmax" not in [op for op, _ in then_ops]
+    neg = next(n for n in branches["then_branch"].node if n.op_type == "Neg")
+    assert list(neg.input) == ["x"] and list(neg.output) == ["then_unread"]
+    assert [n.op_type for n in branches["else_branch"].node] == ["SpikingSoftmax"]
+    onnx.checker.check_model(new, full_check=True)
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    assert run(new, {"x": x, "c": np.array(True)})[0].shape == (2, 3)
