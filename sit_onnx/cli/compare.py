@@ -147,7 +147,7 @@ def compare(
             click.echo(f"[{r.name}] shape {r.shape}, {check}")
             for line in _output_lines(r, judged.axes[r.name], strict):
                 click.echo(f"    {line}")
-            if r.name in floors and not r.problem:
+            if r.name in floors:
                 click.echo(_floor_line(floors[r.name], min_cosine, min_agreement, strict))
             click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
         verdict = "PASSED" if passed else "FAILED"
@@ -162,7 +162,8 @@ def _floor_json(floors: dict) -> dict:
     return {
         "precision": FLOOR_PRECISION,
         "outputs": {
-            name: {"cosine": f.cosine, "agreement": f.agreement, "max_abs": f.max_abs} for name, f in floors.items()
+            name: {"cosine": f.cosine, "agreement": f.agreement, "max_abs": f.max_abs, "problem": f.problem}
+            for name, f in floors.items()
         },
     }
 
@@ -173,12 +174,13 @@ def _floor_line(floor, min_cosine: float, min_agreement: float, strict: bool) ->
     from sit_onnx.evaluate.compare import approximately_equal, decides
     from sit_onnx.evaluate.noise_floor import FLOOR_PRECISION
 
+    head = f"    noise floor (attention weights rounded to {FLOOR_PRECISION}): "
+    if floor.problem:  # the rounding alone changed the output's shape (a duration, a count)
+        moved = "the reference changes that much from the rounding alone: no conversion meets any check here"
+        return f"{head}{floor.problem}\n    {moved}"
     shown = floor.agreement is not None and decides(floor.name)
     agreement = f", argmax agreement {100 * floor.agreement:.2f}%" if shown else ""
-    line = (
-        f"    noise floor (attention weights rounded to {FLOOR_PRECISION}): cosine {floor.cosine:.6f}{agreement}, "
-        f"max abs error {floor.max_abs:.4g}"
-    )
+    line = f"{head}cosine {floor.cosine:.6f}{agreement}, max abs error {floor.max_abs:.4g}"
     if not strict and not approximately_equal(floor, min_cosine, min_agreement):
         line += "\n    the reference moves that far from the rounding alone: no conversion meets this check here"
     return line

@@ -131,25 +131,28 @@ def _classifier(tmp_path, external=False):
     return source, target, data
 
 
-def _sensitive(tmp_path):
-    """Softmax weights through Sin(3e4 p): a change of 2^-11 of a weight turns its phase by radians."""
+def _softmax_then(tmp_path, stem, nodes, output, rows):
+    """Softmax of x [n, 16] into p, then `nodes` (which may read a gain of 3e4), saved with its
+    conversion and `rows` rows of inputs."""
     graph = helper.make_graph(
-        [
-            helper.make_node("Softmax", ["x"], ["p"], axis=-1),
-            helper.make_node("Mul", ["p", "gain"], ["g"]),
-            helper.make_node("Sin", ["g"], ["y"]),
-        ],
+        [helper.make_node("Softmax", ["x"], ["p"], axis=-1), *nodes],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])],
+        [output],
         [numpy_helper.from_array(np.array(3e4, np.float32), "gain")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    source, target, data = tmp_path / "s.onnx", tmp_path / "s.sit.onnx", tmp_path / "s.npz"
+    source, target, data = (tmp_path / f"{stem}{suffix}" for suffix in (".onnx", ".sit.onnx", ".npz"))
     onnx.save(model, str(source))
     onnx.save(rewrite_model(model, RewriteOptions())[0], str(target))
-    np.savez(data, x=np.random.default_rng(0).normal(0, 2, (32, 16)).astype(np.float32))
+    np.savez(data, x=np.random.default_rng(0).normal(0, 2, (rows, 16)).astype(np.float32))
     return source, target, data
+
+
+def _sensitive(tmp_path):
+    """Softmax weights through Sin(3e4 p): a change of 2^-11 of a weight turns its phase by radians."""
+    nodes = [helper.make_node("Mul", ["p", "gain"], ["g"]), helper.make_node("Sin", ["g"], ["y"])]
+    return _softmax_then(tmp_path, "s", nodes, helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16]), 32)
 
 
 @pytest.mark.parametrize("external", [False, True])
@@ -236,3 +239,31 @@ def test_a_floor_that_cannot_run_is_named(tmp_path):
     _, target, _ = _classifier(tmp_path)
     with pytest.raises(SitOnnxError, match=r"b\.onnx \(noise floor\): onnxruntime failed to run the model"):
         noise_floor.floor_outputs(target, "cpu", {"x": np.zeros((2, 5), np.float32)})  # 5 features, not 8
+
+
+def test_a_floor_whose_shape_moves_says_so(tmp_path):
+    """A length read from a softmax weight (a TTS duration predictor's kind): the rounding alone
+    changes the output's shape, and the floor line says so (it printed cosine nan before), also where
+    the candidate's own shape differs."""
+    one = numpy_helper.from_array(np.array([1.0], np.float32))
+    nodes = [
+        helper.make_node("ReduceMax", ["p"], ["m"], axes=[1], keepdims=0),
+        helper.make_node("Mul", ["m", "gain"], ["g"]),
+        helper.make_node("Floor", ["g"], ["f"]),
+        helper.make_node("Cast", ["f"], ["length"], to=TensorProto.INT64),
+        helper.make_node("ConstantOfShape", ["length"], ["y"], value=one),
+    ]
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["length"])
+    source, target, data = _softmax_then(tmp_path, "d", nodes, output, 1)
+    args = ["compare", str(source), str(target), "--inputs", str(data), "--noise-floor"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "nan" not in result.output
+    lines = result.output.splitlines()
+    assert lines[1].startswith("    shapes differ: [")
+    floor = next(i for i, s in enumerate(lines) if "noise floor" in s)
+    assert lines[floor].startswith("    noise floor (attention weights rounded to float16): shapes differ: [")
+    assert lines[floor + 1] == (
+        "    the reference changes that much from the rounding alone: no conversion meets any check here"
+    )
+    record = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)["noise_floor"]["outputs"]["y"]
+    assert record["problem"].startswith("shapes differ: [") and record["cosine"] is None
