@@ -191,10 +191,20 @@ class Prepared:
     opaque: dict[bytes, onnx.AttributeProto] = field(default_factory=dict)  # what graphsurgeon carries as placeholders
 
 
+def _declare_standard_opset(model: onnx.ModelProto) -> list[str]:
+    """A model importing no standard opset (only ai.onnx.ml, training or vendor ops) holds no softmax
+    to upgrade: it gets the standard opset the converted sites need declared, not an upgrade from
+    opset 1 that onnx cannot do."""
+    if any(entry.domain in ("", "ai.onnx") for entry in model.opset_import):
+        return []
+    model.opset_import.append(onnx.helper.make_opsetid("", MIN_OPSET))
+    return [f"the model imports no standard opset; opset {MIN_OPSET} declared for what the rewrite adds"]
+
+
 def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
-    source_opset = default_opset(model)
     model = model if in_place else _copy(model)
-    notes = []
+    notes = _declare_standard_opset(model)
+    source_opset = default_opset(model)
     legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
     if source_opset < MIN_OPSET:
         had_softmax = any(n.op_type == "Softmax" for g in graph_protos(model.graph) for n in g.node)

@@ -14,7 +14,7 @@ from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.attention import expand_attention
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from tests.graph.test_attention import HID, NH, _attention_inputs, _attention_model, _gqa_model, _mha_inputs, _ms_model
-from tests.helpers import softmax_model
+from tests.helpers import run, softmax_model
 
 
 def _refusal(model) -> str:
@@ -133,3 +133,32 @@ def test_head_counts_that_do_not_divide_are_left_alone_with_why():
     inputs[2] = (name, elem, [*shape[:2], HID + 1], np.zeros((*value.shape[:2], HID + 1), np.float32))
     wide_value = _ms_model("MultiHeadAttention", inputs, ("y",))[0]
     assert _reason(wide_value) == f"the value size {HID + 1} is not a multiple of num_heads {NH}"
+
+
+def test_a_model_without_a_standard_opset_is_not_upgraded_from_opset_1():
+    """Only ai.onnx.ml ops (a LabelEncoder, as skl2onnx writes for a text pipeline): nothing to
+    convert, said as such; it read "unsupported opset 1: onnx cannot convert this model" before."""
+    encoder = helper.make_node(
+        "LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", keys_strings=["a", "b"], values_int64s=[1, 2]
+    )
+    graph = helper.make_graph(
+        [encoder],
+        "ml",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 2)])
+    assert _refusal(model) == "model: no Softmax (nor Exp→ReduceSum→Div softmax) to convert"
+    assert [(o.domain, o.version) for o in model.opset_import] == [("ai.onnx.ml", 2)]  # the source is untouched
+
+
+def test_a_fused_attention_model_without_a_standard_opset_is_converted_at_opset_13():
+    rng = np.random.default_rng(0)
+    model, feeds = _ms_model("MultiHeadAttention", _mha_inputs(rng), ["y"])
+    del model.opset_import[0]  # com.microsoft alone: the expansion's standard ops need an opset
+    new, report = rewrite_model(model, RewriteOptions())
+    assert report.source_opset == report.opset == 13 and len(report.converted) == 1
+    assert "the model imports no standard opset; opset 13 declared for what the rewrite adds" in report.notes
+    assert ("", 13) in [(o.domain, o.version) for o in new.opset_import]
+    reference, _ = _ms_model("MultiHeadAttention", _mha_inputs(np.random.default_rng(0)), ["y"])
+    np.testing.assert_allclose(run(new, feeds)[0], run(reference, feeds)[0], atol=0.1)
