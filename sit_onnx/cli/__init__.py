@@ -16,7 +16,9 @@ class SitGroup(click.Group):
     """Turns user mistakes into one line and exit 1; never a traceback unless SIT_ONNX_DEBUG is set."""
 
     def invoke(self, ctx):
-        with _quiet_libraries():
+        from sit_onnx.runtime.op_libraries import given_libraries
+
+        with _quiet_libraries(), given_libraries(()):  # --op-library holds for this invocation only
             return self._invoke_in_one_line(ctx)
 
     def _invoke_in_one_line(self, ctx):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import activations_option, data_options, emit_json, json_option, table
+from sit_onnx.cli.options import activations_option, data_options, emit_json, json_option, op_library_option, table
 
 
 @click.command()
@@ -15,6 +15,7 @@ from sit_onnx.cli.options import activations_option, data_options, emit_json, js
 @data_options
 @click.option("--samples", type=click.IntRange(1), default=256, show_default=True, help="Rows of the data to use.")
 @activations_option("Also report what these activations are fed: the range a set must cover.")
+@op_library_option
 @json_option
 def calibrate(model, data, dataset, samples, activations, as_json):
     """Softmax input statistics on data, with and without max-shift, and a recommendation."""

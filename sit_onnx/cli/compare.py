@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan, provider_option
+from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan, op_library_option, provider_option
 
 GENERATED_MIN_MARGIN = 0.02  # random inputs: a flip where the top-1 led by under 2% of the row's range is noise
 
@@ -67,6 +67,7 @@ GENERATED_MIN_MARGIN = 0.02  # random inputs: a flip where the top-1 led by unde
 )
 @provider_option
 @library_option
+@op_library_option
 @json_option
 def compare(
     reference,

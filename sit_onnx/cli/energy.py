@@ -12,6 +12,7 @@ from sit_onnx.cli.options import (
     data_options,
     emit_json,
     json_option,
+    op_library_option,
     rewrite_options,
     rewrite_options_from,
     table,
@@ -30,6 +31,7 @@ from sit_onnx.cli.options import (
     show_default=True,
     help="Rows of the data to measure spike counts on.",
 )
+@op_library_option
 @json_option
 def energy(model, converted, data, dataset, samples, as_json, **flags):
     """Energy per sample of MODEL as an ANN and as converted (E_MAC 4.6 pJ, E_AC 0.9 pJ)."""

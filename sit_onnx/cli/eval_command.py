@@ -12,6 +12,7 @@ from sit_onnx.cli.options import (
     emit_json,
     json_option,
     library_option,
+    op_library_option,
     progress,
     provider_option,
     rewrite_options,
@@ -26,6 +27,7 @@ from sit_onnx.cli.options import (
 @rewrite_options
 @provider_option
 @library_option
+@op_library_option
 @click.option(
     "--batch", type=click.IntRange(1), default=256, show_default=True, help="Rows run at a time (label-free mode)."
 )

@@ -11,6 +11,7 @@ from sit_onnx.cli.options import (
     emit_json,
     json_option,
     library_option,
+    op_library_option,
     progress,
     provider_option,
     rewrite_options,
@@ -25,6 +26,7 @@ from sit_onnx.cli.options import (
 @rewrite_options
 @provider_option
 @library_option
+@op_library_option
 @json_option
 def layers(model, data, dataset, provider, use_library, as_json, **flags):
     """Accuracy as softmax sites are converted one by one, in graph order (without labels: the first

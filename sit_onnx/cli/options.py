@@ -21,6 +21,23 @@ library_option = click.option(
     default=None,
     help="Require the custom-op kernels, or run the function fallback only (default: the kernels when built).",
 )
+
+
+def _give_op_libraries(ctx, param, value):
+    from sit_onnx.runtime.op_libraries import give_libraries
+
+    give_libraries(tuple(str(v) for v in value))
+
+
+op_library_option = click.option(
+    "--op-library",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    expose_value=False,
+    callback=_give_op_libraries,
+    help="A custom-op library the model needs besides sit-onnx's (repeatable; also SIT_ONNX_OP_LIBRARIES). "
+    "onnxruntime-extensions' ops need none when that package is installed.",
+)
 converted_option = click.option(
     "--converted",
     type=click.Path(path_type=Path),

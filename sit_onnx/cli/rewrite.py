@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import emit_json, json_option, progress, rewrite_options, rewrite_options_from, table
+from sit_onnx.cli.options import (
+    emit_json,
+    json_option,
+    op_library_option,
+    progress,
+    rewrite_options,
+    rewrite_options_from,
+    table,
+)
 
 
 @click.command()
@@ -60,6 +68,7 @@ from sit_onnx.cli.options import emit_json, json_option, progress, rewrite_optio
     show_default=True,
     help="Polish rounds per site on its own rows (0: only choose among the shipped sets).",
 )
+@op_library_option
 @json_option
 def rewrite(
     model,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from sit_onnx.cli.options import emit_json, json_option, library_option, provider_option, table
+from sit_onnx.cli.options import emit_json, json_option, library_option, op_library_option, provider_option, table
 
 COLUMNS = ("dtype", "min", "max", "mean", "nan", "inf")
 
@@ -33,6 +33,7 @@ def summarise_output(name: str, value) -> dict:
 @click.argument("model", type=click.Path(path_type=Path))
 @provider_option
 @library_option
+@op_library_option
 @click.option(
     "--inputs",
     "inputs_file",

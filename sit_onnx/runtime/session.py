@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,13 @@ from onnx import TensorProto, helper
 from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.runtime.library import get_library_path, library_available
+from sit_onnx.runtime.op_libraries import (
+    EXTENSIONS_DOMAIN,
+    extensions_library,
+    op_libraries,
+    unknown_op,
+    unknown_op_hint,
+)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 MIN_ORT = (1, 21)  # the kernels use C API 21
@@ -85,7 +93,9 @@ def _check_onnxruntime() -> None:
         )
 
 
-def _options(spec: SessionSpec, library: bool) -> ort.SessionOptions:
+def _options(spec: SessionSpec, library: bool, extra: tuple[str, ...] = ()) -> ort.SessionOptions:
+    """Options registering our library (when `library`), then the other custom-op libraries given
+    for this invocation and `extra`."""
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors come back as exceptions, reported once in our words
     if spec.threads:
@@ -96,16 +106,32 @@ def _options(spec: SessionSpec, library: bool) -> ort.SessionOptions:
             options.register_custom_ops_library(get_library_path())
         except SESSION_ERRORS as exc:
             raise SitOnnxError(f"{get_library_path()}: not a usable sit-onnx library ({first_line(exc)})") from None
+    for path in dict.fromkeys([*op_libraries(), *extra]):
+        try:
+            options.register_custom_ops_library(path)
+        except SESSION_ERRORS as exc:
+            raise SitOnnxError(f"{path}: not a loadable custom-op library ({first_line(exc)})") from None
     return options
 
 
-def _create(source, options: ort.SessionOptions, providers: list[str], label: str) -> ort.InferenceSession:
+def _create(source, options_with: Callable, providers: list[str], label: str) -> ort.InferenceSession:
+    """A session with `options_with(extra libraries)`; where onnxruntime knows no op of
+    onnxruntime-extensions and that package is installed, again with its library."""
     try:
-        return ort.InferenceSession(source, options, providers=providers)
+        return ort.InferenceSession(source, options_with(()), providers=providers)
     except SESSION_ERRORS as exc:
-        if isinstance(source, str):
-            _diagnose_file(source)  # says, in our words, what is wrong with the file, if anything
-        raise SitOnnxError(f"{label}: onnxruntime cannot load the model: {first_line(exc)}") from None
+        failure = exc
+    missing = unknown_op(str(failure))
+    extensions = extensions_library() if missing and missing[0] == EXTENSIONS_DOMAIN else None
+    if extensions and extensions not in op_libraries():
+        try:
+            return ort.InferenceSession(source, options_with((extensions,)), providers=providers)
+        except SESSION_ERRORS as exc:
+            failure, missing = exc, unknown_op(str(exc))
+    if isinstance(source, str):
+        _diagnose_file(source)  # says, in our words, what is wrong with the file, if anything
+    hint = f"; {unknown_op_hint(*missing)}" if missing else ""
+    raise SitOnnxError(f"{label}: onnxruntime cannot load the model: {first_line(failure)}{hint}") from None
 
 
 def _diagnose_file(path: str) -> None:
@@ -119,14 +145,21 @@ def _diagnose_file(path: str) -> None:
 def _placed_spiking_nodes(source, spec: SessionSpec, providers: list[str], label: str) -> tuple[int, int]:
     """(spiking ops in the model, spiking ops left after onnxruntime placed it): fewer after means
     some ran as their inlined function bodies."""
-    options = _options(spec, True)
     with tempfile.TemporaryDirectory() as scratch:
         optimized = Path(scratch) / "placed.onnx"
-        options.optimized_model_filepath = str(optimized)
-        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "placed.data")
-        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+
+        def options_with(extra: tuple[str, ...]) -> ort.SessionOptions:
+            options = _options(spec, True, extra)
+            options.optimized_model_filepath = str(optimized)
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "placed.data")
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+            return options
+
         _create(
-            source.SerializeToString() if isinstance(source, onnx.ModelProto) else source, options, providers, label
+            source.SerializeToString() if isinstance(source, onnx.ModelProto) else source,
+            options_with,
+            providers,
+            label,
         )
         placed = spiking_node_count(onnx.load(str(optimized), load_external_data=False))
     model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source), load_external_data=False)
@@ -209,4 +242,4 @@ def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec =
                 f"{label}: only {placed} of {expected} spiking ops run on the sit-onnx kernels; the rest "
                 "fell back to their function bodies (is the library built for this onnxruntime?)"
             )
-    return _create(source, _options(spec, library), providers, label)
+    return _create(source, lambda extra: _options(spec, library, extra), providers, label)

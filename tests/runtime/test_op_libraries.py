@@ -1,0 +1,139 @@
+"""Models holding other custom ops (onnxruntime-extensions' tokenizers in end-to-end models, a
+vendor's kernels) run in every command: onnxruntime-extensions' library is registered where a
+model needs it and the package is installed, other libraries are given with `--op-library` or
+SIT_ONNX_OP_LIBRARIES, and a missing one is named in the load error with the way out."""
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+import sit_onnx.runtime.session as session_module
+from sit_onnx.cli import main
+from sit_onnx.runtime.op_libraries import op_libraries, unknown_op
+
+extensions = pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions is a dev dependency")
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "the", "cat", "sat", "on", "mat", "a", "dog"]
+HINT = (
+    "ai.onnx.contrib::BertTokenizer is an onnxruntime-extensions op: install onnxruntime-extensions "
+    "(then its library is registered by itself) or pass it with --op-library"
+)
+
+
+def _end_to_end(tmp_path):
+    """Text in, tokenised in the graph by onnxruntime-extensions' BertTokenizer, then one softmax
+    attention over the token embeddings; saved with its conversion and a sentence to feed."""
+    embeddings = np.random.default_rng(0).normal(0, 1, (len(VOCAB), 8)).astype(np.float32)
+    nodes = [
+        helper.make_node(
+            "BertTokenizer", ["text"], ["ids", "types", "mask"], domain="ai.onnx.contrib", vocab_file="\n".join(VOCAB)
+        ),
+        helper.make_node("Gather", ["embeddings", "ids"], ["h"]),
+        helper.make_node("Transpose", ["h"], ["h_t"], perm=[1, 0]),
+        helper.make_node("MatMul", ["h", "h_t"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["weights"], axis=-1, name="attention"),
+        helper.make_node("MatMul", ["weights", "h"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "e2e",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(embeddings, "embeddings")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.contrib", 1)]
+    source, target, data = tmp_path / "e2e.onnx", tmp_path / "e2e.sit.onnx", tmp_path / "text.npz"
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(source))
+    result = CliRunner().invoke(main, ["rewrite", str(source), "-o", str(target)])
+    assert result.exit_code == 0 and "1 of 1 softmax sites converted" in result.output, result.output
+    np.savez(data, text=np.array(["hello the cat sat on the mat with a dog"]))
+    return source, target, data
+
+
+@pytest.fixture
+def no_extensions(monkeypatch):
+    """As on a machine without onnxruntime-extensions."""
+    monkeypatch.setattr(session_module, "extensions_library", lambda: None)
+
+
+def _compare(source, target, data, *extra, env=None):
+    return CliRunner().invoke(main, ["compare", str(source), str(target), "--inputs", str(data), *extra], env=env)
+
+
+def test_an_extensions_op_runs_where_the_package_is_installed(tmp_path):
+    source, target, data = _end_to_end(tmp_path)
+    compared = _compare(source, target, data)
+    assert compared.exit_code == 0 and compared.output.splitlines()[-1].startswith("PASSED"), compared.output
+    ran = CliRunner().invoke(main, ["run", str(target), "--inputs", str(data)])
+    assert ran.exit_code == 0 and "ran on CPUExecutionProvider" in ran.output, ran.output
+
+
+def test_without_the_package_the_error_names_the_op_and_the_way_out(tmp_path, no_extensions):
+    source, target, data = _end_to_end(tmp_path)
+    result = _compare(source, target, data)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {source}: onnxruntime cannot load the model: ") and line.endswith(f"; {HINT}")
+
+
+def test_a_library_given_with_the_option_holds_for_that_invocation_only(tmp_path, no_extensions):
+    source, target, data = _end_to_end(tmp_path)
+    library = extensions.get_library_path()
+    given = _compare(source, target, data, "--op-library", library, "--op-library", library)  # twice: once
+    assert given.exit_code == 0 and "PASSED" in given.output, given.output
+    assert op_libraries() == ()  # nor is the process after it (the Python API, a command without the option)
+    assert _compare(source, target, data).exit_code == 1  # the next invocation is not given it
+
+
+def test_a_library_given_by_the_environment(tmp_path, no_extensions):
+    source, target, data = _end_to_end(tmp_path)
+    given = _compare(source, target, data, env={"SIT_ONNX_OP_LIBRARIES": extensions.get_library_path()})
+    assert given.exit_code == 0 and "PASSED" in given.output, given.output
+    nope = tmp_path / "nope.so"
+    missing = _compare(source, target, data, env={"SIT_ONNX_OP_LIBRARIES": str(nope)})
+    assert missing.exit_code == 1
+    assert missing.output.strip().splitlines()[-1] == f"Error: SIT_ONNX_OP_LIBRARIES {nope}: no such file"
+
+
+def test_a_file_that_is_no_library_is_refused_in_one_line(tmp_path):
+    source, target, data = _end_to_end(tmp_path)
+    result = _compare(source, target, data, "--op-library", str(data))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {data}: not a loadable custom-op library (")
+    absent = _compare(source, target, data, "--op-library", str(tmp_path / "absent.so"))
+    assert absent.exit_code == 2 and "does not exist" in absent.output  # click's own check of the path
+
+
+def test_a_vendor_op_no_library_implements_is_named(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Foo", ["x"], ["y"], domain="com.vendor")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    path = tmp_path / "vendor.onnx"
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.vendor", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith("; com.vendor::Foo is a custom op: pass the library that implements it with --op-library")
+    )
+
+
+def test_unknown_op_reads_onnxruntimes_words():
+    assert unknown_op("FAIL : Fatal error: ai.onnx.contrib:BertTokenizer(-1) is not a registered function/op") == (
+        "ai.onnx.contrib",
+        "BertTokenizer",
+    )
+    assert unknown_op("Fatal error: com.vendor:Foo(3) is not a registered function/op") == ("com.vendor", "Foo")
+    assert unknown_op("Could not find an implementation for Mul(14) node with name ''") is None
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "eval", "layers", "calibrate", "energy", "rewrite"])
+def test_every_command_that_runs_a_model_takes_the_option(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0 and "--op-library" in result.output
