@@ -76,6 +76,20 @@ def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], so
     return feeds
 
 
+# text for a string input (an end-to-end model tokenising in the graph): plain English sentences of
+# a few lengths, drawn at random, so tokenizers and the attention behind them see real words
+SENTENCES = (
+    "The cat sat on the mat.",
+    "A quick brown fox jumps over the lazy dog.",
+    "Spiking neural networks compute with binary events over time steps.",
+    "Please send the report to the team before Friday afternoon.",
+    "Rain is expected tomorrow in the north, with sunny spells in the south later in the week.",
+    "Where is the nearest train station?",
+    "The model converts every softmax in attention into spiking neurons and runs it in onnxruntime.",
+    "Thank you!",
+)
+
+
 # dynamic dims past the batch: a softmax over a length-1 axis is exactly 1 and would hide every error
 GENERATED_LENGTH = 16
 LONGER_LENGTHS = (32, 64, 128, 224, 256, 384, 512)  # tried in turn where a model cannot take 16
@@ -222,10 +236,12 @@ def generate_feeds(
     feeds = {}
     for spec in session.get_inputs():
         dtype = ORT_TYPES.get(spec.type)
-        if dtype is None:
+        if dtype is None and spec.type != "tensor(string)":
             raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; pass --inputs")
         shape = _shape(spec, batch, sizes, images.get(spec.name, {}), length)
-        if dtype == np.bool_:
+        if dtype is None:
+            feeds[spec.name] = rng.choice(np.array(SENTENCES), shape)
+        elif dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
         elif "mask" in spec.name.lower():
             feeds[spec.name] = np.ones(shape, dtype)
@@ -293,10 +309,12 @@ def describe_feeds(feeds: dict[str, np.ndarray]) -> str:
     """One line saying what was generated, so a comparison on trivial inputs is visible."""
     parts = []
     for name, value in feeds.items():
-        if value.dtype != np.bool_ and value.size and np.all(value == 1):
+        if value.dtype.kind in "iuf" and value.size and np.all(value == 1):
             what = "ones"
         elif np.issubdtype(value.dtype, np.integer) and value.size:
             what = f"ids 0..{int(value.max())}"
+        elif value.dtype.kind == "U":
+            what = "English sentences"
         else:
             what = str(value.dtype)
         parts.append(f"{name} {list(value.shape)} {what}")

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.evaluate.inputs import GENERATED_LENGTH, describe_feeds, generate_feeds, index_bounds
+from sit_onnx.evaluate.inputs import GENERATED_LENGTH, SENTENCES, describe_feeds, generate_feeds, index_bounds
 from sit_onnx.graph.convert import RewriteOptions
 from sit_onnx.graph.convert_file import rewrite_file
 from tests.helpers import softmax_model
@@ -242,6 +242,16 @@ def test_the_description_names_every_generated_input():
     assert describe_feeds(feeds) == (
         "generated inputs: ids [1, 2] ids 0..7, attention_mask [1, 2] ones, x [3] float16, flag [2] bool"
     )
+
+
+def test_a_string_input_gets_english_sentences():
+    """An end-to-end model tokenising in the graph: real words for its tokenizer."""
+    session = _session([("text", TensorProto.STRING, ["batch"]), ("pairs", TensorProto.STRING, [2, 3])])
+    feeds = generate_feeds(session, batch=4)
+    assert feeds["text"].shape == (4,) and feeds["pairs"].shape == (2, 3)
+    assert set(feeds["pairs"].ravel()) <= set(SENTENCES) and len(set(feeds["pairs"].ravel())) > 1
+    assert describe_feeds(feeds) == "generated inputs: text [4] English sentences, pairs [2, 3] English sentences"
+    assert session.run(None, feeds)[0].tolist() == feeds["text"].tolist()  # onnxruntime takes them as they are
 
 
 def test_an_input_type_it_cannot_make_is_named():

@@ -67,6 +67,8 @@ def test_an_extensions_op_runs_where_the_package_is_installed(tmp_path):
     assert compared.exit_code == 0 and compared.output.splitlines()[-1].startswith("PASSED"), compared.output
     ran = CliRunner().invoke(main, ["run", str(target), "--inputs", str(data)])
     assert ran.exit_code == 0 and "ran on CPUExecutionProvider" in ran.output, ran.output
+    generated = CliRunner().invoke(main, ["compare", str(source), str(target)])  # sentences made up for it
+    assert generated.exit_code == 0 and generated.output.startswith("generated inputs: text [1] English sentences\n")
 
 
 def test_without_the_package_the_error_names_the_op_and_the_way_out(tmp_path, no_extensions):
