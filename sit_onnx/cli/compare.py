@@ -88,17 +88,22 @@ def compare(
     from sit_onnx.evaluate.compare import approximately_equal, image_sizes
     from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.evaluate.noise_floor import floor_outputs
+    from sit_onnx.evaluate.seeding import describe_random_ops, seeded_session, unseeded_random_ops
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_by_name
 
     spec = SessionSpec(provider=provider, use_library=use_library)
-    ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
+    reference_proto = read_model_proto(reference)  # no weights: what generated inputs and detectors need
+    random_ops = unseeded_random_ops(reference_proto)
+    if random_ops:  # both draw the same noise, not what their sessions' creation order gives
+        ref_session, cand_session = seeded_session(reference, spec), seeded_session(candidate, spec)
+    else:
+        ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
 
     def outputs_of(session, path, feeds) -> dict:
         return run_by_name(session, feeds, str(path))
 
-    reference_proto = read_model_proto(reference)  # no weights: what generated inputs and detectors need
     if inputs_file:
         feeds = check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
         ref_out = outputs_of(ref_session, reference, feeds)
@@ -136,11 +141,15 @@ def compare(
                 "min_margin": min_margin,
                 "outputs": [asdict(r) for r in results],
                 "noise_floor": _floor_json(floors) if floor_out is not None else None,
+                "seeded_random_ops": len(random_ops),
             }
         )
     else:
         if not inputs_file:
             click.echo(describe_feeds(feeds))
+        if random_ops:
+            drawn = describe_random_ops(random_ops)
+            click.echo(f"random ops seeded alike in both models ({drawn}): one draw of their noise")
         for r in results:
             check = (
                 f"tolerance atol={r.atol:g} rtol={r.rtol:g}" if strict else _approximate(r, min_cosine, min_agreement)

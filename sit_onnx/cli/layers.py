@@ -35,10 +35,12 @@ def layers(model, data, dataset, provider, use_library, as_json, **flags):
 
     from sit_onnx.evaluate.experiment import input_data
     from sit_onnx.evaluate.layers import layer_sweep
+    from sit_onnx.evaluate.seeding import seed_random_ops
     from sit_onnx.graph.load import load_model
     from sit_onnx.runtime import SessionSpec
 
     original = load_model(model)
+    seed_random_ops(original)  # every row's conversion draws the original's noise
     labelled = input_data(original, data, dataset)
     spec = SessionSpec(provider=provider, use_library=use_library)
     with progress("layers", unit="site") as bar:  # pragma: no mutate

@@ -12,6 +12,7 @@ import onnx
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.accuracy import AccuracyReport, accuracy_report, predict
 from sit_onnx.evaluate.datasets import LabelledData, batch_of, data_rows, load_labelled
+from sit_onnx.evaluate.seeding import seed_random_ops
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model
 from sit_onnx.graph.report import RewriteReport
@@ -28,10 +29,14 @@ class ModelPair:
 def load_pair(
     model_path: str | os.PathLike, converted_path: str | os.PathLike | None, options: RewriteOptions | None
 ) -> ModelPair:
-    """The original model and its conversion: from `converted_path`, else converted in memory with `options`."""
+    """The original model and its conversion: from `converted_path`, else converted in memory with
+    `options`; their random ops seeded alike (seeding.py), so both draw the same noise."""
     original = load_model(model_path)
+    seed_random_ops(original)
     if converted_path is not None:
-        return ModelPair(original, load_model(converted_path), None)
+        converted = load_model(converted_path)
+        seed_random_ops(converted)
+        return ModelPair(original, converted, None)
     if options is None:
         return ModelPair(original, None, None)
     converted, report = rewrite_model(original, options, source=str(model_path))

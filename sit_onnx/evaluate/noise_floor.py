@@ -10,7 +10,6 @@ the precision of its attention weights changes, so a user can tell the two apart
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,9 @@ from onnx import TensorProto, helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_SOFTMAX
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.seeding import proto_session, seed_random_ops
 from sit_onnx.graph.functions import CASTLIKE_OPSET
 from sit_onnx.graph.load import default_opset, load_model
-from sit_onnx.graph.save import needs_external_data, save_model
 from sit_onnx.graph.walk import attribute, graph_protos
 
 FLOOR_PRECISION = "float16"
@@ -76,18 +75,13 @@ def rounded_attention(candidate: onnx.ModelProto, label: str = "candidate") -> o
 
 
 def floor_outputs(candidate: Path, provider: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The floor model's outputs on `feeds`, by output name (a floor over 2 GB goes through a
-    temporary folder: a session cannot take it as one protobuf)."""
-    from sit_onnx.runtime import SessionSpec, make_session
+    """The floor model's outputs on `feeds`, by output name, its random ops seeded as `compare` seeds
+    the reference's and the candidate's."""
+    from sit_onnx.runtime import SessionSpec
     from sit_onnx.runtime.session import run_by_name
 
     floor = rounded_attention(load_model(candidate), str(candidate))
+    seed_random_ops(floor)
     label = f"{candidate} (noise floor)"
     spec = SessionSpec(provider=provider, use_library=False)  # no spiking op is left to place
-    with tempfile.TemporaryDirectory(prefix="sit-onnx-floor-") as folder:
-        source: onnx.ModelProto | Path = floor
-        if needs_external_data(floor):
-            source = Path(folder) / "floor.onnx"
-            save_model(floor, source, external=True)
-        session = make_session(source, spec)
-        return run_by_name(session, feeds, label)
+    return run_by_name(proto_session(floor, spec, label), feeds, label)

@@ -221,14 +221,17 @@ def run_by_name(session: ort.InferenceSession, feeds: dict, label: str = "model"
     return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, label)))
 
 
-def make_session(model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec = SessionSpec()) -> ort.InferenceSession:
-    """A session for an original or converted model; with the library, spiking ops must land on kernels."""
+def make_session(
+    model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec = SessionSpec(), label: str | None = None
+) -> ort.InferenceSession:
+    """A session for an original or converted model; with the library, spiking ops must land on kernels.
+    Errors name the model by `label`, else by its path ("model" for one in memory)."""
     providers = resolve_providers(spec.provider)
     library = spec.library_used()
     if isinstance(model, onnx.ModelProto):
-        source, label = model.SerializeToString(), "model"
+        source, label = model.SerializeToString(), label or "model"
     else:
-        source, label = str(model), str(model)
+        source, label = str(model), label or str(model)
         if not Path(model).exists():
             raise SitOnnxError(f"{model}: no such file")
         if not Path(model).is_file():

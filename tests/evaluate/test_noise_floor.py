@@ -222,15 +222,23 @@ def test_floor_through_a_folder_when_it_is_too_large_for_one_protobuf(tmp_path, 
     import tempfile
 
     import sit_onnx.evaluate.noise_floor as noise_floor
+    import sit_onnx.evaluate.seeding as seeding
 
     _, target, data = _classifier(tmp_path)
     feeds = {"x": np.load(data)["x"]}
     direct = noise_floor.floor_outputs(target, "cpu", feeds)
-    monkeypatch.setattr(noise_floor, "needs_external_data", lambda model: True)
-    before = set(Path(tempfile.gettempdir()).glob("sit-onnx-floor-*"))
+    monkeypatch.setattr(seeding, "needs_external_data", lambda model: True)
+    saved = []
+    monkeypatch.setattr(
+        seeding,
+        "save_model",
+        lambda model, path, external: saved.append(path) or save_model(model, path, external=external),
+    )
+    before = set(Path(tempfile.gettempdir()).glob("sit-onnx-session-*"))
     folded = noise_floor.floor_outputs(target, "cpu", feeds)
     np.testing.assert_array_equal(folded["logits"], direct["logits"])
-    assert set(Path(tempfile.gettempdir()).glob("sit-onnx-floor-*")) == before  # the folder is gone
+    assert len(saved) == 1 and saved[0].name == "model.onnx"
+    assert set(Path(tempfile.gettempdir()).glob("sit-onnx-session-*")) == before  # the folder is gone
 
 
 def test_a_floor_that_cannot_run_is_named(tmp_path):
