@@ -164,6 +164,12 @@ def rewrite_options(func):  # pragma: no mutate block
             help="SpikingNorm input spikes N; 0 = the paper's amplified closed form w/V_th.",
         ),
         click.option(
+            "--attention-only",
+            is_flag=True,
+            help="Convert only the softmax of attention (weights that mix computed values, as the paper does); "
+            "leave a classifier's, a router's or a spline's softmax as it is. The report gives each site's role.",
+        ),
+        click.option(
             "--fuse/--chain",
             default=None,
             help="One SpikingSoftmax node per site (the default; its function body is SpikingExp -> "
@@ -241,6 +247,7 @@ def rewrite_options_from(kwargs: dict, **extra):
         shift=kwargs.pop("shift"),
         time_steps=kwargs.pop("time_steps"),
         fuse=kwargs.pop("fuse"),
+        attention_only=kwargs.pop("attention_only"),
         activations=kwargs.pop("activations"),
         activation_params=tuple(str(p) for p in kwargs.pop("activation_params")),
         activation_steps=kwargs.pop("activation_steps"),

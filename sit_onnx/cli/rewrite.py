@@ -196,8 +196,10 @@ def _print_report(report, options, explain: bool) -> None:
         if report.ops_before.get(op, 0) != report.ops_after.get(op, 0)
     ]
     click.echo(table(changed, ["op", "before", "after"]))
-    rows = [[s.name, s.graph, s.axis, "converted" if s.converted else f"skipped: {s.reason}"] for s in report.sites]
-    click.echo(table(rows, ["site", "graph", "axis", "result"]))
+    rows = [
+        [s.name, s.graph, s.axis, s.role, "converted" if s.converted else f"skipped: {s.reason}"] for s in report.sites
+    ]
+    click.echo(table(rows, ["site", "graph", "axis", "role", "result"]))
     if report.activations:
         rows = [
             [a["name"], a["graph"], a["function"], a["form"], a["set"], a["range"], a["steps"]]

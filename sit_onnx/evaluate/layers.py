@@ -38,20 +38,28 @@ def layer_sweep(
     if data.labels is None:
         return _label_free_sweep(original, options, data, spec, progress)
     ann = predict(make_session(original, spec), data.arrays, data.source)
-    _, full = rewrite_model(original, options)
     rows = []
-    for n in range(len(full.sites) + 1):
-        if n == 0 and not options.activations:
-            predictions = ann
-        else:
-            converted, _ = rewrite_model(original, replace(options, first=n))
-            predictions = predict(make_session(converted, spec), data.arrays, data.source)
-        site = _last_site(full, n, options)
+    for n, site, converted in _steps(original, options):
+        predictions = ann if converted is None else predict(make_session(converted, spec), data.arrays, data.source)
         report = accuracy_report(data.labels, ann, predictions)
         rows.append(LayerRow(n, site, report.converted_accuracy, report.loss_points, report.agreement))
         if progress:
             progress(1)
     return rows
+
+
+def _steps(original: onnx.ModelProto, options: RewriteOptions):
+    """(n, the n-th converted site, the model with the first n converted sites converted; None for the
+    original itself), n = 0..every site the options convert (--attention-only leaves some out)."""
+    _, full = rewrite_model(original, options)
+    names = [s.name for s in full.sites if s.converted]
+    for n in range(len(names) + 1):
+        if n == 0 and not options.activations:
+            yield 0, "-", None
+        elif n == 0:
+            yield 0, "- (activations only)", rewrite_model(original, replace(options, first=0))[0]
+        else:
+            yield n, names[n - 1], rewrite_model(original, replace(options, nodes=tuple(names[:n])))[0]
 
 
 def _first_output(model: onnx.ModelProto, data: LabelledData, spec: SessionSpec):
@@ -65,21 +73,11 @@ def _label_free_sweep(original, options, data, spec, progress) -> list[LayerRow]
     from sit_onnx.evaluate.compare import compare_arrays
 
     reference = _first_output(original, data, spec)
-    _, full = rewrite_model(original, options)
     rows = []
-    for n in range(len(full.sites) + 1):
-        converted = (
-            original if n == 0 and not options.activations else rewrite_model(original, replace(options, first=n))[0]
-        )
-        result = compare_arrays("first output", reference, _first_output(converted, data, spec), 0.0, 0.0)
-        site = _last_site(full, n, options)
+    for n, site, converted in _steps(original, options):
+        model = original if converted is None else converted
+        result = compare_arrays("first output", reference, _first_output(model, data, spec), 0.0, 0.0)
         rows.append(LayerRow(n, site, None, None, result.agreement, result.cosine))
         if progress:
             progress(1)
     return rows
-
-
-def _last_site(full, n: int, options: RewriteOptions) -> str:
-    if n:
-        return full.sites[n - 1].name
-    return "- (activations only)" if options.activations else "-"

@@ -26,6 +26,7 @@ from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.opaque import hide_opaque, restore_opaque
 from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
+from sit_onnx.graph.site_roles import ATTENTION
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, constant_value, find_sites
 from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
 from sit_onnx.graph.walk import graph_label, graph_protos, graphs_by_place, walk_graphs
@@ -57,6 +58,7 @@ class RewriteOptions:
     nodes: tuple[str, ...] = ()
     inline: bool = False
     strict: bool = False  # attention ops left alone are an error, not a note
+    attention_only: bool = False  # convert only sites whose weights mix computed values (site_roles.py)
     # One SpikingSoftmax node per site (its function body is SpikingExp -> SpikingNorm), or the
     # explicit chain of standard ops and the two neurons. None: fused, except for an ensemble set.
     fuse: bool | None = None
@@ -312,6 +314,8 @@ def select_sites(sites: list[SoftmaxSite], options: RewriteOptions) -> list[str 
             reasons.append(f"not among the first {options.first} sites (--first)")
         elif options.nodes and site.name not in options.nodes:
             reasons.append("not named in --nodes")
+        elif options.attention_only and site.role != ATTENTION:
+            reasons.append("not attention (--attention-only): its weights mix no computed values")
         else:
             reasons.append(None)
     return reasons
@@ -344,6 +348,7 @@ def apply(
             reason=reason,
             logits=site.logits.name,
             output=site.output.name,
+            role=site.role,
         )
         if reason is None:
             own = site_params.get(site.name, params)

@@ -22,6 +22,7 @@ class SiteReport:
     reason: str | None = None
     logits: str | None = None  # tensor names around the site, to inspect it in the converted graph
     output: str | None = None
+    role: str | None = None  # attention, or other (a classifier's, a router's, a spline's softmax)
 
 
 @dataclass

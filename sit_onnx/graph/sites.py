@@ -19,6 +19,7 @@ from sit_onnx.graph.matchers.base import (
     SoftmaxSite,
     constant_value,
 )
+from sit_onnx.graph.site_roles import site_role
 from sit_onnx.graph.walk import graph_label, walk_graphs
 
 __all__ = ["DECOMPOSED", "DECOMPOSED_SHIFTED", "SOFTMAX", "NearMiss", "SoftmaxSite", "constant_value", "find_sites"]
@@ -35,6 +36,7 @@ def find_sites(graph: gs.Graph, misses: list[NearMiss] | None = None) -> list[So
                 if found is None:
                     continue
                 if found.site is not None:
+                    found.site.role = site_role(found.site.output)
                     sites.append(found.site)
                 elif found.reason is not None and misses is not None:
                     misses.append(NearMiss(node.name, graph_label(sub, graph), found.reason))

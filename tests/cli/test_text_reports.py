@@ -182,9 +182,9 @@ def test_rewrite_report_is_the_json(tmp_path, flags, summary):
     assert ["Softmax", "2", "1"] in ops  # one of the two converted
     rest = text.splitlines()[len(ops) + 2 :]
     sites_header, sites = parse_table("\n".join(rest))
-    assert sites_header == ["site", "graph", "axis", "result"]
-    assert [s[:3] for s in sites] == [[s["name"], s["graph"], str(s["axis"])] for s in record["sites"]]
-    assert sites[0][3] == "converted" and sites[1][3] == f"skipped: {record['sites'][1]['reason']}"
+    assert sites_header == ["site", "graph", "axis", "role", "result"]
+    assert [s[:4] for s in sites] == [[s["name"], s["graph"], str(s["axis"]), s["role"]] for s in record["sites"]]
+    assert sites[0][4] == "converted" and sites[1][4] == f"skipped: {record['sites'][1]['reason']}"
     (miss,) = record["near_misses"]
     assert f"not a site: Exp node 'lonely_exp' in graph {miss['graph']}: {miss['reason']}" in text.splitlines()
     assert text.splitlines()[-1] == f"1 of 2 softmax sites converted ({summary}) -> {tmp_path / 't.onnx'}"

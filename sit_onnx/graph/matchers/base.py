@@ -24,6 +24,7 @@ class SoftmaxSite:
     logits: gs.Tensor = field(repr=False)
     output: gs.Tensor = field(repr=False)
     nodes: list = field(default_factory=list, repr=False)
+    role: str = "other"  # "attention" where its weights mix computed values (site_roles.py)
 
 
 @dataclass(frozen=True)
