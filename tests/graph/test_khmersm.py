@@ -5,7 +5,6 @@ row at a time. Converted, it must segment text as the original does."""
 
 import random
 import sys
-import zipfile
 from pathlib import Path
 
 import onnx
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 from sit_onnx.cli import main
 from sit_onnx.graph.convert import RewriteOptions
 from sit_onnx.graph.convert_file import rewrite_file
-from tests.evaluate.pretrained import WHEELS
+from tests.evaluate.pretrained import unpacked_wheel
 
 WHEEL = "khmersm-1.4.2-py3-none-any.whl"
 # A paragraph of Khmer; its words (as the original segments it) make the sentences segmented below
@@ -28,12 +27,7 @@ TEXT = (
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
     """The wheel's `khmersm` package unpacked: its model (external data beside it) and API."""
-    if not (WHEELS / WHEEL).exists():
-        pytest.skip(f"no {WHEEL} in {WHEELS} (`make test` downloads it)")
-    root = tmp_path_factory.mktemp("khmersm")
-    with zipfile.ZipFile(WHEELS / WHEEL) as wheel:
-        wheel.extractall(root, [m for m in wheel.namelist() if m.startswith("khmersm/")])
-    return root
+    return unpacked_wheel(WHEEL, "khmersm/", tmp_path_factory.mktemp("khmersm"))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ names anew after a Slice. Converted, Magika must label real files as the origina
 
 import shutil
 import sys
-import zipfile
 from pathlib import Path
 
 import onnx
@@ -14,7 +13,7 @@ import pytest
 from sit_onnx.evaluate.inputs import index_bounds
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.sites import DECOMPOSED
-from tests.evaluate.pretrained import WHEELS
+from tests.evaluate.pretrained import unpacked_wheel
 
 WHEEL = "magika-1.0.3-py3-none-manylinux_2_28_x86_64.whl"
 REPO = Path(__file__).resolve().parents[2]
@@ -24,12 +23,7 @@ SKIP = {".venv", ".git", "build", "mutants", "__pycache__"}
 @pytest.fixture(scope="module")
 def magika_dir(tmp_path_factory):
     """The wheel's `magika` package unpacked (its Python API needs only click, numpy, onnxruntime)."""
-    if not (WHEELS / WHEEL).exists():
-        pytest.skip(f"no {WHEEL} in {WHEELS} (`make test` downloads it)")
-    root = tmp_path_factory.mktemp("magika")
-    with zipfile.ZipFile(WHEELS / WHEEL) as wheel:
-        wheel.extractall(root, [m for m in wheel.namelist() if m.startswith("magika/")])
-    return root
+    return unpacked_wheel(WHEEL, "magika/", tmp_path_factory.mktemp("magika"))
 
 
 @pytest.fixture(scope="module")
