@@ -6,6 +6,7 @@ import ast
 import contextlib
 import operator
 import os
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -250,7 +251,21 @@ def generate_feeds(
         else:
             high = min(bounds.get(spec.name, 4), int(np.iinfo(dtype).max) + 1)
             feeds[spec.name] = rng.integers(0, high, shape).astype(dtype)
+    _full_lengths(feeds)
     return feeds
+
+
+_LENGTHS = re.compile(r"(^|_)(lengths?|lens?|seq_lens?)$")
+
+
+def _full_lengths(feeds: dict[str, np.ndarray]) -> None:
+    """An integer input of rank <= 1 named as lengths (`input_lengths`, `x_lens`: how much of each row
+    is real) takes the full length of the other inputs, so none is cut to a few tokens by small
+    random ids (a Piper voice read 0-3 of its 16 phonemes)."""
+    longest = max((n for name, v in feeds.items() if not _LENGTHS.search(name.lower()) for n in v.shape[1:]), default=0)
+    for name, value in feeds.items():
+        if longest and _LENGTHS.search(name.lower()) and value.ndim <= 1 and np.issubdtype(value.dtype, np.integer):
+            feeds[name] = np.full(value.shape, min(longest, int(np.iinfo(value.dtype).max)), value.dtype)
 
 
 def run_generated(session, batch: int, model: onnx.ModelProto | None, run: Callable[[dict], T]) -> tuple[dict, T]:
@@ -311,6 +326,8 @@ def describe_feeds(feeds: dict[str, np.ndarray]) -> str:
     for name, value in feeds.items():
         if value.dtype.kind in "iuf" and value.size and np.all(value == 1):
             what = "ones"
+        elif np.issubdtype(value.dtype, np.integer) and value.size > 1 and np.all(value == value.flat[0]):
+            what = f"all {int(value.flat[0])}"  # full lengths
         elif np.issubdtype(value.dtype, np.integer) and value.size:
             what = f"ids 0..{int(value.max())}"
         elif value.dtype.kind == "U":

@@ -254,6 +254,38 @@ def test_a_string_input_gets_english_sentences():
     assert session.run(None, feeds)[0].tolist() == feeds["text"].tolist()  # onnxruntime takes them as they are
 
 
+@pytest.mark.parametrize("name", ["input_lengths", "lengths", "x_lens", "seq_len", "speech_lengths", "LENGTH"])
+def test_lengths_take_the_full_length_of_the_other_inputs(name):
+    """A Piper voice's input_lengths had been small random ids: 0-3 of its 16 phonemes were read."""
+    session = _session([("input", TensorProto.INT64, ["batch", "phonemes"]), (name, TensorProto.INT64, ["batch"])])
+    feeds = generate_feeds(session, batch=3)
+    assert feeds[name].tolist() == [GENERATED_LENGTH] * 3 and feeds["input"].shape == (3, GENERATED_LENGTH)
+    assert describe_feeds(feeds).endswith(f"{name} [3] all {GENERATED_LENGTH}")
+    longer = generate_feeds(session, batch=1, length=64)
+    assert longer[name].tolist() == [64]
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        [("input", TensorProto.INT64, [2, 5]), ("lengthy", TensorProto.INT64, [2])],  # not a lengths name
+        [("input", TensorProto.INT64, [2, 5]), ("lengths", TensorProto.INT64, [2, 2])],  # rank 2: not per row
+        [("input", TensorProto.INT64, [2, 5]), ("lengths", TensorProto.FLOAT, [2])],  # not integers
+        [("lengths", TensorProto.INT64, [2])],  # nothing else to read a length from
+    ],
+    ids=["name", "rank", "float", "alone"],
+)
+def test_other_inputs_are_not_taken_for_lengths(inputs):
+    name = inputs[-1][0]
+    value = generate_feeds(_session(inputs))[name]
+    assert not np.all(value == 5)  # small random ids, as before
+
+
+def test_a_length_stays_inside_its_type():
+    session = _session([("input", TensorProto.FLOAT, [1, 300]), ("lengths", TensorProto.INT8, [1])])
+    assert generate_feeds(session)["lengths"].tolist() == [127]
+
+
 def test_an_input_type_it_cannot_make_is_named():
     session = _session([("s", TensorProto.UINT16, [2])])
     with pytest.raises(SitOnnxError, match=r"^cannot generate input 's' of type tensor\(uint16\); pass --inputs$"):
