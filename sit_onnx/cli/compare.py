@@ -17,7 +17,7 @@ from the reference: a model that amplifies any change of its attention cannot pa
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
@@ -84,86 +84,113 @@ def compare(
     as_json,
 ):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
-    from sit_onnx.errors import SitOnnxError
     from sit_onnx.evaluate.compare import approximately_equal, image_sizes
-    from sit_onnx.evaluate.inputs import check_feeds, describe_feeds, load_arrays, run_generated, said_of_generated
-    from sit_onnx.evaluate.noise_floor import floor_outputs
-    from sit_onnx.evaluate.seeding import describe_random_ops, seeded_session, unseeded_random_ops
-    from sit_onnx.graph.load import read_model_proto
-    from sit_onnx.runtime import SessionSpec, make_session
-    from sit_onnx.runtime.session import run_by_name
+    from sit_onnx.evaluate.inputs import describe_feeds
+    from sit_onnx.runtime import SessionSpec
 
-    spec = SessionSpec(provider=provider, use_library=use_library)
-    reference_proto = read_model_proto(reference)  # no weights: what generated inputs and detectors need
-    random_ops = unseeded_random_ops(reference_proto)
-    if random_ops:  # both draw the same noise, not what their sessions' creation order gives
-        ref_session, cand_session = seeded_session(reference, spec), seeded_session(candidate, spec)
-    else:
-        ref_session, cand_session = make_session(reference, spec), make_session(candidate, spec)
-
-    def outputs_of(session, path, feeds) -> dict:
-        return run_by_name(session, feeds, str(path))
-
-    if inputs_file:
-        feeds = check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
-        ref_out = outputs_of(ref_session, reference, feeds)
-    else:
-        feeds, ref_out = run_generated(
-            ref_session, 4, reference_proto, lambda feeds: outputs_of(ref_session, reference, feeds)
-        )
-    with said_of_generated(feeds, not inputs_file):
-        cand_out = outputs_of(cand_session, candidate, feeds)
-        floor_out = floor_outputs(candidate, provider, feeds) if noise_floor else None
-    missing = sorted(set(ref_out) - set(cand_out))
-    if missing:
-        raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
+    runs = _run_both(
+        reference, candidate, inputs_file, noise_floor, SessionSpec(provider=provider, use_library=use_library)
+    )
     strict = atol is not None or rtol is not None
     atol, rtol = atol or 0.0, rtol or 0.0
     if min_margin is None:
         min_margin = 0.0 if inputs_file else GENERATED_MIN_MARGIN
-    judged = _Judged(ref_out, image_sizes(feeds), reference_proto, min_margin)
-    results = judged.compared(cand_out, atol, rtol)
+    judged = _Judged(runs.ref_out, image_sizes(runs.feeds), runs.reference_proto, min_margin)
+    results = judged.compared(runs.cand_out, atol, rtol)
     if not strict:
         for r in results:
             r.passed = approximately_equal(r, min_cosine, min_agreement)
-    floors = {r.name: r for r in judged.compared(floor_out, 0.0, 0.0)} if floor_out is not None else {}
+    floors = {r.name: r for r in judged.compared(runs.floor_out, 0.0, 0.0)} if runs.floor_out is not None else {}
     passed = all(r.passed for r in results)
     if as_json:
         emit_json(
             {
                 "reference": str(reference),
                 "candidate": str(candidate),
-                "inputs": str(inputs_file) if inputs_file else describe_feeds(feeds),
+                "inputs": str(inputs_file) if inputs_file else describe_feeds(runs.feeds),
                 "passed": passed,
                 "check": "tolerance" if strict else "approximate",
                 "min_cosine": None if strict else min_cosine,
                 "min_agreement": None if strict else min_agreement,
                 "min_margin": min_margin,
                 "outputs": [asdict(r) for r in results],
-                "noise_floor": _floor_json(floors) if floor_out is not None else None,
-                "seeded_random_ops": len(random_ops),
+                "noise_floor": _floor_json(floors) if runs.floor_out is not None else None,
+                "seeded_random_ops": len(runs.random_ops),
             }
         )
     else:
         if not inputs_file:
-            click.echo(describe_feeds(feeds))
-        if random_ops:
-            drawn = describe_random_ops(random_ops)
-            click.echo(f"random ops seeded alike in both models ({drawn}): one draw of their noise")
-        for r in results:
-            check = (
-                f"tolerance atol={r.atol:g} rtol={r.rtol:g}" if strict else _approximate(r, min_cosine, min_agreement)
-            )
-            click.echo(f"[{r.name}] shape {r.shape}, {check}")
-            for line in _output_lines(r, judged.axes[r.name], strict):
-                click.echo(f"    {line}")
-            if r.name in floors:
-                click.echo(_floor_line(floors[r.name], min_cosine, min_agreement, strict))
-            click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
+            click.echo(describe_feeds(runs.feeds))
+        _print_results(runs, results, judged, floors, (min_cosine, min_agreement) if not strict else None)
         verdict = "PASSED" if passed else "FAILED"
-        click.echo(f"{verdict} | {cand_session.get_providers()[0]} | sit-onnx compare {reference} {candidate}")
+        click.echo(f"{verdict} | {runs.provider_used} | sit-onnx compare {reference} {candidate}")
     if not passed:
         raise click.exceptions.Exit(1)
+
+
+@dataclass
+class _Runs:
+    """Both models (and the noise floor) run on the same inputs."""
+
+    reference_proto: object  # the reference without its weights: what generated inputs and detectors read
+    feeds: dict
+    ref_out: dict
+    cand_out: dict
+    floor_out: dict | None
+    random_ops: list  # the reference's unseeded random ops, seeded alike in both models
+    provider_used: str
+
+
+def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Runs:
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated, said_of_generated
+    from sit_onnx.evaluate.noise_floor import floor_outputs
+    from sit_onnx.evaluate.seeding import seeded_session, unseeded_random_ops
+    from sit_onnx.graph.load import read_model_proto
+    from sit_onnx.runtime import make_session
+    from sit_onnx.runtime.session import run_by_name
+
+    reference_proto = read_model_proto(reference)
+    random_ops = unseeded_random_ops(reference_proto)
+    session_of = seeded_session if random_ops else make_session  # seeded: both draw the same noise
+    ref_session, cand_session = session_of(reference, spec), session_of(candidate, spec)
+
+    def reference_outputs(feeds) -> dict:
+        return run_by_name(ref_session, feeds, str(reference))
+
+    if inputs_file:
+        feeds = check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
+        ref_out = reference_outputs(feeds)
+    else:
+        feeds, ref_out = run_generated(ref_session, 4, reference_proto, reference_outputs)
+    with said_of_generated(feeds, not inputs_file):
+        cand_out = run_by_name(cand_session, feeds, str(candidate))
+        floor_out = floor_outputs(candidate, spec.provider, feeds) if noise_floor else None
+    missing = sorted(set(ref_out) - set(cand_out))
+    if missing:
+        raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")
+    provider_used = cand_session.get_providers()[0]
+    return _Runs(reference_proto, feeds, ref_out, cand_out, floor_out, random_ops, provider_used)
+
+
+def _print_results(runs: _Runs, results, judged, floors: dict, approximate: tuple[float, float] | None) -> None:
+    """Per output its check, figures, noise floor and verdict; `approximate` is (min cosine, min
+    agreement), None for the element-wise tolerance check."""
+    from sit_onnx.evaluate.seeding import describe_random_ops
+
+    if runs.random_ops:
+        drawn = describe_random_ops(runs.random_ops)
+        click.echo(f"random ops seeded alike in both models ({drawn}): one draw of their noise")
+    strict = approximate is None
+    min_cosine, min_agreement = approximate or (0.0, 0.0)
+    for r in results:
+        check = f"tolerance atol={r.atol:g} rtol={r.rtol:g}" if strict else _approximate(r, min_cosine, min_agreement)
+        click.echo(f"[{r.name}] shape {r.shape}, {check}")
+        for line in _output_lines(r, judged.axes[r.name], strict):
+            click.echo(f"    {line}")
+        if r.name in floors:
+            click.echo(_floor_line(floors[r.name], min_cosine, min_agreement, strict))
+        click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
 
 
 def _floor_json(floors: dict) -> dict:
