@@ -41,8 +41,8 @@ def seed_random_ops(model: onnx.ModelProto) -> None:
     """Give each unseeded random op a seed from its output's name (in place): the same op seeds alike
     in every model that keeps its name, as a rewrite does."""
     for node in unseeded_random_ops(model):
-        name = node.output[0] if node.output else node.name
-        node.attribute.append(helper.make_attribute("seed", float(zlib.crc32(name.encode()) % 2**24)))
+        seed = zlib.crc32(node.output[0].encode()) % 2**24  # every random op has its one output
+        node.attribute.append(helper.make_attribute("seed", float(seed)))
 
 
 def describe_random_ops(nodes: list[onnx.NodeProto]) -> str:

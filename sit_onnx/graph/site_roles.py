@@ -53,19 +53,16 @@ _MAX_HOPS = 12
 def site_role(output: gs.Tensor) -> str:
     """ATTENTION where the softmax output reaches, through carrier ops only, a product with an
     operand computed from the model's inputs (attention's values); OTHER otherwise."""
-    seen, frontier = {id(output)}, [output]
-    for _ in range(_MAX_HOPS):
+    frontier = [output]
+    for _ in range(_MAX_HOPS):  # a DAG: the frontier empties or the hops run out
         following = []
         for tensor in frontier:
             for node in tensor.outputs:
                 if node.op in _MIXERS and any(_computed(t) for t in node.inputs if t is not tensor and t.name):
                     return ATTENTION
                 if node.op in _CARRIERS:
-                    following.extend(t for t in node.outputs if id(t) not in seen)
-                    seen.update(id(t) for t in node.outputs)
+                    following.extend(node.outputs)
         frontier = following
-        if not frontier:
-            break
     return OTHER
 
 

@@ -94,6 +94,10 @@ def test_with_activations_row_zero_converts_them_alone(setting, labelled):
     labels = original.argmax(1) if labelled else None
     rows = layer_sweep(tanh, options, LabelledData({"x": x}, labels, "mem"))
     assert [r.last_site for r in rows] == ["- (activations only)", "first", "second"]
+    assert [r.converted_sites for r in rows] == [0, 1, 2]
     for row, out in zip(rows, expected, strict=True):
         assert row.agreement == pytest.approx(np.mean(out.argmax(1) == original.argmax(1)))
+        if not labelled:  # row 0 converts the activations and no softmax site
+            a, b = out.astype(np.float64).ravel(), original.astype(np.float64).ravel()
+            assert row.cosine == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-7)
     assert rows[0].agreement < 1  # the converted Tanh alone already moves predictions

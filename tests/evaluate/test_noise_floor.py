@@ -232,12 +232,13 @@ def test_floor_through_a_folder_when_it_is_too_large_for_one_protobuf(tmp_path, 
     monkeypatch.setattr(
         seeding,
         "save_model",
-        lambda model, path, external: saved.append(path) or save_model(model, path, external=external),
+        lambda model, path, external: saved.append((path, external)) or save_model(model, path, external=external),
     )
     before = set(Path(tempfile.gettempdir()).glob("sit-onnx-session-*"))
     folded = noise_floor.floor_outputs(target, "cpu", feeds)
     np.testing.assert_array_equal(folded["logits"], direct["logits"])
-    assert len(saved) == 1 and saved[0].name == "model.onnx"
+    ((path, external),) = saved
+    assert path.name == "model.onnx" and path.parent.name.startswith("sit-onnx-session-") and external is True
     assert set(Path(tempfile.gettempdir()).glob("sit-onnx-session-*")) == before  # the folder is gone
 
 

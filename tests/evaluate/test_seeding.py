@@ -122,3 +122,56 @@ def test_eval_and_layers_draw_the_same_noise_in_both_models(tmp_path, command):
     record = json.loads(result.stdout)
     rows = record["outputs"] if command == "eval" else record["rows"][1:]
     assert all(row["cosine"] > 0.9999 for row in rows), rows
+
+
+def test_ops_of_the_spelled_out_default_domain_and_distinct_names_get_distinct_seeds():
+    graph = helper.make_graph(
+        [
+            helper.make_node("RandomNormal", [], ["first"], shape=[2], domain="ai.onnx", name="n1"),
+            helper.make_node("RandomNormal", [], ["second"], shape=[2], name="n2"),
+        ],
+        "g",
+        [],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("first", "second")],
+    )
+    model = helper.make_model(graph)
+    assert len(unseeded_random_ops(model)) == 2
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(model)
+    for index, found in enumerate(renamed.graph.node):
+        found.name = f"other{index}"  # a rewrite may rename nodes; outputs keep their names
+    seed_random_ops(model)
+    seed_random_ops(renamed)
+    seeds = [n.attribute[-1].f for n in model.graph.node]
+    assert seeds == [n.attribute[-1].f for n in renamed.graph.node]
+    assert seeds[0] != seeds[1] and all(s == int(s) and 24 < s < 2**24 for s in seeds)
+
+
+def test_a_seeded_model_onnxruntime_refuses_is_named_by_its_path(tmp_path):
+    source, target = _noisy(tmp_path, chain=False)
+    broken = onnx.load(str(target))
+    broken.graph.node.append(helper.make_node("Foo", ["y"], ["z"], domain="com.vendor"))
+    broken.opset_import.append(helper.make_opsetid("com.vendor", 1))
+    onnx.save(broken, str(target))
+    result = CliRunner().invoke(main, ["compare", str(source), str(target)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {target}: onnxruntime cannot load the model: ")
+
+
+@pytest.mark.parametrize("through_a_folder", [False, True])
+def test_an_in_memory_session_is_named_by_its_label(monkeypatch, through_a_folder):
+    import sit_onnx.evaluate.seeding as seeding
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.evaluate.seeding import proto_session
+    from sit_onnx.runtime import SessionSpec
+
+    monkeypatch.setattr(seeding, "needs_external_data", lambda model: through_a_folder)
+    graph = helper.make_graph(
+        [helper.make_node("Foo", ["x"], ["y"], domain="com.vendor")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.vendor", 1)])
+    with pytest.raises(SitOnnxError, match=r"^floor of m\.onnx: onnxruntime cannot load the model"):
+        proto_session(model, SessionSpec(provider="cpu", use_library=False), "floor of m.onnx")

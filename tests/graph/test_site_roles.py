@@ -22,12 +22,20 @@ ZERO = numpy_helper.from_array(np.array(0, np.uint8), "zero")
 
 
 def _role(after: list, extra_inputs=(), output="y") -> str:
-    """The role of softmax(x) -> p, followed by `after` (which may read v: computed values, w: a
-    weight, scale, zero)."""
+    """The role of softmax(x) -> p, followed by `after` (which may read v: computed values; w, w8:
+    weights; scale, zero, axis, top: constants)."""
+    constants = [
+        W,
+        SCALE,
+        ZERO,
+        numpy_helper.from_array(np.ones((4, 4), np.uint8), "w8"),
+        numpy_helper.from_array(np.array(1, np.int64), "axis"),
+        numpy_helper.from_array(np.array([2], np.int64), "top"),
+    ]
     nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), *after]
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 4]) for n in ("x", "v", *extra_inputs)]
     graph = helper.make_graph(
-        nodes, "g", inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], [W, SCALE, ZERO]
+        nodes, "g", inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], constants
     )
     imported = gs.import_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     softmax = next(n for n in imported.nodes if n.op == "Softmax")
@@ -64,8 +72,14 @@ def node(op, inputs, outputs, **attrs):
             node("Slice", ["padded", "starts", "ends"], ["y0"]),
             node("MatMul", ["y0", "v"], ["y"]),
         ],
+        [node("Relu", ["v"], ["values"]), node("MatMul", ["p", "values"], ["y"])],  # values a node computes
+        [
+            node("QuantizeLinear", ["v", "scale", "zero"], ["vq"]),
+            node("DequantizeLinear", ["vq", "scale", "zero"], ["values"]),
+            node("MatMul", ["p", "values"], ["y"]),
+        ],  # quantised values: computed all the same
     ],
-    ids=["matmul", "left", "cast-reshape", "dropout-einsum", "masked", "quantised", "relative"],
+    ids=["matmul", "left", "cast-reshape", "dropout-einsum", "masked", "quantised", "relative", "made", "made-dq"],
 )
 def test_weights_that_mix_computed_values_are_attention(after):
     assert _role(after, extra_inputs=("shape", "cond", "pads", "starts", "ends")) == "attention"
@@ -78,8 +92,16 @@ def test_weights_that_mix_computed_values_are_attention(after):
         ([node("MatMul", ["p", "w"], ["y"])], "y"),  # a product with a weight: a soft lookup
         ([node("Constant", [], ["k"], value=W), node("MatMul", ["p", "k"], ["y"])], "y"),  # a Constant node's
         ([node("DequantizeLinear", ["w8", "scale", "zero"], ["wd"]), node("MatMul", ["p", "wd"], ["y"])], "y"),
+        (  # a weight stays a weight whatever scales it
+            [
+                node("ReduceMax", ["v"], ["vmax"], keepdims=0),
+                node("DequantizeLinear", ["w8", "vmax"], ["wd"]),
+                node("MatMul", ["p", "wd"], ["y"]),
+            ],
+            "y",
+        ),
         ([node("CumSum", ["p", "axis"], ["y"])], "y"),  # spline bins
-        ([node("TopK", ["p", "k"], ["y", "i"])], "y"),  # a router's gates
+        ([node("TopK", ["p", "top"], ["y", "i"])], "y"),  # a router's gates
         ([node("Add", ["p", "v"], ["a"]), node("MatMul", ["a", "v"], ["y"])], "y"),  # Add does not carry
         (
             [node("Mul", [f"m{i}" if i else "p", "scale"], [f"m{i + 1}"]) for i in range(12)]
@@ -87,26 +109,20 @@ def test_weights_that_mix_computed_values_are_attention(after):
             "y",
         ),
     ],
-    ids=["output", "weight", "constant-node", "dequantised-weight", "cumsum", "topk", "add", "too-far"],
+    ids=[
+        "output",
+        "weight",
+        "constant-node",
+        "dequantised-weight",
+        "computed-scale",
+        "cumsum",
+        "topk",
+        "add",
+        "too-far",
+    ],
 )
 def test_weights_that_mix_no_computed_values_are_other(after, output):
-    w8 = numpy_helper.from_array(np.ones((4, 4), np.uint8), "w8")
-    axis, k = (
-        numpy_helper.from_array(np.array(1, np.int64), "axis"),
-        numpy_helper.from_array(np.array([2], np.int64), "k"),
-    )
-    nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), *after]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 4]) for n in ("x", "v")]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        inputs,
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
-        [W, SCALE, ZERO, w8, axis, k],
-    )
-    imported = gs.import_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    softmax = next(n for n in imported.nodes if n.op == "Softmax")
-    assert site_role(softmax.outputs[0]) == "other"
+    assert _role(after, output=output) == "other"
 
 
 def test_eleven_carriers_still_reach_the_product():

@@ -92,6 +92,8 @@ def test_a_library_given_by_the_environment(tmp_path, no_extensions):
     source, target, data = _end_to_end(tmp_path)
     given = _compare(source, target, data, env={"SIT_ONNX_OP_LIBRARIES": extensions.get_library_path()})
     assert given.exit_code == 0 and "PASSED" in given.output, given.output
+    joined = f"{extensions.get_library_path()}:{extensions.get_library_path()}"  # the OS path separator
+    assert _compare(source, target, data, env={"SIT_ONNX_OP_LIBRARIES": joined}).exit_code == 0
     nope = tmp_path / "nope.so"
     missing = _compare(source, target, data, env={"SIT_ONNX_OP_LIBRARIES": str(nope)})
     assert missing.exit_code == 1
@@ -139,3 +141,12 @@ def test_unknown_op_reads_onnxruntimes_words():
 def test_every_command_that_runs_a_model_takes_the_option(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "--op-library" in result.output
+
+
+def test_a_missing_library_given_through_the_api_names_the_option(tmp_path):
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.runtime.op_libraries import given_libraries
+
+    with given_libraries((str(tmp_path / "gone.so"),)), pytest.raises(SitOnnxError) as raised:
+        op_libraries()
+    assert str(raised.value) == f"--op-library {tmp_path / 'gone.so'}: no such file"
