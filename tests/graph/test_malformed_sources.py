@@ -152,6 +152,14 @@ def test_a_model_without_a_standard_opset_is_not_upgraded_from_opset_1():
     assert [(o.domain, o.version) for o in model.opset_import] == [("ai.onnx.ml", 2)]  # the source is untouched
 
 
+def test_the_default_domain_spelled_out_counts_as_a_standard_opset():
+    model = softmax_model([2, 4], -1)
+    model.opset_import[0].domain = "ai.onnx"
+    new, report = rewrite_model(model, RewriteOptions())
+    assert report.source_opset == 17 and not any("no standard opset" in n for n in report.notes)
+    assert ("", 13) not in [(o.domain, o.version) for o in new.opset_import]
+
+
 def test_a_fused_attention_model_without_a_standard_opset_is_converted_at_opset_13():
     rng = np.random.default_rng(0)
     model, feeds = _ms_model("MultiHeadAttention", _mha_inputs(rng), ["y"])

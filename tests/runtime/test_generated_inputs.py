@@ -242,6 +242,8 @@ def test_the_description_names_every_generated_input():
     assert describe_feeds(feeds) == (
         "generated inputs: ids [1, 2] ids 0..7, attention_mask [1, 2] ones, x [3] float16, flag [2] bool"
     )
+    lengths = {"lengths": np.full(3, 16, np.int64), "one": np.array([7], np.int64)}
+    assert describe_feeds(lengths) == "generated inputs: lengths [3] all 16, one [1] ids 0..7"
 
 
 def test_a_string_input_gets_english_sentences():
@@ -277,13 +279,18 @@ def test_lengths_take_the_full_length_of_the_other_inputs(name):
 )
 def test_other_inputs_are_not_taken_for_lengths(inputs):
     name = inputs[-1][0]
+    plain = [(n if n != name else "plain", dtype, shape) for n, dtype, shape in inputs]  # no lengths name
     value = generate_feeds(_session(inputs))[name]
-    assert not np.all(value == 5)  # small random ids, as before
+    np.testing.assert_array_equal(value, generate_feeds(_session(plain))["plain"])  # what any such input gets
+    assert not np.all(value == 5)
 
 
 def test_a_length_stays_inside_its_type():
     session = _session([("input", TensorProto.FLOAT, [1, 300]), ("lengths", TensorProto.INT8, [1])])
-    assert generate_feeds(session)["lengths"].tolist() == [127]
+    lengths = generate_feeds(session)["lengths"]
+    assert lengths.tolist() == [127] and lengths.dtype == np.int8
+    session = _session([("input", TensorProto.INT64, [1, 9]), ("x_lens", TensorProto.INT32, [1])])
+    assert generate_feeds(session)["x_lens"].dtype == np.int32  # the input's own type, as onnxruntime wants it
 
 
 def test_an_input_type_it_cannot_make_is_named():

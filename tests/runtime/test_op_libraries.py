@@ -104,7 +104,8 @@ def test_a_file_that_is_no_library_is_refused_in_one_line(tmp_path):
     source, target, data = _end_to_end(tmp_path)
     result = _compare(source, target, data, "--op-library", str(data))
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].startswith(f"Error: {data}: not a loadable custom-op library (")
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {data}: not a loadable custom-op library (") and "invalid ELF header" in line
     absent = _compare(source, target, data, "--op-library", str(tmp_path / "absent.so"))
     assert absent.exit_code == 2 and "does not exist" in absent.output  # click's own check of the path
 
@@ -150,3 +151,41 @@ def test_a_missing_library_given_through_the_api_names_the_option(tmp_path):
     with given_libraries((str(tmp_path / "gone.so"),)), pytest.raises(SitOnnxError) as raised:
         op_libraries()
     assert str(raised.value) == f"--op-library {tmp_path / 'gone.so'}: no such file"
+
+
+def test_after_onnxruntime_extensions_the_next_missing_op_is_named(tmp_path):
+    """The retry with onnxruntime-extensions' library fails on a vendor op further on: that op is named."""
+    source, _, _ = _end_to_end(tmp_path)
+    model = onnx.load(str(source))
+    model.graph.node.append(helper.make_node("Foo", ["y"], ["z"], domain="com.vendor"))
+    model.opset_import.append(helper.make_opsetid("com.vendor", 1))
+    mixed = tmp_path / "mixed.onnx"
+    onnx.save(model, str(mixed))
+    result = CliRunner().invoke(main, ["run", str(mixed), "--inputs", str(tmp_path / "text.npz")])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith("com.vendor::Foo is a custom op: pass the library that implements it with --op-library")
+    )
+
+
+def test_a_load_failure_of_another_kind_gets_no_hint(tmp_path):
+    import onnxruntime as ort
+
+    from sit_onnx.errors import first_line
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT32, [2])],  # no Softmax kernel takes int32
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [2])],
+    )
+    path = tmp_path / "int.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(Exception) as raised:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    result = CliRunner().invoke(main, ["run", str(path), "--no-library"])
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {path}: onnxruntime cannot load the model: {first_line(raised.value)}"
+    )
