@@ -358,16 +358,23 @@ def apply(
     return reports
 
 
-def _dead_nodes(graph: gs.Graph, sites: list) -> list[tuple[gs.Graph, gs.Node, list, list]]:
-    """Nodes no output of their own graph (main or subgraph) depends on before the rewrite, but for
-    the sites' own (replaced, dead or not), with their graph, inputs and outputs (the cleanup
-    disconnects what it drops). The rewrite's cleanup, which drops the replaced sites in every
-    graph, would drop them too, and a converted model should differ from its source at the sites alone."""
+def _dead_nodes(graph: gs.Graph, sites: list, source: onnx.ModelProto) -> list[tuple[gs.Graph, gs.Node, list, list]]:
+    """The source's nodes no output of their own graph (main or subgraph) depends on before the
+    rewrite, but for the sites' own (replaced, dead or not), with their graph, inputs and outputs
+    (the cleanup disconnects what it drops). The rewrite's cleanup, which drops the replaced sites
+    in every graph, would drop them too, and a converted model should differ from its source at the
+    sites alone. Unread nodes an attention op's expansion made (its unused constants) are not the
+    source's: they go."""
     site_nodes = {id(n) for site in sites for n in site.nodes}
+    written = {name for g in graph_protos(source.graph) for node in g.node for name in node.output}
     dead = []
     for owner in walk_graphs(graph):
         live = _live_nodes(owner) | site_nodes
-        dead.extend((owner, n, list(n.inputs), list(n.outputs)) for n in owner.nodes if id(n) not in live)
+        dead.extend(
+            (owner, n, list(n.inputs), list(n.outputs))
+            for n in owner.nodes
+            if id(n) not in live and any(t.name in written for t in n.outputs)
+        )
     return dead
 
 
@@ -501,7 +508,7 @@ def rewrite_model(
         wanted = f" nor {'/'.join(activation_sets)} activation" if activation_sets else ""
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax){wanted} to convert{extra}")
     reasons = select_sites(sites, options)
-    dead = _dead_nodes(graph, [*sites, *activation_sites])
+    dead = _dead_nodes(graph, [*sites, *activation_sites], prepared.model)
     reports = apply(graph, sites, reasons, prepared, params, options.softmax_options(), fuse, site_params)
     activation_reports = apply_activations(graph, activation_sites, activation_sets, prepared.opset)
     _put_back(dead)

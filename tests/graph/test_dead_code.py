@@ -121,3 +121,20 @@ def test_dead_nodes_inside_a_branch_are_kept():
     onnx.checker.check_model(new, full_check=True)
     x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
     assert run(new, {"x": x, "c": np.array(True)})[0].shape == (2, 3)
+
+
+def test_what_an_attention_ops_expansion_leaves_unread_goes():
+    """ONNX's Attention body holds constants a given configuration does not read (ScaleF,
+    PastKVSeqLen): they are the expansion's, not the source's dead code, and were kept (onnxruntime
+    warned of each unused one when it loaded the model, as for torch's opset-23 dynamo exports)."""
+    from sit_onnx.graph.walk import graph_protos
+    from tests.graph.test_attention import _attention_model
+
+    model, _ = _attention_model(23)
+    model.graph.node.append(helper.make_node("Neg", [model.graph.input[0].name], ["unread"], name="own_dead"))
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 1
+    read = {name for g in graph_protos(new.graph) for n in g.node for name in n.input}
+    read |= {o.name for o in new.graph.output}
+    unread = [n.name for n in new.graph.node if not any(o in read for o in n.output)]
+    assert unread == ["own_dead"]  # the source's own dead node stays
