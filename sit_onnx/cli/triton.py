@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import deploy_options, emit_json, json_option
+from sit_onnx.cli.options import deploy_options, emit_json, json_option, op_library_option
 
 
 @click.command()
@@ -29,10 +29,12 @@ from sit_onnx.cli.options import deploy_options, emit_json, json_option
     help="Where the server sees REPO (e.g. /models in a container): the library path in the config.",
 )
 @deploy_options("the server")
+@op_library_option
 @json_option
 def triton(model, repo, name, max_batch, device, instances, server_repo, no_library, force, as_json):
-    """Write REPO/NAME/{config.pbtxt, 1/model.onnx, the library} for Triton's onnxruntime backend
-    (onnxruntime >= 1.21 in the server)."""
+    """Write REPO/NAME/{config.pbtxt, 1/model.onnx, the libraries} for Triton's onnxruntime backend
+    (onnxruntime >= 1.21 in the server): ours where the model holds spiking ops, and any other the
+    model needs (--op-library; onnxruntime-extensions' where installed)."""
     from sit_onnx.deploy.triton import TritonOptions, write_repository
     from sit_onnx.runtime.library import LIBRARY_NAME
 
@@ -40,6 +42,7 @@ def triton(model, repo, name, max_batch, device, instances, server_repo, no_libr
     options = TritonOptions(name, max_batch, device, instances, not no_library, server_repo)
     target = write_repository(model, repo, options, force=force)
     library = (target / LIBRARY_NAME).is_file()  # shipped only when the model holds spiking ops
+    others = sorted(p.name for p in target.iterdir() if p.is_file() and p.name not in (LIBRARY_NAME, "config.pbtxt"))
     if as_json:
         emit_json(
             {
@@ -48,6 +51,7 @@ def triton(model, repo, name, max_batch, device, instances, server_repo, no_libr
                 "name": name,
                 "folder": str(target),
                 "library": library,
+                "other_libraries": others,
                 "max_batch_size": max_batch,
                 "device": device,
                 "instances": instances,
@@ -55,6 +59,7 @@ def triton(model, repo, name, max_batch, device, instances, server_repo, no_libr
         )
         return
     click.echo(
-        f"{target}: config.pbtxt, 1/model.onnx{', the custom-op library' if library else ''} "
+        f"{target}: config.pbtxt, 1/model.onnx{', the custom-op library' if library else ''}"
+        f"{''.join(f', {other}' for other in others)} "
         f"(max_batch_size {max_batch}, {instances} x {device})"
     )

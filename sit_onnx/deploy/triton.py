@@ -112,8 +112,9 @@ def _tensors(field: str, specs: list[TensorSpec]) -> list[str]:
     return lines + ["]"]
 
 
-def triton_config(model: onnx.ModelProto, options: TritonOptions, library_file: str | None) -> str:
-    """The config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
+def triton_config(model: onnx.ModelProto, options: TritonOptions, library_files: list[str]) -> str:
+    """The config.pbtxt text (protobuf text format of Triton's ModelConfig), naming each custom-op
+    library the server loads by the path it sees."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
     lines = [
@@ -127,24 +128,20 @@ def triton_config(model: onnx.ModelProto, options: TritonOptions, library_file: 
         lines.append("dynamic_batching { }")
     lines += ["instance_group [", "  {", f"    count: {options.instances}", f"    kind: {DEVICES[options.device]}",
               "  }", "]"]  # fmt: skip
-    if library_file:
-        lines += ["model_operations {", f"  op_library_filename: {_quoted(library_file)}", "}"]
+    if library_files:
+        named = [f"  op_library_filename: {_quoted(path)}" for path in library_files]
+        lines += ["model_operations {", *named, "}"]
     return "\n".join(lines) + "\n"
 
 
 def uses_spiking_ops(model: onnx.ModelProto) -> bool:
     """Whether any node, in any subgraph or local function, is one of ours."""
-    graphs = list(graph_protos(model.graph))
-    return any(n.domain == DOMAIN for g in graphs for n in g.node) or any(
-        n.domain == DOMAIN for f in model.functions for n in f.node
-    )
+    return _uses_domain(model, DOMAIN)
 
 
 def write_repository(model_path: str | os.PathLike, repo: str | os.PathLike, options: TritonOptions,
                      force: bool = False) -> Path:  # fmt: skip
     """Write REPO/<name>/ for the model at `model_path`; returns that folder."""
-    from sit_onnx.runtime.library import LIBRARY_NAME, get_library_path
-
     check_name(options.name)
     repo = Path(repo)
     if not repo.is_dir():
@@ -153,13 +150,41 @@ def write_repository(model_path: str | os.PathLike, repo: str | os.PathLike, opt
     if target.exists() and not force:
         raise SitOnnxError(f"{target} exists (use --force to replace it)")
     model, files = load_model_and_files(model_path)
-    library = get_library_path() if options.library and uses_spiking_ops(model) else None
+    shipped = shipped_libraries(model, options.library)
     server_folder = Path(options.server_repo or repo.resolve()) / options.name
-    config = triton_config(model, options, str(server_folder / LIBRARY_NAME) if library else None)
+    config = triton_config(model, options, [str(server_folder / name) for name in shipped])
     with staged_folder(target) as staging:
         (staging / "1").mkdir()
         save_model(model, staging / "1" / "model.onnx", external=len(files) > 1)
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
-        if library:
-            shutil.copyfile(library, staging / LIBRARY_NAME)
+        for name, library in shipped.items():
+            shutil.copyfile(library, staging / name)
     return target
+
+
+def shipped_libraries(model: onnx.ModelProto, ours: bool) -> dict[str, str]:
+    """The custom-op libraries the server needs, by the file name each is shipped under: ours where
+    the model holds spiking ops (and `ours`), then those given with --op-library, then
+    onnxruntime-extensions' where the model holds its ops and the package is installed."""
+    from sit_onnx.runtime.library import LIBRARY_NAME, get_library_path
+    from sit_onnx.runtime.op_libraries import EXTENSIONS_DOMAIN, extensions_library, op_libraries
+
+    named = [(LIBRARY_NAME, get_library_path())] if ours and uses_spiking_ops(model) else []
+    others = list(op_libraries())
+    extensions = extensions_library() if _uses_domain(model, EXTENSIONS_DOMAIN) else None
+    if extensions and extensions not in others:
+        others.append(extensions)
+    named += [(Path(path).name, path) for path in others]
+    shipped: dict[str, str] = {}
+    for name, path in named:
+        if name in shipped:
+            raise SitOnnxError(f"two custom-op libraries named {name} ({shipped[name]}, {path}): rename one")
+        shipped[name] = path
+    return shipped
+
+
+def _uses_domain(model: onnx.ModelProto, domain: str) -> bool:
+    graphs = list(graph_protos(model.graph))
+    return any(n.domain == domain for g in graphs for n in g.node) or any(
+        n.domain == domain for f in model.functions for n in f.node
+    )

@@ -3,8 +3,12 @@ vendor's kernels) run in every command: onnxruntime-extensions' library is regis
 model needs it and the package is installed, other libraries are given with `--op-library` or
 SIT_ONNX_OP_LIBRARIES, and a missing one is named in the load error with the way out."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
@@ -39,7 +43,7 @@ def _end_to_end(tmp_path):
         nodes,
         "e2e",
         [helper.make_tensor_value_info("text", TensorProto.STRING, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["tokens", 8])],
         [numpy_helper.from_array(embeddings, "embeddings")],
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.contrib", 1)]
@@ -54,7 +58,10 @@ def _end_to_end(tmp_path):
 @pytest.fixture
 def no_extensions(monkeypatch):
     """As on a machine without onnxruntime-extensions."""
+    import sit_onnx.runtime.op_libraries as op_libraries_module
+
     monkeypatch.setattr(session_module, "extensions_library", lambda: None)
+    monkeypatch.setattr(op_libraries_module, "extensions_library", lambda: None)
 
 
 def _compare(source, target, data, *extra, env=None):
@@ -188,4 +195,71 @@ def test_a_load_failure_of_another_kind_gets_no_hint(tmp_path):
     result = CliRunner().invoke(main, ["run", str(path), "--no-library"])
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {path}: onnxruntime cannot load the model: {first_line(raised.value)}"
+    )
+
+
+def _triton(target, repo, *extra):
+    return CliRunner().invoke(main, ["triton", str(target), str(repo), "--max-batch", "0", "--json", *extra])
+
+
+def test_a_triton_entry_ships_every_library_the_model_needs(tmp_path):
+    from tests.deploy.test_triton import parse
+
+    _, target, data = _end_to_end(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    result = _triton(target, repo)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    extension_name = Path(extensions.get_library_path()).name
+    assert record["library"] is True and record["other_libraries"] == [extension_name]
+    folder = repo / "e2e"
+    _, config = parse(folder)
+    listed = list(config.model_operations.op_library_filename)
+    assert listed == [str((folder / "libsit_onnx_ops.so").resolve()), str((folder / extension_name).resolve())]
+    # what the server does: register every listed library, load version 1, run it
+    options = ort.SessionOptions()
+    for library in listed:
+        options.register_custom_ops_library(library)
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    text = dict(np.load(data))
+    assert session.run(None, text)[0].shape[1] == 8
+
+
+def test_a_triton_entry_ships_a_library_given_with_the_option(tmp_path, no_extensions):
+    _, target, _ = _end_to_end(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    assert json.loads(_triton(target, repo).stdout)["other_libraries"] == []  # none found: none shipped
+    given = _triton(target, repo, "--force", "--op-library", extensions.get_library_path())
+    assert json.loads(given.stdout)["other_libraries"] == [Path(extensions.get_library_path()).name]
+    args = [
+        "triton",
+        str(target),
+        str(repo),
+        "--max-batch",
+        "0",
+        "--force",
+        "--op-library",
+        extensions.get_library_path(),
+    ]
+    text = CliRunner().invoke(main, args)
+    name = Path(extensions.get_library_path()).name
+    assert text.output.startswith(f"{repo / 'e2e'}: config.pbtxt, 1/model.onnx, the custom-op library, {name} (")
+
+
+def test_two_libraries_of_one_name_are_refused_and_nothing_is_written(tmp_path):
+    import shutil
+
+    _, target, _ = _end_to_end(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    copies = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        copies.append(shutil.copy(extensions.get_library_path(), tmp_path / folder / "ops.so"))
+    result = _triton(target, repo, "--op-library", copies[0], "--op-library", copies[1])
+    assert result.exit_code == 1 and not (repo / "e2e").exists()
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: two custom-op libraries named ops.so ({copies[0]}, {copies[1]}): rename one"
     )
