@@ -156,6 +156,16 @@ def approximately_equal(result: "OutputComparison", min_cosine: float, min_agree
     return result.agreement is None or not decides(result.name) or result.agreement >= min_agreement
 
 
+def _length_change(a: tuple, b: tuple) -> str:
+    """Where one axis alone differs (a length the model computed: a TTS voice's durations), by how
+    much, relative to the reference's."""
+    differ = [i for i, (x, y) in enumerate(zip(a, b)) if x != y] if len(a) == len(b) else []
+    if len(differ) != 1 or not a[differ[0]]:
+        return ""
+    axis = differ[0]
+    return f" (axis {axis}: {b[axis] - a[axis]:+d}, {(b[axis] - a[axis]) / a[axis]:+.1%})"
+
+
 def compare_arrays(
     name: str,
     a: np.ndarray,
@@ -169,7 +179,7 @@ def compare_arrays(
     in the same place (a converted model keeps its original's NaN), nothing else. `axis`: what the
     argmax decides along (None: nothing, see decision_axis)."""
     if a.shape != b.shape:
-        problem = f"shapes differ: {list(a.shape)} vs {list(b.shape)}"
+        problem = f"shapes differ: {list(a.shape)} vs {list(b.shape)}{_length_change(a.shape, b.shape)}"
         return OutputComparison(name, list(a.shape), atol, rtol, *([INF] * 6), float("nan"), INF, False, problem)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     both_nan = np.isnan(a64) & np.isnan(b64)

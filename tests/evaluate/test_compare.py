@@ -46,7 +46,13 @@ def test_empty_outputs_compare_equal():
 def test_shapes_differ_record():
     r = compare_arrays("out", np.zeros((2, 3)), np.zeros((3, 2)), 0.1, 0.2)
     assert (r.name, r.shape, r.atol, r.rtol, r.passed) == ("out", [2, 3], 0.1, 0.2, False)
-    assert r.problem == "shapes differ: [2, 3] vs [3, 2]"
+    assert r.problem == "shapes differ: [2, 3] vs [3, 2]"  # two axes: no one length changed
+    longer = compare_arrays("audio", np.zeros((1, 17664)), np.zeros((1, 18176)), 0, 0)
+    assert longer.problem == "shapes differ: [1, 17664] vs [1, 18176] (axis 1: +512, +2.9%)"
+    shorter = compare_arrays("audio", np.zeros((4, 8)), np.zeros((2, 8)), 0, 0)
+    assert shorter.problem == "shapes differ: [4, 8] vs [2, 8] (axis 0: -2, -50.0%)"
+    assert compare_arrays("y", np.zeros((0, 2)), np.zeros((3, 2)), 0, 0).problem == "shapes differ: [0, 2] vs [3, 2]"
+    assert compare_arrays("y", np.zeros((2,)), np.zeros((2, 1)), 0, 0).problem == "shapes differ: [2] vs [2, 1]"
     assert math.isinf(r.max_abs) and math.isinf(r.min_atol_to_pass) and math.isnan(r.cosine)
 
 
