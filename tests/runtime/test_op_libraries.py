@@ -226,6 +226,15 @@ def test_a_triton_entry_ships_every_library_the_model_needs(tmp_path):
     assert session.run(None, text)[0].shape[1] == 8
 
 
+def test_onnxruntime_extensions_given_and_found_ships_once(tmp_path):
+    _, target, _ = _end_to_end(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    result = _triton(target, repo, "--op-library", extensions.get_library_path())
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["other_libraries"] == [Path(extensions.get_library_path()).name]
+
+
 def test_a_triton_entry_ships_a_library_given_with_the_option(tmp_path, no_extensions):
     _, target, _ = _end_to_end(tmp_path)
     repo = tmp_path / "repo"
