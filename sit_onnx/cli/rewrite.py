@@ -221,6 +221,9 @@ def _print_report(report, options, explain: bool) -> None:
     for op in report.attention_left_alone:
         click.echo(f"left alone: {op['op']} node '{op['name']}' in graph {op['graph']}: {op['reason']}")
     left = report.attention_left_alone
+    others = sum(1 for s in report.sites if s.converted and s.role != "attention")
+    if others:
+        click.echo(f"note: {others} converted site(s) not attention (their role above): --attention-only leaves them")
     click.echo(
         f"{len(report.converted)} of {len(report.sites)} softmax sites converted"
         + (f", {len(report.activations)} activations" if options.activations else "")

@@ -167,6 +167,11 @@ def test_attention_only_from_the_command_line(tmp_path):
     onnx.save(_block(), str(source))
     text = CliRunner().invoke(main, ["rewrite", str(source), "-o", str(tmp_path / "a.onnx"), "--attention-only"])
     assert text.exit_code == 0 and "1 of 2 softmax sites converted" in text.output
+    assert "not attention (their role above)" not in text.output  # none converted
+    every = CliRunner().invoke(main, ["rewrite", str(source), "-o", str(tmp_path / "c.onnx")])
+    assert every.output.splitlines()[-2] == (
+        "note: 1 converted site(s) not attention (their role above): --attention-only leaves them"
+    )
     assert "head   main    -1      other  skipped: not attention (--attention-only)" in text.output
     record = json.loads(
         CliRunner().invoke(main, ["rewrite", str(source), "-o", str(tmp_path / "b.onnx"), "--json"]).stdout
