@@ -8,6 +8,8 @@ the graph they live in. A matcher's refusal with a reason is a near miss.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import onnx_graphsurgeon as gs
 
 from sit_onnx.graph.matchers import MATCHERS
@@ -41,4 +43,18 @@ def find_sites(graph: gs.Graph, misses: list[NearMiss] | None = None) -> list[So
                 elif found.reason is not None and misses is not None:
                     misses.append(NearMiss(node.name, graph_label(sub, graph), found.reason))
                 break
+    _name_apart(sites)
     return sites
+
+
+def _name_apart(sites: list[SoftmaxSite]) -> None:
+    """Give a site whose node has no name, or a name another node of its graph has too, a name of its
+    own: the node's (or "softmax") and the tensor it writes, which is unique. Per-site calibration
+    keys its parameter sets by site name, and `--nodes` selects by it: two unnamed softmaxes (as
+    onnx's helpers write them) shared one set, the last one calibrated, and could not be selected.
+    One name in two branches of an If stays: the same module, traced once per branch (a merged
+    decoder's), takes the same set in both."""
+    counts = Counter((id(s.graph), s.name) for s in sites)
+    for site in sites:
+        if not site.name or counts[(id(site.graph), site.name)] > 1:
+            site.name = f"{site.name or 'softmax'}@{site.output.name}"

@@ -311,3 +311,34 @@ def test_calibration_table_is_the_json(tmp_path):
         assert len(row) == 11 and [float(cell) for cell in row[5:]] == pytest.approx(expected, rel=2e-3)
         assert float(row[6]) <= float(row[5]) * (1 + 2e-3)  # the choice never scores worse than the default
     assert [r[2] for r in rows] == ["5", "6"]  # the row-wise site, then the column-wise one
+
+
+def _named(names) -> onnx.ModelProto:
+    model = two_sites()
+    for node, name in zip([n for n in model.graph.node if n.op_type == "Softmax"], names):
+        node.name = name
+    return model
+
+
+def test_sites_whose_nodes_have_no_name_keep_their_own_sets(calibrated):
+    """onnx's helpers write nodes without names: the two sites were both "", so the calibrated sets,
+    keyed by site name, collapsed into one (the last) and `--nodes` could select neither."""
+    _, feeds, named = calibrated
+    model = _named(["", ""])
+    choices = choose_site_params(model, feeds, steps=4, rounds=1)
+    assert [c.name for c in choices] == ["softmax@p1", "softmax@p2"]
+    assert [c.params.thresholds for c in choices] == [c.params.thresholds for c in named]  # what named sites get
+    new, report = rewrite_model(model, RewriteOptions(steps=4), site_params={c.name: c.params for c in choices})
+    nodes = [n for n in new.graph.node if n.op_type == "SpikingSoftmax"]
+    for node, c in zip(nodes, choices):
+        np.testing.assert_allclose(attributes(node)["thresholds"], c.params.thresholds, rtol=1e-6)
+    _, one = rewrite_model(model, RewriteOptions(steps=4, nodes=("softmax@p2",)))
+    assert [s.converted for s in one.sites] == [False, True]
+
+
+def test_sites_whose_nodes_share_a_name_are_told_apart():
+    """A name two nodes carry (onnxruntime refuses such a model; the rewrite reads it) names neither."""
+    _, report = rewrite_model(_named(["sm", "sm"]), RewriteOptions(steps=4, nodes=("sm@p1",)))
+    assert [(s.name, s.converted) for s in report.sites] == [("sm@p1", True), ("sm@p2", False)]
+    _, named = rewrite_model(_named(["first", ""]), RewriteOptions(steps=4))
+    assert [s.name for s in named.sites] == ["first", "softmax@p2"]  # a unique name is kept as it is

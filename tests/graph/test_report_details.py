@@ -62,7 +62,7 @@ def test_missing_library_says_how_to_get_it(monkeypatch):
     assert library.library_available() is False
 
 
-def test_inserted_names_are_fresh_numbered_from_one_and_unnamed_sites_are_called_softmax():
+def test_inserted_names_are_fresh_numbered_from_one_and_unnamed_sites_are_called_by_their_output():
     import onnx_graphsurgeon as gs
 
     from sit_onnx.graph.rewrite_softmax import NamePool
@@ -73,7 +73,7 @@ def test_inserted_names_are_fresh_numbered_from_one_and_unnamed_sites_are_called
     assert names.fresh("x") == "x_1"  # graph inputs are taken too
     unnamed = softmax_model([2, 5], -1, name="")
     new, _ = rewrite_model(unnamed)
-    assert [n.name for n in new.graph.node] == ["softmax/sit_SpikingSoftmax"]
+    assert [n.name for n in new.graph.node] == ["softmax@y/sit_SpikingSoftmax"]
 
 
 @pytest.mark.parametrize("opset, semantics", [
@@ -172,10 +172,10 @@ def test_steps_are_read_from_digits_only_and_from_our_own_functions():
     assert _existing_steps(model) == 9  # the metadata first
 
 
-def test_unnamed_sites_name_the_chains_nodes_softmax_too():
+def test_unnamed_sites_name_the_chains_nodes_by_their_output_too():
     new, _ = rewrite_model(softmax_model([2, 5], -1, name=""), RewriteOptions(fuse=False, sigmoid=True))
     names = [n.name for n in new.graph.node]
-    assert names and all(name.startswith("softmax/sit_") for name in names), names
+    assert names and all(name.startswith("softmax@y/sit_") for name in names), names
 
 
 @pytest.mark.parametrize("opset, casts", [(14, True), (15, False), (17, False)])
