@@ -337,7 +337,7 @@ def apply(
     names = NamePool(graph)
     reports = []
     for site, reason in zip(sites, reasons):
-        axis = prepared.legacy_axes.get(site.name, site.axis) if site.pattern == SOFTMAX else site.axis
+        axis = prepared.legacy_axes.get(site.nodes[0].name, site.axis) if site.pattern == SOFTMAX else site.axis
         entry = SiteReport(
             site.name,
             graph_label(site.graph, graph),

@@ -86,9 +86,10 @@ def test_each_site_says_what_its_softmax_normalises(opset, semantics):
     assert report.sites[0].semantics == semantics
 
 
+@pytest.mark.parametrize("name", ["sm", ""])  # an unnamed one is named after its output, its axis still found
 @pytest.mark.parametrize("axis, said", [(2, 2), (-1, -1), (None, 1)])  # opset < 13's default axis is 1
-def test_an_old_softmax_reports_the_axis_it_was_written_with(axis, said):
-    _, report = rewrite_model(softmax_model([2, 3, 4], axis, opset=11))
+def test_an_old_softmax_reports_the_axis_it_was_written_with(axis, said, name):
+    _, report = rewrite_model(softmax_model([2, 3, 4], axis, opset=11, name=name))
     assert (
         report.sites[0].semantics == f"opset 11: input coerced to 2-D at axis {said}, normalised over all trailing dims"
     )
