@@ -188,6 +188,7 @@ def _print_activation_calibration(choices) -> None:
 
 def _print_report(report, options, explain: bool) -> None:
     from sit_onnx.graph.report import attention_summary
+    from sit_onnx.graph.site_roles import ATTENTION
 
     ops = sorted(set(report.ops_before) | set(report.ops_after))
     changed = [
@@ -221,7 +222,7 @@ def _print_report(report, options, explain: bool) -> None:
     for op in report.attention_left_alone:
         click.echo(f"left alone: {op['op']} node '{op['name']}' in graph {op['graph']}: {op['reason']}")
     left = report.attention_left_alone
-    others = sum(1 for s in report.sites if s.converted and s.role != "attention")
+    others = sum(1 for s in report.sites if s.converted and s.role != ATTENTION)
     if others:
         click.echo(f"note: {others} converted site(s) not attention (their role above): --attention-only leaves them")
     click.echo(

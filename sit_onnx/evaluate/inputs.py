@@ -262,9 +262,11 @@ def _full_lengths(feeds: dict[str, np.ndarray]) -> None:
     """An integer input of rank <= 1 named as lengths (`input_lengths`, `x_lens`: how much of each row
     is real) takes the full length of the other inputs, so none is cut to a few tokens by small
     random ids (a Piper voice read 0-3 of its 16 phonemes)."""
-    longest = max((n for name, v in feeds.items() if not _LENGTHS.search(name.lower()) for n in v.shape[1:]), default=0)
-    for name, value in feeds.items():
-        if longest and _LENGTHS.search(name.lower()) and value.ndim <= 1 and np.issubdtype(value.dtype, np.integer):
+    lengths = [name for name, value in feeds.items() if _LENGTHS.search(name.lower())]
+    longest = max((n for name, value in feeds.items() if name not in lengths for n in value.shape[1:]), default=0)
+    for name in lengths:
+        value = feeds[name]
+        if longest and value.ndim <= 1 and np.issubdtype(value.dtype, np.integer):
             feeds[name] = np.full(value.shape, min(longest, int(np.iinfo(value.dtype).max)), value.dtype)
 
 

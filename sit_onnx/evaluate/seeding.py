@@ -60,7 +60,8 @@ def seeded_session(path: Path, spec, label: str | None = None):
 
 def proto_session(model: onnx.ModelProto, spec, label: str):
     """A session for an in-memory model, through a temporary folder where it is too large for one
-    protobuf."""
+    protobuf. The folder goes once the session exists: onnxruntime reads or maps the external
+    weights when it builds the session, and a mapped file outlives its name on Linux and macOS."""
     from sit_onnx.runtime import make_session
 
     if not needs_external_data(model):

@@ -394,12 +394,8 @@ def _live_nodes(graph: gs.Graph) -> set[int]:
 
 def _read_inside(node: gs.Node) -> list[str]:
     """Every tensor name read in a node's subgraphs (those of the outer scope among them)."""
-    names, graphs = [], [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
-    while graphs:
-        for inner in graphs.pop().nodes:
-            names.extend(t.name for t in inner.inputs if t.name)
-            graphs.extend(v for v in inner.attrs.values() if isinstance(v, gs.Graph))
-    return names
+    subgraphs = [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
+    return [t.name for sub in subgraphs for g in walk_graphs(sub) for inner in g.nodes for t in inner.inputs if t.name]
 
 
 def _put_back(dead: list[tuple[gs.Graph, gs.Node, list, list]]) -> None:

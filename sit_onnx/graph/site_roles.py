@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 
 ATTENTION, OTHER = "attention", "other"
 # ops that carry the weights on unchanged in substance: type, layout, masking, scaling, quantisation
+# (Mul as well: site_role follows it, and notes where it multiplies by computed values)
 _CARRIERS = {
     "Cast",
     "CastLike",
@@ -26,7 +27,6 @@ _CARRIERS = {
     "Flatten",
     "Gather",
     "Identity",
-    "Mul",
     "Pad",
     "QuantizeLinear",
     "Reshape",

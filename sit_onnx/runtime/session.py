@@ -106,7 +106,7 @@ def _options(spec: SessionSpec, library: bool, extra: tuple[str, ...] = ()) -> o
             options.register_custom_ops_library(get_library_path())
         except SESSION_ERRORS as exc:
             raise SitOnnxError(f"{get_library_path()}: not a usable sit-onnx library ({first_line(exc)})") from None
-    for path in dict.fromkeys([*op_libraries(), *extra]):
+    for path in [*op_libraries(), *extra]:  # each once (op_libraries, _create): onnxruntime refuses a second
         try:
             options.register_custom_ops_library(path)
         except SESSION_ERRORS as exc:

@@ -117,16 +117,21 @@ def test_a_file_that_is_no_library_is_refused_in_one_line(tmp_path):
     assert absent.exit_code == 2 and "does not exist" in absent.output  # click's own check of the path
 
 
-def test_a_vendor_op_no_library_implements_is_named(tmp_path):
+def _one_op(path, op: str, domain: str):
+    """A model of one float op of a custom domain, saved at `path`."""
     graph = helper.make_graph(
-        [helper.make_node("Foo", ["x"], ["y"], domain="com.vendor")],
+        [helper.make_node(op, ["x"], ["y"], domain=domain)],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
     )
-    path = tmp_path / "vendor.onnx"
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.vendor", 1)]
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)]
     onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    return path
+
+
+def test_a_vendor_op_no_library_implements_is_named(tmp_path):
+    path = _one_op(tmp_path / "vendor.onnx", "Foo", "com.vendor")
     result = CliRunner().invoke(main, ["run", str(path)])
     assert result.exit_code == 1
     assert (
@@ -272,3 +277,18 @@ def test_two_libraries_of_one_name_are_refused_and_nothing_is_written(tmp_path):
     assert result.output.strip().splitlines()[-1] == (
         f"Error: two custom-op libraries named ops.so ({copies[0]}, {copies[1]}): rename one"
     )
+
+
+def test_an_op_the_given_extensions_library_lacks_is_named(tmp_path):
+    """An ai.onnx.contrib op the registered onnxruntime-extensions library does not implement: the
+    library is not registered a second time (onnxruntime then fails on conflicting kernels), and the
+    op is named."""
+    path = _one_op(tmp_path / "newer.onnx", "NoSuchOp", "ai.onnx.contrib")
+    for given in ([], ["--op-library", extensions.get_library_path()]):
+        result = CliRunner().invoke(main, ["run", str(path), *given])
+        line = result.output.strip().splitlines()[-1]
+        assert result.exit_code == 1 and "Conflicting" not in line, line
+        assert line.endswith(
+            "ai.onnx.contrib::NoSuchOp is an onnxruntime-extensions op: install onnxruntime-extensions "
+            "(then its library is registered by itself) or pass it with --op-library"
+        )

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from sit_onnx.graph.site_roles import OTHER
+
 SOFTMAX = "Softmax"
 DECOMPOSED = "Exp-ReduceSum-Div"
 DECOMPOSED_SHIFTED = "ReduceMax-Sub-Exp-ReduceSum-Div"
@@ -24,7 +26,7 @@ class SoftmaxSite:
     logits: gs.Tensor = field(repr=False)
     output: gs.Tensor = field(repr=False)
     nodes: list = field(default_factory=list, repr=False)
-    role: str = "other"  # "attention" where its weights mix computed values (site_roles.py)
+    role: str = OTHER  # ATTENTION where its weights mix computed values (site_roles.py)
 
 
 @dataclass(frozen=True)
