@@ -67,9 +67,25 @@ def unknown_op(message: str) -> tuple[str, str] | None:
 
 def unknown_op_hint(domain: str, op: str) -> str:
     """What to do about a custom op no registered library implements."""
-    if domain == EXTENSIONS_DOMAIN:
+    if domain != EXTENSIONS_DOMAIN:
+        return f"{domain}::{op} is a custom op: pass the library that implements it with --op-library"
+    version = _extensions_version()
+    if version is None:
         return (
             f"{domain}::{op} is an onnxruntime-extensions op: install onnxruntime-extensions "
             "(then its library is registered by itself) or pass it with --op-library"
         )
-    return f"{domain}::{op} is a custom op: pass the library that implements it with --op-library"
+    return (
+        f"{domain}::{op} is not in the installed onnxruntime-extensions {version}: a newer version may "
+        "implement it, or pass a library that does with --op-library"
+    )
+
+
+def _extensions_version() -> str | None:
+    """The installed onnxruntime-extensions' version, None where it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnxruntime-extensions")
+    except PackageNotFoundError:
+        return None
