@@ -28,6 +28,18 @@ KEEPS_TYPE = frozenset(
         "GroupQueryAttention", "RotaryEmbedding",
     }
 )  # fmt: skip
+# Where an op's other inputs are not its values (Where's condition, Gather's indices, a Reshape's
+# shape, a Slice's bounds), the inputs that are: only those are walked up. A mask's Cast to bool
+# above Where's condition had named a softmax's logits bool.
+VALUE_INPUTS = {
+    "Where": (1, 2),
+    "Attention": (0, 1, 2),  # not mask_index, past_sequence_length
+    "MultiHeadAttention": (0, 1, 2, 3),  # not key_padding_mask
+    "GroupQueryAttention": (0, 1, 2),  # not seqlens_k, total_sequence_length
+} | dict.fromkeys(
+    ("Gather", "Reshape", "Expand", "Tile", "Slice", "Squeeze", "Unsqueeze", "Split", "Dropout", "ReduceMean",
+     "ReduceSum", "ReduceMax", "RotaryEmbedding"), (0,)
+)  # fmt: skip
 MAX_NODES = 32  # a weight or a Cast is a node or two above any activation or softmax
 
 
@@ -46,8 +58,8 @@ def _floating(dtype) -> bool:
 
 def traced_dtype(tensor: gs.Tensor):
     """The tensor's own type, else the first floating type found walking up through ops that keep
-    their inputs' type (breadth first, at most MAX_NODES nodes); a Cast gives its `to`. None if
-    nothing says."""
+    their inputs' type, through the inputs that carry values (breadth first, at most MAX_NODES nodes);
+    a Cast gives its `to`. None if nothing says."""
     own = known_dtype(tensor)
     if own is not None:
         return own
@@ -62,9 +74,10 @@ def traced_dtype(tensor: gs.Tensor):
             return to if to == TensorProto.BFLOAT16 else helper.tensor_dtype_to_np_dtype(to)
         if node.op not in KEEPS_TYPE:
             continue
-        for source in node.inputs:
+        values = [node.inputs[i] for i in VALUE_INPUTS.get(node.op, range(len(node.inputs))) if i < len(node.inputs)]
+        for source in values:
             dtype = known_dtype(source)
             if dtype is not None and _floating(dtype):
                 return dtype
-        queue.extend(source.inputs[0] for source in node.inputs if source.inputs)
+        queue.extend(source.inputs[0] for source in values if source.inputs)
     return None

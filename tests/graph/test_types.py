@@ -174,3 +174,31 @@ def test_the_walk_goes_on_past_a_branch_that_says_nothing_and_past_nodes_seen_tw
     _node("Identity", [b], [a])
     _node("Add", [a, a], [twice])
     assert traced_dtype(twice) == np.float16
+
+
+def test_a_masks_cast_above_wheres_condition_names_nothing():
+    """Only the inputs that carry values are walked up: a mask's Cast to bool above Where's
+    condition had named a GPT decoder's softmax logits bool (inside onnxruntime's GreedySearch,
+    where onnx's inference never goes), and the rewrite cast the attention weights to bool."""
+    mask, condition, scores, masked = _untyped("mask"), _untyped("cond"), _untyped("scores"), _untyped("masked")
+    _node("Cast", [gs.Variable("m", dtype=np.int32)], [mask], to=TensorProto.BOOL)
+    _node("Unsqueeze", [mask, gs.Constant("axes", np.array([1], np.int64))], [condition])
+    filler = _untyped("filler")
+    _node("Constant", [], [filler], value=np.array(-1e4, np.float32))  # a Constant node's output: untyped
+    h, q, keys, product, scale = _untyped("h"), _untyped("q"), _untyped("keys"), _untyped("product"), _untyped("scale")
+    _node("Opaque", [], [h, keys])
+    _node("MatMul", [h, gs.Constant("w", np.zeros((4, 4), np.float16))], [q])  # the type: three nodes up
+    _node("MatMul", [q, keys], [product])
+    _node("Constant", [], [scale], value=np.array(0.5, np.float32))
+    _node("Mul", [product, scale], [scores])
+    _node("Where", [condition, scores, filler], [masked])
+    assert traced_dtype(masked) == np.float16
+
+
+def test_an_attention_ops_mask_input_names_nothing():
+    key_mask, attended, query, cast = _untyped("key_mask"), _untyped("attended"), _untyped("query"), _untyped("c")
+    _node("Cast", [gs.Variable("p", dtype=np.int64)], [key_mask], to=TensorProto.INT32)
+    _node("Cast", [gs.Variable("x", dtype=np.float64)], [cast], to=TensorProto.FLOAT)
+    _node("Relu", [cast], [query])  # the query's Cast lies one node further up than the mask's
+    _node("MultiHeadAttention", [query, _untyped("key"), _untyped("value"), gs.Variable.empty(), key_mask], [attended])
+    assert traced_dtype(attended) == np.float32
