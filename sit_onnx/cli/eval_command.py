@@ -72,8 +72,8 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
     with progress("eval", total=2 * rows, unit="row") as bar:  # pragma: no mutate
         results = evaluate_outputs(pair, data, spec, batch, bar.update)
     outputs = [
-        {"name": r.name, "shape": r.shape, "agreement": r.agreement, "cosine": r.cosine, "max_abs": r.max_abs,
-         "mean_abs": r.mean_abs, "problem": r.problem}
+        {"name": r.name, "shape": r.shape, "agreement": r.agreement, "agreement_of": r.agreement_of,
+         "cosine": r.cosine, "max_abs": r.max_abs, "mean_abs": r.mean_abs, "problem": r.problem}
         for r in results
     ]  # fmt: skip
     if as_json:
@@ -85,6 +85,7 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
         if o["problem"]:
             click.echo(f"[{o['name']}] {o['problem']}")
             continue
-        agreement = f"argmax agreement {100 * o['agreement']:.2f}%, " if o["agreement"] is not None else ""
+        said = "values the same" if o["agreement_of"] == "values" else "argmax agreement"
+        agreement = f"{said} {100 * o['agreement']:.2f}%, " if o["agreement"] is not None else ""
         click.echo(f"[{o['name']}] {agreement}cosine {o['cosine']:.6f}, abs error max {o['max_abs']:.4g} "
                    f"mean {o['mean_abs']:.4g}")  # fmt: skip

@@ -32,6 +32,8 @@ class OutputComparison:
     constant: float | None = None  # the reference's one value where all its elements are equal (shows nothing)
     argmax_axis: int | None = None  # the axis `agreement` is taken along (-3: an image map's channels)
     detections: DetectionFigures | None = None  # a detector's output: its detections matched (detections.py)
+    agreement_of: str = "argmax"  # "values" for integer and bool outputs: `agreement` is the share of equal elements
+    rows_same: list[int] | None = None  # integer outputs of rank >= 2: [rows equal along the last axis, rows]
 
 
 @dataclass
@@ -147,6 +149,8 @@ def approximately_equal(result: "OutputComparison", min_cosine: float, min_agree
     not asked for a cosine (a low score's change reorders its rows)."""
     if result.problem is not None:
         return False
+    if result.agreement_of == "values":  # ids, labels, counts: decisions themselves, not magnitudes
+        return result.agreement >= min_agreement
     found = result.detections
     if found is not None:
         same = min(found.recall, found.precision) >= min_agreement
@@ -195,9 +199,7 @@ def compare_arrays(
     stats = [float(f(x)) if x.size else 0.0 for x in (diff, rel) for f in (np.max, np.mean, np.median)]
     allowance = rtol * np.where(np.isfinite(a64), np.abs(a64), 0.0)
     needed = float(np.max(diff - allowance)) if diff.size else 0.0
-    found = argmax_figures(a64, b64, min_margin, axis) if axis is not None else None
-    agreement, ties = found or (None, None)
-    return OutputComparison(
+    result = OutputComparison(
         name,
         list(a.shape),
         atol,
@@ -206,11 +208,37 @@ def compare_arrays(
         cosine,
         max(needed, 0.0),
         bool(np.all(diff <= atol + allowance)),
-        agreement=agreement,
-        ties=ties,
         constant=constant_value_of(a64),
-        argmax_axis=axis if found is not None else None,
     )
+    if a.dtype.kind in "iub":
+        return _equal_values(result, a, b)
+    found = argmax_figures(a64, b64, min_margin, axis) if axis is not None else None
+    if found is not None:
+        result.agreement, result.ties = found
+        result.argmax_axis = axis
+    return result
+
+
+def _equal_values(result: OutputComparison, a: np.ndarray, b: np.ndarray) -> OutputComparison:
+    """An integer or bool output (token ids of a generation, labels, durations in frames) is judged by
+    how many of its values are the same: an argmax over ids means nothing, and a cosine of ids
+    passes a sequence whose tokens changed."""
+    equal = a == b
+    result.agreement_of = "values"
+    result.agreement = float(equal.mean()) if equal.size else 1.0
+    if a.ndim >= 2:
+        rows = equal.reshape(-1, a.shape[-1])
+        result.rows_same = [int(rows.all(axis=1).sum()), len(rows)]
+    return result
+
+
+def describe_equal_values(result: OutputComparison) -> str:
+    """One line for an integer output: its values, and its rows, that stayed the same."""
+    differ = round((1 - result.agreement) * int(np.prod(result.shape)))
+    line = f"values the same: {100 * result.agreement:.2f}% of elements ({differ} differ)"
+    if result.rows_same:
+        line += f"; rows the same: {result.rows_same[0]} of {result.rows_same[1]}"
+    return line
 
 
 def constant_value_of(a: np.ndarray) -> float | None:

@@ -133,7 +133,10 @@ def test_label_free_eval_json_names_model_converted_and_data(tiny, tmp_path):
     assert set(record) == {"model", "converted", "data", "samples", "labels", "outputs"}
     assert record["model"] == str(tiny / "tiny.onnx") and record["converted"] == "converted in memory"
     assert record["data"] == str(tiny / "unlabelled.npz") and record["samples"] == 120
-    assert set(record["outputs"][0]) == {"name", "shape", "agreement", "cosine", "max_abs", "mean_abs", "problem"}
+    assert set(record["outputs"][0]) == {
+        "name", "shape", "agreement", "agreement_of", "cosine", "max_abs", "mean_abs", "problem"
+    }  # fmt: skip
+    assert record["outputs"][0]["agreement_of"] == "argmax"
     converted = tmp_path / "c.onnx"
     invoke("rewrite", tiny / "tiny.onnx", "-o", converted)
     given = json.loads(invoke("eval", tiny / "tiny.onnx", "--converted", converted, "--data",

@@ -61,6 +61,38 @@ def test_integer_outputs_are_compared_as_numbers():
     assert r.max_abs == 2.0 and not r.passed
 
 
+def test_integer_and_bool_outputs_are_judged_by_equal_values():
+    """Token ids of a generation, labels, frames: an argmax over ids means nothing and a cosine of ids
+    passes sequences whose tokens changed; their share of equal values is what is judged."""
+    from sit_onnx.evaluate.compare import approximately_equal, describe_equal_values
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(100, 200, (4, 32)).astype(np.int32)
+    one, two = tokens.copy(), tokens.copy()
+    one[1, 30] += 1
+    two[1, 30] += 1
+    two[3, 5] += 1
+    for changed, equal, rows in ((tokens, 1.0, [4, 4]), (one, 127 / 128, [3, 4]), (two, 126 / 128, [2, 4])):
+        r = compare_arrays("sequences", tokens, changed, 0, 0)
+        assert (r.agreement_of, r.agreement, r.rows_same, r.ties, r.argmax_axis) == ("values", equal, rows, None, None)
+        assert r.cosine > 0.9999  # which is why a cosine judges no ids
+    assert approximately_equal(compare_arrays("s", tokens, one, 0, 0), 0.9999, 0.99)
+    assert not approximately_equal(compare_arrays("s", tokens, two, 0, 0), 0.0, 0.99)  # 98.4%: cosine not asked
+    assert approximately_equal(compare_arrays("s", tokens, two, 0, 0), 1.0, 0.98)
+    assert describe_equal_values(compare_arrays("s", tokens, two, 0, 0)) == (
+        "values the same: 98.44% of elements (2 differ); rows the same: 2 of 4"
+    )
+    flags = compare_arrays("keep", np.array([True, False, True, True]), np.array([True, True, True, True]), 0, 0)
+    assert (flags.agreement_of, flags.agreement, flags.rows_same) == ("values", 0.75, None)  # 1-D: no rows
+    assert describe_equal_values(flags) == "values the same: 75.00% of elements (1 differ)"
+    labels = compare_arrays("labels", np.full(3, 7, np.int64), np.full(3, 7, np.int64), 0, 0)
+    assert labels.constant == 7.0 and labels.agreement == 1.0
+    empty = compare_arrays("ids", np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64), 0, 0)
+    assert (empty.agreement, empty.rows_same) == (1.0, [0, 0])
+    floats = compare_arrays("y", tokens.astype(np.float32), one.astype(np.float32), 0, 0)
+    assert floats.agreement_of == "argmax" and floats.rows_same is None
+
+
 def test_argmax_agreement_counts_rows():
     from sit_onnx.evaluate.compare import argmax_agreement
 
