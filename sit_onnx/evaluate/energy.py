@@ -26,8 +26,10 @@ import onnx
 from onnx import numpy_helper
 
 from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.branches import take_branches
 from sit_onnx.evaluate.capture import capture
-from sit_onnx.graph.walk import attribute
+from sit_onnx.graph.walk import attribute, graph_protos
 from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp
 from sit_onnx.neurons.activation import ActivationParams, spiking_activation
 from sit_onnx.neurons.softmax import prepare_input
@@ -141,12 +143,34 @@ def _pass_rates_through(model: onnx.ModelProto, rates: dict[str, tuple[float, fl
             rates[node.output[0]] = rates[node.input[0]]
 
 
+def _count_subgraph_layers(model: onnx.ModelProto, report: EnergyReport) -> None:
+    """Layers inside subgraphs left after the taken If branches are inlined (Loop bodies, a generation
+    op's decoder, an If the data does not fix) run where no value can be read out, so they are not
+    counted: say so, and refuse where nothing else is left."""
+    inside = sum(
+        n.op_type in COMPUTE_OPS and n.domain in ("", "ai.onnx")
+        for graph in list(graph_protos(model.graph))[1:]
+        for n in graph.node
+    )
+    if not inside:
+        return
+    where = "subgraphs (Loop bodies, a generation op's decoder, an If whose condition the data does not fix)"
+    if not report.layers:
+        raise SitOnnxError(
+            f"the model's {inside} Conv/MatMul/Gemm layers all lie in {where}, whose values cannot be read "
+            "out: estimate the subgraph's model on its own (a decoder exported alone)"
+        )
+    report.caveat += (
+        f"; {inside} layer{'s' if inside > 1 else ''} in {where} {'are' if inside > 1 else 'is'} not counted"
+    )
+
+
 def estimate_energy(
     original: onnx.ModelProto, converted: onnx.ModelProto | None, feeds: dict[str, np.ndarray]
 ) -> EnergyReport:
     """Energy per sample of the ANN and, when given, of the converted model, measured on `feeds`."""
     batch = next(iter(feeds.values())).shape[0]
-    model = converted if converted is not None else original
+    model, _ = take_branches(converted if converted is not None else original, feeds)  # a merged decoder's If
     nodes = [n for n in model.graph.node if n.op_type in COMPUTE_OPS or n.domain == DOMAIN]
     wanted = sorted({name for n in nodes for name in list(n.input) + list(n.output) if name})
     weights = _initializers(model)
@@ -179,6 +203,7 @@ def estimate_energy(
         )
     if any(layer.op in INTEGER_OPS for layer in report.layers):
         report.caveat += INT8_CAVEAT
+    _count_subgraph_layers(model, report)
     report.ann_pj = sum(layer.ann_pj for layer in report.layers)
     report.converted_pj = sum(layer.converted_pj for layer in report.layers) + report.neuron_ops * E_AC_PJ
     return report

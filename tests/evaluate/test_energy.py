@@ -179,3 +179,54 @@ def test_neuron_accumulates_follow_the_softmax_axis(params_file):
     _, wrong = si_exp(prepare_input(x, -1, SoftmaxOptions(shift=True)), params, return_spikes=True)
     assert spikes.sum() != wrong.sum()
     assert report.neuron_ops == pytest.approx((2 * spikes.sum() + x.size) / 4)
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_a_merged_decoders_taken_branch_is_counted(use_cache):
+    """optimum's merged decoder holds every layer in an If's branches: the branch the data takes is
+    counted (it read 0 layers, 0 nJ), the other left out."""
+    import onnx
+
+    from sit_onnx.evaluate.inputs import generate_feeds
+    from sit_onnx.runtime.session import SessionSpec, make_session
+    from tests.graph.test_optimum_decoder import MERGED
+
+    model = onnx.load(MERGED)
+    feeds = generate_feeds(make_session(model, SessionSpec(use_library=False)), 2, model=model)
+    feeds["use_cache_branch"][...] = use_cache
+    report = estimate_energy(model, rewrite_model(model, RewriteOptions())[0], feeds)
+    branch = next(
+        a.g for a in model.graph.node[-1].attribute if a.name == ("then_branch" if use_cache else "else_branch")
+    )
+    counted = sum(n.op_type in ("MatMul", "Gemm", "Conv") for n in branch.node)
+    assert len(report.layers) == counted > 0 and report.ann_pj > report.converted_pj > 0
+    assert "not counted" not in report.caveat
+
+
+def test_layers_in_a_branch_the_data_does_not_fix_are_named_as_not_counted():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+
+    def branch(name, op):
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [2, 4])
+        nodes = [helper.make_node(op, ["y", "w"][: 2 if op == "MatMul" else 1], [f"{name}_out"])]
+        return helper.make_graph(nodes, name, [], [out])
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="main_layer"),
+        helper.make_node("ReduceSum", ["y"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["positive"]),
+        helper.make_node("If", ["positive"], ["z"], then_branch=branch("then", "MatMul"),
+                         else_branch=branch("else", "Identity")),
+    ]  # fmt: skip
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    graph = helper.make_graph(
+        nodes, "g", [x], [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])], [w, zero]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    report = estimate_energy(model, None, {"x": np.ones((2, 4), np.float32)})
+    assert [layer.name for layer in report.layers] == ["main_layer"]
+    assert report.caveat.endswith(
+        "; 1 layer in subgraphs (Loop bodies, a generation op's decoder, an If whose condition the data does "
+        "not fix) is not counted"
+    )
