@@ -29,9 +29,7 @@ def calibrate(model, data, dataset, samples, activations, as_json):
     sites = calibrate_sites(original, feeds)
     functions = activation_inputs(original, feeds, activations) if activations else []
     if not sites and not functions:
-        from sit_onnx.errors import SitOnnxError
-
-        raise SitOnnxError(f"{model}: no Softmax node{' nor asked-for activation' if activations else ''} to calibrate")
+        _refuse_unreached(model, original, activations)
     if as_json:
         emit_json(
             {
@@ -89,3 +87,18 @@ def _print_activations(choices) -> None:
         for c in choices
     ]
     click.echo(table(rows, ["activation", "sites", "inputs", "p1", "median", "p99", "shipped range", "in range"]))
+
+
+def _refuse_unreached(model: Path, original, activations) -> None:
+    """Nothing the data reaches: say whether the model holds no softmax or holds it where no value
+    can be read out (a Loop or Scan body, a generation op's decoder)."""
+    from sit_onnx.errors import SitOnnxError
+    from sit_onnx.graph.convert import find_canonical_sites
+
+    found = len(find_canonical_sites(original)[1])
+    if found:
+        raise SitOnnxError(
+            f"{model}: its {found} softmax site{'s lie' if found > 1 else ' lies'} where the data cannot be read out "
+            "(a Loop or Scan body, a generation op's subgraph): nothing to calibrate"
+        )
+    raise SitOnnxError(f"{model}: no Softmax node{' nor asked-for activation' if activations else ''} to calibrate")

@@ -98,14 +98,26 @@ def rewrite(
     report = rewrite_file(model, output, options, force=force, site_params=site_params, activation_sets=activation_sets)
     report.calibration = [c.to_dict() for c in choices]
     report.activation_calibration = [c.to_dict() for c in activation_choices]
+    uncalibrated = _uncalibrated(report, choices) if calibrate_data is not None else []
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), **({"uncalibrated": uncalibrated} if calibrate_data is not None else {})})
         return
     _print_report(report, options, explain)
     if choices:
         _print_calibration(choices)
+    if uncalibrated:
+        click.echo(
+            f"note: {len(uncalibrated)} converted site{'s lie' if len(uncalibrated) > 1 else ' lies'} where the data "
+            "cannot be read out (a Loop or Scan body, a generation op's subgraph): the shipped default set there"
+        )
     if activation_choices:
         _print_activation_calibration(activation_choices)
+
+
+def _uncalibrated(report, choices) -> list[str]:
+    """The converted sites calibration gave no set of their own."""
+    chosen = {c.name for c in choices}
+    return [s.name for s in report.sites if s.converted and s.name not in chosen]
 
 
 def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: list, activation_choices: list):

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.generation_inputs import generation_nodes, prompt_subgraph, set_controls
 from sit_onnx.evaluate.image_inputs import image_dims
 from sit_onnx.graph.walk import constant_shapes, graph_protos
 
@@ -155,6 +156,10 @@ def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
         dims = tables.get(table)
         return dims[axis] if dims and -len(dims) <= axis < len(dims) else 0
 
+    for node in generation_nodes(model.graph):  # the prompt's ids index the vocabulary in a subgraph
+        prompt = prompt_subgraph(node)
+        if node.input and node.input[0] in source and prompt is not None and prompt.input:
+            source[prompt.input[0].name] = source[node.input[0]]
     for node in (node for graph in graphs for node in graph.node):
         if node.op_type in INDEX_PASS_THROUGH + INDEX_SELECTION and node.input and node.input[0] in source:
             source[node.output[0]] = source[node.input[0]]
@@ -252,6 +257,8 @@ def generate_feeds(
             high = min(bounds.get(spec.name, 4), int(np.iinfo(dtype).max) + 1)
             feeds[spec.name] = rng.integers(0, high, shape).astype(dtype)
     _full_lengths(feeds)
+    if model is not None:
+        set_controls(model, feeds)
     return feeds
 
 
@@ -328,6 +335,8 @@ def describe_feeds(feeds: dict[str, np.ndarray]) -> str:
     for name, value in feeds.items():
         if value.dtype.kind in "iuf" and value.size and np.all(value == 1):
             what = "ones"
+        elif value.dtype.kind in "iuf" and value.size == 1:
+            what = f"= {value.item():g}"  # a count or a setting (a generation's max_length)
         elif np.issubdtype(value.dtype, np.integer) and value.size > 1 and np.all(value == value.flat[0]):
             what = f"all {int(value.flat[0])}"  # full lengths
         elif np.issubdtype(value.dtype, np.integer) and value.size:

@@ -242,8 +242,8 @@ def test_the_description_names_every_generated_input():
     assert describe_feeds(feeds) == (
         "generated inputs: ids [1, 2] ids 0..7, attention_mask [1, 2] ones, x [3] float16, flag [2] bool"
     )
-    lengths = {"lengths": np.full(3, 16, np.int64), "one": np.array([7], np.int64)}
-    assert describe_feeds(lengths) == "generated inputs: lengths [3] all 16, one [1] ids 0..7"
+    lengths = {"lengths": np.full(3, 16, np.int64), "one": np.array([7], np.int64), "scale": np.float32(0.25)}
+    assert describe_feeds(lengths) == "generated inputs: lengths [3] all 16, one [1] = 7, scale [] = 0.25"
 
 
 def test_a_string_input_gets_english_sentences():

@@ -1,0 +1,199 @@
+"""onnxruntime's generation ops (com.microsoft GreedySearch, BeamSearch, Sampling), as
+`onnxruntime.transformers`' convert_generation ships GPT-2 and T5: the decoder is a graph attribute,
+run in a loop inside one node, where onnx's inference never goes. The softmax sites in it convert,
+the converted model generates, and every command runs it on generated inputs: the op's controls get
+a short generation's values (random ones fail the op's checks), its token ids are judged by how many
+stay the same."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.cli import main
+from sit_onnx.evaluate.inputs import describe_feeds, generate_feeds
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.runtime.session import SessionSpec, make_session
+
+VOCAB, WIDTH, POSITIONS = 40, 16, 64
+
+
+def _decoder(rng) -> onnx.GraphProto:
+    """A one-layer GPT decoder in the GPT-2 subgraph's contract (input_ids, position_ids,
+    attention_mask, past_0 -> logits, present_0), without value_info, as exporters leave it: the mask
+    goes through a Cast to bool into Where's condition, the masked value is a Constant node."""
+    weights = {
+        "wte": rng.normal(0, 1, (VOCAB, WIDTH)),
+        "wpe": rng.normal(0, 0.5, (POSITIONS, WIDTH)),
+        **{name: rng.normal(0, WIDTH**-0.5, (WIDTH, WIDTH)) for name in ("wq", "wk", "wv", "wo")},
+    }
+    weights["wte_t"] = weights["wte"].T.copy()
+    ints = {"zero": [0], "one": [1], "axis1": [1], "axes12": [1, 2]}
+    n = helper.make_node
+    nodes = [
+        n("Cast", ["input_ids"], ["ids"], to=TensorProto.INT64),
+        n("Cast", ["position_ids"], ["pos"], to=TensorProto.INT64),
+        n("Gather", ["wte", "ids"], ["tok"]),
+        n("Gather", ["wpe", "pos"], ["place"]),
+        n("Add", ["tok", "place"], ["h"]),
+        *[n("MatMul", ["h", f"w{x}"], [f"{x}3"]) for x in "qkv"],
+        *[n("Unsqueeze", [f"{x}3", "axis1"], [f"{x}_new"]) for x in "qkv"],  # one head: [B, 1, S, E]
+        n("Gather", ["past_0", "zero"], ["past_k1"], axis=0),
+        n("Gather", ["past_0", "one"], ["past_v1"], axis=0),
+        n("Squeeze", ["past_k1", "zero"], ["past_k"]),
+        n("Squeeze", ["past_v1", "zero"], ["past_v"]),
+        n("Concat", ["past_k", "k_new"], ["k"], axis=2),
+        n("Concat", ["past_v", "v_new"], ["v"], axis=2),
+        n("Unsqueeze", ["k", "zero"], ["k5"]),
+        n("Unsqueeze", ["v", "zero"], ["v5"]),
+        n("Concat", ["k5", "v5"], ["present_0"], axis=0),
+        n("Transpose", ["k"], ["k_t"], perm=[0, 1, 3, 2]),
+        n("MatMul", ["q_new", "k_t"], ["product"]),
+        n("Constant", [], ["scale"], value=numpy_helper.from_array(np.array(WIDTH**-0.5, np.float32))),
+        n("Mul", ["product", "scale"], ["scores"]),
+        n("Cast", ["attention_mask"], ["keep"], to=TensorProto.BOOL),
+        n("Unsqueeze", ["keep", "axes12"], ["keep4"]),
+        n("Constant", [], ["filler"], value=numpy_helper.from_array(np.array(-1e4, np.float32))),
+        n("Where", ["keep4", "scores", "filler"], ["masked"]),
+        n("Softmax", ["masked"], ["weights"], axis=-1, name="attention"),
+        n("MatMul", ["weights", "v"], ["context4"]),
+        n("Squeeze", ["context4", "axis1"], ["context"]),
+        n("MatMul", ["context", "wo"], ["mixed"]),
+        n("Add", ["h", "mixed"], ["h2"]),
+        n("MatMul", ["h2", "wte_t"], ["logits"]),
+    ]
+    initializers = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    initializers += [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()]
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT32, ["b", "s"]) for name in ("input_ids", "position_ids")
+    ]
+    inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT32, ["b", "t"]))
+    inputs.append(helper.make_tensor_value_info("past_0", TensorProto.FLOAT, [2, "b", 1, "p", WIDTH]))
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", VOCAB]),
+        helper.make_tensor_value_info("present_0", TensorProto.FLOAT, [2, "b", 1, "t", WIDTH]),
+    ]
+    return helper.make_graph(nodes, "gpt decoder", inputs, outputs, initializers)
+
+
+CONTROLS = {  # each op's inputs after input_ids and their types
+    "GreedySearch": [("max_length", TensorProto.INT32), ("min_length", TensorProto.INT32),
+                     ("repetition_penalty", TensorProto.FLOAT)],
+    "BeamSearch": [("max_length", TensorProto.INT32), ("min_length", TensorProto.INT32),
+                   ("num_beams", TensorProto.INT32), ("num_return_sequences", TensorProto.INT32),
+                   ("length_penalty", TensorProto.FLOAT), ("repetition_penalty", TensorProto.FLOAT)],
+}  # fmt: skip
+
+
+def generation_model(op: str, seed: int = 0) -> onnx.ModelProto:
+    """`op` around the decoder, its controls graph inputs named as convert_generation names them."""
+    names = [name for name, _ in CONTROLS[op]]
+    node = helper.make_node(
+        op, ["prompt", *names], ["sequences"], domain="com.microsoft", name=op.lower(),
+        decoder=_decoder(np.random.default_rng(seed)), eos_token_id=VOCAB - 1, pad_token_id=0, model_type=0,
+    )  # fmt: skip
+    inputs = [helper.make_tensor_value_info("prompt", TensorProto.INT32, ["batch", "length"])]
+    inputs += [helper.make_tensor_value_info(name, elem, [1]) for name, elem in CONTROLS[op]]
+    rank = ["batch", "sequences", "max"] if op == "BeamSearch" else ["batch", "max"]
+    output = helper.make_tensor_value_info("sequences", TensorProto.INT32, rank)
+    graph = helper.make_graph([node], op, inputs, [output])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+
+
+def _generate(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    return make_session(model, SessionSpec()).run(None, feeds)[0]
+
+
+@pytest.fixture(scope="module", params=["GreedySearch", "BeamSearch"])
+def generation(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    model = generation_model(request.param)
+    onnx.save(model, folder / "source.onnx")
+    return request.param, model, folder
+
+
+def test_the_decoders_softmax_converts_in_float_and_the_model_generates(generation):
+    op, model, _ = generation
+    converted, report = rewrite_model(model, RewriteOptions(steps=16))
+    assert [(s.name, s.graph, s.converted, s.role) for s in report.sites] == [
+        ("attention", "gpt decoder", True, "attention")
+    ]
+    decoder = onnx.helper.get_attribute_value(converted.graph.node[0].attribute[0])
+    casts = [a.i for n in decoder.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    assert casts == [TensorProto.INT64, TensorProto.INT64, TensorProto.BOOL]  # none added: the logits are float
+    feeds = generate_feeds(make_session(model, SessionSpec(use_library=False)), batch=3, model=model)
+    before, after = _generate(model, feeds), _generate(converted, feeds)
+    assert before.shape == after.shape and before.shape[-1] == 32  # the prompt's 16 and 16 new tokens
+    prompt = feeds["prompt"][:, None, :] if op == "BeamSearch" else feeds["prompt"]
+    assert (before[..., :16] == prompt).all() and (after[..., :16] == prompt).all()
+    assert (after == before).mean() >= 0.9, (before, after)
+
+
+def test_generated_inputs_are_a_short_generation_and_ids_below_the_vocabulary(generation):
+    op, model, _ = generation
+    feeds = generate_feeds(make_session(model, SessionSpec(use_library=False)), batch=2, model=model)
+    assert feeds["prompt"].shape == (2, 16) and 0 <= feeds["prompt"].min() and feeds["prompt"].max() < VOCAB
+    assert feeds["prompt"].max() >= 4  # not the small ids of an input no table bounds
+    want = {"max_length": 32, "min_length": 1, "repetition_penalty": 1.0}
+    if op == "BeamSearch":
+        want.update(num_beams=2, num_return_sequences=1, length_penalty=1.0)
+    assert {name: value.item() for name, value in feeds.items() if name != "prompt"} == want
+    assert all(
+        feeds[name].dtype == (np.float32 if elem == TensorProto.FLOAT else np.int32) for name, elem in CONTROLS[op]
+    )
+    assert "max_length [1] = 32, min_length [1] ones" in describe_feeds(feeds)
+
+
+def test_compare_runs_both_on_generated_inputs_and_judges_the_tokens(generation):
+    op, model, folder = generation
+    target = folder / "converted.onnx"
+    assert (
+        CliRunner()
+        .invoke(main, ["rewrite", str(folder / "source.onnx"), "-o", str(target), "-k", "16", "--force"])
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(main, ["compare", str(folder / "source.onnx"), str(target), "--noise-floor"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "noise floor (attention weights rounded to float16): cosine 1.000000, values the same 100.00%" in result.output
+    )
+    shape = "[4, 1, 32]" if op == "BeamSearch" else "[4, 32]"
+    assert f"[sequences] shape {shape}, approximate: values the same >= 0.99 (an integer output)" in result.output
+    assert "    values the same: 100.00% of elements (0 differ); rows the same: 4 of 4\n" in result.output
+    assert "argmax" not in result.output
+
+
+def test_calibration_energy_and_eval_say_what_they_cannot_read(generation, tmp_path):
+    _, model, folder = generation
+    session = make_session(model, SessionSpec(use_library=False))
+    data = tmp_path / "prompts.npz"
+    np.savez(data, **generate_feeds(session, batch=2, model=model))
+    source = str(folder / "source.onnx")
+    calibrated = CliRunner().invoke(main, ["rewrite", source, "-o", str(tmp_path / "c.onnx"), "--calibrate", str(data)])
+    assert calibrated.exit_code == 0 and calibrated.output.splitlines()[-1] == (
+        "note: 1 converted site lies where the data cannot be read out (a Loop or Scan body, a generation op's "
+        "subgraph): the shipped default set there"
+    )
+    as_json = CliRunner().invoke(
+        main, ["rewrite", source, "-o", str(tmp_path / "j.onnx"), "--calibrate", str(data), "--json"]
+    )
+    assert json.loads(as_json.output)["uncalibrated"] == ["attention"]
+    statistics = CliRunner().invoke(main, ["calibrate", source, "--data", str(data)])
+    assert statistics.exit_code == 1 and statistics.output.strip() == (
+        f"Error: {source}: its 1 softmax site lies where the data cannot be read out (a Loop or Scan body, a "
+        "generation op's subgraph): nothing to calibrate"
+    )
+    energy = CliRunner().invoke(main, ["energy", source, "--data", str(data)])
+    assert energy.exit_code == 1 and energy.output.strip() == (
+        "Error: the model's 7 Conv/MatMul/Gemm layers all lie in subgraphs (Loop bodies, a generation op's decoder, "
+        "an If whose condition the data does not fix), whose values cannot be read out: estimate the subgraph's "
+        "model on its own (a decoder exported alone)"
+    )
+    evaluated = CliRunner().invoke(main, ["eval", source, "--data", str(data), "-k", "16"])
+    assert evaluated.exit_code == 0 and "[sequences] values the same 100.00%, cosine" in evaluated.output
