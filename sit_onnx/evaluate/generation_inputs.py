@@ -58,7 +58,7 @@ def set_controls(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
     """Give every graph input that feeds a generation op's control input its short-generation value."""
     for node in generation_nodes(model.graph):
         roles = dict(zip(INPUTS[node.op_type], node.input))
-        prompt = feeds.get(roles["input_ids"])
+        prompt = feeds.get(roles.get("input_ids", ""))
         for role, name in roles.items():
             value = feeds.get(name)
             if value is None:

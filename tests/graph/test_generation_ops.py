@@ -197,3 +197,26 @@ def test_calibration_energy_and_eval_say_what_they_cannot_read(generation, tmp_p
     )
     evaluated = CliRunner().invoke(main, ["eval", source, "--data", str(data), "-k", "16"])
     assert evaluated.exit_code == 0 and "[sequences] values the same 100.00%, cosine" in evaluated.output
+
+
+def test_controls_are_set_by_their_place_in_the_op_whatever_their_names_and_odd_nodes_are_left_alone():
+    from sit_onnx.evaluate.generation_inputs import set_controls
+
+    def model_of(op, inputs):
+        node = helper.make_node(op, inputs, ["out"], domain="com.microsoft")
+        return helper.make_model(helper.make_graph([node], "g", [], []))
+
+    feeds = {"features": np.zeros((1, 80, 30), np.float32), "most": np.array([5], np.int32),
+             "heat": np.array([0.3], np.float32), "beams": np.array([9], np.int32)}  # fmt: skip
+    whisper = ["features", "most", "", "beams", *[""] * 10, "heat"]  # a float prompt: 16 new tokens
+    set_controls(model_of("WhisperBeamSearch", whisper), feeds)
+    assert {k: v.tolist() for k, v in feeds.items() if k != "features"} == {"most": [16], "heat": [1.0], "beams": [2]}
+    sampling = {"ids": np.zeros((2, 5), np.int64), "n": np.array([0], np.int64), "seed": np.array([7], np.int32),
+                "presence": np.zeros((2, 40), np.int32)}  # fmt: skip
+    set_controls(model_of("Sampling", ["ids", "n", "", "", "", "", "", "presence", "seed"]), sampling)
+    assert sampling["n"].tolist() == [21] and sampling["seed"].tolist() == [1] and sampling["n"].dtype == np.int64
+    assert sampling["presence"].min() == 0  # a presence mask is no mask of the prompt: left as drawn
+    untouched = {"a": np.array([3], np.int32)}
+    for op, inputs in (("GreedySearch", []), ("Attention", ["x", "a"]), ("GreedySearch", ["x", "computed"])):
+        set_controls(model_of(op, inputs), untouched)
+        assert untouched["a"].tolist() == [3]
