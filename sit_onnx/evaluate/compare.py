@@ -210,7 +210,7 @@ def compare_arrays(
         bool(np.all(diff <= atol + allowance)),
         constant=constant_value_of(a64),
     )
-    if a.dtype.kind in "iub":
+    if a.dtype.kind in ("i", "u", "b"):
         return _equal_values(result, a, b)
     found = argmax_figures(a64, b64, min_margin, axis) if axis is not None else None
     if found is not None:

@@ -160,9 +160,7 @@ def _count_subgraph_layers(model: onnx.ModelProto, report: EnergyReport) -> None
             f"the model's {inside} Conv/MatMul/Gemm layers all lie in {where}, whose values cannot be read "
             "out: estimate the subgraph's model on its own (a decoder exported alone)"
         )
-    report.caveat += (
-        f"; {inside} layer{'s' if inside > 1 else ''} in {where} {'are' if inside > 1 else 'is'} not counted"
-    )
+    report.caveat += f"; layers in {where}, not counted: {inside}"
 
 
 def estimate_energy(

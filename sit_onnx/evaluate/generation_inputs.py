@@ -46,25 +46,23 @@ def generation_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 def prompt_subgraph(node: onnx.NodeProto) -> onnx.GraphProto | None:
     """The subgraph the node's input_ids are fed to: the encoder's where there is one (T5, Whisper),
-    else the decoder's (GPT-2)."""
-    for name in ("encoder", "init_decoder", "decoder"):
-        graph = attribute(node, name)
-        if graph is not None:
-            return graph
-    return None
+    else the decoder's (GPT-2; its init_decoder, where there is one, has the same vocabulary)."""
+    encoder = attribute(node, "encoder")
+    return encoder if encoder is not None else attribute(node, "decoder")
 
 
 def set_controls(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
     """Give every graph input that feeds a generation op's control input its short-generation value."""
     for node in generation_nodes(model.graph):
         roles = dict(zip(INPUTS[node.op_type], node.input))
-        prompt = feeds.get(roles.get("input_ids", ""))
+        prompt = feeds.get(roles.get("input_ids"))
         for role, name in roles.items():
             value = feeds.get(name)
             if value is None:
                 continue  # omitted, or computed in the graph
             if role == "max_length":
-                length = prompt.shape[-1] if prompt is not None and prompt.dtype.kind in "iu" else 0
+                ids = prompt is not None and np.issubdtype(prompt.dtype, np.integer)  # Whisper's are features
+                length = prompt.shape[-1] if ids else 0
                 feeds[name] = np.full(value.shape, length + NEW_TOKENS, value.dtype)
             elif role in CONTROLS:
                 feeds[name] = np.full(value.shape, CONTROLS[role], value.dtype)

@@ -216,7 +216,30 @@ def test_controls_are_set_by_their_place_in_the_op_whatever_their_names_and_odd_
     set_controls(model_of("Sampling", ["ids", "n", "", "", "", "", "", "presence", "seed"]), sampling)
     assert sampling["n"].tolist() == [21] and sampling["seed"].tolist() == [1] and sampling["n"].dtype == np.int64
     assert sampling["presence"].min() == 0  # a presence mask is no mask of the prompt: left as drawn
+    masks = {"ids": np.zeros((1, 4), np.int32), "banned": np.zeros(40, np.int32), "keep": np.zeros((1, 4), np.int32)}
+    set_controls(model_of("GreedySearch", ["ids", "", "", "", "banned", "", "keep"]), masks)
+    assert all(v.min() == 1 and v.dtype == np.int32 for k, v in masks.items() if k != "ids")  # whatever their names
     untouched = {"a": np.array([3], np.int32)}
     for op, inputs in (("GreedySearch", []), ("Attention", ["x", "a"]), ("GreedySearch", ["x", "computed"])):
         set_controls(model_of(op, inputs), untouched)
         assert untouched["a"].tolist() == [3]
+
+
+def test_a_t5_style_prompt_is_bounded_by_the_encoders_table_not_the_decoders():
+    from sit_onnx.evaluate.inputs import index_bounds
+
+    def lookup(name, rows):
+        table = numpy_helper.from_array(np.zeros((rows, 4), np.float32), f"{name}_table")
+        ids = helper.make_tensor_value_info(f"{name}_ids", TensorProto.INT32, ["b", "s"])
+        nodes = [helper.make_node("Gather", [f"{name}_table", f"{name}_ids"], [f"{name}_out"])]
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)
+        return helper.make_graph(nodes, name, [ids], [out], [table])
+
+    def bounds(**subgraphs):
+        node = helper.make_node("BeamSearch", ["prompt"], ["sequences"], domain="com.microsoft", **subgraphs)
+        prompt = helper.make_tensor_value_info("prompt", TensorProto.INT32, ["b", "s"])
+        return index_bounds(helper.make_model(helper.make_graph([node], "g", [prompt], [])))
+
+    assert bounds(encoder=lookup("encoder", 30), decoder=lookup("decoder", 50)) == {"prompt": 30}
+    assert bounds(decoder=lookup("decoder", 50)) == {"prompt": 50}
+    assert bounds() == {}

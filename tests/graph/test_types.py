@@ -202,3 +202,14 @@ def test_an_attention_ops_mask_input_names_nothing():
     _node("Relu", [cast], [query])  # the query's Cast lies one node further up than the mask's
     _node("MultiHeadAttention", [query, _untyped("key"), _untyped("value"), gs.Variable.empty(), key_mask], [attended])
     assert traced_dtype(attended) == np.float32
+
+
+def test_an_integer_value_input_is_passed_over_and_missing_optional_inputs_are_no_error():
+    out, above = _untyped("out"), _untyped("above")
+    _node("Cast", [gs.Variable("x", dtype=np.float64)], [above], to=TensorProto.FLOAT16)
+    _node("Add", [gs.Constant("count", np.ones(1, np.int64)), above], [out])  # the integer comes first
+    assert traced_dtype(out) == np.float16
+    attended, query = _untyped("attended"), _untyped("query")
+    _node("Cast", [gs.Variable("y", dtype=np.float64)], [query], to=TensorProto.FLOAT)
+    _node("MultiHeadAttention", [query, _untyped("key"), _untyped("value")], [attended])  # no bias, no mask
+    assert traced_dtype(attended) == np.float32
