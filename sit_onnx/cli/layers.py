@@ -77,6 +77,11 @@ def _label_free_table(rows) -> None:
     click.echo(
         table(
             [[r["converted_sites"], r["last_site"], percent(r["agreement"]), f"{r['cosine']:.6f}"] for r in rows],
-            ["sites converted", "last site converted", "argmax agreement", "cosine"],
+            ["sites converted", "last site converted", _agreement_header(rows), "cosine"],
         )
     )
+
+
+def _agreement_header(rows) -> str:
+    """What the agreement column counts: rows deciding alike, or an integer output's equal values."""
+    return "values the same" if rows and rows[0]["agreement_of"] == "values" else "argmax agreement"

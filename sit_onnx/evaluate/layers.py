@@ -24,6 +24,7 @@ class LayerRow:
     loss_points: float | None
     agreement: float | None  # argmax of the first output (last axis), None when it has no rows
     cosine: float | None = None  # of the first output against the original's (label-free mode)
+    agreement_of: str = "argmax"  # "values": an integer first output's share of equal values (compare.py)
 
 
 def layer_sweep(
@@ -77,7 +78,7 @@ def _label_free_sweep(original, options, data, spec, progress) -> list[LayerRow]
     for n, site, converted in _steps(original, options):
         model = original if converted is None else converted
         result = compare_arrays("first output", reference, _first_output(model, data, spec), 0.0, 0.0)
-        rows.append(LayerRow(n, site, None, None, result.agreement, result.cosine))
+        rows.append(LayerRow(n, site, None, None, result.agreement, result.cosine, result.agreement_of))
         if progress:
             progress(1)
     return rows

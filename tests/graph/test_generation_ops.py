@@ -195,6 +195,13 @@ def test_calibration_energy_and_eval_say_what_they_cannot_read(generation, tmp_p
         "an If whose condition the data does not fix), whose values cannot be read out: estimate the subgraph's "
         "model on its own (a decoder exported alone)"
     )
+    layers = CliRunner().invoke(main, ["layers", source, "--data", str(data), "--json"])
+    assert [(r["converted_sites"], r["agreement_of"]) for r in json.loads(layers.output)["rows"]] == [
+        (0, "values"),
+        (1, "values"),
+    ]
+    table = CliRunner().invoke(main, ["layers", source, "--data", str(data)]).output
+    assert "values the same" in table and "argmax" not in table
     evaluated = CliRunner().invoke(main, ["eval", source, "--data", str(data), "-k", "16"])
     assert evaluated.exit_code == 0 and "[sequences] values the same 100.00%, cosine" in evaluated.output
 
