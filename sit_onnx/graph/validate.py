@@ -56,10 +56,10 @@ class SourceCheck:
         return f"the source model already fails onnx's checker ({self.full}); the rewrite was checked against it"
 
 
-def sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto] | None:
-    """The main graph's nodes in an order where every input is made before it is read, or None
-    when there is none (an input nothing produces, or a cycle)."""
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+def sorted_nodes(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> list[onnx.NodeProto] | None:
+    """The graph's nodes in an order where every input is made before it is read, or None when there
+    is none (an input nothing produces, or a cycle); `outer`: what enclosing graphs make (a subgraph's)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""} | outer
     ready |= {t.name for t in graph.sparse_initializer}
     waiting, order = list(graph.node), []
     while waiting:
@@ -73,16 +73,26 @@ def sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto] | None:
     return order
 
 
-def structural_complaint(graph: onnx.GraphProto) -> str | None:
+def structural_complaint(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> str | None:
     """What the checker stops before when a tolerated complaint (an op it does not know) comes
-    first: a tensor made twice, or nodes that cannot be put in order. Either breaks the rewrite."""
+    first: a tensor made twice, or nodes that cannot be put in order, in the graph or in any subgraph
+    (the checker does not enter the subgraphs of ops it does not know: onnxruntime's GreedySearch's
+    decoder). Either breaks the rewrite."""
     given = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     made = Counter(name for node in graph.node for name in node.output if name)
     twice = [name for name, count in made.items() if count > 1 or name in given]
     if twice:
         return f"tensor {twice[0]!r} is produced more than once"
-    if sorted_nodes(graph) is None:
+    if sorted_nodes(graph, outer) is None:
         return "a node reads a tensor that nothing produces, or the nodes form a cycle"
+    visible = outer | given | frozenset(made)
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                complaint = structural_complaint(sub, visible)
+                if complaint:
+                    owner = node.name or (node.output[0] if node.output else node.op_type)
+                    return f"{complaint}, in the {attribute.name} of {node.op_type} {owner!r}"
     return None
 
 

@@ -250,3 +250,32 @@ def test_a_t5_style_prompt_is_bounded_by_the_encoders_table_not_the_decoders():
     assert bounds(encoder=lookup("encoder", 30), decoder=lookup("decoder", 50)) == {"prompt": 30}
     assert bounds(decoder=lookup("decoder", 50)) == {"prompt": 50}
     assert bounds() == {}
+
+
+def test_a_broken_decoder_is_refused_in_one_line_naming_where(tmp_path):
+    """The checker stops at the first complaint it tolerates (the untyped output of a generation op's
+    exported model) before the decoder: a tensor made twice or a cycle there had reached the rewrite
+    as an internal error."""
+    from sit_onnx.graph.validate import structural_complaint
+
+    model = generation_model("GreedySearch")
+    model.graph.output[0].type.tensor_type.ClearField("shape")  # what onnx's checker tolerates first
+    decoder = model.graph.node[0].attribute[0].g
+    assert structural_complaint(model.graph) is None  # a decoder reading only its own and outer tensors
+    concat = next(n for n in decoder.node if n.output[0] == "present_0")
+    concat.output[0] = "input_ids"
+    path = tmp_path / "broken.onnx"
+    onnx.save(model, path)
+    result = CliRunner().invoke(main, ["rewrite", str(path), "-o", str(tmp_path / "out.onnx")])
+    assert result.exit_code == 1 and result.stderr.strip() == (
+        f"Error: {path}: not a valid ONNX model (tensor 'input_ids' is produced more than once, in the decoder "
+        "of GreedySearch 'greedysearch')"
+    )
+    concat.output[0] = "present_0"
+    concat.input[0] = "present_0"  # a cycle
+    assert structural_complaint(model.graph) == (
+        "a node reads a tensor that nothing produces, or the nodes form a cycle, in the decoder of GreedySearch "
+        "'greedysearch'"
+    )
+    concat.input[0] = "prompt"  # the outer graph's input: visible inside
+    assert structural_complaint(model.graph) is None
