@@ -29,15 +29,20 @@ class AccuracyReport:
 
 
 def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str, batch: int = 256) -> np.ndarray:
-    """Class predictions (argmax of the first output), run in batches."""
+    """Class predictions (argmax of the first output; the output itself where it is already a label
+    per row, an ArgMax in the graph), run in batches."""
     feeds = check_feeds(session, arrays, source)
     rows = data_rows(feeds)
     predictions = []
     for start in range(0, rows, batch):
         logits = run_session(session, batch_of(feeds, rows, start, batch), source)[0]
+        if logits.ndim == 1 and np.issubdtype(logits.dtype, np.integer):
+            predictions.append(logits)  # labels already
+            continue
         if logits.ndim != 2:
             raise SitOnnxError(
-                f"the model's first output has shape {list(logits.shape)}; accuracy needs (batch, classes) logits"
+                f"the model's first output has shape {list(logits.shape)}; accuracy needs (batch, classes) logits "
+                "or (batch,) integer labels"
             )
         predictions.append(np.argmax(logits, axis=1))
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)

@@ -48,10 +48,27 @@ def test_predict_in_batches_and_on_no_rows():
     assert none.shape == (0,) and none.dtype == np.int64
 
 
+def test_a_first_output_of_labels_is_the_prediction():
+    """A classifier with its ArgMax in the graph (or a label output first, as skl2onnx writes it)."""
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["n"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    np.testing.assert_array_equal(predict(session, {"x": x}, "mem", batch=16), x.argmax(1))
+    floats = _identity_session(["n"])  # one float per row: no label, no classes
+    with pytest.raises(SitOnnxError, match=r"has shape \[4\]; accuracy needs"):
+        predict(floats, {"x": np.zeros(4, np.float32)}, "mem")
+
+
 def test_predict_refuses_logits_that_are_not_batch_by_classes():
     session = _identity_session(["n", 2, 3])
     x = np.zeros((2, 2, 3), np.float32)
-    message = "the model's first output has shape [2, 2, 3]; accuracy needs (batch, classes) logits"
+    message = "the model's first output has shape [2, 2, 3]; accuracy needs (batch, classes) logits or (batch,) integer labels"
     with pytest.raises(SitOnnxError) as raised:
         predict(session, {"x": x}, "mem")
     assert str(raised.value) == message
