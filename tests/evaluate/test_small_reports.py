@@ -68,7 +68,8 @@ def test_a_first_output_of_labels_is_the_prediction():
 def test_predict_refuses_logits_that_are_not_batch_by_classes():
     session = _identity_session(["n", 2, 3])
     x = np.zeros((2, 2, 3), np.float32)
-    message = "the model's first output has shape [2, 2, 3]; accuracy needs (batch, classes) logits or (batch,) integer labels"
+    message = "the model's first output has shape [2, 2, 3]; accuracy needs (batch, classes) logits"
+    message += " or (batch,) integer labels"
     with pytest.raises(SitOnnxError) as raised:
         predict(session, {"x": x}, "mem")
     assert str(raised.value) == message
