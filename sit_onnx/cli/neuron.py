@@ -173,14 +173,7 @@ def fit(
             (inputs, warm_start),
             as_json,
         )
-    if inputs is not None:
-        raise click.UsageError("--inputs serves the activation fits (--function), not exp")
-    if kl_weight != KL_WEIGHT and objective != "softmax":
-        raise click.UsageError("--kl-weight serves the softmax objective only (add --objective softmax)")
-    if rows_file is not None and objective != "softmax":
-        raise click.BadParameter(
-            "real logits serve the softmax objective only (add --objective softmax)", param_hint="--rows"
-        )
+    _refuse_for_exp(inputs, kl_weight, rows_file, objective)
     opts = FitOptions(
         steps=steps,
         input_range=input_range,
@@ -200,7 +193,26 @@ def fit(
         params = fit_si_exp(opts, progress=bar.update)
     params = fit_ensemble(params, neurons)
     params.save(output)
-    rows = row_quality(params) if input_range[1] == 0 else None  # both objectives' figures, always
+    _report_fit(params, output, neurons, objective, as_json)
+
+
+def _refuse_for_exp(inputs, kl_weight: float, rows_file, objective: str) -> None:
+    """Options of the activation fits or of the softmax objective, given to an exp fit without them."""
+    if inputs is not None:
+        raise click.UsageError("--inputs serves the activation fits (--function), not exp")
+    if kl_weight != KL_WEIGHT and objective != "softmax":
+        raise click.UsageError("--kl-weight serves the softmax objective only (add --objective softmax)")
+    if rows_file is not None and objective != "softmax":
+        raise click.BadParameter(
+            "real logits serve the softmax objective only (add --objective softmax)", param_hint="--rows"
+        )
+
+
+def _report_fit(params, output, neurons: int, objective: str, as_json: bool) -> None:
+    """The fitted set's exp figures and, on a max-shift range, its softmax-row figures (both
+    objectives' figures, always)."""
+    steps, input_range = params.steps, params.input_range
+    rows = row_quality(params) if input_range[1] == 0 else None
     if as_json:
         emit_json(
             {
