@@ -134,7 +134,42 @@ def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
         else:  # onnx's shaped types first; a type without shape (as the float16 converters declare
             # them) gives way to the symbolic one, which has its rank
             types = {**types, **inferred, **{name: t for name, t in types.items() if _has_shape(t)}}
+    if not all(name in types and _has_shape(types[name]) for name in wanted):
+        types = {**_opaque_subgraph_types(model, types, wanted), **types}
     return KnownTypes.of({**types, **_embedding_mask_types(model, types)})
+
+
+def _opaque_subgraph_types(model: onnx.ModelProto, outer: dict, wanted: set[str]) -> dict[str, onnx.TypeProto]:
+    """Types inside the subgraphs of ops onnx has no schema for, which no inference enters:
+    onnxruntime's GreedySearch/BeamSearch decoder, where convert_generation's optimizer fuses
+    Attention. Each such subgraph is inferred as a model of its own, the outer tensors it reads
+    declared as its inputs."""
+    found: dict[str, onnx.TypeProto] = {}
+    for graph in graph_protos(model.graph):
+        for node in graph.node:
+            if onnx.defs.has(node.op_type, _schema_domain(node.domain)):
+                continue  # If, Loop, Scan: onnx's inference enters them
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH and _reads_any(attribute.g, wanted):
+                    found.update(_known_types(_standalone(model, attribute.g, {**outer, **found}), wanted).types)
+    return found
+
+
+def _reads_any(graph: onnx.GraphProto, names: set[str]) -> bool:
+    return any(name in names for sub in graph_protos(graph) for node in sub.node for name in node.input)
+
+
+def _standalone(model: onnx.ModelProto, graph: onnx.GraphProto, outer: dict) -> onnx.ModelProto:
+    """`graph` as a model of its own (no weights copied twice: the subgraph keeps its own), with
+    the outer tensors it reads as typed inputs."""
+    own = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    own |= {name for sub in graph_protos(graph) for node in sub.node for name in node.output}
+    read = {name for sub in graph_protos(graph) for node in sub.node for name in node.input if name}
+    lonely = sorted(name for name in read - own if name in outer)
+    copy = onnx.GraphProto()
+    copy.CopyFrom(graph)
+    copy.input.extend(onnx.helper.make_value_info(name, outer[name]) for name in lonely)
+    return onnx.helper.make_model(copy, opset_imports=model.opset_import, ir_version=model.ir_version)
 
 
 def _symbolic_types(model: onnx.ModelProto, guess: bool) -> dict[str, onnx.TypeProto]:

@@ -297,3 +297,53 @@ def test_sampling_gets_a_fixed_seed_so_both_models_draw_alike():
     assert first.shape == (4, 32) and (session.run(None, feeds)[0] == first).all()
     converted = make_session(rewrite_model(model, RewriteOptions())[0], SessionSpec()).run(None, feeds)[0]
     assert converted.shape == first.shape and (converted[:, :16] == feeds["prompt"]).all()
+
+
+def _fused_greedy_search(rng) -> onnx.ModelProto:
+    """GPT-2 as convert_generation writes it after onnxruntime's optimizer: the decoder's attention a
+    com.microsoft Attention with past, a 2-D mask and unidirectional=1; the embedding table shared
+    from the main graph (convert_generation moves shared weights there)."""
+    heads = 2
+    weights = {"wqkv": rng.normal(0, WIDTH**-0.5, (WIDTH, 3 * WIDTH)), "bqkv": rng.normal(0, 0.1, 3 * WIDTH)}
+    table = rng.normal(0, 1, (VOCAB, WIDTH))
+    weights["wte_t"] = table.T.copy()
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["wte", "ids"], ["h"]),
+        helper.make_node("Attention", ["h", "wqkv", "bqkv", "attention_mask", "past_0"], ["att", "present_0"],
+                         domain="com.microsoft", num_heads=heads, unidirectional=1),
+        helper.make_node("Add", ["h", "att"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "wte_t"], ["logits"]),
+    ]  # fmt: skip
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT32, ["b", "s"]) for name in ("input_ids", "position_ids")
+    ]
+    inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT32, ["b", "t"]))
+    inputs.append(helper.make_tensor_value_info("past_0", TensorProto.FLOAT, [2, "b", heads, "p", WIDTH // heads]))
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", VOCAB]),
+        helper.make_tensor_value_info("present_0", TensorProto.FLOAT, [2, "b", heads, "t", WIDTH // heads]),
+    ]
+    initializers = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    decoder = helper.make_graph(nodes, "gpt2 decoder", inputs, outputs, initializers)
+    model = generation_model("GreedySearch")
+    model.graph.node[0].attribute[0].g.CopyFrom(decoder)
+    model.graph.initializer.append(numpy_helper.from_array(table.astype(np.float32), "wte"))
+    return model
+
+
+def test_a_fused_attention_in_the_decoder_is_expanded_and_converted():
+    """onnx's inference does not enter the decoder: its types come from inferring it as a model of its
+    own, the main graph's shared table declared as its input (the Attention was left alone with
+    "the types of h are unknown")."""
+    model = _fused_greedy_search(np.random.default_rng(3))
+    converted, report = rewrite_model(model, RewriteOptions(steps=16))
+    assert [(s.graph, s.converted, s.role) for s in report.sites] == [("gpt2 decoder", True, "attention")]
+    assert not report.attention_left_alone
+    decoder = onnx.helper.get_attribute_value(converted.graph.node[0].attribute[0])
+    assert not any(n.op_type == "Attention" for n in decoder.node)
+    feeds = generate_feeds(make_session(model, SessionSpec(use_library=False)), batch=4, model=model)
+    before, after = _generate(model, feeds), _generate(converted, feeds)
+    assert before.shape == (4, 32) and (after == before).mean() >= 0.9, (before, after)
+    expanded, _ = rewrite_model(model, RewriteOptions(first=0))  # expanded, nothing converted
+    assert (_generate(expanded, feeds) == before).all()
