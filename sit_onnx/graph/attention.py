@@ -269,6 +269,8 @@ def _label(node: onnx.NodeProto) -> str:
 
 def _body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes) -> tuple[onnx.FunctionProto | None, str]:
     """The node's expansion, or why there is none (opsets: the model's version of each domain)."""
+    if not node.input or not node.input[0]:
+        return None, "its first input (the query, or the packed input) is missing"
     typed = [] if node.domain == "com.microsoft" and node.op_type in TYPE_FREE else node.input
     missing = [name for name in typed if name and name not in known.types]
     if missing:

@@ -136,6 +136,19 @@ def test_unknown_input_types_are_named():
     assert body is None and why == "the types of k, v are unknown (shape inference could not tell)"
 
 
+@pytest.mark.parametrize("op, inputs", [("Attention", ["", "w", "b"]), ("MultiHeadAttention", ["", "k", "v"]),
+                                        ("GroupQueryAttention", [])])  # fmt: skip
+def test_a_missing_first_input_is_named_not_an_internal_error(op, inputs):
+    """Found by fuzzing: the other inputs typed, the empty query's type was looked up by its name ''."""
+    from sit_onnx.graph.attention import _body
+
+    node = _node(op, inputs, num_heads=2)
+    body, why = _body(
+        node, {"": 17, "com.microsoft": 1}, _known({"w": [32, 96], "b": [96], "k": [1, 3, 32], "v": [1, 3, 32]})
+    )
+    assert body is None and why == "its first input (the query, or the packed input) is missing"
+
+
 PACKED_SHAPES = {"x": [1, 3, 32], "w": [32, 96]}
 
 
