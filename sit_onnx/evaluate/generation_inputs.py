@@ -39,9 +39,13 @@ ALL_ONES = ("vocab_mask", "prefix_vocab_mask", "attention_mask")  # nothing mask
 NEW_TOKENS = 16  # max_length is the prompt's length plus this
 
 
+def is_generation(node: onnx.NodeProto) -> bool:
+    return node.domain == DOMAIN and node.op_type in INPUTS
+
+
 def generation_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """The main graph's generation ops."""
-    return [n for n in graph.node if n.domain == DOMAIN and n.op_type in INPUTS]
+    return [n for n in graph.node if is_generation(n)]
 
 
 def prompt_subgraph(node: onnx.NodeProto) -> onnx.GraphProto | None:
@@ -56,6 +60,7 @@ def set_controls(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
     for node in generation_nodes(model.graph):
         roles = dict(zip(INPUTS[node.op_type], node.input))
         prompt = feeds.get(roles.get("input_ids"))
+        prompt = _longest_ids(feeds) if prompt is None else prompt  # fed through a Cast, say
         for role, name in roles.items():
             value = feeds.get(name)
             if value is None:
@@ -68,3 +73,10 @@ def set_controls(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
                 feeds[name] = np.full(value.shape, CONTROLS[role], value.dtype)
             elif role in ALL_ONES:
                 feeds[name] = np.ones(value.shape, value.dtype)
+
+
+def _longest_ids(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The integer input of rank >= 2 with the longest last axis: the prompt, where the op reads it
+    through other ops."""
+    ids = [v for v in feeds.values() if v.ndim >= 2 and np.issubdtype(v.dtype, np.integer)]
+    return max(ids, key=lambda v: v.shape[-1], default=None)

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.evaluate.generation_inputs import generation_nodes, prompt_subgraph, set_controls
+from sit_onnx.evaluate.generation_inputs import is_generation, prompt_subgraph, set_controls
 from sit_onnx.evaluate.image_inputs import image_dims
 from sit_onnx.graph.walk import constant_shapes, graph_protos
 
@@ -156,11 +156,11 @@ def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
         dims = tables.get(table)
         return dims[axis] if dims and -len(dims) <= axis < len(dims) else 0
 
-    for node in generation_nodes(model.graph):  # the prompt's ids index the vocabulary in a subgraph
-        prompt = prompt_subgraph(node)
-        if node.input and node.input[0] in source and prompt is not None and prompt.input:
-            source[prompt.input[0].name] = source[node.input[0]]
-    for node in (node for graph in graphs for node in graph.node):
+    for node in (node for graph in graphs for node in graph.node):  # the main graph's in order, first
+        if is_generation(node):  # the prompt's ids index the vocabulary inside a subgraph
+            prompt = prompt_subgraph(node)
+            if node.input and node.input[0] in source and prompt is not None and prompt.input:
+                source[prompt.input[0].name] = source[node.input[0]]
         if node.op_type in INDEX_PASS_THROUGH + INDEX_SELECTION and node.input and node.input[0] in source:
             source[node.output[0]] = source[node.input[0]]
         if node.op_type == "Gather" and len(node.input) == 2:

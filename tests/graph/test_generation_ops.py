@@ -328,6 +328,8 @@ def _fused_greedy_search(rng) -> onnx.ModelProto:
     decoder = helper.make_graph(nodes, "gpt2 decoder", inputs, outputs, initializers)
     model = generation_model("GreedySearch")
     model.graph.node[0].attribute[0].g.CopyFrom(decoder)
+    model.graph.node[0].input[0] = "prompt_ids"
+    model.graph.node.insert(0, helper.make_node("Identity", ["prompt"], ["prompt_ids"]))  # a known op first
     model.graph.initializer.append(numpy_helper.from_array(table.astype(np.float32), "wte"))
     return model
 
@@ -340,10 +342,23 @@ def test_a_fused_attention_in_the_decoder_is_expanded_and_converted():
     converted, report = rewrite_model(model, RewriteOptions(steps=16))
     assert [(s.graph, s.converted, s.role) for s in report.sites] == [("gpt2 decoder", True, "attention")]
     assert not report.attention_left_alone
-    decoder = onnx.helper.get_attribute_value(converted.graph.node[0].attribute[0])
+    decoder = onnx.helper.get_attribute_value(converted.graph.node[1].attribute[0])
     assert not any(n.op_type == "Attention" for n in decoder.node)
     feeds = generate_feeds(make_session(model, SessionSpec(use_library=False)), batch=4, model=model)
+    assert 4 <= feeds["prompt"].max() < VOCAB  # bounded through the Identity by the outer table
     before, after = _generate(model, feeds), _generate(converted, feeds)
     assert before.shape == (4, 32) and (after == before).mean() >= 0.9, (before, after)
     expanded, _ = rewrite_model(model, RewriteOptions(first=0))  # expanded, nothing converted
     assert (_generate(expanded, feeds) == before).all()
+
+
+def test_a_decoder_is_inferred_as_a_model_of_its_own_with_the_outer_tensors_it_reads():
+    from sit_onnx.graph.attention import _standalone
+
+    model = _fused_greedy_search(np.random.default_rng(3))
+    decoder = model.graph.node[1].attribute[0].g
+    outer = {"wte": helper.make_tensor_type_proto(TensorProto.FLOAT, [VOCAB, WIDTH]), "h": decoder.input[0].type}
+    alone = _standalone(model, decoder, outer)
+    assert [i.name for i in alone.graph.input] == [*(i.name for i in decoder.input), "wte"]  # "h" is its own
+    assert alone.opset_import == model.opset_import and alone.ir_version == model.ir_version
+    onnx.checker.check_model(alone)
