@@ -190,6 +190,8 @@ def _print_results(runs: _Runs, results, judged, floors: dict, approximate: tupl
             click.echo(f"    {line}")
         if r.name in floors:
             click.echo(_floor_line(floors[r.name], min_cosine, min_agreement, strict))
+        if r.name in judged.sampled:
+            click.echo(f"    note: {SAMPLED}")
         click.echo(f"    {'PASSED' if r.passed else 'FAILED'}")
 
 
@@ -224,6 +226,13 @@ def _floor_line(floor, min_cosine: float, min_agreement: float, strict: bool) ->
     return line
 
 
+SAMPLED = (
+    "tokens drawn by Sampling (one seed for both models): they part ways wherever the conversion moves a "
+    "probability across a draw, and every token after differs; a greedy or beam search shows the conversion's "
+    "own effect"
+)
+
+
 class _Judged:
     """How each reference output is judged: its detection head, else the axis its argmax decides
     along (None: nothing decides), the same for the candidate and the noise floor."""
@@ -231,8 +240,10 @@ class _Judged:
     def __init__(self, ref_out: dict, images: set, model, min_margin: float):
         from sit_onnx.evaluate.compare import decision_axis
         from sit_onnx.evaluate.detections import detection_head
+        from sit_onnx.evaluate.generation_inputs import sampled_outputs
 
         self.ref_out, self.min_margin = ref_out, min_margin
+        self.sampled = sampled_outputs(model)
         self.heads = {name: detection_head(model, ref.shape, images) for name, ref in ref_out.items()}
         self.axes = {
             name: None if self.heads[name] else decision_axis(ref.shape, images) for name, ref in ref_out.items()

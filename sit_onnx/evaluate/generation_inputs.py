@@ -80,3 +80,8 @@ def _longest_ids(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
     through other ops."""
     ids = [v for v in feeds.values() if v.ndim >= 2 and np.issubdtype(v.dtype, np.integer)]
     return max(ids, key=lambda v: v.shape[-1], default=None)
+
+
+def sampled_outputs(model: onnx.ModelProto) -> set[str]:
+    """The main graph's outputs written by a Sampling op: tokens drawn at random (seeded alike)."""
+    return {out for node in generation_nodes(model.graph) if node.op_type == "Sampling" for out in node.output}

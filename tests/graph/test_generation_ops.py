@@ -167,7 +167,7 @@ def test_compare_runs_both_on_generated_inputs_and_judges_the_tokens(generation)
     shape = "[4, 1, 32]" if op == "BeamSearch" else "[4, 32]"
     assert f"[sequences] shape {shape}, approximate: values the same >= 0.99 (an integer output)" in result.output
     assert "    values the same: 100.00% of elements (0 differ); rows the same: 4 of 4\n" in result.output
-    assert "argmax" not in result.output
+    assert "argmax" not in result.output and "Sampling" not in result.output
 
 
 def test_calibration_energy_and_eval_say_what_they_cannot_read(generation, tmp_path):
@@ -282,7 +282,7 @@ def test_a_broken_decoder_is_refused_in_one_line_naming_where(tmp_path):
     assert structural_complaint(model.graph) is None
 
 
-def test_sampling_gets_a_fixed_seed_so_both_models_draw_alike():
+def test_sampling_gets_a_fixed_seed_so_both_models_draw_alike(tmp_path):
     """Sampling's seed input, where the model has one, is fixed: a run repeats itself, and the original
     and the converted model draw the same random numbers. Their tokens still part ways where the
     conversion moved a probability across a draw, as any change of the logits does (measured on this
@@ -295,8 +295,14 @@ def test_sampling_gets_a_fixed_seed_so_both_models_draw_alike():
     }  # fmt: skip
     first = session.run(None, feeds)[0]
     assert first.shape == (4, 32) and (session.run(None, feeds)[0] == first).all()
-    converted = make_session(rewrite_model(model, RewriteOptions())[0], SessionSpec()).run(None, feeds)[0]
-    assert converted.shape == first.shape and (converted[:, :16] == feeds["prompt"]).all()
+    converted, _ = rewrite_model(model, RewriteOptions())
+    drawn = make_session(converted, SessionSpec()).run(None, feeds)[0]
+    assert drawn.shape == first.shape and (drawn[:, :16] == feeds["prompt"]).all()
+    source, target = tmp_path / "sampling.onnx", tmp_path / "sampling.sit.onnx"
+    onnx.save(model, source)
+    onnx.save(converted, target)
+    said = CliRunner().invoke(main, ["compare", str(source), str(target)]).output
+    assert "    note: tokens drawn by Sampling (one seed for both models): they part ways wherever" in said
 
 
 def _fused_greedy_search(rng) -> onnx.ModelProto:
