@@ -93,12 +93,10 @@ def _refuse_unreached(model: Path, original, activations) -> None:
     """Nothing the data reaches: say whether the model holds no softmax or holds it where no value
     can be read out (a Loop or Scan body, a generation op's decoder)."""
     from sit_onnx.errors import SitOnnxError
+    from sit_onnx.evaluate.calibrate import unreached
     from sit_onnx.graph.convert import find_canonical_sites
 
     found = len(find_canonical_sites(original)[1])
     if found:
-        raise SitOnnxError(
-            f"{model}: its {found} softmax site{'s lie' if found > 1 else ' lies'} where the data cannot be read out "
-            "(a Loop or Scan body, a generation op's subgraph): nothing to calibrate"
-        )
+        raise SitOnnxError(f"{model}: its {unreached(found, 'softmax site')}: nothing to calibrate")
     raise SitOnnxError(f"{model}: no Softmax node{' nor asked-for activation' if activations else ''} to calibrate")

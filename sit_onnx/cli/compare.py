@@ -210,16 +210,15 @@ def _floor_json(floors: dict) -> dict:
 def _floor_line(floor, min_cosine: float, min_agreement: float, strict: bool) -> str:
     """How far rounding the attention weights alone moves this output; where that already misses
     the approximate check, say that no conversion can meet it on this model."""
-    from sit_onnx.evaluate.compare import approximately_equal, decides
+    from sit_onnx.evaluate.compare import AGREEMENT_LABELS, VALUES, approximately_equal, decides
     from sit_onnx.evaluate.noise_floor import FLOOR_PRECISION
 
     head = f"    noise floor (attention weights rounded to {FLOOR_PRECISION}): "
     if floor.problem:  # the rounding alone changed the output's shape (a duration, a count)
         moved = "the reference changes that much from the rounding alone: no conversion meets any check here"
         return f"{head}{floor.problem}\n    {moved}"
-    shown = floor.agreement is not None and (decides(floor.name) or floor.agreement_of == "values")
-    said = "values the same" if floor.agreement_of == "values" else "argmax agreement"
-    agreement = f", {said} {100 * floor.agreement:.2f}%" if shown else ""
+    shown = floor.agreement is not None and (decides(floor.name) or floor.agreement_of == VALUES)
+    agreement = f", {AGREEMENT_LABELS[floor.agreement_of]} {100 * floor.agreement:.2f}%" if shown else ""
     line = f"{head}cosine {floor.cosine:.6f}{agreement}, max abs error {floor.max_abs:.4g}"
     if not strict and not approximately_equal(floor, min_cosine, min_agreement):
         line += "\n    the reference moves that far from the rounding alone: no conversion meets this check here"
@@ -264,7 +263,7 @@ class _Judged:
 
 def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
     """An output's figures, then what decides it: detections, the argmax, or nothing."""
-    from sit_onnx.evaluate.compare import decides, describe_agreement, describe_equal_values
+    from sit_onnx.evaluate.compare import VALUES, decides, describe_agreement, describe_equal_values
     from sit_onnx.evaluate.detections import describe_detections
 
     if r.problem:
@@ -279,7 +278,7 @@ def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
             f"note: every element of the reference's output is {r.constant:g}: it cannot show what the "
             "conversion changed (compare an earlier tensor, or real weights)"
         )
-    if r.agreement_of == "values":
+    if r.agreement_of == VALUES:
         lines.append(describe_equal_values(r))
     elif r.detections is not None:
         lines.append(describe_detections(r.detections))
@@ -295,8 +294,10 @@ def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
 
 def _approximate(r, min_cosine: float, min_agreement: float) -> str:
     """What the approximate check asks of this output."""
-    if r.agreement_of == "values":
-        return f"approximate: values the same >= {min_agreement:g} (an integer output)"
+    from sit_onnx.evaluate.compare import AGREEMENT_LABELS, VALUES
+
+    if r.agreement_of == VALUES:
+        return f"approximate: {AGREEMENT_LABELS[VALUES]} >= {min_agreement:g} (an integer output)"
     if r.detections is None:
         return f"approximate: cosine >= {min_cosine:g}, argmax agreement >= {min_agreement:g}"
     cosine = "" if r.detections.kind == "end2end" else f"cosine >= {min_cosine:g}, "

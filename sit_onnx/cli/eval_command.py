@@ -66,6 +66,7 @@ def eval_command(model, converted, data, dataset, provider, use_library, batch, 
 
 
 def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -> None:
+    from sit_onnx.evaluate.compare import AGREEMENT_LABELS
     from sit_onnx.evaluate.experiment import evaluate_outputs
 
     rows = len(next(iter(data.arrays.values()))) if data.arrays else 0
@@ -85,7 +86,7 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
         if o["problem"]:
             click.echo(f"[{o['name']}] {o['problem']}")
             continue
-        said = "values the same" if o["agreement_of"] == "values" else "argmax agreement"
+        said = AGREEMENT_LABELS[o["agreement_of"]]
         agreement = f"{said} {100 * o['agreement']:.2f}%, " if o["agreement"] is not None else ""
         click.echo(f"[{o['name']}] {agreement}cosine {o['cosine']:.6f}, abs error max {o['max_abs']:.4g} "
                    f"mean {o['mean_abs']:.4g}")  # fmt: skip

@@ -84,4 +84,6 @@ def _label_free_table(rows) -> None:
 
 def _agreement_header(rows) -> str:
     """What the agreement column counts: rows deciding alike, or an integer output's equal values."""
-    return "values the same" if rows and rows[0]["agreement_of"] == "values" else "argmax agreement"
+    from sit_onnx.evaluate.compare import AGREEMENT_LABELS, ARGMAX
+
+    return AGREEMENT_LABELS[rows[0]["agreement_of"] if rows else ARGMAX]

@@ -106,10 +106,9 @@ def rewrite(
     if choices:
         _print_calibration(choices)
     if uncalibrated:
-        click.echo(
-            f"note: {len(uncalibrated)} converted site{'s lie' if len(uncalibrated) > 1 else ' lies'} where the data "
-            "cannot be read out (a Loop or Scan body, a generation op's subgraph): the shipped default set there"
-        )
+        from sit_onnx.evaluate.calibrate import unreached
+
+        click.echo(f"note: {unreached(len(uncalibrated), 'converted site')}: the shipped default set there")
     if activation_choices:
         _print_activation_calibration(activation_choices)
 

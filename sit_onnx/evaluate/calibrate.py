@@ -40,6 +40,12 @@ class SiteCalibration:
     recommendation: str
 
 
+def unreached(count: int, what: str) -> str:
+    """'N WHATs lie where the data cannot be read out': sites in subgraphs whose values no run returns."""
+    verb = "s lie" if count > 1 else " lies"
+    return f"{count} {what}{verb} where the data cannot be read out (a Loop or Scan body, a generation op's subgraph)"
+
+
 def site_logits(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[tuple]:
     """(site, its logits as float64) for every site the data reaches: the main graph's and those
     in the If branches the data takes (branches.py). Other subgraphs' values cannot be read out."""

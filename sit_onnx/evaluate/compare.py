@@ -9,6 +9,8 @@ import numpy as np
 from sit_onnx.evaluate.detections import DetectionFigures
 
 INF = float("inf")
+ARGMAX, VALUES = "argmax", "values"  # what an output's `agreement` counts: rows deciding alike, or equal values
+AGREEMENT_LABELS = {ARGMAX: "argmax agreement", VALUES: "values the same"}
 
 
 @dataclass
@@ -32,7 +34,7 @@ class OutputComparison:
     constant: float | None = None  # the reference's one value where all its elements are equal (shows nothing)
     argmax_axis: int | None = None  # the axis `agreement` is taken along (-3: an image map's channels)
     detections: DetectionFigures | None = None  # a detector's output: its detections matched (detections.py)
-    agreement_of: str = "argmax"  # "values" for integer and bool outputs: `agreement` is the share of equal elements
+    agreement_of: str = ARGMAX  # VALUES for integer and bool outputs: `agreement` is the share of equal elements
     rows_same: list[int] | None = None  # integer outputs of rank >= 2: [rows equal along the last axis, rows]
 
 
@@ -149,7 +151,7 @@ def approximately_equal(result: "OutputComparison", min_cosine: float, min_agree
     not asked for a cosine (a low score's change reorders its rows)."""
     if result.problem is not None:
         return False
-    if result.agreement_of == "values":  # ids, labels, counts: decisions themselves, not magnitudes
+    if result.agreement_of == VALUES:  # ids, labels, counts: decisions themselves, not magnitudes
         return result.agreement >= min_agreement
     found = result.detections
     if found is not None:
@@ -224,7 +226,7 @@ def _equal_values(result: OutputComparison, a: np.ndarray, b: np.ndarray) -> Out
     how many of its values are the same: an argmax over ids means nothing, and a cosine of ids
     passes a sequence whose tokens changed."""
     equal = a == b
-    result.agreement_of = "values"
+    result.agreement_of = VALUES
     result.agreement = float(equal.mean()) if equal.size else 1.0
     if a.ndim >= 2:
         rows = equal.reshape(-1, a.shape[-1])
@@ -235,7 +237,7 @@ def _equal_values(result: OutputComparison, a: np.ndarray, b: np.ndarray) -> Out
 def describe_equal_values(result: OutputComparison) -> str:
     """One line for an integer output: its values, and its rows, that stayed the same."""
     differ = round((1 - result.agreement) * int(np.prod(result.shape)))
-    line = f"values the same: {100 * result.agreement:.2f}% of elements ({differ} differ)"
+    line = f"{AGREEMENT_LABELS[VALUES]}: {100 * result.agreement:.2f}% of elements ({differ} differ)"
     if result.rows_same:
         line += f"; rows the same: {result.rows_same[0]} of {result.rows_same[1]}"
     return line

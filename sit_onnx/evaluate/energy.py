@@ -29,6 +29,7 @@ from sit_onnx.domain import DOMAIN, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NOR
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.branches import take_branches
 from sit_onnx.evaluate.capture import capture
+from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
 from sit_onnx.graph.walk import attribute, graph_protos
 from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_exp
 from sit_onnx.neurons.activation import ActivationParams, spiking_activation
@@ -148,7 +149,7 @@ def _count_subgraph_layers(model: onnx.ModelProto, report: EnergyReport) -> None
     op's decoder, an If the data does not fix) run where no value can be read out, so they are not
     counted: say so, and refuse where nothing else is left."""
     inside = sum(
-        n.op_type in COMPUTE_OPS and n.domain in ("", "ai.onnx")
+        n.op_type in COMPUTE_OPS and n.domain in DEFAULT_DOMAINS
         for graph in list(graph_protos(model.graph))[1:]
         for n in graph.node
     )
@@ -191,7 +192,7 @@ def estimate_energy(
             report.neuron_ops += accumulates / batch
     _pass_rates_through(model, rates)
     for node in nodes:
-        if node.op_type not in COMPUTE_OPS or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in COMPUTE_OPS or node.domain not in DEFAULT_DOMAINS:
             continue
         macs = _macs(node, values, batch)
         rate, analog = next((rates[i] for i in node.input if i in rates), (None, 0.0))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import onnx
 
 from sit_onnx.evaluate.accuracy import accuracy_report, predict
+from sit_onnx.evaluate.compare import ARGMAX
 from sit_onnx.evaluate.datasets import LabelledData
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.runtime import SessionSpec, make_session
@@ -24,7 +25,7 @@ class LayerRow:
     loss_points: float | None
     agreement: float | None  # argmax of the first output (last axis), None when it has no rows
     cosine: float | None = None  # of the first output against the original's (label-free mode)
-    agreement_of: str = "argmax"  # "values": an integer first output's share of equal values (compare.py)
+    agreement_of: str = ARGMAX  # VALUES: an integer first output's share of equal values (compare.py)
 
 
 def layer_sweep(
