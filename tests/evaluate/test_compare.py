@@ -89,6 +89,10 @@ def test_integer_and_bool_outputs_are_judged_by_equal_values():
     assert labels.constant == 7.0 and labels.agreement == 1.0
     empty = compare_arrays("ids", np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64), 0, 0)
     assert (empty.agreement, empty.rows_same) == (1.0, [0, 0])
+    from sit_onnx.cli.compare import _floor_line
+
+    floor = compare_arrays("hidden_state_ids", tokens, two, 0, 0)  # a name whose argmax decides nothing
+    assert ", values the same 98.44%, max abs error 1" in _floor_line(floor, 0.999, 0.99, False)
     floats = compare_arrays("y", tokens.astype(np.float32), one.astype(np.float32), 0, 0)
     assert floats.agreement_of == "argmax" and floats.rows_same is None
 

@@ -227,6 +227,9 @@ def test_controls_are_set_by_their_place_in_the_op_whatever_their_names_and_odd_
     masks = {"ids": np.zeros((1, 4), np.int32), "banned": np.zeros(40, np.int32), "keep": np.zeros((1, 4), np.int32)}
     set_controls(model_of("GreedySearch", ["ids", "", "", "", "banned", "", "keep"]), masks)
     assert all(v.min() == 1 and v.dtype == np.int32 for k, v in masks.items() if k != "ids")  # whatever their names
+    through = {"ids": np.zeros((2, 5), np.int32), "n": np.array([0], np.int32), "banned": np.ones(40, np.int32)}
+    set_controls(model_of("GreedySearch", ["cast_ids", "n", "", "", "banned"]), through)
+    assert through["n"].tolist() == [21]  # the prompt read through a Cast: the 2-D ids, not the longer 1-D mask
     untouched = {"a": np.array([3], np.int32)}
     for op, inputs in (("GreedySearch", []), ("Attention", ["x", "a"]), ("GreedySearch", ["x", "computed"])):
         set_controls(model_of(op, inputs), untouched)
@@ -251,6 +254,10 @@ def test_a_t5_style_prompt_is_bounded_by_the_encoders_table_not_the_decoders():
     assert bounds(encoder=lookup("encoder", 30), decoder=lookup("decoder", 50)) == {"prompt": 30}
     assert bounds(decoder=lookup("decoder", 50)) == {"prompt": 50}
     assert bounds() == {}
+    node = helper.make_node("BeamSearch", ["made"], ["s"], domain="com.microsoft", decoder=lookup("decoder", 50))
+    made = helper.make_node("Add", ["prompt", "prompt"], ["made"])  # a prompt computed: no table bounds it
+    prompt = helper.make_tensor_value_info("prompt", TensorProto.INT32, ["b", "s"])
+    assert index_bounds(helper.make_model(helper.make_graph([made, node], "g", [prompt], []))) == {}
 
 
 def test_a_broken_decoder_is_refused_in_one_line_naming_where(tmp_path):
@@ -368,3 +375,26 @@ def test_a_decoder_is_inferred_as_a_model_of_its_own_with_the_outer_tensors_it_r
     assert [i.name for i in alone.graph.input] == [*(i.name for i in decoder.input), "wte"]  # "h" is its own
     assert alone.opset_import == model.opset_import and alone.ir_version == model.ir_version
     onnx.checker.check_model(alone)
+    untyped = _standalone(model, decoder, {})  # an outer tensor of unknown type is not declared
+    assert [i.name for i in untyped.graph.input] == [i.name for i in decoder.input]
+
+
+def test_a_decoder_may_read_what_the_outer_graph_computes():
+    from sit_onnx.graph.validate import structural_complaint
+
+    model = _fused_greedy_search(np.random.default_rng(3))
+    decoder = model.graph.node[1].attribute[0].g
+    cast = next(n for n in decoder.node if n.op_type == "Cast")
+    cast.input[0] = "prompt_ids"  # the main graph's Identity writes it
+    assert structural_complaint(model.graph) is None
+    cast.input[0] = "nowhere"
+    assert structural_complaint(model.graph).startswith("a node reads a tensor that nothing produces")
+
+
+def test_a_site_left_unconverted_is_not_named_uncalibrated(tmp_path):
+    model = generation_model("GreedySearch")
+    source, data = tmp_path / "g.onnx", tmp_path / "d.npz"
+    onnx.save(model, source)
+    np.savez(data, **generate_feeds(make_session(model, SessionSpec(use_library=False)), batch=2, model=model))
+    args = ["rewrite", str(source), "-o", str(tmp_path / "o.onnx"), "--calibrate", str(data), "--json"]
+    assert json.loads(CliRunner().invoke(main, [*args, "--first", "0"]).output)["uncalibrated"] == []

@@ -195,12 +195,14 @@ def test_a_masks_cast_above_wheres_condition_names_nothing():
     assert traced_dtype(masked) == np.float16
 
 
-def test_an_attention_ops_mask_input_names_nothing():
+@pytest.mark.parametrize("op, mask_at", [("MultiHeadAttention", 4), ("Attention", 3), ("GroupQueryAttention", 5)])
+def test_an_attention_ops_mask_input_names_nothing(op, mask_at):
     key_mask, attended, query, cast = _untyped("key_mask"), _untyped("attended"), _untyped("query"), _untyped("c")
     _node("Cast", [gs.Variable("p", dtype=np.int64)], [key_mask], to=TensorProto.INT32)
     _node("Cast", [gs.Variable("x", dtype=np.float64)], [cast], to=TensorProto.FLOAT)
     _node("Relu", [cast], [query])  # the query's Cast lies one node further up than the mask's
-    _node("MultiHeadAttention", [query, _untyped("key"), _untyped("value"), gs.Variable.empty(), key_mask], [attended])
+    inputs = [query, *(gs.Variable.empty() for _ in range(mask_at - 1)), key_mask]  # the mask (seqlens_k) in its slot
+    _node(op, inputs, [attended])
     assert traced_dtype(attended) == np.float32
 
 
