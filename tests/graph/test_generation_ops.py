@@ -279,6 +279,7 @@ def test_a_broken_decoder_is_refused_in_one_line_naming_where(tmp_path):
         f"Error: {path}: not a valid ONNX model (tensor 'input_ids' is produced more than once, in the decoder "
         "of GreedySearch 'greedysearch')"
     )
+    assert not (tmp_path / "out.onnx").exists() and [p.name for p in tmp_path.iterdir()] == ["broken.onnx"]
     concat.output[0] = "present_0"
     concat.input[0] = "present_0"  # a cycle
     assert structural_complaint(model.graph) == (
