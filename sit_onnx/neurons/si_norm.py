@@ -22,8 +22,8 @@ def si_norm(w: np.ndarray, axis: int = -1, time_steps: int = 0) -> np.ndarray:
     w = np.asarray(w)
     work = compute_dtype(w.dtype)
     w_work = w.astype(work)
-    v_th = np.sum(w_work, axis=axis, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a row summing past float32: inf
+        v_th = np.sum(w_work, axis=axis, keepdims=True)
         if time_steps:
             ratio = np.maximum(np.floor((w_work / v_th) * work.type(time_steps)), 0) / work.type(time_steps)
         else:  # w times 1/V_th, as the kernels (CPU and CUDA) and the function body compute it

@@ -80,3 +80,23 @@ def test_simulation_counts_are_integers_on_float32_input():
 
     rates, counts = simulate_si_norm(np.array([[1, 2, 1]], np.float32), time_steps=8)
     assert counts.dtype == np.int64 and counts.tolist() == [[2, 4, 2]] and rates.tolist() == [[0.25, 0.5, 0.25]]
+
+
+@pytest.mark.parametrize("time_steps", [0, 8])
+def test_edge_rows_raise_no_numpy_warnings(time_steps):
+    """A zero row (0/0), a sum beyond float32 (inf) and NaN are defined outputs, not warnings a
+    user's `-W error` run would turn into failures."""
+    import warnings
+
+    w = np.array([[0, 0, 0], [3e38, 3e38, 1], [np.nan, 1, 1], [np.inf, 1, 1]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = si_norm(w, time_steps=time_steps)
+    assert np.all(out[0] == 0) and np.all(np.isnan(out[2]))
+
+
+def test_float32_is_normalised_in_float32_as_the_kernels_do(rng):
+    """w * (1 / V_th) in float32, bit for bit: the kernels' arithmetic, not float64's rounded down."""
+    w = rng.uniform(0, 1, (64, 37)).astype(np.float32)
+    v_th = np.sum(w, axis=-1, keepdims=True, dtype=np.float32)
+    np.testing.assert_array_equal(si_norm(w), w * (np.float32(1) / v_th))
