@@ -89,17 +89,18 @@ def _check(p: NeuronParams) -> None:
         raise SitOnnxError(f"parameter set input_range must be two finite numbers LO < HI, got {list(p.input_range)}")
 
 
-def _number(record: dict, key: str, source: str) -> float:
-    """An optional float field (rmse, max_error): a number or null; anything else is refused."""
+def _number(record: dict, key: str) -> float:
+    """An optional float field (rmse, max_error): a number or null; anything else is refused (the
+    caller names the file)."""
     value = record.get(key)
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SitOnnxError(f"{source}: {key} must be a number, got {type(value).__name__}")
+        raise SitOnnxError(f"{key} must be a number, got {type(value).__name__}")
     try:
         return float(value)
     except OverflowError:
-        raise SitOnnxError(f"{source}: {key} is too large for a float") from None
+        raise SitOnnxError(f"{key} is too large for a float") from None
 
 
 def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
@@ -136,8 +137,8 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
             resets=record["resets"],
             weights=record["weights"],
             input_range=record["input_range"],
-            rmse=_number(record, "rmse", source),
-            max_error=_number(record, "max_error", source),
+            rmse=_number(record, "rmse"),
+            max_error=_number(record, "max_error"),
             method=str(record.get("method", "unknown")),
             meta=dict(meta or {}),
             offsets=record.get("offsets", [0.0]),

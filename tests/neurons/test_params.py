@@ -39,6 +39,15 @@ def test_malformed_text(text, message):
         ({"version": 99}, "version 99"),
         ({"resets": [1.0, 2.0]}, "lengths differ"),
         ({"weights": ["a", "b", "c"]}, "weights must be a list of numbers"),
+        ({"thresholds": [0.5, True, -0.5]}, "^p.json: thresholds must be a list of numbers$"),
+        ({"resets": "1, 2, 3"}, "^p.json: resets must be a list of numbers$"),
+        ({"input_range": [-1, None]}, "^p.json: input_range must be a list of numbers$"),
+        ({"offsets": {"a": 0}}, "^p.json: offsets must be a list of numbers$"),
+        ({"meta": [1]}, "^p.json: meta must be an object, got list$"),
+        ({"rmse": "0.1"}, "^p.json: rmse must be a number, got str$"),
+        ({"max_error": True}, "^p.json: max_error must be a number, got bool$"),
+        ({"rmse": 10**400}, "^p.json: rmse is too large for a float$"),
+        ({"thresholds": [10**400, 0, 0]}, "^p.json: a threshold, reset or weight is too large for a float$"),
         ({"input_range": [1, -1]}, "LO < HI"),
         ({"steps": 5}, "says steps=5 but holds 3"),
         ({"thresholds": [], "resets": [], "weights": []}, "0 steps"),
@@ -52,8 +61,46 @@ def test_mismatched_fields(tiny_params, changes, message):
 def test_missing_field(tiny_params):
     record = json.loads(tiny_params.to_json())
     del record["weights"]
-    with pytest.raises(SitOnnxError, match="lacks weights"):
+    with pytest.raises(SitOnnxError, match="^<string>: parameter file lacks weights$"):
         params_from_json(json.dumps(record))
+    del record["thresholds"]
+    with pytest.raises(SitOnnxError, match="^<string>: parameter file lacks thresholds, weights$"):
+        params_from_json(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "^p.json: not a sit-onnx parameter file \\(JSON nested too deeply\\)$"),
+        ('{"x": ' + "9" * 5000 + "}", "^p.json: not a usable parameter file \\(Exceeds the limit .*\\)$"),
+    ],
+)
+def test_unreadable_json_is_named_in_one_line(text, message):
+    with pytest.raises(SitOnnxError, match=message):
+        params_from_json(text, "p.json")
+
+
+def test_optional_fields_take_their_defaults(tiny_params):
+    record = json.loads(tiny_params.to_json())
+    for key in ("rmse", "max_error", "method", "meta", "offsets"):
+        record.pop(key, None)
+    loaded = params_from_json(json.dumps({**record, "meta": None}))
+    assert loaded.method == "unknown" and loaded.meta == {} and loaded.offsets == (0.0,) and loaded.neurons == 1
+    assert loaded.rmse != loaded.rmse and loaded.max_error != loaded.max_error  # NaN: not measured
+    assert params_from_json(json.dumps({**record, "method": "by hand", "rmse": 0.5})).method == "by hand"
+
+
+def test_a_bad_file_is_named_by_its_path(tmp_path, tiny_params):
+    path = tmp_path / "bad.json"
+    path.write_text(_record(tiny_params, steps=7))
+    with pytest.raises(SitOnnxError, match=f"^{path}: says steps=7 but holds 3 thresholds$"):
+        load_params(path)
+
+
+def test_shipped_defaults_and_unknown_objective():
+    assert shipped_params().steps == 12 and shipped_params().input_range == (-1.0, 1.0)
+    with pytest.raises(SitOnnxError, match="^unknown objective 'kl'; known: exp-rmse, softmax$"):
+        shipped_params(12, (-12, 0), "kl")
 
 
 def test_non_finite_value_refused():
