@@ -50,7 +50,7 @@ def replace_site(
     for node in site.nodes:
         node.inputs.clear()
         node.outputs.clear()
-    base = site.name or "softmax"
+    base = site.name  # never empty: find_sites names every site apart
     dtype, onnx_type = _logits_type(logits)
     # float16 logits go through the chain's Sigmoid/max-shift in float32, as the fused kernel and
     # its function body do: an float16 Sub rounds x - max before SI-exp sees it, and onnxruntime
@@ -59,8 +59,10 @@ def replace_site(
     cast = dtype not in KERNEL_DTYPES or (dtype == np.float16 and opset < CASTLIKE_OPSET) or chain_in_half
     inserted: list[str] = []
 
-    def add(op, inputs, attrs=None, domain=None, out=None, out_dtype=np.float32):
-        result = out or gs.Variable(names.fresh(f"{base}/{op}_out"), dtype=out_dtype)
+    def add(op, inputs, attrs=None, domain=None, out=None):
+        # What is inserted stays untyped: the annotations of new tensors are not written out
+        # (convert keeps the source's own), and a type traced through them reaches the logits'.
+        result = out or gs.Variable(names.fresh(f"{base}/{op}_out"))
         graph.nodes.append(
             gs.Node(
                 op, names.fresh(f"{base}/sit_{op}"), attrs=attrs or {}, inputs=inputs, outputs=[result], domain=domain
@@ -119,27 +121,26 @@ def neuron_attributes(params: NeuronParams, member: int = 0) -> dict[str, list[f
 
 def _spiking_exp(x, site, params, options, opset, names, add, work):
     """[Sigmoid] -> [ReduceMax, Sub] -> SpikingExp (or an ensemble of them, summed in order)."""
-    base = site.name or "softmax"
+    base = site.name  # never empty: find_sites names every site apart
     if options.sigmoid:
-        x = add("Sigmoid", [x], out_dtype=work)
+        x = add("Sigmoid", [x])
     if options.shift:
         if opset >= AXES_INPUT_OPSET_REDUCE_MAX:
             axes = gs.Constant(names.fresh(f"{base}/shift_axes"), np.array([portable_axis(site)], dtype=np.int64))
-            peak = add("ReduceMax", [x, axes], {"keepdims": 1}, out_dtype=work)
+            peak = add("ReduceMax", [x, axes], {"keepdims": 1})
         else:
-            peak = add("ReduceMax", [x], {"axes": [portable_axis(site)], "keepdims": 1}, out_dtype=work)
-        x = add("Sub", [x, peak], out_dtype=work)
+            peak = add("ReduceMax", [x], {"axes": [portable_axis(site)], "keepdims": 1})
+        x = add("Sub", [x, peak])
     if params.neurons == 1:
-        return add(SPIKING_EXP, [x], neuron_attributes(params), DOMAIN, out_dtype=work)
+        return add(SPIKING_EXP, [x], neuron_attributes(params), DOMAIN)
     total = None
     for j, offset in enumerate(params.offsets):
         offset_const = gs.Constant(names.fresh(f"{base}/offset{j}"), np.array(offset, dtype=work))
         member = add(
             SPIKING_EXP,
-            [add("Add", [x, offset_const], out_dtype=work)],
+            [add("Add", [x, offset_const])],
             neuron_attributes(params, j),
             DOMAIN,
-            out_dtype=work,
         )
-        total = member if total is None else add("Add", [total, member], out_dtype=work)
+        total = member if total is None else add("Add", [total, member])
     return total

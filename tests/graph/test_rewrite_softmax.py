@@ -52,7 +52,7 @@ def test_legacy_semantics_flatten_trailing_dims(params_file, rng, opset, axis):
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [13, 14, 15, 17])
 @pytest.mark.parametrize(
     "dtype, np_dtype, atol", [(TensorProto.FLOAT16, np.float16, 1e-3), (TensorProto.DOUBLE, np.float64, 1e-6)]
 )
@@ -212,3 +212,87 @@ def test_an_upgraded_model_without_softmax_says_nothing_of_softmax_semantics():
     model.ir_version = 7
     _, report = rewrite_model(model, RewriteOptions(activations=("silu",)))
     assert report.notes[0] == "model converted from opset 11 to 13 by onnx.version_converter"
+
+
+@pytest.mark.parametrize(
+    "dtype, np_dtype, casts",
+    [(TensorProto.FLOAT16, np.float16, 0), (TensorProto.DOUBLE, np.float64, 2), (TensorProto.FLOAT, np.float32, 0)],
+)
+def test_ensemble_offsets_take_the_type_the_members_compute_in(tmp_path, rng, dtype, np_dtype, casts):
+    """Each member's input offset is a constant of the type its Add sees: float16 stays float16 in
+    the chain (no shift: nothing casts it up), float64 is cast to float32 around the spiking ops."""
+    from sit_onnx.neurons import NeuronParams
+
+    ensemble = NeuronParams([-1.0, -3.0], [1.5, 2.0], rng.uniform(0, 1, 4), (-12, 0), offsets=(-0.25, 0.25))
+    path = tmp_path / "ensemble.json"
+    ensemble.save(path)
+    options = RewriteOptions(params_file=str(path), shift=False)
+    new, report = rewrite_model(softmax_model([3, 6], -1, 17, dtype), options)
+    assert report.sites[0].replaced_with.count("Cast") == casts
+    x = rng.uniform(-3, 0, (3, 6)).astype(np_dtype)
+    expected = spiking_softmax(x.astype(np.float32), ensemble, options=SoftmaxOptions(shift=False))
+    got = run(new, {"x": x})[0]
+    assert got.dtype == np_dtype
+    np.testing.assert_allclose(got.astype(np.float32), expected, atol=2e-3 if np_dtype == np.float16 else 1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, axis, written",
+    [([2, 3, 4], -1, 2), ([2, 3, 4], -3, 0), ([2, 3, 4], 1, 1), ([5], -1, 0), (None, -1, -1)],
+)
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_negative_axis_is_written_non_negative_where_the_rank_is_known(params_file, rng, shape, axis, written, fuse):
+    """onnx.reference mishandles a negative axis in the fused op's body: the axis written is counted
+    from the front wherever the logits' rank is known, and left as it is where it is not."""
+    new, _ = rewrite_model(softmax_model(shape, axis), RewriteOptions(params_file=params_file, fuse=fuse))
+    axes = {
+        n.op_type: onnx.helper.get_attribute_value(a)
+        for n in new.graph.node
+        for a in n.attribute
+        if a.name in ("axis", "axes")
+    }
+    assert axes[["SpikingNorm", "SpikingSoftmax"][fuse]] == written
+    if not fuse:  # opset 17: ReduceMax takes its axes as an attribute
+        assert axes["ReduceMax"] == [written]
+    x = rng.normal(0, 2, shape or [2, 3, 4]).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), axis=axis, options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, prefix", [("attn/Softmax", "attn/Softmax/"), ("", "softmax@y/")])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_inserted_nodes_are_named_after_the_softmax_they_replace(params_file, name, prefix, fuse):
+    """A profile or a graph viewer shows which softmax a spiking node came from (an unnamed one is
+    named after the tensor it wrote)."""
+    new, _ = rewrite_model(softmax_model([2, 5], -1, name=name), RewriteOptions(params_file=params_file, fuse=fuse))
+    inserted = list(new.graph.node)
+    assert inserted and all(n.name.startswith(prefix + "sit_") for n in inserted)
+    assert len({n.name for n in inserted}) == len(inserted)
+    made = [t for n in inserted for t in n.output if t != "y"]
+    assert all(t.startswith(prefix) for t in made)
+
+
+def test_fresh_names_count_up_past_the_names_taken():
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.rewrite_softmax import NamePool
+
+    x = gs.Variable("a", dtype=np.float32, shape=[1])
+    names = NamePool(gs.Graph(nodes=[gs.Node("Relu", "a_1", inputs=[x], outputs=[gs.Variable("b")])], inputs=[x]))
+    assert [names.fresh("a"), names.fresh("a"), names.fresh("c"), names.fresh("c")] == ["a_2", "a_3", "c", "c_1"]
+
+
+def test_logits_of_unknown_type_are_taken_as_float32_without_casts():
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.rewrite_softmax import _logits_type
+
+    assert _logits_type(gs.Variable("untyped")) == (np.dtype(np.float32), TensorProto.FLOAT)
+
+
+def test_the_default_domain_spelled_ai_onnx_is_read_as_the_model_opset(params_file):
+    model = softmax_model([2, 5], -1, 17)
+    model.opset_import[0].domain = "ai.onnx"
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert not any("converted from opset" in note for note in report.notes), report.notes
+    assert [n.op_type for n in new.graph.node] == ["SpikingSoftmax"]
