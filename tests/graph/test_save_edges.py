@@ -96,3 +96,15 @@ def test_a_failed_write_says_the_systems_reason_and_leaves_nothing(tmp_path, mon
     with pytest.raises(SitOnnxError) as refused:
         save_model(_model(16), tmp_path / "m.onnx")
     assert str(refused.value) == f"{tmp_path / 'm.onnx'}: cannot write the model (too big)"
+
+
+def test_a_save_by_default_keeps_even_large_tensors_inside_one_file(tmp_path):
+    save_model(_model(4 * EXTERNAL_MIN_BYTES), tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    assert onnx.load(tmp_path / "m.onnx").graph.initializer[0].HasField("raw_data")
+
+
+def test_a_folder_that_does_not_exist_is_named_with_the_systems_reason(tmp_path):
+    with pytest.raises(SitOnnxError) as refused:
+        save_model(_model(16), tmp_path / "missing" / "m.onnx")
+    assert str(refused.value) == f"{tmp_path / 'missing'}: cannot write here (No such file or directory)"

@@ -104,3 +104,34 @@ def test_ensemble_option_reaches_the_papers_figure():
     x = np.random.default_rng(3).uniform(-1, 1, 50_000)
     rmse = np.sqrt(np.mean((si_exp(x, ensemble) - np.exp(x)) ** 2))
     assert rmse < 0.0015413 and ensemble.neurons == 20 and len(ensemble.weights) == 20 * 12
+
+
+def test_float32_input_meets_thresholds_stored_as_float32():
+    """The ops store T in float32: an input equal to float32(0.7) (just below 0.7) is on the threshold
+    and fires, as in the kernels; compared in float64 it would fall short of 0.7."""
+    from sit_onnx.neurons import NeuronParams
+
+    params = NeuronParams([0.7], [1.0], [1.0], (-1, 1))
+    x = np.array([np.float32(0.7), np.nextafter(np.float32(0.7), np.float32(0))], np.float32)
+    assert si_exp(x, params).tolist() == [1.0, 0.0]
+    assert si_exp(x.astype(np.float64), params).tolist() == [0.0, 0.0]  # float64 computes in float64
+
+
+def test_edge_inputs_raise_no_numpy_warnings():
+    """Infinities, NaN and a membrane pushed past float32's range (a negative reset on the largest
+    input) are defined outputs, not warnings a `-W error` run turns into failures."""
+    import warnings
+
+    from sit_onnx.neurons import NeuronParams
+
+    cases = [
+        (shipped_params(12, SHIFT_RANGE), np.array([np.inf, -np.inf, np.nan, 3.4e38, -3.4e38], np.float32)),
+        (shipped_params(12, SHIFT_RANGE), np.array([6e4, np.inf], np.float16)),
+        (NeuronParams([0.0, 1e38], [-1e38, 1.0], [1.0, 2.0], (-1, 1)), np.array([3.4e38, -1.0], np.float32)),
+    ]
+    for params, x in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = si_exp(x, params)
+        assert np.isnan(out).tolist() == np.isnan(x).tolist()
+    assert out.tolist() == [3.0, 0.0]  # the overflowed membrane (inf) crosses the second threshold too
