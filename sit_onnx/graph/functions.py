@@ -198,10 +198,7 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
         _vector("one", [1]),
         helper.make_node("ScatterElements", ["a_shape", "axis_index", "one"], ["pad_shape"]),
         _scalar("minus_inf", float("-inf"), TensorProto.FLOAT),
-        helper.make_node("Expand", ["minus_inf", "pad_shape"], ["pad_f32"]),
-        helper.make_node("CastLike", ["pad_f32", "a"], ["pad"])
-        if opset >= CASTLIKE_OPSET
-        else helper.make_node("Identity", ["pad_f32"], ["pad"]),
+        helper.make_node("Expand", ["minus_inf", "pad_shape"], ["pad"]),  # `a` is float32 at every opset
         pad_axis,
         argmax,
         gather,
