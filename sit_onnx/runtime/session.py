@@ -196,7 +196,7 @@ def _kernels_take_the_probe(library: str, providers: tuple[str, ...]) -> tuple[i
     return _placed_spiking_nodes(probe_model(), SessionSpec(), list(providers), "probe")
 
 
-def check_kernels(spec: SessionSpec, providers: list[str]) -> None:
+def check_kernels(providers: list[str]) -> None:
     """Refuse a library whose kernels do not take every spiking op (e.g. built for another domain
     version): they would silently run as function bodies, 2-4x slower."""
     expected, placed = _kernels_take_the_probe(get_library_path(), tuple(providers))
@@ -237,7 +237,7 @@ def make_session(
         if not Path(model).is_file():
             raise SitOnnxError(f"{model}: not a file")
     if library and spec.verify_kernels:
-        check_kernels(spec, providers)
+        check_kernels(providers)
     if library and spec.verify_placement:
         expected, placed = _placed_spiking_nodes(model, spec, providers, label)
         if placed < expected:

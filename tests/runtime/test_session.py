@@ -65,7 +65,7 @@ def test_placement_check_of_the_model_itself(monkeypatch):
     make_session(_spiking_model(TensorProto.FLOAT), spec)  # placed: passes
     counts = iter([0, 1])  # placed graph first, then the model: pretend the one op was inlined
     monkeypatch.setattr(session_module, "spiking_node_count", lambda model: next(counts))
-    monkeypatch.setattr(session_module, "check_kernels", lambda spec, providers: None)
+    monkeypatch.setattr(session_module, "check_kernels", lambda providers: None)
     with pytest.raises(SitOnnxError, match="model: only 0 of 1 spiking ops run on the sit-onnx kernels"):
         make_session(_spiking_model(TensorProto.FLOAT), spec)
 
@@ -81,8 +81,9 @@ def test_foreign_library_is_one_line(tmp_path, monkeypatch):
     fake = tmp_path / "libfake.so"
     fake.write_bytes(b"\x7fELF not really")
     monkeypatch.setenv("SIT_ONNX_OPS_LIBRARY", str(fake))
-    with pytest.raises(SitOnnxError, match="libfake.so: not a usable sit-onnx library"):
+    with pytest.raises(SitOnnxError, match=r"libfake.so: not a usable sit-onnx library \(.*\S.*\)$") as caught:
         make_session(softmax_model([2, 3], -1), SessionSpec(provider="cpu", use_library=True))
+    assert "(None)" not in str(caught.value)
 
 
 def test_old_onnxruntime_is_refused_in_words(monkeypatch):
@@ -229,12 +230,75 @@ def test_runtime_path_names_what_runs_the_ops():
 
 
 def test_run_time_refusals_are_one_line_naming_the_model():
-    from sit_onnx.runtime.session import run_session
+    from sit_onnx.runtime.session import run_by_name, run_session
 
     session = make_session(softmax_model([2, 3], -1), SessionSpec(provider="cpu"))
     with pytest.raises(SitOnnxError, match=r"^m\.onnx: onnxruntime failed to run the model: .*") as caught:
         run_session(session, {"x": np.zeros((4, 4), np.float32)}, "m.onnx")
     assert "\n" not in str(caught.value)
-    with pytest.raises(SitOnnxError, match=r"^model: onnxruntime failed"):
+    with pytest.raises(SitOnnxError, match=r"^model: onnxruntime failed to run the model: .*invalid dimensions"):
         run_session(session, {"x": np.zeros((4, 4), np.float32)})
+    with pytest.raises(SitOnnxError, match=r"^v\.onnx: onnxruntime failed"):
+        run_by_name(session, {"x": np.zeros((4, 4), np.float32)}, "v.onnx")
+    with pytest.raises(SitOnnxError, match=r"^model: onnxruntime failed"):
+        run_by_name(session, {"x": np.zeros((4, 4), np.float32)})
+    assert list(run_by_name(session, {"x": np.zeros((2, 3), np.float32)})) == ["y"]
     np.testing.assert_allclose(run_session(session, {"x": np.zeros((2, 3), np.float32)})[0], np.full((2, 3), 1 / 3))
+
+
+def test_a_missing_or_folder_model_is_named(tmp_path):
+    with pytest.raises(SitOnnxError, match=f"^{tmp_path / 'gone.onnx'}: no such file$"):
+        make_session(tmp_path / "gone.onnx", SessionSpec(provider="cpu"))
+    with pytest.raises(SitOnnxError, match=f"^{tmp_path}: not a file$"):
+        make_session(tmp_path, SessionSpec(provider="cpu"))
+
+
+def test_without_the_library_no_kernel_check_runs(monkeypatch):
+    """--no-library runs the function bodies: there are no kernels to check or place."""
+    from sit_onnx.runtime import session as session_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel check ran without the library")
+
+    monkeypatch.setattr(session_module, "check_kernels", refuse)
+    monkeypatch.setattr(session_module, "_placed_spiking_nodes", refuse)
+    spec = SessionSpec(provider="cpu", use_library=False, verify_kernels=True, verify_placement=True)
+    assert make_session(softmax_model([2, 3], -1), spec).get_outputs()[0].name == "y"
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_the_function_body_skips_the_last_reset_no_one_reads(steps):
+    """K thresholds and weights are gathered, K - 1 resets: the membrane after the last step is dead."""
+    from sit_onnx.graph.functions import spiking_exp_function
+
+    body = spiking_exp_function(steps, 17).node
+    assert sum(n.op_type == "GreaterOrEqual" for n in body) == steps
+    assert sum(n.op_type == "Sub" for n in body) == steps - 1
+
+
+@pytest.mark.parametrize("library", [False, True])
+def test_spiking_nodes_without_axis_or_flags_take_the_documented_defaults(library):
+    """A hand-written graph may leave out SpikingNorm's and SpikingSoftmax's optional attributes:
+    the last axis, the closed form, max-shift on, no Sigmoid, in the kernels and the bodies alike."""
+    from sit_onnx.neurons import NeuronParams, SoftmaxOptions, si_norm, spiking_softmax
+
+    neuron = {"thresholds": [-1.0, -2.0], "resets": [1.0, 1.0], "weights": [0.5, 0.25]}
+    nodes = [
+        helper.make_node("Neg", ["x"], ["w"]),  # positive weights for SI-norm
+        helper.make_node("SpikingNorm", ["w"], ["n"], domain="ai.sit"),
+        helper.make_node("SpikingSoftmax", ["x"], ["s"], domain="ai.sit", **neuron),
+    ]
+    shape = [2, 3, 4]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("n", "s")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(2, 17))
+    x = np.random.default_rng(3).uniform(-4, -0.5, shape).astype(np.float32)  # every row's max below 0
+    norm, soft = make_session(model, SessionSpec(provider="cpu", use_library=library)).run(None, {"x": x})
+    np.testing.assert_allclose(norm, si_norm(-x, axis=-1), rtol=1e-6)
+    params = NeuronParams(neuron["thresholds"], neuron["resets"], neuron["weights"], (-12, 0))
+    np.testing.assert_allclose(soft, spiking_softmax(x, params, axis=-1, options=SoftmaxOptions(shift=True)), atol=1e-6)
