@@ -296,3 +296,22 @@ def test_the_default_domain_spelled_ai_onnx_is_read_as_the_model_opset(params_fi
     new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
     assert not any("converted from opset" in note for note in report.notes), report.notes
     assert [n.op_type for n in new.graph.node] == ["SpikingSoftmax"]
+
+
+@pytest.mark.parametrize(
+    "options, label",
+    [
+        ({}, "shipped K=12 on [-12.0, 0.0], fitted to softmax"),
+        ({"objective": "exp-rmse"}, "shipped K=12 on [-12.0, 0.0], fitted to exp-rmse"),
+        ({"shift": False}, "shipped K=12 on [-1.0, 1.0], fitted to exp-rmse"),
+        ({"steps": 8}, "shipped K=8 on [-12.0, 0.0], fitted to softmax"),
+    ],
+)
+def test_the_report_names_the_shipped_set_used(options, label):
+    _, report = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(**options))
+    assert report.params == label
+
+
+def test_the_report_names_a_given_set_by_its_path(params_file):
+    _, report = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(params_file=params_file))
+    assert report.params == params_file
