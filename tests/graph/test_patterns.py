@@ -681,3 +681,193 @@ def test_a_softmax_in_an_if_inside_a_model_local_function_is_reached(params_file
     x = np.random.default_rng(0).normal(0, 3, (3, 6)).astype(np.float32)
     expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x, "flag": np.array(True)})[0], expected, atol=1e-6)
+
+
+def _same_named_softmaxes(count, branches=False):
+    """`count` Softmax nodes all named "attn" in one graph, or (branches) one in each branch of an If."""
+    if branches:
+        model = _if_model()
+        for attr in model.graph.node[0].attribute:
+            attr.g.node[0].op_type, attr.g.node[0].name = "Softmax", "attn"
+            del attr.g.node[0].attribute[:]
+        return model
+    nodes = [helper.make_node("Softmax", [f"t{i}"], [f"t{i + 1}"], name="attn") for i in range(count)]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info(f"t{count}", TensorProto.FLOAT, [2, 3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_softmaxes_sharing_a_name_in_one_graph_are_named_apart(params_file, count):
+    """Per-site sets and --nodes key on the name: each gets the tensor it writes added."""
+    _, report = rewrite_model(_same_named_softmaxes(count), RewriteOptions(params_file=params_file))
+    assert [s.name for s in report.sites] == [f"attn@t{i + 1}" for i in range(count)]
+
+
+def test_one_name_in_two_branches_stays_one_name(params_file):
+    """The same module traced once per branch keeps its name (and shares its calibrated set)."""
+    _, report = rewrite_model(_same_named_softmaxes(2, branches=True), RewriteOptions(params_file=params_file))
+    assert sorted((s.name, s.graph) for s in report.sites) == [("attn", "else"), ("attn", "then")]
+
+
+def test_an_exp_that_is_nothing_like_a_softmax_is_no_near_miss(params_file):
+    """An Exp feeding neither a sum nor a division says nothing (it is not worth a word)."""
+    from sit_onnx.graph.sites import find_sites
+
+    nodes = [helper.make_node("Exp", ["x"], ["e"], name="exp"), helper.make_node("Softmax", ["e"], ["y"], name="sm")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    import onnx_graphsurgeon as gs
+
+    misses = []
+    sites = find_sites(gs.import_onnx(helper.make_model(graph)), misses)
+    assert [s.name for s in sites] == ["sm"] and misses == []
+
+
+def _hand_written(nodes, inits=(), extra_out=()):
+    """x [3, 4, 5] -> nodes -> y (and any extra outputs), opset 18, with the given initializers."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", *extra_out)],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [-1]), *inits],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _refusal(model, params_file) -> str:
+    with pytest.raises(Exception) as refused:
+        rewrite_model(model, RewriteOptions(params_file=params_file))
+    return str(refused.value)
+
+
+def test_a_sum_over_two_axes_is_refused_in_words(params_file):
+    two = helper.make_tensor("two", TensorProto.INT64, [2], [1, 2])
+    model = _hand_written(
+        [
+            helper.make_node("Exp", ["x"], ["e"], name="exp"),
+            helper.make_node("ReduceSum", ["e", "two"], ["s"], name="sum"),
+            helper.make_node("Div", ["e", "s"], ["y"]),
+        ],
+        [two],
+    )
+    assert "ReduceSum 'sum' reduces over 2 axes, a softmax over one" in _refusal(model, params_file)
+
+
+def test_a_product_with_another_function_of_the_sum_is_no_softmax(params_file):
+    """Mul(e, Sqrt(sum)) has the Reciprocal form's shape but divides nothing."""
+    model = _hand_written(
+        [
+            helper.make_node("Exp", ["x"], ["e"], name="exp"),
+            helper.make_node("ReduceSum", ["e", "axes"], ["s"], name="sum"),
+            helper.make_node("Sqrt", ["s"], ["r"]),
+            helper.make_node("Mul", ["e", "r"], ["y"]),
+        ]
+    )
+    assert "the sum 'sum' does not divide the Exp's own output" in _refusal(model, params_file)
+
+
+def test_an_exp_cast_then_summed_is_named_but_a_cast_exp_alone_is_not(params_file):
+    cast_then_summed = _hand_written(
+        [
+            helper.make_node("Exp", ["x"], ["e"], name="exp"),
+            helper.make_node("Cast", ["e"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceSum", ["c", "axes"], ["s"]),
+            helper.make_node("Div", ["c", "s"], ["y"]),
+        ]
+    )
+    reason = "its output is cast, then summed and divided: the division must take the Exp's own output"
+    assert reason in _refusal(cast_then_summed, params_file)
+    cast_alone = _hand_written(
+        [
+            helper.make_node("Exp", ["x"], ["e"], name="exp"),
+            helper.make_node("Cast", ["e"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("Softmax", ["c"], ["y"], name="sm"),
+        ]
+    )
+    _, report = rewrite_model(cast_alone, RewriteOptions(params_file=params_file))
+    assert [s.name for s in report.sites] == ["sm"] and report.near_misses == []
+
+
+@pytest.mark.parametrize("axis_back, converts", [(-1, True), (0, False)])
+def test_a_dropped_sum_brought_back_by_unsqueeze_in_the_reciprocal_form(params_file, rng, axis_back, converts):
+    """keepdims=0, Unsqueeze, Reciprocal, Mul: a site when the Unsqueeze restores the summed axis."""
+    back = helper.make_tensor("back", TensorProto.INT64, [1], [axis_back])
+    model = _hand_written(
+        [
+            helper.make_node("Exp", ["x"], ["e"], name="exp"),
+            helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=0),
+            helper.make_node("Unsqueeze", ["s", "back"], ["s1"]),
+            helper.make_node("Reciprocal", ["s1"], ["r"]),
+            helper.make_node("Mul", ["e", "r"], ["y"]),
+        ],
+        [back],
+    )
+    if not converts:
+        assert "has keepdims=0 and the sum comes back with" in _refusal(model, params_file)
+        del model.graph.input[0].type.tensor_type.shape.dim[:]  # no shapes to check the plumbing by
+        model.graph.input[0].type.tensor_type.ClearField("shape")
+        unknown = "has keepdims=0 and the shape plumbing after it cannot be checked (shapes unknown)"
+        assert unknown in _refusal(model, params_file)
+        return
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert [(s.name, s.pattern) for s in report.sites] == [("exp", DECOMPOSED)]
+    x = rng.normal(0, 2, (3, 4, 5)).astype(np.float32)
+    expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("exp_name, site_name", [("exp", "exp"), ("", "div")])
+def test_a_written_out_site_is_named_by_its_exp_else_its_division(params_file, exp_name, site_name):
+    model = _hand_written(
+        [
+            helper.make_node("Exp", ["x"], ["e"], name=exp_name),
+            helper.make_node("ReduceSum", ["e", "axes"], ["s"]),
+            helper.make_node("Div", ["e", "s"], ["y"], name="div"),
+        ]
+    )
+    _, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert [s.name for s in report.sites] == [site_name]
+
+
+def test_a_max_with_keepdims_0_is_not_taken_as_the_shift(params_file):
+    """x - ReduceMax(x, keepdims=0) broadcasts along the wrong axis: the site starts at the Exp."""
+    model = _hand_written(
+        [
+            helper.make_node("ReduceMax", ["x", "axes"], ["m"], keepdims=0),
+            helper.make_node("Sub", ["x", "m"], ["d"]),
+            helper.make_node("Exp", ["d"], ["e"], name="exp"),
+            helper.make_node("ReduceSum", ["e", "axes"], ["s"]),
+            helper.make_node("Div", ["e", "s"], ["y"]),
+        ]
+    )
+    _, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert [s.pattern for s in report.sites] == [DECOMPOSED]
+
+
+def test_constant_values_are_read_through_castlike_and_from_float_attributes():
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.matchers.base import constant_value
+
+    def made_by(op, inputs=(), domain=None, **attrs):
+        out = gs.Variable("out")
+        gs.Node(op, inputs=list(inputs), outputs=[out], attrs=attrs, domain=domain)
+        return out
+
+    axes = gs.Constant("axes", np.array([2], np.int64))
+    assert constant_value(made_by("CastLike", [axes, gs.Variable("like")])).tolist() == [2]
+    assert constant_value(made_by("Constant", value_floats=[0.5, 1.5])).tolist() == [0.5, 1.5]
+    assert constant_value(made_by("Constant", value_float=2.5)).tolist() == 2.5
+    assert constant_value(made_by("Constant", domain="ai.onnx", value_float=2.5)).tolist() == 2.5
+    assert constant_value(made_by("Constant", domain="com.other", value_float=2.5)) is None
+    assert constant_value(made_by("Cast", [axes])) is None
