@@ -25,6 +25,7 @@ def test_range_shares_count_their_edges_and_follow_the_axis():
     wide = _site_calibration(site(1), np.array([[0.0], [-12.5]]))
     assert tall.inside_shift_range == 0.5 and wide.inside_shift_range == 1.0
     assert (rows.min, rows.max) == (-12.0, 12.0)
+    assert rows.recommendation == _recommend(5 / 8, 7 / 8) and "12.5% of shifted logits" in rows.recommendation
     p01, p50, p99 = np.percentile(logits, [1, 50, 99])
     assert (rows.p01, rows.p50, rows.p99) == (pytest.approx(p01), pytest.approx(p50), pytest.approx(p99))
 
@@ -71,6 +72,7 @@ def test_shift_advice_and_its_share_below_the_range():
     plain = _recommend(0.42, 0.99)
     assert plain.startswith("--shift (default), K=12") and "only 42% of logits lie in [-1, 1]" in plain
     assert "fall below" not in plain  # 99% inside: nothing to add
+    assert "; 10.0% of shifted logits fall below -12" in _recommend(0.5, 0.9)
     below = _recommend(0.989, 0.975)
     assert "only 99% of logits" in below
     assert below.endswith("; 2.5% of shifted logits fall below -12, where exp < 6e-06 and SI-exp gives 0: "

@@ -342,3 +342,18 @@ def test_sites_whose_nodes_share_a_name_are_told_apart():
     assert [(s.name, s.converted) for s in report.sites] == [("sm@p1", True), ("sm@p2", False)]
     _, named = rewrite_model(_named(["first", ""]), RewriteOptions(steps=4))
     assert [s.name for s in named.sites] == ["first", "softmax@p2"]  # a unique name is kept as it is
+
+
+@pytest.mark.parametrize("count, held_out", [(2, 1), (3, 1), (4, 2)])
+def test_a_site_of_a_few_rows_is_figured_on_its_odd_rows_only(count, held_out):
+    """Two rows: one polished, one held out; never the polished row in the figures too."""
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="few")],
+        "few",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [count, 7])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [count, 7])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": np.random.default_rng(count).normal(0, 3, (count, 7)).astype(np.float32)}
+    (choice,) = choose_site_params(model, feeds, steps=4, rounds=0)
+    assert (choice.rows, choice.length) == (held_out, 7)
