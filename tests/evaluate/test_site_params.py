@@ -192,13 +192,9 @@ def test_choices_follow_the_held_out_half(calibrated):
 
 
 def test_progress_ticks_once_per_site_and_a_single_row_site_is_used_whole():
-    graph = helper.make_graph(
-        [helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="one_row")],
-        "one",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 7])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    from tests.helpers import softmax_model
+
+    model = softmax_model([1, 7], -1, name="one_row")
     ticks = []
     feeds = {"x": np.linspace(-3, 3, 7, dtype=np.float32)[None]}
     (choice,) = choose_site_params(model, feeds, steps=4, rounds=0, progress=ticks.append)
@@ -347,13 +343,9 @@ def test_sites_whose_nodes_share_a_name_are_told_apart():
 @pytest.mark.parametrize("count, held_out", [(2, 1), (3, 1), (4, 2)])
 def test_a_site_of_a_few_rows_is_figured_on_its_odd_rows_only(count, held_out):
     """Two rows: one polished, one held out; never the polished row in the figures too."""
-    graph = helper.make_graph(
-        [helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="few")],
-        "few",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [count, 7])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [count, 7])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    from tests.helpers import softmax_model
+
+    model = softmax_model([count, 7], -1, name="few")
     feeds = {"x": np.random.default_rng(count).normal(0, 3, (count, 7)).astype(np.float32)}
     (choice,) = choose_site_params(model, feeds, steps=4, rounds=0)
     assert (choice.rows, choice.length) == (held_out, 7)
