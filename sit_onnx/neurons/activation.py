@@ -246,12 +246,12 @@ def spiking_activation(x: np.ndarray, params: ActivationParams, return_spikes: b
     out, spikes = si_exp(xw, params.neuron, return_spikes=True) if return_spikes else (si_exp(xw, params.neuron), None)
     lo, hi = (work.type(v) for v in params.input_range)
     s_lo, c_lo, s_hi, c_hi = (work.type(v) for v in params.tails)
-    with np.errstate(over="ignore"):  # a sloped tail may overflow to +-inf, as the kernels do
+    with np.errstate(over="ignore"):  # a sloped tail, or float16's range, may overflow to +-inf, as the kernels do
         y = out + work.type(params.bias)
         y = xw * y if params.gate else y
         below = c_lo if s_lo == 0 else s_lo * xw + c_lo
         above = c_hi if s_hi == 0 else s_hi * xw + c_hi
-    y = np.where(xw < lo, below, np.where(xw > hi, above, y)).astype(x.dtype, copy=False)
+        y = np.where(xw < lo, below, np.where(xw > hi, above, y)).astype(x.dtype, copy=False)
     if return_spikes:
         spikes &= ((xw >= lo) & (xw <= hi))[..., None]  # the tails spike nowhere
         return y, spikes

@@ -51,5 +51,6 @@ def si_exp(x: np.ndarray, params: NeuronParams, return_spikes: bool = False):
                 if spikes is not None:
                     spikes[..., j * k + t] = fired
             total = out if total is None else total + out
-    total = np.where(np.isnan(x_work), x_work, total).astype(x.dtype, copy=False)
+    with np.errstate(over="ignore"):  # a set whose output exceeds float16's range gives inf, as the kernels do
+        total = np.where(np.isnan(x_work), x_work, total).astype(x.dtype, copy=False)
     return (total, spikes) if return_spikes else total

@@ -305,3 +305,16 @@ def test_a_range_the_op_cannot_store_in_float32_is_refused(input_range):
     neuron = NeuronParams([0.5], [1.0], [0.25], input_range)
     with pytest.raises(SitOnnxError, match="must stay finite with LO < HI in float32"):
         ActivationParams("gelu", neuron)
+
+
+def test_float16_results_past_its_range_are_inf_without_warnings():
+    """A tail of slope 2 sends float16's 6e4 to 1.2e5: inf, as the kernels give, and no numpy
+    warning (a `-W error` run failed on it)."""
+    import warnings
+
+    params = ActivationParams("gelu", shipped_activation("gelu", 8).neuron, 0.0, (0.0, 0.0, 2.0, 0.0))
+    x = np.array([6e4, 1.0, -6e4], np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = spiking_activation(x, params)
+    assert y.dtype == np.float16 and np.isinf(y[0]) and y[2] == 0 and np.isfinite(y[1])

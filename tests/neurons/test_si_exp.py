@@ -127,6 +127,7 @@ def test_edge_inputs_raise_no_numpy_warnings():
     cases = [
         (shipped_params(12, SHIFT_RANGE), np.array([np.inf, -np.inf, np.nan, 3.4e38, -3.4e38], np.float32)),
         (shipped_params(12, SHIFT_RANGE), np.array([6e4, np.inf], np.float16)),
+        (NeuronParams([0.0], [1.0], [7e4], (-1, 1)), np.array([1.0], np.float16)),  # past float16: inf
         (NeuronParams([0.0, 1e38], [-1e38, 1.0], [1.0, 2.0], (-1, 1)), np.array([3.4e38, -1.0], np.float32)),
     ]
     for params, x in cases:
