@@ -244,3 +244,70 @@ def test_a_model_without_an_if_to_take_is_returned_as_it_is():
     model = _model()
     assert take_branches(model, {"x": _feeds_of(True)["x"]})[0] is model
     assert take_branches(model, _feeds_of(True))[0] is not model
+
+
+def test_labelled_and_unlabelled_data_both_feed_a_fixed_input_whole(tmp_path):
+    """`eval` with labels and without read the model's fixed inputs alike."""
+    from sit_onnx.evaluate.experiment import input_data, labelled_data
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((6, 5), np.float32), flag=np.array([True]), labels=np.zeros(6, np.int64))
+    for data in (labelled_data(_model(), path, None), input_data(_model(), path, None)):
+        assert data.arrays["flag"].shape == (1,) and data.source == str(path)
+
+
+def test_a_refusal_during_eval_names_the_data(tmp_path):
+    from sit_onnx.evaluate.experiment import ModelPair, evaluate_accuracy, evaluate_outputs, labelled_data
+    from sit_onnx.runtime import SessionSpec
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((6, 3), np.float32), flag=np.array([True]), labels=np.zeros(6, np.int64))
+    pair = ModelPair(_model(), _model(), None)
+    data = labelled_data(_model(), path, None)
+    spec = SessionSpec(use_library=False)
+    for evaluate in (evaluate_accuracy, evaluate_outputs):
+        with pytest.raises(SitOnnxError, match=f"^{path}: 'x' has shape \\[6, 3\\], the model wants"):
+            evaluate(pair, data, spec)
+
+
+def test_a_run_time_refusal_during_eval_names_the_data(tmp_path):
+    """Data the declared shapes accept but the graph cannot take (24 values into rows of 5)."""
+    from sit_onnx.evaluate.experiment import ModelPair, evaluate_accuracy, evaluate_outputs, labelled_data
+    from sit_onnx.runtime import SessionSpec
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "rows_of_5"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", FLOAT, [None, 5])],
+        [numpy_helper.from_array(np.array([-1, 5], np.int64), "rows_of_5")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((6, 4), np.float32), labels=np.zeros(6, np.int64))
+    data = labelled_data(model, path, None)
+    fine = onnx.ModelProto.FromString(model.SerializeToString())
+    fine.graph.node[0].op_type = "Identity"
+    del fine.graph.node[0].input[1:]
+    fine.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
+    for evaluate in (evaluate_accuracy, evaluate_outputs):
+        for original in (model, fine):  # the original refuses, or the converted one does
+            with pytest.raises(SitOnnxError, match=f"^{path}: onnxruntime failed to run the model: "):
+                evaluate(ModelPair(original, model, None), data, SessionSpec(use_library=False))
+
+
+def test_eval_uses_the_given_session_spec_and_runs_an_original_alone(tmp_path):
+    from sit_onnx.evaluate.experiment import ModelPair, evaluate_accuracy, evaluate_outputs, labelled_data
+    from sit_onnx.runtime import SessionSpec
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((6, 5), np.float32), flag=np.array([True]), labels=np.zeros(6, np.int64))
+    data = labelled_data(_model(), path, None)
+    pair = ModelPair(_model(), _model(), None)
+    for evaluate in (evaluate_accuracy, evaluate_outputs):
+        with pytest.raises(SitOnnxError, match="unknown provider 'tpu'"):
+            evaluate(pair, data, SessionSpec(provider="tpu"))
+    with pytest.raises(SitOnnxError, match="unknown provider 'tpu'"):
+        evaluate_accuracy(ModelPair(_model(), None, None), data, SessionSpec(provider="tpu"))
+    alone = evaluate_accuracy(ModelPair(_model(), None, None), data, SessionSpec(use_library=False))
+    assert alone.converted_accuracy is None and alone.ann_accuracy == 1.0  # all-zero rows: argmax 0, the label
