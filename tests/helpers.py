@@ -1,6 +1,8 @@
 """Small builders and runners the tests share."""
 
+import contextlib
 import os
+import warnings
 
 import numpy as np
 import onnx
@@ -14,6 +16,15 @@ from sit_onnx.neurons.params import NeuronParams
 # module-scoped fixture's calls count for the first test that used it only, so the others (often
 # the ones asserting on the result) would never run against the mutant.
 SHARED_SCOPE = "function" if "MUTANT_UNDER_TEST" in os.environ else "module"
+
+
+@contextlib.contextmanager
+def warnings_fail():
+    """Any warning inside fails the test, with numpy's floating-point checks at their defaults: a
+    library user sees every RuntimeWarning the code does not silence itself."""
+    with warnings.catch_warnings(), np.errstate(divide="warn", over="warn", invalid="warn", under="ignore"):
+        warnings.simplefilter("error")
+        yield
 
 
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:

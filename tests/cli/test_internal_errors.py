@@ -12,7 +12,7 @@ import sit_onnx.graph.convert_file as convert_file
 from sit_onnx.cli import main
 from sit_onnx.neurons import SoftmaxOptions, shipped_params, si_norm, spiking_softmax
 from sit_onnx.neurons.params import SHIFT_RANGE
-from tests.helpers import softmax_model
+from tests.helpers import softmax_model, warnings_fail
 
 
 @pytest.fixture
@@ -77,8 +77,7 @@ def test_debug_lets_the_traceback_through(model, monkeypatch):
 def test_references_are_quiet_on_zero_nan_and_huge_rows():
     w = np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 2.0], [1e38, 1e38, 1e38], [np.inf, 1.0, 0.0]], np.float32)
     x = np.array([[-1e4, 0.0, 1e4], [np.nan, 0.0, 1.0], [-np.inf, 0.0, 1.0]], np.float32)
-    with warnings.catch_warnings(), np.errstate(divide="warn", over="warn", invalid="warn", under="ignore"):
-        warnings.simplefilter("error")  # numpy's own defaults: a library user sees no RuntimeWarning
+    with warnings_fail():
         out = si_norm(w, axis=-1)
         rated = si_norm(w, axis=-1, time_steps=8)
         soft = spiking_softmax(x, shipped_params(8, SHIFT_RANGE), options=SoftmaxOptions(shift=True, sigmoid=True))

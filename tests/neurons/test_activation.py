@@ -21,6 +21,7 @@ from sit_onnx.neurons.activation import (
 )
 from sit_onnx.neurons.params import NeuronParams
 from sit_onnx.neurons.si_exp import si_exp
+from tests.helpers import warnings_fail
 
 NEURON = NeuronParams([0.5, -0.5, -1.5], [1.0, 1.0, 1.0], [0.25, 0.5, 0.125], (-2.0, 1.0))
 
@@ -277,12 +278,9 @@ def test_tail_error_is_read_just_outside_each_end():
 
 
 def test_the_reference_warns_about_nothing_and_spikes_at_the_range_ends():
-    import warnings
-
     neuron = NeuronParams([0.5, -0.5, -1.5], [1.0, 1.0, 1.0], [0.25, 0.5, 0.125], (-1.0, 0.5))
     params = ActivationParams("gelu", neuron, 0.0, (2.0, 0.0, 2.0, 0.0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an overflow in the tails (2 * 3e38) must stay quiet
+    with warnings_fail():  # an overflow in the tails (2 * 3e38) must stay quiet
         y, spikes = spiking_activation(np.array([-3e38, 3e38, -1.0, 0.5], np.float32), params, return_spikes=True)
     assert y[0] == -np.inf and y[1] == np.inf
     np.testing.assert_array_equal(spikes[2:], si_exp(np.array([-1.0, 0.5]), neuron, return_spikes=True)[1])
@@ -310,11 +308,8 @@ def test_a_range_the_op_cannot_store_in_float32_is_refused(input_range):
 def test_float16_results_past_its_range_are_inf_without_warnings():
     """A tail of slope 2 sends float16's 6e4 to 1.2e5: inf, as the kernels give, and no numpy
     warning (a `-W error` run failed on it)."""
-    import warnings
-
     params = ActivationParams("gelu", shipped_activation("gelu", 8).neuron, 0.0, (0.0, 0.0, 2.0, 0.0))
     x = np.array([6e4, 1.0, -6e4], np.float16)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings_fail():
         y = spiking_activation(x, params)
     assert y.dtype == np.float16 and np.isinf(y[0]) and y[2] == 0 and np.isfinite(y[1])

@@ -3,6 +3,7 @@ import pytest
 
 from sit_onnx.neurons import shipped_params, si_exp
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS
+from tests.helpers import warnings_fail
 
 
 @pytest.mark.parametrize(
@@ -120,19 +121,18 @@ def test_float32_input_meets_thresholds_stored_as_float32():
 def test_edge_inputs_raise_no_numpy_warnings():
     """Infinities, NaN and a membrane pushed past float32's range (a negative reset on the largest
     input) are defined outputs, not warnings a `-W error` run turns into failures."""
-    import warnings
-
     from sit_onnx.neurons import NeuronParams
 
+    overflowing = NeuronParams([0.0, 1e38], [-1e38, 1.0], [1.0, 2.0], (-1, 1))
     cases = [
         (shipped_params(12, SHIFT_RANGE), np.array([np.inf, -np.inf, np.nan, 3.4e38, -3.4e38], np.float32)),
         (shipped_params(12, SHIFT_RANGE), np.array([6e4, np.inf], np.float16)),
         (NeuronParams([0.0], [1.0], [7e4], (-1, 1)), np.array([1.0], np.float16)),  # past float16: inf
-        (NeuronParams([0.0, 1e38], [-1e38, 1.0], [1.0, 2.0], (-1, 1)), np.array([3.4e38, -1.0], np.float32)),
+        (overflowing, np.array([3.4e38, -1.0], np.float32)),
     ]
     for params, x in cases:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with warnings_fail():
             out = si_exp(x, params)
         assert np.isnan(out).tolist() == np.isnan(x).tolist()
-    assert out.tolist() == [3.0, 0.0]  # the overflowed membrane (inf) crosses the second threshold too
+    # the overflowed membrane (inf) crosses the second threshold too
+    assert si_exp(np.array([3.4e38, -1.0], np.float32), overflowing).tolist() == [3.0, 0.0]

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from sit_onnx.neurons import si_norm, simulate_si_norm
+from tests.helpers import warnings_fail
 
 
 def test_amplified_form_is_normalisation():
@@ -86,11 +87,8 @@ def test_simulation_counts_are_integers_on_float32_input():
 def test_edge_rows_raise_no_numpy_warnings(time_steps):
     """A zero row (0/0), a sum beyond float32 (inf) and NaN are defined outputs, not warnings a
     user's `-W error` run would turn into failures."""
-    import warnings
-
     w = np.array([[0, 0, 0], [3e38, 3e38, 1], [np.nan, 1, 1], [np.inf, 1, 1]], dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings_fail():
         out = si_norm(w, time_steps=time_steps)
     assert np.all(out[0] == 0) and np.all(np.isnan(out[2]))
 
