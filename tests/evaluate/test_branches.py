@@ -246,12 +246,18 @@ def test_a_model_without_an_if_to_take_is_returned_as_it_is():
     assert take_branches(model, _feeds_of(True))[0] is not model
 
 
+def _eval_file(tmp_path, x=np.zeros((6, 5), np.float32), flag=True):
+    """d.npz with x, six labels and (with `flag`) the fixed [1] `flag` input of _model()."""
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, labels=np.zeros(6, np.int64), **({"flag": np.array([True])} if flag else {}))
+    return path
+
+
 def test_labelled_and_unlabelled_data_both_feed_a_fixed_input_whole(tmp_path):
     """`eval` with labels and without read the model's fixed inputs alike."""
     from sit_onnx.evaluate.experiment import input_data, labelled_data
 
-    path = tmp_path / "d.npz"
-    np.savez(path, x=np.zeros((6, 5), np.float32), flag=np.array([True]), labels=np.zeros(6, np.int64))
+    path = _eval_file(tmp_path)
     for data in (labelled_data(_model(), path, None), input_data(_model(), path, None)):
         assert data.arrays["flag"].shape == (1,) and data.source == str(path)
 
@@ -260,8 +266,7 @@ def test_a_refusal_during_eval_names_the_data(tmp_path):
     from sit_onnx.evaluate.experiment import ModelPair, evaluate_accuracy, evaluate_outputs, labelled_data
     from sit_onnx.runtime import SessionSpec
 
-    path = tmp_path / "d.npz"
-    np.savez(path, x=np.zeros((6, 3), np.float32), flag=np.array([True]), labels=np.zeros(6, np.int64))
+    path = _eval_file(tmp_path, np.zeros((6, 3), np.float32))
     pair = ModelPair(_model(), _model(), None)
     data = labelled_data(_model(), path, None)
     spec = SessionSpec(use_library=False)
@@ -283,8 +288,7 @@ def test_a_run_time_refusal_during_eval_names_the_data(tmp_path):
         [numpy_helper.from_array(np.array([-1, 5], np.int64), "rows_of_5")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = tmp_path / "d.npz"
-    np.savez(path, x=np.zeros((6, 4), np.float32), labels=np.zeros(6, np.int64))
+    path = _eval_file(tmp_path, np.zeros((6, 4), np.float32), flag=False)
     data = labelled_data(model, path, None)
     fine = onnx.ModelProto.FromString(model.SerializeToString())
     fine.graph.node[0].op_type = "Identity"
@@ -300,9 +304,7 @@ def test_eval_uses_the_given_session_spec_and_runs_an_original_alone(tmp_path):
     from sit_onnx.evaluate.experiment import ModelPair, evaluate_accuracy, evaluate_outputs, labelled_data
     from sit_onnx.runtime import SessionSpec
 
-    path = tmp_path / "d.npz"
-    np.savez(path, x=np.zeros((6, 5), np.float32), flag=np.array([True]), labels=np.zeros(6, np.int64))
-    data = labelled_data(_model(), path, None)
+    data = labelled_data(_model(), _eval_file(tmp_path), None)
     pair = ModelPair(_model(), _model(), None)
     for evaluate in (evaluate_accuracy, evaluate_outputs):
         with pytest.raises(SitOnnxError, match="unknown provider 'tpu'"):

@@ -192,8 +192,6 @@ def test_choices_follow_the_held_out_half(calibrated):
 
 
 def test_progress_ticks_once_per_site_and_a_single_row_site_is_used_whole():
-    from tests.helpers import softmax_model
-
     model = softmax_model([1, 7], -1, name="one_row")
     ticks = []
     feeds = {"x": np.linspace(-3, 3, 7, dtype=np.float32)[None]}
@@ -343,8 +341,6 @@ def test_sites_whose_nodes_share_a_name_are_told_apart():
 @pytest.mark.parametrize("count, held_out", [(2, 1), (3, 1), (4, 2)])
 def test_a_site_of_a_few_rows_is_figured_on_its_odd_rows_only(count, held_out):
     """Two rows: one polished, one held out; never the polished row in the figures too."""
-    from tests.helpers import softmax_model
-
     model = softmax_model([count, 7], -1, name="few")
     feeds = {"x": np.random.default_rng(count).normal(0, 3, (count, 7)).astype(np.float32)}
     (choice,) = choose_site_params(model, feeds, steps=4, rounds=0)
