@@ -80,13 +80,29 @@ inline std::string ReadFloatAttribute(const Ort::ConstKernelInfo& info, const ch
   return "";
 }
 
+// A required, non-empty list of floats, or an error naming the attribute. onnxruntime says only "No
+// attribute with this name is defined" for a missing one, and reads one of another type (ints, a
+// float, a string) as an empty list: "got 2, 0, 2" lengths for resets=[1, 1] told nobody why.
+inline std::string ReadFloatsAttribute(const Ort::ConstKernelInfo& info, const char* name, std::vector<float>* out) {
+  try {
+    *out = info.GetAttributes<float>(name);
+  } catch (const Ort::Exception&) {
+    if (HasAttribute(info, name)) return std::string(name) + " must be a non-empty list of floats";
+    return std::string("missing attribute ") + name + " (a list of floats)";
+  }
+  return out->empty() ? std::string(name) + " must be a non-empty list of floats" : "";
+}
+
 // Reads the SI-exp attributes (thresholds, resets, weights).
 struct ExpKernelBase {
   static constexpr const char* kName = kSpikingExp;
   ExpParams params;
   std::string Init(const Ort::ConstKernelInfo& info) {
-    return CheckExpParams(info.GetAttributes<float>("thresholds"), info.GetAttributes<float>("resets"),
-                          info.GetAttributes<float>("weights"), &params);
+    std::vector<float> thresholds, resets, weights;
+    std::string error = ReadFloatsAttribute(info, "thresholds", &thresholds);
+    if (error.empty()) error = ReadFloatsAttribute(info, "resets", &resets);
+    if (error.empty()) error = ReadFloatsAttribute(info, "weights", &weights);
+    return error.empty() ? CheckExpParams(thresholds, resets, weights, &params) : error;
   }
 };
 
@@ -124,11 +140,8 @@ struct ActivationKernelBase {
     if (error.empty()) error = ReadIntAttribute(info, "gate", 0, &gate);
     if (!error.empty()) return error;
     std::vector<float> tails;
-    try {
-      tails = info.GetAttributes<float>("tails");
-    } catch (const Ort::Exception&) {
-      return "tails must be a list of 4 floats";
-    }
+    error = ReadFloatsAttribute(info, "tails", &tails);
+    if (!error.empty()) return error;
     return CheckActivationAttrs(low, high, bias, tails, gate, &act);
   }
 };

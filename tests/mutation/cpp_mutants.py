@@ -216,6 +216,18 @@ MUTANTS = [
     ),
     ("activation: low == high accepted", "spiking_attrs.cc", "!(low < high)", "!(low <= high)"),
     ("activation: 5 tails accepted", "spiking_attrs.cc", "if (tails.size() != 4)", "if (tails.size() < 4)"),
+    (
+        "a list of another type read as empty, passed on",
+        "include/spiking_op.h",
+        'return out->empty() ? std::string(name) + " must be a non-empty list of floats" : "";',
+        'return "";',
+    ),
+    (
+        "a missing list reported as wrongly typed",
+        "include/spiking_op.h",
+        "if (HasAttribute(info, name)) return",
+        "if (true) return",
+    ),
 ]
 
 

@@ -136,6 +136,9 @@ BAD = [
     ("gate", 2, "gate must be 0 or 1, got 2"),
     ("gate", -1, "gate must be 0 or 1, got -1"),
     ("gate", 1.0, "gate must be an int attribute"),
+    ("tails", [0, 0, 1, 0], "tails must be a non-empty list of floats"),  # ints: onnxruntime reads them as []
+    ("tails", 0.5, "tails must be a non-empty list of floats"),
+    ("resets", "1.0", "resets must be a non-empty list of floats"),
 ]
 
 
@@ -146,11 +149,19 @@ def test_kernel_refuses_bad_attributes_at_session_creation_naming_the_node(rng, 
     assert message in text and "SpikingActivation node 'act'" in text
 
 
-@pytest.mark.parametrize("missing", ["low", "high", "tails", "thresholds"])
-def test_kernel_refuses_missing_required_attributes(rng, missing):
+@pytest.mark.parametrize(
+    "missing, message",
+    [
+        ("low", "missing float attribute low"),
+        ("high", "missing float attribute high"),
+        ("tails", "missing attribute tails (a list of floats)"),
+        ("thresholds", "missing attribute thresholds (a list of floats)"),
+    ],
+)
+def test_kernel_refuses_missing_required_attributes(rng, missing, message):
     attrs = activation_attributes(_random_set(rng, 4))
     del attrs[missing]
-    assert "SpikingActivation node 'act'" in _refused(attrs)
+    assert f"SpikingActivation node 'act': {message}" in _refused(attrs)
 
 
 def test_bias_is_optional_and_defaults_to_zero(rng):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import AttributeProto, TensorProto, helper
 
 from sit_onnx import domain
 from sit_onnx.graph.rewrite_softmax import neuron_attributes
@@ -191,7 +191,7 @@ def test_spiking_norm_edge_rows(provider):
             helper.make_node(
                 "SpikingExp", ["x"], ["y"], name="missing", domain="ai.sit", thresholds=[0.0], resets=[1.0]
             ),
-            "missing",
+            r"SpikingExp node 'missing': missing attribute weights \(a list of floats\)",
         ),
         (
             helper.make_node("SpikingNorm", ["x"], ["y"], name="neg_n", domain="ai.sit", axis=-1, time_steps=-2),
@@ -406,11 +406,17 @@ def test_unknown_kernel_set_refused_at_session_creation(monkeypatch):
 
 
 def _typed_node(op, name, **attrs):
-    """A node whose attributes may carry the wrong type (make_node infers the type from the value)."""
+    """A node whose attributes may carry the wrong type (make_node infers the type from the value;
+    an empty list is written as an empty list of floats)."""
     base = {}
     if op in ("SpikingExp", "SpikingSoftmax"):
         base = {"thresholds": [0.0, -1.0], "resets": [1.0, 1.0], "weights": [1.0, 0.5]}
-    return helper.make_node(op, ["x"], ["y"], name=name, domain="ai.sit", **{**base, **attrs})
+    merged = {**base, **attrs}
+    given = {k: v for k, v in merged.items() if v != []}
+    node = helper.make_node(op, ["x"], ["y"], name=name, domain="ai.sit", **given)
+    empty = [k for k in merged if k not in given]
+    node.attribute.extend(helper.make_attribute(k, [], attr_type=AttributeProto.FLOATS) for k in empty)
+    return node
 
 
 @pytest.mark.parametrize(
@@ -436,7 +442,10 @@ def test_wrongly_typed_int_attribute_is_refused_not_defaulted(op, attr, value):
     "node, message",
     [
         (_typed_node("SpikingExp", "short_d", weights=[1.0]), "short_d.*equal lengths"),
-        (_typed_node("SpikingExp", "ints", thresholds=[0, 1]), "ints"),
+        (_typed_node("SpikingExp", "ints", thresholds=[0, 1]), "'ints': thresholds must be a non-empty list of floats"),
+        (_typed_node("SpikingExp", "one", resets=1.0), "'one': resets must be a non-empty list of floats"),
+        (_typed_node("SpikingSoftmax", "text", weights="1 0.5"), "'text': weights must be a non-empty list of floats"),
+        (_typed_node("SpikingSoftmax", "empty", resets=[]), "'empty': resets must be a non-empty list of floats"),
         (_typed_node("SpikingNorm", "at_rank", axis=2), "at_rank.*axis 2 is out of range for a rank-2"),
         (_typed_node("SpikingNorm", "below", axis=-3), "below.*axis -3 is out of range"),
         (_typed_node("SpikingSoftmax", "sig2", sigmoid=2), "sig2.*shift and sigmoid must be 0 or 1"),
