@@ -236,6 +236,14 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes)
 
 
+def _toposorted(graph: gs.Graph) -> gs.Graph:
+    """Nodes sorted (the main graph's, its subgraphs' and its functions'), the function list left in
+    its order: graphsurgeon's sort of that list walks the main graph's subgraphs again at every level
+    and never ends on a model with both local functions and an If or Loop (a converted merged
+    decoder, given to `rewrite` or `energy` again)."""
+    return graph.toposort(mode="nodes")
+
+
 def _searchable_graph(prepared: Prepared) -> gs.Graph:
     """The light model as graphsurgeon sees it, types inferred and nodes sorted: where sites are found.
     Attributes it cannot carry travel as placeholders (opaque.py), put back by `finish`."""
@@ -244,8 +252,7 @@ def _searchable_graph(prepared: Prepared) -> gs.Graph:
         inferred = _copy(inferred)
     prepared.opaque = hide_opaque(inferred)
     graph = gs.import_onnx(inferred)
-    graph.toposort()
-    return graph
+    return _toposorted(graph)
 
 
 @dataclass(frozen=True)
@@ -354,7 +361,7 @@ def apply(
             own = site_params.get(site.name, params)
             entry.replaced_with = replace_site(site, own, options, fuse, prepared.opset, names)
         reports.append(entry)
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    _toposorted(graph.cleanup(remove_unused_graph_inputs=False))
     return reports
 
 
@@ -439,7 +446,7 @@ def apply_activations(graph: gs.Graph, sites, sets: Mapping[str, ActivationParam
                 "replaced_with": inserted,
             }
         )
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    _toposorted(graph.cleanup(remove_unused_graph_inputs=False))
     return reports
 
 
@@ -490,7 +497,9 @@ def rewrite_model(
     label = source or "model"
     already = _existing_steps(model)
     if already is not None and already != params.steps:
-        raise SitOnnxError(f"model already holds SpikingExp with K={already}; convert the rest with --steps {already}")
+        raise SitOnnxError(
+            f"{label}: already holds SpikingExp with K={already}; convert the rest with --steps {already}"
+        )
     prepared = prepare(model, label, in_place)
     left_alone = _left_alone(prepared, options, label)
     graph = _searchable_graph(prepared)
@@ -501,6 +510,7 @@ def rewrite_model(
     if not sites and not activation_sites:
         extra = f"; {attention_summary(left_alone)}" if left_alone else ""
         extra += "".join(f"; Exp {m.name!r} is no softmax: {m.reason}" for m in misses[:3])
+        extra += f"; it was converted before (K={already})" if already is not None else ""
         wanted = f" nor {'/'.join(activation_sets)} activation" if activation_sets else ""
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax){wanted} to convert{extra}")
     reasons = select_sites(sites, options)

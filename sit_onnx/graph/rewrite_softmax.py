@@ -3,7 +3,7 @@ SpikingExp → SpikingNorm), or the explicit chain [Sigmoid] → [max-shift] →
 
 Built the onnx-graphsurgeon way: detach the site's nodes, insert the new chain
 between the site's logits and its output tensor, and leave the dead nodes for the
-one `cleanup().toposort()` the caller runs per pass.
+one cleanup and sort the caller runs per pass.
 """
 
 from __future__ import annotations

@@ -70,3 +70,32 @@ def test_both_branches_run_and_keep_the_decoders_output(converted, use_cache):
         assert cosine > 0.999, (name, cosine)
     logits = names.index("logits")
     assert 1e-6 < np.abs(want[logits] - got[logits]).max() < 0.2  # converted, and near
+
+
+def test_a_partly_converted_decoder_takes_the_rest_then_says_it_was_converted(converted, tmp_path):
+    """A model with both local functions (ours) and an If: graphsurgeon's sort of the function list
+    recursed without end there, so a decoder converted with --first could not take the rest, and
+    `rewrite` or `energy` given a converted one ended in an internal error (RecursionError)."""
+    from click.testing import CliRunner
+
+    from sit_onnx.cli import main
+
+    source, whole, _ = converted
+    half, first = rewrite_model(source, RewriteOptions(first=2))
+    rest, second = rewrite_model(half, RewriteOptions())
+    assert len(first.converted) == len(second.converted) == 2
+    assert {(s.graph, s.name) for s in first.converted}.isdisjoint((s.graph, s.name) for s in second.converted)
+    for use_cache in (False, True):
+        feeds = _feeds(source, use_cache)
+        for a, b in zip(run(rest, feeds), run(whole, feeds)):
+            np.testing.assert_array_equal(a, b)
+    path = tmp_path / "decoder.sit.onnx"
+    onnx.save(whole, str(path))
+    again = tmp_path / "again.onnx"
+    for command in (["rewrite", str(path), "-o", str(again)], ["energy", str(path)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.stderr == (
+            f"Error: {path}: no Softmax (nor Exp→ReduceSum→Div softmax) to convert; it was converted before (K=12)\n"
+        )
+    assert not again.exists()

@@ -141,7 +141,7 @@ def test_the_rest_of_a_partly_converted_model_takes_its_k(fuse):
     the same K converts the other site; without the metadata older conversions wrote none of, K
     is counted from the SpikingExp function's steps."""
     half, _ = rewrite_model(_two_softmaxes(), RewriteOptions(steps=8, first=1, fuse=fuse))
-    refusal = "model already holds SpikingExp with K=8; convert the rest with --steps 8"
+    refusal = "model: already holds SpikingExp with K=8; convert the rest with --steps 8"
     with pytest.raises(SitOnnxError, match=f"^{refusal}$"):
         rewrite_model(half, RewriteOptions(steps=12))
     whole, report = rewrite_model(half, RewriteOptions(steps=8, fuse=fuse))
