@@ -124,12 +124,13 @@ def _semantics(opset: int, site_pattern: str, axis) -> str:
     return f"softmax over axis {axis}"
 
 
-def _upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+def _upgrade_opset(model: onnx.ModelProto, opset: int, label: str) -> onnx.ModelProto:
     try:
         return version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeError/ValueError with long texts
         raise SitOnnxError(
-            f"unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET} ({first_line(exc)})"
+            f"{label}: unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET}"
+            f" ({first_line(exc)})"
         ) from None
 
 
@@ -210,7 +211,7 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
     if source_opset < MIN_OPSET:
         had_softmax = any(n.op_type == "Softmax" for g in graph_protos(model.graph) for n in g.node)
-        model = _upgrade_opset(model, source_opset)
+        model = _upgrade_opset(model, source_opset, label)
         notes.append(
             f"model converted from opset {source_opset} to {default_opset(model)} by onnx.version_converter"
             + (" (legacy Softmax semantics kept with Flatten/Reshape)" if had_softmax else "")

@@ -135,6 +135,19 @@ def test_head_counts_that_do_not_divide_are_left_alone_with_why():
     assert _reason(wide_value) == f"the value size {HID + 1} is not a multiple of num_heads {NH}"
 
 
+def test_an_opset_the_converter_cannot_lift_is_refused_naming_the_file_and_why():
+    """Below opset 13 the model goes through onnx's version converter; a node of a domain the model
+    does not import stops it, and the refusal names the file, the opset and the converter's reason."""
+    model = softmax_model(["b", 4], -1, opset=12)
+    model.graph.node.insert(0, helper.make_node("Foo", ["x"], ["fx"], domain="x.y"))
+    model.graph.node[1].input[0] = "fx"
+    with pytest.raises(SitOnnxError) as raised:
+        rewrite_model(model, RewriteOptions(), source="m.onnx")
+    said = str(raised.value)  # the converter's own words vary with onnx's version
+    assert said.startswith("m.onnx: unsupported opset 12: onnx cannot convert this model to opset 13 (")
+    assert "domain x.y optype Foo" in said and "\n" not in said
+
+
 def test_a_model_without_a_standard_opset_is_not_upgraded_from_opset_1():
     """Only ai.onnx.ml ops (a LabelEncoder, as skl2onnx writes for a text pipeline): nothing to
     convert, said as such; it read "unsupported opset 1: onnx cannot convert this model" before."""
