@@ -3,7 +3,8 @@ fused attention ops, an optimum merged decoder) with an attribute, a type, a dim
 a node changed, through `sit-onnx rewrite`; and the activation forms (ReLU6 HardSigmoid/HardSwish, GELU's
 chains, a tf2onnx Keras block) through `rewrite --activations`. Whatever the change, the command ends in a converted
 model or one line saying why (exit 1), never "internal error", never an output left on failure; a
-converted model loads in onnxruntime wherever its source runs. (A longer campaign of the same
+converted model loads in onnxruntime wherever its source runs. Converted models, as written or changed,
+go through `run`, `energy`, `compare` and `rewrite` again the same way. (A longer campaign of the same
 mutations found the failures `tests/graph/test_malformed_sources.py` pins.)"""
 
 import copy
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from onnx import AttributeProto, helper
 
 from sit_onnx.cli import main
+from sit_onnx.graph.walk import graph_protos
 from sit_onnx.neurons.activation import SITE_FUNCTIONS
 from tests.graph.test_attention import _attention_model, _fused_attention_model, _gqa_cache_model, _gqa_model
 
@@ -167,3 +169,87 @@ def test_activation_rewrite_of_a_mutated_model_converts_or_says_why_in_one_line(
         if result.exit_code != 0:
             assert result.exit_code == 1 and not out.exists(), (case, result.exit_code)
             assert said.startswith("Error: ") and "\n" not in said, (case, said)
+
+
+CONVERTED_CASES = 150
+COMMANDS = [
+    ["run"],
+    ["run", "--no-library"],
+    ["run", "--json"],
+    ["run", "--verify-kernels"],
+    ["energy"],
+    ["compare"],
+    ["rewrite"],
+]
+
+
+@pytest.fixture(scope="module")
+def converted_seeds(seeds, tmp_path_factory):
+    """Every other seed and the merged decoder, converted (softmax; the chain for one in three): the
+    source's path and the converted model."""
+    folder, pairs = tmp_path_factory.mktemp("converted"), []
+    for i, model in enumerate([*seeds[:-1:2], seeds[-1]]):
+        source, out = folder / f"{i}.onnx", folder / f"{i}.sit.onnx"
+        source.write_bytes(model.SerializeToString())
+        flags = ["--chain"] if i % 3 == 2 else []
+        assert CliRunner().invoke(main, ["rewrite", str(source), "-o", str(out), *flags]).exit_code == 0, i
+        pairs.append((source, onnx.load(str(out))))
+    return pairs
+
+
+def _mutate_spiking(model: onnx.ModelProto, rng: random.Random) -> None:
+    """One change to what the conversion wrote (in any graph, If branches too): a step value or an
+    int attribute, an attribute dropped, an op renamed or moved to another domain, the functions or
+    our opset import gone."""
+    ours = [n for graph in graph_protos(model.graph) for n in graph.node if n.domain == "ai.sit"]
+    kind = rng.randrange(5)
+    if kind == 0 or not ours:
+        if rng.random() < 0.5:
+            del model.functions[:]
+        else:
+            kept = [o for o in model.opset_import if o.domain != "ai.sit"]
+            del model.opset_import[:]
+            model.opset_import.extend(kept)
+        return
+    node = rng.choice(ours)
+    found = rng.choice(list(node.attribute)) if node.attribute else None
+    if kind == 1 and found is not None and found.floats:
+        values = list(found.floats)
+        values[rng.randrange(len(values))] = rng.choice([float("nan"), 1e38, 0.0, 100.0])
+        del found.floats[:]
+        found.floats.extend(values[: -1 if rng.random() < 0.3 else None])
+    elif kind == 1 and found is not None:
+        found.i = rng.choice([-9, -1, 2, 5, 2**40])
+    elif kind == 2 and found is not None:
+        node.attribute.remove(found)
+    elif kind == 3:
+        node.op_type = rng.choice(["SpikingExp", "SpikingNorm", "SpikingSoftmax", "SpikingActivation", "SpikingFoo"])
+    else:
+        node.domain = rng.choice(["", "com.microsoft"])
+
+
+def test_commands_on_a_mutated_converted_model_run_or_say_why_in_one_line(converted_seeds, tmp_path):
+    """A converted model, as written or changed by hand or by another tool: `run` (kernels or
+    function bodies), `energy`, `compare` against its source and `rewrite` again end in a result or
+    one line saying why, exit 1, never an internal error (the merged decoder, given to `energy` or
+    `rewrite`, ended in a RecursionError)."""
+    runner = CliRunner()
+    for case in range(CONVERTED_CASES):
+        rng = random.Random(20_000 + case)
+        source, model = converted_seeds[case % len(converted_seeds)]
+        model = copy.deepcopy(model)
+        for _ in range(rng.randint(0, 2)):  # none: the converted model as it was written
+            (_mutate_spiking if rng.random() < 0.6 else _mutate)(model, rng)
+        path = tmp_path / f"{case}.sit.onnx"
+        path.write_bytes(model.SerializeToString())
+        command = rng.choice(COMMANDS)
+        args = [command[0], *([str(source)] if command[0] == "compare" else []), str(path), *command[1:]]
+        again = tmp_path / f"{case}.again.onnx"
+        args += ["-o", str(again)] if command[0] == "rewrite" else []
+        result = runner.invoke(main, args)
+        said = result.stderr.strip()
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), case
+        assert "internal error" not in said and result.exit_code in (0, 1), (case, args, said)
+        if result.exit_code == 1 and not (command[0] == "compare" and not said):  # compare: 1 = FAILED, reported
+            assert said.startswith("Error: ") and "\n" not in said, (case, said)
+            assert not again.exists(), case
