@@ -313,9 +313,8 @@ def select_sites(sites: list[SoftmaxSite], options: RewriteOptions) -> list[str 
     """Per site, None to convert it, or why not (--first, --nodes)."""
     unknown = sorted(set(options.nodes) - {s.name for s in sites})
     if unknown:
-        raise SitOnnxError(
-            f"--nodes: no softmax site named {', '.join(unknown)}; sites are: " + ", ".join(s.name for s in sites)
-        )
+        there = f"sites are: {', '.join(s.name for s in sites)}" if sites else "the model has no softmax site"
+        raise SitOnnxError(f"--nodes: no softmax site named {', '.join(unknown)}; {there}")
     reasons = []
     for index, site in enumerate(sites):
         if options.first is not None and index >= options.first:

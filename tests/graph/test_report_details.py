@@ -34,6 +34,12 @@ def test_refusals_name_the_model_or_say_model():
     with pytest.raises(SitOnnxError) as raised:
         rewrite_model(softmax_model([2, 5], -1, name="att"), RewriteOptions(nodes=("a", "b")))
     assert str(raised.value) == "--nodes: no softmax site named a, b; sites are: att"
+    from tests.graph.test_activation_rewrite import FORMS, _model
+
+    gelu_only = _model(*FORMS["Erf form (torch)"][0]())  # activations to convert, no softmax
+    with pytest.raises(SitOnnxError) as raised:
+        rewrite_model(gelu_only, RewriteOptions(nodes=("a",), activations=("gelu",)))
+    assert str(raised.value) == "--nodes: no softmax site named a; the model has no softmax site"
 
 
 def test_fit_range_width_limit_is_inclusive():
