@@ -85,8 +85,10 @@ def load_labelled(
     for name, value in arrays.items():
         if name in fed_whole:
             continue
-        if value.ndim == 0 or value.shape[0] != rows:
-            raise SitOnnxError(f"{data}: {name!r} has {value.shape[0] if value.ndim else 0} rows but {what} {rows}")
+        if value.ndim == 0:
+            raise SitOnnxError(f"{data}: {name!r} is a single value (0-d), not rows of data")
+        if value.shape[0] != rows:
+            raise SitOnnxError(f"{data}: {name!r} has {value.shape[0]} rows but {what} {rows}")
     return LabelledData(arrays, labels, str(data))
 
 

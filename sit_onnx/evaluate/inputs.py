@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.evaluate.generation_inputs import is_generation, prompt_subgraph, set_controls
 from sit_onnx.evaluate.image_inputs import image_dims
 from sit_onnx.graph.walk import constant_shapes, graph_protos
@@ -40,13 +40,18 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise SitOnnxError(f"{path}: no such file")
     try:
+        with path.open("rb") as head:  # numpy takes anything else for a pickle and says so
+            if not head.read(6).startswith((b"PK", b"\x93NUMPY")):
+                raise SitOnnxError(f"{path}: not an .npz file (it does not start as a zip archive does)")
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise SitOnnxError(f"{path}: expected an .npz archive of named arrays, got a single array (.npy)")
         with data:
             return {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise SitOnnxError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+        if "Object arrays" in str(exc):  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+            raise SitOnnxError(f"{path}: holds an object array (pickled Python objects), which is not read") from None
+        raise SitOnnxError(f"{path}: not a readable .npz file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:

@@ -52,6 +52,9 @@ def folder(tmp_path):
     np.savez(tmp_path / "wrong_dtype.npz", x=np.zeros((2, 4), np.int64))
     np.savez(tmp_path / "wrong_dim.npz", x=np.zeros((2, 5), np.float32))
     (tmp_path / "text.npz").write_text("not an archive")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 cut short")
+    np.savez(tmp_path / "objects.npz", x=np.array([None, 1.0], dtype=object))
+    np.savez(tmp_path / "scalar.npz", x=np.float32(1.0))
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (tmp_path / "huge_int.json").write_text('{"format": "sit-onnx/si-exp-params", "version": ' + "9" * 5000 + "}")
     record = {
@@ -141,7 +144,9 @@ ARRAYS = {
     "wrong_rank.npz": "rank",
     "wrong_dtype.npz": "is int64",
     "wrong_dim.npz": "wants",
-    "text.npz": "not a readable .npz",
+    "text.npz": "text.npz: not an .npz file (it does not start as a zip archive does)",
+    "broken.npz": "broken.npz: not a readable .npz file (BadZipFile: File is not a zip file)",
+    "objects.npz": "objects.npz: holds an object array (pickled Python objects), which is not read",
     "absent.npz": "no such file",
 }
 

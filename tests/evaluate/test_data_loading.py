@@ -61,6 +61,9 @@ def test_labels_and_rows_refusals(tmp_path):
     with pytest.raises(SitOnnxError, match=r"'x' has 3 rows but 'labels' has 4$"):
         load_labelled(path, None, "x")
     np.savez(path, x=np.zeros((3, 2)), s=np.float32(1.0))
+    with pytest.raises(SitOnnxError, match=r"'s' is a single value \(0-d\), not rows of data$"):
+        load_labelled(path, None, "x", require_labels=False)
+    np.savez(path, x=np.zeros((3, 2)), s=np.zeros((0, 2)))
     with pytest.raises(SitOnnxError, match=r"'s' has 0 rows but the first array has 3$"):
         load_labelled(path, None, "x", require_labels=False)
     np.savez(path, x=np.zeros((3, 2)), m=np.zeros((3, 1, 5)))
