@@ -101,12 +101,26 @@ def test_first_line_strips_onnxruntime_prefix_and_falls_back_to_the_type():
 def test_unreadable_npz_names_the_reason(tmp_path):
     path = tmp_path / "bad.npz"
     path.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(SitOnnxError, match=r"bad\.npz: not a readable \.npz file \(BadZipFile\)$"):
+    with pytest.raises(
+        SitOnnxError, match=r"bad\.npz: not a readable \.npz file \(BadZipFile: File is not a zip file\)$"
+    ):
         load_arrays(path)
     pickled = tmp_path / "objects.npz"
     np.savez(pickled, x=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(SitOnnxError, match=r"objects\.npz: not a readable \.npz file \(ValueError\)$"):
+    with pytest.raises(
+        SitOnnxError, match=r"objects\.npz: holds an object array \(pickled Python objects\), which is not read$"
+    ):
         load_arrays(pickled)
+    single = tmp_path / "single.npz"
+    with single.open("wb") as f:  # an .npy under an .npz name
+        np.save(f, np.zeros(3))
+    with pytest.raises(SitOnnxError, match=r"single\.npz: expected an \.npz archive of named arrays, got a single"):
+        load_arrays(single)
+    (tmp_path / "plain.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(
+        SitOnnxError, match=r"plain\.npz: not an \.npz file \(it does not start as a zip archive does\)$"
+    ):
+        load_arrays(tmp_path / "plain.npz")
 
 
 def test_report_dict_counts_and_attention_summary():
