@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.evaluate.datasets import batch_of, data_rows
+from sit_onnx.evaluate.batching import feed_rows, run_in_batches
 from sit_onnx.evaluate.inputs import check_feeds
 from sit_onnx.runtime.session import run_session
 
@@ -31,11 +31,11 @@ class AccuracyReport:
 def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str, batch: int = 256) -> np.ndarray:
     """Class predictions (argmax of the first output; the output itself where it is already a label
     per row, an ArgMax in the graph), run in batches."""
-    feeds = check_feeds(session, arrays, source)
-    rows = data_rows(feeds)
+    rows = feed_rows(session, arrays)
+    feeds = check_feeds(session, arrays, source, rows)
     predictions = []
-    for start in range(0, rows, batch):
-        logits = run_session(session, batch_of(feeds, rows, start, batch), source)[0]
+    for _, outputs in run_in_batches(session, feeds, rows, batch, lambda part: run_session(session, part, source)):
+        logits = outputs[0]
         if logits.ndim == 1 and np.issubdtype(logits.dtype, np.integer):
             predictions.append(logits)  # labels already
             continue

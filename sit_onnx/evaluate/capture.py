@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from sit_onnx.evaluate.batching import run_all_rows
 from sit_onnx.runtime import SessionSpec, make_session
-from sit_onnx.runtime.session import run_by_name
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -25,6 +25,7 @@ def capture(
     feeds: dict[str, np.ndarray],
     spec: SessionSpec = SessionSpec(verify_kernels=False),
 ) -> dict[str, np.ndarray]:
-    """Values of the named tensors on `feeds`, plus the model's own outputs."""
+    """Values of the named tensors on `feeds`, plus the model's own outputs (a model of fixed batch
+    run a batch at a time)."""
     session = make_session(with_outputs(model, names), spec)
-    return run_by_name(session, feeds)
+    return run_all_rows(session, feeds, "model")

@@ -11,7 +11,8 @@ import onnx
 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.accuracy import AccuracyReport, accuracy_report, predict
-from sit_onnx.evaluate.datasets import LabelledData, batch_of, data_rows, load_labelled
+from sit_onnx.evaluate.batching import feed_rows, run_in_batches
+from sit_onnx.evaluate.datasets import LabelledData, load_labelled
 from sit_onnx.evaluate.seeding import seed_random_ops
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model
@@ -85,15 +86,14 @@ def run_all(
     from sit_onnx.evaluate.inputs import check_feeds
     from sit_onnx.runtime.session import run_session
 
-    feeds = check_feeds(session, arrays, source)
-    rows = data_rows(feeds)
+    rows = feed_rows(session, arrays)
+    feeds = check_feeds(session, arrays, source, rows)
     names = [o.name for o in session.get_outputs()]
     parts: dict[str, list] = {name: [] for name in names}
-    for start in range(0, rows, batch):
-        outputs = run_session(session, batch_of(feeds, rows, start, batch), source)
+    for count, outputs in run_in_batches(session, feeds, rows, batch, lambda part: run_session(session, part, source)):
         for name, value in zip(names, outputs):
             parts[name].append(value)
-        tick(min(batch, rows - start))
+        tick(count)
     return {name: np.concatenate(values) for name, values in parts.items() if values}
 
 
@@ -118,4 +118,4 @@ def sample_feeds(model: onnx.ModelProto, data: LabelledData, count: int = 64) ->
     whole = fixed_inputs(model)
     session = make_session(model, SessionSpec(use_library=False, verify_kernels=False))
     cut = {k: v if v.ndim and v.shape[0] == whole.get(k) else v[:count] for k, v in data.arrays.items()}
-    return check_feeds(session, cut, data.source)
+    return check_feeds(session, cut, data.source, feed_rows(session, cut))

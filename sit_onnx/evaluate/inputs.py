@@ -54,8 +54,12 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise SitOnnxError(f"{path}: not a readable .npz file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
-def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
-    """Pick the session's inputs out of `arrays`, refusing missing names, wrong ranks, fixed dims or dtypes."""
+def check_feeds(
+    session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str, rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """Pick the session's inputs out of `arrays`, refusing missing names, wrong ranks, fixed dims or
+    dtypes. With `rows` (data run a batch at a time), an input's fixed first dim may differ from the
+    data's rows: the batches take the model's size (batching.py)."""
     feeds = {}
     for spec in session.get_inputs():
         if spec.name not in arrays:
@@ -75,7 +79,7 @@ def check_feeds(session: ort.InferenceSession, arrays: dict[str, np.ndarray], so
                 f"{len(spec.shape)} ({spec.shape})"
             )
         for axis, (dim, got) in enumerate(zip(spec.shape, value.shape)):
-            if isinstance(dim, int) and dim != got:
+            if isinstance(dim, int) and dim != got and not (axis == 0 and got == rows):
                 raise SitOnnxError(
                     f"{source}: {spec.name!r} has shape {list(value.shape)}, the model wants {spec.shape} (axis {axis})"
                 )

@@ -1,0 +1,78 @@
+"""Data of many rows through a model a batch at a time. A model exported with a fixed batch
+(torch.onnx.export without dynamic axes declares [1, ...]) takes that many rows per run: the data
+is cut to it, the last batch padded with copies of its last row, and the padding's outputs dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import onnxruntime as ort
+
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.datasets import batch_of, data_rows
+from sit_onnx.runtime.session import run_session
+
+
+def feed_rows(session: ort.InferenceSession, arrays: dict[str, np.ndarray]) -> int:
+    """The data's rows, counted on the arrays the model takes."""
+    return data_rows({i.name: arrays[i.name] for i in session.get_inputs() if i.name in arrays})
+
+
+def fixed_batch(session: ort.InferenceSession, feeds: dict[str, np.ndarray], rows: int) -> int | None:
+    """The batch size the model declares fixed where the data holds another number of rows, else
+    None. Inputs fed whole (a merged decoder's `use_cache_branch` [1]) do not count."""
+    sizes = {
+        spec.shape[0]
+        for spec in session.get_inputs()
+        if spec.shape and isinstance(spec.shape[0], int) and spec.name in feeds
+        if feeds[spec.name].ndim and feeds[spec.name].shape[0] == rows != spec.shape[0]
+    }
+    if len(sizes) > 1:
+        raise SitOnnxError(f"the model's inputs fix different batch sizes ({', '.join(map(str, sorted(sizes)))})")
+    return sizes.pop() if sizes else None
+
+
+def _padded(part: dict[str, np.ndarray], per_row: set[str], size: int) -> dict[str, np.ndarray]:
+    """Per-row arrays grown to `size` rows by repeating their last row."""
+
+    def grow(v):
+        return np.concatenate([v, np.repeat(v[-1:], size - v.shape[0], axis=0)])
+
+    return {k: grow(v) if k in per_row and v.shape[0] < size else v for k, v in part.items()}
+
+
+def run_in_batches(
+    session: ort.InferenceSession,
+    feeds: dict[str, np.ndarray],
+    rows: int,
+    batch: int,
+    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """(rows in the batch, outputs) per batch of `batch` rows, or of the model's fixed batch where it
+    has one; outputs of a padded batch cut back to its own rows."""
+    fixed = fixed_batch(session, feeds, rows)
+    size = fixed or batch
+    per_row = {k for k, v in feeds.items() if v.ndim and v.shape[0] == rows}
+    for start in range(0, rows, size):
+        count = min(size, rows - start)
+        part = batch_of(feeds, rows, start, size)
+        outputs = run(_padded(part, per_row, size) if fixed else part)
+        if fixed and count < size:
+            outputs = [v[:count] if v.ndim and v.shape[0] == size else v for v in outputs]
+        yield count, outputs
+
+
+def run_all_rows(session: ort.InferenceSession, feeds: dict[str, np.ndarray], label: str) -> dict[str, np.ndarray]:
+    """Every output by name on all the rows of `feeds`: one run, or one per fixed batch joined along
+    the first axis (an output without the batch's rows there, from the first batch)."""
+    rows = feed_rows(session, feeds)
+    if fixed_batch(session, feeds, rows) is None:
+        return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, label)))
+    parts = list(run_in_batches(session, feeds, rows, rows, lambda part: run_session(session, part, label)))
+    joined = []
+    for i in range(len(session.get_outputs())):
+        values = [outputs[i] for _, outputs in parts]
+        batched = all(v.ndim and v.shape[0] == count for v, (count, _) in zip(values, parts))
+        joined.append(np.concatenate(values) if batched else values[0])
+    return dict(zip([o.name for o in session.get_outputs()], joined))

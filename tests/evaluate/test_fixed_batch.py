@@ -1,0 +1,117 @@
+"""Models exported with a fixed batch (torch.onnx.export without dynamic axes declares [1, ...]) run
+on data of any number of rows, a batch of the model's size at a time: `eval`, `layers`, `calibrate`,
+`energy` and `rewrite --calibrate` refused them before ("'x' has shape [8, 6], the model wants
+[1, 6]"). The figures equal those of the same model with a dynamic batch."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from sit_onnx.cli import main
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.accuracy import predict
+from sit_onnx.evaluate.batching import fixed_batch, run_all_rows, run_in_batches
+from sit_onnx.runtime import SessionSpec, make_session
+from tests.helpers import softmax_model
+
+SPEC = SessionSpec(use_library=False, verify_kernels=False)
+
+
+def _with_shape_output(batch):
+    """softmax(x) over [batch, 6], plus Shape(x): an output without the batch's rows."""
+    model = softmax_model([batch, 6], -1)
+    model.graph.node.append(helper.make_node("Shape", ["x"], ["shape"]))
+    model.graph.output.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [2]))
+    return model
+
+
+def _two_inputs(first, second):
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Softmax", ["s"], ["y"], axis=-1)],
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [first, 5]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [second, 5]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_fixed_batch_is_the_declared_one_where_the_data_has_other_rows(rng):
+    x = rng.normal(0, 1, (8, 6)).astype(np.float32)
+    assert fixed_batch(make_session(softmax_model([1, 6], -1), SPEC), {"x": x}, 8) == 1
+    assert fixed_batch(make_session(softmax_model([4, 6], -1), SPEC), {"x": x}, 8) == 4
+    assert fixed_batch(make_session(softmax_model([4, 6], -1), SPEC), {"x": x[:4]}, 4) is None  # fed whole
+    assert fixed_batch(make_session(softmax_model(["n", 6], -1), SPEC), {"x": x}, 8) is None
+    a = rng.normal(0, 1, (4, 5)).astype(np.float32)
+    assert fixed_batch(make_session(_two_inputs(1, "n"), SPEC), {"a": a, "b": a}, 4) == 1
+    assert fixed_batch(make_session(_two_inputs(1, 1), SPEC), {"a": a, "b": a[:1]}, 4) == 1  # b fed whole
+    with pytest.raises(SitOnnxError, match=r"^the model's inputs fix different batch sizes \(1, 2\)$"):
+        fixed_batch(make_session(_two_inputs(1, 2), SPEC), {"a": a, "b": a}, 4)
+
+
+def test_batches_take_the_models_size_and_the_last_is_padded_with_its_last_row(rng):
+    x = rng.normal(0, 1, (7, 6)).astype(np.float32)
+    seen = []
+
+    def run(part):
+        seen.append(part["x"].copy())
+        return [part["x"] * 2, np.array([5, 6])]
+
+    session = make_session(softmax_model([4, 6], -1), SPEC)
+    done = list(run_in_batches(session, {"x": x}, 7, 256, run))
+    assert [count for count, _ in done] == [4, 3]
+    np.testing.assert_array_equal(seen[0], x[:4])
+    np.testing.assert_array_equal(seen[1], np.concatenate([x[4:], x[6:]]))  # x[6] twice
+    np.testing.assert_array_equal(done[1][1][0], x[4:] * 2)  # the padding's row dropped
+    np.testing.assert_array_equal(done[1][1][1], [5, 6])  # no batch rows: as it came
+    dynamic = make_session(softmax_model(["n", 6], -1), SPEC)
+    assert [count for count, _ in run_in_batches(dynamic, {"x": x}, 7, 3, run)] == [3, 3, 1]  # no padding
+    assert seen[-1].shape == (1, 6)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_predictions_and_outputs_equal_the_dynamic_models(rng, batch):
+    x = rng.normal(0, 2, (10, 6)).astype(np.float32)
+    fixed, dynamic = make_session(_with_shape_output(batch), SPEC), make_session(_with_shape_output("n"), SPEC)
+    np.testing.assert_array_equal(predict(fixed, {"x": x}, "d", batch=4), predict(dynamic, {"x": x}, "d"))
+    got, want = run_all_rows(fixed, {"x": x}, "m"), run_all_rows(dynamic, {"x": x}, "m")
+    np.testing.assert_array_equal(got["y"], want["y"])
+    np.testing.assert_array_equal(got["shape"], [batch, 6])  # the first batch's, not joined
+    np.testing.assert_array_equal(want["shape"], [10, 6])
+
+
+def _figures(args):
+    result = CliRunner().invoke(main, [*map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_every_data_command_runs_a_batch_one_model_as_its_dynamic_twin(tmp_path, rng):
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.normal(0, 2, (9, 6)).astype(np.float32), labels=rng.integers(0, 6, 9))
+    paths = {}
+    weight = onnx.numpy_helper.from_array(rng.normal(0, 1, (6, 6)).astype(np.float32), "w")
+    for name, batch in (("fixed", 1), ("dynamic", "n")):
+        model = softmax_model([batch, 6], -1)  # x @ w -> Softmax: a layer for `energy` to count
+        model.graph.node.insert(0, helper.make_node("MatMul", ["x", "w"], ["xw"]))
+        model.graph.node[1].input[0] = "xw"
+        model.graph.initializer.append(weight)
+        paths[name] = tmp_path / f"{name}.onnx"
+        onnx.save(model, str(paths[name]))
+    for command in (["eval"], ["layers"], ["calibrate"], ["energy"]):
+        fixed, dynamic = (_figures([*command, paths[n], "--data", data]) for n in ("fixed", "dynamic"))
+        assert fixed == {**dynamic, **{k: fixed[k] for k in ("model", "path") if k in fixed}}, command
+        assert command != ["energy"] or fixed["layers"][0]["macs"] == 36  # per sample, not per batch of one
+    outputs = {}
+    for name, path in paths.items():
+        out = tmp_path / f"{name}.sit.onnx"
+        result = CliRunner().invoke(main, ["rewrite", str(path), "-o", str(out), "--calibrate", str(data), "--json"])
+        assert result.exit_code == 0, result.output
+        outputs[name] = json.loads(result.stdout)["calibration"]
+    assert outputs["fixed"] == outputs["dynamic"]
