@@ -59,9 +59,9 @@ def test_batches_take_the_models_size_and_the_last_is_padded_with_its_last_row(r
     x = rng.normal(0, 1, (7, 6)).astype(np.float32)
     seen = []
 
-    def run(part):
+    def run(part):  # a per-row output, and two without the batch's rows (6 long; as long as a batch of 2)
         seen.append(part["x"].copy())
-        return [part["x"] * 2, np.array([5, 6])]
+        return [part["x"] * 2, np.arange(6), np.array([5, 6])]
 
     session = make_session(softmax_model([4, 6], -1), SPEC)
     done = list(run_in_batches(session, {"x": x}, 7, 256, run))
@@ -69,10 +69,61 @@ def test_batches_take_the_models_size_and_the_last_is_padded_with_its_last_row(r
     np.testing.assert_array_equal(seen[0], x[:4])
     np.testing.assert_array_equal(seen[1], np.concatenate([x[4:], x[6:]]))  # x[6] twice
     np.testing.assert_array_equal(done[1][1][0], x[4:] * 2)  # the padding's row dropped
-    np.testing.assert_array_equal(done[1][1][1], [5, 6])  # no batch rows: as it came
+    np.testing.assert_array_equal(done[1][1][1], np.arange(6))  # no batch rows: as it came
     dynamic = make_session(softmax_model(["n", 6], -1), SPEC)
-    assert [count for count, _ in run_in_batches(dynamic, {"x": x}, 7, 3, run)] == [3, 3, 1]  # no padding
-    assert seen[-1].shape == (1, 6)
+    done = list(run_in_batches(dynamic, {"x": x}, 7, 2, run))
+    assert [count for count, _ in done] == [2, 2, 2, 1] and seen[-1].shape == (1, 6)  # no padding
+    np.testing.assert_array_equal(done[-1][1][2], [5, 6])  # nor cutting
+
+
+def _scaled_softmax(batch):
+    """Softmax(x * flag / t): x [batch, 6], a flag of fixed shape [1] and a scalar t, both fed whole."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "flag"], ["xf"]),
+            helper.make_node("Div", ["xf", "t"], ["s"]),
+            helper.make_node("Softmax", ["s"], ["y"], axis=-1),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6]),
+            helper.make_tensor_value_info("flag", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("t", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 6])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_inputs_fed_whole_are_neither_cut_nor_padded(rng):
+    x = rng.normal(0, 2, (7, 6)).astype(np.float32)
+    arrays = {"x": x, "flag": np.ones(1, np.float32), "t": np.array(0.5, np.float32)}
+    fixed, dynamic = make_session(_scaled_softmax(4), SPEC), make_session(_scaled_softmax("n"), SPEC)
+    np.testing.assert_array_equal(predict(fixed, arrays, "d"), predict(dynamic, arrays, "d"))
+    got = run_all_rows(fixed, arrays, "m")["y"]
+    np.testing.assert_array_equal(got, run_all_rows(dynamic, arrays, "m")["y"])
+    assert got.shape == (7, 6)
+
+
+def test_fewer_rows_than_the_fixed_batch_run_once_padded(rng):
+    x = rng.normal(0, 2, (3, 6)).astype(np.float32)
+    got = run_all_rows(make_session(_with_shape_output(4), SPEC), {"x": x}, "m")
+    np.testing.assert_array_equal(
+        got["y"], run_all_rows(make_session(_with_shape_output("n"), SPEC), {"x": x}, "m")["y"]
+    )
+    np.testing.assert_array_equal(got["shape"], [4, 6])
+
+
+def test_only_the_first_dim_may_differ_from_a_fixed_shape():
+    from sit_onnx.evaluate.inputs import check_feeds
+
+    session = make_session(softmax_model([1, 5], -1), SPEC)
+    x = np.zeros((6, 6), np.float32)  # 6 rows and 6 columns: the columns are still wrong
+    with pytest.raises(SitOnnxError, match=r"^d: 'x' has shape \[6, 6\], the model wants \[1, 5\] \(axis 1\)$"):
+        check_feeds(session, {"x": x}, "d", rows=6)
+    assert check_feeds(session, {"x": x[:, :5]}, "d", rows=6)["x"].shape == (6, 5)
+    with pytest.raises(SitOnnxError, match=r"the model wants \[1, 5\] \(axis 0\)$"):
+        check_feeds(session, {"x": x[:, :5]}, "d")  # without rows: as given, whole
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -115,3 +166,21 @@ def test_every_data_command_runs_a_batch_one_model_as_its_dynamic_twin(tmp_path,
         assert result.exit_code == 0, result.output
         outputs[name] = json.loads(result.stdout)["calibration"]
     assert outputs["fixed"] == outputs["dynamic"]
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_failing_run_names_the_model_batched_or_not(rows):
+    """Reshape to a shape fed with the data: [2, 4] cannot hold a row of 6, in one run or per batch."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "to"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6]),
+            helper.make_tensor_value_info("to", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    session = make_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), SPEC)
+    feeds = {"x": np.zeros((rows, 6), np.float32), "to": np.array([2, 4])}
+    with pytest.raises(SitOnnxError, match=r"^reshaper: onnxruntime failed to run the model: "):
+        run_all_rows(session, feeds, "reshaper")
