@@ -143,12 +143,12 @@ class _Runs:
 
 def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Runs:
     from sit_onnx.errors import SitOnnxError
+    from sit_onnx.evaluate.batching import feed_rows, run_all_rows
     from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.evaluate.noise_floor import floor_outputs
     from sit_onnx.evaluate.seeding import seeded_session, unseeded_random_ops
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import make_session
-    from sit_onnx.runtime.session import run_by_name
 
     reference_proto = read_model_proto(reference)
     random_ops = unseeded_random_ops(reference_proto)
@@ -156,15 +156,16 @@ def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Ru
     ref_session, cand_session = session_of(reference, spec), session_of(candidate, spec)
 
     def reference_outputs(feeds) -> dict:
-        return run_by_name(ref_session, feeds, str(reference))
+        return run_all_rows(ref_session, feeds, str(reference))
 
     if inputs_file:
-        feeds = check_feeds(ref_session, load_arrays(inputs_file), str(inputs_file))
+        arrays = load_arrays(inputs_file)
+        feeds = check_feeds(ref_session, arrays, str(inputs_file), feed_rows(ref_session, arrays))
         ref_out = reference_outputs(feeds)
     else:
         feeds, ref_out = run_generated(ref_session, 4, reference_proto, reference_outputs)
     with said_of_generated(feeds, not inputs_file):
-        cand_out = run_by_name(cand_session, feeds, str(candidate))
+        cand_out = run_all_rows(cand_session, feeds, str(candidate))
         floor_out = floor_outputs(candidate, spec.provider, feeds) if noise_floor else None
     missing = sorted(set(ref_out) - set(cand_out))
     if missing:

@@ -51,6 +51,7 @@ def summarise_output(name: str, value) -> dict:
 @json_option
 def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
     """Run MODEL in onnxruntime and summarise its outputs."""
+    from sit_onnx.evaluate.batching import feed_rows, run_all_rows
     from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
@@ -59,15 +60,16 @@ def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels
     spec = SessionSpec(provider=provider, use_library=use_library, verify_placement=verify_kernels)
     session = make_session(model, spec)
     if inputs_file:
-        feeds = check_feeds(session, load_arrays(inputs_file), str(inputs_file))
-        outputs = run_session(session, feeds, str(model))
+        arrays = load_arrays(inputs_file)
+        feeds = check_feeds(session, arrays, str(inputs_file), feed_rows(session, arrays))
+        outputs = list(run_all_rows(session, feeds, str(model)).values())
     else:
         feeds, outputs = run_generated(
             session, batch, read_model_proto(model), lambda feeds: run_session(session, feeds, str(model))
         )
     start = time.perf_counter()
     for _ in range(repeat - 1):
-        session.run(None, feeds)
+        run_all_rows(session, feeds, str(model))
     seconds = (time.perf_counter() - start) / max(repeat - 1, 1) if repeat > 1 else None
     summary = [summarise_output(spec.name, value) for spec, value in zip(session.get_outputs(), outputs)]
     record = {

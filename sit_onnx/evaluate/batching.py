@@ -1,6 +1,7 @@
-"""Data of many rows through a model a batch at a time. A model exported with a fixed batch
-(torch.onnx.export without dynamic axes declares [1, ...]) takes that many rows per run: the data
-is cut to it, the last batch padded with copies of its last row, and the padding's outputs dropped."""
+"""Data of many rows through a model a batch at a time (every command that reads data). A model
+exported with a fixed batch (torch.onnx.export without dynamic axes declares [1, ...]) takes that
+many rows per run: the data is cut to it, the last batch padded with copies of its last row, and
+the padding's outputs dropped."""
 
 from __future__ import annotations
 

@@ -77,11 +77,11 @@ def rounded_attention(candidate: onnx.ModelProto, label: str = "candidate") -> o
 def floor_outputs(candidate: Path, provider: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The floor model's outputs on `feeds`, by output name, its random ops seeded as `compare` seeds
     the reference's and the candidate's."""
+    from sit_onnx.evaluate.batching import run_all_rows
     from sit_onnx.runtime import SessionSpec
-    from sit_onnx.runtime.session import run_by_name
 
     floor = rounded_attention(load_model(candidate), str(candidate))
     seed_random_ops(floor)
     label = f"{candidate} (noise floor)"
     spec = SessionSpec(provider=provider, use_library=False)  # no spiking op is left to place
-    return run_by_name(proto_session(floor, spec, label), feeds, label)
+    return run_all_rows(proto_session(floor, spec, label), feeds, label)

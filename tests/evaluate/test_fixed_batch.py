@@ -184,3 +184,20 @@ def test_a_failing_run_names_the_model_batched_or_not(rows):
     feeds = {"x": np.zeros((rows, 6), np.float32), "to": np.array([2, 4])}
     with pytest.raises(SitOnnxError, match=r"^reshaper: onnxruntime failed to run the model: "):
         run_all_rows(session, feeds, "reshaper")
+
+
+def test_run_and_compare_take_an_inputs_file_of_any_rows(tmp_path, rng):
+    """`run --inputs` (with --repeat) and `compare --inputs` (with --noise-floor) on a batch-one model
+    and its converted form: the dynamic twin's outputs and figures."""
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=rng.normal(0, 2, (5, 6)).astype(np.float32))
+    figures = {}
+    for name, batch in (("fixed", 1), ("dynamic", "n")):
+        source, converted = tmp_path / f"{name}.onnx", tmp_path / f"{name}.sit.onnx"
+        onnx.save(softmax_model([batch, 6], -1), str(source))
+        assert CliRunner().invoke(main, ["rewrite", str(source), "-o", str(converted)]).exit_code == 0
+        ran = _figures(["run", converted, "--inputs", inputs, "--repeat", "2"])
+        compared = _figures(["compare", source, converted, "--inputs", inputs, "--noise-floor"])
+        assert compared["passed"] and ran["outputs"][0]["shape"] == [5, 6]
+        figures[name] = (ran["outputs"], compared["outputs"])
+    assert figures["fixed"] == figures["dynamic"]
