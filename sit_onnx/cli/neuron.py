@@ -29,7 +29,7 @@ def neuron():
     required=True,
     help="Where to write the parameter JSON.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--restarts",
     type=click.IntRange(1, 100),

@@ -25,10 +25,11 @@ import numpy as np
 
 from sit_onnx.atomic import write_text_atomic
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.neurons.params import FLOAT32_MAX, NeuronParams, params_from_json, read_set_file
+from sit_onnx.neurons.params import ACTIVATION_FORMAT, FLOAT32_MAX, NeuronParams, params_from_json, read_set_file
+from sit_onnx.neurons.params import FORMAT as PARAMS_FORMAT
 from sit_onnx.neurons.si_exp import compute_dtype, si_exp
 
-FORMAT = "sit-onnx/activation-params"
+FORMAT = ACTIVATION_FORMAT
 FORMAT_VERSION = 1
 EVAL_POINTS = 100_000
 SHIPPED_STEPS = (8, 10, 12, 14, 16)
@@ -199,6 +200,8 @@ def activation_from_json(text: str, source: str = "<string>") -> ActivationParam
         record = json.loads(text)
     except (ValueError, RecursionError):
         raise SitOnnxError(f"{source}: not valid JSON") from None
+    if isinstance(record, dict) and record.get("format") == PARAMS_FORMAT:
+        raise SitOnnxError(f"{source}: an SI-exp parameter set, not an activation set; it goes to --params")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise SitOnnxError(f'{source}: not a sit-onnx activation file (expected "format": "{FORMAT}")')
     if record.get("version") != FORMAT_VERSION:

@@ -22,6 +22,7 @@ from sit_onnx.errors import SitOnnxError, first_line
 FLOAT32_MAX = 3.4028234663852886e38  # the kernels and function bodies hold parameters as float32
 FORMAT = "sit-onnx/si-exp-params"
 FORMAT_VERSION = 1
+ACTIVATION_FORMAT = "sit-onnx/activation-params"  # neurons/activation.py's files, named here to tell the two apart
 PAPER_RANGE = (-1.0, 1.0)
 SHIFT_RANGE = (-12.0, 0.0)
 SHIPPED_STEPS = (4, 6, 8, 10, 12, 14, 16)
@@ -113,6 +114,11 @@ def params_from_json(text: str, source: str = "<string>") -> NeuronParams:
         raise SitOnnxError(f"{source}: not a sit-onnx parameter file (JSON nested too deeply)") from None
     except ValueError as exc:  # e.g. an integer literal of more digits than Python converts
         raise SitOnnxError(f"{source}: not a usable parameter file ({first_line(exc)})") from None
+    if isinstance(record, dict) and record.get("format") == ACTIVATION_FORMAT:
+        raise SitOnnxError(
+            f"{source}: an activation set ({record.get('function')}), not an SI-exp parameter set; "
+            "activation sets go to --activation-params (`neuron show`: with --function)"
+        )
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise SitOnnxError(f'{source}: not a sit-onnx parameter file (expected "format": "{FORMAT}")')
     if record.get("version") != FORMAT_VERSION:

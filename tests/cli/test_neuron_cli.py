@@ -68,6 +68,8 @@ def test_show_table_for_shift_set():
             "no shipped parameter set for K=5",
         ),
         (["neuron", "show", "--objective", "softmax"], 1, "fitted to softmax"),
+        (["neuron", "fit", "--seed", "-5", "-o", "p.json"], 2, "'--seed': -5 is not in the range x>=0"),  # numpy's rng
+        (["neuron", "fit", "--function", "gelu", "--seed", "-1", "-o", "p.json"], 2, "-1 is not in the range x>=0"),
     ],
 )
 def test_bad_arguments(args, code, text):

@@ -100,7 +100,11 @@ def _record(**changes):
     [
         ("{", "not valid JSON"),
         ("[]", "not a sit-onnx activation file"),
-        (_record(format="sit-onnx/si-exp-params"), "not a sit-onnx activation file"),
+        (
+            _record(format="sit-onnx/si-exp-params"),
+            "^f.json: an SI-exp parameter set, not an activation set; it goes to --params$",
+        ),
+        (_record(format="sit-onnx/other"), "not a sit-onnx activation file"),
         (_record(version=2), "activation file version 2, this sit-onnx reads 1"),
         (_record(tails="none"), "bias must be a number and tails a list of numbers"),
         (_record(bias=True), "bias must be a number and tails a list of numbers"),

@@ -26,6 +26,11 @@ def _record(tiny_params, **changes):
         ("{not json", "not valid JSON"),
         ("[1, 2]", "not a sit-onnx parameter file"),
         ('{"format": "other"}', "not a sit-onnx parameter file"),
+        (
+            '{"format": "sit-onnx/activation-params", "function": "gelu"}',
+            r"^p.json: an activation set \(gelu\), not an SI-exp parameter set; activation sets go to "
+            r"--activation-params \(`neuron show`: with --function\)$",
+        ),
     ],
 )
 def test_malformed_text(text, message):
