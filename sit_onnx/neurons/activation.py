@@ -305,12 +305,21 @@ def fit_activation(
     With `samples` (real inputs of the activation), the error is weighted by how often each part
     of the range occurs there (plus a floor, so no part is abandoned); a gate's, also by |x|. With
     `warm_start` (a set of the same function and K), the exploration is skipped: its T and h are polished."""
-    from sit_onnx.neurons.fit import GRID_POINTS, FitOptions, LeastSquaresTarget, explore_start, hop_steps, polish_steps
+    from sit_onnx.neurons.fit import (
+        GRID_POINTS,
+        FitOptions,
+        LeastSquaresTarget,
+        check_fit_width,
+        explore_start,
+        hop_steps,
+        polish_steps,
+    )
 
     target = activation_function(function)
     lo, hi = (float(v) for v in (input_range or target.default_range))
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise SitOnnxError(f"--range: need finite LO < HI, got {lo:g} {hi:g}")
+    check_fit_width(lo, hi)
     opts = replace(FitOptions(), steps=steps, input_range=(lo, hi), seed=seed, **fit_options)
     tick = (lambda: progress(1)) if progress else (lambda: None)
     x = np.linspace(lo, hi, GRID_POINTS)

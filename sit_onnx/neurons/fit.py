@@ -61,9 +61,14 @@ def spike_matrix(x: np.ndarray, thresholds: np.ndarray, resets: np.ndarray, out:
 
 
 def solve_weights(z: np.ndarray, target: np.ndarray, ridge: float = 1e-9) -> np.ndarray:
-    """Least-squares d for fixed spike trains (a small ridge keeps unused steps at 0)."""
+    """Least-squares d for fixed spike trains (a small ridge keeps unused steps at 0). Spike trains
+    alike in every column on tens of thousands of points can leave the ridged system singular in
+    float64: the least-norm solution then."""
     gram = z.T @ z + ridge * np.eye(z.shape[1])
-    return np.linalg.solve(gram, z.T @ target)
+    try:
+        return np.linalg.solve(gram, z.T @ target)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(gram, z.T @ target, rcond=None)[0]
 
 
 class LeastSquaresTarget:
@@ -310,9 +315,14 @@ def check_fit_range(input_range) -> tuple[float, float]:
         raise SitOnnxError(f"--range: need finite LO < HI, got {lo:g} {hi:g}")
     if hi > MAX_FIT_HIGH:
         raise SitOnnxError(f"--range: HI={hi:g} is too large: exp({hi:g}) overflows the float32 the ops compute in")
+    check_fit_width(lo, hi)
+    return lo, hi
+
+
+def check_fit_width(lo: float, hi: float) -> None:
+    """Exp's and the activations' fits alike: wider than MAX_FIT_WIDTH, the grid's points lie too far apart."""
     if hi - lo > MAX_FIT_WIDTH:
         raise SitOnnxError(f"--range: {lo:g}..{hi:g} is wider than {MAX_FIT_WIDTH:g}; fit a narrower range")
-    return lo, hi
 
 
 OBJECTIVES = ("exp-rmse", "softmax")

@@ -195,6 +195,10 @@ def test_fit_is_seeded_and_far_better_than_a_constant():
 def test_fit_refuses_a_bad_range():
     with pytest.raises(SitOnnxError, match="need finite LO < HI"):
         fit_activation("gelu", 4, (1.0, 1.0))
+    with pytest.raises(SitOnnxError, match=r"^--range: -1e\+30\.\.0 is wider than 100; fit a narrower range$"):
+        fit_activation("tanh", 4, (-1e30, 0.0))  # it "fitted" before, and a gate's fit died in numpy
+    with pytest.raises(SitOnnxError, match=r"^--range: -50\.\.50\.5 is wider than 100"):
+        fit_activation("gelu", 4, (-50.0, 50.5))
 
 
 def test_a_saved_set_is_indented_and_a_bad_file_is_named(tmp_path):

@@ -200,3 +200,13 @@ def test_fit_bench_runs_and_prints_a_ratio_per_objective():
         "softmax rows (the family)",
     ]
     assert all(float(r.split()[-1].rstrip("x")) > 0 for r in rows)
+
+
+def test_identical_spike_trains_of_huge_weight_still_solve():
+    """Three steps firing alike, weighted by 1e20 (a gate's |x| weighting on a range of 1e20): the
+    ridge is lost in the Gram matrix, which numpy's solve calls singular; the least-norm d fits."""
+    z = np.full((4, 3), 1e20)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.solve(z.T @ z + 1e-9 * np.eye(3), z.T @ np.ones(4))
+    d = solve_weights(z, np.full(4, 3e20))
+    np.testing.assert_allclose(d, [1.0, 1.0, 1.0], rtol=1e-9)
