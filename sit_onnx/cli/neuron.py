@@ -378,11 +378,15 @@ def _warm_start(value: str | None, steps: int, input_range):
     help="exp: an SI-exp set; else the shipped (or --params) SpikingActivation set of that function.",
 )
 @json_option
-def show(steps, input_range, params_file, objective, function, as_json):
+@click.pass_context
+def show(ctx, steps, input_range, params_file, objective, function, as_json):
     """Print a parameter set's fit error and expected spikes per input."""
     from sit_onnx.neurons.params import load_params
 
     if function != "exp":
+        for name, flag in (("input_range", "--range"), ("objective", "--objective")):  # silently ignored before
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(f"{flag} picks a shipped SI-exp set, not a --function {function} one")
         return _show_activation(function, steps, params_file, as_json)
     params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range), objective)
     quality = exp_quality(params)

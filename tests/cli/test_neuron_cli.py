@@ -70,6 +70,8 @@ def test_show_table_for_shift_set():
         (["neuron", "show", "--objective", "softmax"], 1, "fitted to softmax"),
         (["neuron", "fit", "--seed", "-5", "-o", "p.json"], 2, "'--seed': -5 is not in the range x>=0"),  # numpy's rng
         (["neuron", "fit", "--function", "gelu", "--seed", "-1", "-o", "p.json"], 2, "-1 is not in the range x>=0"),
+        (["neuron", "show", "--function", "gelu", "--range", "-1", "1"], 2, "--range picks a shipped SI-exp set, not"),
+        (["neuron", "show", "--function", "tanh", "--objective", "softmax"], 2, "--objective picks a shipped SI-exp"),
     ],
 )
 def test_bad_arguments(args, code, text):
