@@ -239,6 +239,9 @@ def rewrite_options_from(kwargs: dict, **extra):
     from sit_onnx.graph.convert import RewriteOptions
 
     params_file = kwargs.pop("params_file")
+    context = click.get_current_context(silent=True)
+    if params_file and context and context.get_parameter_source("steps") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("-k/--steps picks a shipped set; --params brings its own K")  # was ignored
     return RewriteOptions(
         steps=kwargs.pop("steps"),
         params_file=str(params_file) if params_file else None,

@@ -56,6 +56,17 @@ def test_input_never_modified(model_path, params_file):
     assert hashlib.sha256(model_path.read_bytes()).hexdigest() == before
 
 
+@pytest.mark.parametrize("command", ["rewrite", "eval"])
+@pytest.mark.parametrize("steps", [["-k", "8"], ["--steps", "12"]])
+def test_steps_with_a_parameter_file_are_refused_not_ignored(model_path, params_file, tmp_path, command, steps):
+    """The file's K is what converts: -k 8 beside it was silently dropped (the report said K of the file)."""
+    out = tmp_path / "o.onnx"
+    args = ["-o", out] if command == "rewrite" else ["--dataset", "digits"]
+    result = invoke(command, model_path, "--params", params_file, *steps, *args)
+    assert_one_line_error(result, "Error: -k/--steps picks a shipped set; --params brings its own K", code=2)
+    assert not out.exists()
+
+
 def test_existing_output_needs_force(model_path, params_file):
     out = model_path.with_name("m.sit.onnx")
     out.write_text("keep me")
