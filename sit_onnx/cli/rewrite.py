@@ -70,7 +70,9 @@ from sit_onnx.cli.options import (
 )
 @op_library_option
 @json_option
+@click.pass_context
 def rewrite(
+    ctx,
     model,
     output,
     first,
@@ -88,6 +90,9 @@ def rewrite(
     """Convert every Softmax in MODEL to Spiking-Softmax (SIT-conversion)."""
     from sit_onnx.graph.convert_file import rewrite_file
 
+    for name in ("calibrate_samples", "calibrate_rounds"):  # silently unused before
+        if calibrate_data is None and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(f"--{name.replace('_', '-')} serves --calibrate, which is not given")
     options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline, strict=strict)
     choices, activation_choices = [], []
     site_params = activation_sets = None

@@ -589,6 +589,10 @@ def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:
         raise SitOnnxError(f"--fuse takes a single-neuron parameter set; this one is an ensemble of {params.neurons}")
     if options.activation_steps is not None and not options.activations:
         raise SitOnnxError("--activation-steps sets the K of converted activations; --activations names none")
+    if options.activation_form != "direct" and not options.activations:
+        raise SitOnnxError(
+            f"--activation-form {options.activation_form} shapes converted activations; --activations names none"
+        )
     return params, params.neurons == 1 if options.fuse is None else options.fuse
 
 

@@ -117,6 +117,12 @@ def test_without_the_flag_no_activation_is_touched(gelu_path, tmp_path):
             ["--activation-steps", "16"],
             "--activation-steps sets the K of converted activations; --activations names none",
         ),
+        (
+            ["--activation-form", "gated"],
+            "--activation-form gated shapes converted activations; --activations names none",
+        ),
+        (["--calibrate-samples", "8"], "--calibrate-samples serves --calibrate, which is not given"),
+        (["--calibrate-rounds", "1"], "--calibrate-rounds serves --calibrate, which is not given"),
         (["--activations", "gelu", "--activation-steps", "20"], "no shipped gelu set for K=20"),
         (["--activations", "gelu", "--activation-steps", "0"], "'--activation-steps': 0 is not in the range 1<=x<=64"),
     ],
@@ -124,7 +130,8 @@ def test_without_the_flag_no_activation_is_touched(gelu_path, tmp_path):
 def test_bad_activation_flags_are_one_line_errors(gelu_path, tmp_path, args, message):
     out = tmp_path / "out.onnx"
     result = invoke("rewrite", gelu_path, "-o", out, *args)
-    assert_one_line_error(result, message, code=2 if "relu" in args or "0" in args else 1)
+    usage = "relu" in args or "0" in args or args[0].startswith("--calibrate")
+    assert_one_line_error(result, message, code=2 if usage else 1)
     assert not out.exists()
 
 

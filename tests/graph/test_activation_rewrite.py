@@ -871,3 +871,8 @@ def test_activation_steps_without_activations_is_refused():
         SitOnnxError, match="--activation-steps sets the K of converted activations; --activations names none"
     ):
         rewrite_model(_gelu_then_softmax(), RewriteOptions(activation_steps=16))
+    with pytest.raises(
+        SitOnnxError, match="^--activation-form gated shapes converted activations; --activations names"
+    ):
+        rewrite_model(_gelu_then_softmax(), RewriteOptions(activation_form="gated"))
+    rewrite_model(_gelu_then_softmax(), RewriteOptions(activation_form="direct"))  # the default, said or not
