@@ -38,7 +38,7 @@ def energy(model, converted, data, dataset, samples, as_json, **flags):
     from sit_onnx.evaluate.energy import estimate_energy
     from sit_onnx.evaluate.experiment import input_data, load_pair, sample_feeds
 
-    pair = load_pair(model, converted, rewrite_options_from(flags))
+    pair = load_pair(model, converted, rewrite_options_from(flags, converted))
     feeds = sample_feeds(pair.original, input_data(pair.original, data, dataset), samples)
     report = estimate_energy(pair.original, pair.converted, feeds)
     if as_json:

@@ -29,7 +29,11 @@ from sit_onnx.cli.options import (
 @library_option
 @op_library_option
 @click.option(
-    "--batch", type=click.IntRange(1), default=256, show_default=True, help="Rows run at a time (label-free mode)."
+    "--batch",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Rows run at a time (a model of fixed batch: its own).",
 )
 @json_option
 def eval_command(model, converted, data, dataset, provider, use_library, batch, as_json, **flags):
@@ -38,13 +42,13 @@ def eval_command(model, converted, data, dataset, provider, use_library, batch, 
     from sit_onnx.evaluate.experiment import evaluate_accuracy, input_data, load_pair
     from sit_onnx.runtime import SessionSpec
 
-    pair = load_pair(model, converted, rewrite_options_from(flags))
+    pair = load_pair(model, converted, rewrite_options_from(flags, converted))
     labelled = input_data(pair.original, data, dataset)
     spec = SessionSpec(provider=provider, use_library=use_library)
     if labelled.labels is None:
         _label_free(model, converted, pair, labelled, spec, batch, as_json)
         return
-    report = evaluate_accuracy(pair, labelled, spec)
+    report = evaluate_accuracy(pair, labelled, spec, batch)
     record = {
         "model": str(model),
         "converted": str(converted) if converted else "converted in memory",

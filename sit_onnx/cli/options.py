@@ -234,13 +234,45 @@ def activation_list(ctx, param, value) -> tuple[str, ...]:
         raise click.BadParameter(str(exc)) from None
 
 
-def rewrite_options_from(kwargs: dict, **extra):
-    """Pop the shared conversion flags out of a command's kwargs into RewriteOptions."""
+CONVERSION_NAMES = (
+    "steps",
+    "params_file",
+    "objective",
+    "sigmoid",
+    "shift",
+    "time_steps",
+    "fuse",
+    "attention_only",
+    "activations",
+    "activation_params",
+    "activation_steps",
+    "activation_form",
+)
+CONVERSION_FLAGS = {
+    "steps": "-k/--steps",
+    "params_file": "--params",
+    "shift": "--shift/--no-shift",
+    "fuse": "--fuse/--chain",
+}
+
+
+def _given(context, name: str) -> bool:
+    return context is not None and context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+
+
+def rewrite_options_from(kwargs: dict, converted=None, **extra):
+    """Pop the shared conversion flags out of a command's kwargs into RewriteOptions. Flags that
+    would be silently unused are refused: -k beside --params, any of them beside --converted."""
     from sit_onnx.graph.convert import RewriteOptions
 
-    params_file = kwargs.pop("params_file")
     context = click.get_current_context(silent=True)
-    if params_file and context and context.get_parameter_source("steps") != click.core.ParameterSource.DEFAULT:
+    if converted is not None:
+        for name in CONVERSION_NAMES:
+            if _given(context, name):
+                flag = CONVERSION_FLAGS.get(name, "--" + name.replace("_", "-"))
+                raise click.UsageError(f"{flag} converts MODEL; --converted gives a model converted already")
+    params_file = kwargs.pop("params_file")
+    if params_file and _given(context, "steps"):
         raise click.UsageError("-k/--steps picks a shipped set; --params brings its own K")  # was ignored
     return RewriteOptions(
         steps=kwargs.pop("steps"),

@@ -73,9 +73,11 @@ def input_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
     return load_labelled(data, dataset, first_input_name(model), require_labels=False, whole=fixed_inputs(model))
 
 
-def evaluate_accuracy(pair: ModelPair, data: LabelledData, spec: SessionSpec = SessionSpec()) -> AccuracyReport:
-    ann = predict(make_session(pair.original, spec), data.arrays, data.source)
-    converted = predict(make_session(pair.converted, spec), data.arrays, data.source) if pair.converted else None
+def evaluate_accuracy(
+    pair: ModelPair, data: LabelledData, spec: SessionSpec = SessionSpec(), batch: int = 256
+) -> AccuracyReport:
+    ann = predict(make_session(pair.original, spec), data.arrays, data.source, batch)
+    converted = predict(make_session(pair.converted, spec), data.arrays, data.source, batch) if pair.converted else None
     return accuracy_report(data.labels, ann, converted)
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.cli import main
-from tests.helpers import attention_classifier
+from tests.helpers import attention_classifier, softmax_model
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models" / "vit_digits.onnx"
 pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
@@ -62,6 +62,42 @@ def test_eval_with_converted_file(classifier, tmp_path):
         invoke("eval", classifier / "tiny.onnx", "--converted", converted, "--data", classifier / "data.npz", "--json")
     )
     assert record["converted"] == str(converted) and record["converted_accuracy"] > 0.95
+
+
+@pytest.mark.parametrize("command", ["eval", "energy"])
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["-k", "4"], "-k/--steps"),
+        (["--no-shift"], "--shift/--no-shift"),
+        (["--chain"], "--fuse/--chain"),
+        (["--activations", "gelu"], "--activations"),
+        (["--time-steps", "0"], "--time-steps"),  # the default, given: still a flag for the conversion
+    ],
+)
+def test_conversion_flags_beside_a_converted_model_are_refused(classifier, tmp_path, command, flags, named):
+    """--converted is used as it is: the conversion flags beside it were silently unused."""
+    converted = tmp_path / "c.onnx"
+    assert invoke("rewrite", classifier / "tiny.onnx", "-o", converted).exit_code == 0
+    result = invoke(
+        command, classifier / "tiny.onnx", "--converted", converted, "--data", classifier / "data.npz", *flags
+    )
+    assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"Error: {named} converts MODEL; --converted gives a model converted already"
+    )
+
+
+def test_eval_batch_reaches_labelled_runs(tmp_path, rng):
+    """A softmax over the batch axis: its argmax depends on the rows run together, so --batch 1 (each
+    row alone: every weight 1, argmax 0) shows that the labelled runs take the flag too."""
+    model = tmp_path / "batchwise.onnx"
+    onnx.save(softmax_model(["b", 4], 0), str(model))
+    data = tmp_path / "d.npz"
+    labels = np.arange(40) % 4
+    np.savez(data, x=np.eye(4, dtype=np.float32)[labels] * 5, labels=labels)
+    alone = ok_json(invoke("eval", model, "--data", data, "--batch", "1", "--json"))
+    together = ok_json(invoke("eval", model, "--data", data, "--json"))
+    assert alone["ann_accuracy"] == 0.25 and together["ann_accuracy"] == 1.0
 
 
 @pytest.mark.parametrize(
