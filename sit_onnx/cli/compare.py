@@ -69,7 +69,9 @@ GENERATED_MIN_MARGIN = 0.02  # random inputs: a flip where the top-1 led by unde
 @library_option
 @op_library_option
 @json_option
+@click.pass_context
 def compare(
+    ctx,
     reference,
     candidate,
     inputs_file,
@@ -87,6 +89,12 @@ def compare(
     from sit_onnx.evaluate.compare import approximately_equal, image_sizes
     from sit_onnx.evaluate.inputs import describe_feeds
     from sit_onnx.runtime import SessionSpec
+
+    if atol is not None or rtol is not None:  # the strict check reads neither threshold: silently unused before
+        for name in ("min_cosine", "min_agreement"):
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+                flag = "--" + name.replace("_", "-")
+                raise click.UsageError(f"{flag} sets the approximate check; --atol/--rtol ask for the strict one")
 
     runs = _run_both(
         reference, candidate, inputs_file, noise_floor, SessionSpec(provider=provider, use_library=use_library)

@@ -49,8 +49,11 @@ def summarise_output(name: str, value) -> dict:
     help="Check that every spiking op of MODEL landed on a kernel (saves the optimised model once).",
 )
 @json_option
-def run(model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
+@click.pass_context
+def run(ctx, model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
     """Run MODEL in onnxruntime and summarise its outputs."""
+    if inputs_file and ctx.get_parameter_source("batch") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--batch sizes generated inputs; --inputs brings its own rows")  # was unused
     from sit_onnx.evaluate.batching import feed_rows, run_all_rows
     from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated
     from sit_onnx.graph.load import read_model_proto

@@ -29,6 +29,28 @@ def test_run_given_inputs(tmp_path):
     assert json.loads(result.output)["outputs"][0]["max"] == 0.25
 
 
+def test_run_batch_beside_inputs_is_refused(tmp_path):
+    """--batch sizes generated inputs: beside --inputs it was silently unused."""
+    data = tmp_path / "in.npz"
+    np.savez(data, x=np.zeros((2, 4), np.float32))
+    result = CliRunner().invoke(main, ["run", str(_model(tmp_path)), "--inputs", str(data), "--batch", "1"])
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip().splitlines()[-1] == "Error: --batch sizes generated inputs; --inputs brings its own rows"
+    )
+
+
+def test_compare_strict_check_refuses_the_approximate_thresholds(tmp_path):
+    model = str(_model(tmp_path))
+    for strict in (["--atol", "0.1"], ["--rtol", "0.1"]):
+        for flag, value in (("--min-cosine", "0.5"), ("--min-agreement", "0.999")):
+            result = CliRunner().invoke(main, ["compare", model, model, *strict, flag, value])
+            assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == (
+                f"Error: {flag} sets the approximate check; --atol/--rtol ask for the strict one"
+            )
+    assert CliRunner().invoke(main, ["compare", model, model, "--atol", "0", "--min-margin", "0.1"]).exit_code == 0
+
+
 def test_run_bad_inputs(tmp_path):
     model = _model(tmp_path)
     data = tmp_path / "in.npz"
