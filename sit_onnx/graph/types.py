@@ -56,6 +56,17 @@ def _floating(dtype) -> bool:
     return np.issubdtype(np.dtype(dtype), np.floating)
 
 
+def _cast_dtype(to: int):
+    """A Cast's `to` as traced_dtype gives types; None for a number that names no type (0, -100:
+    onnx's checker lets a Cast say so, onnxruntime refuses the model later)."""
+    if to == TensorProto.BFLOAT16:
+        return to
+    try:
+        return helper.tensor_dtype_to_np_dtype(to)
+    except KeyError:
+        return None
+
+
 def traced_dtype(tensor: gs.Tensor):
     """The tensor's own type, else the first floating type found walking up through ops that keep
     their inputs' type, through the inputs that carry values (breadth first, at most MAX_NODES nodes);
@@ -70,8 +81,7 @@ def traced_dtype(tensor: gs.Tensor):
             continue
         seen.add(id(node))
         if node.op == "Cast" and "to" in node.attrs:
-            to = int(node.attrs["to"])
-            return to if to == TensorProto.BFLOAT16 else helper.tensor_dtype_to_np_dtype(to)
+            return _cast_dtype(int(node.attrs["to"]))
         if node.op not in KEEPS_TYPE:
             continue
         values = [node.inputs[i] for i in VALUE_INPUTS.get(node.op, range(len(node.inputs))) if i < len(node.inputs)]

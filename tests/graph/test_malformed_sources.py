@@ -135,6 +135,23 @@ def test_head_counts_that_do_not_divide_are_left_alone_with_why():
     assert _reason(wide_value) == f"the value size {HID + 1} is not a multiple of num_heads {NH}"
 
 
+@pytest.mark.parametrize("to", [0, -100])
+def test_a_cast_to_no_type_before_the_softmax_converts_with_the_checkers_note(to):
+    """Cast(to=0) or to=-100 (the structural fuzzer's finds): onnx's checker lets the Cast through
+    the graph walk and refuses the model; the logits' type, traced up to that Cast, ended in an
+    internal error (KeyError) instead of the note that the source fails the checker."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["c"], to=to), helper.make_node("Softmax", ["c"], ["y"], axis=-1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 1
+    assert report.notes[0].startswith("the source model already fails onnx's checker")
+
+
 def test_an_opset_the_converter_cannot_lift_is_refused_naming_the_file_and_why():
     """Below opset 13 the model goes through onnx's version converter; a node of a domain the model
     does not import stops it, and the refusal names the file, the opset and the converter's reason."""
