@@ -87,9 +87,6 @@ def _gqa_checks(node: onnx.NodeProto, ranks: dict, dims: dict) -> str:
     query, key, value = optional_input(node, 0), optional_input(node, 1), optional_input(node, 2)
     if bool(key) != bool(value):
         return "key without value, or value without key (packed QKV omits both)"
-    for index, name in ((SEQLENS_K, "seqlens_k"), (TOTAL_LENGTH, "total_sequence_length")):
-        if not optional_input(node, index):
-            return f"{name} is missing"
     unread = [name for index, name in UNREAD_INPUTS.items() if optional_input(node, index)]
     if unread:
         return f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not decomposed yet"

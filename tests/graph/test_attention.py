@@ -536,7 +536,7 @@ def test_group_query_attention_without_seqlens_is_left_alone_not_a_crash():
     inputs = [(n, f32, [1, 3, 32], np.zeros((1, 3, 32), np.float32)) for n in ("q", "k", "v")]
     model, _ = _gqa_from_inputs(inputs, 4, 2, {})
     _, found = expand_attention(model, 17)
-    assert [(a.expanded, a.reason) for a in found] == [(False, "seqlens_k is missing")]
+    assert [(a.expanded, a.reason) for a in found] == [(False, "its required input seqlens_k (input 5) is missing")]
 
 
 def test_an_op_left_alone_does_not_stop_the_next_from_expanding():
@@ -665,3 +665,35 @@ def test_onnxruntimes_attention_needs_opset_13(opset, expanded):
     ]
     if expanded:
         np.testing.assert_allclose(_ort(new, feeds)[0], _ort(model, feeds)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "op, given, reason",
+    [
+        ("Attention", ["input"], "its required input weights (input 1) is missing"),
+        ("Attention", ["input", ""], "its required input weights (input 1) is missing"),
+        ("QAttention", ["input", "weights", "bias", ""], "its required input input_scale (input 3) is missing"),
+        ("BiasSoftmax", ["input"], "its required input bias (input 1) is missing"),
+    ],
+)
+def test_an_op_lacking_an_input_its_schema_requires_is_left_alone_with_why(op, given, reason):
+    """A one-input Attention (the activation fuzzer renamed a Sigmoid) died of an IndexError in its
+    decomposition; the required inputs come from onnxruntime's own schemas."""
+    rng = np.random.default_rng(0)
+    known = {name: value for name, _, _, value in _attention_inputs(rng) if name}
+    inputs = [
+        (n, TensorProto.FLOAT, list(known[n].shape), known[n]) if n else ("", TensorProto.FLOAT, None, None)
+        for n in given
+    ]
+    model, _ = _ms_model(op, inputs, ("y",))
+    _, found = expand_attention(model, 17)
+    assert [(a.expanded, a.reason) for a in found] == [(False, reason)]
+
+
+def test_required_inputs_are_read_from_onnxruntimes_schemas():
+    from sit_onnx.graph.attention import _required_inputs
+
+    required = _required_inputs()
+    assert required["Attention"] == [(0, "input"), (1, "weights")]
+    assert required["MultiHeadAttention"] == [(0, "query")]  # key and value: optional (packed QKV)
+    assert [p for p, _ in required["GroupQueryAttention"]] == [0, 5, 6]

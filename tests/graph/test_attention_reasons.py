@@ -29,9 +29,6 @@ PACKED_QKV = {"q": [1, 3, 64]}  # 2 query heads and 1 kv head of 16 in one tenso
     [
         (["q", "k", ""], {}, QKV, "key without value, or value without key (packed QKV omits both)"),
         (["q", "", "v"], {}, QKV, "key without value, or value without key (packed QKV omits both)"),
-        (["q", "k", "v", "", "", "", "total"], {}, QKV, "seqlens_k is missing"),
-        (["q", "k", "v", "", "", "seqlens"], {}, QKV, "total_sequence_length is missing"),
-        (["q", "k", "v", "", "", "seqlens", ""], {}, QKV, "total_sequence_length is missing"),
         (GQA_INPUTS, {"qk_output": 1}, QKV, "qk_output=1 is not decomposed yet"),
         (["q", "k", "v", "", "", "seqlens", "total"], {}, QKV, ""),
         (GQA_INPUTS, {"sliding_window_cache": 1, "local_window_size": 4}, QKV,
@@ -81,6 +78,21 @@ def test_group_query_attention_checks(inputs, attrs, shapes, reason):
     known = _known(shapes)
     node = _node("GroupQueryAttention", inputs, num_heads=2, kv_num_heads=1, **attrs)
     assert _gqa_checks(node, known.ranks, known.dims) == reason
+
+
+@pytest.mark.parametrize(
+    "inputs, missing",
+    [
+        (["q", "k", "v", "", "", "", "total"], "seqlens_k (input 5)"),
+        (["q", "k", "v", "", "", "seqlens"], "total_sequence_length (input 6)"),
+        (["q", "k", "v", "", "", "seqlens", ""], "total_sequence_length (input 6)"),
+        (["q", "", "", "", "", "seqlens", "total"], None),  # packed QKV
+    ],
+)
+def test_group_query_attention_required_inputs(inputs, missing):
+    from sit_onnx.graph.attention import missing_required_input
+
+    assert missing_required_input(_node("GroupQueryAttention", inputs, num_heads=2, kv_num_heads=1)) == missing
 
 
 MHA = {"q": [1, 3, 32], "k": [1, 5, 32], "v": [1, 5, 16]}
