@@ -32,10 +32,14 @@ class SitGroup(click.Group):
             raise click.ClickException("out of memory") from None
         except BrokenPipeError:  # the reader left early (`| head`): nothing is wrong, nothing to say
             raise click.exceptions.Exit(1) from None
-        except Exception as exc:  # a bug: still one line, with how to see more
+        except Exception as exc:
             if os.environ.get("SIT_ONNX_DEBUG"):
                 raise
-            raise click.ClickException(
+            if isinstance(exc, OSError) and exc.filename is not None:
+                # a path the system refuses wherever it is touched first (a name too long, a folder
+                # not searchable): the path and the system's reason, as the commands' own checks say it
+                raise click.ClickException(f"{exc.filename}: {exc.strerror or first_line(exc)}") from None
+            raise click.ClickException(  # a bug: still one line, with how to see more
                 f"internal error: {type(exc).__name__}: {first_line(exc)} (set SIT_ONNX_DEBUG=1 for a traceback)"
             ) from None
 

@@ -102,11 +102,12 @@ BAD_MODELS = {
     "nothing.onnx": "no such file",
     "escaping.onnx": None,
     "missing_data.onnx": None,
+    "x" * 300 + ".onnx": "File name too long",  # the system refuses the path itself (ENAMETOOLONG)
 }
 
 
 @pytest.mark.parametrize("command", MODEL_COMMANDS)
-@pytest.mark.parametrize("model", sorted(BAD_MODELS))
+@pytest.mark.parametrize("model", sorted(BAD_MODELS), ids=lambda name: name[:20])
 def test_bad_model_files(folder, command, model):
     args = [command, folder / model]
     if command in ("eval", "layers", "calibrate", "energy"):
@@ -118,7 +119,7 @@ def test_bad_model_files(folder, command, model):
 
 
 @pytest.mark.parametrize("command", ["genai", "triton"])
-@pytest.mark.parametrize("model", sorted(BAD_MODELS))
+@pytest.mark.parametrize("model", sorted(BAD_MODELS), ids=lambda name: name[:20])
 def test_bad_model_files_for_the_deploy_commands(folder, command, model):
     target = folder / "target"
     target.mkdir(exist_ok=True)
@@ -130,7 +131,7 @@ def test_bad_model_files_for_the_deploy_commands(folder, command, model):
     _check(folder, args, needle=BAD_MODELS[model])
 
 
-@pytest.mark.parametrize("model", sorted(BAD_MODELS))
+@pytest.mark.parametrize("model", sorted(BAD_MODELS), ids=lambda name: name[:20])
 @pytest.mark.parametrize("side", ["reference", "candidate"])
 def test_compare_names_the_bad_file(folder, model, side):
     pair = [folder / model, folder / "good.onnx"] if side == "reference" else [folder / "good.onnx", folder / model]
@@ -193,6 +194,10 @@ def test_bad_parameter_sets(folder, params, command):
     [
         (["rewrite", "{f}/good.onnx", "-o", "{f}/no_such_dir/out.onnx"], "output folder does not exist"),
         (["rewrite", "{f}/good.onnx", "-o", "{f}/good.onnx", "--force"], "refusing to overwrite the input"),
+        (["rewrite", "{f}/good.onnx", "-o", "{f}/" + "x" * 300 + ".onnx"], "File name too long"),
+        (["run", "{f}/good.onnx", "--inputs", "{f}/" + "x" * 300 + ".npz"], "File name too long"),
+        (["neuron", "fit", "-k", "4", "--iterations", "10", "-o", "{f}/" + "x" * 300 + ".json"], "File name too long"),
+        (["triton", "{f}/good.onnx", "{f}", "--name", "x" * 300], "File name too long"),
         (["neuron", "fit", "-k", "4", "--range", "-1", "100", "-o", "{f}/p.json"], "overflows"),
         (["neuron", "fit", "-k", "4", "--range", "-1000", "1000", "-o", "{f}/p.json"], "too large"),
         (["neuron", "fit", "-k", "4", "--range", "-300", "0", "-o", "{f}/p.json"], "wider than"),

@@ -31,6 +31,22 @@ def _raising(exc):
     return fail
 
 
+def test_a_system_error_on_a_path_names_the_path_and_the_reason(model, monkeypatch):
+    """An OSError with a file name (a path too long, a folder not searchable) is the user's path, not
+    our bug: said as the path and the system's reason. Without a file name it stays an internal
+    error; SIT_ONNX_DEBUG=1 lets either through."""
+    monkeypatch.delenv("SIT_ONNX_DEBUG", raising=False)
+    args = ["rewrite", str(model), "-o", str(model.with_name("o.onnx"))]
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(PermissionError(13, "Permission denied", "/x/y")))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and result.output == "Error: /x/y: Permission denied\n"
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(OSError("no file named")))
+    assert CliRunner().invoke(main, args).output.startswith("Error: internal error: OSError: no file named")
+    monkeypatch.setenv("SIT_ONNX_DEBUG", "1")
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(PermissionError(13, "Permission denied", "/x/y")))
+    assert isinstance(CliRunner().invoke(main, args).exception, PermissionError)
+
+
 def test_a_bug_is_one_line_naming_itself(model, monkeypatch):
     monkeypatch.setattr(convert_file, "rewrite_file", _raising(ValueError("boom\nmore detail")))
     monkeypatch.delenv("SIT_ONNX_DEBUG", raising=False)
