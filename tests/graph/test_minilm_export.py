@@ -87,3 +87,29 @@ def test_a_pretrained_encoder_converts_and_keeps_its_sentence_embeddings(encoder
     cosine = (reference * converted).sum(1)
     assert cosine.min() > 0.9995, cosine  # measured 0.99969 with either export
     assert (cosine < 1 - 1e-6).all()  # every sentence went through the neurons
+
+
+def test_an_export_of_fixed_batch_runs_on_every_sentence(encoder, tmp_path):
+    """torch.onnx.export given one sentence and no dynamic axes fixes the batch at 1 ([1, 24]): `eval`
+    on the 12 sentences runs it a sentence at a time (it refused the file before), and `calibrate`
+    sees all 12 sentences' logits at every site."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sit_onnx.cli import main
+
+    module, feeds = encoder
+    path = tmp_path / "minilm_b1.onnx"
+    args = tuple(torch.from_numpy(feeds[name][:1]) for name in NAMES)
+    torch.onnx.export(module, args, str(path), input_names=NAMES, opset_version=17, dynamo=False)
+    assert [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim] == [1, 24]
+    data = tmp_path / "sentences.npz"
+    np.savez(data, **feeds)
+    result = CliRunner().invoke(main, ["eval", str(path), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["samples"] == 12 and record["outputs"][0]["shape"] == [12, 24, 384]
+    assert record["outputs"][0]["cosine"] > 0.9995  # the hidden states, every token of every sentence
+    stats = json.loads(CliRunner().invoke(main, ["calibrate", str(path), "--data", str(data), "--json"]).stdout)
+    assert len(stats["sites"]) == 6 and stats["samples"] == 12
