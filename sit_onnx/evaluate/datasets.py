@@ -60,10 +60,13 @@ def load_labelled(
     input_name: str,
     require_labels: bool = True,
     whole: dict[str, int] | None = None,
+    inputs: set[str] | None = None,
 ) -> LabelledData:
     """Either `--data file.npz` (one array per model input, + `labels`) or `--dataset digits` (its
     test split). Commands that measure no accuracy pass require_labels=False. `whole`: inputs of
-    fixed shape by their first dim; an array of that many rows is fed whole, not split into rows."""
+    fixed shape by their first dim; an array of that many rows is fed whole, not split into rows.
+    `inputs`: the model's input names; another array in the file (a column of ids, texts) is never
+    fed, so its rows are not checked (it stays, so a misnamed input is listed in the refusal)."""
     if (data is None) == (dataset is None):
         raise SitOnnxError("give exactly one of --data FILE.npz or --dataset digits")
     if dataset is not None:
@@ -78,11 +81,12 @@ def load_labelled(
     if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)):
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
     whole = whole or {}
-    fed_whole = {name for name, value in arrays.items() if value.ndim and value.shape[0] == whole.get(name)}
-    per_row = [v for name, v in arrays.items() if v.ndim and name not in fed_whole]
+    fed = {name: v for name, v in arrays.items() if inputs is None or name in inputs}
+    fed_whole = {name for name, value in fed.items() if value.ndim and value.shape[0] == whole.get(name)}
+    per_row = [v for name, v in fed.items() if v.ndim and name not in fed_whole]
     rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in per_row), 0)
     what = "'labels' has" if labels is not None else "the first array has"
-    for name, value in arrays.items():
+    for name, value in fed.items():
         if name in fed_whole:
             continue
         if value.ndim == 0:

@@ -45,8 +45,7 @@ def load_pair(
 
 
 def first_input_name(model: onnx.ModelProto) -> str:
-    initializers = {t.name for t in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in initializers]
+    names = [i.name for i in model.graph.input if i.name in _input_names(model)]
     if not names:
         raise SitOnnxError("the model has no inputs to feed")
     return names[0]
@@ -63,14 +62,26 @@ def fixed_inputs(model: onnx.ModelProto) -> dict[str, int]:
     return fixed
 
 
+def _input_names(model: onnx.ModelProto) -> set[str]:
+    initializers = {t.name for t in model.graph.initializer}
+    return {i.name for i in model.graph.input if i.name not in initializers}
+
+
 def labelled_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
-    return load_labelled(data, dataset, first_input_name(model), whole=fixed_inputs(model))
+    return load_labelled(data, dataset, first_input_name(model), whole=fixed_inputs(model), inputs=_input_names(model))
 
 
 def input_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
     """Model inputs for commands that need no labels (calibrate, energy): any number of named
     inputs of any dtype; `labels` is read if present, not required."""
-    return load_labelled(data, dataset, first_input_name(model), require_labels=False, whole=fixed_inputs(model))
+    return load_labelled(
+        data,
+        dataset,
+        first_input_name(model),
+        require_labels=False,
+        whole=fixed_inputs(model),
+        inputs=_input_names(model),
+    )
 
 
 def evaluate_accuracy(

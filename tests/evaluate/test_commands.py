@@ -87,6 +87,17 @@ def test_conversion_flags_beside_a_converted_model_are_refused(classifier, tmp_p
     )
 
 
+def test_eval_reads_past_arrays_the_model_does_not_take(classifier, tmp_path):
+    data = np.load(classifier / "data.npz")
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, x=data["x"], labels=data["labels"], ids=np.arange(7), text=np.array(["a", "b"]))
+    record = ok_json(invoke("eval", classifier / "tiny.onnx", "--data", extra, "--json"))
+    assert record["samples"] == 200 and record["ann_accuracy"] == 1.0
+    renamed = tmp_path / "renamed.npz"
+    np.savez(renamed, input=data["x"], labels=data["labels"])
+    one_line_error(invoke("eval", classifier / "tiny.onnx", "--data", renamed), "lacks the model input 'x' (has input)")
+
+
 def test_eval_batch_reaches_labelled_runs(tmp_path, rng):
     """A softmax over the batch axis: its argmax depends on the rows run together, so --batch 1 (each
     row alone: every weight 1, argmax 0) shows that the labelled runs take the flag too."""

@@ -101,3 +101,20 @@ def test_atomic_write_stages_a_hidden_file_beside_the_target_and_cleans_up_on_in
     monkeypatch.chdir(tmp_path)
     write_bytes_atomic(type(tmp_path)("bare.txt"), b"here")  # a bare name: the current folder
     assert (tmp_path / "bare.txt").read_bytes() == b"here"
+
+
+def test_arrays_the_model_does_not_take_are_not_row_checked(tmp_path):
+    """A file holding the inputs, the labels and a column the model never reads (ids, texts of
+    another length): refused before ("'ids' has 5 rows but 'labels' has 3"); it stays in the data,
+    so a misnamed input is still listed where the input is missing."""
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((3, 2)), labels=np.zeros(3, np.int64), ids=np.arange(5), note=np.float32(1))
+    data = load_labelled(path, None, "x", inputs={"x"})
+    assert sorted(data.arrays) == ["ids", "note", "x"] and len(data.labels) == 3
+    with pytest.raises(SitOnnxError, match=r"'ids' has 5 rows but 'labels' has 3$"):
+        load_labelled(path, None, "x")  # not told the inputs: every array is checked, as before
+    np.savez(path, x=np.zeros((3, 2)), labels=np.zeros(4, np.int64), ids=np.arange(4))
+    with pytest.raises(SitOnnxError, match=r"'x' has 3 rows but 'labels' has 4$"):
+        load_labelled(path, None, "x", inputs={"x"})  # an input still is
+    np.savez(path, x=np.zeros((3, 2)), ids=np.arange(5))
+    assert load_labelled(path, None, "x", require_labels=False, inputs={"x"}).labels is None  # rows from x
