@@ -22,7 +22,15 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import emit_json, json_option, library_option, not_nan, op_library_option, provider_option
+from sit_onnx.cli.options import (
+    emit_json,
+    flag_given,
+    json_option,
+    library_option,
+    not_nan,
+    op_library_option,
+    provider_option,
+)
 
 GENERATED_MIN_MARGIN = 0.02  # random inputs: a flip where the top-1 led by under 2% of the row's range is noise
 
@@ -92,7 +100,7 @@ def compare(
 
     if atol is not None or rtol is not None:  # the strict check reads neither threshold: silently unused before
         for name in ("min_cosine", "min_agreement"):
-            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            if flag_given(ctx, name):
                 flag = "--" + name.replace("_", "-")
                 raise click.UsageError(f"{flag} sets the approximate check; --atol/--rtol ask for the strict one")
 

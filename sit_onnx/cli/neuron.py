@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sit_onnx.cli.options import check_range, emit_json, json_option, progress, range_option, table
+from sit_onnx.cli.options import check_range, emit_json, flag_given, json_option, progress, range_option, table
 from sit_onnx.neurons.activation import FUNCTIONS
 from sit_onnx.neurons.objective import KL_WEIGHT
 from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS, shipped_params
@@ -385,7 +385,7 @@ def show(ctx, steps, input_range, params_file, objective, function, as_json):
 
     if function != "exp":
         for name, flag in (("input_range", "--range"), ("objective", "--objective")):  # silently ignored before
-            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            if flag_given(ctx, name):
                 raise click.UsageError(f"{flag} picks a shipped SI-exp set, not a --function {function} one")
         return _show_activation(function, steps, params_file, as_json)
     params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range), objective)

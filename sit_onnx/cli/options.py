@@ -256,7 +256,9 @@ CONVERSION_FLAGS = {
 }
 
 
-def _given(context, name: str) -> bool:
+def flag_given(context, name: str) -> bool:
+    """Whether the user gave option `name` (by its parameter name), so a flag that would go unused
+    can be refused rather than dropped."""
     return context is not None and context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
 
 
@@ -268,11 +270,11 @@ def rewrite_options_from(kwargs: dict, converted=None, **extra):
     context = click.get_current_context(silent=True)
     if converted is not None:
         for name in CONVERSION_NAMES:
-            if _given(context, name):
+            if flag_given(context, name):
                 flag = CONVERSION_FLAGS.get(name, "--" + name.replace("_", "-"))
                 raise click.UsageError(f"{flag} converts MODEL; --converted gives a model converted already")
     params_file = kwargs.pop("params_file")
-    if params_file and _given(context, "steps"):
+    if params_file and flag_given(context, "steps"):
         raise click.UsageError("-k/--steps picks a shipped set; --params brings its own K")  # was ignored
     return RewriteOptions(
         steps=kwargs.pop("steps"),

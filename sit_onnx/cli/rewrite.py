@@ -8,6 +8,7 @@ import click
 
 from sit_onnx.cli.options import (
     emit_json,
+    flag_given,
     json_option,
     op_library_option,
     progress,
@@ -91,7 +92,7 @@ def rewrite(
     from sit_onnx.graph.convert_file import rewrite_file
 
     for name in ("calibrate_samples", "calibrate_rounds"):  # silently unused before
-        if calibrate_data is None and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+        if calibrate_data is None and flag_given(ctx, name):
             raise click.UsageError(f"--{name.replace('_', '-')} serves --calibrate, which is not given")
     options = rewrite_options_from(flags, first=first, nodes=tuple(nodes), inline=inline, strict=strict)
     choices, activation_choices = [], []

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 import click
 import numpy as np
 
-from sit_onnx.cli.options import emit_json, json_option, library_option, op_library_option, provider_option, table
+from sit_onnx.cli.options import (
+    emit_json,
+    flag_given,
+    json_option,
+    library_option,
+    op_library_option,
+    provider_option,
+    table,
+)
 
 COLUMNS = ("dtype", "min", "max", "mean", "nan", "inf")
 
@@ -52,9 +61,9 @@ def summarise_output(name: str, value) -> dict:
 @click.pass_context
 def run(ctx, model, provider, use_library, inputs_file, batch, repeat, verify_kernels, as_json):
     """Run MODEL in onnxruntime and summarise its outputs."""
-    if inputs_file and ctx.get_parameter_source("batch") != click.core.ParameterSource.DEFAULT:
+    if inputs_file and flag_given(ctx, "batch"):
         raise click.UsageError("--batch sizes generated inputs; --inputs brings its own rows")  # was unused
-    from sit_onnx.evaluate.batching import feed_rows, run_all_rows
+    from sit_onnx.evaluate.batching import feed_rows, fixed_batch, run_all_rows
     from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
@@ -62,17 +71,24 @@ def run(ctx, model, provider, use_library, inputs_file, batch, repeat, verify_ke
 
     spec = SessionSpec(provider=provider, use_library=use_library, verify_placement=verify_kernels)
     session = make_session(model, spec)
+    batched = False  # generated inputs take the model's declared dims: one run
     if inputs_file:
         arrays = load_arrays(inputs_file)
-        feeds = check_feeds(session, arrays, str(inputs_file), feed_rows(session, arrays))
+        rows = feed_rows(session, arrays)
+        feeds = check_feeds(session, arrays, str(inputs_file), rows)
         outputs = list(run_all_rows(session, feeds, str(model)).values())
+        batched = fixed_batch(session, feeds, rows) is not None
     else:
         feeds, outputs = run_generated(
             session, batch, read_model_proto(model), lambda feeds: run_session(session, feeds, str(model))
         )
+    # the timed runs: a plain session.run unless a fixed batch splits the file (decided above, not per run)
+    rerun = functools.partial(run_all_rows, session, feeds, str(model))
+    if not batched:
+        rerun = functools.partial(session.run, None, feeds)
     start = time.perf_counter()
     for _ in range(repeat - 1):
-        run_all_rows(session, feeds, str(model))
+        rerun()
     seconds = (time.perf_counter() - start) / max(repeat - 1, 1) if repeat > 1 else None
     summary = [summarise_output(spec.name, value) for spec, value in zip(session.get_outputs(), outputs)]
     record = {

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.datasets import batch_of, data_rows
-from sit_onnx.runtime.session import run_session
+from sit_onnx.runtime.session import run_by_name, run_session
 
 
 def feed_rows(session: ort.InferenceSession, arrays: dict[str, np.ndarray]) -> int:
@@ -69,11 +69,11 @@ def run_all_rows(session: ort.InferenceSession, feeds: dict[str, np.ndarray], la
     the first axis (an output without the batch's rows there, from the first batch)."""
     rows = feed_rows(session, feeds)
     if fixed_batch(session, feeds, rows) is None:
-        return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, label)))
+        return run_by_name(session, feeds, label)
     parts = list(run_in_batches(session, feeds, rows, rows, lambda part: run_session(session, part, label)))
-    joined = []
-    for i in range(len(session.get_outputs())):
+    joined = {}
+    for i, output in enumerate(session.get_outputs()):
         values = [outputs[i] for _, outputs in parts]
         batched = all(v.ndim and v.shape[0] == count for v, (count, _) in zip(values, parts))
-        joined.append(np.concatenate(values) if batched else values[0])
-    return dict(zip([o.name for o in session.get_outputs()], joined))
+        joined[output.name] = np.concatenate(values) if batched else values[0]
+    return joined

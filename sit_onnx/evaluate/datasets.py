@@ -82,18 +82,24 @@ def load_labelled(
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
     whole = whole or {}
     fed = {name: v for name, v in arrays.items() if inputs is None or name in inputs}
-    fed_whole = {name for name, value in fed.items() if value.ndim and value.shape[0] == whole.get(name)}
-    per_row = [v for name, v in fed.items() if v.ndim and name not in fed_whole]
+    whole_ones = fed_whole(fed, whole)
+    per_row = [v for name, v in fed.items() if v.ndim and name not in whole_ones]
     rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in per_row), 0)
     what = "'labels' has" if labels is not None else "the first array has"
     for name, value in fed.items():
-        if name in fed_whole:
+        if name in whole_ones:
             continue
         if value.ndim == 0:
             raise SitOnnxError(f"{data}: {name!r} is a single value (0-d), not rows of data")
         if value.shape[0] != rows:
             raise SitOnnxError(f"{data}: {name!r} has {value.shape[0]} rows but {what} {rows}")
     return LabelledData(arrays, labels, str(data))
+
+
+def fed_whole(arrays: dict[str, np.ndarray], whole: dict[str, int]) -> set[str]:
+    """The arrays given as one value for every row: an input of fixed shape (by its first dim, as
+    `whole` holds it) whose array has exactly that many rows."""
+    return {name for name, value in arrays.items() if value.ndim and value.shape[0] == whole.get(name)}
 
 
 def data_rows(feeds: dict[str, np.ndarray]) -> int:

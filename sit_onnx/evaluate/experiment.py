@@ -12,7 +12,7 @@ import onnx
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.accuracy import AccuracyReport, accuracy_report, predict
 from sit_onnx.evaluate.batching import feed_rows, run_in_batches
-from sit_onnx.evaluate.datasets import LabelledData, load_labelled
+from sit_onnx.evaluate.datasets import LabelledData, fed_whole, load_labelled
 from sit_onnx.evaluate.seeding import seed_random_ops
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model
@@ -45,7 +45,8 @@ def load_pair(
 
 
 def first_input_name(model: onnx.ModelProto) -> str:
-    names = [i.name for i in model.graph.input if i.name in _input_names(model)]
+    fed = _input_names(model)
+    names = [i.name for i in model.graph.input if i.name in fed]
     if not names:
         raise SitOnnxError("the model has no inputs to feed")
     return names[0]
@@ -128,7 +129,7 @@ def sample_feeds(model: onnx.ModelProto, data: LabelledData, count: int = 64) ->
     shape given whole (a batch of 4 for a model declared [4, 6]) stays whole: cut, it could not run."""
     from sit_onnx.evaluate.inputs import check_feeds
 
-    whole = fixed_inputs(model)
+    whole = fed_whole(data.arrays, fixed_inputs(model))
     session = make_session(model, SessionSpec(use_library=False, verify_kernels=False))
-    cut = {k: v if v.ndim and v.shape[0] == whole.get(k) else v[:count] for k, v in data.arrays.items()}
+    cut = {k: v if k in whole else v[:count] for k, v in data.arrays.items()}
     return check_feeds(session, cut, data.source, feed_rows(session, cut))
