@@ -163,10 +163,12 @@ def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Ru
     from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.evaluate.noise_floor import floor_outputs
     from sit_onnx.evaluate.seeding import seeded_session, unseeded_random_ops
+    from sit_onnx.evaluate.signature import check_same_inputs
     from sit_onnx.graph.load import read_model_proto
     from sit_onnx.runtime import make_session
 
     reference_proto = read_model_proto(reference)
+    check_same_inputs(reference_proto, read_model_proto(candidate), (str(reference), str(candidate)), True)
     random_ops = unseeded_random_ops(reference_proto)
     session_of = seeded_session if random_ops else make_session  # seeded: both draw the same noise
     ref_session, cand_session = session_of(reference, spec), session_of(candidate, spec)
@@ -180,9 +182,10 @@ def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Ru
         ref_out = reference_outputs(feeds)
     else:
         feeds, ref_out = run_generated(ref_session, 4, reference_proto, reference_outputs)
+    cand_feeds = check_feeds(cand_session, feeds, str(candidate), feed_rows(cand_session, feeds))  # float types cast
     with said_of_generated(feeds, not inputs_file):
-        cand_out = run_all_rows(cand_session, feeds, str(candidate))
-        floor_out = floor_outputs(candidate, spec.provider, feeds) if noise_floor else None
+        cand_out = run_all_rows(cand_session, cand_feeds, str(candidate))
+        floor_out = floor_outputs(candidate, spec.provider, cand_feeds) if noise_floor else None
     missing = sorted(set(ref_out) - set(cand_out))
     if missing:
         raise SitOnnxError(f"{candidate}: lacks the outputs {', '.join(missing)}")

@@ -14,6 +14,7 @@ from sit_onnx.evaluate.accuracy import AccuracyReport, accuracy_report, predict
 from sit_onnx.evaluate.batching import feed_rows, run_in_batches
 from sit_onnx.evaluate.datasets import LabelledData, fed_whole, load_labelled
 from sit_onnx.evaluate.seeding import seed_random_ops
+from sit_onnx.evaluate.signature import check_same_inputs
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model
 from sit_onnx.graph.report import RewriteReport
@@ -36,6 +37,8 @@ def load_pair(
     seed_random_ops(original)
     if converted_path is not None:
         converted = load_model(converted_path)
+        hint = f" (--converted takes {model_path} converted)"
+        check_same_inputs(original, converted, (str(model_path), str(converted_path)), hint=hint)
         seed_random_ops(converted)
         return ModelPair(original, converted, None)
     if options is None:
