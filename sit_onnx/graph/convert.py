@@ -7,6 +7,7 @@ external data). The input is never modified.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -491,6 +492,9 @@ def rewrite_model(
     the result). `site_params` (from per-site calibration) overrides the set per site name,
     `activation_sets` (calibrated) the set per activation function.
     prepare -> find -> select -> apply -> finish -> report."""
+    if not isinstance(model, onnx.ModelProto):
+        paths = " (rewrite_file reads and writes files)" if isinstance(model, (str, bytes, os.PathLike)) else ""
+        raise SitOnnxError(f"rewrite_model takes an onnx.ModelProto, got {type(model).__name__}{paths}")
     params, fuse = _checked_options(options)
     activation_sets = _activation_sets(options, params.steps, activation_sets)
     _check_site_params(site_params or {}, params)
@@ -580,11 +584,35 @@ def _shipped_label(params: NeuronParams) -> str:
     return f"shipped K={params.steps} on {list(params.input_range)}, fitted to {objective}"
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_option_types(options: RewriteOptions) -> None:
+    """RewriteOptions built in Python, not by the CLI's parsers: a wrong type had slipped through
+    (`first=-1` converted no site, `activations="gelu"` read 'g', `shift="yes"` a ValueError)."""
+    if not isinstance(options, RewriteOptions):
+        raise SitOnnxError(f"options must be a RewriteOptions, got {type(options).__name__}")
+    ints = {"steps": (options.steps, 1), "time_steps": (options.time_steps, 0)}
+    ints |= {"first": (options.first, 0), "activation_steps": (options.activation_steps, 1)}
+    for name, (value, low) in ints.items():
+        if not (value is None and name in ("first", "activation_steps")) and not (_is_int(value) and value >= low):
+            raise SitOnnxError(f"RewriteOptions.{name} must be an int >= {low}, got {value!r}")
+    flags = {"sigmoid": options.sigmoid, "shift": options.shift, "inline": options.inline, "strict": options.strict}
+    flags |= {"attention_only": options.attention_only, "fuse": options.fuse}
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)) and not (value is None and name == "fuse"):
+            raise SitOnnxError(f"RewriteOptions.{name} must be True or False, got {value!r}")
+    for name in ("nodes", "activations", "activation_params"):
+        value = getattr(options, name)
+        if isinstance(value, (str, bytes)) or not all(isinstance(v, str) for v in value):
+            raise SitOnnxError(f"RewriteOptions.{name} must be a tuple of strings, got {value!r}")
+
+
 def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:
     """The parameter set, and whether to fuse; refuses options that cannot go together."""
+    _check_option_types(options)
     params = options.neuron_params()
-    if options.time_steps < 0:
-        raise SitOnnxError(f"--time-steps must be >= 0, got {options.time_steps}")
     if options.fuse and params.neurons > 1:
         raise SitOnnxError(f"--fuse takes a single-neuron parameter set; this one is an ensemble of {params.neurons}")
     if options.activation_steps is not None and not options.activations:
