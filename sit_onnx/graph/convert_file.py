@@ -61,6 +61,10 @@ def rewrite_file(
     """Convert a file; the output is written atomically and the input's files left untouched.
     `site_params`, given the loaded model, returns per-site sets (per-site calibration);
     `activation_sets` per-function activation sets (calibrated), called after it."""
+    for path in (input_path, output_path or ""):  # no output: beside the input
+        if not isinstance(path, (str, os.PathLike)):
+            model = " (rewrite_model takes an onnx.ModelProto)" if isinstance(path, onnx.ModelProto) else ""
+            raise SitOnnxError(f"rewrite_file takes paths, got {type(path).__name__}{model}")
     input_path = Path(input_path)
     output_path = Path(output_path) if output_path else default_output(input_path)
     check_output_folder(output_path)

@@ -221,11 +221,27 @@ def run_by_name(session: ort.InferenceSession, feeds: dict, label: str = "model"
     return dict(zip([o.name for o in session.get_outputs()], run_session(session, feeds, label)))
 
 
+def _check_call(model, spec) -> None:
+    """What the CLI's parsers check, for callers in Python: a bad field had reached onnxruntime
+    (threads=-2 was taken, threads="2" a pybind TypeError, use_library="no" meant required)."""
+    if not isinstance(model, (str, os.PathLike, onnx.ModelProto)):
+        raise SitOnnxError(f"make_session takes a path or an onnx.ModelProto, got {type(model).__name__}")
+    if not isinstance(spec, SessionSpec):
+        raise SitOnnxError(f"spec must be a SessionSpec, got {type(spec).__name__}")
+    if not isinstance(spec.threads, int) or isinstance(spec.threads, bool) or spec.threads < 0:
+        raise SitOnnxError(f"SessionSpec.threads must be an int >= 0 (0: onnxruntime's choice), got {spec.threads!r}")
+    flags = {"verify_kernels": spec.verify_kernels, "verify_placement": spec.verify_placement}
+    for name, value in {"use_library": spec.use_library, **flags}.items():
+        if not isinstance(value, bool) and not (value is None and name == "use_library"):
+            raise SitOnnxError(f"SessionSpec.{name} must be True or False, got {value!r}")
+
+
 def make_session(
     model: str | os.PathLike | onnx.ModelProto, spec: SessionSpec = SessionSpec(), label: str | None = None
 ) -> ort.InferenceSession:
     """A session for an original or converted model; with the library, spiking ops must land on kernels.
     Errors name the model by `label`, else by its path ("model" for one in memory)."""
+    _check_call(model, spec)
     providers = resolve_providers(spec.provider)
     library = spec.library_used()
     if isinstance(model, onnx.ModelProto):
