@@ -70,6 +70,27 @@ def test_element_types_differ_only_between_floats_and_only_when_allowed():
     assert said == "cand.onnx: its input 'x' is int64, ref.onnx's is float"
 
 
+def test_refusals_spell_unknown_dims_sequences_empty_and_several_input_sets():
+    unnamed = softmax_model(["n", 2, 6], -1)
+    unnamed.graph.input[0].type.tensor_type.shape.dim[0].Clear()  # a dim with neither size nor name
+    said = _refusal(softmax_model(["n", 6], -1), unnamed)
+    assert said == "cand.onnx: its input 'x' has shape [?, 2, 6], ref.onnx's has [n, 6]"
+    sequence = softmax_model(["n", 6], -1)
+    sequence.graph.input[0].type.CopyFrom(helper.make_sequence_type_proto(helper.make_tensor_type_proto(1, None)))
+    assert (
+        _refusal(softmax_model(["n", 6], -1), sequence)
+        == "cand.onnx: its input 'x' is not a tensor, ref.onnx's is float"
+    )
+    two = softmax_model(["n", 6], -1)
+    two.graph.input.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [1]))
+    two.graph.input.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, [1]))
+    assert _refusal(softmax_model(["n", 6], -1), two) == "cand.onnx: takes the inputs a, b, x, ref.onnx takes x"
+    none = softmax_model(["n", 6], -1)
+    none.graph.initializer.append(helper.make_tensor("x", TensorProto.FLOAT, [1, 6], [0.0] * 6))
+    assert _refusal(two, none) == "cand.onnx: takes the inputs none, ref.onnx takes a, b, x"
+    assert _refusal(none, two) == "cand.onnx: takes the inputs a, b, x, ref.onnx takes none"
+
+
 @pytest.fixture
 def files(tmp_path):
     paths = {}
