@@ -59,12 +59,13 @@ def load_labelled(
     dataset: str | None,
     input_name: str,
     require_labels: bool = True,
-    whole: dict[str, int] | None = None,
+    whole: dict[str, int | None] | None = None,
     inputs: set[str] | None = None,
 ) -> LabelledData:
     """Either `--data file.npz` (one array per model input, + `labels`) or `--dataset digits` (its
     test split). Commands that measure no accuracy pass require_labels=False. `whole`: inputs of
-    fixed shape by their first dim; an array of that many rows is fed whole, not split into rows.
+    fixed shape by their first dim (None: a scalar input); an array of that many rows (a 0-d one
+    for a scalar) is fed whole, not split into rows.
     `inputs`: the model's input names; another array in the file (a column of ids, texts) is never
     fed, so its rows are not checked (it stays, so a misnamed input is listed in the refusal)."""
     if (data is None) == (dataset is None):
@@ -82,6 +83,11 @@ def load_labelled(
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
     whole = whole or {}
     fed = {name: v for name, v in arrays.items() if inputs is None or name in inputs}
+    if fed and all(v.ndim == 0 for v in fed.values()):  # scalar inputs, fed whole: nothing to count rows on
+        raise SitOnnxError(
+            f"{data}: has no rows of data: the arrays the model takes ({', '.join(sorted(fed))}) are single "
+            "values (0-d); run --inputs and compare --inputs take them"
+        )
     whole_ones = fed_whole(fed, whole)
     per_row = [v for name, v in fed.items() if v.ndim and name not in whole_ones]
     rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in per_row), 0)
@@ -96,10 +102,14 @@ def load_labelled(
     return LabelledData(arrays, labels, str(data))
 
 
-def fed_whole(arrays: dict[str, np.ndarray], whole: dict[str, int]) -> set[str]:
+def fed_whole(arrays: dict[str, np.ndarray], whole: dict[str, int | None]) -> set[str]:
     """The arrays given as one value for every row: an input of fixed shape (by its first dim, as
-    `whole` holds it) whose array has exactly that many rows."""
-    return {name for name, value in arrays.items() if value.ndim and value.shape[0] == whole.get(name)}
+    `whole` holds it; None for a scalar input) whose array has exactly that many rows (is 0-d)."""
+    return {name for name, value in arrays.items() if name in whole and value.shape[:1] == _lead(whole[name])}
+
+
+def _lead(first: int | None) -> tuple[int, ...]:
+    return () if first is None else (first,)
 
 
 def data_rows(feeds: dict[str, np.ndarray]) -> int:

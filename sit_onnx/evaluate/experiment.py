@@ -55,14 +55,18 @@ def first_input_name(model: onnx.ModelProto) -> str:
     return names[0]
 
 
-def fixed_inputs(model: onnx.ModelProto) -> dict[str, int]:
-    """Model inputs declared with every dim a number, by their first dim: such an input (a merged
-    decoder's `use_cache_branch` [1]) may be one array for all rows, fed whole with every batch."""
+def fixed_inputs(model: onnx.ModelProto) -> dict[str, int | None]:
+    """Model inputs declared with every dim a number, by their first dim (None for a scalar, declared
+    with no dims): such an input (a merged decoder's `use_cache_branch` [1], a temperature [])
+    may be one array for all rows, fed whole with every batch."""
     fixed = {}
     for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
+        tensor = value.type.tensor_type
+        dims = tensor.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):
             fixed[value.name] = dims[0].dim_value
+        elif tensor.HasField("shape") and not dims:  # no dims declared; no shape at all: rank unknown
+            fixed[value.name] = None
     return fixed
 
 

@@ -1,0 +1,118 @@
+"""A model input declared as a scalar (shape [], as a temperature or a step count is exported) is
+one 0-d array in the data file, fed whole with every batch, as an input of fixed shape is. The data
+commands refused it ("'s' is a single value (0-d), not rows of data") while run and compare took it;
+a model whose only inputs are scalars has no rows to measure on and is refused saying so (it ended
+in internal errors once scalars were taken)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from sit_onnx.cli import main
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.datasets import fed_whole, load_labelled
+from sit_onnx.evaluate.experiment import fixed_inputs
+from tests.evaluate.test_commands import one_line_error
+
+ROWS = 20
+
+
+def _scaled_softmax(rows_input: bool = True) -> onnx.ModelProto:
+    """softmax(x * s) with x [n, 3] and s a scalar; without x, softmax(s * [1, 2, 3])."""
+    inputs = [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])]
+    if rows_input:
+        inputs.insert(0, helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]))
+    weights = [] if rows_input else [helper.make_tensor("x", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])]
+    nodes = [helper.make_node("Mul", ["x", "s"], ["l"]), helper.make_node("Softmax", ["l"], ["y"], axis=-1)]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3] if rows_input else [3])
+    graph = helper.make_graph(nodes, "scaled", inputs, [out], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fixed_inputs_name_scalars_apart_from_unknown_ranks():
+    model = _scaled_softmax()
+    model.graph.input.append(helper.make_tensor_value_info("flag", TensorProto.BOOL, [1]))
+    model.graph.input.append(helper.make_tensor_value_info("any", TensorProto.FLOAT, None))  # no shape: rank unknown
+    assert fixed_inputs(model) == {"s": None, "flag": 1}
+
+
+def test_a_scalar_is_fed_whole_only_as_a_0d_array():
+    whole = {"s": None, "flag": 1}
+    arrays = {"s": np.float32(2.0) * np.ones(()), "flag": np.ones(1, bool), "x": np.ones((1, 3))}
+    assert fed_whole(arrays, whole) == {"s", "flag"}
+    assert fed_whole({"s": np.ones(1), "flag": np.ones(())}, whole) == set()  # each the other's form
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(ROWS, 3)).astype(np.float32)
+    paths = {"model": tmp_path / "scaled.onnx", "scalars": tmp_path / "scalars.onnx"}
+    onnx.save(_scaled_softmax(), paths["model"])
+    onnx.save(_scaled_softmax(rows_input=False), paths["scalars"])
+    for name, scale in (("data", 2.0), ("data1", 1.0)):
+        paths[name] = tmp_path / f"{name}.npz"
+        np.savez(paths[name], x=x, s=np.array(scale, np.float32), labels=np.argmax(x, axis=1))
+    paths["only"] = tmp_path / "only.npz"
+    np.savez(paths["only"], s=np.array(0.7, np.float32))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("command", ["eval", "energy", "calibrate", "layers"])
+def test_data_commands_take_a_scalar_beside_rows(files, command):
+    result = _invoke(command, files["model"], "--data", files["data"])
+    assert result.exit_code == 0, result.output
+    if command == "eval":
+        assert "agreement          100.00%" in result.output
+
+
+def test_the_scalar_reaches_the_model_with_every_batch(files):
+    """calibrate reports the logits' largest value: x * 2 against x * 1, on every row."""
+    largest = {}
+    for name in ("data", "data1"):
+        result = _invoke("calibrate", files["model"], "--data", files[name], "--json")
+        assert result.exit_code == 0, result.output
+        (site,) = json.loads(result.output)["sites"]
+        largest[name] = site["max"]
+    assert largest["data"] == pytest.approx(2 * largest["data1"], rel=1e-6)
+
+
+def test_rewrite_calibrates_on_a_file_with_a_scalar(files, tmp_path):
+    out = tmp_path / "cal.onnx"
+    result = _invoke("rewrite", files["model"], "-o", out, "--calibrate", files["data"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 softmax sites converted" in result.output and out.exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "energy", "calibrate", "layers"])
+def test_a_model_of_scalars_alone_has_no_rows_and_says_so(files, command):
+    result = _invoke(command, files["scalars"], "--data", files["only"])
+    one_line_error(
+        result,
+        "only.npz: has no rows of data: the arrays the model takes (s) are single values (0-d); "
+        "run --inputs and compare --inputs take them",
+    )
+
+
+def test_run_and_compare_take_such_a_model(files, tmp_path):
+    converted = tmp_path / "scalars.sit.onnx"
+    assert _invoke("rewrite", files["scalars"], "-o", converted).exit_code == 0
+    assert _invoke("run", converted, "--inputs", files["only"]).exit_code == 0
+    result = _invoke("compare", files["scalars"], converted, "--inputs", files["only"])
+    assert result.exit_code == 0 and "PASSED" in result.output.splitlines()[-1]
+
+
+def test_load_labelled_refuses_scalars_alone_but_not_a_file_of_other_arrays(files):
+    with pytest.raises(SitOnnxError, match=r"has no rows of data"):
+        load_labelled(files["only"], None, "s", require_labels=False, whole={"s": None}, inputs={"s"})
+    # a scalar the model does not take is not fed, and not counted as data
+    loaded = load_labelled(files["data"], None, "x", whole={}, inputs={"x"})
+    assert loaded.labels.shape == (ROWS,)
