@@ -54,6 +54,9 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise SitOnnxError(f"{path}: not a readable .npz file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
+NOT_AN_ARRAY = "sit-onnx feeds a model tensors only, one array each"
+
+
 def check_feeds(
     session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str, rows: int | None = None
 ) -> dict[str, np.ndarray]:
@@ -66,6 +69,8 @@ def check_feeds(
             raise SitOnnxError(
                 f"{source}: lacks the model input {spec.name!r} (has {', '.join(sorted(arrays)) or 'nothing'})"
             )
+        if not spec.type.startswith("tensor("):  # a sequence, map or optional: ort reports its shape as []
+            raise SitOnnxError(f"{source}: the model input {spec.name!r} is a {spec.type}; {NOT_AN_ARRAY}")
         value = arrays[spec.name]
         want = ORT_TYPES.get(spec.type)
         if want is not None and value.dtype != want:
@@ -252,7 +257,8 @@ def generate_feeds(
     for spec in session.get_inputs():
         dtype = ORT_TYPES.get(spec.type)
         if dtype is None and spec.type != "tensor(string)":
-            raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; pass --inputs")
+            where = "pass --inputs" if spec.type.startswith("tensor(") else NOT_AN_ARRAY
+            raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; {where}")
         shape = _shape(spec, batch, sizes, images.get(spec.name, {}), length)
         if dtype is None:
             feeds[spec.name] = rng.choice(np.array(SENTENCES), shape)

@@ -2,7 +2,7 @@
 one 0-d array in the data file, fed whole with every batch, as an input of fixed shape is. The data
 commands refused it ("'s' is a single value (0-d), not rows of data") while run and compare took it;
 a model whose only inputs are scalars has no rows to measure on and is refused saying so (it ended
-in internal errors once scalars were taken)."""
+in internal errors once scalars were taken). An input no array can give (a sequence) is named as such."""
 
 import json
 
@@ -116,3 +116,37 @@ def test_load_labelled_refuses_scalars_alone_but_not_a_file_of_other_arrays(file
     # a scalar the model does not take is not fed, and not counted as data
     loaded = load_labelled(files["data"], None, "x", whole={}, inputs={"x"})
     assert loaded.labels.shape == (ROWS,)
+
+
+def _sequence_model() -> onnx.ModelProto:
+    """softmax(xs[0]) for a sequence of tensors xs: no .npz array can be a sequence."""
+    xs = helper.make_tensor_sequence_value_info("xs", TensorProto.FLOAT, ["n", 3])
+    nodes = [helper.make_node("SequenceAt", ["xs", "zero"], ["x"]), helper.make_node("Softmax", ["x"], ["y"], axis=-1)]
+    zero = helper.make_tensor("zero", TensorProto.INT64, [], [0])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
+    return helper.make_model(
+        helper.make_graph(nodes, "seq", [xs], [out], [zero]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+SEQUENCE_REFUSAL = "the model input 'xs' is a seq(tensor(float)); sit-onnx feeds a model tensors only, one array each"
+
+
+@pytest.mark.parametrize("command", ["eval", "energy", "calibrate", "layers", "run", "compare", "rewrite"])
+def test_a_sequence_input_is_named_as_what_no_array_can_give(tmp_path, command):
+    """ort reports a sequence input's shape as []: the refusal read "'xs' has shape [4, 3], the
+    model wants rank 0 ([])", and generated inputs said "pass --inputs", which could not help."""
+    source, converted, data = tmp_path / "seq.onnx", tmp_path / "seq.sit.onnx", tmp_path / "seq.npz"
+    onnx.save(_sequence_model(), source)
+    assert _invoke("rewrite", source, "-o", converted).exit_code == 0  # the rewrite itself needs no data
+    np.savez(data, xs=np.ones((4, 3), np.float32), labels=np.zeros(4, np.int64))
+    args = {
+        "run": [converted, "--inputs", data],
+        "compare": [source, converted, "--inputs", data],
+        "rewrite": [source, "-o", tmp_path / "cal.onnx", "--calibrate", data],
+    }.get(command, [source, "--data", data])
+    one_line_error(_invoke(command, *args), f"seq.npz: {SEQUENCE_REFUSAL}")
+    if command in ("run", "compare"):  # nothing given: nothing can be generated either
+        generated = _invoke(command, *args[:-2])
+        one_line_error(generated, "cannot generate input 'xs' of type seq(tensor(float)); sit-onnx feeds a model")
+    assert not (tmp_path / "cal.onnx").exists()
