@@ -54,6 +54,13 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise SitOnnxError(f"{path}: not a readable .npz file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
+def tensor_kind(ort_type: str) -> str | None:
+    """The tensor type an input takes ("tensor(float)"), an optional tensor's included (onnxruntime
+    takes a tensor for it); None for a sequence or a map, which no array can give."""
+    inner = ort_type.removeprefix("optional(").removesuffix(")") if ort_type.startswith("optional(") else ort_type
+    return inner if inner.startswith("tensor(") else None
+
+
 NOT_AN_ARRAY = "sit-onnx feeds a model tensors only, one array each"
 
 
@@ -69,10 +76,11 @@ def check_feeds(
             raise SitOnnxError(
                 f"{source}: lacks the model input {spec.name!r} (has {', '.join(sorted(arrays)) or 'nothing'})"
             )
-        if not spec.type.startswith("tensor("):  # a sequence, map or optional: ort reports its shape as []
+        kind = tensor_kind(spec.type)
+        if kind is None:  # a sequence or a map: ort reports its shape as []
             raise SitOnnxError(f"{source}: the model input {spec.name!r} is a {spec.type}; {NOT_AN_ARRAY}")
         value = arrays[spec.name]
-        want = ORT_TYPES.get(spec.type)
+        want = ORT_TYPES.get(kind)
         if want is not None and value.dtype != want:
             if np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating):
                 value = value.astype(want)
@@ -255,9 +263,10 @@ def generate_feeds(
     sizes: dict[str, int] = {}
     feeds = {}
     for spec in session.get_inputs():
-        dtype = ORT_TYPES.get(spec.type)
-        if dtype is None and spec.type != "tensor(string)":
-            where = "pass --inputs" if spec.type.startswith("tensor(") else NOT_AN_ARRAY
+        kind = tensor_kind(spec.type)
+        dtype = ORT_TYPES.get(kind)
+        if dtype is None and kind != "tensor(string)":
+            where = "pass --inputs" if kind else NOT_AN_ARRAY
             raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; {where}")
         shape = _shape(spec, batch, sizes, images.get(spec.name, {}), length)
         if dtype is None:

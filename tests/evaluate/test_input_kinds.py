@@ -150,3 +150,27 @@ def test_a_sequence_input_is_named_as_what_no_array_can_give(tmp_path, command):
         generated = _invoke(command, *args[:-2])
         one_line_error(generated, "cannot generate input 'xs' of type seq(tensor(float)); sit-onnx feeds a model")
     assert not (tmp_path / "cal.onnx").exists()
+
+
+def _optional_model() -> onnx.ModelProto:
+    """softmax of an optional tensor's element: onnxruntime takes a plain tensor for it."""
+    tensor = helper.make_tensor_type_proto(TensorProto.FLOAT, ["n", 3])
+    xs = helper.make_value_info("xs", helper.make_optional_type_proto(tensor))
+    nodes = [helper.make_node("OptionalGetElement", ["xs"], ["x"]), helper.make_node("Softmax", ["x"], ["y"], axis=-1)]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
+    return helper.make_model(helper.make_graph(nodes, "opt", [xs], [out]), opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_an_optional_tensor_input_is_fed_and_generated_as_its_tensor(tmp_path):
+    source, converted, data = tmp_path / "opt.onnx", tmp_path / "opt.sit.onnx", tmp_path / "opt.npz"
+    onnx.save(_optional_model(), source)
+    assert _invoke("rewrite", source, "-o", converted).exit_code == 0
+    x = np.random.default_rng(1).normal(size=(6, 3))  # float64: cast to the tensor's float
+    np.savez(data, xs=x, labels=np.argmax(x, axis=1))
+    generated = _invoke("compare", source, converted)  # generating it said "pass --inputs"
+    assert generated.exit_code == 0 and "generated inputs: xs [4, 3] float32" in generated.output, generated.output
+    result = _invoke("eval", source, "--data", data)
+    assert result.exit_code == 0 and "agreement          100.00%" in result.output, result.output
+    ints = tmp_path / "ints.npz"
+    np.savez(ints, xs=np.ones((6, 3), np.int64))
+    one_line_error(_invoke("run", converted, "--inputs", ints), "ints.npz: 'xs' is int64, the model wants float32")
