@@ -28,9 +28,15 @@ class AccuracyReport:
         return 100 * (self.ann_accuracy - self.converted_accuracy)
 
 
-def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source: str, batch: int = 256) -> np.ndarray:
+def predict(
+    session: ort.InferenceSession,
+    arrays: dict[str, np.ndarray],
+    source: str,
+    batch: int = 256,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
     """Class predictions (argmax of the first output; the output itself where it is already a label
-    per row, an ArgMax in the graph), run in batches."""
+    per row, an ArgMax in the graph), run in batches. `labels`, given, must name the output's classes."""
     rows = feed_rows(session, arrays)
     feeds = check_feeds(session, arrays, source, rows)
     predictions = []
@@ -44,8 +50,20 @@ def predict(session: ort.InferenceSession, arrays: dict[str, np.ndarray], source
                 f"the model's first output has shape {list(logits.shape)}; accuracy needs (batch, classes) logits "
                 "or (batch,) integer labels"
             )
+        if labels is not None and not predictions:
+            check_labels(labels, logits.shape[1], source)
         predictions.append(np.argmax(logits, axis=1))
     return np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+
+
+def check_labels(labels: np.ndarray, classes: int, source: str) -> None:
+    """Labels the first output cannot predict (1-based ones, another model's) scored 0% in silence."""
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise SitOnnxError(
+            f"{source}: 'labels' run from {low} to {high}, but the model's first output has {classes} "
+            f"classes (0..{classes - 1})"
+        )
 
 
 def accuracy_report(labels: np.ndarray, ann: np.ndarray, converted: np.ndarray | None) -> AccuracyReport:

@@ -92,6 +92,8 @@ def load_labelled(
     per_row = [v for name, v in fed.items() if v.ndim and name not in whole_ones]
     rows = labels.shape[0] if labels is not None else next((v.shape[0] for v in per_row), 0)
     what = "'labels' has" if labels is not None else "the first array has"
+    if rows == 0 and (per_row or labels is not None):
+        raise SitOnnxError(f"{data}: holds no rows of data ({what} 0)")
     for name, value in fed.items():
         if name in whole_ones:
             continue

@@ -95,7 +95,7 @@ def input_data(model: onnx.ModelProto, data, dataset) -> LabelledData:
 def evaluate_accuracy(
     pair: ModelPair, data: LabelledData, spec: SessionSpec = SessionSpec(), batch: int = 256
 ) -> AccuracyReport:
-    ann = predict(make_session(pair.original, spec), data.arrays, data.source, batch)
+    ann = predict(make_session(pair.original, spec), data.arrays, data.source, batch, data.labels)
     converted = predict(make_session(pair.converted, spec), data.arrays, data.source, batch) if pair.converted else None
     return accuracy_report(data.labels, ann, converted)
 

@@ -39,7 +39,7 @@ def layer_sweep(
     with activations asked for, the model with its activations alone converted."""
     if data.labels is None:
         return _label_free_sweep(original, options, data, spec, progress)
-    ann = predict(make_session(original, spec), data.arrays, data.source)
+    ann = predict(make_session(original, spec), data.arrays, data.source, labels=data.labels)
     rows = []
     for n, site, converted in _steps(original, options):
         predictions = ann if converted is None else predict(make_session(converted, spec), data.arrays, data.source)

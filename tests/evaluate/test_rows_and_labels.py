@@ -1,0 +1,70 @@
+"""Data files that cannot be measured on: no rows at all (eval reported 0.00% accuracy, energy died
+of a ZeroDivisionError), and labels the model's first output cannot predict (1-based labels, another
+model's: eval and layers scored 0% in silence). Each is one line naming the file."""
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from sit_onnx.cli import main
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate.accuracy import check_labels
+from tests.evaluate.test_commands import one_line_error
+from tests.evaluate.test_input_kinds import _scaled_softmax
+
+CLASSES = 3
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "scaled.onnx"
+    onnx.save(_scaled_softmax(), path)
+    return str(path)
+
+
+def _data(tmp_path, rows: int = 20, shift: int = 0, labels: bool = True) -> str:
+    x = np.random.default_rng(0).normal(size=(rows, CLASSES)).astype(np.float32)
+    arrays = {"x": x, "s": np.array(1.5, np.float32)}
+    if labels:
+        arrays["labels"] = np.argmax(x, axis=1) + shift
+    path = tmp_path / f"data_{rows}_{shift}_{labels}.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("command", ["eval", "energy", "calibrate", "layers"])
+@pytest.mark.parametrize("labels", [True, False])
+def test_a_file_of_no_rows_is_refused(model, tmp_path, command, labels):
+    data = _data(tmp_path, rows=0, labels=labels)
+    what = "'labels' has" if labels else "the first array has"
+    one_line_error(_invoke(command, model, "--data", data), f"holds no rows of data ({what} 0)")
+
+
+def test_one_row_is_data(model, tmp_path):
+    result = _invoke("eval", model, "--data", _data(tmp_path, rows=1))
+    assert result.exit_code == 0 and "ANN accuracy       100.00%" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", ["eval", "layers"])
+@pytest.mark.parametrize(("shift", "low", "high"), [(1, 1, 3), (-3, -3, -1), (100, 100, 102)])
+def test_labels_outside_the_outputs_classes_are_refused(model, tmp_path, command, shift, low, high):
+    result = _invoke(command, model, "--data", _data(tmp_path, shift=shift))
+    said = f"'labels' run from {low} to {high}, but the model's first output has 3 classes (0..2)"
+    one_line_error(result, said)
+
+
+def test_commands_that_read_no_labels_do_not_check_them(model, tmp_path):
+    for command in ("energy", "calibrate"):
+        assert _invoke(command, model, "--data", _data(tmp_path, shift=100)).exit_code == 0
+
+
+def test_check_labels_edges():
+    check_labels(np.array([0, 2]), 3, "f.npz")  # both ends inside
+    for labels in ([0, 3], [-1, 2]):
+        with pytest.raises(SitOnnxError, match=r"^f\.npz: 'labels' run from "):
+            check_labels(np.array(labels), 3, "f.npz")
