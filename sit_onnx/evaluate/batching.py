@@ -68,8 +68,11 @@ def run_all_rows(session: ort.InferenceSession, feeds: dict[str, np.ndarray], la
     """Every output by name on all the rows of `feeds`: one run, or one per fixed batch joined along
     the first axis (an output without the batch's rows there, from the first batch)."""
     rows = feed_rows(session, feeds)
-    if fixed_batch(session, feeds, rows) is None:
+    fixed = fixed_batch(session, feeds, rows)
+    if fixed is None:
         return run_by_name(session, feeds, label)
+    if rows == 0:  # no batch to run, nothing to take the outputs' shapes from
+        raise SitOnnxError(f"{label}: the data holds no rows, and the model's batch is fixed at {fixed}")
     parts = list(run_in_batches(session, feeds, rows, rows, lambda part: run_session(session, part, label)))
     joined = {}
     for i, output in enumerate(session.get_outputs()):

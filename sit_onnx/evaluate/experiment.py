@@ -138,5 +138,5 @@ def sample_feeds(model: onnx.ModelProto, data: LabelledData, count: int = 64) ->
 
     whole = fed_whole(data.arrays, fixed_inputs(model))
     session = make_session(model, SessionSpec(use_library=False, verify_kernels=False))
-    cut = {k: v if k in whole else v[:count] for k, v in data.arrays.items()}
+    cut = {k: v if k in whole or not v.ndim else v[:count] for k, v in data.arrays.items()}
     return check_feeds(session, cut, data.source, feed_rows(session, cut))

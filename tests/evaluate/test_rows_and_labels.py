@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from onnx import TensorProto, helper
 
 from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
@@ -68,3 +69,37 @@ def test_check_labels_edges():
     for labels in ([0, 3], [-1, 2]):
         with pytest.raises(SitOnnxError, match=r"^f\.npz: 'labels' run from "):
             check_labels(np.array(labels), 3, "f.npz")
+
+
+def _fixed_batch_model(path) -> str:
+    """softmax over x [1, 4]: a batch fixed at 1, as torch.onnx.export without dynamic axes writes it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "fixed", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_no_rows_for_a_fixed_batch_is_refused(tmp_path, command):
+    """A batch at a time, no batch ran: an internal error ("need at least one array to concatenate")."""
+    model = _fixed_batch_model(tmp_path / "fixed.onnx")
+    data = tmp_path / "none.npz"
+    np.savez(data, x=np.zeros((0, 4), np.float32))
+    args = [model, "--inputs", data] if command == "run" else [model, model, "--inputs", data]
+    one_line_error(_invoke(command, *args), "fixed.onnx: the data holds no rows, and the model's batch is fixed at 1")
+
+
+def test_no_rows_for_a_dynamic_batch_run_as_an_empty_batch(model, tmp_path):
+    result = _invoke("run", model, "--inputs", _data(tmp_path, rows=0))
+    assert result.exit_code == 0 and "0x3" in result.output, result.output
+
+
+def test_an_unused_single_value_in_the_file_is_left_alone(tmp_path):
+    """energy samples the first rows of every array: a 0-d one it does not feed died of an IndexError."""
+    model = _fixed_batch_model(tmp_path / "fixed.onnx")
+    data = tmp_path / "extra.npz"
+    np.savez(data, x=np.ones((3, 4), np.float32), note=np.array(3.0))
+    for command in ("energy", "calibrate", "eval"):
+        result = _invoke(command, model, "--data", data)
+        assert result.exit_code == 0, (command, result.output)
