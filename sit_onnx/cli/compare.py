@@ -160,6 +160,7 @@ class _Runs:
 def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Runs:
     from sit_onnx.errors import SitOnnxError
     from sit_onnx.evaluate.batching import feed_rows, run_all_rows
+    from sit_onnx.evaluate.compare import check_comparable
     from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated, said_of_generated
     from sit_onnx.evaluate.noise_floor import floor_outputs
     from sit_onnx.evaluate.seeding import seeded_session, unseeded_random_ops
@@ -182,6 +183,7 @@ def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Ru
         ref_out = reference_outputs(feeds)
     else:
         feeds, ref_out = run_generated(ref_session, 4, reference_proto, reference_outputs)
+    check_comparable(ref_out, str(reference))
     cand_feeds = check_feeds(cand_session, feeds, str(candidate), feed_rows(cand_session, feeds))  # float types cast
     with said_of_generated(feeds, not inputs_file):
         cand_out = run_all_rows(cand_session, cand_feeds, str(candidate))

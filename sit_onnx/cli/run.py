@@ -25,6 +25,8 @@ COLUMNS = ("dtype", "min", "max", "mean", "nan", "inf")
 def summarise_output(name: str, value) -> dict:
     """Shape, dtype, and min/max/mean over the finite elements, with NaNs and infinities counted
     apart (a converted model can legitimately output them; --json writes null where none are finite)."""
+    if isinstance(value, list):  # a sequence of maps or of tensors of different shapes: not stacked
+        return _summarise_sequence(name, value)
     value = np.asarray(value)
     record = {"name": name, "shape": list(value.shape), "dtype": str(value.dtype)}
     record.update({"min": None, "max": None, "mean": None, "nan": 0, "inf": 0})
@@ -36,6 +38,15 @@ def summarise_output(name: str, value) -> dict:
     if finite.size:
         record.update(min=float(finite.min()), max=float(finite.max()), mean=float(finite.mean()))
     return record
+
+
+def _summarise_sequence(name: str, items: list) -> dict:
+    """Shape [items], dtype seq(...), and the figures over every element of its tensors together."""
+    tensors = [v for v in items if isinstance(v, np.ndarray)]
+    kinds = sorted({str(v.dtype) for v in tensors} | {type(v).__name__ for v in items if not isinstance(v, np.ndarray)})
+    flat = np.concatenate([v.ravel() for v in tensors]) if tensors and len(tensors) == len(items) else np.zeros(0)
+    record = summarise_output(name, flat) if flat.size else summarise_output(name, np.zeros(0))
+    return record | {"shape": [len(items)], "dtype": f"seq({', '.join(kinds)})"}
 
 
 @click.command()

@@ -60,7 +60,7 @@ def run_in_batches(
         part = batch_of(feeds, rows, start, size)
         outputs = run(_padded(part, per_row, size) if fixed else part)
         if fixed and count < size:
-            outputs = [v[:count] if v.ndim and v.shape[0] == size else v for v in outputs]
+            outputs = [v[:count] if _has_rows(v, size) else v for v in outputs]
         yield count, outputs
 
 
@@ -74,9 +74,19 @@ def run_all_rows(session: ort.InferenceSession, feeds: dict[str, np.ndarray], la
     if rows == 0:  # no batch to run, nothing to take the outputs' shapes from
         raise SitOnnxError(f"{label}: the data holds no rows, and the model's batch is fixed at {fixed}")
     parts = list(run_in_batches(session, feeds, rows, rows, lambda part: run_session(session, part, label)))
+    return join_batches([o.name for o in session.get_outputs()], parts)
+
+
+def join_batches(names: list[str], parts: list[tuple[int, list]]) -> dict:
+    """Each output joined along the first axis over the batches (count, outputs) that ran; an output
+    without its batch's rows there (a scalar, a table, a sequence of another length) from the first."""
     joined = {}
-    for i, output in enumerate(session.get_outputs()):
+    for i, name in enumerate(names):
         values = [outputs[i] for _, outputs in parts]
-        batched = all(v.ndim and v.shape[0] == count for v, (count, _) in zip(values, parts))
-        joined[output.name] = np.concatenate(values) if batched else values[0]
+        rows_first = all(_has_rows(v, count) for v, (count, _) in zip(values, parts))
+        joined[name] = np.concatenate(values) if rows_first else values[0]
     return joined
+
+
+def _has_rows(value, count: int) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == count

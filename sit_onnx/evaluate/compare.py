@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.detections import DetectionFigures
 
 INF = float("inf")
@@ -170,6 +171,16 @@ def _length_change(a: tuple, b: tuple) -> str:
         return ""
     axis = differ[0]
     return f" (axis {axis}: {b[axis] - a[axis]:+d}, {(b[axis] - a[axis]) / a[axis]:+.1%})"
+
+
+def check_comparable(outputs: dict, label: str) -> None:
+    """Refuse an output no statistic here can judge: a sequence of maps, or of tensors that differ
+    in shape (a sequence of like tensors arrives stacked: runtime/session.py)."""
+    for name, value in outputs.items():
+        if not isinstance(value, np.ndarray):
+            others = sorted({type(v).__name__ for v in value if not isinstance(v, np.ndarray)})
+            what = f"{', '.join(others)} items" if others else "tensors of different shapes" if value else "nothing"
+            raise SitOnnxError(f"{label}: its output {name!r} is a sequence of {what}, which is not compared")
 
 
 def compare_arrays(

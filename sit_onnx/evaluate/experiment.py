@@ -11,7 +11,7 @@ import onnx
 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.accuracy import AccuracyReport, accuracy_report, predict
-from sit_onnx.evaluate.batching import feed_rows, run_in_batches
+from sit_onnx.evaluate.batching import feed_rows, join_batches, run_in_batches
 from sit_onnx.evaluate.datasets import LabelledData, fed_whole, load_labelled
 from sit_onnx.evaluate.seeding import seed_random_ops
 from sit_onnx.evaluate.signature import check_same_inputs
@@ -104,18 +104,19 @@ def run_all(
     session, arrays: dict[str, np.ndarray], source: str, batch: int, tick=lambda rows: None
 ) -> dict[str, np.ndarray]:
     """Every output of `session` on every row of the data, run `batch` rows at a time."""
+    from sit_onnx.evaluate.compare import check_comparable
     from sit_onnx.evaluate.inputs import check_feeds
     from sit_onnx.runtime.session import run_session
 
     rows = feed_rows(session, arrays)
     feeds = check_feeds(session, arrays, source, rows)
-    names = [o.name for o in session.get_outputs()]
-    parts: dict[str, list] = {name: [] for name in names}
+    parts = []
     for count, outputs in run_in_batches(session, feeds, rows, batch, lambda part: run_session(session, part, source)):
-        for name, value in zip(names, outputs):
-            parts[name].append(value)
+        parts.append((count, outputs))
         tick(count)
-    return {name: np.concatenate(values) for name, values in parts.items() if values}
+    outputs = join_batches([o.name for o in session.get_outputs()], parts) if parts else {}
+    check_comparable(outputs, "the model")
+    return outputs
 
 
 def evaluate_outputs(pair: ModelPair, data: LabelledData, spec: SessionSpec, batch: int = 256, tick=lambda rows: None):

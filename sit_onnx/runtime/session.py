@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
@@ -211,9 +212,18 @@ def run_session(session: ort.InferenceSession, feeds: dict, label: str = "model"
     """`session.run`, with onnxruntime's run-time refusals (a shape the graph cannot take, a kernel
     that fails) as one line naming the model."""
     try:
-        return session.run(None, feeds)
+        return [_stacked(value) for value in session.run(None, feeds)]
     except SESSION_ERRORS as exc:
         raise SitOnnxError(f"{label}: onnxruntime failed to run the model: {first_line(exc)}") from None
+
+
+def _stacked(value):
+    """A sequence output whose tensors share shape and type as one tensor along a new first axis,
+    so it is judged as tensors are; anything else (maps, ragged tensors) as onnxruntime gave it."""
+    if isinstance(value, list) and value and all(isinstance(v, np.ndarray) for v in value):
+        if len({(v.shape, v.dtype) for v in value}) == 1:
+            return np.stack(value)
+    return value
 
 
 def run_by_name(session: ort.InferenceSession, feeds: dict, label: str = "model") -> dict:

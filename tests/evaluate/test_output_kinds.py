@@ -1,0 +1,105 @@
+"""Outputs that are not a batch of tensors: a scalar (a sum over the batch), a sequence of like
+tensors, a sequence of tensors of different shapes. eval and layers died joining a scalar over the
+batches ("zero-dimensional arrays cannot be concatenated"), compare on any sequence ("'list' object
+has no attribute 'shape'"), run on a ragged one. A sequence of like tensors is judged stacked; a
+ragged one is summarised by run and refused by the commands that compare."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from sit_onnx.cli import main
+from sit_onnx.evaluate.batching import join_batches
+from sit_onnx.runtime.session import _stacked
+from tests.evaluate.test_commands import one_line_error
+
+ROWS = 6
+
+
+def _model(kind: str) -> onnx.ModelProto:
+    """softmax(x) over x [n, 4], then the output of `kind`."""
+    tail = {
+        "scalar": [helper.make_node("ReduceSum", ["p"], ["y"], keepdims=0)],
+        "like": [helper.make_node("SequenceConstruct", ["p", "p"], ["y"])],
+        "ragged": [
+            helper.make_node("Slice", ["p", "zero", "one", "one"], ["q"]),
+            helper.make_node("SequenceConstruct", ["p", "q"], ["y"]),
+        ],
+    }[kind]
+    out = (
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+        if kind == "scalar"
+        else helper.make_tensor_sequence_value_info("y", TensorProto.FLOAT, None)
+    )
+    weights = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("one", 1))]
+    nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), *tail]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    graph = helper.make_graph(nodes, kind, [x], [out], weights if kind == "ragged" else [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = {"data": tmp_path / "data.npz"}
+    np.savez(paths["data"], x=np.random.default_rng(0).normal(size=(ROWS, 4)).astype(np.float32))
+    for kind in ("scalar", "like", "ragged"):
+        paths[kind] = tmp_path / f"{kind}.onnx"
+        onnx.save(_model(kind), paths[kind])
+        paths[kind + ".sit"] = tmp_path / f"{kind}.sit.onnx"
+        assert _invoke("rewrite", paths[kind], "-o", paths[kind + ".sit"]).exit_code == 0
+    return paths
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("batch", ["256", "2"])
+def test_a_scalar_output_is_judged_by_eval_and_layers(files, batch):
+    result = _invoke("eval", files["scalar"], "--data", files["data"], "--batch", batch, "--json")
+    assert result.exit_code == 0, result.output
+    (output,) = json.loads(result.output)["outputs"]
+    assert output["name"] == "y" and output["shape"] == [] and output["cosine"] > 0.999
+    assert _invoke("layers", files["scalar"], "--data", files["data"]).exit_code == 0
+
+
+def test_a_sequence_of_like_tensors_is_compared_stacked(files):
+    result = _invoke("compare", files["like"], files["like.sit"], "--inputs", files["data"])
+    assert result.exit_code == 0, result.output
+    assert f"[y] shape [2, {ROWS}, 4]" in result.output and "PASSED" in result.output.splitlines()[-1]
+    evaluated = _invoke("eval", files["like"], "--data", files["data"])
+    assert evaluated.exit_code == 0 and "[y] argmax agreement 100.00%" in evaluated.output, evaluated.output
+
+
+@pytest.mark.parametrize("command", ["compare", "eval", "layers"])
+def test_a_ragged_sequence_is_refused_by_what_compares(files, command):
+    args = [files["ragged.sit"], "--inputs"] if command == "compare" else ["--data"]
+    result = _invoke(command, files["ragged"], *args, files["data"])
+    said = "its output 'y' is a sequence of tensors of different shapes, which is not compared"
+    one_line_error(result, said)
+
+
+def test_run_summarises_a_ragged_sequence_over_all_its_elements(files):
+    result = _invoke("run", files["ragged.sit"], "--inputs", files["data"], "--json")
+    assert result.exit_code == 0, result.output
+    (output,) = json.loads(result.output)["outputs"]
+    assert output["shape"] == [2] and output["dtype"] == "seq(float32)"
+    assert 0 < output["min"] <= output["max"] < 1 and output["nan"] == 0
+
+
+def test_stacking_only_like_tensors():
+    a, b = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
+    assert _stacked([a, b]).shape == (2, 2, 3)
+    for kept in ([a, b[:, :1]], [a, b.astype(np.float64)], [], [{1: 0.5}], a):
+        assert _stacked(kept) is kept
+
+
+def test_joining_batches_keeps_rows_and_takes_the_rest_from_the_first():
+    parts = [(2, [np.zeros((2, 3)), np.float32(1.0), [1]]), (1, [np.ones((1, 3)), np.float32(2.0), [2]])]
+    joined = join_batches(["rows", "scalar", "list"], parts)
+    assert joined["rows"].shape == (3, 3) and joined["rows"][2, 0] == 1
+    assert joined["scalar"] == 1.0 and joined["list"] == [1]
