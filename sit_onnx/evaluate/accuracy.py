@@ -28,6 +28,9 @@ class AccuracyReport:
         return 100 * (self.ann_accuracy - self.converted_accuracy)
 
 
+NEEDS = "accuracy needs (batch, classes) logits or (batch,) integer labels"
+
+
 def predict(
     session: ort.InferenceSession,
     arrays: dict[str, np.ndarray],
@@ -42,14 +45,13 @@ def predict(
     predictions = []
     for _, outputs in run_in_batches(session, feeds, rows, batch, lambda part: run_session(session, part, source)):
         logits = outputs[0]
+        if not isinstance(logits, np.ndarray):  # a ragged sequence or maps (runtime/session.py stacks the rest)
+            raise SitOnnxError(f"the model's first output is a sequence; {NEEDS}")
         if logits.ndim == 1 and np.issubdtype(logits.dtype, np.integer):
             predictions.append(logits)  # labels already
             continue
         if logits.ndim != 2:
-            raise SitOnnxError(
-                f"the model's first output has shape {list(logits.shape)}; accuracy needs (batch, classes) logits "
-                "or (batch,) integer labels"
-            )
+            raise SitOnnxError(f"the model's first output has shape {list(logits.shape)}; {NEEDS}")
         if labels is not None and not predictions:
             check_labels(labels, logits.shape[1], source)
         predictions.append(np.argmax(logits, axis=1))

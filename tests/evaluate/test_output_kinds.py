@@ -103,3 +103,12 @@ def test_joining_batches_keeps_rows_and_takes_the_rest_from_the_first():
     joined = join_batches(["rows", "scalar", "list"], parts)
     assert joined["rows"].shape == (3, 3) and joined["rows"][2, 0] == 1
     assert joined["scalar"] == 1.0 and joined["list"] == [1]
+
+
+@pytest.mark.parametrize("command", ["eval", "layers"])
+def test_accuracy_on_a_ragged_first_output_says_what_it_needs(files, tmp_path, command):
+    """With labels, accuracy reads the first output: a ragged sequence had no 'ndim' (internal error)."""
+    labelled = tmp_path / "labelled.npz"
+    np.savez(labelled, x=np.load(files["data"])["x"], labels=np.zeros(ROWS, np.int64))
+    said = "the model's first output is a sequence; accuracy needs (batch, classes) logits or (batch,) integer labels"
+    one_line_error(_invoke(command, files["ragged"], "--data", labelled), said)
