@@ -45,6 +45,7 @@ def test_a_scalar_is_fed_whole_only_as_a_0d_array():
     arrays = {"s": np.float32(2.0) * np.ones(()), "flag": np.ones(1, bool), "x": np.ones((1, 3))}
     assert fed_whole(arrays, whole) == {"s", "flag"}
     assert fed_whole({"s": np.ones(1), "flag": np.ones(())}, whole) == set()  # each the other's form
+    assert fed_whole({"f": np.ones((1, 3)), "g": np.ones((2, 3))}, {"f": 1, "g": 1}) == {"f"}  # by the first dim
 
 
 @pytest.fixture

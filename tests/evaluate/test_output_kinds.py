@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from sit_onnx.cli import main
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.batching import join_batches
+from sit_onnx.evaluate.compare import check_comparable
 from sit_onnx.runtime.session import _stacked
 from tests.evaluate.test_commands import one_line_error
 
@@ -29,24 +31,28 @@ def _model(kind: str) -> onnx.ModelProto:
             helper.make_node("Slice", ["p", "zero", "one", "one"], ["q"]),
             helper.make_node("SequenceConstruct", ["p", "q"], ["y"]),
         ],
+        "maps": [helper.make_node("ZipMap", ["p"], ["y"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2, 3])],
+        "labels": [helper.make_node("ArgMax", ["p"], ["y"], axis=1, keepdims=0)],
     }[kind]
-    out = (
-        helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
-        if kind == "scalar"
-        else helper.make_tensor_sequence_value_info("y", TensorProto.FLOAT, None)
-    )
+    scores = helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    out = {
+        "scalar": helper.make_tensor_value_info("y", TensorProto.FLOAT, []),
+        "maps": helper.make_value_info("y", helper.make_sequence_type_proto(scores)),
+        "labels": helper.make_tensor_value_info("y", TensorProto.INT64, ["n"]),
+    }.get(kind) or helper.make_tensor_sequence_value_info("y", TensorProto.FLOAT, None)
     weights = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("one", 1))]
     nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), *tail]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
     graph = helper.make_graph(nodes, kind, [x], [out], weights if kind == "ragged" else [])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    return helper.make_model(graph, opset_imports=opsets)
 
 
 @pytest.fixture
 def files(tmp_path):
     paths = {"data": tmp_path / "data.npz"}
     np.savez(paths["data"], x=np.random.default_rng(0).normal(size=(ROWS, 4)).astype(np.float32))
-    for kind in ("scalar", "like", "ragged"):
+    for kind in ("scalar", "like", "ragged", "maps", "labels"):
         paths[kind] = tmp_path / f"{kind}.onnx"
         onnx.save(_model(kind), paths[kind])
         paths[kind + ".sit"] = tmp_path / f"{kind}.sit.onnx"
@@ -79,7 +85,8 @@ def test_a_sequence_of_like_tensors_is_compared_stacked(files):
 def test_a_ragged_sequence_is_refused_by_what_compares(files, command):
     args = [files["ragged.sit"], "--inputs"] if command == "compare" else ["--data"]
     result = _invoke(command, files["ragged"], *args, files["data"])
-    said = "its output 'y' is a sequence of tensors of different shapes, which is not compared"
+    label = str(files["ragged"]) if command == "compare" else "the model"
+    said = f"{label}: its output 'y' is a sequence of tensors of different shapes, which is not compared"
     one_line_error(result, said)
 
 
@@ -87,8 +94,43 @@ def test_run_summarises_a_ragged_sequence_over_all_its_elements(files):
     result = _invoke("run", files["ragged.sit"], "--inputs", files["data"], "--json")
     assert result.exit_code == 0, result.output
     (output,) = json.loads(result.output)["outputs"]
-    assert output["shape"] == [2] and output["dtype"] == "seq(float32)"
+    assert output["name"] == "y" and output["shape"] == [2] and output["dtype"] == "seq(float32)"
     assert 0 < output["min"] <= output["max"] < 1 and output["nan"] == 0
+
+
+def test_run_summarises_a_sequence_of_maps_without_figures(files):
+    result = _invoke("run", files["maps.sit"], "--inputs", files["data"], "--json")
+    assert result.exit_code == 0, result.output
+    (output,) = json.loads(result.output)["outputs"]
+    assert output["name"] == "y" and output["shape"] == [ROWS] and output["dtype"] == "seq(dict)"
+    assert output["min"] is None and output["max"] is None and output["mean"] is None
+
+
+@pytest.mark.parametrize("command", ["compare", "eval"])
+def test_a_sequence_of_maps_is_refused_by_what_compares(files, command):
+    args = [files["maps.sit"], "--inputs"] if command == "compare" else ["--data"]
+    label = str(files["maps"]) if command == "compare" else "the model"
+    said = f"{label}: its output 'y' is a sequence of dict items, which is not compared"
+    one_line_error(_invoke(command, files["maps"], *args, files["data"]), said)
+
+
+def test_a_one_dimensional_output_is_joined_over_every_batch(files):
+    """(batch,) labels from an ArgMax, two rows at a time: every batch's rows, not the first's."""
+    result = _invoke("eval", files["labels"], "--data", files["data"], "--batch", "2", "--json")
+    assert result.exit_code == 0, result.output
+    (output,) = json.loads(result.output)["outputs"]
+    assert output["shape"] == [ROWS]
+
+
+def test_check_comparable_names_what_it_cannot_judge():
+    check_comparable({"t": np.zeros(2)}, "m")
+    for value, what in (
+        ([], "nothing"),
+        ([np.zeros(1), {1: 0.5}], "dict items"),
+        ([np.zeros(1), np.zeros(2)], "tensors"),
+    ):
+        with pytest.raises(SitOnnxError, match=rf"^m: its output 'o' is a sequence of {what}"):
+            check_comparable({"o": value}, "m")
 
 
 def test_stacking_only_like_tensors():

@@ -57,6 +57,7 @@ def test_labels_outside_the_outputs_classes_are_refused(model, tmp_path, command
     result = _invoke(command, model, "--data", _data(tmp_path, shift=shift))
     said = f"'labels' run from {low} to {high}, but the model's first output has 3 classes (0..2)"
     one_line_error(result, said)
+    assert result.output.startswith(f"Error: {tmp_path}")  # the file named
 
 
 def test_commands_that_read_no_labels_do_not_check_them(model, tmp_path):
@@ -103,3 +104,15 @@ def test_an_unused_single_value_in_the_file_is_left_alone(tmp_path):
     for command in ("energy", "calibrate", "eval"):
         result = _invoke(command, model, "--data", data)
         assert result.exit_code == 0, (command, result.output)
+
+
+def test_rows_are_counted_on_labels_even_when_every_input_is_fed_whole(tmp_path):
+    """A fixed-batch model given exactly its one row: fed whole. With 0 labels it is no data; with
+    no labels it is one row (calibrate and energy measure it)."""
+    model = _fixed_batch_model(tmp_path / "fixed.onnx")
+    empty, one = tmp_path / "empty.npz", tmp_path / "one.npz"
+    np.savez(empty, x=np.ones((1, 4), np.float32), labels=np.zeros(0, np.int64))
+    np.savez(one, x=np.ones((1, 4), np.float32))
+    one_line_error(_invoke("eval", model, "--data", empty), "holds no rows of data ('labels' has 0)")
+    for command in ("energy", "calibrate"):
+        assert _invoke(command, model, "--data", one).exit_code == 0
