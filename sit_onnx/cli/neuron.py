@@ -21,7 +21,11 @@ def neuron():
 
 @neuron.command()
 @click.option("--steps", "-k", type=click.IntRange(1, 64), default=12, show_default=True, help="Time steps K.")
-@range_option(default=PAPER_RANGE)
+@range_option(
+    default=PAPER_RANGE,
+    help_text="Input range LO HI the neuron is fitted on (default: -1 1, the paper's; -12 0, max-shift's, "
+    "with --objective softmax).",
+)
 @click.option(
     "-o",
     "--output",
@@ -160,8 +164,10 @@ def fit(
     input_range = check_range(input_range)
     if output.exists() and not force:
         raise click.ClickException(f"{output} exists (use --force to overwrite)")
+    given = ctx.get_parameter_source("input_range") == click.core.ParameterSource.COMMANDLINE
+    if objective == "softmax" and not given:  # its rows are max-shifted: [-1, 1] was refused
+        input_range = SHIFT_RANGE
     if function != "exp":
-        given = ctx.get_parameter_source("input_range") == click.core.ParameterSource.COMMANDLINE
         _refuse_for_activation(ctx, function)
         return _fit_activation(
             function,
@@ -338,6 +344,11 @@ def _rows(path: Path):
         if array.ndim < 1 or array.shape[-1] < 1 or not np.issubdtype(array.dtype, np.floating):
             raise click.BadParameter(f"{path}: array {name!r} is no floating-point logits tensor", param_hint="--rows")
         rows.extend(array.reshape(-1, array.shape[-1]))
+    finite = [int(np.isfinite(row).sum()) for row in rows]
+    if any(finite) and max(finite) < 2:  # none finite at all: RowSet says so
+        raise click.BadParameter(
+            f"{path}: no row holds two finite logits; the softmax of one is 1 whatever the neuron", param_hint="--rows"
+        )
     try:
         return RowSet.from_rows(rows, f"{len(rows)} rows of {path.name}")
     except ValueError as exc:

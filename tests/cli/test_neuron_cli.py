@@ -59,7 +59,11 @@ def test_show_table_for_shift_set():
         (["neuron", "show", "--params", "missing.json"], 1, "parameter file not found"),
         (["neuron", "fit", "--init", "zeros", "-o", "p.json"], 2, "'zeros' is not one of"),
         (["neuron", "fit", "--objective", "kl", "-o", "p.json"], 2, "'kl' is not one of"),
-        (["neuron", "fit", "--objective", "softmax", "-o", "p.json"], 1, "max-shift range [LO, 0]; got HI=1"),
+        (
+            ["neuron", "fit", "--objective", "softmax", "--range", "-1", "1", "-o", "p.json"],
+            1,
+            "range [LO, 0]; got HI=1",
+        ),
         (["neuron", "fit", "--rows", "r.npz", "-o", "p.json"], 2, "softmax objective only"),
         (["neuron", "fit", "--warm-start", "missing.json", "-o", "p.json"], 1, "parameter file not found"),
         (
@@ -266,3 +270,27 @@ def test_fit_kl_weight_refused_where_no_kl_is_fitted(tmp_path, args, text):
     result = CliRunner().invoke(main, ["neuron", "fit", *args, "-o", str(tmp_path / "x.json")])
     assert result.exit_code == 2 and f"Error: {text}" in result.output
     assert not (tmp_path / "x.json").exists()
+
+
+def test_fit_softmax_objective_defaults_to_the_max_shift_range(tmp_path):
+    """Without --range it took the paper's [-1, 1] and refused itself ("got HI=1")."""
+    out = tmp_path / "s.json"
+    args = ["neuron", "fit", "-k", "4", "--objective", "softmax", "--warm-start", "shipped", "--polish-rounds", "1"]
+    result = invoke(*args, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert load_params(out).input_range == (-12.0, 0.0)
+    given = invoke(*args, "--range", "-1", "1", "-o", tmp_path / "p.json")
+    assert given.exit_code == 1 and "--objective softmax fits the max-shift range [LO, 0]; got HI=1" in given.output
+    plain = invoke(
+        "neuron", "fit", "-k", "4", "--warm-start", "shipped", "--polish-rounds", "0", "-o", tmp_path / "e.json"
+    )
+    assert plain.exit_code == 0 and load_params(tmp_path / "e.json").input_range == (-1.0, 1.0)
+
+
+def test_fit_rows_of_single_logits_alone_are_refused(tmp_path):
+    import numpy as np
+
+    logits = tmp_path / "ones.npz"
+    np.savez(logits, single=np.random.default_rng(2).normal(size=(6, 1)), with_nan=np.array([[1.0, np.nan]]))
+    result = invoke(*_softmax_fit(tmp_path / "s.json", "--rows", logits))
+    assert result.exit_code == 2 and "no row holds two finite logits" in result.output, result.output
