@@ -367,7 +367,11 @@ def _warm_start(value: str | None, steps: int, input_range):
 
 @neuron.command()
 @click.option("--steps", "-k", type=int, default=12, show_default=True, help="Time steps K of the shipped set.")
-@range_option(default=PAPER_RANGE, help_text="Range of the shipped set: -1 1 (paper) or -12 0 (max-shift).")
+@range_option(
+    default=PAPER_RANGE,
+    help_text="Range of the shipped set: -1 1 (paper; the default) or -12 0 (max-shift; the default with "
+    "--objective softmax).",
+)
 @click.option(
     "--params",
     "params_file",
@@ -399,6 +403,8 @@ def show(ctx, steps, input_range, params_file, objective, function, as_json):
             if flag_given(ctx, name):
                 raise click.UsageError(f"{flag} picks a shipped SI-exp set, not a --function {function} one")
         return _show_activation(function, steps, params_file, as_json)
+    if objective == "softmax" and not flag_given(ctx, "input_range"):  # softmax sets exist on max-shift's range only
+        input_range = SHIFT_RANGE
     params = load_params(params_file) if params_file else shipped_params(steps, check_range(input_range), objective)
     quality = exp_quality(params)
     rows = row_quality(params) if params.input_range[1] == 0 else None  # max-shift sets: the row figures

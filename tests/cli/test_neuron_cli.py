@@ -71,7 +71,7 @@ def test_show_table_for_shift_set():
             1,
             "no shipped parameter set for K=5",
         ),
-        (["neuron", "show", "--objective", "softmax"], 1, "fitted to softmax"),
+        (["neuron", "show", "--objective", "softmax", "--range", "-1", "1"], 1, "fitted to softmax"),
         (["neuron", "fit", "--seed", "-5", "-o", "p.json"], 2, "'--seed': -5 is not in the range x>=0"),  # numpy's rng
         (["neuron", "fit", "--function", "gelu", "--seed", "-1", "-o", "p.json"], 2, "-1 is not in the range x>=0"),
         (["neuron", "show", "--function", "gelu", "--range", "-1", "1"], 2, "--range picks a shipped SI-exp set, not"),
@@ -168,6 +168,8 @@ def test_show_reports_both_objectives_figures():
     assert default["objective"] == "softmax" and paper["objective"] == "exp-rmse"
     assert default["rows"]["worst"] < paper["rows"]["worst"] and default["thresholds"] != paper["thresholds"]
     assert json.loads(invoke("neuron", "show", "--json").output)["rows"] is None  # [-1, 1]: no max-shift rows
+    alone = json.loads(invoke("neuron", "show", "--objective", "softmax", "--json").output)  # [-12, 0] implied
+    assert alone["thresholds"] == default["thresholds"] and alone["objective"] == "softmax"
     text = invoke("neuron", "show", "--range", "-12", "0")
     assert "as Spiking-Softmax on held-out N(0, sigma^2) rows" in text.output
 
