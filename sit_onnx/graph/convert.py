@@ -114,6 +114,11 @@ class RewriteOptions:
             if self.objective:
                 raise SitOnnxError("--objective picks a shipped set; it has no meaning with --params")
             return load_params(self.params_file)
+        if self.objective == "softmax" and not self.shift:  # "shipped there: none" said less
+            raise SitOnnxError(
+                "--objective softmax sets are fitted to rows of max-shifted logits: they need --shift "
+                "(--no-shift takes the paper's exp-rmse sets on [-1, 1])"
+            )
         return shipped_params(self.steps, SHIFT_RANGE if self.shift else PAPER_RANGE, self.objective)
 
 

@@ -117,7 +117,7 @@ def test_objective_picks_the_shipped_set(tmp_path):
         np.testing.assert_allclose(run(new, feeds)[0], expected, atol=1e-6)
     with pytest.raises(SitOnnxError, match="no meaning with --params"):
         RewriteOptions(params_file="p.json", objective="softmax").neuron_params()
-    with pytest.raises(SitOnnxError, match="fitted to softmax"):
+    with pytest.raises(SitOnnxError, match="softmax sets are fitted to rows of max-shifted logits: they need --shift"):
         RewriteOptions(shift=False, objective="softmax").neuron_params()
 
 

@@ -78,3 +78,12 @@ def test_options_must_be_rewrite_options():
     with pytest.raises(SitOnnxError, match=r"^options must be a RewriteOptions, got dict$"):
         sit_onnx.rewrite_model(MODEL, {"steps": 8})
     assert isinstance(sit_onnx.rewrite_model(MODEL)[0], onnx.ModelProto)
+
+
+def test_softmax_sets_without_the_shift_are_refused_saying_why():
+    """No softmax set is shipped on [-1, 1]: the lookup's "shipped there: none" did not say why."""
+    from sit_onnx.graph.convert import RewriteOptions
+
+    with pytest.raises(SitOnnxError, match=r"^--objective softmax sets are fitted to rows of max-shifted logits"):
+        RewriteOptions(shift=False, objective="softmax").neuron_params()
+    assert RewriteOptions(shift=False, objective="exp-rmse").neuron_params().input_range == (-1.0, 1.0)
