@@ -76,12 +76,21 @@ def load_labelled(
         x_test, y_test = digits_test()
         return LabelledData({input_name: x_test}, y_test, "digits test split (360 images)")
     arrays = load_arrays(data)
+    if inputs is not None and "labels" in inputs:  # a model input of that name (a loss export): fed, not scored
+        if require_labels:
+            raise SitOnnxError(f"{data}: 'labels' is an input of the model here, not the labels accuracy needs")
+        return _checked_rows(data, arrays, None, whole or {}, inputs)
     if "labels" not in arrays and require_labels:
         raise SitOnnxError(f"{data}: has no 'labels' array (has {', '.join(sorted(arrays))})")
     labels = arrays.pop("labels", None)
     if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)):
         raise SitOnnxError(f"{data}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
-    whole = whole or {}
+    return _checked_rows(data, arrays, labels, whole or {}, inputs)
+
+
+def _checked_rows(data, arrays: dict, labels: np.ndarray | None, whole: dict, inputs: set[str] | None) -> LabelledData:
+    """The data, once every array the model takes has the rows of the labels (else of the first
+    array), or is fed whole."""
     fed = {name: v for name, v in arrays.items() if inputs is None or name in inputs}
     if fed and all(v.ndim == 0 for v in fed.values()):  # scalar inputs, fed whole: nothing to count rows on
         raise SitOnnxError(

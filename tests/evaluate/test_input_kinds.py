@@ -175,3 +175,37 @@ def test_an_optional_tensor_input_is_fed_and_generated_as_its_tensor(tmp_path):
     ints = tmp_path / "ints.npz"
     np.savez(ints, xs=np.ones((6, 3), np.int64))
     one_line_error(_invoke("run", converted, "--inputs", ints), "ints.npz: 'xs' is int64, the model wants float32")
+
+
+def _labels_input_model() -> onnx.ModelProto:
+    """softmax(x + labels): a model input named 'labels', as an export with its loss's targets has."""
+    nodes = [
+        helper.make_node("Cast", ["labels"], ["lf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "lf"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["y"], axis=-1),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+        helper.make_tensor_value_info("labels", TensorProto.INT64, ["n", 4]),
+    ]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+    return helper.make_model(
+        helper.make_graph(nodes, "lab", inputs, [out]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+
+
+@pytest.mark.parametrize("command", ["eval", "energy", "calibrate", "layers"])
+def test_an_input_named_labels_is_fed_not_scored(tmp_path, command):
+    """The file's 'labels' was taken for accuracy labels and refused ("must be a 1-D integer array")."""
+    model, data = tmp_path / "lab.onnx", tmp_path / "lab.npz"
+    onnx.save(_labels_input_model(), model)
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(6, 4)).astype(np.float32), labels=rng.integers(0, 2, (6, 4)))
+    result = _invoke(command, model, "--data", data)
+    assert result.exit_code == 0, result.output
+    if command == "eval":  # no labels to score: the label-free figures
+        assert "[y] argmax agreement" in result.output and "ANN accuracy" not in result.output
+    loaded = load_labelled(data, None, "x", require_labels=False, inputs={"x", "labels"})
+    assert loaded.labels is None and set(loaded.arrays) == {"x", "labels"}
+    with pytest.raises(SitOnnxError, match=r"'labels' is an input of the model here, not the labels accuracy needs$"):
+        load_labelled(data, None, "x", inputs={"x", "labels"})
