@@ -11,13 +11,31 @@ import numpy as np
 import onnxruntime as ort
 
 from sit_onnx.errors import SitOnnxError
-from sit_onnx.evaluate.datasets import batch_of, data_rows
+from sit_onnx.evaluate.datasets import batch_of, data_rows, fed_whole
 from sit_onnx.runtime.session import run_by_name, run_session
 
 
+def fed_whole_to(session: ort.InferenceSession, arrays: dict[str, np.ndarray]) -> set[str]:
+    """The arrays given whole with every batch: inputs declared with every dim fixed (a table [4, 3],
+    a flag [1], a scalar []) whose array has the declared first dim (is 0-d for a scalar)."""
+    fixed = {
+        spec.name: spec.shape[0] if spec.shape else None
+        for spec in session.get_inputs()
+        if all(isinstance(d, int) for d in spec.shape)
+    }
+    return fed_whole({k: v for k, v in arrays.items() if k in fixed}, fixed)
+
+
 def feed_rows(session: ort.InferenceSession, arrays: dict[str, np.ndarray]) -> int:
-    """The data's rows, counted on the arrays the model takes."""
-    return data_rows({i.name: arrays[i.name] for i in session.get_inputs() if i.name in arrays})
+    """The data's rows, counted on the arrays the model takes and is not fed whole: a table [4, 3]
+    beside 2 rows of data counted 4, and was then cut into batches in their place. Where every
+    array is fed whole (a fixed-batch model given its one batch), the fewest rows."""
+    taken = {i.name: arrays[i.name] for i in session.get_inputs() if i.name in arrays}
+    whole = fed_whole_to(session, taken)
+    per_row = {k: v for k, v in taken.items() if k not in whole}
+    if any(v.ndim for v in per_row.values()):
+        return data_rows(per_row)
+    return min((v.shape[0] for v in taken.values() if v.ndim), default=0)
 
 
 def fixed_batch(session: ort.InferenceSession, feeds: dict[str, np.ndarray], rows: int) -> int | None:
@@ -54,10 +72,11 @@ def run_in_batches(
     has one; outputs of a padded batch cut back to its own rows."""
     fixed = fixed_batch(session, feeds, rows)
     size = fixed or batch
-    per_row = {k for k, v in feeds.items() if v.ndim and v.shape[0] == rows}
+    whole = fed_whole_to(session, feeds)
+    per_row = {k for k, v in feeds.items() if v.ndim and v.shape[0] == rows and k not in whole}
     for start in range(0, rows, size):
         count = min(size, rows - start)
-        part = batch_of(feeds, rows, start, size)
+        part = batch_of(feeds, per_row, start, size)
         outputs = run(_padded(part, per_row, size) if fixed else part)
         if fixed and count < size:
             outputs = [v[:count] if _has_rows(v, size) else v for v in outputs]

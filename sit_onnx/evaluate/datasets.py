@@ -128,6 +128,6 @@ def data_rows(feeds: dict[str, np.ndarray]) -> int:
     return max((v.shape[0] for v in feeds.values() if v.ndim), default=0)
 
 
-def batch_of(feeds: dict[str, np.ndarray], rows: int, start: int, size: int) -> dict[str, np.ndarray]:
-    """Rows start .. start+size of every per-row array; an input fed whole (fewer rows) as it is."""
-    return {k: v[start : start + size] if v.ndim and v.shape[0] == rows else v for k, v in feeds.items()}
+def batch_of(feeds: dict[str, np.ndarray], per_row: set[str], start: int, size: int) -> dict[str, np.ndarray]:
+    """Rows start .. start+size of every per-row array; the others (fed whole) as they are."""
+    return {k: v[start : start + size] if k in per_row else v for k, v in feeds.items()}

@@ -4,6 +4,7 @@ model's: eval and layers scored 0% in silence). Each is one line naming the file
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
@@ -116,3 +117,45 @@ def test_rows_are_counted_on_labels_even_when_every_input_is_fed_whole(tmp_path)
     one_line_error(_invoke("eval", model, "--data", empty), "holds no rows of data ('labels' has 0)")
     for command in ("energy", "calibrate"):
         assert _invoke(command, model, "--data", one).exit_code == 0
+
+
+def _table_model(path, rows, table_rows: int) -> str:
+    """softmax(x @ t.T): x [rows, 3] by row, t [table_rows, 3] a table fed whole with every batch."""
+    nodes = [
+        helper.make_node("Transpose", ["t"], ["tt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "tt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["y"], axis=-1),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 3]),
+        helper.make_tensor_value_info("t", TensorProto.FLOAT, [table_rows, 3]),
+    ]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, table_rows])
+    onnx.save(
+        helper.make_model(
+            helper.make_graph(nodes, "table", inputs, [out]), opset_imports=[helper.make_opsetid("", 17)]
+        ),
+        path,
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("rows", "declared", "table_rows"),
+    [(2, "n", 4), (2, "n", 2), (1, 1, 4), (5, 1, 4)],  # a longer table; as long as the data; a fixed batch
+)
+def test_a_table_fed_whole_is_never_cut_into_batches(tmp_path, rows, declared, table_rows):
+    """The rows were counted on the longest array: a table [4, 3] beside 2 rows was taken for the data
+    and cut a row at a time ("Got invalid dimensions for input: t"); one as long as the data was cut too."""
+    from sit_onnx.evaluate.batching import feed_rows
+
+    model = _table_model(tmp_path / "table.onnx", declared, table_rows)
+    rng = np.random.default_rng(3)
+    x, t = rng.normal(size=(rows, 3)).astype(np.float32), rng.normal(size=(table_rows, 3)).astype(np.float32)
+    data = tmp_path / "table.npz"
+    np.savez(data, x=x, t=t, labels=np.argmax(x @ t.T, axis=1))
+    for batch in ("1", "256"):
+        result = _invoke("eval", model, "--data", data, "--batch", batch)
+        assert result.exit_code == 0 and "ANN accuracy       100.00%" in result.output, result.output
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    assert feed_rows(session, {"x": x, "t": t}) == rows
