@@ -43,15 +43,18 @@ def predict(
     rows = feed_rows(session, arrays)
     feeds = check_feeds(session, arrays, source, rows)
     predictions = []
-    for _, outputs in run_in_batches(session, feeds, rows, batch, lambda part: run_session(session, part, source)):
+    for count, outputs in run_in_batches(session, feeds, rows, batch, lambda part: run_session(session, part, source)):
         logits = outputs[0]
         if not isinstance(logits, np.ndarray):  # a ragged sequence or maps (runtime/session.py stacks the rest)
             raise SitOnnxError(f"the model's first output is a sequence; {NEEDS}")
-        if logits.ndim == 1 and np.issubdtype(logits.dtype, np.integer):
-            predictions.append(logits)  # labels already
-            continue
-        if logits.ndim != 2:
+        labelled = logits.ndim == 1 and np.issubdtype(logits.dtype, np.integer)  # an ArgMax in the graph
+        if logits.ndim != 2 and not labelled:
             raise SitOnnxError(f"the model's first output has shape {list(logits.shape)}; {NEEDS}")
+        if logits.shape[0] != count:  # a table the model holds, not a row per input row
+            raise SitOnnxError(f"the model's first output has shape {list(logits.shape)} for {count} rows; {NEEDS}")
+        if labelled:
+            predictions.append(logits)
+            continue
         if labels is not None and not predictions:
             check_labels(labels, logits.shape[1], source)
         predictions.append(np.argmax(logits, axis=1))

@@ -134,3 +134,19 @@ def test_report_dict_counts_and_attention_summary():
     assert (record["converted_count"], record["skipped_count"]) == (1, 2)
     left = [{"reason": "b why"}, {"reason": "a why"}, {"reason": "b why"}]
     assert attention_summary(left) == "3 attention op(s) left as they were (a why; b why)"
+
+
+def test_predict_refuses_a_first_output_without_a_row_per_input_row():
+    """A table the model holds, [2, 2] whatever the batch: its argmax was compared with 5 labels and
+    died ("operands could not be broadcast together")."""
+    from onnx import TensorProto, helper
+
+    table = helper.make_tensor("T", TensorProto.FLOAT, [2, 2], [1.0, 2.0, 3.0, 4.0])
+    nodes = [helper.make_node("Identity", ["T"], ["y"]), helper.make_node("Softmax", ["x"], ["p"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in (("y", [2, 2]), ("p", ["n", 3]))]
+    model = helper.make_model(helper.make_graph(nodes, "t", [x], outputs, [table]))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(SitOnnxError, match=r"^the model's first output has shape \[2, 2\] for 5 rows; accuracy needs"):
+        predict(session, {"x": np.zeros((5, 3), np.float32)}, "mem")
+    assert predict(session, {"x": np.zeros((2, 3), np.float32)}, "mem").tolist() == [1, 1]  # as many: taken
