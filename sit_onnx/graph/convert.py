@@ -534,8 +534,8 @@ def rewrite_model(
         source_opset=prepared.source_opset,
         opset=prepared.opset,
         steps=params.steps,
-        params=options.params_file or _shipped_label(params),
-        options={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()}, "fuse": fuse},
+        params=str(options.params_file) if options.params_file else _shipped_label(params),
+        options={**{k: _plain(v) for k, v in asdict(options).items()}, "fuse": fuse},
         sites=reports,
         ops_before=dict(count_ops(model.graph)),
         ops_after=dict(count_ops(new.graph)),
@@ -593,6 +593,13 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _plain(value):
+    """An option as JSON writes it: tuples as lists, paths (a Python caller's pathlib ones) as text."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 def _check_option_types(options: RewriteOptions) -> None:
     """RewriteOptions built in Python, not by the CLI's parsers: a wrong type had slipped through
     (`first=-1` converted no site, `activations="gelu"` read 'g', `shift="yes"` a ValueError)."""
@@ -608,10 +615,13 @@ def _check_option_types(options: RewriteOptions) -> None:
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)) and not (value is None and name == "fuse"):
             raise SitOnnxError(f"RewriteOptions.{name} must be True or False, got {value!r}")
-    for name in ("nodes", "activations", "activation_params"):
+    for name, kinds in (("nodes", str), ("activations", str), ("activation_params", (str, os.PathLike))):
         value = getattr(options, name)
-        if isinstance(value, (str, bytes)) or not all(isinstance(v, str) for v in value):
-            raise SitOnnxError(f"RewriteOptions.{name} must be a tuple of strings, got {value!r}")
+        if isinstance(value, (str, bytes, os.PathLike)) or not all(isinstance(v, kinds) for v in value):
+            what = "paths" if name == "activation_params" else "strings"
+            raise SitOnnxError(f"RewriteOptions.{name} must be a tuple of {what}, got {value!r}")
+    if options.params_file is not None and not isinstance(options.params_file, (str, os.PathLike)):
+        raise SitOnnxError(f"RewriteOptions.params_file must be a path or None, got {options.params_file!r}")
 
 
 def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:

@@ -2,6 +2,8 @@
 range is a SitOnnxError naming the field, never a silent no-op (`first=-1` converted no site) or a
 misreading (`activations="gelu"` was read letter by letter: "unknown activation 'g'")."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -33,7 +35,9 @@ MODEL = softmax_model(["n", 6], -1)
         ({"activations": "gelu"}, "RewriteOptions.activations must be a tuple of strings, got 'gelu'"),
         ({"nodes": "sm"}, "RewriteOptions.nodes must be a tuple of strings, got 'sm'"),
         ({"nodes": (1,)}, "RewriteOptions.nodes must be a tuple of strings, got (1,)"),
-        ({"activation_params": "g.json"}, "RewriteOptions.activation_params must be a tuple of strings, got 'g.json'"),
+        ({"activation_params": "g.json"}, "RewriteOptions.activation_params must be a tuple of paths, got 'g.json'"),
+        ({"activation_params": (3,)}, "RewriteOptions.activation_params must be a tuple of paths, got (3,)"),
+        ({"params_file": 123}, "RewriteOptions.params_file must be a path or None, got 123"),  # was a TypeError
     ],
 )
 def test_a_wrong_type_or_range_is_refused_naming_the_field(options, said):
@@ -87,3 +91,19 @@ def test_softmax_sets_without_the_shift_are_refused_saying_why():
     with pytest.raises(SitOnnxError, match=r"^--objective softmax sets are fitted to rows of max-shifted logits"):
         RewriteOptions(shift=False, objective="softmax").neuron_params()
     assert RewriteOptions(shift=False, objective="exp-rmse").neuron_params().input_range == (-1.0, 1.0)
+
+
+def test_parameter_files_may_be_paths(tmp_path):
+    """pathlib paths are what Python callers hold: the file options take them as the CLI's strings."""
+    from pathlib import Path
+
+    from sit_onnx.neurons.activation import shipped_activation
+    from sit_onnx.neurons.params import shipped_params
+
+    params, gelu = tmp_path / "k8.json", tmp_path / "gelu.json"
+    shipped_params(8, (-12, 0)).save(params)
+    shipped_activation("gelu", 8).save(gelu)
+    options = sit_onnx.RewriteOptions(params_file=Path(params), activations=("gelu",), activation_params=(Path(gelu),))
+    _, report = sit_onnx.rewrite_model(MODEL, options)
+    assert report.params == str(params) and len(report.activations) == 0  # MODEL holds no GELU
+    assert json.loads(json.dumps(report.to_dict()))["options"]["activation_params"] == [str(gelu)]  # was a Path
