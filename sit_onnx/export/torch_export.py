@@ -29,14 +29,22 @@ def export_module(
     """
     import torch
 
+    if not isinstance(module, torch.nn.Module):
+        raise SitOnnxError(f"export_module takes a torch.nn.Module, got {type(module).__name__}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)):
+        raise SitOnnxError(f"example_inputs must be a tensor or a tuple of them, got {type(example_inputs).__name__}")
+    example_inputs = tuple(example_inputs)  # a list of tensors too
     input_names = input_names or [
         f"input{i}" if len(example_inputs) > 1 else "input" for i in range(len(example_inputs))
     ]
     module = module.eval()
     with torch.no_grad():
-        outputs = module(*example_inputs)
+        try:
+            outputs = module(*example_inputs)
+        except Exception as exc:  # the module's own error on these inputs, before any export
+            raise SitOnnxError(f"the module fails on example_inputs: {type(exc).__name__}: {first_line(exc)}") from None
     count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
     output_names = output_names or (["output"] if count == 1 else [f"output{i}" for i in range(count)])
     dynamic_axes = {name: {0: "batch"} for name in input_names + output_names} if dynamic_batch else None

@@ -62,3 +62,20 @@ def test_export_failure_is_one_line(tmp_path):
     with pytest.raises(SitOnnxError, match=r"^torch\.onnx\.export failed: ") as raised:
         export_module(Bad(), torch.randn(2, 4), tmp_path / "bad.onnx")
     assert "\n" not in str(raised.value) and not (tmp_path / "bad.onnx").exists()
+
+
+def test_inputs_as_a_list_and_refusals_of_what_cannot_be_exported(tmp_path):
+    """A list of tensors is taken as the tuple; a non-module, an input that is no tensor, and the
+    module's own error on the inputs are one line each (an AttributeError, a TypeError before)."""
+    model = export_module(TwoHeads(), [torch.randn(2, 4), torch.randn(2, 3)], tmp_path / "l.onnx")
+    assert [i.name for i in model.graph.input] == ["input0", "input1"]
+    cases = [
+        (("not a module", torch.randn(2, 4)), "export_module takes a torch.nn.Module, got str"),
+        ((TwoHeads(), 5), "example_inputs must be a tensor or a tuple of them, got int"),
+        ((TwoHeads(), torch.randn(2, 4)), "the module fails on example_inputs: TypeError: "),
+    ]
+    for (module, inputs), said in cases:
+        with pytest.raises(SitOnnxError) as caught:
+            export_module(module, inputs, tmp_path / "x.onnx")
+        assert str(caught.value).startswith(said) and "\n" not in str(caught.value)
+        assert not (tmp_path / "x.onnx").exists()
