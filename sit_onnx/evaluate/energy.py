@@ -1,8 +1,8 @@
-"""The paper's energy estimate (section 4.1.2): operations per Conv/MatMul/Gemm layer times
+"""The paper's energy estimate (section 4.1.2): operations per Conv/MatMul/Gemm/Einsum layer times
 45 nm energies, E_MAC = 4.6 pJ for the ANN and E_AC = 0.9 pJ for spike-driven accumulates.
 
 Convention used here, per sample:
-- ANN: every Conv/MatMul/Gemm costs its MACs x E_MAC.
+- ANN: every Conv/MatMul/Gemm/Einsum costs its MACs x E_MAC.
 - Converted: a layer fed by a SpikingNorm output (directly or through ops that only move it:
   Reshape, Transpose, Cast, ...) is event-driven: MACs x (spikes per
   neuron) x E_AC, where a neuron's spikes are its rate-coded count, or, in the
@@ -41,7 +41,9 @@ CAVEAT = (
     "estimate by the paper's convention (45 nm, E_MAC 4.6 pJ, E_AC 0.9 pJ): arithmetic only, memory traffic ignored"
 )
 INTEGER_OPS = ("QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger")  # an int8 model's layers
-COMPUTE_OPS = ("Conv", "MatMul", "Gemm", *INTEGER_OPS)
+# Einsum (jax2onnx's and torch.einsum's products; one of two operands or more) and ConvTranspose are
+# products too: missed, they made an Einsum attention cost nothing
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", *INTEGER_OPS)
 INT8_CAVEAT = "; int8 layers are counted at the same energies, as the paper has none for them"
 # Ops that move spikes without touching them: a layer behind them is still fed by spikes (the
 # Reshape before onnxruntime's fused Gemm, the Casts around float16 spiking ops, a Transpose; the
@@ -86,8 +88,39 @@ def _macs(node: onnx.NodeProto, values: dict[str, np.ndarray], batch: int) -> fl
         a = values[node.input[0]]
         inner = a.shape[0] if attribute(node, "transA", 0) else a.shape[1]
         return out.size * inner / batch
+    if node.op_type == "Einsum":
+        return _einsum_macs(node, values) / batch
+    if node.op_type == "ConvTranspose":  # weight [C_in, C_out/group, k...]: each input scatters to those
+        return values[node.input[0]].size * int(np.prod(values[node.input[1]].shape[1:])) / batch
     weight = values[node.input[WEIGHT_INPUT[node.op_type]]]  # out elements x (C_in/group) x kernel area
     return out.size * int(np.prod(weight.shape[1:])) / batch
+
+
+def _einsum_macs(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> float:
+    """A product's MACs: the size of its whole index space ("bhqd,bhkd->bhqk": b.h.q.k.d); one
+    operand alone (a transpose, a sum) multiplies nothing."""
+    terms = attribute(node, "equation").decode().replace(" ", "").split("->")[0].split(",")
+    if len(terms) < 2:
+        return 0.0
+    sizes: dict[str, int] = {}
+    for term, name in zip(terms, node.input):
+        shape = values[name].shape
+        named = term.replace("...", "")
+        spread = len(shape) - len(named)  # the dims "..." stands for, numbered from the right
+        letters = term.replace("...", "".join(f"<{spread - i}>" for i in range(spread)))
+        for letter, size in zip(_indices(letters), shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    return float(np.prod(list(sizes.values()), dtype=np.float64))
+
+
+def _indices(term: str) -> list[str]:
+    """An equation term's indices in order; "<n>" is one index (an ellipsis dim)."""
+    found, i = [], 0
+    while i < len(term):
+        end = term.index(">", i) + 1 if term[i] == "<" else i + 1
+        found.append(term[i:end])
+        i = end
+    return found
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -193,6 +226,8 @@ def estimate_energy(
     _pass_rates_through(model, rates)
     for node in nodes:
         if node.op_type not in COMPUTE_OPS or node.domain not in DEFAULT_DOMAINS:
+            continue
+        if node.op_type == "Einsum" and len(node.input) < 2:  # a transpose or a sum: no product
             continue
         macs = _macs(node, values, batch)
         rate, analog = next((rates[i] for i in node.input if i in rates), (None, 0.0))

@@ -234,3 +234,45 @@ def test_layers_in_a_branch_the_data_does_not_fix_are_named_as_not_counted():
         "; layers in subgraphs (Loop bodies, a generation op's decoder, an If whose condition the data does "
         "not fix), not counted: 2"
     )
+
+
+def _products_model():
+    """Einsum attention scores and weights x values, an ellipsis Einsum, a one-operand Einsum (a
+    transpose: no product), a ConvTranspose [2,1,3,3] * [1,2,2,2]."""
+    rng = np.random.default_rng(8)
+    nodes = [
+        helper.make_node("Einsum", ["q", "k"], ["s"], name="qk", equation="bhqd,bhkd->bhqk"),
+        helper.make_node("Softmax", ["s"], ["p"], name="sm", axis=-1),
+        helper.make_node("Einsum", ["p", "v"], ["ctx"], name="pv", equation="bhqk,bhkd->bhqd"),
+        helper.make_node("Einsum", ["ctx", "w"], ["out"], name="proj", equation="...d,de->...e"),
+        helper.make_node("Einsum", ["ctx"], ["t"], name="swap", equation="bhqd->bhdq"),
+        helper.make_node("ConvTranspose", ["img", "wt"], ["up"], name="up"),
+    ]
+    shapes = {"q": [2, 3, 4, 5], "k": [2, 3, 6, 5], "v": [2, 3, 6, 5], "img": [2, 1, 3, 3]}
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("out", "t", "up")]
+    weights = [
+        numpy_helper.from_array(rng.normal(size=(5, 7)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=(1, 2, 2, 2)).astype(np.float32), "wt"),
+    ]
+    graph = helper.make_graph(nodes, "products", inputs, outputs, weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), shapes
+
+
+def test_einsum_and_conv_transpose_count_their_products(params_file):
+    """Missed, they made an Einsum attention cost nothing (jax2onnx and torch.einsum write them)."""
+    model, shapes = _products_model()
+    rng = np.random.default_rng(9)
+    feeds = {n: rng.normal(0, 3, s).astype(np.float32) for n, s in shapes.items()}
+    report = estimate_energy(model, None, feeds)
+    macs = {layer.name: layer.macs for layer in report.layers}
+    assert macs == {  # per sample: batch 2; a transpose Einsum is no layer
+        "qk": 3 * 4 * 6 * 5,
+        "pv": 3 * 4 * 6 * 5,
+        "proj": 3 * 4 * 5 * 7,
+        "up": 1 * 3 * 3 * 2 * 2 * 2,
+    }
+    converted, _ = rewrite_model(model, RewriteOptions(params_file=params_file))
+    spiking = {layer.name: layer for layer in estimate_energy(model, converted, feeds).layers}
+    assert spiking["pv"].spike_rate is not None and spiking["pv"].converted_pj < spiking["pv"].ann_pj
+    assert spiking["qk"].spike_rate is None and spiking["qk"].converted_pj == spiking["qk"].ann_pj
