@@ -276,3 +276,20 @@ def test_einsum_and_conv_transpose_count_their_products(params_file):
     spiking = {layer.name: layer for layer in estimate_energy(model, converted, feeds).layers}
     assert spiking["pv"].spike_rate is not None and spiking["pv"].converted_pj < spiking["pv"].ann_pj
     assert spiking["qk"].spike_rate is None and spiking["qk"].converted_pj == spiking["qk"].ann_pj
+
+
+@pytest.mark.parametrize(
+    ("equation", "a", "b", "space"),
+    [
+        ("bhqd, bhkd -> bhqk", [2, 3, 4, 5], [2, 3, 6, 5], 2 * 3 * 4 * 5 * 6),  # spaces in the equation
+        ("...ij,...jk->...ik", [2, 3, 4, 5], [3, 5, 6], 2 * 3 * 4 * 5 * 6),  # ellipses of two lengths, right-aligned
+        ("bij,bjk->bik", [2, 4, 5], [1, 5, 6], 2 * 4 * 5 * 6),  # a broadcast dim of 1 takes the other's size
+        ("bij,bjk->bik", [1, 4, 5], [1, 5, 6], 1 * 4 * 5 * 6),  # a dim of 1 on both sides counts once
+    ],
+)
+def test_an_einsums_index_space_is_read_from_its_operands(equation, a, b, space):
+    from sit_onnx.evaluate.energy import _einsum_macs
+
+    node = helper.make_node("Einsum", ["a", "b"], ["y"], equation=equation)
+    values = {"a": np.zeros(a, np.float32), "b": np.zeros(b, np.float32)}
+    assert _einsum_macs(node, values) == space
