@@ -164,7 +164,7 @@ def fit(
     input_range = check_range(input_range)
     if output.exists() and not force:
         raise click.ClickException(f"{output} exists (use --force to overwrite)")
-    given = ctx.get_parameter_source("input_range") == click.core.ParameterSource.COMMANDLINE
+    given = flag_given(ctx, "input_range")
     if objective == "softmax" and not given:  # its rows are max-shifted: [-1, 1] was refused
         input_range = SHIFT_RANGE
     if function != "exp":

@@ -44,9 +44,8 @@ def _summarise_sequence(name: str, items: list) -> dict:
     """Shape [items], dtype seq(...), and the figures over every element of its tensors together."""
     tensors = [v for v in items if isinstance(v, np.ndarray)]
     kinds = sorted({str(v.dtype) for v in tensors} | {type(v).__name__ for v in items if not isinstance(v, np.ndarray)})
-    flat = np.concatenate([v.ravel() for v in tensors]) if tensors and len(tensors) == len(items) else np.zeros(0)
-    record = summarise_output(name, flat) if flat.size else summarise_output(name, np.zeros(0))
-    return record | {"shape": [len(items)], "dtype": f"seq({', '.join(kinds)})"}
+    flat = np.concatenate([v.ravel() for v in tensors]) if tensors else np.zeros(0)  # a sequence is of one kind
+    return summarise_output(name, flat) | {"shape": [len(items)], "dtype": f"seq({', '.join(kinds)})"}
 
 
 @click.command()
