@@ -2,7 +2,9 @@
 no download) and a causal decoder stack, exported the ways people export them in 2026 -
 TorchScript at opset 17, dynamo at its default opset, dynamo at opset 23 (the standard Attention
 op), through onnxruntime's transformer optimizer (com.microsoft Attention, EmbedLayerNormalization,
-SkipLayerNormalization), and to float16 by onnxconverter-common. Each converts every softmax site,
+SkipLayerNormalization), through onnxscript's fusions for onnxruntime (the dynamo path's own:
+com.microsoft Attention with an attention bias, MultiHeadAttention, BiasGelu), and to float16 by
+onnxconverter-common. Each converts every softmax site,
 leaves no attention op alone, and keeps its output (cosine >= 0.9995)."""
 
 import warnings
@@ -89,6 +91,17 @@ def _optimized(path, module_name):
         return optimizer.optimize_model(str(path), model_type="bert", num_heads=4, hidden_size=64).model
 
 
+def _onnxscript_fusions(model):
+    """torch's dynamo path to onnxruntime's fused ops: onnxscript's optimizer, then its ORT fusions."""
+    onnxscript = pytest.importorskip("onnxscript", reason="onnxscript fuses the dynamo export")
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    graph = onnxscript.ir.from_proto(model)
+    onnxscript.optimizer.optimize(graph)
+    optimize_for_ort(graph)
+    return onnxscript.ir.to_proto(graph)
+
+
 def _float16(model):
     from onnxruntime.transformers.onnx_model import OnnxModel
 
@@ -115,9 +128,11 @@ EXPORTS = {
     "dynamo-default": ({"dynamo": True}, None),
     "dynamo-23": ({"dynamo": True, "opset_version": 23}, None),
     "ort-optimizer": ({"dynamo": False, "opset_version": 17}, _optimized),
+    "onnxscript-ort-fusions": ({"dynamo": True}, _onnxscript_fusions),
     "float16": ({"dynamo": False, "opset_version": 17}, _float16),
     "float16-dynamo-23": ({"dynamo": True, "opset_version": 23}, _float16),
 }
+FUSES_ATTENTION = ("ort-optimizer", "onnxscript-ort-fusions")
 INT8 = {  # onnxruntime's quantizer after a TorchScript export
     "int8-qoperator": ({"dynamo": False, "opset_version": 17}, "qoperator"),
     "int8-qdq": ({"dynamo": False, "opset_version": 17}, "qdq"),
@@ -137,6 +152,8 @@ def test_real_export_converts_every_site_and_keeps_its_output(tmp_path, model_na
         model = after(path, model_name)
     elif after is not None:
         model = after(model)
+    if model_name == "bert" and export in FUSES_ATTENTION:  # the site is inside the fused op
+        assert any(n.op_type == "Attention" and n.domain == "com.microsoft" for n in model.graph.node)
     new, report = rewrite_model(model, RewriteOptions())
     assert report.sites and all(s.converted for s in report.sites)
     assert not report.attention_left_alone, report.attention_left_alone
@@ -297,3 +314,23 @@ def test_distilbert_fused_and_halved_by_onnxruntime_converts(tmp_path):
     feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
     converted = _run(new, feeds)
     assert np.isfinite(converted).all() and converted.shape == (2, 12, 64)
+
+
+def test_t5_encoder_through_onnxscripts_fusions_converts(tmp_path):
+    """transformers' T5 encoder by dynamo and onnxscript's ORT fusions: its attention becomes
+    com.microsoft MultiHeadAttention fed the relative position bias as an attention bias (no
+    scaling: T5 folds it into the weights). Every site converted, none left, the output kept."""
+    torch.manual_seed(0)
+    config = transformers.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, vocab_size=100)
+    module = _FirstOutput(transformers.T5EncoderModel(config).eval())
+    ids = torch.randint(0, 100, (2, 12))
+    model = _onnxscript_fusions(_export(module, (ids,), ["input_ids"], tmp_path / "m.onnx", dynamo=True))
+    fused = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(fused) == 2 and all(n.input[5] for n in fused)  # the bias is input 5
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.sites) == 2 and all(s.converted for s in report.sites)
+    assert not report.attention_left_alone, report.attention_left_alone
+    feeds = {"input_ids": ids.numpy()}
+    original, converted = _run(model, feeds), _run(new, feeds)
+    cosine = _cosine(original, converted)
+    assert cosine >= 0.9995, cosine
