@@ -474,7 +474,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
     if inline:
         new = inline_spiking_functions(new)
-    validate_model(new, prepared.source_check)
+    prepared.notes.extend(validate_model(new, prepared.source_check))
     return new
 
 

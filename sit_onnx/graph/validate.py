@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import onnx
 
 from sit_onnx.errors import SitOnnxError, first_line
+from sit_onnx.graph.walk import graph_protos, graphs_by_place
 
 # Complaints about a source that onnxruntime can still run: ops onnx does not know, outputs or
 # annotations whose type has no shape field (float16 tools write them), nodes out of order
@@ -114,12 +115,90 @@ def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:
     return SourceCheck(checker_complaint(model, full=True) if basic is None else basic, basic)
 
 
-def validate_model(model: onnx.ModelProto | str, source: SourceCheck = SourceCheck(None, None)) -> None:
+def validate_model(model: onnx.ModelProto | str, source: SourceCheck = SourceCheck(None, None)) -> list[str]:
     """`check_model(full_check=True)`: types, shapes and functions; a path for models over 2 GB.
-    Against a source that fails the checker itself, the rewritten model may fail it the same way."""
+    Against a source that fails the checker itself, the rewritten model may fail it the same way.
+    Shape annotations the source carried that onnx's inference now contradicts are dropped (see
+    `drop_contradicted_annotations`); the notes say which."""
+    complaint = _complaint_beyond_source(model, source)
+    if complaint is None:
+        return []
+    dropped = drop_contradicted_annotations(model) if isinstance(model, onnx.ModelProto) else []
+    if not dropped:
+        raise SitOnnxError(f"the rewritten model fails onnx's checker: {complaint}")
+    annotation = f"shape annotation of {', '.join(dropped)}"
+    still = _complaint_beyond_source(model, source)
+    if still is not None:
+        raise SitOnnxError(
+            f"the source is inconsistent: its {annotation} contradicts what its own ops compute, "
+            f"and without it onnx's checker says: {still}"
+        )
+    return [
+        f"dropped the source's {annotation}: it contradicts what the source's own ops compute, which onnx "
+        "sees once the attention op that makes it is expanded (onnxruntime ignores it in the source, with a warning)"
+    ]
+
+
+def _complaint_beyond_source(model: onnx.ModelProto | str, source: SourceCheck) -> str | None:
+    """The checker's complaint about `model` that the source did not already have, or None."""
     complaint = checker_complaint(model, full=True)
     if complaint is None or complaint in (source.full, source.basic):
-        return
+        return None
     if source.full is not None and checker_complaint(model, full=False) in (None, source.basic):
-        return  # the full check trips over what the source already had; the structure is sound
-    raise SitOnnxError(f"the rewritten model fails onnx's checker: {complaint}")
+        return None  # the full check trips over what the source already had; the structure is sound
+    return complaint
+
+
+def drop_contradicted_annotations(model: onnx.ModelProto) -> list[str]:
+    """Remove the value_info entries whose rank, fixed dims or element type onnx's inference
+    contradicts when it works without them; return them as "'name' [dims] (inferred [dims])".
+
+    An optimiser's fusion may keep a stale annotation on the fused op's output (onnxscript's
+    MultiHeadAttention fusion of GPT-2 says [16*b, 64] of a [b, 16, 64] tensor). Behind an op onnx
+    does not know, nothing checks it, and onnxruntime merges it leniently; once the op is expanded
+    into standard ops, the checker refuses the model for it."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    for graph in graph_protos(bare.graph):
+        del graph.value_info[:]
+    inferred = dict(graphs_by_place(infer_shapes(bare).graph))
+    dropped = []
+    for place, graph in graphs_by_place(model.graph):
+        found = {info.name: info for info in getattr(inferred.get(place), "value_info", [])}
+        keep = []
+        for info in graph.value_info:
+            other = found.get(info.name)
+            if other is not None and _contradicts(info.type, other.type):
+                dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(other.type)})")
+            else:
+                keep.append(info)
+        if len(keep) < len(graph.value_info):
+            del graph.value_info[:]
+            graph.value_info.extend(keep)
+    return dropped
+
+
+def _contradicts(declared: onnx.TypeProto, inferred: onnx.TypeProto) -> bool:
+    """Tensor types that cannot both hold: element types, ranks or fixed dims that differ."""
+    if not (declared.HasField("tensor_type") and inferred.HasField("tensor_type")):
+        return False
+    a, b = declared.tensor_type, inferred.tensor_type
+    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
+        return True
+    if not (a.HasField("shape") and b.HasField("shape")):
+        return False
+    if len(a.shape.dim) != len(b.shape.dim):
+        return True
+    return any(x.dim_value and y.dim_value and x.dim_value != y.dim_value for x, y in zip(a.shape.dim, b.shape.dim))
+
+
+def _dims(kind: onnx.TypeProto) -> str:
+    """A shape as the messages write it: named dims by name, unknown ones (onnx's unk__N) as ?."""
+    dims = kind.tensor_type.shape.dim
+    return "[" + ", ".join(_dim(d) for d in dims) + "]"
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> str:
+    if dim.HasField("dim_value"):
+        return str(dim.dim_value)
+    return "?" if not dim.dim_param or dim.dim_param.startswith("unk__") else dim.dim_param

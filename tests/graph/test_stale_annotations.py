@@ -1,0 +1,164 @@
+"""A fused attention op whose output carries a stale shape annotation, as onnxscript's ORT fusions
+leave on GPT-2 ([16*b, 64] of a [b, 16, 64] tensor). onnxruntime ignores the annotation (with a
+warning) and runs the source; once the op is expanded, onnx's checker refused the rewrite for it.
+The annotation is now dropped, saying so; where the source is broken without it as well (a Gemm
+reads the tensor as rank 2: onnxruntime refuses that source too), the refusal says the source is
+inconsistent and why, in one line."""
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.cli import main
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.validate import _contradicts, drop_contradicted_annotations
+from tests.helpers import run
+
+SEQ, HIDDEN = 6, 16
+
+
+def _fused_model(reader="MatMul", annotation=("6*b", HIDDEN)):
+    """q [b, 6, 16] -> com.microsoft MultiHeadAttention (2 heads) -> `reader` -> y, the attention's
+    output annotated as `annotation`; a second, true annotation on y's way must survive."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((HIDDEN, 8)).astype(np.float32), "w")
+    reader_node = (
+        helper.make_node("MatMul", ["att", "w"], ["mixed"])
+        if reader == "MatMul"
+        else helper.make_node("Gemm", ["att", "w"], ["mixed"])
+    )
+    nodes = [
+        helper.make_node("MultiHeadAttention", ["q", "q", "q"], ["att"], domain="com.microsoft", num_heads=2),
+        reader_node,
+        helper.make_node("Relu", ["mixed"], ["y"]),
+    ]
+    out_shape = ["b", SEQ, 8] if reader == "MatMul" else ["6*b", 8]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["b", SEQ, HIDDEN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [w],
+        value_info=[
+            helper.make_tensor_value_info("att", TensorProto.FLOAT, list(annotation)),
+            helper.make_tensor_value_info("mixed", TensorProto.FLOAT, out_shape),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def _annotations(model) -> dict[str, list]:
+    return {
+        info.name: [d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim]
+        for info in model.graph.value_info
+    }
+
+
+def test_a_stale_rank_is_dropped_and_the_rewrite_keeps_the_sources_output():
+    source = _fused_model()
+    feeds = {"q": np.random.default_rng(1).standard_normal((2, SEQ, HIDDEN)).astype(np.float32)}
+    expected = run(source, feeds)[0]  # onnxruntime runs the source, its annotation notwithstanding
+    new, report = rewrite_model(source, RewriteOptions())
+    assert [s.converted for s in report.sites] == [True]
+    dropped = [n for n in report.notes if n.startswith("dropped")]
+    assert dropped == [
+        "dropped the source's shape annotation of 'att' [6*b, 16] (inferred [?, ?, 16]): it contradicts what the "
+        "source's own ops compute, which onnx sees once the attention op that makes it is expanded (onnxruntime "
+        "ignores it in the source, with a warning)"
+    ]
+    annotations = _annotations(new)
+    assert "att" not in annotations and annotations["mixed"] == ["b", SEQ, 8]  # the true one stays
+    got = run(new, feeds)[0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_a_stale_fixed_dim_is_dropped():
+    new, report = rewrite_model(_fused_model(annotation=("b", SEQ, 99)), RewriteOptions())
+    assert "att" not in _annotations(new)
+    assert any(
+        n.startswith("dropped the source's shape annotation of 'att' [b, 6, 99] (inferred [") for n in report.notes
+    )
+
+
+def test_a_true_annotation_is_kept_and_nothing_is_said():
+    new, report = rewrite_model(_fused_model(annotation=("b", SEQ, HIDDEN)), RewriteOptions())
+    assert _annotations(new)["att"] == ["b", SEQ, HIDDEN]
+    assert not any("dropped" in n for n in report.notes)
+
+
+def test_a_source_broken_without_its_annotation_is_refused_naming_both(tmp_path):
+    source = _fused_model(reader="Gemm")
+    with pytest.raises(SitOnnxError) as raised:
+        rewrite_model(source, RewriteOptions())
+    message = str(raised.value)
+    assert message.startswith(
+        "the source is inconsistent: its shape annotation of 'att' [6*b, 16] (inferred [?, ?, 16]) contradicts "
+        "what its own ops compute, and without it onnx's checker says: "
+    )
+    assert "Gemm" in message and "rank 3" in message
+    path, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(source, str(path))
+    result = CliRunner().invoke(main, ["rewrite", str(path), "-o", str(out)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.startswith("Error: the source is inconsistent: ") and result.output.count("\n") == 1
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def _tensor_type(elem, dims):
+    return helper.make_tensor_type_proto(elem, dims)
+
+
+@pytest.mark.parametrize(
+    ("declared", "inferred", "contradicts"),
+    [
+        (["b", 6], ["b", 6], False),
+        (["b", 6], [2, 6], False),  # a named dim against a fixed one: both can hold
+        (["b", 6], [None, 6], False),  # an unknown dim
+        ([3, 6], [2, 6], True),
+        (["b", 6], ["b", 6, 1], True),
+        ([], [1], True),  # a scalar is rank 0
+    ],
+)
+def test_which_types_contradict(declared, inferred, contradicts):
+    float_ = TensorProto.FLOAT
+    assert _contradicts(_tensor_type(float_, declared), _tensor_type(float_, inferred)) is contradicts
+
+
+def test_unknown_ranks_and_element_types_contradict_nothing():
+    no_rank = _tensor_type(TensorProto.FLOAT, None)
+    assert not no_rank.tensor_type.HasField("shape")
+    assert not _contradicts(no_rank, _tensor_type(TensorProto.FLOAT, [2, 3]))
+    assert not _contradicts(_tensor_type(TensorProto.FLOAT, [2, 3]), no_rank)
+    assert not _contradicts(_tensor_type(0, [2, 3]), _tensor_type(TensorProto.FLOAT, [2, 3]))
+    assert _contradicts(_tensor_type(TensorProto.FLOAT16, [2, 3]), _tensor_type(TensorProto.FLOAT, [2, 3]))
+    sequence = helper.make_sequence_type_proto(_tensor_type(TensorProto.FLOAT, [2]))
+    assert not _contradicts(sequence, _tensor_type(TensorProto.FLOAT, [3]))
+
+
+def test_subgraph_annotations_are_checked_where_they_sit():
+    """An If branch's stale annotation goes; the same name's true one in the other branch stays."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+
+    def branch(name, annotated):
+        node = helper.make_node("Relu", ["x"], [f"{name}_r"])
+        ident = helper.make_node("Identity", [f"{name}_r"], [f"{name}_out"])
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [2, 3])
+        info = helper.make_tensor_value_info(f"{name}_r", TensorProto.FLOAT, annotated)
+        return helper.make_graph([node, ident], name, [], [out], value_info=[info])
+
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    node = helper.make_node(
+        "If", ["c"], ["y"], then_branch=branch("then", [2, 3]), else_branch=branch("else", [2, 3, 1])
+    )
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x, cond], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    assert drop_contradicted_annotations(model) == ["'else_r' [2, 3, 1] (inferred [2, 3])"]
+    branches = {a.name: a.g for a in model.graph.node[0].attribute}
+    then_branch, else_branch = branches["then_branch"], branches["else_branch"]
+    assert [i.name for i in then_branch.value_info] == ["then_r"] and not else_branch.value_info
