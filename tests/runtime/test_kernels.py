@@ -475,19 +475,37 @@ def test_every_kernel_set_fires_at_exact_threshold(monkeypatch, isa):
     assert got[0] == 2.0 + 1.0 + 0.5  # 0.5 fires, then -0.25 fires, then -1.0 fires
 
 
-def test_registering_the_library_again_and_again_does_not_grow_memory():
-    """Every registration shares one domain (it was a new ~3 kB domain per call). Measured on one
-    SessionOptions: onnxruntime's Python binding keeps ~2.5 kB of its own per new SessionOptions
-    that registers a library, which is not ours to free."""
-    import resource
+REGISTRATION_GROWTH = """
+import resource, sys
+from pathlib import Path
+import onnxruntime as ort
+from sit_onnx.runtime.library import get_library_path
 
-    def rss_kb():
-        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() // 1024
+def rss_kb():
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() // 1024
 
-    options = ort.SessionOptions()
-    for _ in range(200):  # warm up allocator pools
-        options.register_custom_ops_library(get_library_path())
+options, path = ort.SessionOptions(), get_library_path()
+for _ in range(200):  # warm up allocator pools
+    options.register_custom_ops_library(path)
+growth = []
+for _ in range(3):
     before = rss_kb()
     for _ in range(3000):
-        options.register_custom_ops_library(get_library_path())
-    assert rss_kb() - before < 1500
+        options.register_custom_ops_library(path)
+    growth.append(rss_kb() - before)
+print(min(growth))
+"""
+
+
+def test_registering_the_library_again_and_again_does_not_grow_memory():
+    """Every registration shares one domain (it was a new ~3 kB domain per call: 9 MB per 3,000).
+    Measured on one SessionOptions: onnxruntime's Python binding keeps ~2.5 kB of its own per new
+    SessionOptions that registers a library, which is not ours to free. In a fresh process, as the
+    smallest growth of three rounds: a leak grows in every round, allocator noise does not (inside
+    the long test process one round once grew 4 MB)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", REGISTRATION_GROWTH], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 1500
