@@ -150,8 +150,9 @@ def _complaint_beyond_source(model: onnx.ModelProto | str, source: SourceCheck) 
 
 
 def drop_contradicted_annotations(model: onnx.ModelProto) -> list[str]:
-    """Remove the value_info entries whose rank, fixed dims or element type onnx's inference
-    contradicts when it works without them; return them as "'name' [dims] (inferred [dims])".
+    """Remove the value_info entries (and give graph outputs the inferred shape) whose rank, fixed
+    dims or element type onnx's inference contradicts when it works without them; return them as
+    "'name' [dims] (inferred [dims])".
 
     An optimiser's fusion may keep a stale annotation on the fused op's output (onnxscript's
     MultiHeadAttention fusion of GPT-2 says [16*b, 64] of a [b, 16, 64] tensor). Behind an op onnx
@@ -161,29 +162,49 @@ def drop_contradicted_annotations(model: onnx.ModelProto) -> list[str]:
     bare.CopyFrom(model)
     for graph in graph_protos(bare.graph):
         del graph.value_info[:]
+        for output in graph.output:
+            if output.type.HasField("tensor_type"):
+                output.type.tensor_type.ClearField("shape")
     inferred = dict(graphs_by_place(infer_shapes(bare).graph))
     dropped = []
     for place, graph in graphs_by_place(model.graph):
-        found = {info.name: info for info in getattr(inferred.get(place), "value_info", [])}
+        other = inferred.get(place, onnx.GraphProto())
+        found = {info.name: info for info in other.value_info}
         keep = []
         for info in graph.value_info:
-            other = found.get(info.name)
-            if other is not None and _contradicts(info.type, other.type):
-                dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(other.type)})")
+            if info.name in found and _contradicts(info.type, found[info.name].type):
+                dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(found[info.name].type)})")
             else:
                 keep.append(info)
         if len(keep) < len(graph.value_info):
             del graph.value_info[:]
             graph.value_info.extend(keep)
+        outputs = {info.name: info for info in other.output}
+        for output in graph.output:
+            if output.name in outputs and _contradicts(output.type, outputs[output.name].type, types=False):
+                dropped.append(
+                    f"output {output.name!r} {_dims(output.type)} (inferred {_dims(outputs[output.name].type)})"
+                )
+                _take_shape(output.type, outputs[output.name].type)
     return dropped
 
 
-def _contradicts(declared: onnx.TypeProto, inferred: onnx.TypeProto) -> bool:
-    """Tensor types that cannot both hold: element types, ranks or fixed dims that differ."""
+def _take_shape(declared: onnx.TypeProto, inferred: onnx.TypeProto) -> None:
+    """Give a graph output the inferred shape (the checker wants one), its made-up names left blank."""
+    shape = declared.tensor_type.shape
+    shape.CopyFrom(inferred.tensor_type.shape)
+    for dim in shape.dim:
+        if dim.dim_param.startswith("unk__"):
+            dim.ClearField("dim_param")
+
+
+def _contradicts(declared: onnx.TypeProto, inferred: onnx.TypeProto, types: bool = True) -> bool:
+    """Tensor types that cannot both hold: element types (unless not `types`: a graph output's is
+    the model's interface, never changed here), ranks or fixed dims that differ."""
     if not (declared.HasField("tensor_type") and inferred.HasField("tensor_type")):
         return False
     a, b = declared.tensor_type, inferred.tensor_type
-    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
+    if types and a.elem_type and b.elem_type and a.elem_type != b.elem_type:
         return True
     if not (a.HasField("shape") and b.HasField("shape")):
         return False

@@ -135,6 +135,10 @@ def test_unknown_ranks_and_element_types_contradict_nothing():
     assert not _contradicts(_tensor_type(TensorProto.FLOAT, [2, 3]), no_rank)
     assert not _contradicts(_tensor_type(0, [2, 3]), _tensor_type(TensorProto.FLOAT, [2, 3]))
     assert _contradicts(_tensor_type(TensorProto.FLOAT16, [2, 3]), _tensor_type(TensorProto.FLOAT, [2, 3]))
+    assert not _contradicts(  # a graph output's: its shape alone is looked at
+        _tensor_type(TensorProto.FLOAT16, [2, 3]), _tensor_type(TensorProto.FLOAT, [2, 3]), types=False
+    )
+    assert _contradicts(_tensor_type(TensorProto.FLOAT16, [2, 3]), _tensor_type(TensorProto.FLOAT, [2]), types=False)
     sequence = helper.make_sequence_type_proto(_tensor_type(TensorProto.FLOAT, [2]))
     assert not _contradicts(sequence, _tensor_type(TensorProto.FLOAT, [3]))
 
@@ -162,3 +166,23 @@ def test_subgraph_annotations_are_checked_where_they_sit():
     branches = {a.name: a.g for a in model.graph.node[0].attribute}
     then_branch, else_branch = branches["then_branch"], branches["else_branch"]
     assert [i.name for i in then_branch.value_info] == ["then_r"] and not else_branch.value_info
+
+
+def test_a_graph_outputs_stale_shape_is_replaced_by_the_inferred_one():
+    """The fused op's output is the model's output, declared [6*b, 16]: the declaration keeps its
+    element type and takes the inferred rank (the checker wants a shape on a graph output)."""
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, ["b", SEQ, HIDDEN])
+    declared = helper.make_tensor_value_info("att", TensorProto.FLOAT, ["6*b", HIDDEN])
+    node = helper.make_node("MultiHeadAttention", ["q", "q", "q"], ["att"], domain="com.microsoft", num_heads=2)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    source = helper.make_model(helper.make_graph([node], "g", [q], [declared]), opset_imports=opsets)
+    feeds = {"q": np.random.default_rng(2).standard_normal((2, SEQ, HIDDEN)).astype(np.float32)}
+    expected = run(source, feeds)[0]
+    new, report = rewrite_model(source, RewriteOptions())
+    assert any(n.startswith("dropped the source's shape annotation of output 'att' [6*b, 16] (") for n in report.notes)
+    output = new.graph.output[0].type.tensor_type
+    assert output.elem_type == TensorProto.FLOAT
+    assert len(output.shape.dim) == 3 and output.shape.dim[2].dim_value == HIDDEN
+    assert not any(d.dim_param.startswith("unk__") for d in output.shape.dim)
+    got = run(new, feeds)[0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
