@@ -168,7 +168,7 @@ def drop_contradicted_annotations(model: onnx.ModelProto) -> list[str]:
     inferred = dict(graphs_by_place(infer_shapes(bare).graph))
     dropped = []
     for place, graph in graphs_by_place(model.graph):
-        other = inferred.get(place, onnx.GraphProto())
+        other = inferred[place]  # inference keeps every graph where it was, even where it gives up
         found = {info.name: info for info in other.value_info}
         keep = []
         for info in graph.value_info:
@@ -176,12 +176,11 @@ def drop_contradicted_annotations(model: onnx.ModelProto) -> list[str]:
                 dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(found[info.name].type)})")
             else:
                 keep.append(info)
-        if len(keep) < len(graph.value_info):
-            del graph.value_info[:]
-            graph.value_info.extend(keep)
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
         outputs = {info.name: info for info in other.output}
         for output in graph.output:
-            if output.name in outputs and _contradicts(output.type, outputs[output.name].type, types=False):
+            if output.name in outputs and _contradicts(output.type, outputs[output.name].type):
                 dropped.append(
                     f"output {output.name!r} {_dims(output.type)} (inferred {_dims(outputs[output.name].type)})"
                 )
@@ -198,13 +197,13 @@ def _take_shape(declared: onnx.TypeProto, inferred: onnx.TypeProto) -> None:
             dim.ClearField("dim_param")
 
 
-def _contradicts(declared: onnx.TypeProto, inferred: onnx.TypeProto, types: bool = True) -> bool:
-    """Tensor types that cannot both hold: element types (unless not `types`: a graph output's is
-    the model's interface, never changed here), ranks or fixed dims that differ."""
+def _contradicts(declared: onnx.TypeProto, inferred: onnx.TypeProto) -> bool:
+    """Tensor types that cannot both hold: element types, ranks or fixed dims that differ. (A graph
+    output keeps its declared element type through the inference here, so only its shape can.)"""
     if not (declared.HasField("tensor_type") and inferred.HasField("tensor_type")):
         return False
     a, b = declared.tensor_type, inferred.tensor_type
-    if types and a.elem_type and b.elem_type and a.elem_type != b.elem_type:
+    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
         return True
     if not (a.HasField("shape") and b.HasField("shape")):
         return False
