@@ -5,6 +5,12 @@ class SitOnnxError(Exception):
     """A problem with the user's input (file, model, option), not a bug in sit-onnx."""
 
 
+def already_exists(path, verb: str = "overwrite") -> SitOnnxError:
+    """The refusal to replace an existing output, naming both ways to allow it: the CLI's flag and
+    the Python functions' argument."""
+    return SitOnnxError(f"{path} exists (use --force, or force=True from Python, to {verb} it)")
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's message cut to its first line (library messages run to pages), or its type."""
     text = str(exc).strip()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sit_onnx.atomic import staged_folder
 from sit_onnx.deploy.triton import uses_spiking_ops
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, already_exists
 from sit_onnx.graph.load import external_data_files, load_model_and_files, read_model_proto
 from sit_onnx.graph.save import save_model
 
@@ -74,7 +74,7 @@ def write_genai_folder(model_path: str | os.PathLike, source: str | os.PathLike,
     if source.resolve() in (out.resolve(), *out.resolve().parents):  # copying a folder into itself
         raise SitOnnxError(f"{out}: the output folder must not be the source folder or inside it")
     if out.exists() and not force:
-        raise SitOnnxError(f"{out} exists (use --force to replace it)")
+        raise already_exists(out, "replace")
     if not out.parent.is_dir():
         raise SitOnnxError(f"{out.parent}: no such folder")
     section = config["model"][options.component]

@@ -21,7 +21,7 @@ from onnx import TensorProto
 
 from sit_onnx.atomic import staged_folder
 from sit_onnx.domain import DOMAIN
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, already_exists
 from sit_onnx.graph.load import load_model_and_files
 from sit_onnx.graph.save import save_model
 from sit_onnx.graph.walk import graph_protos
@@ -148,7 +148,7 @@ def write_repository(model_path: str | os.PathLike, repo: str | os.PathLike, opt
         raise SitOnnxError(f"{repo}: no such folder (create the model repository first)")
     target = repo / options.name
     if target.exists() and not force:
-        raise SitOnnxError(f"{target} exists (use --force to replace it)")
+        raise already_exists(target, "replace")
     model, files = load_model_and_files(model_path)
     shipped = shipped_libraries(model, options.library)
     server_folder = Path(options.server_repo or repo.resolve()) / options.name

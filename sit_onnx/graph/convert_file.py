@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, already_exists
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.load import load_model_and_files
 from sit_onnx.graph.report import RewriteReport
@@ -47,7 +47,7 @@ def check_output_files(outputs: list[Path], inputs: list[Path], force: bool) -> 
             raise SitOnnxError(f"{output}: refusing to overwrite {what}")
     for output in outputs:
         if (output.exists() or output.is_symlink()) and not force:
-            raise SitOnnxError(f"{output} exists (use --force to overwrite)")
+            raise already_exists(output)
 
 
 def rewrite_file(

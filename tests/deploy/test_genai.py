@@ -140,7 +140,7 @@ def test_output_errors_are_one_line_and_write_nothing(folders, tmp_path):
     cases = [
         ((model, source, source), "the output folder must not be the source folder"),
         ((model, source, source / "inside"), "the output folder must not be the source folder or inside it"),
-        ((model, source, taken), "exists (use --force to replace it)"),
+        ((model, source, taken), "exists (use --force, or force=True from Python, to replace it)"),
         ((model, source, tmp_path / "no" / "out"), "no such folder"),
         ((model, tmp_path / "missing", tmp_path / "out"), "missing: no such folder"),
         ((tmp_path / "absent.onnx", source, tmp_path / "out"), "absent.onnx"),

@@ -73,3 +73,16 @@ def test_rewrite_file_takes_path_objects_and_no_output(tmp_path):
     onnx.save(MODEL, str(source))
     report = sit_onnx.rewrite_file(source)
     assert len(report.converted) == 1 and (tmp_path / "m.sit.onnx").is_file()
+
+
+def test_rewrite_file_over_an_existing_output_names_the_python_argument_too(tmp_path):
+    """The refusal was the CLI's alone ("use --force"); from Python the argument is force=True."""
+    source, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(MODEL, str(source))
+    out.write_bytes(b"keep me")
+    with pytest.raises(SitOnnxError) as caught:
+        sit_onnx.rewrite_file(source, out)
+    assert str(caught.value) == f"{out} exists (use --force, or force=True from Python, to overwrite it)"
+    assert out.read_bytes() == b"keep me"
+    sit_onnx.rewrite_file(source, out, force=True)
+    assert onnx.load(str(out)).graph.node
