@@ -197,6 +197,7 @@ class Prepared:
     source_check: SourceCheck
     attention: list[AttentionOp] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    around_expanded: set[str] = field(default_factory=set)  # what the expanded attention ops read and wrote
     opaque: dict[bytes, onnx.AttributeProto] = field(default_factory=dict)  # what graphsurgeon carries as placeholders
 
 
@@ -234,13 +235,15 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     source_check = check_source(light, label)
     if source_check.note:
         notes.append(source_check.note)
+    around = _attention_tensors(light)
     light, attention = expand_attention(light, opset)
+    around -= _attention_tensors(light)  # the ops left alone keep theirs
     expanded = [a for a in attention if a.expanded]
     if expanded:
         counts = Counter(a.op for a in expanded)
         kinds = ", ".join(f"{count} {op}" for op, count in counts.items())
         notes.append(f"expanded {kinds} into standard ops, so the softmax inside each is a site")
-    return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes)
+    return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes, around)
 
 
 def _toposorted(graph: gs.Graph) -> gs.Graph:
@@ -474,7 +477,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
     if inline:
         new = inline_spiking_functions(new)
-    prepared.notes.extend(validate_model(new, prepared.source_check))
+    prepared.notes.extend(validate_model(new, prepared.source_check, unvouched=prepared.around_expanded))
     return new
 
 
@@ -672,6 +675,13 @@ def _option_notes(options: RewriteOptions, params: NeuronParams, fuse: bool) -> 
             f"{list(params.input_range)}; a set fitted on [-R, 0] fits better"
         )
     return notes
+
+
+def _attention_tensors(model: onnx.ModelProto) -> set[str]:
+    """The tensors attention ops read or write, in every graph."""
+    return {
+        name for g in graph_protos(model.graph) for n in g.node if is_attention_op(n) for name in (*n.input, *n.output)
+    }
 
 
 def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:

@@ -115,20 +115,26 @@ def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:
     return SourceCheck(checker_complaint(model, full=True) if basic is None else basic, basic)
 
 
-def validate_model(model: onnx.ModelProto | str, source: SourceCheck = SourceCheck(None, None)) -> list[str]:
+def validate_model(
+    model: onnx.ModelProto | str, source: SourceCheck = SourceCheck(None, None), unvouched: set[str] = frozenset()
+) -> list[str]:
     """`check_model(full_check=True)`: types, shapes and functions; a path for models over 2 GB.
     Against a source that fails the checker itself, the rewritten model may fail it the same way.
-    Shape annotations the source carried that onnx's inference now contradicts are dropped (see
+    The source's shape annotations of `unvouched` tensors (an expanded attention op's inputs and
+    outputs) are audited first, and any that onnx's inference then contradicts are dropped (see
     `drop_contradicted_annotations`); the notes say which."""
+    in_memory = isinstance(model, onnx.ModelProto)
+    dropped = drop_contradicted_annotations(model, unvouched) if in_memory and unvouched else []
     complaint = _complaint_beyond_source(model, source)
-    if complaint is None:
-        return []
-    dropped = drop_contradicted_annotations(model) if isinstance(model, onnx.ModelProto) else []
-    if not dropped:
+    if complaint is not None and in_memory:
+        dropped += drop_contradicted_annotations(model)
+    if complaint is not None and not dropped:
         raise SitOnnxError(f"the rewritten model fails onnx's checker: {complaint}")
+    if not dropped:
+        return []
     annotation = f"shape annotation of {', '.join(dropped)}"
-    still = _complaint_beyond_source(model, source)
-    if still is not None:
+    still = complaint and _complaint_beyond_source(model, source)
+    if still:
         raise SitOnnxError(
             f"the source is inconsistent: its {annotation} contradicts what its own ops compute, "
             f"and without it onnx's checker says: {still}"
@@ -149,15 +155,44 @@ def _complaint_beyond_source(model: onnx.ModelProto | str, source: SourceCheck) 
     return complaint
 
 
-def drop_contradicted_annotations(model: onnx.ModelProto) -> list[str]:
+def drop_contradicted_annotations(model: onnx.ModelProto, unvouched: set[str] | None = None) -> list[str]:
     """Remove the value_info entries (and give graph outputs the inferred shape) whose rank, fixed
     dims or element type onnx's inference contradicts when it works without them; return them as
-    "'name' [dims] (inferred [dims])".
+    "'name' [dims] (inferred [dims])". With `unvouched`, look at those tensors alone, and drop
+    (unlisted) an annotation whose fixed dims inference cannot confirm either.
 
     An optimiser's fusion may keep a stale annotation on the fused op's output (onnxscript's
     MultiHeadAttention fusion of GPT-2 says [16*b, 64] of a [b, 16, 64] tensor). Behind an op onnx
     does not know, nothing checks it, and onnxruntime merges it leniently; once the op is expanded
-    into standard ops, the checker refuses the model for it."""
+    into standard ops, the checker refuses the model for it, or, where inference cannot tell (a
+    fixed dim where the data has another), onnxruntime trusts it, folds the expansion's shapes by it
+    and fails at run time. onnxruntime infers the tensors itself through the standard ops."""
+    inferred = _inferred_without_annotations(model)
+    dropped = []
+    for place, graph in graphs_by_place(model.graph):
+        other = inferred[place]  # inference keeps every graph where it was, even where it gives up
+        found = {info.name: info.type for info in other.value_info}
+        keep = []
+        for info in graph.value_info:
+            if unvouched is not None and info.name not in unvouched:
+                keep.append(info)
+            elif info.name in found and _contradicts(info.type, found[info.name]):
+                dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(found[info.name])})")
+            elif unvouched is None or _confirmed(info.type, found.get(info.name)):
+                keep.append(info)
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
+        outputs = {info.name: info.type for info in other.output}
+        for output in graph.output:
+            if unvouched is None and output.name in outputs and _contradicts(output.type, outputs[output.name]):
+                dropped.append(f"output {output.name!r} {_dims(output.type)} (inferred {_dims(outputs[output.name])})")
+                _take_shape(output.type, outputs[output.name])
+    return dropped
+
+
+def _inferred_without_annotations(model: onnx.ModelProto) -> dict[tuple, onnx.GraphProto]:
+    """Each graph, by place, as onnx's inference types it from the inputs alone: no value_info,
+    graph outputs without their shapes."""
     bare = onnx.ModelProto()
     bare.CopyFrom(model)
     for graph in graph_protos(bare.graph):
@@ -165,27 +200,15 @@ def drop_contradicted_annotations(model: onnx.ModelProto) -> list[str]:
         for output in graph.output:
             if output.type.HasField("tensor_type"):
                 output.type.tensor_type.ClearField("shape")
-    inferred = dict(graphs_by_place(infer_shapes(bare).graph))
-    dropped = []
-    for place, graph in graphs_by_place(model.graph):
-        other = inferred[place]  # inference keeps every graph where it was, even where it gives up
-        found = {info.name: info for info in other.value_info}
-        keep = []
-        for info in graph.value_info:
-            if info.name in found and _contradicts(info.type, found[info.name].type):
-                dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(found[info.name].type)})")
-            else:
-                keep.append(info)
-        del graph.value_info[:]
-        graph.value_info.extend(keep)
-        outputs = {info.name: info for info in other.output}
-        for output in graph.output:
-            if output.name in outputs and _contradicts(output.type, outputs[output.name].type):
-                dropped.append(
-                    f"output {output.name!r} {_dims(output.type)} (inferred {_dims(outputs[output.name].type)})"
-                )
-                _take_shape(output.type, outputs[output.name].type)
-    return dropped
+    return dict(graphs_by_place(infer_shapes(bare).graph))
+
+
+def _confirmed(declared: onnx.TypeProto, inferred: onnx.TypeProto | None) -> bool:
+    """Inference gives the declared rank and every fixed dim declared (named dims need no proof)."""
+    if inferred is None or not inferred.HasField("tensor_type") or not inferred.tensor_type.HasField("shape"):
+        return False
+    a, b = declared.tensor_type.shape.dim, inferred.tensor_type.shape.dim
+    return len(a) == len(b) and all(not x.dim_value or x.dim_value == y.dim_value for x, y in zip(a, b))
 
 
 def _take_shape(declared: onnx.TypeProto, inferred: onnx.TypeProto) -> None:
