@@ -141,7 +141,7 @@ def validate_model(
         )
     return [
         f"dropped the source's {annotation}: it contradicts what the source's own ops compute, which onnx "
-        "sees once the attention op that makes it is expanded (onnxruntime ignores it in the source, with a warning)"
+        "sees once the attention op beside it is expanded (onnxruntime ignores it in the source, with a warning)"
     ]
 
 

@@ -67,7 +67,7 @@ def test_a_stale_rank_is_dropped_and_the_rewrite_keeps_the_sources_output():
     dropped = [n for n in report.notes if n.startswith("dropped")]
     assert dropped == [
         "dropped the source's shape annotation of 'att' [6*b, 16] (inferred [?, ?, 16]): it contradicts what the "
-        "source's own ops compute, which onnx sees once the attention op that makes it is expanded (onnxruntime "
+        "source's own ops compute, which onnx sees once the attention op beside it is expanded (onnxruntime "
         "ignores it in the source, with a warning)"
     ]
     annotations = _annotations(new)
