@@ -131,8 +131,9 @@ EXPORTS = {
     "onnxscript-ort-fusions": ({"dynamo": True}, _onnxscript_fusions),
     "float16": ({"dynamo": False, "opset_version": 17}, _float16),
     "float16-dynamo-23": ({"dynamo": True, "opset_version": 23}, _float16),
+    "float16-onnxscript-ort-fusions": ({"dynamo": True}, lambda model: _float16(_onnxscript_fusions(model))),
 }
-FUSES_ATTENTION = ("ort-optimizer", "onnxscript-ort-fusions")
+FUSES_ATTENTION = ("ort-optimizer", "onnxscript-ort-fusions", "float16-onnxscript-ort-fusions")
 INT8 = {  # onnxruntime's quantizer after a TorchScript export
     "int8-qoperator": ({"dynamo": False, "opset_version": 17}, "qoperator"),
     "int8-qdq": ({"dynamo": False, "opset_version": 17}, "qdq"),
