@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -305,6 +306,15 @@ data_options_list = [
 
 
 def data_options(func):  # pragma: no mutate block
+    """--data and --dataset, checked (exactly one; the file there) before the command loads its model."""
+
+    @functools.wraps(func)
+    def checked(*args, **kwargs):
+        from sit_onnx.evaluate.datasets import check_data_choice
+
+        check_data_choice(kwargs.get("data"), kwargs.get("dataset"))
+        return func(*args, **kwargs)
+
     for decorator in reversed(data_options_list):
-        func = decorator(func)
-    return func
+        checked = decorator(checked)
+    return checked

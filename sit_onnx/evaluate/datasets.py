@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +55,15 @@ def digits_test() -> tuple[np.ndarray, np.ndarray]:
     return (pixels.astype(np.float32) / 16.0 - 0.5)[:, None], labels.astype(np.int64)
 
 
+def check_data_choice(data: str | os.PathLike | None, dataset: str | None) -> None:
+    """What the data flags name: exactly one of them, and a file that is there. The commands check
+    it before they load the model (a large one takes seconds to refuse a missing flag otherwise)."""
+    if (data is None) == (dataset is None):
+        raise SitOnnxError("give exactly one of --data FILE.npz or --dataset digits")
+    if data is not None and not Path(data).is_file():
+        raise SitOnnxError(f"{data}: no such file")
+
+
 def load_labelled(
     data: str | os.PathLike | None,
     dataset: str | None,
@@ -68,8 +78,7 @@ def load_labelled(
     for a scalar) is fed whole, not split into rows.
     `inputs`: the model's input names; another array in the file (a column of ids, texts) is never
     fed, so its rows are not checked (it stays, so a misnamed input is listed in the refusal)."""
-    if (data is None) == (dataset is None):
-        raise SitOnnxError("give exactly one of --data FILE.npz or --dataset digits")
+    check_data_choice(data, dataset)
     if dataset is not None:
         if dataset not in DATASETS:
             raise SitOnnxError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
