@@ -133,7 +133,10 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
             "--calibrate chooses the max-shift mode's sets itself; it takes none of --params, --sigmoid, "
             "--no-shift, --objective"
         )
+    from sit_onnx.evaluate.datasets import check_data_choice
 
+    bundled = data == "digits"
+    check_data_choice(None if bundled else data, data if bundled else None)  # before the model is read
     loaded = {}
 
     def feeds_of(model) -> dict:
@@ -141,7 +144,6 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
         from sit_onnx.evaluate.experiment import input_data, sample_feeds
 
         if not loaded:
-            bundled = data == "digits"
             arrays = input_data(model, None if bundled else data, data if bundled else None)
             loaded.update(sample_feeds(model, arrays, samples))
         return loaded

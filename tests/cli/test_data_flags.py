@@ -51,3 +51,12 @@ def test_with_the_flags_right_the_model_is_what_is_refused(command, not_a_model)
 
 def test_a_data_folder_is_no_file(not_a_model, tmp_path):
     assert _one_line(["eval", not_a_model, "--data", tmp_path]) == f"{tmp_path}: no such file"
+
+
+def test_rewrite_names_a_missing_calibration_file_before_the_model_is_read(not_a_model, tmp_path):
+    missing = tmp_path / "nowhere.npz"
+    out = tmp_path / "out.onnx"
+    assert _one_line(["rewrite", not_a_model, "-o", out, "--calibrate", missing]) == f"{missing}: no such file"
+    assert not out.exists()
+    said = _one_line(["rewrite", not_a_model, "-o", out, "--calibrate", "digits"])
+    assert said.startswith(f"{not_a_model}: ")  # the bundled set needs no file: the model is what is wrong
