@@ -170,6 +170,7 @@ def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Ru
 
     reference_proto = read_model_proto(reference)
     check_same_inputs(reference_proto, read_model_proto(candidate), (str(reference), str(candidate)), True)
+    arrays = load_arrays(inputs_file) if inputs_file else None  # before two sessions are made
     random_ops = unseeded_random_ops(reference_proto)
     session_of = seeded_session if random_ops else make_session  # seeded: both draw the same noise
     ref_session, cand_session = session_of(reference, spec), session_of(candidate, spec)
@@ -177,8 +178,7 @@ def _run_both(reference, candidate, inputs_file, noise_floor: bool, spec) -> _Ru
     def reference_outputs(feeds) -> dict:
         return run_all_rows(ref_session, feeds, str(reference))
 
-    if inputs_file:
-        arrays = load_arrays(inputs_file)
+    if arrays is not None:
         feeds = check_feeds(ref_session, arrays, str(inputs_file), feed_rows(ref_session, arrays))
         ref_out = reference_outputs(feeds)
     else:

@@ -75,15 +75,16 @@ def run(ctx, model, provider, use_library, inputs_file, batch, repeat, verify_ke
         raise click.UsageError("--batch sizes generated inputs; --inputs brings its own rows")  # was unused
     from sit_onnx.evaluate.batching import feed_rows, fixed_batch, run_all_rows
     from sit_onnx.evaluate.inputs import check_feeds, load_arrays, run_generated
-    from sit_onnx.graph.load import read_model_proto
+    from sit_onnx.graph.load import check_model_path, read_model_proto
     from sit_onnx.runtime import SessionSpec, make_session
     from sit_onnx.runtime.session import run_session, runtime_path
 
     spec = SessionSpec(provider=provider, use_library=use_library, verify_placement=verify_kernels)
+    check_model_path(model)
+    arrays = load_arrays(inputs_file) if inputs_file else None  # before the session is made
     session = make_session(model, spec)
     batched = False  # generated inputs take the model's declared dims: one run
-    if inputs_file:
-        arrays = load_arrays(inputs_file)
+    if arrays is not None:
         rows = feed_rows(session, arrays)
         feeds = check_feeds(session, arrays, str(inputs_file), rows)
         outputs = list(run_all_rows(session, feeds, str(model)).values())

@@ -16,7 +16,7 @@ from sit_onnx.evaluate.datasets import LabelledData, fed_whole, load_labelled
 from sit_onnx.evaluate.seeding import seed_random_ops
 from sit_onnx.evaluate.signature import check_same_inputs
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from sit_onnx.graph.load import load_model
+from sit_onnx.graph.load import check_model_path, load_model
 from sit_onnx.graph.report import RewriteReport
 from sit_onnx.runtime import SessionSpec, make_session
 
@@ -33,6 +33,8 @@ def load_pair(
 ) -> ModelPair:
     """The original model and its conversion: from `converted_path`, else converted in memory with
     `options`; their random ops seeded alike (seeding.py), so both draw the same noise."""
+    if converted_path is not None:
+        check_model_path(converted_path)  # before the original's weights are read
     original = load_model(model_path)
     seed_random_ops(original)
     if converted_path is not None:

@@ -35,13 +35,20 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return load_model_and_files(path)[0]
 
 
-def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
-    """The model's protobuf without its external data, or one line saying why it is not ONNX."""
+def check_model_path(path: str | os.PathLike) -> Path:
+    """A model path that names a file, or one line saying why not: what the commands check before
+    they spend seconds on another model or a session."""
     path = Path(path)
     if not path.exists():
         raise SitOnnxError(f"{path}: no such file")
     if not path.is_file():
         raise SitOnnxError(f"{path}: not a file")
+    return path
+
+
+def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """The model's protobuf without its external data, or one line saying why it is not ONNX."""
+    path = check_model_path(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
