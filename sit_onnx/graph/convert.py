@@ -627,6 +627,14 @@ def _check_option_types(options: RewriteOptions) -> None:
         raise SitOnnxError(f"RewriteOptions.params_file must be a path or None, got {options.params_file!r}")
 
 
+def check_options(options: RewriteOptions) -> None:
+    """The options and the files they name, checked before a model is read: a large one takes
+    seconds to load before a missing --params file was named."""
+    _checked_options(options)
+    for path in options.activation_params:
+        load_activation(path)
+
+
 def _checked_options(options: RewriteOptions) -> tuple[NeuronParams, bool]:
     """The parameter set, and whether to fuse; refuses options that cannot go together."""
     _check_option_types(options)

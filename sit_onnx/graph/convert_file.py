@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 
 from sit_onnx.errors import SitOnnxError, already_exists
-from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.convert import RewriteOptions, check_options, rewrite_model
 from sit_onnx.graph.load import load_model_and_files
 from sit_onnx.graph.report import RewriteReport
 from sit_onnx.graph.save import files_written, save_model
@@ -69,6 +69,7 @@ def rewrite_file(
     output_path = Path(output_path) if output_path else default_output(input_path)
     check_output_folder(output_path)
     check_output_files([output_path], [input_path.resolve()], force)  # before the work; data file after
+    check_options(options)
     model, input_files = load_model_and_files(input_path)
     external = len(input_files) > 1
     own = site_params(model) if site_params else None

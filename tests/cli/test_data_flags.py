@@ -96,3 +96,28 @@ def test_a_missing_converted_model_is_named_before_the_original_is_read(command,
     assert said == f"{missing}: no such file"
     folder = _one_line([command, not_a_model, "--dataset", "digits", "--converted", tmp_path])
     assert folder == f"{tmp_path}: not a file"
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--params", "{missing}"], "{missing}: parameter file not found"),
+        (["--activations", "gelu", "--activation-params", "{missing}"], "{missing}: activation file not found"),
+        (["--chain", "--activation-steps", "8"], "--activation-steps sets the K of converted activations"),
+    ],
+)
+def test_rewrite_checks_its_options_before_the_model_is_read(flags, said, not_a_model, tmp_path):
+    """--params nowhere.json was named after the model had loaded (8 s for a 3 GB one)."""
+    missing, out = tmp_path / "nowhere.json", tmp_path / "out.onnx"
+    args = ["rewrite", not_a_model, "-o", out, *[f.format(missing=missing) for f in flags]]
+    assert _one_line(args).startswith(said.format(missing=missing))
+    assert not out.exists()
+
+
+def test_rewrite_file_checks_its_options_before_the_model_is_read(not_a_model, tmp_path):
+    import sit_onnx
+    from sit_onnx.errors import SitOnnxError
+
+    options = sit_onnx.RewriteOptions(params_file=tmp_path / "nowhere.json")
+    with pytest.raises(SitOnnxError, match="nowhere.json: parameter file not found"):
+        sit_onnx.rewrite_file(not_a_model, tmp_path / "out.onnx", options)
