@@ -92,7 +92,7 @@ def test_a_partly_converted_decoder_takes_the_rest_then_says_it_was_converted(co
     path = tmp_path / "decoder.sit.onnx"
     onnx.save(whole, str(path))
     again = tmp_path / "again.onnx"
-    for command in (["rewrite", str(path), "-o", str(again)], ["energy", str(path)]):
+    for command in (["rewrite", str(path), "-o", str(again)], ["energy", str(path), "--dataset", "digits"]):
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 1, (command, result.output)
         assert result.stderr == (
