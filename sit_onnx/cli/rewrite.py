@@ -135,8 +135,8 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
         )
     from sit_onnx.evaluate.datasets import check_data_choice
 
-    bundled = data == "digits"
-    check_data_choice(None if bundled else data, data if bundled else None)  # before the model is read
+    data_file, dataset = (None, data) if data == "digits" else (data, None)  # --calibrate takes either
+    check_data_choice(data_file, dataset)  # before the model is read
     loaded = {}
 
     def feeds_of(model) -> dict:
@@ -144,7 +144,7 @@ def _calibrated_sets(options, data: str, samples: int, rounds: int, choices: lis
         from sit_onnx.evaluate.experiment import input_data, sample_feeds
 
         if not loaded:
-            arrays = input_data(model, None if bundled else data, data if bundled else None)
+            arrays = input_data(model, data_file, dataset)
             loaded.update(sample_feeds(model, arrays, samples))
         return loaded
 
