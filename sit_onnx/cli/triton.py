@@ -8,6 +8,10 @@ import click
 
 from sit_onnx.cli.options import deploy_options, emit_json, json_option, op_library_option
 
+# --server-repo only places the shipped libraries' paths in the config: with none shipped it changes
+# nothing, which a user who set it should hear rather than trust a mount point that was never used
+UNUSED_SERVER_REPO = "--server-repo changes nothing: no library is shipped, so the config names no path"
+
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
@@ -43,6 +47,7 @@ def triton(model, repo, name, max_batch, device, instances, server_repo, no_libr
     target = write_repository(model, repo, options, force=force)
     library = (target / LIBRARY_NAME).is_file()  # shipped only when the model holds spiking ops
     others = sorted(p.name for p in target.iterdir() if p.is_file() and p.name not in (LIBRARY_NAME, "config.pbtxt"))
+    notes = [UNUSED_SERVER_REPO] if server_repo and not library and not others else []
     if as_json:
         emit_json(
             {
@@ -55,6 +60,7 @@ def triton(model, repo, name, max_batch, device, instances, server_repo, no_libr
                 "max_batch_size": max_batch,
                 "device": device,
                 "instances": instances,
+                "notes": notes,
             }
         )
         return
@@ -63,3 +69,5 @@ def triton(model, repo, name, max_batch, device, instances, server_repo, no_libr
         f"{''.join(f', {other}' for other in others)} "
         f"(max_batch_size {max_batch}, {instances} x {device})"
     )
+    for note in notes:
+        click.echo(f"note: {note}")

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 
 from sit_onnx.cli import main
+from sit_onnx.cli.triton import UNUSED_SERVER_REPO
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.runtime.library import LIBRARY_NAME, get_library_path
 from tests.helpers import softmax_model
@@ -96,6 +97,19 @@ def test_no_library_and_models_without_spiking_ops_ship_none(converted, tmp_path
     assert invoke("triton", BUNDLED, repo).exit_code == 0  # the original: no ai.sit op
     _, config = parse(repo / "vit_digits")
     assert not config.HasField("model_operations") and not (repo / "vit_digits" / LIBRARY_NAME).exists()
+
+
+def test_server_repo_with_nothing_shipped_says_it_changes_nothing(converted):
+    """--server-repo only places shipped libraries' paths; with none shipped the user hears so."""
+    path, repo = converted
+    result = invoke("triton", path, repo, "--no-library", "--server-repo", "/models")
+    assert result.exit_code == 0 and result.output.splitlines()[-1] == "note: " + UNUSED_SERVER_REPO
+    record = json.loads(invoke("triton", path, repo, "--no-library", "--server-repo", "/m", "--force", "--json").output)
+    assert record["notes"] == [UNUSED_SERVER_REPO]
+    # with the library shipped, or without the flag, no note
+    shipped = invoke("triton", path, repo, "--server-repo", "/models", "--force")
+    assert shipped.exit_code == 0 and "note" not in shipped.output
+    assert json.loads(invoke("triton", path, repo, "--no-library", "--force", "--json").output)["notes"] == []
 
 
 def test_types_and_dynamic_dims(tmp_path):
