@@ -155,6 +155,24 @@ def test_decomposition_equals_onnxruntimes_kernel(case):
         np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), atol=tolerance, err_msg=name)
 
 
+@pytest.mark.parametrize("window", [1, 2])
+def test_float16_window_with_padded_prompt_rows_equals_the_kernel_on_real_tokens(window):
+    """Padded queries of a windowed float16 prompt: onnxruntime 1.32's CPU kernel gives them other
+    values than in float32 (where a window holding no valid key gives 0; in float16 window 1 gives
+    the last valid key's value): padding either way. The body gives the float32 kernel's (finite:
+    the next layer multiplies a padded value by a weight of 0, and NaN would survive that), and
+    equals the float16 kernel on every real token."""
+    lengths = [5, 2]
+    model, feeds = gqa_model(np.random.default_rng(window), dtype=np.float16, lengths=lengths, local_window_size=window)
+    expected = _run(model, feeds)[0].astype(np.float32)
+    expanded, _ = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    got = _run(expanded, feeds)[0].astype(np.float32)
+    for row, length in enumerate(lengths):
+        np.testing.assert_allclose(got[row, :length], expected[row, :length], atol=2e-3)
+    blind = lengths[1] + window - 1  # row 1's first query whose window holds no valid key
+    assert np.isfinite(got).all() and np.array_equal(got[1, blind:], np.zeros_like(got[1, blind:]))
+
+
 def _with_outputs(model, names):
     model = onnx.ModelProto.FromString(model.SerializeToString())
     model.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
