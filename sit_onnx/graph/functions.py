@@ -174,7 +174,7 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
     The row is first extended by one -inf along the axis, so that an empty axis has a max
     (-inf) too: ArgMax refuses an empty axis."""
     ints, floats = onnx.AttributeProto.INT, onnx.AttributeProto.FLOATS
-    nodes = [_ref_constant("sigmoid_int", "sigmoid", ints), _ref_constant("shift_int", "shift", ints)]
+    nodes = [*_checked_flag("sigmoid"), *_checked_flag("shift")]
     x = _cast_in(nodes, "X", opset)
     argmax = helper.make_node("ArgMax", ["padded"], ["peak_index"], keepdims=1)
     argmax.attribute.append(_attr_ref("axis", "axis", ints))
@@ -187,10 +187,8 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
     spiking_norm = helper.make_node(SPIKING_NORM, ["e"], ["y_f32"], domain=DOMAIN)
     spiking_norm.attribute.extend(_attr_ref(n, n, ints) for n in ("axis", "time_steps"))
     nodes += [
-        helper.make_node("Cast", ["sigmoid_int"], ["use_sigmoid"], to=TensorProto.BOOL),
-        helper.make_node("Cast", ["shift_int"], ["use_shift"], to=TensorProto.BOOL),
         helper.make_node("Sigmoid", [x], ["squashed"]),
-        helper.make_node("Where", ["use_sigmoid", "squashed", x], ["a"]),
+        helper.make_node("Where", ["is_sigmoid", "squashed", x], ["a"]),
         _ref_constant("axis_value", "axis", ints),
         _vector("zero_axis", [0]),
         helper.make_node("Unsqueeze", ["axis_value", "zero_axis"], ["axis_index"]),
@@ -203,7 +201,7 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
         argmax,
         gather,
         helper.make_node("Sub", ["a", "peak"], ["shifted"]),
-        helper.make_node("Where", ["use_shift", "shifted", "a"], ["b"]),
+        helper.make_node("Where", ["is_shift", "shifted", "a"], ["b"]),
         spiking_exp,
         spiking_norm,
     ]
@@ -259,7 +257,7 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
         helper.make_node("Reshape", ["tails_given", "tails_size"], ["tails"]),  # fails unless 4 values
         _scalar("zero", 0.0, TensorProto.FLOAT),
         helper.make_node("Add", ["y_f32", "bias"], ["neuron_out"]),
-        *_checked_gate(),
+        *_checked_flag("gate"),
         helper.make_node("Mul", [x, "neuron_out"], ["gated_out"]),
         helper.make_node("Where", ["is_gate", "gated_out", "neuron_out"], ["inside"]),
     ]
@@ -284,21 +282,21 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
     return function
 
 
-def _checked_gate() -> list[onnx.NodeProto]:
-    """`is_gate`, a bool scalar from the `gate` attribute, refusing what the kernels refuse: a
-    one-element tensor is reshaped to [1 + gate * (gate - 1)], which fails unless gate is 0 or 1."""
+def _checked_flag(name: str) -> list[onnx.NodeProto]:
+    """`is_<name>`, a bool scalar from the int attribute `name`, refusing what the kernels refuse: a
+    one-element tensor is reshaped to [1 + v * (v - 1)], which fails unless v is 0 or 1."""
     return [
-        _ref_constant("gate", "gate", onnx.AttributeProto.INT),
-        _scalar("one_i", 1),
-        _vector("one_shape", [1]),
-        helper.make_node("Sub", ["gate", "one_i"], ["gate_less_one"]),
-        helper.make_node("Mul", ["gate", "gate_less_one"], ["gate_off"]),
-        helper.make_node("Add", ["gate_off", "one_i"], ["gate_size"]),
-        helper.make_node("Reshape", ["gate_size", "one_shape"], ["gate_shape"]),
-        helper.make_node("Reshape", ["gate", "one_shape"], ["gate_one"]),
-        helper.make_node("Reshape", ["gate_one", "gate_shape"], ["gate_checked"]),  # fails unless 0 or 1
-        helper.make_node("Squeeze", ["gate_checked"], ["gate_scalar"]),
-        helper.make_node("Cast", ["gate_scalar"], ["is_gate"], to=TensorProto.BOOL),
+        _ref_constant(name, name, onnx.AttributeProto.INT),
+        _scalar(f"{name}_one", 1),
+        _vector(f"{name}_one_shape", [1]),
+        helper.make_node("Sub", [name, f"{name}_one"], [f"{name}_less_one"]),
+        helper.make_node("Mul", [name, f"{name}_less_one"], [f"{name}_off"]),
+        helper.make_node("Add", [f"{name}_off", f"{name}_one"], [f"{name}_size"]),
+        helper.make_node("Reshape", [f"{name}_size", f"{name}_one_shape"], [f"{name}_shape"]),
+        helper.make_node("Reshape", [name, f"{name}_one_shape"], [f"{name}_as_one"]),
+        helper.make_node("Reshape", [f"{name}_as_one", f"{name}_shape"], [f"{name}_checked"]),  # 0 or 1 only
+        helper.make_node("Squeeze", [f"{name}_checked"], [f"{name}_scalar"]),
+        helper.make_node("Cast", [f"{name}_scalar"], [f"is_{name}"], to=TensorProto.BOOL),
     ]
 
 

@@ -133,3 +133,56 @@ def test_kernels_fallback_and_reference_agree(seed):
         _assert_agree(fallback, expected, op, time_steps, label + " [fallback]")
         if op in ("SpikingExp", "SpikingActivation"):
             np.testing.assert_array_equal(kernels, fallback, err_msg=label)
+
+
+@pytest.mark.parametrize("library", [True, False], ids=["kernels", "function bodies"])
+@pytest.mark.parametrize("op", ["SpikingNorm", "SpikingSoftmax", "SpikingActivation"])
+def test_absent_int_attributes_take_the_contracts_defaults_on_both_paths(op, library):
+    """The op contract's defaults where a node omits its int attributes (another tool's node, or one
+    written by hand): axis -1, time_steps 0, shift 1, sigmoid 0; SpikingActivation's bias 0.0 and
+    gate 0. The kernels and the function bodies (their attribute defaults) must both apply them.
+    Rows of 3 x 5 x 4: the last axis is neither the first nor the second, nor of their lengths."""
+    rng = np.random.default_rng(7)
+    params = NeuronParams(np.array([1.0, -0.5, -2.0, -4.0]), np.array([1.5, 1.0, 2.0, 1.0]),
+                          np.array([1.5, 0.75, 0.25, 0.0625]), (-10.0, 2.0))  # fmt: skip
+    x = rng.normal(0, 2, (3, 5, 4)).astype(np.float32)
+    if op == "SpikingNorm":
+        x = np.abs(x)
+        node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN)
+        expected = si_norm(x, axis=-1, time_steps=0)
+    elif op == "SpikingSoftmax":
+        node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, **neuron_attributes(params))
+        expected = spiking_softmax(x, params, axis=-1, options=SoftmaxOptions(shift=True))
+    else:
+        from sit_onnx.graph.activations import activation_attributes
+        from sit_onnx.neurons.activation import ActivationParams, spiking_activation
+
+        activation = ActivationParams("tanh", params, 0.0, (0.0, -1.0, 0.0, 1.0))
+        attrs = {k: v for k, v in activation_attributes(activation).items() if k not in ("bias", "gate")}
+        node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, **attrs)
+        expected = spiking_activation(x, activation)
+    got = _run(node, x, params.steps, library=library)
+    _assert_agree(got, expected, op, 0, f"{op} without its int attributes")
+
+
+@pytest.mark.parametrize("library", [True, False], ids=["kernels", "function bodies"])
+@pytest.mark.parametrize("flag, value", [("shift", 2), ("shift", -1), ("sigmoid", 2), ("sigmoid", -3)])
+def test_shift_and_sigmoid_other_than_0_or_1_are_refused_on_both_paths(flag, value, library):
+    """The kernels refuse them at session creation; the function body, which has no assert, fails
+    its Reshape (it read any value but 0 as 1)."""
+    params = NeuronParams(np.array([0.0, -1.0]), np.array([1.0, 1.0]), np.array([1.0, 0.5]), (-2.0, 0.0))
+    attrs = {**neuron_attributes(params), flag: value}
+    node = helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
+    with pytest.raises(Exception, match="shift and sigmoid must be 0 or 1" if library else "(?i)reshape"):
+        _run(node, np.zeros((2, 3), np.float32), params.steps, library=library)
+
+
+@pytest.mark.parametrize("shift, sigmoid", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_function_body_reads_shift_and_sigmoid_as_the_kernels_do(shift, sigmoid):
+    params = NeuronParams(np.array([0.5, -0.5, -2.0]), np.array([1.0, 1.0, 2.0]), np.array([1.5, 0.5, 0.1]), (-4, 1))
+    x = np.random.default_rng(shift * 2 + sigmoid).normal(0, 2, (4, 6)).astype(np.float32)
+    attrs = {**neuron_attributes(params), "shift": shift, "sigmoid": sigmoid}
+    node = helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
+    expected = spiking_softmax(x, params, axis=-1, options=SoftmaxOptions(shift=bool(shift), sigmoid=bool(sigmoid)))
+    for library in (True, False):
+        _assert_agree(_run(node, x, params.steps, library=library), expected, "SpikingSoftmax", 0, str(library))
