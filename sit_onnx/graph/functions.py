@@ -138,7 +138,7 @@ def spiking_exp_function(steps: int, opset: int) -> onnx.FunctionProto:
 def spiking_norm_function(opset: int) -> onnx.FunctionProto:
     """SI-norm: `V_th = sum(W, axis)`; `w * (1/V_th)`, or `max(floor(N*w/V_th), 0)/N` when time_steps N > 0."""
     ints = onnx.AttributeProto.INT
-    nodes = [_ref_constant("axis_scalar", "axis", ints), _ref_constant("n_int", "time_steps", ints)]
+    nodes = [_ref_constant("axis_scalar", "axis", ints), *_checked_time_steps()]
     w = _cast_in(nodes, "W", opset)
     nodes += [
         _vector("zero_axis", [0]),
@@ -147,7 +147,6 @@ def spiking_norm_function(opset: int) -> onnx.FunctionProto:
         helper.make_node("Div", [w, "v_th"], ["ratio"]),
         helper.make_node("Reciprocal", ["v_th"], ["inv_th"]),
         helper.make_node("Mul", [w, "inv_th"], ["amplified"]),  # w * (1/V_th), as the kernels compute it
-        helper.make_node("Cast", ["n_int"], ["n"], to=TensorProto.FLOAT),
         _scalar("zero", 0.0, TensorProto.FLOAT),
         helper.make_node("Mul", ["ratio", "n"], ["scaled"]),
         helper.make_node("Floor", ["scaled"], ["count"]),
@@ -282,21 +281,42 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
     return function
 
 
-def _checked_flag(name: str) -> list[onnx.NodeProto]:
-    """`is_<name>`, a bool scalar from the int attribute `name`, refusing what the kernels refuse: a
-    one-element tensor is reshaped to [1 + v * (v - 1)], which fails unless v is 0 or 1."""
+def _valid_only(name: str, excess: str) -> list[onnx.NodeProto]:
+    """`{name}_valid`: the int scalar `name` passed through a Reshape to [1 + excess], which fails
+    unless `excess` (an int64 scalar the caller computes from it) is 0. ONNX has no assert; this is
+    how a body refuses what the kernels refuse at session creation."""
     return [
-        _ref_constant(name, name, onnx.AttributeProto.INT),
         _scalar(f"{name}_one", 1),
         _vector(f"{name}_one_shape", [1]),
-        helper.make_node("Sub", [name, f"{name}_one"], [f"{name}_less_one"]),
-        helper.make_node("Mul", [name, f"{name}_less_one"], [f"{name}_off"]),
-        helper.make_node("Add", [f"{name}_off", f"{name}_one"], [f"{name}_size"]),
+        helper.make_node("Add", [excess, f"{name}_one"], [f"{name}_size"]),
         helper.make_node("Reshape", [f"{name}_size", f"{name}_one_shape"], [f"{name}_shape"]),
         helper.make_node("Reshape", [name, f"{name}_one_shape"], [f"{name}_as_one"]),
-        helper.make_node("Reshape", [f"{name}_as_one", f"{name}_shape"], [f"{name}_checked"]),  # 0 or 1 only
-        helper.make_node("Squeeze", [f"{name}_checked"], [f"{name}_scalar"]),
-        helper.make_node("Cast", [f"{name}_scalar"], [f"is_{name}"], to=TensorProto.BOOL),
+        helper.make_node("Reshape", [f"{name}_as_one", f"{name}_shape"], [f"{name}_checked"]),
+        helper.make_node("Squeeze", [f"{name}_checked"], [f"{name}_valid"]),
+    ]
+
+
+def _checked_flag(name: str) -> list[onnx.NodeProto]:
+    """`is_<name>`, a bool scalar from the int attribute `name`, refused unless 0 or 1 (excess v·(v-1))."""
+    return [
+        _ref_constant(name, name, onnx.AttributeProto.INT),
+        _scalar(f"{name}_unit", 1),
+        helper.make_node("Sub", [name, f"{name}_unit"], [f"{name}_less_one"]),
+        helper.make_node("Mul", [name, f"{name}_less_one"], [f"{name}_excess"]),
+        *_valid_only(name, f"{name}_excess"),
+        helper.make_node("Cast", [f"{name}_valid"], [f"is_{name}"], to=TensorProto.BOOL),
+    ]
+
+
+def _checked_time_steps() -> list[onnx.NodeProto]:
+    """`n`, the float number of input spikes from `time_steps`, refused below 0 as the kernels do."""
+    return [
+        _ref_constant("n_int", "time_steps", onnx.AttributeProto.INT),
+        _scalar("n_zero", 0),
+        helper.make_node("Less", ["n_int", "n_zero"], ["n_negative"]),
+        helper.make_node("Cast", ["n_negative"], ["n_excess"], to=TensorProto.INT64),
+        *_valid_only("n_int", "n_excess"),
+        helper.make_node("Cast", ["n_int_valid"], ["n"], to=TensorProto.FLOAT),
     ]
 
 

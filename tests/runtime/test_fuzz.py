@@ -186,3 +186,15 @@ def test_function_body_reads_shift_and_sigmoid_as_the_kernels_do(shift, sigmoid)
     expected = spiking_softmax(x, params, axis=-1, options=SoftmaxOptions(shift=bool(shift), sigmoid=bool(sigmoid)))
     for library in (True, False):
         _assert_agree(_run(node, x, params.steps, library=library), expected, "SpikingSoftmax", 0, str(library))
+
+
+@pytest.mark.parametrize("library", [True, False], ids=["kernels", "function bodies"])
+@pytest.mark.parametrize("op", ["SpikingNorm", "SpikingSoftmax"])
+def test_negative_time_steps_are_refused_on_both_paths(op, library):
+    """time_steps < 0: the kernels refuse it at session creation; the function body had run it
+    (a rate of floor(N·w/V_th)/N with N < 0 silently fell back to the amplified form)."""
+    params = NeuronParams(np.array([0.0, -1.0]), np.array([1.0, 1.0]), np.array([1.0, 0.5]), (-2.0, 0.0))
+    attrs = {} if op == "SpikingNorm" else neuron_attributes(params)
+    node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, time_steps=-2, **attrs)
+    with pytest.raises(Exception, match="time_steps must be >= 0" if library else "(?i)reshape"):
+        _run(node, np.ones((2, 3), np.float32), params.steps, library=library)
