@@ -241,6 +241,38 @@ def _tail(nodes: list, x: str, side: str, index: int) -> str:
     return f"{side}_tail"
 
 
+def _checked_range() -> list[onnx.NodeProto]:
+    """`low`, `high`, `bias` and `tails` from the given attributes, refusing what the kernels refuse:
+    the seven are concatenated and reshaped to [7 + the number of NaN or infinite values + (1 unless
+    low < high)], which fails unless tails holds 4 values and all is finite and ordered; the four
+    are then split from the result, so the check cannot be optimised away."""
+    one = _vector("range_one_shape", [1])
+    given = [
+        helper.make_node("Reshape", [f"{n}_given", "range_one_shape"], [f"{n}_row"]) for n in ("low", "high", "bias")
+    ]
+    return [
+        one,
+        *given,
+        helper.make_node("Concat", ["low_row", "high_row", "bias_row", "tails_given"], ["range_all"], axis=0),
+        helper.make_node("IsNaN", ["range_all"], ["range_nan"]),
+        helper.make_node("IsInf", ["range_all"], ["range_inf"]),
+        helper.make_node("Or", ["range_nan", "range_inf"], ["range_bad"]),
+        helper.make_node("Cast", ["range_bad"], ["range_bad_int"], to=TensorProto.INT64),
+        helper.make_node("Less", ["low_row", "high_row"], ["range_ordered"]),
+        helper.make_node("Not", ["range_ordered"], ["range_unordered"]),
+        helper.make_node("Cast", ["range_unordered"], ["range_unordered_int"], to=TensorProto.INT64),
+        _vector("range_axes", [0]),
+        helper.make_node("ReduceSum", ["range_bad_int", "range_axes"], ["range_bad_count"], keepdims=1),
+        _vector("range_size", [7]),
+        helper.make_node("Add", ["range_size", "range_bad_count"], ["range_size_bad"]),
+        helper.make_node("Add", ["range_size_bad", "range_unordered_int"], ["range_shape"]),
+        helper.make_node("Reshape", ["range_all", "range_shape"], ["range_checked"]),
+        _vector("range_split", [1, 1, 1, 4]),
+        helper.make_node("Split", ["range_checked", "range_split"], ["low_1", "high_1", "bias_1", "tails"], axis=0),
+        *[helper.make_node("Squeeze", [f"{n}_1", "range_axes"], [n]) for n in ("low", "high", "bias")],
+    ]
+
+
 def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
     """SpikingActivation: its own unrolled neuron of `steps` (not a SpikingExp call, whose K is the
     softmax sets'), then the bias (and for a gate, times x) inside [low, high] and a straight tail
@@ -248,12 +280,11 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
     floats, single = onnx.AttributeProto.FLOATS, onnx.AttributeProto.FLOAT
     nodes, x = _neuron_nodes(steps, opset)
     nodes += [
-        _ref_constant("low", "low", single),
-        _ref_constant("high", "high", single),
-        _ref_constant("bias", "bias", single),
+        _ref_constant("low_given", "low", single),
+        _ref_constant("high_given", "high", single),
+        _ref_constant("bias_given", "bias", single),
         _ref_constant("tails_given", "tails", floats),
-        _vector("tails_size", [4]),
-        helper.make_node("Reshape", ["tails_given", "tails_size"], ["tails"]),  # fails unless 4 values
+        *_checked_range(),
         _scalar("zero", 0.0, TensorProto.FLOAT),
         helper.make_node("Add", ["y_f32", "bias"], ["neuron_out"]),
         *_checked_flag("gate"),
