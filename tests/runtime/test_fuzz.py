@@ -4,6 +4,7 @@ every op, SpikingSoftmax in both modes. SI-exp and SpikingActivation must agree 
 the rounding of its row sum (the three sum in different orders), and with N spikes by at most one
 spike."""
 
+import random
 from dataclasses import replace
 
 import numpy as np
@@ -198,3 +199,56 @@ def test_negative_time_steps_are_refused_on_both_paths(op, library):
     node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, time_steps=-2, **attrs)
     with pytest.raises(Exception, match="time_steps must be >= 0" if library else "(?i)reshape"):
         _run(node, np.ones((2, 3), np.float32), params.steps, library=library)
+
+
+PARITY_CASES = 600
+PARITY_VALUES = [0, 1, 2, -1, -3, 5, 64, 0.0, 0.5, float("nan"), float("inf"), -1e38, [1.0], [0.0, 0.0, 0.0],
+                 [1.0, 2.0, 3.0, 4.0], [1, 2, 3], "x"]  # fmt: skip
+
+
+def _parity_bases():
+    from sit_onnx.graph.activations import activation_attributes
+    from sit_onnx.neurons.activation import ActivationParams
+
+    params = NeuronParams(np.array([0.5, -0.5, -2.0]), np.array([1.0, 1.0, 2.0]), np.array([1.5, 0.5, 0.1]), (-4, 1))
+    neuron = neuron_attributes(params)
+    return {
+        "SpikingExp": neuron,
+        "SpikingNorm": {"axis": -1, "time_steps": 0},
+        "SpikingSoftmax": {**neuron, "axis": -1, "time_steps": 0, "shift": 1, "sigmoid": 0},
+        "SpikingActivation": activation_attributes(ActivationParams("tanh", params, 0.0, (0.0, -1.0, 0.0, 1.0))),
+    }
+
+
+def test_kernels_and_function_bodies_refuse_and_accept_the_same_attributes():
+    """Seeded: a node with one or two attributes changed (to a value of another range or type, or
+    dropped) is refused by the kernels exactly where its function body refuses it, and where both
+    run they agree. A model the library refuses must not run without it, nor the other way round
+    (with the bodies before this stop: shift, sigmoid, time_steps < 0 and SpikingActivation's ranges, 24 of 600)."""
+    bases, rng, disagreements = _parity_bases(), random.Random(0), []
+    for case in range(PARITY_CASES):
+        op = rng.choice(sorted(bases))
+        attrs = dict(bases[op])
+        for _ in range(rng.randint(1, 2)):
+            key = rng.choice([*attrs, "axis", "time_steps", "gate", "bias"])
+            if rng.random() < 0.15:
+                attrs.pop(key, None)
+            else:
+                attrs[key] = rng.choice(PARITY_VALUES)
+        node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, **attrs)
+        x = np.random.default_rng(case).normal(0, 2, (2, 3, 4)).astype(np.float32)
+        x = np.abs(x) if op == "SpikingNorm" else x
+        results = []
+        for library in (True, False):
+            try:
+                results.append(_run(node, x, 3, library=library))
+            except Exception as error:  # noqa: BLE001 - a refusal, whatever onnxruntime raises
+                results.append(error)
+        refused = [isinstance(r, Exception) for r in results]
+        if refused[0] != refused[1]:
+            disagreements.append((case, op, "refused by the " + ("kernel" if refused[0] else "function body")))
+        elif not refused[0]:
+            steps = attrs.get("time_steps", 0)  # N spikes: the two may differ by one, as in the fuzz above
+            steps = steps if isinstance(steps, int) and steps > 0 else 0
+            _assert_agree(results[0], results[1], op if op != "SpikingSoftmax" else "softmax", steps, f"case {case}")
+    assert disagreements == []
