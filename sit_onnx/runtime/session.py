@@ -24,6 +24,7 @@ from onnx import TensorProto, helper
 from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.runtime.library import get_library_path, library_available
+from sit_onnx.runtime.op_contract import first_contract_problem
 from sit_onnx.runtime.op_libraries import (
     EXTENSIONS_DOMAIN,
     extensions_library,
@@ -141,6 +142,18 @@ def _diagnose_file(path: str) -> None:
     from sit_onnx.graph.load import load_model_and_files  # read only after a failure: no cost otherwise
 
     load_model_and_files(path)
+
+
+def _check_contract(model: str | os.PathLike | onnx.ModelProto, label: str) -> None:
+    """Without the library the function bodies run, and they refuse a bad attribute only by a failing
+    Reshape: name it as the kernels would (op_contract.py)."""
+    try:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: onnxruntime says why when it tries
+        return
+    problem = first_contract_problem(proto)
+    if problem:
+        raise SitOnnxError(f"{label}: {problem}")
 
 
 def _placed_spiking_nodes(source, spec: SessionSpec, providers: list[str], label: str) -> tuple[int, int]:
@@ -262,6 +275,8 @@ def make_session(
             raise SitOnnxError(f"{model}: no such file")
         if not Path(model).is_file():
             raise SitOnnxError(f"{model}: not a file")
+    if not library:
+        _check_contract(model, label)
     if library and spec.verify_kernels:
         check_kernels(providers)
     if library and spec.verify_placement:

@@ -220,6 +220,19 @@ def _parity_bases():
     }
 
 
+def changed_attributes(bases: dict, rng: random.Random) -> tuple[str, dict]:
+    """A random op's base attributes with one or two of them set to another value or dropped."""
+    op = rng.choice(sorted(bases))
+    attrs = dict(bases[op])
+    for _ in range(rng.randint(1, 2)):
+        key = rng.choice([*attrs, "axis", "time_steps", "gate", "bias"])
+        if rng.random() < 0.15:
+            attrs.pop(key, None)
+        else:
+            attrs[key] = rng.choice(PARITY_VALUES)
+    return op, attrs
+
+
 def test_kernels_and_function_bodies_refuse_and_accept_the_same_attributes():
     """Seeded: a node with one or two attributes changed (to a value of another range or type, or
     dropped) is refused by the kernels exactly where its function body refuses it, and where both
@@ -227,14 +240,7 @@ def test_kernels_and_function_bodies_refuse_and_accept_the_same_attributes():
     (with the bodies before this stop: shift, sigmoid, time_steps < 0 and SpikingActivation's ranges, 24 of 600)."""
     bases, rng, disagreements = _parity_bases(), random.Random(0), []
     for case in range(PARITY_CASES):
-        op = rng.choice(sorted(bases))
-        attrs = dict(bases[op])
-        for _ in range(rng.randint(1, 2)):
-            key = rng.choice([*attrs, "axis", "time_steps", "gate", "bias"])
-            if rng.random() < 0.15:
-                attrs.pop(key, None)
-            else:
-                attrs[key] = rng.choice(PARITY_VALUES)
+        op, attrs = changed_attributes(bases, rng)
         node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, **attrs)
         x = np.random.default_rng(case).normal(0, 2, (2, 3, 4)).astype(np.float32)
         x = np.abs(x) if op == "SpikingNorm" else x

@@ -1,6 +1,7 @@
 """The session factory: providers, the library, and catching a silent function fallback."""
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
@@ -141,16 +142,17 @@ def test_function_fallback_edge_rows(time_steps):
 
 
 @pytest.mark.parametrize(
-    "attrs",
+    "attrs, named",
     [
-        {"thresholds": [0.0, 1.0], "resets": [1.0], "weights": [1.0, 1.0]},  # lengths differ
-        {"thresholds": [float("nan"), 0.0], "resets": [1.0, 1.0], "weights": [1.0, 1.0]},
-        {"thresholds": [0.0, 0.0], "resets": [1.0, float("inf")], "weights": [1.0, 1.0]},
-        {"thresholds": [0.0] * 3, "resets": [1.0] * 3, "weights": [1.0] * 3},  # K=3, the body unrolls K=2
+        ({"thresholds": [0.0, 1.0], "resets": [1.0], "weights": [1.0, 1.0]}, "must have equal lengths"),
+        ({"thresholds": [float("nan"), 0.0], "resets": [1.0, 1.0], "weights": [1.0, 1.0]}, "step 0 holds a NaN"),
+        ({"thresholds": [0.0, 0.0], "resets": [1.0, float("inf")], "weights": [1.0, 1.0]}, "step 1 holds a NaN"),
+        # K=3 is the contract's, but the model's body unrolls K=2: only the body can refuse it
+        ({"thresholds": [0.0] * 3, "resets": [1.0] * 3, "weights": [1.0] * 3}, "Reshape|Split"),
     ],
     ids=["lengths", "nan", "inf", "other_k"],
 )
-def test_function_fallback_refuses_what_the_kernels_refuse(attrs):
+def test_function_fallback_refuses_what_the_kernels_refuse(attrs, named):
     node = helper.make_node("SpikingExp", ["x"], ["y"], domain="ai.sit", **attrs)
     graph = helper.make_graph(
         [node],
@@ -160,7 +162,11 @@ def test_function_fallback_refuses_what_the_kernels_refuse(attrs):
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.sit", 1)]
     model = helper.make_model(graph, opset_imports=opsets, functions=spiking_functions(2, 17))
-    with pytest.raises(Exception, match="Reshape|Split"):  # at session creation (constant folded) or at run
+    with pytest.raises(Exception, match="Reshape|Split"):  # the body itself, at session creation or at run
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": np.zeros(3, np.float32)}
+        )
+    with pytest.raises(Exception, match=named):  # make_session names it first, as the kernels would
         session = make_session(model, SessionSpec(provider="cpu", use_library=False))
         session.run(None, {"x": np.zeros(3, np.float32)})
 
