@@ -32,6 +32,7 @@ CASES = [  # (op, attributes changed or None to drop)
     ("SpikingSoftmax", {"time_steps": -4}),
     ("SpikingSoftmax", {"shift": 1.0}),
     ("SpikingActivation", {"low": 2.0}),
+    ("SpikingActivation", {"low": 1.0}),  # low == high
     ("SpikingActivation", {"high": float("inf")}),
     ("SpikingActivation", {"bias": float("nan")}),
     ("SpikingActivation", {"tails": [0.0, 1.0]}),
@@ -64,6 +65,42 @@ def test_a_valid_node_and_another_domains_node_pass(op):
     foreign = _node(op, {"shift": 7})
     foreign.domain = "com.example"
     assert contract_problem(foreign) == ""
+
+
+VALID_EDGES = [  # (op, attributes changed or None to drop): each the kernels take
+    ("SpikingExp", {"thresholds": [0.0] * 64, "resets": [1.0] * 64, "weights": [1.0] * 64}),  # K = MAX_STEPS
+    ("SpikingSoftmax", {"shift": None, "sigmoid": None, "time_steps": None, "axis": None}),  # the defaults
+    ("SpikingSoftmax", {"shift": 0, "sigmoid": 1, "time_steps": 8}),
+    ("SpikingActivation", {"gate": 1}),
+    ("SpikingActivation", {"gate": None, "bias": None}),
+]
+
+
+@pytest.mark.parametrize("op, changes", VALID_EDGES, ids=[f"{op}-{sorted(c)}" for op, c in VALID_EDGES])
+def test_edges_the_kernels_take_pass(op, changes):
+    node = _node(op, changes)
+    assert contract_problem(node) == ""
+    _run(node, np.ones((2, 3, 4), np.float32), 3, library=True)  # and the kernels do take them
+
+
+def test_an_empty_list_and_an_op_the_contract_does_not_name():
+    empty = _node("SpikingExp", {})
+    next(a for a in empty.attribute if a.name == "thresholds").ClearField("floats")
+    assert contract_problem(empty) == "thresholds must be a non-empty list of floats"
+    assert contract_problem(_node("SpikingExp", {}, name="x")) == ""
+    unknown = helper.make_node("SpikingFoo", ["x"], ["y"], domain=DOMAIN, shift=9)
+    assert contract_problem(unknown) == ""  # onnxruntime names an op no library defines
+
+
+def test_a_bad_node_inside_a_local_function_is_found_and_ours_are_not_read():
+    """A model-local function of another domain may hold spiking ops with their own attributes;
+    our functions' nodes take their attributes from the caller, by reference."""
+    new, _ = rewrite_model(onnx.load("models/vit_digits.onnx"), RewriteOptions())
+    inner = _node("SpikingSoftmax", {"sigmoid": 3}, name="inside")
+    block = helper.make_function("custom.block", "Block", ["x"], ["y"], [inner],
+                                 [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])  # fmt: skip
+    new.functions.append(block)
+    assert first_contract_problem(new) == "SpikingSoftmax node 'inside': shift and sigmoid must be 0 or 1"
 
 
 def test_every_op_a_rewrite_writes_passes():
