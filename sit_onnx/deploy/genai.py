@@ -20,6 +20,7 @@ from sit_onnx.deploy.triton import uses_spiking_ops
 from sit_onnx.errors import SitOnnxError, already_exists
 from sit_onnx.graph.load import external_data_files, load_model_and_files, read_model_proto
 from sit_onnx.graph.save import save_model
+from sit_onnx.runtime.op_contract import check_contract
 
 CONFIG = "genai_config.json"
 
@@ -80,6 +81,7 @@ def write_genai_folder(model_path: str | os.PathLike, source: str | os.PathLike,
     section = config["model"][options.component]
     replaced = _source_files(source, section["filename"])
     model, files = load_model_and_files(model_path)
+    check_contract(model, str(model_path))  # genai would refuse it at load, with or without the library
     library = get_library_path() if options.library and uses_spiking_ops(model) else None
     if library:
         section.setdefault("session_options", {})["custom_ops_library"] = LIBRARY_NAME

@@ -25,6 +25,7 @@ from sit_onnx.errors import SitOnnxError, already_exists
 from sit_onnx.graph.load import load_model_and_files
 from sit_onnx.graph.save import save_model
 from sit_onnx.graph.walk import graph_protos
+from sit_onnx.runtime.op_contract import check_contract
 
 TRITON_TYPES = {
     TensorProto.BOOL: "TYPE_BOOL",
@@ -150,6 +151,7 @@ def write_repository(model_path: str | os.PathLike, repo: str | os.PathLike, opt
     if target.exists() and not force:
         raise already_exists(target, "replace")
     model, files = load_model_and_files(model_path)
+    check_contract(model, str(model_path))  # the server would refuse it at load, with or without the library
     shipped = shipped_libraries(model, options.library)
     server_folder = Path(options.server_repo or repo.resolve()) / options.name
     config = triton_config(model, options, [str(server_folder / name) for name in shipped])

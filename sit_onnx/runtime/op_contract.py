@@ -14,6 +14,7 @@ import onnx
 from onnx import AttributeProto
 
 from sit_onnx.domain import DOMAIN, MAX_STEPS, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.walk import graph_protos
 
 NEURON = (SPIKING_EXP, SPIKING_SOFTMAX, SPIKING_ACTIVATION)  # the ops holding SI-exp's three lists
@@ -131,3 +132,10 @@ def first_contract_problem(model: onnx.ModelProto) -> str:
             if why:
                 return f"{node.op_type} node '{node.name}': {why}"
     return ""
+
+
+def check_contract(model: onnx.ModelProto, label: str) -> None:
+    """SitOnnxError '<label>: <op> node '<name>': why' for a node the kernels would refuse."""
+    problem = first_contract_problem(model)
+    if problem:
+        raise SitOnnxError(f"{label}: {problem}")

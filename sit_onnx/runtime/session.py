@@ -24,7 +24,7 @@ from onnx import TensorProto, helper
 from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_EXP, SPIKING_NORM, SPIKING_SOFTMAX
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.runtime.library import get_library_path, library_available
-from sit_onnx.runtime.op_contract import first_contract_problem
+from sit_onnx.runtime.op_contract import check_contract
 from sit_onnx.runtime.op_libraries import (
     EXTENSIONS_DOMAIN,
     extensions_library,
@@ -151,9 +151,7 @@ def _check_contract(model: str | os.PathLike | onnx.ModelProto, label: str) -> N
         proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     except Exception:  # noqa: BLE001 - unreadable: onnxruntime says why when it tries
         return
-    problem = first_contract_problem(proto)
-    if problem:
-        raise SitOnnxError(f"{label}: {problem}")
+    check_contract(proto, label)
 
 
 def _placed_spiking_nodes(source, spec: SessionSpec, providers: list[str], label: str) -> tuple[int, int]:

@@ -154,6 +154,20 @@ def test_output_errors_are_one_line_and_write_nothing(folders, tmp_path):
     assert sorted(p.name for p in source.iterdir()) == ["genai_config.json", "model.onnx", "tokenizer_config.json"]
 
 
+def test_a_converted_model_the_kernels_would_refuse_is_not_shipped(folders, tmp_path):
+    """genai would fail to load it, with the library or on the function bodies: named here, in one
+    line, and no folder written."""
+    source, model, _ = folders
+    bad = onnx.load(str(model))
+    node = next(n for n in bad.graph.node if n.op_type == "SpikingSoftmax")
+    next(a for a in node.attribute if a.name == "time_steps").i = -1
+    path = tmp_path / "bad.onnx"
+    onnx.save(bad, str(path))
+    result = invoke("genai", path, source, tmp_path / "out")
+    assert result.exit_code == 1 and not (tmp_path / "out").exists()
+    assert result.stderr.strip() == f"Error: {path}: SpikingSoftmax node '{node.name}': time_steps must be >= 0, got -1"
+
+
 def test_the_source_decoders_external_data_is_not_carried_over(folders, tmp_path):
     """A decoder whose weights sit in model.onnx.data (as genai's builder writes it), replaced by a
     converted model in one file: the old data file is not copied; a config without session options

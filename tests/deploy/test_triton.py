@@ -112,6 +112,21 @@ def test_server_repo_with_nothing_shipped_says_it_changes_nothing(converted):
     assert json.loads(invoke("triton", path, repo, "--no-library", "--force", "--json").output)["notes"] == []
 
 
+def test_a_converted_model_the_kernels_would_refuse_is_not_shipped(converted, tmp_path):
+    """The server would fail to load it, with the library or on the function bodies: named here, in
+    one line, and no entry written."""
+    path, repo = converted
+    bad = onnx.load(str(path))
+    node = next(n for n in bad.graph.node if n.op_type == "SpikingSoftmax")
+    next(a for a in node.attribute if a.name == "thresholds").floats[0] = float("nan")
+    bad_path = tmp_path / "bad.sit.onnx"
+    onnx.save(bad, str(bad_path))
+    result = invoke("triton", bad_path, repo, "--no-library")
+    assert result.exit_code == 1 and not (repo / "bad").exists()
+    expected = f"Error: {bad_path}: SpikingSoftmax node '{node.name}': step 0 holds a NaN or infinite value"
+    assert result.stderr.strip() == expected
+
+
 def test_types_and_dynamic_dims(tmp_path):
     graph = helper.make_graph(
         [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT16), helper.make_node("Softmax", ["f"], ["p"])],
