@@ -4,6 +4,7 @@ library it ships; bad input is one line and leaves nothing behind."""
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_no_library_and_models_without_spiking_ops_ship_none(converted, tmp_path
     assert not config.HasField("model_operations") and not (repo / "vit_digits" / LIBRARY_NAME).exists()
 
 
-def test_server_repo_with_nothing_shipped_says_it_changes_nothing(converted):
+def test_server_repo_with_nothing_shipped_says_it_changes_nothing(converted, tmp_path):
     """--server-repo only places shipped libraries' paths; with none shipped the user hears so."""
     path, repo = converted
     result = invoke("triton", path, repo, "--no-library", "--server-repo", "/models")
@@ -110,6 +111,11 @@ def test_server_repo_with_nothing_shipped_says_it_changes_nothing(converted):
     shipped = invoke("triton", path, repo, "--server-repo", "/models", "--force")
     assert shipped.exit_code == 0 and "note" not in shipped.output
     assert json.loads(invoke("triton", path, repo, "--no-library", "--force", "--json").output)["notes"] == []
+    other = tmp_path / "libother.so"  # another library shipped: --server-repo places its path
+    shutil.copyfile(get_library_path(), other)
+    given = invoke("triton", path, repo, "--no-library", "--op-library", other, "--server-repo", "/m", "--force")
+    assert given.exit_code == 0 and "note" not in given.output
+    assert list(parse(repo / "vit")[1].model_operations.op_library_filename) == ["/m/vit/libother.so"]
 
 
 def test_a_converted_model_the_kernels_would_refuse_is_not_shipped(converted, tmp_path):

@@ -92,6 +92,20 @@ def test_an_empty_list_and_an_op_the_contract_does_not_name():
     assert contract_problem(unknown) == ""  # onnxruntime names an op no library defines
 
 
+def test_a_node_passing_its_callers_attributes_down_is_the_callers_to_check():
+    """Inside another domain's local function a spiking op may take its attributes by reference
+    (empty of values here): the call site holds them, and the kernels see them resolved."""
+    forwarded = helper.make_node("SpikingSoftmax", ["x"], ["y"], name="forwarded", domain=DOMAIN)
+    for name, kind in (("thresholds", 6), ("resets", 6), ("weights", 6), ("shift", 2)):
+        forwarded.attribute.append(onnx.AttributeProto(name=name, ref_attr_name=name, type=kind))
+    assert contract_problem(forwarded) == ""
+    block = helper.make_function("custom.block", "Block", ["x"], ["y"], [forwarded],
+                                 [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+                                 attributes=["thresholds", "resets", "weights", "shift"])  # fmt: skip
+    model = helper.make_model(helper.make_graph([], "g", [], []), functions=[block])
+    assert first_contract_problem(model) == ""
+
+
 def test_a_bad_node_inside_a_local_function_is_found_and_ours_are_not_read():
     """A model-local function of another domain may hold spiking ops with their own attributes;
     our functions' nodes take their attributes from the caller, by reference."""
