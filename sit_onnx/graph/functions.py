@@ -60,6 +60,18 @@ def _cast_out(nodes: list, value: str, like: str, output: str, opset: int) -> No
         nodes.append(helper.make_node("CastLike", [value, like], [output]))
 
 
+def _nonfinite_count(prefix: str) -> list[onnx.NodeProto]:
+    """`{prefix}_bad_count` [1]: how many of the values in `{prefix}_all` are NaN or infinite."""
+    return [
+        helper.make_node("IsNaN", [f"{prefix}_all"], [f"{prefix}_nan"]),
+        helper.make_node("IsInf", [f"{prefix}_all"], [f"{prefix}_inf"]),
+        helper.make_node("Or", [f"{prefix}_nan", f"{prefix}_inf"], [f"{prefix}_bad"]),
+        helper.make_node("Cast", [f"{prefix}_bad"], [f"{prefix}_bad_int"], to=TensorProto.INT64),
+        _vector(f"{prefix}_axes", [0]),
+        helper.make_node("ReduceSum", [f"{prefix}_bad_int", f"{prefix}_axes"], [f"{prefix}_bad_count"], keepdims=1),
+    ]
+
+
 def _checked_steps(steps: int) -> list[onnx.NodeProto]:
     """T, H, D from the given attributes, refusing what the kernels refuse (ONNX has no assert):
     the three are concatenated and reshaped to [3K + the number of NaN or infinite values], which
@@ -67,14 +79,9 @@ def _checked_steps(steps: int) -> list[onnx.NodeProto]:
     the check cannot be optimised away."""
     return [
         helper.make_node("Concat", ["T_given", "H_given", "D_given"], ["steps_all"], axis=0),
-        helper.make_node("IsNaN", ["steps_all"], ["steps_nan"]),
-        helper.make_node("IsInf", ["steps_all"], ["steps_inf"]),
-        helper.make_node("Or", ["steps_nan", "steps_inf"], ["steps_bad"]),
-        helper.make_node("Cast", ["steps_bad"], ["steps_bad_int"], to=TensorProto.INT64),
-        _vector("steps_axes", [0]),
-        helper.make_node("ReduceSum", ["steps_bad_int", "steps_axes"], ["bad_count"], keepdims=1),
+        *_nonfinite_count("steps"),
         _vector("steps_size", [3 * steps]),
-        helper.make_node("Add", ["steps_size", "bad_count"], ["steps_shape"]),
+        helper.make_node("Add", ["steps_size", "steps_bad_count"], ["steps_shape"]),
         helper.make_node("Reshape", ["steps_all", "steps_shape"], ["steps_checked"]),
         _vector("steps_split", [steps, steps, steps]),
         helper.make_node("Split", ["steps_checked", "steps_split"], ["T", "H", "D"], axis=0),
@@ -246,30 +253,22 @@ def _checked_range() -> list[onnx.NodeProto]:
     the seven are concatenated and reshaped to [7 + the number of NaN or infinite values + (1 unless
     low < high)], which fails unless tails holds 4 values and all is finite and ordered; the four
     are then split from the result, so the check cannot be optimised away."""
-    one = _vector("range_one_shape", [1])
-    given = [
-        helper.make_node("Reshape", [f"{n}_given", "range_one_shape"], [f"{n}_row"]) for n in ("low", "high", "bias")
-    ]
+    scalars = ("low", "high", "bias")
     return [
-        one,
-        *given,
+        _vector("range_one_shape", [1]),
+        *[helper.make_node("Reshape", [f"{n}_given", "range_one_shape"], [f"{n}_row"]) for n in scalars],
         helper.make_node("Concat", ["low_row", "high_row", "bias_row", "tails_given"], ["range_all"], axis=0),
-        helper.make_node("IsNaN", ["range_all"], ["range_nan"]),
-        helper.make_node("IsInf", ["range_all"], ["range_inf"]),
-        helper.make_node("Or", ["range_nan", "range_inf"], ["range_bad"]),
-        helper.make_node("Cast", ["range_bad"], ["range_bad_int"], to=TensorProto.INT64),
+        *_nonfinite_count("range"),
         helper.make_node("Less", ["low_row", "high_row"], ["range_ordered"]),
         helper.make_node("Not", ["range_ordered"], ["range_unordered"]),
         helper.make_node("Cast", ["range_unordered"], ["range_unordered_int"], to=TensorProto.INT64),
-        _vector("range_axes", [0]),
-        helper.make_node("ReduceSum", ["range_bad_int", "range_axes"], ["range_bad_count"], keepdims=1),
         _vector("range_size", [7]),
         helper.make_node("Add", ["range_size", "range_bad_count"], ["range_size_bad"]),
         helper.make_node("Add", ["range_size_bad", "range_unordered_int"], ["range_shape"]),
         helper.make_node("Reshape", ["range_all", "range_shape"], ["range_checked"]),
         _vector("range_split", [1, 1, 1, 4]),
         helper.make_node("Split", ["range_checked", "range_split"], ["low_1", "high_1", "bias_1", "tails"], axis=0),
-        *[helper.make_node("Squeeze", [f"{n}_1", "range_axes"], [n]) for n in ("low", "high", "bias")],
+        *[helper.make_node("Squeeze", [f"{n}_1", "range_axes"], [n]) for n in scalars],
     ]
 
 

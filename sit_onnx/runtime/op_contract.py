@@ -17,8 +17,6 @@ from sit_onnx.domain import DOMAIN, MAX_STEPS, SPIKING_ACTIVATION, SPIKING_EXP, 
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.walk import graph_protos
 
-NEURON = (SPIKING_EXP, SPIKING_SOFTMAX, SPIKING_ACTIVATION)  # the ops holding SI-exp's three lists
-
 
 def _attributes(node: onnx.NodeProto) -> dict[str, AttributeProto]:
     return {a.name: a for a in node.attribute}

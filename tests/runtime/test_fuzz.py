@@ -166,12 +166,16 @@ def test_absent_int_attributes_take_the_contracts_defaults_on_both_paths(op, lib
     _assert_agree(got, expected, op, 0, f"{op} without its int attributes")
 
 
+# A small valid set (K=3) for the tests of attributes around it
+SMALL = NeuronParams(np.array([0.5, -0.5, -2.0]), np.array([1.0, 1.0, 2.0]), np.array([1.5, 0.5, 0.1]), (-4, 1))
+
+
 @pytest.mark.parametrize("library", [True, False], ids=["kernels", "function bodies"])
 @pytest.mark.parametrize("flag, value", [("shift", 2), ("shift", -1), ("sigmoid", 2), ("sigmoid", -3)])
 def test_shift_and_sigmoid_other_than_0_or_1_are_refused_on_both_paths(flag, value, library):
     """The kernels refuse them at session creation; the function body, which has no assert, fails
     its Reshape (it read any value but 0 as 1)."""
-    params = NeuronParams(np.array([0.0, -1.0]), np.array([1.0, 1.0]), np.array([1.0, 0.5]), (-2.0, 0.0))
+    params = SMALL
     attrs = {**neuron_attributes(params), flag: value}
     node = helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
     with pytest.raises(Exception, match="shift and sigmoid must be 0 or 1" if library else "(?i)reshape"):
@@ -180,7 +184,7 @@ def test_shift_and_sigmoid_other_than_0_or_1_are_refused_on_both_paths(flag, val
 
 @pytest.mark.parametrize("shift, sigmoid", [(0, 0), (1, 0), (0, 1), (1, 1)])
 def test_function_body_reads_shift_and_sigmoid_as_the_kernels_do(shift, sigmoid):
-    params = NeuronParams(np.array([0.5, -0.5, -2.0]), np.array([1.0, 1.0, 2.0]), np.array([1.5, 0.5, 0.1]), (-4, 1))
+    params = SMALL
     x = np.random.default_rng(shift * 2 + sigmoid).normal(0, 2, (4, 6)).astype(np.float32)
     attrs = {**neuron_attributes(params), "shift": shift, "sigmoid": sigmoid}
     node = helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
@@ -194,7 +198,7 @@ def test_function_body_reads_shift_and_sigmoid_as_the_kernels_do(shift, sigmoid)
 def test_negative_time_steps_are_refused_on_both_paths(op, library):
     """time_steps < 0: the kernels refuse it at session creation; the function body had run it
     (a rate of floor(N·w/V_th)/N with N < 0 silently fell back to the amplified form)."""
-    params = NeuronParams(np.array([0.0, -1.0]), np.array([1.0, 1.0]), np.array([1.0, 0.5]), (-2.0, 0.0))
+    params = SMALL
     attrs = {} if op == "SpikingNorm" else neuron_attributes(params)
     node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, time_steps=-2, **attrs)
     with pytest.raises(Exception, match="time_steps must be >= 0" if library else "(?i)reshape"):
@@ -210,7 +214,7 @@ def _parity_bases():
     from sit_onnx.graph.activations import activation_attributes
     from sit_onnx.neurons.activation import ActivationParams
 
-    params = NeuronParams(np.array([0.5, -0.5, -2.0]), np.array([1.0, 1.0, 2.0]), np.array([1.5, 0.5, 0.1]), (-4, 1))
+    params = SMALL
     neuron = neuron_attributes(params)
     return {
         "SpikingExp": neuron,
