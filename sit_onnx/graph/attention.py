@@ -8,9 +8,7 @@ over a softmax it did not see.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 from dataclasses import dataclass
 
 import onnx
@@ -28,6 +26,7 @@ from sit_onnx.graph.ort_attention import (
     unknown_attribute_reason,
 )
 from sit_onnx.graph.ort_gqa import group_query_attention_body
+from sit_onnx.graph.symbolic import symbolic_types, types_of
 from sit_onnx.graph.walk import graph_protos
 
 DECOMPOSERS = {  # onnxruntime's ops decomposed into standard ops (ort_attention.py, ort_gqa.py)
@@ -123,13 +122,13 @@ def _known_types(model: onnx.ModelProto, wanted: set[str]) -> KnownTypes:
     (that of the op's first input): a guess gives the element type, never the rank a decomposition
     is chosen by."""
     try:
-        types = _types_of(onnx.shape_inference.infer_shapes(model))
+        types = types_of(onnx.shape_inference.infer_shapes(model))
     except onnx.shape_inference.InferenceError:  # a node onnx finds malformed: what the model declares
-        types = _types_of(model)
+        types = types_of(model)
     for guess in (False, True):
         if all(name in types and _has_shape(types[name]) for name in wanted):
             break
-        inferred = _symbolic_types(model, guess)
+        inferred = symbolic_types(model, guess)
         if guess:
             types = {**{name: _element_type_only(t) for name, t in inferred.items()}, **types}
         else:  # onnx's shaped types first; a type without shape (as the float16 converters declare
@@ -173,24 +172,6 @@ def _standalone(model: onnx.ModelProto, graph: onnx.GraphProto, outer: dict) -> 
     return onnx.helper.make_model(copy, opset_imports=model.opset_import, ir_version=model.ir_version)
 
 
-def _symbolic_types(model: onnx.ModelProto, guess: bool) -> dict[str, onnx.TypeProto]:
-    """onnxruntime's symbolic inference, run as its `infer_shapes` runs it but keeping what it found
-    when it could not finish: `infer_shapes` then saves the model, weights and all, as
-    sym_shape_infer_temp.onnx into the working directory and raises."""
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        inference = SymbolicShapeInference(2**31 - 1, True, guess, 0)  # int_max, auto_merge, guess, verbose
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
-            inference._preprocess(model)
-            while inference.run_:
-                inference._infer_impl()
-            inference._update_output_from_vi()
-        return _types_of(inference.out_mp_)
-    except Exception:  # best effort: an op it cannot infer leaves the attention op alone, with why
-        return {}
-
-
 def _element_type_only(proto: onnx.TypeProto) -> onnx.TypeProto:
     return onnx.helper.make_tensor_type_proto(proto.tensor_type.elem_type, None)
 
@@ -212,16 +193,6 @@ def _embedding_mask_types(model: onnx.ModelProto, types: dict) -> dict[str, onnx
 
 def _has_shape(proto: onnx.TypeProto) -> bool:
     return proto.tensor_type.HasField("shape")
-
-
-def _types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    """The declared and inferred types of every graph's tensors, subgraphs' included."""
-    types = {}
-    for graph in graph_protos(model.graph):
-        types.update({v.name: v.type for v in list(graph.input) + list(graph.value_info) + list(graph.output)})
-        for t in graph.initializer:
-            types.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
-    return {name: t for name, t in types.items() if t.HasField("tensor_type") and t.tensor_type.elem_type}
 
 
 def _standard_body(node: onnx.NodeProto, opsets: dict[str, int], known: KnownTypes):

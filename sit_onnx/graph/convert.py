@@ -29,7 +29,13 @@ from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, 
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
 from sit_onnx.graph.site_roles import ATTENTION
 from sit_onnx.graph.sites import SOFTMAX, NearMiss, SoftmaxSite, constant_value, find_sites
-from sit_onnx.graph.validate import SourceCheck, check_source, infer_shapes, validate_model
+from sit_onnx.graph.validate import (
+    SourceCheck,
+    check_source,
+    drop_contradicted_annotations,
+    infer_shapes,
+    validate_model,
+)
 from sit_onnx.graph.walk import graph_label, graph_protos, graphs_by_place, walk_graphs
 from sit_onnx.neurons.activation import (
     ActivationParams,
@@ -197,7 +203,7 @@ class Prepared:
     source_check: SourceCheck
     attention: list[AttentionOp] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    around_expanded: set[str] = field(default_factory=set)  # what the expanded attention ops read and wrote
+    dropped: list[str] = field(default_factory=list)  # stale annotations around attention ops, taken out
     opaque: dict[bytes, onnx.AttributeProto] = field(default_factory=dict)  # what graphsurgeon carries as placeholders
 
 
@@ -236,14 +242,18 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     if source_check.note:
         notes.append(source_check.note)
     around = _attention_tensors(light)
+    # before the expansion reads them: a stale rank would pick the wrong layout (noted by `finish`)
+    dropped = drop_contradicted_annotations(light, _with_upstream(light, around))
     light, attention = expand_attention(light, opset)
     around -= _attention_tensors(light)  # the ops left alone keep theirs
+    # a fixed dim inference cannot confirm goes too: onnxruntime would fold the expansion's shapes by it
+    dropped += drop_contradicted_annotations(light, _with_upstream(light, around), unconfirmed=True)
     expanded = [a for a in attention if a.expanded]
     if expanded:
         counts = Counter(a.op for a in expanded)
         kinds = ", ".join(f"{count} {op}" for op, count in counts.items())
         notes.append(f"expanded {kinds} into standard ops, so the softmax inside each is a site")
-    return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes, around)
+    return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes, dropped)
 
 
 def _toposorted(graph: gs.Graph) -> gs.Graph:
@@ -477,7 +487,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
     if inline:
         new = inline_spiking_functions(new)
-    prepared.notes.extend(validate_model(new, prepared.source_check, unvouched=prepared.around_expanded))
+    prepared.notes.extend(validate_model(new, prepared.source_check, dropped_before=prepared.dropped))
     return new
 
 
@@ -690,6 +700,28 @@ def _attention_tensors(model: onnx.ModelProto) -> set[str]:
     return {
         name for g in graph_protos(model.graph) for n in g.node if is_attention_op(n) for name in (*n.input, *n.output)
     }
+
+
+def _with_upstream(model: onnx.ModelProto, names: set[str]) -> set[str]:
+    """`names` and every tensor they are computed from, in every graph (a branch's outer names
+    traced in the graph that makes them). A stale fixed dim anywhere upstream of an expanded
+    attention op reaches its standard ops through onnxruntime's inference, which folds shapes by
+    it; the fused op never looked."""
+    found = set(names)
+    graphs = list(graph_protos(model.graph))
+    makers = [{out: node for node in graph.node for out in node.output if out} for graph in graphs]
+    grown = True
+    while grown:
+        grown = False
+        for maker in makers:
+            todo = [name for name in found if name in maker]
+            while todo:
+                node = maker.pop(todo.pop(), None)
+                new = {name for name in node.input if name and name not in found} if node is not None else set()
+                found |= new
+                todo.extend(new)
+                grown = grown or bool(new)
+    return found
 
 
 def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:

@@ -10,11 +10,13 @@ fail the checker in any way the source did not, and the source's complaint becom
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx
 
 from sit_onnx.errors import SitOnnxError, first_line
+from sit_onnx.graph.symbolic import symbolic_types
 from sit_onnx.graph.walk import graph_protos, graphs_by_place
 
 # Complaints about a source that onnxruntime can still run: ops onnx does not know, outputs or
@@ -116,15 +118,15 @@ def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:
 
 
 def validate_model(
-    model: onnx.ModelProto | str, source: SourceCheck = SourceCheck(None, None), unvouched: set[str] = frozenset()
+    model: onnx.ModelProto | str, source: SourceCheck = SourceCheck(None, None), dropped_before: Sequence[str] = ()
 ) -> list[str]:
     """`check_model(full_check=True)`: types, shapes and functions; a path for models over 2 GB.
     Against a source that fails the checker itself, the rewritten model may fail it the same way.
-    The source's shape annotations of `unvouched` tensors (an expanded attention op's inputs and
-    outputs) are audited first, and any that onnx's inference then contradicts are dropped (see
-    `drop_contradicted_annotations`); the notes say which."""
+    Where the checker complains of a shape annotation the source's ops contradict (seen once an
+    attention op is expanded), it is dropped (see `drop_contradicted_annotations`); the notes say
+    which, with those `dropped_before` (taken out around the attention ops before the rewrite)."""
     in_memory = isinstance(model, onnx.ModelProto)
-    dropped = drop_contradicted_annotations(model, unvouched) if in_memory and unvouched else []
+    dropped = list(dropped_before)
     complaint = _complaint_beyond_source(model, source)
     if complaint is not None and in_memory:
         dropped += drop_contradicted_annotations(model)
@@ -132,17 +134,22 @@ def validate_model(
         raise SitOnnxError(f"the rewritten model fails onnx's checker: {complaint}")
     if not dropped:
         return []
-    annotation = f"shape annotation of {', '.join(dropped)}"
     still = complaint and _complaint_beyond_source(model, source)
     if still:
         raise SitOnnxError(
-            f"the source is inconsistent: its {annotation} contradicts what its own ops compute, "
-            f"and without it onnx's checker says: {still}"
+            f"the source is inconsistent: its shape annotation of {', '.join(dropped)} contradicts what its own "
+            f"ops compute, and without it onnx's checker says: {still}"
         )
-    return [
-        f"dropped the source's {annotation}: it contradicts what the source's own ops compute, which onnx "
-        "sees once the attention op beside it is expanded (onnxruntime ignores it in the source, with a warning)"
-    ]
+    return [dropped_note(dropped)]
+
+
+def dropped_note(dropped: Sequence[str]) -> str:
+    """The note for annotations `drop_contradicted_annotations` took out of a model."""
+    return (
+        f"dropped the source's shape annotation of {', '.join(dropped)}: it contradicts what the source's own "
+        "ops compute (onnxruntime ignores it in the source, with a warning; the standard ops of an expanded "
+        "attention op would be shaped by it)"
+    )
 
 
 def _complaint_beyond_source(model: onnx.ModelProto | str, source: SourceCheck) -> str | None:
@@ -155,11 +162,14 @@ def _complaint_beyond_source(model: onnx.ModelProto | str, source: SourceCheck) 
     return complaint
 
 
-def drop_contradicted_annotations(model: onnx.ModelProto, unvouched: set[str] | None = None) -> list[str]:
+def drop_contradicted_annotations(
+    model: onnx.ModelProto, among: set[str] | None = None, unconfirmed: bool = False
+) -> list[str]:
     """Remove the value_info entries (and give graph outputs the inferred shape) whose rank, fixed
     dims or element type onnx's inference contradicts when it works without them; return them as
-    "'name' [dims] (inferred [dims])". With `unvouched`, look at those tensors alone, and drop
-    (unlisted) an annotation whose fixed dims inference cannot confirm either.
+    "'name' [dims] (inferred [dims])". With `among`, look at those tensors alone (graph outputs
+    left as they are); with `unconfirmed`, also drop (unlisted) an annotation whose fixed dims
+    inference cannot confirm.
 
     An optimiser's fusion may keep a stale annotation on the fused op's output (onnxscript's
     MultiHeadAttention fusion of GPT-2 says [16*b, 64] of a [b, 16, 64] tensor). Behind an op onnx
@@ -167,32 +177,38 @@ def drop_contradicted_annotations(model: onnx.ModelProto, unvouched: set[str] | 
     into standard ops, the checker refuses the model for it, or, where inference cannot tell (a
     fixed dim where the data has another), onnxruntime trusts it, folds the expansion's shapes by it
     and fails at run time. onnxruntime infers the tensors itself through the standard ops."""
-    inferred = _inferred_without_annotations(model)
+    if among is not None and not any(info.name in among for g in graph_protos(model.graph) for info in g.value_info):
+        return []  # nothing to audit: no inference
+    inferred = _inferred_without_annotations(model, among)
     dropped = []
     for place, graph in graphs_by_place(model.graph):
         other = inferred[place]  # inference keeps every graph where it was, even where it gives up
         found = {info.name: info.type for info in other.value_info}
         keep = []
         for info in graph.value_info:
-            if unvouched is not None and info.name not in unvouched:
+            if among is not None and info.name not in among:
                 keep.append(info)
             elif info.name in found and _contradicts(info.type, found[info.name]):
                 dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(found[info.name])})")
-            elif unvouched is None or _confirmed(info.type, found.get(info.name)):
+            elif not unconfirmed or _confirmed(info.type, found.get(info.name)):
                 keep.append(info)
         del graph.value_info[:]
         graph.value_info.extend(keep)
         outputs = {info.name: info.type for info in other.output}
         for output in graph.output:
-            if unvouched is None and output.name in outputs and _contradicts(output.type, outputs[output.name]):
+            if among is None and output.name in outputs and _contradicts(output.type, outputs[output.name]):
                 dropped.append(f"output {output.name!r} {_dims(output.type)} (inferred {_dims(outputs[output.name])})")
                 _take_shape(output.type, outputs[output.name])
     return dropped
 
 
-def _inferred_without_annotations(model: onnx.ModelProto) -> dict[tuple, onnx.GraphProto]:
+def _inferred_without_annotations(
+    model: onnx.ModelProto, among: set[str] | None = None
+) -> dict[tuple, onnx.GraphProto]:
     """Each graph, by place, as onnx's inference types it from the inputs alone: no value_info,
-    graph outputs without their shapes."""
+    graph outputs without their shapes. Where onnx's inference stops short of an annotated tensor
+    (of `among`) in the main graph, past an onnxruntime op it has no schema for, onnxruntime's
+    symbolic inference fills the gaps."""
     bare = onnx.ModelProto()
     bare.CopyFrom(model)
     for graph in graph_protos(bare.graph):
@@ -200,7 +216,17 @@ def _inferred_without_annotations(model: onnx.ModelProto) -> dict[tuple, onnx.Gr
         for output in graph.output:
             if output.type.HasField("tensor_type"):
                 output.type.tensor_type.ClearField("shape")
-    return dict(graphs_by_place(infer_shapes(bare).graph))
+    inferred = dict(graphs_by_place(infer_shapes(bare).graph))
+    main = inferred[()]
+    known = {info.name for info in main.value_info}
+    if any(info.name not in known and (among is None or info.name in among) for info in model.graph.value_info):
+        gaps = symbolic_types(bare, guess=False)
+        main.value_info.extend(
+            onnx.helper.make_value_info(info.name, gaps[info.name])
+            for info in model.graph.value_info
+            if info.name not in known and info.name in gaps and gaps[info.name].tensor_type.HasField("shape")
+        )
+    return inferred
 
 
 def _confirmed(declared: onnx.TypeProto, inferred: onnx.TypeProto | None) -> bool:

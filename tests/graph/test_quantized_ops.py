@@ -390,13 +390,13 @@ def test_shapes_that_symbolic_inference_knows_are_kept_not_stripped_as_guesses()
 def test_inference_that_cannot_finish_keeps_what_it_found_and_writes_nothing(tmp_path, monkeypatch):
     """onnxruntime's `infer_shapes` saves the whole model into the working directory and raises
     when an op stops it: the pass runs it so that it keeps the shapes it did find, and writes no file."""
-    from sit_onnx.graph.attention import _symbolic_types
+    from sit_onnx.graph.symbolic import symbolic_types
 
     monkeypatch.chdir(tmp_path)
     model = _behind_an_unknown_embedding(False)
     model.graph.input.append(helper.make_tensor_value_info("g0", TensorProto.FLOAT, [1, 3, 8]))
     model.graph.node.insert(0, helper.make_node("FastGelu", ["g0"], ["g1"], domain="com.microsoft"))
-    found = _symbolic_types(model, guess=False)
+    found = symbolic_types(model, guess=False)
     assert "mask2" not in found  # the op nobody knows stopped it...
     assert len(found["g1"].tensor_type.shape.dim) == 3  # ...but what it found before is kept
     _, ops = expand_attention(model, 17)

@@ -1,0 +1,167 @@
+"""Stale shape annotations *upstream* of a fused attention op: a fixed batch or sequence length an
+export left on a tensor two ops before the op, or a rank that is not the tensor's. onnxruntime runs
+the source (the fused op never looks at them), but once the op is expanded into standard ops its
+inference carries a stale dim down to them and folds their shapes by it: the converted model
+failed at run time ("Non concat axis dimensions must match", Reshape errors), and a stale rank
+picked no layout at all. Each case below failed before the annotations upstream were audited."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sit_onnx.graph.attention import expand_attention
+from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.symbolic import symbolic_types
+from tests.helpers import run
+
+HIDDEN, BATCH, SEQ = 16, 3, 5
+MS = "com.microsoft"
+
+
+def _attention(kind: str, x: str) -> tuple[list, list, list]:
+    """Nodes, initializers and opsets of one attention op of `kind` reading `x` [b, s, 16]."""
+    rng = np.random.default_rng(3)
+    if kind == "MultiHeadAttention":
+        node = helper.make_node("MultiHeadAttention", [x, x, x], ["att"], domain=MS, num_heads=2)
+        return [node], [], [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
+    if kind == "Attention":  # onnxruntime's, with packed weights
+        weights = [
+            numpy_helper.from_array(rng.standard_normal((HIDDEN, 3 * HIDDEN)).astype(np.float32) * 0.3, "wqkv"),
+            numpy_helper.from_array(np.zeros(3 * HIDDEN, np.float32), "bqkv"),
+        ]
+        node = helper.make_node("Attention", [x, "wqkv", "bqkv"], ["att"], domain=MS, num_heads=2)
+        return [node], weights, [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
+    node = helper.make_node("Attention", [x, x, x], ["att"], q_num_heads=2, kv_num_heads=2)  # ONNX's, opset 23
+    return [node], [], [helper.make_opsetid("", 23), helper.make_opsetid(MS, 1)]
+
+
+def _model(kind: str, chain: list[tuple[str, str]], annotations: dict[str, list]):
+    """x -> each (op, domain) of `chain` -> the attention op -> MatMul -> y; `annotations` by tensor."""
+    nodes, name = [], "x"
+    for index, (op, domain) in enumerate(chain):
+        nodes.append(helper.make_node(op, [name], [f"t{index}"], domain=domain))
+        name = f"t{index}"
+    attention, weights, opsets = _attention(kind, name)
+    wo = numpy_helper.from_array(np.random.default_rng(4).standard_normal((HIDDEN, 8)).astype(np.float32), "wo")
+    nodes += [*attention, helper.make_node("MatMul", ["att", "wo"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", HIDDEN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", 8])],
+        [*weights, wo],
+        value_info=[helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n, dims in annotations.items()],
+    )
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 10
+    return model
+
+
+def _feeds():
+    return {"x": np.random.default_rng(5).standard_normal((BATCH, SEQ, HIDDEN)).astype(np.float32)}
+
+
+def _converted_agrees(source):
+    """Rewrites the source; the converted model runs where the source does and agrees with it."""
+    expected = run(source, _feeds())[0]
+    new, report = rewrite_model(source, RewriteOptions())
+    assert [a["expanded"] for a in report.attention] == [True]
+    got = run(new, _feeds())[0]
+    assert got.shape == expected.shape == (BATCH, SEQ, 8)
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+    return new, report
+
+
+def _annotated(model) -> dict[str, list]:
+    return {
+        info.name: [d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim]
+        for info in model.graph.value_info
+    }
+
+
+@pytest.mark.parametrize("kind", ["MultiHeadAttention", "Attention", "OnnxAttention"])
+@pytest.mark.parametrize(("stale", "dims"), [("batch", [2, "s", HIDDEN]), ("sequence", ["b", 8, HIDDEN])])
+def test_a_stale_fixed_dim_two_ops_upstream_no_longer_breaks_the_converted_model(kind, stale, dims):
+    source = _model(kind, [("Relu", ""), ("Neg", "")], {"t0": dims})
+    new, report = _converted_agrees(source)
+    assert "t0" not in _annotated(new)
+    assert not any("dropped" in note for note in report.notes)  # unconfirmed, not contradicted: dropped silently
+
+
+def test_a_true_annotation_upstream_stays():
+    source = _model("MultiHeadAttention", [("Relu", ""), ("Neg", "")], {"t0": ["b", "s", HIDDEN]})
+    new, _ = _converted_agrees(source)
+    assert _annotated(new)["t0"] == ["b", "s", HIDDEN]
+
+
+def test_a_stale_rank_past_an_op_onnx_cannot_infer_is_dropped_by_onnxruntimes_inference():
+    """FastGelu (onnxruntime's own op) stops onnx's inference: only onnxruntime's symbolic inference
+    can tell the MultiHeadAttention's input is [b, s, 16], not the [b*s, 16] it is annotated. The
+    stale rank had left the op unexpanded ("ranks (2, 2, 2) are no layout ...")."""
+    source = _model("MultiHeadAttention", [("FastGelu", MS), ("Relu", "")], {"t1": ["b*s", HIDDEN]})
+    new, report = _converted_agrees(source)
+    assert "t1" not in _annotated(new)
+    assert any(
+        note.startswith("dropped the source's shape annotation of 't1' [b*s, 16] (inferred [b, s, 16]): ")
+        for note in report.notes
+    )
+
+
+def test_onnx_attention_past_an_op_onnx_cannot_infer_is_expanded():
+    """onnxruntime's symbolic inference trips over ONNX's opset-23 Attention itself; what it found
+    before the op (the input's rank, behind FastGelu) is kept, and the op is expanded."""
+    source = _model("OnnxAttention", [("FastGelu", MS), ("Sigmoid", "")], {})
+    types = symbolic_types(source, guess=False)
+    assert [d.dim_value or d.dim_param for d in types["t1"].tensor_type.shape.dim] == ["b", "s", HIDDEN]
+    assert "att" not in types  # the op it failed on: its half-made output type is not kept
+    _converted_agrees(source)
+    _, ops = expand_attention(source, 23)
+    assert [a.expanded for a in ops] == [True]
+
+
+def test_a_stale_dim_upstream_of_an_attention_op_in_a_branch_is_found_in_the_main_graph():
+    """The If branch reads `outer` from the main graph; the stale annotation sits one op above that,
+    where only tracing the branch's outer names back into the main graph reaches it."""
+    branch_nodes = [
+        helper.make_node("Relu", ["outer"], ["inner"]),
+        helper.make_node("MultiHeadAttention", ["inner", "inner", "inner"], ["att"], domain=MS, num_heads=2),
+    ]
+    out = helper.make_tensor_value_info("att", TensorProto.FLOAT, None)
+    then_branch = helper.make_graph(branch_nodes, "then", [], [out])
+    else_branch = helper.make_graph([helper.make_node("Identity", ["outer"], ["same"])], "else", [], [])
+    else_branch.output.append(helper.make_tensor_value_info("same", TensorProto.FLOAT, None))
+    nodes = [
+        helper.make_node("Neg", ["x"], ["stale"]),
+        helper.make_node("Relu", ["stale"], ["outer"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", HIDDEN]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", HIDDEN])],
+        value_info=[helper.make_tensor_value_info("stale", TensorProto.FLOAT, [2, "s", HIDDEN])],
+    )
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    source.ir_version = 10
+    feeds = {**_feeds(), "c": np.array(True)}
+    expected = run(source, feeds)[0]
+    new, report = rewrite_model(source, RewriteOptions())
+    assert [a["expanded"] for a in report.attention] == [True]
+    assert "stale" not in _annotated(new)
+    got = run(new, feeds)[0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_annotations_upstream_of_an_attention_op_left_alone_stay():
+    """Not expanded (an attribute sit-onnx does not know): nothing of its inputs' past is audited."""
+    source = _model("MultiHeadAttention", [("Relu", ""), ("Neg", "")], {"t0": [2, "s", HIDDEN]})
+    source.graph.node[2].attribute.append(helper.make_attribute("future_flag", 1))
+    source.graph.node.append(helper.make_node("Softmax", ["y"], ["p"]))
+    source.graph.output[0].name = "p"
+    new, report = rewrite_model(source, RewriteOptions())
+    assert [a["expanded"] for a in report.attention] == [False]
+    assert _annotated(new)["t0"] == [2, "s", HIDDEN]
