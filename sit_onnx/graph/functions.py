@@ -198,11 +198,14 @@ def spiking_softmax_function(opset: int) -> onnx.FunctionProto:
         _ref_constant("axis_value", "axis", ints),
         _vector("zero_axis", [0]),
         helper.make_node("Unsqueeze", ["axis_value", "zero_axis"], ["axis_index"]),
-        helper.make_node("Shape", ["a"], ["a_shape"]),
-        _vector("one", [1]),
-        helper.make_node("ScatterElements", ["a_shape", "axis_index", "one"], ["pad_shape"]),
+        # the pad, -inf of a's shape with the axis 1 long, computed from `a` itself, not from Shape(a): a
+        # stale fixed dim annotated upstream would let onnxruntime fold Shape(a) to a constant
+        _scalar("zero_f", 0.0, TensorProto.FLOAT),  # `a` is float32 at every opset
+        helper.make_node("IsNaN", ["a"], ["a_nan"]),
+        helper.make_node("Where", ["a_nan", "zero_f", "zero_f"], ["zeros"]),
+        helper.make_node("ReduceSum", ["zeros", "axis_index"], ["pad_zeros"], keepdims=1),
         _scalar("minus_inf", float("-inf"), TensorProto.FLOAT),
-        helper.make_node("Expand", ["minus_inf", "pad_shape"], ["pad"]),  # `a` is float32 at every opset
+        helper.make_node("Add", ["pad_zeros", "minus_inf"], ["pad"]),
         pad_axis,
         argmax,
         gather,

@@ -3,7 +3,8 @@ export left on a tensor two ops before the op, or a rank that is not the tensor'
 the source (the fused op never looks at them), but once the op is expanded into standard ops its
 inference carries a stale dim down to them and folds their shapes by it: the converted model
 failed at run time ("Non concat axis dimensions must match", Reshape errors), and a stale rank
-picked no layout at all. Each case below failed before the annotations upstream were audited."""
+picked no layout at all. The fused SpikingSoftmax's own function body read Shape(x) the same way.
+Each case below failed before (but the ones that check what is kept)."""
 
 import numpy as np
 import pytest
@@ -165,3 +166,26 @@ def test_annotations_upstream_of_an_attention_op_left_alone_stay():
     new, report = rewrite_model(source, RewriteOptions())
     assert [a["expanded"] for a in report.attention] == [False]
     assert _annotated(new)["t0"] == [2, "s", HIDDEN]
+
+
+@pytest.mark.parametrize("inline", [False, True])
+@pytest.mark.parametrize("dims", [[2, 7], [4, 7]])
+def test_a_stale_batch_before_a_plain_softmax_does_not_break_the_fused_ops_body(dims, inline):
+    """No attention op: x -> Relu (annotated a batch of 2) -> Softmax, run at batch 3. The fused op's
+    function body (what runs without our library) took the pad of its max from Shape(x), which
+    onnxruntime folded by the annotation: "Non concat axis dimensions must match"."""
+    nodes = [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Softmax", ["t"], ["y"], axis=-1)]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "k"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k"])],
+        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, dims)],
+    )
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source.ir_version = 10
+    x = np.random.default_rng(6).standard_normal((BATCH, 7)).astype(np.float32)
+    expected = run(source, {"x": x})[0]
+    new, _ = rewrite_model(source, RewriteOptions(inline=inline))
+    got = run(new, {"x": x})[0]  # helpers.run: no library, the function body
+    assert got.shape == (BATCH, 7) and np.abs(got - expected).max() < 0.02
