@@ -241,19 +241,28 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     source_check = check_source(light, label)
     if source_check.note:
         notes.append(source_check.note)
-    around = _attention_tensors(light)
-    # before the expansion reads them: a stale rank would pick the wrong layout (noted by `finish`)
-    dropped = drop_contradicted_annotations(light, _with_upstream(light, around))
-    light, attention = expand_attention(light, opset)
-    around -= _attention_tensors(light)  # the ops left alone keep theirs
-    # a fixed dim inference cannot confirm goes too: onnxruntime would fold the expansion's shapes by it
-    dropped += drop_contradicted_annotations(light, _with_upstream(light, around), unconfirmed=True)
+    light, attention, dropped = _expand_attention_ops(light, opset)
     expanded = [a for a in attention if a.expanded]
     if expanded:
         counts = Counter(a.op for a in expanded)
         kinds = ", ".join(f"{count} {op}" for op, count in counts.items())
         notes.append(f"expanded {kinds} into standard ops, so the softmax inside each is a site")
     return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes, dropped)
+
+
+def _expand_attention_ops(light: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, list[AttentionOp], list[str]]:
+    """`expand_attention`, and the source's shape annotations that the rewrite's standard ops would
+    trust audited: onnxruntime's inference carries a stale dim from anywhere upstream into them
+    (the expansions, the spiking ops' function bodies, the version converter's reshapes of a legacy
+    Softmax) and folds their shapes by it, where the source's fused op or Softmax never looked.
+    Returns the annotations dropped as contradicted (noted by `finish`); fixed dims inference
+    cannot confirm go silently."""
+    # before the expansion reads them: a stale rank would pick the wrong layout
+    dropped = drop_contradicted_annotations(light, _with_upstream(light, _attention_tensors(light)))
+    light, attention = expand_attention(light, opset)
+    annotated = {info.name for graph in graph_protos(light.graph) for info in graph.value_info}
+    dropped += drop_contradicted_annotations(light, annotated, unconfirmed=True)
+    return light, attention, dropped
 
 
 def _toposorted(graph: gs.Graph) -> gs.Graph:
@@ -704,9 +713,7 @@ def _attention_tensors(model: onnx.ModelProto) -> set[str]:
 
 def _with_upstream(model: onnx.ModelProto, names: set[str]) -> set[str]:
     """`names` and every tensor they are computed from, in every graph (a branch's outer names
-    traced in the graph that makes them). A stale fixed dim anywhere upstream of an expanded
-    attention op reaches its standard ops through onnxruntime's inference, which folds shapes by
-    it; the fused op never looked."""
+    traced in the graph that makes them)."""
     found = set(names)
     graphs = list(graph_protos(model.graph))
     makers = [{out: node for node in graph.node for out in node.output if out} for graph in graphs]

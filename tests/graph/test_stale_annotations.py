@@ -96,7 +96,7 @@ def test_an_annotation_inference_cannot_confirm_goes_without_a_word():
     source = _fused_model(annotation=("b", SEQ, HIDDEN))
     source.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "s"
     new, report = rewrite_model(source, RewriteOptions())
-    assert "att" not in _annotations(new) and _annotations(new)["mixed"] == ["b", SEQ, 8]
+    assert "att" not in _annotations(new) and "mixed" not in _annotations(new)  # [b, 6, 8]: nor is this 6
     assert not any("dropped" in n for n in report.notes)
 
 
@@ -171,14 +171,17 @@ def test_a_stale_graph_output_after_the_attention_takes_the_inferred_shape():
     assert len(new.graph.output[0].type.tensor_type.shape.dim) == 3
 
 
-def test_the_annotations_around_an_attention_op_left_alone_stay():
-    """Not expanded (an attribute sit-onnx does not know), the op keeps its neighbours' annotations."""
-    source = _identity_into_attention([2, SEQ, HIDDEN], future_flag=1)
+@pytest.mark.parametrize(("annotated", "kept"), [(["b", "s", HIDDEN], True), ([2, "s", HIDDEN], False)])
+def test_around_an_attention_op_left_alone_a_proven_annotation_stays_and_a_stale_one_goes(annotated, kept):
+    """Not expanded (an attribute sit-onnx does not know), the op still feeds a Softmax the rewrite
+    converts, whose function body onnxruntime shapes by what it infers upstream: the true annotation
+    stays, the batch of 2 the input does not prove goes."""
+    source = _identity_into_attention(annotated, future_flag=1)
     source.graph.node.append(helper.make_node("Softmax", ["y"], ["p"]))
     source.graph.output[0].name = "p"
     new, report = rewrite_model(source, RewriteOptions())
     assert [a["expanded"] for a in report.attention] == [False]
-    assert _annotations(new)["qi"] == [2, SEQ, HIDDEN]
+    assert (_annotations(new).get("qi") == annotated) is kept
 
 
 def test_a_source_broken_without_its_annotation_is_refused_naming_both(tmp_path):
