@@ -147,8 +147,8 @@ def dropped_note(dropped: Sequence[str]) -> str:
     """The note for annotations `drop_contradicted_annotations` took out of a model."""
     return (
         f"dropped the source's shape annotation of {', '.join(dropped)}: it contradicts what the source's own "
-        "ops compute (onnxruntime ignores it in the source, with a warning; the standard ops of an expanded "
-        "attention op would be shaped by it)"
+        "ops compute (onnxruntime ignores it in the source, with a warning; the standard ops that take an "
+        "attention op's or a softmax's place would be shaped by it)"
     )
 
 

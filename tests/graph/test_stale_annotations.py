@@ -67,8 +67,8 @@ def test_a_stale_rank_is_dropped_and_the_rewrite_keeps_the_sources_output():
     dropped = [n for n in report.notes if n.startswith("dropped")]
     assert dropped == [
         "dropped the source's shape annotation of 'att' [6*b, 16] (inferred [b, 6, 16]): it contradicts what the "
-        "source's own ops compute (onnxruntime ignores it in the source, with a warning; the standard ops of an "
-        "expanded attention op would be shaped by it)"
+        "source's own ops compute (onnxruntime ignores it in the source, with a warning; the standard ops that "
+        "take an attention op's or a softmax's place would be shaped by it)"
     ]
     annotations = _annotations(new)
     assert "att" not in annotations and annotations["mixed"] == ["b", SEQ, 8]  # the true one stays

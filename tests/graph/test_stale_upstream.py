@@ -205,3 +205,28 @@ def test_a_stale_batch_before_a_legacy_softmax_does_not_break_the_upgraded_model
     spec = SessionSpec(provider="cpu", use_library=True)
     got = make_session(new, spec).run(None, {"x": x})[0] if library else run(new, {"x": x})[0]
     assert got.shape == (BATCH, 4, 5) and np.abs(got - expected).max() < 0.02
+
+
+def test_a_contradicted_annotation_before_a_split_softmax_is_dropped_and_named():
+    """A dim that is not the tensor's ([n, 2, 2] of an [n, 4, 2] tensor) before a Softmax: the split
+    form's SpikingExp body was refused at session creation ("Incompatible dimensions")."""
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Softmax", ["t"], ["y"], axis=1)]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 2])],
+        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, ["n", 2, 2])],
+    )
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    source.ir_version = 8
+    x = np.random.default_rng(8).standard_normal((BATCH, 4, 2)).astype(np.float32)
+    expected = run(source, {"x": x})[0]
+    new, report = rewrite_model(source, RewriteOptions(fuse=False))
+    assert "t" not in _annotated(new)
+    assert any(
+        n.startswith("dropped the source's shape annotation of 't' [n, 2, 2] (inferred [n, 4, 2]): ")
+        for n in report.notes
+    )
+    got = run(new, {"x": x})[0]
+    assert got.shape == (BATCH, 4, 2) and np.abs(got - expected).max() < 0.02
