@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+from collections.abc import Iterator
 
 import onnx
 
@@ -32,7 +34,7 @@ def symbolic_types(model: onnx.ModelProto, guess: bool) -> dict[str, onnx.TypePr
 
     inference = Inference(2**31 - 1, True, guess, 0)  # int_max, auto_merge, guess, verbose
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot infer
+        with _quiet():
             inference._preprocess(model)
             while inference.run_:
                 inference._infer_impl()
@@ -46,6 +48,21 @@ def symbolic_types(model: onnx.ModelProto, guess: bool) -> dict[str, onnx.TypePr
             for name, info in known.items()
             if name not in failed and info.type.HasField("tensor_type") and info.type.tensor_type.elem_type
         }
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """What onnxruntime's inference says of what it cannot infer ("Cannot determine if 1 - a < 0",
+    through its logger, which Python prints on stderr; older versions print) is not the user's
+    business: the pass keeps what it found and says what it could not use."""
+    log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    was = log.disabled
+    log.disabled = True
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        log.disabled = was
 
 
 def types_of(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.graph.attention import expand_attention
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.validate import _contradicts, drop_contradicted_annotations
 from tests.helpers import run
@@ -298,8 +299,6 @@ def test_a_model_given_by_path_is_checked_without_dropping_anything(tmp_path):
     source = _fused_model()
     new = onnx.ModelProto()
     new.CopyFrom(source)
-    from sit_onnx.graph.attention import expand_attention
-
     expanded, _ = expand_attention(new, 17)
     path = tmp_path / "big.onnx"
     onnx.save(expanded, str(path))
@@ -322,4 +321,72 @@ def test_every_stale_annotation_is_named():
     dropped = [n for n in report.notes if n.startswith("dropped")]
     assert len(dropped) == 1 and dropped[0].startswith(
         "dropped the source's shape annotation of 'att' [6*b, 16] (inferred [b, 6, 16]), 'att2' [6*b, 16] (inferred "
+    )
+
+
+def _past_an_unknown_op(annotated):
+    """x [b, 6] -> Relu -> r -> my.ops::Mystery -> m (annotated `annotated`) -> y: no inference
+    reaches m."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Mystery", ["r"], ["m"], domain="my.ops"),
+        helper.make_node("Neg", ["m"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        value_info=[
+            helper.make_tensor_value_info("r", TensorProto.FLOAT, ["b", 6]),
+            helper.make_tensor_value_info("m", TensorProto.FLOAT, annotated),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
+
+
+def test_an_annotation_no_inference_reaches_goes_when_asked_to_confirm_and_stays_otherwise():
+    for unconfirmed, kept in ((True, ["r"]), (False, ["r", "m"])):
+        model = _past_an_unknown_op(["b", 6])
+        assert drop_contradicted_annotations(model, {"r", "m"}, unconfirmed=unconfirmed) == []
+        assert list(_annotations(model)) == kept
+    model = _past_an_unknown_op(["b", 6])
+    assert drop_contradicted_annotations(model) == [] and list(_annotations(model)) == ["r", "m"]  # the default
+
+
+def test_onnxruntimes_inference_runs_only_for_an_audited_annotation_onnx_cannot_reach(monkeypatch):
+    """It costs seconds on a large model: auditing `r` alone, which onnx's inference reaches, does
+    not run it although `m` (not audited) lies past an op onnx does not know."""
+    import sit_onnx.graph.validate as validate
+
+    calls = []
+    monkeypatch.setattr(validate, "symbolic_types", lambda model, guess: calls.append(guess) or {})
+    drop_contradicted_annotations(_past_an_unknown_op(["b", 6]), {"r"}, unconfirmed=True)
+    assert calls == []
+    drop_contradicted_annotations(_past_an_unknown_op(["b", 6]), {"m"}, unconfirmed=True)
+    assert calls == [False]
+
+
+def test_a_scalar_annotation_inference_gives_no_rank_is_not_confirmed():
+    from sit_onnx.graph.validate import _confirmed
+
+    scalar = _tensor_type(TensorProto.FLOAT, [])
+    assert not _confirmed(scalar, _tensor_type(TensorProto.FLOAT, None))
+    assert not _confirmed(scalar, None)
+    assert _confirmed(scalar, _tensor_type(TensorProto.FLOAT, []))
+
+
+def test_the_inconsistent_source_message_names_every_annotation_dropped():
+    from sit_onnx.graph.validate import SourceCheck, validate_model
+
+    broken = _fused_model(reader="Gemm")
+    broken, _ = expand_attention(broken, 17)
+    del broken.graph.value_info[:]  # as if taken out before: the Gemm still reads a rank-3 tensor
+    with pytest.raises(SitOnnxError) as raised:
+        validate_model(
+            broken, SourceCheck(None, None), ["'att' [6*b, 16] (inferred [b, 6, 16])", "'q' [1] (inferred [b, 6, 16])"]
+        )
+    assert str(raised.value).startswith(
+        "the source is inconsistent: its shape annotation of 'att' [6*b, 16] (inferred [b, 6, 16]), 'q' [1] "
+        "(inferred [b, 6, 16]) contradicts what its own ops compute, and without it onnx's checker says: "
     )

@@ -121,9 +121,9 @@ def test_onnx_attention_past_an_op_onnx_cannot_infer_is_expanded():
     assert [a.expanded for a in ops] == [True]
 
 
-def test_a_stale_dim_upstream_of_an_attention_op_in_a_branch_is_found_in_the_main_graph():
-    """The If branch reads `outer` from the main graph; the stale annotation sits one op above that,
-    where only tracing the branch's outer names back into the main graph reaches it."""
+def test_a_stale_rank_upstream_of_an_attention_op_in_a_branch_is_found_in_the_main_graph():
+    """The If branch reads `outer` from the main graph; the stale rank sits one op above that, where
+    only tracing the branch's outer names back into the main graph finds it before the expansion."""
     branch_nodes = [
         helper.make_node("Relu", ["outer"], ["inner"]),
         helper.make_node("MultiHeadAttention", ["inner", "inner", "inner"], ["att"], domain=MS, num_heads=2),
@@ -145,7 +145,7 @@ def test_a_stale_dim_upstream_of_an_attention_op_in_a_branch_is_found_in_the_mai
             helper.make_tensor_value_info("c", TensorProto.BOOL, []),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", HIDDEN])],
-        value_info=[helper.make_tensor_value_info("stale", TensorProto.FLOAT, [2, "s", HIDDEN])],
+        value_info=[helper.make_tensor_value_info("stale", TensorProto.FLOAT, ["b*s", HIDDEN])],
     )
     source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
     source.ir_version = 10
@@ -154,6 +154,7 @@ def test_a_stale_dim_upstream_of_an_attention_op_in_a_branch_is_found_in_the_mai
     new, report = rewrite_model(source, RewriteOptions())
     assert [a["expanded"] for a in report.attention] == [True]
     assert "stale" not in _annotated(new)
+    assert any(n.startswith("dropped the source's shape annotation of 'stale' [b*s, 16] (") for n in report.notes)
     got = run(new, feeds)[0]
     assert got.shape == expected.shape and np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
 
@@ -230,3 +231,15 @@ def test_a_contradicted_annotation_before_a_split_softmax_is_dropped_and_named()
     )
     got = run(new, {"x": x})[0]
     assert got.shape == (BATCH, 4, 2) and np.abs(got - expected).max() < 0.02
+
+
+def test_a_stale_rank_two_ops_upstream_does_not_reach_the_expansions_types():
+    """[b*s, 16] on t0, two ops before the MultiHeadAttention, its input t1 unannotated: onnx's
+    inference carried the rank 2 down to t1, and the op was left alone ("ranks (2, 2, 2) ...")."""
+    source = _model("MultiHeadAttention", [("Relu", ""), ("Neg", "")], {"t0": ["b*s", HIDDEN]})
+    new, report = _converted_agrees(source)
+    assert "t0" not in _annotated(new)
+    assert any(
+        n.startswith("dropped the source's shape annotation of 't0' [b*s, 16] (inferred [b, s, 16])")
+        for n in report.notes
+    )
