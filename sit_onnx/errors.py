@@ -1,5 +1,7 @@
 """The one exception type for user mistakes; the CLI prints it as one line and exits 1."""
 
+from pathlib import Path
+
 
 class SitOnnxError(Exception):
     """A problem with the user's input (file, model, option), not a bug in sit-onnx."""
@@ -17,3 +19,13 @@ def first_line(exc: BaseException) -> str:
     for prefix in ("[ONNXRuntimeError] : ",):
         text = text.split(prefix)[-1]
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def existing_file(path) -> Path:
+    """`path` as a Path when it names a file, else one line saying why not (missing, or a folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise SitOnnxError(f"{path}: no such file")
+    if not path.is_file():
+        raise SitOnnxError(f"{path}: not a file")
+    return path

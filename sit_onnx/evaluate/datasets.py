@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
-from sit_onnx.errors import SitOnnxError
+from sit_onnx.errors import SitOnnxError, existing_file
 from sit_onnx.evaluate.inputs import load_arrays
 
 DATASETS = ("digits",)
@@ -60,8 +59,8 @@ def check_data_choice(data: str | os.PathLike | None, dataset: str | None) -> No
     it before they load the model (a large one takes seconds to refuse a missing flag otherwise)."""
     if (data is None) == (dataset is None):
         raise SitOnnxError("give exactly one of --data FILE.npz or --dataset digits")
-    if data is not None and not Path(data).is_file():
-        raise SitOnnxError(f"{data}: no such file")
+    if data is not None:
+        existing_file(data)
 
 
 def load_labelled(

@@ -9,14 +9,13 @@ import os
 import re
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from sit_onnx.errors import SitOnnxError, first_line
+from sit_onnx.errors import SitOnnxError, existing_file, first_line
 from sit_onnx.evaluate.generation_inputs import is_generation, prompt_subgraph, set_controls
 from sit_onnx.evaluate.image_inputs import image_dims
 from sit_onnx.graph.walk import constant_shapes, graph_protos
@@ -40,9 +39,7 @@ ORT_TYPES = {
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.is_file():
-        raise SitOnnxError(f"{path}: no such file")
+    path = existing_file(path)
     try:
         with path.open("rb") as head:  # numpy takes anything else for a pickle and says so
             if not head.read(6).startswith((b"PK", b"\x93NUMPY")):

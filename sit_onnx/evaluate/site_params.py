@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.evaluate.calibrate import WEIGHTLESS, site_logits
 from sit_onnx.neurons.fit import FitOptions, SoftmaxTarget, fit_si_exp
 from sit_onnx.neurons.objective import RowScore, rows_from_logits
@@ -81,6 +82,11 @@ def _choose(site, logits: np.ndarray, steps: int, rounds: int) -> SiteChoice:
     """Polish on half of the site's rows, choose and report on the other half (held out)."""
     moved = np.moveaxis(logits, site.axis, -1)
     flat = moved.reshape(-1, moved.shape[-1])
+    if not np.isfinite(flat).any():
+        raise SitOnnxError(
+            f"--calibrate: the data gives site {site.name!r} no finite logit (all NaN or infinite): "
+            "it cannot tell what set serves it; check the data for NaN or infinite values"
+        )
     limit = rows_per_half(flat.shape[-1])
     fit_rows = rows_from_logits(flat[0::2] if len(flat) > 1 else flat, -1, limit=limit)
     rows = rows_from_logits(flat[1::2] if len(flat) > 1 else flat, -1, limit=limit, seed=1)

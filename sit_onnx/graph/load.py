@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from sit_onnx.errors import SitOnnxError, first_line
+from sit_onnx.errors import SitOnnxError, existing_file, first_line
 from sit_onnx.graph.walk import graph_protos
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -38,12 +38,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
 def check_model_path(path: str | os.PathLike) -> Path:
     """A model path that names a file, or one line saying why not: what the commands check before
     they spend seconds on another model or a session."""
-    path = Path(path)
-    if not path.exists():
-        raise SitOnnxError(f"{path}: no such file")
-    if not path.is_file():
-        raise SitOnnxError(f"{path}: not a file")
-    return path
+    return existing_file(path)
 
 
 def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:

@@ -50,7 +50,12 @@ def test_with_the_flags_right_the_model_is_what_is_refused(command, not_a_model)
 
 
 def test_a_data_folder_is_no_file(not_a_model, tmp_path):
-    assert _one_line(["eval", not_a_model, "--data", tmp_path]) == f"{tmp_path}: no such file"
+    """A folder is there, so "no such file" (said before) sent the user looking for a typo."""
+    assert _one_line(["eval", not_a_model, "--data", tmp_path]) == f"{tmp_path}: not a file"
+    out = tmp_path / "out.onnx"
+    assert _one_line(["rewrite", not_a_model, "-o", out, "--calibrate", tmp_path]) == f"{tmp_path}: not a file"
+    assert _one_line(["run", not_a_model, "--inputs", tmp_path]) == f"{tmp_path}: not a file"
+    assert not out.exists()
 
 
 def test_rewrite_names_a_missing_calibration_file_before_the_model_is_read(not_a_model, tmp_path):
@@ -121,3 +126,26 @@ def test_rewrite_file_checks_its_options_before_the_model_is_read(not_a_model, t
     options = sit_onnx.RewriteOptions(params_file=tmp_path / "nowhere.json")
     with pytest.raises(SitOnnxError, match="nowhere.json: parameter file not found"):
         sit_onnx.rewrite_file(not_a_model, tmp_path / "out.onnx", options)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_calibration_data_that_gives_a_site_no_finite_logit_is_refused_naming_it(tmp_path, value):
+    """All-NaN (or infinite) inputs reach every site as NaN: calibration has nothing to judge a set
+    by. It was an internal error ("no row holds a finite logit")."""
+    import numpy as np
+    import onnx
+
+    from tests.helpers import softmax_model
+
+    model, data, out = tmp_path / "m.onnx", tmp_path / "bad.npz", tmp_path / "out.onnx"
+    onnx.save(softmax_model(["n", 5], -1), str(model))
+    np.savez(data, x=np.full((4, 5), value, np.float32))
+    said = _one_line(["rewrite", model, "-o", out, "--calibrate", data])
+    assert said == (
+        "--calibrate: the data gives site 'sm' no finite logit (all NaN or infinite): it cannot tell what set "
+        "serves it; check the data for NaN or infinite values"
+    )
+    assert not out.exists()
+    np.savez(data, x=np.where(np.arange(20).reshape(4, 5) < 5, value, 1.5).astype(np.float32))
+    result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(out), "--calibrate", str(data)])
+    assert result.exit_code == 0 and out.exists()  # one NaN row among finite ones: those rows serve
