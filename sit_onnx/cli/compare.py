@@ -285,7 +285,7 @@ class _Judged:
 
 def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
     """An output's figures, then what decides it: detections, the argmax, or nothing."""
-    from sit_onnx.evaluate.compare import VALUES, decides, describe_agreement, describe_equal_values
+    from sit_onnx.evaluate.compare import VALUES, constant_note, decides, describe_agreement, describe_equal_values
     from sit_onnx.evaluate.detections import describe_detections
 
     if r.problem:
@@ -296,10 +296,7 @@ def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
         f"cosine similarity {r.cosine:.6f}; minimum atol that would pass: {r.min_atol_to_pass:.4g}",
     ]
     if r.constant is not None:
-        lines.append(
-            f"note: every element of the reference's output is {r.constant:g}: it cannot show what the "
-            "conversion changed (compare an earlier tensor, or real weights)"
-        )
+        lines.append(constant_note(r.constant))
     if r.agreement_of == VALUES:
         lines.append(describe_equal_values(r))
     elif r.detections is not None:

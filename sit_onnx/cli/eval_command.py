@@ -70,7 +70,7 @@ def eval_command(model, converted, data, dataset, provider, use_library, batch, 
 
 
 def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -> None:
-    from sit_onnx.evaluate.compare import AGREEMENT_LABELS
+    from sit_onnx.evaluate.compare import AGREEMENT_LABELS, constant_note
     from sit_onnx.evaluate.experiment import evaluate_outputs
 
     rows = len(next(iter(data.arrays.values()))) if data.arrays else 0
@@ -78,7 +78,8 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
         results = evaluate_outputs(pair, data, spec, batch, bar.update)
     outputs = [
         {"name": r.name, "shape": r.shape, "agreement": r.agreement, "agreement_of": r.agreement_of,
-         "cosine": r.cosine, "max_abs": r.max_abs, "mean_abs": r.mean_abs, "problem": r.problem}
+         "cosine": r.cosine, "max_abs": r.max_abs, "mean_abs": r.mean_abs, "constant": r.constant,
+         "problem": r.problem}
         for r in results
     ]  # fmt: skip
     if as_json:
@@ -94,3 +95,5 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
         agreement = f"{said} {100 * o['agreement']:.2f}%, " if o["agreement"] is not None else ""
         click.echo(f"[{o['name']}] {agreement}cosine {o['cosine']:.6f}, abs error max {o['max_abs']:.4g} "
                    f"mean {o['mean_abs']:.4g}")  # fmt: skip
+        if o["constant"] is not None:
+            click.echo(f"[{o['name']}] {constant_note(o['constant'])}")

@@ -254,6 +254,14 @@ def describe_equal_values(result: OutputComparison) -> str:
     return line
 
 
+def constant_note(constant: float) -> str:
+    """What an output whose every element is one value (NaN included) means for any figure on it."""
+    return (
+        f"note: every element of the reference's output is {constant:g}: it cannot show what the "
+        "conversion changed (compare an earlier tensor, or real weights)"
+    )
+
+
 def constant_value_of(a: np.ndarray) -> float | None:
     """The one value of an output of several elements that are all equal (NaN included: a zeroed
     head, a dead branch), else None. Equal outputs there say nothing of what a conversion changed."""

@@ -115,6 +115,20 @@ def test_label_free_eval_lines_are_the_json(tiny):
         f"abs error max {out['max_abs']:.4g} mean {out['mean_abs']:.4g}"
     )
     assert 0 < out["mean_abs"] < out["max_abs"] and out["cosine"] < 1  # K=4 is visibly inexact
+    assert len(lines) == 2 and out["constant"] is None
+
+
+def test_label_free_eval_says_when_the_output_is_one_value(tiny, tmp_path):
+    """All-NaN inputs give an all-NaN output: "agreement 100%, cosine 1" on it said the conversion
+    was perfect, with nothing to tell it from a real result (compare says so)."""
+    x = np.load(tiny / "unlabelled.npz")["x"]
+    np.savez(tmp_path / "flat.npz", x=np.full_like(x, np.nan))
+    text, record = both("eval", tiny / "tiny.onnx", "--data", tmp_path / "flat.npz", "--steps", "4")
+    note = text.splitlines()[2]
+    constant = float(note.split("output is ")[1].split(":")[0])
+    assert note.startswith("[logits] note: every element of the reference's output is ")
+    assert note.endswith(": it cannot show what the conversion changed (compare an earlier tensor, or real weights)")
+    assert np.isnan(constant) and len(record["outputs"]) == 1
 
 
 def test_label_free_layers_table_is_the_json(tiny):
@@ -134,7 +148,7 @@ def test_label_free_eval_json_names_model_converted_and_data(tiny, tmp_path):
     assert record["model"] == str(tiny / "tiny.onnx") and record["converted"] == "converted in memory"
     assert record["data"] == str(tiny / "unlabelled.npz") and record["samples"] == 120
     assert set(record["outputs"][0]) == {
-        "name", "shape", "agreement", "agreement_of", "cosine", "max_abs", "mean_abs", "problem"
+        "name", "shape", "agreement", "agreement_of", "cosine", "max_abs", "mean_abs", "constant", "problem"
     }  # fmt: skip
     assert record["outputs"][0]["agreement_of"] == "argmax"
     converted = tmp_path / "c.onnx"
