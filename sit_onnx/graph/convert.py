@@ -222,7 +222,9 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     notes = _declare_standard_opset(model)
     source_opset = default_opset(model)
     legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
+    dropped = []
     if source_opset < MIN_OPSET:
+        dropped = _audit_before_upgrade(model)
         had_softmax = any(n.op_type == "Softmax" for g in graph_protos(model.graph) for n in g.node)
         model = _upgrade_opset(model, source_opset, label)
         notes.append(
@@ -241,13 +243,30 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     source_check = check_source(light, label)
     if source_check.note:
         notes.append(source_check.note)
-    light, attention, dropped = _expand_attention_ops(light, opset)
+    light, attention, audited = _expand_attention_ops(light, opset)
+    dropped += audited
     expanded = [a for a in attention if a.expanded]
     if expanded:
         counts = Counter(a.op for a in expanded)
         kinds = ", ".join(f"{count} {op}" for op, count in counts.items())
         notes.append(f"expanded {kinds} into standard ops, so the softmax inside each is a site")
     return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes, dropped)
+
+
+def _audit_before_upgrade(model: onnx.ModelProto) -> list[str]:
+    """Drop the annotations inference contradicts or cannot confirm before onnx's version converter
+    reads them: it keeps a legacy Softmax's semantics by the rank of its input, and a stale rank 2
+    on a rank-3 tensor made it normalise one axis where the source normalises all trailing ones.
+    Judged on the weightless view; returns the contradicted ones (noted by `finish`)."""
+    light, _ = light_copy(model)
+    annotated = {info.name for graph in graph_protos(light.graph) for info in graph.value_info}
+    dropped = drop_contradicted_annotations(light, annotated, unconfirmed=True)
+    kept = {place: {info.name for info in graph.value_info} for place, graph in graphs_by_place(light.graph)}
+    for place, graph in graphs_by_place(model.graph):
+        keep = [info for info in graph.value_info if info.name in kept.get(place, ())]
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
+    return dropped
 
 
 def _expand_attention_ops(light: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, list[AttentionOp], list[str]]:
