@@ -159,22 +159,28 @@ def test_a_stale_rank_upstream_of_an_attention_op_in_a_branch_is_found_in_the_ma
     assert got.shape == expected.shape and np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
 
 
+def _before_softmax(op: str, dims: list, annotated: list, opset: int, axis: int):
+    """x (`dims`) -> `op` -> t (annotated `annotated`) -> Softmax(axis) -> y, at `opset`."""
+    nodes = [helper.make_node(op, ["x"], ["t"]), helper.make_node("Softmax", ["t"], ["y"], axis=axis)]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, annotated)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    return model
+
+
 @pytest.mark.parametrize("inline", [False, True])
 @pytest.mark.parametrize("dims", [[2, 7], [4, 7]])
 def test_a_stale_batch_before_a_plain_softmax_does_not_break_the_fused_ops_body(dims, inline):
     """No attention op: x -> Relu (annotated a batch of 2) -> Softmax, run at batch 3. The fused op's
     function body (what runs without our library) took the pad of its max from Shape(x), which
     onnxruntime folded by the annotation: "Non concat axis dimensions must match"."""
-    nodes = [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Softmax", ["t"], ["y"], axis=-1)]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "k"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k"])],
-        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, dims)],
-    )
-    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    source.ir_version = 10
+    source = _before_softmax("Relu", ["n", "k"], dims, 17, -1)
     x = np.random.default_rng(6).standard_normal((BATCH, 7)).astype(np.float32)
     expected = run(source, {"x": x})[0]
     new, _ = rewrite_model(source, RewriteOptions(inline=inline))
@@ -189,16 +195,7 @@ def test_a_stale_batch_before_a_legacy_softmax_does_not_break_the_upgraded_model
     """Softmax before opset 13 flattens its input: onnx's version converter keeps that with a Reshape
     to Shape(x), which onnxruntime folded by a stale batch annotated before it. The source ran at
     batch 3; the converted model failed with or without our library."""
-    nodes = [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Softmax", ["t"], ["y"], axis=1)]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 5])],
-        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 4, 5])],
-    )
-    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    source.ir_version = 7
+    source = _before_softmax("Relu", ["n", 4, 5], [2, 4, 5], opset, 1)
     x = np.random.default_rng(7).standard_normal((BATCH, 4, 5)).astype(np.float32)
     expected = run(source, {"x": x})[0]
     new, _ = rewrite_model(source, RewriteOptions(fuse=fuse))
@@ -211,16 +208,7 @@ def test_a_stale_batch_before_a_legacy_softmax_does_not_break_the_upgraded_model
 def test_a_contradicted_annotation_before_a_split_softmax_is_dropped_and_named():
     """A dim that is not the tensor's ([n, 2, 2] of an [n, 4, 2] tensor) before a Softmax: the split
     form's SpikingExp body was refused at session creation ("Incompatible dimensions")."""
-    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Softmax", ["t"], ["y"], axis=1)]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 2])],
-        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, ["n", 2, 2])],
-    )
-    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    source.ir_version = 8
+    source = _before_softmax("Neg", ["n", 4, 2], ["n", 2, 2], 18, 1)
     x = np.random.default_rng(8).standard_normal((BATCH, 4, 2)).astype(np.float32)
     expected = run(source, {"x": x})[0]
     new, report = rewrite_model(source, RewriteOptions(fuse=False))
@@ -249,16 +237,7 @@ def test_a_stale_rank_does_not_change_what_a_legacy_softmax_normalises():
     """Softmax-11 with axis 1 on a [n, 4, 4] tensor normalises over its 16 trailing elements. onnx's
     version converter keeps that by the input's rank, and read it from an annotation of rank 2: the
     upgraded model normalised over 4 (weights of 1/4, not 1/16)."""
-    nodes = [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Softmax", ["t"], ["y"], axis=1)]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 4])],
-        value_info=[helper.make_tensor_value_info("t", TensorProto.FLOAT, ["n*4", 4])],
-    )
-    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
-    source.ir_version = 7
+    source = _before_softmax("Relu", ["n", 4, 4], ["n*4", 4], 11, 1)
     x = np.random.default_rng(9).standard_normal((BATCH, 4, 4)).astype(np.float32)
     expected = run(source, {"x": x})[0]
     assert np.allclose(expected.reshape(BATCH, -1).sum(axis=1), 1.0)  # the source: over all 16
