@@ -230,7 +230,7 @@ def _print_report(report, options, explain: bool) -> None:
         click.echo(f"note: {note}")
     if explain:
         for miss in report.near_misses:
-            click.echo(f"not a site: Exp node '{miss['name']}' in graph {miss['graph']}: {miss['reason']}")
+            click.echo(f"not a site: {miss['op']} node '{miss['name']}' in graph {miss['graph']}: {miss['reason']}")
         if not report.near_misses:
             click.echo("not a site: no softmax-like pattern was left unmatched")
         for miss in report.activation_misses:

@@ -559,7 +559,7 @@ def rewrite_model(
     activation_sites = find_activation_sites(graph, set(activation_sets), activation_misses)
     if not sites and not activation_sites:
         extra = f"; {attention_summary(left_alone)}" if left_alone else ""
-        extra += "".join(f"; Exp {m.name!r} is no softmax: {m.reason}" for m in misses[:3])
+        extra += "".join(f"; {m.op} {m.name!r} is no softmax site: {m.reason}" for m in misses[:3])
         extra += f"; it was converted before (K={already})" if already is not None else ""
         wanted = f" nor {'/'.join(activation_sets)} activation" if activation_sets else ""
         raise SitOnnxError(f"{label}: no Softmax (nor Exp→ReduceSum→Div softmax){wanted} to convert{extra}")

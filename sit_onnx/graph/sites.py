@@ -41,7 +41,7 @@ def find_sites(graph: gs.Graph, misses: list[NearMiss] | None = None) -> list[So
                     found.site.role = site_role(found.site.output)
                     sites.append(found.site)
                 elif found.reason is not None and misses is not None:
-                    misses.append(NearMiss(node.name, graph_label(sub, graph), found.reason))
+                    misses.append(NearMiss(node.name, graph_label(sub, graph), found.reason, node.op))
                 break
     _name_apart(sites)
     return sites

@@ -5,10 +5,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.sites import DECOMPOSED, DECOMPOSED_SHIFTED
 from sit_onnx.neurons import SoftmaxOptions, load_params, spiking_softmax
-from tests.helpers import run, spiking_ops
+from tests.helpers import run, softmax_model, spiking_ops
 
 
 def _decomposed_model(axis, with_max, opset=18):
@@ -277,7 +278,7 @@ def test_near_misses_are_refused_with_their_reason(params_file, edit, reason):
         model.graph.input.append(helper.make_tensor_value_info("axes_in", TensorProto.INT64, [1]))
     if "s2" in str(edit):  # the sum passes through an Identity before the division
         model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Identity", ["s"], ["s2"]))
-    with pytest.raises(Exception, match=f"no Softmax.*Exp 'exp' is no softmax: .*{reason}"):
+    with pytest.raises(Exception, match=f"no Softmax.*Exp 'exp' is no softmax site: .*{reason}"):
         rewrite_model(model, RewriteOptions(params_file=params_file))
 
 
@@ -290,6 +291,7 @@ def test_exp_with_a_third_consumer_is_a_near_miss_in_the_report(params_file):
             "name": "exp",
             "graph": "main",
             "reason": "its output has 3 consumers; a softmax's Exp feeds a ReduceSum and a Div",
+            "op": "Exp",
         }
     ]
     assert "Exp" in report.ops_after and "Div" in report.ops_after  # left as it was
@@ -860,3 +862,34 @@ def test_constant_values_are_read_through_castlike_and_from_float_attributes():
     assert constant_value(made_by("Constant", domain="ai.onnx", value_float=2.5)).tolist() == 2.5
     assert constant_value(made_by("Constant", domain="com.other", value_float=2.5)) is None
     assert constant_value(made_by("Cast", [axes])) is None
+
+
+@pytest.mark.parametrize("axis", [3, -4, 2**40])
+def test_a_softmax_whose_axis_is_out_of_range_is_no_site_and_says_why(tmp_path, axis):
+    """ONNX refuses such a Softmax, and onnxruntime too, but where it truncates the axis to 32 bits
+    (2**40 reads as 0, and the source runs): it was converted, and our kernels then refused the
+    converted model when the session was created."""
+    model = softmax_model([2, 3, 4], axis)
+    with pytest.raises(SitOnnxError) as raised:
+        rewrite_model(model, RewriteOptions())
+    assert str(raised.value) == (
+        "model: no Softmax (nor Exp→ReduceSum→Div softmax) to convert; Softmax 'sm' is no softmax site: "
+        f"its axis {axis} is out of range for its rank-3 input"
+    )
+    from click.testing import CliRunner
+
+    from sit_onnx.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    result = CliRunner().invoke(main, ["rewrite", str(path), "-o", str(tmp_path / "o.onnx"), "--explain"])
+    assert result.exit_code == 1 and not (tmp_path / "o.onnx").exists()
+    model.graph.node.append(helper.make_node("Softmax", ["y"], ["z"], axis=-1, name="fine"))
+    model.graph.output[0].name = "z"
+    onnx.save(model, str(path))
+    result = CliRunner().invoke(main, ["rewrite", str(path), "-o", str(tmp_path / "o.onnx"), "--explain"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"not a site: Softmax node 'sm' in graph main: its axis {axis} is out of range for its rank-3 input"
+        in result.output
+    )

@@ -31,12 +31,13 @@ class SoftmaxSite:
 
 @dataclass(frozen=True)
 class NearMiss:
-    """An Exp that starts a softmax-like pattern the matcher did not accept, and why (what
-    `rewrite --explain` prints), so users can see what was skipped."""
+    """An Exp that starts a softmax-like pattern the matcher did not accept, or a Softmax it did not
+    take, and why (what `rewrite --explain` prints), so users can see what was skipped."""
 
     name: str
     graph: str
     reason: str
+    op: str = "Exp"
 
 
 @dataclass
