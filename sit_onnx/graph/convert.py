@@ -203,7 +203,7 @@ class Prepared:
     source_check: SourceCheck
     attention: list[AttentionOp] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)  # stale annotations around attention ops, taken out
+    dropped: list[str] = field(default_factory=list)  # the source's annotations inference contradicts, taken out
     opaque: dict[bytes, onnx.AttributeProto] = field(default_factory=dict)  # what graphsurgeon carries as placeholders
 
 
@@ -259,8 +259,7 @@ def _audit_before_upgrade(model: onnx.ModelProto) -> list[str]:
     on a rank-3 tensor made it normalise one axis where the source normalises all trailing ones.
     Judged on the weightless view; returns the contradicted ones (noted by `finish`)."""
     light, _ = light_copy(model)
-    annotated = {info.name for graph in graph_protos(light.graph) for info in graph.value_info}
-    dropped = drop_contradicted_annotations(light, annotated, unconfirmed=True)
+    dropped = drop_contradicted_annotations(light, _annotated(light), unconfirmed=True)
     kept = {place: {info.name for info in graph.value_info} for place, graph in graphs_by_place(light.graph)}
     for place, graph in graphs_by_place(model.graph):
         keep = [info for info in graph.value_info if info.name in kept.get(place, ())]
@@ -279,9 +278,13 @@ def _expand_attention_ops(light: onnx.ModelProto, opset: int) -> tuple[onnx.Mode
     # before the expansion reads them: a stale rank would pick the wrong layout
     dropped = drop_contradicted_annotations(light, _with_upstream(light, _attention_tensors(light)))
     light, attention = expand_attention(light, opset)
-    annotated = {info.name for graph in graph_protos(light.graph) for info in graph.value_info}
-    dropped += drop_contradicted_annotations(light, annotated, unconfirmed=True)
+    dropped += drop_contradicted_annotations(light, _annotated(light), unconfirmed=True)
     return light, attention, dropped
+
+
+def _annotated(model: onnx.ModelProto) -> set[str]:
+    """The tensors the model annotates (value_info), in every graph."""
+    return {info.name for graph in graph_protos(model.graph) for info in graph.value_info}
 
 
 def _toposorted(graph: gs.Graph) -> gs.Graph:
