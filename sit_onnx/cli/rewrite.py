@@ -39,7 +39,8 @@ from sit_onnx.cli.options import (
 @click.option(
     "--explain",
     is_flag=True,
-    help="Also list the softmax-like patterns that were not matched, and why (always in --json).",
+    help="Also list the softmax-like patterns that were not matched, and why, and the shape annotations dropped "
+    "because no inference confirms them (always in --json).",
 )
 @click.option(
     "--strict",
@@ -233,6 +234,8 @@ def _print_report(report, options, explain: bool) -> None:
             click.echo(f"not a site: {miss['op']} node '{miss['name']}' in graph {miss['graph']}: {miss['reason']}")
         if not report.near_misses:
             click.echo("not a site: no softmax-like pattern was left unmatched")
+        for annotation in report.unproven_annotations:
+            click.echo(f"dropped annotation: {annotation}: no inference confirms its fixed dims")
         for miss in report.activation_misses:
             click.echo(
                 f"not an activation site: {miss['function']} node '{miss['name']}' in graph {miss['graph']}: "

@@ -204,6 +204,7 @@ class Prepared:
     attention: list[AttentionOp] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # the source's annotations inference contradicts, taken out
+    unproven: list[str] = field(default_factory=list)  # those whose fixed dims it cannot confirm, taken out too
     opaque: dict[bytes, onnx.AttributeProto] = field(default_factory=dict)  # what graphsurgeon carries as placeholders
 
 
@@ -222,9 +223,9 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     notes = _declare_standard_opset(model)
     source_opset = default_opset(model)
     legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}
-    dropped = []
+    dropped, unproven = [], []
     if source_opset < MIN_OPSET:
-        dropped = _audit_before_upgrade(model)
+        dropped = _audit_before_upgrade(model, unproven)
         had_softmax = any(n.op_type == "Softmax" for g in graph_protos(model.graph) for n in g.node)
         model = _upgrade_opset(model, source_opset, label)
         notes.append(
@@ -243,23 +244,26 @@ def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     source_check = check_source(light, label)
     if source_check.note:
         notes.append(source_check.note)
-    light, attention, audited = _expand_attention_ops(light, opset)
+    light, attention, audited = _expand_attention_ops(light, opset, unproven)
     dropped += audited
     expanded = [a for a in attention if a.expanded]
     if expanded:
         counts = Counter(a.op for a in expanded)
         kinds = ", ".join(f"{count} {op}" for op, count in counts.items())
         notes.append(f"expanded {kinds} into standard ops, so the softmax inside each is a site")
-    return Prepared(model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes, dropped)
+    return Prepared(
+        model, light, aside, source_opset, opset, legacy_axes, source_check, attention, notes, dropped, unproven
+    )
 
 
-def _audit_before_upgrade(model: onnx.ModelProto) -> list[str]:
+def _audit_before_upgrade(model: onnx.ModelProto, unproven: list[str]) -> list[str]:
     """Drop the annotations inference contradicts or cannot confirm before onnx's version converter
     reads them: it keeps a legacy Softmax's semantics by the rank of its input, and a stale rank 2
     on a rank-3 tensor made it normalise one axis where the source normalises all trailing ones.
-    Judged on the weightless view; returns the contradicted ones (noted by `finish`)."""
+    Judged on the weightless view; returns the contradicted ones (noted by `finish`), the others
+    added to `unproven`."""
     light, _ = light_copy(model)
-    dropped = drop_contradicted_annotations(light, _annotated(light), unconfirmed=True)
+    dropped = drop_contradicted_annotations(light, _annotated(light), unconfirmed=True, unproven=unproven)
     kept = {place: {info.name for info in graph.value_info} for place, graph in graphs_by_place(light.graph)}
     for place, graph in graphs_by_place(model.graph):
         keep = [info for info in graph.value_info if info.name in kept.get(place, ())]
@@ -268,17 +272,19 @@ def _audit_before_upgrade(model: onnx.ModelProto) -> list[str]:
     return dropped
 
 
-def _expand_attention_ops(light: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, list[AttentionOp], list[str]]:
+def _expand_attention_ops(
+    light: onnx.ModelProto, opset: int, unproven: list[str]
+) -> tuple[onnx.ModelProto, list[AttentionOp], list[str]]:
     """`expand_attention`, and the source's shape annotations that the rewrite's standard ops would
     trust audited: onnxruntime's inference carries a stale dim from anywhere upstream into them
     (the expansions, the spiking ops' function bodies, the version converter's reshapes of a legacy
     Softmax) and folds their shapes by it, where the source's fused op or Softmax never looked.
-    Returns the annotations dropped as contradicted (noted by `finish`); fixed dims inference
-    cannot confirm go silently."""
+    Returns the annotations dropped as contradicted (noted by `finish`); those whose fixed dims
+    inference cannot confirm go too, added to `unproven` (`rewrite --explain` lists them)."""
     # before the expansion reads them: a stale rank would pick the wrong layout
     dropped = drop_contradicted_annotations(light, _with_upstream(light, _attention_tensors(light)))
     light, attention = expand_attention(light, opset)
-    dropped += drop_contradicted_annotations(light, _annotated(light), unconfirmed=True)
+    dropped += drop_contradicted_annotations(light, _annotated(light), unconfirmed=True, unproven=unproven)
     return light, attention, dropped
 
 
@@ -590,6 +596,7 @@ def rewrite_model(
         + _coarse_logit_notes(sites),
         attention=[asdict(a) for a in prepared.attention],
         near_misses=[asdict(m) for m in misses],
+        unproven_annotations=prepared.unproven,
         activations=activation_reports,
         activation_misses=[asdict(m) for m in activation_misses],
     )

@@ -41,6 +41,9 @@ class RewriteReport:
     notes: list[str] = field(default_factory=list)
     attention: list[dict] = field(default_factory=list)  # attention ops met: expanded, or left alone and why
     near_misses: list[dict] = field(default_factory=list)  # Exp nodes that almost formed a softmax, and why not
+    # the source's annotations whose fixed dims no inference confirms: dropped, as the standard ops the
+    # rewrite puts in would be shaped by them ("'name' [dims]")
+    unproven_annotations: list[str] = field(default_factory=list)
     calibration: list[dict] = field(default_factory=list)  # per-site calibration: each site's rows and chosen set
     activations: list[dict] = field(default_factory=list)  # activation sites converted (rewrite --activations)
     activation_misses: list[dict] = field(default_factory=list)  # nodes of an asked-for activation left alone, and why

@@ -163,13 +163,13 @@ def _complaint_beyond_source(model: onnx.ModelProto | str, source: SourceCheck) 
 
 
 def drop_contradicted_annotations(
-    model: onnx.ModelProto, among: set[str] | None = None, unconfirmed: bool = False
+    model: onnx.ModelProto, among: set[str] | None = None, unconfirmed: bool = False, unproven: list | None = None
 ) -> list[str]:
     """Remove the value_info entries (and give graph outputs the inferred shape) whose rank, fixed
     dims or element type onnx's inference contradicts when it works without them; return them as
     "'name' [dims] (inferred [dims])". With `among`, look at those tensors alone (graph outputs
-    left as they are); with `unconfirmed`, also drop (unlisted) an annotation whose fixed dims
-    inference cannot confirm.
+    left as they are); with `unconfirmed`, also drop an annotation whose fixed dims inference cannot
+    confirm, listed in `unproven` (when given) as "'name' [dims]".
 
     An optimiser's fusion may keep a stale annotation on the fused op's output (onnxscript's
     MultiHeadAttention fusion of GPT-2 says [16*b, 64] of a [b, 16, 64] tensor). Behind an op onnx
@@ -192,6 +192,8 @@ def drop_contradicted_annotations(
                 dropped.append(f"{info.name!r} {_dims(info.type)} (inferred {_dims(found[info.name])})")
             elif not unconfirmed or _confirmed(info.type, found.get(info.name)):
                 keep.append(info)
+            elif unproven is not None:
+                unproven.append(f"{info.name!r} {_dims(info.type)}")
         del graph.value_info[:]
         graph.value_info.extend(keep)
         outputs = {info.name: info.type for info in other.output}

@@ -99,6 +99,25 @@ def test_an_annotation_inference_cannot_confirm_goes_without_a_word():
     new, report = rewrite_model(source, RewriteOptions())
     assert "att" not in _annotations(new) and "mixed" not in _annotations(new)  # [b, 6, 8]: nor is this 6
     assert not any("dropped" in n for n in report.notes)
+    assert report.unproven_annotations == ["'att' [b, 6, 16]", "'mixed' [b, 6, 8]"]  # what --explain lists
+
+
+def test_explain_lists_the_annotations_dropped_without_a_note(tmp_path):
+    source = _fused_model(annotation=("b", SEQ, HIDDEN))
+    source.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "s"
+    path = tmp_path / "m.onnx"
+    onnx.save(source, str(path))
+    explained = CliRunner().invoke(main, ["rewrite", str(path), "-o", str(tmp_path / "o.onnx"), "--explain"])
+    assert explained.exit_code == 0, explained.output
+    listed = [line for line in explained.output.splitlines() if line.startswith("dropped annotation: ")]
+    assert listed == [
+        "dropped annotation: 'att' [b, 6, 16]: no inference confirms its fixed dims",
+        "dropped annotation: 'mixed' [b, 6, 8]: no inference confirms its fixed dims",
+    ]
+    quiet = CliRunner().invoke(main, ["rewrite", str(path), "-o", str(tmp_path / "q.onnx")])
+    assert "dropped annotation" not in quiet.output
+    proven = rewrite_model(_fused_model(annotation=("b", SEQ, HIDDEN)), RewriteOptions())[1]
+    assert proven.unproven_annotations == []  # [b, 6, 16] of a [b, 6, 16] input: nothing to list
 
 
 def test_an_annotation_onnxruntimes_inference_proves_stays():
