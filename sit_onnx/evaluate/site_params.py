@@ -82,7 +82,8 @@ def _choose(site, logits: np.ndarray, steps: int, rounds: int) -> SiteChoice:
     """Polish on half of the site's rows, choose and report on the other half (held out)."""
     moved = np.moveaxis(logits, site.axis, -1)
     flat = moved.reshape(-1, moved.shape[-1])
-    if not np.isfinite(flat).any():
+    flat = flat[np.isfinite(flat).any(axis=-1)]  # before the halves: a half of NaN rows alone has none
+    if not len(flat):
         raise SitOnnxError(
             f"--calibrate: the data gives site {site.name!r} no finite logit (all NaN or infinite): "
             "it cannot tell what set serves it; check the data for NaN or infinite values"

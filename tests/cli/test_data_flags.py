@@ -149,3 +149,8 @@ def test_calibration_data_that_gives_a_site_no_finite_logit_is_refused_naming_it
     np.savez(data, x=np.where(np.arange(20).reshape(4, 5) < 5, value, 1.5).astype(np.float32))
     result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(out), "--calibrate", str(data)])
     assert result.exit_code == 0 and out.exists()  # one NaN row among finite ones: those rows serve
+    one = np.full((4, 5), value, np.float32)
+    one[0] = np.arange(5)
+    np.savez(data, x=one)  # one finite row: it serves both halves (the held-out one had no row left)
+    result = CliRunner().invoke(main, ["rewrite", str(model), "-o", str(out), "--force", "--calibrate", str(data)])
+    assert result.exit_code == 0 and "internal error" not in result.output, result.output
