@@ -40,7 +40,7 @@ class RewriteReport:
     inlined: bool = False
     notes: list[str] = field(default_factory=list)
     attention: list[dict] = field(default_factory=list)  # attention ops met: expanded, or left alone and why
-    near_misses: list[dict] = field(default_factory=list)  # Exp nodes that almost formed a softmax, and why not
+    near_misses: list[dict] = field(default_factory=list)  # Exp/Softmax nodes that are no site, and why not
     # the source's annotations whose fixed dims no inference confirms: dropped, as the standard ops the
     # rewrite puts in would be shaped by them ("'name' [dims]")
     unproven_annotations: list[str] = field(default_factory=list)

@@ -124,7 +124,7 @@ def validate_model(
     Against a source that fails the checker itself, the rewritten model may fail it the same way.
     Where the checker complains of a shape annotation the source's ops contradict (seen once an
     attention op is expanded), it is dropped (see `drop_contradicted_annotations`); the notes say
-    which, with those `dropped_before` (taken out around the attention ops before the rewrite)."""
+    which, with those `dropped_before` (taken out before the rewrite: convert.prepare)."""
     in_memory = isinstance(model, onnx.ModelProto)
     dropped = list(dropped_before)
     complaint = _complaint_beyond_source(model, source)

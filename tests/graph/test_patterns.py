@@ -893,3 +893,11 @@ def test_a_softmax_whose_axis_is_out_of_range_is_no_site_and_says_why(tmp_path, 
         f"not a site: Softmax node 'sm' in graph main: its axis {axis} is out of range for its rank-3 input"
         in result.output
     )
+
+
+def test_a_softmax_of_a_scalar_is_no_site():
+    """Rank 0 has no axis at all: -1 is out of range there too."""
+    with pytest.raises(
+        SitOnnxError, match="Softmax 'sm' is no softmax site: its axis -1 is out of range for its rank-0"
+    ):
+        rewrite_model(softmax_model([], -1), RewriteOptions())

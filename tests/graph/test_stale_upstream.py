@@ -96,15 +96,21 @@ def test_a_true_annotation_upstream_stays():
     assert _annotated(new)["t0"] == ["b", "s", HIDDEN]
 
 
-def test_a_stale_rank_past_an_op_onnx_cannot_infer_is_dropped_by_onnxruntimes_inference():
-    """FastGelu (onnxruntime's own op) stops onnx's inference: only onnxruntime's symbolic inference
-    can tell the MultiHeadAttention's input is [b, s, 16], not the [b*s, 16] it is annotated. The
-    stale rank had left the op unexpanded ("ranks (2, 2, 2) are no layout ...")."""
-    source = _model("MultiHeadAttention", [("FastGelu", MS), ("Relu", "")], {"t1": ["b*s", HIDDEN]})
+@pytest.mark.parametrize(
+    ("chain", "stale"),
+    [([("FastGelu", MS), ("Relu", "")], "t1"), ([("Relu", ""), ("Neg", "")], "t0")],
+    ids=["past-FastGelu", "two-ops-upstream"],
+)
+def test_a_stale_rank_before_an_attention_op_is_dropped_before_the_expansion_reads_it(chain, stale):
+    """[b*s, 16] where the tensor is [b, s, 16]; the stale rank had left the op unexpanded ("ranks
+    (2, 2, 2) are no layout ..."). Past FastGelu (onnxruntime's own op), only onnxruntime's symbolic
+    inference can tell; on t0, two ops before the op and its input t1 unannotated, onnx's inference
+    carried the rank 2 down to t1."""
+    source = _model("MultiHeadAttention", chain, {stale: ["b*s", HIDDEN]})
     new, report = _converted_agrees(source)
-    assert "t1" not in _annotated(new)
+    assert stale not in _annotated(new)
     assert any(
-        note.startswith("dropped the source's shape annotation of 't1' [b*s, 16] (inferred [b, s, 16]): ")
+        note.startswith(f"dropped the source's shape annotation of '{stale}' [b*s, 16] (inferred [b, s, 16]): ")
         for note in report.notes
     )
 
@@ -219,18 +225,6 @@ def test_a_contradicted_annotation_before_a_split_softmax_is_dropped_and_named()
     )
     got = run(new, {"x": x})[0]
     assert got.shape == (BATCH, 4, 2) and np.abs(got - expected).max() < 0.02
-
-
-def test_a_stale_rank_two_ops_upstream_does_not_reach_the_expansions_types():
-    """[b*s, 16] on t0, two ops before the MultiHeadAttention, its input t1 unannotated: onnx's
-    inference carried the rank 2 down to t1, and the op was left alone ("ranks (2, 2, 2) ...")."""
-    source = _model("MultiHeadAttention", [("Relu", ""), ("Neg", "")], {"t0": ["b*s", HIDDEN]})
-    new, report = _converted_agrees(source)
-    assert "t0" not in _annotated(new)
-    assert any(
-        n.startswith("dropped the source's shape annotation of 't0' [b*s, 16] (inferred [b, s, 16])")
-        for n in report.notes
-    )
 
 
 def test_a_stale_rank_does_not_change_what_a_legacy_softmax_normalises():

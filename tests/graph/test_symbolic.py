@@ -1,6 +1,8 @@
 """onnxruntime's symbolic inference as sit-onnx runs it (sit_onnx/graph/symbolic.py): what it keeps
 when it stops part way, and that it prints nothing of its own."""
 
+import logging
+
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -88,3 +90,4 @@ def test_what_it_cannot_decide_is_not_printed(capfd, caplog):
     assert _dims(found["y"])[1] == 16
     assert capfd.readouterr() == ("", "")
     assert not [r for r in caplog.records if r.name.startswith("onnxruntime")]
+    assert not logging.getLogger("onnxruntime.tools.symbolic_shape_infer").disabled  # given back after the run
