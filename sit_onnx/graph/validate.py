@@ -232,7 +232,11 @@ def _inferred_without_annotations(
 
 
 def _confirmed(declared: onnx.TypeProto, inferred: onnx.TypeProto | None) -> bool:
-    """Inference gives the declared rank and every fixed dim declared (named dims need no proof)."""
+    """Inference gives the declared rank and every fixed dim declared (named dims need no proof).
+    An annotation that declares no shape (an element type alone, as onnx's version converter writes
+    them, or a sequence) claims nothing to confirm."""
+    if not (declared.HasField("tensor_type") and declared.tensor_type.HasField("shape")):
+        return True
     if inferred is None or not inferred.HasField("tensor_type") or not inferred.tensor_type.HasField("shape"):
         return False
     a, b = declared.tensor_type.shape.dim, inferred.tensor_type.shape.dim

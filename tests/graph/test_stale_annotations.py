@@ -409,3 +409,33 @@ def test_the_inconsistent_source_message_names_every_annotation_dropped():
         "the source is inconsistent: its shape annotation of 'att' [6*b, 16] (inferred [b, 6, 16]), 'q' [1] "
         "(inferred [b, 6, 16]) contradicts what its own ops compute, and without it onnx's checker says: "
     )
+
+
+def test_an_annotation_without_a_shape_or_of_a_sequence_has_nothing_to_confirm_and_stays():
+    """A type alone (onnx's version converter writes a legacy Softmax's output so; float16 tools
+    write outputs so) and a sequence of tensors claim no dims: they were dropped and listed under
+    --explain as "'s' []", dims the source never gave."""
+    nodes = [
+        helper.make_node("SequenceConstruct", ["x", "x"], ["s"]),
+        helper.make_node("SequenceAt", ["s", "i"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Softmax", ["r"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(np.array(0, np.int64), "i")],
+        value_info=[
+            helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, ["n", 4]),
+            helper.make_value_info("r", helper.make_tensor_type_proto(TensorProto.FLOAT, None)),
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [5, 4]),  # a fixed dim nothing proves
+        ],
+    )
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    new, report = rewrite_model(source, RewriteOptions())
+    assert report.unproven_annotations == ["'a' [5, 4]"]
+    assert [info.name for info in new.graph.value_info] == ["s", "r"]
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    assert np.abs(run(new, {"x": x})[0] - run(source, {"x": x})[0]).max() < 0.02

@@ -241,3 +241,17 @@ def test_a_stale_rank_does_not_change_what_a_legacy_softmax_normalises():
     assert any(
         n.startswith("dropped the source's shape annotation of 't' [n*4, 4] (inferred [n, 4, 4])") for n in report.notes
     )
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_a_legacy_models_true_annotation_stays_and_an_unconfirmed_one_is_listed(opset):
+    """The audit before onnx's version converter keeps what inference confirms and lists what it
+    cannot confirm, as the audit of a model at a current opset does (`--explain` reads that list)."""
+    true = _before_softmax("Relu", ["n", 4, 5], ["rows", 4, 5], opset, 1)  # named otherwise than inferred
+    new, report = rewrite_model(true, RewriteOptions())
+    assert _annotated(new)["t"] == ["rows", 4, 5] and report.unproven_annotations == []
+    stale = _before_softmax("Relu", ["n", 4, 5], [2, 4, 5], opset, 1)
+    new, report = rewrite_model(stale, RewriteOptions())
+    assert "t" not in _annotated(new) or _annotated(new)["t"] == ["n", 4, 5]
+    assert report.unproven_annotations == ["'t' [2, 4, 5]"]
+    assert not any("'t'" in note for note in report.notes)  # unconfirmed, not contradicted: no note
