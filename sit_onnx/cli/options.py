@@ -159,7 +159,7 @@ def rewrite_options(func):  # pragma: no mutate block
         ),
         click.option(
             "--time-steps",
-            type=click.IntRange(min=0),
+            type=click.IntRange(0, 2**63 - 1),  # an int64 attribute of SpikingNorm
             default=0,
             show_default=True,
             help="SpikingNorm input spikes N; 0 = the paper's amplified closed form w/V_th.",

@@ -10,6 +10,7 @@ from sit_onnx.cli.options import deploy_options, emit_json, json_option, op_libr
 
 # --server-repo only places the shipped libraries' paths in the config: with none shipped it changes
 # nothing, which a user who set it should hear rather than trust a mount point that was never used
+INT32_MAX = 2**31 - 1  # Triton keeps max_batch_size and counts in int32 (deploy.triton checks the Python API)
 UNUSED_SERVER_REPO = "--server-repo changes nothing: no library is shipped, so the config names no path"
 
 
@@ -19,13 +20,13 @@ UNUSED_SERVER_REPO = "--server-repo changes nothing: no library is shipped, so t
 @click.option("--name", default=None, help="Model name in the repository (default: MODEL's name without .sit.onnx).")
 @click.option(
     "--max-batch",
-    type=click.IntRange(0),
+    type=click.IntRange(0, INT32_MAX),
     default=8,
     show_default=True,
     help="Triton's max_batch_size, with dynamic batching (0: no batch dimension, full shapes).",
 )
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-@click.option("--instances", type=click.IntRange(1), default=1, show_default=True, help="Model instances.")
+@click.option("--instances", type=click.IntRange(1, INT32_MAX), default=1, show_default=True, help="Model instances.")
 @click.option(
     "--server-repo",
     default=None,

@@ -44,6 +44,7 @@ TRITON_TYPES = {
     TensorProto.BFLOAT16: "TYPE_BF16",
 }
 DEVICES = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+INT32_MAX = 2**31 - 1  # Triton's model config holds max_batch_size and an instance count in int32
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class TensorSpec:
     name: str
     data_type: str
     dims: tuple[int, ...]
+
+
+def _check_counts(options: TritonOptions) -> None:
+    """What the CLI's ranges check, for a TritonOptions built in Python: a config Triton refuses
+    (max_batch_size past int32) was written without a word."""
+    for field, value, low in (("max_batch_size", options.max_batch_size, 0), ("instances", options.instances, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= INT32_MAX:
+            raise SitOnnxError(f"TritonOptions.{field} must be an int in [{low}, {INT32_MAX}], got {value!r}")
+    if options.device not in DEVICES:
+        raise SitOnnxError(f"TritonOptions.device must be one of {', '.join(DEVICES)}, got {options.device!r}")
 
 
 def check_name(name: str) -> str:
@@ -144,6 +155,7 @@ def write_repository(model_path: str | os.PathLike, repo: str | os.PathLike, opt
                      force: bool = False) -> Path:  # fmt: skip
     """Write REPO/<name>/ for the model at `model_path`; returns that folder."""
     check_name(options.name)
+    _check_counts(options)
     repo = Path(repo)
     if not repo.is_dir():
         raise SitOnnxError(f"{repo}: no such folder (create the model repository first)")

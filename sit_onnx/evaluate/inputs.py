@@ -270,6 +270,7 @@ def generate_feeds(
             where = "pass --inputs" if kind else NOT_AN_ARRAY
             raise SitOnnxError(f"cannot generate input {spec.name!r} of type {spec.type}; {where}")
         shape = _shape(spec, batch, sizes, images.get(spec.name, {}), length)
+        _check_fits(spec.name, shape, np.dtype(dtype or object).itemsize, batch)
         if dtype is None:
             feeds[spec.name] = rng.choice(np.array(SENTENCES), shape)
         elif dtype == np.bool_:
@@ -285,6 +286,28 @@ def generate_feeds(
     if model is not None:
         set_controls(model, feeds)
     return feeds
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return None
+
+
+def _check_fits(name: str, shape: list[int], itemsize: int, batch: int) -> None:
+    """A generated input larger than the machine's memory is refused naming its shape and --batch:
+    beyond what numpy can index (--batch 10**20) it had ended in numpy's "Maximum allowed
+    dimension exceeded" as an internal error."""
+    size = itemsize
+    for dim in shape:
+        size *= dim
+    memory = _physical_memory() or np.iinfo(np.intp).max
+    if size > memory:
+        raise SitOnnxError(
+            f"generated input {name!r} of shape {shape} would take {size / 2**30:.3g} GiB, more than this"
+            f" machine's {memory / 2**30:.3g} GiB; lower --batch (now {batch})"
+        )
 
 
 _LENGTHS = re.compile(r"(^|_)(lengths?|lens?|seq_lens?)$")

@@ -640,6 +640,9 @@ def _shipped_label(params: NeuronParams) -> str:
     return f"shipped K={params.steps} on {list(params.input_range)}, fitted to {objective}"
 
 
+MAX_TIME_STEPS = 2**63 - 1  # SpikingNorm's time_steps is an int64 attribute
+
+
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -661,6 +664,11 @@ def _check_option_types(options: RewriteOptions) -> None:
     for name, (value, low) in ints.items():
         if not (value is None and name in ("first", "activation_steps")) and not (_is_int(value) and value >= low):
             raise SitOnnxError(f"RewriteOptions.{name} must be an int >= {low}, got {value!r}")
+    if options.time_steps > MAX_TIME_STEPS:  # it had ended in onnx's "Value out of range" as an internal error
+        raise SitOnnxError(
+            f"RewriteOptions.time_steps must be at most {MAX_TIME_STEPS} (an ONNX int attribute),"
+            f" got {options.time_steps}"
+        )
     flags = {"sigmoid": options.sigmoid, "shift": options.shift, "inline": options.inline, "strict": options.strict}
     flags |= {"attention_only": options.attention_only, "fuse": options.fuse}
     for name, value in flags.items():

@@ -201,6 +201,9 @@ def test_bad_parameter_sets(folder, params, command):
         (["neuron", "fit", "-k", "4", "--range", "-1", "100", "-o", "{f}/p.json"], "overflows"),
         (["neuron", "fit", "-k", "4", "--range", "-1000", "1000", "-o", "{f}/p.json"], "too large"),
         (["neuron", "fit", "-k", "4", "--range", "-300", "0", "-o", "{f}/p.json"], "wider than"),
+        # past what numpy can index: numpy's "Maximum allowed dimension exceeded" as an internal error
+        (["run", "{f}/good.onnx", "--batch", str(10**20)], f"of shape [{10**20}, "),
+        (["run", "{f}/good.onnx", "--batch", str(10**12)], "GiB; lower --batch (now 1000000000000)"),
     ],
 )
 def test_bad_paths_and_ranges(folder, args, needle):
@@ -214,6 +217,9 @@ def test_bad_paths_and_ranges(folder, args, needle):
         ["compare", "{f}/good.onnx", "{f}/good.onnx", "--rtol", "-1"],
         ["rewrite", "{f}/good.onnx", "--time-steps", "-3"],
         ["run", "{f}/good.onnx", "--batch", "0"],
+        ["rewrite", "{f}/good.onnx", "--time-steps", str(2**63)],  # past an int64 attribute: an internal error
+        ["triton", "{f}/good.onnx", "{f}", "--max-batch", str(2**31)],  # past Triton's int32: a config it refuses
+        ["triton", "{f}/good.onnx", "{f}", "--instances", str(2**31)],
         ["neuron", "fit", "--range", "1", "-1", "-o", "{f}/p.json"],
     ],
 )

@@ -312,3 +312,29 @@ def test_api_refuses_an_existing_entry_by_default_and_gives_the_usual_mode(conve
     assert folder == repo / "vit" and (os.stat(folder).st_mode & 0o777) == 0o777 & ~umask()
     with pytest.raises(SitOnnxError, match="exists"):
         write_repository(path, repo, TritonOptions("vit"))
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("max_batch_size", 2**31, "TritonOptions.max_batch_size must be an int in [0, 2147483647], got 2147483648"),
+        ("max_batch_size", -1, "TritonOptions.max_batch_size must be an int in [0, 2147483647], got -1"),
+        ("max_batch_size", 8.0, "TritonOptions.max_batch_size must be an int in [0, 2147483647], got 8.0"),
+        ("max_batch_size", True, "TritonOptions.max_batch_size must be an int in [0, 2147483647], got True"),
+        ("instances", 0, "TritonOptions.instances must be an int in [1, 2147483647], got 0"),
+        ("instances", 2**31, "TritonOptions.instances must be an int in [1, 2147483647], got 2147483648"),
+        ("device", "tpu", "TritonOptions.device must be one of cpu, gpu, got 'tpu'"),
+    ],
+)
+def test_api_refuses_counts_triton_cannot_hold_and_writes_nothing(converted, field, value, said):
+    """The CLI's ranges, for options built in Python: max_batch_size 2**31 had been written into a
+    config Triton refuses (it holds it in an int32)."""
+    from sit_onnx.deploy.triton import TritonOptions, write_repository
+    from sit_onnx.errors import SitOnnxError
+
+    path, repo = converted
+    with pytest.raises(SitOnnxError) as caught:
+        write_repository(path, repo, TritonOptions("vit", **{field: value}))
+    assert str(caught.value) == said
+    assert not (repo / "vit").exists()
+    assert write_repository(path, repo, TritonOptions("vit", max_batch_size=2**31 - 1, instances=2**31 - 1)).is_dir()

@@ -24,6 +24,10 @@ MODEL = softmax_model(["n", 6], -1)
         ({"steps": True}, "RewriteOptions.steps must be an int >= 1, got True"),
         ({"time_steps": -1}, "RewriteOptions.time_steps must be an int >= 0, got -1"),
         ({"time_steps": None}, "RewriteOptions.time_steps must be an int >= 0, got None"),
+        (
+            {"time_steps": 2**63},
+            f"RewriteOptions.time_steps must be at most {2**63 - 1} (an ONNX int attribute), got {2**63}",
+        ),
         ({"first": -1}, "RewriteOptions.first must be an int >= 0, got -1"),
         ({"activation_steps": 0}, "RewriteOptions.activation_steps must be an int >= 1, got 0"),
         ({"shift": "yes"}, "RewriteOptions.shift must be True or False, got 'yes'"),
