@@ -164,8 +164,12 @@ def read_set_file(path: Path, kind: str = "parameter") -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SitOnnxError(f"{path}: {kind} file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SitOnnxError(f"{path}: cannot read {kind} file ({type(exc).__name__})") from None
+    except IsADirectoryError:
+        raise SitOnnxError(f"{path}: a folder, where a JSON {kind} set was expected") from None
+    except PermissionError:
+        raise SitOnnxError(f"{path}: cannot read {kind} file (permission denied)") from None
+    except UnicodeDecodeError:  # said in words: the exception's name was the message
+        raise SitOnnxError(f"{path}: {kind} file is not UTF-8 text (a JSON set is)") from None
 
 
 def load_params(path: str | os.PathLike) -> NeuronParams:

@@ -60,5 +60,11 @@ def test_unreadable_parameter_file_names_the_reason(tmp_path):
 
     from sit_onnx.errors import SitOnnxError
 
-    with pytest.raises(SitOnnxError, match=r"cannot read parameter file \(IsADirectoryError\)$"):
+    with pytest.raises(SitOnnxError) as caught:
         load_params(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: a folder, where a JSON parameter set was expected"
+    binary = tmp_path / "set.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(SitOnnxError) as caught:
+        load_params(binary)
+    assert str(caught.value) == f"{binary}: parameter file is not UTF-8 text (a JSON set is)"
