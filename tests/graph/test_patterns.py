@@ -172,6 +172,11 @@ def test_caller_model_unchanged_and_weights_kept(params_file, rng):
         x @ numpy_helper.to_array(weight), load_params(params_file), options=SoftmaxOptions(shift=True)
     )
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-5)
+    again = onnx.ModelProto()
+    again.CopyFrom(model)
+    converted, _ = rewrite_model(again, RewriteOptions(params_file=params_file), in_place=True)
+    assert converted is again  # rewrite_file's way: no copy of a large model (the result is the argument)
+    assert converted.SerializeToString() == new.SerializeToString()
 
 
 def test_softmax_inside_scan_body(params_file, rng):
@@ -224,6 +229,31 @@ def test_softmax_inside_a_model_local_function(params_file, rng):
     x = rng.normal(0, 3, (3, 6)).astype(np.float32)
     expected = spiking_softmax(x, load_params(params_file), options=SoftmaxOptions(shift=True))
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
+
+
+def test_every_function_inlined_is_named(params_file):
+    """Two model-local functions, each holding a softmax: both are inlined, and the note names each."""
+    bodies = [
+        helper.make_function("custom.modules", name, ["s"], ["p"], [node], [helper.make_opsetid("", 17)])
+        for name, node in (
+            ("SelfAttention", helper.make_node("Softmax", ["s"], ["p"], axis=-1)),
+            ("Router", helper.make_node("Softmax", ["s"], ["p"], axis=0)),
+        )
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("SelfAttention", ["x"], ["h"], domain="custom.modules"),
+            helper.make_node("Router", ["h"], ["y"], domain="custom.modules"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 6])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("custom.modules", 1)]
+    model = helper.make_model(graph, functions=bodies, opset_imports=opsets)
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert len(report.converted) == 2
+    assert "inlined 2 model-local function(s) to reach the softmax inside: SelfAttention, Router" in report.notes
 
 
 def test_shape_annotations_stay_as_the_source_had_them(params_file):
