@@ -289,6 +289,41 @@ def _append_past(b: Body, node: onnx.NodeProto, k: str, v: str, past_key: str | 
     return k, v
 
 
+def _shared_buffer(b: Body, node: onnx.NodeProto, k: str, v: str, past: tuple[str, str], beams: str | None):
+    """MultiHeadAttention with `past_sequence_length` P, as onnxruntime's Whisper export writes it
+    for beam search (its DecoderMaskedMultiHeadAttention path): past key and value are buffers of
+    the maximum length shared with the present outputs, the S new keys written at P..P+S-1 and
+    the first P+S attended. With `cache_indirection` [B, beams, max] a key or value before P is read
+    from the beam the indirection names for that position (the beams of a batch row are rows
+    b·beams + j), the new ones from the row's own."""
+    start = b.op("Cast", [b.op("Reshape", [optional_input(node, 8), b.ints([1])])], to=TensorProto.INT64)
+    end = b.op("Add", [start, b.op("Gather", [b.op("Shape", [k]), b.ints([2])], axis=0)])
+    written = []
+    for new, buffer, output in ((k, past[0], 1), (v, past[1], 2)):
+        before = b.op("Slice", [buffer, b.ints([0]), start, b.ints([2])])
+        after = b.op("Slice", [buffer, end, b.ints([2**62]), b.ints([2])])
+        present = b.op("Concat", [before, new, after], axis=2)
+        if optional_output(node, output):
+            b.op("Identity", [present], [node.output[output]])
+        read = _indirected(b, present, beams, start) if beams else present
+        written.append(b.op("Slice", [read, b.ints([0]), end, b.ints([2])]))
+    return written[0], written[1]
+
+
+def _indirected(b: Body, buffer: str, beams: str, start: str) -> str:
+    """`buffer` [B·beams, N, max, H] with each position t < `start` of row (b, j) taken from beam
+    beams[b, j, t] of the same batch row."""
+    shape = b.op("Shape", [buffer])
+    split = b.op("Concat", [b.op("Slice", [b.op("Shape", [beams]), b.ints([0]), b.ints([2])]),
+                            b.op("Slice", [shape, b.ints([1]), b.ints([4])])], axis=0)  # fmt: skip
+    rows = b.op("Reshape", [buffer, split])  # [B, beams, N, max, H]
+    index = b.op("Unsqueeze", [b.op("Cast", [beams], to=TensorProto.INT64), b.ints([2, 4])])
+    gathered = b.op("GatherElements", [rows, b.op("Expand", [index, split])], axis=1)
+    positions = b.op("Reshape", [b.arange(b.op("Gather", [shape, b.ints([2])], axis=0)), b.ints([1, 1, 1, -1, 1])])
+    own = b.op("GreaterOrEqual", [positions, start])
+    return b.op("Reshape", [b.op("Where", [own, rows, gathered]), shape])
+
+
 MHA_LAYOUTS = {  # the ranks of query, key and value (0: absent) -> MultiHeadAttention's layout
     (3, 3, 3): "separate",  # [B, S, D] each
     (3, 4, 4): "bnsh",  # key and value already in heads, [B, N, L, H]: no bias added to them
@@ -371,12 +406,25 @@ def _causal_cross_reason(node: onnx.NodeProto, known: KnownTypes, layout: str) -
     return ""
 
 
+def _shared_buffer_reason(node: onnx.NodeProto) -> str:
+    """What of the shared-buffer form (_shared_buffer) is not decomposed: the qk output, a
+    cache_indirection without past_sequence_length, a past key without its value."""
+    if optional_output(node, 3):
+        return "the qk output is not decomposed yet"
+    if optional_input(node, 9) and not optional_input(node, 8):
+        return "cache_indirection without past_sequence_length is no form onnxruntime defines"
+    if optional_input(node, 8) and bool(optional_input(node, 6)) != bool(optional_input(node, 7)):
+        return "past_sequence_length with only one of past_key and past_value is not decomposed"
+    return ""
+
+
 def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     """com.microsoft MultiHeadAttention in each layout (MHA_LAYOUTS): (body, "") or (None, why).
     The packed layouts run on CUDA only in onnxruntime; their body is the separate layout's, the
     packed tensor split (checked against the CPU kernel on the same numbers unpacked)."""
-    if any(optional_input(node, i) for i in (8, 9)) or any(optional_output(node, i) for i in (3,)):
-        return None, "past_sequence_length, cache_indirection or the qk output are not decomposed yet"
+    reason = _shared_buffer_reason(node)
+    if reason:
+        return None, reason
     found = _mha_layout(node, known)
     if isinstance(found, str):
         return None, found
@@ -392,7 +440,11 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
         return None, reason
     b = Body(node.name or "mha", known.elem_type(node.input[0]))
     q, k, v = _mha_heads(b, node, layout, heads, (hidden_q, hidden_v))
-    k, v = _append_past(b, node, k, v, optional_input(node, 6), optional_input(node, 7))
+    past = optional_input(node, 6), optional_input(node, 7)
+    if optional_input(node, 8) and all(past):
+        k, v = _shared_buffer(b, node, k, v, past, optional_input(node, 9))
+    else:  # without a past, past_sequence_length and cache_indirection change nothing (cross-attention)
+        k, v = _append_past(b, node, k, v, *past)
     extras = _mask_extras(node, mask, known.ranks, optional_input(node, 5))
     context = _attend(b, q, k, v, attribute(node, "scale", 0.0) or (hidden_q // heads) ** -0.5, extras)
     merge_heads(b, context, hidden_v, node.output[0])
