@@ -20,6 +20,7 @@ from sit_onnx.graph.ort_attention import (
     KnownTypes,
     attention_body,
     bias_softmax_body,
+    decoder_masked_mha_body,
     multi_head_attention_body,
     qlinear_softmax_body,
     quantized_attention_body,
@@ -35,6 +36,7 @@ DECOMPOSERS = {  # onnxruntime's ops decomposed into standard ops (ort_attention
     "QLinearSoftmax": qlinear_softmax_body,
     "BiasSoftmax": bias_softmax_body,
     "MultiHeadAttention": multi_head_attention_body,
+    "DecoderMaskedMultiHeadAttention": decoder_masked_mha_body,
     "GroupQueryAttention": group_query_attention_body,
 }
 ATTRIBUTES = {  # what each decomposer reads; another attribute (a later onnxruntime's) leaves the op alone
@@ -57,6 +59,13 @@ ATTRIBUTES = {  # what each decomposer reads; another attribute (a later onnxrun
         "past_present_share_buffer",
     },
     "MultiHeadAttention": {"num_heads", "scale", "mask_filter_value", "unidirectional"},
+    "DecoderMaskedMultiHeadAttention": {
+        "num_heads",
+        "scale",
+        "mask_filter_value",
+        "past_present_share_buffer",
+        "output_qk",
+    },
     "QLinearSoftmax": {"axis", "opset"},
     "BiasSoftmax": {"axis", "is_inner_broadcast"},
 }  # fmt: skip  (GroupQueryAttention checks its own: ort_gqa.py)

@@ -451,6 +451,31 @@ def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     return b, ""
 
 
+# the DecoderMaskedMultiHeadAttention input each MultiHeadAttention input takes: query, key, value,
+# bias (its last), key_padding_mask (its mask_index), attention_bias, past key and value,
+# past_sequence_length, cache_indirection (beam_width, its input 8, is the indirection's second dim)
+DMMHA_AS_MHA = (0, 1, 2, 10, 3, 4, 5, 6, 7, 9)
+
+
+def decoder_masked_mha_body(node: onnx.NodeProto, known: KnownTypes):
+    """com.microsoft DecoderMaskedMultiHeadAttention (convert_generation's decoding attention, one
+    query per row over shared buffers): onnxruntime's CPU kernel computes what MultiHeadAttention
+    does with the same inputs, bit for bit (measured), so the node is decomposed as that one."""
+    if attribute(node, "output_qk", 0) or optional_output(node, 3):
+        return None, "the qk output is not decomposed yet"
+    if optional_input(node, 5) and not attribute(node, "past_present_share_buffer", 0):
+        return None, "a past without past_present_share_buffer=1 (onnxruntime's CPU kernel refuses it)"
+    if optional_input(node, 5) and not optional_input(node, 7):
+        return None, "a shared past without past_sequence_length (onnxruntime's kernel refuses it)"
+    inputs = [node.input[i] if i < len(node.input) else "" for i in DMMHA_AS_MHA]
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    kept = [a for a in node.attribute if a.name in ("num_heads", "scale", "mask_filter_value")]
+    mha = helper.make_node("MultiHeadAttention", inputs, list(node.output), node.name, domain=node.domain)
+    mha.attribute.extend(kept)
+    return multi_head_attention_body(mha, known)
+
+
 def _softmax(b: Body, x: str, axis: int, coerced: bool, rank: int | None, output: str | None = None) -> str:
     """Softmax along `axis`; `coerced` is opset < 13's meaning (over every dim from `axis` on, as one
     row), written as Flatten, Softmax, Reshape unless `axis` is the last dim anyway."""

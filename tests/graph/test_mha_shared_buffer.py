@@ -139,3 +139,70 @@ def test_forms_left_alone_say_why(change, reason):
         node.input[7] = ""
     _, found = expand_attention(model, 17)
     assert [(a.expanded, a.reason) for a in found] == [(False, reason)]
+
+
+def _as_decoder_masked(model, share=1):
+    """The same step as a DecoderMaskedMultiHeadAttention node (convert_generation's decoding
+    attention): its inputs in its own order, beam_width given."""
+    node = model.graph.node[0]
+    mha = list(node.input) + [""] * (10 - len(node.input))
+    inputs = [*mha[0:3], mha[4], mha[5], mha[6], mha[7], mha[8], "beam_width" if mha[9] else "", mha[9], mha[3]]
+    while not inputs[-1]:
+        inputs.pop()
+    new = onnx.helper.make_node(
+        "DecoderMaskedMultiHeadAttention", inputs, list(node.output), "decoding", domain="com.microsoft", num_heads=N
+    )
+    if share is not None:
+        new.attribute.append(onnx.helper.make_attribute("past_present_share_buffer", share))
+    del model.graph.node[:]
+    model.graph.node.append(new)
+    if "beam_width" in inputs:
+        model.graph.input.append(onnx.helper.make_tensor_value_info("beam_width", I32, [1]))
+    return model
+
+
+DMMHA = "com.microsoft::DecoderMaskedMultiHeadAttention"
+
+
+@pytest.mark.parametrize("case", ["greedy", "beams", "beams, two rows", "first step", "bias and mask"])
+def test_decoder_masked_multi_head_attention_equals_its_kernel(case):
+    """It was left alone; onnxruntime's CPU kernel computes what MultiHeadAttention does with the
+    same inputs, so it is decomposed as that one."""
+    model, feeds = _decoder_step(**CASES[case])
+    model = _as_decoder_masked(model)
+    if "beam_width" in {i.name for i in model.graph.input}:
+        feeds["beam_width"] = np.array([CASES[case]["beams"]], np.int32)
+    expected = _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert [(a.op, a.expanded) for a in found] == [(DMMHA, True)]
+    for want, have in zip(expected, _ort(expanded, feeds)):
+        np.testing.assert_allclose(have, want, atol=2e-5)
+    new, report = rewrite_model(model, RewriteOptions())
+    assert len(report.converted) == 1 and np.abs(_ort(new, feeds)[0] - expected[0]).max() < 0.05
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ("no share", "a past without past_present_share_buffer=1 (onnxruntime's CPU kernel refuses it)"),
+        ("share absent", "a past without past_present_share_buffer=1 (onnxruntime's CPU kernel refuses it)"),
+        ("no length", "a shared past without past_sequence_length (onnxruntime's kernel refuses it)"),
+        ("qk output", "the qk output is not decomposed yet"),
+        ("qk attribute", "the qk output is not decomposed yet"),
+        ("rotary", "attribute do_rotary is not one sit-onnx knows; left as it is rather than dropped"),
+    ],
+)
+def test_decoder_masked_forms_left_alone_say_why(change, reason):
+    model, _ = _decoder_step(batch=1, beams=2, new=1, start=3)
+    model = _as_decoder_masked(model, share={"no share": 0, "share absent": None}.get(change, 1))
+    node = model.graph.node[0]
+    if change == "no length":
+        node.input[7] = ""
+    elif change == "qk output":
+        node.output.append("qk")
+    elif change == "qk attribute":
+        node.attribute.append(onnx.helper.make_attribute("output_qk", 1))
+    elif change == "rotary":
+        node.attribute.append(onnx.helper.make_attribute("do_rotary", 1))
+    _, found = expand_attention(model, 17)
+    assert [(a.expanded, a.reason) for a in found] == [(False, reason)]
