@@ -19,9 +19,11 @@ ABSENT = ("", F32, None, None)
 MHA = "com.microsoft::MultiHeadAttention"
 
 
-def _decoder_step(batch, beams, new, start, indirection=True, mask=False, bias=False, unidirectional=0, seed=0):
-    """One self-attention step: `new` queries and keys for B·beams rows over buffers of MAX positions,
-    the past `start` long; returns the model and its feeds."""
+def _decoder_step(
+    batch, beams, new, start, indirection=True, mask=False, bias=False, unidirectional=0, seed=0, length=MAX, **attrs
+):
+    """One self-attention step: `new` queries and keys for B·beams rows over buffers of `length`
+    positions, the past `start` long; returns the model and its feeds."""
     rng = np.random.default_rng(seed)
     rows = batch * beams
 
@@ -32,12 +34,13 @@ def _decoder_step(batch, beams, new, start, indirection=True, mask=False, bias=F
     inputs += [("bias", F32, [3 * N * H], random(3 * N * H) * 0.3) if bias else ABSENT]
     inputs += [("kpm", I32, [rows, start + new], (rng.random((rows, start + new)) > 0.3).astype(np.int32))]
     inputs = inputs if mask else [*inputs[:4], ABSENT]
-    inputs += [ABSENT, *[(name, F32, [rows, N, MAX, H], random(rows, N, MAX, H)) for name in ("pk", "pv")]]
+    inputs += [ABSENT, *[(name, F32, [rows, N, length, H], random(rows, N, length, H)) for name in ("pk", "pv")]]
     inputs += [("psl", I32, [1], np.array([start], np.int32))]
     if indirection:
-        inputs += [("ci", I32, [batch, beams, MAX], rng.integers(0, beams, (batch, beams, MAX)).astype(np.int32))]
+        indices = rng.integers(0, beams, (batch, beams, length)).astype(np.int32)
+        inputs += [("ci", I32, [batch, beams, length], indices)]
     outputs = ("y", "present_key", "present_value")
-    return _ms_model("MultiHeadAttention", inputs, outputs, unidirectional=unidirectional)
+    return _ms_model("MultiHeadAttention", inputs, outputs, unidirectional=unidirectional, **attrs)
 
 
 def _expanded(model):
@@ -56,6 +59,8 @@ CASES = {
     "two new tokens": dict(batch=2, beams=1, new=2, start=3, indirection=False),
     "bias and mask": dict(batch=2, beams=2, new=1, start=3, bias=True, mask=True),
     "causal": dict(batch=2, beams=1, new=2, start=2, indirection=False, unidirectional=1),
+    "long buffer": dict(batch=1, beams=2, new=1, start=250, length=300),  # Whisper's is 448
+    "scale and filter": dict(batch=2, beams=2, new=1, start=3, mask=True, scale=0.3, mask_filter_value=-3.0),
 }
 
 
@@ -126,10 +131,11 @@ def test_the_converted_step_stays_near_the_source():
         ("qk", "the qk output is not decomposed yet"),
         ("indirection alone", "cache_indirection without past_sequence_length is no form onnxruntime defines"),
         ("one past", "past_sequence_length with only one of past_key and past_value is not decomposed"),
+        ("one past, no indirection", "past_sequence_length with only one of past_key and past_value is not decomposed"),
     ],
 )
 def test_forms_left_alone_say_why(change, reason):
-    model, _ = _decoder_step(batch=1, beams=2, new=1, start=3)
+    model, _ = _decoder_step(batch=1, beams=2, new=1, start=3, indirection=change != "one past, no indirection")
     node = model.graph.node[0]
     if change == "qk":
         node.output.append("qk")
@@ -152,6 +158,7 @@ def _as_decoder_masked(model, share=1):
     new = onnx.helper.make_node(
         "DecoderMaskedMultiHeadAttention", inputs, list(node.output), "decoding", domain="com.microsoft", num_heads=N
     )
+    new.attribute.extend(a for a in node.attribute if a.name in ("scale", "mask_filter_value"))
     if share is not None:
         new.attribute.append(onnx.helper.make_attribute("past_present_share_buffer", share))
     del model.graph.node[:]
@@ -164,7 +171,9 @@ def _as_decoder_masked(model, share=1):
 DMMHA = "com.microsoft::DecoderMaskedMultiHeadAttention"
 
 
-@pytest.mark.parametrize("case", ["greedy", "beams", "beams, two rows", "first step", "bias and mask"])
+@pytest.mark.parametrize(
+    "case", ["greedy", "beams", "beams, two rows", "first step", "bias and mask", "scale and filter"]
+)
 def test_decoder_masked_multi_head_attention_equals_its_kernel(case):
     """It was left alone; onnxruntime's CPU kernel computes what MultiHeadAttention does with the
     same inputs, so it is decomposed as that one."""
