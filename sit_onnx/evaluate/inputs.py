@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import math
 import operator
 import os
 import re
@@ -299,9 +300,7 @@ def _check_fits(name: str, shape: list[int], itemsize: int, batch: int) -> None:
     """A generated input larger than the machine's memory is refused naming its shape and --batch:
     beyond what numpy can index (--batch 10**20) it had ended in numpy's "Maximum allowed
     dimension exceeded" as an internal error."""
-    size = itemsize
-    for dim in shape:
-        size *= dim
+    size = itemsize * math.prod(shape)  # Python ints: no overflow at --batch 10**20
     memory = _physical_memory() or np.iinfo(np.intp).max
     if size > memory:
         raise SitOnnxError(

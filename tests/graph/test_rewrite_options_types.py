@@ -61,6 +61,7 @@ def test_a_wrong_type_or_range_is_refused_naming_the_field(options, said):
         ({"nodes": ["sm"]}, 1),
         ({"activations": ["gelu"]}, 1),
         ({"time_steps": 0, "activation_steps": None}, 1),
+        ({"time_steps": 2**63 - 1}, 1),  # the largest an int64 attribute holds
     ],
 )
 def test_the_edges_of_each_range_and_lists_are_taken(options, converted):

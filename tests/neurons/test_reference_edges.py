@@ -68,3 +68,19 @@ def test_unreadable_parameter_file_names_the_reason(tmp_path):
     with pytest.raises(SitOnnxError) as caught:
         load_params(binary)
     assert str(caught.value) == f"{binary}: parameter file is not UTF-8 text (a JSON set is)"
+
+
+def test_a_parameter_file_that_cannot_be_read_says_so_in_words(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import pytest
+
+    from sit_onnx.errors import SitOnnxError
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)  # root reads any file: the refusal is simulated
+    with pytest.raises(SitOnnxError) as caught:
+        load_params(tmp_path / "set.json")
+    assert str(caught.value) == f"{tmp_path / 'set.json'}: cannot read parameter file (permission denied)"

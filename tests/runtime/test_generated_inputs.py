@@ -592,3 +592,17 @@ def test_one_hot_constants_read_only_when_small_and_in_the_file():
     assert index_bounds(pair) == {}  # a depth of two values: an invalid model, no bound and no crash
     wide = _one_hot_model(("Equal", list(range((1 << 16) + 1))))  # more classes than a small constant holds
     assert index_bounds(wide) == {}
+
+
+@pytest.mark.parametrize("memory", [None, 2**30])
+def test_an_input_past_memory_is_refused_where_the_machine_does_not_say_its_memory_too(monkeypatch, memory):
+    """Without sysconf (Windows) the bound is what numpy can index; a known memory bounds it first."""
+    from sit_onnx.evaluate import inputs
+
+    monkeypatch.setattr(inputs, "_physical_memory", lambda: memory)
+    session = _session([("x", TensorProto.FLOAT, ["batch", 4])])
+    limit = np.iinfo(np.intp).max if memory is None else memory
+    with pytest.raises(SitOnnxError) as caught:
+        generate_feeds(session, batch=limit // 16 + 1)  # 16 bytes a row: just past the bound
+    assert f"more than this machine's {limit / 2**30:.3g} GiB" in str(caught.value)
+    assert generate_feeds(session, batch=2)["x"].shape == (2, 4)
