@@ -25,6 +25,7 @@ import click
 from sit_onnx.cli.options import (
     emit_json,
     flag_given,
+    json_constant,
     json_option,
     library_option,
     not_nan,
@@ -129,7 +130,7 @@ def compare(
                 "min_cosine": None if strict else min_cosine,
                 "min_agreement": None if strict else min_agreement,
                 "min_margin": min_margin,
-                "outputs": [asdict(r) for r in results],
+                "outputs": [asdict(r) | {"constant": json_constant(r.constant)} for r in results],
                 "noise_floor": _floor_json(floors) if runs.floor_out is not None else None,
                 "seeded_random_ops": len(runs.random_ops),
             }

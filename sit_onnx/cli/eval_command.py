@@ -10,6 +10,7 @@ from sit_onnx.cli.options import (
     converted_option,
     data_options,
     emit_json,
+    json_constant,
     json_option,
     library_option,
     op_library_option,
@@ -84,7 +85,8 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
     ]  # fmt: skip
     if as_json:
         emit_json({"model": str(model), "converted": str(converted) if converted else "converted in memory",
-                   "data": data.source, "samples": rows, "labels": False, "outputs": outputs})  # fmt: skip
+                   "data": data.source, "samples": rows, "labels": False,
+                   "outputs": [o | {"constant": json_constant(o["constant"])} for o in outputs]})  # fmt: skip
         return
     click.echo(f"data: {data.source}, {rows} samples, no labels: the converted model against the original")
     for o in outputs:

@@ -107,6 +107,14 @@ def finite_or_null(value):
     return value
 
 
+def json_constant(value: float | None):
+    """An output's one value for --json: a number, or "nan", "inf", "-inf" as strings, since the null
+    emit_json writes for them reads as "not constant" (an all-NaN output had said so)."""
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)  # Python spells them nan, inf, -inf
+
+
 def _not_serialisable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 

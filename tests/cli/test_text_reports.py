@@ -215,3 +215,26 @@ def test_explain_says_when_nothing_was_a_near_miss(tmp_path):
     assert "not a site: no softmax-like pattern was left unmatched" in text.splitlines()
     quiet = invoke("rewrite", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--force")
     assert "not a site" not in quiet
+
+
+def test_a_constant_output_keeps_its_value_in_json(tiny, tmp_path):
+    """JSON has no NaN or inf; written as null, an output constant at NaN read as "not constant"."""
+    x = np.load(tiny / "unlabelled.npz")["x"]
+    np.savez(tmp_path / "flat.npz", x=np.full_like(x, np.nan))
+    record = json.loads(invoke("eval", tiny / "tiny.onnx", "--data", tmp_path / "flat.npz", "--steps", "4", "--json"))
+    assert record["outputs"][0]["constant"] == "nan"
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["p"], axis=-1),
+        helper.make_node("Mul", ["x", "zero"], ["z"]),
+        helper.make_node("Add", ["z", "three"], ["three_out"]),
+        helper.make_node("Add", ["z", "minus_inf"], ["minus_inf_out"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("zero", 0.0), ("three", 3.0), ("minus_inf", -np.inf))]  # fmt: skip
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5]) for n in ("p", "three_out", "minus_inf_out")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])], outs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "c.onnx")
+    invoke("rewrite", tmp_path / "c.onnx", "-o", tmp_path / "s.onnx")
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "c.onnx"), str(tmp_path / "s.onnx"), "--json"])
+    constants = {o["name"]: o["constant"] for o in json.loads(result.output)["outputs"]}
+    assert constants == {"p": None, "three_out": 3.0, "minus_inf_out": "-inf"}
