@@ -190,9 +190,25 @@ def _evaluate(nodes: list[gs.Node], x: gs.Tensor, output: gs.Tensor, points=CHAI
                     raise NoSite(f"{node.op} {node.name!r} in the chain lacks an input")
                 args.append(None)
                 continue
-            args.append(known if known is not None else np.asarray(constant_value(tensor), dtype=np.float64))
+            args.append(known if known is not None else _scalar(tensor, x))
         values[id(node.outputs[0])] = _EVAL[node.op](*args)
     return np.broadcast_to(values[id(output)], points.shape)
+
+
+def _scalar(constant: gs.Tensor, x: gs.Tensor) -> np.float64:
+    """A chain's constant as one number. Of several values it is no function of each element alone;
+    of shape [1, 1, 1] (as onnxslim folds them) it is one only where x has at least that rank, else
+    it raises the output's rank, which a neuron on x does not (an internal error before both)."""
+    value = np.asarray(constant_value(constant), dtype=np.float64)
+    if value.size != 1:
+        raise NoSite(f"its constant {constant.name!r} holds {value.size} values, not one")
+    rank = len(x.shape) if x.shape is not None else None
+    if value.ndim and (rank is None or rank < value.ndim):
+        raise NoSite(
+            f"its constant {constant.name!r} of shape {list(value.shape)} may raise the rank of {x.name!r} "
+            f"({'unknown' if rank is None else rank})"
+        )
+    return np.float64(value.reshape(()))
 
 
 def _gelu_chain(graph: gs.Graph, anchor: gs.Node, form: str) -> ActivationSite:

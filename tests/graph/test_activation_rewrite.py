@@ -876,3 +876,43 @@ def test_activation_steps_without_activations_is_refused():
     ):
         rewrite_model(_gelu_then_softmax(), RewriteOptions(activation_form="gated"))
     rewrite_model(_gelu_then_softmax(), RewriteOptions(activation_form="direct"))  # the default, said or not
+
+
+def _erf_with_divisor(divisor: np.ndarray):
+    nodes, consts = _erf_torch()
+    return nodes, [_const("sqrt2", divisor)] + [c for c in consts if c.name != "sqrt2"]
+
+
+def test_a_constant_of_shape_ones_within_the_rank_is_one_number():
+    """onnxslim folds constants to [1, 1, 1]: such a GELU had died of an internal error."""
+    model = _model(*_erf_with_divisor(np.full((1, 1), math.sqrt(2))))
+    new, report = rewrite_model(model, RewriteOptions(activations=("gelu",)))
+    assert [(a["function"], a["form"]) for a in report.activations] == [("gelu", "Erf form")]
+    x = _x()
+    np.testing.assert_array_equal(run(new, {"x": x})[0], spiking_activation(x, shipped_activation("gelu", 12)))
+
+
+@pytest.mark.parametrize(
+    "divisor, shapeless, reason",
+    [
+        (
+            np.full((1, 1, 1), math.sqrt(2)),
+            False,
+            "its constant 'sqrt2' of shape [1, 1, 1] may raise the rank of 'x' (2)",
+        ),
+        (
+            np.full((1, 1), math.sqrt(2)),
+            True,
+            "its constant 'sqrt2' of shape [1, 1] may raise the rank of 'x' (unknown)",
+        ),
+        (np.full((2, 1), math.sqrt(2)), False, "its constant 'sqrt2' holds 2 values, not one"),
+    ],
+)
+def test_a_constant_that_is_not_one_number_of_each_element_leaves_the_gelu(divisor, shapeless, reason):
+    model = _model(*_erf_with_divisor(divisor))
+    if shapeless:
+        model.graph.input[0].type.tensor_type.ClearField("shape")
+    sites, misses = _misses(model, {"gelu"})
+    assert sites == [] and misses == [("erf", reason)]
+    with pytest.raises(SitOnnxError, match="no Softmax .* nor gelu activation to convert"):
+        rewrite_model(model, RewriteOptions(activations=("gelu",)))
