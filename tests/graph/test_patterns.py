@@ -589,6 +589,35 @@ def test_keepdims_0_sum_whose_batch_dim_inference_renamed_is_a_site(params_file,
     np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=1e-6)
 
 
+def test_keepdims_0_sum_after_onnxruntimes_float16_converter_is_a_site(params_file, rng):
+    """The converter annotates the Reshape's and the Expand's outputs with dims of their own names
+    (['unk__1', 'unk__2'], ['unk__3', 'unk__4']): an Expand to the very shape its Reshape took still
+    keeps the count (magika's model in float16 was left unconverted)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(_renamed_batch_model(), keep_io_types=True)
+    annotated = {v.name: [d.dim_param for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    assert annotated["s1"][0] != annotated["s2"][0]  # what made it a near miss
+    new, report = rewrite_model(model, RewriteOptions(params_file=params_file))
+    assert report.sites[0].converted and not {"Exp", "ReduceSum", "Div"} & set(report.ops_after)
+    x = rng.normal(0, 3, (3, 5)).astype(np.float32)
+    half = x.astype(np.float16).astype(np.float32)
+    expected = spiking_softmax(half, load_params(params_file), options=SoftmaxOptions(shift=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected, atol=2e-3)
+
+
+def test_an_expand_to_another_shape_tensor_needs_inference_to_prove_it(params_file):
+    """The same form with the Expand's target computed again (another tensor, maybe other values):
+    with the dims named apart nothing proves the count kept, so it stays a near miss."""
+    model = _renamed_batch_model()
+    model.graph.node.insert(6, helper.make_node("Concat", ["rows", "one"], ["again"], axis=0))
+    model.graph.node[-2].input[1] = "again"
+    for name, dims in (("s1", ["p", 1]), ("s2", ["q", 1])):
+        model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
+    with pytest.raises(Exception, match="keepdims=0 and the sum comes back with shape \\['q', 1\\]"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
 def test_keepdims_0_sum_with_two_renamed_dims_is_a_near_miss(params_file):
     """Two dims named anew: the count alone cannot tell which is which."""
     model = _renamed_batch_model(sliced_axes=(0, 1), rank=3)
@@ -612,6 +641,15 @@ def test_restored_axis_needs_count_keeping_plumbing():
     expand_grows = gs.Node("Expand", inputs=[renamed], outputs=[grown])
     assert keeps_count([reshape, expand_same]) and keeps_count([])
     assert not keeps_count([reshape, expand_grows])
+    target, other = gs.Variable("target", np.int64, [2]), gs.Variable("other", np.int64, [2])
+    shaped = gs.Variable("shaped", np.float32, ["c", 1])
+    reshape_to = gs.Node("Reshape", inputs=[e, target], outputs=[shaped])
+    to_own = gs.Node("Expand", inputs=[shaped, target], outputs=[gs.Variable("x1", np.float32, ["f", 1])])
+    to_other = gs.Node("Expand", inputs=[shaped, other], outputs=[gs.Variable("x2", np.float32, ["f", 1])])
+    assert keeps_count([reshape_to, to_own]) and not keeps_count([reshape_to, to_other])
+    no_source = gs.Node("Expand", inputs=[gs.Variable("free", np.float32, ["c", 1]), target],
+                        outputs=[gs.Variable("x3", np.float32, ["f", 1])])  # fmt: skip
+    assert not keeps_count([no_source])
     assert not keeps_count([gs.Node("Tile", inputs=[renamed], outputs=[same])])
     assert keeps_count([gs.Node(op, inputs=[renamed], outputs=[same]) for op in ("Cast", "Unsqueeze", "Reshape")])
     unnamed = gs.Node("Expand", inputs=[unknown], outputs=[gs.Variable("u2", np.float32, [None, 1])])

@@ -77,7 +77,8 @@ def restores_axis(divisor: gs.Tensor, e: gs.Tensor, axis: int, plumbing: list[gs
 
 def keeps_count(plumbing: list[gs.Node]) -> bool:
     """Whether the nodes between the keepdims=0 sum and the division keep its element count: Casts,
-    Reshapes, Unsqueezes, and Expands whose inferred output shape is their input's."""
+    Reshapes, Unsqueezes, and Expands whose inferred output shape is their input's or that expand
+    a Reshape to the Reshape's own shape."""
 
     def known(shape) -> bool:
         return shape is not None and all(d is not None for d in shape)
@@ -86,9 +87,22 @@ def keeps_count(plumbing: list[gs.Node]) -> bool:
         if node.op != "Expand":
             return node.op in ("Cast", "Reshape", "Unsqueeze")
         before, after = node.inputs[0].shape, node.outputs[0].shape
-        return known(before) and known(after) and list(before) == list(after)
+        return (known(before) and known(after) and list(before) == list(after)) or _expands_to_own_shape(node)
 
     return all(keeps(node) for node in plumbing)
+
+
+def _expands_to_own_shape(expand: gs.Node) -> bool:
+    """Expand(Reshape(t, s), s), as jax2tf writes it: broadcasting a tensor of shape s to s keeps it,
+    whatever inference names the dims (onnxruntime's float16 converter annotates each anew)."""
+    source = expand.inputs[0].inputs[0] if expand.inputs[0].inputs else None
+    return (
+        source is not None
+        and source.op == "Reshape"
+        and len(source.inputs) > 1
+        and len(expand.inputs) > 1
+        and source.inputs[1] is expand.inputs[1]
+    )
 
 
 def _through_casts(tensor: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
