@@ -879,15 +879,20 @@ def _spell_out_defaults(model: onnx.ModelProto) -> None:
             node.attribute.extend(a for a in defaults.get((node.domain, node.op_type), ()) if a.name not in given)
 
 
+FLOAT_VALUES = ("value_floats", "value_float")  # a Constant's float attributes, float32 by ONNX
+
+
 def _float32_constants(graph: onnx.GraphProto) -> None:
-    """The inlined neurons' `Constant value_floats` as float32 tensors: tools that fold constants
-    (onnxslim) turn a float list into a double initializer, which breaks the float32 graph."""
+    """The inlined neurons' `Constant value_floats` and `value_float` (SpikingActivation's low, high
+    and bias) as float32 tensors: tools that fold constants (onnxslim) turn a float or a float list
+    into a double initializer, which breaks the float32 graph."""
     for node in graph.node:
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
             continue
-        listed = next((a for a in node.attribute if a.name == "value_floats" and not a.ref_attr_name), None)
+        listed = next((a for a in node.attribute if a.name in FLOAT_VALUES and not a.ref_attr_name), None)
         if listed is None:
             continue
-        tensor = onnx.numpy_helper.from_array(np.asarray(listed.floats, dtype=np.float32), node.output[0])
+        value = listed.floats if listed.name == "value_floats" else listed.f
+        tensor = onnx.numpy_helper.from_array(np.asarray(value, dtype=np.float32), node.output[0])
         node.attribute.remove(listed)
         node.attribute.append(onnx.helper.make_attribute("value", tensor))

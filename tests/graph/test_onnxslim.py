@@ -25,10 +25,22 @@ def test_slimmed_models_compute_the_same(fuse, inline):
     np.testing.assert_allclose(run(slim, {"input": x})[0], run(model, {"input": x})[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["direct", "gated"])
+def test_slimmed_inlined_activations_compute_the_same(form):
+    """SpikingActivation's low, high and bias were inlined as `value_float`: onnxslim folded them
+    into doubles, and onnxruntime refused the slimmed model (Concat of double and float)."""
+    options = RewriteOptions(inline=True, activations=("gelu",), activation_form=form)
+    model, report = rewrite_model(onnx.load(str(BUNDLED)), options)
+    assert report.activations
+    x = np.random.default_rng(2).uniform(-0.5, 0.5, (3, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(onnxslim.slim(model), {"input": x})[0], run(model, {"input": x})[0], atol=1e-5)
+
+
 def test_inlined_constants_are_float32_tensors():
-    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(inline=True))
+    model, _ = rewrite_model(onnx.load(str(BUNDLED)), RewriteOptions(inline=True, activations=("gelu",)))
     constants = [n for n in model.graph.node if n.op_type == "Constant"]
-    assert constants and not any(a.name == "value_floats" for n in constants for a in n.attribute)
+    listed = {"value_floats", "value_float"}
+    assert constants and not any(a.name in listed for n in constants for a in n.attribute)
     values = [
         a.t for n in constants for a in n.attribute if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT
     ]
