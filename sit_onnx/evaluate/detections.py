@@ -128,7 +128,7 @@ def _matches(reference, candidate) -> list[float]:
         usable = free & (classes == ref_classes[i])
         if not usable.any():
             continue
-        overlap = np.where(usable, _iou(ref_boxes[i], boxes) if len(boxes) else 0.0, -1.0)
+        overlap = np.where(usable, _iou(ref_boxes[i], boxes), -1.0)  # usable: some candidate box exists
         best = int(np.argmax(overlap))
         if overlap[best] >= MATCH_IOU:
             free[best] = False

@@ -209,3 +209,16 @@ def test_an_input_named_labels_is_fed_not_scored(tmp_path, command):
     assert loaded.labels is None and set(loaded.arrays) == {"x", "labels"}
     with pytest.raises(SitOnnxError, match=r"'labels' is an input of the model here, not the labels accuracy needs$"):
         load_labelled(data, None, "x", inputs={"x", "labels"})
+
+
+def test_feed_rows_of_scalars_alone_is_zero(files):
+    """No array with a first dim: no rows (the commands then refuse saying so), whatever is fed."""
+    import onnxruntime as ort
+
+    from sit_onnx.evaluate.batching import feed_rows
+
+    session = ort.InferenceSession(files["scalars"], providers=["CPUExecutionProvider"])
+    assert feed_rows(session, {"s": np.array(0.7, np.float32)}) == 0
+    assert feed_rows(session, {}) == 0
+    rows = ort.InferenceSession(files["model"], providers=["CPUExecutionProvider"])
+    assert feed_rows(rows, {"s": np.array(0.7, np.float32), "x": np.ones((ROWS, 3), np.float32)}) == ROWS

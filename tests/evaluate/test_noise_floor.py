@@ -41,6 +41,17 @@ def test_floor_is_the_exact_softmax_rounded_to_float16(opset, back, axis):
     assert np.abs(got - exact).max() > 0  # the rounding shows (not the exact float32 softmax)
 
 
+@pytest.mark.parametrize("opset", [11, 17])
+def test_floor_of_a_node_without_axis_takes_the_contracts_default(opset):
+    """SpikingSoftmax's axis defaults to -1 (the op contract), whatever Softmax's default at the opset."""
+    converted, _ = rewrite_model(softmax_model([2, 3, 4], -1, opset=opset), RewriteOptions())
+    (node,) = [n for n in converted.graph.node if n.op_type == SPIKING_SOFTMAX]
+    node.attribute.remove(next(a for a in node.attribute if a.name == "axis"))
+    x = np.random.default_rng(4).normal(0, 3, (2, 3, 4)).astype(np.float32)
+    got = run(rounded_attention(converted), {"x": x})[0]
+    np.testing.assert_allclose(got, softmax(x.astype(np.float64), -1), rtol=2.0**-11, atol=1e-7)
+
+
 def test_floor_keeps_a_float16_model_in_float16():
     converted, _ = rewrite_model(softmax_model([2, 6], -1, dtype=TensorProto.FLOAT16), RewriteOptions())
     x = np.random.default_rng(1).normal(0, 2, (2, 6)).astype(np.float16)

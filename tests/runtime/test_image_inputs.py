@@ -94,6 +94,8 @@ def _vit(
         ({"kernel": (4, 2)}, {1: 3, 2: 12, 3: 6}),  # oblong patches
         ({"omit": ("group", "kernel_shape")}, {1: 3, 2: 12, 3: 12}),  # defaults: group 1, kernel from weights
         ({"omit": ("strides",)}, {1: 3}),  # stride 1: not a patch Conv
+        ({"omit": ("strides",), "kernel": (2, 1)}, {1: 3}),  # stride 1 on both axes, whatever the kernel
+        ({"omit": ("strides",), "kernel": (1, 2)}, {1: 3}),
         ({"patch": 1, "side": 4, "extra": 0}, {1: 3}),  # a 1x1 Conv does not patch
         ({"bias": True}, {1: 3, 2: 12, 3: 12}),  # a [D] vector added first is not the table
         ({"chain": 37, "extra": 0}, {1: 3, 2: 12, 3: 12}),  # the Add is the 40th node past the Conv
