@@ -22,6 +22,7 @@ from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.graph.activations import ActivationMiss, find_activation_sites, replace_activation
 from sit_onnx.graph.attention import AttentionOp, expand_attention, is_attention_op
 from sit_onnx.graph.functions import spiking_functions
+from sit_onnx.graph.inline import inline_spiking_functions, spell_out_defaults
 from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.opaque import hide_opaque, restore_opaque
@@ -518,7 +519,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     del new.functions[:]  # take the functions as they were, not as graphsurgeon re-exported them
     new.functions.extend(f for f in light.functions if f.domain != DOMAIN)
     _attach_functions(new, params.steps, prepared.opset, _activation_steps(new))
-    _spell_out_defaults(new)
+    spell_out_defaults(new)
     new.metadata_props.extend(light.metadata_props)
     props = {p.key: p.value for p in new.metadata_props}
     onnx.helper.set_model_props(new, {**props, "sit_onnx.params": params.method, "sit_onnx.steps": str(params.steps)})
@@ -847,52 +848,3 @@ def _attach_functions(model: onnx.ModelProto, steps: int, opset: int, activation
     model.functions.extend(spiking_functions(steps, opset, activation_steps))
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
-
-
-def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Expand SpikingExp/SpikingNorm into standard ops for runtimes without function support."""
-    from onnx import inliner
-
-    _spell_out_defaults(model)  # a model converted by an earlier sit-onnx may leave them out
-    inlined = inliner.inline_selected_functions(
-        model, [(f.domain, f.name) for f in model.functions if f.domain == DOMAIN], exclude=False
-    )
-    del inlined.functions[:]
-    inlined.functions.extend(f for f in model.functions if f.domain != DOMAIN)
-    kept = [o for o in inlined.opset_import if o.domain != DOMAIN]
-    del inlined.opset_import[:]
-    inlined.opset_import.extend(kept)
-    for graph in graph_protos(inlined.graph):
-        _float32_constants(graph)
-    return inlined
-
-
-def _spell_out_defaults(model: onnx.ModelProto) -> None:
-    """Give each spiking node the attributes it leaves to its function's defaults (a
-    SpikingActivation's `gate`, a SpikingSoftmax's `shift`): onnx's inliner and its reference
-    runtime do not apply them, and a body's `Constant` referring to an absent attribute has no
-    value. Same numbers."""
-    defaults = {(f.domain, f.name): f.attribute_proto for f in model.functions if f.domain == DOMAIN}
-    for graph in graph_protos(model.graph):
-        for node in graph.node:
-            given = {a.name for a in node.attribute}
-            node.attribute.extend(a for a in defaults.get((node.domain, node.op_type), ()) if a.name not in given)
-
-
-FLOAT_VALUES = ("value_floats", "value_float")  # a Constant's float attributes, float32 by ONNX
-
-
-def _float32_constants(graph: onnx.GraphProto) -> None:
-    """The inlined neurons' `Constant value_floats` and `value_float` (SpikingActivation's low, high
-    and bias) as float32 tensors: tools that fold constants (onnxslim) turn a float or a float list
-    into a double initializer, which breaks the float32 graph."""
-    for node in graph.node:
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-            continue
-        listed = next((a for a in node.attribute if a.name in FLOAT_VALUES and not a.ref_attr_name), None)
-        if listed is None:
-            continue
-        value = listed.floats if listed.name == "value_floats" else listed.f
-        tensor = onnx.numpy_helper.from_array(np.asarray(value, dtype=np.float32), node.output[0])
-        node.attribute.remove(listed)
-        node.attribute.append(onnx.helper.make_attribute("value", tensor))

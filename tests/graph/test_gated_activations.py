@@ -310,7 +310,7 @@ def test_neuron_show_says_a_gate_is_one_and_what_it_computes():
 def test_nodes_that_leave_attributes_to_defaults_still_inline():
     """A model converted by an earlier sit-onnx wrote no `gate` (nor, by hand, `shift`): the
     inliner gets them spelled out from the functions' defaults, with the same numbers."""
-    from sit_onnx.graph.convert import inline_spiking_functions
+    from sit_onnx.graph.inline import inline_spiking_functions
 
     nodes, consts = FORMS["Erf form (torch)"][0]()
     model = _model(nodes + [helper.make_node("Softmax", ["y"], ["z"], name="sm")], consts)

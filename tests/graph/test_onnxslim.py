@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.neurons.params import SHIFT_RANGE, shipped_params
 from tests.helpers import run
 
 onnxslim = pytest.importorskip("onnxslim", reason="onnxslim is an optional tool (installed by the dev extra)")
@@ -44,8 +45,9 @@ def test_inlined_constants_are_float32_tensors():
     values = [
         a.t for n in constants for a in n.attribute if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT
     ]
-    thresholds = [onnx.numpy_helper.to_array(t) for t in values if t.dims and t.dims[0] == 12]
-    assert thresholds  # the K=12 steps are among them, as float32
+    scalars = {float(onnx.numpy_helper.to_array(t)) for t in values if not t.dims}
+    steps = shipped_params(12, SHIFT_RANGE).thresholds  # each step's threshold, computed once as float32
+    assert {float(np.float32(t)) for t in steps} <= scalars
 
 
 @pytest.mark.parametrize("inline", [False, True])
