@@ -67,6 +67,7 @@ def test_config_matches_the_model_and_the_entry_runs(converted):
     assert config.HasField("dynamic_batching")
     assert [(g.count, g.kind) for g in config.instance_group] == [(1, pb.ModelInstanceGroup.KIND_CPU)]
     library = folder / LIBRARY_NAME
+    assert [p.name for p in (folder / "1").iterdir()] == ["model.onnx"]  # one file in, one file out
     assert list(config.model_operations.op_library_filename) == [str(library.resolve())]
     assert library.read_bytes() == Path(get_library_path()).read_bytes()
     # what the server does: register the shipped library, load version 1, run a batch
@@ -158,7 +159,10 @@ def test_existing_entry_needs_force_and_force_replaces_it(converted):
     path, repo = converted
     assert invoke("triton", path, repo).exit_code == 0
     (repo / "vit" / "stale.txt").write_text("old")
-    one_line(invoke("triton", path, repo), "exists (use --force")
+    one_line(
+        invoke("triton", path, repo),
+        f"Error: {repo / 'vit'} exists (use --force, or force=True from Python, to replace it)",
+    )
     assert (repo / "vit" / "stale.txt").exists()
     assert invoke("triton", path, repo, "--force", "--max-batch", "2").exit_code == 0
     assert not (repo / "vit" / "stale.txt").exists() and parse(repo / "vit")[1].max_batch_size == 2
@@ -194,6 +198,10 @@ def test_missing_repository_and_model(converted, tmp_path):
     "value, text",
     [
         (helper.make_tensor_value_info("x", TensorProto.FLOAT, []), "is a scalar"),
+        (
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, []),
+            "input 'x' has shape scalar: batching (--max-batch 8)",
+        ),
         (helper.make_tensor_value_info("x", TensorProto.FLOAT, None), "has no shape"),
         (helper.make_tensor_value_info("x", TensorProto.COMPLEX64, ["n", 2]), "tensors of numbers, bools or strings"),
         (helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, ["n"]), "tensors of numbers, bools or strings"),
@@ -205,7 +213,7 @@ def test_inputs_triton_cannot_describe(tmp_path, value, text):
     )
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    one_line(invoke("triton", path, tmp_path, "--max-batch", "0"), text)
+    one_line(invoke("triton", path, tmp_path, "--max-batch", "8" if "batching" in text else "0"), text)
     assert not (tmp_path / "m").exists()
 
 

@@ -399,3 +399,15 @@ def test_a_site_left_unconverted_is_not_named_uncalibrated(tmp_path):
     np.savez(data, **generate_feeds(make_session(model, SessionSpec(use_library=False)), batch=2, model=model))
     args = ["rewrite", str(source), "-o", str(tmp_path / "o.onnx"), "--calibrate", str(data), "--json"]
     assert json.loads(CliRunner().invoke(main, [*args, "--first", "0"]).output)["uncalibrated"] == []
+
+
+def test_the_prompt_read_through_other_ops_is_the_longest_integer_input():
+    """The ids with the longest last axis: not the first, nor the longest along another axis, nor
+    a float input (Whisper's features) or a vector."""
+    from sit_onnx.evaluate.generation_inputs import _longest_ids
+
+    mask = np.ones((1, 9, 2), np.int64)  # longest along axis 1 and 2 from the end
+    prompt = np.ones((1, 2, 7), np.int32)
+    feeds = {"mask": mask, "prompt": prompt, "features": np.ones((1, 2, 80), np.float32), "v": np.ones(50, np.int64)}
+    assert _longest_ids(feeds) is prompt
+    assert _longest_ids({"features": feeds["features"], "v": feeds["v"]}) is None

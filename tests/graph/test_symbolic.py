@@ -91,3 +91,23 @@ def test_what_it_cannot_decide_is_not_printed(capfd, caplog):
     assert capfd.readouterr() == ("", "")
     assert not [r for r in caplog.records if r.name.startswith("onnxruntime")]
     assert not logging.getLogger("onnxruntime.tools.symbolic_shape_infer").disabled  # given back after the run
+
+
+def test_a_failure_before_any_node_gives_nothing_without_an_error(monkeypatch):
+    """Where it fails before its first node (in its preprocessing) no node's outputs are to drop."""
+
+    def failing(self, model):
+        raise RuntimeError("made to fail")
+
+    monkeypatch.setattr(SymbolicShapeInference, "_preprocess", failing)
+    assert symbolic_types(_chain(helper.make_node("Relu", ["x"], ["y"])), guess=False) == {}
+
+
+def test_types_of_keeps_typed_tensors_only():
+    from sit_onnx.graph.symbolic import types_of
+
+    model = _chain(helper.make_node("Relu", ["x"], ["y"]))
+    model.graph.value_info.append(helper.make_tensor_value_info("untyped", TensorProto.UNDEFINED, None))
+    model.graph.value_info.append(helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None))
+    found = types_of(model)
+    assert set(found) == {"x", "y", "w"} and _dims(found["w"]) == [16, 8]
