@@ -17,8 +17,6 @@ from onnx.reference import ReferenceEvaluator
 from sit_onnx.domain import DOMAIN
 from sit_onnx.graph.walk import graph_protos
 
-FLOAT_VALUES = ("value_floats", "value_float")  # a Constant's float attributes, float32 by ONNX
-
 
 def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """Expand the spiking ops into standard ops, their constant parts computed."""
@@ -34,7 +32,6 @@ def inline_spiking_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     inlined.opset_import.extend(kept)
     opsets = [helper.make_opsetid(o.domain, o.version) for o in kept]
     for graph in graph_protos(inlined.graph):
-        _float32_constants(graph)
         fold_constants(graph, {node.name for node in graph.node} - before, opsets)
     return inlined
 
@@ -49,22 +46,6 @@ def spell_out_defaults(model: onnx.ModelProto) -> None:
         for node in graph.node:
             given = {a.name for a in node.attribute}
             node.attribute.extend(a for a in defaults.get((node.domain, node.op_type), ()) if a.name not in given)
-
-
-def _float32_constants(graph: onnx.GraphProto) -> None:
-    """The inlined neurons' `Constant value_floats` and `value_float` (SpikingActivation's low, high
-    and bias) as float32 tensors: tools that fold constants (onnxslim) turn a float or a float list
-    into a double initializer, which breaks the float32 graph."""
-    for node in graph.node:
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-            continue
-        listed = next((a for a in node.attribute if a.name in FLOAT_VALUES and not a.ref_attr_name), None)
-        if listed is None:
-            continue
-        value = listed.floats if listed.name == "value_floats" else listed.f
-        tensor = numpy_helper.from_array(np.asarray(value, dtype=np.float32), node.output[0])
-        node.attribute.remove(listed)
-        node.attribute.append(helper.make_attribute("value", tensor))
 
 
 def _constant_nodes(graph: onnx.GraphProto, ours: set[str]) -> list[onnx.NodeProto]:
@@ -83,15 +64,17 @@ def _constant_nodes(graph: onnx.GraphProto, ours: set[str]) -> list[onnx.NodePro
 
 def fold_constants(graph: onnx.GraphProto, ours: set[str], opsets: list) -> None:
     """Compute the inlined nodes `ours` that only constants feed, and put Constants of what they give
-    in their place (those that anything else reads). A check that fails (attributes the kernels would
-    refuse) leaves the nodes as they are, to fail at run time as the function bodies do."""
+    in their place (those that anything else reads), each a tensor: no `value_float(s)` Constant is
+    left, which onnxslim folds into a double (a slimmed model had mixed double and float). A check
+    that fails (attributes the kernels would refuse) leaves the nodes as they are, to fail when the
+    model loads, as the function bodies do. The inliner's names are its own: no subgraph reads them."""
     folded = _constant_nodes(graph, ours)
+    if not folded:
+        return
     computed = {name for node in folded for name in node.output}
     gone = {id(node) for node in folded}
-    if all(node.op_type == "Constant" for node in folded):
-        return
     readers = [node for node in graph.node if id(node) not in gone]
-    needed = [name for node in readers for name in [*node.input, *_subgraph_reads(node)] if name in computed]
+    needed = [name for node in readers for name in node.input if name in computed]
     needed = list(dict.fromkeys(needed + [v.name for v in graph.output if v.name in computed]))
     model = helper.make_model(
         helper.make_graph(folded, "fold", [], [helper.make_empty_tensor_value_info(n) for n in needed]),
@@ -112,13 +95,3 @@ def fold_constants(graph: onnx.GraphProto, ours: set[str], opsets: list) -> None
 
 def _tensor(value, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value), name)
-
-
-def _subgraph_reads(node: onnx.NodeProto) -> list[str]:
-    """Names a node's subgraphs read from the graph around them (an If branch's use of a value)."""
-    reads = []
-    for attr in node.attribute:
-        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-            for inner in graph_protos(sub):
-                reads.extend(name for n in inner.node for name in n.input)
-    return reads
