@@ -199,7 +199,7 @@ def _scalar(constant: gs.Tensor, x: gs.Tensor) -> np.float64:
     """A chain's constant as one number. Of several values it is no function of each element alone;
     of shape [1, 1, 1] (as onnxslim folds them) it is one only where x has at least that rank, else
     it raises the output's rank, which a neuron on x does not (an internal error before both)."""
-    value = np.asarray(constant_value(constant), dtype=np.float64)
+    value = np.asarray(constant_value(constant))
     if value.size != 1:
         raise NoSite(f"its constant {constant.name!r} holds {value.size} values, not one")
     rank = len(x.shape) if x.shape is not None else None
