@@ -3,8 +3,9 @@
 The function bodies check their attributes at run time (ONNX has no assert: a Reshape that fails),
 and read each step's threshold, reset and weight with a Gather. Inlined with the attributes as
 constants, all of that is constant: it is computed here, once, and written as the values it gives.
-The graph shrinks by about two fifths, and tools that retype a graph see no check ops: onnxruntime's
-float16 converter turned the checks' IsInf to float16, which onnxruntime then refused to load.
+The graph shrinks (khmersm's three-site segmenter: 928 nodes to 724), and tools that retype a graph
+see no check ops: onnxruntime's float16 converter turned the checks' IsInf to float16, which
+onnxruntime then refused to load.
 """
 
 from __future__ import annotations
