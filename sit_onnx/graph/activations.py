@@ -202,13 +202,19 @@ def _scalar(constant: gs.Tensor, x: gs.Tensor) -> np.float64:
     value = np.asarray(constant_value(constant))
     if value.size != 1:
         raise NoSite(f"its constant {constant.name!r} holds {value.size} values, not one")
+    _keeps_rank(constant, value, x)
+    return np.float64(value.reshape(()))
+
+
+def _keeps_rank(constant: gs.Tensor, value: np.ndarray, x: gs.Tensor) -> None:
+    """Raise NoSite where a one-number constant of shape [1, 1, ...] may give x * value (or +) a
+    higher rank than x's: a neuron on x would then change the output's shape."""
     rank = len(x.shape) if x.shape is not None else None
     if value.ndim and (rank is None or rank < value.ndim):
         raise NoSite(
             f"its constant {constant.name!r} of shape {list(value.shape)} may raise the rank of {x.name!r} "
             f"({'unknown' if rank is None else rank})"
         )
-    return np.float64(value.reshape(()))
 
 
 def _gelu_chain(graph: gs.Graph, anchor: gs.Node, form: str) -> ActivationSite:
@@ -243,6 +249,7 @@ def _scaled(graph: gs.Graph, tensor: gs.Tensor) -> tuple[gs.Tensor, float, list[
     for x, factor in (mul.inputs, mul.inputs[::-1]):
         beta = constant_value(factor)
         if beta is not None and beta.size == 1 and constant_value(x) is None:
+            _keeps_rank(factor, beta, x)
             private = len(tensor.outputs) == 1 and tensor not in graph.outputs
             return x, float(beta.reshape(-1)[0]), [mul] if private else []
     return tensor, 1.0, []
@@ -276,7 +283,12 @@ def _gate(graph: gs.Graph, node: gs.Node, wanted: set[str]) -> ActivationSite:
             return ActivationSite(
                 mul.name or node.name, graph, product, f"x * {node.op}(x)", x, mul.outputs[0], [node, mul]
             )
-        swish = _swish(graph, node, mul) if node.op == "Sigmoid" and len(mul.inputs) == 2 else None
+        try:
+            swish = _swish(graph, node, mul) if node.op == "Sigmoid" and len(mul.inputs) == 2 else None
+        except NoSite:
+            if gate not in wanted:
+                raise
+            swish = None  # the gate alone still converts
         if swish is not None:
             return swish
     if gate not in wanted:
@@ -353,6 +365,7 @@ def _affine_of(graph: gs.Graph, tensor: gs.Tensor) -> tuple[gs.Tensor, float, fl
         if b is None or b.size != 1 or constant_value(term) is not None:
             continue
         x, a, _ = _scaled(graph, term)
+        _keeps_rank(offset, b, x)
         return x, a, float(b.reshape(-1)[0])
     return None
 

@@ -916,3 +916,43 @@ def test_a_constant_that_is_not_one_number_of_each_element_leaves_the_gelu(divis
     assert sites == [] and misses == [("erf", reason)]
     with pytest.raises(SitOnnxError, match="no Softmax .* nor gelu activation to convert"):
         rewrite_model(model, RewriteOptions(activations=("gelu",)))
+
+
+def _swish_with_beta_of_shape(shape):
+    nodes = [
+        helper.make_node("Mul", ["x", "beta"], ["bx"], name="scale"),
+        helper.make_node("Sigmoid", ["bx"], ["s"], name="sig"),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="quick"),
+    ]
+    return _model(nodes, [_const("beta", np.full(shape, 1.702))])
+
+
+def test_a_swish_scale_that_raises_the_rank_is_no_swish():
+    """beta of shape [1, 1, 1] on a rank-2 x makes y rank 3: the neuron on x had silently dropped
+    the leading 1 (onnxslim folds such constants). Within x's rank it is one number."""
+    sites, misses = _misses(_swish_with_beta_of_shape((1, 1, 1)), {"silu"})
+    assert sites == [] and misses == [("sig", "its constant 'beta' of shape [1, 1, 1] may raise the rank of 'x' (2)")]
+    sites, misses = _misses(_swish_with_beta_of_shape((1, 1, 1)), {"silu", "sigmoid"})
+    assert [(s.function, s.output.name) for s in sites] == [("sigmoid", "s")] and misses == []
+    new, _ = rewrite_model(_swish_with_beta_of_shape((1, 1, 1)), RewriteOptions(activations=("silu", "sigmoid")))
+    x = _x()
+    assert run(new, {"x": x})[0].shape == (1, *x.shape)
+    (site,), _ = _misses(_swish_with_beta_of_shape((1, 1)), {"silu"})
+    assert (site.function, site.scale) == ("silu", pytest.approx(1.702))
+    new, _ = rewrite_model(_swish_with_beta_of_shape((1, 1)), RewriteOptions(activations=("silu",)))
+    assert run(new, {"x": x})[0].shape == x.shape
+
+
+def test_an_affine_offset_that_raises_the_rank_leaves_the_clamp():
+    """Clip(x + 3, 0, 6) / 6 with a 3 of shape [1, 1, 1] on a rank-2 x is no HardSigmoid of x."""
+    nodes = [
+        helper.make_node("Add", ["x", "three"], ["u"], name="add"),
+        helper.make_node("Clip", ["u", "lo", "hi"], ["r"], name="clip"),
+        helper.make_node("Div", ["r", "six"], ["y"], name="div"),
+    ]
+    consts = [_const("three", np.full((1, 1, 1), 3.0)), _const("lo", 0.0), _const("hi", 6.0), _const("six", 6.0)]
+    sites, misses = _misses(_model(nodes, consts), {"hardsigmoid"})
+    assert sites == [] and misses == [("clip", "its constant 'three' of shape [1, 1, 1] may raise the rank of 'x' (2)")]
+    consts[0] = _const("three", np.full((1, 1), 3.0))
+    (site,), _ = _misses(_model(nodes, consts), {"hardsigmoid"})
+    assert site.function == "hardsigmoid"
