@@ -956,3 +956,192 @@ def test_an_affine_offset_that_raises_the_rank_leaves_the_clamp():
     consts[0] = _const("three", np.full((1, 1), 3.0))
     (site,), _ = _misses(_model(nodes, consts), {"hardsigmoid"})
     assert site.function == "hardsigmoid"
+
+
+def test_ops_of_functions_not_asked_for_are_passed_silently():
+    """A HardSigmoid, a clamp's ops and a Tanh are no start when only silu is asked: no miss."""
+    nodes = [
+        helper.make_node("HardSigmoid", ["x"], ["a"], name="hs"),
+        helper.make_node("Relu", ["a"], ["b"], name="r"),
+        helper.make_node("Tanh", ["b"], ["c"], name="t"),
+        helper.make_node("Max", ["c", "zero"], ["d"], name="mx"),
+        helper.make_node("Min", ["d", "six"], ["y"], name="mn"),
+    ]
+    assert _misses(_model(nodes, [_const("zero", 0.0), _const("six", 6.0)]), {"silu"}) == ([], [])
+    clip = [
+        helper.make_node("Add", ["x", "three"], ["u"], name="add"),
+        helper.make_node("Clip", ["u", "zero", "six"], ["c"], name="clip"),
+        helper.make_node("Div", ["c", "six"], ["y"], name="div"),
+    ]
+    consts = [_const("three", 3.0), _const("zero", 0.0), _const("six", 6.0)]
+    assert _misses(_model(clip, consts), {"silu"}) == ([], [])
+
+
+def test_a_clamp_of_two_ops_is_matched_once():
+    """x * Min(Max(x + 3, 0), 6) / 6: the Min is part of the site, not a start of its own."""
+    nodes = [
+        helper.make_node("Add", ["x", "three"], ["u"], name="add"),
+        helper.make_node("Max", ["u", "zero"], ["a"], name="mx"),
+        helper.make_node("Min", ["a", "six"], ["b"], name="mn"),
+        helper.make_node("Div", ["b", "six"], ["c"], name="div"),
+        helper.make_node("Mul", ["x", "c"], ["y"], name="mul"),
+    ]
+    model = _model(nodes, [_const("three", 3.0), _const("zero", 0.0), _const("six", 6.0)])
+    sites, misses = _misses(model, {"hardswish", "hardsigmoid"})
+    assert [(s.function, s.form) for s in sites] == [("hardswish", "x * Min(Max(x + 3, 0), 6) / 6")] and misses == []
+
+
+def test_only_a_product_of_the_gate_is_a_swish():
+    """x * Sigmoid(x + 1) (an Add, not a scale), x * HardSigmoid(2 x) (no Sigmoid) and
+    x + Sigmoid(1.702 x) (a sum) are no Swish: the gate alone converts, and gelu says nothing."""
+    shifted = [
+        helper.make_node("Add", ["x", "c"], ["xc"], name="shift"),
+        helper.make_node("Sigmoid", ["xc"], ["s"], name="sig"),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="m"),
+    ]
+    sites, _ = _misses(_model(shifted, [_const("c", 1.0)]), {"silu", "sigmoid"})
+    assert [(s.function, s.scale) for s in sites] == [("sigmoid", 1.0)]
+    hard = [
+        helper.make_node("Mul", ["x", "c"], ["xc"], name="scale"),
+        helper.make_node("HardSigmoid", ["xc"], ["s"], name="hs", alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="m"),
+    ]
+    sites, _ = _misses(_model(hard, [_const("c", 2.0)]), {"hardswish", "hardsigmoid"})
+    assert [(s.function, s.scale) for s in sites] == [("hardsigmoid", 1.0)]
+    summed = _swish()
+    summed.graph.node[2].op_type = "Add"
+    assert _misses(summed, {"gelu"}) == ([], [])
+
+
+def test_a_scale_read_by_another_node_stays():
+    model = _swish(beta=2.0)
+    model.graph.node.append(helper.make_node("Neg", ["bx"], ["n"], name="neg"))
+    model.graph.output.append(helper.make_tensor_value_info("n", TensorProto.FLOAT, None))
+    new, _ = rewrite_model(model, RewriteOptions(activations=("silu",)))
+    assert sorted(n.op_type for n in new.graph.node) == ["Mul", "Neg", "SpikingActivation"]
+    x = _x()
+    y, n = run(new, {"x": x})
+    np.testing.assert_allclose(n, -2 * x, rtol=1e-6)
+    np.testing.assert_array_equal(y, spiking_activation(x, shipped_activation("silu", 12).rescaled(2.0)))
+
+
+def test_onnx_swish_op_of_alpha_2_runs_silus_set_rescaled():
+    model = _model([helper.make_node("Swish", ["x"], ["y"], name="sw", alpha=2.0)], opset=24)
+    new, report = rewrite_model(model, RewriteOptions(activations=("silu",)))
+    assert [(a["name"], a["form"], a["input_scale"]) for a in report.activations] == [("sw", "Swish (alpha=2)", 2.0)]
+    x = _x()
+    np.testing.assert_array_equal(
+        run(new, {"x": x})[0], spiking_activation(x, shipped_activation("silu", 12).rescaled(2.0))
+    )
+
+
+def test_x_times_a_shifted_hardsigmoid_runs_its_gate_alone(rng):
+    new, report = rewrite_model(
+        _x_times_hardsigmoid(0.2, 0.6), RewriteOptions(activations=("hardswish", "hardsigmoid"))
+    )
+    assert [(a["name"], a["function"], a["form"]) for a in report.activations] == [
+        ("hsig", "hardsigmoid", "HardSigmoid (alpha=0.2, beta=0.6)")
+    ]
+    assert "HardSigmoid" not in [n.op_type for n in new.graph.node]
+    x = rng.normal(0, 2.5, (2, 50)).astype(np.float32)
+    (y,) = run(new, {"x": x})
+    gate = spiking_activation(x * np.float32(1.2) + np.float32(0.6), shipped_activation("hardsigmoid", 12))
+    np.testing.assert_allclose(y, x * gate, atol=1e-6)
+    assert np.abs(y - x * _true_hardsigmoid(x, 0.2, 0.6)).max() < 0.1
+
+
+def _opaque_then_sigmoid_of_a_sum(opset):
+    """Sigmoid(h + x), h from an op onnx's inference does not know: only x, above it, has a type."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Opaque", ["x"], ["h"], name="opaque", domain="vendor.ops"),
+            helper.make_node("Add", ["h", "x"], ["a"], name="add"),
+            helper.make_node("Sigmoid", ["a"], ["y"], name="s"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 50])],
+        [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("vendor.ops", 1)]
+    )
+
+
+def test_a_type_traced_up_the_graph_sets_the_sites_casts():
+    sites, _ = _misses(_opaque_then_sigmoid_of_a_sum(14), {"sigmoid"})
+    assert [(s.name, s.dtype) for s in sites] == [("s", np.dtype(np.float16))]
+    new, _ = rewrite_model(_opaque_then_sigmoid_of_a_sum(14), RewriteOptions(activations=("sigmoid",)))
+    assert [n.op_type for n in new.graph.node] == ["Opaque", "Add", "Cast", "SpikingActivation", "Cast"]
+
+
+def test_an_erf_forms_constants_give_its_type_where_nothing_else_does():
+    nodes, consts = _erf_torch()
+    graph = helper.make_graph(
+        [helper.make_node("Opaque", ["x"], ["h"], name="opaque", domain="vendor.ops")]
+        + [helper.make_node(n.op_type, [{"x": "h"}.get(i, i) for i in n.input], n.output, name=n.name) for n in nodes],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 50])],
+        [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)],
+        initializer=[_const(c.name, numpy_helper.to_array(c), np.float16) for c in consts],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("vendor.ops", 1)])
+    sites, misses = _misses(model, {"gelu"})
+    assert [(s.name, s.dtype) for s in sites] == [("erf", np.dtype(np.float16))] and misses == []
+
+
+@pytest.mark.parametrize(
+    "alpha, beta, function",
+    [(2.0, 0.501, "hardswish"), (2.0, 0.503, "hardsigmoid"), (0.1, 0.50025, "hardsigmoid"), (0.1, 0.5001, "hardswish")],
+)
+def test_a_clamps_shift_within_a_thousandth_of_its_gain_still_makes_hardswish(alpha, beta, function):
+    """x * Clip(alpha x + beta, 0, 1): torch's HardSigmoid of gain x + shift (gain 6 alpha, shift
+    6 beta - 3); a shift up to a thousandth of max(1, gain) is read as none."""
+    nodes = [
+        helper.make_node("Mul", ["x", "alpha"], ["ax"], name="scale"),
+        helper.make_node("Add", ["ax", "beta"], ["u"], name="shift"),
+        helper.make_node("Clip", ["u", "zero", "one"], ["c"], name="clip"),
+        helper.make_node("Mul", ["x", "c"], ["y"], name="mul"),
+    ]
+    consts = [_const("alpha", alpha), _const("beta", beta), _const("zero", 0.0), _const("one", 1.0)]
+    sites, _ = _misses(_model(nodes, consts), {"hardswish", "hardsigmoid"})
+    assert [s.function for s in sites] == [function]
+
+
+def test_op_sites_are_named_after_their_node():
+    """A report and the inserted nodes' names start from the op's own name."""
+    ops = [
+        (helper.make_node("HardSwish", ["x"], ["y"], name="hsw"), {"hardswish"}),
+        (helper.make_node("Gelu", ["x"], ["y"], name="msg", domain="com.microsoft"), {"gelu"}),
+        (helper.make_node("QuickGelu", ["x"], ["y"], name="qg", domain="com.microsoft"), {"silu"}),
+    ]
+    for node, functions in ops:
+        sites, _ = _misses(_model([node], domains=["com.microsoft"]), functions)
+        assert [s.name for s in sites] == [node.name]
+
+
+def test_a_scale_by_another_domains_mul_is_no_swish():
+    nodes = [
+        helper.make_node("Mul", ["x", "beta"], ["bx"], name="scale", domain="vendor.ops"),
+        helper.make_node("Sigmoid", ["bx"], ["s"], name="sig"),
+        helper.make_node("Mul", ["x", "s"], ["y"], name="quick"),
+    ]
+    sites, _ = _misses(_model(nodes, [_const("beta", 1.702)], domains=["vendor.ops"]), {"silu", "sigmoid"})
+    assert [(s.function, s.scale) for s in sites] == [("sigmoid", 1.0)]
+
+
+def test_rounded_hardswish_constants_still_match():
+    """A float16 export rounds beta 0.5 and the 3 of x + 3 a little: within a thousandth they are read as such."""
+    rounded = _model([helper.make_node("HardSigmoid", ["x"], ["y"], name="hsig", alpha=1 / 6, beta=0.5004)])
+    sites, _ = _misses(rounded, {"hardsigmoid"})
+    assert [(s.form, s.affine) for s in sites] == [("HardSigmoid", None)]
+    sites, _ = _misses(_x_times_hardsigmoid(0.2, 0.5004), {"hardswish"})
+    assert [(s.function, s.scale) for s in sites] == [("hardswish", pytest.approx(1.2))]
+    nodes = [
+        helper.make_node("Add", ["x", "three"], ["u"], name="add"),
+        helper.make_node("Clip", ["u", "zero", "six"], ["c"], name="clip"),
+        helper.make_node("Div", ["c", "six"], ["d"], name="div"),
+        helper.make_node("Mul", ["x", "d"], ["y"], name="mul"),
+    ]
+    consts = [_const("three", 3.001), _const("zero", 0.0), _const("six", 6.0)]
+    sites, _ = _misses(_model(nodes, consts), {"hardswish"})
+    assert [s.form for s in sites] == ["x * Clip(x + 3, 0, 6) / 6"]
