@@ -89,6 +89,13 @@ def test_integer_and_bool_outputs_are_judged_by_equal_values():
     assert labels.constant == 7.0 and labels.agreement == 1.0
     empty = compare_arrays("ids", np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64), 0, 0)
     assert (empty.agreement, empty.rows_same) == (1.0, [0, 0])
+    mask = rng.integers(0, 255, (2, 3, 4)).astype(np.uint8)  # unsigned too; rows along the last axis
+    moved = mask.copy()
+    moved[0, 2, 1] ^= 1
+    r = compare_arrays("mask", mask, moved, 0, 0)
+    assert (r.agreement_of, r.agreement, r.rows_same, r.argmax_axis) == ("values", 23 / 24, [5, 6], None)
+    pair = compare_arrays("pair", np.array([5, 5], np.int64), np.array([5, 5], np.int64), 0, 0)
+    assert pair.constant == 5.0  # two equal elements already say nothing of the conversion
     from sit_onnx.cli.compare import _floor_line
 
     floor = compare_arrays("hidden_state_ids", tokens, two, 0, 0)  # a name whose argmax decides nothing

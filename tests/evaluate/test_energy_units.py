@@ -174,3 +174,40 @@ def test_spikes_reach_a_layer_through_ops_that_only_move_them(between, driven):
     assert (layer.spike_rate is not None) == driven
     if not driven:
         assert layer.converted_pj == layer.macs * E_MAC_PJ
+
+
+def test_neuron_work_of_every_spiking_node_adds_up():
+    """Two softmaxes and two activations on one input: the report's neuron work is the sum of each
+    node's own, whichever order the nodes come in."""
+    from onnx import TensorProto
+
+    from sit_onnx.domain import SPIKING_ACTIVATION
+    from sit_onnx.evaluate.energy import _activation_activity, estimate_energy
+    from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+    from tests.helpers import run
+
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["a"]),
+        helper.make_node("Softmax", ["x"], ["s"], axis=-1),
+        helper.make_node("Tanh", ["x"], ["b"]),
+        helper.make_node("Softmax", ["x"], ["t"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 6]) for n in "asbt"],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    converted, _ = rewrite_model(model, RewriteOptions(activations=("sigmoid", "tanh")))
+    x = np.random.default_rng(0).normal(0, 2, (4, 6)).astype(np.float32)
+    spiking = [n for n in converted.graph.node if n.domain == DOMAIN]
+    assert sorted(n.op_type for n in spiking) == [SPIKING_ACTIVATION] * 2 + [SPIKING_SOFTMAX] * 2
+    values = dict(zip([o.name for o in converted.graph.output], run(converted, {"x": x})))
+    work = 0.0
+    for node in spiking:
+        if node.op_type == SPIKING_ACTIVATION:
+            work += _activation_activity(node, x)[2]
+        else:
+            work += _si_exp_accumulates(node, x) + _si_norm_activity(node, values[node.output[0]])[1]
+    assert work > 0 and estimate_energy(model, converted, {"x": x}).neuron_ops == pytest.approx(work / 4)

@@ -604,5 +604,11 @@ def test_an_input_past_memory_is_refused_where_the_machine_does_not_say_its_memo
     limit = np.iinfo(np.intp).max if memory is None else memory
     with pytest.raises(SitOnnxError) as caught:
         generate_feeds(session, batch=limit // 16 + 1)  # 16 bytes a row: just past the bound
-    assert f"more than this machine's {limit / 2**30:.3g} GiB" in str(caught.value)
+    rows = limit // 16 + 1
+    assert str(caught.value) == (
+        f"generated input 'x' of shape [{rows}, 4] would take {rows * 16 / 2**30:.3g} GiB, more than this "
+        f"machine's {limit / 2**30:.3g} GiB; lower --batch (now {rows})"
+    )
     assert generate_feeds(session, batch=2)["x"].shape == (2, 4)
+    monkeypatch.setattr(inputs, "_physical_memory", lambda: 32)
+    assert generate_feeds(session, batch=2)["x"].shape == (2, 4)  # exactly the memory: still fits
