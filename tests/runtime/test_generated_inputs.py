@@ -243,7 +243,10 @@ def test_the_description_names_every_generated_input():
         "generated inputs: ids [1, 2] ids 0..7, attention_mask [1, 2] ones, x [3] float16, flag [2] bool"
     )
     lengths = {"lengths": np.full(3, 16, np.int64), "one": np.array([7], np.int64), "scale": np.float32(0.25)}
-    assert describe_feeds(lengths) == "generated inputs: lengths [3] all 16, one [1] = 7, scale [] = 0.25"
+    lengths["pair"] = np.array([5, 5], np.int32)
+    assert describe_feeds(lengths) == (
+        "generated inputs: lengths [3] all 16, one [1] = 7, scale [] = 0.25, pair [2] all 5"
+    )
 
 
 def test_a_string_input_gets_english_sentences():
@@ -548,6 +551,7 @@ def _one_hot_model(encoding, ids_type=TensorProto.INT32, picked=False):
         (("Equal", list(range(257))), False),  # jax.nn.one_hot (Magika's bytes)
         (("Equal, classes first", list(range(5))), True),
         (("Equal", [3, 0, 2, 1, 4, 4]), False),  # every class 0..4, in any order, repeats allowed
+        (("Equal", [1, 0]), False),  # two classes are a one-hot too
     ],
 )
 def test_one_hot_ids_stay_among_their_classes(encoding, picked):
@@ -592,6 +596,7 @@ def test_one_hot_constants_read_only_when_small_and_in_the_file():
     assert index_bounds(pair) == {}  # a depth of two values: an invalid model, no bound and no crash
     wide = _one_hot_model(("Equal", list(range((1 << 16) + 1))))  # more classes than a small constant holds
     assert index_bounds(wide) == {}
+    assert index_bounds(_one_hot_model(("Equal", list(range(1 << 16))))) == {"ids": 1 << 16}  # the most read
 
 
 @pytest.mark.parametrize("memory", [None, 2**30])
