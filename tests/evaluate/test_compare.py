@@ -503,3 +503,70 @@ def test_lead_of_two_entry_rows_without_a_finite_value():
     from sit_onnx.evaluate.compare import _lead
 
     assert _lead(np.full((3, 2), np.nan)).tolist() == [0.0, 0.0, 0.0]
+
+
+def _scaling_model(path, outputs, scale=1.0, reshape_to=None):
+    """x [batch, seq] -> each output = x * scale (after a Reshape to a fixed shape, if given)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), "s")]
+    nodes, source = [], "x"
+    if reshape_to is not None:
+        inits.append(numpy_helper.from_array(np.array(reshape_to, np.int64), "shape"))
+        nodes.append(helper.make_node("Reshape", ["x", "shape"], ["r"]))
+        source = "r"
+    nodes += [helper.make_node("Mul", [source, "s"], [o]) for o in outputs]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq"])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_compare_cli_verdict_line_missing_outputs_and_a_candidate_failing_on_generated_inputs(tmp_path):
+    import onnx
+    from click.testing import CliRunner
+
+    from sit_onnx.cli import main
+
+    a = _scaling_model(tmp_path / "a.onnx", ["y", "z"])
+    same = CliRunner().invoke(main, ["compare", a, a])
+    assert same.exit_code == 0
+    assert same.output.strip().splitlines()[-1] == f"PASSED | CPUExecutionProvider | sit-onnx compare {a} {a}"
+    other = _scaling_model(tmp_path / "b.onnx", ["hidden"])
+    lacking = CliRunner().invoke(main, ["compare", a, other])
+    assert (lacking.exit_code, lacking.output.strip()) == (1, f"Error: {other}: lacks the outputs y, z")
+    renamed = onnx.load(a)
+    renamed.graph.input[0].name = renamed.graph.node[0].input[0] = renamed.graph.node[1].input[0] = "w"
+    onnx.save(renamed, tmp_path / "w.onnx")
+    other_inputs = CliRunner().invoke(main, ["compare", a, str(tmp_path / "w.onnx")])
+    assert other_inputs.output.strip() == f"Error: {tmp_path / 'w.onnx'}: takes the inputs w, {a} takes x"
+    fixed = _scaling_model(tmp_path / "c.onnx", ["y", "z"], reshape_to=[1, 4])
+    failing = CliRunner().invoke(main, ["compare", a, fixed])
+    (line,) = failing.output.strip().splitlines()
+    assert failing.exit_code == 1 and line.startswith(f"Error: {fixed}: onnxruntime failed to run the model: ")
+    assert line.endswith("(on generated inputs: x [4, 16] float32; give the model's own with --inputs)")
+
+
+def test_compare_cli_strict_check_shows_the_argmax_of_any_output(tmp_path):
+    """The approximate check shows a hidden state's argmax as not judged (it decides nothing); the
+    strict one shows it as a figure like any other."""
+    from click.testing import CliRunner
+
+    from sit_onnx.cli import main
+
+    a = _scaling_model(tmp_path / "a.onnx", ["last_hidden_state"])
+    b = _scaling_model(tmp_path / "b.onnx", ["last_hidden_state"], scale=1.01)
+    strict = CliRunner().invoke(main, ["compare", a, b, "--atol", "10"])
+    approximate = CliRunner().invoke(main, ["compare", a, b])
+    assert strict.exit_code == approximate.exit_code == 0
+    assert "    argmax agreement 100.00% of rows" in strict.output.splitlines()
+    assert "    argmax agreement 100.00% of rows (a cache or embedding: not judged)" in approximate.output.splitlines()
+    assert "    argmax agreement 100.00% of rows" not in approximate.output.splitlines()
