@@ -185,3 +185,20 @@ def test_refusal_says_which_input_file(tmp_path, params_file):
     onnx.save(softmax_model([2, 5], -1), str(path))
     result = invoke("rewrite", path, "-o", path, "--force", "--params", params_file)
     assert_one_line_error(result, "refusing to overwrite the input model")
+
+
+def test_time_steps_reach_the_written_node_and_its_output(model_path, tmp_path):
+    """--time-steps N: rate-coded SI-norm, every weight a whole number of N spikes over N."""
+    import numpy as np
+
+    from tests.helpers import run
+
+    out = tmp_path / "o.onnx"
+    assert invoke("rewrite", model_path, "-o", out, "--time-steps", "8").exit_code == 0
+    converted = onnx.load(str(out))
+    (node,) = converted.graph.node
+    assert [a.i for a in node.attribute if a.name == "time_steps"] == [8]
+    x = np.random.default_rng(0).normal(0, 2, (2, 5)).astype(np.float32)
+    (y,) = run(converted, {"x": x})
+    np.testing.assert_array_equal(y * 8, np.round(y * 8))
+    assert np.all(y.sum(axis=-1) <= 1) and np.all(y.sum(axis=-1) >= 1 - 5 / 8) and y.max() > 0

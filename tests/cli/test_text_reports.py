@@ -238,3 +238,14 @@ def test_a_constant_output_keeps_its_value_in_json(tiny, tmp_path):
     result = CliRunner().invoke(main, ["compare", str(tmp_path / "c.onnx"), str(tmp_path / "s.onnx"), "--json"])
     constants = {o["name"]: o["constant"] for o in json.loads(result.output)["outputs"]}
     assert constants == {"p": None, "three_out": 3.0, "minus_inf_out": "-inf"}
+
+
+def test_rewrite_report_lists_an_op_gone_from_the_graph(tmp_path):
+    """A Softmax converted away (1 -> 0) is a row too: an op absent after counts as 0."""
+    from tests.helpers import softmax_model
+
+    onnx.save(softmax_model([2, 5]), str(tmp_path / "m.onnx"))
+    text = invoke("rewrite", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx")
+    header, ops = parse_table(text)
+    assert header == ["op", "before", "after"]
+    assert ops == [["Softmax", "1", "0"], ["ai.sit::SpikingSoftmax", "0", "1"]]

@@ -329,3 +329,22 @@ def test_rewrite_calibrate_polishes_the_set_of_the_activations_own_steps(tmp_pat
     thresholds = next(a.floats for a in node.attribute if a.name == "thresholds")
     np.testing.assert_array_equal(thresholds, np.float32(shipped_activation("gelu", 16).neuron.thresholds))
     assert [a["steps"] for a in record["activations"]] == [16] and record["steps"] == 8
+
+
+def test_rewrite_calibrate_of_the_gated_form_chooses_among_gate_sets(tmp_path):
+    """--activation-form gated with --calibrate: the set calibrated and written is GELU's gate set."""
+    import onnx
+
+    path, data, out = tmp_path / "m.onnx", tmp_path / "d.npz", tmp_path / "o.onnx"
+    _two_layer_gelu(path)
+    np.savez(data, **_feeds())
+    args = ["rewrite", path, "-o", out, "-k", "8", "--activations", "gelu", "--calibrate", data, "--json"]
+    result = invoke(*args, "--activation-form", "gated", "--calibrate-rounds", "0")
+    assert result.exit_code == 0, result.output
+    (gelu,) = json.loads(result.output)["activation_calibration"]
+    assert gelu["chosen"] == "shipped"
+    (node,) = [n for n in onnx.load(str(out)).graph.node if n.op_type == "SpikingActivation"]
+    attributes = {a.name: a for a in node.attribute}
+    assert attributes["gate"].i == 1
+    gate_set = shipped_activation("gelu_gate", 8).neuron.thresholds
+    np.testing.assert_array_equal(attributes["thresholds"].floats, np.float32(gate_set))
