@@ -3,12 +3,13 @@
 import hashlib
 import json
 
+import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
 
 from sit_onnx.cli import main
-from tests.helpers import softmax_model
+from tests.helpers import run, softmax_model
 
 
 @pytest.fixture
@@ -189,10 +190,6 @@ def test_refusal_says_which_input_file(tmp_path, params_file):
 
 def test_time_steps_reach_the_written_node_and_its_output(model_path, tmp_path):
     """--time-steps N: rate-coded SI-norm, every weight a whole number of N spikes over N."""
-    import numpy as np
-
-    from tests.helpers import run
-
     out = tmp_path / "o.onnx"
     assert invoke("rewrite", model_path, "-o", out, "--time-steps", "8").exit_code == 0
     converted = onnx.load(str(out))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.cli import main
-from tests.helpers import attention_classifier, parse_table
+from tests.helpers import attention_classifier, parse_table, softmax_model
 
 
 def invoke(*args):
@@ -242,8 +242,6 @@ def test_a_constant_output_keeps_its_value_in_json(tiny, tmp_path):
 
 def test_rewrite_report_lists_an_op_gone_from_the_graph(tmp_path):
     """A Softmax converted away (1 -> 0) is a row too: an op absent after counts as 0."""
-    from tests.helpers import softmax_model
-
     onnx.save(softmax_model([2, 5]), str(tmp_path / "m.onnx"))
     text = invoke("rewrite", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx")
     header, ops = parse_table(text)

@@ -563,18 +563,23 @@ def test_a_consumer_list_names_every_op_or_nothing():
     assert misses == [("erf", "'y' is a graph output")]
 
 
-def _after_unknown_op(output_type):
-    """Sigmoid(h) where h comes from an op onnx's inference does not know (as after onnxruntime's own ops)."""
+def _behind_an_unknown_op(nodes, input_type=TensorProto.FLOAT, output_type=TensorProto.UNDEFINED, opset=17, inits=()):
+    """`nodes` reading h = Opaque(x), an op onnx's inference does not know (as after onnxruntime's
+    own ops), and writing y: only x, above it, and the output say a type."""
     graph = helper.make_graph(
-        [
-            helper.make_node("Opaque", ["x"], ["h"], name="opaque", domain="vendor.ops"),
-            helper.make_node("Sigmoid", ["h"], ["y"], name="s"),
-        ],
+        [helper.make_node("Opaque", ["x"], ["h"], name="opaque", domain="vendor.ops"), *nodes],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 50])],
+        [helper.make_tensor_value_info("x", input_type, [2, 50])],
         [helper.make_tensor_value_info("y", output_type, None)],
+        initializer=list(inits),
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("vendor.ops", 1)])
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("vendor.ops", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def _after_unknown_op(output_type):
+    """Sigmoid(h) where h comes from an op onnx's inference does not know."""
+    return _behind_an_unknown_op([helper.make_node("Sigmoid", ["h"], ["y"], name="s")], output_type=output_type)
 
 
 def test_an_input_of_unknown_type_takes_the_outputs_or_says_so():
@@ -1051,20 +1056,12 @@ def test_x_times_a_shifted_hardsigmoid_runs_its_gate_alone(rng):
 
 
 def _opaque_then_sigmoid_of_a_sum(opset):
-    """Sigmoid(h + x), h from an op onnx's inference does not know: only x, above it, has a type."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("Opaque", ["x"], ["h"], name="opaque", domain="vendor.ops"),
-            helper.make_node("Add", ["h", "x"], ["a"], name="add"),
-            helper.make_node("Sigmoid", ["a"], ["y"], name="s"),
-        ],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 50])],
-        [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)],
-    )
-    return helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("vendor.ops", 1)]
-    )
+    """Sigmoid(h + x): only x, above the unknown op, has a type (float16)."""
+    nodes = [
+        helper.make_node("Add", ["h", "x"], ["a"], name="add"),
+        helper.make_node("Sigmoid", ["a"], ["y"], name="s"),
+    ]
+    return _behind_an_unknown_op(nodes, input_type=TensorProto.FLOAT16, opset=opset)
 
 
 def test_a_type_traced_up_the_graph_sets_the_sites_casts():
@@ -1076,15 +1073,9 @@ def test_a_type_traced_up_the_graph_sets_the_sites_casts():
 
 def test_an_erf_forms_constants_give_its_type_where_nothing_else_does():
     nodes, consts = _erf_torch()
-    graph = helper.make_graph(
-        [helper.make_node("Opaque", ["x"], ["h"], name="opaque", domain="vendor.ops")]
-        + [helper.make_node(n.op_type, [{"x": "h"}.get(i, i) for i in n.input], n.output, name=n.name) for n in nodes],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 50])],
-        [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)],
-        initializer=[_const(c.name, numpy_helper.to_array(c), np.float16) for c in consts],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("vendor.ops", 1)])
+    on_h = [helper.make_node(n.op_type, [{"x": "h"}.get(i, i) for i in n.input], n.output, name=n.name) for n in nodes]
+    halves = [_const(c.name, numpy_helper.to_array(c), np.float16) for c in consts]
+    model = _behind_an_unknown_op(on_h, input_type=TensorProto.FLOAT16, inits=halves)
     sites, misses = _misses(model, {"gelu"})
     assert [(s.name, s.dtype) for s in sites] == [("erf", np.dtype(np.float16))] and misses == []
 

@@ -607,9 +607,9 @@ def test_an_input_past_memory_is_refused_where_the_machine_does_not_say_its_memo
     monkeypatch.setattr(inputs, "_physical_memory", lambda: memory)
     session = _session([("x", TensorProto.FLOAT, ["batch", 4])])
     limit = np.iinfo(np.intp).max if memory is None else memory
+    rows = limit // 16 + 1  # 16 bytes a row: just past the bound
     with pytest.raises(SitOnnxError) as caught:
-        generate_feeds(session, batch=limit // 16 + 1)  # 16 bytes a row: just past the bound
-    rows = limit // 16 + 1
+        generate_feeds(session, batch=rows)
     assert str(caught.value) == (
         f"generated input 'x' of shape [{rows}, 4] would take {rows * 16 / 2**30:.3g} GiB, more than this "
         f"machine's {limit / 2**30:.3g} GiB; lower --batch (now {rows})"
