@@ -109,6 +109,7 @@ def test_eval_batch_reaches_labelled_runs(tmp_path, rng):
     alone = ok_json(invoke("eval", model, "--data", data, "--batch", "1", "--json"))
     together = ok_json(invoke("eval", model, "--data", data, "--json"))
     assert alone["ann_accuracy"] == 0.25 and together["ann_accuracy"] == 1.0
+    assert alone["converted_accuracy"] == 0.25 and together["converted_accuracy"] == 1.0  # both models batched
 
 
 @pytest.mark.parametrize(

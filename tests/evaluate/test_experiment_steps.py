@@ -7,9 +7,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate import experiment
 from sit_onnx.evaluate.datasets import LabelledData
 from sit_onnx.evaluate.experiment import (
     ModelPair,
+    evaluate_accuracy,
     evaluate_outputs,
     first_input_name,
     load_pair,
@@ -73,6 +75,11 @@ def test_evaluate_outputs_compares_exactly_and_refuses_a_lost_output():
     renamed.graph.output[0].name = "z"
     with pytest.raises(SitOnnxError, match="^the converted model lacks the outputs y$"):
         evaluate_outputs(ModelPair(original, renamed, None), data, SessionSpec())
+    twice = onnx.ModelProto.FromString(original.SerializeToString())
+    twice.graph.node.append(helper.make_node("Identity", ["y"], ["y2"]))
+    twice.graph.output.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["n", 5]))
+    with pytest.raises(SitOnnxError, match="^the converted model lacks the outputs y, y2$"):
+        evaluate_outputs(ModelPair(twice, renamed, None), data, SessionSpec())
 
 
 def test_sample_feeds_takes_the_first_rows_and_checks_them():
@@ -81,7 +88,9 @@ def test_sample_feeds_takes_the_first_rows_and_checks_them():
     feeds = sample_feeds(model, LabelledData({"x": x, "extra": x}, None, "mem"), count=3)
     assert list(feeds) == ["x"] and feeds["x"].dtype == np.float32
     np.testing.assert_array_equal(feeds["x"], x[:3])
-    assert sample_feeds(model, LabelledData({"x": x}, None, "mem"))["x"].shape == (10, 5)  # 64 by default
+    assert sample_feeds(model, LabelledData({"x": x}, None, "mem"))["x"].shape == (10, 5)
+    long = np.zeros((70, 5), np.float32)
+    assert sample_feeds(model, LabelledData({"x": long}, None, "mem"))["x"].shape == (64, 5)  # 64 by default
     with pytest.raises(SitOnnxError, match=r"^src: 'x' has shape \[10\], the model wants rank 2"):
         sample_feeds(model, LabelledData({"x": x[:, 0]}, None, "src"))
 
@@ -97,3 +106,21 @@ def test_sample_feeds_keeps_a_fixed_batch_whole():
     np.testing.assert_array_equal(sample_feeds(model, LabelledData({"x": x}, None, "mem"), count=3)["x"], x[:3])
     with pytest.raises(SitOnnxError, match=r"^mem: 'x' has shape \[3, 4\], the model wants \[4, 5\] \(axis 1\)$"):
         sample_feeds(model, LabelledData({"x": x[:, :4]}, None, "mem"), count=3)
+
+
+def test_both_models_run_with_the_given_session_spec(monkeypatch):
+    """`eval --provider`/`--no-library` reach the sessions of the original and of the converted model
+    alike: a spec dropped for one of them would run it elsewhere than asked."""
+    specs = []
+
+    def recording(model, spec=SessionSpec()):
+        specs.append(spec)
+        return make_session(model, spec)
+
+    monkeypatch.setattr(experiment, "make_session", recording)
+    model = softmax_model(["n", 5], -1)
+    x = np.random.default_rng(2).normal(size=(6, 5)).astype(np.float32)
+    asked = SessionSpec(provider="cpu", use_library=False, verify_kernels=False)
+    evaluate_outputs(ModelPair(model, model, None), LabelledData({"x": x}, None, "mem"), asked)
+    evaluate_accuracy(ModelPair(model, model, None), LabelledData({"x": x}, np.zeros(6, np.int64), "mem"), asked)
+    assert specs == [asked] * 4
