@@ -164,6 +164,27 @@ def test_external_data_of_only_small_tensors_converts_to_one_file(tmp_path, rng)
     assert got.shape == (64, 64) and np.abs(got - reference).max() < 0.05
 
 
+def test_a_one_file_input_with_weights_gives_a_one_file_output(tmp_path, rng):
+    """Only an input with a data file (or one too large for a protobuf) gets one beside its output:
+    a single-file model of 16 KB of weights stays a single file."""
+    src, out = tmp_path / "m" / "one.onnx", tmp_path / "m" / "one.sit.onnx"
+    src.parent.mkdir()
+    onnx.save(_model(rng), str(src))
+    result = _invoke("rewrite", src, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == ["one.onnx", "one.sit.onnx"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, rng, monkeypatch):
+    """(Root may write anywhere, so the permission check is what is faked here.)"""
+    src = tmp_path / "one.onnx"
+    onnx.save(_model(rng), str(src))
+    readable = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and readable(path, mode))
+    _one_line_error(_invoke("rewrite", src, "-o", tmp_path / "out.onnx"), f"{tmp_path}: output folder is not writable")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.onnx"]
+
+
 SLOW_SAVE = """
 import sys, time, onnx
 from onnx import external_data_helper

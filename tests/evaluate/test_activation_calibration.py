@@ -103,10 +103,21 @@ def test_rewrite_calibrate_with_activations_end_to_end(tmp_path):
     record = json.loads(result.output)
     assert [c["function"] for c in record["activation_calibration"]] == ["gelu", "tanh"]
     assert all(c["chosen"] in c["candidates"] for c in record["activation_calibration"])
+    assert {c["chosen"] for c in record["activation_calibration"]} == {"polished on the data"}
+    default = tmp_path / "default.onnx"
+    assert invoke("rewrite", path, "-o", default, "-k", "8", "--activations", "gelu,tanh").exit_code == 0
+    written = [_thresholds(out), _thresholds(default)]
+    assert len(written[0]) == len(written[1]) == 2  # gelu's node and tanh's, each with its polished set
+    assert all(not np.allclose(own, shipped) for own, shipped in zip(*written))
     text = invoke(*args, "--force")
     assert "activation  sites  inputs" in text.output and "RMSE shipped  RMSE chosen" in text.output
     shipped_only = invoke(*args, "--force", "--calibrate-rounds", "0", "--json")
     assert {c["chosen"] for c in json.loads(shipped_only.output)["activation_calibration"]} == {"shipped"}
+
+
+def _thresholds(path) -> list[np.ndarray]:
+    nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "SpikingActivation"]
+    return [np.array(next(a.floats for a in n.attribute if a.name == "thresholds")) for n in nodes]
 
 
 def test_sample_weights_follow_the_density_with_a_floor():

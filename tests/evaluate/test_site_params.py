@@ -156,8 +156,11 @@ def test_calibrate_the_bundled_model_end_to_end(tmp_path):
         label = chosen[site["name"]]
         assert label in candidates[site["name"]] and len(candidates[site["name"]]) == 3
         for objective in ("softmax", "exp-rmse"):
+            shipped = shipped_params(6, SHIFT_RANGE, objective).thresholds
             if label == f"shipped {objective}":
-                np.testing.assert_allclose(thresholds, shipped_params(6, SHIFT_RANGE, objective).thresholds, rtol=1e-6)
+                np.testing.assert_allclose(thresholds, shipped, rtol=1e-6)
+            else:  # a polished set: its own thresholds reach the written node
+                assert not np.allclose(thresholds, shipped, rtol=1e-6), (label, objective)
     table = invoke("rewrite", BUNDLED, "-o", out, "--force", "--calibrate", "digits", "--calibrate-samples", "8",
                    "--calibrate-rounds", "0", "--steps", "6")  # fmt: skip
     assert table.exit_code == 0 and "KL chosen" in table.output and "shipped " in table.output

@@ -200,3 +200,91 @@ def test_a_fused_attention_model_without_a_standard_opset_is_converted_at_opset_
     assert ("", 13) in [(o.domain, o.version) for o in new.opset_import]
     reference, _ = _ms_model("MultiHeadAttention", _mha_inputs(np.random.default_rng(0)), ["y"])
     np.testing.assert_allclose(run(new, feeds)[0], run(reference, feeds)[0], atol=0.1)
+
+
+def _chain(order) -> onnx.ModelProto:
+    """x -> Relu -> a -> Neg -> b -> Softmax -> y, its nodes listed in `order` (indices of that chain)."""
+    chain = [
+        helper.make_node("Relu", ["x"], ["a"], name="relu"),
+        helper.make_node("Neg", ["a"], ["b"], name="neg"),
+        helper.make_node("Softmax", ["b"], ["y"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        [chain[i] for i in order],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_source_with_its_nodes_out_of_order_is_put_in_order_and_checks_clean():
+    """A float16 tool's output lists nodes out of order; onnxruntime sorts them itself, and so does
+    check_source: the sorted model then passes the checker, so no complaint is kept or noted."""
+    from sit_onnx.graph.validate import check_source, sorted_nodes
+
+    model = _chain([2, 1, 0])
+    assert [n.name for n in sorted_nodes(model.graph)] == ["relu", "neg", "softmax"]
+    checked = check_source(model, "m.onnx")
+    assert (checked.full, checked.basic, checked.note) == (None, None, None)
+    assert [n.name for n in model.graph.node] == ["relu", "neg", "softmax"]
+    converted, _ = rewrite_model(_chain([1, 2, 0]), RewriteOptions())
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    assert run(converted, {"x": x})[0].shape == (2, 4)
+
+
+def test_nodes_in_a_cycle_cannot_be_sorted_and_the_source_is_refused_with_the_checkers_words():
+    from sit_onnx.graph.validate import check_source, sorted_nodes
+
+    model = _chain([2, 1, 0])
+    model.graph.node[2].input[0] = "b"  # relu reads neg's output, neg reads relu's: a cycle
+    assert sorted_nodes(model.graph) is None
+    with pytest.raises(SitOnnxError, match=r"^m\.onnx: not a valid ONNX model \(Nodes in a graph must be topolog"):
+        check_source(model, "m.onnx")
+    sorts = _chain([2, 1, 0])
+    sorts.graph.node[2].attribute.append(helper.make_attribute("bogus", 1.0))  # Relu has no such attribute
+    with pytest.raises(SitOnnxError, match=r"^m\.onnx: not a valid ONNX model \(Unrecognized attribute: bogus"):
+        check_source(sorts, "m.onnx")  # once sorted, the checker's next complaint
+
+
+def test_a_node_with_an_omitted_input_sorts_and_one_reading_an_outer_tensor_needs_it():
+    from sit_onnx.graph.validate import sorted_nodes
+
+    graph = _chain([1, 0, 2]).graph
+    graph.node.append(helper.make_node("Clip", ["y", "", "m"], ["c"], name="clip"))  # "" is an omitted input
+    assert sorted_nodes(graph) is None  # m: made by nothing here
+    assert [n.name for n in sorted_nodes(graph, frozenset({"m"}))] == ["relu", "neg", "softmax", "clip"]
+
+
+def _branch(nodes) -> onnx.GraphProto:
+    out = helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)
+    return helper.make_graph(nodes, "branch", [], [out])
+
+
+def test_a_subgraphs_defects_are_found_and_named_by_their_owner():
+    """The checker does not enter the subgraphs of an op it does not know; structural_complaint does,
+    in a `g` attribute and in a `graphs` list, naming the attribute and its node (by name, else its
+    first output, else its op type). What the outer graph makes or takes is visible inside."""
+    from sit_onnx.graph.validate import structural_complaint
+
+    twice = _branch([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["x"], ["t"])])
+    reads_outer = _branch([helper.make_node("Add", ["x", "a"], ["s"])])  # x: the graph's input; a: made outside
+    graph = _chain([0, 1, 2]).graph
+    graph.node.append(helper.make_node("If", ["c"], ["o"], name="pick", then_branch=reads_outer, else_branch=twice))
+    graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+    made_twice = "tensor 't' is produced more than once"
+    assert structural_complaint(graph) == f"{made_twice}, in the else_branch of If 'pick'"
+    graph.node[-1].name = ""
+    assert structural_complaint(graph) == f"{made_twice}, in the else_branch of If 'o'"
+    del graph.node[-1].output[:]
+    assert structural_complaint(graph) == f"{made_twice}, in the else_branch of If 'If'"
+    del graph.node[-1]
+    graph.node.append(helper.make_node("Foo", ["x"], ["f"], domain="vendor", bodies=[reads_outer, twice]))
+    assert structural_complaint(graph) == f"{made_twice}, in the bodies of Foo 'f'"
+    graph.node[-1].attribute[0].graphs.pop()
+    assert structural_complaint(graph) is None  # the first body reads only outer tensors
+    lost = _branch([helper.make_node("Add", ["x", "nowhere"], ["s"])])
+    graph.node.append(helper.make_node("Bar", ["x"], ["g"], domain="vendor", body=lost))
+    assert structural_complaint(graph) == (
+        "a node reads a tensor that nothing produces, or the nodes form a cycle, in the body of Bar 'g'"
+    )
