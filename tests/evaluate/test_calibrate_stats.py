@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sit_onnx.evaluate.calibrate import _recommend, _site_calibration
+from sit_onnx.evaluate.calibrate import _recommend, _site_calibration, unreached
 
 
 def site(axis):
@@ -77,3 +77,9 @@ def test_shift_advice_and_its_share_below_the_range():
     assert "only 99% of logits" in below
     assert below.endswith("; 2.5% of shifted logits fall below -12, where exp < 6e-06 and SI-exp gives 0: "
                           "harmless unless rows are very long")  # fmt: skip
+
+
+def test_unreached_sites_are_counted_in_words():
+    tail = "where the data cannot be read out (a Loop or Scan body, a generation op's subgraph)"
+    assert unreached(1, "softmax site") == f"1 softmax site lies {tail}"
+    assert unreached(2, "converted site") == f"2 converted sites lie {tail}"

@@ -5,10 +5,11 @@ import warnings
 import numpy as np
 import pytest
 
-from sit_onnx.neurons.params import shipped_params
+from sit_onnx.neurons.params import PAPER_RANGE, SHIFT_RANGE, shipped_params
 from sit_onnx.neurons.quality import as_dict, exp_quality, mean_kl, softmax_error, softmax_quality
 from sit_onnx.neurons.si_exp import si_exp
 from sit_onnx.neurons.softmax import SoftmaxOptions, softmax, spiking_softmax
+from sit_onnx.neurons.sweep import SWEEP_LENGTHS, sweep
 
 
 def test_mean_kl_by_hand_zero_weights_and_floor():
@@ -58,3 +59,18 @@ def test_exp_quality_and_its_dict():
     assert record["steps"] == 12 and record["rmse"] == pytest.approx(np.sqrt(np.mean((out - np.exp(x)) ** 2)))
     assert record["max_error"] == pytest.approx(np.abs(out - np.exp(x)).max()) and record["max_error"] < 0.05
     assert record["mean_spikes"] == pytest.approx(spikes.sum(axis=-1).mean()) and 1 < record["mean_spikes"] < 12
+
+
+def test_a_sweep_row_scores_each_shipped_set_under_its_own_protocol():
+    """Figure 7's rows: the paper's set on [-1, 1] and the max-shift set, each scored by its own
+    protocol on `vectors` rows, one progress tick per K."""
+    ticks = []
+    rows = sweep(steps=[4, 6], vectors=40, progress=ticks.append)
+    assert ticks == [1, 1] and [r["steps"] for r in rows] == [4, 6]
+    paper, shifted = shipped_params(6, PAPER_RANGE), shipped_params(6, SHIFT_RANGE)
+    row = rows[1]
+    assert row["si_exp"] == as_dict(exp_quality(paper)) and row["si_exp_shift"] == as_dict(exp_quality(shifted))
+    want = [as_dict(softmax_quality(paper, n, "paper", 40)) for n in SWEEP_LENGTHS]
+    want += [as_dict(softmax_quality(shifted, n, "max-shift", 40)) for n in SWEEP_LENGTHS]
+    assert row["softmax"] == want
+    assert row["softmax"][0] != as_dict(softmax_quality(paper, SWEEP_LENGTHS[0], "paper"))  # 40 rows, not 2000
