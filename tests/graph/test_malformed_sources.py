@@ -13,6 +13,7 @@ from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.attention import expand_attention
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
+from sit_onnx.graph.validate import check_source, sorted_nodes, structural_complaint
 from tests.graph.test_attention import HID, NH, _attention_inputs, _attention_model, _gqa_model, _mha_inputs, _ms_model
 from tests.helpers import run, softmax_model
 
@@ -221,8 +222,6 @@ def _chain(order) -> onnx.ModelProto:
 def test_a_source_with_its_nodes_out_of_order_is_put_in_order_and_checks_clean():
     """A float16 tool's output lists nodes out of order; onnxruntime sorts them itself, and so does
     check_source: the sorted model then passes the checker, so no complaint is kept or noted."""
-    from sit_onnx.graph.validate import check_source, sorted_nodes
-
     model = _chain([2, 1, 0])
     assert [n.name for n in sorted_nodes(model.graph)] == ["relu", "neg", "softmax"]
     checked = check_source(model, "m.onnx")
@@ -234,8 +233,6 @@ def test_a_source_with_its_nodes_out_of_order_is_put_in_order_and_checks_clean()
 
 
 def test_nodes_in_a_cycle_cannot_be_sorted_and_the_source_is_refused_with_the_checkers_words():
-    from sit_onnx.graph.validate import check_source, sorted_nodes
-
     model = _chain([2, 1, 0])
     model.graph.node[2].input[0] = "b"  # relu reads neg's output, neg reads relu's: a cycle
     assert sorted_nodes(model.graph) is None
@@ -248,8 +245,6 @@ def test_nodes_in_a_cycle_cannot_be_sorted_and_the_source_is_refused_with_the_ch
 
 
 def test_a_node_with_an_omitted_input_sorts_and_one_reading_an_outer_tensor_needs_it():
-    from sit_onnx.graph.validate import sorted_nodes
-
     graph = _chain([1, 0, 2]).graph
     graph.node.append(helper.make_node("Clip", ["y", "", "m"], ["c"], name="clip"))  # "" is an omitted input
     assert sorted_nodes(graph) is None  # m: made by nothing here
@@ -265,8 +260,6 @@ def test_a_subgraphs_defects_are_found_and_named_by_their_owner():
     """The checker does not enter the subgraphs of an op it does not know; structural_complaint does,
     in a `g` attribute and in a `graphs` list, naming the attribute and its node (by name, else its
     first output, else its op type). What the outer graph makes or takes is visible inside."""
-    from sit_onnx.graph.validate import structural_complaint
-
     twice = _branch([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["x"], ["t"])])
     reads_outer = _branch([helper.make_node("Add", ["x", "a"], ["s"])])  # x: the graph's input; a: made outside
     graph = _chain([0, 1, 2]).graph

@@ -4,6 +4,7 @@ annotation or type), how messages write dims, and a sorted source the full check
 import onnx
 from onnx import TensorProto, helper
 
+from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.validate import _dims, check_source, infer_shapes
 from tests.graph.test_malformed_sources import _chain
 
@@ -65,8 +66,6 @@ def test_a_sorted_source_that_only_the_full_check_faults_is_noted_not_refused():
 
 
 def test_the_default_domains_opset_by_either_spelling_and_1_when_not_imported():
-    from sit_onnx.graph.load import default_opset
-
     model = _chain([0, 1, 2])
     assert default_opset(model) == 17
     model.opset_import[0].domain = "ai.onnx"
