@@ -96,3 +96,17 @@ def attention_classifier(rng: np.random.Generator, rows: int, scale: float = 1.0
     p = np.exp(s - s.max(1, keepdims=True))
     labels = np.argmax((p / p.sum(1, keepdims=True)) @ v, axis=1).astype(np.int64)
     return model, x, labels
+
+
+def record_session_specs(monkeypatch, module) -> list:
+    """The SessionSpec of every session `module` makes from now on, in order (the sessions are real)."""
+    from sit_onnx.runtime import SessionSpec, make_session
+
+    specs = []
+
+    def recording(model, spec=SessionSpec()):
+        specs.append(spec)
+        return make_session(model, spec)
+
+    monkeypatch.setattr(module, "make_session", recording)
+    return specs

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from sit_onnx.cli import main
+from sit_onnx.cli.energy import energy_text
+from sit_onnx.evaluate.energy import EnergyReport, LayerEnergy
 from tests.helpers import attention_classifier, parse_table, softmax_model
 
 
@@ -61,6 +63,21 @@ def test_energy_table_is_the_json_in_nanojoules(tiny):
         f"({100 * record['reduction']:+.1f}% reduction)"
     )
     assert text.splitlines()[-1] == f"note: {record['caveat']}"
+
+
+def test_energy_text_prints_picojoules_as_nanojoules():
+    """Each energy column divides by exactly 1000: figures chosen so that any other divisor shows."""
+    report = EnergyReport(
+        samples=1,
+        layers=[LayerEnergy("proj", "MatMul", 2048.0, 123456.0, 7890.0, 0.25)],
+        neuron_ops=43210.0,
+        ann_pj=246913.0,
+        converted_pj=135791.0,
+    )
+    header, rows = parse_table(energy_text(report))
+    assert rows[0] == ["proj", "MatMul", "2048", "123.5", "7.89", "0.250"]
+    assert rows[1] == ["spiking neurons", "AC", "4.321e+04", "0", "38.89", "-"]
+    assert "total per sample: ANN 246.91 nJ, converted 135.79 nJ (+45.0% reduction)" in energy_text(report)
 
 
 def test_eval_lines_are_the_json_in_percent(tiny):
@@ -140,6 +157,30 @@ def test_label_free_layers_table_is_the_json(tiny):
         assert row[0] == str(want["converted_sites"]) and row[1] == (want["last_site"] or "-")
         assert row[2] == f"{100 * want['agreement']:.2f}%" and row[3] == f"{want['cosine']:.6f}"
     assert rows[0][3] == "1.000000" and rows[1][3] != "1.000000"
+
+
+@pytest.mark.parametrize(
+    "head, kind, cell",
+    [
+        (helper.make_node("ArgMax", ["logits"], ["first"], axis=1, keepdims=0), TensorProto.INT64, "%"),
+        (helper.make_node("ReduceSum", ["logits"], ["first"], keepdims=0), TensorProto.FLOAT, "-"),
+    ],
+)
+def test_label_free_layers_table_says_what_its_agreement_counts(tiny, tmp_path, head, kind, cell):
+    """An integer first output (an ArgMax in the graph) is compared value for value, and the column
+    says so; a first output without rows (one number) has no agreement, printed as '-'."""
+    model = onnx.load(str(tiny / "tiny.onnx"))
+    model.graph.node.append(head)
+    model.graph.output.insert(0, helper.make_tensor_value_info("first", kind, None))
+    onnx.save(model, str(tmp_path / "headed.onnx"))
+    text, record = both("layers", tmp_path / "headed.onnx", "--data", tiny / "unlabelled.npz", "--steps", "4")
+    table_header, rows = parse_table(text)
+    header = "values the same" if kind == TensorProto.INT64 else "argmax agreement"
+    assert table_header == ["sites converted", "last site converted", header, "cosine"]
+    assert [r["agreement_of"] for r in record["rows"]] == ["values" if cell == "%" else "argmax"] * 2
+    for row, want in zip(rows, record["rows"], strict=True):
+        assert row[2] == ("-" if want["agreement"] is None else f"{100 * want['agreement']:.2f}%")
+        assert row[2].endswith(cell)
 
 
 def test_label_free_eval_json_names_model_converted_and_data(tiny, tmp_path):

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from sit_onnx.errors import SitOnnxError
+from sit_onnx.evaluate import layers
 from sit_onnx.evaluate.datasets import LabelledData
 from sit_onnx.evaluate.layers import layer_sweep
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from tests.helpers import SHARED_SCOPE, run
+from sit_onnx.runtime import SessionSpec
+from tests.helpers import SHARED_SCOPE, record_session_specs, run
 
 OPTIONS = RewriteOptions(steps=4)  # inexact enough that each converted site shows
 
@@ -101,3 +104,46 @@ def test_with_activations_row_zero_converts_them_alone(setting, labelled):
             a, b = out.astype(np.float64).ravel(), original.astype(np.float64).ravel()
             assert row.cosine == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-7)
     assert rows[0].agreement < 1  # the converted Tanh alone already moves predictions
+
+
+def test_labels_the_first_output_cannot_predict_are_refused_naming_the_data(setting):
+    """1-based labels (1..4 for 4 classes) would score every row as a miss in silence."""
+    model, x, outputs = setting
+    labels = outputs[0].argmax(1) + 1
+    with pytest.raises(SitOnnxError) as error:
+        layer_sweep(model, OPTIONS, LabelledData({"x": x}, labels, "digits.npz"))
+    assert str(error.value) == (
+        f"digits.npz: 'labels' run from {labels.min()} to 4, but the model's first output has 4 classes (0..3)"
+    )
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_every_session_is_made_as_asked(setting, monkeypatch, labelled):
+    """The provider and library asked for reach the original's session and each converted one's."""
+    model, x, outputs = setting
+    spec = SessionSpec(provider="cpu", threads=1, verify_kernels=False)
+    specs = record_session_specs(monkeypatch, layers)
+    labels = outputs[0].argmax(1) if labelled else None
+    rows = layer_sweep(model, OPTIONS, LabelledData({"x": x}, labels, "mem"), spec)
+    assert len(rows) == 3 and specs == [spec] * (3 if labelled else 4)  # label-free runs the original twice
+
+
+def test_the_options_choose_the_sites_swept(setting):
+    """--nodes second: one site converted, so two rows, the second converting 'second' alone."""
+    model, x, outputs = setting
+    options = RewriteOptions(steps=4, nodes=("second",))
+    rows = layer_sweep(model, options, LabelledData({"x": x}, None, "mem"))
+    assert [(r.converted_sites, r.last_site) for r in rows] == [(0, "-"), (1, "second")]
+    alone = run(rewrite_model(model, options)[0], {"x": x})[0].astype(np.float64).ravel()
+    ref = outputs[0].astype(np.float64).ravel()
+    assert rows[1].cosine == pytest.approx(ref @ alone / np.linalg.norm(ref) / np.linalg.norm(alone), abs=1e-9)
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_data_the_model_cannot_take_is_refused_naming_the_data(setting, labelled):
+    model, _, _ = setting
+    x = np.zeros((3, 5), np.float32)
+    labels = np.zeros(3, np.int64) if labelled else None
+    with pytest.raises(SitOnnxError) as error:
+        layer_sweep(model, OPTIONS, LabelledData({"x": x}, labels, "short.npz"))
+    assert str(error.value) == "short.npz: 'x' has shape [3, 5], the model wants ['n', 6] (axis 1)"
