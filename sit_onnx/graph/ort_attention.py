@@ -209,6 +209,8 @@ def _packed_attention(b: Body, node: onnx.NodeProto, known: KnownTypes, inputs: 
     unsupported = [a for a in ("do_rotary", "past_present_share_buffer") if attribute(node, a, 0)]
     if unsupported:
         return None, f"{', '.join(unsupported)} is not decomposed yet"
+    if inputs.past and not optional_output(node, 1):
+        return None, "a past without the present output (onnxruntime's kernel refuses it)"
     heads = attribute(node, "num_heads")
     weights = dims.get(inputs.weights)
     if not weights or not all(isinstance(d, int) for d in weights):
@@ -418,11 +420,23 @@ def _shared_buffer_reason(node: onnx.NodeProto) -> str:
     return ""
 
 
+def _past_reason(node: onnx.NodeProto) -> str:
+    """A past cache onnxruntime does not run as one: half of it (its kernel refuses that), or, outside
+    the shared-buffer form, without both present outputs: its CPU kernel then gives neither the
+    result with the past nor the one without it (measured), so there is no result to follow."""
+    key, value = optional_input(node, 6), optional_input(node, 7)
+    if bool(key) != bool(value):
+        return "only one of past_key and past_value (onnxruntime's kernel refuses it)"
+    if key and not optional_input(node, 8) and not (optional_output(node, 1) and optional_output(node, 2)):
+        return "a past without both present outputs (onnxruntime's CPU kernel gives no defined result)"
+    return ""
+
+
 def multi_head_attention_body(node: onnx.NodeProto, known: KnownTypes):
     """com.microsoft MultiHeadAttention in each layout (MHA_LAYOUTS): (body, "") or (None, why).
     The packed layouts run on CUDA only in onnxruntime; their body is the separate layout's, the
     packed tensor split (checked against the CPU kernel on the same numbers unpacked)."""
-    reason = _shared_buffer_reason(node)
+    reason = _shared_buffer_reason(node) or _past_reason(node)
     if reason:
         return None, reason
     found = _mha_layout(node, known)

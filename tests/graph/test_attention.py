@@ -341,6 +341,38 @@ def test_multi_head_attention_decomposition_equals_onnxruntimes_kernel(case):
     _assert_expansion_equals_onnxruntime(model, feeds, "com.microsoft::MultiHeadAttention")
 
 
+def _in_float16(model: onnx.ModelProto, feeds: dict) -> tuple[onnx.ModelProto, dict]:
+    """The same model with float16 inputs and outputs (as onnxruntime's float16 optimizer leaves a
+    fused attention op), and its feeds rounded to float16."""
+    half = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in [*half.graph.input, *half.graph.output]:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    return half, {n: v.astype(np.float16) if v.dtype == np.float32 else v for n, v in feeds.items()}
+
+
+FLOAT16_CASES = [("Attention", case) for case in sorted(MS_ATTENTION)] + [
+    ("MultiHeadAttention", case) for case in sorted(MHA)
+]
+
+
+@pytest.mark.parametrize("op, case", FLOAT16_CASES)
+def test_float16_attention_ops_decompose_in_float16_as_the_kernel_computes(op, case):
+    """Every constant the body makes (scale, mask filter, zero) takes the op's float type: a float32
+    one beside float16 scores is a model onnxruntime refuses to load."""
+    build, attrs = (MS_ATTENTION if op == "Attention" else MHA)[case]
+    inputs = (_attention_inputs if op == "Attention" else _mha_inputs)(np.random.default_rng(5), **build)
+    past = ("present",) if op == "Attention" else ("present_key", "present_value")
+    model, feeds = _in_float16(*_ms_model(op, inputs, ("y", *past) if build.get("past") else ("y",), **attrs))
+    kernel = _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert [a.expanded for a in found] == [True]
+    got = _ort(expanded, feeds)
+    assert [g.dtype for g in got] == [np.dtype(np.float16)] * len(kernel)
+    for want, value in zip(kernel, got, strict=True):
+        np.testing.assert_allclose(value.astype(np.float32), want.astype(np.float32), atol=4e-3, rtol=4e-3)
+
+
 @pytest.mark.parametrize(
     "op, inputs",
     [
@@ -349,14 +381,18 @@ def test_multi_head_attention_decomposition_equals_onnxruntimes_kernel(case):
     ],
     ids=["Attention", "MultiHeadAttention"],
 )
-def test_converted_ms_attention_follows_the_reference(op, inputs):
+@pytest.mark.parametrize("half", [False, True], ids=["float32", "float16"])
+def test_converted_ms_attention_follows_the_reference(op, inputs, half):
     model, feeds = _ms_model(op, inputs(np.random.default_rng(3)), ("y",))
+    if half:
+        model, feeds = _in_float16(model, feeds)
     new, report = rewrite_model(model, RewriteOptions())
     assert len(report.converted) == 1 and report.attention[0]["expanded"]
     site = report.sites[0]
     assert site.name.startswith("fused/Softmax_"), site.name
     logits, got = _ort(_with_outputs(new, [site.logits, site.output]), feeds)[-2:]
     expected = spiking_softmax(logits, shipped_params(12, SHIFT_RANGE), options=SoftmaxOptions(shift=True))
+    assert got.dtype == logits.dtype == expected.dtype == (np.float16 if half else np.float32)
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
@@ -364,6 +400,63 @@ def test_undecomposed_form_says_why():
     model, _ = _ms_model("Attention", _attention_inputs(np.random.default_rng(4)), ("y",), do_rotary=1)
     _, found = expand_attention(model, 17)
     assert [(a.expanded, a.reason) for a in found] == [(False, "do_rotary is not decomposed yet")]
+
+
+@pytest.mark.parametrize("outputs", [("y", "present_key"), ("y", "", "present_value")])
+def test_a_present_output_without_a_past_is_written_on_its_own(outputs):
+    """Without a past, each present output is the new keys or values in heads, asked for alone too."""
+    model, feeds = _ms_model("MultiHeadAttention", _mha_inputs(np.random.default_rng(2)), outputs)
+    _assert_expansion_equals_onnxruntime(model, feeds, "com.microsoft::MultiHeadAttention")
+
+
+def _without(inputs, name):
+    """The inputs with `name` left out (an empty name in its place, trailing empties dropped)."""
+    kept = [i if i[0] != name else ("", TensorProto.FLOAT, None, None) for i in inputs]
+    while not kept[-1][0]:
+        kept.pop()
+    return kept
+
+
+PAST_FORMS = {
+    "Attention's past without its present output": (
+        "Attention", lambda rng: _attention_inputs(rng, past=True), ("y",),
+        "a past without the present output (onnxruntime's kernel refuses it)",
+    ),
+    "past_key without past_value": (
+        "MultiHeadAttention", lambda rng: _without(_mha_inputs(rng, past=True), "pv"),
+        ("y", "present_key", "present_value"),
+        "only one of past_key and past_value (onnxruntime's kernel refuses it)",
+    ),
+    "past_value without past_key": (
+        "MultiHeadAttention", lambda rng: _without(_mha_inputs(rng, past=True), "pk"),
+        ("y", "present_key", "present_value"),
+        "only one of past_key and past_value (onnxruntime's kernel refuses it)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("form", sorted(PAST_FORMS))
+def test_a_past_the_kernel_refuses_is_left_alone_with_why(form):
+    """Decomposed, these ran where onnxruntime's own kernel refuses to: the past dropped or half used."""
+    op, inputs, outputs, reason = PAST_FORMS[form]
+    model, feeds = _ms_model(op, inputs(np.random.default_rng(6)), outputs)
+    with pytest.raises(Exception, match="past"):
+        _ort(model, feeds)
+    expanded, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert [(a.expanded, a.reason) for a in found] == [(False, reason)]
+    assert [n.op_type for n in expanded.graph.node] == [op]
+
+
+@pytest.mark.parametrize("outputs", [("y",), ("y", "present_key"), ("y", "", "present_value")])
+def test_a_multi_head_past_without_both_present_outputs_is_left_alone_with_why(outputs):
+    """onnxruntime 1.32's CPU kernel then gives neither the result with the past nor the one without
+    it (measured: 1.1 to 2.4 away from both on these inputs, and from every mix of past and new keys
+    tried), so there is nothing a decomposition could follow. Not asserted here: no form defines it."""
+    model, _ = _ms_model("MultiHeadAttention", _mha_inputs(np.random.default_rng(2), past=True), outputs)
+    _, found = expand_attention(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+    assert [(a.expanded, a.reason) for a in found] == [
+        (False, "a past without both present outputs (onnxruntime's CPU kernel gives no defined result)")
+    ]
 
 
 def test_nodes_out_of_order_are_sorted_but_dangling_inputs_refused(tmp_path):
