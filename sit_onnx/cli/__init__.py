@@ -38,10 +38,19 @@ class SitGroup(click.Group):
             if isinstance(exc, OSError) and exc.filename is not None:
                 # a path the system refuses wherever it is touched first (a name too long, a folder
                 # not searchable): the path and the system's reason, as the commands' own checks say it
-                raise click.ClickException(f"{exc.filename}: {exc.strerror or first_line(exc)}") from None
+                raise click.ClickException(f"{exc.filename}: {_system_reason(exc)}") from None
             raise click.ClickException(  # a bug: still one line, with how to see more
                 f"internal error: {type(exc).__name__}: {first_line(exc)} (set SIT_ONNX_DEBUG=1 for a traceback)"
             ) from None
+
+
+def _system_reason(exc: OSError) -> str:
+    """The system's words for an OSError: its strerror, else its own message's first line (str()
+    of one given a file name but no errno reads "[Errno None] None: 'path'")."""
+    if exc.strerror:
+        return exc.strerror
+    message = str(exc.args[0]).strip() if exc.args else ""
+    return message.splitlines()[0] if message else type(exc).__name__
 
 
 @contextmanager

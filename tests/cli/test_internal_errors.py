@@ -42,6 +42,14 @@ def test_a_system_error_on_a_path_names_the_path_and_the_reason(model, monkeypat
     assert result.exit_code == 1 and result.output == "Error: /x/y: Permission denied\n"
     monkeypatch.setattr(convert_file, "rewrite_file", _raising(OSError("no file named")))
     assert CliRunner().invoke(main, args).output.startswith("Error: internal error: OSError: no file named")
+    unnumbered = OSError("cannot map the file\nat offset 0")  # a path, but no errno and no strerror
+    unnumbered.filename = "/x/z"
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(unnumbered))
+    assert CliRunner().invoke(main, args).output == "Error: /x/z: cannot map the file\n"
+    bare = OSError()
+    bare.filename = "/x/w"
+    monkeypatch.setattr(convert_file, "rewrite_file", _raising(bare))
+    assert CliRunner().invoke(main, args).output == "Error: /x/w: OSError\n"
     monkeypatch.setenv("SIT_ONNX_DEBUG", "1")
     monkeypatch.setattr(convert_file, "rewrite_file", _raising(PermissionError(13, "Permission denied", "/x/y")))
     assert isinstance(CliRunner().invoke(main, args).exception, PermissionError)

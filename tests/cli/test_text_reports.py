@@ -159,6 +159,15 @@ def test_label_free_layers_table_is_the_json(tiny):
     assert rows[0][3] == "1.000000" and rows[1][3] != "1.000000"
 
 
+def _headed(tiny, folder, head, kind):
+    """The tiny classifier with a first output put before its logits, computed by `head` from them."""
+    model = onnx.load(str(tiny / "tiny.onnx"))
+    model.graph.node.append(head)
+    model.graph.output.insert(0, helper.make_tensor_value_info("first", kind, None))
+    onnx.save(model, str(folder / "headed.onnx"))
+    return folder / "headed.onnx"
+
+
 @pytest.mark.parametrize(
     "head, kind, cell",
     [
@@ -169,11 +178,9 @@ def test_label_free_layers_table_is_the_json(tiny):
 def test_label_free_layers_table_says_what_its_agreement_counts(tiny, tmp_path, head, kind, cell):
     """An integer first output (an ArgMax in the graph) is compared value for value, and the column
     says so; a first output without rows (one number) has no agreement, printed as '-'."""
-    model = onnx.load(str(tiny / "tiny.onnx"))
-    model.graph.node.append(head)
-    model.graph.output.insert(0, helper.make_tensor_value_info("first", kind, None))
-    onnx.save(model, str(tmp_path / "headed.onnx"))
-    text, record = both("layers", tmp_path / "headed.onnx", "--data", tiny / "unlabelled.npz", "--steps", "4")
+    text, record = both(
+        "layers", _headed(tiny, tmp_path, head, kind), "--data", tiny / "unlabelled.npz", "--steps", "4"
+    )
     table_header, rows = parse_table(text)
     header = "values the same" if kind == TensorProto.INT64 else "argmax agreement"
     assert table_header == ["sites converted", "last site converted", header, "cosine"]
@@ -181,6 +188,57 @@ def test_label_free_layers_table_says_what_its_agreement_counts(tiny, tmp_path, 
     for row, want in zip(rows, record["rows"], strict=True):
         assert row[2] == ("-" if want["agreement"] is None else f"{100 * want['agreement']:.2f}%")
         assert row[2].endswith(cell)
+
+
+@pytest.mark.parametrize(
+    "head, kind, said",
+    [
+        (helper.make_node("ArgMax", ["logits"], ["first"], axis=1, keepdims=0), TensorProto.INT64, "values the same"),
+        (helper.make_node("ReduceSum", ["logits"], ["first"], keepdims=0), TensorProto.FLOAT, None),
+    ],
+)
+def test_label_free_eval_lines_say_what_each_agreement_counts(tiny, tmp_path, head, kind, said):
+    """An integer output's agreement is of equal values; one number has none, and its line says none."""
+    path = _headed(tiny, tmp_path, head, kind)
+    text, record = both("eval", path, "--data", tiny / "unlabelled.npz", "--steps", "4")
+    first, logits = record["outputs"]
+    lines = text.splitlines()
+    assert lines[1].startswith("[first] " + (f"{said} {100 * first['agreement']:.2f}%, cosine " if said else "cosine "))
+    assert lines[2].startswith(f"[logits] argmax agreement {100 * logits['agreement']:.2f}%, cosine ")
+    assert (first["agreement"] is None) == (said is None) and len(lines) == 3
+
+
+def test_label_free_eval_names_an_output_it_cannot_compare_and_goes_on(tiny, tmp_path):
+    """A converted model whose first output changed shape: that output's line says why, the next
+    output is still compared."""
+    original = onnx.load(str(tiny / "tiny.onnx"))
+    original.graph.node.append(helper.make_node("Identity", ["logits"], ["echo"]))
+    original.graph.output.append(helper.make_tensor_value_info("echo", TensorProto.FLOAT, None))
+    converted = onnx.ModelProto()
+    converted.CopyFrom(original)
+    (producer,) = [n for n in converted.graph.node if "logits" in n.output]
+    producer.output[list(producer.output).index("logits")] = "inner"
+    converted.graph.node[-1].input[0] = "inner"
+    converted.graph.node.append(helper.make_node("Concat", ["inner", "inner"], ["logits"], axis=1))
+    onnx.save(original, str(tmp_path / "original.onnx"))
+    onnx.save(converted, str(tmp_path / "wide.onnx"))
+    args = [
+        "eval",
+        tmp_path / "original.onnx",
+        "--converted",
+        tmp_path / "wide.onnx",
+        "--data",
+        tiny / "unlabelled.npz",
+    ]
+    text, record = both(*args)
+    logits, echo = record["outputs"]
+    lines = text.splitlines()
+    assert logits["problem"].startswith("shapes differ: [120, ") and echo["problem"] is None
+    assert lines[1] == f"[logits] {logits['problem']}"
+    assert (
+        lines[2] == (f"[echo] argmax agreement 100.00%, cosine {echo['cosine']:.6f}, abs error max 0 mean 0")
+        and len(lines) == 3
+    )
 
 
 def test_label_free_eval_json_names_model_converted_and_data(tiny, tmp_path):

@@ -206,3 +206,23 @@ def test_portable_axis_is_non_negative_where_the_rank_allows(axis, shape, portab
 
     site = SimpleNamespace(axis=axis, logits=SimpleNamespace(shape=shape))
     assert portable_axis(site) == portable
+
+
+def test_ops_are_counted_in_subgraphs_with_the_default_domain_spelled_either_way():
+    from onnx import TensorProto, helper
+
+    from sit_onnx.graph.report import count_ops
+
+    value = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    branch = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], domain="ai.onnx")], "b", [], [value])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["x"], ["s"]),
+            helper.make_node("BiasSoftmax", ["x", "x"], ["t"], domain="com.microsoft"),
+            helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch),
+        ],
+        "g",
+        [],
+        [value],
+    )
+    assert count_ops(graph) == {"Softmax": 3, "com.microsoft::BiasSoftmax": 1, "If": 1}
