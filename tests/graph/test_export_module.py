@@ -59,7 +59,7 @@ def test_export_failure_is_one_line(tmp_path):
         def forward(self, x):
             return torch.fft.fft(x).real  # no ONNX export at opset 17 in the TorchScript exporter
 
-    with pytest.raises(SitOnnxError, match=r"^torch\.onnx\.export failed: ") as raised:
+    with pytest.raises(SitOnnxError, match=r"^torch\.onnx\.export failed: .*'aten::fft_fft'") as raised:
         export_module(Bad(), torch.randn(2, 4), tmp_path / "bad.onnx")
     assert "\n" not in str(raised.value) and not (tmp_path / "bad.onnx").exists()
 
@@ -72,7 +72,11 @@ def test_inputs_as_a_list_and_refusals_of_what_cannot_be_exported(tmp_path):
     cases = [
         (("not a module", torch.randn(2, 4)), "export_module takes a torch.nn.Module, got str"),
         ((TwoHeads(), 5), "example_inputs must be a tensor or a tuple of them, got int"),
-        ((TwoHeads(), torch.randn(2, 4)), "the module fails on example_inputs: TypeError: "),
+        (
+            (TwoHeads(), torch.randn(2, 4)),
+            "the module fails on example_inputs: TypeError: TwoHeads.forward() missing 1 required positional "
+            "argument: 'y'",
+        ),
     ]
     for (module, inputs), said in cases:
         with pytest.raises(SitOnnxError) as caught:

@@ -6,7 +6,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from sit_onnx.graph.walk import graph_protos, graphs_by_place
+from sit_onnx.graph.walk import constant_shapes, graph_protos, graphs_by_place
 from tests.helpers import run
 
 
@@ -69,3 +69,33 @@ def test_two_unnamed_ifs_keep_each_its_own_branch_declarations():
     x = np.random.default_rng(0).normal(0, 1, (2, 5)).astype(np.float32)
     got = run(new, {"x": x, "flag": np.array(True)})
     assert all(g.shape == (2, 5) for g in got)
+
+
+def _body(name, nodes):
+    return helper.make_graph(
+        nodes, name, [], [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)]
+    )
+
+
+def test_constant_shapes_reads_initializers_and_value_constants_in_every_graph():
+    """Dims without loading weights: a Constant's `value` tensor, an initializer, in subgraphs too;
+    a Constant of another attribute (value_float) has no tensor dims to read."""
+    inner = _body(
+        "inner",
+        [helper.make_node("Constant", [], ["k"], value=helper.make_tensor("t", TensorProto.FLOAT, [2, 3], [0.0] * 6))],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["c"], value=helper.make_tensor("t", TensorProto.INT64, [4], [1, 2, 3, 4])
+            ),
+            helper.make_node("Constant", [], ["f"], value_float=1.5),
+            helper.make_node("If", ["cond"], ["y"], then_branch=inner, else_branch=inner),
+        ],
+        "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(np.zeros((5, 1, 7), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert constant_shapes(model) == {"w": [5, 1, 7], "c": [4], "k": [2, 3]}
