@@ -1,6 +1,7 @@
 """Details a converted model and its report carry, and the wording of refusals a user meets."""
 
 import numpy as np
+import onnx
 import pytest
 
 from sit_onnx.errors import SitOnnxError
@@ -226,3 +227,36 @@ def test_ops_are_counted_in_subgraphs_with_the_default_domain_spelled_either_way
         [value],
     )
     assert count_ops(graph) == {"Softmax": 3, "com.microsoft::BiasSoftmax": 1, "If": 1}
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        (
+            RewriteOptions(params_file="set.json", objective="softmax"),
+            "--objective picks a shipped set; it has no meaning with --params",
+        ),
+        (
+            RewriteOptions(objective="softmax", shift=False),
+            "--objective softmax sets are fitted to rows of max-shifted logits: they need --shift "
+            "(--no-shift takes the paper's exp-rmse sets on [-1, 1])",
+        ),
+    ],
+    ids=["objective with params", "softmax objective without shift"],
+)
+def test_options_that_cannot_go_together_are_refused_whole(options, said):
+    with pytest.raises(SitOnnxError) as error:
+        rewrite_model(softmax_model([2, 5], -1), options)
+    assert str(error.value) == said
+
+
+def test_a_site_left_out_of_nodes_says_so():
+    model = softmax_model([2, 5], -1)
+    model.graph.node[0].name = "kept"
+    model.graph.node.append(onnx.helper.make_node("Softmax", [model.graph.output[0].name], ["again"], name="other"))
+    model.graph.output[0].name = "again"
+    _, report = rewrite_model(model, RewriteOptions(nodes=("kept",)))
+    assert [(s.name, s.converted, s.reason) for s in report.sites] == [
+        ("kept", True, None),
+        ("other", False, "not named in --nodes"),
+    ]

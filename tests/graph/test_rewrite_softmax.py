@@ -144,6 +144,10 @@ def test_ensemble_set_emits_summed_members(tmp_path, rng):
     assert any("ensemble of 3 neurons cannot fuse" in note for note in report.notes)
     with pytest.raises(Exception, match="--fuse takes a single-neuron parameter set; this one is an ensemble of 3"):
         rewrite_model(softmax_model([4, 7], -1), RewriteOptions(params_file=str(path), fuse=True))
+    pair = NeuronParams([-1.0, -3.0], [1.5, 2.0], rng.uniform(0, 1, 4), (-12, 0), offsets=(-0.1, 0.1))
+    pair.save(tmp_path / "pair.json")  # the smallest ensemble refused too
+    with pytest.raises(Exception, match="--fuse takes a single-neuron parameter set; this one is an ensemble of 2"):
+        rewrite_model(softmax_model([4, 7], -1), RewriteOptions(params_file=str(tmp_path / "pair.json"), fuse=True))
 
 
 def _bfloat16_model():
