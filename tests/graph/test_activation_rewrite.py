@@ -873,7 +873,7 @@ def test_activation_steps_must_agree_across_conversions():
 
 def test_activation_steps_without_activations_is_refused():
     with pytest.raises(
-        SitOnnxError, match="--activation-steps sets the K of converted activations; --activations names none"
+        SitOnnxError, match="^--activation-steps sets the K of converted activations; --activations names none$"
     ):
         rewrite_model(_gelu_then_softmax(), RewriteOptions(activation_steps=16))
     with pytest.raises(
