@@ -421,13 +421,16 @@ def _shared_buffer_reason(node: onnx.NodeProto) -> str:
 
 
 def _past_reason(node: onnx.NodeProto) -> str:
-    """A past cache onnxruntime does not run as one: half of it (its kernel refuses that), or, outside
-    the shared-buffer form, without both present outputs: its CPU kernel then gives neither the
-    result with the past nor the one without it (measured), so there is no result to follow."""
+    """A past cache onnxruntime does not run as one: half of it, or a past without both present
+    outputs. Its kernel refuses the first, and the second in the shared-buffer form; outside it, its
+    CPU kernel gives neither the result with the past nor the one without (measured), so there is
+    no result to follow."""
     key, value = optional_input(node, 6), optional_input(node, 7)
     if bool(key) != bool(value):
         return "only one of past_key and past_value (onnxruntime's kernel refuses it)"
-    if key and not optional_input(node, 8) and not (optional_output(node, 1) and optional_output(node, 2)):
+    if key and not (optional_output(node, 1) and optional_output(node, 2)):
+        if optional_input(node, 8):
+            return "a shared past without both present outputs (onnxruntime's kernel refuses it)"
         return "a past without both present outputs (onnxruntime's CPU kernel gives no defined result)"
     return ""
 

@@ -215,3 +215,21 @@ def test_decoder_masked_forms_left_alone_say_why(change, reason):
         node.attribute.append(onnx.helper.make_attribute("do_rotary", 1))
     _, found = expand_attention(model, 17)
     assert [(a.expanded, a.reason) for a in found] == [(False, reason)]
+
+
+@pytest.mark.parametrize("kept", [("y",), ("y", "present_key"), ("y", "", "present_value")])
+def test_a_shared_past_without_both_present_outputs_is_left_alone_as_the_kernel_refuses_it(kept):
+    """The past and the present share one buffer: without both present outputs there is none to
+    write, and onnxruntime's kernel refuses the node at run time; decomposed, it ran."""
+    model, feeds = _decoder_step(batch=1, beams=2, new=1, start=3)
+    node = model.graph.node[0]
+    del node.output[:]
+    node.output.extend(kept)
+    del model.graph.output[1:]
+    model.graph.output.extend(o for o in _decoder_step(1, 2, 1, 3)[0].graph.output if o.name in kept[1:])
+    with pytest.raises(Exception, match="Shared past/present buffer requires both present_key and present_value"):
+        _ort(model, feeds)
+    _, found = expand_attention(model, 17)
+    assert [(a.expanded, a.reason) for a in found] == [
+        (False, "a shared past without both present outputs (onnxruntime's kernel refuses it)")
+    ]
