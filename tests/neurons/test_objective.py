@@ -351,3 +351,30 @@ def test_fit_polishes_with_the_asked_kl_weight(monkeypatch):
     opts = FitOptions(4, (-12, 0), objective="softmax", warm_start=start, polish_rounds=1, kl_weight=2.5)
     fitted = fit_si_exp(opts)
     assert seen and set(seen) == {2.5} and fitted.meta["kl_weight"] == 2.5
+
+
+def test_rows_of_any_float_type_are_scored_in_float64():
+    """Logits captured from a float16 model: shifted and normalised in float16, p would be off by
+    1e-3 and e^x underflow below -17; the objective works in float64 whatever it is given."""
+    half = np.array([3.5, -20.0, 0.25, 1.0], np.float16)
+    exact = softmax(half.astype(np.float64))
+    for rows in (RowSet.from_rows([half], "t"), rows_from_logits(half[None, :], axis=1)):
+        assert rows.x.dtype == rows.p.dtype == np.float64
+        np.testing.assert_allclose(rows.p, exact, rtol=1e-12)
+        assert rows.p[1] > 0
+
+
+def test_captured_logits_are_read_along_their_axis_and_drawn_without_repeats():
+    logits = np.random.default_rng(0).normal(size=(3, 4, 7)).astype(np.float32)
+    rows = rows_from_logits(logits, axis=1)
+    assert rows.source == "21 captured rows of length 4" and rows.rows == 21
+    np.testing.assert_allclose(rows.x[:4], logits[0, :, 0] - logits[0, :, 0].max(), rtol=1e-6)
+    drawn = rows_from_logits(np.arange(60.0).reshape(20, 3) * [1, 2, 3], axis=1, limit=19)
+    firsts = drawn.x.reshape(-1, 3)[:, 0]
+    assert drawn.rows == 19 and len(set(firsts.tolist())) == 19  # row r: first shifted logit -6r - 6
+
+
+@pytest.mark.parametrize("logits", [np.zeros((0, 5)), np.full((2, 3), np.nan), np.full((1, 2), -np.inf)])
+def test_logits_without_a_finite_row_are_refused(logits):
+    with pytest.raises(ValueError, match="^no row holds a finite logit$"):
+        rows_from_logits(logits, axis=1)
