@@ -150,3 +150,19 @@ def test_predict_refuses_a_first_output_without_a_row_per_input_row():
     with pytest.raises(SitOnnxError, match=r"^the model's first output has shape \[2, 2\] for 5 rows; accuracy needs"):
         predict(session, {"x": np.zeros((5, 3), np.float32)}, "mem")
     assert predict(session, {"x": np.zeros((2, 3), np.float32)}, "mem").tolist() == [1, 1]  # as many: taken
+
+
+def test_predict_names_the_data_when_onnxruntime_fails_on_it():
+    """A graph that takes its declared shape but not these rows (a Reshape needing four at a time)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "four"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, None])],
+        [helper.make_tensor("four", TensorProto.INT64, [2], [4, -1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(SitOnnxError) as error:
+        predict(session, {"x": np.zeros((3, 2), np.float32)}, "rows.npz")
+    assert str(error.value).startswith("rows.npz: onnxruntime failed to run the model: ")
