@@ -76,3 +76,9 @@ def test_the_png_is_15_by_4_inches_at_120_dpi(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     assert struct.unpack(">II", data[16:24]) == (1800, 480)
     assert plt.get_fignums() == []  # the figure is closed, not left to pile up in a long sweep
+
+
+def test_the_three_panels_stand_side_by_side(panels):
+    boxes = [axis.get_position() for axis in panels]
+    assert boxes[0].x1 < boxes[1].x0 and boxes[1].x1 < boxes[2].x0
+    assert boxes[0].y0 == pytest.approx(boxes[1].y0) == pytest.approx(boxes[2].y0)

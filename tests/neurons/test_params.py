@@ -157,3 +157,69 @@ def test_relative_weighting_favours_small_values():
     # the relative fit spends its weights where exp is small: the last (lowest) step gets more weight
     assert abs(d_rel[-1] - np.exp(-8)) < abs(d_abs[-1] - np.exp(-8))
     assert point_weights(x, "relative").mean() == pytest.approx(1.0)
+
+
+def test_each_ensemble_member_reads_its_own_weights(tiny_params):
+    ensemble = NeuronParams(
+        tiny_params.thresholds, tiny_params.resets, (1, 2, 3, 4, 5, 6, 7, 8, 9), (-1, 1), offsets=(0, 1, 2)
+    )
+    assert [ensemble.neuron_weights(j) for j in range(3)] == [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+
+
+def test_step_and_member_counts_are_bounded_at_64_inclusive():
+    assert NeuronParams([0.0] * 64, [0.0] * 64, [0.0] * 64, (-1, 1)).steps == 64
+    assert NeuronParams([0.0], [0.0], [0.0] * 64, (-1, 1), offsets=[0.0] * 64).neurons == 64
+    with pytest.raises(SitOnnxError, match="^parameter set has 0 steps; SpikingExp supports 1 to 64$"):
+        NeuronParams([], [], [], (-1, 1))
+    with pytest.raises(SitOnnxError, match="^parameter set has 65 offsets; an ensemble has 1 to 64 neurons$"):
+        NeuronParams([0.0], [0.0], [0.0] * 65, (-1, 1), offsets=[0.0] * 65)
+
+
+def test_the_refusals_say_exactly_what_is_wrong():
+    with pytest.raises(SitOnnxError) as single:
+        NeuronParams([0.0, 1.0], [1.0], [1.0, 1.0], (-1, 1))
+    assert str(single.value) == "parameter set lengths differ: thresholds 2, resets 1, weights 2"
+    with pytest.raises(SitOnnxError) as nan:
+        NeuronParams([0.0], [float("inf")], [1.0], (-1, 1))
+    assert str(nan.value) == "parameter set holds a NaN or infinite threshold, reset or weight"
+    with pytest.raises(SitOnnxError) as big:
+        NeuronParams([0.0], [1.0], [1e39], (-1, 1))
+    assert str(big.value) == ("parameter set holds a value beyond float32's range (|v| > 3.4e38), which the ops store")
+
+
+def test_float32s_largest_value_is_accepted():
+    from sit_onnx.neurons.params import FLOAT32_MAX
+
+    assert NeuronParams([0.0], [FLOAT32_MAX], [-FLOAT32_MAX], (-1, 1)).resets == (FLOAT32_MAX,)
+
+
+@pytest.mark.parametrize("input_range", [(0, 0), (1, -1), (-1, 0, 1), (0,)])
+def test_an_input_range_must_be_two_numbers_low_to_high(input_range):
+    with pytest.raises(SitOnnxError, match=r"^parameter set input_range must be two finite numbers LO < HI, got \["):
+        NeuronParams([0.0], [1.0], [1.0], input_range)
+
+
+def test_the_shift_range_ships_softmax_sets_and_the_paper_range_exp_sets():
+    """The default for [-12, 0] is the softmax-fitted file, for [-1, 1] the exp-RMSE one; an objective
+    asked for by name picks its own file."""
+    from importlib import resources
+
+    from sit_onnx.neurons.params import default_objective, shipped_name
+
+    def file(name):
+        text = (resources.files("sit_onnx.neurons") / "data" / name).read_text(encoding="utf-8")
+        return params_from_json(text)
+
+    assert default_objective((-12.0, 0.0)) == "softmax" and default_objective((-1.0, 1.0)) == "exp-rmse"
+    assert shipped_name(8, (-12.0, 0.0), "softmax") == "softmax_k8_-12_0.json"
+    assert shipped_name(8, (-1.0, 1.0)) == "si_exp_k8_-1_1.json"
+    softmax, exp = file("softmax_k12_-12_0.json"), file("si_exp_k12_-12_0.json")
+    assert softmax.thresholds != exp.thresholds
+    assert shipped_params(12, (-12, 0)) == softmax == shipped_params(12, (-12, 0), "softmax")
+    assert shipped_params(12, (-12, 0), "exp-rmse") == exp
+    assert shipped_params(12, (-1, 1)) == file("si_exp_k12_-1_1.json")
+
+
+def test_no_softmax_sets_ship_on_the_paper_range():
+    with pytest.raises(SitOnnxError, match=r"fitted to softmax; shipped there: none \("):
+        shipped_params(12, (-1, 1), "softmax")

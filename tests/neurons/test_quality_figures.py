@@ -74,3 +74,22 @@ def test_a_sweep_row_scores_each_shipped_set_under_its_own_protocol():
     want += [as_dict(softmax_quality(shifted, n, "max-shift", 40)) for n in SWEEP_LENGTHS]
     assert row["softmax"] == want
     assert row["softmax"][0] != as_dict(softmax_quality(paper, SWEEP_LENGTHS[0], "paper"))  # 40 rows, not 2000
+
+
+def test_every_shipped_set_records_the_figures_exp_quality_measures():
+    """A shipped file's rmse and max_error are exp_quality's default protocol (100,000 seeded
+    points on its range), figure for figure: what `neuron show` prints for it is what it says."""
+    from sit_onnx.neurons.params import OBJECTIVES, PAPER_RANGE, SHIFT_RANGE, SHIPPED_STEPS
+    from sit_onnx.neurons.quality import EVAL_POINTS
+
+    checked = 0
+    for objective in OBJECTIVES:
+        for input_range in (PAPER_RANGE, SHIFT_RANGE):
+            if objective == "softmax" and input_range == PAPER_RANGE:
+                continue
+            for k in SHIPPED_STEPS:
+                params = shipped_params(k, input_range, objective)
+                quality = exp_quality(params)
+                assert (quality.rmse, quality.max_error, quality.points) == (params.rmse, params.max_error, EVAL_POINTS)
+                checked += 1
+    assert checked == 21

@@ -136,3 +136,32 @@ def test_edge_inputs_raise_no_numpy_warnings():
         assert np.isnan(out).tolist() == np.isnan(x).tolist()
     # the overflowed membrane (inf) crosses the second threshold too
     assert si_exp(np.array([3.4e38, -1.0], np.float32), overflowing).tolist() == [3.0, 0.0]
+
+
+def test_float32_input_steps_its_membrane_in_float32():
+    """float32 and float16 inputs compute every step in float32, as the kernels do: the set rounded
+    to float32, each `v - h` rounded to float32, the output summed in float32. Each case below
+    differs from the float64 computation of the same values, which float64 input keeps."""
+    from sit_onnx.neurons import NeuronParams
+
+    # a reset float32 rounds (1.75 + 3e-8 -> 1.75): 2 - h lands on the second threshold, 0.25
+    rounded_reset = NeuronParams([1.0, 0.25], [1.75 + 3e-8, 1.0], [1.0, 1.0], (-1, 3))
+    # 1 + 2**-23 minus a reset of -2**-24 rounds to 1 + 2**-22 in float32, the second threshold
+    rounded_membrane = NeuronParams([1.0, 1.0 + 2**-22], [-(2**-24), 1.0], [1.0, 1.0], (-1, 3))
+    # 1 + 2**-24 + 2**-24 sums to 1 in float32 (each addition ties to even), to 1 + 2**-23 in float64
+    rounded_sum = NeuronParams([-1.0, -1.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2**-24, 2**-24], (-1, 3))
+    for params, x, float32_out, float64_out in [
+        (rounded_reset, 2.0, 2.0, 1.0),
+        (rounded_membrane, 1.0 + 2**-23, 2.0, 1.0),
+        (rounded_sum, 0.0, 1.0, 1.0 + 2**-23),
+    ]:
+        assert si_exp(np.array([x], np.float32), params).tolist() == [float32_out]
+        assert si_exp(np.array([x], np.float64), params).tolist() == [float64_out]
+    assert si_exp(np.array([2.0], np.float16), rounded_reset).tolist() == [2.0]
+
+
+def test_spike_trains_are_boolean_per_step(tiny_params):
+    out, spikes = si_exp(np.array([[0.7, -0.2]], np.float32), tiny_params, return_spikes=True)
+    assert spikes.dtype == np.bool_ and spikes.shape == (1, 2, 3)
+    assert spikes.tolist() == [[[True, False, True], [False, False, True]]]  # 0.7 - 1 = -0.3 >= -0.5
+    assert out.tolist() == [[2.5, 0.5]]
