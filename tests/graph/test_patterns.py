@@ -845,7 +845,7 @@ def test_an_exp_cast_then_summed_is_named_but_a_cast_exp_alone_is_not(params_fil
         ]
     )
     reason = "its output is cast, then summed and divided: the division must take the Exp's own output"
-    assert reason in _refusal(cast_then_summed, params_file)
+    assert _refusal(cast_then_summed, params_file).endswith("Exp 'exp' is no softmax site: " + reason)
     cast_alone = _hand_written(
         [
             helper.make_node("Exp", ["x"], ["e"], name="exp"),
@@ -969,3 +969,47 @@ def test_a_softmax_of_a_scalar_is_no_site():
         SitOnnxError, match="Softmax 'sm' is no softmax site: its axis -1 is out of range for its rank-0"
     ):
         rewrite_model(softmax_model([], -1), RewriteOptions())
+
+
+def test_every_plumbing_node_after_the_sum_must_keep_its_count(params_file):
+    """The first node after a keepdims=0 sum is plumbing too: here an Expand to a target computed
+    apart (nothing proves it keeps the count), then a Reshape that does. With the dims named apart
+    it stays a near miss; had the check skipped the Expand, the Reshape alone would have passed."""
+    model = _renamed_batch_model()
+    nodes = list(model.graph.node)
+    reshape, expand, div = nodes[-3], nodes[-2], nodes[-1]
+    del model.graph.node[-3:]
+    model.graph.node.extend(
+        [
+            helper.make_node("Expand", ["s0", "rows"], ["s1"]),
+            helper.make_node("Reshape", ["s1", "target"], ["s2"]),
+            div,
+        ]
+    )
+    assert (reshape.op_type, expand.op_type, div.input[1]) == ("Reshape", "Expand", "s2")
+    for name, dims in (("s1", ["q"]), ("s2", ["p", 1])):
+        model.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
+    with pytest.raises(Exception, match="keepdims=0 and the sum comes back with shape \\['p', 1\\]"):
+        rewrite_model(model, RewriteOptions(params_file=params_file))
+
+
+def test_a_kept_sum_reshaped_before_the_division_is_no_site(params_file):
+    """Only a keepdims=0 sum is followed through Reshapes: a kept [3, 1] sum reshaped to [1, 3]
+    divides each column by a row's sum, which is no softmax, and is left alone saying why."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Exp", ["x"], ["e"], name="exp"),
+            helper.make_node("ReduceSum", ["e", "axes"], ["s"], name="sum"),
+            helper.make_node("Reshape", ["s", "across"], ["r"]),
+            helper.make_node("Div", ["e", "r"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 3])],
+        [
+            helper.make_tensor("axes", TensorProto.INT64, [1], [-1]),
+            helper.make_tensor("across", TensorProto.INT64, [2], [1, 3]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert "the sum 'sum' does not divide the Exp's own output" in _refusal(model, params_file)

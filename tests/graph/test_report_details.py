@@ -260,3 +260,14 @@ def test_a_site_left_out_of_nodes_says_so():
         ("kept", True, None),
         ("other", False, "not named in --nodes"),
     ]
+
+
+def test_the_chains_constants_are_named_after_their_site_too(tmp_path):
+    """The shift's axes (an input from opset 18) and an ensemble's offsets are named after the site,
+    like its nodes, so two sites' constants never look alike."""
+    params = shipped_params(4, SHIFT_RANGE)
+    pair = NeuronParams(params.thresholds, params.resets, params.weights * 2, params.input_range, offsets=(0, 1))
+    pair.save(tmp_path / "pair.json")
+    options = RewriteOptions(fuse=False, params_file=tmp_path / "pair.json")
+    new, _ = rewrite_model(softmax_model([2, 5], -1, opset=18), options)
+    assert sorted(i.name for i in new.graph.initializer) == ["sm/offset0", "sm/offset1", "sm/shift_axes"]
