@@ -4,6 +4,7 @@ whose output is the reference's; what is not an activation is left alone, saying
 import math
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -1136,3 +1137,23 @@ def test_rounded_hardswish_constants_still_match():
     consts = [_const("three", 3.001), _const("zero", 0.0), _const("six", 6.0)]
     sites, _ = _misses(_model(nodes, consts), {"hardswish"})
     assert [s.form for s in sites] == ["x * Clip(x + 3, 0, 6) / 6"]
+
+
+def test_onnx_infers_the_shape_through_a_spiking_activation():
+    """onnx's shape inference reads the op's function body: a converted activation passes its input's
+    shape on (the body's attribute check had squeezed every unit dim, which left the flag's rank, and
+    with it every tensor the flag selects, unknown), so tools that infer shapes downstream keep them."""
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, "n", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    new, _ = rewrite_model(model, RewriteOptions(activations=("sigmoid",)))
+    assert [n.op_type for n in new.graph.node] == ["SpikingActivation", "Relu"]
+    del new.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(new)
+    dims = [[d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info]
+    assert dims == [[2, "n", 5]]
+    assert [d.dim_value or d.dim_param for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [2, "n", 5]

@@ -178,7 +178,7 @@ def test_shift_and_sigmoid_other_than_0_or_1_are_refused_on_both_paths(flag, val
     params = SMALL
     attrs = {**neuron_attributes(params), flag: value}
     node = helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
-    with pytest.raises(Exception, match="shift and sigmoid must be 0 or 1" if library else "(?i)reshape"):
+    with pytest.raises(Exception, match="shift and sigmoid must be 0 or 1" if library else "(?i)reshape|squeeze"):
         _run(node, np.zeros((2, 3), np.float32), params.steps, library=library)
 
 
@@ -201,7 +201,7 @@ def test_negative_time_steps_are_refused_on_both_paths(op, library):
     params = SMALL
     attrs = {} if op == "SpikingNorm" else neuron_attributes(params)
     node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, time_steps=-2, **attrs)
-    with pytest.raises(Exception, match="time_steps must be >= 0" if library else "(?i)reshape"):
+    with pytest.raises(Exception, match="time_steps must be >= 0" if library else "(?i)reshape|squeeze"):
         _run(node, np.ones((2, 3), np.float32), params.steps, library=library)
 
 
@@ -262,3 +262,37 @@ def test_kernels_and_function_bodies_refuse_and_accept_the_same_attributes():
             steps = steps if isinstance(steps, int) and steps > 0 else 0
             _assert_agree(results[0], results[1], op if op != "SpikingSoftmax" else "softmax", steps, f"case {case}")
     assert disagreements == []
+
+
+@pytest.mark.parametrize(
+    "op, attrs",
+    [
+        ("SpikingSoftmax", {"shift": 2}),
+        ("SpikingSoftmax", {"sigmoid": -1}),
+        ("SpikingNorm", {"time_steps": -2}),
+        ("SpikingActivation", {"gate": 3}),
+    ],
+)
+def test_function_bodies_refuse_bad_flags_at_session_creation(op, attrs):
+    """As the kernels do: onnxruntime folds the attribute's check (a Reshape to [1 + excess], then a
+    Squeeze of axis 0, which its shape inference refuses unless that is [1]) when it builds the
+    session; the check's Squeeze had named no axis and the bad value surfaced on the first run."""
+    from sit_onnx.graph.activations import activation_attributes
+    from sit_onnx.neurons.activation import shipped_activation
+
+    extra = {
+        "SpikingSoftmax": neuron_attributes(SMALL),
+        "SpikingNorm": {},
+        "SpikingActivation": activation_attributes(shipped_activation("gelu", 8)),
+    }[op]
+    node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, **attrs, **extra)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", 1, None)], [helper.make_tensor_value_info("y", 1, None)]
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
+    functions = spiking_functions(SMALL.steps, 17, activation_steps=8)
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    with pytest.raises(Exception, match="(?i)squeeze"):
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
