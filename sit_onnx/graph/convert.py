@@ -138,13 +138,23 @@ def _semantics(opset: int, site_pattern: str, axis) -> str:
 
 
 def _upgrade_opset(model: onnx.ModelProto, opset: int, label: str) -> onnx.ModelProto:
+    refused = f"{label}: unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET}"
+    unknown = _unknown_standard_op(model)
+    if unknown is not None:  # the converter's own words are a printf template: "Op '%s' has no ...Foo1113"
+        raise SitOnnxError(f"{refused} ({unknown})")
     try:
         return version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeError/ValueError with long texts
-        raise SitOnnxError(
-            f"{label}: unsupported opset {opset}: onnx cannot convert this model to opset {MIN_OPSET}"
-            f" ({first_line(exc)})"
-        ) from None
+        raise SitOnnxError(f"{refused} ({first_line(exc)})") from None
+
+
+def _unknown_standard_op(model: onnx.ModelProto) -> str | None:
+    """A node of ONNX's default domain whose op ONNX does not define, said in words, or None."""
+    for graph in graph_protos(model.graph):
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+                return f"node {node.name or node.output[0]!r} is a {node.op_type}, which ONNX does not define"
+    return None
 
 
 def _legacy_axes(model: onnx.ModelProto) -> dict[str, int]:

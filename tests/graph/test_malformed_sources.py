@@ -13,7 +13,7 @@ from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.attention import expand_attention
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
-from sit_onnx.graph.validate import check_source, sorted_nodes, structural_complaint
+from sit_onnx.graph.validate import check_source, checker_complaint, sorted_nodes, structural_complaint
 from tests.graph.test_attention import HID, NH, _attention_inputs, _attention_model, _gqa_model, _mha_inputs, _ms_model
 from tests.helpers import run, softmax_model
 
@@ -281,3 +281,64 @@ def test_a_subgraphs_defects_are_found_and_named_by_their_owner():
     assert structural_complaint(graph) == (
         "a node reads a tensor that nothing produces, or the nodes form a cycle, in the body of Bar 'g'"
     )
+
+
+@pytest.mark.parametrize("name", ["foo", ""])
+def test_an_op_onnx_does_not_define_stops_the_opset_upgrade_in_words(name):
+    """A node of the default domain that ONNX has no schema for cannot be converted; onnx's
+    converter says so as an unfilled template ("Op '%s' has no registered schema ...Foo1213"), so
+    the refusal names the node (or its output) and the op instead. The same op in an If branch too."""
+    model = softmax_model(["b", 4], -1, opset=12)
+    model.graph.node.append(helper.make_node("Foo", ["y"], ["z"], name=name))
+    said = _refusal_of(model)
+    who = repr(name or "z")
+    assert said == (
+        f"m.onnx: unsupported opset 12: onnx cannot convert this model to opset 13 "
+        f"(node {who} is a Foo, which ONNX does not define)"
+    )
+
+
+def test_an_undefined_op_inside_a_branch_is_found_too():
+    model = softmax_model(["b", 4], -1, opset=12)
+    branch = helper.make_graph(
+        [helper.make_node("Bar", ["y"], ["t"], name="inner")],
+        "b",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+    )
+    model.graph.initializer.append(helper.make_tensor("c", TensorProto.BOOL, [], [True]))
+    model.graph.node.append(helper.make_node("If", ["c"], ["z"], then_branch=branch, else_branch=branch))
+    assert _refusal_of(model).endswith("(node 'inner' is a Bar, which ONNX does not define)")
+
+
+def _refusal_of(model) -> str:
+    with pytest.raises(SitOnnxError) as raised:
+        rewrite_model(model, RewriteOptions(), source="m.onnx")
+    return str(raised.value)
+
+
+def test_a_source_failing_the_full_check_may_fail_it_otherwise_once_rewritten():
+    """Two MatMuls of the wrong width: the source's full check names the first ('mm'); the rewritten
+    model's names the second, since inference no longer gives the first its input's shape. The
+    structure (the basic check) is sound, so the rewrite stands, with the source's failure noted."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], np.zeros(12))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["x"], ["y"], name="sm"),
+            helper.make_node("MatMul", ["y", "w"], ["z"], name="mm"),
+            helper.make_node("MatMul", ["x", "w"], ["z2"], name="mm2"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [s.name for s in report.converted] == ["sm"]
+    assert report.notes == [
+        "the source model already fails onnx's checker ([ShapeInferenceError] Inference error(s): (op_type:MatMul, "
+        "node name: mm): [ShapeInferenceError] Incompatible dimensions for matrix multiplication); the rewrite was "
+        "checked against it"
+    ]
+    assert "node name: mm2" in checker_complaint(new, full=True) and checker_complaint(new, full=False) is None
