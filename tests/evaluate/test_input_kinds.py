@@ -222,3 +222,51 @@ def test_feed_rows_of_scalars_alone_is_zero(files):
     assert feed_rows(session, {}) == 0
     rows = ort.InferenceSession(files["model"], providers=["CPUExecutionProvider"])
     assert feed_rows(rows, {"s": np.array(0.7, np.float32), "x": np.ones((ROWS, 3), np.float32)}) == ROWS
+
+
+def _npz(tmp_path, name, **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+def test_unlabelled_rows_are_counted_past_a_table_fed_whole(tmp_path):
+    """Without labels the rows are the first per-row array's: a table fed whole [4, 3] listed first
+    neither sets the count nor ends the check of the arrays after it; the refusal names the file."""
+    table, x = np.ones((4, 3), np.float32), np.ones((2, 5), np.float32)
+    good = _npz(tmp_path, "good.npz", t=table, x=x, y=np.ones((2, 1), np.float32))
+    loaded = load_labelled(good, None, "x", require_labels=False, whole={"t": 4}, inputs={"t", "x", "y"})
+    assert loaded.labels is None and sorted(loaded.arrays) == ["t", "x", "y"] and loaded.source == str(good)
+    bad = _npz(tmp_path, "bad.npz", t=table, x=x, y=np.ones((3, 1), np.float32))
+    with pytest.raises(SitOnnxError) as refused:
+        load_labelled(bad, None, "x", require_labels=False, whole={"t": 4}, inputs={"t", "x", "y"})
+    assert str(refused.value) == f"{bad}: 'y' has 3 rows but the first array has 2"
+
+
+def test_unlabelled_data_ignores_arrays_the_model_does_not_take(tmp_path):
+    """A column of ids of another length beside the model's input: not fed, so not counted."""
+    path = _npz(tmp_path, "ids.npz", x=np.ones((2, 5), np.float32), ids=np.arange(7))
+    assert sorted(load_labelled(path, None, "x", require_labels=False, inputs={"x"}).arrays) == ["ids", "x"]
+
+
+def test_scalars_alone_are_all_named(tmp_path):
+    path = _npz(tmp_path, "two.npz", s=np.array(0.5, np.float32), t=np.array(2.0, np.float32))
+    with pytest.raises(SitOnnxError) as refused:
+        load_labelled(path, None, "s", require_labels=False, whole={"s": None, "t": None}, inputs={"s", "t"})
+    assert str(refused.value) == (
+        f"{path}: has no rows of data: the arrays the model takes (s, t) are single values (0-d); "
+        "run --inputs and compare --inputs take them"
+    )
+
+
+def test_an_input_named_labels_is_checked_as_data_when_no_accuracy_is_measured(tmp_path):
+    """calibrate, energy, layers: 'labels' is the model's input, checked for rows like the others,
+    other arrays of the file left out of the count, and a refusal names the file."""
+    x, ids = np.ones((3, 5), np.float32), np.arange(7)
+    good = _npz(tmp_path, "good.npz", x=x, labels=np.zeros(3, np.int64), ids=ids)
+    loaded = load_labelled(good, None, "x", require_labels=False, inputs={"x", "labels"})
+    assert loaded.labels is None and sorted(loaded.arrays) == ["ids", "labels", "x"]
+    bad = _npz(tmp_path, "bad.npz", x=x, labels=np.zeros(4, np.int64))
+    with pytest.raises(SitOnnxError) as refused:
+        load_labelled(bad, None, "x", require_labels=False, inputs={"x", "labels"})
+    assert str(refused.value) == f"{bad}: 'labels' has 4 rows but the first array has 3"
