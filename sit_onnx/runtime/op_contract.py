@@ -2,7 +2,7 @@
 
 The kernels refuse a bad attribute when the session is created, naming the node and the attribute.
 Without the library the function bodies run, and the only refusal they can make is a Reshape that
-fails, which names neither. A model headed for the function bodies is checked here first, so both
+fails (or the Squeeze after it, when onnxruntime folds the check), which names neither. A model headed for the function bodies is checked here first, so both
 paths say the same thing.
 """
 

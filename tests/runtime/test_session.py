@@ -67,8 +67,33 @@ def test_placement_check_of_the_model_itself(monkeypatch):
     counts = iter([0, 1])  # placed graph first, then the model: pretend the one op was inlined
     monkeypatch.setattr(session_module, "spiking_node_count", lambda model: next(counts))
     monkeypatch.setattr(session_module, "check_kernels", lambda providers: None)
-    with pytest.raises(SitOnnxError, match="model: only 0 of 1 spiking ops run on the sit-onnx kernels"):
+    with pytest.raises(SitOnnxError) as refused:
         make_session(_spiking_model(TensorProto.FLOAT), spec)
+    assert str(refused.value) == (
+        "model: only 0 of 1 spiking ops run on the sit-onnx kernels; the rest fell back to their "
+        "function bodies (is the library built for this onnxruntime?)"
+    )
+
+
+def test_kernel_check_names_how_many_op_kinds_the_kernels_take(monkeypatch):
+    """The probe's count of spiking op kinds, 8 (four ops, float32 and float16), against those
+    still there once onnxruntime placed it; the probe runs with the library the session will use."""
+    from sit_onnx.runtime import session as session_module
+
+    seen = []
+
+    def probe(library, providers):
+        seen.append((library, providers))
+        return 8, 6
+
+    monkeypatch.setattr(session_module, "_kernels_take_the_probe", probe)
+    with pytest.raises(SitOnnxError) as refused:
+        session_module.check_kernels(["CPUExecutionProvider"])
+    assert str(refused.value) == (
+        "only 6 of 8 spiking op kinds run on the sit-onnx kernels; the rest would fall back to their "
+        "function bodies (is the library built for this onnxruntime?)"
+    )
+    assert seen == [(session_module.get_library_path(), ("CPUExecutionProvider",))]
 
 
 def test_not_onnx_file_names_the_file(tmp_path):
