@@ -2,8 +2,8 @@
 
 The kernels refuse a bad attribute when the session is created, naming the node and the attribute.
 Without the library the function bodies run, and the only refusal they can make is a Reshape that
-fails (or the Squeeze after it, when onnxruntime folds the check), which names neither. A model headed for the function bodies is checked here first, so both
-paths say the same thing.
+fails (or the Squeeze after it, when onnxruntime folds the check), which names neither. A model
+headed for the function bodies is checked here first, so both paths say the same thing.
 """
 
 from __future__ import annotations
