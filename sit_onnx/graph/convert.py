@@ -25,6 +25,7 @@ from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.inline import inline_spiking_functions, spell_out_defaults
 from sit_onnx.graph.light import light_copy, write_back
 from sit_onnx.graph.load import default_opset
+from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
 from sit_onnx.graph.opaque import hide_opaque, restore_opaque
 from sit_onnx.graph.report import RewriteReport, SiteReport, attention_summary, count_ops
 from sit_onnx.graph.rewrite_softmax import NamePool, replace_site
@@ -35,6 +36,7 @@ from sit_onnx.graph.validate import (
     check_source,
     drop_contradicted_annotations,
     infer_shapes,
+    node_label,
     validate_model,
 )
 from sit_onnx.graph.walk import graph_label, graph_protos, graphs_by_place, walk_graphs
@@ -152,8 +154,8 @@ def _unknown_standard_op(model: onnx.ModelProto) -> str | None:
     """A node of ONNX's default domain whose op ONNX does not define, said in words, or None."""
     for graph in graph_protos(model.graph):
         for node in graph.node:
-            if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
-                return f"node {node.name or node.output[0]!r} is a {node.op_type}, which ONNX does not define"
+            if node.domain in DEFAULT_DOMAINS and not onnx.defs.has(node.op_type):
+                return f"node {node_label(node)!r} is a {node.op_type}, which ONNX does not define"
     return None
 
 

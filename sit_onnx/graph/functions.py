@@ -326,7 +326,7 @@ def _valid_only(name: str, excess: str) -> list[onnx.NodeProto]:
         helper.make_node("Reshape", [name, f"{name}_one_shape"], [f"{name}_as_one"]),
         helper.make_node("Reshape", [f"{name}_as_one", f"{name}_shape"], [f"{name}_checked"]),
         # axis 0 named: a Squeeze of every unit dim leaves onnx's inference no rank for the flag, and
-        # every tensor the flag selects (the whole softmax) would lose its shape with it
+        # every tensor the flag selects (an activation's output) loses its shape with it
         _vector(f"{name}_squeezed_axes", [0]),
         helper.make_node("Squeeze", [f"{name}_checked", f"{name}_squeezed_axes"], [f"{name}_valid"]),
     ]

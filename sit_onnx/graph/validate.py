@@ -94,9 +94,13 @@ def structural_complaint(graph: onnx.GraphProto, outer: frozenset[str] = frozens
             for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
                 complaint = structural_complaint(sub, visible)
                 if complaint:
-                    owner = node.name or (node.output[0] if node.output else node.op_type)
-                    return f"{complaint}, in the {attribute.name} of {node.op_type} {owner!r}"
+                    return f"{complaint}, in the {attribute.name} of {node.op_type} {node_label(node)!r}"
     return None
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """How a message names a node: its name, else its first output, else its op type."""
+    return node.name or (node.output[0] if node.output else node.op_type)
 
 
 def check_source(model: onnx.ModelProto, label: str) -> SourceCheck:

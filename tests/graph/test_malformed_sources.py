@@ -283,18 +283,20 @@ def test_a_subgraphs_defects_are_found_and_named_by_their_owner():
     )
 
 
-@pytest.mark.parametrize("name", ["foo", ""])
-def test_an_op_onnx_does_not_define_stops_the_opset_upgrade_in_words(name):
-    """A node of the default domain that ONNX has no schema for cannot be converted; onnx's
-    converter says so as an unfilled template ("Op '%s' has no registered schema ...Foo1213"), so
-    the refusal names the node (or its output) and the op instead. The same op in an If branch too."""
+@pytest.mark.parametrize(
+    "name, outputs, domain, who",
+    [("foo", ["z"], "", "foo"), ("", ["z"], "", "z"), ("", [], "ai.onnx", "Foo")],
+)
+def test_an_op_onnx_does_not_define_stops_the_opset_upgrade_in_words(name, outputs, domain, who):
+    """A node of the default domain (either spelling) that ONNX has no schema for cannot be
+    converted; onnx's converter says so as an unfilled template ("Op '%s' has no registered schema
+    ...Foo1213"), so the refusal names the node (by its name, else its output, else its op) and the
+    op instead."""
     model = softmax_model(["b", 4], -1, opset=12)
-    model.graph.node.append(helper.make_node("Foo", ["y"], ["z"], name=name))
-    said = _refusal_of(model)
-    who = repr(name or "z")
-    assert said == (
-        f"m.onnx: unsupported opset 12: onnx cannot convert this model to opset 13 "
-        f"(node {who} is a Foo, which ONNX does not define)"
+    model.graph.node.append(helper.make_node("Foo", ["y"], outputs, name=name, domain=domain))
+    assert _refusal(model) == (
+        f"model: unsupported opset 12: onnx cannot convert this model to opset 13 "
+        f"(node {who!r} is a Foo, which ONNX does not define)"
     )
 
 
@@ -308,13 +310,7 @@ def test_an_undefined_op_inside_a_branch_is_found_too():
     )
     model.graph.initializer.append(helper.make_tensor("c", TensorProto.BOOL, [], [True]))
     model.graph.node.append(helper.make_node("If", ["c"], ["z"], then_branch=branch, else_branch=branch))
-    assert _refusal_of(model).endswith("(node 'inner' is a Bar, which ONNX does not define)")
-
-
-def _refusal_of(model) -> str:
-    with pytest.raises(SitOnnxError) as raised:
-        rewrite_model(model, RewriteOptions(), source="m.onnx")
-    return str(raised.value)
+    assert _refusal(model).endswith("(node 'inner' is a Bar, which ONNX does not define)")
 
 
 def test_a_source_failing_the_full_check_may_fail_it_otherwise_once_rewritten():
