@@ -73,21 +73,26 @@ def _node(op, axis, params, time_steps):
     return helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
 
 
-def _run(node, x, steps, library):
-    elem = TYPES[x.dtype.type]
+def _model(node, elem, steps, activation_steps=None):
+    """One ai.sit node from x to y, with the function bodies a session without the library runs."""
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", elem, None)], [helper.make_tensor_value_info("y", elem, None)]
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
-    model = helper.make_model(
-        graph, opset_imports=opsets, functions=spiking_functions(steps, 17, activation_steps=steps)
-    )
+    functions = spiking_functions(steps, 17, activation_steps=activation_steps or steps)
+    return helper.make_model(graph, opset_imports=opsets, functions=functions)
+
+
+def _session(model, library):
     options = ort.SessionOptions()
     options.log_severity_level = 4
     if library:
         options.register_custom_ops_library(get_library_path())
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _run(node, x, steps, library):
+    return _session(_model(node, TYPES[x.dtype.type], steps), library).run(None, {"x": x})[0]
 
 
 def _reference(op, x, axis, params, time_steps):
@@ -286,13 +291,5 @@ def test_function_bodies_refuse_bad_flags_at_session_creation(op, attrs):
         "SpikingActivation": activation_attributes(shipped_activation("gelu", 8)),
     }[op]
     node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, **attrs, **extra)
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", 1, None)], [helper.make_tensor_value_info("y", 1, None)]
-    )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
-    functions = spiking_functions(SMALL.steps, 17, activation_steps=8)
-    model = helper.make_model(graph, opset_imports=opsets, functions=functions)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
     with pytest.raises(Exception, match="(?i)squeeze"):
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        _session(_model(node, TensorProto.FLOAT, SMALL.steps, activation_steps=8), library=False)
