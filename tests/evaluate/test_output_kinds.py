@@ -135,8 +135,9 @@ def test_check_comparable_names_what_it_cannot_judge():
 
 def test_stacking_only_like_tensors():
     a, b = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
-    assert _stacked([a, b]).shape == (2, 2, 3)
-    for kept in ([a, b[:, :1]], [a, b.astype(np.float64)], [], [{1: 0.5}], a):
+    stacked = _stacked([a, b])
+    assert stacked.shape == (2, 2, 3) and (stacked[0] == 0).all() and (stacked[1] == 1).all()
+    for kept in ([a, b[:, :1]], [a, b.astype(np.float64)], [], [{1: 0.5}], [a, {1: 0.5}], a, (a, b)):
         assert _stacked(kept) is kept
 
 
