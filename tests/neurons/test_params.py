@@ -156,7 +156,13 @@ def test_relative_weighting_favours_small_values():
     _, d_rel = true_rmse(x, np.exp(x), thresholds, resets, weight=point_weights(x, "relative"))
     # the relative fit spends its weights where exp is small: the last (lowest) step gets more weight
     assert abs(d_rel[-1] - np.exp(-8)) < abs(d_abs[-1] - np.exp(-8))
-    assert point_weights(x, "relative").mean() == pytest.approx(1.0)
+    relative = point_weights(x, "relative")
+    assert relative.mean() == pytest.approx(1.0)
+    # squared errors weighted by exp(-x/2): halfway between absolute and fully relative error
+    np.testing.assert_allclose(relative / relative[-1], np.exp(-x / 2), rtol=1e-12)
+    assert (point_weights(x, "absolute") == 1).all()
+    with pytest.raises(ValueError, match=r"^unknown weighting 'rel'; known: absolute, relative$"):
+        point_weights(x, "rel")
 
 
 def test_each_ensemble_member_reads_its_own_weights(tiny_params):
