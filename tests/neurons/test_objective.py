@@ -284,7 +284,7 @@ def test_warm_start_from_an_ensemble_is_refused():
 
     ensemble = fit_ensemble(shipped_params(4, SHIFT_RANGE), 2)
     opts = FitOptions(steps=4, input_range=SHIFT_RANGE, warm_start=ensemble)
-    with pytest.raises(SitOnnxError, match="K=4 x 2 neurons; need one neuron of K=4"):
+    with pytest.raises(SitOnnxError, match=r"^warm start: the set has K=4 x 2 neurons; need one neuron of K=4$"):
         fit_si_exp(opts)
 
 
@@ -378,3 +378,9 @@ def test_captured_logits_are_read_along_their_axis_and_drawn_without_repeats():
 def test_logits_without_a_finite_row_are_refused(logits):
     with pytest.raises(ValueError, match="^no row holds a finite logit$"):
         rows_from_logits(logits, axis=1)
+
+
+def test_warm_start_of_another_k_is_refused_by_name():
+    opts = FitOptions(steps=6, input_range=SHIFT_RANGE, warm_start=shipped_params(4, SHIFT_RANGE))
+    with pytest.raises(SitOnnxError, match=r"^warm start: the set has K=4; need one neuron of K=6$"):
+        fit_si_exp(opts)
