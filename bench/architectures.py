@@ -1,8 +1,8 @@
 """Coverage across Transformer architectures: tiny random-weight models of transformers' families
-(encoders, decoders, vision, hybrids; no download), exported by TorchScript (opset 17) and dynamo,
-optionally through onnxruntime's transformer optimizer, to float16 or to int8 (onnxruntime's
-quantizer: static QOperator, dynamic after the optimizer); each rewritten with every
-activation asked for, then the original and the converted model run on the same inputs.
+(encoders, decoders, encoder-decoders, vision, speech, layout, hybrids; no download), exported by
+TorchScript (opset 17) and dynamo, optionally through onnxruntime's transformer optimizer, to
+float16 or to int8 (onnxruntime's quantizer: static QOperator, dynamic after the optimizer); each
+rewritten with every activation asked for, then the original and the converted model run on the same inputs.
 
 Prints per model: softmax sites converted / found, attention ops left alone, activations converted
 by function, activation sites left alone (and why), cosine of the outputs. Random weights make
@@ -37,6 +37,52 @@ SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "i
 
 TEXT = {**SMALL, "vocab_size": 100}
 IMAGE = {**SMALL, "image_size": 32, "patch_size": 8}
+SEQ2SEQ = {
+    "vocab_size": 100,
+    "d_model": 64,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 128,
+    "decoder_ffn_dim": 128,
+    "max_position_embeddings": 64,
+    "pad_token_id": 1,
+    "decoder_start_token_id": 2,
+    "eos_token_id": 2,
+    "bos_token_id": 0,
+}
+T5 = {"vocab_size": 100, "d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4}
+AUDIO = {
+    **SMALL,
+    "conv_dim": [16, 16],
+    "conv_kernel": [10, 3],
+    "conv_stride": [5, 2],
+    "num_feat_extract_layers": 2,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+}
+RESNET = {
+    "model_type": "resnet",
+    "embedding_size": 16,
+    "hidden_sizes": [16, 32, 48, 64],
+    "depths": [1, 1, 1, 1],
+    "layer_type": "basic",
+    "out_features": ["stage4"],
+}
+DETR = {
+    "use_timm_backbone": False,
+    "use_pretrained_backbone": False,
+    "backbone_config": RESNET,
+    "d_model": 64,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 128,
+    "decoder_ffn_dim": 128,
+    "num_queries": 10,
+}
 # name: (transformers' config and model classes, the config's arguments, the inputs it takes)
 FAMILIES = {
     "bert": ("BertConfig", "BertModel", TEXT, "text"),
@@ -45,9 +91,7 @@ FAMILIES = {
                                                             "n_heads": 4, "hidden_dim": 128}, "text"),
     "albert": ("AlbertConfig", "AlbertModel", {**TEXT, "embedding_size": 32}, "text"),
     "deberta-v2": ("DebertaV2Config", "DebertaV2Model", TEXT, "text"),
-    "t5-encoder": ("T5Config", "T5EncoderModel", {"vocab_size": 100, "d_model": 64, "d_kv": 16, "d_ff": 128,
-                                                 "num_layers": 2, "num_heads": 4,
-                                                 "feed_forward_proj": "gated-gelu"}, "text"),
+    "t5-encoder": ("T5Config", "T5EncoderModel", {**T5, "feed_forward_proj": "gated-gelu"}, "text"),
     "gpt2": ("GPT2Config", "GPT2Model", {"vocab_size": 100, "n_embd": 64, "n_layer": 2, "n_head": 4}, "causal"),
     "llama": ("LlamaConfig", "LlamaModel", {**TEXT, "num_key_value_heads": 2}, "causal"),
     "qwen2": ("Qwen2Config", "Qwen2Model", {**TEXT, "num_key_value_heads": 2}, "causal"),
@@ -129,15 +173,66 @@ FAMILIES = {
                "image"),
     "hiera": ("HieraConfig", "HieraModel", {"image_size": [64, 64], "embed_dim": 16, "num_heads": [1, 2, 4, 8],
                                             "depths": [1, 1, 1, 1]}, "image64"),
+    # encoder-decoders (the decoder's output; no cache), speech encoders, layout and detection models,
+    # and more encoders and decoders
+    "bart": ("BartConfig", "BartModel", SEQ2SEQ, "seq2seq"),
+    "mbart": ("MBartConfig", "MBartModel", SEQ2SEQ, "seq2seq"),
+    "pegasus": ("PegasusConfig", "PegasusModel", SEQ2SEQ, "seq2seq"),
+    "marian": ("MarianConfig", "MarianModel", SEQ2SEQ, "seq2seq"),
+    "m2m100": ("M2M100Config", "M2M100Model", SEQ2SEQ, "seq2seq"),
+    "blenderbot": ("BlenderbotConfig", "BlenderbotModel", SEQ2SEQ, "seq2seq"),
+    "plbart": ("PLBartConfig", "PLBartModel", SEQ2SEQ, "seq2seq"),
+    "t5": ("T5Config", "T5Model", {**T5, "decoder_start_token_id": 0}, "seq2seq"),
+    "longt5": ("LongT5Config", "LongT5Model", {**T5, "decoder_start_token_id": 0, "local_radius": 2}, "seq2seq"),
+    "whisper": ("WhisperConfig", "WhisperModel", {**SEQ2SEQ, "num_mel_bins": 16, "max_source_positions": 16,
+                                                  "max_target_positions": 32}, "speech2seq"),
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model", AUDIO, "audio"),
+    "hubert": ("HubertConfig", "HubertModel", AUDIO, "audio"),
+    "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel", {**AUDIO, "num_conv_pos_embeddings": 3,
+                                                                     "conv_pos_kernel_size": 3}, "audio"),
+    "wavlm": ("WavLMConfig", "WavLMModel", AUDIO, "audio"),
+    "unispeech": ("UniSpeechConfig", "UniSpeechModel", AUDIO, "audio"),
+    "sew": ("SEWConfig", "SEWModel", {**AUDIO, "squeeze_factor": 2}, "audio"),
+    "layoutlm": ("LayoutLMConfig", "LayoutLMModel", TEXT, "layout"),
+    "detr": ("DetrConfig", "DetrModel", DETR, "image64"),
+    "table-transformer": ("TableTransformerConfig", "TableTransformerModel", DETR, "image64"),
+    "data2vec-vision": ("Data2VecVisionConfig", "Data2VecVisionModel", {**IMAGE, "use_relative_position_bias": True},
+                        "image"),
+    "vit-msn": ("ViTMSNConfig", "ViTMSNModel", IMAGE, "image"),
+    "ijepa": ("IJepaConfig", "IJepaModel", IMAGE, "image"),
+    "pvt-v2": ("PvtV2Config", "PvtV2Model", {"image_size": 32, "hidden_sizes": [16, 32, 48, 64], "depths": [1, 1, 1, 1],
+                                            "num_attention_heads": [1, 2, 2, 4]}, "image"),
+    "camembert": ("CamembertConfig", "CamembertModel", TEXT, "text"),
+    "ernie": ("ErnieConfig", "ErnieModel", TEXT, "text"),
+    "megatron-bert": ("MegatronBertConfig", "MegatronBertModel", TEXT, "text"),
+    "rembert": ("RemBertConfig", "RemBertModel", {**TEXT, "input_embedding_size": 32, "output_embedding_size": 32},
+                "text"),
+    "ibert": ("IBertConfig", "IBertModel", TEXT, "text"),
+    "granite": ("GraniteConfig", "GraniteModel", {**TEXT, "num_key_value_heads": 2}, "causal"),
+    "stablelm": ("StableLmConfig", "StableLmModel", {**TEXT, "num_key_value_heads": 2}, "causal"),
+    "persimmon": ("PersimmonConfig", "PersimmonModel", TEXT, "causal"),
+    "gemma3": ("Gemma3TextConfig", "Gemma3TextModel", {**TEXT, "num_key_value_heads": 2, "head_dim": 16,
+                                                      "sliding_window": 4}, "causal"),
+    "exaone4": ("Exaone4Config", "Exaone4Model", {**TEXT, "num_key_value_heads": 2}, "causal"),
 }  # fmt: skip
 
 
 def _inputs(kind, torch):
+    """Two examples of what a family takes; text padded in its second row (and decoder ids after it)."""
+    ids = torch.randint(3, 100, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 8:] = 0
     if kind in ("text", "causal"):
-        ids = torch.randint(0, 100, (2, 12))
-        mask = torch.ones(2, 12, dtype=torch.long)
-        mask[1, 8:] = 0
         return (ids, mask), ["input_ids", "attention_mask"]
+    if kind == "seq2seq":
+        return (ids, mask, torch.randint(3, 100, (2, 7))), ["input_ids", "attention_mask", "decoder_input_ids"]
+    if kind == "speech2seq":  # log-mel frames: 2x the encoder's positions, as Whisper's stride-2 stem takes
+        return (torch.randn(2, 16, 32), torch.randint(3, 100, (2, 7))), ["input_features", "decoder_input_ids"]
+    if kind == "audio":  # 0.1 s of 16 kHz waveform
+        return (torch.randn(2, 1600),), ["input_values"]
+    if kind == "layout":  # one box per token, corners ordered as LayoutLM's 0-1000 grid wants them
+        corners = torch.randint(0, 500, (2, 12, 2))
+        return (ids, torch.cat([corners, corners + 100], -1), mask), ["input_ids", "bbox", "attention_mask"]
     side = 64 if kind == "image64" else 32
     return (torch.randn(2, 3, side, side),), ["pixel_values"]
 
@@ -158,7 +253,7 @@ def export(name, how, folder):
             self.model = model
 
         def forward(self, *values):
-            extra = {"use_cache": False} if kind == "causal" else {}
+            extra = {"use_cache": False} if kind in ("causal", "seq2seq", "speech2seq") else {}
             return self.model(**dict(zip(names, values)), **extra)[0]
 
     path = Path(folder) / f"{name}.onnx"
@@ -168,14 +263,23 @@ def export(name, how, folder):
     return path, {n: a.numpy() for n, a in zip(names, args)}, kind
 
 
+def optimizer_type(path, kind):
+    """Which of onnxruntime's fusion sets to run: an encoder-decoder's own (BART's also fuses
+    Whisper's and Marian's attention, T5's its relative bias), else BERT's or CLIP's."""
+    if path.stem in ("t5", "longt5"):
+        return "t5"
+    if kind in ("seq2seq", "speech2seq"):
+        return "bart"
+    return "clip" if kind.startswith("image") else "bert"
+
+
 def _optimized(path, kind, opt_level):
     from onnxruntime.transformers import optimizer
 
     with working_in(path.parent), quietly():
         return optimizer.optimize_model(
-            str(path), model_type="clip" if kind.startswith("image") else "bert", num_heads=4, hidden_size=64,
-            opt_level=opt_level,
-        )  # fmt: skip
+            str(path), model_type=optimizer_type(path, kind), num_heads=4, hidden_size=64, opt_level=opt_level
+        )
 
 
 def _saved(wrapped, path, suffix):
