@@ -6,7 +6,9 @@ rewrite silently dropped them: a Constant's `sparse_value` (the rewritten model 
 checker), `Optional`'s `type`, a custom op's tensors or subgraphs (lost). It cannot write a value
 typed optional (an internal error, as a model with an optional output met it). It
 decodes every string as UTF-8, so a binary string (onnxruntime-extensions' SentencepieceTokenizer
-holds its serialised model as one) stopped the pass with an internal error.
+holds its serialised model as one) stopped the pass with an internal error. It cannot write an
+empty list either (onnx tells a list's type by its first element): a Transpose's `perm` or a Conv's
+`strides` given as [] stopped the pass with an internal error.
 
 Before import, each such attribute becomes a STRING attribute of the same name holding a unique
 placeholder; after export the placeholder is swapped for the original attribute, byte for byte.
@@ -39,7 +41,11 @@ def _opaque(attribute: onnx.AttributeProto) -> bool:
     if attribute.type == A.STRING:
         return not _is_text(attribute.s)
     if attribute.type == A.STRINGS:
-        return not all(_is_text(s) for s in attribute.strings)
+        return not attribute.strings or not all(_is_text(s) for s in attribute.strings)
+    if attribute.type == A.INTS:
+        return not attribute.ints
+    if attribute.type == A.FLOATS:
+        return not attribute.floats
     return attribute.type not in CARRIED
 
 

@@ -12,12 +12,14 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from sit_onnx.cli import main
+from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.convert import RewriteOptions, find_canonical_sites, rewrite_model
 from sit_onnx.graph.walk import graph_protos
 from tests.helpers import run
 
 BLOB = bytes(range(256)) * 4  # no UTF-8 text: 0x80.. bytes stand alone
 OTHER = b"\xba\xff\x00binary"
+A = onnx.AttributeProto
 
 
 def _model() -> onnx.ModelProto:
@@ -191,3 +193,114 @@ def test_placeholders_never_reach_the_source_when_inference_fails(monkeypatch):
     assert _strings(canonical)[("SentencepieceTokenizer", "model")] == BLOB
     new, _ = rewrite_model(_model(), RewriteOptions())
     assert _strings(new)[("SentencepieceTokenizer", "model")] == BLOB
+
+
+EMPTY = {"ints": A.INTS, "floats": A.FLOATS, "strings": A.STRINGS}
+
+
+def _empty(name, kind):
+    return helper.make_attribute(name, [], attr_type=kind)
+
+
+@pytest.mark.parametrize("kind", sorted(EMPTY))
+def test_an_empty_list_attribute_survives(kind):
+    """onnx tells a list's type by its first element: graphsurgeon could not write an empty one
+    back, and a Transpose's perm=[] or a Conv's strides=[] (found by fuzzing exports) stopped the
+    pass with an internal error."""
+    node = helper.make_node("Custom", ["x"], ["u"], domain="my.domain")
+    node.attribute.append(_empty("pads", EMPTY[kind]))
+    model = _with([node], [helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, 3])])
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [s.name for s in report.sites if s.converted] == ["sm"]
+    kept = next(n for n in new.graph.node if n.op_type == "Custom").attribute
+    assert len(kept) == 1 and kept[0].type == EMPTY[kind] and kept[0].name == "pads"
+    assert _attributes(new)[("Custom", "pads")] == _attributes(model)[("Custom", "pads")]
+    assert b"sit-onnx:opaque" not in new.SerializeToString()
+
+
+def test_an_empty_constant_list_survives_and_runs():
+    """An empty Constant (value_ints=[], value_floats=[]) is a legal [0] tensor; the converted model
+    computes what the source does."""
+    ints, floats = helper.make_node("Constant", [], ["e"]), helper.make_node("Constant", [], ["f"])
+    ints.attribute.append(_empty("value_ints", A.INTS))
+    floats.attribute.append(_empty("value_floats", A.FLOATS))
+    shape = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Concat", ["s", "e"], ["shape"], axis=0)]
+    model = _with(
+        [ints, floats, *shape],
+        [
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+            helper.make_tensor_value_info("f", TensorProto.FLOAT, [0]),
+        ],
+    )
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [s.name for s in report.sites if s.converted] == ["sm"]
+    assert _attributes(new)[("Constant", "value_ints")] == _attributes(model)[("Constant", "value_ints")]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    _, shape_out, empty = run(new, {"x": x})
+    np.testing.assert_array_equal(shape_out, [2, 3])
+    assert empty.shape == (0,) and empty.dtype == np.float32
+
+
+def _decomposed(axes: onnx.AttributeProto) -> onnx.ModelProto:
+    """Exp -> ReduceSum -> Div whose sum takes its axes from a Constant holding `axes`."""
+    constant = helper.make_node("Constant", [], ["axes"])
+    constant.attribute.append(axes)
+    nodes = [
+        helper.make_node("Exp", ["x"], ["e"], name="exp"),
+        constant,
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1, name="sum"),
+        helper.make_node("Div", ["e", "s"], ["y"], name="div"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_sum_over_an_empty_constant_axes_list_is_no_site():
+    """ReduceSum over axes=[] sums every element (noop_with_empty_axes=0): no softmax over one axis,
+    and said so (the placeholder was read as one axis named by a string: an internal error)."""
+    with pytest.raises(SitOnnxError, match=r"Exp 'exp' is no softmax site: ReduceSum 'sum' reduces over 0 axes"):
+        rewrite_model(_decomposed(_empty("value_ints", A.INTS)), RewriteOptions())
+    new, report = rewrite_model(_decomposed(helper.make_attribute("value_ints", [-1])), RewriteOptions())
+    assert [s.name for s in report.sites if s.converted] == ["exp"]  # the same chain over one axis converts
+
+
+def test_a_shifted_chain_whose_max_has_empty_axes_still_converts():
+    """ReduceMax(axes=[]) subtracts the tensor's largest value: a constant per row, so the chain is
+    still a softmax over the sum's axis; the Sub stays in front of the converted site."""
+    reduce_max = helper.make_node("ReduceMax", ["x"], ["m"], keepdims=1, name="max")
+    reduce_max.attribute.append(_empty("axes", A.INTS))
+    model = _decomposed(helper.make_attribute("value_ints", [-1]))
+    model.graph.node[0].input[0] = "d"
+    model.graph.node.insert(0, helper.make_node("Sub", ["x", "m"], ["d"], name="sub"))
+    model.graph.node.insert(0, reduce_max)
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [(s.name, s.pattern) for s in report.sites if s.converted] == [("exp", "Exp-ReduceSum-Div")]
+    assert {"ReduceMax", "Sub"} <= {n.op_type for n in new.graph.node}
+    x = np.array([[0.0, 1.0, 2.0], [5.0, 3.0, -1.0]], np.float32)
+    expected = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(run(new, {"x": x})[0], expected / expected.sum(-1, keepdims=True), atol=0.03)
+
+
+def test_the_site_finder_reads_an_empty_constant_as_an_empty_array():
+    """Behind graphsurgeon an empty list is a placeholder string: read as a constant, it is the
+    empty array of its own type, not a string."""
+    import onnx_graphsurgeon as gs
+
+    from sit_onnx.graph.matchers.base import constant_value
+    from sit_onnx.graph.opaque import hide_opaque
+
+    ints, floats = helper.make_node("Constant", [], ["e"]), helper.make_node("Constant", [], ["f"])
+    ints.attribute.append(_empty("value_ints", A.INTS))
+    floats.attribute.append(_empty("value_floats", A.FLOATS))
+    model = _with([ints, floats], [])
+    hidden = hide_opaque(model)
+    assert len(hidden) == 2
+    tensors = gs.import_onnx(model).tensors()
+    for name, dtype in (("e", np.int64), ("f", np.float32)):
+        value = constant_value(tensors[name])
+        assert value.shape == (0,) and value.dtype == dtype, name

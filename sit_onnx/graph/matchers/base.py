@@ -65,5 +65,7 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     for key in ("value", "value_ints", "value_int", "value_floats", "value_float"):
         if key in producer.attrs:
             value = producer.attrs[key]
+            if isinstance(value, str):  # an empty list, carried past graphsurgeon as a placeholder (opaque.py)
+                return np.zeros(0, np.int64 if key == "value_ints" else np.float32)
             return np.asarray(value.values if isinstance(value, gs.Constant) else value)
     return None
