@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import inliner
 
+from sit_onnx.graph.attribute_types import ort_schema
 from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
 from sit_onnx.graph.ort_attention import (
     TYPE_FREE,
@@ -226,24 +227,17 @@ def _type_name(proto: onnx.TypeProto) -> str:
 
 
 @functools.cache
-def _required_inputs() -> dict[str, list[tuple[int, str]]]:
-    """(position, name) of the inputs each decomposed op cannot go without, from the installed
-    onnxruntime's own schemas (the latest version of each)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
-
-    latest: dict[str, tuple[int, list]] = {}
-    for schema in ort_c.get_all_operator_schema():
-        if schema.domain == "com.microsoft" and schema.name in DECOMPOSERS:
-            if schema.name not in latest or schema.since_version > latest[schema.name][0]:
-                needed = [(i, p.name) for i, p in enumerate(schema.inputs) if p.option.name == "Single"]
-                latest[schema.name] = (schema.since_version, needed)
-    return {name: needed for name, (_, needed) in latest.items()}
+def _required_inputs(op_type: str) -> list[tuple[int, str]]:
+    """(position, name) of the inputs a decomposed op cannot go without, from the installed
+    onnxruntime's own schema (the latest version)."""
+    schema = ort_schema(op_type) if op_type in DECOMPOSERS else None
+    return [] if schema is None else [(i, p.name) for i, p in enumerate(schema.inputs) if p.option.name == "Single"]
 
 
 def missing_required_input(node: onnx.NodeProto) -> str | None:
     """The first input the op's schema requires that the node lacks, as "weights (input 1)"; a
     decomposition reads them by position (the fuzzer's one-input Attention died of an IndexError)."""
-    for position, name in _required_inputs().get(node.op_type, []):
+    for position, name in _required_inputs(node.op_type):
         if len(node.input) <= position or not node.input[position]:
             return f"{name} (input {position})"
     return None

@@ -21,6 +21,7 @@ from sit_onnx.domain import DOMAIN, DOMAIN_VERSION, SPIKING_ACTIVATION, SPIKING_
 from sit_onnx.errors import SitOnnxError, first_line
 from sit_onnx.graph.activations import ActivationMiss, find_activation_sites, replace_activation
 from sit_onnx.graph.attention import AttentionOp, expand_attention, is_attention_op
+from sit_onnx.graph.attribute_types import mistyped_attribute
 from sit_onnx.graph.functions import spiking_functions
 from sit_onnx.graph.inline import inline_spiking_functions, spell_out_defaults
 from sit_onnx.graph.light import light_copy, write_back
@@ -233,6 +234,9 @@ def _declare_standard_opset(model: onnx.ModelProto) -> list[str]:
 
 def prepare(model: onnx.ModelProto, label: str, in_place: bool) -> Prepared:
     model = model if in_place else _copy(model)
+    mistyped = mistyped_attribute(model)
+    if mistyped is not None:  # onnxruntime refuses such a model; the site search read it as numbers
+        raise SitOnnxError(f"{label}: {mistyped}")
     notes = _declare_standard_opset(model)
     source_opset = default_opset(model)
     legacy_axes = _legacy_axes(model) if source_opset < MIN_OPSET else {}

@@ -786,7 +786,7 @@ def test_an_op_lacking_an_input_its_schema_requires_is_left_alone_with_why(op, g
 def test_required_inputs_are_read_from_onnxruntimes_schemas():
     from sit_onnx.graph.attention import _required_inputs
 
-    required = _required_inputs()
-    assert required["Attention"] == [(0, "input"), (1, "weights")]
-    assert required["MultiHeadAttention"] == [(0, "query")]  # key and value: optional (packed QKV)
-    assert [p for p, _ in required["GroupQueryAttention"]] == [0, 5, 6]
+    assert _required_inputs("Attention") == [(0, "input"), (1, "weights")]
+    assert _required_inputs("MultiHeadAttention") == [(0, "query")]  # key and value: optional (packed QKV)
+    assert [p for p, _ in _required_inputs("GroupQueryAttention")] == [0, 5, 6]
+    assert _required_inputs("SkipLayerNormalization") == []  # not decomposed: nothing read by position
