@@ -14,6 +14,7 @@ from functools import cache
 
 import onnx
 
+from sit_onnx.graph.load import default_opset
 from sit_onnx.graph.validate import node_label
 from sit_onnx.graph.walk import graph_protos
 
@@ -32,50 +33,44 @@ def _onnx_types(op_type: str, version: int) -> dict[str, int]:
 
 
 @cache
-def _ort_schemas() -> dict[str, list]:
-    """onnxruntime's com.microsoft schemas by op, newest first ({} where this build hides them)."""
+def _ort_schemas() -> dict:
+    """onnxruntime's com.microsoft schemas by op, the newest of each ({} where this build hides them)."""
     try:
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
         schemas = [s for s in ort_state.get_all_operator_schema() if s.domain == ORT_DOMAIN]
     except (ImportError, AttributeError):
         return {}
-    by_op: dict[str, list] = {}
-    for schema in sorted(schemas, key=lambda s: -s.since_version):
-        by_op.setdefault(schema.name, []).append(schema)
-    return by_op
+    return {schema.name: schema for schema in sorted(schemas, key=lambda schema: schema.since_version)}
 
 
-def ort_schema(op_type: str, version: int | None = None):
-    """onnxruntime's com.microsoft schema of an op: the newest, or the newest at or below `version`;
-    None where it has none."""
-    for schema in _ort_schemas().get(op_type, []):
-        if version is None or schema.since_version <= version:
-            return schema
-    return None
+def ort_schema(op_type: str):
+    """onnxruntime's com.microsoft schema of an op (the newest: each has had one version so far),
+    or None where it has none."""
+    return _ort_schemas().get(op_type)
 
 
 @cache
-def _ort_types(op_type: str, version: int) -> dict[str, int]:
-    schema = ort_schema(op_type, version)
+def _ort_types(op_type: str) -> dict[str, int]:
+    schema = ort_schema(op_type)
     return {} if schema is None else {name: int(a.type) for name, a in schema.attributes.items()}
 
 
-def _declared(node: onnx.NodeProto, versions: dict[str, int]) -> dict[str, int]:
+def _declared(node: onnx.NodeProto, opset: int) -> dict[str, int]:
     if node.domain in ONNX_DOMAINS:
-        return _onnx_types(node.op_type, versions.get("", versions.get("ai.onnx", 1)))
+        return _onnx_types(node.op_type, opset)
     if node.domain == ORT_DOMAIN:
-        return _ort_types(node.op_type, versions.get(ORT_DOMAIN, 1))
+        return _ort_types(node.op_type)
     return {}
 
 
 def mistyped_attribute(model: onnx.ModelProto) -> str | None:
     """The first attribute, in any graph, whose type is not the one its op's schema declares, said
     in words; None when every declared attribute has its type."""
-    versions = {entry.domain: entry.version for entry in model.opset_import}
+    opset = default_opset(model)
     for graph in graph_protos(model.graph):
         for node in graph.node:
-            declared = _declared(node, versions) if node.attribute else {}
+            declared = _declared(node, opset)
             for attribute in node.attribute:
                 wanted = declared.get(attribute.name)
                 if wanted is not None and attribute.type != wanted:

@@ -89,6 +89,11 @@ def test_the_schema_is_the_one_of_the_models_opset():
         "node 'sum' gives its ReduceSum attribute 'axes' as FLOATS, where the op takes INTS"
     )
     assert mistyped_attribute(_sum_over(13, [1.0])) is None
+    spelled_out = _sum_over(11, [1.0])
+    spelled_out.opset_import[0].domain = "ai.onnx"  # the default domain by its full name: the same opset
+    assert "as FLOATS, where the op takes INTS" in mistyped_attribute(spelled_out)
+    spelled_out.opset_import[0].version = 13
+    assert mistyped_attribute(spelled_out) is None
 
 
 def test_attributes_no_schema_declares_are_not_this_checks_business():
