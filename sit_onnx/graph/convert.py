@@ -528,6 +528,7 @@ def finish(graph: gs.Graph, prepared: Prepared, params: NeuronParams, inline: bo
     functions and metadata, optionally inlined, and checked."""
     light = prepared.light
     new = gs.export_onnx(graph, do_type_check=False)
+    _keep_default_domain_import(light, new)
     restore_opaque(new, prepared.opaque)
     _keep_annotations_of(light, new)
     _keep_node_notes(light, new)
@@ -808,6 +809,17 @@ def _keep_annotations_of(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
                 restored = [*was.input, *(info for info in restored if info.name not in declared)]
             del values[:]
             values.extend(restored)
+
+
+def _keep_default_domain_import(source: onnx.ModelProto, new: onnx.ModelProto) -> None:
+    """graphsurgeon declares each node domain it finds undeclared, at version 1: a node spelling the
+    default domain "ai.onnx" in a model that imports it as "" got ("ai.onnx", 1) beside ("", 20),
+    and onnxruntime then read every standard op at opset 1 (a Cast's `saturate` unrecognised: the
+    source ran, the rewrite did not load). The default domain is imported as the source imports it."""
+    declared = {entry.domain for entry in source.opset_import}
+    kept = [entry for entry in new.opset_import if entry.domain in declared or entry.domain not in DEFAULT_DOMAINS]
+    del new.opset_import[:]
+    new.opset_import.extend(kept)
 
 
 def _keep_node_notes(source: onnx.ModelProto, new: onnx.ModelProto) -> None:

@@ -52,9 +52,11 @@ def _attribute_reason(node: onnx.NodeProto) -> str:
     away from its default, or one this module does not know (a later onnxruntime's), whose meaning
     a decomposition would otherwise silently drop."""
     for found in node.attribute:
+        if found.name not in UNREAD_DEFAULTS:  # an unknown one, binary strings too, is named below
+            continue
         value = onnx.helper.get_attribute_value(found)
-        value = value.decode() if isinstance(value, bytes) else value
-        if found.name in UNREAD_DEFAULTS and value != UNREAD_DEFAULTS[found.name]:
+        value = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if value != UNREAD_DEFAULTS[found.name]:
             return f"{found.name}={value} is not decomposed yet"
     unknown = unknown_attribute_reason(node, READ_ATTRIBUTES | set(UNREAD_DEFAULTS))
     if unknown:

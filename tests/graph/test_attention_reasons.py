@@ -51,6 +51,11 @@ PACKED_QKV = {"q": [1, 3, 64]}  # 2 query heads and 1 kv head of 16 in one tenso
         (GQA_INPUTS, {"v_quant_type": "NONE", "k_quant_type": "NONE", "sliding_window_cache": 0}, QKV, ""),
         (GQA_INPUTS, {"future_knob": 1}, QKV,
          "attribute future_knob is not one sit-onnx knows; left as it is rather than dropped"),
+        # bytes that are no text: read only where the value is compared (it was decoded first, always:
+        # a UnicodeDecodeError, found by fuzzing attribute types)
+        (GQA_INPUTS, {"future_knob": b"\xff\xfe"}, QKV,
+         "attribute future_knob is not one sit-onnx knows; left as it is rather than dropped"),
+        (GQA_INPUTS, {"k_quant_type": b"\xffNONE"}, QKV, "k_quant_type=\ufffdNONE is not decomposed yet"),
         (GQA_INPUTS, {"causal": 2}, QKV, "causal=2 is neither 0 nor 1"),
         (GQA_INPUTS, {"causal": 0, "local_window_size": 4}, QKV,
          "local_window_size with causal=0 (onnxruntime refuses the pair)"),

@@ -338,3 +338,32 @@ def test_a_source_failing_the_full_check_may_fail_it_otherwise_once_rewritten():
         "checked against it"
     ]
     assert "node name: mm2" in checker_complaint(new, full=True) and checker_complaint(new, full=False) is None
+
+
+def test_a_node_spelling_the_default_domain_in_full_keeps_the_models_opset():
+    """A node in domain "ai.onnx" where the model imports the default domain as "" (found by fuzzing
+    an onnxruntime-optimized export, whose SimplifiedLayerNormalization the checker does not know, so
+    it never reached the import check): graphsurgeon declared ("ai.onnx", 1) beside ("", 20), and
+    onnxruntime read every standard op at opset 1 (the Cast's saturate unrecognised): the source
+    ran, the rewrite did not load."""
+    nodes = [
+        helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-5, name="norm"),
+        helper.make_node("Relu", ["n"], ["r"], domain="ai.onnx", name="relu"),
+        helper.make_node("Cast", ["r"], ["c"], to=TensorProto.FLOAT, saturate=1, name="cast"),
+        helper.make_node("Softmax", ["c"], ["y"], axis=-1, name="sm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    feeds = {"x": np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], np.float32), "scale": np.ones(3, np.float32)}
+    expected = run(model, feeds)[0]
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [s.name for s in report.sites if s.converted] == ["sm"]
+    assert [(o.domain, o.version) for o in new.opset_import] == [("", 20), ("ai.sit", 1)]
+    assert [n.domain for n in new.graph.node if n.name == "relu"] == ["ai.onnx"]  # the node as it was
+    np.testing.assert_allclose(run(new, feeds)[0], expected, atol=0.03)
