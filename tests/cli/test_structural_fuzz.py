@@ -55,15 +55,35 @@ def _attribute(node, rng):
         found.ints.extend(rng.choice([[], [0], [-1, 5]]))
 
 
+RETYPED = [b"\xff\xfe", "text", 3, 2.5, [1, 2], [0.5], ["a"]]
+
+
+def _retype(node, rng):
+    """An attribute (one the node has, or one attention and activation ops read) given another type,
+    or as an empty list: a Softmax axis of floats, a head count of bytes (each once an internal error)."""
+    names = [a.name for a in node.attribute] or ["axis", "num_heads", "alpha", "perm", "to"]
+    name = rng.choice(names)
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    if rng.random() < 0.2:
+        kind = rng.choice([AttributeProto.INTS, AttributeProto.FLOATS, AttributeProto.STRINGS])
+        node.attribute.append(helper.make_attribute(name, [], attr_type=kind))
+    else:
+        node.attribute.append(helper.make_attribute(name, rng.choice(RETYPED)))
+
+
 def _mutate(model: onnx.ModelProto, rng: random.Random) -> None:
     graph, nodes = model.graph, list(model.graph.node)
     if not nodes:
         return
     node = rng.choice(nodes)
     tensor_type = rng.choice(list(graph.input) + list(graph.output)).type.tensor_type
-    kind = rng.randrange(11)
+    kind = rng.randrange(12)
     if kind == 0:
         _attribute(node, rng)
+    elif kind == 11:
+        _retype(node, rng)
     elif kind == 1:
         tensor_type.elem_type = rng.choice(ELEMENT_TYPES)
     elif kind == 2 and tensor_type.shape.dim:
