@@ -60,6 +60,7 @@ PACKED_QKV = {"q": [1, 3, 64]}  # 2 query heads and 1 kv head of 16 in one tenso
         (GQA_INPUTS, {"causal": 0, "local_window_size": 4}, QKV,
          "local_window_size with causal=0 (onnxruntime refuses the pair)"),
         (GQA_INPUTS, {"causal": 0, "local_window_size": -1, "qk_norm_epsilon": 1e-6}, QKV, ""),
+        (GQA_INPUTS, {"causal": 0}, QKV, ""),  # no window given: onnxruntime's default, -1, is none
         (GQA_INPUTS + ["", "", "", "", "", "k_scale"], {}, QKV, "k_scale is not decomposed yet"),
         (GQA_INPUTS + ["", "", "", "", "", "", "", "qn", "kn"], {}, QKV,
          "q_norm_weight, k_norm_weight are not decomposed yet"),
