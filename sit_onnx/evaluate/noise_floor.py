@@ -51,7 +51,7 @@ def rounded_attention(candidate: onnx.ModelProto, label: str = "candidate") -> o
     floor = onnx.ModelProto()
     floor.CopyFrom(candidate)
     castlike = default_opset(floor) >= CASTLIKE_OPSET
-    replaced = 0
+    found = False
     for graph in graph_protos(floor.graph):
         nodes = []
         for node in graph.node:
@@ -59,7 +59,7 @@ def rounded_attention(candidate: onnx.ModelProto, label: str = "candidate") -> o
                 nodes.append(node)
             elif node.op_type == SPIKING_SOFTMAX:
                 nodes.extend(_exact_rounded(node, castlike))
-                replaced += 1
+                found = True
             else:
                 raise SitOnnxError(
                     f"--noise-floor: {label} holds {node.op_type} ({node.name or 'unnamed'}); the floor puts back "
@@ -67,7 +67,7 @@ def rounded_attention(candidate: onnx.ModelProto, label: str = "candidate") -> o
                 )
         del graph.node[:]
         graph.node.extend(nodes)
-    if not replaced:
+    if not found:
         raise SitOnnxError(
             f"--noise-floor: {label} holds no SpikingSoftmax node (is it a sit-onnx rewrite, written without --inline?)"
         )

@@ -32,6 +32,9 @@ def test_floor_is_the_exact_softmax_rounded_to_float16(opset, back, axis):
     floor = rounded_attention(converted)
     assert [op for domain, op in _ops(floor)] == ["Softmax", "Cast", back]
     assert not any(domain == DOMAIN for domain, _ in _ops(floor))
+    site = converted.graph.node[0].name  # each node named after the site it stands for (profiles, errors)
+    ends = ["floor_softmax", "floor_round", "floor_castlike" if back == "CastLike" else "floor_cast_back"]
+    assert [n.name for n in floor.graph.node] == [f"{site}/{end}" for end in ends] and site
     x = np.random.default_rng(opset).normal(0, 3, (3, 5)).astype(np.float32)
     got = run(floor, {"x": x})[0]
     exact = softmax(x.astype(np.float64), axis)

@@ -47,6 +47,26 @@ def test_an_attention_op_reading_a_large_weights_shape_is_expanded():
     assert np.sum(original * converted) / np.linalg.norm(original) / np.linalg.norm(converted) > 0.999
     names = [t.name for t in new.graph.initializer]
     assert set(names) >= {"w", "b"} and len(names) == len(set(names))
+    assert [i.name for i in new.graph.input] == ["x"]  # set aside as a typed input, it comes back a weight only
+
+
+def _weight_of(size: int, stem: str):
+    """A float weight whose serialised size is exactly `size` bytes (its name's length tunes it)."""
+    for count in range(size // 4, 0, -1):
+        for extra in range(8):
+            tensor = numpy_helper.from_array(np.zeros(count, np.float32), stem + "_" * extra)
+            if tensor.ByteSize() == size:
+                return tensor
+    raise AssertionError(size)
+
+
+def test_only_weights_above_the_bound_leave_the_light_copy():
+    model = _packed_attention()
+    at, above = _weight_of(ASIDE_BYTES, "at"), _weight_of(ASIDE_BYTES + 1, "above")
+    model.graph.initializer.extend([at, above])
+    light, aside = light_copy(model)
+    assert aside == {"w", above.name}
+    assert at.name in {t.name for t in light.graph.initializer}
 
 
 def test_weights_the_source_lists_as_inputs_stay_listed():
