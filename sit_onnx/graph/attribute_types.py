@@ -15,10 +15,10 @@ from functools import cache
 import onnx
 
 from sit_onnx.graph.load import default_opset
+from sit_onnx.graph.matchers.base import DEFAULT_DOMAINS
 from sit_onnx.graph.validate import node_label
 from sit_onnx.graph.walk import graph_protos
 
-ONNX_DOMAINS = ("", "ai.onnx")
 ORT_DOMAIN = "com.microsoft"
 TYPE_NAMES = onnx.AttributeProto.AttributeType.Name
 
@@ -57,7 +57,7 @@ def _ort_types(op_type: str) -> dict[str, int]:
 
 
 def _declared(node: onnx.NodeProto, opset: int) -> dict[str, int]:
-    if node.domain in ONNX_DOMAINS:
+    if node.domain in DEFAULT_DOMAINS:
         return _onnx_types(node.op_type, opset)
     if node.domain == ORT_DOMAIN:
         return _ort_types(node.op_type)
