@@ -37,8 +37,30 @@ def _seeds() -> list[onnx.ModelProto]:
     rng = np.random.default_rng(0)
     models += [_attention_model(23, three_d=True)[0], _fused_attention_model(), _gqa_model(rng)[0]]
     models.append(_gqa_cache_model(rng, 2, 1, 3)[0])
+    models.append(_optimized_like())
     models.append(onnx.load("tests/data/optimum_t5_decoder_merged.onnx"))
     return models
+
+
+def _optimized_like() -> onnx.ModelProto:
+    """What onnxruntime's optimizer writes around an attention: its own SimplifiedLayerNormalization
+    in the default domain (onnx's checker does not know it, so the source's check is tolerated and
+    the defects behind it reach the pass: a node spelling "ai.onnx" was found so), a Cast with
+    opset-19 `saturate`, at opset 20."""
+    nodes = [
+        helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-5, name="norm"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("Cast", ["r"], ["c"], to=onnx.TensorProto.FLOAT, saturate=1, name="cast"),
+        helper.make_node("Softmax", ["c"], ["y"], axis=-1, name="sm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "optimized",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])],
+        [onnx.numpy_helper.from_array(np.ones(3, np.float32), "scale")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
 def _attribute(node, rng):
