@@ -217,20 +217,25 @@ FAMILIES = {
 }  # fmt: skip
 
 
-def _inputs(kind, torch):
-    """Two examples of what a family takes; text padded in its second row (and decoder ids after it)."""
-    ids = torch.randint(3, 100, (2, 12))
+def _text(torch):
+    """Ids of two examples (no special ids), the second padded after 8 tokens, and its mask."""
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[1, 8:] = 0
+    return torch.randint(3, 100, (2, 12)), mask
+
+
+def _inputs(kind, torch):
+    """Two examples of what a family takes: text (with decoder ids after it), audio or pixels."""
     if kind in ("text", "causal"):
-        return (ids, mask), ["input_ids", "attention_mask"]
+        return _text(torch), ["input_ids", "attention_mask"]
     if kind == "seq2seq":
-        return (ids, mask, torch.randint(3, 100, (2, 7))), ["input_ids", "attention_mask", "decoder_input_ids"]
+        return (*_text(torch), torch.randint(3, 100, (2, 7))), ["input_ids", "attention_mask", "decoder_input_ids"]
     if kind == "speech2seq":  # log-mel frames: 2x the encoder's positions, as Whisper's stride-2 stem takes
         return (torch.randn(2, 16, 32), torch.randint(3, 100, (2, 7))), ["input_features", "decoder_input_ids"]
     if kind == "audio":  # 0.1 s of 16 kHz waveform
         return (torch.randn(2, 1600),), ["input_values"]
     if kind == "layout":  # one box per token, corners ordered as LayoutLM's 0-1000 grid wants them
+        ids, mask = _text(torch)
         corners = torch.randint(0, 500, (2, 12, 2))
         return (ids, torch.cat([corners, corners + 100], -1), mask), ["input_ids", "bbox", "attention_mask"]
     side = 64 if kind == "image64" else 32

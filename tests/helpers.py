@@ -47,6 +47,32 @@ def softmax_model(shape, axis=None, opset=17, dtype=TensorProto.FLOAT, name="sm"
     return model
 
 
+def chain_model(nodes, shape=(2, 3), opset=17, initializer=()) -> onnx.ModelProto:
+    """`nodes` as a model reading float x and writing float y, both of `shape`."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))],
+        list(initializer),
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def optimized_like_model() -> onnx.ModelProto:
+    """What onnxruntime's optimizer writes around an attention: its own SimplifiedLayerNormalization
+    in the default domain (onnx's checker does not know it, so a source's check is tolerated and the
+    defects behind it reach the pass: a node spelling "ai.onnx" was found so), a Relu, a Cast with
+    opset-19 `saturate`, then the Softmax, at opset 20."""
+    nodes = [
+        helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-5, name="norm"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("Cast", ["r"], ["c"], to=TensorProto.FLOAT, saturate=1, name="cast"),
+        helper.make_node("Softmax", ["c"], ["y"], axis=-1, name="sm"),
+    ]
+    return chain_model(nodes, opset=20, initializer=[numpy_helper.from_array(np.ones(3, np.float32), "scale")])
+
+
 def random_params(rng: np.random.Generator, steps: int) -> NeuronParams:
     """Any SI-exp neuron will do for the kernels: they must reproduce the reference's numbers."""
     return NeuronParams(

@@ -22,6 +22,7 @@ from sit_onnx.cli import main
 from sit_onnx.graph.walk import graph_protos
 from sit_onnx.neurons.activation import SITE_FUNCTIONS
 from tests.graph.test_attention import _attention_model, _fused_attention_model, _gqa_cache_model, _gqa_model
+from tests.helpers import optimized_like_model
 
 CASES = 150
 ELEMENT_TYPES = [0, 1, 2, 3, 6, 7, 9, 10, 11, 16, 21]
@@ -37,30 +38,9 @@ def _seeds() -> list[onnx.ModelProto]:
     rng = np.random.default_rng(0)
     models += [_attention_model(23, three_d=True)[0], _fused_attention_model(), _gqa_model(rng)[0]]
     models.append(_gqa_cache_model(rng, 2, 1, 3)[0])
-    models.append(_optimized_like())
+    models.append(optimized_like_model())
     models.append(onnx.load("tests/data/optimum_t5_decoder_merged.onnx"))
     return models
-
-
-def _optimized_like() -> onnx.ModelProto:
-    """What onnxruntime's optimizer writes around an attention: its own SimplifiedLayerNormalization
-    in the default domain (onnx's checker does not know it, so the source's check is tolerated and
-    the defects behind it reach the pass: a node spelling "ai.onnx" was found so), a Cast with
-    opset-19 `saturate`, at opset 20."""
-    nodes = [
-        helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-5, name="norm"),
-        helper.make_node("Relu", ["n"], ["r"], name="relu"),
-        helper.make_node("Cast", ["r"], ["c"], to=onnx.TensorProto.FLOAT, saturate=1, name="cast"),
-        helper.make_node("Softmax", ["c"], ["y"], axis=-1, name="sm"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "optimized",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])],
-        [onnx.numpy_helper.from_array(np.ones(3, np.float32), "scale")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
 def _attribute(node, rng):
@@ -104,8 +84,6 @@ def _mutate(model: onnx.ModelProto, rng: random.Random) -> None:
     kind = rng.randrange(12)
     if kind == 0:
         _attribute(node, rng)
-    elif kind == 11:
-        _retype(node, rng)
     elif kind == 1:
         tensor_type.elem_type = rng.choice(ELEMENT_TYPES)
     elif kind == 2 and tensor_type.shape.dim:
@@ -125,6 +103,8 @@ def _mutate(model: onnx.ModelProto, rng: random.Random) -> None:
         node.output[0] = graph.input[0].name
     elif kind == 9:
         graph.node.append(copy.deepcopy(node))
+    elif kind == 11:
+        _retype(node, rng)
     else:
         model.ir_version = rng.choice([3, 7, 11])
 

@@ -14,7 +14,7 @@ from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.attribute_types import mistyped_attribute
 from sit_onnx.graph.convert import RewriteOptions, find_canonical_sites, rewrite_model
 from tests.graph.test_attention import _gqa_model
-from tests.helpers import softmax_model
+from tests.helpers import chain_model, softmax_model
 
 A = onnx.AttributeProto
 
@@ -72,13 +72,7 @@ def _sum_over(opset, axes):
         helper.make_node("ReduceSum", ["e"], ["s"], name="sum", keepdims=1, axes=axes),
         helper.make_node("Div", ["e", "s"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return chain_model(nodes, opset=opset)
 
 
 def test_the_schema_is_the_one_of_the_models_opset():

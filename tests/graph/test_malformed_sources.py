@@ -15,7 +15,7 @@ from sit_onnx.graph.attention import expand_attention
 from sit_onnx.graph.convert import RewriteOptions, rewrite_model
 from sit_onnx.graph.validate import check_source, checker_complaint, sorted_nodes, structural_complaint
 from tests.graph.test_attention import HID, NH, _attention_inputs, _attention_model, _gqa_model, _mha_inputs, _ms_model
-from tests.helpers import run, softmax_model
+from tests.helpers import optimized_like_model, run, softmax_model
 
 
 def _refusal(model) -> str:
@@ -346,21 +346,9 @@ def test_a_node_spelling_the_default_domain_in_full_keeps_the_models_opset():
     it never reached the import check): graphsurgeon declared ("ai.onnx", 1) beside ("", 20), and
     onnxruntime read every standard op at opset 1 (the Cast's saturate unrecognised): the source
     ran, the rewrite did not load."""
-    nodes = [
-        helper.make_node("SimplifiedLayerNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-5, name="norm"),
-        helper.make_node("Relu", ["n"], ["r"], domain="ai.onnx", name="relu"),
-        helper.make_node("Cast", ["r"], ["c"], to=TensorProto.FLOAT, saturate=1, name="cast"),
-        helper.make_node("Softmax", ["c"], ["y"], axis=-1, name="sm"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
-         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    feeds = {"x": np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], np.float32), "scale": np.ones(3, np.float32)}
+    model = optimized_like_model()
+    next(n for n in model.graph.node if n.name == "relu").domain = "ai.onnx"
+    feeds = {"x": np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], np.float32)}
     expected = run(model, feeds)[0]
     new, report = rewrite_model(model, RewriteOptions())
     assert [s.name for s in report.sites if s.converted] == ["sm"]

@@ -15,7 +15,7 @@ from sit_onnx.cli import main
 from sit_onnx.errors import SitOnnxError
 from sit_onnx.graph.convert import RewriteOptions, find_canonical_sites, rewrite_model
 from sit_onnx.graph.walk import graph_protos
-from tests.helpers import run
+from tests.helpers import chain_model, run
 
 BLOB = bytes(range(256)) * 4  # no UTF-8 text: 0x80.. bytes stand alone
 OTHER = b"\xba\xff\x00binary"
@@ -251,13 +251,7 @@ def _decomposed(axes: onnx.AttributeProto) -> onnx.ModelProto:
         helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=1, name="sum"),
         helper.make_node("Div", ["e", "s"], ["y"], name="div"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return chain_model(nodes)
 
 
 def test_a_sum_over_an_empty_constant_axes_list_is_no_site():
