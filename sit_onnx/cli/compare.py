@@ -95,8 +95,9 @@ def compare(
     as_json,
 ):
     """Run REFERENCE and CANDIDATE on the same inputs and compare every output."""
-    from sit_onnx.evaluate.compare import approximately_equal, image_sizes
+    from sit_onnx.evaluate.compare import approximately_equal
     from sit_onnx.evaluate.inputs import describe_feeds
+    from sit_onnx.evaluate.judge import OutputJudge
     from sit_onnx.runtime import SessionSpec
 
     if atol is not None or rtol is not None:  # the strict check reads neither threshold: silently unused before
@@ -112,7 +113,7 @@ def compare(
     atol, rtol = atol or 0.0, rtol or 0.0
     if min_margin is None:
         min_margin = 0.0 if inputs_file else GENERATED_MIN_MARGIN
-    judged = _Judged(runs.ref_out, image_sizes(runs.feeds), runs.reference_proto, min_margin)
+    judged = OutputJudge(runs.ref_out, runs.feeds, runs.reference_proto, min_margin)
     results = judged.compared(runs.cand_out, atol, rtol)
     if not strict:
         for r in results:
@@ -253,35 +254,6 @@ SAMPLED = (
     "probability across a draw, and every token after differs; a greedy or beam search shows the conversion's "
     "own effect"
 )
-
-
-class _Judged:
-    """How each reference output is judged: its detection head, else the axis its argmax decides
-    along (None: nothing decides), the same for the candidate and the noise floor."""
-
-    def __init__(self, ref_out: dict, images: set, model, min_margin: float):
-        from sit_onnx.evaluate.compare import decision_axis
-        from sit_onnx.evaluate.detections import detection_head
-        from sit_onnx.evaluate.generation_inputs import sampled_outputs
-
-        self.ref_out, self.min_margin = ref_out, min_margin
-        self.sampled = sampled_outputs(model)
-        self.heads = {name: detection_head(model, ref.shape, images) for name, ref in ref_out.items()}
-        self.axes = {
-            name: None if self.heads[name] else decision_axis(ref.shape, images) for name, ref in ref_out.items()
-        }
-
-    def compared(self, other: dict, atol: float, rtol: float) -> list:
-        from sit_onnx.evaluate.compare import compare_arrays
-        from sit_onnx.evaluate.detections import compare_detections
-
-        results = []
-        for name, ref in self.ref_out.items():
-            r = compare_arrays(name, ref, other[name], atol, rtol, self.min_margin, self.axes[name])
-            if self.heads[name] is not None and r.problem is None:
-                r.detections = compare_detections(ref, other[name], self.heads[name])
-            results.append(r)
-        return results
 
 
 def _output_lines(r, axis: int | None, strict: bool) -> list[str]:

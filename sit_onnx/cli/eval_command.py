@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -71,7 +72,8 @@ def eval_command(model, converted, data, dataset, provider, use_library, batch, 
 
 
 def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -> None:
-    from sit_onnx.evaluate.compare import AGREEMENT_LABELS, constant_note
+    from sit_onnx.evaluate.compare import constant_note
+    from sit_onnx.evaluate.detections import describe_detections
     from sit_onnx.evaluate.experiment import evaluate_outputs
 
     rows = len(next(iter(data.arrays.values()))) if data.arrays else 0
@@ -79,7 +81,8 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
         results = evaluate_outputs(pair, data, spec, batch, bar.update)
     outputs = [
         {"name": r.name, "shape": r.shape, "agreement": r.agreement, "agreement_of": r.agreement_of,
-         "cosine": r.cosine, "max_abs": r.max_abs, "mean_abs": r.mean_abs, "constant": r.constant,
+         "argmax_axis": r.argmax_axis, "cosine": r.cosine, "max_abs": r.max_abs, "mean_abs": r.mean_abs,
+         "constant": r.constant, "detections": asdict(r.detections) if r.detections else None,
          "problem": r.problem}
         for r in results
     ]  # fmt: skip
@@ -89,13 +92,24 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
                    "outputs": [o | {"constant": json_constant(o["constant"])} for o in outputs]})  # fmt: skip
         return
     click.echo(f"data: {data.source}, {rows} samples, no labels: the converted model against the original")
-    for o in outputs:
+    for r, o in zip(results, outputs):
         if o["problem"]:
             click.echo(f"[{o['name']}] {o['problem']}")
             continue
-        said = AGREEMENT_LABELS[o["agreement_of"]]
-        agreement = f"{said} {100 * o['agreement']:.2f}%, " if o["agreement"] is not None else ""
-        click.echo(f"[{o['name']}] {agreement}cosine {o['cosine']:.6f}, abs error max {o['max_abs']:.4g} "
+        click.echo(f"[{o['name']}] {_agreement_said(o)}cosine {o['cosine']:.6f}, abs error max {o['max_abs']:.4g} "
                    f"mean {o['mean_abs']:.4g}")  # fmt: skip
+        if r.detections is not None:
+            click.echo(f"[{o['name']}] {describe_detections(r.detections)}")
         if o["constant"] is not None:
             click.echo(f"[{o['name']}] {constant_note(o['constant'])}")
+
+
+def _agreement_said(output: dict) -> str:
+    """The agreement as `compare` takes it: along the last axis, per pixel of an image map, or none
+    (a one-channel map, a detector's rows)."""
+    from sit_onnx.evaluate.compare import AGREEMENT_LABELS
+
+    if output["agreement"] is None:
+        return ""
+    per_pixel = " per pixel" if output["argmax_axis"] == -3 else ""
+    return f"{AGREEMENT_LABELS[output['agreement_of']]}{per_pixel} {100 * output['agreement']:.2f}%, "

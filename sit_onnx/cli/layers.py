@@ -83,7 +83,11 @@ def _label_free_table(rows) -> None:
 
 
 def _agreement_header(rows) -> str:
-    """What the agreement column counts: rows deciding alike, or an integer output's equal values."""
+    """What the agreement column counts: rows deciding alike (an image map's pixels), or an integer
+    output's equal values."""
     from sit_onnx.evaluate.compare import AGREEMENT_LABELS, ARGMAX
 
-    return AGREEMENT_LABELS[rows[0]["agreement_of"] if rows else ARGMAX]
+    if not rows:
+        return AGREEMENT_LABELS[ARGMAX]
+    per_pixel = " per pixel" if rows[0]["argmax_axis"] == -3 else ""
+    return AGREEMENT_LABELS[rows[0]["agreement_of"]] + per_pixel

@@ -123,15 +123,16 @@ def run_all(
 
 def evaluate_outputs(pair: ModelPair, data: LabelledData, spec: SessionSpec, batch: int = 256, tick=lambda rows: None):
     """Label-free figures for unlabelled data: per output of the original, the converted model's
-    argmax agreement, cosine and errors (compare's statistics, on every row of the data)."""
-    from sit_onnx.evaluate.compare import compare_arrays
+    argmax agreement, cosine and errors (compare's statistics, on every row of the data), each
+    output judged as `compare` judges it (judge.py)."""
+    from sit_onnx.evaluate.judge import OutputJudge
 
     reference = run_all(make_session(pair.original, spec), data.arrays, data.source, batch, tick)
     converted = run_all(make_session(pair.converted, spec), data.arrays, data.source, batch, tick)
     missing = sorted(set(reference) - set(converted))
     if missing:
         raise SitOnnxError(f"the converted model lacks the outputs {', '.join(missing)}")
-    return [compare_arrays(name, reference[name], converted[name], 0.0, 0.0) for name in reference]
+    return OutputJudge(reference, data.arrays, pair.original).compared(converted)
 
 
 def sample_feeds(model: onnx.ModelProto, data: LabelledData, count: int = 64) -> dict[str, np.ndarray]:

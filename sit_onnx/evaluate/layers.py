@@ -23,9 +23,10 @@ class LayerRow:
     last_site: str  # "-" for the original
     accuracy: float | None  # None without labels
     loss_points: float | None
-    agreement: float | None  # argmax of the first output (last axis), None when it has no rows
+    agreement: float | None  # argmax of the first output (judge.py's axis), None when nothing decides
     cosine: float | None = None  # of the first output against the original's (label-free mode)
     agreement_of: str = ARGMAX  # VALUES: an integer first output's share of equal values (compare.py)
+    argmax_axis: int | None = None  # label-free: the axis `agreement` is taken along (-3: an image map's pixels)
 
 
 def layer_sweep(
@@ -64,22 +65,31 @@ def _steps(original: onnx.ModelProto, options: RewriteOptions):
             yield n, names[n - 1], rewrite_model(original, replace(options, nodes=tuple(names[:n])))[0]
 
 
-def _first_output(model: onnx.ModelProto, data: LabelledData, spec: SessionSpec):
+def _first_output(model: onnx.ModelProto, data: LabelledData, spec: SessionSpec) -> dict:
+    """{name: value} of the model's first output on every row of the data."""
     from sit_onnx.evaluate.experiment import run_all
 
     session = make_session(model, spec)
-    return run_all(session, data.arrays, data.source, batch=256)[session.get_outputs()[0].name]
+    name = session.get_outputs()[0].name
+    return {name: run_all(session, data.arrays, data.source, batch=256)[name]}
 
 
 def _label_free_sweep(original, options, data, spec, progress) -> list[LayerRow]:
-    from sit_onnx.evaluate.compare import compare_arrays
+    """The first output judged as `compare` judges it (judge.py): a saliency map by its cosine
+    alone, a segmentation per pixel, a detector by its detections' cosine (no argmax of its rows)."""
+    from sit_onnx.evaluate.judge import OutputJudge
 
     reference = _first_output(original, data, spec)
+    judge = OutputJudge(reference, data.arrays, original)
+    (name,) = reference
     rows = []
     for n, site, converted in _steps(original, options):
         model = original if converted is None else converted
-        result = compare_arrays("first output", reference, _first_output(model, data, spec), 0.0, 0.0)
-        rows.append(LayerRow(n, site, None, None, result.agreement, result.cosine, result.agreement_of))
+        (value,) = _first_output(model, data, spec).values()
+        result = judge.compared_one(name, value)
+        rows.append(
+            LayerRow(n, site, None, None, result.agreement, result.cosine, result.agreement_of, result.argmax_axis)
+        )
         if progress:
             progress(1)
     return rows

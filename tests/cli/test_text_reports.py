@@ -247,9 +247,10 @@ def test_label_free_eval_json_names_model_converted_and_data(tiny, tmp_path):
     assert record["model"] == str(tiny / "tiny.onnx") and record["converted"] == "converted in memory"
     assert record["data"] == str(tiny / "unlabelled.npz") and record["samples"] == 120
     assert set(record["outputs"][0]) == {
-        "name", "shape", "agreement", "agreement_of", "cosine", "max_abs", "mean_abs", "constant", "problem"
+        "name", "shape", "agreement", "agreement_of", "argmax_axis", "cosine", "max_abs", "mean_abs", "constant",
+        "detections", "problem"
     }  # fmt: skip
-    assert record["outputs"][0]["agreement_of"] == "argmax"
+    assert record["outputs"][0]["agreement_of"] == "argmax" and record["outputs"][0]["argmax_axis"] == -1
     converted = tmp_path / "c.onnx"
     invoke("rewrite", tiny / "tiny.onnx", "-o", converted)
     given = json.loads(invoke("eval", tiny / "tiny.onnx", "--converted", converted, "--data",

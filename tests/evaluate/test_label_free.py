@@ -116,3 +116,86 @@ def test_layers_without_labels_tracks_the_first_output(token_model):
     assert record["ann_accuracy"] is None
     text = invoke("layers", path, "--data", data, "--steps", "4")
     assert text.exit_code == 0 and "argmax agreement" in text.output and "attention" in text.output
+
+
+def _map_model(path, shift: float, saliency_first: bool = False):
+    """pixels N x 2 x 8 x 8 -> p = softmax(3 pixels) along each line (a site); classes = p + pixels
+    + [0, shift] per channel (a two-class map of the image) and saliency = its sum over channels
+    (a one-channel map)."""
+    outputs = [
+        helper.make_tensor_value_info("classes", TensorProto.FLOAT, ["n", 2, 8, 8]),
+        helper.make_tensor_value_info("saliency", TensorProto.FLOAT, ["n", 1, 8, 8]),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["pixels", "three"], ["scaled"]),
+            helper.make_node("Softmax", ["scaled"], ["p"], axis=-1, name="lines"),
+            helper.make_node("Add", ["p", "pixels"], ["mixed"]),
+            helper.make_node("Add", ["mixed", "shift"], ["classes"]),
+            helper.make_node("ReduceSum", ["classes", "axes"], ["saliency"], keepdims=1),
+        ],
+        "maps",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 2, 8, 8])],
+        outputs[::-1] if saliency_first else outputs,
+        [
+            numpy_helper.from_array(np.float32(3), "three"),
+            numpy_helper.from_array(np.array([0, shift], np.float32).reshape(1, 2, 1, 1), "shift"),
+            numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_eval_judges_an_image_map_per_pixel_and_a_one_channel_map_by_cosine(tmp_path):
+    """As `compare` does: the two-class map's argmax is taken per pixel over its channels (a shift of
+    channel 1 flips about half the pixels, though no line's own argmax moves), the saliency map's
+    not at all (its lines are pixels, no decision)."""
+    pixels = np.random.default_rng(3).normal(size=(5, 2, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "pixels.npz", pixels=pixels)
+    original, shifted = _map_model(tmp_path / "a.onnx", 0.0), _map_model(tmp_path / "b.onnx", 0.5)
+    args = ("eval", original, "--converted", shifted, "--data", tmp_path / "pixels.npz")
+    record = json.loads(invoke(*args, "--json").output)
+    outputs = {o["name"]: o for o in record["outputs"]}
+    classes = pixels + np.exp(3 * pixels) / np.exp(3 * pixels).sum(-1, keepdims=True)
+    expected = np.mean((classes[:, 1] > classes[:, 0]) == (classes[:, 1] + 0.5 > classes[:, 0]))
+    assert outputs["classes"]["argmax_axis"] == -3 and outputs["classes"]["agreement"] == pytest.approx(expected)
+    assert 0.5 < expected < 0.95  # the shift flips pixels, not lines
+    assert outputs["saliency"]["argmax_axis"] is None and outputs["saliency"]["agreement"] is None
+    assert outputs["saliency"]["cosine"] < 1.0 and outputs["classes"]["detections"] is None
+    lines = invoke(*args).output.splitlines()
+    assert any(line.startswith(f"[classes] argmax agreement per pixel {100 * expected:.2f}%, cosine") for line in lines)
+    assert any(line.startswith("[saliency] cosine ") for line in lines)
+
+
+@pytest.mark.parametrize("saliency_first", [True, False])
+def test_layers_judges_a_map_as_first_output_as_compare_does(tmp_path, saliency_first):
+    pixels = np.random.default_rng(4).normal(size=(3, 2, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "pixels.npz", pixels=pixels)
+    model = _map_model(tmp_path / "m.onnx", 0.0, saliency_first)
+    args = ("layers", model, "--data", tmp_path / "pixels.npz", "--steps", "6")
+    rows = json.loads(invoke(*args, "--json").output)["rows"]
+    assert [r["converted_sites"] for r in rows] == [0, 1] and rows[1]["cosine"] < 1.0
+    text = invoke(*args).output
+    if saliency_first:
+        assert all(r["agreement"] is None and r["argmax_axis"] is None for r in rows)
+        assert "argmax agreement" in text and "-" in text.splitlines()[-1].split()
+    else:
+        assert all(r["argmax_axis"] == -3 for r in rows) and rows[0]["agreement"] == 1.0
+        assert 0.9 < rows[1]["agreement"] <= 1.0 and "argmax agreement per pixel" in text
+
+
+def test_eval_judges_a_detector_by_its_detections(tmp_path):
+    from tests.evaluate.test_detections import _detector, _raw
+
+    objects = [(20, 20, 10, 10, 0, 0.9), (40, 40, 10, 10, 1, 0.8)]
+    reference = _detector(tmp_path / "a.onnx", _raw(objects))
+    relabelled = _detector(tmp_path / "b.onnx", _raw([objects[0], (40, 40, 10, 10, 0, 0.8)]))
+    np.savez(tmp_path / "images.npz", images=np.zeros((1, 3, 64, 64), np.float32))
+    args = ("eval", reference, "--converted", relabelled, "--data", tmp_path / "images.npz")
+    (output,) = json.loads(invoke(*args, "--json").output)["outputs"]
+    assert output["agreement"] is None and output["argmax_axis"] is None
+    assert output["detections"]["matched"] == 1 and output["detections"]["reference"] == 2
+    text = invoke(*args).output
+    assert "[output0] detections (score >= 0.25): reference 2, candidate 2, matched 1" in text
+    assert "argmax" not in text
