@@ -199,3 +199,20 @@ def test_eval_judges_a_detector_by_its_detections(tmp_path):
     text = invoke(*args).output
     assert "[output0] detections (score >= 0.25): reference 2, candidate 2, matched 1" in text
     assert "argmax" not in text
+
+
+def test_eval_says_an_embeddings_argmax_decides_nothing(token_model, tmp_path):
+    """As `compare` does: a hidden state's argmax agreement is shown, marked as no decision; the
+    logits' line is not."""
+    path, data, _ = token_model
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        node.input[:] = ["last_hidden_state" if name == "context" else name for name in node.input]
+        node.output[:] = ["last_hidden_state" if name == "context" else name for name in node.output]
+    model.graph.output[1].name = "last_hidden_state"
+    onnx.save(model, str(tmp_path / "hidden.onnx"))
+    lines = invoke("eval", tmp_path / "hidden.onnx", "--data", data).output.splitlines()
+    hidden = next(line for line in lines if line.startswith("[last_hidden_state] "))
+    logits = next(line for line in lines if line.startswith("[logits] "))
+    assert "% (a cache or embedding: its argmax decides nothing), cosine " in hidden
+    assert logits.startswith("[logits] argmax agreement ") and "decides nothing" not in logits
