@@ -84,8 +84,22 @@ def _checked_steps(steps: int) -> list[onnx.NodeProto]:
         helper.make_node("Add", ["steps_size", "steps_bad_count"], ["steps_shape"]),
         helper.make_node("Reshape", ["steps_all", "steps_shape"], ["steps_checked"]),
         _vector("steps_split", [steps, steps, steps]),
-        helper.make_node("Split", ["steps_checked", "steps_split"], ["T", "H", "D"], axis=0),
+        helper.make_node("Split", ["steps_checked", "steps_split"], ["T_part", "H_part", "D_part"], axis=0),
+        *_known_shapes({"T": [steps], "H": [steps], "D": [steps]}),
     ]
+
+
+def _known_shapes(shapes: dict[str, list[int]]) -> list[onnx.NodeProto]:
+    """`name = Reshape(name_part, shape)` to a constant shape: a no-op where the check above passed,
+    but before opset 14 onnx infers no shape for the check's Reshape to a computed shape, so every
+    tensor computed from these (the whole neuron, and all after it) had none."""
+    nodes = []
+    for name, shape in shapes.items():
+        nodes += [
+            _vector(f"{name}_shape", shape),
+            helper.make_node("Reshape", [f"{name}_part", f"{name}_shape"], [name]),
+        ]
+    return nodes
 
 
 def _neuron_nodes(steps: int, opset: int) -> tuple[list[onnx.NodeProto], str]:
@@ -270,8 +284,10 @@ def _checked_range() -> list[onnx.NodeProto]:
         helper.make_node("Add", ["range_size_bad", "range_unordered_int"], ["range_shape"]),
         helper.make_node("Reshape", ["range_all", "range_shape"], ["range_checked"]),
         _vector("range_split", [1, 1, 1, 4]),
-        helper.make_node("Split", ["range_checked", "range_split"], ["low_1", "high_1", "bias_1", "tails"], axis=0),
-        *[helper.make_node("Squeeze", [f"{n}_1", "range_axes"], [n]) for n in scalars],
+        helper.make_node(
+            "Split", ["range_checked", "range_split"], ["low_part", "high_part", "bias_part", "tails_part"], axis=0
+        ),
+        *_known_shapes({"low": [], "high": [], "bias": [], "tails": [4]}),
     ]
 
 
@@ -315,20 +331,21 @@ def spiking_activation_function(opset: int, steps: int) -> onnx.FunctionProto:
 
 
 def _valid_only(name: str, excess: str) -> list[onnx.NodeProto]:
-    """`{name}_valid`: the int scalar `name` passed through a Reshape to [1 + excess], which fails
-    unless `excess` (an int64 scalar the caller computes from it) is 0. ONNX has no assert; this is
-    how a body refuses what the kernels refuse at session creation."""
+    """`{name}_valid`: the int scalar `name` passed through an Expand of [name, name] to [2 + excess],
+    which fails unless `excess` (an int64 scalar >= 0 the caller computes from it) is 0: two values
+    broadcast to no other length. ONNX has no assert; this is how a body refuses what the kernels
+    refuse at session creation. Expand, unlike a Reshape to a computed shape, leaves onnx's inference
+    (at every opset) the rank, so the flag, and every tensor it selects, keeps a shape."""
     return [
-        _scalar(f"{name}_one", 1),
+        _scalar(f"{name}_two", 2),
         _vector(f"{name}_one_shape", [1]),
-        helper.make_node("Add", [excess, f"{name}_one"], [f"{name}_size"]),
+        helper.make_node("Add", [excess, f"{name}_two"], [f"{name}_size"]),
         helper.make_node("Reshape", [f"{name}_size", f"{name}_one_shape"], [f"{name}_shape"]),
         helper.make_node("Reshape", [name, f"{name}_one_shape"], [f"{name}_as_one"]),
-        helper.make_node("Reshape", [f"{name}_as_one", f"{name}_shape"], [f"{name}_checked"]),
-        # axis 0 named: a Squeeze of every unit dim leaves onnx's inference no rank for the flag, and
-        # every tensor the flag selects (an activation's output) loses its shape with it
-        _vector(f"{name}_squeezed_axes", [0]),
-        helper.make_node("Squeeze", [f"{name}_checked", f"{name}_squeezed_axes"], [f"{name}_valid"]),
+        helper.make_node("Concat", [f"{name}_as_one", f"{name}_as_one"], [f"{name}_as_two"], axis=0),
+        helper.make_node("Expand", [f"{name}_as_two", f"{name}_shape"], [f"{name}_checked"]),
+        _scalar(f"{name}_first", 0),
+        helper.make_node("Gather", [f"{name}_checked", f"{name}_first"], [f"{name}_valid"], axis=0),
     ]
 
 

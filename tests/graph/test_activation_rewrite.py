@@ -1139,17 +1139,20 @@ def test_rounded_hardswish_constants_still_match():
     assert [s.form for s in sites] == ["x * Clip(x + 3, 0, 6) / 6"]
 
 
-def test_onnx_infers_the_shape_through_a_spiking_activation():
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_onnx_infers_the_shape_through_a_spiking_activation(opset):
     """onnx's shape inference reads the op's function body: a converted activation passes its input's
     shape on (the body's attribute check had squeezed every unit dim, which left the flag's rank, and
-    with it every tensor the flag selects, unknown), so tools that infer shapes downstream keep them."""
+    with it every tensor the flag selects, unknown; before opset 14 the check's Reshape to a computed
+    shape left the neuron's numbers, and all after them, without one), so tools that infer shapes
+    downstream keep them."""
     graph = helper.make_graph(
         [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, "n", 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     new, _ = rewrite_model(model, RewriteOptions(activations=("sigmoid",)))
     assert [n.op_type for n in new.graph.node] == ["SpikingActivation", "Relu"]
     del new.graph.value_info[:]

@@ -319,3 +319,31 @@ def test_the_report_names_the_shipped_set_used(options, label):
 def test_the_report_names_a_given_set_by_its_path(params_file):
     _, report = rewrite_model(softmax_model([2, 5], -1), RewriteOptions(params_file=params_file))
     assert report.params == params_file
+
+
+@pytest.mark.parametrize("opset", [13, 15, 18, 21])
+@pytest.mark.parametrize("time_steps, elem_type", [(0, TensorProto.FLOAT), (8, TensorProto.FLOAT16)])
+def test_onnx_infers_the_shape_through_spiking_exp_at_every_opset(opset, time_steps, elem_type):
+    """onnx's shape inference reads SpikingExp's body: in the chain form its output has the input's
+    shape (before opset 14 the parameters' check, a Reshape to a computed shape, had left the
+    neuron's numbers and so its output without one). SpikingNorm's sum along an axis given as an
+    attribute ends inference there (README), so the site's own output keeps no inferred shape."""
+    from onnx import helper
+
+    dims = [2, "n", 5, 3]
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"], axis=1, name="sm"), helper.make_node("Relu", ["p"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", elem_type, dims)],
+        [helper.make_tensor_value_info("y", elem_type, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    new, report = rewrite_model(model, RewriteOptions(fuse=False, time_steps=time_steps))
+    assert [s.converted for s in report.sites] == [True]
+    del new.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(new, strict_mode=True)
+    typed = {v.name: v.type.tensor_type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    (exp_out,) = [n.output[0] for n in new.graph.node if n.op_type == "SpikingExp"]
+    assert [d.dim_value or d.dim_param for d in typed[exp_out].shape.dim] == dims
+    assert typed[exp_out].elem_type in (elem_type, TensorProto.FLOAT)  # float32 where the rewrite casts around
+    assert not typed["p"].HasField("shape")

@@ -177,7 +177,7 @@ def test_bias_is_optional_and_defaults_to_zero(rng):
 
 def test_function_body_refuses_tails_of_another_length(rng):
     attrs = {**activation_attributes(_random_set(rng, 4)), "tails": [0.0, 1.0]}
-    assert any(op in _refused(attrs, library=False).lower() for op in ("reshape", "squeeze"))
+    assert any(op in _refused(attrs, library=False).lower() for op in ("reshape", "split"))
 
 
 VALUES_THE_BODY_REFUSES = [b[:2] for b in BAD[:8]]  # wrong values of the right types
@@ -195,7 +195,7 @@ def test_function_body_refuses_the_values_the_kernel_refuses(rng, name, value):
 @pytest.mark.parametrize("gate", [2, -1, 7])
 def test_function_body_refuses_a_gate_other_than_0_or_1(rng, gate):
     attrs = {**activation_attributes(_random_set(rng, 4)), "gate": gate}
-    assert any(op in _refused(attrs, library=False).lower() for op in ("reshape", "squeeze"))
+    assert "expand" in _refused(attrs, library=False).lower()  # the flag's check
 
 
 def test_gate_0_is_the_default_and_1_multiplies_by_x_inside_the_range_only(rng):

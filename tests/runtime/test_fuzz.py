@@ -179,11 +179,11 @@ SMALL = NeuronParams(np.array([0.5, -0.5, -2.0]), np.array([1.0, 1.0, 2.0]), np.
 @pytest.mark.parametrize("flag, value", [("shift", 2), ("shift", -1), ("sigmoid", 2), ("sigmoid", -3)])
 def test_shift_and_sigmoid_other_than_0_or_1_are_refused_on_both_paths(flag, value, library):
     """The kernels refuse them at session creation; the function body, which has no assert, fails
-    its Reshape (it read any value but 0 as 1)."""
+    its check's Expand (it read any value but 0 as 1)."""
     params = SMALL
     attrs = {**neuron_attributes(params), flag: value}
     node = helper.make_node("SpikingSoftmax", ["x"], ["y"], domain=DOMAIN, **attrs)
-    with pytest.raises(Exception, match="shift and sigmoid must be 0 or 1" if library else "(?i)reshape|squeeze"):
+    with pytest.raises(Exception, match="shift and sigmoid must be 0 or 1" if library else "(?i)expand"):
         _run(node, np.zeros((2, 3), np.float32), params.steps, library=library)
 
 
@@ -206,7 +206,7 @@ def test_negative_time_steps_are_refused_on_both_paths(op, library):
     params = SMALL
     attrs = {} if op == "SpikingNorm" else neuron_attributes(params)
     node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, time_steps=-2, **attrs)
-    with pytest.raises(Exception, match="time_steps must be >= 0" if library else "(?i)reshape|squeeze"):
+    with pytest.raises(Exception, match="time_steps must be >= 0" if library else "(?i)expand"):
         _run(node, np.ones((2, 3), np.float32), params.steps, library=library)
 
 
@@ -279,9 +279,9 @@ def test_kernels_and_function_bodies_refuse_and_accept_the_same_attributes():
     ],
 )
 def test_function_bodies_refuse_bad_flags_at_session_creation(op, attrs):
-    """As the kernels do: onnxruntime folds the attribute's check (a Reshape to [1 + excess], then a
-    Squeeze of axis 0, which its shape inference refuses unless that is [1]) when it builds the
-    session; the check's Squeeze had named no axis and the bad value surfaced on the first run."""
+    """As the kernels do: onnxruntime folds the attribute's check (two values expanded to [2 + excess],
+    which its shape inference refuses unless excess is 0) when it builds the session; an earlier
+    check's Squeeze had named no axis and the bad value surfaced on the first run."""
     from sit_onnx.graph.activations import activation_attributes
     from sit_onnx.neurons.activation import shipped_activation
 
@@ -291,5 +291,5 @@ def test_function_bodies_refuse_bad_flags_at_session_creation(op, attrs):
         "SpikingActivation": activation_attributes(shipped_activation("gelu", 8)),
     }[op]
     node = helper.make_node(op, ["x"], ["y"], domain=DOMAIN, **attrs, **extra)
-    with pytest.raises(Exception, match="(?i)squeeze"):
+    with pytest.raises(Exception, match="(?i)expand"):
         _session(_model(node, TensorProto.FLOAT, SMALL.steps, activation_steps=8), library=False)
