@@ -127,6 +127,26 @@ def test_nodes_without_notes_are_written_as_they_were():
     (relu,) = [n for n in new.graph.node if n.op_type == "Relu"]
     assert relu.SerializeToString() == model.graph.node[0].SerializeToString()
     assert not relu.HasField("doc_string") and not relu.HasField("overload")
+    assert not new.graph.HasField("doc_string")  # nor the graph's, where the source's had none
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_nodes_after_the_sites_new_ones_keep_their_notes(fuse):
+    """The chain form adds nodes that no source node wrote (the max, the shift): the nodes after them
+    still get their notes back, in both forms."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="att"),
+            _noted(helper.make_node("Neg", ["p"], ["q"], name="neg"), "negates", origin="head"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [2, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    new, _ = rewrite_model(model, RewriteOptions(fuse=fuse))
+    assert len(new.graph.node) > 2 or fuse  # the chain's own nodes come first
+    assert _notes(new)["q"] == ("Neg", "negates", {"origin": "head"})
 
 
 @pytest.mark.parametrize("size", [3, 600])  # kept in the light copy, or put aside as a large weight
