@@ -178,3 +178,17 @@ def test_an_initializer_declared_as_an_input_stays_one(size):
     x = np.zeros((2, size), np.float32)
     flat = session.run(None, {"x": x, "w": np.zeros(size, np.float32)})[0]
     np.testing.assert_allclose(flat, 1 / size, rtol=0.05)  # overridden: every logit equal
+
+
+def test_outputs_and_inputs_keep_their_declaration_whole():
+    """onnx-graphsurgeon writes an output back without its doc_string and its dims' denotations; the
+    rewrite declares every input and output as the source did."""
+    out = helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 3], doc_string="probabilities")
+    out.type.tensor_type.shape.dim[0].denotation = "DATA_BATCH"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3], doc_string="logits")
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["p"], axis=-1, name="att")], "g", [x], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    new, report = rewrite_model(model, RewriteOptions())
+    assert [s.converted for s in report.sites] == [True]
+    assert [o.SerializeToString() for o in new.graph.output] == [out.SerializeToString()]
+    assert [i.SerializeToString() for i in new.graph.input] == [x.SerializeToString()]
