@@ -258,7 +258,14 @@ SAMPLED = (
 
 def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
     """An output's figures, then what decides it: detections, the argmax, or nothing."""
-    from sit_onnx.evaluate.compare import VALUES, constant_note, decides, describe_agreement, describe_equal_values
+    from sit_onnx.evaluate.compare import (
+        MAP_CHANNELS,
+        VALUES,
+        constant_note,
+        decides,
+        describe_agreement,
+        describe_equal_values,
+    )
     from sit_onnx.evaluate.detections import describe_detections
 
     if r.problem:
@@ -275,7 +282,7 @@ def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
     elif r.detections is not None:
         lines.append(describe_detections(r.detections))
     elif r.ties is not None and (decides(r.name) or strict):
-        per_pixel = " (per pixel, over the map's channels)" if r.argmax_axis == -3 else ""
+        per_pixel = " (per pixel, over the map's channels)" if r.argmax_axis == MAP_CHANNELS else ""
         lines.append(f"{describe_agreement(r.agreement, r.ties)}{per_pixel}")
     elif axis is None:
         lines.append("a one-channel map of the input image (saliency, depth, a mask): no argmax decides")

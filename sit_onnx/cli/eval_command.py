@@ -107,12 +107,11 @@ def _label_free(model, converted, pair, data, spec, batch: int, as_json: bool) -
 def _agreement_said(output: dict) -> str:
     """The agreement as `compare` takes it: along the last axis, per pixel of an image map, or none
     (a one-channel map, a detector's rows); a cache's or an embedding's is said to decide nothing."""
-    from sit_onnx.evaluate.compare import AGREEMENT_LABELS, ARGMAX, decides
+    from sit_onnx.evaluate.compare import ARGMAX, agreement_label, decides
 
     if output["agreement"] is None:
         return ""
-    per_pixel = " per pixel" if output["argmax_axis"] == -3 else ""
-    said = f"{AGREEMENT_LABELS[output['agreement_of']]}{per_pixel} {100 * output['agreement']:.2f}%"
+    said = f"{agreement_label(output['agreement_of'], output['argmax_axis'])} {100 * output['agreement']:.2f}%"
     if output["agreement_of"] == ARGMAX and not decides(output["name"]):
         said += " (a cache or embedding: its argmax decides nothing)"
     return said + ", "

@@ -85,9 +85,6 @@ def _label_free_table(rows) -> None:
 def _agreement_header(rows) -> str:
     """What the agreement column counts: rows deciding alike (an image map's pixels), or an integer
     output's equal values."""
-    from sit_onnx.evaluate.compare import AGREEMENT_LABELS, ARGMAX
+    from sit_onnx.evaluate.compare import ARGMAX, agreement_label
 
-    if not rows:
-        return AGREEMENT_LABELS[ARGMAX]
-    per_pixel = " per pixel" if rows[0]["argmax_axis"] == -3 else ""
-    return AGREEMENT_LABELS[rows[0]["agreement_of"]] + per_pixel
+    return agreement_label(rows[0]["agreement_of"], rows[0]["argmax_axis"]) if rows else agreement_label(ARGMAX, None)

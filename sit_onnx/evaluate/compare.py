@@ -12,6 +12,13 @@ from sit_onnx.evaluate.detections import DetectionFigures
 INF = float("inf")
 ARGMAX, VALUES = "argmax", "values"  # what an output's `agreement` counts: rows deciding alike, or equal values
 AGREEMENT_LABELS = {ARGMAX: "argmax agreement", VALUES: "values the same"}
+MAP_CHANNELS = -3  # the argmax axis of a dense map of the input image: its channels, per pixel
+
+
+def agreement_label(agreement_of: str, argmax_axis: int | None) -> str:
+    """What an agreement figure counts, in a column header or before the figure: rows deciding
+    alike (an image map's pixels), or an integer output's equal values."""
+    return AGREEMENT_LABELS[agreement_of] + (" per pixel" if argmax_axis == MAP_CHANNELS else "")
 
 
 @dataclass
@@ -141,7 +148,7 @@ def decision_axis(shape: tuple[int, ...], images: set[tuple[int, int]]) -> int |
     h, w = shape[-2:]
     if not any(height % h == 0 and width % w == 0 and height // h == width // w for height, width in images):
         return -1
-    return -3 if len(shape) >= 4 and shape[-3] > 1 else None
+    return MAP_CHANNELS if len(shape) >= 4 and shape[-3] > 1 else None
 
 
 def approximately_equal(result: "OutputComparison", min_cosine: float, min_agreement: float) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 import onnx
 
 from sit_onnx.evaluate.accuracy import accuracy_report, predict
@@ -65,13 +66,13 @@ def _steps(original: onnx.ModelProto, options: RewriteOptions):
             yield n, names[n - 1], rewrite_model(original, replace(options, nodes=tuple(names[:n])))[0]
 
 
-def _first_output(model: onnx.ModelProto, data: LabelledData, spec: SessionSpec) -> dict:
-    """{name: value} of the model's first output on every row of the data."""
+def _first_output(model: onnx.ModelProto, data: LabelledData, spec: SessionSpec) -> tuple[str, np.ndarray]:
+    """The name of the model's first output and its value on every row of the data."""
     from sit_onnx.evaluate.experiment import run_all
 
     session = make_session(model, spec)
     name = session.get_outputs()[0].name
-    return {name: run_all(session, data.arrays, data.source, batch=256)[name]}
+    return name, run_all(session, data.arrays, data.source, batch=256)[name]
 
 
 def _label_free_sweep(original, options, data, spec, progress) -> list[LayerRow]:
@@ -79,14 +80,12 @@ def _label_free_sweep(original, options, data, spec, progress) -> list[LayerRow]
     alone, a segmentation per pixel, a detector by its detections' cosine (no argmax of its rows)."""
     from sit_onnx.evaluate.judge import OutputJudge
 
-    reference = _first_output(original, data, spec)
-    judge = OutputJudge(reference, data.arrays, original)
-    (name,) = reference
+    name, reference = _first_output(original, data, spec)
+    judge = OutputJudge({name: reference}, data.arrays, original)
     rows = []
     for n, site, converted in _steps(original, options):
         model = original if converted is None else converted
-        (value,) = _first_output(model, data, spec).values()
-        result = judge.compared_one(name, value)
+        result = judge.compared_one(name, _first_output(model, data, spec)[1])
         rows.append(
             LayerRow(n, site, None, None, result.agreement, result.cosine, result.agreement_of, result.argmax_axis)
         )
