@@ -216,3 +216,33 @@ def test_eval_says_an_embeddings_argmax_decides_nothing(token_model, tmp_path):
     logits = next(line for line in lines if line.startswith("[logits] "))
     assert "% (a cache or embedding: its argmax decides nothing), cosine " in hidden
     assert logits.startswith("[logits] argmax agreement ") and "decides nothing" not in logits
+
+
+def test_a_detectors_output_of_another_shape_is_a_problem_not_detections(tmp_path):
+    """Outputs that cannot be compared element by element are not decoded either: one line saying
+    the shapes differ."""
+    from tests.evaluate.test_detections import _detector, _raw
+
+    objects = [(20, 20, 10, 10, 0, 0.9)]
+    reference = _detector(tmp_path / "a.onnx", _raw(objects))
+    fewer = _detector(tmp_path / "b.onnx", _raw(objects)[:, :, :80])
+    np.savez(tmp_path / "images.npz", images=np.zeros((1, 3, 64, 64), np.float32))
+    args = ("eval", reference, "--converted", fewer, "--data", tmp_path / "images.npz")
+    (output,) = json.loads(invoke(*args, "--json").output)["outputs"]
+    assert output["problem"].startswith("shapes differ: [1, 6, 84] vs [1, 6, 80]") and output["detections"] is None
+    assert invoke(*args).output.splitlines()[1:] == [f"[output0] {output['problem']}"]
+
+
+def test_an_integer_output_named_like_an_embedding_is_still_judged_by_its_values(tmp_path):
+    """Equal values of ids decide something whatever the output is called: no "decides nothing"."""
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["x"], ["feature_ids"], axis=-1, keepdims=0)],
+        "ids",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("feature_ids", TensorProto.INT64, ["n"])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "ids.onnx"))
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(5).normal(size=(6, 4)).astype(np.float32))
+    args = ("eval", tmp_path / "ids.onnx", "--converted", tmp_path / "ids.onnx", "--data", tmp_path / "x.npz")
+    line = invoke(*args).output.splitlines()[1]
+    assert line.startswith("[feature_ids] values the same 100.00%, cosine ") and "decides nothing" not in line
