@@ -287,7 +287,7 @@ def _output_lines(r, axis: int | None, strict: bool) -> list[str]:
     elif axis is None:
         lines.append("a one-channel map of the input image (saliency, depth, a mask): no argmax decides")
     elif r.agreement is not None:
-        lines.append(f"argmax agreement {100 * r.agreement:.2f}% of rows (a cache or embedding: not judged)")
+        lines.append(f"argmax agreement {100 * r.agreement:.2f}% of rows (a cache, state or embedding: not judged)")
     return lines
 
 

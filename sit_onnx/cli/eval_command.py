@@ -113,5 +113,5 @@ def _agreement_said(output: dict) -> str:
         return ""
     said = f"{agreement_label(output['agreement_of'], output['argmax_axis'])} {100 * output['agreement']:.2f}%"
     if output["agreement_of"] == ARGMAX and not decides(output["name"]):
-        said += " (a cache or embedding: its argmax decides nothing)"
+        said += " (a cache, state or embedding: its argmax decides nothing)"
     return said + ", "

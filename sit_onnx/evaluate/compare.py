@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,16 +118,23 @@ def describe_agreement(agreement: float | None, ties: ArgmaxTies) -> str:
 
 
 CACHE_PREFIXES = ("present", "past")  # a decoder's key/value cache, as exporters name it
-FEATURE_WORDS = ("embed", "hidden_state", "pooler", "feature")  # text_embeds, last_hidden_state, ...
+FEATURE_WORDS = ("embed", "hidden", "pooler", "feature", "memory")  # text_embeds, last_hidden_state, ...
+STATE_WORDS = {"state", "states", "hn", "cn", "h_n", "c_n"}  # a recurrent step's state, whole words only
 
 
 def decides(name: str) -> bool:
     """Whether an output's argmax is a decision (logits, scores): not a KV cache (optimum's
-    `present.0.key`, onnxruntime's `present_key`), state handed to the next step, nor an embedding
-    or hidden state (`text_embeds`, `last_hidden_state`, `pooler_output`), whose largest feature
-    means nothing; their argmax is near-ties of projections and judges nothing."""
+    `present.0.key`, onnxruntime's `present_key`), a recurrent state handed to the next step
+    (`hidden_out`, `new_state`, an LSTM's `h_n`), an encoder's memory, nor an embedding or hidden
+    state (`text_embeds`, `last_hidden_state`, `pooler_output`), whose largest feature means
+    nothing; their argmax is near-ties of projections and judges nothing."""
     lowered = name.lower()
-    return not lowered.startswith(CACHE_PREFIXES) and not any(word in lowered for word in FEATURE_WORDS)
+    words = set(re.split(r"[^a-z0-9]+", lowered)) | set(re.findall(r"(?<![a-z0-9])[hc]_n(?![a-z0-9])", lowered))
+    return (
+        not lowered.startswith(CACHE_PREFIXES)
+        and not any(word in lowered for word in FEATURE_WORDS)
+        and not words & STATE_WORDS
+    )
 
 
 def image_sizes(feeds: dict[str, np.ndarray]) -> set[tuple[int, int]]:
@@ -154,8 +162,8 @@ def decision_axis(shape: tuple[int, ...], images: set[tuple[int, int]]) -> int |
 def approximately_equal(result: "OutputComparison", min_cosine: float, min_agreement: float) -> bool:
     """The default verdict for a spiking conversion, which is approximate by design: the outputs
     point the same way (cosine) and, where rows have an argmax that decides something (not a
-    KV cache or an embedding), decide the same (agreement). A detector's output finds the same
-    detections (both ways, as a share >= min_agreement); its end-to-end list, sorted by score, is
+    KV cache, a recurrent state or an embedding), decide the same (agreement). A detector's
+    output finds the same detections (both ways, as a share >= min_agreement); its end-to-end list, sorted by score, is
     not asked for a cosine (a low score's change reorders its rows)."""
     if result.problem is not None:
         return False

@@ -193,7 +193,9 @@ def test_relative_error_of_non_finite_references_and_tiny_ones():
     "name, judged",
     [("present.0.key", False), ("present_value", False), ("Past_key_values.1", False), ("logits", True),
      ("last_hidden_state", False), ("text_embeds", False), ("pooler_output", False), ("image_features", False),
-     ("represent", True), ("scores", True), ("start_logits", True)],
+     ("represent", True), ("scores", True), ("start_logits", True),
+     ("hidden_out", False), ("new_state", False), ("states.1", False), ("h_n", False), ("lstm_c_n", False),
+     ("hn", False), ("memory_out", False), ("statement_logits", True), ("estate", True), ("john", True)],
 )  # fmt: skip
 def test_a_cache_or_embedding_output_is_judged_by_cosine_alone(name, judged):
     """A decoder's cache is state for the next step, an embedding a direction; their argmax over a
@@ -231,7 +233,7 @@ def test_compare_cli_says_a_caches_agreement_is_not_judged(tmp_path):
     np.savez(tmp_path / "x.npz", x=np.array([[0.5, 0.495], [0.9, 0.1]], np.float32))
     args = ["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--inputs", str(tmp_path / "x.npz")]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "50.00% of rows (a cache or embedding: not judged)" in result.output
+    assert result.exit_code == 1 and "50.00% of rows (a cache, state or embedding: not judged)" in result.output
     blocks = result.output.split("[logits]")
     assert blocks[0].rstrip().endswith("PASSED") and blocks[1].rstrip().splitlines()[-2].strip() == "FAILED"
 
@@ -568,5 +570,8 @@ def test_compare_cli_strict_check_shows_the_argmax_of_any_output(tmp_path):
     approximate = CliRunner().invoke(main, ["compare", a, b])
     assert strict.exit_code == approximate.exit_code == 0
     assert "    argmax agreement 100.00% of rows" in strict.output.splitlines()
-    assert "    argmax agreement 100.00% of rows (a cache or embedding: not judged)" in approximate.output.splitlines()
+    assert (
+        "    argmax agreement 100.00% of rows (a cache, state or embedding: not judged)"
+        in approximate.output.splitlines()
+    )
     assert "    argmax agreement 100.00% of rows" not in approximate.output.splitlines()

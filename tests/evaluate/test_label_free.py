@@ -214,7 +214,7 @@ def test_eval_says_an_embeddings_argmax_decides_nothing(token_model, tmp_path):
     lines = invoke("eval", tmp_path / "hidden.onnx", "--data", data).output.splitlines()
     hidden = next(line for line in lines if line.startswith("[last_hidden_state] "))
     logits = next(line for line in lines if line.startswith("[logits] "))
-    assert "% (a cache or embedding: its argmax decides nothing), cosine " in hidden
+    assert "% (a cache, state or embedding: its argmax decides nothing), cosine " in hidden
     assert logits.startswith("[logits] argmax agreement ") and "decides nothing" not in logits
 
 
